@@ -1,0 +1,26 @@
+# acctd - the two commands people need are `sudo make demo` and `sudo make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DURATION ?= 20
+
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	@VENV=$(VENV) bash vagrant/provision.sh
+
+demo: setup
+	$(PY) -m acctd.demo --duration $(DURATION)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+# Without the root/kernel/netns/vm tiers.
+test-fast: setup
+	$(PY) -m pytest -q -m "not root and not vm" tests
+
+bench: setup
+	@mkdir -p .bench
+	$(PY) -m acctd.bench | tee .bench/results.jsonl
+
+clean:
+	rm -rf $(VENV) .bench .pytest_cache build *.egg-info

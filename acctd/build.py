@@ -1,0 +1,158 @@
+"""Build the BPF programs with bcc: one amalgamated source, sizes as -D flags.
+
+bcc rewrites map calls (`acct_addrs.lookup(...)`) only in its main file, so
+the sources under bpf/ are joined into one text by expanding their local
+`#include "..."` lines, each file once. `acctctl source` prints that text
+and the flags, which is exactly what the kernel verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from acctd import abi
+from acctd.errors import AcctError
+
+ENTRY_SOURCES = ("acct_xdp.c", "acct_tc.c")
+
+# Program name -> bcc program type name (resolved lazily: bcc not imported here).
+PROGRAMS = {
+    "acct_xdp": "XDP",
+    "acct_tc_ingress": "SCHED_CLS",
+    "acct_tc_egress": "SCHED_CLS",
+    "acct_ctl_set": "XDP",
+    "acct_xdp_empty": "XDP",
+}
+
+# LRU maps start evicting before they are full (per-CPU free lists), so the
+# flow table gets this much more room than the configured flow count.
+FLOW_HEADROOM = 1.25
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
+
+
+def bpf_dir() -> Path:
+    """bpf/ ships inside the installed package; in a checkout it is beside it."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "bpf", here.parent / "bpf"):
+        if (cand / "acct_abi.h").exists():
+            return cand
+    raise AcctError(f"BPF sources not found next to {here} (broken install?)")
+
+
+def amalgamate(names=ENTRY_SOURCES, src_dir: Path | None = None) -> str:
+    src_dir = src_dir or bpf_dir()
+    seen: set[str] = set()
+    out: list[str] = []
+
+    def add(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        text = (src_dir / name).read_text()
+        pos = 0
+        for m in _INCLUDE.finditer(text):
+            out.append(text[pos:m.start()])
+            add(m.group(1))
+            pos = m.end()
+        out.append(text[pos:])
+
+    for n in names:
+        add(n)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Map sizes and the pin root: everything that becomes a -D flag."""
+    flows: int = 65536          # flows expected between two drains
+    addrs: int = 16384          # local (subscriber) addresses
+    max_ifindex: int = 4096
+    ifaces: int = 64
+    pin_root: str = abi.PIN_ROOT
+
+    @property
+    def flow_entries(self) -> int:
+        return int(math.ceil(self.flows * FLOW_HEADROOM))
+
+    @property
+    def pin_dir(self) -> str:
+        return abi.pin_dir(self.pin_root)
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-DACCT_MAX_FLOWS={self.flow_entries}",
+            f"-DACCT_MAX_ADDRS={self.addrs}",
+            f"-DACCT_MAX_IFINDEX={self.max_ifindex}",
+            f"-DACCT_MAX_IFACES={self.ifaces}",
+            f'-DACCT_PIN_DIR="{self.pin_dir}"',
+        ]
+
+
+def build_id(source: str, cflags: list[str]) -> int:
+    """Identifies a build: same sources and flags -> same programs."""
+    h = hashlib.sha256(source.encode())
+    for f in cflags:
+        h.update(b"\0" + f.encode())
+    return int.from_bytes(h.digest()[:8], "little")
+
+
+class Build:
+    """A compiled and loaded program set (holds bcc's BPF object)."""
+
+    def __init__(self, sizes: Sizes):
+        self.sizes = sizes
+        self.source = amalgamate()
+        self.cflags = sizes.cflags()
+        self.build_id = build_id(self.source, self.cflags)
+        self._bpf = None
+        self.prog_fds: dict[str, int] = {}
+
+    def compile(self) -> "Build":
+        try:
+            from bcc import BPF  # only building needs bcc
+        except ImportError as e:
+            raise AcctError(
+                "bcc is not importable: install Debian's python3-bpfcc and make the "
+                "venv with --system-site-packages (sudo make setup does both)") from e
+        from acctd.pins import ensure_pin_dir
+        ensure_pin_dir(self.sizes.pin_dir)
+        try:
+            self._bpf = BPF(text=self.source, cflags=self.cflags)
+        except Exception as e:  # bcc raises bare Exception
+            raise AcctError(
+                f"compiling the BPF programs failed: {e}. Kernel headers missing? "
+                f"(`sudo make setup` links them); see `acctctl source` for the input") from e
+        for name, ptype in PROGRAMS.items():
+            try:
+                fn = self._bpf.load_func(name, getattr(BPF, ptype))
+            except Exception as e:
+                raise AcctError(f"the kernel refused program {name}: {e}") from e
+            self.prog_fds[name] = fn.fd
+        return self
+
+    def table_layouts(self) -> dict[str, tuple[int, dict[str, int]]]:
+        """Struct sizes and field offsets as bcc compiled them (ABI check)."""
+        out = {}
+        for name in abi.MAPS:
+            t = self._bpf.get_table(name)
+            for ct in (t.Key, t.Leaf):
+                if hasattr(ct, "_fields_"):
+                    out[ct.__name__] = (
+                        _ctypes_sizeof(ct),
+                        {f[0]: getattr(ct, f[0]).offset for f in ct._fields_})
+        return out
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+
+def _ctypes_sizeof(ct) -> int:
+    import ctypes
+    return ctypes.sizeof(ct)

@@ -1,0 +1,390 @@
+"""The datapath: build, pin, attach and detach the BPF programs; open the maps.
+
+Lifecycle (all state lives in bpffs under Sizes.pin_dir, none in processes):
+- attach: build (or reuse the pinned programs when the build id matches),
+  pin maps and programs, write each interface's role, hook it. Re-running
+  attach reuses the pins, so counters continue; hooking replaces programs
+  atomically (XDP and cls_bpf "replace"), and an interface already running
+  our current program is left untouched (its program id does not change).
+- programs stay attached when the daemon exits;
+- detach: unhook every interface running one of our programs, remove pins.
+
+A LAN interface needs both directions: its ingress hook (XDP native, XDP
+generic or TC, as configured) sees "out" traffic and a TC egress hook sees
+"in" traffic (XDP has no egress). WAN interfaces get the same hooks; the
+programs only enforce there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from acctd import abi, bpf_sys, pins
+from acctd.build import Build, Sizes
+from acctd.errors import AcctError, BpfError
+
+HOOKS = ("xdp-native", "xdp-generic", "tc")
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+TC_H_INGRESS_PARENT = 0xFFFFFFF2  # clsact ingress
+TC_H_EGRESS_PARENT = 0xFFFFFFF3   # clsact egress
+TC_PRIO = 0xAC  # our filters' priority: unique enough to find them again
+TC_HANDLE = 1
+ETH_P_ALL = 0x0003
+
+PROG_PINS = ("acct_xdp", "acct_tc_ingress", "acct_tc_egress", "acct_ctl_set", "acct_xdp_empty")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One interface to hook: its name, role and ingress hook mode."""
+    ifname: str
+    role: abi.Role
+    mode: str = "tc"
+
+    def __post_init__(self):
+        if self.mode not in HOOKS:
+            raise AcctError(f"interface {self.ifname}: hook must be one of {', '.join(HOOKS)}, "
+                            f"not {self.mode!r}")
+
+
+class Datapath:
+    """Pinned maps and programs of one ABI version under one pin root."""
+
+    def __init__(self, sizes: Sizes = Sizes(), netns: str | None = None):
+        self.sizes = sizes
+        self.netns = netns  # name under /run/netns whose interfaces we hook
+        self.maps: dict[str, bpf_sys.Map] = {}
+        self.prog_fds: dict[str, int] = {}
+        self._build: Build | None = None
+
+    # -- maps and programs -------------------------------------------------
+
+    @property
+    def pin_dir(self) -> str:
+        return self.sizes.pin_dir
+
+    def is_pinned(self) -> bool:
+        return all(os.path.exists(f"{self.pin_dir}/{m}") for m in abi.MAPS)
+
+    def open(self) -> "Datapath":
+        """Open the pinned maps (readers: daemon, acctctl). No compiler needed."""
+        if not self.is_pinned():
+            raise AcctError(f"no acctd datapath pinned under {self.pin_dir}: "
+                            "run `acctctl attach` (or start acctd) first")
+        for name, (kdt, vdt, _) in abi.MAPS.items():
+            if name not in self.maps:
+                self.maps[name] = bpf_sys.Map.open_pinned(f"{self.pin_dir}/{name}", kdt, vdt)
+        for name in PROG_PINS:
+            path = f"{self.pin_dir}/prog_{name}"
+            if name not in self.prog_fds and os.path.exists(path):
+                self.prog_fds[name] = bpf_sys.obj_get(path)
+        return self
+
+    def _check_sizes(self) -> None:
+        want = {"acct_flows": self.sizes.flow_entries, "acct_addrs": self.sizes.addrs,
+                "acct_iface_cfg": self.sizes.max_ifindex, "acct_ifaces": self.sizes.ifaces}
+        for name, n in want.items():
+            have = self.maps[name].info.max_entries
+            if have != n:
+                raise AcctError(
+                    f"map {name} is pinned with {have} entries but the configuration asks "
+                    f"for {n}; resizing loses its counters: drain them, then "
+                    "`acctctl detach` and attach again")
+
+    def pinned_build_id(self) -> int | None:
+        if not os.path.exists(f"{self.pin_dir}/acct_meta"):
+            return None
+        meta = bpf_sys.Map.open_pinned(f"{self.pin_dir}/acct_meta", *abi.MAPS["acct_meta"][:2])
+        try:
+            v = meta.lookup(np.uint32(0))
+        finally:
+            meta.close()
+        if v is None or int(v["abi"]) != abi.ABI_VERSION:
+            return None
+        return int(v["build_id"])
+
+    def load(self) -> "Datapath":
+        """Make sure maps and current programs are pinned; compile only if needed."""
+        want = Build(self.sizes)
+        if self.pinned_build_id() == want.build_id and all(
+                os.path.exists(f"{self.pin_dir}/prog_{p}") for p in PROG_PINS):
+            return self.open()
+        self._build = want.compile()  # maps: reused from pins by bcc, or created
+        self.close()
+        self.open_maps_only()
+        self._check_sizes()
+        for name in PROG_PINS:
+            path = f"{self.pin_dir}/prog_{name}"
+            tmp = path + "_new"  # bpffs refuses names with a dot
+            pins.unlink(tmp)
+            bpf_sys.obj_pin(want.prog_fds[name], tmp)
+            os.rename(tmp, path)  # atomic pin replacement
+        meta = np.zeros(1, abi.META)
+        meta["abi"] = abi.ABI_VERSION
+        meta["build_id"] = want.build_id
+        self.maps["acct_meta"].update(np.uint32(0), meta[0])
+        self._build.close()
+        self._build = None
+        return self.open()
+
+    def open_maps_only(self) -> None:
+        for name, (kdt, vdt, _) in abi.MAPS.items():
+            self.maps[name] = bpf_sys.Map.open_pinned(f"{self.pin_dir}/{name}", kdt, vdt)
+
+    def prog_ids(self) -> dict[str, int]:
+        return {n: bpf_sys.prog_info(fd).id for n, fd in self.prog_fds.items()}
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+        self.maps.clear()
+        for fd in self.prog_fds.values():
+            os.close(fd)
+        self.prog_fds.clear()
+
+    # -- hooking interfaces --------------------------------------------------
+
+    def _ipr(self):
+        from pyroute2 import IPRoute, NetNS
+        return NetNS(self.netns) if self.netns else IPRoute()
+
+    def attach(self, hooks: Iterable[Hook]) -> None:
+        hooks = list(hooks)
+        self.load()
+        ids = self.prog_ids()
+        cfg = self.maps["acct_iface_cfg"]
+        with self._ipr() as ipr:
+            used = {int(v["slot"]) for v in self._iface_cfgs().values()}
+            for h in hooks:
+                idx = _ifindex(ipr, h.ifname)
+                if idx >= self.sizes.max_ifindex:
+                    raise AcctError(f"interface {h.ifname} has ifindex {idx}, above the "
+                                    f"configured max-ifindex {self.sizes.max_ifindex}")
+                cur = cfg.lookup(np.uint32(idx))
+                slot = int(cur["slot"]) if cur is not None and cur["role"] else 0
+                if not slot:
+                    free = sorted(set(range(1, self.sizes.ifaces)) - used)
+                    if not free:
+                        raise AcctError(f"too many hooked interfaces (max {self.sizes.ifaces - 1})")
+                    slot = free[0]
+                    used.add(slot)
+                entry = np.zeros(1, abi.IFACE_CFG)
+                entry["role"] = int(h.role)
+                entry["slot"] = slot
+                # Role first, then the hook: the first packet already has a role.
+                cfg.update(np.uint32(idx), entry[0])
+                try:
+                    if h.mode == "tc":
+                        _xdp_set(ipr, idx, -1, XDP_FLAGS_SKB_MODE | XDP_FLAGS_DRV_MODE, ids["acct_xdp"])
+                        _tc_set(ipr, idx, TC_H_INGRESS_PARENT, self.prog_fds["acct_tc_ingress"],
+                                "acct_tc_ingress", ids["acct_tc_ingress"])
+                    else:
+                        _tc_del_ours(ipr, idx, TC_H_INGRESS_PARENT)
+                        mode = XDP_FLAGS_DRV_MODE if h.mode == "xdp-native" else XDP_FLAGS_SKB_MODE
+                        _xdp_set(ipr, idx, self.prog_fds["acct_xdp"], mode, ids["acct_xdp"])
+                    _tc_set(ipr, idx, TC_H_EGRESS_PARENT, self.prog_fds["acct_tc_egress"],
+                            "acct_tc_egress", ids["acct_tc_egress"])
+                except BpfError as e:
+                    raise e.with_context(f"hooking {h.ifname} ({h.mode})") from None
+
+    def _iface_cfgs(self) -> dict[int, np.void]:
+        keys, vals = self.maps["acct_iface_cfg"].read_all()
+        return {int(k): v for k, v in zip(keys, vals) if v["role"]}
+
+    def hooked(self) -> dict[int, dict]:
+        """ifindex -> {'role', 'slot', 'xdp', 'tc_ingress', 'tc_egress'} as seen in the kernel."""
+        self.open()
+        out = {}
+        with self._ipr() as ipr:
+            for idx, v in self._iface_cfgs().items():
+                out[idx] = {"role": abi.Role(int(v["role"])), "slot": int(v["slot"]),
+                            "xdp": _xdp_prog_id(ipr, idx),
+                            "tc_ingress": _tc_prog_id(ipr, idx, TC_H_INGRESS_PARENT),
+                            "tc_egress": _tc_prog_id(ipr, idx, TC_H_EGRESS_PARENT)}
+        return out
+
+    def detach(self) -> list[int]:
+        """Unhook every interface we configured and remove all pins."""
+        unhooked = []
+        if os.path.exists(f"{self.pin_dir}/acct_iface_cfg"):
+            self.open_maps_only() if not self.maps else None
+            ours = set()
+            for p in PROG_PINS:
+                path = f"{self.pin_dir}/prog_{p}"
+                if os.path.exists(path):
+                    fd = bpf_sys.obj_get(path)
+                    ours.add(bpf_sys.prog_info(fd).id)
+                    os.close(fd)
+            with self._ipr() as ipr:
+                for idx in self._iface_cfgs():
+                    try:
+                        _xdp_set(ipr, idx, -1, XDP_FLAGS_SKB_MODE | XDP_FLAGS_DRV_MODE, None, ours)
+                        _tc_del_ours(ipr, idx, TC_H_INGRESS_PARENT)
+                        _tc_del_ours(ipr, idx, TC_H_EGRESS_PARENT)
+                        _clsact_del_if_empty(ipr, idx)
+                    except BpfError as e:
+                        if e.errno != errno.ENODEV:
+                            raise
+                    unhooked.append(idx)
+        self.close()
+        pins.remove_tree(self.pin_dir)
+        return unhooked
+
+    # -- enforcement contract ------------------------------------------------
+
+    def set_verdict(self, addr: bytes, verdict: abi.Verdict, reason: int = 0,
+                    policer: int = 0) -> None:
+        """Set one address's verdict without touching its counters."""
+        self.open()
+        key = np.zeros(1, abi.ADDR_KEY)
+        key["addr"] = np.frombuffer(addr, np.uint8)
+        val = np.zeros(1, abi.ADDR_VAL)
+        val["verdict"], val["reason"], val["policer"] = int(verdict), int(reason), policer
+        try:  # new address: create it with its verdict on every CPU
+            self.maps["acct_addrs"].update(key[0], val[0], bpf_sys.BPF_NOEXIST)
+            return
+        except BpfError as e:
+            if e.errno != errno.EEXIST:
+                raise e.with_context("setting a verdict") from None
+        arg = np.zeros(1, abi.CTL_SET_ARG)
+        arg["key"] = key[0]
+        arg["verdict"], arg["reason"], arg["policer"] = int(verdict), int(reason), policer
+        # The control program writes the copy of the CPU it runs on, so run it
+        # on every CPU in turn. (bcc 0.26 cannot emit the map pointer that
+        # bpf_map_lookup_percpu_elem needs.)
+        fd = self.prog_fds["acct_ctl_set"]
+        saved = os.sched_getaffinity(0)
+        try:
+            for cpu in sorted(saved | _online_cpus()):
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:
+                    continue
+                bpf_sys.prog_test_run(fd, arg.tobytes())
+        finally:
+            os.sched_setaffinity(0, saved)
+
+
+def _online_cpus() -> set[int]:
+    with open("/sys/devices/system/cpu/online") as f:
+        cpus = set()
+        for part in f.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _ifindex(ipr, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise AcctError(f"no interface named {ifname!r}")
+    return found[0]
+
+
+def _nl(fn, *args, **kw):
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        return fn(*args, **kw)
+    except NetlinkError as e:
+        raise BpfError.from_errno(e.code, f"netlink: {e}") from None
+
+
+def _xdp_prog_id(ipr, idx: int) -> int:
+    link = ipr.get_links(idx)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    return (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp else 0
+
+
+def _xdp_set(ipr, idx: int, fd: int, flags: int, want_id: int | None,
+             ours: set[int] | None = None) -> None:
+    cur = _xdp_prog_id(ipr, idx)
+    if fd >= 0:
+        if cur == want_id:
+            return  # already running the current build: keep its id
+        if cur and _xdp_mode_flags(ipr, idx) not in (0, flags):
+            # Switching native<->generic: remove the old attachment first.
+            _nl(ipr.link, "set", index=idx,
+                xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", _xdp_mode_flags(ipr, idx))]})
+        _nl(ipr.link, "set", index=idx,
+            xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+        return
+    # Removing: only a program of ours, in whichever mode it runs.
+    if not cur or (ours is not None and cur not in ours):
+        return
+    if ours is None and want_id is not None and cur != want_id:
+        return
+    _nl(ipr.link, "set", index=idx,
+        xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", _xdp_mode_flags(ipr, idx))]})
+
+
+def _xdp_mode_flags(ipr, idx: int) -> int:
+    xdp = ipr.get_links(idx)[0].get_attr("IFLA_XDP")
+    mode = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp else None
+    return {"xdp": XDP_FLAGS_DRV_MODE, "xdpgeneric": XDP_FLAGS_SKB_MODE}.get(mode, 0)
+
+
+def _ensure_clsact(ipr, idx: int) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        ipr.tc("add", "clsact", idx)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise BpfError.from_errno(e.code, f"adding clsact qdisc: {e}") from None
+
+
+def _tc_filters(ipr, idx: int, parent: int):
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        return [f for f in ipr.get_filters(index=idx, parent=parent)
+                if f.get_attr("TCA_KIND") == "bpf" and (f["info"] >> 16) == TC_PRIO]
+    except NetlinkError as e:
+        if e.code in (errno.EINVAL, errno.ENOENT):
+            return []  # no clsact qdisc
+        raise BpfError.from_errno(e.code, f"listing tc filters: {e}") from None
+
+
+def _tc_prog_id(ipr, idx: int, parent: int) -> int:
+    # pyroute2 does not decode TCA_BPF_ID, so our filters carry the program
+    # id in their name: "acct_tc_ingress:<id>".
+    for f in _tc_filters(ipr, idx, parent):
+        opts = f.get_attr("TCA_OPTIONS")
+        name = (opts.get_attr("TCA_BPF_NAME") or "") if opts is not None else ""
+        if ":" in name:
+            return int(name.rsplit(":", 1)[1])
+    return 0
+
+
+def _tc_set(ipr, idx: int, parent: int, fd: int, name: str, want_id: int) -> None:
+    _ensure_clsact(ipr, idx)
+    if _tc_prog_id(ipr, idx, parent) == want_id:
+        return
+    # "replace" swaps the program of our (prio, handle) filter atomically.
+    _nl(ipr.tc, "replace-filter", "bpf", idx, TC_HANDLE, parent=parent, prio=TC_PRIO,
+        protocol=ETH_P_ALL, fd=fd, name=f"{name}:{want_id}", direct_action=True)
+
+
+def _tc_del_ours(ipr, idx: int, parent: int) -> None:
+    if not _tc_filters(ipr, idx, parent):
+        return
+    _nl(ipr.tc, "del-filter", "bpf", idx, TC_HANDLE, parent=parent, prio=TC_PRIO,
+        protocol=ETH_P_ALL)
+
+
+def _clsact_del_if_empty(ipr, idx: int) -> None:
+    """Leave nothing behind: drop the clsact qdisc once no filter uses it."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        for parent in (TC_H_INGRESS_PARENT, TC_H_EGRESS_PARENT):
+            if ipr.get_filters(index=idx, parent=parent):
+                return
+        ipr.tc("del", "clsact", idx)
+    except NetlinkError as e:
+        if e.code not in (errno.EINVAL, errno.ENOENT):
+            raise BpfError.from_errno(e.code, f"removing clsact qdisc: {e}") from None

@@ -1,0 +1,38 @@
+/* acct_consts.h - build-time limits. Every one can be overridden with
+ * -DNAME=VALUE (acctd passes them as bcc cflags from its config); the
+ * defaults suit a small site. */
+#ifndef ACCT_CONSTS_H
+#define ACCT_CONSTS_H
+
+/* Flow table entries. LRU maps evict before they are full, so the loader
+ * passes the configured size times its headroom factor. */
+#ifndef ACCT_MAX_FLOWS
+#define ACCT_MAX_FLOWS 65536
+#endif
+
+/* Local (subscriber) addresses with exact counters. */
+#ifndef ACCT_MAX_ADDRS
+#define ACCT_MAX_ADDRS 16384
+#endif
+
+/* Highest ifindex that can be hooked, plus one. */
+#ifndef ACCT_MAX_IFINDEX
+#define ACCT_MAX_IFINDEX 4096
+#endif
+
+/* Hooked interfaces (slots in acct_ifaces); slot 0 collects packets seen
+ * on an interface that has no configuration. */
+#ifndef ACCT_MAX_IFACES
+#define ACCT_MAX_IFACES 64
+#endif
+
+/* IPv6 extension headers walked before giving up on finding L4. */
+#ifndef ACCT_IPV6_EXT_MAX
+#define ACCT_IPV6_EXT_MAX 6
+#endif
+
+#ifndef ACCT_PIN_DIR
+#define ACCT_PIN_DIR "/sys/fs/bpf/acctd/v1"
+#endif
+
+#endif /* ACCT_CONSTS_H */

@@ -1,0 +1,415 @@
+/* acct_lib.h - header-only packet parsing and accounting, shared by the XDP
+ * and TC entry programs. The entry programs fill a struct acct_ctx (the thin
+ * context shim) and call acct_packet(); everything else is common.
+ *
+ * Per packet: one array lookup for the interface config, one for its totals,
+ * one hash lookup for the local address (counters + verdict), one LRU lookup
+ * for the flow, two array lookups for VLAN and port counters. Per-CPU values
+ * are modified in place after lookup: no atomics, no update of existing keys.
+ */
+#ifndef ACCT_LIB_H
+#define ACCT_LIB_H
+
+#define ACCT_ETH_HLEN 14
+#define ACCT_ETH_P_IP 0x0800
+#define ACCT_ETH_P_IPV6 0x86DD
+#define ACCT_ETH_P_8021Q 0x8100
+#define ACCT_ETH_P_8021AD 0x88A8
+#define ACCT_ETH_P_QINQ1 0x9100	/* pre-standard QinQ, still seen */
+
+#define ACCT_VLAN_VID(tci) ((tci) & 0x0fff)
+
+/* What an entry program knows before parsing. */
+struct acct_ctx {
+	void *data;
+	void *data_end;
+	__u32 ifindex;
+	__u32 wire_len;		/* frame length, for health byte counters */
+	__u32 skb_len;		/* TC: skb->len (GSO byte arithmetic), else 0 */
+	__u32 gso_segs;		/* TC: segments of a GSO/GRO packet, else 1 */
+	__u16 meta_vlan;	/* TC: VID the driver moved to skb metadata */
+	__u8 meta_vlan_present;
+	__u8 egress;		/* 1 at TC egress, 0 at any ingress */
+};
+
+/* A parsed packet: the flow key without ifindex/dir, and the lengths the
+ * byte count needs. */
+struct acct_pkt {
+	struct acct_flow_key key;
+	__u32 l3_off;		/* from data to the IP header */
+	__u32 l3_hdr_len;	/* IP header incl. options / extension headers */
+	__u32 l4_hdr_len;	/* TCP header incl. options, UDP 8, else 0 */
+	__u32 ip_len;		/* IP-layer length from the header */
+	__u32 tcp_flags;
+	__u32 health;		/* ACCT_H_* bit flags noticed while parsing */
+};
+
+enum acct_parse_rc {
+	ACCT_PARSE_OK = 0,
+	ACCT_PARSE_NON_IP = 1,
+	ACCT_PARSE_TRUNCATED = 2,
+	ACCT_PARSE_MALFORMED = 3,
+};
+
+#define ACCT_PKT_H(bit) (1u << (bit))
+
+/* IPv4 addresses are stored IPv4-mapped: ::ffff:a.b.c.d */
+static __always_inline void acct_addr_from_v4(__u8 *dst, const void *src)
+{
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, src, 4);
+}
+
+/* Reads the L4 ports (or ICMP type/code) and TCP flags. A truncated L4
+ * header is noted, not fatal: the packet is still counted, without ports. */
+static __always_inline void acct_parse_l4(void *l4, void *data_end,
+					  struct acct_pkt *p)
+{
+	__u8 proto = p->key.proto;
+
+	if (proto == IPPROTO_TCP) {
+		__u8 *th = l4;
+		if (l4 + 20 > data_end) {
+			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
+			return;
+		}
+		p->key.sport = ((__u16)th[0] << 8) | th[1];
+		p->key.dport = ((__u16)th[2] << 8) | th[3];
+		p->tcp_flags = th[13];
+		p->l4_hdr_len = (th[12] >> 4) * 4;
+	} else if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
+		   proto == IPPROTO_SCTP || proto == IPPROTO_DCCP) {
+		__u8 *uh = l4;
+		if (l4 + 8 > data_end) {
+			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
+			return;
+		}
+		p->key.sport = ((__u16)uh[0] << 8) | uh[1];
+		p->key.dport = ((__u16)uh[2] << 8) | uh[3];
+		p->l4_hdr_len = 8;
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		__u8 *ih = l4;
+		if (l4 + 2 > data_end) {
+			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
+			return;
+		}
+		p->key.sport = ih[0];	/* type */
+		p->key.dport = ih[1];	/* code */
+	}
+}
+
+static __always_inline int acct_parse_ipv4(void *data, void *data_end,
+					   struct acct_pkt *p)
+{
+	struct iphdr *iph = data + p->l3_off;
+
+	if ((void *)(iph + 1) > data_end)
+		return ACCT_PARSE_TRUNCATED;
+	__u32 ihl = iph->ihl * 4;
+	__u32 tot = bpf_ntohs(iph->tot_len);
+	if (iph->version != 4 || ihl < 20 || (tot && tot < ihl))
+		return ACCT_PARSE_MALFORMED;
+	if ((void *)iph + ihl > data_end)
+		return ACCT_PARSE_TRUNCATED;
+
+	p->key.ip_ver = 4;
+	p->key.proto = iph->protocol;
+	acct_addr_from_v4(p->key.saddr, &iph->saddr);
+	acct_addr_from_v4(p->key.daddr, &iph->daddr);
+	p->l3_hdr_len = ihl;
+	p->ip_len = tot;	/* 0 only for BIG TCP GSO packets: see acct_packet */
+
+	/* Only the first fragment carries the L4 header. */
+	if (bpf_ntohs(iph->frag_off) & 0x1fff) {
+		p->health |= ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG);
+		return ACCT_PARSE_OK;
+	}
+	acct_parse_l4((void *)iph + ihl, data_end, p);
+	return ACCT_PARSE_OK;
+}
+
+/* IPv6 extension headers that only delay the L4 header. */
+#define ACCT_NEXTHDR_HOP 0
+#define ACCT_NEXTHDR_ROUTING 43
+#define ACCT_NEXTHDR_FRAGMENT 44
+#define ACCT_NEXTHDR_DEST 60
+
+static __always_inline int acct_parse_ipv6(void *data, void *data_end,
+					   struct acct_pkt *p)
+{
+	struct ipv6hdr *ip6h = data + p->l3_off;
+
+	if ((void *)(ip6h + 1) > data_end)
+		return ACCT_PARSE_TRUNCATED;
+	if (ip6h->version != 6)
+		return ACCT_PARSE_MALFORMED;
+
+	p->key.ip_ver = 6;
+	__builtin_memcpy(p->key.saddr, &ip6h->saddr, 16);
+	__builtin_memcpy(p->key.daddr, &ip6h->daddr, 16);
+	__u32 plen = bpf_ntohs(ip6h->payload_len);
+	p->ip_len = plen ? plen + 40 : 0;	/* 0: jumbogram or BIG TCP */
+
+	__u8 nexthdr = ip6h->nexthdr;
+	__u32 off = 40;		/* bounded: each step adds at most 2048 */
+	int first_frag = 1;
+#pragma unroll
+	for (int i = 0; i < ACCT_IPV6_EXT_MAX; i++) {
+		if (nexthdr != ACCT_NEXTHDR_HOP && nexthdr != ACCT_NEXTHDR_ROUTING &&
+		    nexthdr != ACCT_NEXTHDR_FRAGMENT && nexthdr != ACCT_NEXTHDR_DEST)
+			break;
+		__u8 *eh = (void *)ip6h + off;
+		if ((void *)(eh + 8) > data_end)
+			return ACCT_PARSE_TRUNCATED;
+		if (nexthdr == ACCT_NEXTHDR_FRAGMENT) {
+			/* offset is the top 13 bits of bytes 2-3 */
+			if ((((__u16)eh[2] << 8) | eh[3]) & 0xfff8)
+				first_frag = 0;
+			off += 8;
+		} else {
+			off += ((__u32)eh[1] + 1) * 8;
+		}
+		nexthdr = eh[0];
+	}
+	p->key.proto = nexthdr;
+	p->l3_hdr_len = off;
+	if (nexthdr == ACCT_NEXTHDR_HOP || nexthdr == ACCT_NEXTHDR_ROUTING ||
+	    nexthdr == ACCT_NEXTHDR_FRAGMENT || nexthdr == ACCT_NEXTHDR_DEST) {
+		p->health |= ACCT_PKT_H(ACCT_H_EXT_HDR_LIMIT);
+		return ACCT_PARSE_OK;
+	}
+	if (!first_frag) {
+		p->health |= ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG);
+		return ACCT_PARSE_OK;
+	}
+	acct_parse_l4((void *)ip6h + off, data_end, p);
+	return ACCT_PARSE_OK;
+}
+
+/* Ethernet, up to two VLAN tags, then IPv4 or IPv6. */
+static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
+{
+	void *data = c->data, *data_end = c->data_end;
+	__u8 *eth = data;
+	__u16 outer = 0, inner = 0;
+	int ntags = 0;
+
+	if (data + ACCT_ETH_HLEN > data_end)
+		return ACCT_PARSE_TRUNCATED;
+	__u16 proto = ((__u16)eth[12] << 8) | eth[13];
+	__u32 off = ACCT_ETH_HLEN;
+
+	/* A tag the driver stripped into metadata was the outermost one. */
+	if (c->meta_vlan_present) {
+		outer = c->meta_vlan;
+		ntags = 1;
+	}
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != ACCT_ETH_P_8021Q && proto != ACCT_ETH_P_8021AD &&
+		    proto != ACCT_ETH_P_QINQ1)
+			break;
+		__u8 *tag = data + off;
+		if ((void *)(tag + 4) > data_end)
+			return ACCT_PARSE_TRUNCATED;
+		__u16 vid = ACCT_VLAN_VID(((__u16)tag[0] << 8) | tag[1]);
+		if (ntags == 0)
+			outer = vid;
+		else if (ntags == 1)
+			inner = vid;
+		ntags++;
+		proto = ((__u16)tag[2] << 8) | tag[3];
+		off += 4;
+	}
+	p->key.vlan_outer = outer;
+	p->key.vlan_inner = inner;
+	p->l3_off = off;
+
+	if (proto == ACCT_ETH_P_IP)
+		return acct_parse_ipv4(data, data_end, p);
+	if (proto == ACCT_ETH_P_IPV6)
+		return acct_parse_ipv6(data, data_end, p);
+	return ACCT_PARSE_NON_IP;
+}
+
+static __always_inline void acct_count(struct acct_count_val *v, __u32 dir,
+				       __u64 packets, __u64 bytes)
+{
+	if (v) {
+		v->packets[dir & 1] += packets;
+		v->bytes[dir & 1] += bytes;
+	}
+}
+
+/* Service port of a flow for acct_ports: the lower of its two ports. */
+static __always_inline __u32 acct_port_slot(const struct acct_flow_key *k)
+{
+	__u32 port = k->sport < k->dport ? k->sport : k->dport;
+
+	if (k->proto == IPPROTO_TCP)
+		return ACCT_PORT_TCP_BASE + port;
+	if (k->proto == IPPROTO_UDP)
+		return ACCT_PORT_UDP_BASE + port;
+	return ACCT_PORT_PROTO_BASE + k->proto;
+}
+
+/* Adds one packet to the flow table. The LRU may evict: acct_addrs, not
+ * this table, is the exact record, so a failed insert is only counted. */
+static __always_inline void acct_flow_add(struct acct_flow_key *fk,
+					  __u64 packets, __u64 bytes,
+					  __u64 now, __u32 tcp_flags,
+					  struct acct_iface_val *st)
+{
+	struct acct_flow_val *fv = acct_flows.lookup(fk);
+
+	if (!fv) {
+		struct acct_flow_val nv = {};
+		nv.packets = packets;
+		nv.bytes = bytes;
+		nv.first_ns = now;
+		nv.last_ns = now;
+		nv.tcp_flags = tcp_flags;
+		if (acct_flows.insert(fk, &nv) == 0) {
+			st->health[ACCT_H_FLOW_NEW]++;
+			return;
+		}
+		/* Lost a race with another CPU inserting the same key? */
+		fv = acct_flows.lookup(fk);
+		if (!fv) {
+			st->health[ACCT_H_FLOW_INSERT_FAIL]++;
+			st->health_bytes[ACCT_H_FLOW_INSERT_FAIL] += bytes;
+			return;
+		}
+	}
+	fv->packets += packets;
+	fv->bytes += bytes;
+	if (!fv->first_ns)
+		fv->first_ns = now;	/* first packet on this CPU */
+	fv->last_ns = now;
+	fv->tcp_flags |= tcp_flags;
+}
+
+static __always_inline int acct_blocked(const struct acct_addr_val *av)
+{
+	return av->verdict == ACCT_VERDICT_DROP &&
+	       !(av->reason & ACCT_REASON_SYS_ALLOW);
+}
+
+/* Accounts one packet and returns its verdict (ACCT_VERDICT_PASS or DROP).
+ * Anything the accountant cannot understand passes. */
+static __always_inline int acct_packet(struct acct_ctx *c)
+{
+	__u32 ifindex = c->ifindex;
+	__u32 slot = 0, role = ACCT_ROLE_NONE;
+	struct acct_iface_cfg *cfg = acct_iface_cfg.lookup(&ifindex);
+
+	if (cfg) {
+		role = cfg->role;
+		slot = cfg->slot;
+	}
+	struct acct_iface_val *st = acct_ifaces.lookup(&slot);
+	if (!st)
+		return ACCT_VERDICT_PASS;
+
+	struct acct_pkt p = {};
+	int rc = acct_parse(c, &p);
+	if (rc != ACCT_PARSE_OK) {
+		__u32 h = rc == ACCT_PARSE_NON_IP ? ACCT_H_NON_IP :
+			  rc == ACCT_PARSE_TRUNCATED ? ACCT_H_TRUNCATED :
+						       ACCT_H_MALFORMED;
+		st->health[h]++;
+		st->health_bytes[h] += c->wire_len;
+		return ACCT_VERDICT_PASS;
+	}
+	if (p.health) {
+		if (p.health & ACCT_PKT_H(ACCT_H_TRUNCATED))
+			st->health[ACCT_H_TRUNCATED]++;
+		if (p.health & ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG))
+			st->health[ACCT_H_NOT_FIRST_FRAG]++;
+		if (p.health & ACCT_PKT_H(ACCT_H_EXT_HDR_LIMIT))
+			st->health[ACCT_H_EXT_HDR_LIMIT]++;
+	}
+
+	/* NetFlow/IPFIX convention: IP-layer bytes as on the wire. A GSO/GRO
+	 * packet stands for gso_segs wire packets, each repeating the headers. */
+	__u64 packets = 1, bytes = p.ip_len;
+	if (c->gso_segs > 1 || (!bytes && c->skb_len)) {
+		__u32 segs = c->gso_segs > 1 ? c->gso_segs : 1;
+		packets = segs;
+		bytes = (__u64)(c->skb_len - p.l3_off) +
+			(__u64)(segs - 1) * (p.l3_hdr_len + p.l4_hdr_len);
+	} else if (!bytes) {
+		bytes = (__u64)(c->data_end - c->data) - p.l3_off;
+	}
+
+	/* LAN: arriving = out for the source, leaving = in for the destination.
+	 * WAN (and unconfigured) interfaces look the address up the other way
+	 * round and only enforce. */
+	__u32 dir;
+	if (role == ACCT_ROLE_LAN)
+		dir = c->egress ? ACCT_DIR_IN : ACCT_DIR_OUT;
+	else
+		dir = c->egress ? ACCT_DIR_OUT : ACCT_DIR_IN;
+	struct acct_addr_key ak = {};
+	__builtin_memcpy(ak.addr, dir == ACCT_DIR_OUT ? p.key.saddr : p.key.daddr, 16);
+
+	__u64 now = bpf_ktime_get_ns();
+	struct acct_addr_val *av = acct_addrs.lookup(&ak);
+
+	if (av && acct_blocked(av)) {
+		av->drop_packets[dir & 1] += packets;
+		av->drop_bytes[dir & 1] += bytes;
+		st->drop_packets[dir & 1] += packets;
+		st->drop_bytes[dir & 1] += bytes;
+		return ACCT_VERDICT_DROP;
+	}
+	if (role != ACCT_ROLE_LAN) {
+		/* Interface statistics only: never part of accounting. */
+		st->packets[dir & 1] += packets;
+		st->bytes[dir & 1] += bytes;
+		return ACCT_VERDICT_PASS;
+	}
+
+	if (av) {
+		av->packets[dir & 1] += packets;
+		av->bytes[dir & 1] += bytes;
+		av->last_ns = now;
+	} else {
+		struct acct_addr_val nv = {};
+		nv.packets[dir & 1] = packets;
+		nv.bytes[dir & 1] = bytes;
+		nv.last_ns = now;
+		if (acct_addrs.insert(&ak, &nv) != 0) {
+			/* Another CPU may have inserted it meanwhile. */
+			av = acct_addrs.lookup(&ak);
+			if (av) {
+				av->packets[dir & 1] += packets;
+				av->bytes[dir & 1] += bytes;
+				av->last_ns = now;
+			} else {
+				st->health[ACCT_H_ADDR_TABLE_FULL]++;
+				st->unattr_packets[dir & 1] += packets;
+				st->unattr_bytes[dir & 1] += bytes;
+			}
+		}
+	}
+	st->packets[dir & 1] += packets;
+	st->bytes[dir & 1] += bytes;
+
+	p.key.ifindex = ifindex;
+	p.key.dir = dir;
+	acct_flow_add(&p.key, packets, bytes, now, p.tcp_flags, st);
+
+	__u32 vslot = p.key.vlan_outer;
+	acct_count(acct_vlans.lookup(&vslot), dir, packets, bytes);
+	if (p.key.vlan_inner) {
+		vslot = ACCT_VLAN_SLOTS + p.key.vlan_inner;
+		acct_count(acct_vlans.lookup(&vslot), dir, packets, bytes);
+	}
+	__u32 pslot = acct_port_slot(&p.key);
+	acct_count(acct_ports.lookup(&pslot), dir, packets, bytes);
+	return ACCT_VERDICT_PASS;
+}
+
+#endif /* ACCT_LIB_H */

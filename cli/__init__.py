@@ -1,0 +1,1 @@
+"""acctctl: the operator's command line for acctd (installed from cli/)."""
