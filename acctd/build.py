@@ -122,14 +122,14 @@ class Build:
         from acctd.pins import ensure_pin_dir
         ensure_pin_dir(self.sizes.pin_dir)
         try:
-            self._bpf = BPF(text=self.source, cflags=self.cflags)
+            self._bpf = BPF(text=self.source.encode(), cflags=self.cflags)
         except Exception as e:  # bcc raises bare Exception
             raise AcctError(
                 f"compiling the BPF programs failed: {e}. Kernel headers missing? "
                 f"(`sudo make setup` links them); see `acctctl source` for the input") from e
         for name, ptype in PROGRAMS.items():
             try:
-                fn = self._bpf.load_func(name, getattr(BPF, ptype))
+                fn = self._bpf.load_func(name.encode(), getattr(BPF, ptype))
             except Exception as e:
                 raise AcctError(f"the kernel refused program {name}: {e}") from e
             self.prog_fds[name] = fn.fd
@@ -139,8 +139,10 @@ class Build:
         """Struct sizes and field offsets as bcc compiled them (ABI check)."""
         out = {}
         for name in abi.MAPS:
-            t = self._bpf.get_table(name)
+            t = self._bpf.get_table(name.encode())
             for ct in (t.Key, t.Leaf):
+                while hasattr(ct, "_type_") and not hasattr(ct, "_fields_"):
+                    ct = ct._type_  # per-CPU leaves come as arrays
                 if hasattr(ct, "_fields_"):
                     out[ct.__name__] = (
                         _ctypes_sizeof(ct),

@@ -63,6 +63,8 @@ class Datapath:
         self.maps: dict[str, bpf_sys.Map] = {}
         self.prog_fds: dict[str, int] = {}
         self._build: Build | None = None
+        # struct layouts as compiled, when this process compiled (ABI check)
+        self.layouts: dict[str, tuple[int, dict[str, int]]] = {}
 
     # -- maps and programs -------------------------------------------------
 
@@ -130,6 +132,7 @@ class Datapath:
         meta["abi"] = abi.ABI_VERSION
         meta["build_id"] = want.build_id
         self.maps["acct_meta"].update(np.uint32(0), meta[0])
+        self.layouts = self._build.table_layouts()
         self._build.close()
         self._build = None
         return self.open()

@@ -1,0 +1,469 @@
+"""Load acctd's TOML configuration into frozen dataclasses and the compiled unit/policy model.
+
+Every mistake raises ConfigError naming file, line and key and saying what
+was expected. Unknown keys are mistakes too: a typo must not silently count
+nothing. The schema (all keys kebab-case, as in NeTAMS):
+
+    [[interface]]                 # one per interface the datapath attaches to
+    name = "eth1"                 # required
+    role = "lan"                  # required: lan (faces subscribers, accounts) | wan
+    hook = "xdp-native"           # xdp-native (default) | xdp-generic | tc
+
+    [processor]
+    lookup-delay = 30             # seconds between drains and rollups; default 30, min 1
+    flow-lifetime = 300           # seconds a raw flow row covers; default 300, >= lookup-delay
+    time-zone = "UTC"             # IANA name; hour/day/week/month rollups use local time
+    default-acct-policy = ["ip"]  # prepended to every unit's list unless nodefault/ap-nodefault
+    restrict = { all = "pass", local = "pass" }   # for enforcement (a later issue);
+                                  # acctd defaults to pass/pass, NeTAMS to all drop local pass
+
+    [storage]
+    path = "/var/lib/acctd/acctd.duckdb"
+    raw-retention = "30d"         # how long raw interval rows are kept:
+                                  # seconds, or "90m" / "12h" / "30d" / "2w"
+
+    [[unit]]
+    type = "host"                 # required: host | cluster | net | user | group
+    name = "server"               # required, unique, no spaces
+    oid = "021949"                # optional string of 1-6 hex digits; generated from the name
+                                  # (type byte + 4 hex digits, deterministic) if absent
+    description = "..."           # optional
+    email = "ops@example.net"     # optional
+    ip = "192.168.0.1"            # host: required; user: optional (unbound until given one)
+    ips = ["10.0.0.1", "2001:db8::1"]   # cluster: one or more
+    net = "192.168.0.0/24"        # net: one prefix or a list; IPv4 and IPv6
+    parents = ["LAN"]             # optional group names; several allowed, no cycles
+    acct-policy = ["ip", "!%icmp"]  # "!" inverts, "%" stops the list after a match
+    nodefault = false             # drop the default acct-policies for this unit
+    ap-nodefault = false          # same, for acct-policies only (NeTAMS keeps both words)
+
+    [[policy]]
+    name = "web"                  # required, unique
+    oid = "147C83"                # optional, as for units
+    target = "proto tcp port s80:82 s8080"      # a NeTAMS target string, or a table:
+    # target = { proto = "tcp", port = ["s80:82", "s8080"] }
+
+    [quota]   # free-form tables kept as data for the quota, login and billing issues
+    [login]
+    [billing]
+
+Targets (all keywords given must match; see acctd/policy.py):
+
+    proto NAME|N ...        "ip" is any IP traffic
+    port [s|d|b]N[:M|-M]    TCP/UDP only; s = source port, d = destination, b/none = either;
+                            at most 10 items
+    vlan N ...              outer or inner tag
+    ifindex N ...           the interface the flow was seen on
+    addr A|P ...            either side of the flow
+    file PATH               the remote side is in a NeTAMS prefix file (relative to this file)
+    units oid OID ...       the remote side is inside that unit (a group: any member)
+    policy-or [!]P ...      any of the policies matches ("!" inverts one)
+    policy-and [!]P ...     all of them match
+    time 9-18 | 00:40-21:30 day Mon-Fri | Sun
+                            checked once per drain (lookup-delay), not per packet
+    tos N                   needs a TOS byte in the flow key (not in ABI v1): rejected for now
+    as, ds                  rejected: need BGP data / extra data sources
+
+`load()` returns a Config whose `units` (UnitSet), `policies` (PolicySet)
+and `plan` (AcctPlan, every unit's resolved acct-policy list) are ready for
+the drain loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from . import abi
+from .policy import AcctPlan, PolicySet, PolicySpec
+from .units import ModelError, Unit, UnitSet, parse_addr, parse_prefix
+
+ROLES = ("lan", "wan")
+HOOKS = ("xdp-native", "xdp-generic", "tc")
+RESTRICT = ("drop", "pass")
+DEFAULT_DB = "/var/lib/acctd/acctd.duckdb"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; str() is "file:line: where: what was expected"."""
+
+    def __init__(self, msg: str, path: str = "", line: int | None = None, key: str | None = None):
+        self.path, self.line, self.key, self.reason = path, line, key, msg
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {msg}" if where else msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Interface:
+    name: str
+    role: str
+    hook: str = "xdp-native"
+
+    @property
+    def role_id(self) -> abi.Role:
+        """The role as the datapath's acct_iface_cfg stores it."""
+        return abi.Role.LAN if self.role == "lan" else abi.Role.WAN
+
+
+@dataclasses.dataclass(frozen=True)
+class Processor:
+    lookup_delay: int = 30
+    flow_lifetime: int = 300
+    time_zone: str = "UTC"
+    default_acct_policy: tuple[str, ...] = ()
+    restrict_all: str = "pass"
+    restrict_local: str = "pass"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    path: str = DEFAULT_DB
+    raw_retention: int = 30 * 86400  # seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: str
+    interfaces: tuple[Interface, ...]
+    processor: Processor
+    storage: Storage
+    units: UnitSet
+    policies: PolicySet
+    plan: AcctPlan
+    quota: Mapping[str, Any]
+    login: Mapping[str, Any]
+    billing: Mapping[str, Any]
+
+
+# --- where things are in the text --------------------------------------------------
+# tomllib reports no positions for values, so the loader keeps a map of
+# (table, array index, key) -> line built by scanning the text.
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*(=|\.)")
+_PART = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\")"
+_DOTTED = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+
+
+class _Lines:
+    def __init__(self, text: str):
+        self.at: dict[tuple, int] = {}
+        counts: dict[str, int] = {}
+        table: tuple = ("", None)
+        prefix = ""
+        for n, line in enumerate(text.splitlines(), 1):
+            h = _HEADER.match(line)
+            if h and not _KEY.match(line):
+                name = h.group(2).replace('"', "").replace("'", "").strip()
+                head, _, sub = name.partition(".")
+                if h.group(1) == "[[":
+                    counts[head] = counts.get(head, 0) + 1
+                idx = counts[head] - 1 if head in counts else None
+                table, prefix = (head, idx), sub
+                self.at.setdefault((head, idx, sub or None), n)
+                continue
+            k = _DOTTED.match(line)
+            if k:
+                parts = [p.strip().strip('"') for p in k.group(1).split(".")]
+                if table == ("", None) and len(parts) > 1:
+                    # processor.lookup-delay = 5 at the top level
+                    self.at.setdefault((parts[0], None, parts[1]), n)
+                    continue
+                self.at.setdefault((*table, prefix or parts[0]), n)
+
+    def find(self, table: str, index: int | None, key: str | None) -> int | None:
+        for probe in ((table, index, key), (table, index, None)):
+            if probe in self.at:
+                return self.at[probe]
+        return None
+
+
+class _Bad(Exception):
+    """A value error before it has a location."""
+
+
+def _where(table: str, index: int | None, key: str | None, doc: Mapping | None) -> str:
+    if index is None:
+        s = f"[{table}]"
+    else:
+        s = f"[[{table}]] #{index + 1}"
+        name = doc.get("name") if isinstance(doc, Mapping) else None
+        if isinstance(name, str):
+            s += f" {name!r}"
+    return f"{s} key {key!r}" if key else s
+
+
+# --- value checks ------------------------------------------------------------------
+
+def _str(v: Any, what: str = "a string") -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _Bad(f"expected {what}, got {v!r}")
+    return v.strip()
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Bad(f"expected a string, got {v!r}")
+    return v
+
+
+def _int(v: Any, lo: int, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise _Bad(f"expected {what} (an integer >= {lo}), got {v!r}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"expected true or false, got {v!r}")
+    return v
+
+
+def _choice(v: Any, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        raise _Bad(f"expected one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _strs(v: Any, what: str) -> tuple[str, ...]:
+    """A list of strings; a single string is split on whitespace (NeTAMS style)."""
+    if isinstance(v, str):
+        return tuple(v.split())
+    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise _Bad(f"expected a list of {what}, got {v!r}")
+    return tuple(x.strip() for x in v)
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(v: Any) -> int:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    m = _DURATION.match(v.strip().lower()) if isinstance(v, str) else None
+    if not m:
+        raise _Bad(f"expected seconds or a duration like \"90m\", \"12h\", \"30d\", \"2w\", "
+                   f"got {v!r}")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return MappingProxyType({k: _freeze(x) for k, x in v.items()})
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+# --- the loader --------------------------------------------------------------------
+
+_TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
+        "quota": dict, "login": dict, "billing": dict}
+_KEYS = {
+    "interface": {"name", "role", "hook"},
+    "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
+    "storage": {"path", "raw-retention"},
+    "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
+             "acct-policy", "nodefault", "ap-nodefault"},
+    "policy": {"name", "oid", "target"},
+}
+
+
+class _Loader:
+    def __init__(self, text: str, path: str):
+        self.path = path
+        self.lines = _Lines(text)
+        self.base_dir = os.path.dirname(os.path.abspath(path)) if path[:1] != "<" else "."
+        try:
+            self.doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+            line = int(m.group(1)) if m else None
+            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+            raise ConfigError(f"not valid TOML: {msg}", path, line) from None
+
+    def fail(self, msg: str, table: str, index: int | None = None, key: str | None = None):
+        doc = self.doc.get(table)
+        item = doc[index] if index is not None and isinstance(doc, list) and index < len(doc) \
+            else doc
+        line = self.lines.find(table, index, key)
+        raise ConfigError(f"{_where(table, index, key, item)}: {msg}", self.path, line, key)
+
+    def section(self, table: str, index: int | None, doc: Any) -> dict:
+        if not isinstance(doc, dict):
+            self.fail(f"expected a table, got {type(doc).__name__}", table, index)
+        allowed = _KEYS.get(table)
+        if allowed is not None:
+            for key in doc:
+                if key not in allowed:
+                    self.fail(f"unknown key; expected one of {', '.join(sorted(allowed))}",
+                              table, index, key)
+        return doc
+
+    def get(self, table, index, doc, key, check, *args, default=None, required=False):
+        if key not in doc:
+            if required:
+                self.fail("required key is missing", table, index, key)
+            return default
+        try:
+            return check(doc[key], *args)
+        except _Bad as e:
+            self.fail(str(e), table, index, key)
+
+    def load(self) -> Config:
+        for key, val in self.doc.items():
+            if key not in _TOP:
+                self.fail(f"unknown section; expected one of {', '.join(_TOP)}", key)
+            want = _TOP[key]
+            tables = isinstance(val, list) and all(isinstance(x, dict) for x in val)
+            if want is list and not tables:
+                self.fail(f"expected [[{key}]] tables", key)
+            if want is dict and not isinstance(val, dict):
+                self.fail(f"expected a [{key}] table", key)
+        interfaces = self.interfaces()
+        processor = self.processor()
+        storage = self.storage()
+        unit_list = [self.unit(i, d) for i, d in enumerate(self.doc.get("unit", []))]
+        specs = [self.policy(i, d) for i, d in enumerate(self.doc.get("policy", []))]
+        try:
+            policies = PolicySet(specs, self.base_dir)
+            units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
+            policies.check_units(units)
+            plan = AcctPlan(units, policies, processor.default_acct_policy)
+        except ModelError as e:
+            self.fail(str(e), e.table or "unit", e.index, e.key)
+        return Config(self.path, interfaces, processor, storage, units, policies, plan,
+                      *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")))
+
+    def interfaces(self) -> tuple[Interface, ...]:
+        out, seen = [], set()
+        for i, d in enumerate(self.doc.get("interface", [])):
+            d = self.section("interface", i, d)
+            name = self.get("interface", i, d, "name", _str, "an interface name", required=True)
+            if name in seen:
+                self.fail(f"interface {name!r} is listed twice", "interface", i, "name")
+            seen.add(name)
+            out.append(Interface(
+                name,
+                self.get("interface", i, d, "role", _choice, ROLES, required=True),
+                self.get("interface", i, d, "hook", _choice, HOOKS, default="xdp-native")))
+        return tuple(out)
+
+    def processor(self) -> Processor:
+        t = "processor"
+        d = self.section(t, None, self.doc.get(t, {}))
+        delay = self.get(t, None, d, "lookup-delay", _int, 1, "seconds", default=30)
+        life = self.get(t, None, d, "flow-lifetime", _int, 1, "seconds", default=300)
+        if life < delay:
+            self.fail(f"expected at least lookup-delay ({delay} s), got {life}", t, None,
+                      "flow-lifetime")
+        tz = self.get(t, None, d, "time-zone", _str, "an IANA time zone name", default="UTC")
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.fail(f"expected an IANA time zone like \"Europe/Moscow\", got {tz!r}", t, None,
+                      "time-zone")
+        default = self.get(t, None, d, "default-acct-policy", _strs, "policy names", default=())
+        r_all, r_local = "pass", "pass"
+        if "restrict" in d:
+            r = d["restrict"]
+            if not isinstance(r, dict) or set(r) - {"all", "local"}:
+                self.fail("expected a table with keys all and local, e.g. "
+                          "{ all = \"drop\", local = \"pass\" }", t, None, "restrict")
+            try:
+                r_all = _choice(r.get("all", "pass"), RESTRICT)
+                r_local = _choice(r.get("local", "pass"), RESTRICT)
+            except _Bad as e:
+                self.fail(str(e), t, None, "restrict")
+        return Processor(delay, life, tz, default, r_all, r_local)
+
+    def storage(self) -> Storage:
+        t = "storage"
+        d = self.section(t, None, self.doc.get(t, {}))
+        return Storage(self.get(t, None, d, "path", _str, "a file path", default=DEFAULT_DB),
+                       self.get(t, None, d, "raw-retention", _duration, default=30 * 86400))
+
+    def unit(self, i: int, d: Any) -> Unit:
+        t = "unit"
+        d = self.section(t, i, d)
+        g = lambda key, *a, **kw: self.get(t, i, d, key, *a, **kw)  # noqa: E731
+        oid = d.get("oid")
+        if oid is not None and not isinstance(oid, str):
+            # a bare 021949 is not TOML and 21949 would read as decimal: strings only
+            self.fail(f"expected an oid string like \"021949\", got {oid!r}", t, i, "oid")
+        addrs: list[bytes] = []
+        for key in ("ip", "ips"):
+            if key not in d:
+                continue
+            vals = [d[key]] if key == "ip" else d[key]
+            if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):
+                self.fail("expected a list of addresses", t, i, key)
+            for v in vals:
+                try:
+                    addrs.append(parse_addr(v))
+                except ValueError:
+                    self.fail(f"expected an IPv4 or IPv6 address, got {v!r}", t, i, key)
+        nets = []
+        if "net" in d:
+            vals = d["net"] if isinstance(d["net"], list) else [d["net"]]
+            for v in vals:
+                try:
+                    nets.append(parse_prefix(_str(v)))
+                except (ValueError, _Bad) as e:
+                    self.fail(f"expected a network prefix like 192.168.0.0/24 or "
+                              f"2001:db8::/32: {e}", t, i, "net")
+        return Unit(
+            type=g("type", _choice, ("host", "cluster", "net", "user", "group"), required=True),
+            name=g("name", _str, "a unit name", required=True),
+            oid=oid,
+            addrs=tuple(addrs), nets=tuple(nets),
+            parents=g("parents", _strs, "group names", default=()),
+            description=g("description", _text, default=""),
+            email=g("email", _str, "an e-mail address", default=""),
+            acct_policy=g("acct-policy", _strs, "policy names", default=()),
+            nodefault=g("nodefault", _bool, default=False),
+            ap_nodefault=g("ap-nodefault", _bool, default=False),
+        )
+
+    def policy(self, i: int, d: Any) -> PolicySpec:
+        t = "policy"
+        d = self.section(t, i, d)
+        name = self.get(t, i, d, "name", _str, "a policy name", required=True)
+        oid = d.get("oid")
+        if oid is not None and not isinstance(oid, str):
+            self.fail(f"expected an oid string like \"146633\", got {oid!r}", t, i, "oid")
+        if "target" not in d:
+            self.fail("required key is missing; e.g. target = \"proto tcp port 80\"", t, i,
+                      "target")
+        target = d["target"]
+        if not isinstance(target, (str, dict)):
+            self.fail("expected a target string or table", t, i, "target")
+        return PolicySpec(name, target, oid)
+
+
+def loads(text: str, path: str = "<string>") -> Config:
+    """Load configuration text; `path` names it in errors and anchors relative file targets."""
+    return _Loader(text, path).load()
+
+
+def load(path: str | os.PathLike) -> Config:
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text: {e.reason}", path) from None
+    return loads(text, path)

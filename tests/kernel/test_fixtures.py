@@ -1,0 +1,275 @@
+"""Table-driven BPF_PROG_RUN fixtures for the datapath.
+
+Each case: a packet, the program it runs through (on the loopback device,
+configured as a LAN interface), optional preloaded state, the verdict, and
+the exact change of every map. A map or field not listed must not move.
+Expected byte counts come from scapy's own lengths, not from acctd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest,
+                       IPOption_Router_Alert, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                       IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw)
+
+from acctd import abi, bpf_sys, drain
+
+from .conftest import LO_IFINDEX, LO_SLOT, set_role
+from .maps_diff import changes, health, snapshot
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+SUB = "10.0.0.2"          # a subscriber (local) address
+SUB6 = "2001:db8:1::2"
+REM = "192.0.2.10"        # somewhere upstream
+REM6 = "2001:db8:ff::10"
+ETH = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
+XDP_DROP, XDP_PASS = 1, 2
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+PASS = {"acct_xdp": XDP_PASS, "acct_tc_ingress": TC_ACT_OK, "acct_tc_egress": TC_ACT_OK}
+DROP = {"acct_xdp": XDP_DROP, "acct_tc_ingress": TC_ACT_SHOT, "acct_tc_egress": TC_ACT_SHOT}
+
+
+@dataclass
+class Case:
+    name: str
+    pkt: bytes
+    expect: dict                      # map -> key -> field -> delta (see maps_diff)
+    prog: str = "acct_xdp"
+    drop: bool = False
+    ctx: bytes | None = None
+    preload: Callable | None = None   # (datapath) -> None
+    role: abi.Role = abi.Role.LAN
+
+
+def ip_len(pkt) -> int:
+    return len(pkt[IP]) if IP in pkt else len(pkt[IPv6])
+
+
+def accounted(pkt, *, local, remote, direction, proto, ver=4, sport=0, dport=0,
+              vlan=(0, 0), port_slot, packets=1, nbytes=None, extra_health=None,
+              tcp=False) -> dict:
+    """The map changes of one accounted packet."""
+    n = ip_len(pkt) if nbytes is None else nbytes
+    d = int(direction)
+
+    def pair(v):
+        out = [0, 0]
+        out[d] = v
+        return out
+
+    src, dst = (local, remote) if direction == abi.Dir.OUT else (remote, local)
+    h = health(flow_new=1, **(extra_health or {}))
+    exp = {
+        "acct_addrs": {local: {"packets": pair(packets), "bytes": pair(n)}},
+        "acct_flows": {(LO_IFINDEX, d, ver, proto, vlan[0], vlan[1], sport, dport, src, dst):
+                       {"packets": packets, "bytes": n}},
+        "acct_vlans": {vlan[0]: {"packets": pair(packets), "bytes": pair(n)}},
+        "acct_ports": {port_slot: {"packets": pair(packets), "bytes": pair(n)}},
+        "acct_ifaces": {LO_SLOT: {"packets": pair(packets), "bytes": pair(n), "health": h}},
+    }
+    if vlan[1]:
+        exp["acct_vlans"][abi.VLAN_SLOTS + vlan[1]] = {"packets": pair(packets), "bytes": pair(n)}
+    return exp
+
+
+def health_only(frame: bytes, **named) -> dict:
+    bytes_vec = [0] * abi.HEALTH_MAX
+    for n in named:
+        bytes_vec[abi.Health[n.upper()]] = len(frame)
+    return {"acct_ifaces": {LO_SLOT: {"health": health(**named), "health_bytes": bytes_vec}}}
+
+
+TCP_ = abi.PORT_TCP_BASE
+UDP_ = abi.PORT_UDP_BASE
+PROTO_ = abi.PORT_PROTO_BASE
+OUT, IN = abi.Dir.OUT, abi.Dir.IN
+
+
+def _case(name, pkt, prog="acct_xdp", **acct):
+    return Case(name, bytes(pkt), accounted(pkt, **acct), prog=prog)
+
+
+def _gso_ctx(segs: int, size: int) -> bytes:
+    ctx = bytearray(192)  # struct __sk_buff: gso_segs at 164, gso_size at 176
+    ctx[164:168] = segs.to_bytes(4, "little")
+    ctx[176:180] = size.to_bytes(4, "little")
+    return bytes(ctx)
+
+
+def _block(addr, reason):
+    def preload(dp):
+        dp.set_verdict(drain.addr_from_str(addr), abi.Verdict.DROP, reason)
+    return preload
+
+
+def build_cases() -> list[Case]:
+    c = []
+    p = Ether(**ETH) / IP(src=SUB, dst=REM) / TCP(sport=40001, dport=80, flags="S") / Raw(b"x" * 100)
+    c.append(_case("ipv4-tcp-out-xdp", p, local=SUB, remote=REM, direction=OUT, proto=6,
+                   sport=40001, dport=80, port_slot=TCP_ + 80))
+    p = Ether(**ETH) / IP(src=REM, dst=SUB) / UDP(sport=53, dport=40002) / Raw(b"d" * 60)
+    c.append(_case("ipv4-udp-in-tc-egress", p, prog="acct_tc_egress", local=SUB, remote=REM,
+                   direction=IN, proto=17, sport=53, dport=40002, port_slot=UDP_ + 53))
+    p = Ether(**ETH) / IP(src=SUB, dst=REM) / ICMP(type=8, code=0, id=7) / Raw(b"p" * 56)
+    c.append(_case("ipv4-icmp-echo", p, local=SUB, remote=REM, direction=OUT, proto=1,
+                   sport=8, dport=0, port_slot=PROTO_ + 1))
+    p = Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / TCP(sport=40003, dport=443) / Raw(b"y" * 33)
+    c.append(_case("ipv6-tcp-out-tc-ingress", p, prog="acct_tc_ingress", local=SUB6, remote=REM6,
+                   direction=OUT, proto=6, ver=6, sport=40003, dport=443, port_slot=TCP_ + 443))
+    p = Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / UDP(sport=40004, dport=4500) / Raw(b"u" * 10)
+    c.append(_case("ipv6-udp-out", p, local=SUB6, remote=REM6, direction=OUT, proto=17, ver=6,
+                   sport=40004, dport=4500, port_slot=UDP_ + 4500))
+    p = Ether(**ETH) / IPv6(src=REM6, dst=SUB6) / ICMPv6EchoRequest(id=1) / Raw(b"q" * 8)
+    c.append(_case("icmpv6-echo-in-tc-egress", p, prog="acct_tc_egress", local=SUB6, remote=REM6,
+                   direction=IN, proto=58, ver=6, sport=128, dport=0, port_slot=PROTO_ + 58))
+    p = Ether(**ETH) / Dot1Q(vlan=100) / IP(src=SUB, dst=REM) / UDP(sport=40005, dport=1194)
+    c.append(_case("vlan-802.1q", p, local=SUB, remote=REM, direction=OUT, proto=17,
+                   sport=40005, dport=1194, vlan=(100, 0), port_slot=UDP_ + 1194))
+    p = (Ether(**ETH) / Dot1AD(vlan=200) / Dot1Q(vlan=300) / IP(src=SUB, dst=REM)
+         / TCP(sport=40006, dport=22) / Raw(b"z" * 7))
+    c.append(_case("qinq-802.1ad", p, local=SUB, remote=REM, direction=OUT, proto=6,
+                   sport=40006, dport=22, vlan=(200, 300), port_slot=TCP_ + 22))
+    p = (Ether(**ETH) / IP(src=SUB, dst=REM, options=[IPOption_Router_Alert()])
+         / TCP(sport=40007, dport=8080) / Raw(b"o" * 5))
+    c.append(_case("ipv4-options", p, local=SUB, remote=REM, direction=OUT, proto=6,
+                   sport=40007, dport=8080, port_slot=TCP_ + 8080))
+    p = Ether(**ETH) / IP(src=SUB, dst=REM, flags="MF", frag=0, proto=17) / UDP(sport=40008, dport=5060, len=2000) / Raw(b"f" * 200)
+    c.append(_case("ipv4-first-fragment", p, local=SUB, remote=REM, direction=OUT, proto=17,
+                   sport=40008, dport=5060, port_slot=UDP_ + 5060))
+    p = Ether(**ETH) / IP(src=SUB, dst=REM, frag=185, proto=17, id=99) / Raw(b"g" * 300)
+    c.append(_case("ipv4-non-first-fragment", p, local=SUB, remote=REM, direction=OUT, proto=17,
+                   port_slot=UDP_ + 0, extra_health={"not_first_frag": 1}))
+    p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting()
+         / IPv6ExtHdrDestOpt() / TCP(sport=40009, dport=25) / Raw(b"e" * 3))
+    c.append(_case("ipv6-ext-headers", p, local=SUB6, remote=REM6, direction=OUT, proto=6, ver=6,
+                   sport=40009, dport=25, port_slot=TCP_ + 25))
+    p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / IPv6ExtHdrFragment(offset=0, m=1, id=5)
+         / UDP(sport=40010, dport=53) / Raw(b"h" * 64))
+    c.append(_case("ipv6-first-fragment", p, local=SUB6, remote=REM6, direction=OUT, proto=17,
+                   ver=6, sport=40010, dport=53, port_slot=UDP_ + 53))
+    p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / IPv6ExtHdrFragment(offset=100, m=0, id=5, nh=17)
+         / Raw(b"i" * 64))
+    c.append(_case("ipv6-non-first-fragment", p, local=SUB6, remote=REM6, direction=OUT, proto=17,
+                   ver=6, port_slot=UDP_ + 0, extra_health={"not_first_frag": 1}))
+    p = Ether(**ETH) / IP(src=SUB, dst=REM) / UDP(sport=40011, dport=9) / Raw(b"J" * 8958)
+    assert len(p) == 9000
+    c.append(_case("jumbo-9000", p, local=SUB, remote=REM, direction=OUT, proto=17,
+                   sport=40011, dport=9, port_slot=UDP_ + 9))
+    # A GSO super-packet at TC: 4 segments of 800 payload bytes, each with
+    # its own 20-byte IP and 20-byte TCP header on the wire.
+    p = Ether(**ETH) / IP(src=SUB, dst=REM) / TCP(sport=40012, dport=5201, flags="A") / Raw(b"G" * 3200)
+    exp = accounted(p, local=SUB, remote=REM, direction=OUT, proto=6, sport=40012, dport=5201,
+                    port_slot=TCP_ + 5201, packets=4, nbytes=4 * (20 + 20 + 800))
+    c.append(Case("gso-tc-ingress", bytes(p), exp, prog="acct_tc_ingress", ctx=_gso_ctx(4, 800)))
+    # L4 header cut short: still accounted by the IP header, without ports.
+    full = Ether(**ETH) / IP(src=SUB, dst=REM) / TCP(sport=40013, dport=80) / Raw(b"t" * 40)
+    cut = bytes(full)[:14 + 20 + 8]
+    exp = accounted(full, local=SUB, remote=REM, direction=OUT, proto=6, port_slot=TCP_ + 0,
+                    extra_health={"truncated": 1})
+    c.append(Case("truncated-l4", cut, exp))
+
+    # Not accountable: counted in health, passed.
+    arp = bytes(Ether(src=ETH["src"], dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=SUB, pdst="10.0.0.1"))
+    c.append(Case("arp", arp, health_only(arp, non_ip=1)))
+    cut_tag = bytes(Ether(**ETH) / Dot1Q(vlan=5) / IP(src=SUB, dst=REM))[:16]
+    cut_tag += b"\0" * (14 - len(cut_tag)) if len(cut_tag) < 14 else b""
+    c.append(Case("truncated-vlan-tag", cut_tag, health_only(cut_tag, truncated=1)))
+    cut_ip = bytes(Ether(**ETH) / IP(src=SUB, dst=REM) / UDP())[:14 + 10]
+    c.append(Case("truncated-ipv4", cut_ip, health_only(cut_ip, truncated=1)))
+    cut_ip6 = bytes(Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / UDP())[:14 + 30]
+    c.append(Case("truncated-ipv6", cut_ip6, health_only(cut_ip6, truncated=1)))
+    bad = bytearray(bytes(Ether(**ETH) / IP(src=SUB, dst=REM) / UDP(sport=1, dport=2)))
+    bad[14] = 0x43  # version 4, IHL 3 (< 5)
+    c.append(Case("malformed-ihl", bytes(bad), health_only(bytes(bad), malformed=1)))
+
+    # Enforcement: a blocked address is dropped and counted apart.
+    p = Ether(**ETH) / IP(src="10.0.0.66", dst=REM) / TCP(sport=40014, dport=80)
+    n = ip_len(p)
+    c.append(Case("blocked-address-dropped", bytes(p), {
+        "acct_addrs": {"10.0.0.66": {"drop_packets": [0, 1], "drop_bytes": [0, n]}},
+        "acct_ifaces": {LO_SLOT: {"drop_packets": [0, 1], "drop_bytes": [0, n]}},
+    }, drop=True, preload=_block("10.0.0.66", abi.Reason.QUOTA)))
+    p = Ether(**ETH) / IP(src="10.0.0.67", dst=REM) / TCP(sport=40015, dport=80)
+    c.append(Case("sys-allow-overrides-drop", bytes(p),
+                  accounted(p, local="10.0.0.67", remote=REM, direction=OUT, proto=6,
+                            sport=40015, dport=80, port_slot=TCP_ + 80),
+                  preload=_block("10.0.0.67", abi.Reason.QUOTA | abi.Reason.SYS_ALLOW)))
+    # WAN: interface statistics only, never accounting; but it enforces.
+    p = Ether(**ETH) / IP(src=REM, dst="10.0.0.70") / UDP(sport=53, dport=40016)
+    n = ip_len(p)
+    c.append(Case("wan-counts-no-accounting", bytes(p), {
+        "acct_ifaces": {LO_SLOT: {"packets": [1, 0], "bytes": [n, 0]}}}, role=abi.Role.WAN))
+    p = Ether(**ETH) / IP(src=REM, dst="10.0.0.71") / UDP(sport=53, dport=40017)
+    n = ip_len(p)
+    c.append(Case("wan-enforces-block", bytes(p), {
+        "acct_addrs": {"10.0.0.71": {"drop_packets": [1, 0], "drop_bytes": [n, 0]}},
+        "acct_ifaces": {LO_SLOT: {"drop_packets": [1, 0], "drop_bytes": [n, 0]}},
+    }, drop=True, role=abi.Role.WAN, preload=_block("10.0.0.71", abi.Reason.SYS_DENY)))
+    return c
+
+
+CASES = build_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_fixture(datapath, case: Case):
+    if case.preload:
+        case.preload(datapath)
+    set_role(datapath, case.role)
+    try:
+        before = snapshot(datapath)
+        ret, _, _ = bpf_sys.prog_test_run(datapath.prog_fds[case.prog], case.pkt, ctx=case.ctx)
+        after = snapshot(datapath)
+    finally:
+        set_role(datapath, abi.Role.LAN)
+    assert ret == (DROP if case.drop else PASS)[case.prog]
+    assert changes(before, after) == case.expect
+
+
+def test_tcp_flags_are_ored_and_times_kept(datapath):
+    base = Ether(**ETH) / IP(src="10.0.0.80", dst=REM)
+    fd = datapath.prog_fds["acct_xdp"]
+    for flags in ("S", "A", "PA", "F"):
+        bpf_sys.prog_test_run(fd, bytes(base / TCP(sport=41000, dport=80, flags=flags)))
+    keys, vals = drain.read(datapath.maps["acct_flows"])
+    mine = [v for k, v in zip(keys, vals)
+            if drain.addr_to_str(k["saddr"]) == "10.0.0.80" and k["sport"] == 41000]
+    assert len(mine) == 1
+    v = mine[0]
+    assert v["packets"] == 4
+    assert v["tcp_flags"] == 0x02 | 0x10 | 0x08 | 0x01
+    assert 0 < v["first_ns"] <= v["last_ns"]
+
+
+def test_set_verdict_keeps_counters(datapath):
+    addr = "10.0.0.90"
+    pkt = bytes(Ether(**ETH) / IP(src=addr, dst=REM) / UDP(sport=41001, dport=7) / Raw(b"v" * 22))
+    fd = datapath.prog_fds["acct_xdp"]
+    for _ in range(3):
+        assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_PASS
+    key = np.zeros(1, abi.ADDR_KEY)
+    key["addr"] = np.frombuffer(drain.addr_from_str(addr), np.uint8)
+
+    def value():
+        return drain.reduce_percpu(datapath.maps["acct_addrs"].lookup(key[0])[None])[0]
+
+    before = value()
+    datapath.set_verdict(drain.addr_from_str(addr), abi.Verdict.DROP, abi.Reason.SYS_DENY)
+    v = value()
+    assert (v["packets"] == before["packets"]).all() and (v["bytes"] == before["bytes"]).all()
+    assert v["verdict"] == abi.Verdict.DROP and v["reason"] == abi.Reason.SYS_DENY
+    # the verdict is in every CPU's copy: whichever CPU runs the packet drops it
+    percpu = datapath.maps["acct_addrs"].lookup(key[0])
+    assert (percpu["verdict"] == abi.Verdict.DROP).all()
+    assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_DROP
+    datapath.set_verdict(drain.addr_from_str(addr), abi.Verdict.PASS, 0)
+    assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_PASS
+    v = value()
+    assert list(v["packets"]) == [0, 4] and list(v["drop_packets"]) == [0, 1]

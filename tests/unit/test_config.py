@@ -1,0 +1,162 @@
+"""Configuration: the example loads, and every mistake names file, line and key."""
+
+import pathlib
+
+import pytest
+
+from acctd import abi, config
+from acctd.config import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+BASE = """\
+[[policy]]
+name = "ip"
+target = "proto ip"
+
+[[unit]]
+type = "host"
+name = "server"
+ip = "192.168.0.1"
+"""
+
+
+def error(text, tmp_path, name="acctd.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    return e.value
+
+
+def test_example_config_loads():
+    cfg = config.load(ROOT / "acctd.example.toml")
+    assert [i.name for i in cfg.interfaces] == ["eth1", "eth0"]
+    assert cfg.interfaces[1].hook == "tc" and cfg.interfaces[1].role_id == abi.Role.WAN
+    assert cfg.processor.zone.key == "Europe/Moscow"
+    assert cfg.processor.lookup_delay == 30 and cfg.processor.time_zone == "Europe/Moscow"
+    assert cfg.storage.raw_retention == 30 * 86400
+    assert cfg.units.units[cfg.units.find("server")].oid == "021949"
+    assert cfg.policies.find("146633") == cfg.policies.find("all-ip")
+    assert cfg.quota["notify"]["hard"] == ("{owner}", "admin")
+    assert cfg.login["default-inact"] == 0
+
+
+def test_defaults():
+    cfg = config.loads(BASE)
+    assert cfg.processor == config.Processor()
+    assert cfg.processor.lookup_delay == 30 and cfg.processor.flow_lifetime == 300
+    assert cfg.storage.path == config.DEFAULT_DB
+    assert cfg.interfaces == () and dict(cfg.quota) == {}
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    e = error(BASE + 'colour = "red"\n', tmp_path)
+    assert e.path.endswith("acctd.toml") and e.line == 9 and e.key == "colour"
+    assert str(e).startswith(f"{tmp_path}/acctd.toml:9: [[unit]] #1 'server' key 'colour': "
+                             "unknown key; expected one of")
+
+
+def test_bad_address_points_at_its_line(tmp_path):
+    e = error(BASE.replace('"192.168.0.1"', '"192.168.0.300"'), tmp_path)
+    assert e.line == 8 and e.key == "ip"
+    assert "expected an IPv4 or IPv6 address, got '192.168.0.300'" in str(e)
+
+
+def test_second_unit_is_located(tmp_path):
+    text = BASE + '\n[[unit]]\ntype = "net"\nname = "lan"\nnet = "192.168.0.0/33"\n'
+    e = error(text, tmp_path)
+    assert (e.line, e.key) == (13, "net") and "[[unit]] #2 'lan'" in str(e)
+
+
+def test_missing_required_key(tmp_path):
+    e = error('[[unit]]\nname = "x"\n', tmp_path)
+    assert e.key == "type" and e.line == 1 and "required key is missing" in str(e)
+
+
+def test_bad_policy_target(tmp_path):
+    e = error(BASE.replace('"proto ip"', '"proto tcp as 1234"'), tmp_path)
+    assert (e.line, e.key) == (3, "target") and "needs BGP data" in str(e)
+    e = error(BASE.replace('"proto ip"', '{ proto = "tcp", port = "s99999" }'), tmp_path)
+    assert (e.line, e.key) == (3, "target") and "expected ports 0..65535" in str(e)
+
+
+def test_model_errors_are_located(tmp_path):
+    e = error(BASE + 'parents = ["nope"]\n', tmp_path)
+    assert (e.line, e.key) == (9, "parents") and "'nope' is not a defined unit" in str(e)
+    e = error(BASE + 'acct-policy = ["!%web"]\n', tmp_path)
+    assert (e.line, e.key) == (9, "acct-policy") and "no policy named" in str(e)
+    cyc = ('[[unit]]\ntype = "group"\nname = "a"\nparents = ["b"]\n'
+           '[[unit]]\ntype = "group"\nname = "b"\nparents = ["a"]\n')
+    e = error(cyc, tmp_path)
+    assert e.key == "parents" and e.line in (4, 8) and "cycle" in str(e)
+
+
+def test_processor_values(tmp_path):
+    e = error("[processor]\nlookup-delay = 0\n", tmp_path)
+    assert (e.line, e.key) == (2, "lookup-delay") and "integer >= 1" in str(e)
+    e = error("[processor]\nlookup-delay = 60\nflow-lifetime = 30\n", tmp_path)
+    assert e.key == "flow-lifetime" and e.line == 3
+    e = error('[processor]\ntime-zone = "Mars/Olympus"\n', tmp_path)
+    assert e.key == "time-zone" and "IANA" in str(e)
+    e = error('[processor]\nrestrict = { all = "block" }\n', tmp_path)
+    assert e.key == "restrict" and "drop, pass" in str(e)
+    e = error(BASE + '[processor]\ndefault-acct-policy = ["web"]\n', tmp_path)
+    assert (e.line, e.key) == (10, "default-acct-policy")
+    cfg = config.loads('[processor]\nlookup-delay = 1\nflow-lifetime = 1\n'
+                       'restrict = { all = "drop", local = "pass" }\n')
+    assert (cfg.processor.restrict_all, cfg.processor.restrict_local) == ("drop", "pass")
+
+
+def test_interfaces(tmp_path):
+    e = error('[[interface]]\nname = "eth0"\nrole = "lan"\nhook = "xdp"\n', tmp_path)
+    assert (e.line, e.key) == (4, "hook") and "xdp-native, xdp-generic, tc" in str(e)
+    e = error('[[interface]]\nname = "eth0"\nrole = "lan"\n[[interface]]\nname = "eth0"\n'
+              'role = "wan"\n', tmp_path)
+    assert (e.line, e.key) == (5, "name") and "listed twice" in str(e)
+
+
+def test_storage_durations():
+    for text, secs in (("90m", 5400), ("12h", 43200), ("2w", 1209600), ("3600", 3600)):
+        cfg = config.loads(f'[storage]\nraw-retention = "{text}"\n')
+        assert cfg.storage.raw_retention == secs
+    assert config.loads("[storage]\nraw-retention = 60\n").storage.raw_retention == 60
+    with pytest.raises(ConfigError, match="raw-retention"):
+        config.loads('[storage]\nraw-retention = "soon"\n')
+
+
+def test_toml_syntax_error_has_a_line(tmp_path):
+    e = error(BASE + "name = \n", tmp_path)
+    assert e.line == 9 and "not valid TOML" in str(e)
+
+
+def test_unknown_section_and_data_sections(tmp_path):
+    e = error(BASE + "[quotas]\nx = 1\n", tmp_path)
+    assert e.line == 9 and "unknown section" in str(e)
+    e = error(BASE + "quota = 5\n", tmp_path)  # a key of [[unit]], not a section
+    assert e.key == "quota"
+    cfg = config.loads('[quota]\npolicy = "ip"\n[quota.units.bob]\nraw = ["day 3M in"]\n'
+                       '[billing.plan.1]\nname = "basic"\n' + BASE)
+    assert cfg.quota["units"]["bob"]["raw"] == ("day 3M in",)
+    assert cfg.billing["plan"]["1"]["name"] == "basic"
+
+
+def test_oids_must_be_strings(tmp_path):
+    e = error(BASE + "oid = 21949\n", tmp_path)
+    assert e.key == "oid" and "oid string" in str(e)
+    e = error(BASE + 'oid = "XYZ"\n', tmp_path)
+    assert e.key == "oid" and "hex digits" in str(e)
+
+
+def test_policy_target_table_and_relative_file(tmp_path):
+    (tmp_path / "peers.txt").write_text("10.0.0.0/8\n")
+    path = tmp_path / "acctd.toml"
+    path.write_text('[[policy]]\nname = "peer"\ntarget = { file = "peers.txt", proto = "tcp" }\n')
+    cfg = config.load(path)
+    assert len(cfg.policies) == 1
+
+
+def test_duplicate_address_points_at_the_second_unit(tmp_path):
+    text = BASE + '\n[[unit]]\ntype = "cluster"\nname = "c"\nips = ["10.0.0.1", "192.168.0.1"]\n'
+    e = error(text, tmp_path)
+    assert (e.line, e.key) == (13, "ips") and "already belongs to unit 'server'" in str(e)
