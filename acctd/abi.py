@@ -86,7 +86,7 @@ ADDR_VAL = np.dtype([
 ])
 
 FLOW_KEY = np.dtype([
-    ("ifindex", "<u4"), ("dir", "u1"), ("ip_ver", "u1"), ("proto", "u1"), ("pad0", "u1"),
+    ("ifindex", "<u4"), ("dir", "u1"), ("ip_ver", "u1"), ("proto", "u1"), ("tos", "u1"),
     ("vlan_outer", "<u2"), ("vlan_inner", "<u2"), ("sport", "<u2"), ("dport", "<u2"),
     ("saddr", "u1", (16,)), ("daddr", "u1", (16,)),
 ])

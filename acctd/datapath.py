@@ -201,6 +201,10 @@ class Datapath:
         keys, vals = self.maps["acct_iface_cfg"].read_all()
         return {int(k): v for k, v in zip(keys, vals) if v["role"]}
 
+    def hooked_slots(self) -> dict[int, tuple[int, abi.Role]]:
+        """ifindex -> (slot, role) from the pinned config alone (no netlink)."""
+        return {i: (int(v["slot"]), abi.Role(int(v["role"]))) for i, v in self._iface_cfgs().items()}
+
     def hooked(self) -> dict[int, dict]:
         """ifindex -> {'role', 'slot', 'xdp', 'tc_ingress', 'tc_egress'} as seen in the kernel."""
         self.open()

@@ -102,7 +102,7 @@ struct acct_flow_key {
 	__u8 dir;		/* enum acct_dir */
 	__u8 ip_ver;		/* 4 or 6 */
 	__u8 proto;		/* IP protocol (after IPv6 extension headers) */
-	__u8 pad0;
+	__u8 tos;		/* DSCP bits of TOS / traffic class (ECN masked off) */
 	__u16 vlan_outer;	/* VID, 0 = untagged */
 	__u16 vlan_inner;	/* VID of the second tag (QinQ), 0 = none */
 	__u16 sport;		/* host order; ICMP/ICMPv6 type; 0 for non-first fragments */

@@ -115,6 +115,7 @@ static __always_inline int acct_parse_ipv4(void *data, void *data_end,
 
 	p->key.ip_ver = 4;
 	p->key.proto = iph->protocol;
+	p->key.tos = iph->tos & 0xfc;	/* ECN marks would split flows */
 	acct_addr_from_v4(p->key.saddr, &iph->saddr);
 	acct_addr_from_v4(p->key.daddr, &iph->daddr);
 	p->l3_hdr_len = ihl;
@@ -146,6 +147,7 @@ static __always_inline int acct_parse_ipv6(void *data, void *data_end,
 		return ACCT_PARSE_MALFORMED;
 
 	p->key.ip_ver = 6;
+	p->key.tos = ((ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4)) & 0xfc;
 	__builtin_memcpy(p->key.saddr, &ip6h->saddr, 16);
 	__builtin_memcpy(p->key.daddr, &ip6h->daddr, 16);
 	__u32 plen = bpf_ntohs(ip6h->payload_len);

@@ -7,7 +7,7 @@ import numpy as np
 
 from acctd import abi, drain
 
-_FLOW_KEY_FIELDS = ("ifindex", "dir", "ip_ver", "proto", "vlan_outer", "vlan_inner",
+_FLOW_KEY_FIELDS = ("ifindex", "dir", "ip_ver", "proto", "tos", "vlan_outer", "vlan_inner",
                     "sport", "dport")
 
 

@@ -54,7 +54,7 @@ def ip_len(pkt) -> int:
 
 def accounted(pkt, *, local, remote, direction, proto, ver=4, sport=0, dport=0,
               vlan=(0, 0), port_slot, packets=1, nbytes=None, extra_health=None,
-              tcp=False) -> dict:
+              tos=0) -> dict:
     """The map changes of one accounted packet."""
     n = ip_len(pkt) if nbytes is None else nbytes
     d = int(direction)
@@ -68,7 +68,7 @@ def accounted(pkt, *, local, remote, direction, proto, ver=4, sport=0, dport=0,
     h = health(flow_new=1, **(extra_health or {}))
     exp = {
         "acct_addrs": {local: {"packets": pair(packets), "bytes": pair(n)}},
-        "acct_flows": {(LO_IFINDEX, d, ver, proto, vlan[0], vlan[1], sport, dport, src, dst):
+        "acct_flows": {(LO_IFINDEX, d, ver, proto, tos, vlan[0], vlan[1], sport, dport, src, dst):
                        {"packets": packets, "bytes": n}},
         "acct_vlans": {vlan[0]: {"packets": pair(packets), "bytes": pair(n)}},
         "acct_ports": {port_slot: {"packets": pair(packets), "bytes": pair(n)}},
@@ -129,6 +129,13 @@ def build_cases() -> list[Case]:
     p = Ether(**ETH) / IPv6(src=REM6, dst=SUB6) / ICMPv6EchoRequest(id=1) / Raw(b"q" * 8)
     c.append(_case("icmpv6-echo-in-tc-egress", p, prog="acct_tc_egress", local=SUB6, remote=REM6,
                    direction=IN, proto=58, ver=6, sport=128, dport=0, port_slot=PROTO_ + 58))
+    # DSCP EF with an ECN mark: the flow keeps the DSCP bits only
+    p = Ether(**ETH) / IP(src=SUB, dst=REM, tos=0xB9) / UDP(sport=40020, dport=5004)
+    c.append(_case("ipv4-dscp", p, local=SUB, remote=REM, direction=OUT, proto=17,
+                   sport=40020, dport=5004, port_slot=UDP_ + 5004, tos=0xB8))
+    p = Ether(**ETH) / IPv6(src=SUB6, dst=REM6, tc=0x2A) / UDP(sport=40021, dport=5004)
+    c.append(_case("ipv6-traffic-class", p, local=SUB6, remote=REM6, direction=OUT, proto=17,
+                   ver=6, sport=40021, dport=5004, port_slot=UDP_ + 5004, tos=0x28))
     p = Ether(**ETH) / Dot1Q(vlan=100) / IP(src=SUB, dst=REM) / UDP(sport=40005, dport=1194)
     c.append(_case("vlan-802.1q", p, local=SUB, remote=REM, direction=OUT, proto=17,
                    sport=40005, dport=1194, vlan=(100, 0), port_slot=UDP_ + 1194))

@@ -1,0 +1,87 @@
+"""acctd: attach the datapath and drain it every interval.
+
+This is the datapath loader: it hooks the given interfaces (reusing pinned
+programs and maps when they are current, so counters continue across
+restarts), then drains every `--interval` seconds and prints what moved.
+Programs stay attached when it exits, by SIGTERM or SIGKILL alike.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+
+from acctd import abi
+from acctd.errors import AcctError
+
+
+def parse_hook(spec: str, role: abi.Role):
+    from acctd.datapath import HOOKS, Hook
+    name, _, mode = spec.partition(":")
+    mode = mode or "tc"
+    if mode not in HOOKS:
+        raise click.BadParameter(f"{spec}: hook mode must be one of {', '.join(HOOKS)}")
+    return Hook(name, role, mode)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--lan", multiple=True, metavar="IF[:MODE]",
+              help="Subscriber-facing interface (accounts). MODE: xdp-native, xdp-generic, tc.")
+@click.option("--wan", multiple=True, metavar="IF[:MODE]",
+              help="Upstream interface (enforces only, never accounts).")
+@click.option("--netns", default=None, help="Network namespace (under /run/netns) of the interfaces.")
+@click.option("--pin-root", default=abi.PIN_ROOT, show_default=True)
+@click.option("--flows", default=65536, show_default=True, help="Flows expected between drains.")
+@click.option("--addrs", default=16384, show_default=True, help="Local addresses with exact counters.")
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between drains (lookup-delay).")
+@click.option("--once", is_flag=True, help="Attach, drain once, exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print each drain as a JSON line.")
+def main(lan, wan, netns, pin_root, flows, addrs, interval, once, as_json):
+    """Count traffic per address, port and VLAN with XDP/TC."""
+    from acctd.build import Sizes
+    from acctd.datapath import Datapath
+    from acctd.reader import Reader
+
+    hooks = [parse_hook(s, abi.Role.LAN) for s in lan] + [parse_hook(s, abi.Role.WAN) for s in wan]
+    if not hooks:
+        raise click.UsageError("give at least one --lan interface")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        dp = Datapath(Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
+        dp.attach(hooks)
+        ids = dp.prog_ids()
+        print(json.dumps({"event": "attached", "prog_ids": ids,
+                          "hooks": [h.__dict__ | {"role": h.role.name} for h in hooks]},
+                         default=str), flush=True)
+        reader = Reader(dp)
+        reader.baseline()
+        while True:
+            if once or stop.wait(interval):
+                report = reader.drain()
+                _print(report, as_json)
+                break
+            _print(reader.drain(), as_json)
+    except AcctError as e:
+        click.echo(f"acctd: {e}", err=True)
+        sys.exit(1)
+
+
+def _print(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report), flush=True)
+        return
+    t = report["totals"]
+    print(f"{time.strftime('%H:%M:%S')} in {t['bytes_in']} B / {t['packets_in']} p, "
+          f"out {t['bytes_out']} B / {t['packets_out']} p, "
+          f"{len(report['addrs'])} addresses moved", flush=True)
+
+
+if __name__ == "__main__":
+    main()
