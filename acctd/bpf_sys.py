@@ -31,6 +31,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 
 BPF_ANY = 0
@@ -239,6 +240,17 @@ class Map:
                 raise
         return struct.unpack_from("=I", a, 32)[0]
 
+    def update_batch(self, keys: np.ndarray, values: np.ndarray, flags: int = BPF_ANY) -> None:
+        """BPF_MAP_UPDATE_BATCH (values shaped (n, ncpus) for per-CPU maps)."""
+        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
+        values = np.ascontiguousarray(values, dtype=self.value_dtype)
+        a = _attr()
+        struct.pack_into("=QQQQIIQQ", a, 0, 0, 0, _addr(keys), _addr(values), len(keys), self.fd,
+                         flags, 0)
+        _bpf(BPF_MAP_UPDATE_BATCH, a)
+
+    BATCH = 16384
+
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All entries with BPF_MAP_LOOKUP_BATCH: (keys[n], values[n, ncpus]).
 
@@ -253,7 +265,9 @@ class Map:
         first = True
         while n < cap:
             a = _attr()
-            chunk = cap - n
+            # The kernel bounces each batch through a buffer of its size:
+            # moderate chunks keep that buffer in cache and cheap to allocate.
+            chunk = min(cap - n, self.BATCH)
             struct.pack_into(
                 "=QQQQII", a, 0,
                 0 if first else ctypes.addressof(token_in), ctypes.addressof(token_out),

@@ -104,9 +104,14 @@ def build_id(source: str, cflags: list[str]) -> int:
 class Build:
     """A compiled and loaded program set (holds bcc's BPF object)."""
 
-    def __init__(self, sizes: Sizes):
+    def __init__(self, sizes: Sizes, extra: dict[str, str] | None = None):
+        """`extra`: more sources and their programs {"file.c": {name: type}}
+        (benchmark entries); the daemon builds the plain set."""
         self.sizes = sizes
-        self.source = amalgamate()
+        self.programs = dict(PROGRAMS)
+        for progs in (extra or {}).values():
+            self.programs.update(progs)
+        self.source = amalgamate(ENTRY_SOURCES + tuple(extra or ()))
         self.cflags = sizes.cflags()
         self.build_id = build_id(self.source, self.cflags)
         self._bpf = None
@@ -127,7 +132,7 @@ class Build:
             raise AcctError(
                 f"compiling the BPF programs failed: {e}. Kernel headers missing? "
                 f"(`sudo make setup` links them); see `acctctl source` for the input") from e
-        for name, ptype in PROGRAMS.items():
+        for name, ptype in self.programs.items():
             try:
                 fn = self._bpf.load_func(name.encode(), getattr(BPF, ptype))
             except Exception as e:
@@ -148,6 +153,10 @@ class Build:
                         _ctypes_sizeof(ct),
                         {f[0]: getattr(ct, f[0]).offset for f in ct._fields_})
         return out
+
+    def table(self, name: str):
+        """A bcc table of this build (benchmarks and tests only)."""
+        return self._bpf.get_table(name.encode())
 
     def close(self) -> None:
         if self._bpf is not None:

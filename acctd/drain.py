@@ -17,30 +17,58 @@ import numpy as np
 from acctd import abi
 from acctd.bpf_sys import Map
 
-_U64_MAX = np.iinfo(np.uint64).max
 
 
 def reduce_percpu(vals: np.ndarray) -> np.ndarray:
-    """Combine per-CPU copies (shape (n, ncpus)) into one value per entry."""
+    """Combine per-CPU copies (shape (n, ncpus)) into one value per entry.
+
+    Works on a uint64 word view, one vectorised pass per CPU: counters add,
+    first_ns takes the earliest non-zero, last_ns/verdict the largest,
+    flag words OR."""
     if vals.ndim == 1:
         return vals
+    n, ncpus = vals.shape
     dt = vals.dtype
-    out = np.zeros(vals.shape[0], dtype=dt)
+    nw = dt.itemsize // 8
+    w = vals.view(np.uint64).reshape(n, ncpus, nw)
+    out = w[:, 0, :].copy()
+    ops = _word_ops(dt)
+    for cpu in range(1, ncpus):
+        c = w[:, cpu, :]
+        for op, lo, hi in ops:
+            if op == "sum":
+                out[:, lo:hi] += c[:, lo:hi]
+            elif op == "max":
+                np.maximum(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+            elif op == "or":
+                np.bitwise_or(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+            elif op == "min_nonzero":
+                a, b = out[:, lo], c[:, lo]
+                out[:, lo] = np.where((a == 0) | ((b != 0) & (b < a)), b, a)
+    return out.view(dt).reshape(n)
+
+
+def _word_ops(dt: np.dtype) -> list[tuple[str, int, int]]:
+    """(operation, first word, end word) runs over a value's u64 words."""
+    ops: list[tuple[str, int, int]] = []
     for name in dt.names:
-        col = vals[name]
-        if name in ("first_ns",):
-            # 0 means "never seen on this CPU"
-            col = np.where(col == 0, _U64_MAX, col).min(axis=1)
-            out[name] = np.where(col == _U64_MAX, 0, col)
+        ftype, off = dt.fields[name][:2]
+        lo, hi = off // 8, (off + ftype.itemsize + 7) // 8
+        if name == "first_ns":
+            op = "min_nonzero"
         elif name in ("last_ns", "verdict", "policer"):
-            out[name] = col.max(axis=1)
-        elif name in ("tcp_flags", "reason"):
-            out[name] = np.bitwise_or.reduce(col, axis=1)
-        elif name.startswith("pad"):
-            continue
+            op = "max"
+        elif name in ("tcp_flags", "reason", "pad0"):
+            op = "or"
         else:
-            out[name] = col.sum(axis=1)
-    return out
+            op = "sum"
+        if ftype.base.itemsize == 4 and op == "max":
+            op = "or"  # verdict/policer share words with reason: equal on all CPUs anyway
+        if ops and ops[-1][0] == op and ops[-1][2] >= lo:
+            ops[-1] = (op, ops[-1][1], max(hi, ops[-1][2]))
+        elif not (ops and ops[-1][2] > lo):
+            ops.append((op, lo, hi))
+    return ops
 
 
 def read(m: Map) -> tuple[np.ndarray, np.ndarray]:

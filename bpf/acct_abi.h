@@ -89,7 +89,7 @@ struct acct_addr_val {
 	__u64 bytes[ACCT_DIR_MAX];
 	__u64 drop_packets[ACCT_DIR_MAX];
 	__u64 drop_bytes[ACCT_DIR_MAX];
-	__u64 last_ns;		/* bpf_ktime_get_ns() of the last counted packet */
+	__u64 last_ns;		/* bpf_ktime_get_coarse_ns() of the last counted packet */
 	__u32 verdict;		/* enum acct_verdict */
 	__u32 reason;		/* enum acct_reason bits */
 	__u32 policer;		/* policer index when verdict == POLICE, else 0 */
@@ -114,7 +114,7 @@ struct acct_flow_key {
 struct acct_flow_val {
 	__u64 packets;
 	__u64 bytes;
-	__u64 first_ns;		/* bpf_ktime_get_ns(), per CPU: user space takes min */
+	__u64 first_ns;		/* bpf_ktime_get_coarse_ns(), per CPU: user space takes min */
 	__u64 last_ns;		/* per CPU: user space takes max */
 	__u32 tcp_flags;	/* OR of the TCP flag byte */
 	__u32 pad0;

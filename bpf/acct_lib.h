@@ -356,7 +356,9 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 	struct acct_addr_key ak = {};
 	__builtin_memcpy(ak.addr, dir == ACCT_DIR_OUT ? p.key.saddr : p.key.daddr, 16);
 
-	__u64 now = bpf_ktime_get_ns();
+	/* Coarse clock (jiffy resolution) is plenty for first/last seen and
+	 * costs a fraction of bpf_ktime_get_ns(). */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct acct_addr_val *av = acct_addrs.lookup(&ak);
 
 	if (av && acct_blocked(av)) {

@@ -407,7 +407,8 @@ def run(
     release = kernel_release(kernel)
     nonce = secrets.token_hex(8)
     start_re = re.compile(rf"^@@{nonce}:START@@$")
-    end_re = re.compile(rf"^@@{nonce}:(EXIT (\d+)|FAIL (.*))@@$")
+    # Not anchored at the start: output that lacks a final newline comes first.
+    end_re = re.compile(rf"@@{nonce}:(EXIT (\d+)|FAIL (.*))@@$")
 
     with tempfile.TemporaryDirectory(prefix="acctd-vm-") as tmp:
         initrd = Path(tmp, "initrd.cpio")
@@ -445,17 +446,21 @@ def run(
                     if start_re.match(line):
                         command_started = time.monotonic()
                         continue
-                    end = end_re.match(line)
+                    end = end_re.search(line)
                     if end:
                         if end.group(2) is not None:
                             returncode = int(end.group(2))
                         else:
                             failure = end.group(3)
-                        break
+                        line = line[: end.start()]
+                        if not line:
+                            break
                     output.append(line + "\n")
                     if stream:
                         stream.write(line + "\n")
                         stream.flush()
+                    if end:
+                        break
             finished = time.monotonic()
             if returncode is not None or failure is not None:
                 try:
