@@ -11,6 +11,7 @@ same cache-hot entry `repeat` times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -53,14 +54,21 @@ def best(fn, tries: int = 3) -> float:
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (BPF_PROG_RUN)")
-    import ctypes
+    # Each figure on a datapath sized as a site with that many flows would
+    # size it: the flow table's bucket count decides its cache footprint.
+    with bench_datapath(flows=65536, bench_programs=True) as (dp, build):
+        bench_per_packet(build)
+    with bench_datapath(flows=1_000_000, bench_programs=False) as (dp, build):
+        bench_drain(dp)
 
+
+@contextlib.contextmanager
+def bench_datapath(flows: int, bench_programs: bool):
     from acctd.build import Build
     from acctd.pins import ensure_pin_dir
-    root = f"/sys/fs/bpf/acctd-bench-{os.getpid()}"
-    sizes = Sizes(pin_root=root, flows=1_000_000, addrs=4096)
+    sizes = Sizes(pin_root=f"/sys/fs/bpf/acctd-bench-{os.getpid()}", flows=flows, addrs=4096)
     ensure_pin_dir(sizes.pin_dir)
-    build = Build(sizes, extra=BENCH_PROGRAMS)
+    build = Build(sizes, extra=BENCH_PROGRAMS if bench_programs else None)
     dp = Datapath(sizes)
     try:
         build.compile()
@@ -68,32 +76,35 @@ def main() -> None:
         cfg = np.zeros(1, abi.IFACE_CFG)
         cfg["role"], cfg["slot"] = int(abi.Role.LAN), 1
         dp.maps["acct_iface_cfg"].update(np.uint32(LO), cfg[0])
-        fd = build.prog_fds
-        pkt = packet()
-        empty = best(lambda: mean_ns(fd["acct_xdp_empty"], pkt, 2_000_000))
-        emit("datapath.empty_prog_ns", empty, "ns")
-        emit("datapath.xdp_ns.flows_1",
-             best(lambda: mean_ns(fd["acct_xdp"], pkt, 2_000_000)) - empty, "ns")
-        bcfg = build.table("acct_bench_cfg")
-        for n, label in ((1024, "flows_1k"), (65536, "flows_64k")):
-            v = bcfg[ctypes.c_uint32(0)]
-            v.nflows, v.naddrs = n, min(n, 1024)
-            bcfg[ctypes.c_uint32(0)] = v
-            repeat = max(16 * n, 1_000_000)
-            mean_ns(fd["acct_xdp_bench"], pkt, 2 * n)  # warm-up: insert every flow
-            base = best(lambda: mean_ns(fd["acct_xdp_bench_base"], pkt, repeat))
-            emit(f"datapath.xdp_ns.{label}",
-                 best(lambda: mean_ns(fd["acct_xdp_bench"], pkt, repeat)) - base, "ns")
-            if label == "flows_64k":
-                mean_ns(fd["acct_tc_bench"], pkt, 2 * n)
-                base = best(lambda: mean_ns(fd["acct_tc_bench_base"], pkt, repeat))
-                emit("datapath.tc_ns.flows_64k",
-                     best(lambda: mean_ns(fd["acct_tc_bench"], pkt, repeat)) - base, "ns")
-        build.close()
-        bench_drain(dp)
+        yield dp, build
     finally:
         build.close()
         dp.detach()
+
+
+def bench_per_packet(build) -> None:
+    import ctypes
+    fd = build.prog_fds
+    pkt = packet()
+    empty = best(lambda: mean_ns(fd["acct_xdp_empty"], pkt, 2_000_000))
+    emit("datapath.empty_prog_ns", empty, "ns")
+    emit("datapath.xdp_ns.flows_1",
+         best(lambda: mean_ns(fd["acct_xdp"], pkt, 2_000_000)) - empty, "ns")
+    bcfg = build.table("acct_bench_cfg")
+    for n, label in ((1024, "flows_1k"), (65536, "flows_64k")):
+        v = bcfg[ctypes.c_uint32(0)]
+        v.nflows, v.naddrs = n, min(n, 1024)
+        bcfg[ctypes.c_uint32(0)] = v
+        repeat = max(16 * n, 1_000_000)
+        mean_ns(fd["acct_xdp_bench"], pkt, 2 * n)  # warm-up: insert every flow
+        base = best(lambda: mean_ns(fd["acct_xdp_bench_base"], pkt, repeat))
+        emit(f"datapath.xdp_ns.{label}",
+             best(lambda: mean_ns(fd["acct_xdp_bench"], pkt, repeat)) - base, "ns")
+        if label == "flows_64k":
+            mean_ns(fd["acct_tc_bench"], pkt, 2 * n)
+            base = best(lambda: mean_ns(fd["acct_tc_bench_base"], pkt, repeat))
+            emit("datapath.tc_ns.flows_64k",
+                 best(lambda: mean_ns(fd["acct_tc_bench"], pkt, repeat)) - base, "ns")
 
 
 def fill_flows(m: bpf_sys.Map, n: int) -> None:
