@@ -20,6 +20,10 @@ def pin_dir(root: str = PIN_ROOT) -> str:
     return f"{root}/v{ABI_VERSION}"
 
 
+# How an interface's arriving side is hooked (its leaving side: TC egress).
+HOOKS = ("xdp-native", "xdp-generic", "tc")
+
+
 class Dir(enum.IntEnum):
     IN = 0   # towards the local (subscriber) address
     OUT = 1  # from the local (subscriber) address

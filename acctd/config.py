@@ -82,21 +82,13 @@ from typing import Any
 
 from . import abi
 from .policy import AcctPlan, PolicySet, PolicySpec
+from .errors import ConfigError
 from .units import ModelError, Unit, UnitSet, parse_addr, parse_prefix
 
 ROLES = ("lan", "wan")
-HOOKS = ("xdp-native", "xdp-generic", "tc")
+HOOKS = abi.HOOKS
 RESTRICT = ("drop", "pass")
 DEFAULT_DB = "/var/lib/acctd/acctd.duckdb"
-
-
-class ConfigError(ValueError):
-    """A configuration mistake; str() is "file:line: where: what was expected"."""
-
-    def __init__(self, msg: str, path: str = "", line: int | None = None, key: str | None = None):
-        self.path, self.line, self.key, self.reason = path, line, key, msg
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {msg}" if where else msg)
 
 
 @dataclasses.dataclass(frozen=True)

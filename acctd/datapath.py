@@ -28,7 +28,7 @@ from acctd import abi, bpf_sys, pins
 from acctd.build import Build, Sizes
 from acctd.errors import AcctError, BpfError
 
-HOOKS = ("xdp-native", "xdp-generic", "tc")
+HOOKS = abi.HOOKS
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2

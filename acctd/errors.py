@@ -11,8 +11,13 @@ class AcctError(Exception):
     """Any acctd error with a message meant for the operator."""
 
 
-class ConfigError(AcctError):
-    """A configuration mistake: the message names file, line and key."""
+class ConfigError(AcctError, ValueError):
+    """A configuration mistake; str() is "file:line: where: what was expected"."""
+
+    def __init__(self, msg: str, path: str = "", line: int | None = None, key: str | None = None):
+        self.path, self.line, self.key, self.reason = path, line, key, msg
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {msg}" if where else msg)
 
 
 class BpfError(AcctError):
