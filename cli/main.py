@@ -104,6 +104,37 @@ def _print_report(rep: dict) -> None:
     con.print("health:", rep["health"])
 
 
+@main.group("import")
+def import_():
+    """Convert other accountants' configurations to acctd's."""
+
+
+@import_.command("netams")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the TOML here (default: stdout).")
+def import_netams(file, output):
+    """Translate a NeTAMS config into acctd TOML; report what cannot be carried.
+
+    Every directive that has no equivalent yet is listed on stderr as
+    FILE:LINE: directive: reason (and at the top of the TOML); nothing is
+    dropped silently. Exit code 0 even with such warnings."""
+    from acctd.config import loads
+    from acctd.netams import import_file
+
+    def go():
+        res = import_file(file)
+        for w in res.warnings:
+            click.echo(w.format(file), err=True)
+        loads(res.toml, output or "<imported>")  # the result must load
+        if output:
+            with open(output, "w") as f:
+                f.write(res.toml)
+            click.echo(f"wrote {output}: {len(res.warnings)} directive(s) not carried", err=True)
+        else:
+            click.echo(res.toml, nl=False)
+    _run(go)
+
+
 @main.command()
 @click.pass_context
 def source(ctx):
