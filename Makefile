@@ -20,7 +20,7 @@ test-fast: setup
 
 bench: setup
 	@mkdir -p .bench
-	$(PY) -m acctd.bench | tee .bench/results.jsonl
+	{ $(PY) -m acctd.bench && $(PY) -m acctd.bench_control; } | tee .bench/results.jsonl
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache build *.egg-info

@@ -1,0 +1,168 @@
+"""Rollups: one drain's counts as rows for the hour, day, week and month it falls in.
+
+Pure (numpy and zoneinfo). Periods are local-time periods of a configured
+zone, keyed by the UTC instant they start at, so the autumn's repeated hour
+is two buckets (02:00+02:00 and 02:00+01:00 in Europe/Berlin) and a DST
+day is 23 or 25 hours long. Weeks start on Monday.
+
+Convention: a drain's counts belong to the period that contains the drain's
+end time (the `ts` passed in). A drain interval is at most lookup-delay
+long, so traffic near a boundary lands at most one interval late; it is
+never split and never counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+UTC = dt.timezone.utc
+PERIODS = ("hour", "day", "week", "month")
+HOUR, DAY, WEEK, MONTH = range(4)
+
+# Row conventions beyond the configured policies (oids are 1..FFFFFF, so 0 is free):
+ALL_TRAFFIC = 0   # policy_oid 0: everything a unit sent/received, whatever its policies
+UNATTRIBUTED = 0  # unit_oid 0 (with policy_oid 0): local addresses that matched no unit
+
+
+def _utc(ts: dt.datetime) -> dt.datetime:
+    if ts.tzinfo is None:
+        raise ValueError("expected a timezone-aware datetime (the drain clock is UTC)")
+    return ts.astimezone(UTC)
+
+
+def _local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """The first instant of a local date, in UTC.
+
+    fold=0 takes the earlier of a repeated midnight; a midnight that falls in
+    a spring-forward gap resolves to the transition instant, which is the
+    day's first existing instant.
+    """
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(UTC)
+
+
+def period_start(kind: str, ts: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """UTC start of the local `kind` period ("hour", "day", "week", "month") containing ts."""
+    ts = _utc(ts)
+    local = ts.astimezone(zone)
+    if kind == "hour":
+        # subtract the local minutes rather than rebuild the local time: exact in
+        # the repeated hour, where the wall clock alone is ambiguous
+        return ts - dt.timedelta(minutes=local.minute, seconds=local.second,
+                                 microseconds=local.microsecond)
+    day = local.date()
+    if kind == "day":
+        start = _local_midnight(day, zone)
+    elif kind == "week":
+        start = _local_midnight(day - dt.timedelta(days=day.weekday()), zone)
+    elif kind == "month":
+        start = _local_midnight(day.replace(day=1), zone)
+    else:
+        raise ValueError(f"expected a period kind {', '.join(PERIODS)}, got {kind!r}")
+    if start > ts:  # pragma: no cover - a zone whose day begins after a gap past ts
+        start = ts
+    return start
+
+
+def period_end(kind: str, start: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """UTC start of the period after the one starting at `start`."""
+    start = _utc(start)
+    if kind == "hour":
+        nxt = start + dt.timedelta(hours=1)
+        # whole-hour offsets make that exact; a half-hour DST shift (Lord Howe)
+        # is absorbed by re-flooring the instant half-way into the next hour
+        return period_start("hour", nxt + dt.timedelta(minutes=30), zone)
+    day = start.astimezone(zone).date()
+    if kind == "day":
+        return _local_midnight(day + dt.timedelta(days=1), zone)
+    if kind == "week":
+        return _local_midnight(day + dt.timedelta(days=7), zone)
+    if kind == "month":
+        y, m = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+        return _local_midnight(dt.date(y, m, 1), zone)
+    raise ValueError(f"expected a period kind {', '.join(PERIODS)}, got {kind!r}")
+
+
+def periods(ts: dt.datetime, zone: ZoneInfo) -> list[tuple[str, dt.datetime]]:
+    """(kind, UTC start) of the hour, day, week and month containing ts."""
+    return [(k, period_start(k, ts, zone)) for k in PERIODS]
+
+
+def label(start: dt.datetime, zone: ZoneInfo) -> str:
+    """A period start as local time with its offset: the repeated hour reads
+    2026-10-25T02:00:00+02:00, then 2026-10-25T02:00:00+01:00."""
+    return _utc(start).astimezone(zone).isoformat()
+
+
+def to_us(ts: dt.datetime) -> int:
+    """Microseconds since the epoch (what DuckDB's TIMESTAMP stores)."""
+    d = _utc(ts) - dt.datetime(1970, 1, 1, tzinfo=UTC)
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def from_us(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=int(us))
+
+
+def oid_ints(objs: Sequence) -> np.ndarray:
+    """Index -> integer oid ("02A1F3" -> 0x02A1F3) for a UnitSet or PolicySet."""
+    return np.array([int(o.oid, 16) for o in objs], dtype=np.uint32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollup:
+    """One drain, ready to store.
+
+    raw: unit_oid, policy_oid, dir, packets, bytes (one row per non-zero cell);
+    summary: the same rows once per period, with kind (index into PERIODS)
+    and start (UTC, microseconds since the epoch) in front.
+    """
+
+    ts: dt.datetime
+    raw: dict[str, np.ndarray]
+    summary: dict[str, np.ndarray]
+
+
+def cells(counts, unit_oids: np.ndarray, policy_oids: np.ndarray,
+          totals: bool = True) -> dict[str, np.ndarray]:
+    """A policy.Counts as oid-keyed columns: unit_oid, policy_oid, dir, packets, bytes.
+
+    With totals, each unit's all-traffic row (policy_oid ALL_TRAFFIC) and the
+    unattributed row (unit_oid UNATTRIBUTED) are added, so stored totals
+    reconcile with the datapath's counters.
+    """
+    c = counts.columns()
+    parts = [(unit_oids[c["unit"]], policy_oids[c["policy"]], c["dir"], c["packets"],
+              c["bytes"])]
+    if totals:
+        u, d = np.nonzero(counts.unit_packets | counts.unit_bytes)
+        parts.append((unit_oids[u], np.full(len(u), ALL_TRAFFIC, np.uint32), d,
+                      counts.unit_packets[u, d], counts.unit_bytes[u, d]))
+        d = np.flatnonzero(counts.unattributed_packets | counts.unattributed_bytes)
+        parts.append((np.full(len(d), UNATTRIBUTED, np.uint32),
+                      np.full(len(d), ALL_TRAFFIC, np.uint32), d,
+                      counts.unattributed_packets[d], counts.unattributed_bytes[d]))
+    names = ("unit_oid", "policy_oid", "dir", "packets", "bytes")
+    types = (np.uint32, np.uint32, np.uint8, np.uint64, np.uint64)
+    return {n: np.concatenate([p[i] for p in parts]).astype(t, copy=False)
+            for i, (n, t) in enumerate(zip(names, types))}
+
+
+def rollup(columns: dict[str, np.ndarray], ts: dt.datetime, zone: ZoneInfo) -> Rollup:
+    """One drain's oid-keyed columns (see `cells`) -> raw rows and per-period summary rows.
+
+    ts is the drain's end (an injected, timezone-aware clock value); the rows
+    go to the hour, day, week and month containing it (see the module doc).
+    """
+    ts = _utc(ts)
+    n = len(columns["packets"])
+    starts = np.array([to_us(s) for _k, s in periods(ts, zone)], dtype=np.int64)
+    summary = {"kind": np.repeat(np.arange(len(PERIODS), dtype=np.uint8), n),
+               "start": np.repeat(starts, n)}
+    for k, v in columns.items():
+        summary[k] = np.tile(v, len(PERIODS))
+    return Rollup(ts, dict(columns), summary)
