@@ -1,9 +1,15 @@
-"""acctd: attach the datapath and drain it every interval.
+"""acctd: the accounting daemon, in the foreground.
 
-This is the datapath loader: it hooks the given interfaces (reusing pinned
-programs and maps when they are current, so counters continue across
-restarts), then drains every `--interval` seconds and prints what moved.
-Programs stay attached when it exits, by SIGTERM or SIGKILL alike.
+With --config: hook the configured interfaces, drain every lookup-delay,
+account units and policies, commit to DuckDB with the counter checkpoint,
+and serve acctctl on the control socket.
+
+Without a config (--lan/--wan): only the datapath loader, which prints each
+drain; handy to try the counters without a database.
+
+Either way the interfaces are hooked reusing pinned programs and maps when
+they are current (counters continue across restarts), and the programs
+stay attached when acctd exits, by SIGTERM or SIGKILL alike.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ def parse_hook(spec: str, role: abi.Role):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="acctd TOML configuration (see acctd.example.toml).")
+@click.option("--socket", "socket_path", default=None,
+              help="Control socket (default /run/acctd/acctd.sock).")
 @click.option("--lan", multiple=True, metavar="IF[:MODE]",
               help="Subscriber-facing interface (accounts). MODE: xdp-native, xdp-generic, tc.")
 @click.option("--wan", multiple=True, metavar="IF[:MODE]",
@@ -41,8 +51,11 @@ def parse_hook(spec: str, role: abi.Role):
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between drains (lookup-delay).")
 @click.option("--once", is_flag=True, help="Attach, drain once, exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print each drain as a JSON line.")
-def main(lan, wan, netns, pin_root, flows, addrs, interval, once, as_json):
+def main(config_path, socket_path, lan, wan, netns, pin_root, flows, addrs, interval, once,
+         as_json):
     """Count traffic per address, port and VLAN with XDP/TC."""
+    if config_path:
+        sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs))
     from acctd.build import Sizes
     from acctd.datapath import Datapath
     from acctd.reader import Reader
@@ -71,6 +84,45 @@ def main(lan, wan, netns, pin_root, flows, addrs, interval, once, as_json):
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         sys.exit(1)
+
+
+def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
+    from acctd import config
+    from acctd.build import Sizes
+    from acctd.control import DEFAULT_SOCKET, ControlServer
+    from acctd.daemon import Daemon, FlushQueue
+
+    stop = threading.Event()
+    flushes = FlushQueue()
+
+    def on_signal(*_):
+        stop.set()
+        flushes.wake()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        cfg = config.load(config_path)
+        d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
+        d.start()
+        server = ControlServer(socket_path or DEFAULT_SOCKET, d, flushes)
+    except AcctError as e:
+        click.echo(f"acctd: {e}", err=True)
+        return 1
+    server.serve_in_thread()
+    print(json.dumps({"event": "started", "prog_ids": d.dp.prog_ids(), "socket": server.path,
+                      "lookup_delay": cfg.processor.lookup_delay}), flush=True)
+
+    def on_drain(summary, err):
+        if err is not None:
+            click.echo(f"acctd: drain failed, will retry from the last checkpoint: {err}", err=True)
+
+    try:
+        d.run(stop, flushes, on_drain)
+    finally:
+        server.shutdown()
+        server.server_close()
+        d.close()
+    return 0
 
 
 def _print(report: dict, as_json: bool) -> None:

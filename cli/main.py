@@ -42,10 +42,116 @@ def _run(fn):
 @click.option("--netns", default=None, help="Network namespace (under /run/netns) of the interfaces.")
 @click.option("--flows", default=65536, show_default=True, help="Flow table size (attach).")
 @click.option("--addrs", default=16384, show_default=True, help="Address table size (attach).")
+@click.option("--socket", "socket_path", default="/run/acctd/acctd.sock", show_default=True,
+              help="The daemon's control socket.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Read this database directly (only while the daemon is stopped).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Config for unit and policy names with --db.")
 @click.pass_context
-def main(ctx, pin_root, netns, flows, addrs):
+def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path):
     """Operate the acctd traffic accountant."""
-    ctx.obj = dict(pin_root=pin_root, netns=netns, flows=flows, addrs=addrs)
+    ctx.obj = dict(pin_root=pin_root, netns=netns, flows=flows, addrs=addrs,
+                   socket=socket_path, db=db, config=config_path)
+
+
+def _ask(ctx, cmd: str, **args):
+    """Ask the daemon, or with --db answer from the database file itself
+    (DuckDB has one writer: never open it while the daemon runs)."""
+    o = ctx.obj
+    if not o["db"]:
+        from acctd.control import call
+        return call(o["socket"], cmd, **args)
+    import datetime as dt
+
+    from acctd import control
+    from acctd.config import load
+    from acctd.storage import Storage
+    if not o["config"]:
+        raise click.UsageError("--db needs --config to know the units and policies")
+    cfg = load(o["config"])
+    if cmd in ("units", "policies"):
+        return getattr(control, f"report_{cmd}")(cfg)
+    if cmd == "flush":
+        raise click.UsageError("flush needs the running daemon")
+    with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
+        now = dt.datetime.now(dt.timezone.utc)
+        if cmd == "list":
+            return control.report_list(st, cfg, args["unit"], now)
+        return control.report_stat(st, cfg, args["unit"], args["period"], now)
+
+
+def _out(data, as_json: bool, render) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+    else:
+        render(data)
+
+
+def _table(title: str, cols: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=title)
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="left" if i < 2 else "right")
+    for r in rows:
+        t.add_row(*(str(x) for x in r))
+    Console().print(t)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@main.command()
+@click.pass_context
+def flush(ctx):
+    """Drain and commit now; returns after the commit."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "flush"))))
+
+
+@main.command()
+@json_option
+@click.pass_context
+def units(ctx, as_json):
+    """The configured units (NeTAMS show units)."""
+    _run(lambda: _out(_ask(ctx, "units"), as_json, lambda us: _table(
+        "units", ["name", "oid", "type", "addresses", "parents", "acct-policy"],
+        [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
+          ",".join(u["parents"]), " ".join(u["acct_policy"])] for u in us])))
+
+
+@main.command()
+@json_option
+@click.pass_context
+def policies(ctx, as_json):
+    """The configured policies and their targets."""
+    _run(lambda: _out(_ask(ctx, "policies"), as_json, lambda ps: _table(
+        "policies", ["name", "oid", "target"], [[p["name"], p["oid"], p["target"]] for p in ps])))
+
+
+@main.command("list")
+@click.argument("unit")
+@json_option
+@click.pass_context
+def list_(ctx, unit, as_json):
+    """Per policy: in/out for the last drain, hour, day, week, month (show list full)."""
+    def render(r):
+        rows = [[p["policy"], p["dir"], *(p[k]["bytes"] for k in ("flow", "hour", "day", "week", "month"))]
+                for p in r["policies"]]
+        _table(f"{r['unit']} ({r['oid']}), bytes", ["policy", "dir", "flow", "hour", "day", "week", "month"], rows)
+    _run(lambda: _out(_ask(ctx, "list", unit=unit), as_json, render))
+
+
+@main.command()
+@click.argument("unit")
+@click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
+@json_option
+@click.pass_context
+def stat(ctx, unit, period, as_json):
+    """Hourly rows of this week or month (show stat)."""
+    _run(lambda: _out(_ask(ctx, "stat", unit=unit, period=period), as_json, lambda r: _table(
+        f"{r['unit']} ({r['oid']}), {period}", ["hour", "policy", "dir", "packets", "bytes"],
+        [[x["hour"], x["policy"], x["dir"], x["packets"], x["bytes"]] for x in r["rows"]])))
 
 
 @main.command()

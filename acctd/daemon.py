@@ -1,0 +1,201 @@
+"""The accounting daemon: drain the datapath every lookup-delay, account the
+interval against units and policies, and commit rollups together with the
+kernel counter checkpoint in one DuckDB transaction.
+
+Exactly-once across crashes: the deltas of a drain are computed against the
+counters of the last *committed* checkpoint, and the rows they produce are
+committed in the same transaction as the new checkpoint. A SIGKILL before
+COMMIT leaves the old checkpoint, so the next start recomputes the same
+interval (and whatever came after) from it; after COMMIT the new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import numpy as np
+
+from acctd import abi, drain, interval, rollup
+from acctd.build import Sizes
+from acctd.datapath import Datapath, Hook
+from acctd.storage import Storage
+
+# The kernel maps whose counters the checkpoint carries.
+CHECKPOINTED = {
+    "acct_addrs": (abi.ADDR_KEY, abi.ADDR_VAL),
+    "acct_flows": (abi.FLOW_KEY, abi.FLOW_VAL),
+    "acct_ifaces": (np.dtype("<u4"), abi.IFACE_VAL),
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Daemon:
+    def __init__(self, cfg, sizes: Sizes = Sizes(), netns: str | None = None, clock=_utcnow):
+        self.cfg = cfg
+        self.clock = clock
+        self.dp = Datapath(sizes, netns=netns)
+        self.model = interval.Model.from_config(cfg)
+        self.storage: Storage | None = None
+        self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
+        self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
+        self.drains = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        hooks = [Hook(i.name, i.role_id, i.hook) for i in self.cfg.interfaces]
+        if hooks:
+            self.dp.attach(hooks)
+        else:
+            self.dp.load()
+        self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,
+                               self.cfg.storage.raw_retention)
+        self._seed()
+
+    def _seed(self) -> None:
+        """Resume from the last committed counters (an empty baseline if none:
+        counters never committed anywhere are counted at the first drain)."""
+        ckpt = self.storage.load_checkpoint(CHECKPOINTED)
+        for name, d in self.deltas.items():
+            d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
+
+    def close(self) -> None:
+        if self.storage:
+            self.storage.close()
+        self.dp.close()
+
+    # -- one drain -------------------------------------------------------------------
+
+    def drain(self) -> dict:
+        """Drain, account and commit one interval; returns a short summary."""
+        with self.lock:
+            now = self.clock()
+            reaped = self._reap_idle_flows()
+            read = {}
+            for name in CHECKPOINTED:
+                keys, vals = drain.read(self.dp.maps[name])
+                if name == "acct_flows" and reaped is not None:
+                    keys = np.concatenate([keys, reaped[0]])
+                    vals = np.concatenate([vals, reaped[1]])
+                read[name] = (keys, vals)
+            try:
+                delta = {n: self.deltas[n].update(*read[n]) for n in ("acct_addrs", "acct_flows")}
+                ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
+                self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
+                lan = self._lan_slots()
+                cols = interval.columns(
+                    self.model, now.astimezone(self.cfg.processor.zone),
+                    delta["acct_flows"].keys, delta["acct_flows"].values,
+                    delta["acct_addrs"].keys, delta["acct_addrs"].values,
+                    ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
+                self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read)
+            except BaseException:
+                self._seed()  # the baseline moved ahead of the file: go back to it
+                raise
+            self.drains += 1
+            return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
+                    "flows": int(len(delta["acct_flows"].keys)),
+                    "addrs": int(len(delta["acct_addrs"].keys))}
+
+    def _prev_ifaces(self):
+        prev = self.deltas["acct_ifaces"].previous
+        if prev is None or not len(prev[0]):
+            return None
+        full = np.zeros(self.dp.maps["acct_ifaces"].info.max_entries, abi.IFACE_VAL)
+        full[prev[0]] = prev[1]
+        return full
+
+    def _lan_slots(self) -> np.ndarray:
+        return np.array([s for s, role in self.dp.hooked_slots().values() if role == abi.Role.LAN],
+                        dtype=np.int64)
+
+    def _reap_idle_flows(self):
+        """Take flows idle longer than flow-lifetime out of the kernel table, with
+        their final counters, so the LRU keeps room for live ones."""
+        prev = self.deltas["acct_flows"].previous
+        if prev is None or not len(prev[0]):
+            return None
+        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        idle = prev[0][(prev[1]["last_ns"] > 0) &
+                       (prev[1]["last_ns"] + self.cfg.processor.flow_lifetime * 10**9 < now_ns)]
+        if not len(idle):
+            return None
+        m = self.dp.maps["acct_flows"]
+        keys, vals = [], []
+        for k in idle:
+            v = m.lookup_and_delete(k)
+            if v is not None:
+                keys.append(k)
+                vals.append(drain.reduce_percpu(v[None])[0])
+        if not keys:
+            return None
+        return np.array(keys, abi.FLOW_KEY), np.array(vals, abi.FLOW_VAL)
+
+    # -- loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, flush_requests: "FlushQueue", on_drain=None) -> None:
+        delay = self.cfg.processor.lookup_delay
+        next_at = time.monotonic() + delay
+        while not stop.is_set():
+            waiters = flush_requests.wait(max(0.0, next_at - time.monotonic()), stop)
+            if stop.is_set():
+                break
+            if waiters or time.monotonic() >= next_at:
+                try:
+                    summary = self.drain()
+                    err = None
+                except Exception as e:  # logged; the next drain retries from the checkpoint
+                    summary, err = None, e
+                flush_requests.done(waiters, summary, err)
+                if on_drain:
+                    on_drain(summary, err)
+                next_at = time.monotonic() + delay
+
+
+class FlushQueue:
+    """`acctctl flush` requests, served by the main loop; each waiter gets the
+    result of a drain that started after it asked."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._pending: list[dict] = []
+
+    def request(self, timeout: float = 120.0) -> dict:
+        slot: dict = {}
+        with self._cv:
+            self._pending.append(slot)
+            self._cv.notify_all()
+            if not self._cv.wait_for(lambda: "result" in slot or "error" in slot, timeout):
+                raise TimeoutError("the daemon did not drain in time")
+        if "error" in slot:
+            raise RuntimeError(f"drain failed: {slot['error']}")
+        return slot["result"]
+
+    def wait(self, timeout: float, stop: threading.Event) -> list[dict]:
+        with self._cv:
+            self._cv.wait_for(lambda: self._pending or stop.is_set(), timeout)
+            taken, self._pending = self._pending, []
+            return taken
+
+    def done(self, waiters: list[dict], summary, err) -> None:
+        with self._cv:
+            for w in waiters:
+                if err is None:
+                    w["result"] = summary
+                else:
+                    w["error"] = str(err)
+            self._cv.notify_all()
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+
+def _empty(name: str):
+    k, v = CHECKPOINTED[name]
+    return np.zeros(0, k), np.zeros(0, v)
