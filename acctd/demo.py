@@ -1,9 +1,12 @@
 """`sudo make demo`: acctd on a throwaway namespace network, with traffic.
 
-Two subscribers (sub1, sub2) reach a server (srv) through a gateway (gw).
-acctd hooks the gateway: lan1 with TC, lan2 with XDP (generic), wan0 with
-TC (enforce-only). The demo sends pings, an exact TCP transfer, and
-VLAN-tagged frames, then prints what acctd counted next to what was sent.
+Two subscribers (alice on sub1, bob on sub2) reach a server (srv) through
+a gateway (gw). The whole pipeline runs on the gateway: lan1 hooked with
+TC, lan2 with XDP (generic), wan0 with TC (enforce-only); units, policies,
+rollups in a DuckDB file. The demo sends pings, exact TCP transfers to
+ports 80 and 8080, DNS-sized UDP and VLAN-tagged frames, then prints the
+per-unit report (NeTAMS `show list`) and what acctd counted per address,
+port and VLAN next to what was sent.
 It ends after the scenario when not on a terminal, or after --duration
 seconds of repeated rounds on one; everything is removed at the end.
 
@@ -29,9 +32,12 @@ def main(duration: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from acctd import abi
+    import datetime as dt
+    import tempfile
+
+    from acctd import config, control
     from acctd.build import Sizes
-    from acctd.datapath import Datapath, Hook
+    from acctd.daemon import Daemon
     from acctd.reader import Reader
     from tests.netns.topology import LINKS, Topology
 
@@ -39,12 +45,19 @@ def main(duration: float) -> None:
     interactive = sys.stdout.isatty()
     deadline = time.monotonic() + duration
     with Topology(prefix="acctdemo") as topo:
-        dp = Datapath(Sizes(pin_root=f"/sys/fs/bpf/acctd-demo-{os.getpid()}", flows=16384, addrs=1024),
-                      netns=topo.ns["gw"])
+        tmp = tempfile.mkdtemp(prefix="acctd-demo-")
+        cfg_path = os.path.join(tmp, "acctd.toml")
+        with open(cfg_path, "w") as f:
+            f.write(DEMO_CONFIG.format(db=os.path.join(tmp, "acctd.duckdb"),
+                                       alice=LINKS["sub1"].v4(), bob=LINKS["sub2"].v4()))
+        cfg = config.load(cfg_path)
+        d = Daemon(cfg, Sizes(pin_root=f"/sys/fs/bpf/acctd-demo-{os.getpid()}", flows=16384,
+                              addrs=1024), netns=topo.ns["gw"])
+        dp = d.dp
         try:
-            con.print("[bold]attaching[/] lan1=tc lan2=xdp-generic wan0=tc (enforce only) ...")
-            dp.attach([Hook("lan1", abi.Role.LAN, "tc"), Hook("lan2", abi.Role.LAN, "xdp-generic"),
-                       Hook("wan0", abi.Role.WAN, "tc")])
+            con.print("[bold]acctd[/] on gw: lan1=tc lan2=xdp-generic wan0=tc (enforce only), "
+                      f"config {cfg_path}")
+            d.start()
             reader = Reader(dp)
             reader.baseline()
             sent: dict[str, list[int]] = {}
@@ -56,15 +69,20 @@ def main(duration: float) -> None:
                 _add(sent, "sub1 -> srv  icmp", p.request.packets, p.request.ip_bytes)
                 p = topo.ping("sub2", LINKS["sub1"].v4(), count=10, size=500)
                 _add(sent, "sub2 -> sub1 icmp", p.request.packets, p.request.ip_bytes)
-                n = topo.tcp_transfer("sub1", "srv", srv, 2_000_000)
-                _add(sent, "sub1 -> srv  tcp payload", 0, n)
+                for port in (80, 8080):
+                    n = topo.tcp_transfer("sub1", "srv", srv, 1_000_000, port=port)
+                    _add(sent, f"sub1 -> srv  tcp/{port} payload", 0, n)
                 t = topo.send_vlan_frames("sub2", "eth0", LINKS["sub2"].mac(gw=True), LINKS["sub2"].v4(),
                                           srv, vlan_ids=[100], count=25, payload_len=200)
                 _add(sent, "sub2 vlan 100 udp", t.packets, t.ip_bytes)
                 if not interactive or time.monotonic() >= deadline:
                     break
             rep = reader.drain()
+            d.drain()
+            now = dt.datetime.now(dt.timezone.utc)
+            lists = [control.report_list(d.storage, cfg, u, now) for u in ("alice", "bob", "customers")]
         finally:
+            d.close()
             dp.detach()
 
     t = Table(title=f"acctd counted ({rounds} round(s) of traffic)")
@@ -86,9 +104,70 @@ def main(duration: float) -> None:
     for k, (pk, b) in sent.items():
         t.add_row(k, str(pk) if pk else "-", str(b))
     con.print(t)
+    for r in lists:
+        t = Table(title=f"unit {r['unit']} ({r['oid']}): this drain (= today, this month)")
+        for col in ("policy", "dir", "packets", "bytes"):
+            t.add_column(col, justify="left" if col in ("policy", "dir") else "right")
+        for p in r["policies"]:
+            t.add_row(p["policy"], p["dir"], str(p["flow"]["packets"]), str(p["flow"]["bytes"]))
+        con.print(t)
     con.print("totals:", rep["totals"])
     con.print("health:", {k: v for k, v in rep["health"].items() if v})
     con.print("[green]programs detached, pins and namespaces removed[/]")
+
+
+DEMO_CONFIG = """
+[[interface]]
+name = "lan1"
+role = "lan"
+hook = "tc"
+
+[[interface]]
+name = "lan2"
+role = "lan"
+hook = "xdp-generic"
+
+[[interface]]
+name = "wan0"
+role = "wan"
+hook = "tc"
+
+[processor]
+default-acct-policy = ["all-ip"]
+
+[storage]
+path = "{db}"
+
+[[policy]]
+name = "all-ip"
+target = "proto ip"
+
+[[policy]]
+name = "icmp"
+target = "proto icmp"
+
+[[policy]]
+name = "web"
+target = "proto tcp port s80 d80 s8080 d8080"
+
+[[unit]]
+type = "group"
+name = "customers"
+
+[[unit]]
+type = "host"
+name = "alice"
+ip = "{alice}"
+parents = ["customers"]
+acct-policy = ["web", "icmp"]
+
+[[unit]]
+type = "host"
+name = "bob"
+ip = "{bob}"
+parents = ["customers"]
+acct-policy = ["icmp"]
+"""
 
 
 def _add(sent: dict, key: str, packets: int, nbytes: int) -> None:

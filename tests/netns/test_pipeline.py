@@ -60,7 +60,11 @@ target = "proto icmp"
 
 [[policy]]
 name = "web"
-target = "proto tcp port s5202 d5202"
+target = "proto tcp port s80 d80"
+
+[[policy]]
+name = "web-alt"
+target = "proto tcp port s8080 d8080"
 
 [[policy]]
 name = "dns"
@@ -75,7 +79,7 @@ type = "host"
 name = "alice"
 ip = "{alice}"
 parents = ["customers"]
-acct-policy = ["icmp", "web"]
+acct-policy = ["icmp", "web", "web-alt"]
 
 [[unit]]
 type = "host"
@@ -144,10 +148,10 @@ def topo():
         yield t
 
 
-def tcp_phase(t: Topology, nbytes: int) -> tuple[Traffic, Traffic]:
-    """alice -> srv, exactly nbytes of payload; (out, in) for alice, measured on srv."""
+def tcp_phase(t: Topology, nbytes: int, port: int) -> tuple[Traffic, Traffic]:
+    """alice -> srv:port, exactly nbytes of payload; (out, in) for alice, measured on srv."""
     before = t.snapshot()
-    t.tcp_transfer("sub1", "srv", SRV.v4(), nbytes)
+    t.tcp_transfer("sub1", "srv", SRV.v4(), nbytes, port=port)
     t.quiesce()
     after = t.snapshot()
     return (wire_ip_totals("srv", SRV.host_if, before, after, direction="rx"),
@@ -159,7 +163,8 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
     try:
         d.start()
         ping = topo.ping("sub1", SRV.v4(), count=12, size=200)
-        tcp_out, tcp_in = tcp_phase(topo, 300_000)
+        tcp_out, tcp_in = tcp_phase(topo, 300_000, 80)
+        alt_out, alt_in = tcp_phase(topo, 200_000, 8080)
         dns = send_udp(topo, "sub2", SUB2.v4(), "srv", SRV.v4(), count=40, length=60, dport=53)
         bob_ping = topo.ping("sub2", SUB1.v4(), count=5, size=64)  # bob -> alice
         topo.quiesce()
@@ -173,12 +178,15 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
         alice_icmp["out"] = (alice_icmp["out"][0] + bob_ping.reply.packets,
                              alice_icmp["out"][1] + bob_ping.reply.ip_bytes)
         alice_web = pair(tcp_out, tcp_in)
-        alice_all = {k: tuple(a + b for a, b in zip(alice_icmp[k], alice_web[k])) for k in ("in", "out")}
+        alice_alt = pair(alt_out, alt_in)
+        alice_all = {k: tuple(a + b + c for a, b, c in zip(alice_icmp[k], alice_web[k], alice_alt[k]))
+                     for k in ("in", "out")}
         bob_dns = pair(dns, zero)
         bob_icmp = pair(bob_ping.request, bob_ping.reply)
         bob_all = {k: tuple(a + b for a, b in zip(bob_dns[k], bob_icmp[k])) for k in ("in", "out")}
         expect = {
-            "alice": {"(all)": alice_all, "all-ip": alice_all, "icmp": alice_icmp, "web": alice_web},
+            "alice": {"(all)": alice_all, "all-ip": alice_all, "icmp": alice_icmp, "web": alice_web,
+                      "web-alt": alice_alt},
             "bob": {"(all)": bob_all, "all-ip": bob_all, "dns": bob_dns, "icmp": bob_icmp},
             "customers": {"(all)": {k: tuple(a + b for a, b in zip(alice_all[k], bob_all[k]))
                                     for k in ("in", "out")}},
@@ -194,6 +202,14 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
                         assert row["month"] == row["flow"], (unit, pol, direction)
         units = d.ctl("units", "--json")
         assert {u["name"] for u in units} == {"customers", "alice", "bob"}
+        live = d.ctl("list", "alice", "--json")
+        d.stop()
+        # with the daemon stopped, acctctl reads the database file itself
+        res = subprocess.run([f"{BIN}/acctctl", "--db", str(tmp_path / "acctd.duckdb"),
+                              "--config", str(d.cfg), "list", "alice", "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout) == live
     finally:
         d.stop()
         d.detach()
