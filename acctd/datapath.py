@@ -199,7 +199,8 @@ class Datapath:
 
     def _iface_cfgs(self) -> dict[int, np.void]:
         keys, vals = self.maps["acct_iface_cfg"].read_all()
-        return {int(k): v for k, v in zip(keys, vals) if v["role"]}
+        used = np.flatnonzero(vals["role"])
+        return {int(keys[i]): vals[i] for i in used}
 
     def hooked_slots(self) -> dict[int, tuple[int, abi.Role]]:
         """ifindex -> (slot, role) from the pinned config alone (no netlink)."""
@@ -221,7 +222,8 @@ class Datapath:
         """Unhook every interface we configured and remove all pins."""
         unhooked = []
         if os.path.exists(f"{self.pin_dir}/acct_iface_cfg"):
-            self.open_maps_only() if not self.maps else None
+            if not self.maps:
+                self.open_maps_only()
             ours = set()
             for p in PROG_PINS:
                 path = f"{self.pin_dir}/prog_{p}"
