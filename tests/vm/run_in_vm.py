@@ -258,9 +258,14 @@ mkdir -p /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /newroot \
     || fail "cannot mount the host root over 9p"
 ip link set lo up || fail "cannot bring up lo"
+# The working directory may live under a directory the tmpfs mounts below
+# hide (a CI clone in /tmp): hold on to it and put it back afterwards.
+mkdir -p /keep
+mount --bind "/newroot$CWD" /keep || fail "cannot reach $CWD through the host root"
 for d in run tmp var/tmp; do
     mount -t tmpfs -o mode=1777 tmpfs "/newroot/$d" || fail "cannot mount tmpfs on /$d"
 done
+mkdir -p "/newroot$CWD" && mount --move /keep "/newroot$CWD" || fail "cannot put back $CWD"
 mkdir -p /newroot/run/acctd-vm /newroot/tmp/home
 cp /stage2.sh /cmd.sh /vars /newroot/run/acctd-vm/
 for d in proc sys dev; do mount --move "/$d" "/newroot/$d" || fail "cannot move /$d"; done
@@ -305,6 +310,7 @@ def build_initramfs(
     cmd += f"cd {shlex.quote(cwd)} || exit 126\nexec {shlex.join(command)}\n"
     variables = {
         "NONCE": nonce,
+        "CWD": os.path.realpath(cwd),
         "MODULES": " ".join(m.name.removesuffix(".xz") for m in modules),
     }
     archive = _Cpio()
