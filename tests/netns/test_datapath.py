@@ -128,8 +128,9 @@ def assert_nothing_left(t: Topology, root: str) -> None:
 
 def send_udp(t: Topology, src: str, src_addr: str, dst: str, dst_addr: str, count: int,
              length: int, sport: int = 40000, dport: int = 5201) -> Traffic:
-    """`count` UDP datagrams of `length` payload bytes, with a socket bound
-    at the receiver (no ICMP port unreachable comes back). IPv4 only."""
+    """`count` UDP datagrams of `length` payload bytes. The receiver's socket
+    stays open until everything settled, so no ICMP port unreachable comes
+    back (a full receive buffer drops silently). IPv4 only."""
     with t.inside(dst):
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with t.inside(src):
@@ -140,6 +141,7 @@ def send_udp(t: Topology, src: str, src_addr: str, dst: str, dst_addr: str, coun
         payload = bytes(length)
         for _ in range(count):
             assert tx.sendto(payload, (dst_addr, dport)) == length
+        t.quiesce()
     return Traffic(count, count * (20 + 8 + length))
 
 
@@ -185,12 +187,15 @@ def test_exact_totals_per_address_and_port(topo, mode):
         snap2 = t.quiesce()
         udp = send_udp(t, "sub2", SUB2.v4(), "srv", SRV.v4(), count=200, length=1000)
         snap3 = t.quiesce()
-        ping_sub = t.ping("sub1", SUB2.v4(), count=10, size=200)
+        # 3000 bytes: three fragments per echo, each way; only the first has ICMP.
+        ping_sub = t.ping("sub1", SUB2.v4(), count=10, size=3000)
         snap4 = t.quiesce()
+        ping6 = t.ping("sub2", SRV.v6(), count=10, size=3000)
+        snap5 = t.quiesce()
         rep1 = totals(dp)
 
         # Ground truth, checked against the server's counters where it passed there.
-        assert (ping_srv.received, ping_sub.received) == (20, 10)
+        assert (ping_srv.received, ping_sub.received, ping6.received) == (20, 10, 10)
         assert wire_ip_totals("srv", "eth0", snap0, snap1, "rx") == ping_srv.request
         assert wire_ip_totals("srv", "eth0", snap0, snap1, "tx") == ping_srv.reply
         tcp_out = wire_ip_totals("srv", "eth0", snap1, snap2, "rx")
@@ -199,19 +204,23 @@ def test_exact_totals_per_address_and_port(topo, mode):
         assert wire_ip_totals("srv", "eth0", snap2, snap3, "rx") == udp
         assert wire_ip_totals("srv", "eth0", snap2, snap3, "tx") == Traffic(0, 0)
         assert snap4[("srv", "eth0")] == snap3[("srv", "eth0")]  # sub-to-sub stayed local
-        assert dropped(snap0, snap4) == {}
+        assert wire_ip_totals("srv", "eth0", snap4, snap5, "rx") == ping6.request
+        assert wire_ip_totals("srv", "eth0", snap4, snap5, "tx") == ping6.reply
+        assert dropped(snap0, snap5) == {}
 
         addrs = delta(rep0, rep1, "addrs")
         assert addrs == {
             SUB1.v4(): row(out=ping_srv.request + tcp_out + ping_sub.request,
                            in_=ping_srv.reply + tcp_in + ping_sub.reply),
             SUB2.v4(): row(out=udp + ping_sub.reply, in_=ping_sub.request),
+            SUB2.v6(): row(out=ping6.request, in_=ping6.reply),
         }
         assert delta(rep0, rep1, "ports") == {
             "icmp": row(out=ping_srv.request + ping_sub.request + ping_sub.reply,
                         in_=ping_srv.reply + ping_sub.request + ping_sub.reply),
             "tcp/5202": row(out=tcp_out, in_=tcp_in),
             "udp/5201": row(out=udp),
+            "icmpv6": row(out=ping6.request, in_=ping6.reply),
         }
         assert delta(rep0, rep1, "vlans") == {"untagged": sum_rows(addrs)}
         # The WAN hook saw the upstream traffic (it ran) but added nothing to
@@ -220,20 +229,34 @@ def test_exact_totals_per_address_and_port(topo, mode):
         wan0 = rep0["ifaces"][t.ifindex("gw", "wan0")]
         assert wan["role"] == "wan"
         assert {f: wan[f] - wan0[f] for f in COUNTERS} == row(
-            out=ping_srv.request + tcp_out + udp, in_=ping_srv.reply + tcp_in)
+            out=ping_srv.request + tcp_out + udp + ping6.request,
+            in_=ping_srv.reply + tcp_in + ping6.reply)
         assert totals_delta(rep0, rep1) == sum_rows(addrs) | {
             "unattr_packets_in": 0, "unattr_packets_out": 0,
             "unattr_bytes_in": 0, "unattr_bytes_out": 0}
-        assert rep1["health"] == rep0["health"] | {
-            "flow_new": rep1["health"]["flow_new"]}  # nothing odd was parsed
+        # Nothing odd was parsed, but non-first fragments, at each hook they
+        # passed: 2 per echo and direction, each through two hooks (lan1/lan2
+        # for sub-to-sub, lan2/wan0 for sub2-srv).
+        health = {k: v - rep0["health"][k] for k, v in rep1["health"].items() if k != "flow_new"}
+        assert health == dict.fromkeys(health, 0) | {"not_first_frag": 2 * 2 * 2 * (10 + 10)}
     assert_nothing_left(t, root)
 
 
 # --- 2. GSO/GRO super-packets at TC count as their wire segments ---------------------------
 
-@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("offloads", ["gso-gro", "off"])
-def test_super_packets_count_as_wire_segments(topo, offloads, v6):
+# Generic XDP runs after GRO and cannot see gso_segs: a super-packet counts as
+# one packet with one set of headers (see the report of this test's author).
+XDP_GENERIC_GRO = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="xdp-generic counts a GRO super-packet as 1 packet and its merged IP length")
+
+
+@pytest.mark.parametrize("mode,offloads,ip", [
+    ("tc", "gso-gro", "v4"), ("tc", "gso-gro", "v6"), ("tc", "off", "v4"), ("tc", "off", "v6"),
+    pytest.param("xdp-generic", "gso-gro", "v4", marks=XDP_GENERIC_GRO),
+    ("xdp-generic", "off", "v4"),
+])
+def test_super_packets_count_as_wire_segments(topo, mode, offloads, ip):
     from acctd import abi
     from acctd.datapath import Hook
 
@@ -242,9 +265,9 @@ def test_super_packets_count_as_wire_segments(topo, offloads, v6):
         all_offloads(t, on=False)
     else:
         t.segment_at_gateway("sub1", "srv")
-    sub, srv = (SUB1.v6(), SRV.v6()) if v6 else (SUB1.v4(), SRV.v4())
-    root = pin_root(f"gso-{offloads}-{'v6' if v6 else 'v4'}")
-    hooks = [Hook("lan1", abi.Role.LAN, "tc"), Hook("wan0", abi.Role.WAN, "tc")]
+    sub, srv = (SUB1.v6(), SRV.v6()) if ip == "v6" else (SUB1.v4(), SRV.v4())
+    root = pin_root(f"gso-{mode}-{offloads}-{ip}")
+    hooks = [Hook("lan1", abi.Role.LAN, mode), Hook("wan0", abi.Role.WAN, "tc")]
     with attached(t, hooks, root) as dp:
         before = t.quiesce()
         rep0 = totals(dp)
@@ -283,21 +306,28 @@ def test_vlan_counters(topo, mode):
     with attached(t, hooks, root) as dp:
         before = t.quiesce()
         rep0 = totals(dp)
-        gw_mac = SUB1.mac(gw=True)
-        dot1q = t.send_vlan_frames("sub1", "eth0", gw_mac, SUB1.v4(), SRV.v4(), [100],
-                                   count=25, payload_len=200)
-        qinq = t.send_vlan_frames("sub1", "eth0", gw_mac, SUB1.v4(), SRV.v4(), [200, 300],
-                                  count=15, payload_len=300, outer_tpid=0x88A8)
+        sent = {}
+        for v6, (src, dst) in ((False, (SUB1.v4(), SRV.v4())), (True, (SUB1.v6(), SRV.v6()))):
+            sent[v6, "dot1q"] = t.send_vlan_frames("sub1", "eth0", SUB1.mac(gw=True), src, dst,
+                                                   [100], count=25, payload_len=200)
+            sent[v6, "qinq"] = t.send_vlan_frames("sub1", "eth0", SUB1.mac(gw=True), src, dst,
+                                                  [200, 300], count=15, payload_len=300,
+                                                  outer_tpid=0x88A8)
         after = t.quiesce()
         rep1 = totals(dp)
 
-    assert (dot1q, qinq) == (Traffic(25, 25 * 228), Traffic(15, 15 * 328))
+    assert sent == {(False, "dot1q"): Traffic(25, 25 * 228), (False, "qinq"): Traffic(15, 15 * 328),
+                    (True, "dot1q"): Traffic(25, 25 * 248), (True, "qinq"): Traffic(15, 15 * 348)}
+    dot1q = sent[False, "dot1q"] + sent[True, "dot1q"]
+    qinq = sent[False, "qinq"] + sent[True, "qinq"]
     # Every frame reached lan1 and went no further (the gateway has no VLANs).
-    assert wire_ip_totals("gw", "lan1", before, after, "rx").packets == 40
+    assert wire_ip_totals("gw", "lan1", before, after, "rx").packets == 80
     assert after[("gw", "wan0")] == before[("gw", "wan0")]
     assert delta(rep0, rep1, "vlans") == {
         "100": row(out=dot1q), "200": row(out=qinq), "inner-300": row(out=qinq)}
-    assert delta(rep0, rep1, "addrs") == {SUB1.v4(): row(out=dot1q + qinq)}
+    assert delta(rep0, rep1, "addrs") == {
+        SUB1.v4(): row(out=sent[False, "dot1q"] + sent[False, "qinq"]),
+        SUB1.v6(): row(out=sent[True, "dot1q"] + sent[True, "qinq"])}
     assert delta(rep0, rep1, "ports") == {"udp/9": row(out=dot1q + qinq)}
     assert_nothing_left(t, root)
 
@@ -387,3 +417,73 @@ def test_restart_under_traffic_loses_nothing(topo):
     assert wire_ip_totals("srv", "eth0", before, after, "tx") == r.reply
     assert delta(rep0, rep1, "addrs") == {SUB1.v4(): row(out=r.request, in_=r.reply)}
     assert delta(rep0, rep1, "ports") == {"icmp": row(out=r.request, in_=r.reply)}
+
+
+# --- 5. switching hook modes in place, and detaching next to foreign hooks -----------------
+
+# Datapath.attach keeps an XDP program that is already ours whatever mode it
+# runs in (_xdp_set returns on `cur == want_id`), so the switch is a no-op.
+XDP_MODE_SWITCH = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="re-attaching xdp-generic <-> xdp-native leaves the old XDP mode in place")
+
+
+@pytest.mark.parametrize("modes", [
+    ["tc", "xdp-generic", "tc", "xdp-native", "tc"],
+    pytest.param(["xdp-generic", "xdp-native"], marks=XDP_MODE_SWITCH, id="generic-native"),
+    pytest.param(["xdp-native", "xdp-generic"], marks=XDP_MODE_SWITCH, id="native-generic"),
+], ids=lambda m: "-".join(m))
+def test_mode_switch_counts_each_packet_once(topo, modes):
+    """Re-attaching with another ingress mode replaces the hook: counters
+    continue, and no packet is counted by both the old and the new hook."""
+    from acctd import abi
+    from acctd.datapath import Hook
+
+    t = topo
+    all_offloads(t, on=False)
+    root = pin_root("switch")
+    with attached(t, [Hook("lan1", abi.Role.LAN, modes[0])], root) as dp:
+        ids = dp.prog_ids()
+        for mode in modes:
+            dp.attach([Hook("lan1", abi.Role.LAN, mode)])
+            assert dp.prog_ids() == ids  # same programs, only the hook moved
+            check_hooks(t, dp, {"lan1": mode})
+            t.quiesce()
+            rep0 = totals(dp)
+            r = t.ping("sub1", SRV.v4(), count=5, size=100)
+            t.quiesce()
+            rep1 = totals(dp)
+            assert r.received == 5
+            assert delta(rep0, rep1, "addrs") == {SUB1.v4(): row(out=r.request, in_=r.reply)}, mode
+    assert_nothing_left(t, root)
+
+
+def test_detach_leaves_foreign_hooks(topo):
+    """Detach removes our filters and programs only; a clsact qdisc that
+    still holds someone else's filter stays."""
+    from acctd import abi
+    from acctd.datapath import Hook
+
+    t = topo
+    # After ours (prio 0xac = 172), so it never decides a packet ahead of us.
+    foreign = ["tc", "filter", "add", "dev", "lan1", "ingress", "prio", "200", "protocol", "all",
+               "u32", "match", "u32", "0", "0"]
+    t.ns_exec("gw", ["tc", "qdisc", "add", "dev", "lan1", "clsact"])
+    t.ns_exec("gw", foreign)
+    root = pin_root("foreign")
+    with attached(t, [Hook("lan1", abi.Role.LAN, "tc"), Hook("lan2", abi.Role.LAN, "xdp-generic")],
+                  root) as dp:
+        check_hooks(t, dp, {"lan1": "tc", "lan2": "xdp-generic"})
+        t.quiesce()
+        rep0 = totals(dp)
+        r = t.ping("sub1", SRV.v4(), count=5)
+        t.quiesce()
+        assert delta(rep0, totals(dp), "addrs") == {SUB1.v4(): row(out=r.request, in_=r.reply)}
+    assert not os.path.exists(root)
+    left = t.ns_exec("gw", ["tc", "filter", "show", "dev", "lan1", "ingress"]).stdout
+    assert "u32" in left and "bpf" not in left, left
+    assert t.ns_exec("gw", ["tc", "filter", "show", "dev", "lan1", "egress"]).stdout == ""
+    assert "clsact" in t.ns_exec("gw", ["tc", "qdisc", "show", "dev", "lan1"]).stdout
+    for ifname in ("lan2", "wan0"):
+        assert "clsact" not in t.ns_exec("gw", ["tc", "qdisc", "show", "dev", ifname]).stdout
+    assert not re.search(r"\bxdp|prog/", t.ip("gw", "-d", "link", "show"))
