@@ -44,13 +44,14 @@ class Daemon:
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
+        self.notices: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
         hooks = [Hook(i.name, i.role_id, i.hook) for i in self.cfg.interfaces]
         if hooks:
-            self.dp.attach(hooks)
+            self.notices = self.dp.attach(hooks)
         else:
             self.dp.load()
         self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -158,8 +159,11 @@ class Datapath:
         from pyroute2 import IPRoute, NetNS
         return NetNS(self.netns) if self.netns else IPRoute()
 
-    def attach(self, hooks: Iterable[Hook]) -> None:
+    def attach(self, hooks: Iterable[Hook]) -> list[str]:
+        """Hook the interfaces; returns notices for the operator (changes made
+        to interfaces so the counts stay exact)."""
         hooks = list(hooks)
+        notices = []
         self.load()
         ids = self.prog_ids()
         cfg = self.maps["acct_iface_cfg"]
@@ -191,11 +195,36 @@ class Datapath:
                     else:
                         _tc_del_ours(ipr, idx, TC_H_INGRESS_PARENT)
                         mode = XDP_FLAGS_DRV_MODE if h.mode == "xdp-native" else XDP_FLAGS_SKB_MODE
+                        if h.mode == "xdp-generic":
+                            notices += self._no_receive_offloads(h.ifname, ipr, idx)
                         _xdp_set(ipr, idx, self.prog_fds["acct_xdp"], mode, ids["acct_xdp"])
                     _tc_set(ipr, idx, TC_H_EGRESS_PARENT, self.prog_fds["acct_tc_egress"],
                             "acct_tc_egress", ids["acct_tc_egress"])
                 except BpfError as e:
                     raise e.with_context(f"hooking {h.ifname} ({h.mode})") from None
+        return notices
+
+    def _no_receive_offloads(self, ifname: str, ipr, idx: int) -> list[str]:
+        """Generic XDP runs after GRO/LRO and cannot see how many wire packets
+        a merged packet stood for, so merging is turned off where it hooks.
+        A veth peer hands over its own GSO packets whole: there, only TC counts
+        exactly."""
+        argv = ["ethtool", "-K", ifname, "gro", "off"]
+        if self.netns:
+            argv = ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
+        notes = []
+        res = subprocess.run(argv, capture_output=True, text=True)
+        if res.returncode == 0:
+            notes.append(f"{ifname}: GRO turned off: generic XDP counts merged packets as one")
+        else:
+            notes.append(f"{ifname}: could not turn GRO off ({res.stderr.strip()}); generic XDP "
+                         "will count GRO-merged packets as one: use hook = \"tc\" for exact counts")
+        subprocess.run(argv[:-3] + ["lro", "off"], capture_output=True)  # often fixed off
+        kind = ipr.get_links(idx)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+        if kind == "veth":
+            notes.append(f"{ifname}: a veth peer sends GSO packets whole; generic XDP cannot "
+                         "count their segments: use hook = \"tc\" for exact counts")
+        return notes
 
     def _iface_cfgs(self) -> dict[int, np.void]:
         keys, vals = self.maps["acct_iface_cfg"].read_all()
@@ -315,8 +344,8 @@ def _xdp_set(ipr, idx: int, fd: int, flags: int, want_id: int | None,
              ours: set[int] | None = None) -> None:
     cur = _xdp_prog_id(ipr, idx)
     if fd >= 0:
-        if cur == want_id:
-            return  # already running the current build: keep its id
+        if cur == want_id and _xdp_mode_flags(ipr, idx) == flags:
+            return  # already running the current build in this mode: keep its id
         if cur and _xdp_mode_flags(ipr, idx) not in (0, flags):
             # Switching native<->generic: remove the old attachment first.
             _nl(ipr.link, "set", index=idx,

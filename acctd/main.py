@@ -68,7 +68,8 @@ def main(config_path, socket_path, lan, wan, netns, pin_root, flows, addrs, inte
         signal.signal(sig, lambda *_: stop.set())
     try:
         dp = Datapath(Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
-        dp.attach(hooks)
+        for note in dp.attach(hooks):
+            click.echo(f"acctd: {note}", err=True)
         ids = dp.prog_ids()
         print(json.dumps({"event": "attached", "prog_ids": ids,
                           "hooks": [h.__dict__ | {"role": h.role.name} for h in hooks]},
@@ -109,6 +110,8 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
         click.echo(f"acctd: {e}", err=True)
         return 1
     server.serve_in_thread()
+    for note in d.notices:
+        click.echo(f"acctd: {note}", err=True)
     print(json.dumps({"event": "started", "prog_ids": d.dp.prog_ids(), "socket": server.path,
                       "lookup_delay": cfg.processor.lookup_delay}), flush=True)
 

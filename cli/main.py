@@ -165,7 +165,9 @@ def attach(ctx, lan, wan):
 
     def go():
         dp = _datapath(ctx)
-        dp.attach([parse_hook(s, abi.Role.LAN) for s in lan] + [parse_hook(s, abi.Role.WAN) for s in wan])
+        for note in dp.attach([parse_hook(s, abi.Role.LAN) for s in lan] +
+                              [parse_hook(s, abi.Role.WAN) for s in wan]):
+            click.echo(f"acctctl: {note}", err=True)
         click.echo(json.dumps({"prog_ids": dp.prog_ids()}))
     _run(go)
 
