@@ -59,8 +59,10 @@ def report_policies(cfg) -> list[dict]:
              else json.dumps(p.target)} for p in cfg.policies]
 
 
-def report_list(storage, cfg, unit: str, now: dt.datetime) -> dict:
-    """NeTAMS `show list full`: per policy and direction, flow/hour/day/week/month."""
+def report_list(storage, cfg, unit: str, now: dt.datetime, checks=None, matches=None) -> dict:
+    """NeTAMS `show list full`: per policy and direction, flow/hour/day/week/month;
+    with the daemon's counters, per acct entry its checks and matches (flows,
+    since the daemon started: in memory, as in NeTAMS)."""
     u = _unit(cfg, unit)
     rows = storage.unit_totals(u.oid, now)
     out = []
@@ -69,7 +71,13 @@ def report_list(storage, cfg, unit: str, now: dt.datetime) -> dict:
                     "dir": "in" if r["dir"] == 0 else "out",
                     **{k: {"packets": r[k][0], "bytes": r[k][1]}
                        for k in ("flow", "hour", "day", "week", "month")}})
-    return {"unit": u.name, "oid": u.oid, "policies": out}
+    rep = {"unit": u.name, "oid": u.oid, "policies": out}
+    if checks is not None:
+        i = cfg.units.find(unit)
+        lo, hi = cfg.plan.entry_ptr[i], cfg.plan.entry_ptr[i + 1]
+        rep["checks"] = [{"policy": cfg.policies.policies[cfg.plan.entry_policy[e]].name,
+                          "check": int(checks[e]), "match": int(matches[e])} for e in range(lo, hi)]
+    return rep
 
 
 def report_stat(storage, cfg, unit: str, period: str, now: dt.datetime) -> dict:
@@ -120,7 +128,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return report_policies(d.cfg)
         if cmd == "list":
             with d.lock:
-                return report_list(d.storage, d.cfg, str(args.get("unit", "")), now)
+                return report_list(d.storage, d.cfg, str(args.get("unit", "")), now,
+                                   d.checks, d.matches)
         if cmd == "stat":
             with d.lock:
                 return report_stat(d.storage, d.cfg, str(args.get("unit", "")),

@@ -45,6 +45,9 @@ class Daemon:
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
         self.notices: list[str] = []
+        # NeTAMS check/match counters per acct entry, since this daemon started
+        self.checks = np.zeros(cfg.plan.n_entries, np.uint64)
+        self.matches = np.zeros(cfg.plan.n_entries, np.uint64)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -89,7 +92,7 @@ class Daemon:
                 ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
                 self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
                 lan = self._lan_slots()
-                cols = interval.columns(
+                cols, counts = interval.columns(
                     self.model, now.astimezone(self.cfg.processor.zone),
                     delta["acct_flows"].keys, delta["acct_flows"].values,
                     delta["acct_addrs"].keys, delta["acct_addrs"].values,
@@ -99,6 +102,8 @@ class Daemon:
                 self._seed()  # the baseline moved ahead of the file: go back to it
                 raise
             self.drains += 1
+            self.checks += counts.checks
+            self.matches += counts.matches
             return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
                     "flows": int(len(delta["acct_flows"].keys)),
                     "addrs": int(len(delta["acct_addrs"].keys))}

@@ -61,8 +61,10 @@ def unit_sums(model: Model, leaf: np.ndarray, packets: np.ndarray, bytes_: np.nd
 
 def columns(model: Model, now: dt.datetime, flow_keys: np.ndarray, flow_vals: np.ndarray,
             addr_keys: np.ndarray, addr_vals: np.ndarray,
-            unattr_packets: np.ndarray, unattr_bytes: np.ndarray) -> dict[str, np.ndarray]:
-    """Oid-keyed rows (rollup.cells layout) for one drain's deltas.
+            unattr_packets: np.ndarray, unattr_bytes: np.ndarray
+            ) -> tuple[dict[str, np.ndarray], policy.Counts]:
+    """Oid-keyed rows (rollup.cells layout) for one drain's deltas, and the
+    flow accounting they came from (for its check/match counters).
 
     now: the drain's local time (for `time`/`day` policies); unattr_*: per dir,
     what the kernel could not attribute to an address (address table full)."""
@@ -85,5 +87,6 @@ def columns(model: Model, now: dt.datetime, flow_keys: np.ndarray, flow_vals: np
                   "dir": d, "packets": nonep[d], "bytes": noneb[d]})
     types = {"unit_oid": np.uint32, "policy_oid": np.uint32, "dir": np.uint8,
              "packets": np.uint64, "bytes": np.uint64}
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]).astype(t, copy=False)
+    cols = {k: np.concatenate([np.asarray(p[k]) for p in parts]).astype(t, copy=False)
             for k, t in types.items()}
+    return cols, counts

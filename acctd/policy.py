@@ -661,6 +661,10 @@ class Counts:
     unit_bytes: np.ndarray
     unattributed_packets: np.ndarray
     unattributed_bytes: np.ndarray
+    # NeTAMS "check"/"match": flows that reached each acct entry in its
+    # unit's list walk, and flows it counted (one per flow and unit)
+    checks: np.ndarray | None = None
+    matches: np.ndarray | None = None
 
     def columns(self) -> dict[str, np.ndarray]:
         """The non-zero cells as equal-length columns, ready for an Arrow/numpy ingest."""
@@ -767,6 +771,7 @@ def account(flows, packets: np.ndarray, bytes_: np.ndarray, leaf: np.ndarray, pl
     n_rows, row, row_key = _compact(key)
     r_pk = _sum_by(row, packets[keep], n_rows)
     r_by = _sum_by(row, bytes_[keep], n_rows)
+    r_fl = _sum_by(row, np.ones(int(keep.sum()), dtype=np.uint64), n_rows)
     r_sig = row_key % n_sig
     r_dir = (row_key // n_sig) % 2
     r_leaf = row_key // (2 * n_sig)
@@ -777,7 +782,7 @@ def account(flows, packets: np.ndarray, bytes_: np.ndarray, leaf: np.ndarray, pl
     first = np.repeat(units.target_ptr[r_leaf] - np.cumsum(cnt) + cnt, cnt)
     e_unit = units.target_idx[first + np.arange(len(e_row))]
     e_dir, e_sig = r_dir[e_row], r_sig[e_row]
-    e_pk, e_by = r_pk[e_row], r_by[e_row]
+    e_pk, e_by, e_fl = r_pk[e_row], r_by[e_row], r_fl[e_row]
     cell = e_unit.astype(np.int64) * 2 + e_dir
     unit_p = _sum_by(cell, e_pk, n_units * 2).reshape(n_units, 2)
     unit_b = _sum_by(cell, e_by, n_units * 2).reshape(n_units, 2)
@@ -786,27 +791,38 @@ def account(flows, packets: np.ndarray, bytes_: np.ndarray, leaf: np.ndarray, pl
     # the list in order; "!" inverts the match, "%" stops the walk after a match
     lists = plan.distinct_lists
     counted = np.zeros((len(lists), max(n_sig, 1)), dtype=np.uint64)
+    reached = np.zeros((len(lists), max(n_sig, 1)), dtype=np.uint64)
     for li, entries in enumerate(lists):
         going = np.ones(max(n_sig, 1), dtype=bool)
         for k, e in enumerate(entries):
             hit = sig_match[:, used_col[e.policy]] ^ e.invert
             counted[li] |= (going & hit).astype(np.uint64) << np.uint64(k)
+            reached[li] |= going.astype(np.uint64) << np.uint64(k)
             if e.stop:
                 going &= ~hit
     e_bits = counted[plan.unit_list[e_unit], e_sig]
+    e_reached = reached[plan.unit_list[e_unit], e_sig]
 
     pk = np.zeros(n_entries * 2, dtype=np.uint64)
     by = np.zeros(n_entries * 2, dtype=np.uint64)
+    checks = np.zeros(n_entries, dtype=np.uint64)
+    matches = np.zeros(n_entries, dtype=np.uint64)
     max_len = max((len(x) for x in lists), default=0)
     for k in range(max_len):
-        sel = ((e_bits >> np.uint64(k)) & np.uint64(1)).astype(bool)
+        bit = np.uint64(k)
+        sel = ((e_reached >> bit) & np.uint64(1)).astype(bool)
+        if sel.any():
+            checks += _sum_by(plan.entry_ptr[e_unit[sel]] + k, e_fl[sel], n_entries)
+        sel = ((e_bits >> bit) & np.uint64(1)).astype(bool)
         if not sel.any():
             continue
-        slot = (plan.entry_ptr[e_unit[sel]] + k) * 2 + e_dir[sel]
+        entry = plan.entry_ptr[e_unit[sel]] + k
+        slot = entry * 2 + e_dir[sel]
         pk += _sum_by(slot, e_pk[sel], n_entries * 2)
         by += _sum_by(slot, e_by[sel], n_entries * 2)
+        matches += _sum_by(entry, e_fl[sel], n_entries)
     return Counts(plan.entry_unit, plan.entry_policy, pk.reshape(-1, 2), by.reshape(-1, 2),
-                  unit_p, unit_b, unattr_p, unattr_b)
+                  unit_p, unit_b, unattr_p, unattr_b, checks, matches)
 
 
 def local_addrs(flows) -> np.ndarray:

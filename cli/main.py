@@ -139,6 +139,9 @@ def list_(ctx, unit, as_json):
         rows = [[p["policy"], p["dir"], *(p[k]["bytes"] for k in ("flow", "hour", "day", "week", "month"))]
                 for p in r["policies"]]
         _table(f"{r['unit']} ({r['oid']}), bytes", ["policy", "dir", "flow", "hour", "day", "week", "month"], rows)
+        if "checks" in r:
+            _table("acct-policy walk since the daemon started (flows)", ["policy", "", "check", "match"],
+                   [[c["policy"], "", c["check"], c["match"]] for c in r["checks"]])
     _run(lambda: _out(_ask(ctx, "list", unit=unit), as_json, render))
 
 

@@ -203,6 +203,12 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
         units = d.ctl("units", "--json")
         assert {u["name"] for u in units} == {"customers", "alice", "bob"}
         live = d.ctl("list", "alice", "--json")
+        checks = {c["policy"]: (c["check"], c["match"]) for c in live.pop("checks")}
+        # alice's list: all-ip (default), icmp, web, web-alt; no "%": every flow checks all
+        assert set(checks) == {"all-ip", "icmp", "web", "web-alt"}
+        assert len({c for c, _ in checks.values()}) == 1
+        assert checks["all-ip"][1] == checks["all-ip"][0]
+        assert 0 < checks["web"][1] < checks["web"][0]
         d.stop()
         # with the daemon stopped, acctctl reads the database file itself
         res = subprocess.run([f"{BIN}/acctctl", "--db", str(tmp_path / "acctd.duckdb"),

@@ -185,7 +185,7 @@ def test_imported_sample_runs_through_a_drain(tmp_path):
         ak["addr"][i] = np.frombuffer(a, np.uint8)
     av["packets"][:, abi.Dir.OUT], av["bytes"][:, abi.Dir.OUT] = 2, 3000
     now = dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc)
-    cols = interval.columns(model, now, fk, fv, ak, av, np.zeros(2), np.zeros(2))
+    cols, _ = interval.columns(model, now, fk, fv, ak, av, np.zeros(2), np.zeros(2))
     alltraffic = cols["policy_oid"] == rollup.ALL_TRAFFIC
     # every address belongs to a unit: nothing unattributed, each host's total is exact
     assert not (cols["unit_oid"][alltraffic] == rollup.UNATTRIBUTED).any()

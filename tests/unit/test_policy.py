@@ -421,3 +421,43 @@ def test_hot_path_speed():
         best = min(best, time.perf_counter() - t)
     # goal: >= 1M flows/s; bounded loosely so a busy CI machine doesn't flake
     assert len(f) / best > 250_000, f"{len(f) / best:,.0f} flows/s"
+
+
+def test_checks_and_matches_follow_the_list_walk():
+    """NeTAMS `show list full` check/match: the "%" entry is checked by every
+    flow and stops the walk for those it matches; later entries see the rest."""
+    from acctd.config import loads
+    cfg = loads('''
+[[policy]]
+name = "web"
+target = "proto tcp port d80"
+[[policy]]
+name = "icmp"
+target = "proto icmp"
+[[policy]]
+name = "all-ip"
+target = "proto ip"
+[[unit]]
+type = "host"
+name = "alice"
+ip = "10.0.0.1"
+nodefault = true
+acct-policy = ["%web", "icmp", "all-ip"]
+''', "t.toml")
+    flows = np.zeros(6, abi.FLOW_KEY)
+    flows["dir"] = abi.Dir.OUT
+    flows["ip_ver"] = 4
+    flows["saddr"][:] = np.frombuffer(parse_addr("10.0.0.1"), np.uint8)
+    flows["proto"] = [6, 6, 6, 1, 1, 17]
+    flows["dport"] = [80, 80, 80, 0, 0, 53]
+    flows["sport"] = [1000, 1001, 1002, 8, 8, 2000]
+    ones = np.ones(6, np.uint64)
+    leaf = cfg.units.match(local_addrs(flows))
+    c = account(flows, ones, ones * 100, leaf, cfg.plan, dt.datetime(2026, 11, 21, 12))
+    u = cfg.units.find("alice")
+    entries = slice(cfg.plan.entry_ptr[u], cfg.plan.entry_ptr[u + 1])
+    names = [cfg.policies.policies[p].name for p in cfg.plan.entry_policy[entries]]
+    assert names == ["web", "icmp", "all-ip"]
+    assert c.checks[entries].tolist() == [6, 3, 3]
+    assert c.matches[entries].tolist() == [3, 2, 3]
+    assert c.bytes[entries, abi.Dir.OUT].tolist() == [300, 200, 300]
