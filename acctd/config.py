@@ -43,6 +43,15 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     target = "proto tcp port s80:82 s8080"      # a NeTAMS target string, or a table:
     # target = { proto = "tcp", port = ["s80:82", "s8080"] }
 
+    [[user]]                      # who may use the control socket, and how much
+    name = "noc"                  # required, unique
+    level = "viewer"              # required: viewer (reads) | operator (also changes units,
+                                  # quotas, sessions; flushes) | admin (everything)
+    uid = 1001                    # the peer's uid, as the kernel reports it (SO_PEERCRED),
+    # unix-user = "noc"           # or a local user name, or
+    # unix-group = "netops"       # a local group: every member (primary or supplementary)
+    # uid 0 (root) is always admin; any other peer that matches no user is refused.
+
     [quota]   # free-form tables kept as data for the quota, login and billing issues
     [login]
     [billing]
@@ -135,6 +144,20 @@ class Config:
     quota: Mapping[str, Any]
     login: Mapping[str, Any]
     billing: Mapping[str, Any]
+    users: tuple["User", ...] = ()
+
+
+LEVELS = ("viewer", "operator", "admin")
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    """A control-socket user: peers are matched by uid, user name or group."""
+    name: str
+    level: str
+    uid: int | None = None
+    unix_user: str | None = None
+    unix_group: str | None = None
 
 
 # --- where things are in the text --------------------------------------------------
@@ -261,7 +284,7 @@ def _freeze(v: Any) -> Any:
 # --- the loader --------------------------------------------------------------------
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
-        "quota": dict, "login": dict, "billing": dict}
+        "user": list, "quota": dict, "login": dict, "billing": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
@@ -269,6 +292,7 @@ _KEYS = {
     "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
              "acct-policy", "nodefault", "ap-nodefault"},
     "policy": {"name", "oid", "target"},
+    "user": {"name", "level", "uid", "unix-user", "unix-group"},
 }
 
 
@@ -336,7 +360,25 @@ class _Loader:
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
-                      *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")))
+                      *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
+                      users=self.users())
+
+    def users(self) -> tuple[User, ...]:
+        out, seen = [], set()
+        for i, d in enumerate(self.doc.get("user", [])):
+            d = self.section("user", i, d)
+            name = self.get("user", i, d, "name", _str, "a user name", required=True)
+            if name in seen:
+                self.fail(f"user {name!r} is defined twice", "user", i, "name")
+            seen.add(name)
+            level = self.get("user", i, d, "level", _choice, LEVELS, required=True)
+            uid = self.get("user", i, d, "uid", _int, 0, "a uid")
+            unix_user = self.get("user", i, d, "unix-user", _str, "a local user name")
+            unix_group = self.get("user", i, d, "unix-group", _str, "a local group name")
+            if (uid, unix_user, unix_group) == (None, None, None):
+                self.fail("say who this is: uid, unix-user or unix-group", "user", i, "name")
+            out.append(User(name, level, uid, unix_user, unix_group))
+        return tuple(out)
 
     def interfaces(self) -> tuple[Interface, ...]:
         out, seen = [], set()

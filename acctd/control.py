@@ -1,9 +1,17 @@
 """The local control socket: one JSON request per line, one JSON reply.
 
-Root only for now (mode 0600); users and permission levels come later.
-Requests are small and bounded: a line over MAX_REQUEST bytes, invalid JSON
-or an unknown command gets an error reply, and a client idle for longer
-than IDLE_TIMEOUT is dropped; the daemon carries on either way.
+Who is asking comes from the kernel (SO_PEERCRED), never from the request:
+uid 0 is admin, other peers map to the configured [[user]]s by uid, user
+name or group, and anyone else is refused. Levels (config.LEVELS):
+- viewer: reads (units, policies, list, stat, rates, status);
+- operator: also changes state (flush; units, quotas and sessions later);
+- admin: everything (attach/detach, reload, debug, schedules).
+The socket is mode 0660, group "acctd" when that group exists.
+
+Requests are bounded: a line over MAX_REQUEST bytes, invalid UTF-8 or JSON,
+or an unknown command gets an error reply; a request not complete within
+REQUEST_TIMEOUT is dropped, and so is a connection over MAX_CONNECTIONS.
+The daemon carries on in every case.
 
 Also the client side (`call`) and the report functions, which work on a
 Storage handle, so `acctctl --db FILE` gives the same answers with the
@@ -13,18 +21,70 @@ daemon stopped.
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import json
+import logging
 import os
+import pwd
 import socket
 import socketserver
+import struct
 import threading
+import time
 
 from acctd import rollup
 from acctd.errors import AcctError
 
+log = logging.getLogger("acctd.control")
+
 DEFAULT_SOCKET = "/run/acctd/acctd.sock"
 MAX_REQUEST = 64 * 1024
-IDLE_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS = 32
+SOCKET_GROUP = "acctd"
+
+LEVELS = ("viewer", "operator", "admin")
+# The least level each command needs.
+COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
+                 "flush": "operator"}
+
+
+class Access:
+    """Maps a peer's uid/gid to a level from the configured users."""
+
+    def __init__(self, users=()):
+        self.users = tuple(users)
+
+    def level(self, uid: int, gid: int) -> str | None:
+        if uid == 0:
+            return "admin"
+        found = [u.level for u in self.users if self._matches(u, uid, gid)]
+        return max(found, key=LEVELS.index) if found else None
+
+    @staticmethod
+    def _matches(u, uid: int, gid: int) -> bool:
+        if u.uid is not None and u.uid == uid:
+            return True
+        try:
+            if u.unix_user is not None and pwd.getpwnam(u.unix_user).pw_uid == uid:
+                return True
+            if u.unix_group is not None:
+                g = grp.getgrnam(u.unix_group)
+                if g.gr_gid == gid:
+                    return True
+                return pwd.getpwuid(uid).pw_name in g.gr_mem
+        except KeyError:
+            return False  # the name does not exist on this host
+        return False
+
+    def check(self, cmd: str, uid: int, gid: int) -> str:
+        level = self.level(uid, gid)
+        if level is None:
+            raise PermissionError(f"uid {uid} is not an acctd user (add a [[user]] with this uid)")
+        need = COMMAND_LEVEL.get(cmd, "admin")
+        if LEVELS.index(level) < LEVELS.index(need):
+            raise PermissionError(f"{cmd!r} needs level {need}; uid {uid} is {level}")
+        return level
 
 
 # -- reports (shared by the daemon and acctctl --db) ------------------------------
@@ -95,8 +155,12 @@ def report_stat(storage, cfg, unit: str, period: str, now: dt.datetime) -> dict:
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
+    request_timeout = REQUEST_TIMEOUT
+
     def __init__(self, path: str, daemon, flushes):
         self.acctd, self.flushes = daemon, flushes
+        self.access = Access(getattr(daemon.cfg, "users", ()))
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             os.unlink(path)  # a socket left by a killed daemon
@@ -107,7 +171,11 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().__init__(path, _Handler)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        try:
+            os.chown(path, -1, grp.getgrnam(SOCKET_GROUP).gr_gid)
+            os.chmod(path, 0o660)
+        except KeyError:
+            os.chmod(path, 0o600)  # no acctd group: root only
         self.path = path
 
     def serve_in_thread(self) -> threading.Thread:
@@ -115,11 +183,13 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         t.start()
         return t
 
-    def handle(self, req: dict) -> object:
+    def handle(self, req: dict, uid: int = 0, gid: int = 0) -> object:
         d = self.acctd
         cmd = req.get("cmd")
         args = req.get("args") or {}
-        now = d.clock()
+        if not isinstance(cmd, str) or not isinstance(args, dict):
+            raise ValueError('expected {"cmd": "...", "args": {...}}')
+        self.access.check(cmd, uid, gid)
         if cmd == "flush":
             return self.flushes.request()
         if cmd == "units":
@@ -128,22 +198,31 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return report_policies(d.cfg)
         if cmd == "list":
             with d.lock:
-                return report_list(d.storage, d.cfg, str(args.get("unit", "")), now,
+                return report_list(d.storage, d.cfg, str(args.get("unit", "")), d.clock(),
                                    d.checks, d.matches)
         if cmd == "stat":
             with d.lock:
                 return report_stat(d.storage, d.cfg, str(args.get("unit", "")),
-                                   str(args.get("period", "week")), now)
+                                   str(args.get("period", "week")), d.clock())
         raise AcctError(f"unknown command {cmd!r}")
 
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        self.connection.settimeout(IDLE_TIMEOUT)
+        if not self.server.slots.acquire(blocking=False):
+            return self._reply({"ok": False, "error": f"too many connections (max {MAX_CONNECTIONS})"})
         try:
-            line = self.rfile.readline(MAX_REQUEST + 1)
-        except (socket.timeout, OSError):
-            return
+            self._serve()
+        finally:
+            self.server.slots.release()
+
+    def _serve(self) -> None:
+        creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                           struct.calcsize("3i"))
+        _pid, uid, gid = struct.unpack("3i", creds)
+        line = self._read_line()
+        if line is None:
+            return  # timed out or gone: drop it
         if len(line) > MAX_REQUEST:
             return self._reply({"ok": False, "error": f"request over {MAX_REQUEST} bytes"})
         try:
@@ -153,9 +232,34 @@ class _Handler(socketserver.StreamRequestHandler):
         except (UnicodeDecodeError, ValueError) as e:
             return self._reply({"ok": False, "error": f"bad request: {e}"})
         try:
-            self._reply({"ok": True, "result": self.server.handle(req)})
+            self._reply({"ok": True, "result": self.server.handle(req, uid, gid)})
+        except PermissionError as e:
+            self._reply({"ok": False, "error": f"permission denied: {e}"})
         except (AcctError, ValueError, TimeoutError, RuntimeError) as e:
             self._reply({"ok": False, "error": str(e)})
+        except Exception as e:  # a bug must cost one request, not the daemon
+            log.exception("control request %r failed", req.get("cmd"))
+            self._reply({"ok": False, "error": f"internal error: {e}"})
+
+    def _read_line(self) -> bytes | None:
+        """One request line, within the whole-request deadline (a client
+        trickling bytes cannot hold a thread forever). A line over the size
+        limit is returned as soon as it is known to be too long."""
+        deadline = time.monotonic() + self.server.request_timeout
+        buf = b""
+        while b"\n" not in buf and len(buf) <= MAX_REQUEST:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.connection.settimeout(left)
+            try:
+                chunk = self.connection.recv(65536)
+            except (socket.timeout, OSError):
+                return None
+            if not chunk:
+                break  # EOF: what came is the request (a truncated one fails to parse)
+            buf += chunk
+        return buf.split(b"\n", 1)[0] if b"\n" in buf else buf
 
     def _reply(self, msg: dict) -> None:
         try:
@@ -179,7 +283,8 @@ def call(path: str, cmd: str, timeout: float = 130.0, **args) -> object:
         raise NotRunning(f"acctd is not running (no socket at {path}); start it, or read "
                          "the database directly with `acctctl --db FILE ...`") from None
     except PermissionError:
-        raise AcctError(f"permission denied on {path}: the control socket is root only") from None
+        raise AcctError(f"permission denied on {path}: ask for a [[user]] entry and "
+                        f"membership of group {SOCKET_GROUP!r}") from None
     with s:
         s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
         buf = b""

@@ -16,7 +16,9 @@ class Exit(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    NOT_ATTACHED = 3
+    NOT_ATTACHED = 3     # no datapath pinned: attach, or start acctd
+    PERMISSION = 4       # the daemon refused this uid or this level
+    NOT_RUNNING = 5      # no daemon on the control socket
 
 
 def _datapath(ctx):
@@ -28,11 +30,20 @@ def _datapath(ctx):
 
 def _run(fn):
     """Operator errors print one line and a meaningful exit code."""
+    from acctd.control import NotRunning
     from acctd.errors import AcctError
     try:
         return fn()
     except AcctError as e:
-        code = Exit.NOT_ATTACHED if "no acctd datapath pinned" in str(e) else Exit.ERROR
+        text = str(e)
+        if isinstance(e, NotRunning):
+            code = Exit.NOT_RUNNING
+        elif text.startswith("permission denied"):
+            code = Exit.PERMISSION
+        elif "no acctd datapath pinned" in text:
+            code = Exit.NOT_ATTACHED
+        else:
+            code = Exit.ERROR
         click.echo(f"acctctl: {e}", err=True)
         sys.exit(code)
 

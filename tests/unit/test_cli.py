@@ -44,3 +44,9 @@ def test_import_netams_writes_loadable_toml_and_reports_each_dropped_directive(t
     warned = [ln for ln in res.output.splitlines() if ln.startswith(src + ":")]
     assert warned, "the sample has directives acctd cannot carry yet; each must be reported"
     assert all(ln.split(":")[1].isdigit() for ln in warned)
+
+
+def test_daemon_not_running_says_so_with_its_exit_code(tmp_path):
+    res = CliRunner().invoke(main, ["--socket", str(tmp_path / "none.sock"), "units"])
+    assert res.exit_code == 5
+    assert "acctd is not running" in res.output and "--db" in res.output
