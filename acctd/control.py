@@ -46,7 +46,7 @@ SOCKET_GROUP = "acctd"
 LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
-                 "flush": "operator"}
+                 "flush": "operator", "reload": "admin", "debug": "admin"}
 
 
 class Access:
@@ -159,7 +159,6 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str, daemon, flushes):
         self.acctd, self.flushes = daemon, flushes
-        self.access = Access(getattr(daemon.cfg, "users", ()))
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
@@ -189,9 +188,15 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         args = req.get("args") or {}
         if not isinstance(cmd, str) or not isinstance(args, dict):
             raise ValueError('expected {"cmd": "...", "args": {...}}')
-        self.access.check(cmd, uid, gid)
+        Access(getattr(d.cfg, "users", ())).check(cmd, uid, gid)  # users follow reloads
         if cmd == "flush":
             return self.flushes.request()
+        if cmd == "reload":
+            self.flushes.ask_reload()
+            return {"reload": "requested"}
+        if cmd == "debug":
+            from acctd import log as acctd_log
+            return acctd_log.set_debug(bool(args.get("on")), args.get("category"))
         if cmd == "units":
             return report_units(d.cfg)
         if cmd == "policies":

@@ -12,6 +12,7 @@ interval (and whatever came after) from it; after COMMIT the new one.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 
@@ -21,6 +22,8 @@ from acctd import abi, drain, interval, rollup
 from acctd.build import Sizes
 from acctd.datapath import Datapath, Hook
 from acctd.storage import Storage
+
+log = logging.getLogger("acctd.daemon")
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
@@ -67,6 +70,32 @@ class Daemon:
         ckpt = self.storage.load_checkpoint(CHECKPOINTED)
         for name, d in self.deltas.items():
             d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read units, policies and users without detaching.
+
+        The interval so far is drained and committed under the old model
+        first, so every byte is accounted exactly once, under the units and
+        policies in force when it was counted. A config with mistakes is
+        refused and the old one stays (the error names file, line and key)."""
+        from acctd import config
+        try:
+            new = config.load(self.cfg.path)
+        except Exception as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
+            return
+        self.drain()
+        with self.lock:
+            old, self.cfg = self.cfg, new
+            self.model = interval.Model.from_config(new)
+            self.checks = np.zeros(new.plan.n_entries, np.uint64)
+            self.matches = np.zeros(new.plan.n_entries, np.uint64)
+        if new.interfaces != old.interfaces:
+            self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
+        if new.storage != old.storage:
+            log.warning("[storage] changes take effect at the next start")
+        log.info("reloaded %s: %d units, %d policies, %d users", new.path, len(new.units),
+                 len(new.policies), len(new.users))
 
     def close(self) -> None:
         if self.storage:
@@ -144,32 +173,48 @@ class Daemon:
 
     # -- loop --------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, flush_requests: "FlushQueue", on_drain=None) -> None:
-        delay = self.cfg.processor.lookup_delay
-        next_at = time.monotonic() + delay
+    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None) -> None:
+        """The main loop: drains every lookup-delay, and serves flush and
+        reload requests (from acctctl and signals) in between."""
+        next_at = time.monotonic() + self.cfg.processor.lookup_delay
         while not stop.is_set():
-            waiters = flush_requests.wait(max(0.0, next_at - time.monotonic()), stop)
+            waiters, reload = mailbox.wait(max(0.0, next_at - time.monotonic()), stop)
             if stop.is_set():
                 break
+            if reload:
+                try:
+                    self.reload()
+                except Exception:  # the drain inside failed: retried from the checkpoint
+                    log.exception("reload failed")
+                next_at = time.monotonic() + self.cfg.processor.lookup_delay
             if waiters or time.monotonic() >= next_at:
                 try:
                     summary = self.drain()
                     err = None
-                except Exception as e:  # logged; the next drain retries from the checkpoint
+                    log.debug("drain %s", summary)
+                except Exception as e:  # the next drain retries from the checkpoint
                     summary, err = None, e
-                flush_requests.done(waiters, summary, err)
+                    log.error("drain failed, will retry from the last checkpoint: %s", e)
+                mailbox.done(waiters, summary, err)
                 if on_drain:
                     on_drain(summary, err)
-                next_at = time.monotonic() + delay
+                next_at = time.monotonic() + self.cfg.processor.lookup_delay
 
 
-class FlushQueue:
-    """`acctctl flush` requests, served by the main loop; each waiter gets the
-    result of a drain that started after it asked."""
+class Mailbox:
+    """Requests to the main loop: `acctctl flush` (each waiter gets the result
+    of a drain that started after it asked) and reloads (SIGHUP). Signal
+    handlers only set a flag here; the work happens in the loop."""
 
     def __init__(self):
         self._cv = threading.Condition()
         self._pending: list[dict] = []
+        self._reload = False
+
+    def ask_reload(self) -> None:
+        with self._cv:
+            self._reload = True
+            self._cv.notify_all()
 
     def request(self, timeout: float = 120.0) -> dict:
         slot: dict = {}
@@ -182,11 +227,12 @@ class FlushQueue:
             raise RuntimeError(f"drain failed: {slot['error']}")
         return slot["result"]
 
-    def wait(self, timeout: float, stop: threading.Event) -> list[dict]:
+    def wait(self, timeout: float, stop: threading.Event) -> tuple[list[dict], bool]:
         with self._cv:
-            self._cv.wait_for(lambda: self._pending or stop.is_set(), timeout)
+            self._cv.wait_for(lambda: self._pending or self._reload or stop.is_set(), timeout)
             taken, self._pending = self._pending, []
-            return taken
+            reload, self._reload = self._reload, False
+            return taken, reload
 
     def done(self, waiters: list[dict], summary, err) -> None:
         with self._cv:

@@ -91,21 +91,27 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
     from acctd import config
     from acctd.build import Sizes
     from acctd.control import DEFAULT_SOCKET, ControlServer
-    from acctd.daemon import Daemon, FlushQueue
+    from acctd import log
+    from acctd.daemon import Daemon, Mailbox
 
+    log.setup()
     stop = threading.Event()
-    flushes = FlushQueue()
+    mailbox = Mailbox()
 
-    def on_signal(*_):
+    def on_stop(*_):
         stop.set()
-        flushes.wake()
+        mailbox.wake()
+    # Handlers only set flags: the loop does the work, between drains.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, lambda *_: mailbox.ask_reload())
+    signal.signal(signal.SIGUSR1, lambda *_: log.set_debug(True))
+    signal.signal(signal.SIGUSR2, lambda *_: log.set_debug(False))
     try:
         cfg = config.load(config_path)
         d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
         d.start()
-        server = ControlServer(socket_path or DEFAULT_SOCKET, d, flushes)
+        server = ControlServer(socket_path or DEFAULT_SOCKET, d, mailbox)
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         return 1
@@ -115,12 +121,8 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
     print(json.dumps({"event": "started", "prog_ids": d.dp.prog_ids(), "socket": server.path,
                       "lookup_delay": cfg.processor.lookup_delay}), flush=True)
 
-    def on_drain(summary, err):
-        if err is not None:
-            click.echo(f"acctd: drain failed, will retry from the last checkpoint: {err}", err=True)
-
     try:
-        d.run(stop, flushes, on_drain)
+        d.run(stop, mailbox)
     finally:
         server.shutdown()
         server.server_close()

@@ -248,3 +248,47 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(topo, tmp_path):
     finally:
         d.stop()
         d.detach()
+
+
+def test_sighup_reload_and_sigterm_restart_keep_totals_exact(topo, tmp_path):
+    """SIGHUP swaps units and policies without detaching; SIGTERM stops the
+    daemon with programs still counting; the next start picks up exactly."""
+    d = Acctd(topo, tmp_path, delay=1)
+    sent = Traffic(0, 0)
+
+    def burst(count: int) -> subprocess.Popen:
+        return topo.popen("sub1", ["ping", "-q", "-i", "0.005", "-c", str(count), "-s", "100",
+                                   SRV.v4()], stdout=subprocess.DEVNULL)
+    try:
+        first = d.start()
+        p = burst(200)
+        time.sleep(0.3)
+        # reload mid-traffic: a new unit appears, nothing is detached
+        d.cfg.write_text(d.cfg.read_text() + '\n[[unit]]\ntype = "host"\nname = "carol"\n'
+                         'ip = "10.9.9.9"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        p.wait(30)
+        sent += Traffic(200, 200 * 128)
+        deadline = time.monotonic() + 10
+        while "carol" not in {u["name"] for u in d.ctl("units", "--json")}:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the units"
+            time.sleep(0.2)
+        # stop mid-traffic: the programs keep counting while acctd is down
+        p = burst(200)
+        time.sleep(0.3)
+        d.proc.terminate()
+        assert d.proc.wait(20) == 0
+        p.wait(30)
+        sent += Traffic(200, 200 * 128)
+        assert d.start()["prog_ids"] == first["prog_ids"]
+        topo.quiesce()
+        d.ctl("flush")
+        alice = d.unit("alice")
+        for direction in ("out", "in"):
+            month = alice[("(all)", direction)]["month"]
+            assert (month["packets"], month["bytes"]) == (sent.packets, sent.ip_bytes), direction
+            month = alice[("icmp", direction)]["month"]
+            assert (month["packets"], month["bytes"]) == (sent.packets, sent.ip_bytes), direction
+    finally:
+        d.stop()
+        d.detach()

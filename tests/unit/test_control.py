@@ -18,7 +18,7 @@ import pytest
 
 from acctd import control
 from acctd.config import loads
-from acctd.daemon import FlushQueue
+from acctd.daemon import Mailbox
 
 CONFIG = """
 [[policy]]
@@ -49,7 +49,7 @@ def server():
     os.chmod(tmp, 0o755)
     cfg = loads(CONFIG, "t.toml")
     state = types.SimpleNamespace(cfg=cfg, clock=None, lock=threading.Lock(), storage=None)
-    flushes = FlushQueue()
+    flushes = Mailbox()
     srv = control.ControlServer(os.path.join(tmp, "ctl.sock"), state, flushes)
     srv.request_timeout = 1.0
     srv.serve_in_thread()
@@ -58,7 +58,7 @@ def server():
 
     def loop():
         while not stop.is_set():
-            w = flushes.wait(0.05, stop)
+            w, _reload = flushes.wait(0.05, stop)
             flushes.done(w, {"drain": 1}, None)
     threading.Thread(target=loop, daemon=True).start()
     os.chmod(srv.path, 0o666)  # let the other-uid clients reach it; the check is SO_PEERCRED
