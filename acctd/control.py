@@ -46,7 +46,9 @@ SOCKET_GROUP = "acctd"
 LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
-                 "flush": "operator", "reload": "admin", "debug": "admin"}
+                 "status": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
+                 "users": "admin", "config": "admin"}
+SECRET_KEYS = ("password", "secret", "token", "key")
 
 
 class Access:
@@ -150,6 +152,17 @@ def report_stat(storage, cfg, unit: str, period: str, now: dt.datetime) -> dict:
                       "packets": r["packets"], "bytes": r["bytes"]} for r in rows]}
 
 
+def config_text(path: str, unsecure: bool = False) -> str:
+    """The config file as loaded, every secret masked unless asked not to."""
+    import re
+    with open(path) as f:
+        text = f.read()
+    if unsecure:
+        return text
+    keys = "|".join(SECRET_KEYS)
+    return re.sub(rf'(?im)^(\s*[\w-]*(?:{keys})[\w-]*\s*=\s*).*$', r'\1"********"', text)
+
+
 # -- server --------------------------------------------------------------------------
 
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -191,6 +204,13 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         Access(getattr(d.cfg, "users", ())).check(cmd, uid, gid)  # users follow reloads
         if cmd == "flush":
             return self.flushes.request()
+        if cmd == "status":
+            return d.status()
+        if cmd == "users":
+            return [{"name": u.name, "level": u.level, "uid": u.uid, "unix_user": u.unix_user,
+                     "unix_group": u.unix_group} for u in d.cfg.users]
+        if cmd == "config":
+            return {"path": d.cfg.path, "text": config_text(d.cfg.path, bool(args.get("unsecure")))}
         if cmd == "reload":
             self.flushes.ask_reload()
             return {"reload": "requested"}

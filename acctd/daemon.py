@@ -71,6 +71,35 @@ class Daemon:
         for name, d in self.deltas.items():
             d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
 
+    def status(self) -> dict:
+        """What `acctctl status` and `health` show: the daemon, the machine,
+        the datapath's fill and what it could not account."""
+        import os
+        import shutil
+        with self.lock:
+            fill = {}
+            for name in ("acct_addrs", "acct_flows"):
+                m = self.dp.maps[name]
+                n = len(m.read_all()[0])
+                fill[name] = {"entries": n, "max": m.info.max_entries,
+                              "percent": round(100.0 * n / m.info.max_entries, 1)}
+            ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
+            lan = self._lan_slots()
+            health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
+            db_dir = os.path.dirname(os.path.abspath(self.cfg.storage.path))
+            return {
+                "config": self.cfg.path, "drains": self.drains,
+                "last_drain": self.storage.meta("last_drain"),
+                "load": os.getloadavg(),
+                "disk_free_bytes": {db_dir: shutil.disk_usage(db_dir).free},
+                "datapath": {
+                    "prog_ids": self.dp.prog_ids(), "fill": fill, "health": health,
+                    "unattributed_bytes": int(ifs["unattr_bytes"][lan].sum()),
+                    "dropped_bytes": int(ifs["drop_bytes"][lan].sum()),
+                    "flow_evictions": max(0, health["flow_new"] - fill["acct_flows"]["entries"]),
+                },
+            }
+
     def reload(self) -> None:
         """SIGHUP: re-read units, policies and users without detaching.
 

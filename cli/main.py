@@ -83,8 +83,8 @@ def _ask(ctx, cmd: str, **args):
     cfg = load(o["config"])
     if cmd in ("units", "policies"):
         return getattr(control, f"report_{cmd}")(cfg)
-    if cmd == "flush":
-        raise click.UsageError("flush needs the running daemon")
+    if cmd not in ("list", "stat"):
+        raise click.UsageError(f"{cmd} needs the running daemon")
     with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
         now = dt.datetime.now(dt.timezone.utc)
         if cmd == "list":
@@ -224,6 +224,84 @@ def _print_report(rep: dict) -> None:
         con.print(t)
     con.print("totals:", rep["totals"])
     con.print("health:", rep["health"])
+
+
+@main.command()
+def version():
+    """acctd's version and the datapath ABI it speaks."""
+    from acctd import __version__
+    from acctd.abi import ABI_VERSION
+    click.echo(f"acctd {__version__} (datapath ABI v{ABI_VERSION})")
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx, as_json):
+    """The daemon: drains, last commit, load, free disk, program ids."""
+    def render(st):
+        click.echo(f"config      {st['config']}\ndrains      {st['drains']} (last {st['last_drain']})")
+        click.echo(f"load        {' '.join(f'{x:.2f}' for x in st['load'])}")
+        for path, free in st["disk_free_bytes"].items():
+            click.echo(f"disk free   {free / 2**30:.1f} GiB in {path}")
+        click.echo(f"programs    {st['datapath']['prog_ids']}")
+    _run(lambda: _out(_ask(ctx, "status"), as_json, render))
+
+
+@main.command()
+@json_option
+@click.pass_context
+def health(ctx, as_json):
+    """Datapath health: map fill, unattributed and dropped bytes, parse errors."""
+    def render(st):
+        dp = st["datapath"]
+        for name, f in dp["fill"].items():
+            click.echo(f"{name:<12} {f['entries']}/{f['max']} ({f['percent']}%)")
+        click.echo(f"unattributed {dp['unattributed_bytes']} B   dropped {dp['dropped_bytes']} B   "
+                   f"flow evictions {dp['flow_evictions']}")
+        click.echo("health       " + " ".join(f"{k}={v}" for k, v in dp["health"].items() if v))
+    _run(lambda: _out(_ask(ctx, "status")["datapath"] if as_json else _ask(ctx, "status"),
+                      as_json, render))
+
+
+@main.command()
+@json_option
+@click.pass_context
+def users(ctx, as_json):
+    """Control-socket users and their levels (admin)."""
+    _run(lambda: _out(_ask(ctx, "users"), as_json, lambda us: _table(
+        "users", ["name", "level", "uid", "unix-user", "unix-group"],
+        [[u["name"], u["level"], u["uid"] if u["uid"] is not None else "-", u["unix_user"] or "-",
+          u["unix_group"] or "-"] for u in us])))
+
+
+@main.command()
+@click.pass_context
+def reload(ctx):
+    """Re-read units, policies and users (as SIGHUP); programs stay attached."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "reload"))))
+
+
+@main.command()
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("category", required=False)
+@click.pass_context
+def debug(ctx, state, category):
+    """Debug logging on or off, for one category (daemon, control, datapath, storage) or all."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "debug", on=state == "on", category=category))))
+
+
+@main.group("config")
+def config_():
+    """The running configuration."""
+
+
+@config_.command("show")
+@click.option("--unsecure", is_flag=True, help="Show secrets instead of masking them.")
+@click.pass_context
+def config_show(ctx, unsecure):
+    """Print the configuration file the daemon loaded (secrets masked)."""
+    _run(lambda: click.echo(_ask(ctx, "config", unsecure=unsecure)["text"], nl=False))
 
 
 @main.group("import")

@@ -202,6 +202,10 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
                         assert row["month"] == row["flow"], (unit, pol, direction)
         units = d.ctl("units", "--json")
         assert {u["name"] for u in units} == {"customers", "alice", "bob"}
+        health = d.ctl("health", "--json")
+        assert health["fill"]["acct_addrs"]["entries"] >= 2
+        assert health["unattributed_bytes"] == 0 and health["dropped_bytes"] == 0
+        assert health["flow_evictions"] == 0
         live = d.ctl("list", "alice", "--json")
         checks = {c["policy"]: (c["check"], c["match"]) for c in live.pop("checks")}
         # alice's list: all-ip (default), icmp, web, web-alt; no "%": every flow checks all

@@ -164,3 +164,11 @@ def test_operator_may_flush(server):
 def test_unknown_uid_is_refused(server):
     reply = _as_uid(server.path, 4242, "units")
     assert reply["ok"] is False and "uid 4242 is not an acctd user" in reply["error"]
+
+
+def test_config_show_masks_secrets(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[radius]\nsecret = "s3cr3t"\nserver-password = "pw"\nname = "x"\n')
+    text = control.config_text(str(p))
+    assert "s3cr3t" not in text and "pw" not in text and 'name = "x"' in text
+    assert control.config_text(str(p), unsecure=True) == p.read_text()
