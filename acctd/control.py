@@ -46,7 +46,7 @@ SOCKET_GROUP = "acctd"
 LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
-                 "status": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
+                 "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
                  "users": "admin", "config": "admin"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
@@ -206,6 +206,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return self.flushes.request()
         if cmd == "status":
             return d.status()
+        if cmd == "rates":
+            return d.rates_snapshot()
         if cmd == "users":
             return [{"name": u.name, "level": u.level, "uid": u.uid, "unix_user": u.unix_user,
                      "unix_group": u.unix_group} for u in d.cfg.users]

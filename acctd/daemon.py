@@ -100,6 +100,34 @@ class Daemon:
                 },
             }
 
+    def rates_snapshot(self) -> dict:
+        """A cheap read for `acctctl top`: the per-address, VLAN and port
+        counters as they are now (no drain), plus each unit's today and month
+        from the summaries. Rates are the client's: two snapshots apart."""
+        from acctd import reader, top
+        ts = time.monotonic()
+        keys, vals = drain.read(self.dp.maps["acct_addrs"])
+        arrays = {n: drain.read(self.dp.maps[n])[1] for n in ("acct_vlans", "acct_ports", "acct_ifaces")}
+        rep = reader.report(keys, vals, arrays, self.dp.hooked_slots())
+        addrs = [{"addr": a, **{k: r[k] for k in ("packets_in", "packets_out", "bytes_in", "bytes_out")}}
+                 for a, r in rep["addrs"].items()]
+        for row, unit in zip(addrs, top.attribute([r["addr"] for r in addrs], self.cfg.units)):
+            row["unit"] = unit
+        now = self.clock()
+        with self.lock:
+            today = self.storage.unit_period_bytes("day", now)
+            month = self.storage.unit_period_bytes("month", now)
+        units = {}
+        for i, u in enumerate(self.cfg.units):
+            if u.type == "group":
+                continue  # groups filter the list; listing them would count bytes twice
+            oid = int(u.oid, 16)
+            t, m = today.get(oid, (0, 0)), month.get(oid, (0, 0))
+            units[u.name] = {"groups": [self.cfg.units.units[g].name for g in self.cfg.units.ancestors[i]],
+                             "today": {"bytes_in": t[0], "bytes_out": t[1]},
+                             "month": {"bytes_in": m[0], "bytes_out": m[1]}}
+        return {"ts": ts, "addrs": addrs, "vlans": rep["vlans"], "ports": rep["ports"], "units": units}
+
     def reload(self) -> None:
         """SIGHUP: re-read units, policies and users without detaching.
 
@@ -223,7 +251,7 @@ class Daemon:
                     log.debug("drain %s", summary)
                 except Exception as e:  # the next drain retries from the checkpoint
                     summary, err = None, e
-                    log.error("drain failed, will retry from the last checkpoint: %s", e)
+                    log.error("drain failed, will retry from the last checkpoint: %s", e, exc_info=True)
                 mailbox.done(waiters, summary, err)
                 if on_drain:
                     on_drain(summary, err)

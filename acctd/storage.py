@@ -296,6 +296,18 @@ class Storage:
                         "dir": d, "packets": int(p), "bytes": int(b)})
         return out
 
+    def unit_period_bytes(self, kind: str, now: dt.datetime) -> dict[int, tuple[int, int]]:
+        """All traffic (policy_oid 0) of every unit in the current `kind`
+        period: {unit_oid: (bytes in, bytes out)} (for the top view)."""
+        rows = self.con.execute(
+            "SELECT unit_oid, dir, bytes FROM summary WHERE kind = $k AND policy_oid = 0 "
+            "AND period_start = make_timestamp($s)",
+            {"k": kind, "s": to_us(period_start(kind, now, self.zone))}).fetchall()
+        out: dict[int, list[int]] = {}
+        for oid, d, b in rows:
+            out.setdefault(int(oid), [0, 0])[int(d)] = int(b)
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
     def month_report(self, now: dt.datetime) -> dict[str, np.ndarray]:
         """Every unit's month so far: numpy columns unit_oid, policy_oid, dir,
         packets, bytes, sorted by unit, policy and dir (policy_oid 0: all traffic)."""

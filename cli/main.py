@@ -276,6 +276,45 @@ def users(ctx, as_json):
 
 
 @main.command()
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (implied off a terminal).")
+@click.option("--refresh", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--rows", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--view", type=click.Choice(["units", "addrs", "vlans", "ports"]), default="units",
+              show_default=True)
+@click.option("--sort", type=click.Choice(["rate", "in", "out", "pps_in", "pps_out", "today", "month"]),
+              default="rate", show_default=True)
+@click.option("--group", default=None, help="Only units (and addresses) of this group.")
+@json_option
+@click.pass_context
+def top(ctx, once, refresh, rows, view, sort, group, as_json):
+    """Live top units/addresses/VLANs/ports by current rate, with today and month.
+
+    Keys: s/</> sort column, u/a/v/p what is listed, g/G group filter,
+    space pause, +/- rows, q quit."""
+    def go():
+        import time as _time
+
+        from rich.console import Console
+
+        from acctd import top as top_mod
+        from acctd.control import call
+
+        def fetch():
+            return call(ctx.obj["socket"], "rates")
+        state = top_mod.TopState(view=view, sort=sort, group=group, n=rows)
+        if as_json:
+            prev = fetch()
+            _time.sleep(1.0)
+            cur = fetch()
+            rws = top_mod.rates(prev, cur)
+            click.echo(json.dumps(top_mod.as_json(state, rws, top_mod.totals(cur, view)), indent=1))
+            return
+        top_mod.top(fetch, Console(), once=once, refresh=refresh, state=state)
+    _run(go)
+
+
+@main.command()
 @click.pass_context
 def reload(ctx):
     """Re-read units, policies and users (as SIGHUP); programs stay attached."""

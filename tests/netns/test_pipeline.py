@@ -206,6 +206,12 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
         assert health["fill"]["acct_addrs"]["entries"] >= 2
         assert health["unattributed_bytes"] == 0 and health["dropped_bytes"] == 0
         assert health["flow_evictions"] == 0
+        # the top view off a terminal: one snapshot, alice's month equals her (all) total
+        out = d.ctl("top", "--json")
+        row = {r["key"]: r for r in out}["alice"]
+        assert row["month"] == alice_all["in"][1] + alice_all["out"][1]
+        text = d.ctl("top", "--once")
+        assert "alice" in text and max(len(line) for line in text.splitlines()) <= 80
         live = d.ctl("list", "alice", "--json")
         checks = {c["policy"]: (c["check"], c["match"]) for c in live.pop("checks")}
         # alice's list: all-ip (default), icmp, web, web-alt; no "%": every flow checks all
