@@ -47,7 +47,8 @@ LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
-                 "users": "admin", "config": "admin"}
+                 "users": "admin", "config": "admin", "schedule-list": "viewer",
+                 "schedule-add": "operator", "schedule-del": "operator"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -163,6 +164,59 @@ def config_text(path: str, unsecure: bool = False) -> str:
     return re.sub(rf'(?im)^(\s*[\w-]*(?:{keys})[\w-]*\s*=\s*).*$', r'\1"********"', text)
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def request_from_argv(argv: list[str]) -> dict:
+    """A scheduled command line (acctctl words) as a control request."""
+    if not argv:
+        raise ValueError("empty command")
+    cmd, rest = argv[0], argv[1:]
+    if cmd in ("flush", "reload", "units", "policies", "status"):
+        return {"cmd": cmd, "args": {}}
+    if cmd == "list" and len(rest) == 1:
+        return {"cmd": "list", "args": {"unit": rest[0]}}
+    if cmd == "stat" and len(rest) in (1, 2):
+        return {"cmd": "stat", "args": {"unit": rest[0], "period": (rest[1:] or ["week"])[0]}}
+    if cmd == "debug" and rest and rest[0] in ("on", "off"):
+        return {"cmd": "debug", "args": {"on": rest[0] == "on", "category": (rest[1:] or [None])[0]}}
+    raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, policies, "
+                     "status, list UNIT, stat UNIT [week|month] or debug on|off [CATEGORY]")
+
+
+class ScheduleRunner:
+    """Runs due schedule entries on a worker thread, one at a time, each
+    command with the permissions its owner has *now* (a removed or demoted
+    user loses the power); the first failure ends the entry's && chain."""
+
+    def __init__(self, server: "ControlServer"):
+        import queue
+        self.server = server
+        self.queue: "queue.Queue" = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name="schedule", daemon=True)
+        self.thread.start()
+
+    def __call__(self, entry) -> None:
+        self.queue.put(entry)
+
+    def _work(self) -> None:
+        while True:
+            entry = self.queue.get()
+            uid = entry.owner.uid
+            gid = pwd.getpwuid(uid).pw_gid if uid in {p.pw_uid for p in pwd.getpwall()} else -1
+            for argv in entry.commands:
+                try:
+                    self.server.handle(request_from_argv(argv), uid, gid)
+                    log.info("schedule %s: %s done", entry.oid, " ".join(argv))
+                except Exception as e:
+                    log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
+                    break
+
+
 # -- server --------------------------------------------------------------------------
 
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -213,6 +267,21 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                      "unix_group": u.unix_group} for u in d.cfg.users]
         if cmd == "config":
             return {"path": d.cfg.path, "text": config_text(d.cfg.path, bool(args.get("unsecure")))}
+        if cmd == "schedule-list":
+            return d.scheduler.list()
+        if cmd == "schedule-add":
+            name = _user_name(uid)
+            e = d.scheduler.add(str(args.get("spec", "")), (uid, name))
+            return {"oid": e.oid, "due": e.due.isoformat()}
+        if cmd == "schedule-del":
+            oid = str(args.get("oid", ""))
+            entry = d.scheduler.get(oid)  # unknown oid: an error naming it
+            if entry.owner.uid != uid and \
+                    Access(d.cfg.users).level(uid, gid) != "admin":
+                raise PermissionError(f"schedule {oid} belongs to {entry.owner.name}; only it or an "
+                                      "admin may delete it")
+            d.scheduler.delete(oid)
+            return {"deleted": oid}
         if cmd == "reload":
             self.flushes.ask_reload()
             return {"reload": "requested"}

@@ -44,6 +44,7 @@ class Daemon:
         self.dp = Datapath(sizes, netns=netns)
         self.model = interval.Model.from_config(cfg)
         self.storage: Storage | None = None
+        self.scheduler = None
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
@@ -54,6 +55,11 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def schedule_path(self) -> str:
+        """Schedules live beside the database, in the state directory."""
+        import os
+        return os.path.join(os.path.dirname(os.path.abspath(self.cfg.storage.path)), "schedule.json")
+
     def start(self) -> None:
         hooks = [Hook(i.name, i.role_id, i.hook) for i in self.cfg.interfaces]
         if hooks:
@@ -63,6 +69,8 @@ class Daemon:
         self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,
                                self.cfg.storage.raw_retention)
         self._seed()
+        from acctd.scheduler import Scheduler
+        self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
 
     def _seed(self) -> None:
         """Resume from the last committed counters (an empty baseline if none:
@@ -149,6 +157,8 @@ class Daemon:
             self.matches = np.zeros(new.plan.n_entries, np.uint64)
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
+        if new.processor.zone != old.processor.zone and self.scheduler:
+            self.scheduler.set_zone(new.processor.zone)
         if new.storage != old.storage:
             log.warning("[storage] changes take effect at the next start")
         log.info("reloaded %s: %d units, %d policies, %d users", new.path, len(new.units),
@@ -230,14 +240,22 @@ class Daemon:
 
     # -- loop --------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None) -> None:
-        """The main loop: drains every lookup-delay, and serves flush and
-        reload requests (from acctctl and signals) in between."""
+    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None, run_scheduled=None) -> None:
+        """The main loop: drains every lookup-delay, serves flush and reload
+        requests (from acctctl and signals) in between, and hands due
+        schedule entries to `run_scheduled` (which must not block: a
+        scheduled `flush` waits for this very loop)."""
         next_at = time.monotonic() + self.cfg.processor.lookup_delay
         while not stop.is_set():
-            waiters, reload = mailbox.wait(max(0.0, next_at - time.monotonic()), stop)
+            # wake at least once a second for the scheduler
+            waiters, reload = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
             if stop.is_set():
                 break
+            if self.scheduler and run_scheduled:
+                for entry in self.scheduler.due():
+                    run_scheduled(entry)
+                if self.scheduler.save_error:
+                    log.error("could not save schedules: %s", self.scheduler.save_error)
             if reload:
                 try:
                     self.reload()

@@ -90,7 +90,7 @@ def main(config_path, socket_path, lan, wan, netns, pin_root, flows, addrs, inte
 def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
     from acctd import config
     from acctd.build import Sizes
-    from acctd.control import DEFAULT_SOCKET, ControlServer
+    from acctd.control import DEFAULT_SOCKET, ControlServer, ScheduleRunner
     from acctd import log
     from acctd.daemon import Daemon, Mailbox
 
@@ -122,7 +122,7 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
                       "lookup_delay": cfg.processor.lookup_delay}), flush=True)
 
     try:
-        d.run(stop, mailbox)
+        d.run(stop, mailbox, run_scheduled=ScheduleRunner(server))
     finally:
         server.shutdown()
         server.server_close()

@@ -330,6 +330,41 @@ def debug(ctx, state, category):
     _run(lambda: click.echo(json.dumps(_ask(ctx, "debug", on=state == "on", category=category))))
 
 
+@main.group()
+def schedule():
+    """Scheduled commands (NeTAMS service scheduler), run with your permissions."""
+
+
+@schedule.command("add", context_settings={"ignore_unknown_options": True})
+@click.argument("spec", nargs=-1, required=True)
+@click.pass_context
+def schedule_add(ctx, spec):
+    """Add: time <N sec|min|hour|day|week|month | hourly|daily|weekly|monthly |
+    at-HH:MM[+|-]> action "<command> && <command>".
+
+    Example: acctctl schedule add time daily action "flush && list alice"."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "schedule-add", spec=" ".join(spec)))))
+
+
+@schedule.command("list")
+@json_option
+@click.pass_context
+def schedule_list(ctx, as_json):
+    """Entries with the time left until each runs (NeTAMS show schedule)."""
+    def render(rows):
+        from acctd.scheduler import format_table
+        click.echo(format_table(rows))
+    _run(lambda: _out(_ask(ctx, "schedule-list"), as_json, render))
+
+
+@schedule.command("del")
+@click.argument("oid")
+@click.pass_context
+def schedule_del(ctx, oid):
+    """Delete an entry (its owner, or an admin)."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "schedule-del", oid=oid))))
+
+
 @main.group("config")
 def config_():
     """The running configuration."""

@@ -126,7 +126,10 @@ class Acctd:
                               "--netns", self.topo.ns["gw"], *args],
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout) if "--json" in args or args[0] == "flush" else res.stdout
+        # --json output, and the commands that always answer in JSON, parse
+        is_json = "--json" in args or args[0] == "flush" or args[:2] in (("schedule", "add"),
+                                                                           ("schedule", "del"))
+        return json.loads(res.stdout) if is_json else res.stdout
 
     def unit(self, name: str) -> dict:
         """{(policy, dir): bytes and packets of the last drain and this month}."""
@@ -212,6 +215,17 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
         assert row["month"] == alice_all["in"][1] + alice_all["out"][1]
         text = d.ctl("top", "--once")
         assert "alice" in text and max(len(line) for line in text.splitlines()) <= 80
+        # a scheduled command runs with its owner's permissions, on its own
+        drains = d.ctl("status", "--json")["drains"]
+        d.ctl("schedule", "add", "time", "1sec", "action", "flush")
+        assert [e["action"] for e in d.ctl("schedule", "list", "--json")] == ["flush"]
+        deadline = time.monotonic() + 15
+        while d.ctl("status", "--json")["drains"] < drains + 2:
+            assert time.monotonic() < deadline, "the scheduled flush did not run"
+            time.sleep(0.5)
+        oid = d.ctl("schedule", "list", "--json")[0]["oid"]
+        d.ctl("schedule", "del", oid)
+        assert d.ctl("schedule", "list", "--json") == []
         live = d.ctl("list", "alice", "--json")
         checks = {c["policy"]: (c["check"], c["match"]) for c in live.pop("checks")}
         # alice's list: all-ip (default), icmp, web, web-alt; no "%": every flow checks all

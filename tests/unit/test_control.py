@@ -172,3 +172,11 @@ def test_config_show_masks_secrets(tmp_path):
     text = control.config_text(str(p))
     assert "s3cr3t" not in text and "pw" not in text and 'name = "x"' in text
     assert control.config_text(str(p), unsecure=True) == p.read_text()
+
+
+def test_scheduled_command_lines_become_requests():
+    assert control.request_from_argv(["flush"]) == {"cmd": "flush", "args": {}}
+    assert control.request_from_argv(["stat", "alice", "month"]) == \
+        {"cmd": "stat", "args": {"unit": "alice", "period": "month"}}
+    with pytest.raises(ValueError, match="cannot schedule"):
+        control.request_from_argv(["rm", "-rf", "/"])
