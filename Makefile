@@ -8,6 +8,8 @@ DURATION ?= 20
 setup:
 	@VENV=$(VENV) bash vagrant/provision.sh
 
+include packaging/install.mk
+
 demo: setup
 	$(PY) -m acctd.demo --duration $(DURATION)
 

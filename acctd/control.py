@@ -47,7 +47,7 @@ LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
-                 "users": "admin", "config": "admin", "schedule-list": "viewer",
+                 "users": "admin", "config": "admin", "connections": "admin", "rotate": "admin", "schedule-list": "viewer",
                  "schedule-add": "operator", "schedule-del": "operator"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
@@ -115,6 +115,20 @@ def report_units(cfg) -> list[dict]:
              "addrs": [format_addr(a) for a in u.addrs],
              "nets": [format_prefix(*n) for n in u.nets],
              "parents": list(u.parents), "acct_policy": list(u.acct_policy)} for u in cfg.units]
+
+
+def filter_units(rows: list[dict], f: dict) -> list[dict]:
+    """`acctctl units` filters: type, name and email (substring), policy."""
+    out = rows
+    if f.get("type"):
+        out = [u for u in out if u["type"] == f["type"]]
+    if f.get("name"):
+        out = [u for u in out if f["name"] in u["name"]]
+    if f.get("email"):
+        out = [u for u in out if f["email"] in (u["email"] or "")]
+    if f.get("policy"):
+        out = [u for u in out if any(p.lstrip("!%") == f["policy"] for p in u["acct_policy"])]
+    return out
 
 
 def report_policies(cfg) -> list[dict]:
@@ -227,6 +241,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, daemon, flushes):
         self.acctd, self.flushes = daemon, flushes
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._conns: dict[int, dict] = {}  # id(handler) -> who and since when
+        self._conns_lock = threading.Lock()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             os.unlink(path)  # a socket left by a killed daemon
@@ -243,6 +259,17 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except KeyError:
             os.chmod(path, 0o600)  # no acctd group: root only
         self.path = path
+
+    def connections(self) -> list[dict]:
+        with self._conns_lock:
+            return sorted(self._conns.values(), key=lambda c: c["since"])
+
+    def track(self, handler, info: dict | None) -> None:
+        with self._conns_lock:
+            if info is None:
+                self._conns.pop(id(handler), None)
+            else:
+                self._conns[id(handler)] = info
 
     def serve_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.serve_forever, name="control", daemon=True)
@@ -289,7 +316,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             from acctd import log as acctd_log
             return acctd_log.set_debug(bool(args.get("on")), args.get("category"))
         if cmd == "units":
-            return report_units(d.cfg)
+            return filter_units(report_units(d.cfg), args)
+        if cmd == "connections":
+            return self.connections()
+        if cmd == "rotate":
+            from acctd import log as acctd_log
+            return acctd_log.rotate()
         if cmd == "policies":
             return report_policies(d.cfg)
         if cmd == "list":
@@ -315,7 +347,15 @@ class _Handler(socketserver.StreamRequestHandler):
     def _serve(self) -> None:
         creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                            struct.calcsize("3i"))
-        _pid, uid, gid = struct.unpack("3i", creds)
+        pid, uid, gid = struct.unpack("3i", creds)
+        self.server.track(self, {"pid": pid, "uid": uid, "user": _user_name(uid),
+                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        try:
+            self._request(uid, gid)
+        finally:
+            self.server.track(self, None)
+
+    def _request(self, uid: int, gid: int) -> None:
         line = self._read_line()
         if line is None:
             return  # timed out or gone: drop it

@@ -240,13 +240,19 @@ class Daemon:
 
     # -- loop --------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None, run_scheduled=None) -> None:
+    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None, run_scheduled=None,
+            notifier=None) -> None:
         """The main loop: drains every lookup-delay, serves flush and reload
         requests (from acctctl and signals) in between, and hands due
         schedule entries to `run_scheduled` (which must not block: a
-        scheduled `flush` waits for this very loop)."""
+        scheduled `flush` waits for this very loop). It wakes at least once
+        a second and pings the systemd watchdog from here, not from a
+        thread of its own, so a stuck loop is noticed."""
+        from acctd.systemd import Notifier
+        sd = notifier or Notifier({})
         next_at = time.monotonic() + self.cfg.processor.lookup_delay
         while not stop.is_set():
+            sd.watchdog()
             # wake at least once a second for the scheduler
             waiters, reload = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
             if stop.is_set():
@@ -257,10 +263,12 @@ class Daemon:
                 if self.scheduler.save_error:
                     log.error("could not save schedules: %s", self.scheduler.save_error)
             if reload:
+                sd.reloading()
                 try:
                     self.reload()
                 except Exception:  # the drain inside failed: retried from the checkpoint
                     log.exception("reload failed")
+                sd.ready()
                 next_at = time.monotonic() + self.cfg.processor.lookup_delay
             if waiters or time.monotonic() >= next_at:
                 try:
@@ -269,11 +277,16 @@ class Daemon:
                     log.debug("drain %s", summary)
                 except Exception as e:  # the next drain retries from the checkpoint
                     summary, err = None, e
-                    log.error("drain failed, will retry from the last checkpoint: %s", e, exc_info=True)
+                    log.error("drain failed, will retry from the last checkpoint: %s", e,
+                              exc_info=log.isEnabledFor(logging.DEBUG))
                 mailbox.done(waiters, summary, err)
+                if summary:
+                    sd.status(f"drain {summary['drain']}: {summary['rows']} rows, "
+                              f"{summary['addrs']} addresses moved")
                 if on_drain:
                     on_drain(summary, err)
                 next_at = time.monotonic() + self.cfg.processor.lookup_delay
+        sd.stopping()  # programs stay attached and keep counting
 
 
 class Mailbox:

@@ -149,7 +149,7 @@ class Deltas:
                 d = delta[f]
                 d[grew] = cur[grew] - old[grew]
         moved = np.zeros(len(keys), dtype=bool)
-        for f in fields:
+        for f in fields if len(keys) else ():  # reshape(0, -1) is ambiguous
             moved |= (delta[f].reshape(len(keys), -1) != 0).any(axis=1)
         self.seed(keys, vals)
         return Delta(keys[moved], delta[moved])

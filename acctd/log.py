@@ -12,8 +12,15 @@ import sys
 CATEGORIES = ("daemon", "control", "datapath", "storage")
 
 
-def setup(debug: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+_log_file: str | None = None
+
+
+def setup(debug: bool = False, path: str | None = None) -> None:
+    """stderr (the journal) by default; a file with --log-file, which
+    `acctctl rotate log` reopens after it was moved away."""
+    global _log_file
+    _log_file = path
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("acctd")
     root.handlers[:] = [handler]
@@ -28,3 +35,17 @@ def set_debug(on: bool, category: str | None = None) -> dict:
     logging.getLogger(name).setLevel(logging.DEBUG if on else logging.NOTSET if category else
                                      logging.INFO)
     return {"debug": on, "category": category or "all"}
+
+
+def rotate() -> dict:
+    """Reopen the log file (after logrotate moved it); stderr needs nothing."""
+    if _log_file is None:
+        return {"log": "stderr", "rotated": False,
+                "note": "logging to stderr: the journal rotates it"}
+    root = logging.getLogger("acctd")
+    old = root.handlers[0]
+    new = logging.FileHandler(_log_file)
+    new.setFormatter(old.formatter)
+    root.handlers[:] = [new]
+    old.close()
+    return {"log": _log_file, "rotated": True}

@@ -40,6 +40,8 @@ def parse_hook(spec: str, role: abi.Role):
               help="acctd TOML configuration (see acctd.example.toml).")
 @click.option("--socket", "socket_path", default=None,
               help="Control socket (default /run/acctd/acctd.sock).")
+@click.option("--log-file", default=None, type=click.Path(dir_okay=False),
+              help="Log here instead of stderr (`acctctl rotate log` reopens it).")
 @click.option("--lan", multiple=True, metavar="IF[:MODE]",
               help="Subscriber-facing interface (accounts). MODE: xdp-native, xdp-generic, tc.")
 @click.option("--wan", multiple=True, metavar="IF[:MODE]",
@@ -51,11 +53,11 @@ def parse_hook(spec: str, role: abi.Role):
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between drains (lookup-delay).")
 @click.option("--once", is_flag=True, help="Attach, drain once, exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print each drain as a JSON line.")
-def main(config_path, socket_path, lan, wan, netns, pin_root, flows, addrs, interval, once,
+def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, addrs, interval, once,
          as_json):
     """Count traffic per address, port and VLAN with XDP/TC."""
     if config_path:
-        sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs))
+        sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file))
     from acctd.build import Sizes
     from acctd.datapath import Datapath
     from acctd.reader import Reader
@@ -87,14 +89,15 @@ def main(config_path, socket_path, lan, wan, netns, pin_root, flows, addrs, inte
         sys.exit(1)
 
 
-def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
+def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None) -> int:
     from acctd import config
     from acctd.build import Sizes
     from acctd.control import DEFAULT_SOCKET, ControlServer, ScheduleRunner
     from acctd import log
     from acctd.daemon import Daemon, Mailbox
+    from acctd.systemd import Notifier
 
-    log.setup()
+    log.setup(path=log_file)
     stop = threading.Event()
     mailbox = Mailbox()
 
@@ -120,9 +123,11 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs) -> int:
         click.echo(f"acctd: {note}", err=True)
     print(json.dumps({"event": "started", "prog_ids": d.dp.prog_ids(), "socket": server.path,
                       "lookup_delay": cfg.processor.lookup_delay}), flush=True)
+    sd = Notifier()  # does nothing outside systemd
+    sd.ready(f"hooked {len(cfg.interfaces)} interface(s), socket {server.path}")
 
     try:
-        d.run(stop, mailbox, run_scheduled=ScheduleRunner(server))
+        d.run(stop, mailbox, run_scheduled=ScheduleRunner(server), notifier=sd)
     finally:
         server.shutdown()
         server.server_close()

@@ -121,11 +121,19 @@ def flush(ctx):
 
 
 @main.command()
+@click.option("--type", "type_", type=click.Choice(["host", "cluster", "net", "user", "group"]))
+@click.option("--name", help="Names containing this.")
+@click.option("--email", help="E-mails containing this.")
+@click.option("--policy", help="Units whose acct-policy list names this policy.")
 @json_option
 @click.pass_context
-def units(ctx, as_json):
-    """The configured units (NeTAMS show units)."""
-    _run(lambda: _out(_ask(ctx, "units"), as_json, lambda us: _table(
+def units(ctx, type_, name, email, policy, as_json):
+    """The configured units, with filters (NeTAMS show units)."""
+    def get():
+        from acctd.control import filter_units
+        f = {"type": type_, "name": name, "email": email, "policy": policy}
+        return filter_units(_ask(ctx, "units"), f)
+    _run(lambda: _out(get(), as_json, lambda us: _table(
         "units", ["name", "oid", "type", "addresses", "parents", "acct-policy"],
         [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
           ",".join(u["parents"]), " ".join(u["acct_policy"])] for u in us])))
@@ -312,6 +320,24 @@ def top(ctx, once, refresh, rows, view, sort, group, as_json):
             return
         top_mod.top(fetch, Console(), once=once, refresh=refresh, state=state)
     _run(go)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def connections(ctx, as_json):
+    """Who is connected to the control socket now (admin)."""
+    _run(lambda: _out(_ask(ctx, "connections"), as_json, lambda cs: _table(
+        "connections", ["user", "uid", "pid", "since"],
+        [[c["user"], c["uid"], c["pid"], c["since"]] for c in cs])))
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["log"]))
+@click.pass_context
+def rotate(ctx, what):
+    """Reopen the daemon's log file after it was moved (rotate log)."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "rotate"))))
 
 
 @main.command()

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,11 +103,12 @@ class Acctd:
         self.pin_root = f"/sys/fs/bpf/acctd-pl-{os.getpid()}-{random.randrange(1 << 30)}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> dict:
+    def start(self, env: dict | None = None) -> dict:
         self.proc = subprocess.Popen(
             [f"{BIN}/acctd", "--config", str(self.cfg), "--netns", self.topo.ns["gw"],
              "--pin-root", self.pin_root, "--socket", self.sock, "--flows", "16384",
-             "--addrs", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--addrs", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"acctd did not start: {self.proc.stderr.read()}")
@@ -127,8 +129,8 @@ class Acctd:
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         # --json output, and the commands that always answer in JSON, parse
-        is_json = "--json" in args or args[0] == "flush" or args[:2] in (("schedule", "add"),
-                                                                           ("schedule", "del"))
+        is_json = "--json" in args or args[0] in ("flush", "rotate") or \
+            args[:2] in (("schedule", "add"), ("schedule", "del"))
         return json.loads(res.stdout) if is_json else res.stdout
 
     def unit(self, name: str) -> dict:
@@ -205,6 +207,12 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
                         assert row["month"] == row["flow"], (unit, pol, direction)
         units = d.ctl("units", "--json")
         assert {u["name"] for u in units} == {"customers", "alice", "bob"}
+        assert [u["name"] for u in d.ctl("units", "--type", "group", "--json")] == ["customers"]
+        assert [u["name"] for u in d.ctl("units", "--policy", "dns", "--json")] == ["bob"]
+        conns = d.ctl("connections", "--json")
+        assert len(conns) == 1 and conns[0]["uid"] == 0  # this very request
+        assert d.ctl("rotate", "log") == {"log": "stderr", "rotated": False,
+                                          "note": "logging to stderr: the journal rotates it"}
         health = d.ctl("health", "--json")
         assert health["fill"]["acct_addrs"]["entries"] >= 2
         assert health["unattributed_bytes"] == 0 and health["dropped_bytes"] == 0
@@ -283,14 +291,29 @@ def test_sighup_reload_and_sigterm_restart_keep_totals_exact(topo, tmp_path):
     def burst(count: int) -> subprocess.Popen:
         return topo.popen("sub1", ["ping", "-q", "-i", "0.005", "-c", str(count), "-s", "100",
                                    SRV.v4()], stdout=subprocess.DEVNULL)
+    # systemd's side of sd_notify: a real datagram socket
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+
+    def expect(state: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if state in notify.recv(4096).decode().split("\n"):
+                return
+        raise AssertionError(f"no {state} from acctd")
     try:
-        first = d.start()
+        first = d.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"})
+        expect("READY=1")
+        expect("WATCHDOG=1")
         p = burst(200)
         time.sleep(0.3)
         # reload mid-traffic: a new unit appears, nothing is detached
         d.cfg.write_text(d.cfg.read_text() + '\n[[unit]]\ntype = "host"\nname = "carol"\n'
                          'ip = "10.9.9.9"\n')
         d.proc.send_signal(signal.SIGHUP)
+        expect("RELOADING=1")
+        expect("READY=1")
         p.wait(30)
         sent += Traffic(200, 200 * 128)
         deadline = time.monotonic() + 10
@@ -301,6 +324,7 @@ def test_sighup_reload_and_sigterm_restart_keep_totals_exact(topo, tmp_path):
         p = burst(200)
         time.sleep(0.3)
         d.proc.terminate()
+        expect("STOPPING=1")
         assert d.proc.wait(20) == 0
         p.wait(30)
         sent += Traffic(200, 200 * 128)
@@ -314,5 +338,6 @@ def test_sighup_reload_and_sigterm_restart_keep_totals_exact(topo, tmp_path):
             month = alice[("icmp", direction)]["month"]
             assert (month["packets"], month["bytes"]) == (sent.packets, sent.ip_bytes), direction
     finally:
+        notify.close()
         d.stop()
         d.detach()

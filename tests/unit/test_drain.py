@@ -89,3 +89,16 @@ def test_addresses_round_trip():
     for a in ("10.0.0.1", "2001:db8::1", "::1"):
         raw = np.frombuffer(drain.addr_from_str(a), np.uint8)
         assert drain.addr_to_str(raw) == a
+
+
+def test_deltas_of_empty_maps():
+    """A fresh attach with no traffic yet: every drain must still work."""
+    d = drain.Deltas()
+    empty_k, empty_v = np.zeros(0, abi.ADDR_KEY), np.zeros(0, abi.ADDR_VAL)
+    d.seed(empty_k, empty_v)
+    assert len(d.update(empty_k, empty_v).keys) == 0
+    k = np.zeros(1, abi.ADDR_KEY)
+    v = np.zeros(1, abi.ADDR_VAL)
+    v["packets"] = [[0, 3]]
+    assert d.update(k, v).values["packets"].tolist() == [[0, 3]]
+    assert len(d.update(empty_k, empty_v).keys) == 0   # the entry went away
