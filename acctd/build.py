@@ -128,10 +128,9 @@ class Build:
         ensure_pin_dir(self.sizes.pin_dir)
         try:
             self._bpf = BPF(text=self.source.encode(), cflags=self.cflags)
-        except Exception as e:  # bcc raises bare Exception
-            raise AcctError(
-                f"compiling the BPF programs failed: {e}. Kernel headers missing? "
-                f"(`sudo make setup` links them); see `acctctl source` for the input") from e
+        except Exception as e:  # bcc raises bare Exception; its details went to stderr
+            raise AcctError(f"building the BPF programs failed: {explain_build_failure()}; "
+                            "`acctctl source` shows the input") from e
         for name, ptype in self.programs.items():
             try:
                 fn = self._bpf.load_func(name.encode(), getattr(BPF, ptype))
@@ -162,6 +161,28 @@ class Build:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+
+
+def explain_build_failure() -> str:
+    """bcc only says "failed to compile": find the likely cause ourselves."""
+    import os
+    headers = f"/lib/modules/{os.uname().release}/build"
+    if not os.path.exists(headers):
+        return (f"no kernel headers at {headers} (`sudo make setup` installs "
+                "linux-headers-amd64 and links them)")
+    if not _has_bpf_caps():
+        return "not allowed to create BPF maps: needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON"
+    return "the compiler or the kernel refused the program (see the messages above)"
+
+
+def _has_bpf_caps() -> bool:
+    """CAP_BPF (39) in the effective set, read from /proc (no libcap needed)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return True  # cannot tell: do not blame permissions
+    return bool(eff & (1 << 39)) or bool(eff & (1 << 21))  # CAP_BPF or CAP_SYS_ADMIN
 
 
 def _ctypes_sizeof(ct) -> int:

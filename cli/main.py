@@ -104,7 +104,8 @@ def _table(title: str, cols: list[str], rows: list[list]) -> None:
     from rich.table import Table
     t = Table(title=title)
     for i, c in enumerate(cols):
-        t.add_column(c, justify="left" if i < 2 else "right")
+        numeric = bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
+        t.add_column(c, justify="right" if numeric else "left")
     for r in rows:
         t.add_row(*(str(x) for x in r))
     Console().print(t)

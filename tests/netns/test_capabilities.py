@@ -206,6 +206,8 @@ def test_attach_fails_without_any_one_of_them():
             out, err = p.communicate(timeout=120)
             assert p.returncode != 0, f"attach worked without {missing}: the set is not minimal"
             assert "acctctl: " in err and "Traceback" not in err, err
+            if missing == "CAP_BPF":  # the advice must name the real cause
+                assert "CAP_BPF" in err and "headers" not in err.split("acctctl: ")[-1], err
             assert "acct_tc" not in boxes[missing].tc_filters()
     finally:
         for b in boxes.values():

@@ -50,3 +50,29 @@ def test_daemon_not_running_says_so_with_its_exit_code(tmp_path):
     res = CliRunner().invoke(main, ["--socket", str(tmp_path / "none.sock"), "units"])
     assert res.exit_code == 5
     assert "acctd is not running" in res.output and "--db" in res.output
+
+
+UNITS_80 = """\
+                               units                                
+┏━━━━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━┓
+┃ name      ┃ oid    ┃ type  ┃ addresses ┃ parents   ┃ acct-policy ┃
+┡━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━┩
+│ customers │ 057354 │ group │           │           │             │
+│ alice     │ 020435 │ host  │ 10.0.0.1  │ customers │ all-ip      │
+└───────────┴────────┴───────┴───────────┴───────────┴─────────────┘
+"""
+
+
+def test_units_table_snapshot():
+    """Exact output at 80 columns (--db/--config: no daemon needed for units)."""
+    res = CliRunner().invoke(main, ["--db", "/nonexistent.duckdb", "--config",
+                                    "tests/data/snapshot_units.toml", "units"],
+                             env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert res.output == UNITS_80
+
+
+def test_version_snapshot():
+    from acctd import __version__
+    res = CliRunner().invoke(main, ["version"])
+    assert res.output == f"acctd {__version__} (datapath ABI v1)\n"
