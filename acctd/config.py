@@ -50,7 +50,15 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     uid = 1001                    # the peer's uid, as the kernel reports it (SO_PEERCRED),
     # unix-user = "noc"           # or a local user name, or
     # unix-group = "netops"       # a local group: every member (primary or supplementary)
+    # password = "$argon2id$..."  # for the TCP listener (`acctctl hash-password` makes one)
     # uid 0 (root) is always admin; any other peer that matches no user is refused.
+
+    [server]                      # optional TCP listener (NeTAMS service server); off if absent
+    listen = "127.0.0.1:20001"    # host:port; loopback unless you mean otherwise
+    login = "localhost"           # localhost: loopback peers only | any
+    max-conn = 6
+    tls-cert = "acctd.pem"        # TLS is not optional; paths relative to this file
+    tls-key = "acctd.key"
 
     [quota]   # free-form tables kept as data for the quota, login and billing issues
     [login]
@@ -145,6 +153,19 @@ class Config:
     login: Mapping[str, Any]
     billing: Mapping[str, Any]
     users: tuple["User", ...] = ()
+    server: "Server | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """The optional TCP listener (NeTAMS service server): off unless configured,
+    TLS always, users with an argon2id password."""
+    host: str
+    port: int
+    max_conn: int = 6
+    login: str = "localhost"   # localhost: loopback peers only | any
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 LEVELS = ("viewer", "operator", "admin")
@@ -158,6 +179,7 @@ class User:
     uid: int | None = None
     unix_user: str | None = None
     unix_group: str | None = None
+    password: str | None = None   # argon2id hash, for the TCP listener
 
 
 # --- where things are in the text --------------------------------------------------
@@ -284,7 +306,7 @@ def _freeze(v: Any) -> Any:
 # --- the loader --------------------------------------------------------------------
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
-        "user": list, "quota": dict, "login": dict, "billing": dict}
+        "user": list, "server": dict, "quota": dict, "login": dict, "billing": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
@@ -292,7 +314,8 @@ _KEYS = {
     "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
              "acct-policy", "nodefault", "ap-nodefault"},
     "policy": {"name", "oid", "target"},
-    "user": {"name", "level", "uid", "unix-user", "unix-group"},
+    "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
+    "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
 }
 
 
@@ -361,7 +384,7 @@ class _Loader:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
-                      users=self.users())
+                      users=self.users(), server=self.server())
 
     def users(self) -> tuple[User, ...]:
         out, seen = [], set()
@@ -375,10 +398,32 @@ class _Loader:
             uid = self.get("user", i, d, "uid", _int, 0, "a uid")
             unix_user = self.get("user", i, d, "unix-user", _str, "a local user name")
             unix_group = self.get("user", i, d, "unix-group", _str, "a local group name")
-            if (uid, unix_user, unix_group) == (None, None, None):
-                self.fail("say who this is: uid, unix-user or unix-group", "user", i, "name")
-            out.append(User(name, level, uid, unix_user, unix_group))
+            password = self.get("user", i, d, "password", _str, "an argon2id hash")
+            if password is not None and not password.startswith("$argon2id$"):
+                self.fail("expected an argon2id hash ($argon2id$...; make one with "
+                          "`acctctl hash-password`), never a plain password", "user", i, "password")
+            if (uid, unix_user, unix_group, password) == (None, None, None, None):
+                self.fail("say who this is: uid, unix-user, unix-group, or a password for TCP",
+                          "user", i, "name")
+            out.append(User(name, level, uid, unix_user, unix_group, password))
         return tuple(out)
+
+    def server(self) -> "Server | None":
+        if "server" not in self.doc:
+            return None
+        d = self.section("server", None, self.doc["server"])
+        listen = self.get("server", None, d, "listen", _str, "host:port", required=True)
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail("expected host:port, e.g. 127.0.0.1:20001", "server", None, "listen")
+        login = self.get("server", None, d, "login", _choice, ("localhost", "any"),
+                         default="localhost")
+        cert = self.get("server", None, d, "tls-cert", _str, "a PEM file", required=True)
+        key = self.get("server", None, d, "tls-key", _str, "a PEM file", required=True)
+        return Server(host.strip("[]"), int(port),
+                      self.get("server", None, d, "max-conn", _int, 1, "a connection count",
+                               default=6), login,
+                      os.path.join(self.base_dir, cert), os.path.join(self.base_dir, key))
 
     def interfaces(self) -> tuple[Interface, ...]:
         out, seen = [], set()

@@ -84,10 +84,28 @@ class Access:
         level = self.level(uid, gid)
         if level is None:
             raise PermissionError(f"uid {uid} is not an acctd user (add a [[user]] with this uid)")
-        need = COMMAND_LEVEL.get(cmd, "admin")
-        if LEVELS.index(level) < LEVELS.index(need):
-            raise PermissionError(f"{cmd!r} needs level {need}; uid {uid} is {level}")
-        return level
+        return require(cmd, level, f"uid {uid}")
+
+    def by_password(self, name: str, password: str) -> str:
+        """The level of a TCP user, if the password matches its argon2id hash."""
+        from argon2 import PasswordHasher
+        from argon2.exceptions import InvalidHashError, VerificationError
+        user = next((u for u in self.users if u.name == name and u.password), None)
+        try:
+            if user is None:
+                PasswordHasher().hash(password)  # same cost as a check: no user probing by timing
+                raise VerificationError()
+            PasswordHasher().verify(user.password, password)
+        except (VerificationError, InvalidHashError):
+            raise PermissionError("wrong user name or password") from None
+        return user.level
+
+
+def require(cmd: str, level: str, who: str) -> str:
+    need = COMMAND_LEVEL.get(cmd, "admin")
+    if LEVELS.index(level) < LEVELS.index(need):
+        raise PermissionError(f"{cmd!r} needs level {need}; {who} is {level}")
+    return level
 
 
 # -- reports (shared by the daemon and acctctl --db) ------------------------------
@@ -222,9 +240,15 @@ class ScheduleRunner:
             entry = self.queue.get()
             uid = entry.owner.uid
             gid = pwd.getpwuid(uid).pw_gid if uid in {p.pw_uid for p in pwd.getpwall()} else -1
+            level = None
+            if uid < 0:  # a TCP user: whatever level that user has now
+                users = self.server.acctd.cfg.users
+                level = next((u.level for u in users if u.name == entry.owner.name), "none")
             for argv in entry.commands:
                 try:
-                    self.server.handle(request_from_argv(argv), uid, gid)
+                    if level == "none":
+                        raise PermissionError(f"user {entry.owner.name} no longer exists")
+                    self.server.handle(request_from_argv(argv), uid, gid, entry.owner.name, level)
                     log.info("schedule %s: %s done", entry.oid, " ".join(argv))
                 except Exception as e:
                     log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
@@ -233,32 +257,13 @@ class ScheduleRunner:
 
 # -- server --------------------------------------------------------------------------
 
-class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Dispatch:
+    """What both listeners share: the commands, the levels, the list of
+    connections. Subclasses say who the peer is (`peer`) and how a request
+    proves it (`serve_request`)."""
 
-    request_timeout = REQUEST_TIMEOUT
-
-    def __init__(self, path: str, daemon, flushes):
-        self.acctd, self.flushes = daemon, flushes
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._conns: dict[int, dict] = {}  # id(handler) -> who and since when
-        self._conns_lock = threading.Lock()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            os.unlink(path)  # a socket left by a killed daemon
-        except FileNotFoundError:
-            pass
-        old = os.umask(0o177)
-        try:
-            super().__init__(path, _Handler)
-        finally:
-            os.umask(old)
-        try:
-            os.chown(path, -1, grp.getgrnam(SOCKET_GROUP).gr_gid)
-            os.chmod(path, 0o660)
-        except KeyError:
-            os.chmod(path, 0o600)  # no acctd group: root only
-        self.path = path
+    acctd = None
+    flushes = None
 
     def connections(self) -> list[dict]:
         with self._conns_lock:
@@ -276,13 +281,21 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         t.start()
         return t
 
-    def handle(self, req: dict, uid: int = 0, gid: int = 0) -> object:
+    def handle(self, req: dict, uid: int = 0, gid: int = 0, user: str | None = None,
+               level: str | None = None) -> object:
+        """Serve one request. Unix peers come with uid/gid (SO_PEERCRED);
+        TCP users (uid -1) with the name and level their password proved."""
         d = self.acctd
         cmd = req.get("cmd")
         args = req.get("args") or {}
         if not isinstance(cmd, str) or not isinstance(args, dict):
             raise ValueError('expected {"cmd": "...", "args": {...}}')
-        Access(getattr(d.cfg, "users", ())).check(cmd, uid, gid)  # users follow reloads
+        access = Access(getattr(d.cfg, "users", ()))  # users follow reloads
+        if level is None:
+            level = access.check(cmd, uid, gid)
+        else:
+            require(cmd, level, f"user {user}")
+        who = user or _user_name(uid)
         if cmd == "flush":
             return self.flushes.request()
         if cmd == "status":
@@ -297,14 +310,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if cmd == "schedule-list":
             return d.scheduler.list()
         if cmd == "schedule-add":
-            name = _user_name(uid)
-            e = d.scheduler.add(str(args.get("spec", "")), (uid, name))
+            e = d.scheduler.add(str(args.get("spec", "")), (uid, who))
             return {"oid": e.oid, "due": e.due.isoformat()}
         if cmd == "schedule-del":
             oid = str(args.get("oid", ""))
             entry = d.scheduler.get(oid)  # unknown oid: an error naming it
-            if entry.owner.uid != uid and \
-                    Access(d.cfg.users).level(uid, gid) != "admin":
+            if (entry.owner.uid, entry.owner.name) != (uid, who) and level != "admin":
                 raise PermissionError(f"schedule {oid} belongs to {entry.owner.name}; only it or an "
                                       "admin may delete it")
             d.scheduler.delete(oid)
@@ -335,6 +346,102 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         raise AcctError(f"unknown command {cmd!r}")
 
 
+class ControlServer(_Dispatch, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The local Unix socket: peers identified by the kernel (SO_PEERCRED)."""
+
+    daemon_threads = True
+
+    request_timeout = REQUEST_TIMEOUT
+
+    def __init__(self, path: str, daemon, flushes):
+        self.acctd, self.flushes = daemon, flushes
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._conns: dict[int, dict] = {}  # id(handler) -> who and since when
+        self._conns_lock = threading.Lock()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.unlink(path)  # a socket left by a killed daemon
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
+        try:
+            os.chown(path, -1, grp.getgrnam(SOCKET_GROUP).gr_gid)
+            os.chmod(path, 0o660)
+        except KeyError:
+            os.chmod(path, 0o600)  # no acctd group: root only
+        self.path = path
+
+    def peer(self, handler) -> dict | None:
+        """Who is on the other end of a Unix connection: the kernel says."""
+        creds = handler.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                              struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", creds)
+        return {"pid": pid, "uid": uid, "gid": gid, "user": _user_name(uid)}
+
+    def serve_request(self, req: dict, peer: dict) -> object:
+        return self.handle(req, peer["uid"], peer["gid"])
+
+class TcpControlServer(_Dispatch, socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """The optional TCP listener (NeTAMS `service server`): TLS always, every
+    request carries {"auth": {"user", "password"}} checked against the
+    user's argon2id hash, `login = "localhost"` refuses non-loopback peers.
+    Same commands, limits and levels as the Unix socket."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_timeout = REQUEST_TIMEOUT
+
+    def __init__(self, settings, daemon, mailbox):
+        import ssl
+        self.acctd, self.flushes, self.settings = daemon, mailbox, settings
+        self.slots = threading.BoundedSemaphore(settings.max_conn)
+        self._conns: dict[int, dict] = {}
+        self._conns_lock = threading.Lock()
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            self.tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise AcctError(f"[server] tls-cert/tls-key: cannot load {settings.tls_cert}: {e}") from None
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        self.address_family = family
+        try:
+            socketserver.TCPServer.__init__(self, (settings.host, settings.port), _Handler)
+        except OSError as e:
+            raise AcctError(f"[server] listen {settings.host}:{settings.port}: {e}") from None
+
+    def verify_request(self, request, client_address) -> bool:
+        if self.settings.login == "localhost":
+            import ipaddress
+            return ipaddress.ip_address(client_address[0]).is_loopback
+        return True
+
+    def peer(self, handler) -> dict | None:
+        """TLS first (in the handler's thread, bounded), then the request."""
+        import ssl
+        try:
+            handler.connection.settimeout(self.request_timeout)
+            handler.connection = self.tls.wrap_socket(handler.connection, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            log.info("TLS handshake with %s failed: %s", handler.client_address[0], e)
+            return None
+        handler.rfile = handler.connection.makefile("rb")
+        handler.wfile = socketserver._SocketWriter(handler.connection)
+        return {"address": handler.client_address[0], "user": None}
+
+    def serve_request(self, req: dict, peer: dict) -> object:
+        auth = req.get("auth")
+        if not isinstance(auth, dict):
+            raise PermissionError('the TCP listener needs "auth": {"user", "password"}')
+        name, password = str(auth.get("user", "")), str(auth.get("password", ""))
+        level = Access(self.acctd.cfg.users).by_password(name, password)
+        return self.handle(req, -1, -1, name, level)
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         if not self.server.slots.acquire(blocking=False):
@@ -345,17 +452,17 @@ class _Handler(socketserver.StreamRequestHandler):
             self.server.slots.release()
 
     def _serve(self) -> None:
-        creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                           struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", creds)
-        self.server.track(self, {"pid": pid, "uid": uid, "user": _user_name(uid),
-                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        peer = self.server.peer(self)
+        if peer is None:
+            return  # refused before any request (TLS handshake failed or timed out)
+        self.server.track(self, {k: peer[k] for k in ("pid", "uid", "user", "address") if k in peer}
+                          | {"since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
         try:
-            self._request(uid, gid)
+            self._request(peer)
         finally:
             self.server.track(self, None)
 
-    def _request(self, uid: int, gid: int) -> None:
+    def _request(self, peer: dict) -> None:
         line = self._read_line()
         if line is None:
             return  # timed out or gone: drop it
@@ -368,7 +475,7 @@ class _Handler(socketserver.StreamRequestHandler):
         except (UnicodeDecodeError, ValueError) as e:
             return self._reply({"ok": False, "error": f"bad request: {e}"})
         try:
-            self._reply({"ok": True, "result": self.server.handle(req, uid, gid)})
+            self._reply({"ok": True, "result": self.server.serve_request(req, peer)})
         except PermissionError as e:
             self._reply({"ok": False, "error": f"permission denied: {e}"})
         except (AcctError, ValueError, TimeoutError, RuntimeError) as e:
@@ -410,6 +517,36 @@ class NotRunning(AcctError):
     pass
 
 
+def call_tcp(address: str, cmd: str, user: str, password: str, cafile: str | None = None,
+             timeout: float = 130.0, **args) -> object:
+    """The same request over the TLS listener; the server's certificate is
+    checked against `cafile` (or the system's CAs)."""
+    import ssl
+    host, _, port = address.rpartition(":")
+    ctx = ssl.create_default_context(cafile=cafile)
+    try:
+        raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    except OSError as e:
+        raise NotRunning(f"cannot reach acctd at {address}: {e}") from None
+    with ctx.wrap_socket(raw, server_hostname=host.strip("[]")) as s:
+        s.sendall((json.dumps({"cmd": cmd, "args": args,
+                               "auth": {"user": user, "password": password}}) + "\n").encode())
+        return _reply(s)
+
+
+def _reply(s) -> object:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    reply = json.loads(buf or b'{"ok": false, "error": "no reply"}')
+    if not reply.get("ok"):
+        raise AcctError(reply.get("error", "request failed"))
+    return reply["result"]
+
+
 def call(path: str, cmd: str, timeout: float = 130.0, **args) -> object:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -423,13 +560,4 @@ def call(path: str, cmd: str, timeout: float = 130.0, **args) -> object:
                         f"membership of group {SOCKET_GROUP!r}") from None
     with s:
         s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    reply = json.loads(buf or b'{"ok": false, "error": "no reply"}')
-    if not reply.get("ok"):
-        raise AcctError(reply.get("error", "request failed"))
-    return reply["result"]
+        return _reply(s)

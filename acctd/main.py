@@ -92,7 +92,7 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
 def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None) -> int:
     from acctd import config
     from acctd.build import Sizes
-    from acctd.control import DEFAULT_SOCKET, ControlServer, ScheduleRunner
+    from acctd.control import DEFAULT_SOCKET, ControlServer, ScheduleRunner, TcpControlServer
     from acctd import log
     from acctd.daemon import Daemon, Mailbox
     from acctd.systemd import Notifier
@@ -115,10 +115,13 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
         d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
         d.start()
         server = ControlServer(socket_path or DEFAULT_SOCKET, d, mailbox)
+        tcp = TcpControlServer(cfg.server, d, mailbox) if cfg.server else None
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         return 1
     server.serve_in_thread()
+    if tcp:
+        tcp.serve_in_thread()
     for note in d.notices:
         click.echo(f"acctd: {note}", err=True)
     print(json.dumps({"event": "started", "prog_ids": d.dp.prog_ids(), "socket": server.path,
@@ -129,8 +132,10 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
     try:
         d.run(stop, mailbox, run_scheduled=ScheduleRunner(server), notifier=sd)
     finally:
-        server.shutdown()
-        server.server_close()
+        for srv in (server, tcp):
+            if srv:
+                srv.shutdown()
+                srv.server_close()
         d.close()
     return 0
 

@@ -59,17 +59,33 @@ def _run(fn):
               help="Read this database directly (only while the daemon is stopped).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Config for unit and policy names with --db.")
+@click.option("--connect", default=None, metavar="HOST:PORT",
+              help="Use the daemon's TLS listener instead of the local socket.")
+@click.option("--user", default=None, help="User name for --connect.")
+@click.option("--password-file", type=click.File("r"), default=None,
+              help="File holding the password for --connect (else prompted).")
+@click.option("--cafile", type=click.Path(dir_okay=False), default=None,
+              help="CA (or the server's own) certificate to check --connect against.")
 @click.pass_context
-def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path):
+def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, connect, user,
+         password_file, cafile):
     """Operate the acctd traffic accountant."""
     ctx.obj = dict(pin_root=pin_root, netns=netns, flows=flows, addrs=addrs,
-                   socket=socket_path, db=db, config=config_path)
+                   socket=socket_path, db=db, config=config_path, connect=connect, user=user,
+                   password_file=password_file, cafile=cafile)
 
 
 def _ask(ctx, cmd: str, **args):
     """Ask the daemon, or with --db answer from the database file itself
     (DuckDB has one writer: never open it while the daemon runs)."""
     o = ctx.obj
+    if o["connect"]:
+        from acctd.control import call_tcp
+        if not o["user"]:
+            raise click.UsageError("--connect needs --user")
+        password = o["password_file"].read().strip() if o["password_file"] else \
+            click.prompt("password", hide_input=True, err=True)
+        return call_tcp(o["connect"], cmd, o["user"], password, o["cafile"], **args)
     if not o["db"]:
         from acctd.control import call
         return call(o["socket"], cmd, **args)
@@ -403,6 +419,19 @@ def config_():
 def config_show(ctx, unsecure):
     """Print the configuration file the daemon loaded (secrets masked)."""
     _run(lambda: click.echo(_ask(ctx, "config", unsecure=unsecure)["text"], nl=False))
+
+
+@main.command("hash-password")
+@click.option("--password-file", type=click.File("r"), default=None,
+              help="Read the password from here (else prompted twice).")
+def hash_password(password_file):
+    """Print an argon2id hash for a [[user]]'s `password` (the TCP listener)."""
+    from argon2 import PasswordHasher
+    pw = password_file.read().strip() if password_file else \
+        click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+    if len(pw) < 8:
+        raise click.UsageError("use at least 8 characters")
+    click.echo(PasswordHasher().hash(pw))
 
 
 @main.group("import")
