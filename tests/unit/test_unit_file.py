@@ -75,3 +75,24 @@ def test_the_service_decisions_are_in_the_file():
     # the set tests/netns/test_capabilities.py proves sufficient and minimal
     assert sorted(s["CapabilityBoundingSet"].split()) == ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]
     assert s["AmbientCapabilities"] == ""
+
+
+def test_make_install_stages_everything(tmp_path):
+    """`make install DESTDIR=...` (package staging: touches nothing live)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if not shutil.which("make"):
+        pytest.skip("needs make")
+    repo = Path(__file__).resolve().parents[2]
+    venv = Path(sys.executable).parent.parent
+    res = subprocess.run(["make", "-s", "-C", str(repo), "install", f"DESTDIR={tmp_path}",
+                          f"VENV={venv}"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    unit = tmp_path / "lib/systemd/system/acctd.service"
+    assert "ExecStart=/usr/local/bin/acctd --config /etc/acctd/acctd.toml" in unit.read_text()
+    assert (tmp_path / "etc/acctd/acctd.toml.example").read_text() == \
+        (repo / "acctd.example.toml").read_text()
+    for cmd in ("acctd", "acctctl"):
+        assert os.readlink(tmp_path / "usr/local/bin" / cmd) == str(venv / "bin" / cmd)
