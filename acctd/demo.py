@@ -48,8 +48,10 @@ def main(duration: float) -> None:
         tmp = tempfile.mkdtemp(prefix="acctd-demo-")
         cfg_path = os.path.join(tmp, "acctd.toml")
         with open(cfg_path, "w") as f:
-            f.write(DEMO_CONFIG.format(db=os.path.join(tmp, "acctd.duckdb"),
-                                       alice=LINKS["sub1"].v4(), bob=LINKS["sub2"].v4()))
+            # the same configuration the pipeline tests check against ground truth
+            with open(os.path.join("tests", "netns", "testbed.toml")) as t:
+                f.write(t.read().format(delay=300, db=os.path.join(tmp, "acctd.duckdb"),
+                                        alice=LINKS["sub1"].v4(), bob=LINKS["sub2"].v4()))
         cfg = config.load(cfg_path)
         d = Daemon(cfg, Sizes(pin_root=f"/sys/fs/bpf/acctd-demo-{os.getpid()}", flows=16384,
                               addrs=1024), netns=topo.ns["gw"])
@@ -116,58 +118,6 @@ def main(duration: float) -> None:
     con.print("[green]programs detached, pins and namespaces removed[/]")
 
 
-DEMO_CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "xdp-generic"
-
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
-
-[processor]
-default-acct-policy = ["all-ip"]
-
-[storage]
-path = "{db}"
-
-[[policy]]
-name = "all-ip"
-target = "proto ip"
-
-[[policy]]
-name = "icmp"
-target = "proto icmp"
-
-[[policy]]
-name = "web"
-target = "proto tcp port s80 d80 s8080 d8080"
-
-[[unit]]
-type = "group"
-name = "customers"
-
-[[unit]]
-type = "host"
-name = "alice"
-ip = "{alice}"
-parents = ["customers"]
-acct-policy = ["web", "icmp"]
-
-[[unit]]
-type = "host"
-name = "bob"
-ip = "{bob}"
-parents = ["customers"]
-acct-policy = ["icmp"]
-"""
 
 
 def _add(sent: dict, key: str, packets: int, nbytes: int) -> None:

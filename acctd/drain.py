@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acctd import abi
 from acctd.bpf_sys import Map
 
 

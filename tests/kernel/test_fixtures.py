@@ -8,7 +8,7 @@ Expected byte counts come from scapy's own lengths, not from acctd.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -1,7 +1,6 @@
 """More distinct flows than the flow table holds: the LRU evicts flows, but
 per-address totals stay exact and the overflow shows in the health counters."""
 
-import numpy as np
 import pytest
 from scapy.all import IP, UDP, Ether, Raw
 

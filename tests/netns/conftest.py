@@ -1,4 +1,5 @@
-"""The `topology` fixture: a fresh four-namespace topology per test."""
+"""The `topology` fixture (also as `topo`): a fresh four-namespace topology
+per test, after removing what crashed earlier runs left."""
 import os
 import shutil
 
@@ -19,3 +20,9 @@ def topology():
     remove_stale()  # namespaces of crashed earlier runs
     with Topology() as topo:
         yield topo
+
+
+@pytest.fixture
+def topo(topology):
+    """The short name the datapath and pipeline tests use."""
+    return topology

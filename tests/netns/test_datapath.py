@@ -19,7 +19,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ import time
 
 import pytest
 
-from .topology import LINKS, Topology, Traffic, remove_stale, wire_ip_totals
+from .topology import LINKS, Topology, Traffic, wire_ip_totals
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -35,15 +34,6 @@ SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 GW_IFS = ("lan1", "lan2", "wan0")
 COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out")
 VENV_BIN = os.path.dirname(sys.executable)
-
-
-@pytest.fixture
-def topo():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF and network namespaces")
-    remove_stale()
-    with Topology() as t:
-        yield t
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -88,14 +78,6 @@ def pin_root(tag: str) -> str:
     return f"/sys/fs/bpf/acctd-nt-{os.getpid()}-{tag}"
 
 
-def all_offloads(t: Topology, on: bool) -> None:
-    """Segmentation and receive offloads on every veth, so counters count
-    wire packets (off) or may count super-packets (on)."""
-    for link in LINKS.values():
-        t.set_offloads(link.host, link.host_if, gro=on, gso=on, tso=on)
-        t.set_offloads("gw", link.gw_if, gro=on, gso=on, tso=on)
-
-
 @contextlib.contextmanager
 def attached(t: Topology, hooks, root: str):
     from acctd.build import Sizes
@@ -126,25 +108,6 @@ def assert_nothing_left(t: Topology, root: str) -> None:
     assert "clsact" not in t.ns_exec("gw", ["tc", "qdisc", "show"]).stdout
 
 
-def send_udp(t: Topology, src: str, src_addr: str, dst: str, dst_addr: str, count: int,
-             length: int, sport: int = 40000, dport: int = 5201) -> Traffic:
-    """`count` UDP datagrams of `length` payload bytes. The receiver's socket
-    stays open until everything settled, so no ICMP port unreachable comes
-    back (a full receive buffer drops silently). IPv4 only."""
-    with t.inside(dst):
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with t.inside(src):
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with rx, tx:
-        rx.bind((dst_addr, dport))
-        tx.bind((src_addr, sport))
-        payload = bytes(length)
-        for _ in range(count):
-            assert tx.sendto(payload, (dst_addr, dport)) == length
-        t.quiesce()
-    return Traffic(count, count * (20 + 8 + length))
-
-
 def check_hooks(t: Topology, dp, modes: dict[str, str]) -> None:
     """Each interface runs the program its mode asks for, and nothing else."""
     ids = dp.prog_ids()
@@ -171,7 +134,7 @@ def test_exact_totals_per_address_and_port(topo, mode):
     from acctd.datapath import Hook
 
     t = topo
-    all_offloads(t, on=False)  # every counter below counts wire packets
+    t.set_all_offloads(False)  # every counter below counts wire packets
     root = pin_root(f"totals-{mode}")
     hooks = [Hook("lan1", abi.Role.LAN, mode), Hook("lan2", abi.Role.LAN, mode),
              Hook("wan0", abi.Role.WAN, "tc")]
@@ -185,7 +148,7 @@ def test_exact_totals_per_address_and_port(topo, mode):
         nbytes = 300_000
         assert t.tcp_transfer("sub1", "srv", SRV.v4(), nbytes, port=5202) == nbytes
         snap2 = t.quiesce()
-        udp = send_udp(t, "sub2", SUB2.v4(), "srv", SRV.v4(), count=200, length=1000)
+        udp = t.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), count=200, length=1000)
         snap3 = t.quiesce()
         # 3000 bytes: three fragments per echo, each way; only the first has ICMP.
         ping_sub = t.ping("sub1", SUB2.v4(), count=10, size=3000)
@@ -264,7 +227,7 @@ def test_super_packets_count_as_wire_segments(topo, mode, offloads, ip):
 
     t = topo
     if offloads == "off":
-        all_offloads(t, on=False)
+        t.set_all_offloads(False)
     else:
         t.segment_at_gateway("sub1", "srv")
     sub, srv = (SUB1.v6(), SRV.v6()) if ip == "v6" else (SUB1.v4(), SRV.v4())
@@ -370,7 +333,7 @@ def test_restart_under_traffic_loses_nothing(topo):
     from acctd.datapath import Datapath
 
     t = topo
-    all_offloads(t, on=False)
+    t.set_all_offloads(False)
     root = pin_root("restart")
     lan1 = t.ifindex("gw", "lan1")
     daemons: list[Daemon] = []
@@ -435,7 +398,7 @@ def test_mode_switch_counts_each_packet_once(topo, modes):
     from acctd.datapath import Hook
 
     t = topo
-    all_offloads(t, on=False)
+    t.set_all_offloads(False)
     root = pin_root("switch")
     with attached(t, [Hook("lan1", abi.Role.LAN, modes[0])], root) as dp:
         ids = dp.prog_ids()

@@ -17,78 +17,18 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from .test_datapath import all_offloads, send_udp
-from .topology import LINKS, Topology, Traffic, remove_stale, wire_ip_totals
+from .topology import LINKS, Topology, Traffic, wire_ip_totals
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 BIN = os.path.dirname(sys.executable)
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "xdp-generic"
-
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
-
-[processor]
-lookup-delay = {delay}
-default-acct-policy = ["all-ip"]
-
-[storage]
-path = "{db}"
-
-[[policy]]
-name = "all-ip"
-target = "proto ip"
-
-[[policy]]
-name = "icmp"
-target = "proto icmp"
-
-[[policy]]
-name = "web"
-target = "proto tcp port s80 d80"
-
-[[policy]]
-name = "web-alt"
-target = "proto tcp port s8080 d8080"
-
-[[policy]]
-name = "dns"
-target = "proto udp port d53 s53"
-
-[[unit]]
-type = "group"
-name = "customers"
-
-[[unit]]
-type = "host"
-name = "alice"
-ip = "{alice}"
-parents = ["customers"]
-acct-policy = ["icmp", "web", "web-alt"]
-
-[[unit]]
-type = "host"
-name = "bob"
-ip = "{bob}"
-parents = ["customers"]
-acct-policy = ["dns", "icmp"]
-"""
+CONFIG = (Path(__file__).parent / "testbed.toml").read_text()
 
 
 class Acctd:
@@ -144,13 +84,10 @@ class Acctd:
 
 
 @pytest.fixture
-def topo():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: BPF and network namespaces")
-    remove_stale()
-    with Topology() as t:
-        all_offloads(t, False)  # counters count wire packets
-        yield t
+def wire(topo):
+    """Offloads off everywhere: interface counters count wire packets."""
+    topo.set_all_offloads(False)
+    return topo
 
 
 def tcp_phase(t: Topology, nbytes: int, port: int) -> tuple[Traffic, Traffic]:
@@ -163,14 +100,15 @@ def tcp_phase(t: Topology, nbytes: int, port: int) -> tuple[Traffic, Traffic]:
             wire_ip_totals("srv", SRV.host_if, before, after, direction="tx"))
 
 
-def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
+def test_list_equals_ground_truth_for_every_unit_and_policy(wire, tmp_path):
+    topo = wire
     d = Acctd(topo, tmp_path)
     try:
         d.start()
         ping = topo.ping("sub1", SRV.v4(), count=12, size=200)
         tcp_out, tcp_in = tcp_phase(topo, 300_000, 80)
         alt_out, alt_in = tcp_phase(topo, 200_000, 8080)
-        dns = send_udp(topo, "sub2", SUB2.v4(), "srv", SRV.v4(), count=40, length=60, dport=53)
+        dns = topo.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), count=40, length=60, dport=53)
         bob_ping = topo.ping("sub2", SUB1.v4(), count=5, size=64)  # bob -> alice
         topo.quiesce()
         d.ctl("flush")
@@ -253,7 +191,8 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(topo, tmp_path):
         d.detach()
 
 
-def test_sigkill_under_traffic_loses_and_doubles_nothing(topo, tmp_path):
+def test_sigkill_under_traffic_loses_and_doubles_nothing(wire, tmp_path):
+    topo = wire
     rng = random.Random(20261121)
     d = Acctd(topo, tmp_path, delay=1)
     sent = Traffic(0, 0)
@@ -282,7 +221,8 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(topo, tmp_path):
         d.detach()
 
 
-def test_sighup_reload_and_sigterm_restart_keep_totals_exact(topo, tmp_path):
+def test_sighup_reload_and_sigterm_restart_keep_totals_exact(wire, tmp_path):
+    topo = wire
     """SIGHUP swaps units and policies without detaching; SIGTERM stops the
     daemon with programs still counting; the next start picks up exactly."""
     d = Acctd(topo, tmp_path, delay=1)

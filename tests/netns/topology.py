@@ -500,6 +500,31 @@ class Topology:
     def set_mtu(self, host: str, ifname: str, mtu: int) -> None:
         self.ip(host, "link", "set", "dev", ifname, "mtu", str(mtu))
 
+    def set_all_offloads(self, on: bool) -> None:
+        """Segmentation and receive offloads on every veth, so counters count
+        wire packets (off) or may count super-packets (on)."""
+        for link in LINKS.values():
+            self.set_offloads(link.host, link.host_if, gro=on, gso=on, tso=on)
+            self.set_offloads("gw", link.gw_if, gro=on, gso=on, tso=on)
+
+    def send_udp(self, src: str, src_addr: str, dst: str, dst_addr: str, count: int,
+                 length: int, sport: int = 40000, dport: int = 5201) -> Traffic:
+        """`count` UDP datagrams of `length` payload bytes. The receiver's socket
+        stays open until everything settled, so no ICMP port unreachable comes
+        back (a full receive buffer drops silently). IPv4 only."""
+        with self.inside(dst):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with self.inside(src):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with rx, tx:
+            rx.bind((dst_addr, dport))
+            tx.bind((src_addr, sport))
+            payload = bytes(length)
+            for _ in range(count):
+                assert tx.sendto(payload, (dst_addr, dport)) == length
+            self.quiesce()
+        return Traffic(count, count * (20 + 8 + length))
+
     def segment_at_gateway(self, sender: str, receiver: str) -> None:
         """Offloads for a GSO/GRO run from `sender` to `receiver` (hosts other
         than gw): super-packets up to the gateway, real segments after it. See
