@@ -107,6 +107,22 @@ def bench_per_packet(build) -> None:
                  best(lambda: mean_ns(fd["acct_tc_bench"], pkt, repeat)) - base, "ns")
 
 
+def bench_decision(build) -> None:
+    """Decision -> verdict in every CPU's copy of an address that is live in
+    the table (the 64k-flow run filled it): from then on its packets drop."""
+    from acctd import drain
+    dp = Datapath(build.sizes)
+    dp.open()
+    addr = drain.addr_from_str("10.8.0.5")
+    times = []
+    for verdict in (abi.Verdict.DROP, abi.Verdict.PASS) * 5:
+        t = time.perf_counter()
+        dp.set_verdict(addr, verdict, abi.Reason.SYS_DENY if verdict else 0)
+        times.append(time.perf_counter() - t)
+    dp.close()
+    emit("enforce.decision_to_verdict_ms", 1000 * sorted(times)[len(times) // 2], "ms")
+
+
 def fill_flows(m: bpf_sys.Map, n: int) -> None:
     keys = np.zeros(n, abi.FLOW_KEY)
     keys["ifindex"] = 7

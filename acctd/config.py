@@ -35,6 +35,9 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     parents = ["LAN"]             # optional group names; several allowed, no cycles
     acct-policy = ["ip", "!%icmp"]  # "!" inverts, "%" stops the list after a match
     nodefault = false             # drop the default acct-policies for this unit
+    sys-policy = ["sys-deny-money"]  # NeTAMS system policies: sys-deny, sys-allow,
+                                  # sys-{deny|allow}-{quota|login|money|mac}; the start state,
+                                  # `acctctl unit NAME sys-...` changes it at run time
     ap-nodefault = false          # same, for acct-policies only (NeTAMS keeps both words)
 
     [[policy]]
@@ -312,7 +315,7 @@ _KEYS = {
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
     "storage": {"path", "raw-retention"},
     "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
-             "acct-policy", "nodefault", "ap-nodefault"},
+             "acct-policy", "nodefault", "ap-nodefault", "sys-policy"},
     "policy": {"name", "oid", "target"},
     "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
     "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
@@ -513,7 +516,16 @@ class _Loader:
             acct_policy=g("acct-policy", _strs, "policy names", default=()),
             nodefault=g("nodefault", _bool, default=False),
             ap_nodefault=g("ap-nodefault", _bool, default=False),
+            sys_policy=self.sys_policy(i, g("sys-policy", _strs, "system policies", default=())),
         )
+
+    def sys_policy(self, i: int, words: tuple[str, ...]) -> tuple[str, ...]:
+        from acctd import syspolicy
+        try:
+            syspolicy.from_words(words)
+        except ValueError as e:
+            self.fail(str(e), "unit", i, "sys-policy")
+        return words
 
     def policy(self, i: int, d: Any) -> PolicySpec:
         t = "policy"

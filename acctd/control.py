@@ -48,7 +48,7 @@ LEVELS = ("viewer", "operator", "admin")
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
                  "users": "admin", "config": "admin", "connections": "admin", "rotate": "admin", "schedule-list": "viewer",
-                 "schedule-add": "operator", "schedule-del": "operator"}
+                 "schedule-add": "operator", "schedule-del": "operator", "sys": "operator"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -146,6 +146,8 @@ def filter_units(rows: list[dict], f: dict) -> list[dict]:
         out = [u for u in out if f["email"] in (u["email"] or "")]
     if f.get("policy"):
         out = [u for u in out if any(p.lstrip("!%") == f["policy"] for p in u["acct_policy"])]
+    if f.get("syspolicy"):  # NeTAMS `show units syspolicy whereset`
+        out = [u for u in out if u.get("sys_policy")]
     return out
 
 
@@ -327,7 +329,15 @@ class _Dispatch:
             from acctd import log as acctd_log
             return acctd_log.set_debug(bool(args.get("on")), args.get("category"))
         if cmd == "units":
-            return filter_units(report_units(d.cfg), args)
+            rows = report_units(d.cfg)
+            if d.storage is not None:
+                from acctd import syspolicy
+                bits = d.syspolicy_bits()
+                for i, row in enumerate(rows):
+                    row["sys_policy"] = syspolicy.words(bits.get(i, 0))
+            return filter_units(rows, args)
+        if cmd == "sys":
+            return d.set_syspolicy(str(args.get("unit", "")), str(args.get("policy", "")))
         if cmd == "connections":
             return self.connections()
         if cmd == "rotate":

@@ -71,6 +71,67 @@ class Daemon:
         self._seed()
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
+        self.apply_syspolicies()
+
+    # -- system policies (blocks) ------------------------------------------------
+
+    def syspolicy_bits(self) -> dict[int, int]:
+        """Each unit's system-policy state: set at run time (in the database)
+        or, never set, from the config."""
+        from acctd import syspolicy
+        stored = self.storage.syspolicies()
+        out = {}
+        for i, u in enumerate(self.cfg.units):
+            bits = stored.get(int(u.oid, 16), syspolicy.from_words(u.sys_policy))
+            if bits:
+                out[i] = bits
+        return out
+
+    def apply_syspolicies(self) -> dict:
+        """Make the kernel's verdicts equal the decided ones: every address of
+        a unit (or of a member of a group) gets the OR of the unit's and its
+        groups' bits; addresses we blocked before and no longer should pass.
+        Run at start (the kernel kept its verdicts while we were down), on
+        reload and after each change; returns what changed."""
+        from acctd import syspolicy
+        want: dict[bytes, int] = {}
+        bits = self.syspolicy_bits()
+        units = self.cfg.units
+        for i, u in enumerate(units):
+            b = bits.get(i, 0)
+            for g in units.ancestors[i]:
+                b |= bits.get(g, 0)
+            if b:
+                for a in u.addrs:
+                    want[bytes(a)] = want.get(bytes(a), 0) | b
+        keys, vals = drain.read(self.dp.maps["acct_addrs"])
+        have = {bytes(k["addr"]): int(v["reason"]) for k, v in zip(keys, vals) if v["reason"]}
+        changed = {}
+        for addr in set(want) | set(have):
+            b = want.get(addr, 0)
+            if have.get(addr, 0) != b:
+                self.dp.set_verdict(addr, syspolicy.verdict(b), b)
+                changed[drain.addr_to_str(np.frombuffer(addr, np.uint8))] = syspolicy.words(b)
+        if changed:
+            log.info("verdicts changed: %s", changed)
+        return changed
+
+    def set_syspolicy(self, unit: str, word: str) -> dict:
+        """`acctctl unit NAME sys-...`: decide, record, enforce (in that order,
+        so a crash in between re-applies the record at the next start)."""
+        from acctd import syspolicy
+        i = self.cfg.units.find(unit)
+        u = self.cfg.units.units[i]
+        if u.type == "net":
+            raise ValueError(f"unit {u.name} is a net: blocking a whole prefix comes with "
+                             "fw-policies; block its hosts or users instead")
+        t = time.monotonic()
+        with self.lock:
+            bits = syspolicy.apply(self.syspolicy_bits().get(i, 0), word)
+            self.storage.set_syspolicy(int(u.oid, 16), bits)
+            changed = self.apply_syspolicies()
+        return {"unit": u.name, "sys_policy": syspolicy.words(bits), "changed": changed,
+                "applied_ms": round((time.monotonic() - t) * 1000, 2)}
 
     def _seed(self) -> None:
         """Resume from the last committed counters (an empty baseline if none:
@@ -155,6 +216,8 @@ class Daemon:
             self.model = interval.Model.from_config(new)
             self.checks = np.zeros(new.plan.n_entries, np.uint64)
             self.matches = np.zeros(new.plan.n_entries, np.uint64)
+        with self.lock:
+            self.apply_syspolicies()  # units and their addresses may have changed
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
         if new.processor.zone != old.processor.zone and self.scheduler:

@@ -117,6 +117,9 @@ class Storage:
             if read_only:
                 raise StorageError(f"{self.path}: not an acctd database (no meta table)")
             self._create()
+        if not read_only:  # tables added since schema 1, created on first use
+            self.con.execute("CREATE TABLE IF NOT EXISTS syspolicy (unit_oid UINTEGER PRIMARY KEY, "
+                             "bits UINTEGER NOT NULL)")
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
@@ -241,6 +244,20 @@ class Storage:
             out[name] = (np.concatenate([p[0] for p in ps]),
                          _unpack(np.concatenate([p[1] for p in ps]), types[name][1]))
         return out
+
+    # --- system policies ---------------------------------------------------------------
+
+    def syspolicies(self) -> dict[int, int]:
+        """Run-time system policies by unit oid (acctctl unit NAME sys-...)."""
+        have = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'syspolicy'"
+                                ).fetchall()[0][0]
+        if not have:
+            return {}
+        return {int(o): int(b) for o, b in self.con.execute("SELECT unit_oid, bits FROM syspolicy").fetchall()}
+
+    def set_syspolicy(self, unit_oid: int, bits: int) -> None:
+        self.con.execute("INSERT INTO syspolicy VALUES ($o, $b) ON CONFLICT (unit_oid) "
+                         "DO UPDATE SET bits = excluded.bits", {"o": unit_oid, "b": bits})
 
     # --- reports ----------------------------------------------------------------------
 

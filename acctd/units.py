@@ -213,6 +213,7 @@ class Unit:
     acct_policy: tuple[str, ...] = ()  # raw entries, "[!][%]name"; parsed by policy.py
     nodefault: bool = False
     ap_nodefault: bool = False
+    sys_policy: tuple[str, ...] = ()  # NeTAMS sys-deny / sys-deny-quota ... (syspolicy.py)
 
 
 def _addr_key(u: Unit) -> str:

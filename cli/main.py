@@ -142,18 +142,34 @@ def flush(ctx):
 @click.option("--name", help="Names containing this.")
 @click.option("--email", help="E-mails containing this.")
 @click.option("--policy", help="Units whose acct-policy list names this policy.")
+@click.option("--syspolicy", is_flag=True, help="Only units with a system policy set (blocked...).")
 @json_option
 @click.pass_context
-def units(ctx, type_, name, email, policy, as_json):
+def units(ctx, type_, name, email, policy, syspolicy, as_json):
     """The configured units, with filters (NeTAMS show units)."""
     def get():
         from acctd.control import filter_units
-        f = {"type": type_, "name": name, "email": email, "policy": policy}
+        f = {"type": type_, "name": name, "email": email, "policy": policy, "syspolicy": syspolicy}
         return filter_units(_ask(ctx, "units"), f)
-    _run(lambda: _out(get(), as_json, lambda us: _table(
-        "units", ["name", "oid", "type", "addresses", "parents", "acct-policy"],
-        [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
-          ",".join(u["parents"]), " ".join(u["acct_policy"])] for u in us])))
+    cols = ["name", "oid", "type", "addresses", "parents", "acct-policy"]
+
+    def render(us):
+        extra = any("sys_policy" in u for u in us)
+        _table("units", cols + (["sys-policy"] if extra else []),
+               [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
+                 ",".join(u["parents"]), " ".join(u["acct_policy"])] +
+                ([" ".join(u.get("sys_policy", []))] if extra else []) for u in us])
+    _run(lambda: _out(get(), as_json, render))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("policy", metavar="sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}")
+@click.pass_context
+def unit(ctx, name, policy):
+    """Set a unit's system policy: the kernel drops or passes its addresses
+    at once, and it stays so across restarts (NeTAMS unit ... sys-deny)."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "sys", unit=name, policy=policy))))
 
 
 @main.command()

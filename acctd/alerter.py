@@ -1,0 +1,524 @@
+"""E-mail alerts (NeTAMS `service alerter`): quota notices and traffic reports,
+rendered in English or Russian and sent through SMTP from a persisted outbox.
+
+Outbox: one JSON file per message in a directory, written to a temporary
+name, fsynced and renamed, so a message exists whole or not at all, even
+after SIGKILL or power loss. Delivery removes the file only after the
+server accepted the message (250 after DATA).
+
+Delivery is at-least-once, not exactly-once. SMTP has no idempotent
+submit: if the connection dies after the server queued the message but
+before its 250 reached us, or the daemon dies between the 250 and the
+unlink, the message is sent again on the next try. Every message carries
+a Message-ID fixed at enqueue time (and the same Date), so a duplicate is
+byte-identical in its headers and can be recognised (and is, by many MTAs
+and mail clients). The windows are small: the unlink is the first thing
+done after the 250. What cannot happen is a loss: a message leaves the
+outbox only when accepted, expired (max-age) or refused permanently (5xx),
+and the last two go to `failed/` rather than disappearing.
+
+Single writer: one daemon owns an outbox directory. deliver_due() blocks on
+the network (bounded by the SMTP timeout); the daemon runs it off its loop
+(asyncio.to_thread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.policy
+import email.utils
+import json
+import logging
+import os
+import secrets
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("acctd.alerter")
+
+LANGUAGES = ("en", "ru")
+KINDS = ("soft", "hard", "return")
+PERIODS = ("hour", "day", "week", "month")
+DIRECTIONS = ("in", "out", "sum")
+
+BACKOFF_BASE = 60.0        # first retry a minute after a failure
+BACKOFF_CAP = 3600.0       # then doubling, but at least hourly
+MAX_AGE = 5 * 86400.0      # as sendmail's default queue lifetime
+
+
+# --- settings ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class MailSettings:
+    """Where and how to send. The password is read from a file at each
+    connection, so it is neither in the config nor stale after rotation."""
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    tls_ca: str | None = None          # CA file to verify the server; None: system CAs
+    user: str | None = None
+    password_file: str | None = None
+    sender: str = "acctd@localhost"
+    admins: tuple[str, ...] = ()        # admin users' addresses, copied on every notice
+    language: str = "en"                # NeTAMS `language { ru | en }`
+    timeout: float = 30.0
+
+    def __post_init__(self):
+        if self.language not in LANGUAGES:
+            raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, "
+                             f"got {self.language!r}")
+        if self.user and not self.password_file:
+            raise ValueError("smtp-user needs smtp-password-file")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"smtp-port must be 1-65535, got {self.port}")
+
+    _KEYS = {"smtp-server": "host", "smtp-port": "port", "starttls": "starttls",
+             "tls-ca": "tls_ca", "smtp-user": "user",
+             "smtp-password-file": "password_file", "from": "sender",
+             "admins": "admins", "language": "language", "timeout": "timeout"}
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "MailSettings":
+        """From an [alerter] table (kebab-case keys, as in NeTAMS); relative
+        paths are taken relative to `base` (the config file's directory)."""
+        unknown = sorted(set(d) - set(cls._KEYS))
+        if unknown:
+            raise ValueError(f"unknown alerter key(s): {', '.join(unknown)}; "
+                             f"expected {', '.join(cls._KEYS)}")
+        kw = {cls._KEYS[k]: v for k, v in d.items()}
+        if "admins" in kw:
+            kw["admins"] = (kw["admins"],) if isinstance(kw["admins"], str) else tuple(kw["admins"])
+        for k in ("tls_ca", "password_file"):
+            if kw.get(k):
+                kw[k] = str(Path(base, kw[k]))
+        return cls(**kw)
+
+
+# --- pure helpers: figures, recipients, backoff, templates --------------------------
+
+def human(n: float) -> str:
+    """Bytes with the K/M/G suffixes quotas are written in (powers of 1024)."""
+    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{suffix}"
+    return f"{int(n)}"
+
+
+def recipients(owner: str | None, admins: Iterable[str]) -> tuple[str, ...]:
+    """`{owner}` (the unit's e-mail, if any) then admin users, each once."""
+    out: list[str] = []
+    for a in (owner, *admins):
+        if a and a.lower() not in (x.lower() for x in out):
+            out.append(a)
+    return tuple(out)
+
+
+def backoff(attempts: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Delay after the attempts-th failure: base, 2·base, 4·base … capped."""
+    return min(cap, base * 2 ** max(0, min(attempts - 1, 30)))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaNotice:
+    """What the quota service reports: a soft/hard threshold crossed or access
+    returned, for one unit, period and direction."""
+    kind: str                 # soft | hard | return
+    unit: str
+    oid: str
+    period: str               # hour | day | week | month
+    direction: str            # in | out | sum
+    usage: int                # bytes counted so far in the period
+    quota: int                # bytes allowed in the period
+    email: str | None = None  # the unit's owner
+
+    def __post_init__(self):
+        for v, allowed, what in ((self.kind, KINDS, "kind"), (self.period, PERIODS, "period"),
+                                 (self.direction, DIRECTIONS, "direction")):
+            if v not in allowed:
+                raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {v!r}")
+
+    @property
+    def ratio(self) -> float:
+        return self.usage / self.quota if self.quota else 0.0
+
+
+_WORDS = {
+    # Russian needs the adjective in three cases: "…% суточной квоты",
+    # "суточная квота превышена", "превысил суточную квоту"
+    "en": {"gen": {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"},
+           "dir": {"in": "incoming", "out": "outgoing", "sum": "total"},
+           "noun": {"hour": "hour", "day": "day", "week": "week", "month": "month"}},
+    "ru": {"gen": {"hour": "часовой", "day": "суточной", "week": "недельной", "month": "месячной"},
+           "nom": {"hour": "часовая", "day": "суточная", "week": "недельная", "month": "месячная"},
+           "acc": {"hour": "часовую", "day": "суточную", "week": "недельную", "month": "месячную"},
+           "dir": {"in": "входящий", "out": "исходящий", "sum": "суммарный"},
+           "noun": {"hour": "час", "day": "сутки", "week": "неделя", "month": "месяц"}},
+}
+
+_QUOTA = {
+    "en": {
+        "soft": ("[acctd] {unit}: {pct}% of the {period_gen} {direction} quota used",
+                 "Unit {unit} (oid {oid}) has used {pct}% of its {period_gen} quota "
+                 "for {direction} traffic.\nAccess will be blocked when the quota is reached."),
+        "hard": ("[acctd] {unit}: {period_nom} {direction} quota exceeded, access blocked",
+                 "Unit {unit} (oid {oid}) has exceeded its {period_acc} quota "
+                 "for {direction} traffic.\nAccess is blocked until the period ends."),
+        "return": ("[acctd] {unit}: access restored",
+                   "A new {period_noun} has begun; unit {unit} (oid {oid}) has access again."),
+        "figures": "Usage: {usage} bytes ({usage_h})\nQuota: {quota} bytes ({quota_h})\n"
+                   "Ratio: {pct}%\nPeriod: {period_noun}, {direction}",
+    },
+    "ru": {
+        "soft": ("[acctd] {unit}: израсходовано {pct}% {period_gen} квоты ({direction} трафик)",
+                 "Юнит {unit} (oid {oid}) израсходовал {pct}% {period_gen} квоты "
+                 "({direction} трафик).\nПри достижении квоты доступ будет закрыт."),
+        "hard": ("[acctd] {unit}: {period_nom} квота превышена, доступ закрыт",
+                 "Юнит {unit} (oid {oid}) превысил {period_acc} квоту "
+                 "({direction} трафик).\nДоступ закрыт до конца периода."),
+        "return": ("[acctd] {unit}: доступ восстановлен",
+                   "Начался новый период ({period_noun}); доступ юнита {unit} "
+                   "(oid {oid}) восстановлен."),
+        "figures": "Использовано: {usage} байт ({usage_h})\nКвота: {quota} байт ({quota_h})\n"
+                   "Доля: {pct}%\nПериод: {period_noun}, {direction}",
+    },
+}
+
+
+def render_quota(n: QuotaNotice, language: str = "en") -> tuple[str, str]:
+    """(subject, body) of a quota notice, with usage, quota and ratio."""
+    t, w = _QUOTA[language], _WORDS[language]
+    f = {"unit": n.unit, "oid": n.oid, "direction": w["dir"][n.direction],
+         "period_gen": w["gen"][n.period],
+         "period_nom": w.get("nom", w["gen"])[n.period],
+         "period_acc": w.get("acc", w["gen"])[n.period],
+         "period_noun": w["noun"][n.period], "usage": n.usage, "quota": n.quota,
+         "usage_h": human(n.usage), "quota_h": human(n.quota),
+         # floored, so 79.99 % never reads as the 80 % threshold
+         "pct": f"{int(n.ratio * 1000) / 10:.1f}"}
+    subject, text = t[n.kind]
+    return subject.format(**f), text.format(**f) + "\n\n" + t["figures"].format(**f) + "\n"
+
+
+_REPORT = {
+    "en": {"subject": "[acctd] {unit}: {period} traffic report for {start}",
+           "head": "Traffic of unit {unit} (oid {oid}), {period} from {start}.",
+           "cols": ("policy", "in", "out"), "total": "total",
+           "period": {"day": "daily", "week": "weekly"}},
+    "ru": {"subject": "[acctd] {unit}: {period} отчёт о трафике за {start}",
+           "head": "Трафик юнита {unit} (oid {oid}), {period} отчёт с {start}.",
+           "cols": ("политика", "входящий", "исходящий"), "total": "итого",
+           "period": {"day": "суточный", "week": "недельный"}},
+}
+
+
+def render_report(unit: str, oid: str, period: str, start: datetime,
+                  rows: Sequence[tuple[str, int, int]], language: str = "en") -> tuple[str, str]:
+    """(subject, body) of a daily or weekly traffic report: one line per
+    acct-policy with bytes in and out, then a total line."""
+    if period not in ("day", "week"):
+        raise ValueError(f"report period must be day or week, got {period!r}")
+    t = _REPORT[language]
+    f = {"unit": unit, "oid": oid, "period": t["period"][period],
+         "start": start.strftime("%Y-%m-%d")}
+    width = max([len(t["cols"][0]), len(t["total"]), *(len(p) for p, _, _ in rows)])
+    lines = [t["head"].format(**f), "",
+             f"{t['cols'][0]:<{width}}  {t['cols'][1]:>22}  {t['cols'][2]:>22}"]
+
+    def cell(b: int) -> str:
+        return f"{b} ({human(b)})"
+    for policy, b_in, b_out in rows:
+        lines.append(f"{policy:<{width}}  {cell(b_in):>22}  {cell(b_out):>22}")
+    tin, tout = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    lines.append(f"{t['total']:<{width}}  {cell(tin):>22}  {cell(tout):>22}")
+    return t["subject"].format(**f), "\n".join(lines) + "\n"
+
+
+# --- the outbox -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One queued e-mail. `id` names the outbox file; `message_id` is the
+    RFC 5322 Message-ID, fixed at enqueue so every retry sends the same one."""
+    id: str
+    message_id: str
+    to: tuple[str, ...]
+    subject: str
+    body: str
+    created: float
+    attempts: int = 0
+    next_try: float = 0.0
+    last_error: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Message":
+        d = json.loads(text)
+        d["to"] = tuple(d["to"])
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueRow:
+    """A line of `acctctl alerter`."""
+    id: str
+    to: tuple[str, ...]
+    subject: str
+    attempts: int
+    next_try: float
+    last_error: str
+    state: str             # queued | failed (kept in failed/, never retried)
+
+
+class Outbox:
+    """A directory of `<id>.json` message files plus `failed/` for dead
+    letters. Every change is write-temp, fsync, rename, fsync-directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.failed = self.path / "failed"
+        self.failed.mkdir(parents=True, exist_ok=True)
+        # a temp file left by a kill mid-write was never acknowledged to a caller
+        for stale in self.path.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def _fsync_dir(self, d: Path) -> None:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, m: Message, where: Path | None = None) -> None:
+        d = where or self.path
+        final = d / f"{m.id}.json"
+        tmp = d / f"{m.id}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(m.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        self._fsync_dir(d)
+
+    def remove(self, mid: str) -> None:
+        (self.path / f"{mid}.json").unlink(missing_ok=True)
+        self._fsync_dir(self.path)
+
+    def bury(self, m: Message) -> None:
+        """Move to failed/: kept for the admin to read, never retried."""
+        self.write(m, self.failed)
+        self.remove(m.id)
+
+    def _load(self, d: Path) -> list[Message]:
+        out = []
+        for p in d.glob("*.json"):
+            try:
+                out.append(Message.from_json(p.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError) as e:
+                # cannot come from our atomic writes; keep the bytes, stop retrying
+                log.error("outbox file %s is unreadable (%s); renamed to .bad", p, e)
+                p.rename(p.with_suffix(".bad"))
+        return sorted(out, key=lambda m: (m.created, m.id))
+
+    def messages(self) -> list[Message]:
+        return self._load(self.path)
+
+    def dead(self) -> list[Message]:
+        return self._load(self.failed)
+
+
+# --- the mailer -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """What one deliver_due() did, by outbox id."""
+    sent: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()   # buried: refused permanently or expired
+
+
+class Mailer:
+    """Queue and send alerts. Construct one per daemon on its outbox; a new
+    Mailer on the same directory (after a crash) picks up where it left."""
+
+    def __init__(self, settings: MailSettings, outbox: str | os.PathLike, *,
+                 clock: Callable[[], float] = time.time,
+                 max_age: float = MAX_AGE, backoff_base: float = BACKOFF_BASE,
+                 backoff_cap: float = BACKOFF_CAP):
+        self.settings = settings
+        self.outbox = Outbox(outbox)
+        self.clock = clock
+        self.max_age = max_age
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+
+    # enqueueing
+
+    def enqueue(self, to: Sequence[str], subject: str, body: str,
+                now: float | None = None) -> str:
+        """Persist a message; returns its outbox id once it is on disk."""
+        if not to:
+            raise ValueError("a message needs at least one recipient")
+        now = self.clock() if now is None else now
+        mid = secrets.token_hex(6)
+        domain = self.settings.sender.rpartition("@")[2] or "localhost"
+        m = Message(id=mid, message_id=email.utils.make_msgid(f"acctd.{mid}", domain=domain),
+                    to=tuple(to), subject=subject, body=body, created=now, next_try=now)
+        self.outbox.write(m)
+        log.debug("queued %s to %s: %s", mid, ", ".join(to), subject)
+        return mid
+
+    def notify_quota(self, n: QuotaNotice, now: float | None = None) -> str:
+        subject, body = render_quota(n, self.settings.language)
+        return self.enqueue(recipients(n.email, self.settings.admins), subject, body, now)
+
+    def report(self, unit: str, oid: str, email_addr: str | None, period: str,
+               start: datetime, rows: Sequence[tuple[str, int, int]],
+               now: float | None = None) -> str:
+        subject, body = render_report(unit, oid, period, start, rows, self.settings.language)
+        return self.enqueue(recipients(email_addr, self.settings.admins), subject, body, now)
+
+    # the queue, for `acctctl alerter`
+
+    def queue(self) -> list[QueueRow]:
+        def row(m: Message, state: str) -> QueueRow:
+            return QueueRow(m.id, m.to, m.subject, m.attempts, m.next_try, m.last_error, state)
+        return ([row(m, "queued") for m in self.outbox.messages()]
+                + [row(m, "failed") for m in self.outbox.dead()])
+
+    # sending
+
+    def compose(self, m: Message) -> EmailMessage:
+        """The same headers on every attempt, so a duplicate is recognisable."""
+        em = EmailMessage(policy=email.policy.SMTP)
+        em["From"] = self.settings.sender
+        em["To"] = ", ".join(m.to)
+        em["Subject"] = m.subject
+        em["Date"] = email.utils.formatdate(m.created, localtime=False)
+        em["Message-ID"] = m.message_id
+        em["Auto-Submitted"] = "auto-generated"   # RFC 3834: no vacation replies
+        em.set_content(m.body, cte="7bit" if m.body.isascii() else "base64")
+        return em
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        try:
+            smtp.ehlo()
+            if s.starttls:
+                ctx = ssl.create_default_context(cafile=s.tls_ca)
+                smtp.starttls(context=ctx)
+                smtp.ehlo()
+            if s.user:
+                password = Path(s.password_file).read_text().rstrip("\r\n")
+                smtp.login(s.user, password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _defer(self, m: Message, now: float, error: str) -> bool:
+        """Record a failed attempt; True if the message expired and was buried."""
+        attempts = m.attempts + 1
+        m = dataclasses.replace(m, attempts=attempts, last_error=error,
+                                next_try=now + backoff(attempts, self.backoff_base,
+                                                       self.backoff_cap))
+        if now - m.created >= self.max_age:
+            m = dataclasses.replace(m, last_error=f"expired after {attempts} attempts: {error}")
+            self.outbox.bury(m)
+            log.error("giving up on %s to %s: %s", m.id, ", ".join(m.to), m.last_error)
+            return True
+            self.outbox.write(m)
+            log.warning("mail %s deferred (attempt %d, next in %.0fs): %s",
+                        m.id, attempts, m.next_try - now, error)
+        return False
+
+    def _bury(self, m: Message, error: str) -> None:
+        self.outbox.bury(dataclasses.replace(m, attempts=m.attempts + 1, last_error=error))
+        log.error("mail %s to %s refused permanently: %s", m.id, ", ".join(m.to), error)
+
+    def deliver_due(self, now: float | None = None) -> Delivery:
+        """Try every message whose next_try has come, over one connection."""
+        now = self.clock() if now is None else now
+        due = [m for m in self.outbox.messages() if m.next_try <= now]
+        if not due:
+            return Delivery()
+        sent: list[str] = []
+        deferred: list[str] = []
+        failed: list[str] = []
+        try:
+            smtp = self._connect()
+        except (OSError, smtplib.SMTPException) as e:
+            # a 5xx at login is a configuration error, not the message's fault: retry
+            for m in due:
+                (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+            return Delivery((), tuple(deferred), tuple(failed))
+        try:
+            for m in due:
+                try:
+                    refused = smtp.send_message(self.compose(m), self.settings.sender, list(m.to))
+                except smtplib.SMTPRecipientsRefused as e:
+                    codes = [c for c, _ in e.recipients.values()]
+                    if all(500 <= c < 600 for c in codes):
+                        self._bury(m, _reason(e))
+                        failed.append(m.id)
+                    else:
+                        (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+                    _rset(smtp)
+                except smtplib.SMTPSenderRefused as e:
+                    # our From is refused: the configuration's fault, not the message's
+                    (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+                    _rset(smtp)
+                except (smtplib.SMTPServerDisconnected, OSError) as e:
+                    # ambiguous for this one (it may have been queued); the rest
+                    # were not tried and stay due for the next call
+                    (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+                    break
+                except smtplib.SMTPResponseException as e:
+                    if 500 <= e.smtp_code < 600:
+                        self._bury(m, _reason(e))
+                        failed.append(m.id)
+                    else:
+                        (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+                    _rset(smtp)
+                else:
+                    # accepted: forget it before anything else can fail
+                    retry = {r: c for r, (c, _) in refused.items() if 400 <= c < 500}
+                    if retry:
+                        self._defer(dataclasses.replace(m, to=tuple(retry)), now,
+                                    f"recipients deferred: {refused}")
+                    else:
+                        self.outbox.remove(m.id)
+                    if refused:
+                        log.warning("mail %s: some recipients refused: %s", m.id, refused)
+                    sent.append(m.id)
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return Delivery(tuple(sent), tuple(deferred), tuple(failed))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, smtplib.SMTPResponseException):
+        msg = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) \
+            else str(e.smtp_error)
+        return f"{e.smtp_code} {msg}"
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return "; ".join(f"{r}: {c} {m.decode(errors='replace') if isinstance(m, bytes) else m}"
+                         for r, (c, m) in e.recipients.items())
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _rset(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.rset()
+    except (OSError, smtplib.SMTPException):
+        pass
