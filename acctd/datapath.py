@@ -280,7 +280,8 @@ class Datapath:
     def set_verdict(self, addr: bytes, verdict: abi.Verdict, reason: int = 0,
                     policer: int = 0) -> None:
         """Set one address's verdict without touching its counters."""
-        self.open()
+        if "acct_ctl_set" not in self.prog_fds:
+            self.open()
         key = np.zeros(1, abi.ADDR_KEY)
         key["addr"] = np.frombuffer(addr, np.uint8)
         val = np.zeros(1, abi.ADDR_VAL)
