@@ -135,7 +135,8 @@ class Effective:
     limits: Mapping[tuple[str, str], int]
 
 
-def effective(spec: QuotaSpec, defaults: QuotaDefaults, first_policy: str | None = None) -> Effective:
+def effective(spec: QuotaSpec, defaults: QuotaDefaults,
+              first_policy: str | None = None) -> Effective:
     """Merge: the unit's policy, block-policy, soft-threshold and notify override
     the service's ("переопределяют те, которые заданы глобально"); with no
     policy anywhere, the first processor policy counts ("Если не указано,
@@ -195,7 +196,8 @@ def parse_set(text: str | Iterable[str], base: QuotaSpec | None = None) -> Quota
     Like NeTAMS's `set`, only what the command names changes: `month 0 in`
     removes that quota, bare `notify` returns all notices to the service default.
     """
-    t = tokens(text) if isinstance(text, str) else [x.translate(_TYPO) for x in text]
+    # a list is argv from acctctl: the shell has split it, «{owner}» may still be quoted
+    t = tokens(text) if isinstance(text, str) else [x.translate(_TYPO).strip('"') for x in text]
     low = [x.lower() for x in t]
     i = 0
 
@@ -309,7 +311,7 @@ def format_set(spec: QuotaSpec) -> str:
 
 
 def _quote(s: str) -> str:
-    return shlex.quote(s)
+    return s if s in (OWNER, NONE) else shlex.quote(s)
 
 
 def _short(n: int) -> str:
@@ -323,6 +325,17 @@ def _short(n: int) -> str:
 
 # usage: {period: (bytes in, bytes out)} of the unit's quota policy, current periods
 Usage = Mapping[str, tuple[int, int]]
+
+
+def usage_from_totals(rows: Iterable[Mapping[str, Any]], policy_oid: int) -> dict[str, tuple[int, int]]:
+    """storage.unit_totals() rows (per policy_oid and dir, each period a (packets,
+    bytes) pair) -> the Usage of one policy. dir 0 is in (towards the unit), 1 out."""
+    out = {p: [0, 0] for p in PERIODS}
+    for r in rows:
+        if int(r["policy_oid"]) == policy_oid:
+            for p in PERIODS:
+                out[p][int(r["dir"])] += int(r[p][1])
+    return {p: (v[0], v[1]) for p, v in out.items()}
 
 
 def used(usage: Usage, period: str, d: str) -> int:
@@ -385,9 +398,7 @@ def check_unit(key: str, eff: Effective, usage: Usage, prev: Mapping[str, Any] |
     was_blocked = bool(prev.get("blocked"))
     events: list[Event] = []
     if not eff.active:
-        if was_blocked:
-            # let through at once; no mail: the admin did it by hand
-            pass
+        # let a blocked unit through at once, without mail: the admin did it by hand
         return {"blocked": False, "limits": {}}, events
     old = prev.get("limits", {})
     limits: dict[str, Any] = {}
