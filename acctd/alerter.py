@@ -10,10 +10,10 @@ Delivery is at-least-once, not exactly-once. SMTP has no idempotent
 submit: if the connection dies after the server queued the message but
 before its 250 reached us, or the daemon dies between the 250 and the
 unlink, the message is sent again on the next try. Every message carries
-a Message-ID fixed at enqueue time (and the same Date), so a duplicate is
-byte-identical in its headers and can be recognised (and is, by many MTAs
-and mail clients). The windows are small: the unlink is the first thing
-done after the 250. What cannot happen is a loss: a message leaves the
+a Message-ID fixed at enqueue time (and the same Date), so a duplicate has
+identical headers and body and can be recognised: some mailbox providers
+and clients collapse it, most MTAs deliver both. The windows are small: the
+unlink is the first thing done after the 250. What cannot happen is a loss: a message leaves the
 outbox only when accepted, expired (max-age) or refused permanently (5xx),
 and the last two go to `failed/` rather than disappearing.
 
@@ -25,7 +25,6 @@ the network (bounded by the SMTP timeout); the daemon runs it off its loop
 from __future__ import annotations
 
 import dataclasses
-import email.policy
 import email.utils
 import json
 import logging
@@ -36,7 +35,8 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.text import MIMEText
 from pathlib import Path
 from typing import Any
 
@@ -206,11 +206,13 @@ def render_quota(n: QuotaNotice, language: str = "en") -> tuple[str, str]:
 
 
 _REPORT = {
-    "en": {"subject": "[acctd] {unit}: {period} traffic report for {start}",
+    "en": {"subject": {"day": "[acctd] {unit}: daily traffic report for {start}",
+                       "week": "[acctd] {unit}: weekly traffic report, week of {start}"},
            "head": "Traffic of unit {unit} (oid {oid}), {period} from {start}.",
            "cols": ("policy", "in", "out"), "total": "total",
            "period": {"day": "daily", "week": "weekly"}},
-    "ru": {"subject": "[acctd] {unit}: {period} отчёт о трафике за {start}",
+    "ru": {"subject": {"day": "[acctd] {unit}: суточный отчёт о трафике за {start}",
+                       "week": "[acctd] {unit}: недельный отчёт о трафике с {start}"},
            "head": "Трафик юнита {unit} (oid {oid}), {period} отчёт с {start}.",
            "cols": ("политика", "входящий", "исходящий"), "total": "итого",
            "period": {"day": "суточный", "week": "недельный"}},
@@ -236,7 +238,7 @@ def render_report(unit: str, oid: str, period: str, start: datetime,
         lines.append(f"{policy:<{width}}  {cell(b_in):>22}  {cell(b_out):>22}")
     tin, tout = sum(r[1] for r in rows), sum(r[2] for r in rows)
     lines.append(f"{t['total']:<{width}}  {cell(tin):>22}  {cell(tout):>22}")
-    return t["subject"].format(**f), "\n".join(lines) + "\n"
+    return t["subject"][period].format(**f), "\n".join(lines) + "\n"
 
 
 # --- the outbox -------------------------------------------------------------------
@@ -254,6 +256,7 @@ class Message:
     attempts: int = 0
     next_try: float = 0.0
     last_error: str = ""
+    seq: int = 0              # enqueue order among messages created in the same second
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, indent=1)
@@ -325,7 +328,7 @@ class Outbox:
                 # cannot come from our atomic writes; keep the bytes, stop retrying
                 log.error("outbox file %s is unreadable (%s); renamed to .bad", p, e)
                 p.rename(p.with_suffix(".bad"))
-        return sorted(out, key=lambda m: (m.created, m.id))
+        return sorted(out, key=lambda m: (m.created, m.seq))
 
     def messages(self) -> list[Message]:
         return self._load(self.path)
@@ -368,8 +371,10 @@ class Mailer:
         now = self.clock() if now is None else now
         mid = secrets.token_hex(6)
         domain = self.settings.sender.rpartition("@")[2] or "localhost"
-        m = Message(id=mid, message_id=email.utils.make_msgid(f"acctd.{mid}", domain=domain),
-                    to=tuple(to), subject=subject, body=body, created=now, next_try=now)
+        # short enough not to be folded: some tools compare the header raw
+        m = Message(id=mid, message_id=f"<acctd.{int(now)}.{mid}@{domain}>",
+                    to=tuple(to), subject=subject, body=body, created=now, next_try=now,
+                    seq=time.time_ns())
         self.outbox.write(m)
         log.debug("queued %s to %s: %s", mid, ", ".join(to), subject)
         return mid
@@ -394,16 +399,20 @@ class Mailer:
 
     # sending
 
-    def compose(self, m: Message) -> EmailMessage:
-        """The same headers on every attempt, so a duplicate is recognisable."""
-        em = EmailMessage(policy=email.policy.SMTP)
+    def compose(self, m: Message) -> MIMEText:
+        """The same headers on every attempt, so a duplicate is recognisable.
+
+        compat32 MIMEText + Header rather than EmailMessage: Python 3.11's
+        folder drops the space between two RFC 2047 words at a fold, which
+        turns "квота превышена" into "квотапревышена" for the reader."""
+        ascii_body = m.body.isascii()
+        em = MIMEText(m.body, "plain", "us-ascii" if ascii_body else "utf-8")
         em["From"] = self.settings.sender
         em["To"] = ", ".join(m.to)
-        em["Subject"] = m.subject
+        em["Subject"] = m.subject if m.subject.isascii() else Header(m.subject, "utf-8")
         em["Date"] = email.utils.formatdate(m.created, localtime=False)
         em["Message-ID"] = m.message_id
         em["Auto-Submitted"] = "auto-generated"   # RFC 3834: no vacation replies
-        em.set_content(m.body, cte="7bit" if m.body.isascii() else "base64")
         return em
 
     def _connect(self) -> smtplib.SMTP:
@@ -434,9 +443,9 @@ class Mailer:
             self.outbox.bury(m)
             log.error("giving up on %s to %s: %s", m.id, ", ".join(m.to), m.last_error)
             return True
-            self.outbox.write(m)
-            log.warning("mail %s deferred (attempt %d, next in %.0fs): %s",
-                        m.id, attempts, m.next_try - now, error)
+        self.outbox.write(m)
+        log.warning("mail %s deferred (attempt %d, next in %.0fs): %s",
+                    m.id, attempts, m.next_try - now, error)
         return False
 
     def _bury(self, m: Message, error: str) -> None:
@@ -475,11 +484,6 @@ class Mailer:
                     # our From is refused: the configuration's fault, not the message's
                     (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
                     _rset(smtp)
-                except (smtplib.SMTPServerDisconnected, OSError) as e:
-                    # ambiguous for this one (it may have been queued); the rest
-                    # were not tried and stay due for the next call
-                    (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
-                    break
                 except smtplib.SMTPResponseException as e:
                     if 500 <= e.smtp_code < 600:
                         self._bury(m, _reason(e))
@@ -487,6 +491,13 @@ class Mailer:
                     else:
                         (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
                     _rset(smtp)
+                except OSError as e:
+                    # SMTPException is an OSError: this catches disconnects and
+                    # other non-reply failures, after the reply cases above.
+                    # ambiguous for this one (it may have been queued); the rest
+                    # were not tried and stay due for the next call
+                    (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
+                    break
                 else:
                     # accepted: forget it before anything else can fail
                     retry = {r: c for r, (c, _) in refused.items() if 400 <= c < 500}

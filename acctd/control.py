@@ -48,7 +48,8 @@ LEVELS = ("viewer", "operator", "admin")
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
                  "users": "admin", "config": "admin", "connections": "admin", "rotate": "admin", "schedule-list": "viewer",
-                 "schedule-add": "operator", "schedule-del": "operator", "sys": "operator"}
+                 "schedule-add": "operator", "schedule-del": "operator", "sys": "operator",
+                 "quota-set": "operator", "quota-show": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -336,6 +337,10 @@ class _Dispatch:
                 for i, row in enumerate(rows):
                     row["sys_policy"] = syspolicy.words(bits.get(i, 0))
             return filter_units(rows, args)
+        if cmd == "quota-set":
+            return d.set_quota([str(a) for a in args.get("argv", [])])
+        if cmd == "quota-show":
+            return d.show_quota(args.get("unit"), bool(args.get("list")))
         if cmd == "sys":
             return d.set_syspolicy(str(args.get("unit", "")), str(args.get("policy", "")))
         if cmd == "connections":

@@ -45,6 +45,8 @@ class Daemon:
         self.model = interval.Model.from_config(cfg)
         self.storage: Storage | None = None
         self.scheduler = None
+        self.quota_state: dict | None = None   # quota.check's state, persisted
+        self.quota_events: list = []           # notices waiting for the alerter
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
@@ -71,6 +73,7 @@ class Daemon:
         self._seed()
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
+        self.quota_state = self.storage.quota_state()
         self.apply_syspolicies()
 
     # -- system policies (blocks) ------------------------------------------------
@@ -79,10 +82,14 @@ class Daemon:
         """Each unit's system-policy state: set at run time (in the database)
         or, never set, from the config."""
         from acctd import syspolicy
+        from acctd.abi import Reason
         stored = self.storage.syspolicies()
+        held = {o for o, st in (self.quota_state or {}).get("units", {}).items() if st.get("blocked")}
         out = {}
         for i, u in enumerate(self.cfg.units):
             bits = stored.get(int(u.oid, 16), syspolicy.from_words(u.sys_policy))
+            if u.oid in held:  # the quota service's block, apart from the admin's words
+                bits |= Reason.QUOTA
             if bits:
                 out[i] = bits
         return out
@@ -115,6 +122,73 @@ class Daemon:
         if changed:
             log.info("verdicts changed: %s", changed)
         return changed
+
+    # -- quotas (NeTAMS service quota) --------------------------------------------
+
+    def _quota_inputs(self, now):
+        from acctd import quota
+        specs = {o: quota.QuotaSpec.from_dict(d) for o, d in self.storage.quotas().items()}
+        defaults = quota.QuotaDefaults.from_config(self.cfg.quota)
+        first = self.cfg.policies.policies[0].name if len(self.cfg.policies) else None
+        usage = {}
+        for oid, spec in specs.items():
+            eff = quota.effective(spec, defaults, first)
+            try:
+                pol = self.cfg.policies.policies[self.cfg.policies.find(eff.policy)]
+            except KeyError:
+                log.error("quota of %s counts policy %r, which is not configured", oid, eff.policy)
+                continue
+            usage[oid] = quota.usage_from_totals(self.storage.unit_totals(oid, now), int(pol.oid, 16))
+        return specs, defaults, usage, first
+
+    def _check_quotas(self, now) -> None:
+        """After each committed drain: hard quotas block (reason QUOTA) and a
+        new period lets the unit back, with soft/hard/return notices once per
+        period. The state is saved before the kernel is told, so a crash in
+        between re-applies it at the next start."""
+        from acctd import quota
+        specs, defaults, usage, first = self._quota_inputs(now)
+        if not specs and not self.quota_state:
+            return
+        res = quota.check(specs, defaults, usage, self.quota_state, now,
+                          self.cfg.processor.zone, first)
+        before = {o for o, st in (self.quota_state or {}).get("units", {}).items() if st.get("blocked")}
+        self.quota_state = res.state
+        self.storage.set_quota_state(res.state)
+        for e in res.events:
+            log.info("quota %s: unit %s %s %s %d of %d", e.kind, e.unit, e.period, e.dir, e.used, e.quota)
+        self.quota_events.extend(res.events)
+        if set(res.blocked) != before:
+            self.apply_syspolicies()
+
+    def set_quota(self, argv: list[str]) -> dict:
+        """`acctctl quota set NAME day 3M in ...`: kept in the database."""
+        from acctd import quota
+        with self.lock:
+            head = quota.parse_set(argv)  # to learn whose record it is
+            i = self.cfg.units.find(head.unit)
+            oid = self.cfg.units.units[i].oid
+            old = self.storage.quotas().get(oid)
+            spec = quota.parse_set(argv, base=quota.QuotaSpec.from_dict(old) if old else None)
+            self.storage.set_quota(oid, spec.to_dict() if spec.limits or not spec.active else None)
+            return {"unit": self.cfg.units.units[i].name, "oid": oid, "set": quota.format_set(spec)}
+
+    def show_quota(self, unit: str | None = None, list_only: bool = False) -> dict:
+        from acctd import quota
+        with self.lock:
+            now = self.clock()
+            specs, defaults, usage, first = self._quota_inputs(now)
+            names = {u.oid: u.name for u in self.cfg.units}
+            acct = {}
+            for i, u in enumerate(self.cfg.units):
+                lo, hi = self.cfg.plan.entry_ptr[i], self.cfg.plan.entry_ptr[i + 1]
+                acct[u.oid] = [self.cfg.policies.policies[p].name for p in self.cfg.plan.entry_policy[lo:hi]]
+            rows = quota.show_quota(specs, defaults, names, usage, self.quota_state, acct, first, unit)
+            return {"text": quota.format_show(rows, list_only),
+                    "units": [{"oid": r.oid, "name": r.name, "blocked": r.blocked,
+                               "lines": [{"period": ln.period, "dir": ln.dir, "used": ln.used,
+                                          "quota": ln.quota, "ok": ln.ok} for ln in r.lines]}
+                              for r in rows]}
 
     def set_syspolicy(self, unit: str, word: str) -> dict:
         """`acctctl unit NAME sys-...`: decide, record, enforce (in that order,
@@ -263,6 +337,7 @@ class Daemon:
             self.drains += 1
             self.checks += counts.checks
             self.matches += counts.matches
+            self._check_quotas(now)
             return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
                     "flows": int(len(delta["acct_flows"].keys)),
                     "addrs": int(len(delta["acct_addrs"].keys))}

@@ -23,6 +23,7 @@ policy_oid 0 is all of a unit's traffic; unit_oid 0 is unattributed traffic
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
@@ -120,6 +121,10 @@ class Storage:
         if not read_only:  # tables added since schema 1, created on first use
             self.con.execute("CREATE TABLE IF NOT EXISTS syspolicy (unit_oid UINTEGER PRIMARY KEY, "
                              "bits UINTEGER NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS quota (unit_oid VARCHAR PRIMARY KEY, "
+                             "spec VARCHAR NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
+                             "state VARCHAR NOT NULL)")
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
@@ -258,6 +263,35 @@ class Storage:
     def set_syspolicy(self, unit_oid: int, bits: int) -> None:
         self.con.execute("INSERT INTO syspolicy VALUES ($o, $b) ON CONFLICT (unit_oid) "
                          "DO UPDATE SET bits = excluded.bits", {"o": unit_oid, "b": bits})
+
+    # --- quotas (kept in the database, not the config) ------------------------------
+
+    def _has(self, table: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                     {"t": table}).fetchall()[0][0])
+
+    def quotas(self) -> dict[str, dict]:
+        """Quota records by unit oid (quota.QuotaSpec.to_dict form)."""
+        if not self._has("quota"):
+            return {}
+        return {o: json.loads(s) for o, s in self.con.execute("SELECT unit_oid, spec FROM quota").fetchall()}
+
+    def set_quota(self, unit_oid: str, spec: dict | None) -> None:
+        if spec is None:
+            self.con.execute("DELETE FROM quota WHERE unit_oid = $o", {"o": unit_oid})
+            return
+        self.con.execute("INSERT INTO quota VALUES ($o, $s) ON CONFLICT (unit_oid) DO UPDATE "
+                         "SET spec = excluded.spec", {"o": unit_oid, "s": json.dumps(spec)})
+
+    def quota_state(self) -> dict | None:
+        if not self._has("quota_state"):
+            return None
+        rows = self.con.execute("SELECT state FROM quota_state WHERE id = 1").fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_quota_state(self, state: dict) -> None:
+        self.con.execute("INSERT INTO quota_state VALUES (1, $s) ON CONFLICT (id) DO UPDATE "
+                         "SET state = excluded.state", {"s": json.dumps(state)})
 
     # --- reports ----------------------------------------------------------------------
 

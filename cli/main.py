@@ -390,6 +390,37 @@ def debug(ctx, state, category):
 
 
 @main.group()
+def quota():
+    """Traffic quotas (NeTAMS service quota), kept in the database."""
+
+
+@quota.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def quota_set(ctx, words):
+    """NAME [hour|day|week|month AMOUNT in|out|sum]... [soft-threshold N]
+    [policy P] [block-policy P] [active|inactive] [notify ...]
+
+    Example: acctctl quota set alice day 3M in month 100M sum. AMOUNT takes
+    K, M, G (1024-based); 0 removes that quota. A hard quota blocks the unit
+    in the kernel at the next drain; the next period lets it back."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "quota-set", argv=list(words)))))
+
+
+@quota.command("show")
+@click.argument("unit", required=False)
+@click.option("--list", "list_only", is_flag=True, help="Only the units with an active quota.")
+@json_option
+@click.pass_context
+def quota_show(ctx, unit, list_only, as_json):
+    """Usage, quota, ratio and [+]/[-] per limit (NeTAMS show quota)."""
+    def go():
+        r = _ask(ctx, "quota-show", unit=unit, list=list_only)
+        click.echo(json.dumps(r["units"], indent=1) if as_json else r["text"])
+    _run(go)
+
+
+@main.group()
 def schedule():
     """Scheduled commands (NeTAMS service scheduler), run with your permissions."""
 
