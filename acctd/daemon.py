@@ -165,6 +165,7 @@ class Daemon:
         """`acctctl quota set NAME day 3M in ...`: kept in the database."""
         from acctd import quota
         with self.lock:
+            argv = ["set", *argv]  # acctctl quota set NAME ... = NeTAMS quota set NAME ...
             head = quota.parse_set(argv)  # to learn whose record it is
             i = self.cfg.units.find(head.unit)
             oid = self.cfg.units.units[i].oid

@@ -316,3 +316,43 @@ def test_sys_deny_blocks_in_the_kernel_and_survives_kill(wire, tmp_path):
     finally:
         d.stop()
         d.detach()
+
+
+def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tmp_path):
+    """A unit over its hour quota is dropped in the kernel at the next drain,
+    other units are not; with the (injected) clock in the next hour it
+    passes again."""
+    import datetime as dt
+
+    from acctd import config
+    from acctd.build import Sizes
+    from acctd.daemon import Daemon
+
+    topo = wire
+    clock = [dt.datetime(2026, 11, 21, 10, 5, tzinfo=dt.timezone.utc)]
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text(CONFIG.format(delay=300, db=tmp_path / "acctd.duckdb",
+                                      alice=SUB1.v4(), bob=SUB2.v4()))
+    d = Daemon(config.load(str(cfg_path)),
+               Sizes(pin_root=f"/sys/fs/bpf/acctd-q-{os.getpid()}", flows=4096, addrs=256),
+               netns=topo.ns["gw"], clock=lambda: clock[0])
+    try:
+        d.start()
+        assert d.set_quota(["alice", "hour", "2K", "out"])["set"] == "set alice active hour 2K out"
+        assert topo.ping("sub1", SRV.v4(), count=10, size=100).received == 10  # 1280 B out
+        d.drain()
+        assert not d.quota_events  # below the soft threshold (80 % of 2048)
+        assert topo.ping("sub1", SRV.v4(), count=10, size=100).received == 10  # 2560 B: over
+        d.drain()
+        assert [e.kind for e in d.quota_events] == ["hard"]
+        assert topo.ping("sub1", SRV.v4(), count=5, size=100).received == 0   # dropped in the kernel
+        assert topo.ping("sub2", SRV.v4(), count=5, size=100).received == 5   # bob unaffected
+        shown = d.show_quota("alice")
+        assert shown["units"][0]["blocked"] and "[-]" in shown["text"]
+        clock[0] += dt.timedelta(hours=1)  # the next hour
+        d.drain()
+        assert [e.kind for e in d.quota_events] == ["hard", "return"]
+        assert topo.ping("sub1", SRV.v4(), count=5, size=100).received == 5
+    finally:
+        d.close()
+        d.dp.detach()
