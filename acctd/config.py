@@ -63,6 +63,12 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     tls-cert = "acctd.pem"        # TLS is not optional; paths relative to this file
     tls-key = "acctd.key"
 
+    [alerter]                     # e-mail (NeTAMS service alerter); off if absent
+    smtp-server = "127.0.0.1"     # smtp-port = 25, starttls = false, smtp-user,
+    from = "acctd@isp.example"    # smtp-password-file, tls-ca, timeout
+    admins = ["noc@isp.example"]  # every notice also goes to the unit's email
+    language = "en"               # en | ru
+
     [quota]   # free-form tables kept as data for the quota, login and billing issues
     [login]
     [billing]
@@ -157,6 +163,7 @@ class Config:
     billing: Mapping[str, Any]
     users: tuple["User", ...] = ()
     server: "Server | None" = None
+    alerter: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # alerter.MailSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +316,7 @@ def _freeze(v: Any) -> Any:
 # --- the loader --------------------------------------------------------------------
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
-        "user": list, "server": dict, "quota": dict, "login": dict, "billing": dict}
+        "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
@@ -387,7 +394,19 @@ class _Loader:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
-                      users=self.users(), server=self.server())
+                      users=self.users(), server=self.server(), alerter=self.alerter())
+
+    def alerter(self) -> Mapping[str, Any]:
+        if "alerter" not in self.doc:
+            return MappingProxyType({})
+        from acctd.alerter import MailSettings
+        d = self.doc["alerter"]
+        try:
+            MailSettings.from_mapping(d, self.base_dir)
+        except (ValueError, TypeError) as e:
+            key = next((k for k in d if k in str(e)), None)
+            self.fail(str(e), "alerter", None, key)
+        return _freeze(d)
 
     def users(self) -> tuple[User, ...]:
         out, seen = [], set()

@@ -20,6 +20,7 @@ daemon stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import grp
 import json
@@ -49,7 +50,7 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
                  "users": "admin", "config": "admin", "connections": "admin", "rotate": "admin", "schedule-list": "viewer",
                  "schedule-add": "operator", "schedule-del": "operator", "sys": "operator",
-                 "quota-set": "operator", "quota-show": "viewer"}
+                 "quota-set": "operator", "quota-show": "viewer", "alerter": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -337,6 +338,10 @@ class _Dispatch:
                 for i, row in enumerate(rows):
                     row["sys_policy"] = syspolicy.words(bits.get(i, 0))
             return filter_units(rows, args)
+        if cmd == "alerter":
+            if d.mailer is None:
+                raise AcctError("no [alerter] in the configuration: mail is off")
+            return [dataclasses.asdict(r) for r in d.mailer.queue()]
         if cmd == "quota-set":
             return d.set_quota([str(a) for a in args.get("argv", [])])
         if cmd == "quota-show":

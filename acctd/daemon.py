@@ -46,7 +46,8 @@ class Daemon:
         self.storage: Storage | None = None
         self.scheduler = None
         self.quota_state: dict | None = None   # quota.check's state, persisted
-        self.quota_events: list = []           # notices waiting for the alerter
+        self.quota_events: list = []           # notices given (also mailed with [alerter])
+        self.mailer = None
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
@@ -74,6 +75,11 @@ class Daemon:
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
         self.quota_state = self.storage.quota_state()
+        if self.cfg.alerter:
+            import os
+            from acctd.alerter import Mailer, MailSettings
+            settings = MailSettings.from_mapping(self.cfg.alerter, os.path.dirname(self.cfg.path))
+            self.mailer = Mailer(settings, os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
         self.apply_syspolicies()
 
     # -- system policies (blocks) ------------------------------------------------
@@ -157,9 +163,28 @@ class Daemon:
         self.storage.set_quota_state(res.state)
         for e in res.events:
             log.info("quota %s: unit %s %s %s %d of %d", e.kind, e.unit, e.period, e.dir, e.used, e.quota)
+            self._mail_quota(e)
         self.quota_events.extend(res.events)
         if set(res.blocked) != before:
             self.apply_syspolicies()
+
+    def _mail_quota(self, e) -> None:
+        """Queue the notice (the outbox is on disk: nothing is lost if the mail
+        server is down); a thread of its own delivers it."""
+        if self.mailer is None or e.period is None:
+            return
+        from acctd.alerter import QuotaNotice
+        u = self.cfg.units.units[self.cfg.units.find(e.unit)]
+        self.mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used,
+                                             e.quota, u.email or None))
+
+    def deliver_mail(self, stop: threading.Event, every: float = 10.0) -> None:
+        """The mail thread: SMTP waits never hold up draining."""
+        while self.mailer is not None and not stop.wait(every):
+            try:
+                self.mailer.deliver_due()
+            except Exception:
+                log.exception("mail delivery failed; retried later")
 
     def set_quota(self, argv: list[str]) -> dict:
         """`acctctl quota set NAME day 3M in ...`: kept in the database."""
@@ -389,6 +414,8 @@ class Daemon:
         thread of its own, so a stuck loop is noticed."""
         from acctd.systemd import Notifier
         sd = notifier or Notifier({})
+        if self.mailer is not None:
+            threading.Thread(target=self.deliver_mail, args=(stop,), name="mail", daemon=True).start()
         next_at = time.monotonic() + self.cfg.processor.lookup_delay
         while not stop.is_set():
             sd.watchdog()

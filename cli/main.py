@@ -420,6 +420,17 @@ def quota_show(ctx, unit, list_only, as_json):
     _run(go)
 
 
+@main.command()
+@json_option
+@click.pass_context
+def alerter(ctx, as_json):
+    """The mail outbox: messages waiting, attempts, next try, last error."""
+    _run(lambda: _out(_ask(ctx, "alerter"), as_json, lambda rows: _table(
+        "alerter outbox", ["id", "to", "subject", "attempts", "next try", "last error", "state"],
+        [[r["id"], ", ".join(r["to"]), r["subject"], r["attempts"], r["next_try"],
+          r["last_error"] or "-", r["state"]] for r in rows])))
+
+
 @main.group()
 def schedule():
     """Scheduled commands (NeTAMS service scheduler), run with your permissions."""

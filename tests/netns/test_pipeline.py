@@ -328,11 +328,32 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
     from acctd.build import Sizes
     from acctd.daemon import Daemon
 
+    import email
+    import email.policy
+
+    from aiosmtpd.controller import Controller
+
+    class Sink:  # a real SMTP server, started by the test
+        got: list = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.got.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        smtp_port = probe.getsockname()[1]
+    sink = Sink()
+    smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+
     topo = wire
     clock = [dt.datetime(2026, 11, 21, 10, 5, tzinfo=dt.timezone.utc)]
     cfg_path = tmp_path / "acctd.toml"
     cfg_path.write_text(CONFIG.format(delay=300, db=tmp_path / "acctd.duckdb",
-                                      alice=SUB1.v4(), bob=SUB2.v4()))
+                                      alice=SUB1.v4(), bob=SUB2.v4()) +
+                        f'\n[alerter]\nsmtp-server = "127.0.0.1"\nsmtp-port = {smtp_port}\n'
+                        'from = "acctd@isp.example"\nadmins = ["noc@isp.example"]\n')
     d = Daemon(config.load(str(cfg_path)),
                Sizes(pin_root=f"/sys/fs/bpf/acctd-q-{os.getpid()}", flows=4096, addrs=256),
                netns=topo.ns["gw"], clock=lambda: clock[0])
@@ -353,6 +374,11 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
         d.drain()
         assert [e.kind for e in d.quota_events] == ["hard", "return"]
         assert topo.ping("sub1", SRV.v4(), count=5, size=100).received == 5
+        # the notices went to the admin through the outbox and the SMTP server
+        d.mailer.deliver_due(now=time.time() + 1)
+        assert [m["To"] for m in sink.got] == ["noc@isp.example"] * 2
+        assert all("alice" in m["Subject"] for m in sink.got)
     finally:
+        smtp.stop()
         d.close()
         d.dp.detach()
