@@ -10,15 +10,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import types
 
 import pytest
 
 from acctd import control
 from acctd.config import loads
-from acctd.daemon import Mailbox
+from .daemon_stub import daemon_stub
 
 CONFIG = """
 [[policy]]
@@ -47,25 +45,14 @@ def server():
     # a directory other uids may enter (pytest's tmp_path is root-only)
     tmp = tempfile.mkdtemp(prefix="acctd-ctl-")
     os.chmod(tmp, 0o755)
-    cfg = loads(CONFIG, "t.toml")
-    state = types.SimpleNamespace(cfg=cfg, clock=None, lock=threading.Lock(), storage=None)
-    flushes = Mailbox()
-    srv = control.ControlServer(os.path.join(tmp, "ctl.sock"), state, flushes)
-    srv.request_timeout = 1.0
-    srv.serve_in_thread()
-    # a stand-in for the daemon's loop: every flush request is "drained"
-    stop = threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            w, _reload = flushes.wait(0.05, stop)
-            flushes.done(w, {"drain": 1}, None)
-    threading.Thread(target=loop, daemon=True).start()
-    os.chmod(srv.path, 0o666)  # let the other-uid clients reach it; the check is SO_PEERCRED
-    yield srv
-    stop.set()
-    srv.shutdown()
-    srv.server_close()
+    with daemon_stub(loads(CONFIG, "t.toml")) as (state, mailbox):
+        srv = control.ControlServer(os.path.join(tmp, "ctl.sock"), state, mailbox)
+        srv.request_timeout = 1.0
+        srv.serve_in_thread()
+        os.chmod(srv.path, 0o666)  # let the other-uid clients reach it; the check is SO_PEERCRED
+        yield srv
+        srv.shutdown()
+        srv.server_close()
     shutil.rmtree(tmp)
 
 

@@ -6,24 +6,17 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
-import types
 
 import pytest
 from argon2 import PasswordHasher
 
 from acctd import control
 from acctd.config import loads
-from acctd.daemon import Mailbox
 from acctd.errors import AcctError
 
+from .daemon_stub import daemon_stub, free_port
+
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl for a test certificate")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -55,22 +48,13 @@ name = "ops"
 level = "operator"
 password = "{ph.hash('operator-secret')}"
 """, str(tmp_path / "t.toml"))
-    state = types.SimpleNamespace(cfg=cfg, clock=None, lock=threading.Lock(), storage=None)
-    mailbox = Mailbox()
-    srv = control.TcpControlServer(cfg.server, state, mailbox)
-    srv.request_timeout = 2.0
-    srv.serve_in_thread()
-    stop = threading.Event()
-
-    def loop():  # stands in for the daemon's drain loop
-        while not stop.is_set():
-            w, _ = mailbox.wait(0.05, stop)
-            mailbox.done(w, {"drain": 1}, None)
-    threading.Thread(target=loop, daemon=True).start()
-    yield f"127.0.0.1:{port}", str(tmp_path / "c.pem")
-    stop.set()
-    srv.shutdown()
-    srv.server_close()
+    with daemon_stub(cfg) as (state, mailbox):
+        srv = control.TcpControlServer(cfg.server, state, mailbox)
+        srv.request_timeout = 2.0
+        srv.serve_in_thread()
+        yield f"127.0.0.1:{port}", str(tmp_path / "c.pem")
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_right_password_reads(tcp):
