@@ -48,6 +48,10 @@ class Daemon:
         self.quota_state: dict | None = None   # quota.check's state, persisted
         self.quota_events: list = []           # notices given (also mailed with [alerter])
         self.mailer = None
+        # flow-table bookkeeping for `health`: (flows inserted, live) at start,
+        # and flows reaped since, so evictions are told apart from reaping
+        self._flow_base = (0, 0)
+        self.flows_reaped = 0
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
         self.drains = 0
@@ -75,6 +79,7 @@ class Daemon:
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
         self.quota_state = self.storage.quota_state()
+        self._flow_base = self._flow_counts()
         if self.cfg.alerter:
             import os
             from acctd.alerter import Mailer, MailSettings
@@ -240,6 +245,19 @@ class Daemon:
         for name, d in self.deltas.items():
             d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
 
+    def _flow_counts(self) -> tuple[int, int]:
+        """(flows ever inserted, flows live now) in the kernel's flow table."""
+        ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
+        return (int(ifs["health"][:, abi.Health.FLOW_NEW].sum()),
+                len(self.dp.maps["acct_flows"].read_all()[0]))
+
+    def flow_evictions(self) -> int:
+        """Flows the LRU evicted since this daemon started: inserted minus
+        what is still there minus what the daemon reaped itself. (Counting
+        from attach would need the reaps of earlier daemons too.)"""
+        new, live = self._flow_counts()
+        return max(0, (new - self._flow_base[0]) - (live - self._flow_base[1]) - self.flows_reaped)
+
     def status(self) -> dict:
         """What `acctctl status` and `health` show: the daemon, the machine,
         the datapath's fill and what it could not account."""
@@ -265,7 +283,7 @@ class Daemon:
                     "prog_ids": self.dp.prog_ids(), "fill": fill, "health": health,
                     "unattributed_bytes": int(ifs["unattr_bytes"][lan].sum()),
                     "dropped_bytes": int(ifs["drop_bytes"][lan].sum()),
-                    "flow_evictions": max(0, health["flow_new"] - fill["acct_flows"]["entries"]),
+                    "flow_evictions": self.flow_evictions(),  # since this daemon started
                 },
             }
 
@@ -400,6 +418,7 @@ class Daemon:
                 vals.append(drain.reduce_percpu(v[None])[0])
         if not keys:
             return None
+        self.flows_reaped += len(keys)
         return np.array(keys, abi.FLOW_KEY), np.array(vals, abi.FLOW_VAL)
 
     # -- loop --------------------------------------------------------------------------

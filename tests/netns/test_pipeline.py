@@ -382,3 +382,41 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
         smtp.stop()
         d.close()
         d.dp.detach()
+
+
+def test_reaped_flows_are_accounted_and_are_not_evictions(wire, tmp_path):
+    """Flows idle past flow-lifetime are taken out of the kernel table with
+    their final counts (nothing lost), and `health` does not report them as
+    LRU evictions."""
+    from acctd import config
+    from acctd.build import Sizes
+    from acctd.control import report_list
+    from acctd.daemon import Daemon
+
+    topo = wire
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text(CONFIG.replace("lookup-delay = {delay}", "lookup-delay = 1\nflow-lifetime = 1")
+                        .format(db=tmp_path / "acctd.duckdb", alice=SUB1.v4(), bob=SUB2.v4()))
+    d = Daemon(config.load(str(cfg_path)),
+               Sizes(pin_root=f"/sys/fs/bpf/acctd-r-{os.getpid()}", flows=4096, addrs=256),
+               netns=topo.ns["gw"])
+    try:
+        d.start()
+        ping = topo.ping("sub1", SRV.v4(), count=8, size=100)
+        d.drain()
+        live = d._flow_counts()[1]
+        assert live >= 2  # the echo flows, out and in
+        time.sleep(2.5)   # idle past flow-lifetime
+        d.drain()
+        assert d.flows_reaped >= 2 and d._flow_counts()[1] <= live - 2
+        assert d.status()["datapath"]["flow_evictions"] == 0
+        alice = {(p["policy"], p["dir"]): p["month"]
+                 for p in report_list(d.storage, d.cfg, "alice", d.clock())["policies"]}
+        assert (alice[("icmp", "out")]["packets"], alice[("icmp", "out")]["bytes"]) == \
+            (ping.request.packets, ping.request.ip_bytes)
+        assert (alice[("icmp", "in")]["packets"], alice[("icmp", "in")]["bytes"]) == \
+            (ping.reply.packets, ping.reply.ip_bytes)
+    finally:
+        d.close()
+        d.dp.detach()
+
