@@ -220,9 +220,11 @@ _REPORT = {
 
 
 def render_report(unit: str, oid: str, period: str, start: datetime,
-                  rows: Sequence[tuple[str, int, int]], language: str = "en") -> tuple[str, str]:
+                  rows: Sequence[tuple[str, int, int]], language: str = "en",
+                  total: tuple[int, int] | None = None) -> tuple[str, str]:
     """(subject, body) of a daily or weekly traffic report: one line per
-    acct-policy with bytes in and out, then a total line."""
+    acct-policy with bytes in and out, then a total line: `total` (the unit's
+    all-traffic bytes in and out, as policies may overlap) or the rows' sum."""
     if period not in ("day", "week"):
         raise ValueError(f"report period must be day or week, got {period!r}")
     t = _REPORT[language]
@@ -236,7 +238,7 @@ def render_report(unit: str, oid: str, period: str, start: datetime,
         return f"{b} ({human(b)})"
     for policy, b_in, b_out in rows:
         lines.append(f"{policy:<{width}}  {cell(b_in):>22}  {cell(b_out):>22}")
-    tin, tout = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    tin, tout = total if total is not None else (sum(r[1] for r in rows), sum(r[2] for r in rows))
     lines.append(f"{t['total']:<{width}}  {cell(tin):>22}  {cell(tout):>22}")
     return t["subject"][period].format(**f), "\n".join(lines) + "\n"
 
@@ -385,9 +387,14 @@ class Mailer:
 
     def report(self, unit: str, oid: str, email_addr: str | None, period: str,
                start: datetime, rows: Sequence[tuple[str, int, int]],
-               now: float | None = None) -> str:
-        subject, body = render_report(unit, oid, period, start, rows, self.settings.language)
-        return self.enqueue(recipients(email_addr, self.settings.admins), subject, body, now)
+               now: float | None = None, *, to: Sequence[str] | None = None,
+               total: tuple[int, int] | None = None) -> str:
+        """Queue a traffic report to the unit's e-mail and the admins, or to
+        exactly `to` (NeTAMS `send report to ...`)."""
+        subject, body = render_report(unit, oid, period, start, rows, self.settings.language,
+                                      total)
+        return self.enqueue(tuple(to) if to is not None else
+                            recipients(email_addr, self.settings.admins), subject, body, now)
 
     # the queue, for `acctctl alerter`
 

@@ -473,6 +473,35 @@ class Daemon:
                 next_at = time.monotonic() + self.cfg.processor.lookup_delay
         sd.stopping()  # programs stay attached and keep counting
 
+    # -- traffic reports (NeTAMS send report) --------------------------------------
+
+    def send_reports(self, request=None, now: dt.datetime | None = None) -> dict:
+        """`send report ...` from acctctl or a schedule: one mail per unit with
+        its bytes per acct-policy over the last complete day or week, queued
+        in the outbox (the mail thread delivers). Which units, period and
+        figures: acctd.reports; here only the query, under the lock, and the
+        queueing, outside it."""
+        from acctd import reports
+        from acctd.errors import AcctError
+        if self.mailer is None:
+            raise AcctError(reports.NO_ALERTER)
+        req = request if request is not None else reports.Request()
+        with self.lock:  # one DuckDB handle; reload swaps cfg under it too
+            cfg, zone = self.cfg, self.cfg.processor.zone
+            now = now if now is not None else self.clock()
+            start, end = reports.last_period(req.period, now, zone)
+            figures = reports.period_figures(self.storage, req.period, start)
+        out, skipped = reports.build(cfg, req, self.mailer.settings.admins, figures, start)
+        queued = []
+        for r in out:
+            mid = self.mailer.report(r.unit, r.oid, None, r.period, r.start, list(r.rows),
+                                     to=r.to, total=r.total)
+            queued.append({"unit": r.unit, "to": list(r.to), "id": mid})
+        log.info("send report %s from %s: %d queued, %d skipped", req.period,
+                 start.astimezone(zone).date(), len(queued), len(skipped))
+        return {"period": req.period, "start": start.astimezone(zone).isoformat(),
+                "end": end.astimezone(zone).isoformat(), "queued": queued, "skipped": skipped}
+
 
 class Mailbox:
     """Requests to the main loop: `acctctl flush` (each waiter gets the result

@@ -432,6 +432,42 @@ def alerter(ctx, as_json):
 
 
 @main.group()
+def send():
+    """Send mail now (NeTAMS send): traffic reports."""
+
+
+@send.command("report", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1)
+@json_option
+@click.pass_context
+def send_report(ctx, words, as_json):
+    """Queue a traffic report per unit (NeTAMS send report).
+
+    [to {owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]
+
+    The last complete day (yesterday) or week (Monday to Sunday) in the
+    processor time zone: a line per acct-policy with bytes in and out, and
+    the unit's total. UNIT+ adds every unit below UNIT; admin is the
+    [alerter] admins. Default: every unit with an e-mail, to its owner and
+    the admins, period day. Example: acctctl send report to '{owner}' on
+    LAN+ period week."""
+    from acctd.reports import parse
+    try:
+        req = parse(words)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+    def render(r):
+        click.echo(f"{r['period']} from {r['start']} to {r['end']}: "
+                   f"{len(r['queued'])} report(s) queued")
+        for q in r["queued"]:
+            click.echo(f"  {q['unit']}: {', '.join(q['to'])} ({q['id']})")
+        for k in r["skipped"]:
+            click.echo(f"  {k['unit']}: skipped, {k['reason']}")
+    _run(lambda: _out(_ask(ctx, "send-report", **req.to_args()), as_json, render))
+
+
+@main.group()
 def schedule():
     """Scheduled commands (NeTAMS service scheduler), run with your permissions."""
 
@@ -443,7 +479,9 @@ def schedule_add(ctx, spec):
     """Add: time <N sec|min|hour|day|week|month | hourly|daily|weekly|monthly |
     at-HH:MM[+|-]> action "<command> && <command>".
 
-    Example: acctctl schedule add time daily action "flush && list alice"."""
+    Example: acctctl schedule add time daily action "flush && list alice".
+    The action's commands are checked when it is added: flush, reload,
+    units, policies, status, list, stat, debug, send report."""
     _run(lambda: click.echo(json.dumps(_ask(ctx, "schedule-add", spec=" ".join(spec)))))
 
 
