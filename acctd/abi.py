@@ -11,7 +11,7 @@ import enum
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 PIN_ROOT = "/sys/fs/bpf/acctd"
 
 
@@ -38,7 +38,19 @@ class Role(enum.IntEnum):
 class Verdict(enum.IntEnum):
     PASS = 0
     DROP = 1
-    POLICE = 2
+
+
+class Drop(enum.IntEnum):
+    """Why the datapath dropped a packet (index of the drop counters)."""
+    BLOCK = 0   # system policy: sys-deny, quota, login, money, mac
+    FW = 1      # no fw-policy passes it, or `restrict`
+    POLICE = 2  # over a rate limit
+
+
+class Fw(enum.IntEnum):
+    PASS = 0    # no fw-policy: restrict ... pass
+    DROP = 1    # no fw-policy: restrict ... drop
+    RULES = 2   # the compiled fw-policy list acct_fw[ruleset]
 
 
 class Reason(enum.IntFlag):
@@ -48,6 +60,22 @@ class Reason(enum.IntFlag):
     MONEY = 1 << 3
     MAC = 1 << 4
     SYS_ALLOW = 1 << 31
+
+
+REASON_DENY_MASK = 0x1f
+IF_EGRESS_FIRST = 1
+CLASS_UNIT = 1
+FW_ATOMS = 8
+POLICER_SHIFT = 16
+
+
+class Atom(enum.IntFlag):
+    LAST = 1
+    INVERT = 2
+    PORTS = 4
+    TOS = 8
+    VLAN = 16
+    ADDR_ANY_SIDE = 32
 
 
 class Health(enum.IntEnum):
@@ -63,6 +91,7 @@ class Health(enum.IntEnum):
 
 HEALTH_MAX = 8
 DIR_MAX = 2
+DROP_MAX = 3
 VLAN_SLOTS = 4096
 PORT_TCP_BASE = 0
 PORT_UDP_BASE = 65536
@@ -71,23 +100,46 @@ PORT_SLOTS = 131072 + 256
 
 _u64x2 = ("<u8", (DIR_MAX,))
 
-IFACE_CFG = np.dtype([("role", "<u4"), ("slot", "<u4")])
+_drops = ("<u8", (DROP_MAX, DIR_MAX))  # C: one dimension, [cause * 2 + dir]
+
+IFACE_CFG = np.dtype([("role", "<u4"), ("slot", "<u4"), ("flags", "<u4"), ("pad0", "<u4")])
 
 IFACE_VAL = np.dtype([
     ("packets", _u64x2), ("bytes", _u64x2),
     ("unattr_packets", _u64x2), ("unattr_bytes", _u64x2),
-    ("drop_packets", _u64x2), ("drop_bytes", _u64x2),
+    ("drop_packets", _drops), ("drop_bytes", _drops),
     ("health", "<u8", (HEALTH_MAX,)), ("health_bytes", "<u8", (HEALTH_MAX,)),
 ])
 
 ADDR_KEY = np.dtype([("addr", "u1", (16,))])
 
+CLASS_KEY = np.dtype([("prefixlen", "<u4"), ("addr", "u1", (16,))])
+
+CLASS = np.dtype([
+    ("reason", "<u4"), ("fw", "<u4"), ("ruleset", "<u4"), ("flags", "<u4"),
+    ("policer", "<u4", (DIR_MAX,)),
+])
+
 ADDR_VAL = np.dtype([
     ("packets", _u64x2), ("bytes", _u64x2),
-    ("drop_packets", _u64x2), ("drop_bytes", _u64x2),
+    ("drop_packets", _drops), ("drop_bytes", _drops),
     ("last_ns", "<u8"),
-    ("verdict", "<u4"), ("reason", "<u4"), ("policer", "<u4"), ("pad0", "<u4"),
+    ("cls", CLASS), ("gen", "<u4"), ("pad0", "<u4"),
 ])
+
+FW_ATOM = np.dtype([
+    ("proto", "u1"), ("tos", "u1"), ("flags", "<u2"),
+    ("sport_lo", "<u2"), ("sport_hi", "<u2"), ("dport_lo", "<u2"), ("dport_hi", "<u2"),
+    ("vlan", "<u2"), ("pad0", "<u2"), ("ifindex", "<u4"), ("addr_set", "<u4"),
+    ("policer", "<u4", (DIR_MAX,)),
+])
+
+FW_SET = np.dtype([("n_atoms", "<u4"), ("pad0", "<u4"), ("atoms", FW_ATOM, (FW_ATOMS,))])
+
+SET_KEY = np.dtype([("prefixlen", "<u4"), ("set", "<u4"), ("addr", "u1", (16,))])
+
+POLICER = np.dtype([("tat_ns", "<u8"), ("ns_per_byte", "<u8"), ("burst_ns", "<u8"),
+                    ("pad0", "<u8")])
 
 FLOW_KEY = np.dtype([
     ("ifindex", "<u4"), ("dir", "u1"), ("ip_ver", "u1"), ("proto", "u1"), ("tos", "u1"),
@@ -102,12 +154,7 @@ FLOW_VAL = np.dtype([
 
 COUNT_VAL = np.dtype([("packets", _u64x2), ("bytes", _u64x2)])
 
-META = np.dtype([("abi", "<u4"), ("pad0", "<u4"), ("build_id", "<u8")])
-
-CTL_SET_ARG = np.dtype([
-    ("key", ADDR_KEY), ("verdict", "<u4"), ("reason", "<u4"),
-    ("policer", "<u4"), ("ncpus", "<u4"),
-])
+META = np.dtype([("abi", "<u4"), ("gen", "<u4"), ("build_id", "<u8"), ("mock_ns", "<u8")])
 
 # C struct name -> dtype, for the layout check against the compiled program.
 STRUCTS = {
@@ -119,7 +166,12 @@ STRUCTS = {
     "acct_flow_val": FLOW_VAL,
     "acct_count_val": COUNT_VAL,
     "acct_meta": META,
-    "acct_ctl_set_arg": CTL_SET_ARG,
+    "acct_class_key": CLASS_KEY,
+    "acct_class": CLASS,
+    "acct_fw_atom": FW_ATOM,
+    "acct_fw_set": FW_SET,
+    "acct_set_key": SET_KEY,
+    "acct_policer": POLICER,
 }
 
 # Map name -> (key dtype, value dtype, per-CPU).
@@ -131,4 +183,8 @@ MAPS = {
     "acct_iface_cfg": (np.dtype("<u4"), IFACE_CFG, False),
     "acct_ifaces": (np.dtype("<u4"), IFACE_VAL, True),
     "acct_meta": (np.dtype("<u4"), META, False),
+    "acct_classes": (CLASS_KEY, CLASS, False),
+    "acct_fw": (np.dtype("<u4"), FW_SET, False),
+    "acct_sets": (SET_KEY, np.dtype("<u4"), False),
+    "acct_policers": (np.dtype("<u4"), POLICER, False),
 }

@@ -100,6 +100,8 @@ def bench_per_packet(build) -> None:
         base = best(lambda: mean_ns(fd["acct_xdp_bench_base"], pkt, repeat))
         emit(f"datapath.xdp_ns.{label}",
              best(lambda: mean_ns(fd["acct_xdp_bench"], pkt, repeat)) - base, "ns")
+        if label == "flows_1k":
+            bench_fw(build, repeat)
         if label == "flows_64k":
             bench_decision(build)
             mean_ns(fd["acct_tc_bench"], pkt, 2 * n)
@@ -109,21 +111,52 @@ def bench_per_packet(build) -> None:
 
 
 def bench_decision(build) -> None:
-    """Decision -> verdict in every CPU's copy of an address that is live in
-    the table (the 64k-flow run filled it): from then on its packets drop."""
-    from acctd import drain
+    """Decision -> first dropped packet: the class of an address that is live
+    in the table (the 64k-flow run filled it) is written and the generation
+    bumped; the next packet from it runs through acct_xdp and must drop."""
+    from acctd import enforce
+    from acctd.units import parse_addr
     dp = Datapath(build.sizes)
     dp.open_maps_only()
-    # the bench build pins no programs: lend this one the build's control program
-    dp.prog_fds["acct_ctl_set"] = os.dup(build.prog_fds["acct_ctl_set"])
-    addr = drain.addr_from_str("10.8.0.5")
+    enf = enforce.Enforcer(dp.maps)
+    addr = (parse_addr("10.8.0.5"), 128)
+    pkt = packet()
+    pkt[26:30] = [10, 8, 0, 5]   # source 10.8.0.5
+    fd = build.prog_fds["acct_xdp"]
     times = []
-    for verdict in (abi.Verdict.DROP, abi.Verdict.PASS) * 5:
+    for blocked in (True, False) * 5:
         t = time.perf_counter()
-        dp.set_verdict(addr, verdict, abi.Reason.SYS_DENY if verdict else 0)
+        enf.apply({addr: enforce.ClassSpec(abi.Reason.SYS_DENY if blocked else 0, abi.Fw.PASS,
+                                           unit_oid="020001")})
+        ret = bpf_sys.prog_test_run(fd, pkt)[0]
         times.append(time.perf_counter() - t)
+        assert ret == (1 if blocked else 2), "verdict did not follow the decision"
+    enf.apply({})
     dp.close()
-    emit("enforce.decision_to_verdict_ms", 1000 * sorted(times)[len(times) // 2], "ms")
+    emit("enforce.decision_to_first_drop_ms", 1000 * sorted(times)[len(times) // 2], "ms")
+
+
+def bench_fw(build, repeat: int) -> None:
+    """A unit with a full fw-policy list whose last policy passes the packet,
+    with a rate limit too high to drop: the worst case of the enforcement
+    path, against the same packets with no class at all."""
+    from acctd import enforce
+    from acctd.units import parse_prefix
+    dp = Datapath(build.sizes)
+    dp.open_maps_only()
+    enf = enforce.Enforcer(dp.maps)
+    rules = tuple(enforce.Rule((enforce.Atom(proto=6, dport=(p, p)),), False, f"14000{p}", None)
+                  for p in range(1, abi.FW_ATOMS))
+    rules += (enforce.Rule((enforce.Atom(proto=17),), False, "140000", (10 ** 10, 10 ** 10)),)
+    enf.apply({parse_prefix("10.8.0.0/16"): enforce.ClassSpec(0, abi.Fw.RULES, rules, "040001",
+                                                               (10 ** 10, 10 ** 10))})
+    fd = build.prog_fds
+    pkt = packet()
+    base = best(lambda: mean_ns(fd["acct_xdp_bench_base"], pkt, repeat))
+    emit("datapath.xdp_ns.fw_8_atoms_policed",
+         best(lambda: mean_ns(fd["acct_xdp_bench"], pkt, repeat)) - base, "ns")
+    enf.apply({})
+    dp.close()
 
 
 def fill_flows(m: bpf_sys.Map, n: int) -> None:

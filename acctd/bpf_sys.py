@@ -24,6 +24,7 @@ _NR_BPF = 321  # x86_64
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
@@ -34,6 +35,7 @@ BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
 BPF_MAP_DELETE_BATCH = 27
 
+ENOTSUPP = 524  # the kernel's internal 'not supported', leaked by some map ops
 BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
@@ -176,7 +178,7 @@ class Map:
 
     def _value_buf(self, n: int) -> np.ndarray:
         # Per-CPU values are laid out as value_size rounded up to 8, per CPU.
-        assert self.value_dtype.itemsize % 8 == 0
+        assert not self.percpu or self.value_dtype.itemsize % 8 == 0
         return np.zeros((n, self.ncpus) if self.percpu else n, dtype=self.value_dtype)
 
     def lookup(self, key) -> np.ndarray | None:
@@ -278,6 +280,8 @@ class Map:
             try:
                 _bpf(BPF_MAP_LOOKUP_BATCH, a)
             except BpfError as e:
+                if first and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
+                    return self._read_by_key()  # LPM tries have no batch lookup
                 if e.errno != errno.ENOENT:
                     raise e.with_context(f"reading map {self.name}") from None
                 done = True
@@ -288,6 +292,33 @@ class Map:
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
         return keys[:n], vals[:n]
+
+
+    def _read_by_key(self) -> tuple[np.ndarray, np.ndarray]:
+        """All entries one key at a time (maps without batch operations; small)."""
+        keys = []
+        k = None
+        nxt = np.zeros(1, self.key_dtype)
+        while True:
+            a = _attr()
+            struct.pack_into("=IIQQ", a, 0, self.fd, 0, 0 if k is None else _addr(k), _addr(nxt))
+            try:
+                _bpf(BPF_MAP_GET_NEXT_KEY, a)
+            except BpfError as e:
+                if e.errno == errno.ENOENT:
+                    break
+                raise e.with_context(f"reading map {self.name}") from None
+            k = nxt.copy()
+            keys.append(k[0])
+        kk = np.array(keys, dtype=self.key_dtype)
+        vals = self._value_buf(len(kk))
+        n = 0
+        for key in kk:
+            v = self.lookup(key)
+            if v is not None:  # deleted meanwhile
+                kk[n], vals[n] = key, v
+                n += 1
+        return kk[:n], vals[:n]
 
 
 def prog_test_run(prog_fd: int, data: bytes | np.ndarray, repeat: int = 1,

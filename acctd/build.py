@@ -24,7 +24,6 @@ PROGRAMS = {
     "acct_xdp": "XDP",
     "acct_tc_ingress": "SCHED_CLS",
     "acct_tc_egress": "SCHED_CLS",
-    "acct_ctl_set": "XDP",
     "acct_xdp_empty": "XDP",
 }
 
@@ -73,7 +72,12 @@ class Sizes:
     addrs: int = 16384          # local (subscriber) addresses
     max_ifindex: int = 4096
     ifaces: int = 64
+    classes: int = 16384        # unit prefixes and addresses (enforcement)
+    rulesets: int = 1024        # distinct compiled fw-policy lists
+    set_prefixes: int = 65536   # prefixes of fw-policy addr/file/units targets
+    policers: int = 4096        # rate limits (one per unit or policy and direction)
     pin_root: str = abi.PIN_ROOT
+    mock_clock: bool = False    # tests: rate limits read acct_meta.mock_ns
 
     @property
     def flow_entries(self) -> int:
@@ -89,8 +93,12 @@ class Sizes:
             f"-DACCT_MAX_ADDRS={self.addrs}",
             f"-DACCT_MAX_IFINDEX={self.max_ifindex}",
             f"-DACCT_MAX_IFACES={self.ifaces}",
+            f"-DACCT_MAX_CLASSES={self.classes}",
+            f"-DACCT_MAX_RULESETS={self.rulesets}",
+            f"-DACCT_MAX_SET_PREFIXES={self.set_prefixes}",
+            f"-DACCT_MAX_POLICERS={self.policers}",
             f'-DACCT_PIN_DIR="{self.pin_dir}"',
-        ]
+        ] + (["-DACCT_MOCK_CLOCK"] if self.mock_clock else [])
 
 
 def build_id(source: str, cflags: list[str]) -> int:

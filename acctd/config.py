@@ -14,8 +14,15 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     flow-lifetime = 300           # seconds a raw flow row covers; default 300, >= lookup-delay
     time-zone = "UTC"             # IANA name; hour/day/week/month rollups use local time
     default-acct-policy = ["ip"]  # prepended to every unit's list unless nodefault/ap-nodefault
-    restrict = { all = "pass", local = "pass" }   # for enforcement (a later issue);
-                                  # acctd defaults to pass/pass, NeTAMS to all drop local pass
+    restrict = { all = "pass", local = "pass" }   # traffic of units without fw-policy:
+                                  # local = units with policies, all = addresses of no unit
+                                  # (and no-local-pass units). acctd defaults to pass/pass,
+                                  # NeTAMS to all drop local pass (see enforce.py)
+    default-fw-policy = ["web"]   # prepended to every unit's fw-policy list unless nodefault
+    bw-burst = 0.1                # seconds of traffic a rate limit lets through at once
+                                  # (at least 64 KiB): the token bucket's depth
+    access-script = "/usr/local/sbin/acct-access"  # run as SCRIPT deny|allow OID ADDR REASONS
+    access-script-timeout = 10    # seconds before the script is killed
 
     [storage]
     path = "/var/lib/acctd/acctd.duckdb"
@@ -39,12 +46,17 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # sys-{deny|allow}-{quota|login|money|mac}; the start state,
                                   # `acctctl unit NAME sys-...` changes it at run time
     ap-nodefault = false          # same, for acct-policies only (NeTAMS keeps both words)
+    fw-policy = ["web", "!p2p"]   # NeTAMS >= 3.3: traffic of these policies passes, the rest
+                                  # is dropped ("!" passes what the policy does not match)
+    bw = "10M in 2M out"          # rate limit in bit/s (K, M, G = 1000s); "10M" = both ways
+    no-local-pass = false         # `restrict all` applies to the unit, not `restrict local`
 
     [[policy]]
     name = "web"                  # required, unique
     oid = "147C83"                # optional, as for units
     target = "proto tcp port s80:82 s8080"      # a NeTAMS target string, or a table:
     # target = { proto = "tcp", port = ["s80:82", "s8080"] }
+    bw = "1M"                     # as a fw-policy: the rate of the traffic it passes, per unit
 
     [[user]]                      # who may use the control socket, and how much
     name = "noc"                  # required, unique
@@ -137,6 +149,10 @@ class Processor:
     default_acct_policy: tuple[str, ...] = ()
     restrict_all: str = "pass"
     restrict_local: str = "pass"
+    default_fw_policy: tuple[str, ...] = ()
+    bw_burst: float = 0.1
+    access_script: str = ""
+    access_script_timeout: float = 10.0
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -270,6 +286,12 @@ def _int(v: Any, lo: int, what: str) -> int:
     return v
 
 
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"expected {what} (a number), got {v!r}")
+    return float(v)
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Bad(f"expected true or false, got {v!r}")
@@ -319,11 +341,13 @@ _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "po
         "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
-    "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict"},
+    "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
+                  "default-fw-policy", "bw-burst", "access-script", "access-script-timeout"},
     "storage": {"path", "raw-retention"},
     "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
-             "acct-policy", "nodefault", "ap-nodefault", "sys-policy"},
-    "policy": {"name", "oid", "target"},
+             "acct-policy", "nodefault", "ap-nodefault", "sys-policy", "fw-policy", "bw",
+             "no-local-pass"},
+    "policy": {"name", "oid", "target", "bw"},
     "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
     "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
 }
@@ -390,6 +414,8 @@ class _Loader:
             units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
             policies.check_units(units)
             plan = AcctPlan(units, policies, processor.default_acct_policy)
+            from acctd import enforce
+            enforce.check(units, policies, processor)
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
@@ -487,7 +513,22 @@ class _Loader:
                 r_local = _choice(r.get("local", "pass"), RESTRICT)
             except _Bad as e:
                 self.fail(str(e), t, None, "restrict")
-        return Processor(delay, life, tz, default, r_all, r_local)
+        fw_default = self.get(t, None, d, "default-fw-policy", _strs, "policy names", default=())
+        burst = self.get(t, None, d, "bw-burst", _number, "seconds", default=0.1)
+        if not 0 < burst <= 10:
+            self.fail(f"expected seconds between 0 and 10, got {burst}", t, None, "bw-burst")
+        script = self.get(t, None, d, "access-script", _str, "a program path", default="")
+        if script:
+            from acctd.access_script import validate
+            err = validate(script)
+            if err:
+                self.fail(err, t, None, "access-script")
+        timeout = self.get(t, None, d, "access-script-timeout", _number, "seconds", default=10)
+        if timeout <= 0:
+            self.fail(f"expected a positive number of seconds, got {timeout}", t, None,
+                      "access-script-timeout")
+        return Processor(delay, life, tz, default, r_all, r_local, fw_default, float(burst),
+                         script, float(timeout))
 
     def storage(self) -> Storage:
         t = "storage"
@@ -536,7 +577,19 @@ class _Loader:
             nodefault=g("nodefault", _bool, default=False),
             ap_nodefault=g("ap-nodefault", _bool, default=False),
             sys_policy=self.sys_policy(i, g("sys-policy", _strs, "system policies", default=())),
+            fw_policy=g("fw-policy", _strs, "policy names", default=()),
+            bw=self.bw("unit", i, d),
+            no_local_pass=g("no-local-pass", _bool, default=False),
         )
+
+    def bw(self, table: str, i: int, d: dict):
+        if "bw" not in d:
+            return None
+        from acctd.enforce import parse_bw
+        try:
+            return parse_bw(d["bw"])
+        except ValueError as e:
+            self.fail(str(e), table, i, "bw")
 
     def sys_policy(self, i: int, words: tuple[str, ...]) -> tuple[str, ...]:
         from acctd import syspolicy
@@ -559,7 +612,7 @@ class _Loader:
         target = d["target"]
         if not isinstance(target, (str, dict)):
             self.fail("expected a target string or table", t, i, "target")
-        return PolicySpec(name, target, oid)
+        return PolicySpec(name, target, oid, self.bw(t, i, d))
 
 
 def loads(text: str, path: str = "<string>") -> Config:

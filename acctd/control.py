@@ -116,6 +116,9 @@ def require(cmd: str, level: str, who: str) -> str:
 def _policy_name(cfg, oid: int) -> str:
     if oid == rollup.ALL_TRAFFIC:
         return "(all)"
+    for cause, d in rollup.DROPPED.items():
+        if oid == d:
+            return f"(dropped: {cause})"
     if cfg is not None:
         i = cfg.policies.by_oid.get(f"{oid:06X}")
         if i is not None:

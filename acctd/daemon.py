@@ -22,6 +22,7 @@ from acctd import abi, drain, interval, rollup
 from acctd.build import Sizes
 from acctd.datapath import Datapath, Hook
 from acctd.storage import Storage
+from acctd.units import format_prefix
 
 log = logging.getLogger("acctd.daemon")
 
@@ -48,6 +49,8 @@ class Daemon:
         self.quota_state: dict | None = None   # quota.check's state, persisted
         self.quota_events: list = []           # notices given (also mailed with [alerter])
         self.mailer = None
+        self.enforcer = None       # enforce.Enforcer, made at start
+        self.access_script = None  # access_script.AccessScript when configured
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
         self._flow_base = (0, 0)
@@ -85,7 +88,19 @@ class Daemon:
             from acctd.alerter import Mailer, MailSettings
             settings = MailSettings.from_mapping(self.cfg.alerter, os.path.dirname(self.cfg.path))
             self.mailer = Mailer(settings, os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
+        self._configure_access_script()
         self.apply_syspolicies()
+
+    def _configure_access_script(self) -> None:
+        from acctd.access_script import AccessScript
+        p = self.cfg.processor
+        cur = self.access_script
+        if cur is not None and (cur.path, cur.timeout) == (p.access_script, p.access_script_timeout):
+            return
+        if cur is not None:
+            cur.close()
+        self.access_script = AccessScript(p.access_script, p.access_script_timeout) \
+            if p.access_script else None
 
     # -- system policies (blocks) ------------------------------------------------
 
@@ -106,33 +121,41 @@ class Daemon:
         return out
 
     def apply_syspolicies(self) -> dict:
-        """Make the kernel's verdicts equal the decided ones: every address of
-        a unit (or of a member of a group) gets the OR of the unit's and its
-        groups' bits; addresses we blocked before and no longer should pass.
-        Run at start (the kernel kept its verdicts while we were down), on
-        reload and after each change; returns what changed."""
-        from acctd import syspolicy
-        want: dict[bytes, int] = {}
-        bits = self.syspolicy_bits()
-        units = self.cfg.units
-        for i, u in enumerate(units):
-            b = bits.get(i, 0)
-            for g in units.ancestors[i]:
-                b |= bits.get(g, 0)
-            if b:
-                for a in u.addrs:
-                    want[bytes(a)] = want.get(bytes(a), 0) | b
-        keys, vals = drain.read(self.dp.maps["acct_addrs"])
-        have = {bytes(k["addr"]): int(v["reason"]) for k, v in zip(keys, vals) if v["reason"]}
+        """Make the kernel's enforcement equal the decided one (enforce.py):
+        blocks from system policies and quotas, fw-policies active now,
+        `restrict` and rate limits. Run at start (the kernel kept enforcing
+        while we were down), on reload, after each change and after each
+        drain (time targets); writes only what differs. Returns the blocks
+        that moved, {prefix: [words]}, and runs the access-script for them."""
+        from acctd import enforce, syspolicy
+        if self.enforcer is None:
+            self.enforcer = enforce.Enforcer(self.dp.maps, self.cfg.processor.bw_burst)
+        self.enforcer.burst_s = self.cfg.processor.bw_burst
+        local_now = self.clock().astimezone(self.cfg.processor.zone)
+        classes = enforce.plan(self.cfg, self.syspolicy_bits(), local_now)
+        res = self.enforcer.apply(classes)
         changed = {}
-        for addr in set(want) | set(have):
-            b = want.get(addr, 0)
-            if have.get(addr, 0) != b:
-                self.dp.set_verdict(addr, syspolicy.verdict(b), b)
-                changed[drain.addr_to_str(np.frombuffer(addr, np.uint8))] = syspolicy.words(b)
+        for pfx, (old, new) in res["blocks"].items():
+            was, now_ = syspolicy.verdict(old), syspolicy.verdict(new)
+            text = format_prefix(*pfx)
+            changed[text] = syspolicy.words(new)
+            if was != now_ and self.access_script is not None:
+                spec = classes.get(pfx)
+                oid = spec.unit_oid if spec else ""
+                action = "deny" if now_ == abi.Verdict.DROP else "allow"
+                self.access_script.notify(action, oid, text, ",".join(syspolicy.words(new)))
         if changed:
-            log.info("verdicts changed: %s", changed)
+            log.info("blocks changed: %s", changed)
         return changed
+
+    def _fw_in_use(self) -> bool:
+        p = self.cfg.processor
+        return bool(p.default_fw_policy) or any(u.fw_policy for u in self.cfg.units)
+
+    def blocked(self) -> dict[str, list[str]]:
+        """Who the kernel blocks, read back from it: {prefix: [words]}."""
+        from acctd import syspolicy
+        return {p: syspolicy.words(r) for p, r in self.enforcer.kernel_blocks().items()}
 
     # -- quotas (NeTAMS service quota) --------------------------------------------
 
@@ -227,9 +250,6 @@ class Daemon:
         from acctd import syspolicy
         i = self.cfg.units.find(unit)
         u = self.cfg.units.units[i]
-        if u.type == "net":
-            raise ValueError(f"unit {u.name} is a net: blocking a whole prefix comes with "
-                             "fw-policies; block its hosts or users instead")
         t = time.monotonic()
         with self.lock:
             bits = syspolicy.apply(self.syspolicy_bits().get(i, 0), word)
@@ -272,6 +292,7 @@ class Daemon:
                               "percent": round(100.0 * n / m.info.max_entries, 1)}
             ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
             lan = self._lan_slots()
+            hooked = np.array(sorted({s for s, _ in self.dp.hooked_slots().values()}), np.int64)
             health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
             db_dir = os.path.dirname(os.path.abspath(self.cfg.storage.path))
             return {
@@ -282,7 +303,12 @@ class Daemon:
                 "datapath": {
                     "prog_ids": self.dp.prog_ids(), "fill": fill, "health": health,
                     "unattributed_bytes": int(ifs["unattr_bytes"][lan].sum()),
-                    "dropped_bytes": int(ifs["drop_bytes"][lan].sum()),
+                    # drops at every hook (a WAN hook enforces too), by cause
+                    "dropped_bytes": int(ifs["drop_bytes"][hooked].sum()),
+                    "dropped": {c.name.lower(): {"packets": int(ifs["drop_packets"][hooked, c].sum()),
+                                                 "bytes": int(ifs["drop_bytes"][hooked, c].sum())}
+                                for c in abi.Drop},
+                    "access_script": self.access_script.status() if self.access_script else None,
                     "flow_evictions": self.flow_evictions(),  # since this daemon started
                 },
             }
@@ -335,6 +361,7 @@ class Daemon:
             self.checks = np.zeros(new.plan.n_entries, np.uint64)
             self.matches = np.zeros(new.plan.n_entries, np.uint64)
         with self.lock:
+            self._configure_access_script()
             self.apply_syspolicies()  # units and their addresses may have changed
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
@@ -346,6 +373,8 @@ class Daemon:
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
+        if self.access_script is not None:
+            self.access_script.close()
         if self.storage:
             self.storage.close()
         self.dp.close()
@@ -382,6 +411,8 @@ class Daemon:
             self.checks += counts.checks
             self.matches += counts.matches
             self._check_quotas(now)
+            if self._fw_in_use():
+                self.apply_syspolicies()  # fw-policy time/day targets move with the clock
             return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
                     "flows": int(len(delta["acct_flows"].keys)),
                     "addrs": int(len(delta["acct_addrs"].keys))}

@@ -39,7 +39,7 @@ TC_PRIO = 0xAC  # our filters' priority: unique enough to find them again
 TC_HANDLE = 1
 ETH_P_ALL = 0x0003
 
-PROG_PINS = ("acct_xdp", "acct_tc_ingress", "acct_tc_egress", "acct_ctl_set", "acct_xdp_empty")
+PROG_PINS = ("acct_xdp", "acct_tc_ingress", "acct_tc_egress", "acct_xdp_empty")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,9 @@ class Datapath:
 
     def _check_sizes(self) -> None:
         want = {"acct_flows": self.sizes.flow_entries, "acct_addrs": self.sizes.addrs,
-                "acct_iface_cfg": self.sizes.max_ifindex, "acct_ifaces": self.sizes.ifaces}
+                "acct_iface_cfg": self.sizes.max_ifindex, "acct_ifaces": self.sizes.ifaces,
+                "acct_classes": self.sizes.classes, "acct_fw": self.sizes.rulesets,
+                "acct_sets": self.sizes.set_prefixes, "acct_policers": self.sizes.policers}
         for name, n in want.items():
             have = self.maps[name].info.max_entries
             if have != n:
@@ -129,10 +131,10 @@ class Datapath:
             pins.unlink(tmp)
             bpf_sys.obj_pin(want.prog_fds[name], tmp)
             os.rename(tmp, path)  # atomic pin replacement
-        meta = np.zeros(1, abi.META)
+        meta = self.maps["acct_meta"].lookup(np.uint32(0))  # keeps gen: the classes stay
         meta["abi"] = abi.ABI_VERSION
         meta["build_id"] = want.build_id
-        self.maps["acct_meta"].update(np.uint32(0), meta[0])
+        self.maps["acct_meta"].update(np.uint32(0), meta)
         self.layouts = self._build.table_layouts()
         self._build.close()
         self._build = None
@@ -202,7 +204,23 @@ class Datapath:
                             "acct_tc_egress", ids["acct_tc_egress"])
                 except BpfError as e:
                     raise e.with_context(f"hooking {h.ifname} ({h.mode})") from None
+        self._mark_egress_first()
         return notices
+
+    def _mark_egress_first(self) -> None:
+        """fw-policies and rate limits act once per direction, at ingress; an
+        egress hook acts too when no hook of the other role exists, because it
+        is then the first (only) hook that sees its direction."""
+        cfg = self.maps["acct_iface_cfg"]
+        cfgs = self._iface_cfgs()
+        roles = {int(v["role"]) for v in cfgs.values()}
+        other = {abi.Role.LAN: abi.Role.WAN, abi.Role.WAN: abi.Role.LAN}
+        for idx, v in cfgs.items():
+            flags = 0 if other.get(int(v["role"])) in roles else abi.IF_EGRESS_FIRST
+            if int(v["flags"]) != flags:
+                v = v.copy()
+                v["flags"] = flags
+                cfg.update(np.uint32(idx), v)
 
     def _no_receive_offloads(self, ifname: str, ipr, idx: int) -> list[str]:
         """Generic XDP runs after GRO/LRO and cannot see how many wire packets
@@ -274,50 +292,6 @@ class Datapath:
         self.close()
         pins.remove_tree(self.pin_dir)
         return unhooked
-
-    # -- enforcement contract ------------------------------------------------
-
-    def set_verdict(self, addr: bytes, verdict: abi.Verdict, reason: int = 0,
-                    policer: int = 0) -> None:
-        """Set one address's verdict without touching its counters."""
-        if "acct_ctl_set" not in self.prog_fds:
-            self.open()
-        key = np.zeros(1, abi.ADDR_KEY)
-        key["addr"] = np.frombuffer(addr, np.uint8)
-        val = np.zeros(1, abi.ADDR_VAL)
-        val["verdict"], val["reason"], val["policer"] = int(verdict), int(reason), policer
-        try:  # new address: create it with its verdict on every CPU
-            self.maps["acct_addrs"].update(key[0], val[0], bpf_sys.BPF_NOEXIST)
-            return
-        except BpfError as e:
-            if e.errno != errno.EEXIST:
-                raise e.with_context("setting a verdict") from None
-        arg = np.zeros(1, abi.CTL_SET_ARG)
-        arg["key"] = key[0]
-        arg["verdict"], arg["reason"], arg["policer"] = int(verdict), int(reason), policer
-        # The control program writes the copy of the CPU it runs on, so run it
-        # on every CPU in turn. (bcc 0.26 cannot emit the map pointer that
-        # bpf_map_lookup_percpu_elem needs.)
-        fd = self.prog_fds["acct_ctl_set"]
-        saved = os.sched_getaffinity(0)
-        try:
-            for cpu in sorted(saved | _online_cpus()):
-                try:
-                    os.sched_setaffinity(0, {cpu})
-                except OSError:
-                    continue
-                bpf_sys.prog_test_run(fd, arg.tobytes())
-        finally:
-            os.sched_setaffinity(0, saved)
-
-
-def _online_cpus() -> set[int]:
-    with open("/sys/devices/system/cpu/online") as f:
-        cpus = set()
-        for part in f.read().strip().split(","):
-            lo, _, hi = part.partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def _ifindex(ipr, ifname: str) -> int:

@@ -22,8 +22,9 @@ def reduce_percpu(vals: np.ndarray) -> np.ndarray:
     """Combine per-CPU copies (shape (n, ncpus)) into one value per entry.
 
     Works on a uint64 word view, one vectorised pass per CPU: counters add,
-    first_ns takes the earliest non-zero, last_ns/verdict the largest,
-    flag words OR."""
+    first_ns takes the earliest non-zero, last_ns the largest, flag words
+    and the per-CPU cached class OR (it is user space's to know, not to read
+    back from here)."""
     if vals.ndim == 1:
         return vals
     n, ncpus = vals.shape
@@ -55,14 +56,12 @@ def _word_ops(dt: np.dtype) -> list[tuple[str, int, int]]:
         lo, hi = off // 8, (off + ftype.itemsize + 7) // 8
         if name == "first_ns":
             op = "min_nonzero"
-        elif name in ("last_ns", "verdict", "policer"):
+        elif name == "last_ns":
             op = "max"
-        elif name in ("tcp_flags", "reason", "pad0"):
+        elif name in ("tcp_flags", "cls", "gen", "pad0"):
             op = "or"
         else:
             op = "sum"
-        if ftype.base.itemsize == 4 and op == "max":
-            op = "or"  # verdict/policer share words with reason: equal on all CPUs anyway
         if ops and ops[-1][0] == op and ops[-1][2] >= lo:
             ops[-1] = (op, ops[-1][1], max(hi, ops[-1][2]))
         elif not (ops and ops[-1][2] > lo):

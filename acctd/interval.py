@@ -81,6 +81,13 @@ def columns(model: Model, now: dt.datetime, flow_keys: np.ndarray, flow_vals: np
     u, d = np.nonzero(up | ub)
     parts.append({"unit_oid": model.unit_oids[u], "policy_oid": np.full(len(u), rollup.ALL_TRAFFIC),
                   "dir": d, "packets": up[u, d], "bytes": ub[u, d]})
+    for cause, oid in rollup.DROPPED.items():
+        c = abi.Drop[cause.upper()]
+        dp, db, _, _ = unit_sums(model, aleaf, addr_vals["drop_packets"][:, c],
+                                 addr_vals["drop_bytes"][:, c])
+        u, d = np.nonzero(dp | db)
+        parts.append({"unit_oid": model.unit_oids[u], "policy_oid": np.full(len(u), oid),
+                      "dir": d, "packets": dp[u, d], "bytes": db[u, d]})
     d = np.flatnonzero(nonep | noneb)
     parts.append({"unit_oid": np.full(len(d), rollup.UNATTRIBUTED),
                   "policy_oid": np.full(len(d), rollup.ALL_TRAFFIC),

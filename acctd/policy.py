@@ -355,6 +355,7 @@ class PolicySpec:
     name: str
     target: str | Mapping
     oid: str | None = None
+    bw: tuple[int | None, int | None] | None = None  # as a fw-policy: rate limit in/out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,6 +363,7 @@ class Policy:
     name: str
     oid: str
     terms: tuple
+    bw: tuple[int | None, int | None] | None = None
 
 
 class FlowView:
@@ -429,7 +431,7 @@ class PolicySet:
                 if oid in oids or oid in taken:
                     raise ModelError(f"oid {oid} is already used", "policy", i, "oid")
                 oids[oid] = i
-            policies.append(Policy(s.name, oid, terms))
+            policies.append(Policy(s.name, oid, terms, s.bw))
         taken |= set(oids)
         for i, p in enumerate(policies):
             if p.oid is None:

@@ -27,10 +27,25 @@ def vlan_label(slot: int) -> str:
 
 
 def _pairs(v, fields=("packets", "bytes")) -> dict:
+    """{field_in, field_out}; drop counters summed over their causes."""
     out = {}
     for f in fields:
-        out[f"{f}_in"] = int(v[f][abi.Dir.IN])
-        out[f"{f}_out"] = int(v[f][abi.Dir.OUT])
+        x = np.asarray(v[f])
+        if x.ndim == 2:
+            x = x.sum(axis=0)
+        out[f"{f}_in"] = int(x[abi.Dir.IN])
+        out[f"{f}_out"] = int(x[abi.Dir.OUT])
+    return out
+
+
+def _drops(v) -> dict:
+    """Dropped packets/bytes per cause (block, fw, police) and direction."""
+    out = {}
+    for c in abi.Drop:
+        p, b = v["drop_packets"][c], v["drop_bytes"][c]
+        if p.any():
+            out[c.name.lower()] = {"packets_in": int(p[0]), "packets_out": int(p[1]),
+                                   "bytes_in": int(b[0]), "bytes_out": int(b[1])}
     return out
 
 
@@ -55,21 +70,36 @@ class Reader:
         arrays = self._arrays()
         deltas = {n: drain.array_delta(v, self._prev_arrays.get(n)) for n, v in arrays.items()}
         self._prev_arrays = arrays
-        return report(d.keys, d.values, deltas, self.dp.hooked_slots())
+        return report(d.keys, d.values, deltas, self.dp.hooked_slots(), self._class_of)
 
     def totals(self) -> dict:
         """Absolute counters since the datapath was first attached."""
         keys, vals = drain.read(self.dp.maps["acct_addrs"])
-        return report(keys, vals, self._arrays(), self.dp.hooked_slots())
+        return report(keys, vals, self._arrays(), self.dp.hooked_slots(), self._class_of)
+
+    def _class_of(self, addr: np.ndarray):
+        """The address's class as the kernel holds it (longest prefix match)."""
+        k = np.zeros(1, abi.CLASS_KEY)
+        k["prefixlen"], k["addr"] = 128, addr
+        return self.dp.maps["acct_classes"].lookup(k[0])
 
 
-def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.Role]]) -> dict:
+def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.Role]],
+           class_of=None) -> dict:
     addrs = {}
     for k, v in zip(addr_keys, addr_vals):
         row = _pairs(v, ("packets", "bytes", "drop_packets", "drop_bytes"))
-        if any(row.values()) or v["verdict"]:
-            row["verdict"] = abi.Verdict(int(v["verdict"])).name.lower()
-            row["reason"] = int(v["reason"])
+        cls = class_of(k["addr"]) if class_of else None
+        reason = int(cls["reason"]) if cls is not None else 0
+        if any(row.values()) or reason:
+            blocked = reason & abi.REASON_DENY_MASK and not reason & abi.Reason.SYS_ALLOW
+            row["verdict"] = "drop" if blocked else "pass"
+            row["reason"] = reason
+            if cls is not None and int(cls["fw"]) == abi.Fw.RULES:
+                row["fw"] = "rules"
+            elif cls is not None and int(cls["fw"]) == abi.Fw.DROP:
+                row["fw"] = "drop"
+            row["drops"] = _drops(v)
             addrs[drain.addr_to_str(k["addr"])] = row
     out = {"addrs": addrs, "vlans": {}, "ports": {}, "ifaces": {}, "health": {}}
     for name, key in (("acct_vlans", "vlans"), ("acct_ports", "ports")):

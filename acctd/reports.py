@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from .errors import AcctError
-from .rollup import ALL_TRAFFIC, period_start, to_us
+from .rollup import ALL_TRAFFIC, DROPPED, period_start, to_us
 
 PERIODS = ("day", "week")
 OWNER = "{owner}"
@@ -203,6 +203,7 @@ def build(cfg, req: Request, admins: Sequence[str], figures: Mapping[int, Mappin
     zone = cfg.processor.zone
     pols = cfg.policies.policies
     names = {int(p.oid, 16): p.name for p in pols}
+    names.update({oid: f"dropped: {cause}" for cause, oid in DROPPED.items()})
     reports, skipped = [], []
     for i in select_units(cfg.units, req.on):
         u = cfg.units.units[i]

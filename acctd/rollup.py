@@ -27,6 +27,9 @@ HOUR, DAY, WEEK, MONTH = range(4)
 # Row conventions beyond the configured policies (oids are 1..FFFFFF, so 0 is free):
 ALL_TRAFFIC = 0   # policy_oid 0: everything a unit sent/received, whatever its policies
 UNATTRIBUTED = 0  # unit_oid 0 (with policy_oid 0): local addresses that matched no unit
+# Dropped traffic, per unit and cause (abi.Drop), apart from what was
+# accounted: rows with these policy oids (no policy oid has 8 hex digits).
+DROPPED = {"block": 0xFFFFFFF0, "fw": 0xFFFFFFF1, "police": 0xFFFFFFF2}
 
 
 def _utc(ts: dt.datetime) -> dt.datetime:

@@ -214,6 +214,9 @@ class Unit:
     nodefault: bool = False
     ap_nodefault: bool = False
     sys_policy: tuple[str, ...] = ()  # NeTAMS sys-deny / sys-deny-quota ... (syspolicy.py)
+    fw_policy: tuple[str, ...] = ()   # "[!]name": what passes (enforce.py)
+    bw: tuple[int | None, int | None] | None = None  # rate limit in/out, bit/s
+    no_local_pass: bool = False       # `restrict all` applies, not `restrict local`
 
 
 def _addr_key(u: Unit) -> str:

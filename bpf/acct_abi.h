@@ -8,13 +8,14 @@
  * is never reused with new types (bcc reuses a pin without checking it).
  *
  * Fixed-width fields only, explicit padding, every struct a multiple of 8.
+ * One-dimensional arrays only: bcc describes [a][b] fields as [a].
  * Addresses are 16 bytes in network byte order; IPv4 is stored IPv4-mapped
  * (::ffff:a.b.c.d). Ports, VLAN ids and ifindexes are in host byte order.
  */
 #ifndef ACCT_ABI_H
 #define ACCT_ABI_H
 
-#define ACCT_ABI_VERSION 1
+#define ACCT_ABI_VERSION 2
 
 enum acct_dir {
 	ACCT_DIR_IN = 0,	/* towards the local (subscriber) address */
@@ -32,7 +33,14 @@ enum acct_role {
 enum acct_verdict {
 	ACCT_VERDICT_PASS = 0,
 	ACCT_VERDICT_DROP = 1,
-	ACCT_VERDICT_POLICE = 2,	/* rate-limited by policer `policer` */
+};
+
+/* Why the datapath dropped a packet: index of the drop counters. */
+enum acct_drop {
+	ACCT_DROP_BLOCK = 0,	/* a system policy: sys-deny, quota, login, money, mac */
+	ACCT_DROP_FW = 1,	/* no fw-policy of the unit passes it, or `restrict` */
+	ACCT_DROP_POLICE = 2,	/* over a rate limit (bw) */
+	ACCT_DROP_MAX = 3,
 };
 
 /* Why an address is blocked (bitmask in acct_addr_val.reason). */
@@ -42,7 +50,15 @@ enum acct_reason {
 	ACCT_REASON_LOGIN = 1 << 2,
 	ACCT_REASON_MONEY = 1 << 3,
 	ACCT_REASON_MAC = 1 << 4,
-	ACCT_REASON_SYS_ALLOW = 1 << 31,	/* admin override: never drop */
+	ACCT_REASON_SYS_ALLOW = 1 << 31,	/* admin override: lifts every block above */
+};
+#define ACCT_REASON_DENY_MASK 0x1f
+
+/* What a class does with traffic its blocks let through (acct_class.fw). */
+enum acct_fw {
+	ACCT_FW_PASS = 0,	/* no fw-policy: `restrict ... pass` */
+	ACCT_FW_DROP = 1,	/* no fw-policy: `restrict ... drop` */
+	ACCT_FW_RULES = 2,	/* pass only what acct_fw[ruleset] allows */
 };
 
 /* Per-interface health counters, indexes into acct_iface_val.health. */
@@ -58,10 +74,17 @@ enum acct_health {
 	ACCT_H_MAX = 8,
 };
 
+/* acct_iface_cfg.flags */
+#define ACCT_IF_EGRESS_FIRST 1	/* egress is the first hook of its direction: no
+				 * hook of the other role exists, so fw-policies
+				 * and rate limits apply here, not only at ingress */
+
 /* Interface config, written by user space, indexed by ifindex. */
 struct acct_iface_cfg {
 	__u32 role;	/* enum acct_role */
 	__u32 slot;	/* index into acct_ifaces */
+	__u32 flags;	/* ACCT_IF_* */
+	__u32 pad0;
 };
 
 /* Per-interface totals (per-CPU). Accounted = attributed + unattributed, so
@@ -71,8 +94,8 @@ struct acct_iface_val {
 	__u64 bytes[ACCT_DIR_MAX];
 	__u64 unattr_packets[ACCT_DIR_MAX];	/* address table full */
 	__u64 unattr_bytes[ACCT_DIR_MAX];
-	__u64 drop_packets[ACCT_DIR_MAX];	/* dropped by a verdict: not in packets */
-	__u64 drop_bytes[ACCT_DIR_MAX];
+	__u64 drop_packets[ACCT_DROP_MAX * ACCT_DIR_MAX];	/* [cause * 2 + dir]: */
+	__u64 drop_bytes[ACCT_DROP_MAX * ACCT_DIR_MAX];		/* dropped, not in packets */
 	__u64 health[ACCT_H_MAX];		/* events */
 	__u64 health_bytes[ACCT_H_MAX];		/* frame bytes of those events */
 };
@@ -81,19 +104,91 @@ struct acct_addr_key {
 	__u8 addr[16];	/* network order, IPv4-mapped for IPv4 */
 };
 
-/* Per-local-address counters and verdict (per-CPU). The kernel only adds to
- * the counters; verdict/reason/policer are written by user space in every
- * CPU's copy (see acct_ctl_set in acct_xdp.c), never by the datapath. */
+/* What to do with a local address: the most specific acct_classes prefix
+ * holding it. User space writes one per unit prefix/address, plus ::/0 for
+ * `restrict all`; no entry at all means pass. */
+struct acct_class_key {
+	__u32 prefixlen;	/* LPM: bits of addr that count, 0..128 */
+	__u8 addr[16];		/* network order, IPv4-mapped */
+};
+
+/* acct_class.flags */
+#define ACCT_CLASS_UNIT 1	/* belongs to a unit: drops are counted per address */
+
+struct acct_class {
+	__u32 reason;		/* enum acct_reason bits: drop while a deny bit is set */
+	__u32 fw;		/* enum acct_fw */
+	__u32 ruleset;		/* index into acct_fw when fw == ACCT_FW_RULES */
+	__u32 flags;		/* ACCT_CLASS_* */
+	__u32 policer[ACCT_DIR_MAX];	/* the unit's rate limit (acct_policers), 0 = none */
+};
+
+/* Per-local-address counters (per-CPU). The kernel only adds to the
+ * counters. `cls` is this CPU's copy of the address's acct_classes entry,
+ * refreshed whenever acct_meta.gen moves past `gen`: a decision reaches
+ * every CPU at its next packet, and counters are never rewritten. */
 struct acct_addr_val {
 	__u64 packets[ACCT_DIR_MAX];
 	__u64 bytes[ACCT_DIR_MAX];
-	__u64 drop_packets[ACCT_DIR_MAX];
-	__u64 drop_bytes[ACCT_DIR_MAX];
+	__u64 drop_packets[ACCT_DROP_MAX * ACCT_DIR_MAX];	/* [cause * 2 + dir] */
+	__u64 drop_bytes[ACCT_DROP_MAX * ACCT_DIR_MAX];
 	__u64 last_ns;		/* bpf_ktime_get_coarse_ns() of the last counted packet */
-	__u32 verdict;		/* enum acct_verdict */
-	__u32 reason;		/* enum acct_reason bits */
-	__u32 policer;		/* policer index when verdict == POLICE, else 0 */
+	struct acct_class cls;
+	__u32 gen;		/* acct_meta.gen cls was read at; 0 = never */
 	__u32 pad0;
+};
+
+/* fw-policies compiled to kernel rules. A ruleset is the unit's fw-policy
+ * list, each policy a run of atoms (an OR of ANDed conditions) ended by one
+ * flagged ACCT_ATOM_LAST. A packet passes when some policy matches (or, with
+ * ACCT_ATOM_INVERT, does not); otherwise it is dropped. */
+#define ACCT_FW_ATOMS 8	/* atoms per ruleset (part of the layout); more
+				 * makes the verifier give up on the TC program */
+
+#define ACCT_ATOM_LAST 1	/* last atom of its policy */
+#define ACCT_ATOM_INVERT 2	/* the policy was listed as !name */
+#define ACCT_ATOM_PORTS 4	/* TCP/UDP only, ports within the ranges */
+#define ACCT_ATOM_TOS 8		/* tos must equal .tos */
+#define ACCT_ATOM_VLAN 16	/* either VLAN tag equals .vlan */
+#define ACCT_ATOM_ADDR_ANY_SIDE 32	/* .addr_set holds either address (target addr),
+					 * not just the remote one (target file/units) */
+
+struct acct_fw_atom {
+	__u8 proto;		/* IP protocol, 0 = any */
+	__u8 tos;		/* DSCP byte as in acct_flow_key.tos */
+	__u16 flags;		/* ACCT_ATOM_* */
+	__u16 sport_lo;		/* host order, inclusive */
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
+	__u16 vlan;
+	__u16 pad0;
+	__u32 ifindex;		/* 0 = any */
+	__u32 addr_set;		/* acct_sets id the address must be in, 0 = any */
+	__u32 policer[ACCT_DIR_MAX];	/* the policy's rate limit for this unit, 0 = none */
+};
+
+struct acct_fw_set {
+	__u32 n_atoms;
+	__u32 pad0;
+	struct acct_fw_atom atoms[ACCT_FW_ATOMS];
+};
+
+/* Prefix sets for fw atoms (target addr/file/units): LPM over (set, address). */
+struct acct_set_key {
+	__u32 prefixlen;	/* 32 + bits of addr that count */
+	__u32 set;		/* set id (always matched whole: prefixlen >= 32) */
+	__u8 addr[16];		/* network order, IPv4-mapped */
+};
+
+/* A token-bucket rate limit, kept as a GCRA theoretical arrival time so every
+ * CPU can charge it with one atomic add (see acct_police in acct_lib.h). */
+#define ACCT_POLICER_SHIFT 16
+struct acct_policer {
+	__u64 tat_ns;		/* when the bucket is next full; written by the datapath */
+	__u64 ns_per_byte;	/* 1e9 / rate in bytes/s, << ACCT_POLICER_SHIFT; 0 = off */
+	__u64 burst_ns;		/* bucket depth, in time at the rate */
+	__u64 pad0;
 };
 
 /* Flow key: one entry per interface, direction and 5-tuple with VLANs. */
@@ -139,17 +234,9 @@ struct acct_count_val {
  * attached programs are the ones it would build. */
 struct acct_meta {
 	__u32 abi;
-	__u32 pad0;
+	__u32 gen;		/* bumped by user space after acct_classes/acct_fw change */
 	__u64 build_id;		/* hash of the sources and build options */
-};
-
-/* Argument of acct_ctl_set, passed as the packet of a BPF_PROG_RUN. */
-struct acct_ctl_set_arg {
-	struct acct_addr_key key;
-	__u32 verdict;
-	__u32 reason;
-	__u32 policer;
-	__u32 ncpus;	/* number of possible CPUs to write */
+	__u64 mock_ns;		/* the clock of test builds (-DACCT_MOCK_CLOCK) */
 };
 
 #endif /* ACCT_ABI_H */

@@ -31,8 +31,26 @@
 #define ACCT_IPV6_EXT_MAX 6
 #endif
 
+/* Enforcement tables: unit prefixes (plus `restrict`), compiled fw-policy
+ * lists (index 0 unused), prefixes of fw targets, rate limits (0 unused). */
+#ifndef ACCT_MAX_CLASSES
+#define ACCT_MAX_CLASSES 16384
+#endif
+
+#ifndef ACCT_MAX_RULESETS
+#define ACCT_MAX_RULESETS 1024
+#endif
+
+#ifndef ACCT_MAX_SET_PREFIXES
+#define ACCT_MAX_SET_PREFIXES 65536
+#endif
+
+#ifndef ACCT_MAX_POLICERS
+#define ACCT_MAX_POLICERS 4096
+#endif
+
 #ifndef ACCT_PIN_DIR
-#define ACCT_PIN_DIR "/sys/fs/bpf/acctd/v1"
+#define ACCT_PIN_DIR "/sys/fs/bpf/acctd/v2"
 #endif
 
 #endif /* ACCT_CONSTS_H */

@@ -3,8 +3,11 @@
  * context shim) and call acct_packet(); everything else is common.
  *
  * Per packet: one array lookup for the interface config, one for its totals,
- * one hash lookup for the local address (counters + verdict), one LRU lookup
- * for the flow, two array lookups for VLAN and port counters. Per-CPU values
+ * one for acct_meta (the class generation), one hash lookup for the local
+ * address (counters + cached class), one LRU lookup for the flow, two array
+ * lookups for VLAN and port counters. The class LPM lookup happens once per
+ * address and CPU after each change; fw-policies and rate limits cost only
+ * the units that have them. Per-CPU values
  * are modified in place after lookup: no atomics, no update of existing keys.
  */
 #ifndef ACCT_LIB_H
@@ -292,10 +295,156 @@ static __always_inline void acct_flow_add(struct acct_flow_key *fk,
 	fv->tcp_flags |= tcp_flags;
 }
 
-static __always_inline int acct_blocked(const struct acct_addr_val *av)
+/* This CPU's copy of a local address's class: the most specific
+ * acct_classes prefix holding it, or pass-everything when none does. */
+static __always_inline void acct_class_of(const struct acct_addr_key *ak,
+					  struct acct_class *out)
 {
-	return av->verdict == ACCT_VERDICT_DROP &&
-	       !(av->reason & ACCT_REASON_SYS_ALLOW);
+	struct acct_class_key ck = {};
+
+	ck.prefixlen = 128;
+	__builtin_memcpy(ck.addr, ak->addr, 16);
+	struct acct_class *c = acct_classes.lookup(&ck);
+	if (c)
+		*out = *c;
+	else
+		__builtin_memset(out, 0, sizeof(*out));
+}
+
+static __always_inline int acct_in_set(__u32 set, const __u8 *addr)
+{
+	struct acct_set_key k = {};
+
+	k.prefixlen = 32 + 128;
+	k.set = set;
+	__builtin_memcpy(k.addr, addr, 16);
+	return acct_sets.lookup(&k) != NULL;
+}
+
+/* One ANDed condition of a compiled fw-policy against a packet. Ports follow
+ * the policy semantics of acctd/policy.py: as in the packet, TCP/UDP only. */
+static __always_inline int acct_atom_match(const struct acct_fw_atom *a,
+					   const struct acct_flow_key *k)
+{
+	if (a->proto && a->proto != k->proto)
+		return 0;
+	if (a->ifindex && a->ifindex != k->ifindex)
+		return 0;
+	if ((a->flags & ACCT_ATOM_TOS) && a->tos != k->tos)
+		return 0;
+	if ((a->flags & ACCT_ATOM_VLAN) && a->vlan != k->vlan_outer &&
+	    a->vlan != k->vlan_inner)
+		return 0;
+	if (a->flags & ACCT_ATOM_PORTS) {
+		if (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP)
+			return 0;
+		if (k->sport < a->sport_lo || k->sport > a->sport_hi ||
+		    k->dport < a->dport_lo || k->dport > a->dport_hi)
+			return 0;
+	}
+	if (a->addr_set) {
+		/* the remote side is the one that is not the local address */
+		const __u8 *remote = k->dir == ACCT_DIR_OUT ? k->daddr : k->saddr;
+		const __u8 *local = k->dir == ACCT_DIR_OUT ? k->saddr : k->daddr;
+		if (!acct_in_set(a->addr_set, remote) &&
+		    (!(a->flags & ACCT_ATOM_ADDR_ANY_SIDE) ||
+		     !acct_in_set(a->addr_set, local)))
+			return 0;
+	}
+	return 1;
+}
+
+/* A unit's fw-policy list: the packet passes when one of the policies
+ * matches it (an inverted one: does not). *policer gets that policy's rate
+ * limit for the packet's direction. */
+static __always_inline int acct_fw_eval(__u32 ruleset, const struct acct_flow_key *k,
+					__u32 *policer)
+{
+	struct acct_fw_set *fs = acct_fw.lookup(&ruleset);
+	if (!fs)
+		return ACCT_VERDICT_DROP;
+	int hit = 0;
+	for (int i = 0; i < ACCT_FW_ATOMS; i++) {
+		if (i >= fs->n_atoms)
+			break;
+		struct acct_fw_atom *a = &fs->atoms[i];
+		if (!hit)
+			hit = acct_atom_match(a, k);
+		if (a->flags & ACCT_ATOM_LAST) {
+			if (hit ^ !!(a->flags & ACCT_ATOM_INVERT)) {
+				*policer = k->dir == ACCT_DIR_OUT ? a->policer[ACCT_DIR_OUT] :
+								    a->policer[ACCT_DIR_IN];
+				return ACCT_VERDICT_PASS;
+			}
+			hit = 0;
+		}
+	}
+	return ACCT_VERDICT_DROP;
+}
+
+/* Rate limits need a fine clock (a coarse one lets a jiffy of traffic
+ * through at once); test builds read a settable one from acct_meta. */
+static __always_inline __u64 acct_police_clock(const struct acct_meta *meta)
+{
+#ifdef ACCT_MOCK_CLOCK
+	return meta ? meta->mock_ns : 0;
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
+/* Token bucket as GCRA: a packet conforms when charging its cost keeps the
+ * bucket's theoretical arrival time within burst_ns of now. Charged with an
+ * atomic add, so all CPUs share one bucket. An idle (full) bucket passes any
+ * packet, so a GSO packet larger than the burst is never stuck; the idle
+ * reset may race with another CPU, which forgives at most one packet. */
+static __always_inline int acct_police(__u32 idx, __u64 bytes, __u64 now)
+{
+	if (!idx)
+		return 1;
+	struct acct_policer *pl = acct_policers.lookup(&idx);
+	if (!pl || !pl->ns_per_byte)
+		return 1;
+	__u64 cost = (bytes * pl->ns_per_byte) >> ACCT_POLICER_SHIFT;
+	__u64 tat = pl->tat_ns;
+	if (tat <= now) {
+		pl->tat_ns = now + cost;
+		return 1;
+	}
+	if (tat + cost > now + pl->burst_ns)
+		return 0;
+	__sync_fetch_and_add(&pl->tat_ns, cost);
+	return 1;
+}
+
+/* Which drop counter a packet goes to, or ACCT_DROP_MAX when it passes.
+ * Blocks act at every hook; fw-policies and rate limits once per direction,
+ * at the hook that sees it first (`first`), so a packet is charged once. */
+static __always_inline __u32 acct_enforce(const struct acct_class *cls,
+					  const struct acct_flow_key *k, __u64 bytes,
+					  int first, const struct acct_meta *meta)
+{
+	if ((cls->reason & ACCT_REASON_DENY_MASK) &&
+	    !(cls->reason & ACCT_REASON_SYS_ALLOW))
+		return ACCT_DROP_BLOCK;
+	if (!first)
+		return ACCT_DROP_MAX;
+	__u32 policer = 0;
+	if (cls->fw == ACCT_FW_DROP)
+		return ACCT_DROP_FW;
+	if (cls->fw == ACCT_FW_RULES &&
+	    acct_fw_eval(cls->ruleset, k, &policer) == ACCT_VERDICT_DROP)
+		return ACCT_DROP_FW;
+	/* selected, not indexed: clang turns a variable index into a stack
+	 * slot into pointer arithmetic the verifier refuses */
+	__u32 unit_policer = k->dir == ACCT_DIR_OUT ? cls->policer[ACCT_DIR_OUT] :
+						     cls->policer[ACCT_DIR_IN];
+	if (policer || unit_policer) {
+		__u64 now = acct_police_clock(meta);
+		if (!acct_police(policer, bytes, now) || !acct_police(unit_policer, bytes, now))
+			return ACCT_DROP_POLICE;
+	}
+	return ACCT_DROP_MAX;
 }
 
 /* Accounts one packet and returns its verdict (ACCT_VERDICT_PASS or DROP).
@@ -359,13 +508,46 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 	/* Coarse clock (jiffy resolution) is plenty for first/last seen and
 	 * costs a fraction of bpf_ktime_get_ns(). */
 	__u64 now = bpf_ktime_get_coarse_ns();
+	__u32 zero = 0;
+	struct acct_meta *meta = acct_meta.lookup(&zero);
+	__u32 gen = meta ? meta->gen : 0;
 	struct acct_addr_val *av = acct_addrs.lookup(&ak);
+	struct acct_class cls;
 
-	if (av && acct_blocked(av)) {
-		av->drop_packets[dir & 1] += packets;
-		av->drop_bytes[dir & 1] += bytes;
-		st->drop_packets[dir & 1] += packets;
-		st->drop_bytes[dir & 1] += bytes;
+	if (av) {
+		if (av->gen != gen) {	/* user space changed the classes */
+			acct_class_of(&ak, &av->cls);
+			av->gen = gen;
+		}
+		cls = av->cls;
+	} else {
+		acct_class_of(&ak, &cls);
+	}
+
+	p.key.ifindex = ifindex;
+	p.key.dir = dir;
+	int first = !c->egress || (cfg && (cfg->flags & ACCT_IF_EGRESS_FIRST));
+	__u32 drop = acct_enforce(&cls, &p.key, bytes, first, meta);
+
+	/* A LAN address gets its entry at its first packet; a dropped one only
+	 * when it belongs to a unit, so its drops are counted per address. */
+	if (!av && role == ACCT_ROLE_LAN &&
+	    (drop >= ACCT_DROP_MAX || (cls.flags & ACCT_CLASS_UNIT))) {
+		struct acct_addr_val nv = {};
+		nv.cls = cls;
+		nv.gen = gen;
+		acct_addrs.insert(&ak, &nv);	/* fails if another CPU won: fine */
+		av = acct_addrs.lookup(&ak);
+	}
+
+	if (drop < ACCT_DROP_MAX) {
+		__u32 slot = drop * ACCT_DIR_MAX + (dir & 1);
+		if (av) {
+			av->drop_packets[slot] += packets;
+			av->drop_bytes[slot] += bytes;
+		}
+		st->drop_packets[slot] += packets;
+		st->drop_bytes[slot] += bytes;
 		return ACCT_VERDICT_DROP;
 	}
 	if (role != ACCT_ROLE_LAN) {
@@ -380,29 +562,13 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 		av->bytes[dir & 1] += bytes;
 		av->last_ns = now;
 	} else {
-		struct acct_addr_val nv = {};
-		nv.packets[dir & 1] = packets;
-		nv.bytes[dir & 1] = bytes;
-		nv.last_ns = now;
-		if (acct_addrs.insert(&ak, &nv) != 0) {
-			/* Another CPU may have inserted it meanwhile. */
-			av = acct_addrs.lookup(&ak);
-			if (av) {
-				av->packets[dir & 1] += packets;
-				av->bytes[dir & 1] += bytes;
-				av->last_ns = now;
-			} else {
-				st->health[ACCT_H_ADDR_TABLE_FULL]++;
-				st->unattr_packets[dir & 1] += packets;
-				st->unattr_bytes[dir & 1] += bytes;
-			}
-		}
+		st->health[ACCT_H_ADDR_TABLE_FULL]++;
+		st->unattr_packets[dir & 1] += packets;
+		st->unattr_bytes[dir & 1] += bytes;
 	}
 	st->packets[dir & 1] += packets;
 	st->bytes[dir & 1] += bytes;
 
-	p.key.ifindex = ifindex;
-	p.key.dir = dir;
 	acct_flow_add(&p.key, packets, bytes, now, p.tcp_flags, st);
 
 	__u32 vslot = p.key.vlan_outer;

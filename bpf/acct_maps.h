@@ -29,6 +29,20 @@ BPF_TABLE_PINNED("array", __u32, struct acct_iface_cfg,
 BPF_TABLE_PINNED("percpu_array", __u32, struct acct_iface_val,
 		 acct_ifaces, ACCT_MAX_IFACES, ACCT_PIN(acct_ifaces));
 
+/* Enforcement: classes of local addresses, compiled fw-policies, their prefix
+ * sets and the rate limits. Written by user space only (acctd/enforce.py). */
+BPF_TABLE_PINNED("lpm_trie", struct acct_class_key, struct acct_class,
+		 acct_classes, ACCT_MAX_CLASSES, ACCT_PIN(acct_classes), BPF_F_NO_PREALLOC);
+
+BPF_TABLE_PINNED("array", __u32, struct acct_fw_set,
+		 acct_fw, ACCT_MAX_RULESETS, ACCT_PIN(acct_fw));
+
+BPF_TABLE_PINNED("lpm_trie", struct acct_set_key, __u32,
+		 acct_sets, ACCT_MAX_SET_PREFIXES, ACCT_PIN(acct_sets), BPF_F_NO_PREALLOC);
+
+BPF_TABLE_PINNED("array", __u32, struct acct_policer,
+		 acct_policers, ACCT_MAX_POLICERS, ACCT_PIN(acct_policers));
+
 BPF_TABLE_PINNED("array", __u32, struct acct_meta,
 		 acct_meta, 1, ACCT_PIN(acct_meta));
 

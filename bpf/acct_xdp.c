@@ -15,27 +15,6 @@ int acct_xdp(struct xdp_md *ctx)
 	return acct_packet(&c) == ACCT_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 }
 
-/* Control program, run by user space with BPF_PROG_RUN once on each CPU
- * (the thread pinned there): writes the verdict of one address into this
- * CPU's copy without touching its counters, which a map update would reset. */
-int acct_ctl_set(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct acct_ctl_set_arg *arg = data;
-
-	if ((void *)(arg + 1) > data_end)
-		return XDP_ABORTED;
-	struct acct_addr_key key = arg->key;
-	struct acct_addr_val *av = acct_addrs.lookup(&key);
-	if (!av)
-		return XDP_DROP;	/* tells user space: no such address */
-	av->verdict = arg->verdict;
-	av->reason = arg->reason;
-	av->policer = arg->policer;
-	return XDP_PASS;
-}
-
 /* Baseline for benchmarks: the cost of running any XDP program. */
 int acct_xdp_empty(struct xdp_md *ctx)
 {

@@ -300,6 +300,10 @@ def health(ctx, as_json):
             click.echo(f"{name:<12} {f['entries']}/{f['max']} ({f['percent']}%)")
         click.echo(f"unattributed {dp['unattributed_bytes']} B   dropped {dp['dropped_bytes']} B   "
                    f"flow evictions {dp['flow_evictions']}")
+        dropped = dp.get("dropped") or {}
+        if any(v["packets"] for v in dropped.values()):
+            click.echo("dropped      " + "   ".join(f"{k} {v['packets']} pkts {v['bytes']} B"
+                                                   for k, v in dropped.items() if v["packets"]))
         click.echo("health       " + " ".join(f"{k}={v}" for k, v in dp["health"].items() if v))
     _run(lambda: _out(_ask(ctx, "status")["datapath"] if as_json else _ask(ctx, "status"),
                       as_json, render))

@@ -5,6 +5,8 @@ import sys
 
 from click.testing import CliRunner
 
+from acctd import abi
+
 from acctctl.main import main
 
 
@@ -75,4 +77,4 @@ def test_units_table_snapshot():
 def test_version_snapshot():
     from acctd import __version__
     res = CliRunner().invoke(main, ["version"])
-    assert res.output == f"acctd {__version__} (datapath ABI v1)\n"
+    assert res.output == f"acctd {__version__} (datapath ABI v{abi.ABI_VERSION})\n"

@@ -34,16 +34,19 @@ def test_reduce_flows_sums_counters_and_combines_times_and_flags():
     assert r["tcp_flags"].tolist() == [0x12, 0x01]
 
 
-def test_reduce_addrs_keeps_verdict_and_sums_both_directions():
+def test_reduce_addrs_sums_counters_and_drops_by_cause():
     v = np.zeros((1, 3), abi.ADDR_VAL)
     v["packets"] = [[[1, 2], [3, 4], [5, 6]]]
     v["bytes"] = [[[10, 20], [30, 40], [50, 60]]]
-    v["verdict"] = abi.Verdict.DROP
-    v["reason"] = abi.Reason.QUOTA
+    v["drop_packets"][0, :, abi.Drop.POLICE, abi.Dir.OUT] = [1, 2, 3]
+    v["drop_bytes"][0, :, abi.Drop.FW, abi.Dir.IN] = [100, 0, 50]
+    v["cls"]["reason"] = abi.Reason.QUOTA   # the cached class: same on every CPU
     v["last_ns"] = [[7, 9, 8]]
     r = drain.reduce_percpu(v)[0]
     assert r["packets"].tolist() == [9, 12] and r["bytes"].tolist() == [90, 120]
-    assert r["verdict"] == abi.Verdict.DROP and r["reason"] == abi.Reason.QUOTA
+    assert r["drop_packets"].tolist() == [[0, 0], [0, 0], [0, 6]]
+    assert r["drop_bytes"].tolist() == [[0, 0], [150, 0], [0, 0]]
+    assert r["cls"]["reason"] == abi.Reason.QUOTA
     assert r["last_ns"] == 9
 
 
