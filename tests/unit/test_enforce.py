@@ -1,0 +1,119 @@
+"""The enforcement compiler (pure): bw, fw-policy atoms, classes, config errors."""
+
+import pytest
+
+from acctd import abi, config, enforce
+from acctd.enforce import Atom
+from acctd.errors import ConfigError
+from acctd.units import parse_addr, parse_prefix
+
+BASE = """
+[[policy]]
+name = "web"
+target = "proto tcp port d80 d443"
+[[policy]]
+name = "ip"
+target = "proto ip"
+[[policy]]
+name = "office"
+target = "proto tcp time 9-18"
+"""
+
+
+def test_parse_bw():
+    assert enforce.parse_bw("10M") == (10_000_000, 10_000_000)
+    assert enforce.parse_bw("2M in 512K out") == (2_000_000, 512_000)
+    assert enforce.parse_bw("256K out") == (None, 256_000)
+    assert enforce.parse_bw({"in": "1G"}) == (1_000_000_000, None)
+    for bad in ("", "fast", "1M up", "1M in 2M in", "0K", {"up": "1M"}):
+        with pytest.raises(ValueError):
+            enforce.parse_bw(bad)
+
+
+def test_policer_value_and_minimum_burst():
+    ns_per_byte, burst_ns = enforce.policer_value(8_000_000, 0.1)   # 1e6 B/s
+    assert ns_per_byte == 1000 << abi.POLICER_SHIFT and burst_ns == 100_000_000
+    # a slow rate still holds one whole GSO packet
+    _, burst_ns = enforce.policer_value(1_000_000, 0.1)              # 125,000 B/s
+    assert burst_ns == int(enforce.MIN_BURST * 1e9 / 125_000)
+
+
+def test_policy_atoms_expand_alternatives_and_time():
+    cfg = config.loads(BASE)
+    web = cfg.policies.find("web")
+    assert enforce.policy_atoms(web, cfg.policies, cfg.units, None) == [
+        Atom(proto=6, dport=(80, 80)), Atom(proto=6, dport=(443, 443))]
+    office = cfg.policies.find("office")
+    import datetime as dt
+    assert enforce.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 10)) \
+        == [Atom(proto=6)]
+    assert enforce.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 20)) == []
+
+
+def test_plan_classes_and_restrict():
+    cfg = config.loads(BASE + """
+[processor]
+restrict = { all = "drop", local = "pass" }
+[[unit]]
+type = "host"
+name = "a"
+ip = "10.0.0.1"
+fw-policy = ["web"]
+bw = "2M in 1M out"
+[[unit]]
+type = "host"
+name = "b"
+ip = "10.0.0.2"
+acct-policy = ["ip"]
+[[unit]]
+type = "host"
+name = "c"
+ip = "10.0.0.3"
+[[unit]]
+type = "group"
+name = "g"
+[[unit]]
+type = "net"
+name = "n"
+net = "10.1.0.0/16"
+acct-policy = ["ip"]
+parents = ["g"]
+""")
+    g = cfg.units.find("g")
+    classes = enforce.plan(cfg, {g: abi.Reason.MONEY}, None)
+    a = classes[(parse_addr("10.0.0.1"), 128)]
+    assert a.fw == abi.Fw.RULES and a.bw == (2_000_000, 1_000_000) and len(a.rules) == 1
+    assert classes[(parse_addr("10.0.0.2"), 128)].fw == abi.Fw.PASS      # restrict local
+    assert classes[(parse_addr("10.0.0.3"), 128)].fw == abi.Fw.DROP      # no policies: all
+    assert classes[parse_prefix("10.1.0.0/16")].reason == abi.Reason.MONEY  # from its group
+    assert classes[enforce.ALL] == enforce.ClassSpec(0, abi.Fw.DROP)
+    assert enforce.blocks(classes) == {"10.1.0.0/16": abi.Reason.MONEY}
+
+
+def test_fw_policy_inactive_now_passes_nothing():
+    import datetime as dt
+    cfg = config.loads(BASE + """
+[[unit]]
+type = "host"
+name = "a"
+ip = "10.0.0.1"
+fw-policy = ["office"]
+""")
+    night = enforce.plan(cfg, {}, dt.datetime(2026, 1, 5, 23))
+    a = night[(parse_addr("10.0.0.1"), 128)]
+    assert a.fw == abi.Fw.RULES and a.rules == ()   # listed, none active: drop all
+
+
+@pytest.mark.parametrize("unit, msg", [
+    ('type = "group"\nname = "g"\nbw = "1M"', "give them to the group's members"),
+    ('type = "host"\nname = "h"\nip = "10.0.0.9"\nfw-policy = ["nope"]', "no policy named"),
+    ('type = "host"\nname = "h"\nip = "10.0.0.9"\nbw = "1M sideways"', "SPEED in SPEED out"),
+    ('type = "host"\nname = "h"\nip = "10.0.0.9"\nfw-policy = ["many"]', "at most 8 fit"),
+])
+def test_config_errors_name_the_line(unit, msg):
+    text = BASE + '[[policy]]\nname = "many"\ntarget = "proto tcp port d1 d2 d3 d4 d5 d6 d7 d8 d9"\n' \
+        + "[[unit]]\n" + unit + "\n"
+    with pytest.raises(ConfigError) as e:
+        config.loads(text, "acctd.toml")
+    assert msg in str(e.value) and "acctd.toml" in str(e.value)
+    assert e.value.line is not None
