@@ -91,7 +91,7 @@ class AccessScript:
         self.last_error = ""
         # unbounded: an entry is a few strings, and dropping one would leave
         # the outside system believing a stale deny or allow
-        self._queue: collections.deque[tuple[str, str, str, str]] = collections.deque()
+        self._queue: collections.deque[tuple[tuple[str, ...], dict]] = collections.deque()
         self._running = False
         self._closing = False
         self._cond = threading.Condition()
@@ -105,12 +105,17 @@ class AccessScript:
         is the caller's bug, not the script's."""
         if action not in ACTIONS:
             raise ValueError(f"access-script action must be deny or allow, got {action!r}")
-        call = (action, str(oid), str(addr), str(reason))
+        self.call((action, str(oid), str(addr), str(reason)))
+
+    def call(self, args, env: Mapping[str, str] | None = None) -> None:
+        """Queue a run with any arguments and extra environment variables (the
+        session-start/stop hooks use this; values are never interpreted)."""
+        call = (tuple(str(a) for a in args), dict(env or {}))
         with self._cond:
             if self._closing:
                 self.dropped += 1
                 self.log.warning("access-script %s: closed, not running %s",
-                                 self.path, " ".join(map(repr, call)))
+                                 self.path, " ".join(map(repr, call[0])))
                 return
             self._queue.append(call)
             self._cond.notify_all()
@@ -169,20 +174,24 @@ class AccessScript:
             try:
                 self._run(call)
             except Exception as e:  # noqa: BLE001 - the thread must outlive any one call
-                self._failed(call, f"internal error: {e!r}")
+                self._failed(call[0], f"internal error: {e!r}")
             finally:
                 with self._cond:
                     self._running = False
                     self._cond.notify_all()
 
-    def _run(self, call: tuple[str, str, str, str]) -> None:
+    def _run(self, queued: tuple[tuple[str, ...], dict]) -> None:
+        call, extra = queued
         with self._cond:
             self.runs += 1
         argv = [self.path, *call]
+        env = self.env
+        if extra:
+            env = {**(os.environ if env is None else env), **extra}
         try:
             proc = subprocess.Popen(argv, shell=False, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    close_fds=True, env=self.env,
+                                    close_fds=True, env=env,
                                     # its own process group, so a timeout kills
                                     # what a shell script started too
                                     start_new_session=True)

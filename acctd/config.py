@@ -180,6 +180,18 @@ class Config:
     users: tuple["User", ...] = ()
     server: "Server | None" = None
     alerter: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # alerter.MailSettings
+    session: "SessionHooks" = dataclasses.field(default_factory=lambda: SessionHooks())
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionHooks:
+    """Freeside-style session commands: argv lists run with the session in
+    environment variables (user, ip, nasip, nasfqdn, nasport, mac), and the
+    NAS ports whose address a session started by port takes."""
+    start: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    ports: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # "port"/"nas:port"
+    hook_timeout: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +350,8 @@ def _freeze(v: Any) -> Any:
 # --- the loader --------------------------------------------------------------------
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
-        "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict}
+        "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
+        "session": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
@@ -350,6 +363,7 @@ _KEYS = {
     "policy": {"name", "oid", "target", "bw"},
     "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
     "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
+    "session": {"start", "stop", "ports", "hook-timeout"},
 }
 
 
@@ -420,7 +434,34 @@ class _Loader:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
-                      users=self.users(), server=self.server(), alerter=self.alerter())
+                      users=self.users(), server=self.server(), alerter=self.alerter(),
+                      session=self.session())
+
+    def session(self) -> "SessionHooks":
+        t = "session"
+        d = self.section(t, None, self.doc.get(t, {}))
+        from acctd.access_script import validate
+        cmds = {}
+        for key in ("start", "stop"):
+            argv = self.get(t, None, d, key, _strs, "a command as a list, e.g. [\"/usr/local/bin/"
+                            "hook\", \"start\"]", default=())
+            if argv:
+                err = validate(argv[0])
+                if err:
+                    self.fail(err.replace("access-script", "command"), t, None, key)
+            cmds[key] = argv
+        ports = {}
+        raw = d.get("ports", {})
+        if not isinstance(raw, dict):
+            self.fail("expected a table of port = address, e.g. { \"nas1:7\" = \"10.0.0.7\" }",
+                      t, None, "ports")
+        for port, addr in raw.items():
+            try:
+                ports[str(port)] = parse_addr(_str(addr))
+            except (ValueError, _Bad):
+                self.fail(f"port {port}: expected an address, got {addr!r}", t, None, "ports")
+        timeout = self.get(t, None, d, "hook-timeout", _number, "seconds", default=10)
+        return SessionHooks(cmds["start"], cmds["stop"], MappingProxyType(ports), float(timeout))
 
     def alerter(self) -> Mapping[str, Any]:
         if "alerter" not in self.doc:

@@ -51,7 +51,9 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "users": "admin", "config": "admin", "connections": "admin", "rotate": "admin", "schedule-list": "viewer",
                  "schedule-add": "operator", "schedule-del": "operator", "sys": "operator",
                  "quota-set": "operator", "quota-show": "viewer", "alerter": "viewer",
-                 "send-report": "operator"}
+                 "send-report": "operator", "session-start": "operator",
+                 "session-stop": "operator", "session-list": "viewer",
+                 "session-kill-expired": "operator", "blocked": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -224,12 +226,14 @@ def request_from_argv(argv: list[str]) -> dict:
         return {"cmd": "stat", "args": {"unit": rest[0], "period": (rest[1:] or ["week"])[0]}}
     if cmd == "debug" and rest and rest[0] in ("on", "off"):
         return {"cmd": "debug", "args": {"on": rest[0] == "on", "category": (rest[1:] or [None])[0]}}
+    if cmd == "session" and rest == ["kill-expired"]:
+        return {"cmd": "session-kill-expired", "args": {}}
     if cmd == "send" and rest[:1] == ["report"]:
         from acctd import reports
         return {"cmd": "send-report", "args": reports.parse(rest[1:]).to_args()}
     raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, policies, "
-                     "status, list UNIT, stat UNIT [week|month], debug on|off [CATEGORY] or "
-                     "send report [to {owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
+                     "status, list UNIT, stat UNIT [week|month], debug on|off [CATEGORY], "
+                     "session kill-expired or send report [to {owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
 
 
 class ScheduleRunner:
@@ -361,6 +365,18 @@ class _Dispatch:
             return d.set_quota([str(a) for a in args.get("argv", [])])
         if cmd == "quota-show":
             return d.show_quota(args.get("unit"), bool(args.get("list")))
+        if cmd == "session-start":
+            return d.session_start(str(args.get("user", "")), args.get("ip"), args.get("port"),
+                                   args.get("nas"), args.get("mac"))
+        if cmd == "session-stop":
+            return d.session_stop(str(args.get("user", "")), str(args.get("cause") or "user-request"))
+        if cmd == "session-list":
+            return d.session_list(bool(args.get("open")), args.get("user"), args.get("limit", 100))
+        if cmd == "session-kill-expired":
+            return d.kill_expired()
+        if cmd == "blocked":
+            with d.lock:
+                return d.blocked()
         if cmd == "sys":
             return d.set_syspolicy(str(args.get("unit", "")), str(args.get("policy", "")))
         if cmd == "connections":

@@ -18,11 +18,10 @@ import time
 
 import numpy as np
 
-from acctd import abi, drain, interval, rollup
+from acctd import abi, drain, interval, rollup, sessions
 from acctd.build import Sizes
 from acctd.datapath import Datapath, Hook
 from acctd.storage import Storage
-from acctd.units import format_prefix
 
 log = logging.getLogger("acctd.daemon")
 
@@ -50,6 +49,9 @@ class Daemon:
         self.quota_events: list = []           # notices given (also mailed with [alerter])
         self.mailer = None
         self.enforcer = None       # enforce.Enforcer, made at start
+        self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
+        self.units = cfg.units     # the config's units with the sessions' addresses
+        self.hooks: dict = {}      # [session] command runners by program (AccessScript)
         self.access_script = None  # access_script.AccessScript when configured
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
@@ -79,6 +81,8 @@ class Daemon:
         self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,
                                self.cfg.storage.raw_retention)
         self._seed()
+        self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
+        self._rebind()
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
         self.quota_state = self.storage.quota_state()
@@ -132,12 +136,12 @@ class Daemon:
             self.enforcer = enforce.Enforcer(self.dp.maps, self.cfg.processor.bw_burst)
         self.enforcer.burst_s = self.cfg.processor.bw_burst
         local_now = self.clock().astimezone(self.cfg.processor.zone)
-        classes = enforce.plan(self.cfg, self.syspolicy_bits(), local_now)
+        classes = enforce.plan(self.cfg, self.syspolicy_bits(), local_now, self.units)
         res = self.enforcer.apply(classes)
         changed = {}
         for pfx, (old, new) in res["blocks"].items():
             was, now_ = syspolicy.verdict(old), syspolicy.verdict(new)
-            text = format_prefix(*pfx)
+            text = enforce.prefix_text(pfx)
             changed[text] = syspolicy.words(new)
             if was != now_ and self.access_script is not None:
                 spec = classes.get(pfx)
@@ -261,6 +265,13 @@ class Daemon:
     def _seed(self) -> None:
         """Resume from the last committed counters (an empty baseline if none:
         counters never committed anywhere are counted at the first drain)."""
+        was = self.storage.meta("abi_version")
+        if was != str(abi.ABI_VERSION):
+            log.warning("datapath ABI v%s -> v%s: the new maps start at zero; counts of the "
+                        "old ones since their last drain are not carried over (drain with "
+                        "`acctctl flush` before upgrading; `acctctl detach` with the old "
+                        "version removes its pins)", was, abi.ABI_VERSION)
+            self.storage.forget_checkpoint()
         ckpt = self.storage.load_checkpoint(CHECKPOINTED)
         for name, d in self.deltas.items():
             d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
@@ -357,7 +368,7 @@ class Daemon:
         self.drain()
         with self.lock:
             old, self.cfg = self.cfg, new
-            self.model = interval.Model.from_config(new)
+            self._rebind(self.clock())
             self.checks = np.zeros(new.plan.n_entries, np.uint64)
             self.matches = np.zeros(new.plan.n_entries, np.uint64)
         with self.lock:
@@ -375,6 +386,8 @@ class Daemon:
     def close(self) -> None:
         if self.access_script is not None:
             self.access_script.close()
+        for r in self.hooks.values():
+            r.close()
         if self.storage:
             self.storage.close()
         self.dp.close()
@@ -384,6 +397,10 @@ class Daemon:
     def drain(self) -> dict:
         """Drain, account and commit one interval; returns a short summary."""
         with self.lock:
+            return self._drain()
+
+    def _drain(self) -> dict:
+        if True:  # under self.lock
             now = self.clock()
             reaped = self._reap_idle_flows()
             read = {}
@@ -403,7 +420,16 @@ class Daemon:
                     delta["acct_flows"].keys, delta["acct_flows"].values,
                     delta["acct_addrs"].keys, delta["acct_addrs"].values,
                     ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
-                self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read)
+                charges = sessions.charges(cols, {o: x.id for o, x in self.sessions.items()})
+                self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read,
+                                    charges)
+                for x in self.sessions.values():
+                    c = charges.get(x.id)
+                    if c:
+                        x.packets_in += c[0]
+                        x.packets_out += c[1]
+                        x.bytes_in += c[2]
+                        x.bytes_out += c[3]
             except BaseException:
                 self._seed()  # the baseline moved ahead of the file: go back to it
                 raise
@@ -505,6 +531,162 @@ class Daemon:
         sd.stopping()  # programs stay attached and keep counting
 
     # -- traffic reports (NeTAMS send report) --------------------------------------
+
+    # -- sessions (acctd/sessions.py) ---------------------------------------------
+
+    def _rebind(self, now: dt.datetime | None = None) -> None:
+        """Units = the config's, with each open session's address on its user
+        unit. Sessions whose unit is gone (a reload) or cannot hold the
+        address any more are stopped."""
+        from acctd.units import ModelError, parse_addr
+        units = self.cfg.units
+        want = {}
+        for oid, x in list(self.sessions.items()):
+            i = units.by_oid.get(oid)
+            if i is None or units.units[i].type != "user":
+                self._stop_session(x, now or self.clock(), "config-changed")
+                continue
+            want[i] = parse_addr(x.addr)
+        try:
+            self.units = units.rebound(want) if want else units
+        except ModelError as e:  # e.g. the config now gives the address to a host
+            log.warning("sessions no longer fit the units (%s): stopping them", e)
+            for x in list(self.sessions.values()):
+                self._stop_session(x, now or self.clock(), "config-changed")
+            self.units = units
+        self.model = interval.Model(self.units, self.cfg.plan, rollup.oid_ints(self.units),
+                                    rollup.oid_ints(self.cfg.policies))
+
+    def _stop_session(self, x, now, cause: str) -> None:
+        self.storage.stop_session(x.id, now, cause)
+        self.sessions.pop(x.unit_oid, None)
+        x.stop, x.stop_cause = now, cause
+        self._run_hook("stop", x)
+        log.info("session %d of %s at %s stopped: %s", x.id, x.unit_oid, x.addr, cause)
+
+    def _run_hook(self, which: str, x) -> None:
+        """The [session] start/stop command, on a worker thread per program
+        (in order, never through a shell; see access_script)."""
+        argv = getattr(self.cfg.session, which)
+        if not argv:
+            return
+        from acctd.access_script import AccessScript
+        timeout = self.cfg.session.hook_timeout
+        r = self.hooks.get(argv[0])
+        if r is None or r.timeout != timeout:
+            r = self.hooks[argv[0]] = AccessScript(argv[0], timeout)
+        name = self.units.units[self.units.by_oid[x.unit_oid]].name \
+            if x.unit_oid in self.units.by_oid else x.unit_oid
+        r.call(argv[1:], sessions.hook_env(name, x.addr, x.nas, x.port, x.mac))
+
+    def session_changes(self, changes: list[dict], source: str) -> list[dict]:
+        """Start and stop sessions as one batch: one drain first (what was
+        counted so far belongs to the holders until now), then every change,
+        one rebind and one enforcement update. A change is {"user", "addr"}
+        to start (addr None: stop) plus optional mac, nas, port, cause.
+        Returns the sessions started or stopped."""
+        from acctd.units import format_addr, parse_addr
+        with self.lock:
+            units = self.cfg.units
+            plan = []
+            for c in changes:  # check everything before changing anything
+                i = units.find(c["user"])
+                u = units.units[i]
+                if u.type != "user":
+                    raise ValueError(f"unit {u.name} is a {u.type}: only user units hold sessions")
+                addr = c.get("addr")
+                if addr is not None:
+                    a = parse_addr(addr)
+                    owner = self.units.match(np.frombuffer(a, np.uint8)[None])[0]
+                    if owner >= 0 and self.units.units[owner].type != "user":
+                        raise ValueError(f"address {addr} belongs to {self.units.units[owner].type} "
+                                         f"unit {self.units.units[owner].name}")
+                    addr = format_addr(a)
+                plan.append((u, addr, c))
+            now = self.clock()
+            self._drain()
+            done = []
+            for u, addr, c in plan:
+                old = self.sessions.get(u.oid)
+                if addr is None:
+                    if old is not None:
+                        self._stop_session(old, now, c.get("cause") or "user-request")
+                        done.append(old.to_row())
+                    continue
+                if old is not None:
+                    if old.addr == addr:
+                        continue  # already there
+                    self._stop_session(old, now, "rebound")
+                    done.append(old.to_row())
+                for other in list(self.sessions.values()):
+                    if other.addr == addr:
+                        self._stop_session(other, now, "address-moved")
+                        done.append(other.to_row())
+                x = sessions.Session(0, u.oid, addr, source, now, mac=c.get("mac") or "",
+                                     nas=c.get("nas") or "", port=str(c.get("port") or ""))
+                x.id = self.storage.start_session(x)
+                self.sessions[u.oid] = x
+                self._run_hook("start", x)
+                log.info("session %d: %s at %s (%s)", x.id, u.name, addr, source)
+                done.append(x.to_row())
+            self._rebind(now)
+            self.apply_syspolicies()
+            return done
+
+    def session_start(self, user: str, addr: str | None = None, port: str | None = None,
+                      nas: str | None = None, mac: str | None = None,
+                      source: str = "command") -> dict:
+        """Freeside `session start`: bind `user` to an address, given or
+        found from its NAS port in [session] ports."""
+        from acctd.units import format_addr
+        if addr is None:
+            key = f"{nas}:{port}" if nas else str(port)
+            found = self.cfg.session.ports.get(key) if port is not None else None
+            if found is None:
+                raise ValueError(f"session start {user}: give --ip, or a --port listed in "
+                                 f"[session] ports (no entry {key!r})")
+            addr = format_addr(found)
+        done = self.session_changes([{"user": user, "addr": addr, "mac": mac, "nas": nas,
+                                      "port": port}], source)
+        return {"sessions": done}
+
+    def session_stop(self, user: str, cause: str = "user-request") -> dict:
+        return {"sessions": self.session_changes([{"user": user, "addr": None, "cause": cause}],
+                                                 "command")}
+
+    def session_list(self, open_only: bool = False, user: str | None = None,
+                     limit: int | None = 100) -> list[dict]:
+        with self.lock:
+            oid = None
+            if user is not None:
+                oid = self.cfg.units.units[self.cfg.units.find(user)].oid
+            names = {u.oid: u.name for u in self.cfg.units}
+            rows = []
+            for x in self.storage.sessions(open_only, oid, limit):
+                r = x.to_row()
+                r["user"] = names.get(x.unit_oid, x.unit_oid)
+                rows.append(r)
+            return rows
+
+    def kill_expired(self) -> dict:
+        """Freeside's periodic kill: end the sessions of users whose access
+        is denied now (any block: money, login, quota, admin)."""
+        from acctd import syspolicy
+        with self.lock:
+            bits = self.syspolicy_bits()
+            units = self.cfg.units
+            expired = []
+            for oid in self.sessions:
+                i = units.by_oid[oid]
+                b = bits.get(i, 0)
+                for g in units.ancestors[i]:
+                    b |= bits.get(g, 0)
+                if syspolicy.verdict(b) == abi.Verdict.DROP:
+                    expired.append(units.units[i].name)
+        if not expired:
+            return {"sessions": []}
+        return {"sessions": self.session_changes(
+            [{"user": n, "addr": None, "cause": "expired"} for n in expired], "command")}
 
     def send_reports(self, request=None, now: dt.datetime | None = None) -> dict:
         """`send report ...` from acctctl or a schedule: one mail per unit with

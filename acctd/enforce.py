@@ -35,7 +35,7 @@ import numpy as np
 from acctd import abi, syspolicy
 from acctd.policy import (Addr, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos, Units,
                           Vlan, parse_acct_entry, read_prefix_file)
-from acctd.units import ModelError, format_prefix, parse_addr, parse_prefix
+from acctd.units import ModelError, format_addr, format_prefix, parse_addr, parse_prefix
 
 RATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}  # bit/s: SI, as links are sold
 MIN_BURST = 65536 + 1500       # bytes: the largest GSO packet a hook may see, plus headers
@@ -315,12 +315,15 @@ class ClassSpec:
     bw: tuple[int | None, int | None] | None = None
 
 
-def plan(cfg, bits: Mapping[int, int], now: dt.datetime | None) -> dict[tuple[bytes, int], ClassSpec]:
+def plan(cfg, bits: Mapping[int, int], now: dt.datetime | None, units=None
+         ) -> dict[tuple[bytes, int], ClassSpec]:
     """Every class the kernel should hold: (prefix, length) -> ClassSpec.
 
     bits: system-policy bits per unit index (groups' bits reach their
-    members); now: local time for time/day targets (None: all active)."""
-    units, policies, proc = cfg.units, cfg.policies, cfg.processor
+    members); now: local time for time/day targets (None: all active);
+    units: the UnitSet with sessions' addresses (default: the config's)."""
+    units = cfg.units if units is None else units
+    policies, proc = cfg.policies, cfg.processor
     restrict = {"pass": abi.Fw.PASS, "drop": abi.Fw.DROP}
     out: dict[tuple[bytes, int], ClassSpec] = {}
     memo: dict = {}
@@ -348,9 +351,14 @@ def plan(cfg, bits: Mapping[int, int], now: dt.datetime | None) -> dict[tuple[by
     return out
 
 
+def prefix_text(pfx: tuple[bytes, int]) -> str:
+    """A class's prefix as operators write it: a host's address, else a/len."""
+    return format_addr(pfx[0]) if pfx[1] == 128 else format_prefix(*pfx)
+
+
 def blocks(classes: Mapping[tuple[bytes, int], ClassSpec]) -> dict[str, int]:
     """prefix text -> reason bits of every blocked class (what `acctctl` shows)."""
-    return {format_prefix(*k): c.reason for k, c in classes.items()
+    return {prefix_text(k): c.reason for k, c in classes.items()
             if syspolicy.verdict(c.reason) == abi.Verdict.DROP}
 
 
@@ -394,7 +402,7 @@ class Enforcer:
                 for k, v in zip(keys, vals)}
 
     def kernel_blocks(self) -> dict[str, int]:
-        return {format_prefix(*k): v[0] for k, v in self.kernel_classes().items()
+        return {prefix_text(k): v[0] for k, v in self.kernel_classes().items()
                 if syspolicy.verdict(v[0]) == abi.Verdict.DROP}
 
     # writing

@@ -16,7 +16,8 @@ Tables (timestamps are UTC, `TIMESTAMP` without zone; oids as integers):
              (a kernel map's keys and counter fields, as numpy bytes in
              chunks of CHUNK entries)
   meta       key, value: schema_version, abi_version, last_drain
-policy_oid 0 is all of a unit's traffic; unit_oid 0 is unattributed traffic
+policy_oid 0 is all of a unit's traffic; unit_oid 0 is unattributed traffic;
+policy_oids rollup.DROPPED count what the datapath dropped, per cause
 (see acctd.rollup).
 """
 
@@ -56,6 +57,16 @@ CREATE TABLE checkpoint (
     key_type VARCHAR NOT NULL, val_type VARCHAR NOT NULL,
     keys BLOB NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (map, chunk));
 """
+
+# Who held which address when (acctd.sessions); open sessions have no stop.
+SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS sessions (
+    id BIGINT PRIMARY KEY, unit_oid VARCHAR NOT NULL, addr VARCHAR NOT NULL,
+    source VARCHAR NOT NULL, start TIMESTAMP NOT NULL, mac VARCHAR NOT NULL,
+    nas VARCHAR NOT NULL, port VARCHAR NOT NULL, stop TIMESTAMP, stop_cause VARCHAR NOT NULL,
+    packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
+    bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL)"""
+_SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
+                 "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out")
 
 # The maps a daemon checkpoints, with the dtypes load_checkpoint() expects.
 CHECKPOINT_TYPES = {"acct_addrs": (abi.ADDR_KEY, abi.ADDR_VAL),
@@ -125,6 +136,7 @@ class Storage:
                              "spec VARCHAR NOT NULL)")
             self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
                              "state VARCHAR NOT NULL)")
+            self.con.execute(SESSIONS_TABLE)
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
@@ -151,6 +163,17 @@ class Storage:
         rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
         return rows[0][0] if rows else None
 
+    def forget_checkpoint(self) -> None:
+        """The pinned maps are of another ABI version than the checkpoint (an
+        upgrade moved them to a new pin directory, which starts at zero): the
+        checkpoint no longer describes them, so it goes, in one transaction
+        with the version it now stands for."""
+        self.con.execute("BEGIN")
+        self.con.execute("DELETE FROM checkpoint")
+        self.con.execute("UPDATE meta SET value = ? WHERE key = 'abi_version'",
+                         [str(abi.ABI_VERSION)])
+        self.con.execute("COMMIT")
+
     @property
     def last_drain(self) -> dt.datetime | None:
         v = self.meta("last_drain")
@@ -163,7 +186,8 @@ class Storage:
         return self.con.execute(sql, params)
 
     def commit(self, rollup: Rollup,
-               checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+               checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]],
+               session_charges: Mapping[int, tuple[int, int, int, int]] | None = None) -> None:
         """Store one drain atomically: raw rows, summary upserts, retention, checkpoint.
 
         checkpoint: map name -> (keys, values), the full counter state after
@@ -173,7 +197,9 @@ class Storage:
 
         On any error nothing is written and the exception propagates; the
         daemon's in-memory baseline is then ahead of the file, so it must
-        reseed from load_checkpoint() before the next drain.
+        reseed from load_checkpoint() before the next drain. session_charges
+        (session id -> packets in/out, bytes in/out) go into the same
+        transaction, so sessions never disagree with the rows.
         """
         ts_us = to_us(rollup.ts)
         self.con.register("acct_raw_batch", rollup.raw)
@@ -182,6 +208,10 @@ class Storage:
             self._sql("BEGIN")
             try:
                 self._write(ts_us, checkpoint)
+                for sid, (pi, po, bi, bo) in (session_charges or {}).items():
+                    self._sql("UPDATE sessions SET packets_in = packets_in + ?, packets_out = "
+                              "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
+                              "WHERE id = ?", [pi, po, bi, bo, sid])
                 self._sql("COMMIT")
             except BaseException:
                 try:
@@ -248,6 +278,41 @@ class Storage:
         for name, ps in parts.items():
             out[name] = (np.concatenate([p[0] for p in ps]),
                          _unpack(np.concatenate([p[1] for p in ps]), types[name][1]))
+        return out
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def start_session(self, s) -> int:
+        """Record a new open session (acctd.sessions.Session); returns its id."""
+        sid = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM sessions").fetchall()[0][0]
+        self.con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '', 0, 0, 0, 0)",
+                         [sid, s.unit_oid, s.addr, s.source, s.start.replace(tzinfo=None),
+                          s.mac, s.nas, s.port])
+        return int(sid)
+
+    def stop_session(self, sid: int, when: dt.datetime, cause: str) -> None:
+        self.con.execute("UPDATE sessions SET stop = ?, stop_cause = ? WHERE id = ? AND stop IS NULL",
+                         [when.replace(tzinfo=None), cause, sid])
+
+    def sessions(self, open_only: bool = False, unit_oid: str | None = None,
+                 limit: int | None = None) -> list:
+        """Sessions, newest first, as acctd.sessions.Session (times in UTC)."""
+        from acctd.sessions import Session
+        q = f"SELECT {', '.join(_SESSION_COLS)} FROM sessions WHERE true"
+        args: list = []
+        if open_only:
+            q += " AND stop IS NULL"
+        if unit_oid is not None:
+            q += " AND unit_oid = ?"
+            args.append(unit_oid)
+        q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        out = []
+        for row in self.con.execute(q, args).fetchall():
+            d = dict(zip(_SESSION_COLS, row))
+            for k in ("start", "stop"):
+                if d[k] is not None:
+                    d[k] = d[k].replace(tzinfo=dt.timezone.utc)
+            out.append(Session(**d))
         return out
 
     # --- system policies ---------------------------------------------------------------

@@ -380,6 +380,17 @@ class UnitSet:
         units[i] = dataclasses.replace(u, addrs=new)
         return UnitSet(units)
 
+    def rebound(self, addrs: dict[int, bytes | None]) -> UnitSet:
+        """A copy with several user units given new addresses at once (one
+        rebuild for a whole batch of sessions); indexes unchanged."""
+        units = list(self.units)
+        for i, addr in addrs.items():
+            u = units[i]
+            if u.type != "user":
+                raise ModelError(f"only user units change address; {u.name!r} is a {u.type}")
+            units[i] = dataclasses.replace(u, addrs=() if addr is None else (addr,))
+        return UnitSet(units)
+
     def subtree_contains(self, i: int, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Whether each address lies inside unit i (a group: inside any member)."""
         table = self._subtree_sets.get(i)

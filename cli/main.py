@@ -424,6 +424,69 @@ def quota_show(ctx, unit, list_only, as_json):
     _run(go)
 
 
+@main.group()
+def session():
+    """User sessions: which user unit holds which address (Freeside-style)."""
+
+
+def _session_rows(r) -> None:
+    rows = r["sessions"] if isinstance(r, dict) else r
+    _table("sessions", ["id", "user", "addr", "source", "start", "stop", "cause", "in B", "out B"],
+           [[x["id"], x.get("user", x["unit_oid"]), x["addr"], x["source"], str(x["start"]),
+             str(x["stop"] or "-"), x["stop_cause"] or "-", x["bytes_in"], x["bytes_out"]]
+            for x in rows])
+
+
+@session.command("start")
+@click.argument("user")
+@click.option("--ip", help="The address the user holds from now.")
+@click.option("--port", help="A NAS port; its address comes from [session] ports.")
+@click.option("--nas", help="The NAS (address or name) the port belongs to.")
+@click.option("--nas-port", "nas_port", help="Same as --port, with --nas.")
+@click.option("--mac", help="The MAC address, when known.")
+@json_option
+@click.pass_context
+def session_start(ctx, user, ip, port, nas, nas_port, mac, as_json):
+    """Bind USER to an address (freeside-login). The traffic counted so far
+    stays with the address's previous holder; the session-start command of
+    [session] runs with user, ip, nasip, nasfqdn in its environment."""
+    port = port or nas_port
+    if not ip and not port:
+        raise click.UsageError("give --ip, or --port (with --nas when ports are per NAS)")
+    _run(lambda: _out(_ask(ctx, "session-start", user=user, ip=ip, port=port, nas=nas, mac=mac),
+                      as_json, _session_rows))
+
+
+@session.command("stop")
+@click.argument("user")
+@json_option
+@click.pass_context
+def session_stop(ctx, user, as_json):
+    """End USER's session (freeside-logout): it holds no address any more."""
+    _run(lambda: _out(_ask(ctx, "session-stop", user=user), as_json, _session_rows))
+
+
+@session.command("list")
+@click.argument("user", required=False)
+@click.option("--open", "open_only", is_flag=True, help="Only sessions still open.")
+@click.option("--limit", default=100, show_default=True)
+@json_option
+@click.pass_context
+def session_list(ctx, user, open_only, limit, as_json):
+    """Sessions, newest first, with their exact byte counts."""
+    _run(lambda: _out(_ask(ctx, "session-list", user=user, open=open_only, limit=limit),
+                      as_json, _session_rows))
+
+
+@session.command("kill-expired")
+@json_option
+@click.pass_context
+def session_kill_expired(ctx, as_json):
+    """End the sessions of users whose access is blocked now (schedule it:
+    acctctl schedule add time hourly action "session kill-expired")."""
+    _run(lambda: _out(_ask(ctx, "session-kill-expired"), as_json, _session_rows))
+
+
 @main.command()
 @json_option
 @click.pass_context
