@@ -419,6 +419,7 @@ class _Loader:
             if want is dict and not isinstance(val, dict):
                 self.fail(f"expected a [{key}] table", key)
         interfaces = self.interfaces()
+        self.login_table()
         processor = self.processor()
         storage = self.storage()
         unit_list = [self.unit(i, d) for i, d in enumerate(self.doc.get("unit", []))]
@@ -436,6 +437,21 @@ class _Loader:
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
                       users=self.users(), server=self.server(), alerter=self.alerter(),
                       session=self.session())
+
+    def login_table(self) -> None:
+        """[login] (NeTAMS service login settings) is checked here, so a bad
+        bound fails at load with its line; records live in the database."""
+        if "login" not in self.doc:
+            return
+        from acctd.login import LoginSettings
+        d = self.doc["login"]
+        if not isinstance(d, dict):
+            self.fail("expected a [login] table", "login")
+        try:
+            LoginSettings.from_mapping(d)
+        except ValueError as e:
+            key = next((k for k in d if k in str(e)), None)
+            self.fail(str(e), "login", None, key)
 
     def session(self) -> "SessionHooks":
         t = "session"

@@ -53,7 +53,9 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "quota-set": "operator", "quota-show": "viewer", "alerter": "viewer",
                  "send-report": "operator", "session-start": "operator",
                  "session-stop": "operator", "session-list": "viewer",
-                 "session-kill-expired": "operator", "blocked": "viewer"}
+                 "session-kill-expired": "operator", "blocked": "viewer",
+                 "login-set": "operator", "login": "operator", "logout": "operator",
+                 "login-show": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -374,6 +376,13 @@ class _Dispatch:
             return d.session_list(bool(args.get("open")), args.get("user"), args.get("limit", 100))
         if cmd == "session-kill-expired":
             return d.kill_expired()
+        if cmd == "login-set":
+            return d.login_set(str(args.get("unit", "")), [str(w) for w in args.get("words", [])])
+        if cmd in ("login", "logout"):
+            return d.login_unit(str(args.get("unit", "")), str(args.get("password", "")),
+                                args.get("ip"), args.get("mac"), out=cmd == "logout")
+        if cmd == "login-show":
+            return d.show_login(args.get("unit"))
         if cmd == "blocked":
             with d.lock:
                 return d.blocked()

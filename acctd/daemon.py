@@ -52,6 +52,9 @@ class Daemon:
         self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
         self.units = cfg.units     # the config's units with the sessions' addresses
         self.hooks: dict = {}      # [session] command runners by program (AccessScript)
+        self.login = None          # login.LoginService (NeTAMS service login)
+        self.expired_logins: list = []  # closed by the last drain (login.Expiry)
+        self.last_seen: dict = {}       # unit oid -> time of its last counted packet
         self.access_script = None  # access_script.AccessScript when configured
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
@@ -83,6 +86,7 @@ class Daemon:
         self._seed()
         self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
         self._rebind()
+        self._configure_login()
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
         self.quota_state = self.storage.quota_state()
@@ -115,11 +119,14 @@ class Daemon:
         from acctd.abi import Reason
         stored = self.storage.syspolicies()
         held = {o for o, st in (self.quota_state or {}).get("units", {}).items() if st.get("blocked")}
+        login_blocked = self.login.blocked() if self.login is not None else set()
         out = {}
         for i, u in enumerate(self.cfg.units):
             bits = stored.get(int(u.oid, 16), syspolicy.from_words(u.sys_policy))
             if u.oid in held:  # the quota service's block, apart from the admin's words
                 bits |= Reason.QUOTA
+            if u.oid in login_blocked:  # a login record, not logged in
+                bits |= Reason.LOGIN
             if bits:
                 out[i] = bits
         return out
@@ -373,6 +380,7 @@ class Daemon:
             self.matches = np.zeros(new.plan.n_entries, np.uint64)
         with self.lock:
             self._configure_access_script()
+            self._configure_login()
             self.apply_syspolicies()  # units and their addresses may have changed
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
@@ -397,7 +405,16 @@ class Daemon:
     def drain(self) -> dict:
         """Drain, account and commit one interval; returns a short summary."""
         with self.lock:
-            return self._drain()
+            self.expired_logins = []
+            summary = self._drain()
+            expired = self.expired_logins
+        from acctd.login import SESSION_CAUSE
+        stops = [{"user": self.cfg.units.units[self.cfg.units.by_oid[e.oid]].name, "addr": None,
+                  "cause": SESSION_CAUSE[e.cause]}
+                 for e in expired if e.oid in self.sessions and self.login.settings.set_user_ip]
+        if stops:  # timed-out users give their addresses back (set-user-ip)
+            self.session_changes(stops, "login")
+        return summary
 
     def _drain(self) -> dict:
         if True:  # under self.lock
@@ -437,8 +454,10 @@ class Daemon:
             self.checks += counts.checks
             self.matches += counts.matches
             self._check_quotas(now)
-            if self._fw_in_use():
-                self.apply_syspolicies()  # fw-policy time/day targets move with the clock
+            expired = self._expire_logins(now, delta["acct_addrs"].keys, delta["acct_addrs"].values)
+            if expired or self._fw_in_use():
+                self.apply_syspolicies()  # logins closed; fw-policy time targets move
+            self.expired_logins = expired
             return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
                     "flows": int(len(delta["acct_flows"].keys)),
                     "addrs": int(len(delta["acct_addrs"].keys))}
@@ -531,6 +550,109 @@ class Daemon:
         sd.stopping()  # programs stay attached and keep counting
 
     # -- traffic reports (NeTAMS send report) --------------------------------------
+
+    # -- login service (acctd/login.py) ---------------------------------------------
+
+    def _configure_login(self) -> None:
+        """The login service with the config's settings and the stored records
+        (records outlive reloads and restarts; settings follow the config)."""
+        from acctd import login
+        settings = login.LoginSettings.from_mapping(self.cfg.login)
+        if self.login is None:
+            records = [login.LoginRecord.from_dict(d) for d in self.storage.login_records().values()]
+            self.login = login.LoginService(settings, self._find_oid, records,
+                                            on_attempt=self._login_attempt)
+        else:
+            self.login.settings = settings
+        for oid in list(self.login.records):
+            if oid not in self.cfg.units.by_oid:  # the unit left the config
+                self.login.remove(oid)
+                self.storage.set_login_record(oid, None)
+
+    def _find_oid(self, key: str) -> str | None:
+        try:
+            return self.cfg.units.units[self.cfg.units.find(key)].oid
+        except KeyError:
+            return None
+
+    def _login_attempt(self, who, ok, reason, addr, mac, now) -> None:
+        """Every login and logout attempt (the F-TICKS hook point)."""
+        log.info("login %s: %s %s addr=%s mac=%s", "ok" if ok else "FAIL", who, reason,
+                 addr or "-", mac or "-")
+
+    def _save_login(self, oid: str) -> None:
+        rec = self.login.get(oid)
+        self.storage.set_login_record(oid, rec.to_dict() if rec else None)
+
+    def login_set(self, unit: str, words: list[str]) -> dict:
+        """NeTAMS `login set NAME password P inact N abs N mac M strict`."""
+        with self.lock:
+            rec = self.login.set(unit, words, now=self.clock())
+            self._save_login(rec.oid)
+            self.apply_syspolicies()  # a new record blocks until the unit logs in
+            return {"unit": unit, "oid": rec.oid, "inact": rec.inact, "abs": rec.abs,
+                    "mac": rec.mac, "strict": rec.strict}
+
+    def login_unit(self, unit: str, password: str, addr: str | None = None,
+                   mac: str | None = None, out: bool = False) -> dict:
+        """NeTAMS `login`/`logout`: the reply in the reference's words. A wrong
+        password changes nothing; success lifts (logout: restores) the block
+        and, with set-user-ip, binds (unbinds) the user unit's address."""
+        with self.lock:
+            now = self.clock()
+            op = self.login.logout if out else self.login.login
+            res = op(unit, password, addr, mac, now=now)
+            if res.ok:
+                self._save_login(res.oid)
+        if res.ok:
+            self._follow_login(res.oid, res.bind, res.unbind or out, res.mac, "user-request")
+        return {"ok": res.ok, "code": res.code, "reply": res.reply, "addr": res.addr,
+                "mac": res.mac}
+
+    def _follow_login(self, oid: str, bind: str | None, unbind: bool, mac, cause: str) -> None:
+        """Sessions and blocks after a login state change (outside the lock:
+        session changes drain, which takes it)."""
+        u = self.cfg.units.units[self.cfg.units.by_oid[oid]]
+        if u.type == "user" and bind:
+            self.session_changes([{"user": u.name, "addr": bind, "mac": mac}], "login")
+        elif u.type == "user" and unbind and oid in self.sessions:
+            self.session_changes([{"user": u.name, "addr": None, "cause": cause}], "login")
+        else:
+            with self.lock:
+                self.apply_syspolicies()
+
+    def _expire_logins(self, now, moved_keys, moved_vals) -> list:
+        """After a drain: close logins past their absolute or inactivity
+        timeout. Inactivity counts from the unit's last counted packet: for
+        the addresses whose counters moved in this drain, the kernel's
+        last-packet time, turned from its monotonic clock into ours."""
+        if not self.login or not self.login.records:
+            return []
+        if len(moved_keys):
+            leaf = self.model.units.match(moved_keys["addr"])
+            mono = time.monotonic_ns()  # the datapath's clock (coarse monotonic)
+            for oid in self.login.records:
+                i = self.units.by_oid.get(oid)
+                sel = moved_vals["last_ns"][leaf == i] if i is not None else ()
+                if len(sel) and sel.max():
+                    ago = max(0.0, (mono - int(sel.max())) / 1e9)
+                    self.last_seen[oid] = now - dt.timedelta(seconds=ago)
+        expired = self.login.expire(now, self.last_seen)
+        for e in expired:
+            self._save_login(e.oid)
+            log.info("login of %s closed: %s timeout", e.oid, e.cause)
+        return expired
+
+    def show_login(self, unit: str | None = None) -> dict:
+        from acctd import login
+        with self.lock:
+            oid = self._find_oid(unit) if unit else None
+            if unit and oid is None:
+                raise KeyError(f"no unit named or with oid {unit!r}")
+            rows = self.login.show(self.clock(), oid)
+            names = {u.oid: u.name for u in self.cfg.units}
+            return {"text": login.format_show(rows, names.get),
+                    "rows": [r.to_dict() for r in rows]}
 
     # -- sessions (acctd/sessions.py) ---------------------------------------------
 

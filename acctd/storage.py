@@ -137,6 +137,8 @@ class Storage:
             self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
                              "state VARCHAR NOT NULL)")
             self.con.execute(SESSIONS_TABLE)
+            self.con.execute("CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, "
+                             "record VARCHAR NOT NULL)")
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
@@ -314,6 +316,20 @@ class Storage:
                     d[k] = d[k].replace(tzinfo=dt.timezone.utc)
             out.append(Session(**d))
         return out
+
+    # --- login records (acctd.login) ------------------------------------------------------
+
+    def login_records(self) -> dict[str, dict]:
+        rows = self.con.execute("SELECT unit_oid, record FROM login").fetchall()
+        return {oid: json.loads(rec) for oid, rec in rows}
+
+    def set_login_record(self, oid: str, record: dict | None) -> None:
+        """Store (or with None remove) one unit's login record."""
+        if record is None:
+            self.con.execute("DELETE FROM login WHERE unit_oid = ?", [oid])
+        else:
+            self.con.execute("INSERT OR REPLACE INTO login VALUES (?, ?)",
+                             [oid, json.dumps(record, sort_keys=True)])
 
     # --- system policies ---------------------------------------------------------------
 

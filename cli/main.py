@@ -424,6 +424,53 @@ def quota_show(ctx, unit, list_only, as_json):
     _run(go)
 
 
+@main.group("login")
+def login_group():
+    """The login service (NeTAMS service login): a unit with a login record
+    is blocked until it logs in, and again after its timeouts."""
+
+
+@login_group.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("unit")
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def login_set(ctx, unit, words):
+    """UNIT [password P] [inact SEC] [abs SEC] [mac M|none] [strict|nostrict]"""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "login-set", unit=unit, words=list(words)))))
+
+
+def _login_cmd(cmd: str):
+    @click.argument("unit")
+    @click.option("--password-file", type=click.File(), help="Read the password from a file "
+                  "(- for stdin); otherwise it is asked for.")
+    @click.option("--ip", help="The address the unit logs in from.")
+    @click.option("--mac", help="The MAC address it logs in with.")
+    @click.pass_context
+    def go(ctx, unit, password_file, ip, mac):
+        pw = password_file.readline().rstrip("\n") if password_file else \
+            click.prompt("password", hide_input=True)
+        r = _ask(ctx, cmd, unit=unit, password=pw, ip=ip, mac=mac)
+        click.echo(r["reply"])
+        if not r["ok"]:
+            raise SystemExit(1)
+    return go
+
+
+login_group.command("in", help="Log UNIT in (NeTAMS login): prints the reply, exit 1 on "
+                    "failure.")(_login_cmd("login"))
+login_group.command("out", help="Log UNIT out (NeTAMS logout).")(_login_cmd("logout"))
+
+
+@login_group.command("show")
+@click.argument("unit", required=False)
+@json_option
+@click.pass_context
+def login_show(ctx, unit, as_json):
+    """Opened ago, last used, absolute and inactivity deadlines (show login)."""
+    _run(lambda: _out(_ask(ctx, "login-show", unit=unit), as_json,
+                      lambda r: click.echo(r["text"])))
+
+
 @main.group()
 def session():
     """User sessions: which user unit holds which address (Freeside-style)."""

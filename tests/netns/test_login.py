@@ -1,0 +1,127 @@
+"""The login service with real traffic and an injected clock: a login
+record blocks in the kernel until the unit logs in; totals follow a user
+across logins from different addresses; timeouts block again; a wrong
+password changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+
+import pytest
+
+from .topology import LINKS
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
+
+CONFIG = """
+[[interface]]
+name = "lan1"
+role = "lan"
+hook = "tc"
+[[interface]]
+name = "lan2"
+role = "lan"
+hook = "tc"
+[[interface]]
+name = "wan0"
+role = "wan"
+hook = "tc"
+[processor]
+lookup-delay = 300
+default-acct-policy = ["ip"]
+[storage]
+path = "{db}"
+[login]
+set-user-ip = true
+min-inact = 60
+[[policy]]
+name = "ip"
+target = "proto ip"
+[[unit]]
+type = "user"
+name = "carol"
+[[unit]]
+type = "host"
+name = "bob"
+ip = "{bob}"
+"""
+
+
+def month(d, unit: str) -> dict:
+    from acctd.control import report_list
+    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
+    return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
+            for r in rows if r["policy"] == "(all)"}
+
+
+def test_login_blocks_binds_and_times_out(topo, tmp_path):
+    from acctd import config
+    from acctd.build import Sizes
+    from acctd.daemon import Daemon
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", bob=SUB2.v4()))
+    clock = [dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)]
+    d = Daemon(config.load(str(cfg_path)),
+               Sizes(pin_root=f"/sys/fs/bpf/acctd-l-{os.getpid()}-{random.randrange(1 << 30)}",
+                     flows=4096, addrs=256), netns=topo.ns["gw"], clock=lambda: clock[0])
+
+    def bob_pings(n: int = 4) -> int:
+        return topo.ping("sub2", SRV.v4(), count=n, size=56).received
+
+    try:
+        d.start()
+        assert bob_pings() == 4                       # no login record: not managed
+        d.login_set("bob", ["password", "s3cret", "inact", "120", "abs", "600"])
+        assert bob_pings() == 0                       # a record: blocked until login
+        bad = d.login_unit("bob", "guess")
+        assert (bad["ok"], bad["code"]) == (False, "wrong-password")
+        assert bob_pings() == 0                       # a wrong password changes nothing
+        ok = d.login_unit("bob", "s3cret", SUB2.v4())
+        assert ok["ok"] and ok["reply"].startswith("OK: login success from ip:" + SUB2.v4())
+        assert bob_pings() == 4
+        # inactivity counts from the last counted packet, which the drain
+        # places at its own time when the clock is injected (no real time
+        # passes): the pings are seen at +100 s, nothing after
+        clock[0] += dt.timedelta(seconds=100)
+        d.drain()
+        assert SUB2.v4() not in d.blocked()
+        clock[0] += dt.timedelta(seconds=110)         # 110 s idle: still in
+        d.drain()
+        assert SUB2.v4() not in d.blocked()
+        clock[0] += dt.timedelta(seconds=20)          # 130 s idle > inact 120
+        d.drain()
+        assert d.blocked()[SUB2.v4()] == ["sys-deny-login"]
+        assert bob_pings() == 0
+        assert d.login.get(d.cfg.units.units[d.cfg.units.find("bob")].oid).curr_state == "closed"
+        # logged in again: the absolute timeout (600 s) ends it despite traffic
+        assert d.login_unit("bob", "s3cret")["ok"]
+        for _ in range(6):
+            clock[0] += dt.timedelta(seconds=110)
+            assert bob_pings(2) == 2
+            d.drain()
+        assert bob_pings() == 0                       # 660 s after login > abs 600
+
+        # carol, a user unit: set-user-ip binds her to where she logs in from
+        d.login_set("carol", ["password", "hunter22"])
+        r = d.login_unit("carol", "hunter22", SUB1.v4())
+        assert r["ok"] and [s["addr"] for s in d.session_list(open_only=True)] == [SUB1.v4()]
+        p1 = topo.ping("sub1", SRV.v4(), count=5, size=100)
+        assert p1.received == 5
+        assert d.login_unit("carol", "hunter22", out=True)["ok"]
+        assert d.session_list(open_only=True) == []
+        assert d.login_unit("carol", "hunter22", SUB1.v6())["ok"]
+        p2 = topo.ping("sub1", SRV.v6(), count=3, size=100)
+        d.drain()
+        assert month(d, "carol") == {
+            "out": (p1.request.packets + p2.request.packets,
+                    p1.request.ip_bytes + p2.request.ip_bytes),
+            "in": (p1.reply.packets + p2.reply.packets, p1.reply.ip_bytes + p2.reply.ip_bytes)}
+        shown = d.show_login("carol")["text"]
+        assert "carol" in shown and "opened" in shown
+    finally:
+        d.close()
+        d.dp.detach()
