@@ -68,6 +68,14 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     # password = "$argon2id$..."  # for the TCP listener (`acctctl hash-password` makes one)
     # uid 0 (root) is always admin; any other peer that matches no user is refused.
 
+    [flowlog]                     # net-acct's flow log, one nacctd line per flow and drain
+    path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
+    fields = ["time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user"]
+
+    [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
+    dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
+    exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
+
     [server]                      # optional TCP listener (NeTAMS service server); off if absent
     listen = "127.0.0.1:20001"    # host:port; loopback unless you mean otherwise
     login = "localhost"           # localhost: loopback peers only | any
@@ -181,6 +189,24 @@ class Config:
     server: "Server | None" = None
     alerter: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # alerter.MailSettings
     session: "SessionHooks" = dataclasses.field(default_factory=lambda: SessionHooks())
+    flowlog: "FlowLogConf | None" = None
+    dynamicip: "DynamicIp | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowLogConf:
+    """net-acct's per-flow log: one nacctd line per flow and drain."""
+    path: str
+    fields: tuple[str, ...]
+    fsync: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicIp:
+    """net-acct's dynamicip directory: a file named by an address holding a
+    user name binds that address to that user unit."""
+    dir: str
+    exclude: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +377,7 @@ def _freeze(v: Any) -> Any:
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
         "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
-        "session": dict}
+        "session": dict, "flowlog": dict, "dynamicip": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
@@ -364,6 +390,8 @@ _KEYS = {
     "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
     "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
     "session": {"start", "stop", "ports", "hook-timeout"},
+    "flowlog": {"path", "fields", "fsync"},
+    "dynamicip": {"dir", "exclude-name-lookup"},
 }
 
 
@@ -436,7 +464,38 @@ class _Loader:
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
                       users=self.users(), server=self.server(), alerter=self.alerter(),
-                      session=self.session())
+                      session=self.session(), flowlog=self.flowlog(),
+                      dynamicip=self.dynamicip())
+
+    def flowlog(self) -> "FlowLogConf | None":
+        t = "flowlog"
+        if t not in self.doc:
+            return None
+        from acctd.flowlog import DEFAULT_FIELDS, check_fields
+        d = self.section(t, None, self.doc[t])
+        path = self.get(t, None, d, "path", _str, "a file path", required=True)
+        if not os.path.isabs(path):
+            path = os.path.join(self.base_dir, path)
+        fields = self.get(t, None, d, "fields", _strs, "field names", default=DEFAULT_FIELDS)
+        try:
+            fields = check_fields(fields)
+        except ValueError as e:
+            self.fail(str(e), t, None, "fields")
+        return FlowLogConf(path, tuple(fields), self.get(t, None, d, "fsync", _bool, default=False))
+
+    def dynamicip(self) -> "DynamicIp | None":
+        t = "dynamicip"
+        if t not in self.doc:
+            return None
+        from acctd.dynamicip import parse_networks
+        d = self.section(t, None, self.doc[t])
+        path = self.get(t, None, d, "dir", _str, "a directory", required=True)
+        exclude = self.get(t, None, d, "exclude-name-lookup", _strs, "networks", default=())
+        try:
+            parse_networks(exclude)
+        except ValueError as e:
+            self.fail(str(e), t, None, "exclude-name-lookup")
+        return DynamicIp(path, tuple(exclude))
 
     def login_table(self) -> None:
         """[login] (NeTAMS service login settings) is checked here, so a bad

@@ -391,6 +391,8 @@ class _Dispatch:
         if cmd == "connections":
             return self.connections()
         if cmd == "rotate":
+            if args.get("what") == "flowlog":
+                return d.rotate_flowlog()
             from acctd import log as acctd_log
             return acctd_log.rotate()
         if cmd == "policies":

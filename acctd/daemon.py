@@ -55,6 +55,10 @@ class Daemon:
         self.login = None          # login.LoginService (NeTAMS service login)
         self.expired_logins: list = []  # closed by the last drain (login.Expiry)
         self.last_seen: dict = {}       # unit oid -> time of its last counted packet
+        self.flowlog = None             # flowlog.FlowLog (net-acct's flow log)
+        self.flowlog_paused = False     # asked by SIGTSTP/SIGCONT, applied before a write
+        self.dynamicip = None           # dynamicip.DirWatcher
+        self.ifnames: dict[int, str] = {}
         self.access_script = None  # access_script.AccessScript when configured
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
@@ -87,6 +91,7 @@ class Daemon:
         self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
         self._rebind()
         self._configure_login()
+        self._configure_netacct()
         from acctd.scheduler import Scheduler
         self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
         self.quota_state = self.storage.quota_state()
@@ -381,6 +386,7 @@ class Daemon:
         with self.lock:
             self._configure_access_script()
             self._configure_login()
+            self._configure_netacct()
             self.apply_syspolicies()  # units and their addresses may have changed
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
@@ -392,6 +398,8 @@ class Daemon:
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
+        if self.flowlog is not None:
+            self.flowlog.close()
         if self.access_script is not None:
             self.access_script.close()
         for r in self.hooks.values():
@@ -440,6 +448,7 @@ class Daemon:
                 charges = sessions.charges(cols, {o: x.id for o, x in self.sessions.items()})
                 self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read,
                                     charges)
+                self._write_flowlog(now, delta["acct_flows"])
                 for x in self.sessions.values():
                     c = charges.get(x.id)
                     if c:
@@ -518,6 +527,10 @@ class Daemon:
             waiters, reload = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
             if stop.is_set():
                 break
+            try:
+                self.poll_dynamicip()
+            except Exception:
+                log.exception("dynamicip poll failed")
             if self.scheduler and run_scheduled:
                 for entry in self.scheduler.due():
                     run_scheduled(entry)
@@ -548,8 +561,6 @@ class Daemon:
                     on_drain(summary, err)
                 next_at = time.monotonic() + self.cfg.processor.lookup_delay
         sd.stopping()  # programs stay attached and keep counting
-
-    # -- traffic reports (NeTAMS send report) --------------------------------------
 
     # -- login service (acctd/login.py) ---------------------------------------------
 
@@ -809,6 +820,92 @@ class Daemon:
             return {"sessions": []}
         return {"sessions": self.session_changes(
             [{"user": n, "addr": None, "cause": "expired"} for n in expired], "command")}
+
+    # -- net-acct: flow log and dynamicip (acctd/flowlog.py, acctd/dynamicip.py) --------
+
+    def _configure_netacct(self) -> None:
+        from acctd.dynamicip import DirWatcher
+        from acctd.flowlog import FlowLog
+        want = self.cfg.flowlog
+        cur = self.flowlog
+        if cur is not None and (want is None or (cur.path, tuple(cur.fields)) != (want.path, want.fields)):
+            cur.close()
+            self.flowlog = None
+        if want is not None and self.flowlog is None:
+            self.flowlog = FlowLog(want.path, want.fields, fsync=want.fsync)
+        if want is not None:
+            self.ifnames = self.dp.ifnames()
+        d = self.cfg.dynamicip
+        if d is None:
+            self.dynamicip = None
+        elif self.dynamicip is None or (self.dynamicip.dirpath, self.dynamicip.nets) != \
+                (d.dir, DirWatcher(d.dir, d.exclude).nets):
+            self.dynamicip = DirWatcher(d.dir, d.exclude)
+
+    def _write_flowlog(self, now, flows) -> None:
+        """After the counts are committed: one nacctd line per flow that moved.
+        Pause/resume requests (SIGTSTP/SIGCONT) take effect before writing."""
+        if self.flowlog is None:
+            return
+        if self.flowlog_paused and not self.flowlog.paused:
+            self.flowlog.pause()
+        elif not self.flowlog_paused and self.flowlog.paused:
+            self.flowlog.resume()
+        from acctd.units import parse_addr
+
+        def user(addr: str) -> str | None:
+            i = self.units.match(np.frombuffer(parse_addr(addr), np.uint8)[None])[0]
+            return self.units.units[i].name if i >= 0 else None
+        try:
+            self.flowlog.append(flows.keys, flows.values, now=now, devices=self.ifnames, user=user)
+        except OSError as e:  # the counts are committed: the log is a copy
+            log.error("flow log %s: %s", self.flowlog.path, e)
+
+    def set_flowlog_paused(self, paused: bool) -> None:
+        """From a signal handler: only a flag, the next drain acts on it."""
+        self.flowlog_paused = paused
+
+    def rotate_flowlog(self) -> dict:
+        with self.lock:
+            if self.flowlog is None:
+                raise ValueError("no [flowlog] in the configuration")
+            self.flowlog_paused = False
+            if self.flowlog.paused:
+                self.flowlog.resume()
+            return {"flowlog": self.flowlog.path, "rotated_to": self.flowlog.rotate()}
+
+    def poll_dynamicip(self) -> list[dict]:
+        """Files created, changed or removed in the dynamicip directory become
+        session starts and stops, all in one batch (one drain)."""
+        if self.dynamicip is None:
+            return []
+        events = self.dynamicip.poll()
+        if not events:
+            return []
+        changes = []
+        for e in events:
+            try:
+                i = self.cfg.units.find(e.user)
+            except KeyError:
+                log.warning("dynamicip %s: no unit named %r", e.addr, e.user)
+                continue
+            u = self.cfg.units.units[i]
+            if u.type != "user":
+                log.warning("dynamicip %s: %s is a %s, not a user unit", e.addr, u.name, u.type)
+                continue
+            if e.kind == "bind":
+                changes.append({"user": u.name, "addr": e.addr})
+            else:
+                held = self.sessions.get(u.oid)
+                if held is not None and held.addr == e.addr:
+                    changes.append({"user": u.name, "addr": None, "cause": "file-removed"})
+        if not changes:
+            return []
+        try:
+            return self.session_changes(changes, "file")
+        except ValueError as e:
+            log.warning("dynamicip: %s", e)
+            return []
 
     def send_reports(self, request=None, now: dt.datetime | None = None) -> dict:
         """`send report ...` from acctctl or a schedule: one mail per unit with

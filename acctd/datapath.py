@@ -244,6 +244,17 @@ class Datapath:
                          "count their segments: use hook = \"tc\" for exact counts")
         return notes
 
+    def ifnames(self) -> dict[int, str]:
+        """ifindex -> name of the hooked interfaces (for logs that name them)."""
+        with self._ipr() as ipr:
+            out = {}
+            for idx in self._iface_cfgs():
+                try:
+                    out[idx] = ipr.get_links(idx)[0].get_attr("IFLA_IFNAME")
+                except Exception:  # gone meanwhile: the log says if<N>
+                    pass
+            return out
+
     def _iface_cfgs(self) -> dict[int, np.void]:
         keys, vals = self.maps["acct_iface_cfg"].read_all()
         used = np.flatnonzero(vals["role"])

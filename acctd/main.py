@@ -119,6 +119,9 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         return 1
+    # net-acct: SIGTSTP pauses the flow log (mv it away), SIGCONT resumes
+    signal.signal(signal.SIGTSTP, lambda *_: d.set_flowlog_paused(True))
+    signal.signal(signal.SIGCONT, lambda *_: d.set_flowlog_paused(False))
     server.serve_in_thread()
     if tcp:
         tcp.serve_in_thread()

@@ -370,11 +370,13 @@ def connections(ctx, as_json):
 
 
 @main.command()
-@click.argument("what", type=click.Choice(["log"]))
+@click.argument("what", type=click.Choice(["log", "flowlog"]))
 @click.pass_context
 def rotate(ctx, what):
-    """Reopen the daemon's log file after it was moved (rotate log)."""
-    _run(lambda: click.echo(json.dumps(_ask(ctx, "rotate"))))
+    """rotate log: reopen the daemon's log file after it was moved.
+    rotate flowlog: rename the flow log to FILE.<time> and start a new one,
+    losing and repeating no line."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "rotate", what=what))))
 
 
 @main.command()

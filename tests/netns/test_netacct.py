@@ -1,0 +1,128 @@
+"""net-acct compatibility with real traffic: the dynamicip directory binds
+addresses to user units while traffic flows, with exact per-user totals; the
+nacctd flow log holds every byte once, across SIGTSTP-style pause, mv and
+resume, and `rotate flowlog`."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from .topology import LINKS
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
+
+CONFIG = """
+[[interface]]
+name = "lan1"
+role = "lan"
+hook = "tc"
+[[interface]]
+name = "lan2"
+role = "lan"
+hook = "tc"
+[[interface]]
+name = "wan0"
+role = "wan"
+hook = "tc"
+[processor]
+lookup-delay = 300
+default-acct-policy = ["ip"]
+[storage]
+path = "{db}"
+[dynamicip]
+dir = "{dyn}"
+[flowlog]
+path = "{log}"
+fields = ["time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user", "packets", "dir"]
+[[policy]]
+name = "ip"
+target = "proto ip"
+[[unit]]
+type = "user"
+name = "carol"
+[[unit]]
+type = "user"
+name = "dave"
+"""
+
+
+def month(d, unit: str) -> dict:
+    from acctd.control import report_list
+    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
+    return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
+            for r in rows if r["policy"] == "(all)"}
+
+
+def log_totals(paths) -> dict:
+    """(user, dir) -> [packets, bytes] summed over every line of the logs."""
+    out: dict = {}
+    for p in paths:
+        for line in open(p):
+            f = line.rstrip("\n").split("\t")
+            assert len(f) == 11, line
+            c = out.setdefault((f[8], f[10]), [0, 0])
+            c[0] += int(f[9])
+            c[1] += int(f[6])
+    return out
+
+
+def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
+    from acctd import config
+    from acctd.build import Sizes
+    from acctd.daemon import Daemon
+    dyn = tmp_path / "dyn"
+    dyn.mkdir()
+    flows = tmp_path / "flows.log"
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", dyn=dyn, log=flows))
+    d = Daemon(config.load(str(cfg_path)),
+               Sizes(pin_root=f"/sys/fs/bpf/acctd-n-{os.getpid()}-{random.randrange(1 << 30)}",
+                     flows=4096, addrs=256), netns=topo.ns["gw"])
+    try:
+        d.start()
+        (dyn / SUB1.v4()).write_text("carol\n")
+        d.poll_dynamicip()
+        a = topo.ping("sub1", SRV.v4(), count=6, size=100)
+        (dyn / SUB1.v4()).write_text("dave\n")          # rewritten in place: now dave's
+        d.poll_dynamicip()
+        b = topo.ping("sub1", SRV.v4(), count=4, size=300)
+        # net-acct rotation: pause (SIGTSTP), move the log away, resume (SIGCONT)
+        d.set_flowlog_paused(True)
+        d.drain()                                         # lines held, not written
+        moved = tmp_path / "flows.log.1"
+        os.rename(flows, moved)
+        c = topo.ping("sub1", SRV.v4(), count=3, size=200)
+        (dyn / SUB1.v4()).unlink()                       # dave's address is nobody's now
+        d.poll_dynamicip()
+        topo.ping("sub1", SRV.v4(), count=2, size=50)    # unattributed
+        d.set_flowlog_paused(False)
+        d.drain()
+        rotated = d.rotate_flowlog()["rotated_to"]
+        e = topo.ping("sub2", SRV.v4(), count=2, size=60)  # nobody's either
+        d.drain()
+
+        assert month(d, "carol") == {"out": (a.request.packets, a.request.ip_bytes),
+                                     "in": (a.reply.packets, a.reply.ip_bytes)}
+        dave_out = (b.request.packets + c.request.packets, b.request.ip_bytes + c.request.ip_bytes)
+        dave_in = (b.reply.packets + c.reply.packets, b.reply.ip_bytes + c.reply.ip_bytes)
+        assert month(d, "dave") == {"out": dave_out, "in": dave_in}
+        assert [(r["user"], r["source"], r["stop_cause"]) for r in d.session_list()] == [
+            ("dave", "file", "file-removed"), ("carol", "file", "file-removed")]
+
+        # every flow once in the logs: the moved file, the rotated one, the new one
+        logs = [moved, rotated, flows]
+        got = log_totals(logs)
+        assert got[("carol", "out")] == [a.request.packets, a.request.ip_bytes]
+        assert got[("carol", "in")] == [a.reply.packets, a.reply.ip_bytes]
+        assert tuple(got[("dave", "out")]) == dave_out and tuple(got[("dave", "in")]) == dave_in
+        assert got[("unknown", "out")][0] == 2 + e.request.packets
+        lines = [ln for p in logs for ln in open(p)]
+        assert len(lines) == len(set(lines))             # nothing written twice
+    finally:
+        d.close()
+        d.dp.detach()
