@@ -446,6 +446,9 @@ class Topology:
     def mac(self, host: str, ifname: str) -> str:
         return self._links_json(host, ifname)[0]["address"]
 
+    def link_mtu(self, host: str, ifname: str) -> int:
+        return self._links_json(host, ifname)[0]["mtu"]
+
     @staticmethod
     def _stats(entry: dict) -> LinkStats:
         rx, tx = entry["stats64"]["rx"], entry["stats64"]["tx"]
@@ -691,6 +694,15 @@ class Topology:
         if not received:
             raise TopologyError("tcp_transfer: server did not finish")
         return received[0]
+
+    def iperf3_timed(self, client: str, server: str, server_addr: str, seconds: int,
+                     omit: int = 0, reverse: bool = False, port: int = 5201) -> dict:
+        """Run a TCP iperf3 for `seconds` after `omit` seconds that are left
+        out of its totals (slow start, a rate limiter's initial burst).
+        Returns iperf3's client JSON (with "server_output_json"); with -R the
+        client is the receiver."""
+        extra = ["-t", str(seconds), "-O", str(omit), *(["-R"] if reverse else [])]
+        return self._iperf3(client, server, server_addr, extra, port, seconds + omit + 30)
 
     def iperf3_udp(self, client: str, server: str, server_addr: str, nbytes: int,
                    length: int = 1200, bitrate: str = "200M", reverse: bool = False,
