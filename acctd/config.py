@@ -23,6 +23,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # (at least 64 KiB): the token bucket's depth
     access-script = "/usr/local/sbin/acct-access"  # run as SCRIPT deny|allow OID ADDR REASONS
     access-script-timeout = 10    # seconds before the script is killed
+    auto-assign = ["10.0.9.10 10.0.9.250"]       # pools for `acctctl unit add ... ip auto`
+    auto-units = ["1 type host naming prefix1 pc group auto"]  # rules for nets' auto-units
+    mac-control = "off"           # off | block | alert | block-alert: configured unit MACs
+                                  # against the kernel's neighbour table, after each drain
 
     [storage]
     path = "/var/lib/acctd/acctd.duckdb"
@@ -50,6 +54,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # is dropped ("!" passes what the policy does not match)
     bw = "10M in 2M out"          # rate limit in bit/s (K, M, G = 1000s); "10M" = both ways
     no-local-pass = false         # `restrict all` applies to the unit, not `restrict local`
+    auto-units = 1                # net: first traffic of a new address creates a unit (rule 1)
+    mac = "02:00:00:00:00:07"     # host/user: the MAC its address must come from
 
     [[policy]]
     name = "web"                  # required, unique
@@ -161,6 +167,9 @@ class Processor:
     bw_burst: float = 0.1
     access_script: str = ""
     access_script_timeout: float = 10.0
+    auto_assign: tuple = ()           # ((first, last), ...) 16-byte addresses, in order
+    auto_units: tuple = ()            # autounits.AutoUnits rules
+    mac_control: str = "off"          # off | block | alert | block-alert
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -381,11 +390,12 @@ _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "po
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
-                  "default-fw-policy", "bw-burst", "access-script", "access-script-timeout"},
+                  "default-fw-policy", "bw-burst", "access-script", "access-script-timeout",
+                  "auto-assign", "auto-units", "mac-control"},
     "storage": {"path", "raw-retention"},
     "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
              "acct-policy", "nodefault", "ap-nodefault", "sys-policy", "fw-policy", "bw",
-             "no-local-pass"},
+             "no-local-pass", "auto-units", "mac"},
     "policy": {"name", "oid", "target", "bw"},
     "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
     "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
@@ -459,6 +469,13 @@ class _Loader:
             plan = AcctPlan(units, policies, processor.default_acct_policy)
             from acctd import enforce
             enforce.check(units, policies, processor)
+            rules = {r.number for r in processor.auto_units}
+            for i, u in enumerate(units):
+                if u.auto_units is not None and (u.type != "net" or u.auto_units not in rules):
+                    raise ModelError("auto-units belongs on a net unit and names a rule of "
+                                     "[processor] auto-units", "unit", i, "auto-units")
+                if u.mac and u.type not in ("host", "user"):
+                    raise ModelError("only host and user units have a MAC", "unit", i, "mac")
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         return Config(self.path, interfaces, processor, storage, units, policies, plan,
@@ -643,8 +660,29 @@ class _Loader:
         if timeout <= 0:
             self.fail(f"expected a positive number of seconds, got {timeout}", t, None,
                       "access-script-timeout")
+        from acctd import autounits
+        pools = []
+        for text in self.get(t, None, d, "auto-assign", _strs, "address ranges", default=()):
+            try:
+                pools.append(autounits.parse_auto_assign(text))
+            except (ValueError, ModelError) as e:
+                self.fail(str(e), t, None, "auto-assign")
+        try:
+            autounits.AutoAssign(pools)
+        except (ValueError, ModelError) as e:
+            self.fail(str(e), t, None, "auto-assign")
+        rules = []
+        for text in self.get(t, None, d, "auto-units", _strs, "auto-units rules", default=()):
+            try:
+                rules.append(autounits.parse_auto_units(text))
+            except (ValueError, ModelError) as e:
+                self.fail(str(e), t, None, "auto-units")
+        if len({r.number for r in rules}) != len(rules):
+            self.fail("two auto-units rules have the same number", t, None, "auto-units")
+        mac = self.get(t, None, d, "mac-control", _choice, ("off", "block", "alert", "block-alert"),
+                       default="off")
         return Processor(delay, life, tz, default, r_all, r_local, fw_default, float(burst),
-                         script, float(timeout))
+                         script, float(timeout), tuple(pools), tuple(rules), mac)
 
     def storage(self) -> Storage:
         t = "storage"
@@ -696,7 +734,18 @@ class _Loader:
             fw_policy=g("fw-policy", _strs, "policy names", default=()),
             bw=self.bw("unit", i, d),
             no_local_pass=g("no-local-pass", _bool, default=False),
+            auto_units=g("auto-units", _int, 0, "an auto-units rule number"),
+            mac=self.mac(i, d),
         )
+
+    def mac(self, i: int, d: dict) -> str:
+        if "mac" not in d:
+            return ""
+        from acctd.maccontrol import normalize_mac
+        try:
+            return normalize_mac(_str(d["mac"]))
+        except (ValueError, _Bad) as e:
+            self.fail(str(e), "unit", i, "mac")
 
     def bw(self, table: str, i: int, d: dict):
         if "bw" not in d:

@@ -55,7 +55,8 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "session-stop": "operator", "session-list": "viewer",
                  "session-kill-expired": "operator", "blocked": "viewer",
                  "login-set": "operator", "login": "operator", "logout": "operator",
-                 "login-show": "viewer"}
+                 "login-show": "viewer", "unit-add": "operator", "unit-del": "operator",
+                 "mac-check": "viewer", "mac-fixate": "operator"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -383,6 +384,15 @@ class _Dispatch:
                                 args.get("ip"), args.get("mac"), out=cmd == "logout")
         if cmd == "login-show":
             return d.show_login(args.get("unit"))
+        if cmd == "unit-add":
+            return d.unit_add(str(args.get("kind", "")), str(args.get("name", "")), args.get("ip"),
+                              tuple(args.get("parents") or ()), str(args.get("email") or ""))
+        if cmd == "unit-del":
+            return d.unit_del(str(args.get("name", "")))
+        if cmd == "mac-check":
+            return d.mac_check()
+        if cmd == "mac-fixate":
+            return d.mac_fixate(bool(args.get("overwrite")))
         if cmd == "blocked":
             with d.lock:
                 return d.blocked()

@@ -39,7 +39,9 @@ def _utcnow() -> dt.datetime:
 
 class Daemon:
     def __init__(self, cfg, sizes: Sizes = Sizes(), netns: str | None = None, clock=_utcnow):
-        self.cfg = cfg
+        self.cfg = cfg             # the config plus the units made at run time
+        self.base_cfg = cfg        # the config as loaded
+        self.runtime: list = []    # units made at run time (runtime_units.py)
         self.clock = clock
         self.dp = Datapath(sizes, netns=netns)
         self.model = interval.Model.from_config(cfg)
@@ -59,6 +61,8 @@ class Daemon:
         self.flowlog_paused = False     # asked by SIGTSTP/SIGCONT, applied before a write
         self.dynamicip = None           # dynamicip.DirWatcher
         self.ifnames: dict[int, str] = {}
+        self.mac_blocked: set[str] = set()   # oids mac-control blocks now
+        self.mac_mismatch: dict = {}         # oid -> (addr, wanted, seen), last check
         self.access_script = None  # access_script.AccessScript when configured
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
@@ -87,6 +91,8 @@ class Daemon:
             self.dp.load()
         self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,
                                self.cfg.storage.raw_retention)
+        self._merge_runtime_units()
+        self.model = interval.Model.from_config(self.cfg)
         self._seed()
         self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
         self._rebind()
@@ -132,6 +138,8 @@ class Daemon:
                 bits |= Reason.QUOTA
             if u.oid in login_blocked:  # a login record, not logged in
                 bits |= Reason.LOGIN
+            if u.oid in self.mac_blocked:  # mac-control: the address came from another MAC
+                bits |= Reason.MAC
             if bits:
                 out[i] = bits
         return out
@@ -159,7 +167,8 @@ class Daemon:
                 spec = classes.get(pfx)
                 oid = spec.unit_oid if spec else ""
                 action = "deny" if now_ == abi.Verdict.DROP else "allow"
-                self.access_script.notify(action, oid, text, ",".join(syspolicy.words(new)))
+                reason = ",".join(syspolicy.words(new)) if action == "deny" else ""
+                self.access_script.notify(action, oid, text, reason)
         if changed:
             log.info("blocks changed: %s", changed)
         return changed
@@ -379,10 +388,11 @@ class Daemon:
             return
         self.drain()
         with self.lock:
-            old, self.cfg = self.cfg, new
+            old, self.base_cfg = self.cfg, new
+            self._merge_runtime_units()
             self._rebind(self.clock())
-            self.checks = np.zeros(new.plan.n_entries, np.uint64)
-            self.matches = np.zeros(new.plan.n_entries, np.uint64)
+            self.checks = np.zeros(self.cfg.plan.n_entries, np.uint64)
+            self.matches = np.zeros(self.cfg.plan.n_entries, np.uint64)
         with self.lock:
             self._configure_access_script()
             self._configure_login()
@@ -464,6 +474,9 @@ class Daemon:
             self.matches += counts.matches
             self._check_quotas(now)
             expired = self._expire_logins(now, delta["acct_addrs"].keys, delta["acct_addrs"].values)
+            self._auto_units(delta["acct_addrs"].keys)
+            if self.cfg.processor.mac_control != "off":
+                self._mac_control()
             if expired or self._fw_in_use():
                 self.apply_syspolicies()  # logins closed; fw-policy time targets move
             self.expired_logins = expired
@@ -821,6 +834,174 @@ class Daemon:
         return {"sessions": self.session_changes(
             [{"user": n, "addr": None, "cause": "expired"} for n in expired], "command")}
 
+    # -- run-time units: acctctl unit add, auto-assign, auto-units (runtime_units.py) --
+
+    def _merge_runtime_units(self, extra: list | None = None) -> list:
+        """cfg = the loaded config (base_cfg) plus the units made at run time
+        (stored in the database, or `extra` when adding). At load, one that
+        no longer fits the config (its name or address taken there, its
+        parent gone) is dropped with a warning; when adding, a misfit
+        raises. Returns the run-time units with their oids."""
+        import json
+        from acctd import runtime_units
+        from acctd.units import ModelError
+        adding = extra is not None
+        if extra is None:
+            raw = self.storage.meta("runtime_units")
+            extra = [runtime_units.from_dict(d) for d in json.loads(raw)] if raw else []
+        base = self.base_cfg
+        while True:
+            try:
+                cfg, extra = runtime_units.merge(base, extra)
+                break
+            except ModelError as e:
+                if adding or not extra:
+                    raise
+                i = (e.index or 0) - len(base.units)
+                bad = extra[i] if 0 <= i < len(extra) else extra[-1]
+                log.warning("run-time unit %s dropped: %s", bad.name, e)
+                extra = [u for u in extra if u is not bad]
+        self.cfg, self.runtime = cfg, extra
+        self.storage.set_meta("runtime_units",
+                              json.dumps([runtime_units.to_dict(u) for u in extra]))
+        if len(self.checks) != cfg.plan.n_entries:
+            self.checks = np.zeros(cfg.plan.n_entries, np.uint64)
+            self.matches = np.zeros(cfg.plan.n_entries, np.uint64)
+        return extra
+
+    def add_units(self, new: list, drained: bool = False) -> list:
+        """Units made now (acctctl unit add, auto-units), under the lock: what
+        was counted so far stays with the old model (drained first unless
+        the caller just did), then the units, sessions and kernel classes
+        follow. Returns the new units with their oids."""
+        from acctd import runtime_units
+        for u in new:
+            runtime_units.check_new(self.cfg, u)
+        if not drained:
+            self._drain()
+        n = len(self.runtime)
+        extra = self._merge_runtime_units(self.runtime + list(new))
+        self._rebind(self.clock())
+        self.apply_syspolicies()
+        return extra[n:]
+
+    def unit_add(self, kind: str, name: str, ip: str | None = None,
+                 parents: tuple[str, ...] = (), email: str = "") -> dict:
+        """NeTAMS `unit host|user name X ip A|auto`: `auto` takes the next free
+        address of the auto-assign pools, and the reply names it."""
+        from acctd import autounits
+        from acctd.units import Unit, format_addr, parse_addr
+        with self.lock:
+            addrs = ()
+            if ip == "auto":
+                pools = autounits.AutoAssign(self.cfg.processor.auto_assign)
+                addrs = (pools.next_free(autounits.owned_addrs(self.units)),)
+            elif ip:
+                addrs = (parse_addr(ip),)
+            if kind == "host" and not addrs:
+                raise ValueError("a host unit needs an address: ip A.B.C.D or ip auto")
+            u, = self.add_units([Unit(kind, name, addrs=addrs, parents=tuple(parents),
+                                      email=email)])
+            log.info("unit %s %s added (oid %s, ip %s)", kind, name, u.oid,
+                     format_addr(u.addrs[0]) if u.addrs else "-")
+            return {"unit": u.name, "oid": u.oid, "type": u.type,
+                    "ip": format_addr(u.addrs[0]) if u.addrs else None}
+
+    def unit_del(self, name: str) -> dict:
+        """Remove a unit made at run time (the config's units change by reload)."""
+        with self.lock:
+            keep = [u for u in self.runtime if u.name != name]
+            if len(keep) == len(self.runtime):
+                raise ValueError(f"{name!r} is not a unit added at run time; edit the config "
+                                 "and reload instead")
+            self._drain()
+            gone = next(u for u in self.runtime if u.name == name)
+            if gone.oid in self.sessions:
+                self._stop_session(self.sessions[gone.oid], self.clock(), "admin-reset")
+            self._merge_runtime_units(keep)
+            self._rebind(self.clock())
+            self.apply_syspolicies()
+            return {"deleted": name, "oid": gone.oid}
+
+    def _auto_units(self, moved_keys) -> list:
+        """auto-units: addresses counted for the first time inside a net with
+        `auto-units N` become units by rule N. Their bytes so far stayed
+        with the net (this drain is committed); from now on they are the new
+        units'. Thousands at once cost one model rebuild."""
+        nets = {i: u.auto_units for i, u in enumerate(self.units) if u.auto_units is not None}
+        if not nets or not len(moved_keys):
+            return []
+        from acctd import autounits
+        rules = {r.number: r for r in self.cfg.processor.auto_units}
+        leaf = self.model.units.match(moved_keys["addr"])
+        owned = autounits.owned_addrs(self.units)
+        names = set(self.cfg.units.index)
+        new = []
+        for i, number in nets.items():
+            addrs = [bytes(a) for a in moved_keys["addr"][leaf == i]]
+            if addrs:
+                made = autounits.plan_new_units(rules[number], addrs, names, owned,
+                                                resolve=_reverse_dns(addrs, rules[number]))
+                names |= {u.name for u in made}
+                new += made
+        if new:
+            new = self.add_units(new, drained=True)
+            log.info("auto-units: %d units made", len(new))
+        return new
+
+    # -- MAC control (NeTAMS mac control|fixate; acctd/maccontrol.py) --------------------
+
+    def _units_with_macs(self):
+        """The units with their MACs: the config's, else the one fixated."""
+        import dataclasses
+        fixed = self.storage.unit_macs()
+        return [dataclasses.replace(u, mac=fixed[u.oid]) if not u.mac and u.oid in fixed else u
+                for u in self.units]
+
+    def _mac_control(self) -> dict:
+        """Compare units' MACs with the neighbour table (under the lock). With
+        block, a mismatch blocks (reason mac) until the right MAC is back; a
+        unit missing from the table keeps its state. With alert, each new
+        mismatch is logged and mailed to the admins."""
+        from acctd import maccontrol
+        mode = self.cfg.processor.mac_control
+        seen = maccontrol.read_neighbours(self.dp.netns)
+        mismatched, ok = maccontrol.check(maccontrol.expected_macs(self._units_with_macs()), seen)
+        new = {o: m for o, m in mismatched.items() if o not in self.mac_mismatch}
+        self.mac_mismatch = {o: m for o, m in {**self.mac_mismatch, **mismatched}.items()
+                             if o not in ok}
+        names = {u.oid: u.name for u in self.units}
+        from acctd.units import format_addr
+        for oid, (addr, want, got) in new.items():
+            log.warning("mac-control: unit %s at %s: MAC %s, expected %s", names.get(oid, oid),
+                        format_addr(addr), got, want)
+            if "alert" in mode and self.mailer is not None and self.mailer.settings.admins:
+                self.mailer.enqueue(list(self.mailer.settings.admins),
+                                    f"[acctd] {names.get(oid, oid)}: MAC mismatch",
+                                    f"Unit {names.get(oid, oid)} ({oid}) at {format_addr(addr)} "
+                                    f"answers from MAC {got}; its MAC is {want}.\n")
+        blocked = set(self.mac_mismatch) if "block" in mode else set()
+        if blocked != self.mac_blocked:
+            self.mac_blocked = blocked
+            self.apply_syspolicies()
+        return {o: {"unit": names.get(o, o), "addr": format_addr(m[0]), "expected": m[1],
+                    "seen": m[2]} for o, m in self.mac_mismatch.items()}
+
+    def mac_check(self) -> dict:
+        with self.lock:
+            return {"mode": self.cfg.processor.mac_control, "mismatched": self._mac_control()}
+
+    def mac_fixate(self, overwrite: bool = False) -> dict:
+        """NeTAMS `mac fixate`: record the MACs seen now (in the database)."""
+        from acctd import maccontrol
+        with self.lock:
+            seen = maccontrol.read_neighbours(self.dp.netns)
+            got = maccontrol.fixate(self._units_with_macs(), seen, overwrite)
+            for oid, mac in got.items():
+                self.storage.set_unit_mac(oid, mac)
+            names = {u.oid: u.name for u in self.units}
+            return {names.get(o, o): m for o, m in got.items()}
+
     # -- net-acct: flow log and dynamicip (acctd/flowlog.py, acctd/dynamicip.py) --------
 
     def _configure_netacct(self) -> None:
@@ -933,6 +1114,23 @@ class Daemon:
                  start.astimezone(zone).date(), len(queued), len(skipped))
         return {"period": req.period, "start": start.astimezone(zone).isoformat(),
                 "end": end.astimezone(zone).isoformat(), "queued": queued, "skipped": skipped}
+
+
+def _reverse_dns(addrs, rule, budget: float = 2.0, workers: int = 32):
+    """For naming by-dns: PTR names looked up in parallel within `budget`
+    seconds; an address not resolved by then is named by itself."""
+    if rule.naming != "by-dns":
+        return None
+    import concurrent.futures
+    import socket
+    from acctd.units import format_addr
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    futs = {a: pool.submit(socket.gethostbyaddr, format_addr(a)) for a in addrs}
+    concurrent.futures.wait(futs.values(), timeout=budget)
+    pool.shutdown(wait=False, cancel_futures=True)
+    names = {a: f.result()[0] for a, f in futs.items()
+             if f.done() and not f.cancelled() and f.exception() is None}
+    return names.get
 
 
 class Mailbox:

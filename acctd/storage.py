@@ -139,6 +139,8 @@ class Storage:
             self.con.execute(SESSIONS_TABLE)
             self.con.execute("CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, "
                              "record VARCHAR NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS unit_mac (unit_oid VARCHAR PRIMARY KEY, "
+                             "mac VARCHAR NOT NULL)")
         version = self.meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
@@ -175,6 +177,9 @@ class Storage:
         self.con.execute("UPDATE meta SET value = ? WHERE key = 'abi_version'",
                          [str(abi.ABI_VERSION)])
         self.con.execute("COMMIT")
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     @property
     def last_drain(self) -> dt.datetime | None:
@@ -330,6 +335,14 @@ class Storage:
         else:
             self.con.execute("INSERT OR REPLACE INTO login VALUES (?, ?)",
                              [oid, json.dumps(record, sort_keys=True)])
+
+    # --- MACs recorded by `mac fixate` ----------------------------------------------
+
+    def unit_macs(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT unit_oid, mac FROM unit_mac").fetchall())
+
+    def set_unit_mac(self, oid: str, mac: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO unit_mac VALUES (?, ?)", [oid, mac])
 
     # --- system policies ---------------------------------------------------------------
 

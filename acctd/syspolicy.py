@@ -1,7 +1,8 @@
 """NeTAMS system policies: per-unit blocks by reason, as kernel verdicts.
 
     sys-deny                 block everything (admin); other blocks stay
-    sys-allow                lift every block: passes whatever else is set
+    sys-allow                lift every block: passes whatever else is set, until
+                             a sys-deny word ends the override
     sys-deny-ACTION          block for a reason: quota, login, money, mac
     sys-allow-ACTION         lift that reason only
 
@@ -24,7 +25,7 @@ def apply(bits: int, word: str) -> int:
     """The state after one policy word ("sys-deny-quota" or "deny-quota")."""
     w = word.replace("–", "-").lower().removeprefix("sys-")
     if w == "deny":
-        return bits | Reason.SYS_DENY
+        return (bits | Reason.SYS_DENY) & ~Reason.SYS_ALLOW  # a new deny ends the override
     if w == "allow":
         return Reason.SYS_ALLOW  # "снять все запреты": every block lifted
     kind, _, action = w.partition("-")
@@ -45,7 +46,10 @@ def from_words(words) -> int:
 
 
 def verdict(bits: int) -> Verdict:
-    return Verdict.DROP if bits & DENY_BITS else Verdict.PASS
+    """What the kernel does (acct_enforce): drop while a deny bit is set,
+    unless sys-allow overrides them all (quota and login blocks included,
+    until a sys-deny word ends the override)."""
+    return Verdict.DROP if bits & DENY_BITS and not bits & Reason.SYS_ALLOW else Verdict.PASS
 
 
 def words(bits: int) -> list[str]:

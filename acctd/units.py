@@ -217,6 +217,8 @@ class Unit:
     fw_policy: tuple[str, ...] = ()   # "[!]name": what passes (enforce.py)
     bw: tuple[int | None, int | None] | None = None  # rate limit in/out, bit/s
     no_local_pass: bool = False       # `restrict all` applies, not `restrict local`
+    auto_units: int | None = None     # net: create units for new addresses by this rule
+    mac: str = ""                     # host/user: the MAC its address must come from
 
 
 def _addr_key(u: Unit) -> str:

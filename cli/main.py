@@ -162,14 +162,64 @@ def units(ctx, type_, name, email, policy, syspolicy, as_json):
     _run(lambda: _out(get(), as_json, render))
 
 
-@main.command()
-@click.argument("name")
-@click.argument("policy", metavar="sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}")
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True,
+                metavar="NAME sys-... | add host|user NAME [ip A|auto] [parent G]... | del NAME")
 @click.pass_context
-def unit(ctx, name, policy):
-    """Set a unit's system policy: the kernel drops or passes its addresses
-    at once, and it stays so across restarts (NeTAMS unit ... sys-deny)."""
-    _run(lambda: click.echo(json.dumps(_ask(ctx, "sys", unit=name, policy=policy))))
+def unit(ctx, words):
+    """NAME sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}: set a
+    unit's system policy; the kernel drops or passes its addresses at once,
+    and it stays so across restarts (NeTAMS unit ... sys-deny).
+
+    add host|user NAME [ip A|auto] [parent G]... [email E]: a unit made at
+    run time, kept in the database; `ip auto` takes the next free address of
+    [processor] auto-assign and prints it. del NAME removes such a unit."""
+    w = list(words)
+    if w[0] == "add":
+        if len(w) < 3 or w[1] not in ("host", "user"):
+            raise click.UsageError("unit add host|user NAME [ip A|auto] [parent G]... [email E]")
+        args = {"kind": w[1], "name": w[2], "parents": []}
+        rest = w[3:]
+        while rest:
+            if len(rest) < 2 or rest[0] not in ("ip", "parent", "email"):
+                raise click.UsageError(f"unit add: expected ip, parent or email, got {rest[0]!r}")
+            if rest[0] == "parent":
+                args["parents"].append(rest[1])
+            else:
+                args[rest[0]] = rest[1]
+            rest = rest[2:]
+        _run(lambda: click.echo(json.dumps(_ask(ctx, "unit-add", **args))))
+    elif w[0] == "del" and len(w) == 2:
+        _run(lambda: click.echo(json.dumps(_ask(ctx, "unit-del", name=w[1]))))
+    elif len(w) == 2:
+        _run(lambda: click.echo(json.dumps(_ask(ctx, "sys", unit=w[0], policy=w[1]))))
+    else:
+        raise click.UsageError("expected NAME sys-..., add ... or del NAME")
+
+
+@main.group()
+def mac():
+    """MAC control (NeTAMS mac control|fixate): units' MACs against the
+    kernel's neighbour table."""
+
+
+@mac.command("check")
+@json_option
+@click.pass_context
+def mac_check(ctx, as_json):
+    """Compare now: mismatched units (blocked with mac-control = block)."""
+    _run(lambda: _out(_ask(ctx, "mac-check"), as_json,
+                      lambda r: click.echo(json.dumps(r, indent=1))))
+
+
+@mac.command("fixate")
+@click.option("--overwrite", is_flag=True, help="Replace MACs already recorded.")
+@json_option
+@click.pass_context
+def mac_fixate(ctx, overwrite, as_json):
+    """Record the MACs seen now for host and user units (kept in the database)."""
+    _run(lambda: _out(_ask(ctx, "mac-fixate", overwrite=overwrite), as_json,
+                      lambda r: click.echo(json.dumps(r, indent=1))))
 
 
 @main.command()

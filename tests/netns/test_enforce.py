@@ -451,39 +451,28 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
             d.close()
 
 
-# --- product bugs (strict xfail: each turns into a failure once fixed) --------------------
+# --- sys-allow and later blocks: the daemon's view and the kernel's agree ----------------
 #
-# SYS_ALLOW stays in a unit's bits once given: syspolicy.apply("sys-deny")
-# ORs SYS_DENY in without clearing it (sys-deny-ACTION clears it), and the
-# quota service ORs QUOTA in (Daemon.syspolicy_bits). The kernel
-# (acct_enforce) lets SYS_ALLOW override every deny bit, as reader.report
-# does, while syspolicy.verdict -- behind enforce.blocks,
-# Enforcer.kernel_blocks, Daemon.blocked and the access-script's deny/allow --
-# ignores it: the daemon reports (and tells the access-script) "blocked"
-# while the kernel passes everything.
-
-SYS_ALLOW_STICKS = ("syspolicy.apply('sys-deny') keeps SYS_ALLOW, which the kernel honours "
-                    "and syspolicy.verdict ignores")
+# sys-allow is an override (syspolicy.py): it passes whatever deny bits are
+# set, quota and login blocks included, until a sys-deny word ends it.
 
 
-@pytest.mark.xfail(strict=True, reason=SYS_ALLOW_STICKS)
 def test_sys_deny_after_sys_allow_blocks_again(bed, tmp_path):
-    """sys-allow, then sys-deny: the daemon says bob is blocked, so the
-    kernel must drop him."""
+    """sys-allow, then sys-deny: the deny ends the override, and the kernel
+    drops bob as the daemon says."""
     topo = bed.topo
     units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
     with running(bed, write_config(tmp_path, units)) as d:
         d.set_syspolicy("bob", "sys-allow")
-        assert d.set_syspolicy("bob", "sys-deny")["sys_policy"] == ["sys-allow", "sys-deny"]
-        assert d.blocked() == {SUB2.v4(): ["sys-allow", "sys-deny"]}
-        assert topo.ping("sub2", SRV.v4(), count=3).received == 0  # passes: 3
+        assert d.set_syspolicy("bob", "sys-deny")["sys_policy"] == ["sys-deny"]
+        assert d.blocked() == {SUB2.v4(): ["sys-deny"]}
+        assert topo.ping("sub2", SRV.v4(), count=3).received == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Daemon.syspolicy_bits ORs QUOTA into stored bits "
-                   "that keep SYS_ALLOW, which the kernel honours and syspolicy.verdict ignores")
-def test_hard_quota_blocks_a_unit_that_was_sys_allowed_before(bed, tmp_path):
-    """bob was sys-allowed once; over his hour quota the daemon blocks him
-    (hard notice, blocked()), so the kernel must drop him."""
+def test_hard_quota_on_a_sys_allowed_unit_is_noticed_but_overridden(bed, tmp_path):
+    """bob is sys-allowed; over his hour quota the quota service notices
+    (hard) and records the block, but the override holds: the daemon says
+    he is not blocked, and the kernel passes him."""
     topo = bed.topo
     units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
     with running(bed, write_config(tmp_path, units), clock=lambda: NOON) as d:
@@ -492,12 +481,13 @@ def test_hard_quota_blocks_a_unit_that_was_sys_allowed_before(bed, tmp_path):
         assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20  # 2560 B out
         d.drain()
         assert [e.kind for e in d.quota_events] == ["hard"]
-        assert SUB2.v4() in d.blocked()
-        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0  # passes: 3
+        assert SUB2.v4() not in d.blocked()
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 3
+        d.set_syspolicy("bob", "sys-deny-money")   # a deny word ends the override
+        assert d.blocked()[SUB2.v4()] == ["sys-deny-quota", "sys-deny-money"]
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Daemon.apply_syspolicies passes the new state's "
-                   "words ('sys-allow') as the reason of an allow; access_script.py documents \"\"")
 def test_access_script_allow_reason_is_empty(bed, tmp_path):
     """access_script.py: argv[4] is the reason, "" on allow."""
     with with_access_script(bed, tmp_path) as (d, log):
