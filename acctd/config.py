@@ -19,7 +19,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # (and no-local-pass units). acctd defaults to pass/pass,
                                   # NeTAMS to all drop local pass (see enforce.py)
     default-fw-policy = ["web"]   # prepended to every unit's fw-policy list unless nodefault
-    bw-burst = 0.1                # seconds of traffic a rate limit lets through at once
+    bw-burst = 0.3                # seconds of traffic a rate limit lets through at once
                                   # (at least 64 KiB): the token bucket's depth
     access-script = "/usr/local/sbin/acct-access"  # run as SCRIPT deny|allow OID ADDR REASONS
     access-script-timeout = 10    # seconds before the script is killed
@@ -164,7 +164,7 @@ class Processor:
     restrict_all: str = "pass"
     restrict_local: str = "pass"
     default_fw_policy: tuple[str, ...] = ()
-    bw_burst: float = 0.1
+    bw_burst: float = 0.3
     access_script: str = ""
     access_script_timeout: float = 10.0
     auto_assign: tuple = ()           # ((first, last), ...) 16-byte addresses, in order
@@ -647,7 +647,7 @@ class _Loader:
             except _Bad as e:
                 self.fail(str(e), t, None, "restrict")
         fw_default = self.get(t, None, d, "default-fw-policy", _strs, "policy names", default=())
-        burst = self.get(t, None, d, "bw-burst", _number, "seconds", default=0.1)
+        burst = self.get(t, None, d, "bw-burst", _number, "seconds", default=0.3)
         if not 0 < burst <= 10:
             self.fail(f"expected seconds between 0 and 10, got {burst}", t, None, "bw-burst")
         script = self.get(t, None, d, "access-script", _str, "a program path", default="")

@@ -138,12 +138,14 @@ def _unit(cfg, name: str):
         raise AcctError(f"unknown unit {name!r} (see `acctctl units`)") from None
 
 
-def report_units(cfg) -> list[dict]:
+def report_units(cfg, units=None) -> list[dict]:
+    """The units; `units` (the daemon's) gives user units their session addresses."""
     from acctd.units import format_addr, format_prefix
     return [{"name": u.name, "oid": u.oid, "type": u.type, "email": u.email,
              "addrs": [format_addr(a) for a in u.addrs],
-             "nets": [format_prefix(*n) for n in u.nets],
-             "parents": list(u.parents), "acct_policy": list(u.acct_policy)} for u in cfg.units]
+             "nets": [format_prefix(*n) for n in u.nets], "mac": u.mac,
+             "parents": list(u.parents), "acct_policy": list(u.acct_policy)}
+            for u in (units if units is not None else cfg.units)]
 
 
 def filter_units(rows: list[dict], f: dict) -> list[dict]:
@@ -350,7 +352,7 @@ class _Dispatch:
             from acctd import log as acctd_log
             return acctd_log.set_debug(bool(args.get("on")), args.get("category"))
         if cmd == "units":
-            rows = report_units(d.cfg)
+            rows = report_units(d.cfg, getattr(d, "units", None))
             if d.storage is not None:
                 from acctd import syspolicy
                 bits = d.syspolicy_bits()

@@ -143,9 +143,10 @@ def flush(ctx):
 @click.option("--email", help="E-mails containing this.")
 @click.option("--policy", help="Units whose acct-policy list names this policy.")
 @click.option("--syspolicy", is_flag=True, help="Only units with a system policy set (blocked...).")
+@click.option("--mac", "show_mac", is_flag=True, help="Show each unit's MAC (mac-control).")
 @json_option
 @click.pass_context
-def units(ctx, type_, name, email, policy, syspolicy, as_json):
+def units(ctx, type_, name, email, policy, syspolicy, show_mac, as_json):
     """The configured units, with filters (NeTAMS show units)."""
     def get():
         from acctd.control import filter_units
@@ -155,9 +156,10 @@ def units(ctx, type_, name, email, policy, syspolicy, as_json):
 
     def render(us):
         extra = any("sys_policy" in u for u in us)
-        _table("units", cols + (["sys-policy"] if extra else []),
+        _table("units", cols + (["mac"] if show_mac else []) + (["sys-policy"] if extra else []),
                [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
                  ",".join(u["parents"]), " ".join(u["acct_policy"])] +
+                ([u.get("mac") or "-"] if show_mac else []) +
                 ([" ".join(u.get("sys_policy", []))] if extra else []) for u in us])
     _run(lambda: _out(get(), as_json, render))
 

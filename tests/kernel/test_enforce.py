@@ -67,7 +67,7 @@ bw = "8M"
 @pytest.fixture(scope="module")
 def enforced(datapath):
     cfg = config.loads(CONFIG)
-    enf = enforce.Enforcer(datapath.maps)
+    enf = enforce.Enforcer(datapath.maps, burst_s=0.1)
     classes = enforce.plan(cfg, {}, None)
     enf.apply(classes)
     yield datapath, enf, classes
