@@ -126,3 +126,51 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
     finally:
         d.close()
         d.dp.detach()
+
+
+def test_flow_log_pause_by_signal_in_the_real_daemon(topo, tmp_path):
+    """The signals themselves, on a real acctd process: SIGTSTP, mv, SIGCONT."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    bindir = os.path.dirname(sys.executable)
+    flows = tmp_path / "flows.log"
+    cfg = tmp_path / "acctd.toml"
+    cfg.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", dyn=tmp_path / "dyn", log=flows))
+    pin_root = f"/sys/fs/bpf/acctd-ns-{os.getpid()}-{random.randrange(1 << 30)}"
+    sock = str(tmp_path / "acctd.sock")
+    base = ["--pin-root", pin_root, "--netns", topo.ns["gw"]]
+    proc = subprocess.Popen([f"{bindir}/acctd", "--config", str(cfg), "--socket", sock,
+                             "--flows", "4096", "--addrs", "256", *base],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ctl(*args):
+        res = subprocess.run([f"{bindir}/acctctl", "--socket", sock, *base, *args],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "started"
+        a = topo.ping("sub1", SRV.v4(), count=4, size=100)
+        ctl("flush")
+        proc.send_signal(signal.SIGTSTP)
+        b = topo.ping("sub1", SRV.v4(), count=3, size=100)
+        ctl("flush")                                   # drained, lines held back
+        archived = tmp_path / "flows.log.old"
+        os.rename(flows, archived)                     # archived while paused
+        c = topo.ping("sub1", SRV.v4(), count=2, size=100)
+        proc.send_signal(signal.SIGCONT)
+        ctl("flush")                                   # held lines first, then the new ones
+        assert proc.poll() is None                     # SIGTSTP did not stop the process
+        assert log_totals([archived])[("unknown", "out")] == [a.request.packets,
+                                                              a.request.ip_bytes]
+        sent = [p.request for p in (a, b, c)]
+        assert log_totals([archived, flows])[("unknown", "out")] == [
+            sum(t.packets for t in sent), sum(t.ip_bytes for t in sent)]
+        moved = ctl("rotate", "flowlog")
+        assert json.loads(moved)["rotated_to"].startswith(str(flows) + ".")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        subprocess.run([f"{bindir}/acctctl", *base, "detach"], capture_output=True, timeout=60)
