@@ -82,6 +82,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
     exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
 
+    [fticks]                      # F-TICKS lines for every login success and failure
+    federation = "eduroam"        # also version, visinst, viscountry, key-file (HMAC-SHA-256
+    file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*
+
     [server]                      # optional TCP listener (NeTAMS service server); off if absent
     listen = "127.0.0.1:20001"    # host:port; loopback unless you mean otherwise
     login = "localhost"           # localhost: loopback peers only | any
@@ -200,6 +204,7 @@ class Config:
     session: "SessionHooks" = dataclasses.field(default_factory=lambda: SessionHooks())
     flowlog: "FlowLogConf | None" = None
     dynamicip: "DynamicIp | None" = None
+    fticks: Any = None            # fticks.FticksSettings when [fticks] is configured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,7 +391,7 @@ def _freeze(v: Any) -> Any:
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
         "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
-        "session": dict, "flowlog": dict, "dynamicip": dict}
+        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
@@ -482,7 +487,20 @@ class _Loader:
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
                       users=self.users(), server=self.server(), alerter=self.alerter(),
                       session=self.session(), flowlog=self.flowlog(),
-                      dynamicip=self.dynamicip())
+                      dynamicip=self.dynamicip(), fticks=self.fticks())
+
+    def fticks(self):
+        if "fticks" not in self.doc:
+            return None
+        from acctd.fticks import FticksSettings
+        d = self.doc["fticks"]
+        if not isinstance(d, dict):
+            self.fail("expected a [fticks] table", "fticks")
+        try:
+            return FticksSettings.from_mapping(d, self.base_dir)
+        except ValueError as e:
+            key = str(e).split(":", 1)[0].split(",", 1)[0].strip()
+            self.fail(str(e), "fticks", None, key if key in d else None)
 
     def flowlog(self) -> "FlowLogConf | None":
         t = "flowlog"

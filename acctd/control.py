@@ -56,7 +56,9 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "session-kill-expired": "operator", "blocked": "viewer",
                  "login-set": "operator", "login": "operator", "logout": "operator",
                  "login-show": "viewer", "unit-add": "operator", "unit-del": "operator",
-                 "mac-check": "viewer", "mac-fixate": "operator"}
+                 "mac-check": "viewer", "mac-fixate": "operator",
+                 # the daemon reads the named files: as root, so admins only
+                 "fticks-import": "admin", "fticks-report": "viewer", "radius-import": "operator"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -395,6 +397,12 @@ class _Dispatch:
             return d.mac_check()
         if cmd == "mac-fixate":
             return d.mac_fixate(bool(args.get("overwrite")))
+        if cmd == "fticks-import":
+            return d.fticks_import([str(p) for p in args.get("paths", [])])
+        if cmd == "fticks-report":
+            return d.fticks_report(args.get("since"))
+        if cmd == "radius-import":
+            return d.radius_import(list(args.get("sessions", [])))
         if cmd == "blocked":
             with d.lock:
                 return d.blocked()

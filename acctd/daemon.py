@@ -21,7 +21,7 @@ import numpy as np
 from acctd import abi, drain, interval, rollup, sessions
 from acctd.build import Sizes
 from acctd.datapath import Datapath, Hook
-from acctd.identity import Identity
+from acctd.identity import Identity, Imports
 from acctd.storage import Storage
 
 log = logging.getLogger("acctd.daemon")
@@ -38,7 +38,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Daemon(Identity):
+class Daemon(Identity, Imports):
     def __init__(self, cfg, sizes: Sizes = Sizes(), netns: str | None = None, clock=_utcnow):
         self.cfg = cfg             # the config plus the units made at run time
         self.base_cfg = cfg        # the config as loaded
@@ -52,6 +52,7 @@ class Daemon(Identity):
         self.quota_events: list = []           # notices given (also mailed with [alerter])
         self.mailer = None
         self.enforcer = None       # enforce.Enforcer, made at start
+        self.fticks = None         # fticks.Emitter, made at the first login attempt
         self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
         self.units = cfg.units     # the config's units with the sessions' addresses
         self.hooks: dict = {}      # [session] command runners by program (AccessScript)
@@ -398,6 +399,9 @@ class Daemon(Identity):
             self._configure_access_script()
             self._configure_login()
             self._configure_netacct()
+            if self.fticks is not None:  # settings may have changed: reopened when next used
+                self.fticks.close()
+                self.fticks = None
             self.apply_syspolicies()  # units and their addresses may have changed
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
@@ -409,6 +413,8 @@ class Daemon(Identity):
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
+        if self.fticks is not None:
+            self.fticks.close()
         if self.flowlog is not None:
             self.flowlog.close()
         if self.access_script is not None:

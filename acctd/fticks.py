@@ -24,7 +24,7 @@ The line (the F-TICKS grammar; eduroam's attributes):
 Privacy: CSI and PN are HMAC-SHA-256 (hex) of the value under the key in
 `key-file`; a MAC is first normalised (00:11:22:33:44:55) so one device hashes
 alike whoever reported it. Without a key they are left out (as the IdPs leave
-out the user when no salt is set); raw values appear only with `hash-raw =
+out the user when no salt is set); raw values appear only with `raw-values =
 true`. Values keep only the grammar's characters (ASCII letters and digits,
 `_ - : . , ;`): accents are folded ("é" -> "e"), anything else is removed
 ("a#b=c@d" -> "abcd"); an attribute left empty is left out.
@@ -113,7 +113,7 @@ class FticksSettings:
     viscountry: str | None = None
     key_file: str | None = None
     key: bytes | None = field(default=None, repr=False)
-    hash_raw: bool = False           # true: CSI and PN written as they are
+    raw_values: bool = False         # true: CSI and PN written as they are
     syslog: bool = False
     syslog_facility: str = "auth"
     syslog_socket: str = "/dev/log"
@@ -121,7 +121,7 @@ class FticksSettings:
     file: str | None = None
 
     _KEYS = {"federation": "federation", "version": "version", "visinst": "visinst",
-             "viscountry": "viscountry", "key-file": "key_file", "hash-raw": "hash_raw",
+             "viscountry": "viscountry", "key-file": "key_file", "raw-values": "raw_values",
              "syslog": "syslog", "syslog-facility": "syslog_facility",
              "syslog-socket": "syslog_socket", "syslog-tag": "syslog_tag", "file": "file"}
 
@@ -148,7 +148,7 @@ class FticksSettings:
                 raise ValueError(f"viscountry: expected a two-letter ISO 3166 country code, "
                                  f"got {v!r}")
             kw["viscountry"] = v.upper()
-        for k, name in (("hash_raw", "hash-raw"), ("syslog", "syslog")):
+        for k, name in (("raw_values", "raw-values"), ("syslog", "syslog")):
             if k in kw and not isinstance(kw[k], bool):
                 raise ValueError(f"{name}: expected true or false, got {kw[k]!r}")
         if "syslog_facility" in kw and kw["syslog_facility"] not in FACILITIES:
@@ -224,7 +224,7 @@ def _private(s: FticksSettings, value: str | None, csi: bool) -> str | None:
     if value is None or not str(value).strip():
         return None
     text = _csi_text(str(value)) if csi else str(value).strip()
-    if s.hash_raw:
+    if s.raw_values:
         return clean(text)
     if s.key:
         return hash_value(s.key, text)

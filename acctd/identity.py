@@ -45,10 +45,21 @@ class Identity:
         except KeyError:
             return None
 
-    def _login_attempt(self, who, ok, reason, addr, mac, now) -> None:
-        """Every login and logout attempt (the F-TICKS hook point)."""
-        log.info("login %s: %s %s addr=%s mac=%s", "ok" if ok else "FAIL", who, reason,
+    def _login_attempt(self, who, ok, reason, addr, mac, now, method: str = "login") -> None:
+        """Every login and logout attempt (login service, RADIUS, OpenVPN):
+        logged, and an F-TICKS line when [fticks] is configured."""
+        log.info("%s %s: %s %s addr=%s mac=%s", method, "ok" if ok else "FAIL", who, reason,
                  addr or "-", mac or "-")
+        if reason.startswith("logout"):
+            return  # F-TICKS counts logins, not logouts
+        if self.fticks is None and self.cfg.fticks is not None:
+            from acctd.fticks import Emitter
+            self.fticks = Emitter(self.cfg.fticks)
+        if self.fticks is not None:
+            i = self.cfg.units.by_oid.get(who)
+            name = self.cfg.units.units[i].name if i is not None else str(who)
+            self.fticks.emit(realm=None, user=name, csi=mac or addr, result=bool(ok),
+                             method=method)
 
     def _save_login(self, oid: str) -> None:
         rec = self.login.get(oid)
@@ -550,3 +561,42 @@ def _reverse_dns(addrs, rule, budget: float = 2.0, workers: int = 32):
     names = {a: f.result()[0] for a, f in futs.items()
              if f.done() and not f.cancelled() and f.exception() is None}
     return names.get
+
+
+class Imports:
+    """Importing other systems' records into the database (F-TICKS lines,
+    RADIUS sessions); a mixin of Daemon, under its lock (one DuckDB writer)."""
+
+    def fticks_import(self, paths: list[str]) -> dict:
+        from acctd import fticks
+        with self.lock:
+            stats = fticks.import_files(self.storage.con, paths, zone=self.cfg.processor.zone)
+        return {**stats, "text": fticks.format_import(stats)}
+
+    def fticks_report(self, since: str | None = None) -> dict:
+        from acctd import fticks
+        with self.lock:
+            if not self.storage.con.execute("SELECT count(*) FROM duckdb_tables() "
+                                            "WHERE table_name = 'fticks'").fetchall()[0][0]:
+                return {"rows": [], "text": "no F-TICKS lines imported yet"}
+            rows = fticks.report(self.storage.con, dt.date.fromisoformat(since) if since else None,
+                                 self.cfg.processor.time_zone)
+        return {"rows": rows, "text": fticks.format_report(rows)}
+
+    def radius_import(self, sessions_: list[dict]) -> dict:
+        """Closed sessions read by `acctctl radius import` (detail files or
+        radacct), sent in chunks: address-to-user history and NAS usage."""
+        from acctd import radius_import
+        for x in sessions_:
+            for k in ("start", "stop"):
+                if isinstance(x.get(k), str):
+                    x[k] = dt.datetime.fromisoformat(x[k])
+
+        def oid_of(user: str):
+            try:
+                return self.cfg.units.units[self.cfg.units.find(user)].oid
+            except KeyError:
+                return None
+        with self.lock:
+            return radius_import.import_sessions(self.storage.con, sessions_, oid_of)
+

@@ -38,6 +38,12 @@ path = "{db}"
 [login]
 set-user-ip = true
 min-inact = 60
+[fticks]
+federation = "eduroam"
+visinst = "acctd-test"
+viscountry = "UY"
+key-file = "{key}"
+file = "{fticks}"
 [[policy]]
 name = "ip"
 target = "proto ip"
@@ -63,7 +69,12 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
     from acctd.build import Sizes
     from acctd.daemon import Daemon
     cfg_path = tmp_path / "acctd.toml"
-    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", bob=SUB2.v4()))
+    key = tmp_path / "fticks.key"
+    key.write_text("not-so-secret\n")
+    key.chmod(0o600)
+    fticks_log = tmp_path / "fticks.log"
+    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", bob=SUB2.v4(), key=key,
+                                      fticks=fticks_log))
     clock = [dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)]
     d = Daemon(config.load(str(cfg_path)),
                Sizes(pin_root=f"/sys/fs/bpf/acctd-l-{os.getpid()}-{random.randrange(1 << 30)}",
@@ -122,6 +133,15 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
             "in": (p1.reply.packets + p2.reply.packets, p1.reply.ip_bytes + p2.reply.ip_bytes)}
         shown = d.show_login("carol")["text"]
         assert "carol" in shown and "opened" in shown
+        # every login attempt left one F-TICKS line, and they read back to the
+        # same counts: bob failed once and logged in twice, carol twice
+        lines = fticks_log.read_text().splitlines()
+        assert len(lines) == 5 and all(ln.startswith("F-TICKS/eduroam/1.0#") for ln in lines)
+        assert "bob" not in fticks_log.read_text()        # user names are hashed
+        d.fticks_import([str(fticks_log)])
+        rows = d.fticks_report()["rows"]
+        assert {r["result"]: r["logins"] for r in rows} == {"OK": 4, "FAIL": 1}
+        assert {r["viscountry"] for r in rows} == {"UY"}
     finally:
         d.close()
         d.dp.detach()

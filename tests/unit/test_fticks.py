@@ -49,7 +49,7 @@ def test_settings_from_mapping(tmp_path):
                                      "syslog": True, "syslog-facility": "local3",
                                      "file": "fticks.log"}, base=tmp_path)
     assert s.version == "1.0" and s.viscountry == "UY" and s.key == b"secret"
-    assert s.file == str(tmp_path / "fticks.log") and s.hash_raw is False
+    assert s.file == str(tmp_path / "fticks.log") and s.raw_values is False
     assert "secret" not in repr(s)
 
 
@@ -60,7 +60,7 @@ def test_settings_from_mapping(tmp_path):
     ({"federation": "eduroam", "visinst": "Universidad de la República", "syslog": True},
      "visinst"),
     ({"federation": "eduroam", "viscountry": "URY", "syslog": True}, "viscountry"),
-    ({"federation": "eduroam", "hash-raw": "yes", "syslog": True}, "hash-raw"),
+    ({"federation": "eduroam", "raw-values": "yes", "syslog": True}, "raw-values"),
     ({"federation": "eduroam", "syslog": True, "syslog-facility": "local9"}, "syslog-facility"),
     ({"federation": "eduroam"}, "syslog, file"),
     ({"federation": "eduroam", "syslog": True, "colour": "red"}, "unknown fticks key 'colour'"),
@@ -105,8 +105,8 @@ def test_mac_spellings_hash_alike():
     assert csis == {f"CSI={HMAC_MAC}"}
 
 
-def test_raw_values_only_with_hash_raw():
-    line = format_line(settings(hash_raw=True), realm=None, user="ana@fing.edu.uy",
+def test_raw_values_only_when_configured():
+    line = format_line(settings(raw_values=True), realm=None, user="ana@fing.edu.uy",
                        csi="00-11-22-33-44-55", result=False)
     assert line == ("F-TICKS/eduroam/1.0#REALM=fing.edu.uy#VISCOUNTRY=UY#VISINST=UDELAR#"
                     "CSI=00:11:22:33:44:55#RESULT=FAIL#PN=anafing.edu.uy#")
