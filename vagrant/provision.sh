@@ -16,6 +16,11 @@ PKGS=(python3-bpfcc python3-venv python3-dev linux-headers-amd64 iproute2 iperf3
 if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
     PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
 fi
+# The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
+# SQLite and PostgreSQL), OpenVPN, and a throwaway CA made with openssl.
+if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
+    PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -23,8 +28,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # the peers' packages must not start system services: tests start their own
+    rc_policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$rc_policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$rc_policy" && chmod 755 "$rc_policy" && own_policy=1
+    fi
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then rm -f "$rc_policy"; fi
 fi
 
 # bcc compiles against the running kernel's headers. This kernel ships none,
