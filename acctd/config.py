@@ -86,6 +86,11 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     federation = "eduroam"        # also version, visinst, viscountry, key-file (HMAC-SHA-256
     file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*
 
+    [radius]                      # RADIUS accounting: Start/Interim/Stop per session
+    servers = ["127.0.0.1:1813"]  # tried in order; also nas-identifier, interim-interval
+    secret-file = "radius.secret" # mode 0600; timeout, retries, static-units
+    nas-ip = "192.0.2.1"
+
     [server]                      # optional TCP listener (NeTAMS service server); off if absent
     listen = "127.0.0.1:20001"    # host:port; loopback unless you mean otherwise
     login = "localhost"           # localhost: loopback peers only | any
@@ -205,6 +210,7 @@ class Config:
     flowlog: "FlowLogConf | None" = None
     dynamicip: "DynamicIp | None" = None
     fticks: Any = None            # fticks.FticksSettings when [fticks] is configured
+    radius: Any = None            # radius_acct.RadiusSettings when [radius] is configured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,7 +397,7 @@ def _freeze(v: Any) -> Any:
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
         "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
-        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict}
+        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict, "radius": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
@@ -487,7 +493,23 @@ class _Loader:
                       *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
                       users=self.users(), server=self.server(), alerter=self.alerter(),
                       session=self.session(), flowlog=self.flowlog(),
-                      dynamicip=self.dynamicip(), fticks=self.fticks())
+                      dynamicip=self.dynamicip(), fticks=self.fticks(),
+                      radius=self.radius())
+
+    def radius(self):
+        if "radius" not in self.doc:
+            return None
+        from acctd.radius_acct import RadiusSettings
+        d = self.doc["radius"]
+        if not isinstance(d, dict):
+            self.fail("expected a [radius] table", "radius")
+        try:
+            s = RadiusSettings.from_mapping(d, self.base_dir)
+            s.read_secret()  # a missing or open secret file fails here, with its line
+            return s
+        except (ValueError, OSError) as e:
+            key = next((k for k in d if k in str(e)), "secret-file" if "secret" in str(e) else None)
+            self.fail(str(e), "radius", None, key)
 
     def fticks(self):
         if "fticks" not in self.doc:

@@ -53,6 +53,8 @@ class Daemon(Identity, Imports):
         self.mailer = None
         self.enforcer = None       # enforce.Enforcer, made at start
         self.fticks = None         # fticks.Emitter, made at the first login attempt
+        self.radius = None         # radius_acct.RadiusAccounting with [radius]
+        self.static_sessions: dict = {}  # static units' RADIUS sessions (static-units)
         self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
         self.units = cfg.units     # the config's units with the sessions' addresses
         self.hooks: dict = {}      # [session] command runners by program (AccessScript)
@@ -96,6 +98,7 @@ class Daemon(Identity, Imports):
         self._merge_runtime_units()
         self.model = interval.Model.from_config(self.cfg)
         self._seed()
+        self._configure_radius()
         self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
         self._rebind()
         self._configure_login()
@@ -399,6 +402,8 @@ class Daemon(Identity, Imports):
             self._configure_access_script()
             self._configure_login()
             self._configure_netacct()
+            if new.radius != old.radius:
+                self._configure_radius()
             if self.fticks is not None:  # settings may have changed: reopened when next used
                 self.fticks.close()
                 self.fticks = None
@@ -413,6 +418,7 @@ class Daemon(Identity, Imports):
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
+        self._close_radius()
         if self.fticks is not None:
             self.fticks.close()
         if self.flowlog is not None:
@@ -473,6 +479,10 @@ class Daemon(Identity, Imports):
                         x.packets_out += c[1]
                         x.bytes_in += c[2]
                         x.bytes_out += c[3]
+                try:
+                    self._radius_after_drain(now, cols)  # interims see this drain
+                except OSError as e:  # the counts are committed: RADIUS gets them later
+                    log.error("RADIUS interims not spooled: %s", e)
             except BaseException:
                 self._seed()  # the baseline moved ahead of the file: go back to it
                 raise

@@ -160,7 +160,14 @@ class Identity:
         self.model = interval.Model(self.units, self.cfg.plan, rollup.oid_ints(self.units),
                                     rollup.oid_ints(self.cfg.policies))
 
+    def _user_name(self, unit_oid: str) -> str:
+        i = self.units.by_oid.get(unit_oid)
+        return self.units.units[i].name if i is not None else unit_oid
+
     def _stop_session(self, x, now, cause: str) -> None:
+        if self.radius is not None:  # spooled before the database moves on
+            x.stop, x.stop_cause = now, cause
+            self.radius.stop(x, self._user_name(x.unit_oid), cause, now)
         self.storage.stop_session(x.id, now, cause)
         self.sessions.pop(x.unit_oid, None)
         x.stop, x.stop_cause = now, cause
@@ -229,6 +236,8 @@ class Identity:
                                      nas=c.get("nas") or "", port=str(c.get("port") or ""))
                 x.id = self.storage.start_session(x)
                 self.sessions[u.oid] = x
+                if self.radius is not None:
+                    self.radius.start(x, u.name)
                 self._run_hook("start", x)
                 log.info("session %d: %s at %s (%s)", x.id, u.name, addr, source)
                 done.append(x.to_row())
@@ -290,6 +299,58 @@ class Identity:
             return {"sessions": []}
         return {"sessions": self.session_changes(
             [{"user": n, "addr": None, "cause": "expired"} for n in expired], "command")}
+
+    # -- RADIUS accounting (acctd/radius_acct.py) -------------------------------------
+
+    def _configure_radius(self) -> None:
+        """The accounting client, its spool under the state directory; static
+        units (static-units = true) get a session per daemon run."""
+        import os
+        from acctd.radius_acct import RadiusAccounting, static_session
+        if self.radius is not None:
+            self.radius.close()
+            self.radius = None
+        s = self.cfg.radius
+        if s is None:
+            return
+        spool = os.path.join(os.path.dirname(self.schedule_path()), "radius-spool")
+        self.radius = RadiusAccounting(s, spool)
+        self.radius.run_sender()
+        if s.static_units and not self.static_sessions:
+            from acctd.units import format_addr
+            now = self.clock()
+            for u in self.cfg.units:
+                if u.type in ("host", "cluster") and u.addrs:
+                    x = static_session(u.oid, format_addr(u.addrs[0]), now)
+                    self.static_sessions[u.oid] = x
+                    self.radius.start(x, u.name)
+
+    def _radius_after_drain(self, now, cols) -> None:
+        """Static units' counts, and the Interim-Updates now due."""
+        if self.radius is None:
+            return
+        for sid_x, c in sessions.charges(cols, {o: i for i, o in enumerate(self.static_sessions)}
+                                         ).items():
+            x = list(self.static_sessions.values())[sid_x]
+            x.packets_in += c[0]
+            x.packets_out += c[1]
+            x.bytes_in += c[2]
+            x.bytes_out += c[3]
+        live = list(self.sessions.values()) + list(self.static_sessions.values())
+        due = self.radius.due_interims(now, live)
+        if due:
+            self.radius.interims([(x, self._user_name(x.unit_oid)) for x in due], now)
+
+    def _close_radius(self) -> None:
+        """A clean stop ends the static units' sessions (NAS-Reboot)."""
+        if self.radius is None:
+            return
+        now = self.clock()
+        for x in self.static_sessions.values():
+            self.radius.stop(x, self._user_name(x.unit_oid), "NAS-Reboot", now)
+        self.radius.flush(5.0)
+        self.radius.close()
+        self.radius = None
 
     # -- run-time units: acctctl unit add, auto-assign, auto-units (runtime_units.py) --
 
