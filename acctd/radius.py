@@ -1,6 +1,7 @@
 """RADIUS packet codec for accounting (RFC 2865/2866, RFC 2869, RFC 3162,
-RFC 3579 Message-Authenticator, RFC 5997 Status-Server, RFC 6911): the
-attributes acctd sends, encode, decode, sign and verify. No sockets.
+RFC 3579 Message-Authenticator, RFC 5997 Status-Server, RFC 6911) and
+Dynamic Authorization (RFC 5176 CoA and Disconnect): the attributes acctd
+sends and receives, encode, decode, sign and verify. No sockets.
 
 Attribute names and value names are FreeRADIUS's dictionary spellings, so a
 packet printed here reads like `radclient -x` output.
@@ -25,10 +26,19 @@ ACCESS_REJECT = 3
 ACCOUNTING_REQUEST = 4
 ACCOUNTING_RESPONSE = 5
 STATUS_SERVER = 12
+DISCONNECT_REQUEST = 40     # RFC 5176 §2.3
+DISCONNECT_ACK = 41
+DISCONNECT_NAK = 42
+COA_REQUEST = 43
+COA_ACK = 44
+COA_NAK = 45
 
 CODES = {ACCESS_REQUEST: "Access-Request", ACCESS_ACCEPT: "Access-Accept",
          ACCESS_REJECT: "Access-Reject", ACCOUNTING_REQUEST: "Accounting-Request",
-         ACCOUNTING_RESPONSE: "Accounting-Response", STATUS_SERVER: "Status-Server"}
+         ACCOUNTING_RESPONSE: "Accounting-Response", STATUS_SERVER: "Status-Server",
+         DISCONNECT_REQUEST: "Disconnect-Request", DISCONNECT_ACK: "Disconnect-ACK",
+         DISCONNECT_NAK: "Disconnect-NAK", COA_REQUEST: "CoA-Request", COA_ACK: "CoA-ACK",
+         COA_NAK: "CoA-NAK"}
 
 HEADER_LEN = 20
 MAX_PACKET = 4096          # RFC 2865 §3
@@ -45,7 +55,9 @@ ATTRIBUTES: dict[str, tuple[int, str]] = {
     "Framed-IP-Address": (8, "ipv4addr"),
     "Framed-IP-Netmask": (9, "ipv4addr"),
     "Reply-Message": (18, "string"),
+    "State": (24, "octets"),
     "Class": (25, "octets"),
+    "Vendor-Specific": (26, "octets"),    # see encode_vsa / decode_vsa
     "Session-Timeout": (27, "integer"),
     "Called-Station-Id": (30, "string"),
     "Calling-Station-Id": (31, "string"),
@@ -72,6 +84,7 @@ ATTRIBUTES: dict[str, tuple[int, str]] = {
     "NAS-IPv6-Address": (95, "ipv6addr"),
     "Framed-Interface-Id": (96, "ifid"),
     "Framed-IPv6-Prefix": (97, "ipv6prefix"),
+    "Error-Cause": (101, "integer"),      # RFC 5176 §3.5
     "Delegated-IPv6-Prefix": (123, "ipv6prefix"),
     "Framed-IPv6-Address": (168, "ipv6addr"),
 }
@@ -94,8 +107,33 @@ VALUES: dict[str, dict[str, int]] = {
         "Port-Disabled": 22},
     "NAS-Port-Type": {"Async": 0, "Sync": 1, "ISDN": 2, "Virtual": 5, "Ethernet": 15,
                       "Wireless-802.11": 19},
-    "Service-Type": {"Login-User": 1, "Framed-User": 2},
+    "Service-Type": {"Login-User": 1, "Framed-User": 2, "Authorize-Only": 17},
+    # RFC 5176 §3.5 (FreeRADIUS dictionary.rfc3576 and dictionary.rfc5176)
+    "Error-Cause": {
+        "Residual-Context-Removed": 201, "Invalid-EAP-Packet": 202,
+        "Unsupported-Attribute": 401, "Missing-Attribute": 402,
+        "NAS-Identification-Mismatch": 403, "Invalid-Request": 404,
+        "Unsupported-Service": 405, "Unsupported-Extension": 406,
+        "Invalid-Attribute-Value": 407, "Administratively-Prohibited": 501,
+        "Proxy-Request-Not-Routable": 502, "Session-Context-Not-Found": 503,
+        "Session-Context-Not-Removable": 504, "Proxy-Processing-Error": 505,
+        "Resources-Unavailable": 506, "Request-Initiated": 507,
+        "Multiple-Session-Selection-Unsupported": 508},
 }
+
+# Vendor-Specific attributes (RFC 2865 §5.26, the vendor's type/length/value
+# format): name -> (vendor id, vendor type, data type), from FreeRADIUS's
+# dictionary.wispr and dictionary.mikrotik.
+VENDORS = {"WISPr": 14122, "Mikrotik": 14988}
+VENDOR_ATTRIBUTES: dict[str, tuple[int, int, str]] = {
+    "WISPr-Bandwidth-Min-Up": (14122, 5, "integer"),     # bit/s
+    "WISPr-Bandwidth-Min-Down": (14122, 6, "integer"),
+    "WISPr-Bandwidth-Max-Up": (14122, 7, "integer"),
+    "WISPr-Bandwidth-Max-Down": (14122, 8, "integer"),
+    "Mikrotik-Rate-Limit": (14988, 8, "string"),         # "rx[/tx] ..." from the NAS's side
+}
+VENDOR_BY_NUMBER: dict[tuple[int, int], tuple[str, str]] = {
+    (v, n): (name, t) for name, (v, n, t) in VENDOR_ATTRIBUTES.items()}
 
 START, STOP, INTERIM_UPDATE = 1, 2, 3
 
@@ -216,6 +254,57 @@ def decode_value(name: str, raw: bytes) -> Value:
             raise PacketError(f"{name}: an interface id is 8 octets, got {len(raw)}")
         return raw
     raise AssertionError(kind)  # pragma: no cover
+
+
+def encode_vsa(name: str, value: Any) -> bytes:
+    """A Vendor-Specific attribute's value (vendor id, then one sub-attribute)
+    for a VENDOR_ATTRIBUTES name: pass it as ("Vendor-Specific", bytes)."""
+    try:
+        vendor, number, kind = VENDOR_ATTRIBUTES[name]
+    except KeyError:
+        raise ValueError(f"unknown vendor-specific attribute {name!r}") from None
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise ValueError(f"{name}: needs an unsigned 32-bit integer, got {value!r}")
+        b = struct.pack("!I", value)
+    else:
+        b = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not b or len(b) > MAX_VALUE - 6:
+        raise ValueError(f"{name}: a value must be 1-{MAX_VALUE - 6} octets, got {len(b)}")
+    return struct.pack("!IBB", vendor, number, len(b) + 2) + b
+
+
+def decode_vsa(raw: bytes) -> tuple[int, list[tuple[str | int, Value]]]:
+    """(vendor id, [(name, decoded value)]) of a Vendor-Specific value that
+    uses the RFC 2865 §5.26 sub-attribute format; sub-attributes not in
+    VENDOR_ATTRIBUTES come as (vendor type, raw). PacketError if the value
+    does not parse (a vendor with another format, say)."""
+    if len(raw) < 4:
+        raise PacketError(f"Vendor-Specific of {len(raw)} octets has no vendor id")
+    vendor = struct.unpack("!I", raw[:4])[0]
+    out: list[tuple[str | int, Value]] = []
+    i = 4
+    if i == len(raw):
+        raise PacketError(f"Vendor-Specific for vendor {vendor} carries no attribute")
+    while i < len(raw):
+        if i + 2 > len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
+            raise PacketError(f"Vendor-Specific for vendor {vendor}: malformed "
+                              f"sub-attribute at offset {i}")
+        t, v = raw[i], bytes(raw[i + 2:i + raw[i + 1]])
+        i += raw[i + 1]
+        name, kind = VENDOR_BY_NUMBER.get((vendor, t), (None, None))
+        if name is None:
+            out.append((t, v))
+        elif kind == "integer":
+            if len(v) != 4:
+                raise PacketError(f"{name}: an integer is 4 octets, got {len(v)}")
+            out.append((name, struct.unpack("!I", v)[0]))
+        else:
+            try:
+                out.append((name, v.decode("utf-8")))
+            except UnicodeDecodeError:
+                out.append((name, v))
+    return vendor, out
 
 
 def split64(n: int) -> tuple[int, int]:
@@ -342,6 +431,21 @@ def _length(data: bytes) -> bytes:
     return data[:struct.unpack("!H", data[2:4])[0]]
 
 
+def _hashed_request(code: int, identifier: int, attrs: Iterable[tuple[str, Any]],
+                    secret: bytes | str, with_message_authenticator: bool, caller: str) -> bytes:
+    s = _secret(secret)
+    enc = encode_attributes(attrs)
+    if any(t == MESSAGE_AUTHENTICATOR for t, _ in enc):
+        raise ValueError(f"Message-Authenticator is added by {caller}, not passed in")
+    if with_message_authenticator:
+        enc.insert(0, (MESSAGE_AUTHENTICATOR, bytes(16)))
+    data = _pack(code, identifier, bytes(16), enc)
+    if with_message_authenticator:
+        data = _with_ma(data, message_authenticator(data, s, bytes(16)))
+    auth = hashlib.md5(data + s).digest()
+    return data[:4] + auth + data[HEADER_LEN:]
+
+
 def accounting_request(identifier: int, attrs: Iterable[tuple[str, Any]], secret: bytes | str,
                        *, with_message_authenticator: bool = True) -> bytes:
     """A signed Accounting-Request. The Message-Authenticator goes first (as
@@ -349,17 +453,31 @@ def accounting_request(identifier: int, attrs: Iterable[tuple[str, Any]], secret
     zero authenticator field, then the Request Authenticator (RFC 2866 §3,
     MD5 over the packet with a zero authenticator, then the secret) over the
     packet that already carries it."""
-    s = _secret(secret)
-    enc = encode_attributes(attrs)
-    if any(t == MESSAGE_AUTHENTICATOR for t, _ in enc):
-        raise ValueError("Message-Authenticator is added by accounting_request, not passed in")
-    if with_message_authenticator:
-        enc.insert(0, (MESSAGE_AUTHENTICATOR, bytes(16)))
-    data = _pack(ACCOUNTING_REQUEST, identifier, bytes(16), enc)
-    if with_message_authenticator:
-        data = _with_ma(data, message_authenticator(data, s, bytes(16)))
-    auth = hashlib.md5(data + s).digest()
-    return data[:4] + auth + data[HEADER_LEN:]
+    return _hashed_request(ACCOUNTING_REQUEST, identifier, attrs, secret,
+                           with_message_authenticator, "accounting_request")
+
+
+def dynamic_request(code: int, identifier: int, attrs: Iterable[tuple[str, Any]],
+                    secret: bytes | str, *, with_message_authenticator: bool = True) -> bytes:
+    """A signed Disconnect-Request or CoA-Request (what a Dynamic
+    Authorization Client sends; acctd receives them, tests send them).
+    RFC 5176 §2.3 and §3.4 sign them as an Accounting-Request: the
+    Message-Authenticator over a zero authenticator field, then the Request
+    Authenticator over the packet that carries it."""
+    if code not in (DISCONNECT_REQUEST, COA_REQUEST):
+        raise ValueError(f"dynamic_request builds Disconnect-Request ({DISCONNECT_REQUEST}) or "
+                         f"CoA-Request ({COA_REQUEST}), not code {code}")
+    return _hashed_request(code, identifier, attrs, secret, with_message_authenticator,
+                           "dynamic_request")
+
+
+def request_authenticator_ok(data: bytes, secret: bytes | str) -> bool:
+    """Whether the Request Authenticator of an Accounting-, Disconnect- or
+    CoA-Request is MD5(Code+Identifier+Length+16 zero octets+Attributes+
+    secret) (RFC 2866 §3, RFC 5176 §2.3). `data` must have passed decode."""
+    data = _length(data)
+    want = hashlib.md5(data[:4] + bytes(16) + data[HEADER_LEN:] + _secret(secret)).digest()
+    return hmac.compare_digest(want, data[4:HEADER_LEN])
 
 
 def verify_accounting_request(data: bytes, secret: bytes | str) -> Packet:
@@ -370,8 +488,7 @@ def verify_accounting_request(data: bytes, secret: bytes | str) -> Packet:
     data = _length(data)
     if p.code != ACCOUNTING_REQUEST:
         raise PacketError(f"expected Accounting-Request, got code {p.code}")
-    want = hashlib.md5(data[:4] + bytes(16) + data[HEADER_LEN:] + s).digest()
-    if not hmac.compare_digest(want, p.authenticator):
+    if not request_authenticator_ok(data, s):
         raise PacketError("Accounting-Request authenticator does not match the secret")
     mas = p.raw("Message-Authenticator")
     if mas and not hmac.compare_digest(message_authenticator(data, s, bytes(16)), mas[0]):
@@ -427,9 +544,11 @@ def verify_response(data: bytes, request: bytes, secret: bytes | str,
 def response(request: bytes, code: int, secret: bytes | str,
              attrs: Iterable[tuple[str, Any]] = (), *,
              with_message_authenticator: bool = False) -> bytes:
-    """A signed reply to `request` (what a server sends). acctd does not run
-    a server; tests use this to script a peer where no real one can
-    misbehave on purpose."""
+    """A signed reply to `request` (what a server sends): the CoA receiver's
+    ACKs and NAKs, and in tests a scripted peer where no real one can
+    misbehave on purpose. A reply's Message-Authenticator is computed with
+    the request's authenticator (RFC 3579 §3.2, RFC 5176 §3.4), except an
+    Accounting-Response to an Accounting-Request (zero, as FreeRADIUS)."""
     s = _secret(secret)
     enc = encode_attributes(attrs)
     if with_message_authenticator:
