@@ -91,6 +91,14 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     secret-file = "radius.secret" # mode 0600; timeout, retries, static-units
     nas-ip = "192.0.2.1"
 
+    [openvpn]                     # sessions from an OpenVPN server's management interface
+    management = "127.0.0.1:7505" # or "unix:/run/openvpn/server.sock"; also password-file,
+    interim-interval = 300        # status-interval, [openvpn.intervals] per common name
+
+    [coa]                         # RFC 5176 Disconnect/CoA receiver (disconnect = block)
+    listen = "127.0.0.1:3799"     # event-window = 300, require-event-timestamp = true
+    clients = [{ address = "10.0.0.5", secret-file = "coa.secret" }]
+
     [server]                      # optional TCP listener (NeTAMS service server); off if absent
     listen = "127.0.0.1:20001"    # host:port; loopback unless you mean otherwise
     login = "localhost"           # localhost: loopback peers only | any
@@ -211,6 +219,8 @@ class Config:
     dynamicip: "DynamicIp | None" = None
     fticks: Any = None            # fticks.FticksSettings when [fticks] is configured
     radius: Any = None            # radius_acct.RadiusSettings when [radius] is configured
+    openvpn: Any = None           # openvpn.OpenVpnSettings when [openvpn] is configured
+    coa: Any = None               # radius_coa.CoaSettings when [coa] is configured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,7 +407,8 @@ def _freeze(v: Any) -> Any:
 
 _TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
         "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
-        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict, "radius": dict}
+        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict, "radius": dict,
+        "openvpn": dict, "coa": dict}
 _KEYS = {
     "interface": {"name", "role", "hook"},
     "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
@@ -494,7 +505,34 @@ class _Loader:
                       users=self.users(), server=self.server(), alerter=self.alerter(),
                       session=self.session(), flowlog=self.flowlog(),
                       dynamicip=self.dynamicip(), fticks=self.fticks(),
-                      radius=self.radius())
+                      radius=self.radius(), openvpn=self.openvpn(), coa=self.coa())
+
+    def coa(self):
+        if "coa" not in self.doc:
+            return None
+        from acctd.radius_coa import CoaSettings
+        d = self.doc["coa"]
+        if not isinstance(d, dict):
+            self.fail("expected a [coa] table", "coa")
+        r = self.doc.get("radius") or {}
+        # our NAS identity, for the 403 check: [radius]'s unless given here
+        d = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d}
+        try:
+            return CoaSettings.from_mapping(d, self.base_dir)
+        except (ValueError, OSError) as e:
+            self.fail(str(e), "coa", None, next((k for k in self.doc["coa"] if k in str(e)), None))
+
+    def openvpn(self):
+        if "openvpn" not in self.doc:
+            return None
+        from acctd.openvpn import OpenVpnSettings
+        d = self.doc["openvpn"]
+        if not isinstance(d, dict):
+            self.fail("expected an [openvpn] table", "openvpn")
+        try:
+            return OpenVpnSettings.from_mapping(d, self.base_dir)
+        except (ValueError, OSError) as e:
+            self.fail(str(e), "openvpn", None, next((k for k in d if k in str(e)), None))
 
     def radius(self):
         if "radius" not in self.doc:

@@ -58,7 +58,9 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "login-show": "viewer", "unit-add": "operator", "unit-del": "operator",
                  "mac-check": "viewer", "mac-fixate": "operator",
                  # the daemon reads the named files: as root, so admins only
-                 "fticks-import": "admin", "fticks-report": "viewer", "radius-import": "operator"}
+                 "fticks-import": "admin", "fticks-report": "viewer", "radius-import": "operator",
+                 "openvpn-event": "operator", "openvpn-interval": "operator",
+                 "openvpn-clients": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
@@ -403,6 +405,19 @@ class _Dispatch:
             return d.fticks_report(args.get("since"))
         if cmd == "radius-import":
             return d.radius_import(list(args.get("sessions", [])))
+        if cmd == "openvpn-event":
+            return d.openvpn_hook(dict(args.get("event") or {}))
+        if cmd == "openvpn-interval":
+            if d.openvpn is None:
+                raise AcctError("no [openvpn] management interface configured")
+            secs = args.get("seconds")
+            d.openvpn.set_interval(str(args.get("user", "")), int(secs) if secs else None)
+            return {"user": args.get("user"), "interval": d.openvpn.interval(str(args.get("user")))}
+        if cmd == "openvpn-clients":
+            if d.openvpn is None:
+                raise AcctError("no [openvpn] management interface configured")
+            return [{"user": c.common_name, "cid": c.cid, "vpn_addr": c.vpn_addr,
+                     "bytes_in": c.bytes_in, "bytes_out": c.bytes_out} for c in d.openvpn.clients()]
         if cmd == "blocked":
             with d.lock:
                 return d.blocked()

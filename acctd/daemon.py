@@ -54,6 +54,9 @@ class Daemon(Identity, Imports):
         self.enforcer = None       # enforce.Enforcer, made at start
         self.fticks = None         # fticks.Emitter, made at the first login attempt
         self.radius = None         # radius_acct.RadiusAccounting with [radius]
+        self.openvpn = None        # openvpn.ManagementClient with [openvpn] management
+        self.coa_server = None     # radius_coa.CoaServer with [coa]
+        self.coa_rates: dict = {}  # unit oid -> [in, out] bit/s set by RADIUS CoA
         self.static_sessions: dict = {}  # static units' RADIUS sessions (static-units)
         self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
         self.units = cfg.units     # the config's units with the sessions' addresses
@@ -114,6 +117,10 @@ class Daemon(Identity, Imports):
             self.mailer = Mailer(settings, os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
         self._configure_access_script()
         self.apply_syspolicies()
+        import json
+        self.coa_rates = json.loads(self.storage.meta("coa_rates") or "{}")
+        self._configure_openvpn()  # last: their first events start sessions
+        self._configure_coa()
 
     def _configure_access_script(self) -> None:
         from acctd.access_script import AccessScript
@@ -162,12 +169,18 @@ class Daemon(Identity, Imports):
         self.enforcer.burst_s = self.cfg.processor.bw_burst
         local_now = self.clock().astimezone(self.cfg.processor.zone)
         classes = enforce.plan(self.cfg, self.syspolicy_bits(), local_now, self.units)
+        if self.coa_rates:  # RADIUS CoA rates replace the config's bw
+            import dataclasses
+            classes = {p: dataclasses.replace(c, bw=tuple(self.coa_rates[c.unit_oid]))
+                       if c.unit_oid in self.coa_rates else c for p, c in classes.items()}
         res = self.enforcer.apply(classes)
-        changed = {}
+        changed, now_blocked = {}, set()
         for pfx, (old, new) in res["blocks"].items():
             was, now_ = syspolicy.verdict(old), syspolicy.verdict(new)
             text = enforce.prefix_text(pfx)
             changed[text] = syspolicy.words(new)
+            if now_ == abi.Verdict.DROP:
+                now_blocked.add(text)
             if was != now_ and self.access_script is not None:
                 spec = classes.get(pfx)
                 oid = spec.unit_oid if spec else ""
@@ -176,6 +189,7 @@ class Daemon(Identity, Imports):
                 self.access_script.notify(action, oid, text, reason)
         if changed:
             log.info("blocks changed: %s", changed)
+            self._kill_blocked_vpn_clients(now_blocked)
         return changed
 
     def _fw_in_use(self) -> bool:
@@ -404,6 +418,10 @@ class Daemon(Identity, Imports):
             self._configure_netacct()
             if new.radius != old.radius:
                 self._configure_radius()
+        if new.openvpn != old.openvpn:
+            self._configure_openvpn()
+        if new.coa != old.coa:
+            self._configure_coa()
             if self.fticks is not None:  # settings may have changed: reopened when next used
                 self.fticks.close()
                 self.fticks = None
@@ -418,6 +436,10 @@ class Daemon(Identity, Imports):
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
+        if self.coa_server is not None:
+            self.coa_server.stop()
+        if self.openvpn is not None:
+            self.openvpn.stop()
         self._close_radius()
         if self.fticks is not None:
             self.fticks.close()

@@ -164,6 +164,14 @@ class Identity:
         i = self.units.by_oid.get(unit_oid)
         return self.units.units[i].name if i is not None else unit_oid
 
+    def _kill_blocked_vpn_clients(self, moved: dict) -> None:
+        """Blocks that moved to drop: their OpenVPN clients are disconnected."""
+        if self.openvpn is None:
+            return
+        for oid, x in list(self.sessions.items()):
+            if x.source == "openvpn" and x.addr in moved:
+                self.openvpn.kill(self._user_name(oid))
+
     def _stop_session(self, x, now, cause: str) -> None:
         if self.radius is not None:  # spooled before the database moves on
             x.stop, x.stop_cause = now, cause
@@ -351,6 +359,173 @@ class Identity:
         self.radius.flush(5.0)
         self.radius.close()
         self.radius = None
+
+    # -- RADIUS Disconnect and CoA (acctd/radius_coa.py) ------------------------------
+
+    def _configure_coa(self) -> None:
+        from acctd.radius_coa import CoaServer
+        if self.coa_server is not None:
+            self.coa_server.stop()
+            self.coa_server = None
+        if self.cfg.coa is not None:
+            self.coa_server = CoaServer(self.cfg.coa, self)  # calls self.disconnect / self.coa
+            self.coa_server.start()
+
+    def _coa_units(self, ident: dict) -> list[int]:
+        """The units a Disconnect/CoA names: by Acct-Session-Id (ours),
+        User-Name, or the address a unit holds now."""
+        from acctd.radius_acct import acct_session_id
+        from acctd.units import parse_addr
+        found = set()
+        sid = ident.get("Acct-Session-Id")
+        if sid:
+            for oid, x in list(self.sessions.items()) + list(self.static_sessions.items()):
+                if acct_session_id(x) == str(sid):
+                    found.add(self.cfg.units.by_oid[oid])
+            if not found:
+                return []
+        name = ident.get("User-Name")
+        if name:
+            try:
+                i = self.cfg.units.find(str(name))
+            except KeyError:
+                return []
+            found = found & {i} if sid else {i}
+        for key in ("Framed-IP-Address", "Framed-IPv6-Address"):
+            if ident.get(key) is not None:
+                a = parse_addr(str(ident[key]))
+                i = int(self.units.match(np.frombuffer(a, np.uint8)[None])[0])
+                if i < 0 or (found and i not in found):
+                    return []
+                found = {i}
+        return sorted(found)
+
+    def disconnect(self, ident: dict) -> bool:
+        """RFC 5176 Disconnect-Request: end the session and block the unit
+        (sys-deny, as an admin's; `acctctl unit NAME sys-allow` lifts it)."""
+        units = self._coa_units(ident)
+        for i in units:
+            u = self.cfg.units.units[i]
+            if u.oid in self.sessions:
+                self.session_changes([{"user": u.name, "addr": None, "cause": "admin-reset"}],
+                                     "radius")
+            self.set_syspolicy(u.name, "sys-deny")
+            log.info("RADIUS Disconnect: %s ended and blocked", u.name)
+        return bool(units)
+
+    def coa(self, ident: dict, rate_in: int | None, rate_out: int | None) -> bool:
+        """RFC 5176 CoA with a rate: the unit's rate limit changes (0 lifts
+        it, None keeps that direction), kept in the database over restarts."""
+        import json
+        units = self._coa_units(ident)
+        with self.lock:
+            for i in units:
+                u = self.cfg.units.units[i]
+                cur = self.coa_rates.get(u.oid) or list(u.bw or (None, None))
+                for d, r in enumerate((rate_in, rate_out)):
+                    if r is not None:
+                        cur[d] = r or None
+                self.coa_rates[u.oid] = cur
+                log.info("RADIUS CoA: %s rate in %s out %s", u.name, cur[0], cur[1])
+            if units:
+                self.storage.set_meta("coa_rates", json.dumps(self.coa_rates))
+                self.apply_syspolicies()
+        return bool(units)
+
+    # -- OpenVPN (acctd/openvpn.py) ----------------------------------------------------
+
+    def _configure_openvpn(self) -> None:
+        """Attach to the OpenVPN server's management interface: a client's
+        ESTABLISHED starts a session for the user unit named by its common
+        name at its VPN address, its DISCONNECT (or its absence from the
+        status) ends it; bytecount reports are kept as the NAS's figures. A
+        blocked unit is refused at connect and killed when blocked."""
+        from acctd.openvpn import ManagementClient
+        if self.openvpn is not None:
+            self.openvpn.stop()
+            self.openvpn = None
+        s = self.cfg.openvpn
+        if s is None or s.management is None:
+            return
+        self.openvpn = ManagementClient(s, on_start=self._vpn_start, on_interim=self._vpn_interim,
+                                        on_stop=self._vpn_stop, is_blocked=self.unit_blocked)
+        self.openvpn.start()
+
+    def unit_blocked(self, name: str) -> bool:
+        """Whether the unit may not pass now (any block, its groups' included)."""
+        from acctd import syspolicy
+        try:
+            i = self.cfg.units.find(name)
+        except KeyError:
+            return False
+        with self.lock:
+            bits = self.syspolicy_bits()
+        b = bits.get(i, 0)
+        for g in self.cfg.units.ancestors[i]:
+            b |= bits.get(g, 0)
+        return syspolicy.verdict(b) == abi.Verdict.DROP
+
+    def _vpn_user(self, cn: str):
+        try:
+            u = self.cfg.units.units[self.cfg.units.find(cn)]
+        except KeyError:
+            log.warning("openvpn: no unit named %r (common name)", cn)
+            return None
+        if u.type != "user":
+            log.warning("openvpn: %s is a %s, not a user unit", cn, u.type)
+            return None
+        return u
+
+    def _vpn_start(self, cn, vpn_addr, real_addr, cid, when) -> None:
+        u = self._vpn_user(cn)
+        if u is None or not vpn_addr:
+            return
+        self._login_attempt(u.oid, True, "openvpn connect", vpn_addr, None, when, "openvpn")
+        self.session_changes([{"user": u.name, "addr": vpn_addr, "nas": "openvpn",
+                               "port": str(cid)}], "openvpn")
+
+    def _vpn_interim(self, cn, cid, bytes_in, bytes_out, when) -> None:
+        u = self._vpn_user(cn)
+        x = self.sessions.get(u.oid) if u is not None else None
+        if x is not None and x.source == "openvpn":
+            with self.lock:
+                x.nas_bytes_in, x.nas_bytes_out = bytes_in, bytes_out
+                self.storage.set_session_nas_bytes(x.id, bytes_in, bytes_out)
+
+    def _vpn_stop(self, cn, cid, bytes_in, bytes_out, duration, when) -> None:
+        u = self._vpn_user(cn)
+        x = self.sessions.get(u.oid) if u is not None else None
+        if x is None or x.source != "openvpn" or x.port != str(cid):
+            return  # an older instance of a client that reconnected already
+        with self.lock:
+            self.storage.set_session_nas_bytes(x.id, bytes_in, bytes_out)
+        self.session_changes([{"user": u.name, "addr": None, "cause": "user-request"}], "openvpn")
+
+    def openvpn_hook(self, event: dict) -> dict:
+        """`acctctl openvpn-hook` (client-connect/-disconnect scripts, for
+        servers without management): a start binds, refused when blocked; a
+        stop ends the session with the server's byte counts."""
+        u = self._vpn_user(str(event.get("user", "")))
+        if u is None:
+            return {"allowed": False, "reason": "no such user unit"}
+        if event.get("event") == "start":
+            if self.unit_blocked(u.name):
+                self._login_attempt(u.oid, False, "blocked", event.get("addr"), None, None,
+                                    "openvpn")
+                return {"allowed": False, "reason": "blocked"}
+            self._login_attempt(u.oid, True, "openvpn connect", event.get("addr"), None, None,
+                                "openvpn")
+            addr = event.get("addr") or event.get("addr6")
+            self.session_changes([{"user": u.name, "addr": addr, "nas": "openvpn"}], "openvpn")
+            return {"allowed": True}
+        x = self.sessions.get(u.oid)
+        if x is not None and x.source == "openvpn":
+            with self.lock:
+                self.storage.set_session_nas_bytes(x.id, int(event.get("bytes_in") or 0),
+                                                   int(event.get("bytes_out") or 0))
+            self.session_changes([{"user": u.name, "addr": None,
+                                   "cause": event.get("cause") or "user-request"}], "openvpn")
+        return {"allowed": True}
 
     # -- run-time units: acctctl unit add, auto-assign, auto-units (runtime_units.py) --
 

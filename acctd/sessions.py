@@ -44,6 +44,8 @@ class Session:
     packets_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    nas_bytes_in: int | None = None   # as the NAS reported them (OpenVPN's bytecount)
+    nas_bytes_out: int | None = None
 
     @property
     def duration(self) -> float | None:

@@ -66,7 +66,8 @@ SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS sessions (
     packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
     bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL)"""
 _SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
-                 "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out")
+                 "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out",
+                 "nas_bytes_in", "nas_bytes_out")
 
 # The maps a daemon checkpoints, with the dtypes load_checkpoint() expects.
 CHECKPOINT_TYPES = {"acct_addrs": (abi.ADDR_KEY, abi.ADDR_VAL),
@@ -137,6 +138,9 @@ class Storage:
             self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
                              "state VARCHAR NOT NULL)")
             self.con.execute(SESSIONS_TABLE)
+            # what the NAS itself reported (OpenVPN's bytecount), next to acctd's counts
+            for col in ("nas_bytes_in", "nas_bytes_out"):
+                self.con.execute(f"ALTER TABLE sessions ADD COLUMN IF NOT EXISTS {col} UBIGINT")
             self.con.execute("CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, "
                              "record VARCHAR NOT NULL)")
             self.con.execute("CREATE TABLE IF NOT EXISTS unit_mac (unit_oid VARCHAR PRIMARY KEY, "
@@ -292,10 +296,16 @@ class Storage:
     def start_session(self, s) -> int:
         """Record a new open session (acctd.sessions.Session); returns its id."""
         sid = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM sessions").fetchall()[0][0]
-        self.con.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '', 0, 0, 0, 0)",
+        self.con.execute("INSERT INTO sessions (id, unit_oid, addr, source, start, mac, nas, port, "
+                         "stop, stop_cause, packets_in, packets_out, bytes_in, bytes_out) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, NULL, '', 0, 0, 0, 0)",
                          [sid, s.unit_oid, s.addr, s.source, s.start.replace(tzinfo=None),
                           s.mac, s.nas, s.port])
         return int(sid)
+
+    def set_session_nas_bytes(self, sid: int, bytes_in: int, bytes_out: int) -> None:
+        self.con.execute("UPDATE sessions SET nas_bytes_in = ?, nas_bytes_out = ? WHERE id = ?",
+                         [bytes_in, bytes_out, sid])
 
     def stop_session(self, sid: int, when: dt.datetime, cause: str) -> None:
         self.con.execute("UPDATE sessions SET stop = ?, stop_cause = ? WHERE id = ? AND stop IS NULL",

@@ -300,6 +300,52 @@ def radius_import(ctx, details, sqlite, postgres, since, chunk):
     _run(go)
 
 
+@main.command("openvpn-hook")
+@click.pass_context
+def openvpn_hook(ctx):
+    """client-connect / client-disconnect script for OpenVPN servers without
+    a management interface (--script-security 2): reports the session to the
+    daemon from OpenVPN's environment. Exit 1 refuses a blocked client; 2 is
+    an error (OpenVPN refuses then too: accounting fails closed)."""
+    from acctd.control import NotRunning
+    from acctd.errors import AcctError
+    from acctd.openvpn import HookError, HookExit, hook_main
+    try:
+        event = hook_main(os.environ)
+        reply = _ask(ctx, "openvpn-event", event=event)
+    except (HookError, AcctError, NotRunning, OSError) as e:
+        click.echo(f"acctctl openvpn-hook: {e}", err=True)
+        sys.exit(HookExit.ERROR)
+    if not reply.get("allowed", True):
+        click.echo(f"acctctl openvpn-hook: refused: {reply.get('reason')}", err=True)
+        sys.exit(HookExit.REFUSED)
+    sys.exit(HookExit.OK)
+
+
+@main.group()
+def openvpn():
+    """OpenVPN sessions from the management interface."""
+
+
+@openvpn.command("clients")
+@json_option
+@click.pass_context
+def openvpn_clients(ctx, as_json):
+    """Connected clients with the server's byte counts."""
+    _run(lambda: _out(_ask(ctx, "openvpn-clients"), as_json, lambda rows: _table(
+        "openvpn clients", ["user", "cid", "vpn address", "in B", "out B"],
+        [[r["user"], r["cid"], r["vpn_addr"], r["bytes_in"], r["bytes_out"]] for r in rows])))
+
+
+@openvpn.command("interval")
+@click.argument("user")
+@click.argument("seconds", type=int, required=False)
+@click.pass_context
+def openvpn_interval(ctx, user, seconds):
+    """Set USER's interim interval while connected (none: back to the default)."""
+    _run(lambda: click.echo(json.dumps(_ask(ctx, "openvpn-interval", user=user, seconds=seconds))))
+
+
 @main.group()
 def mac():
     """MAC control (NeTAMS mac control|fixate): units' MACs against the

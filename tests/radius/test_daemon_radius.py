@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import random
 
+import numpy as np
 import pytest
 
 from ..netns.topology import LINKS, Topology, remove_stale
@@ -43,6 +44,74 @@ target = "proto ip"
 type = "user"
 name = "carol"
 """
+
+
+COA = """
+[coa]
+listen = "127.0.0.1:{port}"
+clients = [{{ address = "127.0.0.1", secret-file = "{secret}" }}]
+"""
+
+
+def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient, tmp_path):
+    """radclient against the daemon's [coa] receiver: a Disconnect-Request
+    ends carol's session (Stop reaches radacct as Admin-Reset) and blocks
+    her in the kernel; a CoA with WISPr rates gives her address a rate limit."""
+    from acctd import abi, config
+    from acctd.build import Sizes
+    from acctd.daemon import Daemon
+    from acctd.units import parse_addr
+
+    from .conftest import free_udp_port
+    from .test_coa_radclient import request, send
+    if os.geteuid() != 0:
+        pytest.skip("needs root: namespaces and BPF")
+    secret = tmp_path / "radius.secret"
+    secret.write_text(freeradius.secret + "\n")
+    secret.chmod(0o600)
+    coa_secret = tmp_path / "coa.secret"
+    coa_secret.write_text("coa secret\n")
+    coa_secret.chmod(0o600)
+    port = free_udp_port()
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", server=freeradius.address,
+                                      secret=secret) + COA.format(port=port, secret=coa_secret))
+    remove_stale()
+    with Topology() as topo:
+        d = Daemon(config.load(str(cfg_path)),
+                   Sizes(pin_root=f"/sys/fs/bpf/acctd-rc-{os.getpid()}-{random.randrange(1 << 30)}",
+                         flows=4096, addrs=256), netns=topo.ns["gw"])
+        try:
+            d.start()
+            d.session_start("carol", SUB1.v4())
+            assert topo.ping("sub1", SRV.v4(), count=3).received == 3
+            nas = ("NAS-IP-Address = 192.0.2.1",)
+            code, _, out = send(radclient, port, "disconnect",
+                                request('User-Name = "carol"', *nas), secret="coa secret")
+            assert code == "Disconnect-ACK", out
+            assert d.session_list(open_only=True) == [] and d.unit_blocked("carol")
+            d.session_start("carol", SUB1.v4())          # blocked wherever she appears
+            assert topo.ping("sub1", SRV.v4(), count=3).received == 0
+            d.set_syspolicy("carol", "sys-allow")
+            code, _, out = send(radclient, port, "coa", request(
+                'User-Name = "carol"', *nas, "WISPr-Bandwidth-Max-Down = 4000000",
+                "WISPr-Bandwidth-Max-Up = 1000000"), secret="coa secret")
+            assert code == "CoA-ACK", out
+            cls = d.enforcer.kernel_classes()[(parse_addr(SUB1.v4()), 128)]
+            assert cls[4] and cls[5]                     # policers in and out
+            pol = d.dp.maps["acct_policers"]
+            rates = [8e9 / (int(pol.lookup(np.uint32(i))["ns_per_byte"]) >> abi.POLICER_SHIFT)
+                     for i in cls[4:6]]
+            assert [round(r, -3) for r in rates] == [4_000_000, 1_000_000]
+            code, _, out = send(radclient, port, "disconnect",
+                                request('User-Name = "nobody"', *nas), secret="coa secret")
+            assert code == "Disconnect-NAK", out
+            assert d.radius.flush(15)
+        finally:
+            d.close()
+            d.dp.detach()
+    rows = freeradius.radacct()
+    assert rows[0]["acctterminatecause"] == "Admin-Reset"
 
 
 def test_session_start_interim_stop_reach_radacct(freeradius, tmp_path):
