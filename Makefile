@@ -18,7 +18,7 @@ test: setup
 
 # Without the root/kernel/netns/vm tiers.
 test-fast: setup
-	$(PY) -m pytest -q -m "not root and not vm" tests
+	$(PY) -m pytest -q -m "not root and not vm and not peers" tests
 
 bench: setup
 	@mkdir -p .bench
