@@ -11,25 +11,14 @@ import time
 
 import pytest
 
+from .gateway import HOOKS
 from .topology import LINKS, build_udp_frame
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
+CONFIG = HOOKS + """
 [processor]
 lookup-delay = 300
 default-acct-policy = ["ip"]

@@ -11,25 +11,14 @@ import random
 
 import pytest
 
+from .gateway import HOOKS, all_traffic
 from .topology import LINKS
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
+CONFIG = HOOKS + """
 [processor]
 lookup-delay = 300
 default-acct-policy = ["ip"]
@@ -56,12 +45,6 @@ name = "bob"
 ip = "{bob}"
 """
 
-
-def month(d, unit: str) -> dict:
-    from acctd.control import report_list
-    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
-    return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
-            for r in rows if r["policy"] == "(all)"}
 
 
 def test_login_blocks_binds_and_times_out(topo, tmp_path):
@@ -127,7 +110,7 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
         assert d.login_unit("carol", "hunter22", SUB1.v6())["ok"]
         p2 = topo.ping("sub1", SRV.v6(), count=3, size=100)
         d.drain()
-        assert month(d, "carol") == {
+        assert all_traffic(d, "carol") == {
             "out": (p1.request.packets + p2.request.packets,
                     p1.request.ip_bytes + p2.request.ip_bytes),
             "in": (p1.reply.packets + p2.reply.packets, p1.reply.ip_bytes + p2.reply.ip_bytes)}

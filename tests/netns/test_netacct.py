@@ -10,25 +10,14 @@ import random
 
 import pytest
 
+from .gateway import HOOKS, all_traffic
 from .topology import LINKS
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
+CONFIG = HOOKS + """
 [processor]
 lookup-delay = 300
 default-acct-policy = ["ip"]
@@ -50,12 +39,6 @@ type = "user"
 name = "dave"
 """
 
-
-def month(d, unit: str) -> dict:
-    from acctd.control import report_list
-    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
-    return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
-            for r in rows if r["policy"] == "(all)"}
 
 
 def log_totals(paths) -> dict:
@@ -106,11 +89,11 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
         e = topo.ping("sub2", SRV.v4(), count=2, size=60)  # nobody's either
         d.drain()
 
-        assert month(d, "carol") == {"out": (a.request.packets, a.request.ip_bytes),
+        assert all_traffic(d, "carol") == {"out": (a.request.packets, a.request.ip_bytes),
                                      "in": (a.reply.packets, a.reply.ip_bytes)}
         dave_out = (b.request.packets + c.request.packets, b.request.ip_bytes + c.request.ip_bytes)
         dave_in = (b.reply.packets + c.reply.packets, b.reply.ip_bytes + c.reply.ip_bytes)
-        assert month(d, "dave") == {"out": dave_out, "in": dave_in}
+        assert all_traffic(d, "dave") == {"out": dave_out, "in": dave_in}
         assert [(r["user"], r["source"], r["stop_cause"]) for r in d.session_list()] == [
             ("dave", "file", "file-removed"), ("carol", "file", "file-removed")]
 

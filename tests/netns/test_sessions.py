@@ -8,25 +8,14 @@ import random
 
 import pytest
 
+from .gateway import HOOKS, all_traffic
 from .topology import LINKS, Traffic
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "lan2"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
+CONFIG = HOOKS + """
 [processor]
 lookup-delay = 300
 default-acct-policy = ["ip"]
@@ -48,12 +37,6 @@ name = "bob"
 ip = "{bob}"
 """
 
-
-def all_traffic(d, unit: str) -> dict:
-    from acctd.control import report_list
-    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
-    return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
-            for r in rows if r["policy"] == "(all)"}
 
 
 @pytest.fixture

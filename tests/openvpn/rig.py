@@ -20,7 +20,6 @@ whose creator is gone are removed (`remove_stale`), never a live run's.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -96,31 +95,8 @@ def make_pki(d: Path, clients=("alice", "bob")) -> Path:
 
 # --- namespaces ----------------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _kill_ns_pids(name: str) -> None:
-    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
-    for pid in map(int, out.split()):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+# namespace plumbing shared with the netns testbed
+from ..netns.topology import _kill_ns_pids, _pid_alive, _setns  # noqa: E402
 
 
 def remove_stale() -> list[str]:
