@@ -55,7 +55,6 @@ import logging
 import os
 import re
 import socket
-import stat
 import time
 import unicodedata
 from collections import Counter
@@ -182,27 +181,9 @@ def _label(key: str, v: Any) -> str:
 
 
 def read_key(path: str) -> bytes:
-    """The HMAC key: the file's bytes less a trailing newline. The file must
-    be a regular file that only its owner can read or write."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        raise ValueError(f"key-file: cannot open {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"key-file: {path} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise ValueError(f"key-file: {path} is open to group or others (mode {mode:04o}); "
-                             f"chmod 600 {path}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            key = f.read().rstrip(b"\r\n")
-    finally:
-        os.close(fd)
-    if not key:
-        raise ValueError(f"key-file: {path} is empty")
-    return key
+    """The HMAC key (acctd.secrets: owner-only file, line ending dropped)."""
+    from acctd.secrets import read_private
+    return read_private(path, "key-file:")
 
 
 # --- writing ----------------------------------------------------------------------------

@@ -64,7 +64,6 @@ import logging
 import math
 import os
 import socket
-import stat
 import threading
 import time
 import types
@@ -140,19 +139,10 @@ def parse_management(text: Any, base: str | os.PathLike = ".") -> tuple:
 
 
 def read_password_file(path: str) -> str:
-    """The management password: the file's first line, as OpenVPN reads it.
-    Refused when group or others may read it."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ValueError(f"password-file: {path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"password-file: {path} is not a regular file")
-    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        raise ValueError(f"password-file: {path} is readable by group or others "
-                         f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 it")
-    with open(path, encoding="utf-8") as f:
-        first = f.readline().rstrip("\r\n")
+    """The management password: the file's first line, as OpenVPN reads it
+    (acctd.secrets: an owner-only file)."""
+    from acctd.secrets import read_private
+    first = read_private(path, "password-file:").decode("utf-8").split("\n", 1)[0].rstrip("\r")
     if not first:
         raise ValueError(f"password-file: {path}: the first line is empty")
     return first

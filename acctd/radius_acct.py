@@ -77,7 +77,6 @@ import os
 import re
 import select
 import socket
-import stat
 import threading
 import time
 import weakref
@@ -247,24 +246,9 @@ class RadiusSettings:
         return cls(**kw)
 
     def read_secret(self) -> bytes:
-        """The shared secret: the file's content without its line ending.
-        Refused if group or others may read (or write) the file."""
-        p = self.secret_file
-        try:
-            st = os.stat(p)
-        except OSError as e:
-            raise ValueError(f"radius: secret-file {p}: {e.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"radius: secret-file {p} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ValueError(f"radius: secret-file {p} is accessible by group or others "
-                             f"(mode {stat.S_IMODE(st.st_mode):04o}); "
-                             f"chmod 600 it and let only acctd's user own it")
-        with open(p, "rb") as f:
-            secret = f.read().rstrip(b"\r\n")
-        if not secret:
-            raise ValueError(f"radius: secret-file {p} is empty")
-        return secret
+        """The shared secret (acctd.secrets: owner-only file, line ending dropped)."""
+        from acctd.secrets import read_private
+        return read_private(self.secret_file, "radius: secret-file")
 
 
 # --- records ---------------------------------------------------------------------------

@@ -110,7 +110,6 @@ import os
 import re
 import select
 import socket
-import stat
 import struct
 import threading
 import time
@@ -135,23 +134,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def read_secret(path: str, key: str) -> bytes:
-    """A shared secret file's content without its line ending; refused if
-    group or others may read (or write) it. `key` names it in errors."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ValueError(f"{key} {path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{key} {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise ValueError(f"{key} {path} is accessible by group or others "
-                         f"(mode {stat.S_IMODE(st.st_mode):04o}); "
-                         f"chmod 600 it and let only acctd's user own it")
-    with open(path, "rb") as f:
-        secret = f.read().rstrip(b"\r\n")
-    if not secret:
-        raise ValueError(f"{key} {path} is empty")
-    return secret
+    """A client's shared secret (acctd.secrets); `key` names it in errors."""
+    from acctd.secrets import read_private
+    return read_private(path, key)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,7 +75,7 @@ def test_settings_errors_name_the_key(tmp_path, table, key):
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
 def test_key_file_open_to_others_is_refused(tmp_path, mode):
     keyfile(tmp_path, mode)
-    with pytest.raises(ValueError, match=rf"key-file: .*fticks.key is open to group or others "
+    with pytest.raises(ValueError, match=rf"key-file: .*fticks.key is accessible by group or others "
                                          rf"\(mode {mode:04o}\); chmod 600"):
         FticksSettings.from_mapping({"federation": "eduroam", "syslog": True,
                                      "key-file": "fticks.key"}, base=tmp_path)

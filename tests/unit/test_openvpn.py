@@ -126,10 +126,10 @@ def test_password_file_must_be_private(tmp_path):
     pw.chmod(0o640)
     with pytest.raises(ValueError) as e:
         OpenVpnSettings.from_mapping({"password-file": str(pw)})
-    assert str(e.value) == (f"password-file: {pw} is readable by group or others (mode 0640): "
-                            "chmod 600 it")
+    assert str(e.value) == (f"password-file: {pw} is accessible by group or others (mode 0640); "
+                            "chmod 600 it and let only acctd's user own it")
     pw.chmod(0o604)
-    with pytest.raises(ValueError, match="readable by group or others"):
+    with pytest.raises(ValueError, match="accessible by group or others"):
         OpenVpnSettings.from_mapping({"password-file": str(pw)})
     with pytest.raises(ValueError) as e:
         OpenVpnSettings.from_mapping({"password-file": str(tmp_path / "none")})
@@ -149,7 +149,7 @@ def test_password_file_checked_again_at_each_connection(tmp_path):
     pw.write_text("two\n")                       # rotated: read afresh
     assert s.password() == "two"
     os.chmod(pw, 0o644)
-    with pytest.raises(ValueError, match="readable by group or others"):
+    with pytest.raises(ValueError, match="accessible by group or others"):
         s.password()
 
 
