@@ -507,60 +507,49 @@ class _Loader:
                       dynamicip=self.dynamicip(), fticks=self.fticks(),
                       radius=self.radius(), openvpn=self.openvpn(), coa=self.coa())
 
-    def coa(self):
-        if "coa" not in self.doc:
+    def settings(self, table: str, load, doc: dict | None = None):
+        """A service's table read by its own module (`load(mapping, base_dir)`,
+        raising ValueError/OSError whose message names the key); None when
+        the table is absent. The error points at the key's line."""
+        if table not in self.doc:
             return None
-        from acctd.radius_coa import CoaSettings
-        d = self.doc["coa"]
+        d = self.doc[table]
         if not isinstance(d, dict):
-            self.fail("expected a [coa] table", "coa")
-        r = self.doc.get("radius") or {}
-        # our NAS identity, for the 403 check: [radius]'s unless given here
-        d = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d}
+            self.fail(f"expected a [{table}] table", table)
         try:
-            return CoaSettings.from_mapping(d, self.base_dir)
+            return load(d if doc is None else doc, self.base_dir)
         except (ValueError, OSError) as e:
-            self.fail(str(e), "coa", None, next((k for k in self.doc["coa"] if k in str(e)), None))
+            text = str(e)
+            key = next((k for k in d if k in text), None)
+            if key is None and "secret" in text and "secret-file" in d:
+                key = "secret-file"
+            self.fail(text, table, None, key)
+
+    def coa(self):
+        from acctd.radius_coa import CoaSettings
+        r = self.doc.get("radius") or {}
+        d = self.doc.get("coa")
+        # our NAS identity, for the 403 check: [radius]'s unless given here
+        merged = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d} \
+            if isinstance(d, dict) else None
+        return self.settings("coa", CoaSettings.from_mapping, merged)
 
     def openvpn(self):
-        if "openvpn" not in self.doc:
-            return None
         from acctd.openvpn import OpenVpnSettings
-        d = self.doc["openvpn"]
-        if not isinstance(d, dict):
-            self.fail("expected an [openvpn] table", "openvpn")
-        try:
-            return OpenVpnSettings.from_mapping(d, self.base_dir)
-        except (ValueError, OSError) as e:
-            self.fail(str(e), "openvpn", None, next((k for k in d if k in str(e)), None))
+        return self.settings("openvpn", OpenVpnSettings.from_mapping)
 
     def radius(self):
-        if "radius" not in self.doc:
-            return None
         from acctd.radius_acct import RadiusSettings
-        d = self.doc["radius"]
-        if not isinstance(d, dict):
-            self.fail("expected a [radius] table", "radius")
-        try:
-            s = RadiusSettings.from_mapping(d, self.base_dir)
+
+        def load(d, base):
+            s = RadiusSettings.from_mapping(d, base)
             s.read_secret()  # a missing or open secret file fails here, with its line
             return s
-        except (ValueError, OSError) as e:
-            key = next((k for k in d if k in str(e)), "secret-file" if "secret" in str(e) else None)
-            self.fail(str(e), "radius", None, key)
+        return self.settings("radius", load)
 
     def fticks(self):
-        if "fticks" not in self.doc:
-            return None
         from acctd.fticks import FticksSettings
-        d = self.doc["fticks"]
-        if not isinstance(d, dict):
-            self.fail("expected a [fticks] table", "fticks")
-        try:
-            return FticksSettings.from_mapping(d, self.base_dir)
-        except ValueError as e:
-            key = str(e).split(":", 1)[0].split(",", 1)[0].strip()
-            self.fail(str(e), "fticks", None, key if key in d else None)
+        return self.settings("fticks", FticksSettings.from_mapping)
 
     def flowlog(self) -> "FlowLogConf | None":
         t = "flowlog"
