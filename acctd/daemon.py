@@ -362,7 +362,29 @@ class Daemon(Identity, Imports):
                     "access_script": self.access_script.status() if self.access_script else None,
                     "flow_evictions": self.flow_evictions(),  # since this daemon started
                 },
+                "services": self._service_status(),
             }
+
+    def _service_status(self) -> dict:
+        """The side services' state, for `acctctl status`: what is queued,
+        attached or refused."""
+        out: dict = {"sessions_open": len(self.sessions)}
+        if self.radius is not None:
+            out["radius_pending"] = len(self.radius.pending())
+        if self.openvpn is not None:
+            out["openvpn"] = {"attached": self.openvpn.attached,
+                              "clients": len(self.openvpn.clients()),
+                              "last_error": self.openvpn.last_error}
+        if self.coa_server is not None:
+            out["coa"] = dict(self.coa_server.stats)
+        if self.flowlog is not None:
+            out["flowlog"] = self.flowlog.status()
+        if self.dynamicip is not None:
+            out["dynamicip"] = {"dir": self.dynamicip.dirpath,
+                                "bindings": len(self.dynamicip.bindings)}
+        if self.fticks is not None:
+            out["fticks"] = {"written": self.fticks.written, "lost": self.fticks.lost}
+        return out
 
     def rates_snapshot(self) -> dict:
         """A cheap read for `acctctl top`: the per-address, VLAN and port

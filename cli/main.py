@@ -485,6 +485,8 @@ def status(ctx, as_json):
         for path, free in st["disk_free_bytes"].items():
             click.echo(f"disk free   {free / 2**30:.1f} GiB in {path}")
         click.echo(f"programs    {st['datapath']['prog_ids']}")
+        for name, v in (st.get("services") or {}).items():
+            click.echo(f"{name:<11} {json.dumps(v) if isinstance(v, dict) else v}")
     _run(lambda: _out(_ask(ctx, "status"), as_json, render))
 
 
