@@ -22,7 +22,8 @@ test-fast: setup
 
 bench: setup
 	@mkdir -p .bench
-	{ $(PY) -m acctd.bench && $(PY) -m acctd.bench_control; } | tee .bench/results.jsonl
+	@# pipefail: a failing benchmark fails the target, tee or not
+	bash -o pipefail -c '{ $(PY) -m acctd.bench && $(PY) -m acctd.bench_control; } | tee .bench/results.jsonl'
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache build *.egg-info
