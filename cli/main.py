@@ -171,9 +171,11 @@ def units(ctx, type_, name, email, policy, syspolicy, show_mac, as_json):
                 metavar="NAME sys-... | add host|user NAME [ip A|auto] [parent G]... | del NAME")
 @click.pass_context
 def unit(ctx, words):
-    """NAME sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}: set a
-    unit's system policy; the kernel drops or passes its addresses at once,
-    and it stays so across restarts (NeTAMS unit ... sys-deny).
+    """A unit's system policy; add or delete units made at run time.
+
+    NAME sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}: the
+    kernel drops or passes the unit's addresses at once, and it stays so
+    across restarts (NeTAMS unit ... sys-deny).
 
     add host|user NAME [ip A|auto] [parent G]... [email E]: a unit made at
     run time, kept in the database; `ip auto` takes the next free address of
