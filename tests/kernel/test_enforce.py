@@ -163,3 +163,25 @@ def test_rate_limit_token_bucket_on_mock_clock(enforced):
     # the per-policy limit of "dns" (8M out) on unit "fw" is its own bucket
     dns = out("10.0.5.1", UDP(sport=5000, dport=53), 1000 - 28)
     assert [run(dp, dns) for _ in range(102)].count(XDP_PASS) == 100
+
+
+def test_fw_and_rate_limits_act_once_per_direction(enforced):
+    """A LAN egress hook enforces fw-policies only when it is the first hook
+    of its direction (no WAN hook: ACCT_IF_EGRESS_FIRST); blocks act at
+    every hook. So a packet is never charged twice."""
+    from .conftest import LO_IFINDEX
+    dp = enforced[0]
+    tc_egress = dp.prog_fds["acct_tc_egress"]
+    into = bytes(Ether(**ETH) / IP(src=REM, dst="10.0.5.1") / TCP(sport=22, dport=40000))
+    cfg = dp.maps["acct_iface_cfg"]
+
+    def egress(flags: int) -> int:
+        v = cfg.lookup(np.uint32(LO_IFINDEX))
+        v["flags"] = flags
+        cfg.update(np.uint32(LO_IFINDEX), v)
+        return bpf_sys.prog_test_run(tc_egress, into)[0]
+    try:
+        assert egress(0) == 0                          # TC_ACT_OK: WAN ingress did the fw
+        assert egress(abi.IF_EGRESS_FIRST) == 2        # TC_ACT_SHOT: fw (only web, dns out)
+    finally:
+        egress(0)
