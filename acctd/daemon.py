@@ -64,6 +64,7 @@ class Daemon(Identity, Imports):
         self.login = None          # login.LoginService (NeTAMS service login)
         self.expired_logins: list = []  # closed by the last drain (login.Expiry)
         self.last_seen: dict = {}       # unit oid -> time of its last counted packet
+        self.login_saved_use: dict = {}  # unit oid -> last use as stored (login records)
         self.flowlog = None             # flowlog.FlowLog (net-acct's flow log)
         self.flowlog_paused = False     # asked by SIGTSTP/SIGCONT, applied before a write
         self.dynamicip = None           # dynamicip.DirWatcher

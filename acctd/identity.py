@@ -122,6 +122,16 @@ class Identity:
         for e in expired:
             self._save_login(e.oid)
             log.info("login of %s closed: %s timeout", e.oid, e.cause)
+        # last use is kept in the record, so a restart measures inactivity
+        # from the last packet, not from the login; saved when it moved a
+        # minute or more (one row per active unit per minute at most)
+        gone = {e.oid for e in expired}
+        for oid, rec in self.login.records.items():
+            saved = self.login_saved_use.get(oid)
+            if oid not in gone and rec.last_used and (
+                    saved is None or (rec.last_used - saved).total_seconds() >= 60):
+                self._save_login(oid)
+                self.login_saved_use[oid] = rec.last_used
         return expired
 
     def show_login(self, unit: str | None = None) -> dict:
