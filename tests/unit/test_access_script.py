@@ -233,7 +233,7 @@ def test_close_is_bounded(tmp_path, caught):
     time.sleep(0.05)
     t0 = time.monotonic()
     assert not s.close(0.1)
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 2          # bounded: the script sleeps 30 s
     assert s.dropped == 2
     assert s.join(3) and s.timeouts == 1          # the running call ended by its own timeout
 
