@@ -52,6 +52,8 @@ class Daemon(Identity, Imports):
         self.quota_events: list = []           # notices given (also mailed with [alerter])
         self.mailer = None
         self.enforcer = None       # enforce.Enforcer, made at start
+        self._fw_timed_for = None  # the cfg _fw_timed() last looked at, and its answer
+        self._fw_timed_value = False
         self.fticks = None         # fticks.Emitter, made at the first login attempt
         self.radius = None         # radius_acct.RadiusAccounting with [radius]
         self.openvpn = None        # openvpn.ManagementClient with [openvpn] management
@@ -193,9 +195,18 @@ class Daemon(Identity, Imports):
             self._kill_blocked_vpn_clients(now_blocked)
         return changed
 
-    def _fw_in_use(self) -> bool:
-        p = self.cfg.processor
-        return bool(p.default_fw_policy) or any(u.fw_policy for u in self.cfg.units)
+    def _fw_timed(self) -> bool:
+        """Whether a listed fw-policy has a time or day target (then each
+        drain recompiles); worked out once per configuration."""
+        if self._fw_timed_for is not self.cfg:
+            from acctd import enforce
+            used = set()
+            for i, u in enumerate(self.cfg.units):
+                used |= {k for k, _ in enforce.fw_list(u, i, self.cfg.policies,
+                                                       self.cfg.processor.default_fw_policy)}
+            self._fw_timed_for = self.cfg
+            self._fw_timed_value = enforce.time_dependent(self.cfg.policies, used)
+        return self._fw_timed_value
 
     def blocked(self) -> dict[str, list[str]]:
         """Who the kernel blocks, read back from it: {prefix: [words]}."""
@@ -493,58 +504,58 @@ class Daemon(Identity, Imports):
         return summary
 
     def _drain(self) -> dict:
-        if True:  # under self.lock
-            now = self.clock()
-            reaped = self._reap_idle_flows()
-            read = {}
-            for name in CHECKPOINTED:
-                keys, vals = drain.read(self.dp.maps[name])
-                if name == "acct_flows" and reaped is not None:
-                    keys = np.concatenate([keys, reaped[0]])
-                    vals = np.concatenate([vals, reaped[1]])
-                read[name] = (keys, vals)
+        """One drain (the caller holds self.lock)."""
+        now = self.clock()
+        reaped = self._reap_idle_flows()
+        read = {}
+        for name in CHECKPOINTED:
+            keys, vals = drain.read(self.dp.maps[name])
+            if name == "acct_flows" and reaped is not None:
+                keys = np.concatenate([keys, reaped[0]])
+                vals = np.concatenate([vals, reaped[1]])
+            read[name] = (keys, vals)
+        try:
+            delta = {n: self.deltas[n].update(*read[n]) for n in ("acct_addrs", "acct_flows")}
+            ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
+            self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
+            lan = self._lan_slots()
+            cols, counts = interval.columns(
+                self.model, now.astimezone(self.cfg.processor.zone),
+                delta["acct_flows"].keys, delta["acct_flows"].values,
+                delta["acct_addrs"].keys, delta["acct_addrs"].values,
+                ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
+            charges = sessions.charges(cols, {o: x.id for o, x in self.sessions.items()})
+            self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read,
+                                charges)
+            self._write_flowlog(now, delta["acct_flows"])
+            for x in self.sessions.values():
+                c = charges.get(x.id)
+                if c:
+                    x.packets_in += c[0]
+                    x.packets_out += c[1]
+                    x.bytes_in += c[2]
+                    x.bytes_out += c[3]
             try:
-                delta = {n: self.deltas[n].update(*read[n]) for n in ("acct_addrs", "acct_flows")}
-                ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
-                self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
-                lan = self._lan_slots()
-                cols, counts = interval.columns(
-                    self.model, now.astimezone(self.cfg.processor.zone),
-                    delta["acct_flows"].keys, delta["acct_flows"].values,
-                    delta["acct_addrs"].keys, delta["acct_addrs"].values,
-                    ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
-                charges = sessions.charges(cols, {o: x.id for o, x in self.sessions.items()})
-                self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read,
-                                    charges)
-                self._write_flowlog(now, delta["acct_flows"])
-                for x in self.sessions.values():
-                    c = charges.get(x.id)
-                    if c:
-                        x.packets_in += c[0]
-                        x.packets_out += c[1]
-                        x.bytes_in += c[2]
-                        x.bytes_out += c[3]
-                try:
-                    self._radius_after_drain(now, cols)  # interims see this drain
-                except OSError as e:  # the counts are committed: RADIUS gets them later
-                    log.error("RADIUS interims not spooled: %s", e)
-            except BaseException:
-                self._seed()  # the baseline moved ahead of the file: go back to it
-                raise
-            self.drains += 1
-            self.checks += counts.checks
-            self.matches += counts.matches
-            self._check_quotas(now)
-            expired = self._expire_logins(now, delta["acct_addrs"].keys, delta["acct_addrs"].values)
-            self._auto_units(delta["acct_addrs"].keys)
-            if self.cfg.processor.mac_control != "off":
-                self._mac_control()
-            if expired or self._fw_in_use():
-                self.apply_syspolicies()  # logins closed; fw-policy time targets move
-            self.expired_logins = expired
-            return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
-                    "flows": int(len(delta["acct_flows"].keys)),
-                    "addrs": int(len(delta["acct_addrs"].keys))}
+                self._radius_after_drain(now, cols)  # interims see this drain
+            except OSError as e:  # the counts are committed: RADIUS gets them later
+                log.error("RADIUS interims not spooled: %s", e)
+        except BaseException:
+            self._seed()  # the baseline moved ahead of the file: go back to it
+            raise
+        self.drains += 1
+        self.checks += counts.checks
+        self.matches += counts.matches
+        self._check_quotas(now)
+        expired = self._expire_logins(now, delta["acct_addrs"].keys, delta["acct_addrs"].values)
+        self._auto_units(delta["acct_addrs"].keys)
+        if self.cfg.processor.mac_control != "off":
+            self._mac_control()
+        if expired or self._fw_timed():
+            self.apply_syspolicies()  # logins closed; fw-policy time targets move
+        self.expired_logins = expired
+        return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
+                "flows": int(len(delta["acct_flows"].keys)),
+                "addrs": int(len(delta["acct_addrs"].keys))}
 
     def _prev_ifaces(self):
         prev = self.deltas["acct_ifaces"].previous

@@ -347,9 +347,9 @@ class Identity:
         """Static units' counts, and the Interim-Updates now due."""
         if self.radius is None:
             return
-        for sid_x, c in sessions.charges(cols, {o: i for i, o in enumerate(self.static_sessions)}
-                                         ).items():
-            x = list(self.static_sessions.values())[sid_x]
+        # charges are keyed by whatever names a session: here its unit's oid
+        for oid, c in sessions.charges(cols, {o: o for o in self.static_sessions}).items():
+            x = self.static_sessions[oid]
             x.packets_in += c[0]
             x.packets_out += c[1]
             x.bytes_in += c[2]

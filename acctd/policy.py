@@ -24,7 +24,7 @@ import numpy as np
 
 from . import abi
 from .units import ModelError, PrefixTable, UnitSet, normalize_oid, parse_addr, parse_prefix, \
-    split_addrs, make_oid
+    split_addrs, make_oid, find_by_name_or_oid
 
 KEYWORDS = ("proto", "tos", "port", "ports", "as", "vlan", "ds", "units", "file", "addr",
             "ifindex", "ingress", "egress", "policy-or", "policy-and", "time", "day",
@@ -451,12 +451,7 @@ class PolicySet:
         return iter(self.policies)
 
     def find(self, key: str) -> int:
-        if key in self.index:
-            return self.index[key]
-        try:
-            return self.by_oid[normalize_oid(key)]
-        except (ValueError, KeyError):
-            raise KeyError(f"no policy named or with oid {key!r}") from None
+        return find_by_name_or_oid(self.index, self.by_oid, key, "policy")
 
     def _check_refs(self) -> None:
         deps: list[list[int]] = []

@@ -244,6 +244,17 @@ def _check_shape(u: Unit, i: int) -> None:
         raise ModelError(f"only net units have a prefix, not a {u.type}", "unit", i, "net")
 
 
+def find_by_name_or_oid(index: dict[str, int], by_oid: dict[str, int], key: str,
+                        what: str) -> int:
+    """Units and policies are named by name or by oid (any case, fewer digits)."""
+    if key in index:
+        return index[key]
+    try:
+        return by_oid[normalize_oid(key)]
+    except (ValueError, KeyError):
+        raise KeyError(f"no {what} named or with oid {key!r}") from None
+
+
 class UnitSet:
     """The configured units, their oids, group ancestry and address matcher.
 
@@ -358,12 +369,7 @@ class UnitSet:
 
     def find(self, key: str) -> int:
         """Index of a unit by name or oid; KeyError if neither."""
-        if key in self.index:
-            return self.index[key]
-        try:
-            return self.by_oid[normalize_oid(key)]
-        except (ValueError, KeyError):
-            raise KeyError(f"no unit named or with oid {key!r}") from None
+        return find_by_name_or_oid(self.index, self.by_oid, key, "unit")
 
     def descendants(self, i: int) -> list[int]:
         return [j for j, a in enumerate(self.ancestors) if i in a]

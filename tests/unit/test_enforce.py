@@ -117,3 +117,15 @@ def test_config_errors_name_the_line(unit, msg):
         config.loads(text, "acctd.toml")
     assert msg in str(e.value) and "acctd.toml" in str(e.value)
     assert e.value.line is not None
+
+
+def test_time_dependent_follows_policy_references():
+    cfg = config.loads(BASE + """
+[[policy]]
+name = "either"
+target = "policy-or web office"
+""")
+    find = cfg.policies.find
+    assert enforce.time_dependent(cfg.policies, [find("office")])
+    assert enforce.time_dependent(cfg.policies, [find("either")])   # through a reference
+    assert not enforce.time_dependent(cfg.policies, [find("web"), find("ip")])

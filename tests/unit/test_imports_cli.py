@@ -75,3 +75,7 @@ def test_fticks_import_and_report(srv, tmp_path):
     rows = json.loads(rep.output)["rows"]
     assert sorted((r["result"], r["logins"]) for r in rows) == [("FAIL", 1), ("OK", 1)]
     assert "unterminated" in res.output or "malformed" in res.output
+    # the broken line is counted with its reason, and the rest still loaded
+    again = CliRunner().invoke(main, ["--socket", srv.path, "fticks", "import", str(log), "--json"])
+    stats = json.loads(again.output)
+    assert stats["malformed"] == {"unterminated": 1} and stats["duplicates"] == 2
