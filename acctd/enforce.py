@@ -81,13 +81,6 @@ def _rate(text) -> int:
     return int(float(m.group(1)) * RATE_UNITS[m.group(2).lower()])
 
 
-def format_rate(bps: int) -> str:
-    for suffix, mult in (("G", 10 ** 9), ("M", 10 ** 6), ("K", 1000)):
-        if bps >= mult and bps % mult == 0:
-            return f"{bps // mult}{suffix}"
-    return str(bps)
-
-
 def policer_value(bps: int, burst_s: float = DEFAULT_BURST_S) -> tuple[int, int]:
     """(ns_per_byte << POLICER_SHIFT, burst_ns) of a rate in bit/s."""
     bytes_per_s = bps / 8
