@@ -35,10 +35,11 @@ def main(duration: float) -> None:
     import datetime as dt
     import tempfile
 
-    from acctd import config, control
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
-    from acctd.reader import Reader
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
+    from acctd.kernel.reader import Reader
+    from acctd.store import queries
     from tests.netns.topology import LINKS, Topology
 
     con = Console()
@@ -82,7 +83,7 @@ def main(duration: float) -> None:
             rep = reader.drain()
             d.drain()
             now = dt.datetime.now(dt.timezone.utc)
-            lists = [control.report_list(d.storage, cfg, u, now) for u in ("alice", "bob", "customers")]
+            lists = [queries.report_list(d.storage, cfg, u, now) for u in ("alice", "bob", "customers")]
         finally:
             d.close()
             dp.detach()

@@ -1,7 +1,7 @@
 /* acct_abi.h - the kernel/user contract of acctd.
  *
  * Every struct, enum and limit that both the BPF programs and the Python
- * control plane depend on lives here, and only here. acctd/abi.py keeps a
+ * control plane depend on lives here, and only here. acctd/kernel/abi.py keeps a
  * numpy copy of these layouts; tests/kernel/test_abi.py checks that copy
  * against what bcc builds from this file. Change a layout => bump
  * ACCT_ABI_VERSION, which also moves the pin directory, so an old pinned map

@@ -1,4 +1,4 @@
-/* acct_bench.c - benchmark-only entries (built by acctd/bench.py, never by
+/* acct_bench.c - benchmark-only entries (built by acctd/bench/datapath.py, never by
  * the daemon). BPF_PROG_RUN repeats one packet; to measure N distinct flows
  * these entries rewrite the test packet's source address and port before
  * each run, cycling through acct_bench_cfg.nflows flows spread over up to

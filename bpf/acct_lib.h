@@ -322,7 +322,7 @@ static __always_inline int acct_in_set(__u32 set, const __u8 *addr)
 }
 
 /* One ANDed condition of a compiled fw-policy against a packet. Ports follow
- * the policy semantics of acctd/policy.py: as in the packet, TCP/UDP only. */
+ * the policy semantics of acctd/model/policies.py: as in the packet, TCP/UDP only. */
 static __always_inline int acct_atom_match(const struct acct_fw_atom *a,
 					   const struct acct_flow_key *k)
 {

@@ -1,6 +1,6 @@
 /* acct_xdp.c - XDP entry (native or generic): the ingress side of a hook.
  * XDP has no egress, so a LAN interface hooked with XDP also gets the TC
- * egress program for its "in" direction (see acctd/datapath.py). */
+ * egress program for its "in" direction (see acctd/kernel/datapath.py). */
 #include "acct_prologue.h"
 
 int acct_xdp(struct xdp_md *ctx)

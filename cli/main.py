@@ -24,15 +24,15 @@ class Exit(enum.IntEnum):
 
 
 def _datapath(ctx):
-    from acctd.build import Sizes
-    from acctd.datapath import Datapath
+    from acctd.kernel.build import Sizes
+    from acctd.kernel.datapath import Datapath
     o = ctx.obj
     return Datapath(Sizes(pin_root=o["pin_root"], flows=o["flows"], addrs=o["addrs"]), netns=o["netns"])
 
 
 def _run(fn):
     """Operator errors print one line and a meaningful exit code."""
-    from acctd.control import NotRunning
+    from acctd.control.client import NotRunning
     from acctd.errors import AcctError
     try:
         return fn()
@@ -82,32 +82,32 @@ def _ask(ctx, cmd: str, **args):
     (DuckDB has one writer: never open it while the daemon runs)."""
     o = ctx.obj
     if o["connect"]:
-        from acctd.control import call_tcp
+        from acctd.control.client import call_tcp
         if not o["user"]:
             raise click.UsageError("--connect needs --user")
         password = o["password_file"].read().strip() if o["password_file"] else \
             click.prompt("password", hide_input=True, err=True)
         return call_tcp(o["connect"], cmd, o["user"], password, o["cafile"], **args)
     if not o["db"]:
-        from acctd.control import call
+        from acctd.control.client import call
         return call(o["socket"], cmd, **args)
     import datetime as dt
 
-    from acctd import control
     from acctd.config import load
-    from acctd.storage import Storage
+    from acctd.store import queries
+    from acctd.store.database import Storage
     if not o["config"]:
         raise click.UsageError("--db needs --config to know the units and policies")
     cfg = load(o["config"])
     if cmd in ("units", "policies"):
-        return getattr(control, f"report_{cmd}")(cfg)
+        return getattr(queries, f"report_{cmd}")(cfg)
     if cmd not in ("list", "stat"):
         raise click.UsageError(f"{cmd} needs the running daemon")
     with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
         now = dt.datetime.now(dt.timezone.utc)
         if cmd == "list":
-            return control.report_list(st, cfg, args["unit"], now)
-        return control.report_stat(st, cfg, args["unit"], args["period"], now)
+            return queries.report_list(st, cfg, args["unit"], now)
+        return queries.report_stat(st, cfg, args["unit"], args["period"], now)
 
 
 def _out(data, as_json: bool, render) -> None:
@@ -151,7 +151,7 @@ def flush(ctx):
 def units(ctx, type_, name, email, policy, syspolicy, show_mac, as_json):
     """The configured units, with filters (NeTAMS show units)."""
     def get():
-        from acctd.control import filter_units
+        from acctd.store.queries import filter_units
         f = {"type": type_, "name": name, "email": email, "policy": policy, "syspolicy": syspolicy}
         return filter_units(_ask(ctx, "units"), f)
     cols = ["name", "oid", "type", "addresses", "parents", "acct-policy"]
@@ -253,7 +253,7 @@ def radius_import(ctx, details, sqlite, postgres, since, chunk):
 
     from rich.progress import Progress
 
-    from acctd import radius_import as ri
+    from acctd.aaa import radius_import as ri
     if not (details or sqlite or postgres):
         raise click.UsageError("give --detail FILE, --sqlite DB or --postgres DSN")
     start = dt.datetime.fromisoformat(since).replace(tzinfo=dt.timezone.utc) if since else None
@@ -309,9 +309,9 @@ def openvpn_hook(ctx):
     a management interface (--script-security 2): reports the session to the
     daemon from OpenVPN's environment. Exit 1 refuses a blocked client; 2 is
     an error (OpenVPN refuses then too: accounting fails closed)."""
-    from acctd.control import NotRunning
+    from acctd.aaa.openvpn import HookError, HookExit, hook_main
+    from acctd.control.client import NotRunning
     from acctd.errors import AcctError
-    from acctd.openvpn import HookError, HookExit, hook_main
     try:
         event = hook_main(os.environ)
         reply = _ask(ctx, "openvpn-event", event=event)
@@ -416,8 +416,8 @@ def stat(ctx, unit, period, as_json):
 @click.pass_context
 def attach(ctx, lan, wan):
     """Build (if needed), pin and hook the programs. Counters continue."""
-    from acctd import abi
-    from acctd.main import parse_hook
+    from acctd.daemon.main import parse_hook
+    from acctd.kernel import abi
 
     def go():
         dp = _datapath(ctx)
@@ -444,7 +444,7 @@ def detach(ctx):
 def show(ctx, as_json):
     """Counters since attach: per address, VLAN, port, interface; health."""
     def go():
-        from acctd.reader import Reader
+        from acctd.kernel.reader import Reader
         rep = Reader(_datapath(ctx).open()).totals()
         if as_json:
             click.echo(json.dumps(rep, indent=1))
@@ -472,7 +472,7 @@ def _print_report(rep: dict) -> None:
 def version():
     """acctd's version and the datapath ABI it speaks."""
     from acctd import __version__
-    from acctd.abi import ABI_VERSION
+    from acctd.kernel.abi import ABI_VERSION
     click.echo(f"acctd {__version__} (datapath ABI v{ABI_VERSION})")
 
 
@@ -545,8 +545,8 @@ def top(ctx, once, refresh, rows, view, sort, group, as_json):
 
         from rich.console import Console
 
-        from acctd import top as top_mod
-        from acctd.control import call
+        from acctctl import top as top_mod
+        from acctd.control.client import call
 
         def fetch():
             return call(ctx.obj["socket"], "rates")
@@ -770,7 +770,7 @@ def send_report(ctx, words, as_json):
     [alerter] admins. Default: every unit with an e-mail, to its owner and
     the admins, period day. Example: acctctl send report to '{owner}' on
     LAN+ period week."""
-    from acctd.reports import parse
+    from acctd.services.reports import parse
     try:
         req = parse(words)
     except ValueError as e:
@@ -810,7 +810,7 @@ def schedule_add(ctx, spec):
 def schedule_list(ctx, as_json):
     """Entries with the time left until each runs (NeTAMS show schedule)."""
     def render(rows):
-        from acctd.scheduler import format_table
+        from acctd.services.scheduler import format_table
         click.echo(format_table(rows))
     _run(lambda: _out(_ask(ctx, "schedule-list"), as_json, render))
 
@@ -864,7 +864,7 @@ def import_netams(file, output):
     FILE:LINE: directive: reason (and at the top of the TOML); nothing is
     dropped silently. Exit code 0 even with such warnings."""
     from acctd.config import loads
-    from acctd.netams import import_file
+    from acctd.importers.netams import import_file
 
     def go():
         res = import_file(file)
@@ -884,7 +884,7 @@ def import_netams(file, output):
 @click.pass_context
 def source(ctx):
     """Print the exact BPF source and flags the loader compiles."""
-    from acctd.build import Build, Sizes
+    from acctd.kernel.build import Build, Sizes
     o = ctx.obj
     b = Build(Sizes(pin_root=o["pin_root"], flows=o["flows"], addrs=o["addrs"]))
     click.echo(f"/* cflags: {' '.join(b.cflags)} */\n/* build id: {b.build_id:016x} */")

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from acctd import abi
-from acctd.build import Sizes
-from acctd.datapath import Datapath
+from acctd.kernel import abi
+from acctd.kernel.build import Sizes
+from acctd.kernel.datapath import Datapath
 
 # BPF_PROG_RUN runs against the loopback device unless told otherwise.
 LO_IFINDEX = 1
@@ -39,8 +39,8 @@ def set_role(dp: Datapath, role: abi.Role) -> None:
 def set_class(dp: Datapath, prefix: str, reason: int = 0, fw: abi.Fw = abi.Fw.PASS,
               ruleset: int = 0, policer=(0, 0), unit: bool = True) -> None:
     """Write one acct_classes entry by hand and tell the CPUs (gen bump)."""
-    from acctd.enforce import _class_key, _class_val, Enforcer
-    from acctd.units import parse_addr, parse_prefix
+    from acctd.kernel.enforcer import _class_key, _class_val, Enforcer
+    from acctd.model.addresses import parse_addr, parse_prefix
     pfx = parse_prefix(prefix) if "/" in prefix else (parse_addr(prefix), 128)
     t = (int(reason), int(fw), ruleset, abi.CLASS_UNIT if unit else 0, *policer)
     dp.maps["acct_classes"].update(_class_key(pfx), _class_val(t))

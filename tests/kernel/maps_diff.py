@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acctd import abi, drain
+from acctd.kernel import abi, drain
 
 _FLOW_KEY_FIELDS = ("ifindex", "dir", "ip_ver", "proto", "tos", "vlan_outer", "vlan_inner",
                     "sport", "dport")

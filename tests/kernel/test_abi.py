@@ -1,9 +1,9 @@
-"""The numpy copy of the contract (acctd/abi.py) is checked, not trusted:
+"""The numpy copy of the contract (acctd/kernel/abi.py) is checked, not trusted:
 sizes and offsets must equal what bcc compiled from bpf/acct_abi.h."""
 
 import pytest
 
-from acctd import abi
+from acctd.kernel import abi
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 

@@ -1,4 +1,4 @@
-"""Enforcement in the kernel, through the real compiler (acctd/enforce.py)
+"""Enforcement in the kernel, through the real compiler (acctd/model/enforcement.py)
 and BPF_PROG_RUN: fw-policies, restrict, rate limits on a mock clock."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw
 
-from acctd import abi, bpf_sys, config, drain, enforce
+from acctd import config
+from acctd.kernel import abi, syscalls, drain, enforcer
+from acctd.model import enforcement
 
 from .conftest import LO_SLOT, set_clock
 
@@ -67,8 +69,8 @@ bw = "8M"
 @pytest.fixture(scope="module")
 def enforced(datapath):
     cfg = config.loads(CONFIG)
-    enf = enforce.Enforcer(datapath.maps, burst_s=0.1)
-    classes = enforce.plan(cfg, {}, None)
+    enf = enforcer.Enforcer(datapath.maps, burst_s=0.1)
+    classes = enforcement.plan(cfg, {}, None)
     enf.apply(classes)
     yield datapath, enf, classes
     enf.apply({})  # the other kernel tests expect no classes
@@ -78,7 +80,7 @@ def enforced(datapath):
 
 
 def run(dp, pkt) -> int:
-    return bpf_sys.prog_test_run(dp.prog_fds["acct_xdp"], bytes(pkt))[0]
+    return syscalls.prog_test_run(dp.prog_fds["acct_xdp"], bytes(pkt))[0]
 
 
 def out(src, l4, size=0):
@@ -135,10 +137,10 @@ def test_block_overrides_and_sys_allow_lifts_only_blocks(enforced):
     dp, enf, classes = enforced
     cfg = config.loads(CONFIG)
     fw = cfg.units.find("fw")
-    enf.apply(enforce.plan(cfg, {fw: abi.Reason.QUOTA}, None))
+    enf.apply(enforcement.plan(cfg, {fw: abi.Reason.QUOTA}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_DROP
     assert drops_of(dp, "10.0.5.1")[abi.Drop.BLOCK, abi.Dir.OUT] >= 1
-    enf.apply(enforce.plan(cfg, {fw: abi.Reason.QUOTA | abi.Reason.SYS_ALLOW}, None))
+    enf.apply(enforcement.plan(cfg, {fw: abi.Reason.QUOTA | abi.Reason.SYS_ALLOW}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_PASS
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=22))) == XDP_DROP  # fw still holds
     enf.apply(classes)
@@ -179,7 +181,7 @@ def test_fw_and_rate_limits_act_once_per_direction(enforced):
         v = cfg.lookup(np.uint32(LO_IFINDEX))
         v["flags"] = flags
         cfg.update(np.uint32(LO_IFINDEX), v)
-        return bpf_sys.prog_test_run(tc_egress, into)[0]
+        return syscalls.prog_test_run(tc_egress, into)[0]
     try:
         assert egress(0) == 0                          # TC_ACT_OK: WAN ingress did the fw
         assert egress(abi.IF_EGRESS_FIRST) == 2        # TC_ACT_SHOT: fw (only web, dns out)

@@ -17,7 +17,7 @@ from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6Echo
                        IPOption_Router_Alert, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                        IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw)
 
-from acctd import abi, bpf_sys, drain
+from acctd.kernel import abi, syscalls, drain
 
 from .conftest import LO_IFINDEX, LO_SLOT, set_class, set_role
 from .maps_diff import changes, health, snapshot
@@ -241,7 +241,7 @@ def test_fixture(datapath, case: Case):
     set_role(datapath, case.role)
     try:
         before = snapshot(datapath)
-        ret, _, _ = bpf_sys.prog_test_run(datapath.prog_fds[case.prog], case.pkt, ctx=case.ctx)
+        ret, _, _ = syscalls.prog_test_run(datapath.prog_fds[case.prog], case.pkt, ctx=case.ctx)
         after = snapshot(datapath)
     finally:
         set_role(datapath, abi.Role.LAN)
@@ -253,7 +253,7 @@ def test_tcp_flags_are_ored_and_times_kept(datapath):
     base = Ether(**ETH) / IP(src="10.0.0.80", dst=REM)
     fd = datapath.prog_fds["acct_xdp"]
     for flags in ("S", "A", "PA", "F"):
-        bpf_sys.prog_test_run(fd, bytes(base / TCP(sport=41000, dport=80, flags=flags)))
+        syscalls.prog_test_run(fd, bytes(base / TCP(sport=41000, dport=80, flags=flags)))
     keys, vals = drain.read(datapath.maps["acct_flows"])
     mine = [v for k, v in zip(keys, vals)
             if drain.addr_to_str(k["saddr"]) == "10.0.0.80" and k["sport"] == 41000]
@@ -273,7 +273,7 @@ def test_block_reaches_a_live_address_and_keeps_its_counters(datapath):
     n = ip_len(IP(pkt[14:]))
     fd = datapath.prog_fds["acct_xdp"]
     for _ in range(3):
-        assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_PASS
+        assert syscalls.prog_test_run(fd, pkt)[0] == XDP_PASS
     key = np.zeros(1, abi.ADDR_KEY)
     key["addr"] = np.frombuffer(drain.addr_from_str(addr), np.uint8)
 
@@ -281,9 +281,9 @@ def test_block_reaches_a_live_address_and_keeps_its_counters(datapath):
         return drain.reduce_percpu(datapath.maps["acct_addrs"].lookup(key[0])[None])[0]
 
     set_class(datapath, addr, reason=abi.Reason.SYS_DENY)
-    assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_DROP
+    assert syscalls.prog_test_run(fd, pkt)[0] == XDP_DROP
     set_class(datapath, addr, reason=0)
-    assert bpf_sys.prog_test_run(fd, pkt)[0] == XDP_PASS
+    assert syscalls.prog_test_run(fd, pkt)[0] == XDP_PASS
     v = value()
     assert list(v["packets"]) == [0, 4] and list(v["bytes"]) == [0, 4 * n]
     assert v["drop_packets"].tolist() == drops(abi.Drop.BLOCK, OUT, 1)

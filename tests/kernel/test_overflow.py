@@ -4,7 +4,7 @@ per-address totals stay exact and the overflow shows in the health counters."""
 import pytest
 from scapy.all import IP, UDP, Ether, Raw
 
-from acctd import bpf_sys, drain
+from acctd.kernel import syscalls, drain
 
 from .conftest import LO_SLOT
 
@@ -27,7 +27,7 @@ def test_flow_table_overflow_keeps_address_totals_exact(datapath):
         raw = template[a]
         sport = 1024 + i // len(addrs)  # each (addr, sport) pair is a new flow
         raw[34:36] = sport.to_bytes(2, "big")
-        bpf_sys.prog_test_run(fd, bytes(raw))
+        syscalls.prog_test_run(fd, bytes(raw))
         sent[a][0] += 1
         sent[a][1] += len(raw) - 14
 

@@ -72,8 +72,8 @@ def send_burst(topo) -> None:
 @pytest.fixture
 def daemon(topo, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     cfg_path = tmp_path / "acctd.toml"
     cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", bob=SUB2.v4(),
                                       bob_mac=topo.mac("sub2", SUB2.host_if)))
@@ -113,7 +113,7 @@ def test_burst_of_new_addresses_makes_units_and_loses_no_byte(topo, daemon):
     print(f"\n5,000 new addresses: drain + unit creation took {made_s:.2f} s")
     # units made at run time come back after a restart
     d.close()
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
     d2 = Daemon(d.base_cfg, d.dp.sizes, netns=topo.ns["gw"])
     d2.start()
     try:

@@ -80,8 +80,8 @@ def pin_root(tag: str) -> str:
 
 @contextlib.contextmanager
 def attached(t: Topology, hooks, root: str):
-    from acctd.build import Sizes
-    from acctd.datapath import Datapath
+    from acctd.kernel.build import Sizes
+    from acctd.kernel.datapath import Datapath
 
     dp = Datapath(Sizes(pin_root=root, flows=65536, addrs=4096), netns=t.ns["gw"])
     try:
@@ -92,7 +92,7 @@ def attached(t: Topology, hooks, root: str):
 
 
 def totals(dp) -> dict:
-    from acctd.reader import Reader
+    from acctd.kernel.reader import Reader
     return Reader(dp).totals()
 
 
@@ -130,8 +130,8 @@ def check_hooks(t: Topology, dp, modes: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("mode", ["xdp-native", "xdp-generic", "tc"])
 def test_exact_totals_per_address_and_port(topo, mode):
-    from acctd import abi
-    from acctd.datapath import Hook
+    from acctd.kernel import abi
+    from acctd.kernel.datapath import Hook
 
     t = topo
     t.set_all_offloads(False)  # every counter below counts wire packets
@@ -222,8 +222,8 @@ XDP_GENERIC_GRO = pytest.mark.xfail(
     ("xdp-generic", "off", "v4"),
 ])
 def test_super_packets_count_as_wire_segments(topo, mode, offloads, ip):
-    from acctd import abi
-    from acctd.datapath import Hook
+    from acctd.kernel import abi
+    from acctd.kernel.datapath import Hook
 
     t = topo
     if offloads == "off":
@@ -262,8 +262,8 @@ def test_super_packets_count_as_wire_segments(topo, mode, offloads, ip):
 
 @pytest.mark.parametrize("mode", ["xdp-native", "xdp-generic", "tc"])
 def test_vlan_counters(topo, mode):
-    from acctd import abi
-    from acctd.datapath import Hook
+    from acctd.kernel import abi
+    from acctd.kernel.datapath import Hook
 
     t = topo
     root = pin_root(f"vlan-{mode}")
@@ -329,8 +329,8 @@ class Daemon:
 
 
 def test_restart_under_traffic_loses_nothing(topo):
-    from acctd.build import Sizes
-    from acctd.datapath import Datapath
+    from acctd.kernel.build import Sizes
+    from acctd.kernel.datapath import Datapath
 
     t = topo
     t.set_all_offloads(False)
@@ -394,8 +394,8 @@ def test_restart_under_traffic_loses_nothing(topo):
 def test_mode_switch_counts_each_packet_once(topo, modes):
     """Re-attaching with another ingress mode replaces the hook: counters
     continue, and no packet is counted by both the old and the new hook."""
-    from acctd import abi
-    from acctd.datapath import Hook
+    from acctd.kernel import abi
+    from acctd.kernel.datapath import Hook
 
     t = topo
     t.set_all_offloads(False)
@@ -419,8 +419,8 @@ def test_mode_switch_counts_each_packet_once(topo, modes):
 def test_detach_leaves_foreign_hooks(topo):
     """Detach removes our filters and programs only; a clsact qdisc that
     still holds someone else's filter stays."""
-    from acctd import abi
-    from acctd.datapath import Hook
+    from acctd.kernel import abi
+    from acctd.kernel.datapath import Hook
 
     t = topo
     # After ours (prio 0xac = 172), so it never decides a packet ahead of us.

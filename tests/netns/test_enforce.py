@@ -1,4 +1,4 @@
-"""Kernel enforcement with real traffic (acctd/enforce.py, acct_enforce in
+"""Kernel enforcement with real traffic (acctd/model/enforcement.py, acct_enforce in
 bpf/acct_lib.h): rate limits measured with iperf3, fw-policy allow-lists
 with real connections, `restrict`, the access-script, and blocks that
 outlive the daemon.
@@ -25,9 +25,9 @@ import sys
 
 import pytest
 
-from acctd import abi, drain
-from acctd.build import Sizes
-from acctd.datapath import Datapath
+from acctd.kernel import abi, drain
+from acctd.kernel.build import Sizes
+from acctd.kernel.datapath import Datapath
 
 from .conftest import TOOLS
 from .topology import LINKS, Topology, remove_stale
@@ -114,8 +114,9 @@ def write_config(tmp_path, units: str, processor: str = "") -> str:
 def running(bed: Bed, cfg_path: str, clock=None):
     """A started Daemon on the module's pin root; closed (not detached) after,
     with its blocks lifted in the kernel so the next test starts unblocked."""
-    from acctd import config, enforce
-    from acctd.daemon import Daemon
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.model import enforcement
 
     d = Daemon(config.load(cfg_path), bed.sizes, netns=bed.topo.ns["gw"],
                **({"clock": clock} if clock else {}))
@@ -124,7 +125,7 @@ def running(bed: Bed, cfg_path: str, clock=None):
         yield d
     finally:
         if d.enforcer is not None:
-            d.enforcer.apply(enforce.plan(d.cfg, {}, None))
+            d.enforcer.apply(enforcement.plan(d.cfg, {}, None))
         d.close()
 
 
@@ -156,7 +157,7 @@ def test_bw_limits_each_direction_to_its_rate(bed, tmp_path):
     """alice: bw "4M in 2M out". TCP goodput each way is the limit times the
     payload share of a full-sized segment; the police counters of her address
     moved both ways and reach the database; bob, without bw, is not limited."""
-    from acctd.control import report_list
+    from acctd.store.queries import report_list
 
     topo = bed.topo
     limit = {"in": 4_000_000, "out": 2_000_000}
@@ -245,7 +246,7 @@ def test_fw_policy_passes_only_the_listed_policies(bed, tmp_path):
     listener) times out, UDP 53 arrives; ICMP, and UDP to other ports either
     way, are dropped, each dropped packet counted once as cause fw, on her
     address and in the database."""
-    from acctd.control import report_list
+    from acctd.store.queries import report_list
 
     topo = bed.topo
     units = host("alice", SUB1.v4(), fw_policy='["web", "dns"]') + host("bob", SUB2.v4())
@@ -388,8 +389,10 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
     with SIGKILL: bob stays dropped while no daemon runs. A new Daemon on the
     same pins and database rewrites nothing; what it shows as blocked
     (`blocked()`) is what the kernel holds and what it decides."""
-    from acctd import config, enforce, syspolicy
-    from acctd.daemon import Daemon
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.kernel import enforcer
+    from acctd.model import enforcement, sys_policy
 
     topo = bed.topo
     units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
@@ -422,16 +425,16 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
         # nobody runs: the kernel keeps enforcing
         assert topo.ping("sub2", SRV.v4(), count=4).received == 0
         assert topo.ping("sub1", SRV.v4(), count=4).received == 4
-        held = enforce.Enforcer(dp.maps).kernel_classes()
+        held = enforcer.Enforcer(dp.maps).kernel_classes()
 
         d = Daemon(config.load(cfg_path), bed.sizes, netns=topo.ns["gw"])
         d.start()
         assert d.enforcer.kernel_classes() == held  # the start rewrote nothing
         words = ["sys-deny", "sys-deny-money"]
         assert d.blocked() == {SUB2.v4(): words}
-        assert d.blocked() == {p: syspolicy.words(r) for p, r in d.enforcer.kernel_blocks().items()}
-        decided = enforce.blocks(enforce.plan(d.cfg, d.syspolicy_bits(), d.clock()))
-        assert d.blocked() == {p: syspolicy.words(r) for p, r in decided.items()}
+        assert d.blocked() == {p: sys_policy.words(r) for p, r in d.enforcer.kernel_blocks().items()}
+        decided = enforcement.blocks(enforcement.plan(d.cfg, d.syspolicy_bits(), d.clock()))
+        assert d.blocked() == {p: sys_policy.words(r) for p, r in decided.items()}
         now = drops(d.dp.maps, SUB2.v4(), abi.Drop.BLOCK)
         assert (now[0] - before[0], now[1] - before[1]) == (0, 3 + 4)  # before the kill, after
         assert topo.ping("sub2", SRV.v4(), count=2).received == 0

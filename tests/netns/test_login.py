@@ -49,8 +49,8 @@ ip = "{bob}"
 
 def test_login_blocks_binds_and_times_out(topo, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     cfg_path = tmp_path / "acctd.toml"
     key = tmp_path / "fticks.key"
     key.write_text("not-so-secret\n")

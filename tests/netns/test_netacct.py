@@ -56,8 +56,8 @@ def log_totals(paths) -> dict:
 
 def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     dyn = tmp_path / "dyn"
     dyn.mkdir()
     flows = tmp_path / "flows.log"

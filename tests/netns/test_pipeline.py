@@ -325,8 +325,8 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
     import datetime as dt
 
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
 
     import email
     import email.policy
@@ -389,9 +389,9 @@ def test_reaped_flows_are_accounted_and_are_not_evictions(wire, tmp_path):
     their final counts (nothing lost), and `health` does not report them as
     LRU evictions."""
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.control import report_list
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
+    from acctd.store.queries import report_list
 
     topo = wire
     cfg_path = tmp_path / "acctd.toml"

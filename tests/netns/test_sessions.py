@@ -42,8 +42,8 @@ ip = "{bob}"
 @pytest.fixture
 def daemon_factory(topo, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     hook = tmp_path / "hook.sh"
     log = tmp_path / "hook.log"
     hook.write_text(f'#!/bin/sh\necho "$1 $user $ip $nasip $nasfqdn $nasport" >> {log}\n')

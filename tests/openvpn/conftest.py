@@ -94,7 +94,7 @@ class Vpn:
     def management(self, table: dict, is_blocked=None, attach: bool = True):
         """A started ManagementClient for an [openvpn] table and its Events.
         Its thread lives in the server's namespace, where 127.0.0.1:7505 is."""
-        from acctd.openvpn import ManagementClient, OpenVpnSettings
+        from acctd.aaa.openvpn import ManagementClient, OpenVpnSettings
         events = Events()
         mc = ManagementClient(OpenVpnSettings.from_mapping(table, base=self.d),
                               on_start=events.callback("start"),

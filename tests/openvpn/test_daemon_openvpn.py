@@ -42,8 +42,8 @@ def wait_for(pred, timeout=15.0):
 
 def test_daemon_sessions_from_the_management_interface(vpn, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     srv = vpn.server(mgmt="unix", client_auth=True)
     cfg = tmp_path / "acctd.toml"
     cfg.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", sock=srv.sock))
@@ -74,9 +74,9 @@ def test_openvpn_hook_script_mode(tmp_path):
     """acctctl openvpn-hook with OpenVPN's script environment against a real
     daemon socket (no OpenVPN needed: the environment is what it sets)."""
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.control import ControlServer
-    from acctd.daemon import Daemon, Mailbox
+    from acctd.control.server import ControlServer
+    from acctd.daemon.core import Daemon, Mailbox
+    from acctd.kernel.build import Sizes
     if os.geteuid() != 0:
         pytest.skip("needs root to load the BPF programs")
     cfg = tmp_path / "acctd.toml"

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from acctd.openvpn import hook_main
+from acctd.aaa.openvpn import hook_main
 
 from . import rig
 

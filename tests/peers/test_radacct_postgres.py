@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from acctd import radius_import as ri
-from acctd.storage import Storage
+from acctd.aaa import radius_import as ri
+from acctd.store.database import Storage
 
 pytestmark = pytest.mark.peers
 

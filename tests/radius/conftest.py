@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from acctd import radius
+from acctd.aaa import radius
 
 DEBIAN_SQL = Path("/etc/freeradius/3.0/mods-config/sql/main/sqlite")
 SECRET = "acctd test secret / 7e1f"

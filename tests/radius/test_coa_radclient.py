@@ -1,4 +1,4 @@
-"""The CoA/Disconnect receiver (acctd.radius_coa) against FreeRADIUS's
+"""The CoA/Disconnect receiver (acctd.aaa.coa) against FreeRADIUS's
 radclient: the receiver runs in-process on a free loopback port with a
 recording handler, radclient sends real requests, and each gets the
 outcome the module's table documents. A request that must get no reply is
@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from acctd import radius_coa as rc
+from acctd.aaa import coa as rc
 
 pytestmark = pytest.mark.peers
 

@@ -57,10 +57,11 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
     """radclient against the daemon's [coa] receiver: a Disconnect-Request
     ends carol's session (Stop reaches radacct as Admin-Reset) and blocks
     her in the kernel; a CoA with WISPr rates gives her address a rate limit."""
-    from acctd import abi, config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
-    from acctd.units import parse_addr
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.kernel import abi
+    from acctd.kernel.build import Sizes
+    from acctd.model.addresses import parse_addr
 
     from .conftest import free_udp_port
     from .test_coa_radclient import request, send
@@ -116,8 +117,8 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
 
 def test_session_start_interim_stop_reach_radacct(freeradius, tmp_path):
     from acctd import config
-    from acctd.build import Sizes
-    from acctd.daemon import Daemon
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
     if os.geteuid() != 0:
         pytest.skip("needs root: namespaces and BPF")
     secret = tmp_path / "radius.secret"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from acctd import radius, radius_acct as ra
-from acctd.sessions import Session
+from acctd.aaa import radius, radius_accounting as ra
+from acctd.model.sessions import Session
 
 from .conftest import free_udp_port
 
@@ -249,8 +249,8 @@ DRIVER = textwrap.dedent("""
     # acctd's RADIUS client in its own process: JSON commands on stdin, one
     # JSON answer per command on stdout; delivery runs in the sender thread.
     import datetime as dt, json, sys
-    from acctd import radius_acct as ra
-    from acctd.sessions import Session
+    from acctd.aaa import radius_accounting as ra
+    from acctd.model.sessions import Session
     c = ra.RadiusAccounting(ra.RadiusSettings.from_mapping(json.loads(sys.argv[1])), sys.argv[2])
     c.run_sender()
     print(json.dumps({"pending": len(c.pending())}), flush=True)

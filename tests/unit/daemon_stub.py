@@ -6,7 +6,7 @@ import socket
 import threading
 import types
 
-from acctd.daemon import Mailbox
+from acctd.daemon.core import Mailbox
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from acctd.access_script import AccessScript, validate
+from acctd.services.access_script import AccessScript, validate
 
 
 @pytest.fixture

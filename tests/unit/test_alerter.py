@@ -19,9 +19,8 @@ aiosmtpd = pytest.importorskip("aiosmtpd")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult  # noqa: E402
 
-from acctd.alerter import (  # noqa: E402
-    BACKOFF_BASE, BACKOFF_CAP, Mailer, MailSettings, QuotaNotice, backoff, recipients,
-)
+from acctd.services.alerter import (BACKOFF_BASE, BACKOFF_CAP, Mailer, MailSettings, QuotaNotice,
+                                    backoff, recipients)
 
 ADMINS = ("noc@isp.example", "boss@isp.example")
 OWNER = "client12@example.net"
@@ -259,7 +258,7 @@ def test_expired_message_is_buried(server, tmp_path):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from acctd.alerter import Mailer, MailSettings
+    from acctd.services.alerter import Mailer, MailSettings
     m = Mailer(MailSettings(host="127.0.0.1", port=int(sys.argv[2])), sys.argv[1])
     for i in range(20):
         m.enqueue(["owner%d@x.example" % i, "noc@x.example"], "alert %d" % i, "body %d" % i)

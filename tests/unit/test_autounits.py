@@ -4,9 +4,11 @@ import time
 
 import pytest
 
-from acctd.autounits import (AutoAssign, AutoUnits, PoolExhausted, owned_addrs,
-                             parse_auto_assign, parse_auto_units, plan_new_units, unique)
-from acctd.units import ModelError, Unit, UnitSet, format_addr, parse_addr, parse_prefix
+from acctd.model.addresses import format_addr, parse_addr, parse_prefix
+from acctd.model.units import ModelError, Unit, UnitSet
+from acctd.services.auto_units import (AutoAssign, AutoUnits, PoolExhausted, owned_addrs,
+                                       parse_auto_assign, parse_auto_units, plan_new_units,
+                                       unique)
 
 A = parse_addr
 

@@ -5,7 +5,7 @@ import sys
 
 from click.testing import CliRunner
 
-from acctd import abi
+from acctd.kernel import abi
 
 from acctctl.main import main
 

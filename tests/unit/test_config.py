@@ -4,8 +4,9 @@ import pathlib
 
 import pytest
 
-from acctd import abi, config
+from acctd import config
 from acctd.config import ConfigError
+from acctd.kernel import abi
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

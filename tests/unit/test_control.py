@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from acctd import control
 from acctd.config import loads
+from acctd.control import client
+from acctd.control import server as ctl
 from .daemon_stub import daemon_stub
 
 CONFIG = """
@@ -46,7 +47,7 @@ def server():
     tmp = tempfile.mkdtemp(prefix="acctd-ctl-")
     os.chmod(tmp, 0o755)
     with daemon_stub(loads(CONFIG, "t.toml")) as (state, mailbox):
-        srv = control.ControlServer(os.path.join(tmp, "ctl.sock"), state, mailbox)
+        srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), state, mailbox)
         srv.request_timeout = 1.0
         srv.serve_in_thread()
         os.chmod(srv.path, 0o666)  # let the other-uid clients reach it; the check is SO_PEERCRED
@@ -76,22 +77,22 @@ def raw(path: str, data: bytes, wait: float = 5.0) -> bytes:
 
 
 def test_root_is_admin_and_gets_answers(server):
-    assert control.call(server.path, "units")[0]["name"] == "alice"
-    assert control.call(server.path, "flush") == {"drain": 1}
+    assert client.call(server.path, "units")[0]["name"] == "alice"
+    assert client.call(server.path, "flush") == {"drain": 1}
 
 
 def test_truncated_json_gets_an_error(server):
     reply = json.loads(raw(server.path, b'{"cmd": "units"'))
     assert reply["ok"] is False and "bad request" in reply["error"]
-    assert control.call(server.path, "units")  # still serving
+    assert client.call(server.path, "units")  # still serving
 
 
 def test_ten_megabyte_line_is_refused_quickly(server):
     t = time.monotonic()
     reply = raw(server.path, b'{"cmd": "' + b"x" * 10_000_000 + b'"}\n')
     assert time.monotonic() - t < 5
-    assert json.loads(reply)["error"] == f"request over {control.MAX_REQUEST} bytes"
-    assert control.call(server.path, "units")
+    assert json.loads(reply)["error"] == f"request over {ctl.MAX_REQUEST} bytes"
+    assert client.call(server.path, "units")
 
 
 def test_invalid_utf8_gets_an_error(server):
@@ -110,7 +111,7 @@ def test_idle_connection_is_dropped_and_others_are_served(server):
     s.connect(server.path)
     with s:
         s.sendall(b'{"cmd": ')  # and then nothing
-        assert control.call(server.path, "units")  # served meanwhile
+        assert client.call(server.path, "units")  # served meanwhile
         s.settimeout(5)
         t = time.monotonic()
         assert s.recv(100) == b""  # dropped without a reply
@@ -156,14 +157,14 @@ def test_unknown_uid_is_refused(server):
 def test_config_show_masks_secrets(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[radius]\nsecret = "s3cr3t"\nserver-password = "pw"\nname = "x"\n')
-    text = control.config_text(str(p))
+    text = ctl.config_text(str(p))
     assert "s3cr3t" not in text and "pw" not in text and 'name = "x"' in text
-    assert control.config_text(str(p), unsecure=True) == p.read_text()
+    assert ctl.config_text(str(p), unsecure=True) == p.read_text()
 
 
 def test_scheduled_command_lines_become_requests():
-    assert control.request_from_argv(["flush"]) == {"cmd": "flush", "args": {}}
-    assert control.request_from_argv(["stat", "alice", "month"]) == \
+    assert ctl.request_from_argv(["flush"]) == {"cmd": "flush", "args": {}}
+    assert ctl.request_from_argv(["stat", "alice", "month"]) == \
         {"cmd": "stat", "args": {"unit": "alice", "period": "month"}}
     with pytest.raises(ValueError, match="cannot schedule"):
-        control.request_from_argv(["rm", "-rf", "/"])
+        ctl.request_from_argv(["rm", "-rf", "/"])

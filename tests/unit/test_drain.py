@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from acctd import abi, drain
+from acctd.kernel import abi, drain
 
 
 def flows(n):

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from acctd import dynamicip
-from acctd.dynamicip import Event
+from acctd.services import dynamicip
+from acctd.services.dynamicip import Event
 
 LATER = 10**30  # a clock far past every file's mtime: no timestamp is racy
 

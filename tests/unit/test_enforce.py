@@ -2,10 +2,12 @@
 
 import pytest
 
-from acctd import abi, config, enforce
-from acctd.enforce import Atom
+from acctd import config
 from acctd.errors import ConfigError
-from acctd.units import parse_addr, parse_prefix
+from acctd.kernel import abi, enforcer
+from acctd.model import enforcement
+from acctd.model.addresses import parse_addr, parse_prefix
+from acctd.model.enforcement import Atom
 
 BASE = """
 [[policy]]
@@ -21,33 +23,33 @@ target = "proto tcp time 9-18"
 
 
 def test_parse_bw():
-    assert enforce.parse_bw("10M") == (10_000_000, 10_000_000)
-    assert enforce.parse_bw("2M in 512K out") == (2_000_000, 512_000)
-    assert enforce.parse_bw("256K out") == (None, 256_000)
-    assert enforce.parse_bw({"in": "1G"}) == (1_000_000_000, None)
+    assert enforcement.parse_bw("10M") == (10_000_000, 10_000_000)
+    assert enforcement.parse_bw("2M in 512K out") == (2_000_000, 512_000)
+    assert enforcement.parse_bw("256K out") == (None, 256_000)
+    assert enforcement.parse_bw({"in": "1G"}) == (1_000_000_000, None)
     for bad in ("", "fast", "1M up", "1M in 2M in", "0K", {"up": "1M"}):
         with pytest.raises(ValueError):
-            enforce.parse_bw(bad)
+            enforcement.parse_bw(bad)
 
 
 def test_policer_value_and_minimum_burst():
-    ns_per_byte, burst_ns = enforce.policer_value(8_000_000, 0.1)   # 1e6 B/s
+    ns_per_byte, burst_ns = enforcer.policer_value(8_000_000, 0.1)   # 1e6 B/s
     assert ns_per_byte == 1000 << abi.POLICER_SHIFT and burst_ns == 100_000_000
     # a slow rate still holds one whole GSO packet
-    _, burst_ns = enforce.policer_value(1_000_000, 0.1)              # 125,000 B/s
-    assert burst_ns == int(enforce.MIN_BURST * 1e9 / 125_000)
+    _, burst_ns = enforcer.policer_value(1_000_000, 0.1)              # 125,000 B/s
+    assert burst_ns == int(enforcement.MIN_BURST * 1e9 / 125_000)
 
 
 def test_policy_atoms_expand_alternatives_and_time():
     cfg = config.loads(BASE)
     web = cfg.policies.find("web")
-    assert enforce.policy_atoms(web, cfg.policies, cfg.units, None) == [
+    assert enforcement.policy_atoms(web, cfg.policies, cfg.units, None) == [
         Atom(proto=6, dport=(80, 80)), Atom(proto=6, dport=(443, 443))]
     office = cfg.policies.find("office")
     import datetime as dt
-    assert enforce.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 10)) \
+    assert enforcement.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 10)) \
         == [Atom(proto=6)]
-    assert enforce.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 20)) == []
+    assert enforcement.policy_atoms(office, cfg.policies, cfg.units, dt.datetime(2026, 1, 5, 20)) == []
 
 
 def test_plan_classes_and_restrict():
@@ -80,14 +82,14 @@ acct-policy = ["ip"]
 parents = ["g"]
 """)
     g = cfg.units.find("g")
-    classes = enforce.plan(cfg, {g: abi.Reason.MONEY}, None)
+    classes = enforcement.plan(cfg, {g: abi.Reason.MONEY}, None)
     a = classes[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.bw == (2_000_000, 1_000_000) and len(a.rules) == 1
     assert classes[(parse_addr("10.0.0.2"), 128)].fw == abi.Fw.PASS      # restrict local
     assert classes[(parse_addr("10.0.0.3"), 128)].fw == abi.Fw.DROP      # no policies: all
     assert classes[parse_prefix("10.1.0.0/16")].reason == abi.Reason.MONEY  # from its group
-    assert classes[enforce.ALL] == enforce.ClassSpec(0, abi.Fw.DROP)
-    assert enforce.blocks(classes) == {"10.1.0.0/16": abi.Reason.MONEY}
+    assert classes[enforcement.ALL] == enforcement.ClassSpec(0, abi.Fw.DROP)
+    assert enforcement.blocks(classes) == {"10.1.0.0/16": abi.Reason.MONEY}
 
 
 def test_fw_policy_inactive_now_passes_nothing():
@@ -99,7 +101,7 @@ name = "a"
 ip = "10.0.0.1"
 fw-policy = ["office"]
 """)
-    night = enforce.plan(cfg, {}, dt.datetime(2026, 1, 5, 23))
+    night = enforcement.plan(cfg, {}, dt.datetime(2026, 1, 5, 23))
     a = night[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.rules == ()   # listed, none active: drop all
 
@@ -126,6 +128,6 @@ name = "either"
 target = "policy-or web office"
 """)
     find = cfg.policies.find
-    assert enforce.time_dependent(cfg.policies, [find("office")])
-    assert enforce.time_dependent(cfg.policies, [find("either")])   # through a reference
-    assert not enforce.time_dependent(cfg.policies, [find("web"), find("ip")])
+    assert enforcement.time_dependent(cfg.policies, [find("office")])
+    assert enforcement.time_dependent(cfg.policies, [find("either")])   # through a reference
+    assert not enforcement.time_dependent(cfg.policies, [find("web"), find("ip")])

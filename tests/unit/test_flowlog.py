@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from acctd import abi, flowlog
-from acctd.drain import addr_from_str, addr_to_str
+from acctd.kernel import abi
+from acctd.kernel.drain import addr_from_str, addr_to_str
+from acctd.services import flowlog
 
 README_TIME = 786476591  # the time on the sample line of net-acct's README
 DEVICES = {2: "eth0", 3: "ppp0"}

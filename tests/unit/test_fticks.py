@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from acctd import fticks
-from acctd.fticks import Emitter, FticksSettings, format_line, parse_line
+from acctd.aaa import fticks
+from acctd.aaa.fticks import Emitter, FticksSettings, format_line, parse_line
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "fticks"
 MTIME = dt.datetime(2024, 3, 3, 12, 0, tzinfo=dt.timezone.utc).timestamp()

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from acctctl.main import main
-from acctd import control
 from acctd.config import loads
-from acctd.daemon import Daemon
-from acctd.storage import Storage
+from acctd.control import server as ctl
+from acctd.daemon.core import Daemon
+from acctd.store.database import Storage
 
 from .daemon_stub import daemon_stub
 from .test_radius_import import DAY1, DAY2
@@ -35,7 +35,7 @@ def srv(tmp_path):
         state.storage = st
         for name in ("radius_import", "fticks_import", "fticks_report"):
             setattr(state, name, types.MethodType(getattr(Daemon, name), state))
-        s = control.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
+        s = ctl.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
         s.serve_in_thread()
         yield s
         s.shutdown()

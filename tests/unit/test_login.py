@@ -6,8 +6,8 @@ import json
 import pytest
 from argon2 import PasswordHasher
 
-from acctd import login
-from acctd.login import LoginError, LoginRecord, LoginService, LoginSettings
+from acctd.services import login
+from acctd.services.login import LoginError, LoginRecord, LoginService, LoginSettings
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 UNITS = {"r546-1": "0246E8", "anb1": "022EB1", "nolog": "0A0001"}

@@ -8,9 +8,10 @@ import socket
 import pytest
 
 from acctd.errors import AcctError
-from acctd.maccontrol import (MacError, check, expected_macs, fixate,
-                              neighbours_from_messages, normalize_mac, read_neighbours)
-from acctd.units import Unit, parse_addr, parse_prefix
+from acctd.model.addresses import parse_addr, parse_prefix
+from acctd.model.units import Unit
+from acctd.services.mac_control import (MacError, check, expected_macs, fixate,
+                                        neighbours_from_messages, normalize_mac, read_neighbours)
 
 A = parse_addr
 

@@ -5,9 +5,11 @@ import pathlib
 
 import numpy as np
 
-from acctd import abi, config, netams
-from acctd.policy import account, local_addrs
-from acctd.units import parse_addr
+from acctd import config
+from acctd.importers import netams
+from acctd.kernel import abi
+from acctd.model.addresses import parse_addr
+from acctd.model.policies import account, local_addrs
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "netams_sample.conf"
 
@@ -164,10 +166,11 @@ def test_imported_sample_runs_through_a_drain(tmp_path):
 
     import numpy as np
 
-    from acctd import abi, interval, rollup
     from acctd.config import loads
-    from acctd.netams import import_file
-    from acctd.storage import Storage
+    from acctd.importers.netams import import_file
+    from acctd.kernel import abi
+    from acctd.store import interval, rollup
+    from acctd.store.database import Storage
 
     res = import_file(str(SAMPLE))
     cfg = loads(res.toml, "sample.toml")

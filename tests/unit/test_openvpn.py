@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from acctd import openvpn
-from acctd.openvpn import (Event, HookError, HookExit, Notification, OpenVpnSettings, Parser,
-                           Prompt, Reply, Tracker, hook_main, parse_status)
+from acctd.aaa import openvpn
+from acctd.aaa.openvpn import (Event, HookError, HookExit, Notification, OpenVpnSettings, Parser,
+                               Prompt, Reply, Tracker, hook_main, parse_status)
 
 TRANSCRIPTS = Path(__file__).parent.parent / "openvpn" / "transcripts"
 PASSWORDS = ("s3cret", "wrong")

@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from acctd import abi
-from acctd.policy import AcctPlan, FlowView, PolicySet, PolicySpec, account, local_addrs, \
-    parse_acct_entry, parse_target
-from acctd.units import ModelError, Unit, UnitSet, parse_addr, parse_prefix
+from acctd.kernel import abi
+from acctd.model.addresses import parse_addr, parse_prefix
+from acctd.model.policies import (AcctPlan, FlowView, PolicySet, PolicySpec, account, local_addrs,
+                                  parse_acct_entry, parse_target)
+from acctd.model.units import ModelError, Unit, UnitSet
 
 NOON = dt.datetime(2026, 11, 18, 12, 0)  # a Wednesday
 TCP, UDP, ICMP = 6, 17, 1

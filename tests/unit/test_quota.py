@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from acctd import abi
-from acctd.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, REASON, QuotaDefaults, QuotaError,
-                         QuotaSpec, check, effective, format_amount, format_set, format_show,
-                         parse_amount, parse_set, recipients, show_quota, usage_from_totals, used)
+from acctd.kernel import abi
+from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, REASON, QuotaDefaults,
+                                  QuotaError, QuotaSpec, check, effective, format_amount,
+                                  format_set, format_show, parse_amount, parse_set, recipients,
+                                  show_quota, usage_from_totals, used)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc

@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from acctd import radius, radius_acct as ra
-from acctd.sessions import CAUSES, Session
+from acctd.aaa import radius, radius_accounting as ra
+from acctd.model.sessions import CAUSES, Session
 
 RFC_SECRET = b"xyzzy5461"
 # RFC 2865 §7.1: Access-Request for "nemo" and the Access-Accept answering it
@@ -422,8 +422,8 @@ def test_a_batch_of_interims_is_spooled_all_or_nothing(tmp_path):
 
 KILLER = textwrap.dedent("""
     import datetime as dt, sys
-    from acctd import radius_acct as ra
-    from acctd.sessions import Session
+    from acctd.aaa import radius_accounting as ra
+    from acctd.model.sessions import Session
     st = ra.RadiusSettings.from_mapping({"servers": ["127.0.0.1:9"], "secret-file": sys.argv[1],
                                          "nas-identifier": "acctd"})
     c = ra.RadiusAccounting(st, sys.argv[2])

@@ -1,5 +1,5 @@
-"""The CoA/Disconnect receiver without sockets (acctd.radius_coa): every
-row of the module's outcome table over packets built with acctd.radius
+"""The CoA/Disconnect receiver without sockets (acctd.aaa.coa): every
+row of the module's outcome table over packets built with acctd.aaa.radius
 (and two that FreeRADIUS's radclient built), the replies' signatures, the
 replay cache over a fake clock, Mikrotik-Rate-Limit, and the [coa]
 settings. The receiver against the real radclient is in tests/radius."""
@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from acctd import radius, radius_coa as rc
+from acctd.aaa import radius, coa as rc
 
 SECRET = b"coa secret / 5176"
 NOW = 1_700_000_000
@@ -100,7 +100,7 @@ def request(code=DISC, attrs=(("User-Name", "alice"),), *, ident=7, ts=NOW, ma=T
 def signed(code=DISC, attrs=(("User-Name", "alice"),), *, ts=NOW, ma=True,
            secret=SECRET) -> bytes:
     """What request() builds, but attributes may also be (type, raw octets),
-    so values acctd.radius would refuse to encode go in."""
+    so values acctd.aaa.radius would refuse to encode go in."""
     enc = [(t, v) if isinstance(t, int) else (radius.attribute(t)[0], radius.encode_value(t, v))
            for t, v in attrs]
     enc = ([(80, bytes(16))] if ma else []) + enc + \
@@ -533,7 +533,7 @@ def test_server_refuses_an_address_it_does_not_have(tmp_path):
         rc.CoaServer(s, Handler()).start()
 
 
-# --- the codec additions (acctd.radius) -----------------------------------------------------
+# --- the codec additions (acctd.aaa.radius) -----------------------------------------------------
 
 def test_dynamic_request_signs_as_radclient_does():
     p = radius.decode(RADCLIENT_COA)

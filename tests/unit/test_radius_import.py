@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from acctd import radius_import as ri
-from acctd.sessions import Session
-from acctd.storage import Storage
+from acctd.aaa import radius_import as ri
+from acctd.model.sessions import Session
+from acctd.store.database import Storage
 
 UTC = dt.timezone.utc
 SQLITE_SCHEMA = Path("/etc/freeradius/3.0/mods-config/sql/main/sqlite/schema.sql")

@@ -15,14 +15,17 @@ import zoneinfo
 import numpy as np
 import pytest
 
-from acctd import control, reports, rollup
-from acctd.alerter import Mailer, MailSettings
 from acctd.config import loads
-from acctd.daemon import Daemon
+from acctd.control import client
+from acctd.control import server as ctl
+from acctd.daemon.core import Daemon
 from acctd.errors import AcctError
-from acctd.reports import ReportError, Request
-from acctd.scheduler import Scheduler, parse_schedule, split_action
-from acctd.storage import Storage
+from acctd.services import reports
+from acctd.services.alerter import Mailer, MailSettings
+from acctd.services.reports import ReportError, Request
+from acctd.services.scheduler import Scheduler, parse_schedule, split_action
+from acctd.store import rollup
+from acctd.store.database import Storage
 
 from .daemon_stub import daemon_stub
 
@@ -315,7 +318,7 @@ def acctd(tmp_path, cfg, storage, smtp):
         state.storage, state.clock = storage, lambda: NOW.astimezone(UTC)
         state.scheduler = Scheduler(BERLIN, clock=state.clock)
         state.send_reports = types.MethodType(Daemon.send_reports, state)
-        srv = control.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
+        srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
         srv.serve_in_thread()
         yield build
         srv.shutdown()
@@ -338,7 +341,7 @@ def line(body, first):
 ])
 def test_default_daily_report_reaches_owners_and_admins(acctd, smtp, language, subject, total):
     srv = acctd(language)
-    res = control.call(srv.path, "send-report")     # over the socket, as acctctl does
+    res = client.call(srv.path, "send-report")     # over the socket, as acctctl does
     assert res["period"] == "day" and res["start"] == "2026-10-25T00:00:00+02:00"
     assert res["end"] == "2026-10-26T00:00:00+01:00"
     assert [(q["unit"], q["to"]) for q in res["queued"]] == \
@@ -378,7 +381,7 @@ def test_weekly_report_to_admins_on_a_group_and_its_members(acctd, smtp, languag
 def test_without_alerter_the_error_says_what_to_add(acctd):
     srv = acctd(mail=False)
     with pytest.raises(AcctError, match=r"send report needs an \[alerter\] table in the config"):
-        control.call(srv.path, "send-report", period="week")
+        client.call(srv.path, "send-report", period="week")
     with pytest.raises(AcctError, match=r"needs an \[alerter\] table"):
         Daemon.send_reports(srv.acctd)
 
@@ -393,7 +396,7 @@ def test_viewers_may_not_send_reports(acctd):
 def test_unknown_unit_queues_nothing(acctd):
     srv = acctd()
     with pytest.raises(AcctError, match="unknown unit 'nobody'"):
-        control.call(srv.path, "send-report", on=["alice", "nobody+"])
+        client.call(srv.path, "send-report", on=["alice", "nobody+"])
     assert srv.acctd.mailer.queue() == []
 
 
@@ -405,10 +408,10 @@ SPEC = 'time weekly action "send report to {owner} on LAN+ period week"'
 def test_the_scheduler_accepts_send_report():
     (argv,) = split_action(parse_schedule(SPEC).action)
     assert argv == ["send", "report", "to", "{owner}", "on", "LAN+", "period", "week"]
-    assert control.request_from_argv(argv) == {
+    assert ctl.request_from_argv(argv) == {
         "cmd": "send-report", "args": {"to": ["{owner}"], "on": ["LAN+"], "period": "week"}}
     with pytest.raises(ValueError, match="recipient 'nobody'"):
-        control.request_from_argv(["send", "report", "to", "nobody"])
+        ctl.request_from_argv(["send", "report", "to", "nobody"])
     e = Scheduler(BERLIN).add(SPEC, (0, "root"))
     assert e.timing.text == "weekly" and e.commands == [argv]
 
@@ -416,15 +419,15 @@ def test_the_scheduler_accepts_send_report():
 def test_schedule_add_checks_the_action_and_the_entry_sends_when_due(acctd):
     srv = acctd()
     with pytest.raises(AcctError, match="cannot schedule 'show version'"):
-        control.call(srv.path, "schedule-add", spec='time daily action "flush && show version"')
+        client.call(srv.path, "schedule-add", spec='time daily action "flush && show version"')
     with pytest.raises(AcctError, match="period must be day or week"):
-        control.call(srv.path, "schedule-add", spec='time daily action "send report period month"')
+        client.call(srv.path, "schedule-add", spec='time daily action "send report period month"')
     assert srv.acctd.scheduler.list() == []
     srv.acctd.scheduler.clock = lambda: local(2026, 10, 25, 12).astimezone(UTC)
-    added = control.call(srv.path, "schedule-add", spec=SPEC)
+    added = client.call(srv.path, "schedule-add", spec=SPEC)
     assert added["due"] == "2026-10-25T23:00:00+00:00"     # Monday 00:00 CET
     (entry,) = srv.acctd.scheduler.due(local(2026, 10, 26).astimezone(UTC))
-    runner = control.ScheduleRunner(srv)   # what the daemon hands due entries to
+    runner = ctl.ScheduleRunner(srv)   # what the daemon hands due entries to
     try:
         runner(entry)
         deadline = time.monotonic() + 10

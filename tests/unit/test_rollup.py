@@ -7,11 +7,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from acctd import abi
-from acctd.policy import AcctPlan, PolicySet, PolicySpec, account, local_addrs
-from acctd.rollup import ALL_TRAFFIC, PERIODS, UNATTRIBUTED, cells, from_us, label, oid_ints, \
-    period_end, period_start, periods, rollup, to_us
-from acctd.units import Unit, UnitSet, parse_addr
+from acctd.kernel import abi
+from acctd.model.addresses import parse_addr
+from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
+from acctd.model.units import Unit, UnitSet
+from acctd.store.rollup import (ALL_TRAFFIC, PERIODS, UNATTRIBUTED, cells, from_us, label,
+                                oid_ints, period_end, period_start, periods, rollup, to_us)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc

@@ -10,8 +10,9 @@ import zoneinfo
 
 import pytest
 
-from acctd.scheduler import (Entry, Owner, Scheduler, SchedulerError, format_table, next_due,
-                             parse_schedule, parse_time, resolve_wall, split_action)
+from acctd.services.scheduler import (Entry, Owner, Scheduler, SchedulerError, format_table,
+                                      next_due, parse_schedule, parse_time, resolve_wall,
+                                      split_action)
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc

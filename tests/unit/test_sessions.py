@@ -5,8 +5,9 @@ import datetime as dt
 
 import numpy as np
 
-from acctd import rollup, sessions
-from acctd.storage import Storage
+from acctd.model import sessions
+from acctd.store import rollup
+from acctd.store.database import Storage
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
 

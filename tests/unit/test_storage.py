@@ -17,12 +17,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from acctd import abi
-from acctd.drain import Deltas
-from acctd.policy import AcctPlan, PolicySet, PolicySpec, account, local_addrs
-from acctd.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, oid_ints, rollup, to_us
-from acctd.storage import Storage, StorageError
-from acctd.units import Unit, UnitSet, parse_addr
+from acctd.kernel import abi
+from acctd.kernel.drain import Deltas
+from acctd.model.addresses import parse_addr
+from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
+from acctd.model.units import Unit, UnitSet
+from acctd.store.database import Storage, StorageError
+from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, oid_ints, rollup, to_us
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc
@@ -248,7 +249,7 @@ def test_checkpoint_keeps_counters_only(tmp_path):
 
 
 def test_checkpoint_spans_chunks_and_keeps_empty_maps(tmp_path, monkeypatch):
-    monkeypatch.setattr("acctd.storage.CHUNK", 5)
+    monkeypatch.setattr("acctd.store.database.CHUNK", 5)
     with open_db(tmp_path / "f.duckdb") as db:
         run_daemon(db, 2)  # 48 flows: 10 chunks
         assert db.con.execute("SELECT count(*) FROM checkpoint WHERE map = 'acct_flows'"

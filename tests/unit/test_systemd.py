@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from acctd.systemd import Notifier
+from acctd.daemon.systemd import Notifier
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from argon2 import PasswordHasher
 
-from acctd import control
 from acctd.config import loads
+from acctd.control import client
+from acctd.control import server as ctl
 from acctd.errors import AcctError
 
 from .daemon_stub import daemon_stub, free_port
@@ -49,7 +50,7 @@ level = "operator"
 password = "{ph.hash('operator-secret')}"
 """, str(tmp_path / "t.toml"))
     with daemon_stub(cfg) as (state, mailbox):
-        srv = control.TcpControlServer(cfg.server, state, mailbox)
+        srv = ctl.TcpControlServer(cfg.server, state, mailbox)
         srv.request_timeout = 2.0
         srv.serve_in_thread()
         yield f"127.0.0.1:{port}", str(tmp_path / "c.pem")
@@ -59,21 +60,21 @@ password = "{ph.hash('operator-secret')}"
 
 def test_right_password_reads(tcp):
     addr, ca = tcp
-    assert control.call_tcp(addr, "units", "noc", "viewer-secret", ca)[0]["name"] == "alice"
+    assert client.call_tcp(addr, "units", "noc", "viewer-secret", ca)[0]["name"] == "alice"
 
 
 def test_wrong_password_and_unknown_user_are_refused_alike(tcp):
     addr, ca = tcp
     for user, pw in (("noc", "nope"), ("mallory", "viewer-secret")):
         with pytest.raises(AcctError, match="permission denied: wrong user name or password"):
-            control.call_tcp(addr, "units", user, pw, ca)
+            client.call_tcp(addr, "units", user, pw, ca)
 
 
 def test_levels_apply(tcp):
     addr, ca = tcp
     with pytest.raises(AcctError, match="needs level operator"):
-        control.call_tcp(addr, "flush", "noc", "viewer-secret", ca)
-    assert control.call_tcp(addr, "flush", "ops", "operator-secret", ca) == {"drain": 1}
+        client.call_tcp(addr, "flush", "noc", "viewer-secret", ca)
+    assert client.call_tcp(addr, "flush", "ops", "operator-secret", ca) == {"drain": 1}
 
 
 def test_plain_tcp_gets_nothing(tcp):

@@ -6,9 +6,10 @@ import io
 import pytest
 from rich.console import Console
 
-from acctd import top as T
-from acctd.top import Row, TopState, handle_key
-from acctd.units import Unit, UnitSet, parse_addr, parse_prefix
+from acctctl import top as T
+from acctctl.top import Row, TopState, handle_key
+from acctd.model.addresses import parse_addr, parse_prefix
+from acctd.model.units import Unit, UnitSet
 
 
 def c(pi, po, bi, bo):

@@ -6,8 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from acctd import units as U
-from acctd.units import ModelError, Unit, UnitSet, parse_addr, parse_prefix
+from acctd.model import units as U, addresses
+from acctd.model.addresses import parse_addr, parse_prefix
+from acctd.model.units import ModelError, Unit, UnitSet
 
 
 def addrs(*texts):
@@ -31,7 +32,7 @@ def test_addresses_are_16_bytes_ipv4_mapped():
     assert parse_prefix("2001:db8::/32")[1] == 32
     with pytest.raises(ValueError):
         parse_prefix("192.168.0.1/24")  # host bits set
-    assert U.format_prefix(*parse_prefix("0.0.0.0/0")) == "0.0.0.0/0"
+    assert addresses.format_prefix(*parse_prefix("0.0.0.0/0")) == "0.0.0.0/0"
 
 
 def test_most_specific_unit_wins():
@@ -133,7 +134,7 @@ def test_ancestors_are_deduplicated():
 def test_subtree_contains_for_groups():
     us = UnitSet([Unit("group", "g"), host("a", "10.0.0.1", parents=("g",)),
                   net("n", "10.1.0.0/16", parents=("g",)), host("x", "10.2.0.1")])
-    hi, lo = U.split_addrs(addrs("10.0.0.1", "10.1.2.3", "10.2.0.1"))
+    hi, lo = addresses.split_addrs(addrs("10.0.0.1", "10.1.2.3", "10.2.0.1"))
     assert us.subtree_contains(0, hi, lo).tolist() == [True, True, False]
 
 

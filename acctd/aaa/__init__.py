@@ -1,0 +1,1 @@
+"""Authentication, authorization and accounting peers: RADIUS, CoA, OpenVPN, F-TICKS."""

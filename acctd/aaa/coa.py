@@ -1,0 +1,674 @@
+"""RFC 5176 Dynamic Authorization receiver: a Disconnect-Request ends a
+session (and blocks its unit), a CoA-Request with a rate changes its limit.
+Requests come from listed clients only, signed, fresh and once.
+
+Layers. `CoaSettings` is the [coa] table. `Receiver.handle(datagram,
+source)` is the whole decision for one datagram, without sockets (the unit
+tests drive it); `judge` is its pure part over an authenticated packet.
+`CoaServer` is a UDP socket on a thread around a Receiver. What "ending"
+and "limiting" mean is the handler's: `handler.disconnect(ident) -> bool`
+and `handler.coa(ident, rate_in_bps, rate_out_bps) -> bool`, True when it
+found the session (and acted on every session `ident` selects: RFC 5176
+lets one request name several).
+
+Outcomes, checked in this order. Every row but 20 is logged (WARNING);
+rows 1-11 get no reply at all, so the client times out.
+
+ #  request                                                outcome          reference
+ 1  source address not in `clients`                        discard          RFC 5176 §6.1 (a)
+ 2  malformed: too short, bad Length or attribute          discard          RFC 2865 §3
+ 3  a code other than Disconnect-Request, CoA-Request      discard          RFC 2865 §3
+ 4  Request Authenticator is not MD5(code+id+length+16     discard          RFC 5176 §2.3,
+    zero octets+attributes+secret): wrong secret, forged                    RFC 2866 §3
+ 5  no Message-Authenticator                               discard          (b)
+ 6  Message-Authenticator wrong, not 16 octets, or twice   discard          RFC 3579 §3.2
+ 7  retransmission: the Request Authenticator of a         the same reply   RFC 5080 §2.2.2;
+    request answered within the window, from the same      again            the handler is
+    address, port and Identifier                                            not called again
+ 8  replay: that Request Authenticator from another        discard          RFC 5176 §6.4
+    address, port or Identifier
+ 9  no Event-Timestamp (require-event-timestamp = true),   discard          RFC 5176 §6.4 (c)
+    or one not of 4 octets, or two
+ 10 Event-Timestamp more than event-window seconds from    discard          RFC 5176 §6.4 (d)
+    now, either way
+ 11 MAX_CACHED requests answered within the window         discard          (e)
+ 12 NAS-IP-Address/NAS-IPv6-Address neither nas-ip nor     NAK 403          RFC 5176 §3
+    the listen address; NAS-Identifier not nas-identifier
+ 13 Service-Type (Authorize-Only or another)               NAK 405          RFC 5176 §3.2
+ 14 an attribute not understood (see below): State,        NAK 401          RFC 5176 §3 (f)
+    Reply-Message, other VSAs...; a rate in a
+    Disconnect-Request; Acct-Terminate-Cause in a CoA
+ 15 a value that does not parse (wrong length, empty,      NAK 407          RFC 5176 §3.5
+    a Mikrotik-Rate-Limit with bursts or junk)
+ 16 a session attribute or rate given twice; WISPr and     NAK 404          RFC 5176 §3.5
+    Mikrotik rates that disagree
+ 17 no session identification attribute; a CoA-Request     NAK 402          RFC 5176 §3.5 (g)
+    without a rate
+ 18 the handler finds no session (returns False)           NAK 503          RFC 5176 §3.5
+ 19 the handler raises                                     NAK 506          (h)
+ 20 the handler returns True                               ACK              RFC 5176 §2
+
+Error-Cause: 401 Unsupported-Attribute, 402 Missing-Attribute, 403
+NAS-Identification-Mismatch, 404 Invalid-Request, 405 Unsupported-Service,
+407 Invalid-Attribute-Value, 503 Session-Context-Not-Found, 506
+Resources-Unavailable.
+(a) requests from untrusted sources are silently discarded; so does RFC
+    2865 §3 for unknown clients.
+(b) RFC 5176 §3.4 makes it a MAY; required here, as FreeRADIUS's
+    require_message_authenticator does against BlastRADIUS.
+(c) implementations "SHOULD be configurable to discard" requests without one.
+(d) a timestamp that is not current: the packet "MUST be silently discarded".
+(e) replays could no longer be detected; logged as an ERROR.
+(f) a change that cannot be carried out or an unsupported attribute MUST be
+    NAKed; a Disconnect-Request carries identification only.
+(g) acctd never acts on every session at once; a CoA that changes nothing
+    is a mistake worth telling.
+(h) logged with the traceback.
+
+Where several of 12-17 apply, the first of them wins. Every reply (ACK
+or NAK, and a resent one) carries a Message-Authenticator computed with the
+request's authenticator (RFC 5176 §3.4), the Response Authenticator (RFC
+5176 §2.3), and the request's Proxy-State attributes in order (RFC 5176
+§3.1).
+
+Understood attributes. Session identification (each at most once, passed
+to the handler in `ident`, keyed by these names): User-Name,
+Acct-Session-Id, NAS-Port-Id, Calling-Station-Id (str), Framed-IP-Address
+(IPv4Address), Framed-IPv6-Address (IPv6Address), Framed-IPv6-Prefix
+(IPv6Network): what acctd's accounting records send. NAS identification,
+checked and not passed: NAS-IP-Address, NAS-IPv6-Address, NAS-Identifier.
+Always allowed: Message-Authenticator, Event-Timestamp, Proxy-State; in a
+Disconnect-Request also Acct-Terminate-Cause (accepted, not acted on).
+
+Rates (CoA-Request only), in bit/s; acctd's "in" is towards the subscriber:
+  WISPr-Bandwidth-Max-Down (14122/8)  -> rate_in    (to the client)
+  WISPr-Bandwidth-Max-Up   (14122/7)  -> rate_out   (from the client)
+  Mikrotik-Rate-Limit (14988/8) "rx[/tx]": from the router's side (MikroTik's
+      documentation), rx is what the client uploads -> rate_out, tx what it
+      downloads -> rate_in; no "/tx" means tx = rx; k = 1000, M = 10**6
+      (and G = 10**9); burst, priority and min-rate fields are NAKed (407).
+A direction the request does not set is None ("leave as is"); 0 means "no
+limit", as MikroTik and CoovaChilli read it.
+
+Replay cache. Every answered request's Request Authenticator is kept, with
+its reply, until its Event-Timestamp + event-window (receipt time +
+event-window when it has none): after that row 10 refuses it anyway. So the
+cache is bounded by the window, and by MAX_CACHED. Without an
+Event-Timestamp (require-event-timestamp = false) a replay later than the
+window goes undetected: hence the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import heapq
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import select
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from acctd.aaa import radius
+
+log = logging.getLogger("acctd.radius_coa")
+
+DEFAULT_PORT = 3799             # RFC 5176 §3
+DEFAULT_WINDOW = 300
+MAX_WINDOW = 3600
+MAX_CACHED = 65536
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# --- settings -------------------------------------------------------------------------
+
+
+def read_secret(path: str, key: str) -> bytes:
+    """A client's shared secret (acctd.common.secret_files); `key` names it in errors."""
+    from acctd.common.secret_files import read_private
+    return read_private(path, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoaClient:
+    """A Dynamic Authorization Client: an address or prefix and its secret."""
+    network: Network
+    secret_file: str
+    secret: bytes = dataclasses.field(repr=False, compare=False, default=b"")
+
+
+def _parse_listen(text: Any) -> tuple[str, int]:
+    """"127.0.0.1", "127.0.0.1:3799", "[::1]:3799", "::1" -> (host, port)."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"coa: listen must be \"address[:port]\", got {text!r}")
+    host, port = text, str(DEFAULT_PORT)
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if m:
+        host, port = m.group(1), m.group(2) or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"coa: listen {text!r}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"coa: listen {text!r}: port must be 0-65535 (0: any free port)")
+    return str(ip), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoaSettings:
+    """The [coa] table; secrets are read (and checked) by from_mapping."""
+    clients: tuple[CoaClient, ...]
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
+    event_window: int = DEFAULT_WINDOW            # seconds either side of now
+    require_event_timestamp: bool = True
+    nas_ip: str = ""                              # what NAS-IP(v6)-Address may say
+    nas_identifier: str = ""                      # what NAS-Identifier may say
+
+    _KEYS = {"listen": "listen", "clients": "clients", "event-window": "event_window",
+             "require-event-timestamp": "require_event_timestamp", "nas-ip": "nas_ip",
+             "nas-identifier": "nas_identifier"}
+    _CLIENT_KEYS = ("address", "secret-file")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "CoaSettings":
+        """From a [coa] table (kebab-case keys); secret-file paths relative
+        to `base` (the config file's directory). Raises ValueError naming
+        the key."""
+        unknown = sorted(set(d) - set(cls._KEYS))
+        if unknown:
+            raise ValueError(f"coa: unknown key(s) {', '.join(unknown)}; "
+                             f"expected {', '.join(cls._KEYS)}")
+        kw: dict[str, Any] = {}
+        if "listen" in d:
+            kw["listen"] = _parse_listen(d["listen"])
+        clients = d.get("clients")
+        if not isinstance(clients, list) or not clients:
+            raise ValueError("coa: clients must list at least one "
+                             "{address = \"...\", secret-file = \"...\"} table")
+        out: list[CoaClient] = []
+        for i, c in enumerate(clients):
+            key = f"coa: clients[{i}]"
+            if not isinstance(c, Mapping):
+                raise ValueError(f"{key} must be a table with address and secret-file")
+            unknown = sorted(set(c) - set(cls._CLIENT_KEYS))
+            if unknown:
+                raise ValueError(f"{key}: unknown key(s) {', '.join(unknown)}; "
+                                 f"expected {', '.join(cls._CLIENT_KEYS)}")
+            for k in cls._CLIENT_KEYS:
+                if not isinstance(c.get(k), str) or not c[k]:
+                    raise ValueError(f"{key}.{k} is required (a string)")
+            try:
+                net = ipaddress.ip_network(c["address"])
+            except ValueError:
+                raise ValueError(f"{key}.address must be an IP address or prefix "
+                                 f"(host bits zero), got {c['address']!r}") from None
+            if any(o.network == net for o in out):
+                raise ValueError(f"{key}.address {net} is listed twice")
+            path = str(Path(base, c["secret-file"]))
+            out.append(CoaClient(net, path, read_secret(path, f"{key}.secret-file")))
+        kw["clients"] = tuple(out)
+        if "event-window" in d:
+            w = d["event-window"]
+            if isinstance(w, bool) or not isinstance(w, int) or not 0 < w <= MAX_WINDOW:
+                raise ValueError(f"coa: event-window must be 1-{MAX_WINDOW} seconds, got {w!r}")
+            kw["event_window"] = w
+        if "require-event-timestamp" in d:
+            if not isinstance(d["require-event-timestamp"], bool):
+                raise ValueError(f"coa: require-event-timestamp must be true or false, "
+                                 f"got {d['require-event-timestamp']!r}")
+            kw["require_event_timestamp"] = d["require-event-timestamp"]
+        if "nas-ip" in d:
+            try:
+                kw["nas_ip"] = str(ipaddress.ip_address(d["nas-ip"]))
+            except ValueError:
+                raise ValueError(f"coa: nas-ip must be an IP address, got "
+                                 f"{d['nas-ip']!r}") from None
+        if "nas-identifier" in d:
+            if not isinstance(d["nas-identifier"], str):
+                raise ValueError("coa: nas-identifier must be a string")
+            kw["nas_identifier"] = d["nas-identifier"]
+        return cls(**kw)
+
+    def client(self, addr: str | Address) -> CoaClient | None:
+        """The listed client for a source address (the longest prefix)."""
+        ip = _plain(ipaddress.ip_address(addr))
+        best = None
+        for c in self.clients:
+            if ip.version == c.network.version and ip in c.network and \
+                    (best is None or c.network.prefixlen > best.network.prefixlen):
+                best = c
+        return best
+
+    def own_addresses(self) -> set[Address]:
+        """What NAS-IP-Address / NAS-IPv6-Address may name: nas-ip and a
+        specific listen address."""
+        out: set[Address] = set()
+        if self.nas_ip:
+            out.add(ipaddress.ip_address(self.nas_ip))
+        ip = ipaddress.ip_address(self.listen[0])
+        if not ip.is_unspecified:
+            out.add(ip)
+        return out
+
+
+def _plain(ip: Address) -> Address:
+    """An IPv4-mapped IPv6 address (a dual-stack socket's view) as IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+# --- the pure part: what an authenticated request asks for -------------------------------
+
+SESSION_ATTRIBUTES = ("User-Name", "Acct-Session-Id", "NAS-Port-Id", "Calling-Station-Id",
+                      "Framed-IP-Address", "Framed-IPv6-Address", "Framed-IPv6-Prefix")
+_PASSED = ("Message-Authenticator", "Event-Timestamp", "Proxy-State")
+
+# Which Error-Cause wins when a request has several problems (rows 12-17).
+_PRIORITY = ("NAS-Identification-Mismatch", "Unsupported-Service", "Unsupported-Attribute",
+             "Invalid-Attribute-Value", "Invalid-Request", "Missing-Attribute")
+
+_VENDORS = {n: name for name, n in radius.VENDORS.items()}
+_RATE_ATTRIBUTES = ("WISPr-Bandwidth-Max-Down", "WISPr-Bandwidth-Max-Up", "Mikrotik-Rate-Limit")
+_RATE_UNITS = {"": 1, "k": 1000, "K": 1000, "M": 10 ** 6, "G": 10 ** 9}
+
+
+def parse_rate_limit(text: str) -> tuple[int, int]:
+    """Mikrotik-Rate-Limit "rx[/tx]" as (rate_in, rate_out) in bit/s: rx is
+    the client's upload (acctd's out), tx its download (acctd's in). Only
+    the first field: bursts, priority and min rates raise ValueError."""
+    fields = text.split()
+    if len(fields) != 1:
+        raise ValueError(f"only \"rx[/tx]\" is supported, not bursts, priority or min "
+                         f"rates: {text!r}")
+    m = re.fullmatch(r"(\d+)([kKMG]?)(?:/(\d+)([kKMG]?))?", fields[0])
+    if not m:
+        raise ValueError(f"expected \"rx[/tx]\" rates like 512k/2M, got {text!r}")
+    rx = int(m.group(1)) * _RATE_UNITS[m.group(2)]
+    tx = rx if m.group(3) is None else int(m.group(3)) * _RATE_UNITS[m.group(4)]
+    return tx, rx
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """What a well-formed request asks the handler to do."""
+    kind: str                                # "disconnect" | "coa"
+    ident: dict[str, Any]
+    rate_in: int | None = None               # bit/s towards the subscriber; 0: no limit
+    rate_out: int | None = None              # bit/s from the subscriber
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A NAK: the Error-Cause name (radius.VALUES["Error-Cause"]) and why."""
+    cause: str
+    detail: str
+
+
+def judge(p: radius.Packet, settings: CoaSettings) -> Action | Refusal:
+    """Rows 12-17 of the outcome table over an authenticated, fresh request."""
+    disconnect = p.code == radius.DISCONNECT_REQUEST
+    problems: dict[str, str] = {}
+    ident: dict[str, Any] = {}
+    rates: dict[str, dict[str, int]] = {"in": {}, "out": {}}   # direction -> {source: bps}
+
+    def problem(cause: str, detail: str) -> None:
+        problems.setdefault(cause, detail)
+
+    def rate(direction: str, source: str, bps: int) -> None:
+        if source in rates[direction]:
+            problem("Invalid-Request", f"{source} given twice")
+        rates[direction][source] = bps
+
+    own = settings.own_addresses()
+    for t, raw in p.attributes:
+        name = radius.BY_NUMBER.get(t, (str(t), ""))[0]
+        if name in _PASSED:
+            continue
+        try:
+            if name in ("NAS-IP-Address", "NAS-IPv6-Address"):
+                ip = radius.decode_value(name, raw)
+                if ip not in own:
+                    problem("NAS-Identification-Mismatch", f"{name} {ip} is not ours "
+                            f"({', '.join(sorted(map(str, own))) or 'none configured'})")
+            elif name == "NAS-Identifier":
+                v = radius.decode_value(name, raw)
+                if not settings.nas_identifier or v != settings.nas_identifier:
+                    problem("NAS-Identification-Mismatch", f"NAS-Identifier {v!r} is not "
+                            f"ours ({settings.nas_identifier or 'none configured'!r})")
+            elif name in SESSION_ATTRIBUTES:
+                v = radius.decode_value(name, raw) if raw else b""
+                if isinstance(v, bytes):
+                    raise radius.PacketError(f"{name} is empty or not UTF-8")
+                if name in ident:
+                    problem("Invalid-Request", f"{name} given twice")
+                ident.setdefault(name, v)
+            elif name == "Service-Type":
+                v = radius.value_name(name, radius.decode_value(name, raw))
+                problem("Unsupported-Service", f"Service-Type {v} (acctd changes rates "
+                        f"and ends sessions only)")
+            elif name == "Acct-Terminate-Cause" and disconnect:
+                radius.decode_value(name, raw)
+            elif name == "Vendor-Specific":
+                if len(raw) >= 4 and struct.unpack("!I", raw[:4])[0] not in _VENDORS:
+                    problem("Unsupported-Attribute",
+                            f"Vendor-Specific of vendor {struct.unpack('!I', raw[:4])[0]}")
+                    continue
+                vendor, subs = radius.decode_vsa(raw)
+                for sub, v in subs:
+                    if sub not in _RATE_ATTRIBUTES:
+                        problem("Unsupported-Attribute", sub if isinstance(sub, str) else
+                                f"{_VENDORS[vendor]} vendor attribute {sub}")
+                    elif disconnect:
+                        problem("Unsupported-Attribute", f"{sub} in a Disconnect-Request "
+                                f"(RFC 5176 §3: identification only)")
+                    elif sub == "WISPr-Bandwidth-Max-Down":
+                        rate("in", sub, v)
+                    elif sub == "WISPr-Bandwidth-Max-Up":
+                        rate("out", sub, v)
+                    else:
+                        if not isinstance(v, str):
+                            raise radius.PacketError(f"{sub} is not UTF-8")
+                        try:
+                            rin, rout = parse_rate_limit(v)
+                        except ValueError as e:
+                            problem("Invalid-Attribute-Value", f"Mikrotik-Rate-Limit: {e}")
+                            continue
+                        rate("in", sub, rin)
+                        rate("out", sub, rout)
+            else:
+                problem("Unsupported-Attribute", f"{name} in a {radius.CODES[p.code]}")
+        except (radius.PacketError, ValueError) as e:
+            problem("Invalid-Attribute-Value", str(e))
+
+    chosen: dict[str, int | None] = {}
+    for direction, by_source in rates.items():
+        if len(set(by_source.values())) > 1:
+            problem("Invalid-Request", f"the {direction} rates disagree: "
+                    f"{', '.join(f'{k} {v}' for k, v in by_source.items())}")
+        chosen[direction] = next(iter(by_source.values()), None)
+    if not ident:
+        problem("Missing-Attribute", f"no session identification attribute (one of "
+                f"{', '.join(SESSION_ATTRIBUTES)})")
+    if not disconnect and chosen["in"] is None and chosen["out"] is None:
+        problem("Missing-Attribute", "a CoA-Request without a rate (WISPr-Bandwidth-Max-Down/"
+                "Up or Mikrotik-Rate-Limit)")
+    for cause in _PRIORITY:
+        if cause in problems:
+            return Refusal(cause, problems[cause])
+    if disconnect:
+        return Action("disconnect", ident)
+    return Action("coa", ident, chosen["in"], chosen["out"])
+
+
+# --- one datagram in, at most one out -----------------------------------------------------
+
+class CoaHandler(Protocol):
+    def disconnect(self, ident: dict[str, Any]) -> bool: ...
+    def coa(self, ident: dict[str, Any], rate_in_bps: int | None,
+            rate_out_bps: int | None) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of one datagram: kind is "ack", "nak", "resend" or
+    "discard"; reason a stable word (a discard's, or the NAK's Error-Cause);
+    reply the datagram to send back, if any."""
+    kind: str
+    reason: str
+    reply: bytes | None = None
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class _Seen:
+    source: tuple[str, int]
+    identifier: int
+    reply: bytes
+    expires: float
+
+
+_REPLIES = {radius.DISCONNECT_REQUEST: (radius.DISCONNECT_ACK, radius.DISCONNECT_NAK),
+            radius.COA_REQUEST: (radius.COA_ACK, radius.COA_NAK)}
+
+
+class Receiver:
+    """The outcome table over datagrams, with the replay cache; no sockets.
+    Not thread-safe: one thread feeds it (CoaServer's)."""
+
+    def __init__(self, settings: CoaSettings, handler: CoaHandler,
+                 clock: Callable[[], float] = time.time):
+        self.settings, self.handler, self.clock = settings, handler, clock
+        self.stats: Counter[str] = Counter()          # by Outcome.reason
+        self._seen: dict[bytes, _Seen] = {}           # Request Authenticator -> answer
+        self._expiry: list[tuple[float, bytes]] = []  # heap of (expires, authenticator)
+
+    def handle(self, data: bytes, source: tuple[str, int]) -> Outcome:
+        out = self._handle(data, (str(_plain(ipaddress.ip_address(source[0]))), source[1]))
+        self.stats[out.reason] += 1
+        return out
+
+    def _handle(self, data: bytes, src: tuple[str, int]) -> Outcome:
+        where = f"from {src[0]}:{src[1]}"
+        client = self.settings.client(src[0])
+        if client is None:
+            return self._discard("unlisted-source", f"{len(data)} octets {where}: not a "
+                                 f"listed client")
+        try:
+            p = radius.decode(data)
+        except radius.PacketError as e:
+            return self._discard("malformed", f"{len(data)} octets {where}: {e}")
+        what = f"{radius.CODES.get(p.code, f'code {p.code}')} Id {p.identifier} {where}"
+        if p.code not in _REPLIES:
+            return self._discard("unsupported-code", f"{what}: only Disconnect-Request and "
+                                 f"CoA-Request are served here")
+        if not radius.request_authenticator_ok(data, client.secret):
+            return self._discard("bad-authenticator", f"{what}: Request Authenticator does "
+                                 f"not match the secret of {client.network}")
+        mas = p.raw("Message-Authenticator")
+        if not mas:
+            return self._discard("no-message-authenticator",
+                                 f"{what}: no Message-Authenticator")
+        try:
+            ok = len(mas) == 1 and len(mas[0]) == 16 and hmac.compare_digest(
+                radius.message_authenticator(data, client.secret, bytes(16)), mas[0])
+        except radius.PacketError:
+            ok = False
+        if not ok:
+            return self._discard("bad-message-authenticator",
+                                 f"{what}: Message-Authenticator does not match the secret")
+
+        now = self.clock()
+        self._expire(now)
+        seen = self._seen.get(p.authenticator)
+        if seen is not None:
+            if seen.source == src and seen.identifier == p.identifier:
+                log.info("coa: %s: retransmission, the same reply again", what)
+                return Outcome("resend", "retransmission", seen.reply)
+            return self._discard("replay", f"{what}: replay of a request from "
+                                 f"{seen.source[0]}:{seen.source[1]} Id {seen.identifier}")
+
+        window = self.settings.event_window
+        stamps = p.raw("Event-Timestamp")
+        if not stamps:
+            if self.settings.require_event_timestamp:
+                return self._discard("no-event-timestamp", f"{what}: no Event-Timestamp")
+            expires = now + window
+        else:
+            if len(stamps) != 1 or len(stamps[0]) != 4:
+                return self._discard("bad-event-timestamp",
+                                     f"{what}: Event-Timestamp not one 4-octet value")
+            stamp = struct.unpack("!I", stamps[0])[0]
+            if abs(now - stamp) > window:
+                return self._discard("stale-event-timestamp",
+                                     f"{what}: Event-Timestamp {stamp} is {now - stamp:+.0f} s "
+                                     f"from now, outside ±{window} s")
+            expires = stamp + window
+        if len(self._seen) >= MAX_CACHED:
+            log.error("coa: replay cache full (%d requests in %d s)", MAX_CACHED, window)
+            return self._discard("cache-full", f"{what}: {MAX_CACHED} requests answered "
+                                 f"within the window already")
+
+        verdict = judge(p, self.settings)
+        ack, nak = _REPLIES[p.code]
+        if isinstance(verdict, Refusal):
+            out = self._reply(data, p, client, nak, verdict.cause, verdict.detail)
+            log.warning("coa: %s: %s %s (%s)", what, radius.CODES[nak], verdict.cause,
+                        verdict.detail)
+        else:
+            out = self._act(data, p, client, verdict, what)
+        self._seen[p.authenticator] = _Seen(src, p.identifier, out.reply, expires)
+        heapq.heappush(self._expiry, (expires, p.authenticator))
+        return out
+
+    def _act(self, data: bytes, p: radius.Packet, client: CoaClient, a: Action,
+             what: str) -> Outcome:
+        ack, nak = _REPLIES[p.code]
+        rates = "" if a.kind == "disconnect" else f" in {a.rate_in} out {a.rate_out} bit/s"
+        try:
+            if a.kind == "disconnect":
+                found = self.handler.disconnect(dict(a.ident))
+            else:
+                found = self.handler.coa(dict(a.ident), a.rate_in, a.rate_out)
+        except Exception as e:  # noqa: BLE001 - a handler bug must not kill the receiver
+            log.exception("coa: %s: the %s handler failed", what, a.kind)
+            return self._reply(data, p, client, nak, "Resources-Unavailable",
+                               f"{a.kind} handler: {e!r}")
+        if not found:
+            log.warning("coa: %s: %s Session-Context-Not-Found (%s)", what,
+                        radius.CODES[nak], _show(a.ident))
+            return self._reply(data, p, client, nak, "Session-Context-Not-Found",
+                               _show(a.ident))
+        log.info("coa: %s: %s %s%s", what, radius.CODES[ack], _show(a.ident), rates)
+        return self._reply(data, p, client, ack, None, _show(a.ident) + rates)
+
+    @staticmethod
+    def _reply(data: bytes, p: radius.Packet, client: CoaClient, code: int,
+               cause: str | None, detail: str) -> Outcome:
+        attrs: list[tuple[str, Any]] = [] if cause is None else [("Error-Cause", cause)]
+        attrs += [("Proxy-State", v) for v in p.raw("Proxy-State")]
+        reply = radius.response(data, code, client.secret, attrs,
+                                with_message_authenticator=True)
+        if cause is None:
+            return Outcome("ack", "ack", reply, detail)
+        return Outcome("nak", cause, reply, detail)
+
+    @staticmethod
+    def _discard(reason: str, detail: str) -> Outcome:
+        log.warning("coa: discarded %s (%s)", detail, reason)
+        return Outcome("discard", reason, None, detail)
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            _, auth = heapq.heappop(self._expiry)
+            self._seen.pop(auth, None)
+
+
+def _show(ident: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in ident.items())
+
+
+# --- the socket ------------------------------------------------------------------------
+
+class CoaServer:
+    """A Receiver on a UDP socket, served by one thread (requests are
+    handled one at a time, in arrival order)."""
+
+    def __init__(self, settings: CoaSettings, handler: CoaHandler,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.receiver = Receiver(settings, handler, clock)
+        self._sock: socket.socket | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (address, port); the port is the real one when listen
+        asked for 0."""
+        if self._sock is None:
+            raise RuntimeError("coa: the server is not started")
+        return self._sock.getsockname()[:2]
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self.receiver.stats
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("coa: the server is already started")
+        host, port = self.settings.listen
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6 and ipaddress.ip_address(host).is_unspecified:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"coa: listen {host}:{port}: the port is in use") from None
+            if e.errno == errno.EACCES:
+                raise ValueError(f"coa: listen {host}:{port}: ports below 1024 need root "
+                                 f"or CAP_NET_BIND_SERVICE") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"coa: listen {host}:{port}: no such local address") from None
+            raise ValueError(f"coa: listen {host}:{port}: {e.strerror}") from None
+        self._sock = sock
+        self._wake = socket.socketpair()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="acctd-coa", daemon=True)
+        self._thread.start()
+        log.info("coa: listening on %s:%d for %s", *self.address[:2],
+                 ", ".join(str(c.network) for c in self.settings.clients))
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping = True
+        assert self._wake is not None and self._sock is not None
+        self._wake[1].send(b"x")
+        self._thread.join(10)
+        self._thread = None
+        for s in (self._sock, *self._wake):
+            s.close()
+        self._sock, self._wake = None, None
+
+    def __enter__(self) -> "CoaServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        assert self._sock is not None and self._wake is not None
+        sock, wake = self._sock, self._wake[0]
+        while not self._stopping:
+            ready, _, _ = select.select([sock, wake], [], [])
+            if wake in ready:
+                break
+            try:
+                data, addr = sock.recvfrom(radius.MAX_PACKET + 1)
+            except OSError as e:   # an ICMP error for an earlier reply, say
+                log.debug("coa: recvfrom: %s", e)
+                continue
+            try:
+                out = self.receiver.handle(data, addr)
+                if out.reply is not None:
+                    sock.sendto(out.reply, addr)
+            except Exception:  # noqa: BLE001 - one bad datagram must not stop the server
+                log.exception("coa: datagram from %s:%d", addr[0], addr[1])

@@ -1,0 +1,667 @@
+"""F-TICKS, the federation log format for login statistics: one line per login
+success or failure (login service, RADIUS, OpenVPN), written to syslog and/or
+a file; and the reader that loads F-TICKS lines from anyone's logs into
+DuckDB and counts logins per day, realm, visited country and result.
+
+The line (the F-TICKS grammar; eduroam's attributes):
+
+    F-TICKS/<federation>/<version>#REALM=…#VISCOUNTRY=…#VISINST=…#CSI=…#RESULT=OK|FAIL#…#
+
+    F-TICKS/eduroam/1.0#REALM=example.org#VISCOUNTRY=UY#VISINST=UDELAR#
+        CSI=5d1c…(64 hex)#RESULT=OK#PN=9f86…(64 hex)#TS=1709287200#
+
+  REALM       the user's AAA realm (the `realm` given, else the part of the
+              user name after the last "@")
+  VISCOUNTRY  ISO 3166 code of the country where the login happened (config)
+  VISINST     the visited institution (config)
+  CSI         Calling-Station-Id: the device's MAC (or the client address)
+  RESULT      OK or FAIL
+  PN          the user name (a participant identifier, as the IdPs write it)
+  AP          the authenticating party (IdP, home server), when known
+  AN          the authentication method (login, radius, openvpn), when given
+  TS          the event time, whole seconds since the epoch (UTC)
+
+Privacy: CSI and PN are HMAC-SHA-256 (hex) of the value under the key in
+`key-file`; a MAC is first normalised (00:11:22:33:44:55) so one device hashes
+alike whoever reported it. Without a key they are left out (as the IdPs leave
+out the user when no salt is set); raw values appear only with `raw-values =
+true`. Values keep only the grammar's characters (ASCII letters and digits,
+`_ - : . , ;`): accents are folded ("é" -> "e"), anything else is removed
+("a#b=c@d" -> "abcd"); an attribute left empty is left out.
+
+Reading is tolerant of where a line sits (a syslog line of RFC 3164 or 5424,
+an ISO-timestamped rsyslog or `journalctl -o short-iso` line, FreeRADIUS's
+ctime-stamped radius.log, radsecproxy's syslog lines, a journald export entry,
+a bare file line): the `F-TICKS/` marker may be anywhere. It is strict about
+the line itself: a malformed line is counted under a reason (MALFORMED) and
+skipped, never fatal. The standard attributes above (and RP, AM) must obey
+the grammar, and RESULT must be there (a line is a login to count); other
+attributes are kept whatever they hold, and a line whose extension
+attributes break it (FreeRADIUS's `User-eduroam=%{User-Name}`) is imported
+and counted as "nonconforming". The event time is TS, else the syslog time
+of the line (RFC 3164 lines carry no year: the year that puts the line no
+later than a day past the file's modification time), else its journald
+entry's __REALTIME_TIMESTAMP; a line with none is malformed (no-timestamp).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import gzip
+import hashlib
+import hmac
+import logging
+import os
+import re
+import socket
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+log = logging.getLogger("acctd.fticks")
+
+MARKER = "F-TICKS/"
+RESULTS = ("OK", "FAIL")
+# attributes held to the grammar; the rest are extensions, kept as they come
+STANDARD = ("REALM", "VISCOUNTRY", "VISINST", "CSI", "RESULT", "PN", "AP", "RP", "AN", "AM",
+            "TS")
+# parse_line's reasons, plus import_files' own "no-timestamp"
+MALFORMED = ("bad-header", "no-attributes", "unterminated", "bad-attribute", "bad-value",
+             "duplicate-attribute", "no-result", "bad-result", "bad-ts", "no-timestamp")
+
+_LABEL = re.compile(r"[A-Za-z0-9_\-:.,;]+", re.ASCII)
+_NAME = re.compile(r"[A-Za-z0-9]+", re.ASCII)
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9_\-:.,;]", re.ASCII)
+
+FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+              "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+              **{f"local{i}": 16 + i for i in range(8)}}
+LOG_INFO = 6
+
+FTICKS_TABLE = """CREATE TABLE IF NOT EXISTS fticks (
+    ts TIMESTAMP NOT NULL, federation VARCHAR NOT NULL, version VARCHAR NOT NULL,
+    realm VARCHAR, viscountry VARCHAR, visinst VARCHAR, csi VARCHAR,
+    result VARCHAR NOT NULL, raw_line_hash VARCHAR PRIMARY KEY, source_file VARCHAR NOT NULL)"""
+_COLS = ("ts", "federation", "version", "realm", "viscountry", "visinst", "csi", "result",
+         "raw_line_hash", "source_file")
+_BATCH = 50_000
+
+
+def clean(text: Any) -> str:
+    """A value in the F-TICKS character set: accents folded to ASCII, every
+    other character outside `A-Za-z0-9_-:.,;` removed."""
+    s = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    return _NOT_LABEL.sub("", s)
+
+
+# --- settings ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FticksSettings:
+    """The [fticks] table."""
+
+    federation: str
+    version: str = "1.0"
+    visinst: str | None = None
+    viscountry: str | None = None
+    key_file: str | None = None
+    key: bytes | None = field(default=None, repr=False)
+    raw_values: bool = False         # true: CSI and PN written as they are
+    syslog: bool = False
+    syslog_facility: str = "auth"
+    syslog_socket: str = "/dev/log"
+    syslog_tag: str = "acctd"
+    file: str | None = None
+
+    _KEYS = {"federation": "federation", "version": "version", "visinst": "visinst",
+             "viscountry": "viscountry", "key-file": "key_file", "raw-values": "raw_values",
+             "syslog": "syslog", "syslog-facility": "syslog_facility",
+             "syslog-socket": "syslog_socket", "syslog-tag": "syslog_tag", "file": "file"}
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> FticksSettings:
+        """From an [fticks] table (kebab-case keys); relative paths are taken
+        relative to `base` (the config file's directory). Reads the key file
+        now, so a bad key is a config error. Errors are ValueErrors whose
+        message starts with the key."""
+        kw: dict[str, Any] = {}
+        for key, v in d.items():
+            if key not in cls._KEYS:
+                raise ValueError(f"unknown fticks key {key!r}; expected one of "
+                                 f"{', '.join(cls._KEYS)}")
+            kw[cls._KEYS[key]] = v
+        if "federation" not in kw:
+            raise ValueError("federation: required (the F-TICKS federation name, e.g. \"eduroam\")")
+        for k in ("federation", "version", "visinst"):
+            if k in kw:
+                kw[k] = _label(k, kw[k])
+        if "viscountry" in kw:
+            v = kw["viscountry"]
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z]{2}", v, re.ASCII):
+                raise ValueError(f"viscountry: expected a two-letter ISO 3166 country code, "
+                                 f"got {v!r}")
+            kw["viscountry"] = v.upper()
+        for k, name in (("raw_values", "raw-values"), ("syslog", "syslog")):
+            if k in kw and not isinstance(kw[k], bool):
+                raise ValueError(f"{name}: expected true or false, got {kw[k]!r}")
+        if "syslog_facility" in kw and kw["syslog_facility"] not in FACILITIES:
+            raise ValueError(f"syslog-facility: expected one of {', '.join(FACILITIES)}, "
+                             f"got {kw['syslog_facility']!r}")
+        for k, name in (("syslog_socket", "syslog-socket"), ("file", "file"),
+                        ("key_file", "key-file"), ("syslog_tag", "syslog-tag")):
+            if k in kw:
+                if not isinstance(kw[k], str) or not kw[k]:
+                    raise ValueError(f"{name}: expected a non-empty string, got {kw[k]!r}")
+                if k != "syslog_tag":
+                    kw[k] = str(Path(base, kw[k]))
+        if "syslog_tag" in kw and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", kw["syslog_tag"]):
+            raise ValueError(f"syslog-tag: expected up to 32 letters, digits, '_', '.' or '-', "
+                             f"got {kw['syslog_tag']!r}")
+        if not kw.get("syslog") and not kw.get("file"):
+            raise ValueError("syslog, file: F-TICKS needs a destination: syslog = true "
+                             "and/or file = PATH")
+        if kw.get("key_file"):
+            kw["key"] = read_key(kw["key_file"])
+        return cls(**kw)
+
+
+def _label(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key}: expected a string (quote it: \"1.0\"), got {v!r}")
+    if not _LABEL.fullmatch(v):
+        raise ValueError(f"{key}: {v!r} is outside the F-TICKS character set "
+                         f"(ASCII letters, digits and _ - : . , ;)")
+    return v
+
+
+def read_key(path: str) -> bytes:
+    """The HMAC key (acctd.common.secret_files: owner-only file, line ending dropped)."""
+    from acctd.common.secret_files import read_private
+    return read_private(path, "key-file:")
+
+
+# --- writing ----------------------------------------------------------------------------
+
+def hash_value(key: bytes, value: str) -> str:
+    """HMAC-SHA-256 of the value's UTF-8 bytes, lower-case hex."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def _csi_text(csi: str) -> str:
+    from acctd.services.mac_control import MacError, normalize_mac
+    try:
+        return normalize_mac(csi)
+    except MacError:
+        return csi.strip()
+
+
+def _private(s: FticksSettings, value: str | None, csi: bool) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    text = _csi_text(str(value)) if csi else str(value).strip()
+    if s.raw_values:
+        return clean(text)
+    if s.key:
+        return hash_value(s.key, text)
+    return None
+
+
+def _result(result: Any) -> str:
+    if isinstance(result, bool):
+        return "OK" if result else "FAIL"
+    if isinstance(result, str) and result.upper() in RESULTS:
+        return result.upper()
+    raise ValueError(f"result: expected OK, FAIL or a bool, got {result!r}")
+
+
+def format_line(settings: FticksSettings, *, realm: str | None, user: str | None,
+                csi: str | None, result: bool | str, ap: str | None = None,
+                ts: float | dt.datetime | None = None, method: str | None = None,
+                extra: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> str:
+    """One F-TICKS line, without a newline. realm None: taken from the user
+    name after its last "@". ts: epoch seconds or an aware datetime (None:
+    no TS attribute). method: AN (login, radius, openvpn). extra: more
+    attributes, names of ASCII letters and digits, not a standard one."""
+    if realm is None and user and "@" in user:
+        realm = user.rsplit("@", 1)[1]
+    attrs: list[tuple[str, str | None]] = [
+        ("REALM", clean(realm) if realm else None),
+        ("VISCOUNTRY", settings.viscountry),
+        ("VISINST", settings.visinst),
+        ("CSI", _private(settings, csi, csi=True)),
+        ("RESULT", _result(result)),
+        ("PN", _private(settings, user, csi=False)),
+        ("AP", clean(ap) if ap else None),
+        ("AN", clean(method) if method else None),
+    ]
+    if ts is not None:
+        secs = ts.timestamp() if isinstance(ts, dt.datetime) else float(ts)
+        attrs.append(("TS", str(int(secs))))
+    for name, value in (extra.items() if isinstance(extra, Mapping) else extra):
+        if not _NAME.fullmatch(name) or name.upper() in STANDARD:
+            raise ValueError(f"extra F-TICKS attribute {name!r}: expected ASCII letters and "
+                             f"digits, not one of {', '.join(STANDARD)}")
+        attrs.append((name, clean(value)))
+    body = "#".join(f"{k}={v}" for k, v in attrs if v)
+    return f"{MARKER}{settings.federation}/{settings.version}#{body}#"
+
+
+class Emitter:
+    """Writes F-TICKS lines to the configured file (appended, one write per
+    line, O_APPEND so other writers and logrotate's copytruncate interleave
+    whole lines) and/or syslog (an RFC 3164 datagram to the syslog socket,
+    as syslog(3) sends it). emit() never raises for I/O: a line that cannot be
+    written is logged and counted in `lost` (a login must not fail because
+    its statistics could not be written). Opening the file can raise."""
+
+    def __init__(self, settings: FticksSettings, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clock = clock
+        self.written = 0
+        self.lost = 0
+        self._fd: int | None = None
+        self._sock: socket.socket | None = None
+        self._warned: set[str] = set()
+        if settings.file:
+            self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.settings.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       0o640)
+
+    def reopen(self) -> None:
+        """Open the file again (after logrotate moved it; on SIGHUP)."""
+        if self.settings.file:
+            fd = self._open()
+            old, self._fd = self._fd, fd
+            if old is not None:
+                os.close(old)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def emit(self, *, realm: str | None = None, user: str | None = None,
+             csi: str | None = None, result: bool | str, ap: str | None = None,
+             method: str | None = None, ts: float | dt.datetime | None = None,
+             extra: Mapping[str, str] | None = None) -> str:
+        """Format one login (TS: now unless given) and write it; returns the line."""
+        when = self.clock() if ts is None else ts
+        line = format_line(self.settings, realm=realm, user=user, csi=csi, result=result, ap=ap,
+                           ts=when, method=method, extra=extra or ())
+        if self._fd is not None:
+            self._write_file(line)
+        if self.settings.syslog:
+            secs = when.timestamp() if isinstance(when, dt.datetime) else float(when)
+            self._send_syslog(line, secs)
+        return line
+
+    def _problem(self, where: str, e: OSError) -> None:
+        self.lost += 1
+        # one message per kind of failure until it recovers, not one per login
+        if where not in self._warned:
+            self._warned.add(where)
+            log.error("F-TICKS line not written to %s: %s", where, e)
+
+    def _recovered(self, where: str) -> None:
+        self.written += 1
+        if where in self._warned:
+            self._warned.discard(where)
+            log.warning("F-TICKS lines are written to %s again", where)
+
+    def _write_file(self, line: str) -> None:
+        data = (line + "\n").encode()
+        try:
+            n = os.write(self._fd, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+        except OSError as e:
+            self._problem(self.settings.file, e)
+        else:
+            self._recovered(self.settings.file)
+
+    def syslog_datagram(self, line: str, secs: float) -> bytes:
+        pri = FACILITIES[self.settings.syslog_facility] * 8 + LOG_INFO
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(secs))
+        return f"<{pri}>{stamp} {self.settings.syslog_tag}[{os.getpid()}]: {line}".encode()
+
+    def _send_syslog(self, line: str, secs: float) -> None:
+        data = self.syslog_datagram(line, secs)
+        where = f"syslog ({self.settings.syslog_socket})"
+        for attempt in (1, 2):  # the syslog daemon may have restarted: connect once more
+            try:
+                if self._sock is None:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    try:
+                        sock.connect(self.settings.syslog_socket)
+                    except OSError:
+                        sock.close()
+                        raise
+                    self._sock = sock
+                self._sock.send(data)
+            except OSError as e:
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+                if attempt == 2:
+                    self._problem(where, e)
+            else:
+                self._recovered(where)
+                return
+
+
+# --- reading ----------------------------------------------------------------------------
+
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
+                                       "Sep", "Oct", "Nov", "Dec"), 1)}
+_ISO = re.compile(r"\s*(?:<\d{1,3}>)?(?:1 )?(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)"
+                  r"(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)?\b", re.ASCII)
+_CTIME = re.compile(r"\s*(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) +(\d{1,2}) "
+                    r"(\d\d):(\d\d):(\d\d) (\d{4})\b", re.ASCII)
+_BSD = re.compile(r"\s*(?:<\d{1,3}>)?([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b", re.ASCII)
+
+
+def _local(naive: dt.datetime, zone: dt.tzinfo | None) -> dt.datetime:
+    return naive.astimezone() if zone is None else naive.replace(tzinfo=zone)
+
+
+def prefix_time(head: str, zone: dt.tzinfo | None = None,
+                ref: dt.datetime | None = None) -> dt.datetime | None:
+    """The time a log line's prefix (the text before the marker) carries, as
+    an aware datetime, or None. Times without an offset are in `zone` (None:
+    the local zone). ref: the file's modification time, for RFC 3164's year."""
+    try:
+        m = _ISO.match(head)
+        if m:
+            y, mo, d, hh, mi, ss, frac, off = m.groups()
+            us = int((frac or "0")[:6].ljust(6, "0"))
+            naive = dt.datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss), us)
+            if off is None:
+                return _local(naive, zone)
+            if off == "Z":
+                return naive.replace(tzinfo=dt.timezone.utc)
+            off = off.replace(":", "")
+            delta = dt.timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
+            return naive.replace(tzinfo=dt.timezone(-delta if off[0] == "-" else delta))
+        m = _CTIME.match(head)
+        if m and m.group(1) in _MONTHS:
+            mon, d, hh, mi, ss, y = m.groups()
+            return _local(dt.datetime(int(y), _MONTHS[mon], int(d), int(hh), int(mi), int(ss)),
+                          zone)
+        m = _BSD.match(head)
+        if m and m.group(1) in _MONTHS:
+            mon, d, hh, mi, ss = m.groups()
+            ref = ref or dt.datetime.now(dt.timezone.utc)
+            for year in (ref.year, ref.year - 1):
+                try:
+                    t = _local(dt.datetime(year, _MONTHS[mon], int(d), int(hh), int(mi),
+                                           int(ss)), zone)
+                except ValueError:      # 29 Feb of a common year
+                    continue
+                if t <= ref + dt.timedelta(days=1):
+                    return t
+    except ValueError:
+        return None
+    return None
+
+
+def parse_line(text: str, *, zone: dt.tzinfo | None = None, ref: dt.datetime | None = None,
+               fallback_ts: dt.datetime | None = None) -> dict | str | None:
+    """Read one log line. None: no F-TICKS marker in it (not an F-TICKS line).
+    A str: the line is malformed, and why (one of MALFORMED). Otherwise a
+    dict: federation, version, attrs (name -> value, in line order), ts (an
+    aware datetime from TS, else the line's syslog time, else fallback_ts;
+    None if none), ts_source ("TS", "prefix", "fallback" or None) and
+    nonconforming (an extension attribute breaks the grammar). zone, ref:
+    see prefix_time."""
+    i = text.find(MARKER)
+    if i < 0:
+        return None
+    head, body = text[:i], text[i + len(MARKER):].rstrip()
+    last = body.rfind("#")
+    if last < 0:
+        return "no-attributes"
+    tail = body[last + 1:]
+    # what may follow the line: nothing, or a quote/space closing its container (JSON, linelog)
+    if tail and tail[0] not in "\"' \t":
+        return "unterminated"
+    first = body.find("#")
+    header = body[:first].split("/")
+    if len(header) != 2 or not all(_LABEL.fullmatch(p) for p in header):
+        return "bad-header"
+    if first == last:
+        return "no-attributes"
+    attrs: dict[str, str] = {}
+    nonconforming = False
+    for item in body[first + 1:last].split("#"):
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            return "bad-attribute"
+        if name in attrs:
+            return "duplicate-attribute"
+        if name in STANDARD:
+            if not _LABEL.fullmatch(value):
+                return "bad-value"
+        elif not (_NAME.fullmatch(name) and _LABEL.fullmatch(value)):
+            nonconforming = True
+        attrs[name] = value
+    if "RESULT" not in attrs:
+        return "no-result"
+    if attrs["RESULT"] not in RESULTS:
+        return "bad-result"
+    source = None
+    if "TS" in attrs:
+        if not attrs["TS"].isdigit():
+            return "bad-ts"
+        try:
+            ts = dt.datetime.fromtimestamp(int(attrs["TS"]), dt.timezone.utc)
+        except (OverflowError, ValueError, OSError):
+            return "bad-ts"
+        source = "TS"
+    else:
+        ts = prefix_time(head, zone, ref)
+        if ts is not None:
+            source = "prefix"
+        elif fallback_ts is not None:
+            ts, source = fallback_ts, "fallback"
+    return {"federation": header[0], "version": header[1], "attrs": attrs, "ts": ts,
+            "ts_source": source, "nonconforming": nonconforming}
+
+
+def _open_text(path: str):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _line_hash(line: str, occurrence: int) -> str:
+    # identical lines of one file are distinct logins: the n-th copy hashes with its number
+    data = line if occurrence == 0 else f"{line}\0{occurrence}"
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _utc_naive(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def import_files(con, paths: Iterable[str | os.PathLike], *, zone: dt.tzinfo | str | None = None,
+                 examples: int = 10) -> dict:
+    """Load the F-TICKS lines of log files (plain or .gz) into the `fticks`
+    table of a DuckDB connection (created if missing). Lines without the
+    marker are skipped; malformed ones are counted per reason, never fatal;
+    a file that cannot be read is listed and the others are still imported.
+
+    Re-importing is safe: a row's key (raw_line_hash) is the SHA-256 of the
+    line as written, prefix included (a journald export MESSAGE line: with
+    its entry's __REALTIME_TIMESTAMP; the n-th identical line of a file: with
+    n), so a file imported again, or its rotated copy (syslog -> syslog.1),
+    adds nothing; such lines count as duplicates. source_file is the file a
+    line was first imported from.
+
+    zone: the zone of syslog times written without an offset (None: local).
+    Returns counts: files, lines, fticks (lines with the marker), imported,
+    duplicates, nonconforming, malformed {reason: n}, unreadable [(path,
+    error)], examples [(path, line number, reason)] (the first few)."""
+    if isinstance(zone, str):
+        zone = ZoneInfo(zone)
+    con.execute(FTICKS_TABLE)
+    stats: dict[str, Any] = {"files": 0, "lines": 0, "fticks": 0, "imported": 0,
+                             "duplicates": 0, "nonconforming": 0, "malformed": Counter(),
+                             "unreadable": [], "examples": []}
+    for p in paths:
+        path = os.fspath(p)
+        try:
+            f = _open_text(path)
+            ref = dt.datetime.fromtimestamp(os.stat(path).st_mtime, dt.timezone.utc)
+        except OSError as e:
+            stats["unreadable"].append((path, e.strerror or str(e)))
+            continue
+        source = os.path.abspath(path)
+        rows: list[tuple] = []
+        seen: Counter = Counter()
+        journal_ts: dt.datetime | None = None
+        try:
+            with f:
+                for lineno, raw in enumerate(f, 1):
+                    stats["lines"] += 1
+                    line = raw.rstrip("\r\n")
+                    if not line:
+                        journal_ts = None        # the end of a journald export entry
+                        continue
+                    if line.startswith("__REALTIME_TIMESTAMP="):
+                        journal_ts = _journal_time(line)
+                        continue
+                    if MARKER not in line:
+                        continue
+                    stats["fticks"] += 1
+                    r = parse_line(line, zone=zone, ref=ref, fallback_ts=journal_ts)
+                    if isinstance(r, dict) and r["ts"] is None:
+                        r = "no-timestamp"
+                    if isinstance(r, str):
+                        stats["malformed"][r] += 1
+                        if len(stats["examples"]) < examples:
+                            stats["examples"].append((path, lineno, r))
+                        continue
+                    stats["nonconforming"] += r["nonconforming"]
+                    a = r["attrs"]
+                    # a journal MESSAGE line has no time of its own: its entry's is part of it
+                    text = line if r["ts_source"] != "fallback" else \
+                        f"{r['ts'].isoformat()} {line}"
+                    rows.append((_utc_naive(r["ts"]), r["federation"], r["version"],
+                                 a.get("REALM"), a.get("VISCOUNTRY"), a.get("VISINST"),
+                                 a.get("CSI"), a["RESULT"], _line_hash(text, seen[text]), source))
+                    seen[text] += 1
+                    if len(rows) >= _BATCH:
+                        _insert(con, rows, stats)
+                        rows = []
+        except (OSError, EOFError) as e:   # a truncated .gz, an I/O error: keep what was read
+            stats["unreadable"].append((path, getattr(e, "strerror", None) or str(e)))
+        _insert(con, rows, stats)
+        stats["files"] += 1
+    stats["malformed"] = dict(sorted(stats["malformed"].items()))
+    return stats
+
+
+def _journal_time(line: str) -> dt.datetime | None:
+    try:
+        us = int(line.split("=", 1)[1])
+        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _insert(con, rows: list[tuple], stats: dict) -> None:
+    if not rows:
+        return
+    import numpy as np
+    cols = list(zip(*rows))
+    batch = {name: np.array(col, dtype=object) for name, col in zip(_COLS, cols)}
+    batch["ts"] = np.array(cols[0], dtype="datetime64[us]")
+    con.register("fticks_batch", batch)
+    try:
+        n = con.execute(f"INSERT OR IGNORE INTO fticks SELECT {', '.join(_COLS)} "
+                        f"FROM fticks_batch").fetchall()[0][0]
+    finally:
+        con.unregister("fticks_batch")
+    stats["imported"] += n
+    stats["duplicates"] += len(rows) - n
+
+
+def format_import(stats: Mapping[str, Any]) -> str:
+    """import_files' counts as a few lines for the operator."""
+    mal = stats["malformed"]
+    nmal = sum(mal.values())
+    out = [f"{stats['files']} file(s), {stats['lines']} line(s), {stats['fticks']} F-TICKS "
+           f"line(s): {stats['imported']} imported, {stats['duplicates']} duplicate(s), "
+           f"{nmal} malformed"]
+    if nmal:
+        out.append("malformed: " + ", ".join(f"{r} {n}" for r, n in mal.items()))
+    for path, lineno, reason in stats["examples"]:
+        out.append(f"  {path}:{lineno}: {reason}")
+    if stats["nonconforming"]:
+        out.append(f"{stats['nonconforming']} line(s) with extension attributes outside the "
+                   f"F-TICKS grammar (imported)")
+    for path, err in stats["unreadable"]:
+        out.append(f"cannot read {path}: {err}")
+    return "\n".join(out)
+
+
+# --- report -----------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("day", "realm", "viscountry", "result", "logins")
+
+
+def report(con, since: dt.date | dt.datetime | None = None,
+           zone: dt.tzinfo | str = "UTC") -> list[dict]:
+    """Logins per day (in `zone`) x realm x visited country x result, oldest
+    day first: dicts of REPORT_COLUMNS (day as YYYY-MM-DD; realm and
+    viscountry None when the lines had none). since: a date (from its
+    midnight in `zone`) or a datetime (naive: in `zone`)."""
+    zone = ZoneInfo(zone) if isinstance(zone, str) else zone
+    con.execute(FTICKS_TABLE)
+    q = ("SELECT CAST(timezone(?, timezone('UTC', ts)) AS DATE) AS day, realm, viscountry, "
+         "result, count(*) FROM fticks")
+    args: list[Any] = [str(zone)]
+    if since is not None:
+        if not isinstance(since, dt.datetime):
+            since = dt.datetime(since.year, since.month, since.day)
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=zone)
+        q += " WHERE ts >= ?"
+        args.append(_utc_naive(since))
+    q += (" GROUP BY ALL ORDER BY day, realm NULLS FIRST, viscountry NULLS FIRST, "
+          "result DESC")   # OK before FAIL
+    return [dict(zip(REPORT_COLUMNS, (day.isoformat(), realm, country, result, n)))
+            for day, realm, country, result, n in con.execute(q, args).fetchall()]
+
+
+def format_report(rows: Iterable[Mapping[str, Any]]) -> str:
+    """report()'s rows as a table: one line per row, "-" for a missing realm
+    or country, and a total line."""
+    rows = list(rows)
+    head = ("DAY", "REALM", "VISCOUNTRY", "RESULT", "LOGINS")
+    cells = [(r["day"], r["realm"] or "-", r["viscountry"] or "-", r["result"],
+              str(r["logins"])) for r in rows]
+    total = sum(r["logins"] for r in rows)
+    foot = ("total", "", "", "", str(total))
+    width = [max(len(c[i]) for c in [head, *cells, foot]) for i in range(5)]
+
+    def line(c):
+        return "  ".join([*(c[i].ljust(width[i]) for i in range(4)), c[4].rjust(width[4])])
+    return "\n".join(line(c) for c in [head, *cells, foot]) + "\n"

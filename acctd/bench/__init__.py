@@ -1,0 +1,1 @@
+"""Benchmarks (make bench): JSON lines of named figures."""

@@ -1,0 +1,1 @@
+"""Helpers every layer shares: durable files, secret files, running programs."""

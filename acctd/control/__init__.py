@@ -1,0 +1,1 @@
+"""The control API: the command registry, the servers and the client."""

@@ -1,0 +1,1 @@
+"""The daemon: its core (lifecycle, the drain loop, the model snapshot), main, systemd and logging."""

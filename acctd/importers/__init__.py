@@ -1,0 +1,1 @@
+"""Importing other accountants' configurations."""

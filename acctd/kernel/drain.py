@@ -1,0 +1,185 @@
+"""Drain the kernel maps into numpy: per-CPU values summed, counters turned
+into deltas against the previous drain.
+
+The kernel's counters are monotonic and never reset by user space (a reset
+would race with the datapath and lose packets); a delta is the current value
+minus the value at the last drain. An entry whose counters went backwards
+was evicted and re-created (LRU flow table), so its whole value is new.
+Everything here is vectorised: no Python work per entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from acctd.kernel.syscalls import Map
+
+
+
+def reduce_percpu(vals: np.ndarray) -> np.ndarray:
+    """Combine per-CPU copies (shape (n, ncpus)) into one value per entry.
+
+    Works on a uint64 word view, one vectorised pass per CPU: counters add,
+    first_ns takes the earliest non-zero, last_ns the largest, flag words
+    and the per-CPU cached class OR (it is user space's to know, not to read
+    back from here)."""
+    if vals.ndim == 1:
+        return vals
+    n, ncpus = vals.shape
+    dt = vals.dtype
+    nw = dt.itemsize // 8
+    w = vals.view(np.uint64).reshape(n, ncpus, nw)
+    out = w[:, 0, :].copy()
+    ops = _word_ops(dt)
+    for cpu in range(1, ncpus):
+        c = w[:, cpu, :]
+        for op, lo, hi in ops:
+            if op == "sum":
+                out[:, lo:hi] += c[:, lo:hi]
+            elif op == "max":
+                np.maximum(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+            elif op == "or":
+                np.bitwise_or(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+            elif op == "min_nonzero":
+                a, b = out[:, lo], c[:, lo]
+                out[:, lo] = np.where((a == 0) | ((b != 0) & (b < a)), b, a)
+    return out.view(dt).reshape(n)
+
+
+def _word_ops(dt: np.dtype) -> list[tuple[str, int, int]]:
+    """(operation, first word, end word) runs over a value's u64 words."""
+    ops: list[tuple[str, int, int]] = []
+    for name in dt.names:
+        ftype, off = dt.fields[name][:2]
+        lo, hi = off // 8, (off + ftype.itemsize + 7) // 8
+        if name == "first_ns":
+            op = "min_nonzero"
+        elif name == "last_ns":
+            op = "max"
+        elif name in ("tcp_flags", "cls", "gen", "pad0"):
+            op = "or"
+        else:
+            op = "sum"
+        if ops and ops[-1][0] == op and ops[-1][2] >= lo:
+            ops[-1] = (op, ops[-1][1], max(hi, ops[-1][2]))
+        elif not (ops and ops[-1][2] > lo):
+            ops.append((op, lo, hi))
+    return ops
+
+
+def read(m: Map) -> tuple[np.ndarray, np.ndarray]:
+    """All entries of a map with per-CPU values reduced: (keys, values)."""
+    keys, vals = m.read_all()
+    return keys, reduce_percpu(vals)
+
+
+# Fields that are monotonic counters (delta-able) per value type.
+def counter_fields(dt: np.dtype) -> list[str]:
+    return [n for n in dt.names
+            if n in ("packets", "bytes", "unattr_packets", "unattr_bytes",
+                     "drop_packets", "drop_bytes", "health", "health_bytes")]
+
+
+def key_hash(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each key, for joining two drains by key."""
+    if len(keys) == 0:
+        return np.zeros(0, np.uint64)
+    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), -1)
+    width = raw.shape[1]
+    if width % 8:
+        raw = np.pad(raw, ((0, 0), (0, 8 - width % 8)))
+    words = raw.view(np.uint64)
+    h = np.full(len(keys), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(words.shape[1]):
+            h ^= words[:, i]
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+    return h
+
+
+@dataclass
+class Delta:
+    keys: np.ndarray     # entries whose counters moved
+    values: np.ndarray   # their deltas (non-counter fields: current value)
+
+
+class Deltas:
+    """Turns successive reads of one keyed map into per-entry deltas."""
+
+    def __init__(self):
+        self._keys: np.ndarray | None = None
+        self._vals: np.ndarray | None = None
+        self._hash_sorted: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+
+    @property
+    def previous(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self._keys is None else (self._keys, self._vals)
+
+    def seed(self, keys: np.ndarray, vals: np.ndarray) -> None:
+        """Start from a known state (e.g. a checkpoint from the database)."""
+        self._keys, self._vals = keys.copy(), vals.copy()
+        h = key_hash(keys)
+        self._order = np.argsort(h, kind="stable")
+        self._hash_sorted = h[self._order]
+
+    def update(self, keys: np.ndarray, vals: np.ndarray) -> Delta:
+        fields = counter_fields(vals.dtype)
+        delta = vals.copy()
+        if self._keys is not None and len(self._keys) and len(keys):
+            h = key_hash(keys)
+            pos = np.searchsorted(self._hash_sorted, h)
+            pos_c = np.minimum(pos, len(self._hash_sorted) - 1)
+            hit = self._hash_sorted[pos_c] == h
+            prev_idx = self._order[pos_c]
+            # confirm the full key (a 64-bit hash may collide)
+            kb = keys.view(np.uint8).reshape(len(keys), -1)
+            pb = self._keys.view(np.uint8).reshape(len(self._keys), -1)
+            hit[hit] = (kb[hit] == pb[prev_idx[hit]]).all(axis=1)
+            prev = self._vals[prev_idx]
+            for f in fields:
+                cur, old = vals[f], prev[f]
+                # any counter going backwards -> the entry was re-created
+                grew = hit & (cur >= old).reshape(len(keys), -1).all(axis=1)
+                d = delta[f]
+                d[grew] = cur[grew] - old[grew]
+        moved = np.zeros(len(keys), dtype=bool)
+        for f in fields if len(keys) else ():  # reshape(0, -1) is ambiguous
+            moved |= (delta[f].reshape(len(keys), -1) != 0).any(axis=1)
+        self.seed(keys, vals)
+        return Delta(keys[moved], delta[moved])
+
+    def forget(self, keys: np.ndarray) -> None:
+        """Drop entries user space deleted (reaped flows) from the baseline."""
+        if self._keys is None or not len(keys):
+            return
+        gone = np.isin(key_hash(self._keys), key_hash(keys))
+        self.seed(self._keys[~gone], self._vals[~gone])
+
+
+def array_delta(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """Delta of an array map (index = key) against the previous read."""
+    if prev is None:
+        return cur.copy()
+    out = cur.copy()
+    for f in counter_fields(cur.dtype):
+        out[f] = cur[f] - prev[f]
+    return out
+
+
+def addr_to_str(addr: np.ndarray) -> str:
+    """16-byte key to text; IPv4-mapped addresses print as IPv4."""
+    import ipaddress
+    a = ipaddress.IPv6Address(bytes(addr))
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+
+
+def addr_from_str(text: str) -> bytes:
+    import ipaddress
+    a = ipaddress.ip_address(text)
+    if a.version == 4:
+        return bytes(10) + b"\xff\xff" + a.packed
+    return a.packed

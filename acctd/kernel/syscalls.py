@@ -1,0 +1,340 @@
+"""Thin ctypes wrappers around the bpf(2) commands acctd needs at run time.
+
+Reading pinned maps, batch lookups straight into numpy buffers, pinning and
+BPF_PROG_RUN need no compiler, so neither the daemon's read path nor acctctl
+imports bcc; only building programs does (acctd/kernel/build.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import struct
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from acctd.errors import BpfError
+
+_NR_BPF = 321  # x86_64
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
+BPF_MAP_DELETE_BATCH = 27
+
+ENOTSUPP = 524  # the kernel's internal 'not supported', leaked by some map ops
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+_ATTR_SIZE = 128
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _bpf(cmd: int, attr: ctypes.Array) -> int:
+    ret = _libc.syscall(_NR_BPF, cmd, attr, _ATTR_SIZE)
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise BpfError.from_errno(e, f"bpf(cmd {cmd})")
+    return ret
+
+
+def _attr() -> ctypes.Array:
+    return ctypes.create_string_buffer(_ATTR_SIZE)
+
+
+def _addr(buf) -> int:
+    """Address of a numpy array, bytes buffer or ctypes object (0 for None)."""
+    if buf is None:
+        return 0
+    if isinstance(buf, np.ndarray):
+        return buf.ctypes.data
+    return ctypes.addressof(buf)
+
+
+@cache
+def possible_cpus() -> int:
+    """Per-CPU map values have one slot per *possible* CPU, not online."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spec = f.read().strip()
+    last = 0
+    for part in spec.split(","):
+        last = max(last, int(part.split("-")[-1]))
+    return last + 1
+
+
+def obj_get(path: str) -> int:
+    a = _attr()
+    p = ctypes.create_string_buffer(path.encode())
+    struct.pack_into("=Q", a, 0, ctypes.addressof(p))
+    try:
+        return _bpf(BPF_OBJ_GET, a)
+    except BpfError as e:
+        raise e.with_context(f"opening pin {path}") from None
+
+
+def obj_pin(fd: int, path: str) -> None:
+    a = _attr()
+    p = ctypes.create_string_buffer(path.encode())
+    struct.pack_into("=QI", a, 0, ctypes.addressof(p), fd)
+    _bpf(BPF_OBJ_PIN, a)
+
+
+def _info(fd: int, size: int) -> bytes:
+    buf = ctypes.create_string_buffer(size)
+    a = _attr()
+    struct.pack_into("=IIQ", a, 0, fd, size, ctypes.addressof(buf))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, a)
+    return buf.raw
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    name: str
+
+
+def map_info(fd: int) -> MapInfo:
+    raw = _info(fd, 88)
+    t, mid, ks, vs, me, fl = struct.unpack_from("=6I", raw, 0)
+    name = raw[24:40].split(b"\0", 1)[0].decode()
+    return MapInfo(t, mid, ks, vs, me, fl, name)
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    type: int
+    id: int
+    tag: bytes
+    name: str
+
+
+def prog_info(fd: int) -> ProgInfo:
+    raw = _info(fd, 232)
+    t, pid = struct.unpack_from("=II", raw, 0)
+    tag = raw[8:16]
+    name = raw[64:80].split(b"\0", 1)[0].decode()
+    return ProgInfo(t, pid, tag, name)
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    a = _attr()
+    struct.pack_into("=I", a, 0, prog_id)
+    return _bpf(BPF_PROG_GET_FD_BY_ID, a)
+
+
+# Map types whose values are per-CPU (kernel enum bpf_map_type).
+PERCPU_MAP_TYPES = {5, 6, 10}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+class Map:
+    """A BPF map by fd, read and written with numpy buffers."""
+
+    def __init__(self, fd: int, key_dtype: np.dtype, value_dtype: np.dtype, name: str = ""):
+        self.fd = fd
+        self.info = map_info(fd)
+        self.name = name or self.info.name
+        self.key_dtype = np.dtype(key_dtype)
+        self.value_dtype = np.dtype(value_dtype)
+        self.percpu = self.info.type in PERCPU_MAP_TYPES
+        self.ncpus = possible_cpus() if self.percpu else 1
+        if self.key_dtype.itemsize != self.info.key_size or \
+                self.value_dtype.itemsize != self.info.value_size:
+            raise BpfError(
+                errno.EINVAL,
+                f"map {self.name}: kernel key/value size {self.info.key_size}/"
+                f"{self.info.value_size} does not match the ABI "
+                f"{self.key_dtype.itemsize}/{self.value_dtype.itemsize}; "
+                "a stale pin from another build? run `acctctl detach`")
+
+    @classmethod
+    def open_pinned(cls, path: str, key_dtype, value_dtype) -> "Map":
+        return cls(obj_get(path), key_dtype, value_dtype, os.path.basename(path))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _value_buf(self, n: int) -> np.ndarray:
+        # Per-CPU values are laid out as value_size rounded up to 8, per CPU.
+        assert not self.percpu or self.value_dtype.itemsize % 8 == 0
+        return np.zeros((n, self.ncpus) if self.percpu else n, dtype=self.value_dtype)
+
+    def lookup(self, key) -> np.ndarray | None:
+        k = np.asarray(key, dtype=self.key_dtype).reshape(1)
+        v = self._value_buf(1)
+        a = _attr()
+        struct.pack_into("=IIQQQ", a, 0, self.fd, 0, _addr(k), _addr(v), 0)
+        try:
+            _bpf(BPF_MAP_LOOKUP_ELEM, a)
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return v[0]
+
+    def update(self, key, value, flags: int = BPF_ANY) -> None:
+        k = np.asarray(key, dtype=self.key_dtype).reshape(1)
+        v = np.ascontiguousarray(value, dtype=self.value_dtype)
+        if self.percpu and v.shape != (self.ncpus,):
+            v = np.broadcast_to(v.reshape(-1)[:1], (self.ncpus,)).copy()
+        a = _attr()
+        struct.pack_into("=IIQQQ", a, 0, self.fd, 0, _addr(k), _addr(v), flags)
+        _bpf(BPF_MAP_UPDATE_ELEM, a)
+
+    def delete(self, key) -> bool:
+        k = np.asarray(key, dtype=self.key_dtype).reshape(1)
+        a = _attr()
+        struct.pack_into("=IIQ", a, 0, self.fd, 0, _addr(k))
+        try:
+            _bpf(BPF_MAP_DELETE_ELEM, a)
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def lookup_and_delete(self, key) -> np.ndarray | None:
+        """Atomically take an entry's final value (for reaping idle flows)."""
+        k = np.asarray(key, dtype=self.key_dtype).reshape(1)
+        v = self._value_buf(1)
+        a = _attr()
+        struct.pack_into("=IIQQQ", a, 0, self.fd, 0, _addr(k), _addr(v), 0)
+        try:
+            _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, a)
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+        return v[0]
+
+    def delete_batch(self, keys: np.ndarray) -> int:
+        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
+        if len(keys) == 0:
+            return 0
+        a = _attr()
+        struct.pack_into("=QQQQII", a, 0, 0, 0, _addr(keys), 0, len(keys), self.fd)
+        try:
+            _bpf(BPF_MAP_DELETE_BATCH, a)
+        except BpfError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        return struct.unpack_from("=I", a, 32)[0]
+
+    def update_batch(self, keys: np.ndarray, values: np.ndarray, flags: int = BPF_ANY) -> None:
+        """BPF_MAP_UPDATE_BATCH (values shaped (n, ncpus) for per-CPU maps)."""
+        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
+        values = np.ascontiguousarray(values, dtype=self.value_dtype)
+        a = _attr()
+        struct.pack_into("=QQQQIIQQ", a, 0, 0, 0, _addr(keys), _addr(values), len(keys), self.fd,
+                         flags, 0)
+        _bpf(BPF_MAP_UPDATE_BATCH, a)
+
+    BATCH = 16384
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """All entries with BPF_MAP_LOOKUP_BATCH: (keys[n], values[n, ncpus]).
+
+        One syscall per max_entries-sized chunk, written straight into
+        preallocated numpy arrays: no per-entry Python work."""
+        cap = self.info.max_entries
+        keys = np.empty(cap, dtype=self.key_dtype)
+        vals = self._value_buf(cap)
+        token_in = ctypes.create_string_buffer(max(8, self.key_dtype.itemsize))
+        token_out = ctypes.create_string_buffer(max(8, self.key_dtype.itemsize))
+        n = 0
+        first = True
+        while n < cap:
+            a = _attr()
+            # The kernel bounces each batch through a buffer of its size:
+            # moderate chunks keep that buffer in cache and cheap to allocate.
+            chunk = min(cap - n, self.BATCH)
+            struct.pack_into(
+                "=QQQQII", a, 0,
+                0 if first else ctypes.addressof(token_in), ctypes.addressof(token_out),
+                keys.ctypes.data + n * keys.itemsize,
+                vals.ctypes.data + n * vals.itemsize * (self.ncpus if self.percpu else 1),
+                chunk, self.fd)
+            done = False
+            try:
+                _bpf(BPF_MAP_LOOKUP_BATCH, a)
+            except BpfError as e:
+                if first and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
+                    return self._read_by_key()  # LPM tries have no batch lookup
+                if e.errno != errno.ENOENT:
+                    raise e.with_context(f"reading map {self.name}") from None
+                done = True
+            got = struct.unpack_from("=I", a, 32)[0]
+            n += got
+            if done or got == 0:
+                break
+            ctypes.memmove(token_in, token_out, len(token_out))
+            first = False
+        return keys[:n], vals[:n]
+
+
+    def _read_by_key(self) -> tuple[np.ndarray, np.ndarray]:
+        """All entries one key at a time (maps without batch operations; small)."""
+        keys = []
+        k = None
+        nxt = np.zeros(1, self.key_dtype)
+        while True:
+            a = _attr()
+            struct.pack_into("=IIQQ", a, 0, self.fd, 0, 0 if k is None else _addr(k), _addr(nxt))
+            try:
+                _bpf(BPF_MAP_GET_NEXT_KEY, a)
+            except BpfError as e:
+                if e.errno == errno.ENOENT:
+                    break
+                raise e.with_context(f"reading map {self.name}") from None
+            k = nxt.copy()
+            keys.append(k[0])
+        kk = np.array(keys, dtype=self.key_dtype)
+        vals = self._value_buf(len(kk))
+        n = 0
+        for key in kk:
+            v = self.lookup(key)
+            if v is not None:  # deleted meanwhile
+                kk[n], vals[n] = key, v
+                n += 1
+        return kk[:n], vals[:n]
+
+
+def prog_test_run(prog_fd: int, data: bytes | np.ndarray, repeat: int = 1,
+                  data_out_size: int = 0, ctx: bytes | None = None) -> tuple[int, int, bytes]:
+    """BPF_PROG_RUN: returns (retval, mean duration in ns, data_out).
+
+    `ctx` is an optional struct xdp_md / __sk_buff (e.g. to set gso_segs)."""
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(bytes(data), np.uint8).copy()
+    out = np.zeros(data_out_size, dtype=np.uint8) if data_out_size else None
+    cbuf = np.frombuffer(ctx, np.uint8).copy() if ctx else None
+    a = _attr()
+    struct.pack_into("=IIIIQQIIIIQQ", a, 0, prog_fd, 0, buf.nbytes, data_out_size,
+                     _addr(buf), _addr(out), repeat, 0,
+                     0 if cbuf is None else cbuf.nbytes, 0, _addr(cbuf), 0)
+    _bpf(BPF_PROG_TEST_RUN, a)
+    retval, = struct.unpack_from("=I", a, 4)
+    duration, = struct.unpack_from("=I", a, 36)
+    size_out, = struct.unpack_from("=I", a, 12)
+    return retval, duration, (out[:size_out].tobytes() if out is not None else b"")

@@ -1,0 +1,63 @@
+"""NeTAMS system policies: per-unit blocks by reason, as kernel verdicts.
+
+    sys-deny                 block everything (admin); other blocks stay
+    sys-allow                lift every block: passes whatever else is set, until
+                             a sys-deny word ends the override
+    sys-deny-ACTION          block for a reason: quota, login, money, mac
+    sys-allow-ACTION         lift that reason only
+
+A unit's state is a bitmask of abi.Reason. Every address of the unit gets
+verdict DROP while any deny bit is set, with the bits as its reason; with
+SYS_ALLOW among them the kernel passes anyway (acct_blocked in acct_lib.h).
+Pure: the daemon applies the result to the datapath.
+"""
+
+from __future__ import annotations
+
+from acctd.kernel.abi import Reason, Verdict
+
+ACTIONS = {"quota": Reason.QUOTA, "login": Reason.LOGIN, "money": Reason.MONEY,
+           "mac": Reason.MAC}
+DENY_BITS = Reason.SYS_DENY | Reason.QUOTA | Reason.LOGIN | Reason.MONEY | Reason.MAC
+
+
+def apply(bits: int, word: str) -> int:
+    """The state after one policy word ("sys-deny-quota" or "deny-quota")."""
+    w = word.replace("–", "-").lower().removeprefix("sys-")
+    if w == "deny":
+        return (bits | Reason.SYS_DENY) & ~Reason.SYS_ALLOW  # a new deny ends the override
+    if w == "allow":
+        return Reason.SYS_ALLOW  # "снять все запреты": every block lifted
+    kind, _, action = w.partition("-")
+    if kind in ("deny", "allow") and action in ACTIONS:
+        bit = ACTIONS[action]
+        if kind == "deny":
+            return (bits | bit) & ~Reason.SYS_ALLOW
+        return bits & ~bit
+    raise ValueError(f"unknown system policy {word!r}; expected sys-deny, sys-allow or "
+                     f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}}")
+
+
+def from_words(words) -> int:
+    bits = 0
+    for w in words:
+        bits = apply(bits, w)
+    return bits
+
+
+def verdict(bits: int) -> Verdict:
+    """What the kernel does (acct_enforce): drop while a deny bit is set,
+    unless sys-allow overrides them all (quota and login blocks included,
+    until a sys-deny word ends the override)."""
+    return Verdict.DROP if bits & DENY_BITS and not bits & Reason.SYS_ALLOW else Verdict.PASS
+
+
+def words(bits: int) -> list[str]:
+    """NeTAMS spelling of a state, for `acctctl units --syspolicy`."""
+    out = []
+    if bits & Reason.SYS_ALLOW:
+        out.append("sys-allow")
+    if bits & Reason.SYS_DENY:
+        out.append("sys-deny")
+    out += [f"sys-deny-{a}" for a, bit in ACTIONS.items() if bits & bit]
+    return out

@@ -1,0 +1,1 @@
+"""NeTAMS-style services of the daemon: each one module (or package) with its settings, hooks and commands."""

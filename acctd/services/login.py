@@ -1,0 +1,576 @@
+"""The login service (NeTAMS `service login`): per-unit passwords and timeouts,
+login/logout with the reference's replies, and which units it keeps blocked.
+
+Pure: time comes in as `now`, a unit's last counted packet comes in as
+`last_seen`, units are resolved through a `find` callable. The daemon persists
+`to_dict()`, applies `blocked()` as abi.Reason.LOGIN blocks, binds user units
+on `LoginResult.bind` and runs `expire()` every `delay` seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+OPENED, CLOSED = "opened", "closed"
+STATES = (OPENED, CLOSED)
+CAUSES = ("inactivity", "absolute")
+# the words acctd.model.sessions uses for why a session ended, for the daemon's bookkeeping
+SESSION_CAUSE = {"inactivity": "idle-timeout", "absolute": "session-timeout",
+                 "logout": "user-request", "close": "admin-reset"}
+
+NO_ADDR, NO_MAC = "0.0.0.0", "00:00:00:00:00:00"  # what the reference prints for "not given"
+
+# src/netams.h defaults, as the reference gives them for each directive
+DEFAULT_INACT = 0
+DEFAULT_ABS = 0
+MIN_INACT, MAX_INACT = 60, 12 * 60 * 60
+MIN_ABS, MAX_ABS = 60, 24 * 12 * 60 * 60
+MIN_PASSWD_LENGTH = 3
+DEFAULT_DELAY = 10
+
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)
+
+
+class LoginError(ValueError):
+    """A `login set` (or a login/logout argument) that cannot be accepted: why."""
+
+
+# --- service settings -------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LoginSettings:
+    """The service's own settings (the config file's [login] table)."""
+
+    default_inact: int = DEFAULT_INACT
+    default_abs: int = DEFAULT_ABS
+    min_inact: int = MIN_INACT
+    max_inact: int = MAX_INACT
+    min_abs: int = MIN_ABS
+    max_abs: int = MAX_ABS
+    min_passwd_length: int = MIN_PASSWD_LENGTH
+    delay: int = DEFAULT_DELAY
+    relogin: bool = True         # "По умолчанию «да»"
+    set_user_ip: bool = False    # "По умолчанию равно 0"
+
+    # kebab-case as in NeTAMS; the reference itself writes the bounds with
+    # underscores (max_inact, min_passwd_length), so both spellings are read
+    _KEYS = {"default-inact": "default_inact", "default-abs": "default_abs",
+             "min-inact": "min_inact", "max-inact": "max_inact",
+             "min-abs": "min_abs", "max-abs": "max_abs",
+             "min-passwd-length": "min_passwd_length", "delay": "delay",
+             "relogin": "relogin", "set-user-ip": "set_user_ip"}
+    # carried by `acctd.importers.netams` import for the per-unit records, not a setting
+    _DATA = {"units"}
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> "LoginSettings":
+        """From a [login] table. Errors are ValueErrors whose message names the
+        key as written, so acctd.config can point at its line."""
+        kw: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for key, v in d.items():
+            norm = key.replace("_", "-")
+            if norm in cls._DATA:
+                if not isinstance(v, Mapping):
+                    raise ValueError(f"{key}: expected a table of units")
+                continue
+            if norm not in cls._KEYS:
+                raise ValueError(f"unknown login key {key!r}; expected one of "
+                                 f"{', '.join(cls._KEYS)}")
+            if norm in given:
+                raise ValueError(f"{key}: given twice (also as {given[norm]})")
+            given[norm] = key
+            field = cls._KEYS[norm]
+            kw[field] = _flag(key, v) if field in ("relogin", "set_user_ip") else _seconds(key, v)
+        s = cls(**kw)
+        name = {f: given.get(k, k) for k, f in cls._KEYS.items()}
+        for lo, hi in (("min_inact", "max_inact"), ("min_abs", "max_abs")):
+            if getattr(s, lo) > getattr(s, hi):
+                raise ValueError(f"{name[lo]} ({getattr(s, lo)}) exceeds "
+                                 f"{name[hi]} ({getattr(s, hi)})")
+        # a default outside the bounds would give `set` a timeout it would refuse itself
+        for field, kind in (("default_inact", "inact"), ("default_abs", "abs")):
+            err = s.check_timeout(kind, getattr(s, field))
+            if err:
+                raise ValueError(f"{name[field]}: {err}")
+        if s.min_passwd_length < 1:
+            raise ValueError(f"{name['min_passwd_length']} must be at least 1")
+        if s.delay < 1:
+            raise ValueError(f"{name['delay']} must be at least 1 second")
+        return s
+
+    def check_timeout(self, kind: str, seconds: int) -> str | None:
+        """Why a per-unit timeout is refused, or None: 0 (off) or within the bounds."""
+        lo, hi = (self.min_inact, self.max_inact) if kind == "inact" else (self.min_abs,
+                                                                           self.max_abs)
+        if seconds == 0 or lo <= seconds <= hi:
+            return None
+        return f"{kind} must be 0 (off) or between {lo} and {hi} seconds, got {seconds}"
+
+
+def _seconds(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{key}: expected a whole number of seconds >= 0, got {v!r}")
+    return v
+
+
+def _flag(key: str, v: Any) -> bool:
+    # TOML booleans, or NeTAMS's own words as `acctd.importers.netams` carries them
+    if isinstance(v, bool):
+        return v
+    if v in (1, 0) or (isinstance(v, str) and v.lower() in ("yes", "no", "1", "0")):
+        return str(v).lower() in ("1", "yes")
+    raise ValueError(f"{key}: expected true/false (or yes/no), got {v!r}")
+
+
+def config_sets(table: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """The `set` commands `acctd.importers.netams` carried from a NeTAMS config
+    ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, words).
+
+    A unit's own `password`/`mac` (from `unit ... password`) is NOT turned into
+    a login record: in NeTAMS only the login table makes the service manage a
+    unit, and a record blocks the unit until it logs in.
+    """
+    out = []
+    for name, entry in (table.get("units") or {}).items():
+        for raw in (entry or {}).get("raw", ()):
+            out.append((str(name), str(raw).split()))
+    return out
+
+
+# --- per-unit records -------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LoginRecord:
+    """A row of NeTAMS's login table: the unit's settings and its access state.
+
+    password is an argon2id hash, never the password. inact/abs are seconds,
+    0 = that timeout is off. opened_at/addr/mac_seen are the last opening
+    (last_opened_time/_ip/_mac) and stay after closing, as history. last_used
+    is the last counted packet since opening, as `expire` was told it.
+    """
+
+    oid: str
+    password: str
+    inact: int = DEFAULT_INACT
+    abs: int = DEFAULT_ABS
+    mac: str | None = None       # the bound MAC (lowercase, colons)
+    strict: bool = False         # logins only from `mac`
+    curr_state: str = CLOSED
+    opened_at: dt.datetime | None = None
+    last_used: dt.datetime | None = None
+    addr: str | None = None
+    mac_seen: str | None = None
+    last_changed: dt.datetime | None = None
+
+    def __post_init__(self):
+        if not self.password.startswith("$argon2id$"):
+            raise ValueError("password: expected an argon2id hash ($argon2id$...)")
+        if self.curr_state not in STATES:
+            raise ValueError(f"curr_state: expected {' or '.join(STATES)}, "
+                             f"got {self.curr_state!r}")
+        if self.strict and not self.mac:
+            raise ValueError("strict: needs a bound mac")
+        if self.curr_state == OPENED and self.opened_at is None:
+            raise ValueError("opened_at: an opened record needs its opening time")
+
+    @property
+    def opened(self) -> bool:
+        return self.curr_state == OPENED
+
+    def abs_deadline(self) -> dt.datetime | None:
+        """When the absolute timeout closes this opening (None: off or not opened)."""
+        if not self.opened or not self.abs:
+            return None
+        return self.opened_at + dt.timedelta(seconds=self.abs)
+
+    def inact_deadline(self) -> dt.datetime | None:
+        """When inactivity closes it: `inact` after the last counted packet, or
+        after opening if none came since (a fresh login gets its full inact)."""
+        if not self.opened or not self.inact:
+            return None
+        base = max(self.opened_at, self.last_used) if self.last_used else self.opened_at
+        return base + dt.timedelta(seconds=self.inact)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the login table."""
+        d = dataclasses.asdict(self)
+        for k in ("opened_at", "last_used", "last_changed"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LoginRecord":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown login record field(s): {', '.join(unknown)}")
+        kw = dict(d)
+        for k in ("opened_at", "last_used", "last_changed"):
+            if kw.get(k) is not None:
+                try:
+                    kw[k] = dt.datetime.fromisoformat(kw[k])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{k}: expected an ISO 8601 time, got {kw[k]!r}") from None
+        for k in ("inact", "abs"):
+            if k in kw:
+                kw[k] = _seconds(k, kw[k])
+        return cls(**kw)
+
+
+# --- replies ----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LoginResult:
+    """The outcome of a login or logout.
+
+    code: stable identifier (ok, unknown-unit, no-login, wrong-password,
+    mac-mismatch, already-logged-in); reason: the same in words, as the hook
+    gets it; reply: the text for the control socket, in the reference's words.
+    bind: with set-user-ip, the address the (user) unit is to be bound to;
+    unbind: with set-user-ip, the unit's address goes back to none.
+    """
+
+    ok: bool
+    code: str
+    reason: str
+    reply: str
+    oid: str | None = None
+    addr: str | None = None
+    mac: str | None = None
+    bind: str | None = None
+    unbind: bool = False
+    relogin: bool = False       # the unit was already logged in
+
+
+class Expiry(NamedTuple):
+    """A unit `expire` closed, and why: "inactivity" or "absolute"."""
+
+    oid: str
+    cause: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShowRow:
+    """One line of `show login`. Seconds are whole, None where the reference
+    prints -1 (never used since opening, timeout off, or not opened)."""
+
+    oid: str
+    state: str
+    opened_ago: int | None
+    last_used_ago: int | None
+    abs_in: int | None          # seconds left before the absolute timeout
+    inact_in: int | None        # seconds left before the inactivity timeout
+    abs_at: dt.datetime | None
+    inact_at: dt.datetime | None
+    addr: str | None
+    mac: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("abs_at", "inact_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+def format_show(rows: Iterable[ShowRow], name: Callable[[str], str | None] = lambda oid: None
+                ) -> str:
+    """`show login` as the reference prints it:
+
+        avm1 (0246E8) opened 14 sec. ago, last used -1 sec. ago
+        \tabsolute timeout at 106 sec, inactivity at -1 sec.
+    """
+    def n(v: int | None) -> int:
+        return -1 if v is None else v
+
+    out = []
+    for r in rows:
+        who = f"{name(r.oid) or r.oid} ({r.oid})"
+        if r.state != OPENED:
+            when = ("never opened" if r.opened_ago is None
+                    else f"last opened {r.opened_ago} sec. ago")
+            out.append(f"{who} closed, {when}")
+            continue
+        out.append(f"{who} opened {r.opened_ago} sec. ago, last used {n(r.last_used_ago)} sec. ago")
+        out.append(f"\tabsolute timeout at {n(r.abs_in)} sec, inactivity at {n(r.inact_in)} sec.")
+    return "\n".join(out)
+
+
+# --- the service ------------------------------------------------------------------
+
+def _default_hasher():
+    # imported here so importing this module (acctctl --help) stays cheap
+    from argon2 import PasswordHasher
+    return PasswordHasher()
+
+
+def normalize_mac(text: str) -> str:
+    """0A-0B-0C-0D-0E-0F or 0a:0b:... → 0a:0b:0c:0d:0e:0f."""
+    if not _MAC.fullmatch(text):
+        raise LoginError(f"expected a MAC address like 0a:0b:0c:0d:0e:0f, got {text!r}")
+    return text.lower().replace("-", ":")
+
+
+def _normalize_addr(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise LoginError(f"expected an IP address, got {text!r}") from None
+
+
+def _arguments(addr: str | None, mac: str | None) -> tuple[str | None, str | None]:
+    # malformed arguments are a command error, raised before anything counts as an attempt
+    return (_normalize_addr(addr) if addr else None, normalize_mac(mac) if mac else None)
+
+
+def _secs(delta: dt.timedelta) -> int:
+    return max(0, int(delta.total_seconds()))
+
+
+Hook = Callable[[str, bool, str, "str | None", "str | None", dt.datetime], Any]
+
+
+class LoginService:
+    """The login records by oid and the operations on them.
+
+    find(name_or_oid) -> oid | None resolves units (acctd.model.units.UnitSet in the
+    daemon). hasher: an argon2 PasswordHasher; the default parameters in
+    production, cheap ones in tests. on_attempt(who, ok, reason, addr, mac, now)
+    is called on every login and logout attempt, successful or not (the F-TICKS
+    hook point); who is the oid, or the name as given when it names no unit.
+    Records are immutable: an operation replaces a unit's record or leaves it
+    alone, so a failed attempt cannot half-change one.
+    """
+
+    def __init__(self, settings: LoginSettings | None = None,
+                 find: Callable[[str], str | None] = lambda key: None,
+                 records: Iterable[LoginRecord] = (), *, hasher=None,
+                 on_attempt: Hook | None = None):
+        self.settings = settings or LoginSettings()
+        self.find = find
+        self.hasher = hasher or _default_hasher()
+        self.on_attempt = on_attempt
+        self._records: dict[str, LoginRecord] = {r.oid: r for r in records}
+
+    @property
+    def records(self) -> Mapping[str, LoginRecord]:
+        return dict(self._records)
+
+    def get(self, oid: str) -> LoginRecord | None:
+        return self._records.get(oid)
+
+    # -- settings per unit ----------------------------------------------------------
+
+    def set(self, who: str, words: Iterable[str], *, now: dt.datetime) -> LoginRecord:
+        """`set {name|oid} X [password P] [inact N] [abs N] [mac M|none] [strict|nostrict]`,
+        the words after the unit. A new record needs a password and gets the
+        default timeouts for those not given; an existing one keeps what is not
+        given (the reference takes the defaults again, so a user changing a
+        password would lose the timeouts the operator gave the unit). The
+        access state is left as it is."""
+        oid = self.find(who)
+        if oid is None:
+            raise LoginError(f"unit {who} is not exist")
+        words = list(words)
+        s = self.settings
+        new: dict[str, Any] = {}
+        k = 0
+        while k < len(words):
+            w = words[k].lower()
+            if w in ("strict", "nostrict"):
+                new["strict"] = w == "strict"
+                k += 1
+                continue
+            if w not in ("password", "inact", "abs", "mac"):
+                raise LoginError(f"unexpected word {words[k]!r}; expected password, inact, "
+                                 "abs, mac, strict or nostrict")
+            if k + 1 >= len(words):
+                raise LoginError(f"{w} needs a value")
+            v = words[k + 1]
+            if w == "password":
+                if len(v) < s.min_passwd_length:
+                    raise LoginError(f"password must be at least {s.min_passwd_length} "
+                                     "characters")
+                new["password"] = v
+            elif w == "mac":
+                new["mac"] = None if v.lower() == "none" else normalize_mac(v)
+            else:
+                if not v.isdigit():
+                    raise LoginError(f"{w} must be a whole number of seconds, got {v!r}")
+                err = s.check_timeout(w, int(v))
+                if err:
+                    raise LoginError(err)
+                new[w] = int(v)
+            k += 2
+        old = self._records.get(oid)
+        if old is None:
+            if "password" not in new:
+                raise LoginError(f"unit {who} has no login yet: set a password")
+            new.setdefault("inact", s.default_inact)
+            new.setdefault("abs", s.default_abs)
+        strict = new["strict"] if "strict" in new else bool(old and old.strict)
+        bound = new["mac"] if "mac" in new else (old.mac if old else None)
+        if strict and not bound:
+            raise LoginError("strict needs a bound mac (mac XX:XX:XX:XX:XX:XX)")
+        if "password" in new:
+            new["password"] = self.hasher.hash(new["password"])
+        rec = (dataclasses.replace(old, **new, last_changed=now) if old
+               else LoginRecord(oid=oid, **new, last_changed=now))
+        self._records[oid] = rec
+        return rec
+
+    def remove(self, oid: str) -> bool:
+        """Drop a unit's record: the service no longer manages (or blocks) it."""
+        return self._records.pop(oid, None) is not None
+
+    # -- login / logout -----------------------------------------------------------------
+
+    def login(self, who: str, password: str, addr: str | None = None, mac: str | None = None,
+              *, now: dt.datetime, by: str = "name") -> LoginResult:
+        """`login {name|oid} X password P [ip A] [mac M]`; by is "name" or
+        "oid", as the command said (only the wording of the unknown-unit reply)."""
+        addr, mac = _arguments(addr, mac)
+        rec, res = self._authenticate(who, password, by)
+        if res is None:
+            s = self.settings
+            if rec.strict and mac != rec.mac:
+                res = self._fail(rec.oid, "mac-mismatch", "mac mismatch", "mac address mismatch")
+            elif rec.opened and not s.relogin:
+                res = self._fail(rec.oid, "already-logged-in", "already logged in",
+                                 "already logged in")
+            else:
+                password_hash = rec.password
+                if self.hasher.check_needs_rehash(password_hash):
+                    # the production parameters changed since it was set
+                    password_hash = self.hasher.hash(password)
+                self._records[rec.oid] = dataclasses.replace(
+                    rec, curr_state=OPENED, opened_at=now, last_used=None, addr=addr,
+                    mac_seen=mac, password=password_hash)
+                res = LoginResult(
+                    True, "ok", "login success",
+                    f"OK: login success from ip:{addr or NO_ADDR}, mac:{mac or NO_MAC}",
+                    rec.oid, addr, mac, bind=addr if s.set_user_ip and addr else None,
+                    relogin=rec.opened)
+        return self._report(who, res, addr, mac, now)
+
+    def logout(self, who: str, password: str, addr: str | None = None, mac: str | None = None,
+               *, now: dt.datetime, by: str = "name") -> LoginResult:
+        """`logout`, with the same arguments as login. Logging out a unit that
+        is not logged in succeeds too: scripts can always log out."""
+        addr, mac = _arguments(addr, mac)
+        rec, res = self._authenticate(who, password, by)
+        if res is None:
+            self._records[rec.oid] = dataclasses.replace(rec, curr_state=CLOSED)
+            res = LoginResult(
+                True, "ok", "logout success",
+                f"OK: logout success from ip:{addr or NO_ADDR}, mac:{mac or NO_MAC}",
+                rec.oid, addr, mac, unbind=self.settings.set_user_ip and rec.opened)
+        return self._report(who, res, addr, mac, now)
+
+    def close(self, oid: str) -> bool:
+        """Close a unit's access without a password (operator, or the daemon);
+        not an attempt, so no hook. True if it was logged in."""
+        rec = self._records.get(oid)
+        if rec is None or not rec.opened:
+            return False
+        self._records[oid] = dataclasses.replace(rec, curr_state=CLOSED)
+        return True
+
+    def _authenticate(self, who: str, password: str, by: str
+                      ) -> tuple[LoginRecord | None, LoginResult | None]:
+        oid = self.find(who)
+        if oid is None:
+            return None, self._fail(None, "unknown-unit", "unknown unit",
+                                    f"unit with {by}={who} is not exist")
+        rec = self._records.get(oid)
+        if rec is None:
+            return None, self._fail(oid, "no-login", "no login", f"login is not set for unit {who}")
+        from argon2.exceptions import InvalidHashError, VerificationError
+        try:
+            self.hasher.verify(rec.password, password)
+        except (VerificationError, InvalidHashError):
+            return None, self._fail(oid, "wrong-password", "wrong password", "password incorrect")
+        return rec, None
+
+    @staticmethod
+    def _fail(oid: str | None, code: str, reason: str, text: str) -> LoginResult:
+        return LoginResult(False, code, reason, f"FAIL: {text}", oid)
+
+    def _report(self, who, res: LoginResult, addr, mac, now) -> LoginResult:
+        if self.on_attempt is not None:
+            self.on_attempt(res.oid or who, res.ok, res.reason, addr, mac, now)
+        return res
+
+    # -- timeouts and blocking ----------------------------------------------------------
+
+    def expire(self, now: dt.datetime,
+               last_seen: Mapping[str, dt.datetime | None] | None = None) -> list[Expiry]:
+        """Close the units whose absolute or inactivity timeout has come.
+
+        last_seen: each unit's last counted packet; packets from before the
+        opening do not count. curr_state goes back to closed: the reference
+        lists its not doing so as a bug.
+        """
+        out = []
+        for oid in sorted(self._records):
+            rec = self._records[oid]
+            if not rec.opened:
+                continue
+            seen = (last_seen or {}).get(oid)
+            if seen is not None and seen >= rec.opened_at and (rec.last_used is None
+                                                               or seen > rec.last_used):
+                rec = dataclasses.replace(rec, last_used=seen)
+            cause = None
+            if (d := rec.abs_deadline()) is not None and now >= d:
+                cause = "absolute"
+            elif (d := rec.inact_deadline()) is not None and now >= d:
+                cause = "inactivity"
+            if cause:
+                rec = dataclasses.replace(rec, curr_state=CLOSED)
+                out.append(Expiry(oid, cause))
+            self._records[oid] = rec
+        return out
+
+    def blocked(self) -> set[str]:
+        """Units the service blocks (reason login): those with a record that
+        are not logged in. Units without one are not its business."""
+        return {oid for oid, r in self._records.items() if not r.opened}
+
+    def show(self, now: dt.datetime, oid: str | None = None) -> list[ShowRow]:
+        """`show login`: every logged-in unit, or one unit whatever its state."""
+        if oid is not None:
+            recs = [self._records[oid]] if oid in self._records else []
+        else:
+            recs = [self._records[o] for o in sorted(self._records) if self._records[o].opened]
+        rows = []
+        for r in recs:
+            abs_at, inact_at = r.abs_deadline(), r.inact_deadline()
+            used = r.last_used if r.opened else None
+            rows.append(ShowRow(
+                r.oid, r.curr_state,
+                _secs(now - r.opened_at) if r.opened_at else None,
+                _secs(now - used) if used else None,
+                _secs(abs_at - now) if abs_at else None,
+                _secs(inact_at - now) if inact_at else None,
+                abs_at, inact_at, r.addr, r.mac_seen))
+        return rows
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {oid: r.to_dict() for oid, r in sorted(self._records.items())}
+
+    def load(self, d: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the records with ones from `to_dict` output."""
+        recs = {}
+        for oid, rd in d.items():
+            rec = LoginRecord.from_dict(rd)
+            if rec.oid != oid:
+                raise ValueError(f"login record {oid}: holds oid {rec.oid}")
+            recs[oid] = rec
+        self._records = recs

@@ -1,0 +1,564 @@
+"""Quotas (NeTAMS `service quota`): the `set` grammar, per-unit specs, and the
+pure check that turns usage into soft/hard/return events and block decisions.
+
+Plain data in, plain data out: the daemon supplies usage (from storage's
+per-period totals), persists the returned state dict and applies the blocks
+(abi.Reason.QUOTA); nothing here touches the kernel, storage or mail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from acctd.kernel import abi
+from acctd.store.rollup import PERIODS, period_start
+
+DIRS = ("in", "out", "sum")
+EVENTS = ("soft", "hard", "return")
+OWNER, NONE = "{owner}", "{none}"
+
+# K/M/G are binary multiples. The reference only says "в байтах, но можно
+# использовать модификаторы K, M, G"; NeTAMS's own parser (bytesT2Q, with
+# KILOBYTE 1024 in netams.h) multiplies by 1024, and `show quota` prints
+# 2.00G the same way, so "3M" is 3 * 1024**2 bytes here too.
+MULTIPLIER = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+# src/netams.h: S_QUOTA_DEF_soft_treshold 80, S_QUOTA_DEF_delay 10,
+# S_QUOTA_DEF_notify_{soft,hard,return} 1 (read as "tell the owner").
+DEFAULT_SOFT_THRESHOLD = 80
+DEFAULT_DELAY = 10
+DEFAULT_NOTIFY = {"soft": (OWNER,), "hard": (OWNER,), "return": (OWNER,)}
+
+# The reference's typography: en/em dashes for '-', guillemets and curly quotes for '"'.
+_TYPO = str.maketrans({"\u2013": "-", "\u2014": "-", "\u00ab": '"', "\u00bb": '"',
+                       "\u201c": '"', "\u201d": '"', "\u201e": '"'})
+_AMOUNT = re.compile(r"(\d+)([KMG]?)B?", re.IGNORECASE)
+_KEYWORDS = {"name", "oid", "policy", "block-policy", "soft-treshold", "soft-threshold",
+             "active", "inactive", "notify", *PERIODS}
+
+
+class QuotaError(ValueError):
+    """A quota command that cannot be parsed: which token, and what was expected there."""
+
+    def __init__(self, token: str | None, expected: str, pos: int | None = None):
+        got = "end of command" if token is None else repr(token)
+        super().__init__(f"expected {expected}, got {got}")
+        self.token, self.expected, self.pos = token, expected, pos
+
+
+# --- specs ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class QuotaSpec:
+    """One unit's quota record (a row of NeTAMS's quota table).
+
+    unit: the name or oid as given; by: "name", "oid", or None (acctctl's
+    `quota set NAME`, resolved by name then oid like every acctctl unit
+    argument). None in policy, block_policy, soft_threshold and notify means
+    "the service default". limits: {(period, dir): bytes}; 0 is never stored
+    (NeTAMS: "надо задать её равной 0" resets a quota).
+    """
+
+    unit: str
+    by: str | None = None
+    policy: str | None = None
+    block_policy: str | None = None
+    soft_threshold: int | None = None
+    active: bool = True
+    notify: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    limits: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for the quota table."""
+        return {"unit": self.unit, "by": self.by, "policy": self.policy,
+                "block-policy": self.block_policy, "soft-threshold": self.soft_threshold,
+                "active": self.active, "notify": {k: list(v) for k, v in self.notify.items()},
+                "limits": {f"{p} {d}": q for (p, d), q in sorted(self.limits.items(), key=_order)}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "QuotaSpec":
+        return cls(unit=d["unit"], by=d.get("by"), policy=d.get("policy"),
+                   block_policy=d.get("block-policy"), soft_threshold=d.get("soft-threshold"),
+                   active=bool(d.get("active", True)),
+                   notify={k: tuple(v) for k, v in (d.get("notify") or {}).items()},
+                   limits={tuple(k.split()): int(v) for k, v in (d.get("limits") or {}).items()})
+
+
+def _order(item) -> tuple[int, int]:
+    (p, d), _q = item
+    return PERIODS.index(p), DIRS.index(d)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaDefaults:
+    """The service's own settings (the config file's [quota] table)."""
+
+    policy: str | None = None
+    block_policy: str | None = None
+    soft_threshold: int = DEFAULT_SOFT_THRESHOLD
+    delay: int = DEFAULT_DELAY
+    notify: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_NOTIFY))
+
+    @classmethod
+    def from_config(cls, table: Mapping[str, Any]) -> "QuotaDefaults":
+        """[quota] as acctd.config carries it (netams import: policy, soft-threshold,
+        block-policy, delay, notify = {event: [recipients]}); missing keys keep NeTAMS's defaults."""
+        t = {k.replace("_", "-"): v for k, v in table.items()}
+        st = t.get("soft-threshold", t.get("soft-treshold", DEFAULT_SOFT_THRESHOLD))
+        notify = dict(DEFAULT_NOTIFY)
+        for ev, who in (t.get("notify") or {}).items():
+            if ev not in EVENTS:
+                raise QuotaError(ev, "a notify event soft, hard or return")
+            notify[ev] = tuple([who] if isinstance(who, str) else who)
+        return cls(policy=t.get("policy"), block_policy=t.get("block-policy"),
+                   soft_threshold=_threshold(str(st)), delay=int(t.get("delay", DEFAULT_DELAY)),
+                   notify=notify)
+
+
+@dataclasses.dataclass(frozen=True)
+class Effective:
+    """A spec with the service defaults merged in: what the check uses."""
+
+    unit: str
+    policy: str | None
+    block_policy: str | None
+    soft_threshold: int
+    active: bool
+    notify: Mapping[str, tuple[str, ...]]
+    limits: Mapping[tuple[str, str], int]
+
+
+def effective(spec: QuotaSpec, defaults: QuotaDefaults,
+              first_policy: str | None = None) -> Effective:
+    """Merge: the unit's policy, block-policy, soft-threshold and notify override
+    the service's ("переопределяют те, которые заданы глобально"); with no
+    policy anywhere, the first processor policy counts ("Если не указано,
+    используется первая политика ... сервиса processor")."""
+    notify = dict(defaults.notify)
+    notify.update(spec.notify)
+    return Effective(
+        unit=spec.unit,
+        policy=spec.policy or defaults.policy or first_policy,
+        block_policy=spec.block_policy or defaults.block_policy,
+        soft_threshold=defaults.soft_threshold if spec.soft_threshold is None else spec.soft_threshold,
+        active=spec.active, notify=notify, limits=dict(spec.limits))
+
+
+# --- grammar --------------------------------------------------------------------------
+
+def parse_amount(tok: str) -> int:
+    """"300", "3M", "2g", "100MB" -> bytes (binary multiples, see MULTIPLIER)."""
+    m = _AMOUNT.fullmatch(tok)
+    if not m:
+        raise QuotaError(tok, "an amount in bytes like 300, 3M or 2G")
+    return int(m.group(1)) * MULTIPLIER[m.group(2).upper()]
+
+
+def format_amount(n: int) -> str:
+    """NeTAMS's quota display: bytes below 1K as is, else two decimals: 2.00G."""
+    for suffix in ("G", "M", "K"):
+        if n >= MULTIPLIER[suffix]:
+            return f"{n / MULTIPLIER[suffix]:.2f}{suffix}"
+    return str(n)
+
+
+def _threshold(tok: str, pos: int | None = None) -> int:
+    t = tok[:-1] if tok.endswith("%") else tok  # "значок % ставить не нужно": tolerated
+    if not t.isdigit() or not 0 <= int(t) <= 100:
+        raise QuotaError(tok, "a soft-threshold percentage from 0 to 100", pos)
+    return int(t)
+
+
+def tokens(text: str) -> list[str]:
+    """Split a command, reading the reference's typography (–, «»)."""
+    text = text.translate(_TYPO)
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise QuotaError(text, f"balanced quotes ({e})") from None
+
+
+def parse_set(text: str | Iterable[str], base: QuotaSpec | None = None) -> QuotaSpec:
+    """Parse one quota command and apply it to `base` (the unit's current record).
+
+    Accepted forms (the NeTAMS telnet command and acctctl's):
+        [quota] set {name X | oid Y | X} [policy P] [block-policy P]
+            [soft-treshold N | soft-threshold N] [active | inactive]
+            [notify [{soft|hard|return} {{none} | [{owner}] [USER ...]}]]
+            [{hour|day|week|month} AMOUNT {in|out|sum} [AMOUNT {in|out|sum} ...]] ...
+    Like NeTAMS's `set`, only what the command names changes: `month 0 in`
+    removes that quota, bare `notify` returns all notices to the service default.
+    """
+    # a list is argv from acctctl: the shell has split it, «{owner}» may still be quoted
+    t = tokens(text) if isinstance(text, str) else [x.translate(_TYPO).strip('"') for x in text]
+    low = [x.lower() for x in t]
+    i = 0
+
+    def tok(j: int) -> str | None:
+        return t[j] if j < len(t) else None
+
+    if low[i:i + 1] == ["quota"]:
+        i += 1
+    if low[i:i + 1] != ["set"]:
+        raise QuotaError(tok(i), "'set'", i)
+    i += 1
+    if tok(i) is None:
+        raise QuotaError(None, "a unit: name X, oid Y or a unit name", i)
+    by = None
+    if low[i] in ("name", "oid"):
+        by = low[i]
+        i += 1
+        if tok(i) is None:
+            raise QuotaError(None, f"the unit's {by}", i)
+    elif low[i] in _KEYWORDS:
+        raise QuotaError(t[i], "a unit: name X, oid Y or a unit name", i)
+    unit = t[i]
+    i += 1
+    if base is not None and base.unit != unit:
+        base = dataclasses.replace(base, unit=unit)
+    spec = base or QuotaSpec(unit=unit)
+    fields: dict[str, Any] = {"by": by or spec.by}
+    notify = dict(spec.notify)
+    limits = dict(spec.limits)
+
+    while i < len(t):
+        w = low[i]
+        if w in ("policy", "block-policy"):
+            if tok(i + 1) is None:
+                raise QuotaError(None, f"a policy name after {w}", i + 1)
+            fields["policy" if w == "policy" else "block_policy"] = t[i + 1]
+            i += 2
+        elif w in ("soft-treshold", "soft-threshold"):
+            if tok(i + 1) is None:
+                raise QuotaError(None, "a soft-threshold percentage from 0 to 100", i + 1)
+            fields["soft_threshold"] = _threshold(t[i + 1], i + 1)
+            i += 2
+        elif w in ("active", "inactive"):
+            fields["active"] = w == "active"
+            i += 1
+        elif w == "notify":
+            i += 1
+            if i >= len(t) or low[i] in _KEYWORDS:
+                notify = {}
+                continue
+            ev = low[i]
+            if ev not in EVENTS:
+                raise QuotaError(t[i], "a notify event soft, hard or return", i)
+            i += 1
+            who: list[str] = []
+            while i < len(t) and low[i] not in _KEYWORDS:
+                who.append(OWNER if low[i] == OWNER else NONE if low[i] == NONE else t[i])
+                i += 1
+            if not who:
+                raise QuotaError(tok(i), f"recipients after notify {ev}: {{owner}}, {{none}} "
+                                 "or user names", i)
+            if NONE in who and len(who) > 1:
+                raise QuotaError(NONE, "{none} alone", i)
+            notify[ev] = () if who == [NONE] else tuple(who)
+        elif w in PERIODS:
+            period = w
+            i += 1
+            pairs = 0
+            while i < len(t) and low[i] not in _KEYWORDS:
+                amount = parse_amount_at(t[i], i)
+                d = low[i + 1] if i + 1 < len(t) else None
+                if d not in DIRS:
+                    raise QuotaError(tok(i + 1), f"in, out or sum after {period} {t[i]}", i + 1)
+                if amount:
+                    limits[(period, d)] = amount
+                else:
+                    limits.pop((period, d), None)
+                pairs += 1
+                i += 2
+            if not pairs:
+                raise QuotaError(tok(i), f"an amount after {period}, like 3M", i)
+        else:
+            raise QuotaError(t[i], "policy, block-policy, soft-treshold, active, inactive, "
+                             "notify, hour, day, week or month", i)
+    return dataclasses.replace(spec, **fields, notify=notify, limits=limits)
+
+
+def parse_amount_at(tok: str, pos: int) -> int:
+    try:
+        return parse_amount(tok)
+    except QuotaError as e:
+        raise QuotaError(tok, e.expected, pos) from None
+
+
+def format_set(spec: QuotaSpec) -> str:
+    """The record as one NeTAMS command; parse_set(format_set(s)) == s."""
+    out = ["set"] + ([spec.by] if spec.by else []) + [_quote(spec.unit)]
+    if spec.policy:
+        out += ["policy", _quote(spec.policy)]
+    if spec.block_policy:
+        out += ["block-policy", _quote(spec.block_policy)]
+    if spec.soft_threshold is not None:
+        out += ["soft-treshold", str(spec.soft_threshold)]
+    out.append("active" if spec.active else "inactive")
+    for ev in EVENTS:
+        if ev in spec.notify:
+            out += ["notify", ev, *([_quote(w) for w in spec.notify[ev]] or [NONE])]
+    for (p, d), q in sorted(spec.limits.items(), key=_order):
+        out += [p, _short(q), d]
+    return " ".join(out)
+
+
+def _quote(s: str) -> str:
+    return s if s in (OWNER, NONE) else shlex.quote(s)
+
+
+def _short(n: int) -> str:
+    for suffix in ("G", "M", "K"):
+        if n % MULTIPLIER[suffix] == 0 and n:
+            return f"{n // MULTIPLIER[suffix]}{suffix}"
+    return str(n)
+
+
+# --- the check ------------------------------------------------------------------------
+
+# usage: {period: (bytes in, bytes out)} of the unit's quota policy, current periods
+Usage = Mapping[str, tuple[int, int]]
+
+
+def usage_from_totals(rows: Iterable[Mapping[str, Any]], policy_oid: int) -> dict[str, tuple[int, int]]:
+    """storage.unit_totals() rows (per policy_oid and dir, each period a (packets,
+    bytes) pair) -> the Usage of one policy. dir 0 is in (towards the unit), 1 out."""
+    out = {p: [0, 0] for p in PERIODS}
+    for r in rows:
+        if int(r["policy_oid"]) == policy_oid:
+            for p in PERIODS:
+                out[p][int(r["dir"])] += int(r[p][1])
+    return {p: (v[0], v[1]) for p, v in out.items()}
+
+
+def used(usage: Usage, period: str, d: str) -> int:
+    b_in, b_out = usage.get(period, (0, 0))
+    return {"in": b_in, "out": b_out, "sum": b_in + b_out}[d]
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A notice to send. period/dir/used/quota name the limit that fired (for
+    `return`, the limit that had blocked the unit, if it is still configured)."""
+
+    kind: str  # soft | hard | return
+    unit: str  # the key the caller used (the unit's oid)
+    period: str | None
+    dir: str | None
+    used: int
+    quota: int
+    period_start: str  # ISO UTC start of the period the event belongs to
+    notify: tuple[str, ...]  # raw recipients: {owner} and user names (see recipients())
+
+    @property
+    def ratio(self) -> float:
+        return 100.0 * self.used / self.quota if self.quota else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    state: dict[str, Any]          # persist this; pass it back next time
+    events: tuple[Event, ...]
+    block: tuple[str, ...]         # units to block now (set Reason.QUOTA / add block-policy)
+    unblock: tuple[str, ...]       # units to let through again
+    blocked: frozenset[str]        # every unit the quota service holds blocked
+
+
+REASON = abi.Reason.QUOTA
+
+
+def _iso(ts: dt.datetime) -> str:
+    return ts.astimezone(dt.timezone.utc).isoformat()
+
+
+def check_unit(key: str, eff: Effective, usage: Usage, prev: Mapping[str, Any] | None,
+               now: dt.datetime, zone: ZoneInfo) -> tuple[dict[str, Any], list[Event]]:
+    """One unit: (new state, events).
+
+    State: {"blocked": bool, "limits": {"day in": {"start": ISO, "soft": bool,
+    "hard": bool, "over": bool}}}. soft/hard record that the notice for that
+    limit's current period was given, so a drain every `delay` seconds does not
+    repeat it; a new period start clears them.
+
+    Rules: hard when used > quota ("превышение"); soft when used > threshold% of
+    quota and not already hard (a jump straight past the quota gives one hard
+    notice, not both); threshold 0 disables soft. The unit is blocked while any
+    limit is over; when none is over any more (a new period began, or the quota
+    was raised) it is unblocked with one `return`. Inactive: never blocked, no
+    notices ("экстренное включение клиента обратно").
+    """
+    prev = prev or {}
+    was_blocked = bool(prev.get("blocked"))
+    events: list[Event] = []
+    if not eff.active:
+        # let a blocked unit through at once, without mail: the admin did it by hand
+        return {"blocked": False, "limits": {}}, events
+    old = prev.get("limits", {})
+    limits: dict[str, Any] = {}
+    over_any = False
+    first_over: tuple[str, str, int, int, str] | None = None
+    for (period, d), quota in sorted(eff.limits.items(), key=_order):
+        if quota <= 0:
+            continue
+        key_l = f"{period} {d}"
+        start = _iso(period_start(period, now, zone))
+        mark = dict(old.get(key_l, {}))
+        if mark.get("start") != start:
+            mark = {"start": start, "soft": False, "hard": False}
+        u = used(usage, period, d)
+        over = u > quota
+        if over and not mark["hard"]:
+            mark["hard"] = mark["soft"] = True
+            events.append(Event("hard", key, period, d, u, quota, start, eff.notify.get("hard", ())))
+        elif (not over and eff.soft_threshold and not mark["soft"]
+              and u * 100 > quota * eff.soft_threshold):
+            mark["soft"] = True
+            events.append(Event("soft", key, period, d, u, quota, start, eff.notify.get("soft", ())))
+        mark["over"] = over
+        if over:
+            over_any = True
+            first_over = first_over or (period, d, u, quota, start)
+        limits[key_l] = mark
+    if was_blocked and not over_any:
+        # name the limit that had blocked the unit, if it is still there
+        cause = next(((k, old[k]) for k in old if old[k].get("over") and k in limits), None)
+        if cause:
+            p, d = cause[0].split()
+            ev = Event("return", key, p, d, used(usage, p, d), eff.limits[(p, d)],
+                       limits[cause[0]]["start"], eff.notify.get("return", ()))
+        else:
+            ev = Event("return", key, None, None, 0, 0, _iso(now), eff.notify.get("return", ()))
+        events.append(ev)
+    return {"blocked": over_any, "limits": limits}, events
+
+
+def check(specs: Mapping[str, QuotaSpec], defaults: QuotaDefaults,
+          usage: Mapping[str, Usage], state: Mapping[str, Any] | None,
+          now: dt.datetime, zone: ZoneInfo, first_policy: str | None = None) -> Result:
+    """Every unit with a quota record, keyed by unit oid (strings: JSON keys).
+
+    state is what the previous call returned (or None at first start). A unit
+    whose record disappeared but is still blocked is unblocked without a notice.
+    """
+    prev_units = (state or {}).get("units", {})
+    units: dict[str, Any] = {}
+    events: list[Event] = []
+    block, unblock = [], []
+    for key in sorted(set(specs) | set(prev_units)):
+        prev = prev_units.get(key)
+        was = bool(prev and prev.get("blocked"))
+        if key not in specs:
+            if was:
+                unblock.append(key)
+            continue
+        eff = effective(specs[key], defaults, first_policy)
+        st, ev = check_unit(key, eff, usage.get(key, {}), prev, now, zone)
+        units[key] = st
+        events += ev
+        if st["blocked"] and not was:
+            block.append(key)
+        elif was and not st["blocked"]:
+            unblock.append(key)
+    new = {"version": 1, "checked": _iso(now), "units": units}
+    return Result(new, tuple(events), tuple(block), tuple(unblock),
+                  frozenset(k for k, v in units.items() if v["blocked"]))
+
+
+def recipients(who: Iterable[str], owner_email: str, users: Mapping[str, str]) -> list[str]:
+    """Raw notify tokens -> addresses: {owner} is the unit's e-mail (skipped if it
+    has none), other words are management users by name or oid -> their e-mail."""
+    out: list[str] = []
+    for w in who:
+        addr = owner_email if w == OWNER else users.get(w, "")
+        if addr and addr not in out:
+            out.append(addr)
+    return out
+
+
+# --- show quota -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ShowLine:
+    period: str
+    dir: str
+    used: int
+    quota: int
+
+    @property
+    def ratio(self) -> float:
+        return 100.0 * self.used / self.quota if self.quota else 0.0
+
+    @property
+    def ok(self) -> bool:  # [+]; [-] once the quota is exceeded (the block rule)
+        return self.used <= self.quota
+
+
+@dataclasses.dataclass(frozen=True)
+class ShowRow:
+    oid: str
+    name: str
+    policy: str | None
+    block_policy: str | None
+    soft_threshold: int
+    active: bool
+    blocked: bool
+    acct_present: bool  # the unit counts the quota policy (reference: "ACCT is present")
+    lines: tuple[ShowLine, ...]
+
+
+def show_quota(specs: Mapping[str, QuotaSpec], defaults: QuotaDefaults,
+               names: Mapping[str, str], usage: Mapping[str, Usage],
+               state: Mapping[str, Any] | None, acct: Mapping[str, Iterable[str]] | None = None,
+               first_policy: str | None = None, only: str | None = None) -> list[ShowRow]:
+    """Rows for `show quota [oid ID | name X]`: specs/usage/state keyed by oid,
+    names {oid: name}, acct {oid: the unit's acct-policy names} (None: assume present)."""
+    units = (state or {}).get("units", {})
+    rows = []
+    for oid in sorted(specs):
+        if only is not None and only not in (oid, names.get(oid)):
+            continue
+        eff = effective(specs[oid], defaults, first_policy)
+        present = acct is None or eff.policy in set(acct.get(oid, ()))
+        lines = tuple(ShowLine(p, d, used(usage.get(oid, {}), p, d), q)
+                      for (p, d), q in sorted(eff.limits.items(), key=_order) if q > 0)
+        rows.append(ShowRow(oid, names.get(oid, specs[oid].unit), eff.policy, eff.block_policy,
+                            eff.soft_threshold, eff.active,
+                            bool(units.get(oid, {}).get("blocked")), present,
+                            lines if present else ()))
+    return rows
+
+
+def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
+    """The reference's layout, one QUOTA block per unit record:
+
+        QUOTA: avm policy all-ip set sys-deny-quota
+        UNIT 0246E8 (avm) SYST: sys-deny-quota ACCT is present
+        HOUR in: 420, quota 300, ratio 140.00% -> [-]
+
+    list_only ("show quota list"): the UNIT line of each active record.
+    """
+    out = []
+    for r in rows:
+        unit = f"UNIT {r.oid} ({r.name})"
+        if list_only:
+            if r.active:
+                out.append(unit)
+            continue
+        action = f"block-policy {r.block_policy}" if r.block_policy else "sys-deny-quota"
+        head = f"QUOTA: {r.name} policy {r.policy or '-'} set {action}"
+        if r.soft_threshold != DEFAULT_SOFT_THRESHOLD:
+            head += f" soft-treshold {r.soft_threshold}"
+        out.append(head + ("" if r.active else " inactive"))
+        syst = "sys-deny-quota " if r.blocked else ""
+        out.append(f"{unit} SYST: {syst}ACCT is {'' if r.acct_present else 'NOT '}present")
+        for ln in r.lines:
+            out.append(f"{ln.period.upper()} {ln.dir}: {ln.used}, quota {format_amount(ln.quota)}, "
+                       f"ratio {ln.ratio:.2f}% -> [{'+' if ln.ok else '-'}]")
+    return "\n".join(out) + ("\n" if out else "")

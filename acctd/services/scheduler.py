@@ -1,0 +1,612 @@
+"""The scheduler (NeTAMS `service scheduler`): parses `schedule time ... action ...`,
+computes when each entry is due in local time, and persists the entries.
+
+It never runs anything: `Scheduler.due(now)` hands back the entries whose time
+has come, and the daemon runs each `Entry.commands` through its control-command
+dispatcher with the permissions of `Entry.owner`.
+
+Semantics (the reference, "[service scheduler]", decides where it speaks):
+
+* `N sec|min|hour|day|week|month` -- "the command runs after that interval and
+  is scheduled again after it has run": first run at creation + N, then every N
+  after the previous *due* time (no drift from a late tick). sec/min/hour are
+  elapsed time; day/week/month are calendar steps in local wall time (a `1day`
+  entry made at 09:00 stays at 09:00 across DST), and months count from the
+  entry's anchor with the day clamped to the month's end (Jan 31 -> Feb 28 ->
+  Mar 31, not Mar 28).
+* `hourly|daily|weekly|monthly` -- "run in the first second of each period,
+  whatever the time it was set": the start of the local hour, local midnight,
+  Monday 00:00 ("the first second of Monday, the start of the week"), the 1st
+  at 00:00.
+* `at-HH:MM` -- "scheduled for that time and run daily".
+* A trailing `+` / `-` -- "10 seconds later / earlier than given". The reference
+  documents it for at-HH:MM; its own sample config (`time hourly-action html`)
+  and `show schedule` output (`hourly-`) use it on the period forms too, so it
+  is accepted on every calendar form (not on `N unit` intervals).
+* DST: a wall time that does not exist (02:30 on the spring-forward day in
+  Europe/Berlin) runs when the gap ends (03:00 CEST), once -- like cron, a
+  daily job is never skipped. A wall time that happens twice (02:30 on the
+  fall-back day) runs once, at its first occurrence. The +/-10 s shift is
+  applied after that, in elapsed time. Hourly entries run at every local hour
+  start, so 23 times on the spring-forward day and 25 on the fall-back day.
+* Downtime: a missed run is returned once by `due()` and the entry is then
+  rescheduled from *now* -- calendar forms to their next slot after now,
+  intervals to now + N (the interval is re-anchored). No catch-up storm.
+* Delivery is at most once: `due()` advances and persists the entry before the
+  daemon runs it, so a crash mid-action does not repeat it on restart.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import random
+import re
+import shlex
+import tempfile
+import threading
+import zoneinfo
+from typing import Any, Callable, Iterable
+
+from acctd.errors import AcctError
+from acctd.model.units import normalize_oid
+
+__all__ = ["SchedulerError", "Owner", "Timing", "Entry", "Spec", "Scheduler",
+           "parse_schedule", "parse_time", "split_action", "next_due", "resolve_wall",
+           "format_table"]
+
+FILE_VERSION = 1
+SHIFT = dt.timedelta(seconds=10)  # the reference's '+'/'-': "10 seconds later/earlier"
+OID_PREFIX = 0x08                 # NeTAMS schedule oids: 08FFFF, 0841B7, 0879E2
+
+# The reference's typography: en/em dashes for '-', guillemets and curly quotes for '"'.
+_TYPO = str.maketrans({"\u2013": "-", "\u2014": "-", "\u00ab": '"', "\u00bb": '"',
+                       "\u201c": '"', "\u201d": '"', "\u201e": '"'})
+
+_UNITS = {"sec": "sec", "second": "sec", "min": "min", "minute": "min", "hour": "hour",
+          "day": "day", "week": "week", "month": "month"}
+# At most about ten years, so the arithmetic stays within datetime's range.
+_MAX_COUNT = {"sec": 315_360_000, "min": 5_256_000, "hour": 87_600, "day": 3_650,
+              "week": 520, "month": 120}
+_ELAPSED = {"sec": 1, "min": 60, "hour": 3600}
+_PERIODS = ("hourly", "daily", "weekly", "monthly")
+_UTC = dt.timezone.utc
+
+_EXPECTED_TIME = ("expected N sec|min|hour|day|week|month (e.g. 10min), "
+                  "hourly|daily|weekly|monthly, or at-HH:MM, the last two "
+                  "optionally followed by + or -")
+
+
+class SchedulerError(AcctError, ValueError):
+    """A bad schedule spec, an unknown oid, or an unreadable schedule file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Who created the entry; the daemon runs its actions with this user's
+    *current* permissions (looked up by uid when the entry fires)."""
+    uid: int
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The `time` part. kind: "every" (count x unit), "period" (hourly..monthly)
+    or "at" (hour:minute daily); shift in seconds: +10, -10 or 0."""
+    kind: str
+    unit: str = ""
+    count: int = 0
+    hour: int = 0
+    minute: int = 0
+    shift: int = 0
+
+    @property
+    def text(self) -> str:
+        """Canonical form, as `show schedule` prints it: 5min, hourly-, at-23:15."""
+        sign = {10: "+", -10: "-", 0: ""}[self.shift]
+        if self.kind == "every":
+            return f"{self.count}{self.unit}"
+        if self.kind == "period":
+            return self.unit + sign
+        return f"at-{self.hour:02d}:{self.minute:02d}{sign}"
+
+
+@dataclasses.dataclass
+class Entry:
+    oid: str
+    timing: Timing
+    action: str                 # the command text, commands joined by " && "
+    owner: Owner
+    created: dt.datetime        # aware, UTC
+    anchor: dt.datetime         # intervals count from here (re-anchored after a missed run)
+    due: dt.datetime            # the next time it runs, aware UTC
+    last_run: dt.datetime | None = None
+
+    @property
+    def commands(self) -> list[list[str]]:
+        """Each control command as an argv list (shlex, never a shell)."""
+        return split_action(self.action)
+
+    def line(self) -> str:
+        """The entry as a config line NeTAMS would accept."""
+        return f"schedule oid {self.oid} time {self.timing.text} action {_quote(self.action)}"
+
+    def to_json(self) -> dict:
+        return {"oid": self.oid, "time": self.timing.text, "action": self.action,
+                "owner": {"uid": self.owner.uid, "name": self.owner.name},
+                "created": _iso(self.created), "anchor": _iso(self.anchor),
+                "due": _iso(self.due),
+                "last_run": _iso(self.last_run) if self.last_run else None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Entry":
+        owner = d["owner"]
+        return cls(oid=normalize_oid(d["oid"]), timing=parse_time(d["time"]),
+                   action=_check_action(d["action"]),
+                   owner=Owner(int(owner["uid"]), str(owner["name"])),
+                   created=_parse_iso(d["created"]), anchor=_parse_iso(d["anchor"]),
+                   due=_parse_iso(d["due"]),
+                   last_run=_parse_iso(d["last_run"]) if d.get("last_run") else None)
+
+
+# -- grammar --------------------------------------------------------------------------
+
+# "hourly-action" (the reference's sample, an en dash glued to the keyword) is
+# split by the lookbehind: a spec ending in + or - may touch "action".
+_LINE = re.compile(r"""^\s*(?:schedule\s+)?(?:oid\s+(?P<oid>\S+)\s+)?
+                       time\s+(?P<time>.+?)(?:\s+|(?<=[+-]))action(?:\s+(?P<action>.*?))?\s*$""",
+                   re.X | re.I | re.S)
+_EVERY = re.compile(r"^(\d+)\s*([a-z]+)$", re.I)
+_PERIOD = re.compile(r"^(hourly|daily|weekly|monthly)\s*([+-]?)$", re.I)
+_AT = re.compile(r"^at\s*-\s*(\d{1,2}):(\d{2})\s*([+-]?)$", re.I)
+
+
+def normalize(text: str) -> str:
+    return text.translate(_TYPO)
+
+
+def parse_time(text: str) -> Timing:
+    """`10min`, `10 min`, `hourly-`, `at-23:30+` (en dashes accepted) -> Timing."""
+    s = normalize(text).strip()
+    if m := _PERIOD.match(s):
+        return Timing("period", unit=m[1].lower(), shift=_shift(m[2]))
+    if m := _AT.match(s):
+        hour, minute = int(m[1]), int(m[2])
+        if hour > 23 or minute > 59:
+            raise SchedulerError(f"time {text!r}: expected at-HH:MM with HH 00-23 and MM 00-59")
+        return Timing("at", hour=hour, minute=minute, shift=_shift(m[3]))
+    if m := _EVERY.match(s):
+        word = m[2].lower()
+        unit = _UNITS.get(word) or (_UNITS.get(word[:-1]) if word.endswith("s") else None)
+        if unit is None:
+            raise SchedulerError(f"time {text!r}: unknown unit {m[2]!r}; "
+                                 "expected sec, min, hour, day, week or month")
+        count = int(m[1])
+        if count < 1:
+            raise SchedulerError(f"time {text!r}: the interval must be at least 1{unit}")
+        if count > _MAX_COUNT[unit]:
+            raise SchedulerError(f"time {text!r}: the interval must be at most "
+                                 f"{_MAX_COUNT[unit]}{unit} (about ten years)")
+        return Timing("every", unit=unit, count=count)
+    if re.match(r"^\d+\s*[a-z]+\s*[+-]$", s, re.I):
+        raise SchedulerError(f"time {text!r}: + and - apply to hourly|daily|weekly|monthly "
+                             "and at-HH:MM, not to intervals")
+    raise SchedulerError(f"time {text!r}: {_EXPECTED_TIME}")
+
+
+def _shift(sign: str) -> int:
+    return {"+": 10, "-": -10, "": 0}[sign]
+
+
+def split_action(action: str) -> list[list[str]]:
+    """`a b && c 'd e'` -> [["a", "b"], ["c", "d e"]]. "&&" separates commands only
+    as a word of its own (the reference: "spaces before and after")."""
+    try:
+        words = shlex.split(action)
+    except ValueError as e:
+        raise SchedulerError(f"action {action!r}: {e} (quote inside an action with apostrophes)")
+    cmds: list[list[str]] = [[]]
+    for w in words:
+        if w == "&&":
+            cmds.append([])
+        else:
+            cmds[-1].append(w)
+    if any(not c for c in cmds):
+        raise SchedulerError(f"action {action!r}: empty command around '&&'")
+    return cmds
+
+
+def _check_action(action: str) -> str:
+    split_action(action)
+    return action
+
+
+def _strip_quotes(action: str) -> str:
+    # One pair around the whole action is the reference's quoting; anything
+    # else (an unbalanced quote included) is left to shlex.
+    a = action.strip()
+    if len(a) >= 2 and a[0] == a[-1] == '"' and '"' not in a[1:-1]:
+        return a[1:-1].strip()
+    return a
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    timing: Timing
+    action: str
+    oid: str | None = None
+
+
+def parse_schedule(text: str) -> Spec:
+    """`[schedule] [oid OID] time T action "cmd && cmd"` -> Spec. The action
+    may be quoted with "" or «» (needed for several words, per the reference;
+    accepted unquoted here since acctctl gets it as argv)."""
+    s = normalize(text)
+    m = _LINE.match(s)
+    if not m:
+        if not re.search(r"\btime\b", s, re.I):
+            raise SchedulerError(f"{text.strip()!r}: expected 'time <when> action <command>'")
+        raise SchedulerError(f"{text.strip()!r}: expected 'action <command>' after the time")
+    oid = None
+    if m["oid"] is not None:
+        try:
+            oid = normalize_oid(m["oid"])
+        except ValueError as e:
+            raise SchedulerError(f"oid: {e}") from None
+    timing = parse_time(m["time"])
+    action = _strip_quotes(m["action"] or "")
+    if not action:
+        raise SchedulerError(f"{text.strip()!r}: the action is empty")
+    cmds = split_action(action)
+    return Spec(timing, " && ".join(shlex.join(c) for c in cmds), oid)
+
+
+def _quote(action: str) -> str:
+    return f'"{action}"' if len(shlex.split(action)) > 1 else action
+
+
+# -- time -----------------------------------------------------------------------------
+
+def _aware(t: dt.datetime, what: str) -> dt.datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got {t!r}")
+    return t
+
+
+def resolve_wall(wall: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """A local wall time (naive) -> the instant it names, aware UTC. A time that
+    happens twice is its first occurrence; one that does not exist (in a DST
+    gap) is the end of the gap."""
+    early = wall.replace(tzinfo=zone, fold=0)
+    utc = early.astimezone(_UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) == wall:
+        return utc  # exists; fold=0 is the first occurrence of an ambiguous time
+    # In a gap: fold=0 read it with the offset before the transition, fold=1
+    # with the one after; the transition (whole seconds in tzdata) lies between.
+    a = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    b = int(utc.timestamp())
+    lo, hi = min(a, b), max(a, b)
+    off = dt.datetime.fromtimestamp(lo, zone).utcoffset()
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if dt.datetime.fromtimestamp(mid, zone).utcoffset() == off:
+            lo = mid
+        else:
+            hi = mid
+    return dt.datetime.fromtimestamp(hi, _UTC)
+
+
+def _add_months(wall: dt.datetime, months: int, day: int) -> dt.datetime:
+    y, m = divmod(wall.month - 1 + months, 12)
+    year, month = wall.year + y, m + 1
+    return wall.replace(year=year, month=month,
+                        day=min(day, calendar.monthrange(year, month)[1]))
+
+
+def _slot_start(timing: Timing, local: dt.datetime) -> dt.datetime:
+    """The naive local wall time starting the period that holds `local`."""
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None, fold=0)
+    if timing.kind == "at":
+        return midnight.replace(hour=timing.hour, minute=timing.minute)
+    if timing.unit == "daily":
+        return midnight
+    if timing.unit == "weekly":
+        return midnight - dt.timedelta(days=midnight.weekday())
+    if timing.unit == "monthly":
+        return midnight.replace(day=1)
+    raise AssertionError(timing)
+
+
+def _slot_step(timing: Timing, wall: dt.datetime) -> dt.datetime:
+    if timing.kind == "at" or timing.unit == "daily":
+        return wall + dt.timedelta(days=1)
+    if timing.unit == "weekly":
+        return wall + dt.timedelta(days=7)
+    return _add_months(wall, 1, 1)
+
+
+def next_due(entry: "Entry | Timing", after: dt.datetime, zone: dt.tzinfo,
+             anchor: dt.datetime | None = None) -> dt.datetime:
+    """The first time strictly after `after` (aware) that the entry runs, aware
+    UTC. Intervals count from `anchor` (the entry's, unless given): the first
+    anchor + k*N that is later than `after`, so `after` = the previous run."""
+    timing = entry.timing if isinstance(entry, Entry) else entry
+    if anchor is None and isinstance(entry, Entry):
+        anchor = entry.anchor
+    after = _aware(after, "after").astimezone(_UTC)
+    shift = dt.timedelta(seconds=timing.shift)
+
+    if timing.kind == "every":
+        anchor = _aware(anchor if anchor is not None else after, "anchor").astimezone(_UTC)
+        if timing.unit in _ELAPSED:
+            step = dt.timedelta(seconds=timing.count * _ELAPSED[timing.unit])
+            return anchor + step * max(1, (after - anchor) // step + 1)
+        wall0 = anchor.astimezone(zone).replace(tzinfo=None, fold=0)
+        days = {"day": 1, "week": 7}.get(timing.unit)
+
+        def slot(k: int) -> dt.datetime:
+            if days:
+                return resolve_wall(wall0 + dt.timedelta(days=days * timing.count * k), zone)
+            return resolve_wall(_add_months(wall0, timing.count * k, wall0.day), zone)
+
+        # Guess k from the calendar distance, then correct by single steps.
+        la = after.astimezone(zone).replace(tzinfo=None)
+        span = (la - wall0).days // days if days else \
+            (la.year - wall0.year) * 12 + la.month - wall0.month
+        k = max(1, span // timing.count)
+        while k > 1 and slot(k - 1) > after:
+            k -= 1
+        while slot(k) <= after:
+            k += 1
+        return slot(k)
+
+    if timing.kind == "period" and timing.unit == "hourly":
+        # Every local hour start, stepped in elapsed time: 23 or 25 a day across
+        # DST. The hour began (wall minutes and seconds) before `after`.
+        local = after.astimezone(zone)
+        t = after - dt.timedelta(minutes=local.minute, seconds=local.second,
+                                 microseconds=local.microsecond) + shift
+        while t <= after:
+            t += dt.timedelta(hours=1)
+        return t
+
+    wall = _slot_start(timing, (after - shift - dt.timedelta(days=1)).astimezone(zone))
+    while True:
+        t = resolve_wall(wall, zone) + shift
+        if t > after:
+            return t
+        wall = _slot_step(timing, wall)
+
+
+# -- persistence -----------------------------------------------------------------------
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(_UTC).isoformat()
+
+
+def _parse_iso(s: str) -> dt.datetime:
+    return _aware(dt.datetime.fromisoformat(s), "a stored time").astimezone(_UTC)
+
+
+def _write_atomic(path: str, data: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".schedule.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(dfd)  # make the rename itself durable
+    finally:
+        os.close(dfd)
+
+
+def load_file(path: str) -> list[Entry]:
+    """Entries from a schedule file; a missing file is an empty schedule."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise SchedulerError(f"{path}: cannot read the schedule file: {e}") from None
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("version") != FILE_VERSION:
+            raise ValueError(f"expected a JSON object with \"version\": {FILE_VERSION}")
+        entries = [Entry.from_json(e) for e in doc["entries"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise SchedulerError(f"{path}: corrupt schedule file ({what}); "
+                             "fix it or move it aside to start with an empty schedule") from None
+    oids = [e.oid for e in entries]
+    if len(set(oids)) != len(oids):
+        raise SchedulerError(f"{path}: corrupt schedule file (duplicate oid); "
+                             "fix it or move it aside to start with an empty schedule")
+    return entries
+
+
+# -- the scheduler ---------------------------------------------------------------------
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(_UTC)
+
+
+class Scheduler:
+    """Entries, their due times and the file they live in. Thread-safe: the
+    control server adds and deletes while the main loop calls due()."""
+
+    def __init__(self, zone: dt.tzinfo | str = "UTC", clock: Callable[[], dt.datetime] = _utcnow,
+                 path: str | None = None, rng: random.Random | None = None):
+        self.zone = zoneinfo.ZoneInfo(zone) if isinstance(zone, str) else zone
+        self.clock = clock
+        self.path = path
+        self.rng = rng or random.SystemRandom()
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self.save_error: SchedulerError | None = None  # the last failed write in due()
+        if path:
+            for e in load_file(path):
+                self._entries[e.oid] = e
+
+    # -- changes --------------------------------------------------------------------
+
+    def add(self, spec: str | Spec, user: Any) -> Entry:
+        """Parse and add an entry made by `user` (anything with .uid and .name,
+        or a (uid, name) pair). An explicit oid replaces that entry, as
+        re-entering a NeTAMS config line would."""
+        sp = parse_schedule(spec) if isinstance(spec, str) else spec
+        owner = _owner(user)
+        now = _aware(self.clock(), "clock()").astimezone(_UTC)
+        with self._lock:
+            oid = sp.oid or self._new_oid()
+            e = Entry(oid, sp.timing, sp.action, owner, created=now, anchor=now, due=now)
+            e.due = next_due(e, now, self.zone)
+            before = self._entries.get(oid)
+            self._entries[oid] = e
+            try:
+                self._save()
+            except SchedulerError:  # keep memory and file in step
+                if before is None:
+                    del self._entries[oid]
+                else:
+                    self._entries[oid] = before
+                raise
+            return dataclasses.replace(e)
+
+    def delete(self, oid: str) -> Entry:
+        """NeTAMS `no schedule oid OID`."""
+        try:
+            key = normalize_oid(oid)
+        except ValueError as err:
+            raise SchedulerError(f"oid: {err}") from None
+        with self._lock:
+            e = self._entries.pop(key, None)
+            if e is None:
+                raise SchedulerError(f"no schedule entry {key} (see `acctctl schedule list`)")
+            try:
+                self._save()
+            except SchedulerError:
+                self._entries[key] = e
+                raise
+            return e
+
+    def due(self, now: dt.datetime | None = None) -> list[Entry]:
+        """Entries due at `now`, each returned once, oldest first, and advanced
+        (persisted before they are returned: at most once). A run missed during
+        downtime comes back once and is rescheduled from now. A failed write
+        does not raise here; it is left in `save_error` for the daemon to log."""
+        now = _aware(now if now is not None else self.clock(), "now").astimezone(_UTC)
+        fired: list[Entry] = []
+        with self._lock:
+            for e in sorted(self._entries.values(), key=lambda x: (x.due, x.oid)):
+                if e.due > now:
+                    continue
+                nxt = next_due(e, e.due, self.zone)
+                if nxt <= now:  # at least one whole slot was missed
+                    if e.timing.kind == "every":
+                        e.anchor = now
+                    nxt = next_due(e, now, self.zone)
+                e.last_run, e.due = now, nxt
+                fired.append(dataclasses.replace(e))
+            if fired:
+                # A failed write must not stop the runs: the entries have moved
+                # on in memory; the daemon logs save_error and goes on.
+                try:
+                    self._save()
+                    self.save_error = None
+                except SchedulerError as err:
+                    self.save_error = err
+        return fired
+
+    # -- views ----------------------------------------------------------------------
+
+    def get(self, oid: str) -> Entry:
+        with self._lock:
+            try:
+                return dataclasses.replace(self._entries[normalize_oid(oid)])
+            except (KeyError, ValueError):
+                raise SchedulerError(f"no schedule entry {oid}") from None
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return [dataclasses.replace(e) for e in sorted(self._entries.values(),
+                                                           key=lambda x: x.oid)]
+
+    def set_zone(self, zone: dt.tzinfo | str, now: dt.datetime | None = None) -> None:
+        """A new time-zone (config reload): calendar entries move to their next
+        local slot; intervals keep their elapsed-time due."""
+        now = _aware(now if now is not None else self.clock(), "now").astimezone(_UTC)
+        with self._lock:
+            self.zone = zoneinfo.ZoneInfo(zone) if isinstance(zone, str) else zone
+            for e in self._entries.values():
+                if e.timing.kind != "every" and e.due > now:
+                    e.due = next_due(e, now, self.zone)
+            self._save()
+
+    def next_wakeup(self) -> dt.datetime | None:
+        """The earliest due time, for the daemon loop's sleep."""
+        with self._lock:
+            return min((e.due for e in self._entries.values()), default=None)
+
+    def list(self, now: dt.datetime | None = None) -> list[dict]:
+        """`show schedule` rows: oid, interval, left (whole seconds, rounded up),
+        action, plus the owner and the due/last-run times (ISO, UTC)."""
+        now = _aware(now if now is not None else self.clock(), "now").astimezone(_UTC)
+        return [{"oid": e.oid, "interval": e.timing.text,
+                 "left": max(0, math.ceil((e.due - now).total_seconds())),
+                 "action": e.action, "user": e.owner.name, "uid": e.owner.uid,
+                 "due": _iso(e.due), "last_run": _iso(e.last_run) if e.last_run else None}
+                for e in self.entries()]
+
+    # -- internals ------------------------------------------------------------------
+
+    def _new_oid(self) -> str:
+        for _ in range(1000):
+            oid = f"{(OID_PREFIX << 16) | self.rng.randrange(1, 0x10000):06X}"
+            if oid not in self._entries:
+                return oid
+        raise SchedulerError("no free schedule oid (08xxxx); delete some entries")
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        doc = {"version": FILE_VERSION,
+               "entries": [e.to_json() for e in sorted(self._entries.values(),
+                                                       key=lambda x: x.oid)]}
+        try:
+            _write_atomic(self.path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        except OSError as e:
+            raise SchedulerError(f"{self.path}: cannot write the schedule file: {e}") from None
+
+
+def _owner(user: Any) -> Owner:
+    if isinstance(user, Owner):
+        return user
+    if isinstance(user, tuple) and len(user) == 2:
+        return Owner(int(user[0]), str(user[1]))
+    try:
+        return Owner(int(user.uid), str(user.name))
+    except AttributeError:
+        raise TypeError(f"expected a user with .uid and .name, got {user!r}") from None
+
+
+def format_table(rows: Iterable[dict]) -> str:
+    """The rows as NeTAMS `show schedule` printed them."""
+    lines = ["OID | INTERVAL | LEFT | ACTION"]
+    lines += [f"{r['oid']} | {r['interval']} | {r['left']} | {r['action']}" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,472 @@
+"""DuckDB storage, written only by the daemon: raw drain rows, period summaries,
+and the kernel-counter checkpoint they correspond to, all in one transaction.
+
+Why one transaction: the kernel counters are monotonic, and the daemon's
+deltas are taken against the last committed counter values. If rollups and
+the checkpoint commit together, a SIGKILL at any instant leaves either both
+(the next drain's deltas start from them) or neither (the previous
+checkpoint, whose rollups are exactly what the table holds): no byte is lost
+or counted twice.
+
+Tables (timestamps are UTC, `TIMESTAMP` without zone; oids as integers):
+  raw        ts, unit_oid, policy_oid, dir, packets, bytes     (NeTAMS RAW)
+  summary    kind, period_start, unit_oid, policy_oid, dir,
+             packets, bytes; primary key on all but the counters (NeTAMS SUMMARY)
+  checkpoint map, chunk, n, key_type, val_type, keys, vals
+             (a kernel map's keys and counter fields, as numpy bytes in
+             chunks of CHUNK entries)
+  meta       key, value: schema_version, abi_version, last_drain
+policy_oid 0 is all of a unit's traffic; unit_oid 0 is unattributed traffic;
+policy_oids rollup.DROPPED count what the datapath dropped, per cause
+(see acctd.store.rollup).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo
+
+import duckdb
+import numpy as np
+
+from acctd.errors import AcctError
+from acctd.kernel import abi
+from acctd.kernel.drain import counter_fields
+from acctd.store.rollup import PERIODS, Rollup, from_us, label, period_end, period_start, to_us
+
+SCHEMA_VERSION = 1
+CHUNK = 1 << 16  # checkpoint entries per row: large blobs, few rows
+_KINDS = "['hour', 'day', 'week', 'month']"
+
+SCHEMA = f"""
+CREATE TYPE period AS ENUM {tuple(PERIODS)};
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE raw (
+    ts TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL, policy_oid UINTEGER NOT NULL,
+    dir UTINYINT NOT NULL, packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL);
+CREATE TABLE summary (
+    kind period NOT NULL, period_start TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL,
+    policy_oid UINTEGER NOT NULL, dir UTINYINT NOT NULL,
+    packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL,
+    PRIMARY KEY (kind, period_start, unit_oid, policy_oid, dir));
+CREATE TABLE checkpoint (
+    map VARCHAR NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NULL,
+    key_type VARCHAR NOT NULL, val_type VARCHAR NOT NULL,
+    keys BLOB NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (map, chunk));
+"""
+
+# Who held which address when (acctd.model.sessions); open sessions have no stop.
+SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS sessions (
+    id BIGINT PRIMARY KEY, unit_oid VARCHAR NOT NULL, addr VARCHAR NOT NULL,
+    source VARCHAR NOT NULL, start TIMESTAMP NOT NULL, mac VARCHAR NOT NULL,
+    nas VARCHAR NOT NULL, port VARCHAR NOT NULL, stop TIMESTAMP, stop_cause VARCHAR NOT NULL,
+    packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
+    bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL)"""
+_SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
+                 "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out",
+                 "nas_bytes_in", "nas_bytes_out")
+
+# The maps a daemon checkpoints, with the dtypes load_checkpoint() expects.
+CHECKPOINT_TYPES = {"acct_addrs": (abi.ADDR_KEY, abi.ADDR_VAL),
+                    "acct_flows": (abi.FLOW_KEY, abi.FLOW_VAL)}
+
+
+class StorageError(AcctError):
+    """The database cannot be used as it is (wrong version, ABI, locked)."""
+
+
+def _type_text(t: np.dtype) -> str:
+    # descr is stable across runs and names every field, offset padding included
+    return str(np.dtype(t).descr)
+
+
+def _counter_type(t: np.dtype) -> np.dtype:
+    """The counter fields of a value type, packed: all a delta baseline needs."""
+    t = np.dtype(t)
+    return np.dtype([(f, t.fields[f][0]) for f in counter_fields(t)])
+
+
+def _pack(vals: np.ndarray) -> np.ndarray:
+    out = np.empty(len(vals), _counter_type(vals.dtype))
+    for f in out.dtype.names:
+        out[f] = vals[f]
+    return out
+
+
+def _unpack(packed: np.ndarray, t: np.dtype) -> np.ndarray:
+    out = np.zeros(len(packed), t)
+    for f in packed.dtype.names:
+        out[f] = packed[f]
+    return out
+
+
+def _oid(oid: str | int) -> int:
+    return int(oid, 16) if isinstance(oid, str) else int(oid)
+
+
+class Storage:
+    """The daemon's database. `zone` decides local periods for the queries.
+
+    DuckDB allows one writing process; a second open fails with a
+    StorageError naming the lock, which is what acctctl reports while the
+    daemon runs.
+    """
+
+    def __init__(self, path: str | os.PathLike, zone: ZoneInfo | str = "UTC",
+                 raw_retention: int = 30 * 86400, read_only: bool = False):
+        self.path = os.fspath(path)
+        self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
+        self.raw_retention = raw_retention
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as e:
+            raise StorageError(f"cannot open {self.path}: {e}") from None
+        have = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"
+                                ).fetchall()[0][0]
+        if not have:
+            if read_only:
+                raise StorageError(f"{self.path}: not an acctd database (no meta table)")
+            self._create()
+        if not read_only:  # tables added since schema 1, created on first use
+            self.con.execute("CREATE TABLE IF NOT EXISTS syspolicy (unit_oid UINTEGER PRIMARY KEY, "
+                             "bits UINTEGER NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS quota (unit_oid VARCHAR PRIMARY KEY, "
+                             "spec VARCHAR NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
+                             "state VARCHAR NOT NULL)")
+            self.con.execute(SESSIONS_TABLE)
+            # what the NAS itself reported (OpenVPN's bytecount), next to acctd's counts
+            for col in ("nas_bytes_in", "nas_bytes_out"):
+                self.con.execute(f"ALTER TABLE sessions ADD COLUMN IF NOT EXISTS {col} UBIGINT")
+            self.con.execute("CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, "
+                             "record VARCHAR NOT NULL)")
+            self.con.execute("CREATE TABLE IF NOT EXISTS unit_mac (unit_oid VARCHAR PRIMARY KEY, "
+                             "mac VARCHAR NOT NULL)")
+        version = self.meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
+                               f"{SCHEMA_VERSION}")
+
+    def _create(self) -> None:
+        self.con.execute("BEGIN")
+        self.con.execute(SCHEMA)
+        self.con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('abi_version', ?)",
+                         [str(SCHEMA_VERSION), str(abi.ABI_VERSION)])
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def meta(self, key: str) -> str | None:
+        # fetchall: this duckdb refuses new work while a result is unfinished
+        rows = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def forget_checkpoint(self) -> None:
+        """The pinned maps are of another ABI version than the checkpoint (an
+        upgrade moved them to a new pin directory, which starts at zero): the
+        checkpoint no longer describes them, so it goes, in one transaction
+        with the version it now stands for."""
+        self.con.execute("BEGIN")
+        self.con.execute("DELETE FROM checkpoint")
+        self.con.execute("UPDATE meta SET value = ? WHERE key = 'abi_version'",
+                         [str(abi.ABI_VERSION)])
+        self.con.execute("COMMIT")
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @property
+    def last_drain(self) -> dt.datetime | None:
+        v = self.meta("last_drain")
+        return None if v is None else from_us(int(v))
+
+    # --- the daemon's write path ------------------------------------------------
+
+    def _sql(self, sql: str, params=None):
+        """Every statement of a commit goes through here (tests crash inside it)."""
+        return self.con.execute(sql, params)
+
+    def commit(self, rollup: Rollup,
+               checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]],
+               session_charges: Mapping[int, tuple[int, int, int, int]] | None = None) -> None:
+        """Store one drain atomically: raw rows, summary upserts, retention, checkpoint.
+
+        checkpoint: map name -> (keys, values), the full counter state after
+        this drain: what the next drain's deltas subtract. Maps not named keep
+        no checkpoint after this commit. rollup.ts becomes `last_drain`; a
+        wall clock stepped back only moves rows between periods.
+
+        On any error nothing is written and the exception propagates; the
+        daemon's in-memory baseline is then ahead of the file, so it must
+        reseed from load_checkpoint() before the next drain. session_charges
+        (session id -> packets in/out, bytes in/out) go into the same
+        transaction, so sessions never disagree with the rows.
+        """
+        ts_us = to_us(rollup.ts)
+        self.con.register("acct_raw_batch", rollup.raw)
+        self.con.register("acct_summary_batch", rollup.summary)
+        try:
+            self._sql("BEGIN")
+            try:
+                self._write(ts_us, checkpoint)
+                for sid, (pi, po, bi, bo) in (session_charges or {}).items():
+                    self._sql("UPDATE sessions SET packets_in = packets_in + ?, packets_out = "
+                              "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
+                              "WHERE id = ?", [pi, po, bi, bo, sid])
+                self._sql("COMMIT")
+            except BaseException:
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the original error says more; nothing was committed either way
+                raise
+        finally:
+            self.con.unregister("acct_raw_batch")
+            self.con.unregister("acct_summary_batch")
+
+    def _write(self, ts_us: int, checkpoint) -> None:
+        self._sql("INSERT INTO raw SELECT make_timestamp($ts), unit_oid, policy_oid, dir, "
+                  "packets, bytes FROM acct_raw_batch", {"ts": ts_us})
+        self._sql(f"INSERT INTO summary SELECT {_KINDS}[kind + 1]::period, make_timestamp(start), "
+                  "unit_oid, policy_oid, dir, packets, bytes FROM acct_summary_batch "
+                  "ON CONFLICT DO UPDATE SET packets = packets + excluded.packets, "
+                  "bytes = bytes + excluded.bytes")
+        if self.raw_retention is not None:
+            self._sql("DELETE FROM raw WHERE ts < make_timestamp($cut)",
+                      {"cut": ts_us - self.raw_retention * 1_000_000})
+        self._sql("DELETE FROM checkpoint")
+        for name, (keys, vals) in checkpoint.items():
+            if len(keys) != len(vals):
+                raise ValueError(f"checkpoint {name}: {len(keys)} keys, {len(vals)} values")
+            # only the counters: timestamps and flags are not part of a delta
+            # baseline, and leaving them out makes the flow checkpoint a fifth smaller
+            packed = _pack(vals)
+            kt, vt = _type_text(keys.dtype), _type_text(packed.dtype)
+            # one row per chunk of entries; always at least one, so an empty map
+            # is remembered as empty rather than missing
+            for i, lo in enumerate(range(0, max(len(keys), 1), CHUNK)):
+                k = np.ascontiguousarray(keys[lo:lo + CHUNK])
+                v = packed[lo:lo + CHUNK]
+                self._sql("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          [name, i, len(k), kt, vt, k.tobytes(), v.tobytes()])
+        self._sql("INSERT OR REPLACE INTO meta VALUES ('last_drain', ?)", [str(ts_us)])
+
+    def load_checkpoint(self, types: Mapping[str, tuple[np.dtype, np.dtype]] = CHECKPOINT_TYPES
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The committed counter state: map name -> (keys, values), for Deltas.seed().
+
+        Values come back in their full dtype with the counter fields
+        (drain.counter_fields) filled and every other field zero. Only maps
+        named in `types` are returned, and their stored layout must match: a
+        checkpoint from another ABI would give wrong deltas, so it is refused
+        rather than guessed at. An empty dict: nothing committed yet.
+        """
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        rows = self.con.execute("SELECT map, n, key_type, val_type, keys, vals FROM checkpoint "
+                                "ORDER BY map, chunk").fetchall()
+        parts: dict[str, list] = {}
+        for name, n, kt, vt, kb, vb in rows:
+            if name not in types:
+                continue
+            ktype, vtype = np.dtype(types[name][0]), _counter_type(types[name][1])
+            if kt != _type_text(ktype) or vt != _type_text(vtype):
+                raise StorageError(f"{self.path}: checkpoint of {name} has another layout "
+                                   f"(ABI changed?); expected {_type_text(ktype)}")
+            k, v = np.frombuffer(kb, ktype), np.frombuffer(vb, vtype)
+            if len(k) != n or len(v) != n:
+                raise StorageError(f"{self.path}: checkpoint of {name} is truncated")
+            parts.setdefault(name, []).append((k, v))
+        for name, ps in parts.items():
+            out[name] = (np.concatenate([p[0] for p in ps]),
+                         _unpack(np.concatenate([p[1] for p in ps]), types[name][1]))
+        return out
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def start_session(self, s) -> int:
+        """Record a new open session (acctd.model.sessions.Session); returns its id."""
+        sid = self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM sessions").fetchall()[0][0]
+        self.con.execute("INSERT INTO sessions (id, unit_oid, addr, source, start, mac, nas, port, "
+                         "stop, stop_cause, packets_in, packets_out, bytes_in, bytes_out) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, NULL, '', 0, 0, 0, 0)",
+                         [sid, s.unit_oid, s.addr, s.source, s.start.replace(tzinfo=None),
+                          s.mac, s.nas, s.port])
+        return int(sid)
+
+    def set_session_nas_bytes(self, sid: int, bytes_in: int, bytes_out: int) -> None:
+        self.con.execute("UPDATE sessions SET nas_bytes_in = ?, nas_bytes_out = ? WHERE id = ?",
+                         [bytes_in, bytes_out, sid])
+
+    def stop_session(self, sid: int, when: dt.datetime, cause: str) -> None:
+        self.con.execute("UPDATE sessions SET stop = ?, stop_cause = ? WHERE id = ? AND stop IS NULL",
+                         [when.replace(tzinfo=None), cause, sid])
+
+    def sessions(self, open_only: bool = False, unit_oid: str | None = None,
+                 limit: int | None = None) -> list:
+        """Sessions, newest first, as acctd.model.sessions.Session (times in UTC)."""
+        from acctd.model.sessions import Session
+        q = f"SELECT {', '.join(_SESSION_COLS)} FROM sessions WHERE true"
+        args: list = []
+        if open_only:
+            q += " AND stop IS NULL"
+        if unit_oid is not None:
+            q += " AND unit_oid = ?"
+            args.append(unit_oid)
+        q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        out = []
+        for row in self.con.execute(q, args).fetchall():
+            d = dict(zip(_SESSION_COLS, row))
+            for k in ("start", "stop"):
+                if d[k] is not None:
+                    d[k] = d[k].replace(tzinfo=dt.timezone.utc)
+            out.append(Session(**d))
+        return out
+
+    # --- login records (acctd.services.login) ------------------------------------------------------
+
+    def login_records(self) -> dict[str, dict]:
+        rows = self.con.execute("SELECT unit_oid, record FROM login").fetchall()
+        return {oid: json.loads(rec) for oid, rec in rows}
+
+    def set_login_record(self, oid: str, record: dict | None) -> None:
+        """Store (or with None remove) one unit's login record."""
+        if record is None:
+            self.con.execute("DELETE FROM login WHERE unit_oid = ?", [oid])
+        else:
+            self.con.execute("INSERT OR REPLACE INTO login VALUES (?, ?)",
+                             [oid, json.dumps(record, sort_keys=True)])
+
+    # --- MACs recorded by `mac fixate` ----------------------------------------------
+
+    def unit_macs(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT unit_oid, mac FROM unit_mac").fetchall())
+
+    def set_unit_mac(self, oid: str, mac: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO unit_mac VALUES (?, ?)", [oid, mac])
+
+    # --- system policies ---------------------------------------------------------------
+
+    def syspolicies(self) -> dict[int, int]:
+        """Run-time system policies by unit oid (acctctl unit NAME sys-...)."""
+        have = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'syspolicy'"
+                                ).fetchall()[0][0]
+        if not have:
+            return {}
+        return {int(o): int(b) for o, b in self.con.execute("SELECT unit_oid, bits FROM syspolicy").fetchall()}
+
+    def set_syspolicy(self, unit_oid: int, bits: int) -> None:
+        self.con.execute("INSERT INTO syspolicy VALUES ($o, $b) ON CONFLICT (unit_oid) "
+                         "DO UPDATE SET bits = excluded.bits", {"o": unit_oid, "b": bits})
+
+    # --- quotas (kept in the database, not the config) ------------------------------
+
+    def _has(self, table: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
+                                     {"t": table}).fetchall()[0][0])
+
+    def quotas(self) -> dict[str, dict]:
+        """Quota records by unit oid (quota.QuotaSpec.to_dict form)."""
+        if not self._has("quota"):
+            return {}
+        return {o: json.loads(s) for o, s in self.con.execute("SELECT unit_oid, spec FROM quota").fetchall()}
+
+    def set_quota(self, unit_oid: str, spec: dict | None) -> None:
+        if spec is None:
+            self.con.execute("DELETE FROM quota WHERE unit_oid = $o", {"o": unit_oid})
+            return
+        self.con.execute("INSERT INTO quota VALUES ($o, $s) ON CONFLICT (unit_oid) DO UPDATE "
+                         "SET spec = excluded.spec", {"o": unit_oid, "s": json.dumps(spec)})
+
+    def quota_state(self) -> dict | None:
+        if not self._has("quota_state"):
+            return None
+        rows = self.con.execute("SELECT state FROM quota_state WHERE id = 1").fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_quota_state(self, state: dict) -> None:
+        self.con.execute("INSERT INTO quota_state VALUES (1, $s) ON CONFLICT (id) DO UPDATE "
+                         "SET state = excluded.state", {"s": json.dumps(state)})
+
+    # --- reports ----------------------------------------------------------------------
+
+    def _starts(self, now: dt.datetime) -> dict[str, int]:
+        return {k: to_us(period_start(k, now, self.zone)) for k in PERIODS}
+
+    def unit_totals(self, unit_oid: str | int, now: dt.datetime) -> list[dict]:
+        """Per policy and dir: packets and bytes for the last drain ("flow") and the
+        current hour, day, week and month (NeTAMS `show list full`).
+
+        Rows are {"policy_oid", "dir", "flow", "hour", "day", "week", "month"},
+        each period a (packets, bytes) pair, sorted by policy_oid then dir.
+        """
+        u = _oid(unit_oid)
+        s = self._starts(now)
+        rows = self.con.execute(
+            "SELECT kind::VARCHAR, policy_oid, dir, packets, bytes FROM summary "
+            "WHERE unit_oid = $u AND ((kind = 'hour' AND period_start = make_timestamp($hour)) "
+            "OR (kind = 'day' AND period_start = make_timestamp($day)) "
+            "OR (kind = 'week' AND period_start = make_timestamp($week)) "
+            "OR (kind = 'month' AND period_start = make_timestamp($month)))",
+            {"u": u, **s}).fetchall()
+        flow = self.con.execute(
+            "SELECT 'flow', policy_oid, dir, packets, bytes FROM raw WHERE unit_oid = $u "
+            "AND ts = (SELECT max(ts) FROM raw WHERE ts <= make_timestamp($now))",
+            {"u": u, "now": to_us(now)}).fetchall()
+        out: dict[tuple[int, int], dict] = {}
+        for kind, pol, d, p, b in rows + flow:
+            r = out.setdefault((pol, d), {"policy_oid": pol, "dir": d,
+                                          **{k: (0, 0) for k in ("flow", *PERIODS)}})
+            r[kind] = (int(p), int(b))
+        return [out[k] for k in sorted(out)]
+
+    def stat(self, unit_oid: str | int, period: str, now: dt.datetime) -> list[dict]:
+        """Hourly rows of the week or month containing `now` (NeTAMS `show stat`).
+
+        Rows are {"start" (UTC datetime), "label" (local time with offset),
+        "policy_oid", "dir", "packets", "bytes"}, in time order.
+        """
+        if period not in ("week", "month"):
+            raise ValueError(f"expected period 'week' or 'month', got {period!r}")
+        lo = period_start(period, now, self.zone)
+        hi = period_end(period, lo, self.zone)
+        rows = self.con.execute(
+            "SELECT epoch_us(period_start), policy_oid, dir, packets, bytes FROM summary "
+            "WHERE kind = 'hour' AND unit_oid = $u AND period_start >= make_timestamp($lo) "
+            "AND period_start < make_timestamp($hi) ORDER BY 1, 2, 3",
+            {"u": _oid(unit_oid), "lo": to_us(lo), "hi": to_us(hi)}).fetchall()
+        out = []
+        for us, pol, d, p, b in rows:
+            start = from_us(us)
+            out.append({"start": start, "label": label(start, self.zone), "policy_oid": pol,
+                        "dir": d, "packets": int(p), "bytes": int(b)})
+        return out
+
+    def unit_period_bytes(self, kind: str, now: dt.datetime) -> dict[int, tuple[int, int]]:
+        """All traffic (policy_oid 0) of every unit in the current `kind`
+        period: {unit_oid: (bytes in, bytes out)} (for the top view)."""
+        rows = self.con.execute(
+            "SELECT unit_oid, dir, bytes FROM summary WHERE kind = $k AND policy_oid = 0 "
+            "AND period_start = make_timestamp($s)",
+            {"k": kind, "s": to_us(period_start(kind, now, self.zone))}).fetchall()
+        out: dict[int, list[int]] = {}
+        for oid, d, b in rows:
+            out.setdefault(int(oid), [0, 0])[int(d)] = int(b)
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def month_report(self, now: dt.datetime) -> dict[str, np.ndarray]:
+        """Every unit's month so far: numpy columns unit_oid, policy_oid, dir,
+        packets, bytes, sorted by unit, policy and dir (policy_oid 0: all traffic)."""
+        return self.con.execute(
+            "SELECT unit_oid, policy_oid, dir, packets, bytes FROM summary "
+            "WHERE kind = 'month' AND period_start = make_timestamp($m) ORDER BY 1, 2, 3",
+            {"m": to_us(period_start("month", now, self.zone))}).fetchnumpy()
