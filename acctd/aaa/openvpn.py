@@ -72,6 +72,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from acctd.common import durable
+
 log = logging.getLogger("acctd.openvpn")
 
 INTERVAL_MIN = 1
@@ -709,7 +711,7 @@ class ManagementClient:
     # the thread
 
     def _run(self) -> None:
-        delay = self.settings.reconnect_backoff
+        failures = 0
         while not self._stopping.is_set():
             attached_before = self.connects
             try:
@@ -728,11 +730,10 @@ class ManagementClient:
                         self.tracker.detach()
                     self._synced.clear()
                     sock.close()
-            if self.connects != attached_before:
-                delay = self.settings.reconnect_backoff
-            if self._stopping.wait(delay):
+            failures = 1 if self.connects != attached_before else failures + 1
+            if self._stopping.wait(durable.backoff(failures, self.settings.reconnect_backoff,
+                                                   self.settings.reconnect_backoff_max)):
                 break
-            delay = min(delay * 2, self.settings.reconnect_backoff_max)
 
     def _failed(self, why: str) -> None:
         if why != self.last_error:

@@ -65,10 +65,8 @@ a file that must not be readable by group or others.
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import datetime as dt
-import fcntl
 import heapq
 import ipaddress
 import json
@@ -79,12 +77,12 @@ import select
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from acctd.aaa import radius
+from acctd.common import durable
 from acctd.model.sessions import Session
 
 log = logging.getLogger("acctd.radius")
@@ -116,7 +114,7 @@ TERMINATE_CAUSES = {
 
 def backoff(failures: int) -> float:
     """Wait after the n-th consecutive failure: 1, 2, 4 ... 60 s."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, min(failures - 1, 30)))
+    return durable.backoff(failures, BACKOFF_BASE, BACKOFF_CAP)
 
 
 def terminate_cause(cause: str | int | None) -> int:
@@ -387,51 +385,18 @@ def build_record(settings: RadiusSettings, status: str, session: Session, user: 
 
 # --- the spool -------------------------------------------------------------------------
 
-def _syncfs(fd: int, files: Sequence[Path]) -> None:
-    """Flush the filesystem holding `fd`; where libc has no syncfs, each file."""
-    fn = getattr(_libc, "syncfs", None) if _libc is not None else None
-    if fn is not None:
-        if fn(fd) == 0:
-            return
-        err = ctypes.get_errno()
-        raise OSError(err, f"syncfs: {os.strerror(err)}")
-    for p in files:
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
-
-
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - no C library to load
-    _libc = None
-
-
 class Spool:
-    """One JSON file per record, named by a sequence number that orders them.
-    Every change is write-temp, fsync, rename, fsync-directory. One process
-    owns a spool."""
+    """One JSON file per record, named by a sequence number that orders
+    them, in a durable directory (acctd.common.durable). One process owns a
+    spool: a second client on it would send records twice."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # one owner: a second client on the same spool would send records twice
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise ValueError(f"RADIUS spool {self.path} is in use by another client "
-                             f"(close it first)") from None
-        self._unlock = weakref.finalize(self, os.close, self._fd)
-        for p in self.path.glob(".tmp-*"):
-            p.unlink()  # a write that never completed: its enqueue never returned
+        self.dir = durable.Directory(path, exclusive="RADIUS spool")
+        self.path = self.dir.path
         self._seq = 0
 
     def close(self) -> None:
-        self._unlock()
-
-    def _fsync_dir(self) -> None:
-        os.fsync(self._fd)
+        self.dir.close()
 
     def next_id(self) -> str:
         """Sequence numbers grow across restarts (at least the wall clock in
@@ -458,35 +423,11 @@ class Spool:
         self.write_many([r])
 
     def write_many(self, records: Sequence[Record]) -> None:
-        """All of `records`, durable when this returns. A batch costs one
-        syncfs(2) instead of an fsync per file (on ext4, about 0.7 ms a
-        record instead of 1.5)."""
-        tmps = []
-        try:
-            for r in records:
-                tmp = self.path / f".tmp-{r.id}"
-                tmps.append(tmp)
-                with open(tmp, "w") as f:
-                    f.write(r.to_json())
-                    if len(records) == 1:
-                        f.flush()
-                        os.fsync(f.fileno())
-            if len(records) > 1:
-                _syncfs(self._fd, tmps)
-            for r, tmp in zip(records, tmps):
-                os.rename(tmp, self.path / f"{r.id}.json")
-        except BaseException:
-            for tmp in tmps:
-                tmp.unlink(missing_ok=True)
-            raise
-        self._fsync_dir()
+        """All of `records`, durable when this returns (one syncfs a batch)."""
+        self.dir.write_many((f"{r.id}.json", r.to_json()) for r in records)
 
     def remove(self, rid: str) -> None:
-        try:
-            (self.path / f"{rid}.json").unlink()
-        except FileNotFoundError:
-            return
-        self._fsync_dir()
+        self.dir.remove(f"{rid}.json")
 
 
 # --- the client ------------------------------------------------------------------------

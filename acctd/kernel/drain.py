@@ -168,18 +168,3 @@ def array_delta(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     for f in counter_fields(cur.dtype):
         out[f] = cur[f] - prev[f]
     return out
-
-
-def addr_to_str(addr: np.ndarray) -> str:
-    """16-byte key to text; IPv4-mapped addresses print as IPv4."""
-    import ipaddress
-    a = ipaddress.IPv6Address(bytes(addr))
-    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
-
-
-def addr_from_str(text: str) -> bytes:
-    import ipaddress
-    a = ipaddress.ip_address(text)
-    if a.version == 4:
-        return bytes(10) + b"\xff\xff" + a.packed
-    return a.packed

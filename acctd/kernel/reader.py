@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from acctd.kernel import abi, drain
+from acctd.model.addresses import format_addr
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
@@ -100,7 +101,7 @@ def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.R
             elif cls is not None and int(cls["fw"]) == abi.Fw.DROP:
                 row["fw"] = "drop"
             row["drops"] = _drops(v)
-            addrs[drain.addr_to_str(k["addr"])] = row
+            addrs[format_addr(k["addr"])] = row
     out = {"addrs": addrs, "vlans": {}, "ports": {}, "ifaces": {}, "health": {}}
     for name, key in (("acct_vlans", "vlans"), ("acct_ports", "ports")):
         vals = arrays[name]

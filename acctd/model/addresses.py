@@ -39,7 +39,9 @@ def parse_prefix(text: str, strict: bool = True) -> tuple[bytes, int]:
     return net.network_address.packed, net.prefixlen
 
 
-def format_addr(addr: bytes) -> str:
+def format_addr(addr: bytes | np.ndarray) -> str:
+    """16 bytes (or a uint8 row of a map key) -> text; IPv4-mapped as IPv4."""
+    addr = bytes(addr)
     if addr[:12] == _V4_MAPPED:
         return str(ipaddress.IPv4Address(addr[12:]))
     return str(ipaddress.IPv6Address(addr))
@@ -49,6 +51,29 @@ def format_prefix(net: bytes, plen: int) -> str:
     if net[:12] == _V4_MAPPED and plen >= 96:
         return f"{format_addr(net)}/{plen - 96}"
     return f"{format_addr(net)}/{plen}"
+
+
+def format_addrs(raw: np.ndarray) -> np.ndarray:
+    """format_addr of every row of an (n, 16) uint8 array, as a str array:
+    IPv4-mapped ones are built column-wise (the common case, and cheap)."""
+    raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 16)
+    v4 = (raw[:, :12] == np.frombuffer(_V4_MAPPED, np.uint8)).all(axis=1)
+    out = np.empty(len(raw), dtype=object)
+    if v4.any():
+        octets = raw[v4, 12:].astype(str)
+        text = octets[:, 0]
+        for j in (1, 2, 3):
+            text = np.char.add(np.char.add(text, "."), octets[:, j])
+        out[v4] = text
+    for i in np.flatnonzero(~v4):
+        out[i] = str(ipaddress.IPv6Address(raw[i].tobytes()))
+    return out.astype(str)
+
+
+def canonical(text: str) -> str:
+    """An address's text as format_addr writes it ("::ffff:10.0.0.1" ->
+    "10.0.0.1"); ValueError if it is none."""
+    return format_addr(parse_addr(text))
 
 
 def split_addrs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

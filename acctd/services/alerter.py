@@ -1,9 +1,9 @@
 """E-mail alerts (NeTAMS `service alerter`): quota notices and traffic reports,
 rendered in English or Russian and sent through SMTP from a persisted outbox.
 
-Outbox: one JSON file per message in a directory, written to a temporary
-name, fsynced and renamed, so a message exists whole or not at all, even
-after SIGKILL or power loss. Delivery removes the file only after the
+Outbox: one JSON file per message in a durable directory (written to a
+temporary name, fsynced and renamed), so a message exists whole or not at
+all, even after SIGKILL or power loss. Delivery removes the file only after the
 server accepted the message (250 after DATA).
 
 Delivery is at-least-once, not exactly-once. SMTP has no idempotent
@@ -39,6 +39,9 @@ from email.header import Header
 from email.mime.text import MIMEText
 from pathlib import Path
 from typing import Any
+
+from acctd.common import durable
+from acctd.common.secret_files import read_private
 
 log = logging.getLogger("acctd.alerter")
 
@@ -121,7 +124,7 @@ def recipients(owner: str | None, admins: Iterable[str]) -> tuple[str, ...]:
 
 def backoff(attempts: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Delay after the attempts-th failure: base, 2·base, 4·base … capped."""
-    return min(cap, base * 2 ** max(0, min(attempts - 1, 30)))
+    return durable.backoff(attempts, base, cap)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,42 +286,23 @@ class QueueRow:
 
 
 class Outbox:
-    """A directory of `<id>.json` message files plus `failed/` for dead
-    letters. Every change is write-temp, fsync, rename, fsync-directory."""
+    """A durable directory (acctd.common.durable) of `<id>.json` message
+    files, plus `failed/` for dead letters."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.failed = self.path / "failed"
-        self.failed.mkdir(parents=True, exist_ok=True)
-        # a temp file left by a kill mid-write was never acknowledged to a caller
-        for stale in self.path.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
+        self.queued = durable.Directory(path)
+        self.buried = durable.Directory(Path(path) / "failed")
+        self.path, self.failed = self.queued.path, self.buried.path
 
-    def _fsync_dir(self, d: Path) -> None:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def write(self, m: Message, where: Path | None = None) -> None:
-        d = where or self.path
-        final = d / f"{m.id}.json"
-        tmp = d / f"{m.id}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(m.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        self._fsync_dir(d)
+    def write(self, m: Message) -> None:
+        self.queued.write(f"{m.id}.json", m.to_json())
 
     def remove(self, mid: str) -> None:
-        (self.path / f"{mid}.json").unlink(missing_ok=True)
-        self._fsync_dir(self.path)
+        self.queued.remove(f"{mid}.json")
 
     def bury(self, m: Message) -> None:
         """Move to failed/: kept for the admin to read, never retried."""
-        self.write(m, self.failed)
+        self.buried.write(f"{m.id}.json", m.to_json())
         self.remove(m.id)
 
     def _load(self, d: Path) -> list[Message]:
@@ -432,7 +416,7 @@ class Mailer:
                 smtp.starttls(context=ctx)
                 smtp.ehlo()
             if s.user:
-                password = Path(s.password_file).read_text().rstrip("\r\n")
+                password = read_private(s.password_file, "smtp-password-file").decode()
                 smtp.login(s.user, password)
         except BaseException:
             smtp.close()
@@ -470,8 +454,9 @@ class Mailer:
         failed: list[str] = []
         try:
             smtp = self._connect()
-        except (OSError, smtplib.SMTPException) as e:
-            # a 5xx at login is a configuration error, not the message's fault: retry
+        except (OSError, ValueError, smtplib.SMTPException) as e:
+            # a 5xx at login, or a password file gone or opened to others, is a
+            # configuration error, not the message's fault: retry
             for m in due:
                 (failed if self._defer(m, now, _reason(e)) else deferred).append(m.id)
             return Delivery((), tuple(deferred), tuple(failed))

@@ -6,7 +6,7 @@ user (`echo $USER > /var/run/$REMOTE_IP`); the logout script removes it.
 scan() reads the directory into {address text: user}, diff() turns two
 readings into bind/unbind events, DirWatcher polls for changes cheaply.
 
-Address text is drain.addr_to_str's form (IPv4-mapped IPv6 as IPv4, IPv6
+Address text is acctd.model.addresses' form (IPv4-mapped IPv6 as IPv4, IPv6
 compressed), so it looks flows up directly. Skipped: names starting with
 "." or ending in "~" or ".tmp" (files being written, editor backups),
 names that are no address (logged once), empty files, and addresses in
@@ -22,6 +22,8 @@ import stat
 import time
 from collections.abc import Iterable
 from typing import NamedTuple
+
+from acctd.model.addresses import canonical
 
 log = logging.getLogger("acctd.dynamicip")
 
@@ -65,12 +67,9 @@ def address_of(name: str) -> str | None:
     if "%" in name or "/" in name:  # scoped addresses never match a flow
         return None
     try:
-        a = ipaddress.ip_address(name)
+        return canonical(name)
     except ValueError:
         return None
-    if a.version == 6 and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    return str(a)
 
 
 def excluded(addr: str, nets: list[Network]) -> bool:
@@ -200,7 +199,7 @@ class DirWatcher:
         self._missing_logged = False
 
     def lookup(self, addr: str) -> str | None:
-        """The user bound to an address (drain.addr_to_str text), if any."""
+        """The user bound to an address (acctd.model.addresses text), if any."""
         return self.bindings.get(addr)
 
     def poll(self) -> list[Event]:

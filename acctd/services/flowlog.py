@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from acctd.kernel import abi
+from acctd.model.addresses import format_addrs
 
 log = logging.getLogger("acctd.flowlog")
 
@@ -79,23 +80,6 @@ def _word(text: str) -> str:
     return _SPACE.sub("_", text)
 
 
-def _addr_texts(raw: np.ndarray) -> np.ndarray:
-    """Text of each 16-byte address (rows of uint8), drain.addr_to_str's
-    rule: IPv4-mapped print as IPv4 (built column-wise), the rest as IPv6."""
-    import ipaddress
-    v4 = (raw[:, :10] == 0).all(axis=1) & (raw[:, 10] == 0xff) & (raw[:, 11] == 0xff)
-    out = np.empty(len(raw), dtype=object)
-    if v4.any():
-        octets = raw[v4, 12:].astype(str)
-        text = octets[:, 0]
-        for j in (1, 2, 3):
-            text = np.char.add(np.char.add(text, "."), octets[:, j])
-        out[v4] = text
-    for i in np.flatnonzero(~v4):
-        out[i] = str(ipaddress.IPv6Address(raw[i].tobytes()))
-    return out.astype(str)
-
-
 def format_lines(keys: np.ndarray, values: np.ndarray, *, now,
                  devices: Mapping[int, str],
                  user: Callable[[str], str | None] | None = None,
@@ -121,7 +105,7 @@ def format_lines(keys: np.ndarray, values: np.ndarray, *, now,
     if {"src", "dst", "user"} & set(fields):
         both = np.ascontiguousarray(np.concatenate([keys["saddr"], keys["daddr"]]))
         uniq, inv = np.unique(both.view("V16").reshape(-1), return_inverse=True)
-        addr_text = _addr_texts(uniq.view(np.uint8).reshape(-1, 16))
+        addr_text = format_addrs(uniq.view(np.uint8).reshape(-1, 16))
         addr_inv = inv.reshape(-1)
 
     def column(f: str) -> np.ndarray:

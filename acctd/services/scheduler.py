@@ -43,15 +43,14 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import random
 import re
 import shlex
-import tempfile
 import threading
 import zoneinfo
 from typing import Any, Callable, Iterable
 
+from acctd.common import durable
 from acctd.errors import AcctError
 from acctd.model.units import normalize_oid
 
@@ -392,29 +391,6 @@ def _parse_iso(s: str) -> dt.datetime:
     return _aware(dt.datetime.fromisoformat(s), "a stored time").astimezone(_UTC)
 
 
-def _write_atomic(path: str, data: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".schedule.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dfd)  # make the rename itself durable
-    finally:
-        os.close(dfd)
-
-
 def load_file(path: str) -> list[Entry]:
     """Entries from a schedule file; a missing file is an empty schedule."""
     try:
@@ -589,7 +565,7 @@ class Scheduler:
                "entries": [e.to_json() for e in sorted(self._entries.values(),
                                                        key=lambda x: x.oid)]}
         try:
-            _write_atomic(self.path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+            durable.write_file(self.path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         except OSError as e:
             raise SchedulerError(f"{self.path}: cannot write the schedule file: {e}") from None
 

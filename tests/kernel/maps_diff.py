@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from acctd.kernel import abi, drain
+from acctd.model.addresses import format_addr
 
 _FLOW_KEY_FIELDS = ("ifindex", "dir", "ip_ver", "proto", "tos", "vlan_outer", "vlan_inner",
                     "sport", "dport")
@@ -22,10 +23,10 @@ def _rows(name, keys, vals):
     out = {}
     for k, v in zip(keys, vals):
         if name == "acct_addrs":
-            key = drain.addr_to_str(k["addr"])
+            key = format_addr(k["addr"])
         elif name == "acct_flows":
             key = tuple(int(k[f]) for f in _FLOW_KEY_FIELDS) + (
-                drain.addr_to_str(k["saddr"]), drain.addr_to_str(k["daddr"]))
+                format_addr(k["saddr"]), format_addr(k["daddr"]))
         else:
             key = int(k)
         out[key] = v

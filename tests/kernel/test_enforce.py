@@ -10,6 +10,7 @@ from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw
 from acctd import config
 from acctd.kernel import abi, syscalls, drain, enforcer
 from acctd.model import enforcement
+from acctd.model.addresses import format_addr
 
 from .conftest import LO_SLOT, set_clock
 
@@ -90,7 +91,7 @@ def out(src, l4, size=0):
 def drops_of(dp, addr: str) -> np.ndarray:
     keys, vals = drain.read(dp.maps["acct_addrs"])
     for k, v in zip(keys, vals):
-        if drain.addr_to_str(k["addr"]) == addr:
+        if format_addr(k["addr"]) == addr:
             return v["drop_packets"]
     return np.zeros((abi.DROP_MAX, abi.DIR_MAX), np.uint64)
 
@@ -127,7 +128,7 @@ def test_restrict(enforced):
     ifs2 = drain.read(dp.maps["acct_ifaces"])[1][LO_SLOT]
     assert ifs2["drop_packets"][abi.Drop.FW, abi.Dir.OUT] - ifs["drop_packets"][abi.Drop.FW, abi.Dir.OUT] == 1
     keys = drain.read(dp.maps["acct_addrs"])[0]
-    assert "10.0.7.9" not in {drain.addr_to_str(k["addr"]) for k in keys}
+    assert "10.0.7.9" not in {format_addr(k["addr"]) for k in keys}
     # no-local-pass: restrict all applies to the unit
     assert run(dp, out("10.0.6.7", ICMP())) == XDP_DROP
     assert drops_of(dp, "10.0.6.7")[abi.Drop.FW, abi.Dir.OUT] == 1  # a unit: counted per address

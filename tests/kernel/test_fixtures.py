@@ -18,6 +18,7 @@ from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6Echo
                        IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw)
 
 from acctd.kernel import abi, syscalls, drain
+from acctd.model.addresses import format_addr, parse_addr
 
 from .conftest import LO_IFINDEX, LO_SLOT, set_class, set_role
 from .maps_diff import changes, health, snapshot
@@ -256,7 +257,7 @@ def test_tcp_flags_are_ored_and_times_kept(datapath):
         syscalls.prog_test_run(fd, bytes(base / TCP(sport=41000, dport=80, flags=flags)))
     keys, vals = drain.read(datapath.maps["acct_flows"])
     mine = [v for k, v in zip(keys, vals)
-            if drain.addr_to_str(k["saddr"]) == "10.0.0.80" and k["sport"] == 41000]
+            if format_addr(k["saddr"]) == "10.0.0.80" and k["sport"] == 41000]
     assert len(mine) == 1
     v = mine[0]
     assert v["packets"] == 4
@@ -275,7 +276,7 @@ def test_block_reaches_a_live_address_and_keeps_its_counters(datapath):
     for _ in range(3):
         assert syscalls.prog_test_run(fd, pkt)[0] == XDP_PASS
     key = np.zeros(1, abi.ADDR_KEY)
-    key["addr"] = np.frombuffer(drain.addr_from_str(addr), np.uint8)
+    key["addr"] = np.frombuffer(parse_addr(addr), np.uint8)
 
     def value():
         return drain.reduce_percpu(datapath.maps["acct_addrs"].lookup(key[0])[None])[0]

@@ -5,6 +5,7 @@ import pytest
 from scapy.all import IP, UDP, Ether, Raw
 
 from acctd.kernel import syscalls, drain
+from acctd.model.addresses import format_addr
 
 from .conftest import LO_SLOT
 
@@ -32,7 +33,7 @@ def test_flow_table_overflow_keeps_address_totals_exact(datapath):
         sent[a][1] += len(raw) - 14
 
     keys, vals = drain.read(datapath.maps["acct_addrs"])
-    got = {drain.addr_to_str(k["addr"]): v for k, v in zip(keys, vals)}
+    got = {format_addr(k["addr"]): v for k, v in zip(keys, vals)}
     for a in addrs:
         assert int(got[a]["packets"][1]) == sent[a][0]
         assert int(got[a]["bytes"][1]) == sent[a][1]

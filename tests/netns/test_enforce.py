@@ -28,6 +28,7 @@ import pytest
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
 from acctd.kernel.datapath import Datapath
+from acctd.model.addresses import format_addr
 
 from .conftest import TOOLS
 from .topology import LINKS, Topology, remove_stale
@@ -133,7 +134,7 @@ def addr_row(maps, addr: str):
     """The kernel's acct_addrs entry of `addr` (summed over CPUs), or None."""
     keys, vals = drain.read(maps["acct_addrs"])
     for k, v in zip(keys, vals):
-        if drain.addr_to_str(k["addr"]) == addr:
+        if format_addr(k["addr"]) == addr:
             return v
     return None
 

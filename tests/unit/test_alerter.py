@@ -271,7 +271,7 @@ def test_sigkill_after_enqueue_loses_nothing(server, tmp_path):
     out = tmp_path / "outbox"
     # a torn write from an earlier kill: never acknowledged, so dropped
     out.mkdir()
-    (out / "deadbeef0000.tmp").write_text('{"id": "dead')
+    (out / ".tmp-deadbeef0000.json").write_text('{"id": "dead')
     p = subprocess.run([sys.executable, "-c", KILLER, str(out), str(server.port)],
                        capture_output=True, text=True, timeout=60,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
@@ -279,7 +279,7 @@ def test_sigkill_after_enqueue_loses_nothing(server, tmp_path):
     m = mailer(server, out)                        # the restarted daemon
     rows = m.queue()
     assert len(rows) == 20 and rows[0].id == p.stdout.strip()
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob(".tmp-*"))
     d = m.deliver_due()
     assert len(d.sent) == 20
     subjects = sorted(g[1]["Subject"] for g in server.sink.got)
@@ -320,7 +320,12 @@ def test_starttls_and_auth(cert, tmp_path):
         m = mailer(s, tmp_path / "outbox", starttls=True, tls_ca=crt,
                    user="acctd", password_file=str(pw))
         m.notify_quota(notice("hard"), now=T0)
-        assert len(m.deliver_due(T0).sent) == 1
+        # the one rule for secret files: a password others may read is not used
+        pw.chmod(0o644)
+        assert m.deliver_due(T0).deferred and "chmod 600" in m.queue()[0].last_error
+        assert not logins
+        pw.chmod(0o600)
+        assert len(m.deliver_due(T0 + 3600).sent) == 1
         (rcpts, msg, session), = s.sink.got
         assert session.ssl is not None                 # the mail went over TLS
         assert session.authenticated

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from acctd.kernel import abi
-from acctd.kernel.drain import addr_from_str, addr_to_str
+from acctd.model.addresses import format_addr, parse_addr
 from acctd.services import flowlog
 
 README_TIME = 786476591  # the time on the sample line of net-acct's README
@@ -23,8 +23,8 @@ def flows(*rows):
         k[i]["ifindex"], k[i]["dir"], k[i]["proto"] = ifindex, d, proto
         k[i]["ip_ver"] = 6 if ":" in src else 4
         k[i]["sport"], k[i]["dport"] = sport, dport
-        k[i]["saddr"] = np.frombuffer(addr_from_str(src), np.uint8)
-        k[i]["daddr"] = np.frombuffer(addr_from_str(dst), np.uint8)
+        k[i]["saddr"] = np.frombuffer(parse_addr(src), np.uint8)
+        k[i]["daddr"] = np.frombuffer(parse_addr(dst), np.uint8)
         v[i]["packets"], v[i]["bytes"] = packets, nbytes
         v[i]["first_ns"], v[i]["last_ns"] = 1, 2
     return k, v
@@ -109,8 +109,8 @@ def test_large_drain_matches_per_flow_formatting():
     got = lines(k, v)
     for i, (ifindex, d, proto, src, sport, dst, dport, _, nbytes) in enumerate(rows):
         ported = proto in (6, 17)
-        want = "\t".join(map(str, [README_TIME, proto, addr_to_str(k[i]["saddr"]), sport if ported else 0,
-                                   addr_to_str(k[i]["daddr"]),
+        want = "\t".join(map(str, [README_TIME, proto, format_addr(k[i]["saddr"]), sport if ported else 0,
+                                   format_addr(k[i]["daddr"]),
                                    dport if ported else 0, nbytes,
                                    DEVICES.get(ifindex, f"if{ifindex}"), "unknown"]))
         assert got[i] == want

@@ -382,7 +382,7 @@ def test_persistence_round_trip(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["version"] == 1 and len(doc["entries"]) == 2
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert os.listdir(tmp_path) == ["schedule.json"]   # no temporary file left
 
     s2 = Scheduler(BERLIN, clock, str(path))
     assert s2.entries() == s.entries()

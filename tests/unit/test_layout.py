@@ -1,0 +1,43 @@
+"""The tree is the map (README Layout): a package per layer, the pure model
+imports no kernel or database library, and no module shadows the standard
+library."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("aaa", "bench", "common", "config", "control", "daemon", "importers", "kernel",
+            "model", "services", "store")
+
+
+def modules(package: str = "acctd"):
+    base = ROOT / ("cli" if package == "acctctl" else package)
+    for p in sorted(base.rglob("*.py")):
+        rel = p.relative_to(base).with_suffix("")
+        yield ".".join((package, *rel.parts)).removesuffix(".__init__"), p
+
+
+def test_every_layer_is_a_package_with_a_docstring():
+    for name in PACKAGES:
+        init = ROOT / "acctd" / name / "__init__.py"
+        assert init.exists(), name
+        assert init.read_text().lstrip().startswith('"""'), f"{name}: say what the layer is for"
+    flat = sorted(p.name for p in (ROOT / "acctd").glob("*.py"))
+    assert flat == ["__init__.py", "demo.py", "errors.py"], "a module outside the layers"
+
+
+def test_no_module_is_named_like_a_standard_library_module():
+    clash = [str(p) for pkg in ("acctd", "acctctl") for name, p in modules(pkg)
+             if name.rsplit(".", 1)[-1] in sys.stdlib_module_names]
+    assert clash == []
+
+
+def test_the_model_is_pure():
+    """acctd.model imports neither bcc, DuckDB nor pyroute2 (STYLE 11)."""
+    mods = [n for n, _ in modules() if n.startswith("acctd.model")]
+    code = (f"import sys\nfor m in {mods!r}:\n    __import__(m)\n"
+            "print(sorted(m for m in ('bcc', 'duckdb', 'pyroute2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == "[]"
