@@ -106,7 +106,6 @@ import heapq
 import hmac
 import ipaddress
 import logging
-import os
 import re
 import select
 import socket
@@ -115,10 +114,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from acctd.aaa import radius
+from acctd.config.schema import (Invalid, Table, boolean, free_text, integer, secret_file, setting,
+                                 tables)
 
 log = logging.getLogger("acctd.radius_coa")
 
@@ -133,113 +133,68 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # --- settings -------------------------------------------------------------------------
 
 
-def read_secret(path: str, key: str) -> bytes:
-    """A client's shared secret (acctd.common.secret_files); `key` names it in errors."""
-    from acctd.common.secret_files import read_private
-    return read_private(path, key)
+def _network(v, ctx) -> Network:
+    try:
+        return ipaddress.ip_network(v)
+    except (ValueError, TypeError):
+        raise Invalid(f"expected an IP address or prefix (host bits zero), got {v!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
-class CoaClient:
+class CoaClient(Table):
     """A Dynamic Authorization Client: an address or prefix and its secret."""
-    network: Network
-    secret_file: str
+    network: Network = setting(check=_network, key="address")
+    secret_file: str = setting(check=secret_file())
     secret: bytes = dataclasses.field(repr=False, compare=False, default=b"")
 
+    def finish(self, ctx) -> "CoaClient":
+        from acctd.common.secret_files import read_private
+        return dataclasses.replace(self, secret=read_private(self.secret_file, "secret-file"))
 
-def _parse_listen(text: Any) -> tuple[str, int]:
+
+def _listen(v, ctx) -> tuple[str, int]:
     """"127.0.0.1", "127.0.0.1:3799", "[::1]:3799", "::1" -> (host, port)."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"coa: listen must be \"address[:port]\", got {text!r}")
-    host, port = text, str(DEFAULT_PORT)
-    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if not isinstance(v, str) or not v:
+        raise Invalid(f"expected \"address[:port]\", got {v!r}")
+    host, port = v, str(DEFAULT_PORT)
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", v)
     if m:
         host, port = m.group(1), m.group(2) or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
+    elif v.count(":") == 1:
+        host, port = v.split(":")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"coa: listen {text!r}: {host!r} is not an IP address") from None
+        raise Invalid(f"{v!r}: {host!r} is not an IP address") from None
     if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"coa: listen {text!r}: port must be 0-65535 (0: any free port)")
+        raise Invalid(f"{v!r}: port must be 0-65535 (0: any free port)")
     return str(ip), int(port)
 
 
+def _ip(v, ctx) -> str:
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise Invalid(f"expected an IP address, got {v!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
-class CoaSettings:
-    """The [coa] table; secrets are read (and checked) by from_mapping."""
-    clients: tuple[CoaClient, ...]
-    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
-    event_window: int = DEFAULT_WINDOW            # seconds either side of now
-    require_event_timestamp: bool = True
-    nas_ip: str = ""                              # what NAS-IP(v6)-Address may say
-    nas_identifier: str = ""                      # what NAS-Identifier may say
+class CoaSettings(Table):
+    """The [coa] table; the clients' secrets are read (and checked) at load."""
+    clients: tuple[CoaClient, ...] = setting(
+        check=tables(CoaClient, "{address = \"...\", secret-file = \"...\"} tables"))
+    listen: tuple[str, int] = setting(("127.0.0.1", DEFAULT_PORT), check=_listen)
+    # seconds either side of now
+    event_window: int = setting(DEFAULT_WINDOW, check=integer(1, MAX_WINDOW, "seconds"))
+    require_event_timestamp: bool = setting(True, check=boolean())
+    nas_ip: str = setting("", check=_ip)               # what NAS-IP(v6)-Address may say
+    nas_identifier: str = setting("", check=free_text())    # what NAS-Identifier may say
 
-    _KEYS = {"listen": "listen", "clients": "clients", "event-window": "event_window",
-             "require-event-timestamp": "require_event_timestamp", "nas-ip": "nas_ip",
-             "nas-identifier": "nas_identifier"}
-    _CLIENT_KEYS = ("address", "secret-file")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "CoaSettings":
-        """From a [coa] table (kebab-case keys); secret-file paths relative
-        to `base` (the config file's directory). Raises ValueError naming
-        the key."""
-        unknown = sorted(set(d) - set(cls._KEYS))
-        if unknown:
-            raise ValueError(f"coa: unknown key(s) {', '.join(unknown)}; "
-                             f"expected {', '.join(cls._KEYS)}")
-        kw: dict[str, Any] = {}
-        if "listen" in d:
-            kw["listen"] = _parse_listen(d["listen"])
-        clients = d.get("clients")
-        if not isinstance(clients, list) or not clients:
-            raise ValueError("coa: clients must list at least one "
-                             "{address = \"...\", secret-file = \"...\"} table")
-        out: list[CoaClient] = []
-        for i, c in enumerate(clients):
-            key = f"coa: clients[{i}]"
-            if not isinstance(c, Mapping):
-                raise ValueError(f"{key} must be a table with address and secret-file")
-            unknown = sorted(set(c) - set(cls._CLIENT_KEYS))
-            if unknown:
-                raise ValueError(f"{key}: unknown key(s) {', '.join(unknown)}; "
-                                 f"expected {', '.join(cls._CLIENT_KEYS)}")
-            for k in cls._CLIENT_KEYS:
-                if not isinstance(c.get(k), str) or not c[k]:
-                    raise ValueError(f"{key}.{k} is required (a string)")
-            try:
-                net = ipaddress.ip_network(c["address"])
-            except ValueError:
-                raise ValueError(f"{key}.address must be an IP address or prefix "
-                                 f"(host bits zero), got {c['address']!r}") from None
-            if any(o.network == net for o in out):
-                raise ValueError(f"{key}.address {net} is listed twice")
-            path = str(Path(base, c["secret-file"]))
-            out.append(CoaClient(net, path, read_secret(path, f"{key}.secret-file")))
-        kw["clients"] = tuple(out)
-        if "event-window" in d:
-            w = d["event-window"]
-            if isinstance(w, bool) or not isinstance(w, int) or not 0 < w <= MAX_WINDOW:
-                raise ValueError(f"coa: event-window must be 1-{MAX_WINDOW} seconds, got {w!r}")
-            kw["event_window"] = w
-        if "require-event-timestamp" in d:
-            if not isinstance(d["require-event-timestamp"], bool):
-                raise ValueError(f"coa: require-event-timestamp must be true or false, "
-                                 f"got {d['require-event-timestamp']!r}")
-            kw["require_event_timestamp"] = d["require-event-timestamp"]
-        if "nas-ip" in d:
-            try:
-                kw["nas_ip"] = str(ipaddress.ip_address(d["nas-ip"]))
-            except ValueError:
-                raise ValueError(f"coa: nas-ip must be an IP address, got "
-                                 f"{d['nas-ip']!r}") from None
-        if "nas-identifier" in d:
-            if not isinstance(d["nas-identifier"], str):
-                raise ValueError("coa: nas-identifier must be a string")
-            kw["nas_identifier"] = d["nas-identifier"]
-        return cls(**kw)
+    def finish(self, ctx) -> "CoaSettings":
+        for i, c in enumerate(self.clients):
+            if any(o.network == c.network for o in self.clients[:i]):
+                raise Invalid(f"{c.network} is listed twice", f"clients[{i}].address")
+        return self
 
     def client(self, addr: str | Address) -> CoaClient | None:
         """The listed client for a source address (the longest prefix)."""

@@ -59,10 +59,12 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from acctd.config.schema import (Check, Invalid, Table, boolean, choice, file_path,
+                                 secret_file, setting)
 
 log = logging.getLogger("acctd.fticks")
 
@@ -102,82 +104,50 @@ def clean(text: Any) -> str:
 
 # --- settings ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class FticksSettings:
-    """The [fticks] table."""
-
-    federation: str
-    version: str = "1.0"
-    visinst: str | None = None
-    viscountry: str | None = None
-    key_file: str | None = None
-    key: bytes | None = field(default=None, repr=False)
-    raw_values: bool = False         # true: CSI and PN written as they are
-    syslog: bool = False
-    syslog_facility: str = "auth"
-    syslog_socket: str = "/dev/log"
-    syslog_tag: str = "acctd"
-    file: str | None = None
-
-    _KEYS = {"federation": "federation", "version": "version", "visinst": "visinst",
-             "viscountry": "viscountry", "key-file": "key_file", "raw-values": "raw_values",
-             "syslog": "syslog", "syslog-facility": "syslog_facility",
-             "syslog-socket": "syslog_socket", "syslog-tag": "syslog_tag", "file": "file"}
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> FticksSettings:
-        """From an [fticks] table (kebab-case keys); relative paths are taken
-        relative to `base` (the config file's directory). Reads the key file
-        now, so a bad key is a config error. Errors are ValueErrors whose
-        message starts with the key."""
-        kw: dict[str, Any] = {}
-        for key, v in d.items():
-            if key not in cls._KEYS:
-                raise ValueError(f"unknown fticks key {key!r}; expected one of "
-                                 f"{', '.join(cls._KEYS)}")
-            kw[cls._KEYS[key]] = v
-        if "federation" not in kw:
-            raise ValueError("federation: required (the F-TICKS federation name, e.g. \"eduroam\")")
-        for k in ("federation", "version", "visinst"):
-            if k in kw:
-                kw[k] = _label(k, kw[k])
-        if "viscountry" in kw:
-            v = kw["viscountry"]
-            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z]{2}", v, re.ASCII):
-                raise ValueError(f"viscountry: expected a two-letter ISO 3166 country code, "
-                                 f"got {v!r}")
-            kw["viscountry"] = v.upper()
-        for k, name in (("raw_values", "raw-values"), ("syslog", "syslog")):
-            if k in kw and not isinstance(kw[k], bool):
-                raise ValueError(f"{name}: expected true or false, got {kw[k]!r}")
-        if "syslog_facility" in kw and kw["syslog_facility"] not in FACILITIES:
-            raise ValueError(f"syslog-facility: expected one of {', '.join(FACILITIES)}, "
-                             f"got {kw['syslog_facility']!r}")
-        for k, name in (("syslog_socket", "syslog-socket"), ("file", "file"),
-                        ("key_file", "key-file"), ("syslog_tag", "syslog-tag")):
-            if k in kw:
-                if not isinstance(kw[k], str) or not kw[k]:
-                    raise ValueError(f"{name}: expected a non-empty string, got {kw[k]!r}")
-                if k != "syslog_tag":
-                    kw[k] = str(Path(base, kw[k]))
-        if "syslog_tag" in kw and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", kw["syslog_tag"]):
-            raise ValueError(f"syslog-tag: expected up to 32 letters, digits, '_', '.' or '-', "
-                             f"got {kw['syslog_tag']!r}")
-        if not kw.get("syslog") and not kw.get("file"):
-            raise ValueError("syslog, file: F-TICKS needs a destination: syslog = true "
-                             "and/or file = PATH")
-        if kw.get("key_file"):
-            kw["key"] = read_key(kw["key_file"])
-        return cls(**kw)
+def _label(what: str) -> Check:
+    def check(v, ctx):
+        if not isinstance(v, str):
+            raise Invalid(f"expected {what} (quote it: \"1.0\"), got {v!r}")
+        if not _LABEL.fullmatch(v):
+            raise Invalid(f"{v!r} is outside the F-TICKS character set "
+                          f"(ASCII letters, digits and _ - : . , ;)")
+        return v
+    return check
 
 
-def _label(key: str, v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{key}: expected a string (quote it: \"1.0\"), got {v!r}")
-    if not _LABEL.fullmatch(v):
-        raise ValueError(f"{key}: {v!r} is outside the F-TICKS character set "
-                         f"(ASCII letters, digits and _ - : . , ;)")
+def _country(v, ctx) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z]{2}", v, re.ASCII):
+        raise Invalid(f"expected a two-letter ISO 3166 country code, got {v!r}")
+    return v.upper()
+
+
+def _tag(v, ctx) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", v):
+        raise Invalid(f"expected up to 32 letters, digits, '_', '.' or '-', got {v!r}")
     return v
+
+
+@dataclass(frozen=True)
+class FticksSettings(Table):
+    """The [fticks] table. The HMAC key is read from key-file at load."""
+
+    federation: str = setting(check=_label("the F-TICKS federation name, e.g. \"eduroam\""))
+    version: str = setting("1.0", check=_label("a version string"))
+    visinst: str | None = setting(None, check=_label("the visited institution"))
+    viscountry: str | None = setting(None, check=_country)
+    key_file: str | None = setting(None, check=secret_file())
+    raw_values: bool = setting(False, check=boolean())   # true: CSI and PN written as they are
+    syslog: bool = setting(False, check=boolean())
+    syslog_facility: str = setting("auth", check=choice(*FACILITIES))
+    syslog_socket: str = setting("/dev/log", check=file_path("a socket path"))
+    syslog_tag: str = setting("acctd", check=_tag)
+    file: str | None = setting(None, check=file_path())
+    key: bytes | None = field(default=None, repr=False)   # from key_file
+
+    def finish(self, ctx) -> FticksSettings:
+        if not self.syslog and not self.file:
+            raise Invalid("F-TICKS needs a destination: syslog = true and/or file = PATH")
+        return replace(self, key=read_key(self.key_file)) if self.key_file else self
 
 
 def read_key(path: str) -> bytes:

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from acctd.common import durable
+from acctd.config.schema import Check, Invalid, Table, file_path, setting, table_of
 
 log = logging.getLogger("acctd.openvpn")
 
@@ -104,13 +105,22 @@ def _interval(key: str, v: Any) -> int:
     return v
 
 
-def _seconds(key: str, v: Any, allow_zero: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-        raise ValueError(f"{key}: expected seconds, got {v!r}")
-    if v < 0 or (v == 0 and not allow_zero) or v > INTERVAL_MAX:
-        low = "0" if allow_zero else "more than 0"
-        raise ValueError(f"{key}: must be {low} and at most {INTERVAL_MAX} seconds, got {v}")
-    return float(v)
+def _interval_check(v, ctx) -> int:
+    try:
+        return _interval("", v)
+    except ValueError as e:
+        raise Invalid(str(e).removeprefix(": ")) from None
+
+
+def _seconds(allow_zero: bool = False) -> Check:
+    def check(v, ctx) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise Invalid(f"expected seconds, got {v!r}")
+        if v < 0 or (v == 0 and not allow_zero) or v > INTERVAL_MAX:
+            low = "0" if allow_zero else "more than 0"
+            raise Invalid(f"must be {low} and at most {INTERVAL_MAX} seconds, got {v}")
+        return float(v)
+    return check
 
 
 def parse_management(text: Any, base: str | os.PathLike = ".") -> tuple:
@@ -119,90 +129,66 @@ def parse_management(text: Any, base: str | os.PathLike = ".") -> tuple:
     relative to `base`. The host must be an address or localhost: a config
     check never waits for DNS."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"management: expected \"HOST:PORT\" or \"unix:PATH\", got {text!r}")
+        raise ValueError(f"expected \"HOST:PORT\" or \"unix:PATH\", got {text!r}")
     if text.startswith("unix:"):
         path = text[5:]
         if not path:
-            raise ValueError("management: unix: needs a socket path")
+            raise ValueError("unix: needs a socket path")
         return ("unix", str(Path(base, path)))
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise ValueError(f"management: expected \"HOST:PORT\" or \"unix:PATH\", got {text!r}")
+        raise ValueError(f"expected \"HOST:PORT\" or \"unix:PATH\", got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise ValueError(f"management: {host!r} is not an IP address or localhost") from None
+            raise ValueError(f"{host!r} is not an IP address or localhost") from None
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"management: port must be 1-65535, got {port!r}")
+        raise ValueError(f"port must be 1-65535, got {port!r}")
     return ("tcp", host, int(port))
 
 
-def read_password_file(path: str) -> str:
+def read_password_file(path: str, key: str = "password-file:") -> str:
     """The management password: the file's first line, as OpenVPN reads it
     (acctd.common.secret_files: an owner-only file)."""
     from acctd.common.secret_files import read_private
-    first = read_private(path, "password-file:").decode("utf-8").split("\n", 1)[0].rstrip("\r")
+    first = read_private(path, key).decode("utf-8").split("\n", 1)[0].rstrip("\r")
     if not first:
-        raise ValueError(f"password-file: {path}: the first line is empty")
+        raise ValueError(f"{key} {path}: the first line is empty".lstrip())
     return first
 
 
+def _password_file(v, ctx) -> str:
+    p = file_path("a path to the management password")(v, ctx)
+    try:
+        read_password_file(p, "")
+    except ValueError as e:
+        raise Invalid(str(e).strip()) from None
+    return p
+
+
 @dataclasses.dataclass(frozen=True)
-class OpenVpnSettings:
+class OpenVpnSettings(Table):
     """An [openvpn] table. management None: script mode only (no client)."""
-    management: tuple | None = None        # ("tcp", host, port) | ("unix", path)
-    password_file: str | None = None
-    interim_interval: int = DEFAULT_INTERVAL
-    intervals: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({}))   # common name -> seconds
-    status_interval: float = DEFAULT_STATUS_INTERVAL          # 0: only after (re)connecting
-    reconnect_backoff: float = DEFAULT_BACKOFF                 # first retry delay, doubling
-    reconnect_backoff_max: float = DEFAULT_BACKOFF_MAX
+    # ("tcp", host, port) | ("unix", path)
+    management: tuple | None = setting(None, check=lambda v, ctx: parse_management(v, ctx.base_dir))
+    password_file: str | None = setting(None, check=_password_file)
+    interim_interval: int = setting(DEFAULT_INTERVAL, check=_interval_check)
+    intervals: Mapping[str, int] = setting(   # common name -> seconds
+        default_factory=lambda: types.MappingProxyType({}),
+        check=table_of(_interval_check, "a table of common name = seconds"))
+    # 0: only after (re)connecting
+    status_interval: float = setting(DEFAULT_STATUS_INTERVAL, check=_seconds(allow_zero=True))
+    reconnect_backoff: float = setting(DEFAULT_BACKOFF, check=_seconds())   # first retry, doubling
+    reconnect_backoff_max: float = setting(DEFAULT_BACKOFF_MAX, check=_seconds())
 
-    _KEYS = {"management": "management", "password-file": "password_file",
-             "interim-interval": "interim_interval", "intervals": "intervals",
-             "status-interval": "status_interval", "reconnect-backoff": "reconnect_backoff",
-             "reconnect-backoff-max": "reconnect_backoff_max"}
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "OpenVpnSettings":
-        """From an [openvpn] table (kebab-case keys); relative paths are taken
-        relative to `base` (the config file's directory). The password file
-        must exist and be unreadable by group and others."""
-        unknown = sorted(set(d) - set(cls._KEYS))
-        if unknown:
-            raise ValueError(f"unknown openvpn key(s): {', '.join(unknown)}; "
-                             f"expected {', '.join(cls._KEYS)}")
-        kw: dict[str, Any] = {}
-        if "management" in d:
-            kw["management"] = parse_management(d["management"], base)
-        if d.get("password-file") is not None:
-            pw = d["password-file"]
-            if not isinstance(pw, str) or not pw:
-                raise ValueError(f"password-file: expected a path, got {pw!r}")
-            kw["password_file"] = str(Path(base, pw))
-            read_password_file(kw["password_file"])
-        if "interim-interval" in d:
-            kw["interim_interval"] = _interval("interim-interval", d["interim-interval"])
-        if "intervals" in d:
-            t = d["intervals"]
-            if not isinstance(t, Mapping):
-                raise ValueError(f"intervals: expected a table of common name = seconds, got {t!r}")
-            kw["intervals"] = types.MappingProxyType(
-                {str(cn): _interval(f"intervals.{cn}", v) for cn, v in t.items()})
-        if "status-interval" in d:
-            kw["status_interval"] = _seconds("status-interval", d["status-interval"], True)
-        for key in ("reconnect-backoff", "reconnect-backoff-max"):
-            if key in d:
-                kw[cls._KEYS[key]] = _seconds(key, d[key])
-        s = cls(**kw)
-        if s.reconnect_backoff_max < s.reconnect_backoff:
-            raise ValueError(f"reconnect-backoff-max: {s.reconnect_backoff_max:g} is less than "
-                             f"reconnect-backoff ({s.reconnect_backoff:g})")
-        return s
+    def finish(self, ctx) -> "OpenVpnSettings":
+        if self.reconnect_backoff_max < self.reconnect_backoff:
+            raise Invalid(f"{self.reconnect_backoff_max:g} is less than reconnect-backoff "
+                          f"({self.reconnect_backoff:g})", "reconnect-backoff-max")
+        return self
 
     def password(self) -> str | None:
         return read_password_file(self.password_file) if self.password_file else None

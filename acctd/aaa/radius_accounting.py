@@ -78,11 +78,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from acctd.aaa import radius
 from acctd.common import durable
+from acctd.config.schema import Invalid, Table, boolean, integer, number, secret_file, setting
 from acctd.model.sessions import Session
 
 log = logging.getLogger("acctd.radius")
@@ -147,7 +147,7 @@ class Server:
     def parse(cls, text: str) -> "Server":
         """host, host:port, IPv6, [IPv6]:port."""
         t = str(text).strip()
-        bad = f"radius: server {text!r}: expected host, host:port, IPv6 or [IPv6]:port"
+        bad = f"server {text!r}: expected host, host:port, IPv6 or [IPv6]:port"
         host, port = t, str(DEFAULT_PORT)
         if t.startswith("["):
             host, sep, rest = t[1:].partition("]")
@@ -165,88 +165,67 @@ class Server:
             raise ValueError(bad)
         n = int(port) if port.isdigit() else -1
         if not 0 < n < 65536:
-            raise ValueError(f"radius: server {text!r}: port must be 1-65535")
+            raise ValueError(f"server {text!r}: port must be 1-65535")
         return cls(host, n)
 
 
+def _servers(v, ctx) -> tuple[Server, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise Invalid(f"expected a list of \"host:port\" strings, got {v!r}")
+    if not items:
+        raise Invalid("expected at least one server")
+    return tuple(Server.parse(x) for x in items)
+
+
+def _ip_or_empty(v, ctx) -> str:
+    if v == "":
+        return v
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise Invalid(f"expected an IP address, got {v!r}") from None
+
+
+def _nas_identifier(v, ctx) -> str:
+    if not isinstance(v, str):
+        raise Invalid(f"expected a string, got {v!r}")
+    if len(v.encode()) > radius.MAX_VALUE:
+        raise Invalid(f"longer than {radius.MAX_VALUE} octets")
+    return v
+
+
+def _interim(v, ctx) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or v >= MIN_INTERIM):
+        raise Invalid(f"expected 0 (off) or at least {MIN_INTERIM} seconds, got {v!r}")
+    return v
+
+
 @dataclasses.dataclass(frozen=True)
-class RadiusSettings:
+class RadiusSettings(Table):
     """The [radius] table. The secret is read from secret_file (see
     read_secret), never written in the config."""
-    servers: tuple[Server, ...]
-    secret_file: str
-    nas_ip: str = ""                 # NAS-IP-Address (or NAS-IPv6-Address)
-    nas_identifier: str = ""         # NAS-Identifier
-    interim_interval: int = 300      # seconds; 0: no Interim-Updates
-    timeout: float = 3.0             # first retransmission after this, then doubling
-    retries: int = 2                 # retransmissions per server before failing over
-    static_units: bool = False       # also account static (non-session) units
+    servers: tuple[Server, ...] = setting(check=_servers)      # tried in order
+    secret_file: str = setting(check=secret_file())
+    nas_ip: str = setting("", check=_ip_or_empty)             # NAS-IP(v6)-Address
+    nas_identifier: str = setting("", check=_nas_identifier)  # NAS-Identifier
+    interim_interval: int = setting(300, check=_interim)      # seconds; 0: no Interim-Updates
+    # first retransmission after this, then doubling
+    timeout: float = setting(3.0, check=number(0, 60, "seconds", open_lo=True))
+    # retransmissions per server before failing over
+    retries: int = setting(2, check=integer(0, 7, "retransmissions"))
+    static_units: bool = setting(False, check=boolean())      # also account static units
 
-    def __post_init__(self):
-        if not self.servers:
-            raise ValueError("radius: servers must list at least one server")
-        if not self.secret_file:
-            raise ValueError("radius: secret-file is required")
+    def finish(self, ctx) -> "RadiusSettings":
         if not (self.nas_ip or self.nas_identifier):
-            raise ValueError("radius: set nas-ip or nas-identifier (RFC 2865 needs one of "
-                             "NAS-IP-Address and NAS-Identifier in every request)")
-        if self.nas_ip:
-            try:
-                ipaddress.ip_address(self.nas_ip)
-            except ValueError:
-                raise ValueError(f"radius: nas-ip must be an IP address, got "
-                                 f"{self.nas_ip!r}") from None
-        if self.nas_identifier and len(self.nas_identifier.encode()) > radius.MAX_VALUE:
-            raise ValueError(f"radius: nas-identifier longer than {radius.MAX_VALUE} octets")
-        if isinstance(self.interim_interval, bool) or not isinstance(self.interim_interval, int) \
-                or not (self.interim_interval == 0 or self.interim_interval >= MIN_INTERIM):
-            raise ValueError(f"radius: interim-interval must be 0 (off) or at least "
-                             f"{MIN_INTERIM} seconds, got {self.interim_interval!r}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
-                or not 0 < self.timeout <= 60:
-            raise ValueError(f"radius: timeout must be 0-60 seconds, got {self.timeout!r}")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) \
-                or not 0 <= self.retries <= 7:
-            raise ValueError(f"radius: retries must be 0-7, got {self.retries!r}")
-        if not isinstance(self.static_units, bool):
-            raise ValueError(f"radius: static-units must be true or false, "
-                             f"got {self.static_units!r}")
-
-    _KEYS = {"servers": "servers", "secret-file": "secret_file", "nas-ip": "nas_ip",
-             "nas-identifier": "nas_identifier", "interim-interval": "interim_interval",
-             "timeout": "timeout", "retries": "retries", "static-units": "static_units"}
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "RadiusSettings":
-        """From a [radius] table (kebab-case keys); secret-file relative to
-        `base` (the config file's directory). Raises ValueError naming the key."""
-        unknown = sorted(set(d) - set(cls._KEYS))
-        if unknown:
-            raise ValueError(f"radius: unknown key(s) {', '.join(unknown)}; "
-                             f"expected {', '.join(cls._KEYS)}")
-        for k in ("servers", "secret-file"):
-            if k not in d:
-                raise ValueError(f"radius: {k} is required")
-        kw = {cls._KEYS[k]: v for k, v in d.items()}
-        servers = kw["servers"]
-        if isinstance(servers, str):
-            servers = [servers]
-        if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
-            raise ValueError(f"radius: servers must be a list of \"host:port\" strings, "
-                             f"got {servers!r}")
-        kw["servers"] = tuple(Server.parse(s) for s in servers)
-        if not isinstance(kw["secret_file"], str):
-            raise ValueError("radius: secret-file must be a path")
-        kw["secret_file"] = str(Path(base, kw["secret_file"]))
-        for k in ("nas_ip", "nas_identifier"):
-            if k in kw and not isinstance(kw[k], str):
-                raise ValueError(f"radius: {k.replace('_', '-')} must be a string")
-        return cls(**kw)
+            raise Invalid("set nas-ip or nas-identifier (RFC 2865 needs one of "
+                          "NAS-IP-Address and NAS-Identifier in every request)", "nas-ip")
+        return self
 
     def read_secret(self) -> bytes:
         """The shared secret (acctd.common.secret_files: owner-only file, line ending dropped)."""
         from acctd.common.secret_files import read_private
-        return read_private(self.secret_file, "radius: secret-file")
+        return read_private(self.secret_file, "secret-file")
 
 
 # --- records ---------------------------------------------------------------------------

@@ -112,9 +112,12 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     admins = ["noc@isp.example"]  # every notice also goes to the unit's email
     language = "en"               # en | ru
 
-    [quota]   # free-form tables kept as data for the quota, login and billing issues
-    [login]
-    [billing]
+    [quota]                       # NeTAMS service quota: policy, block-policy,
+    soft-threshold = 80           # soft-threshold, delay, notify = { soft = [...], ... }
+    [login]                       # NeTAMS service login: default-inact, default-abs,
+    default-inact = 0             # min/max-inact, min/max-abs, min-passwd-length, relogin,
+                                  # set-user-ip, delay
+    [billing]                     # carried as data by `acctctl import netams`
 
 Targets (all keywords given must match; see acctd/model/policies.py):
 
@@ -133,7 +136,9 @@ Targets (all keywords given must match; see acctd/model/policies.py):
     tos N                   needs a TOS byte in the flow key (not in ABI v1): rejected for now
     as, ds                  rejected: need BGP data / extra data sources
 
-`load()` returns a Config whose `units` (UnitSet), `policies` (PolicySet)
+Each table is declared once, with its keys, checks and defaults, by the
+module that uses it (acctd/config/schema.py); this module puts them
+together. `load()` returns a Config whose `units` (UnitSet), `policies` (PolicySet)
 and `plan` (AcctPlan, every unit's resolved acct-policy list) are ready for
 the drain loop.
 """
@@ -147,13 +152,29 @@ import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
+from acctd.aaa.coa import CoaSettings
+from acctd.aaa.fticks import FticksSettings
+from acctd.aaa.openvpn import OpenVpnSettings
+from acctd.aaa.radius_accounting import RadiusSettings
+from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
+                                 each, free_text, integer, number, parsed, setting, string,
+                                 strings)
+from acctd.control.access import User
+from acctd.control.server import ServerSettings
 from acctd.errors import ConfigError
 from acctd.kernel import abi
+from acctd.model import enforcement, sys_policy
 from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec
-from acctd.model.units import ModelError, Unit, UnitSet
+from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
+from acctd.services import auto_units
+from acctd.services.alerter import MailSettings
+from acctd.services.dynamicip import DynamicIpSettings
+from acctd.services.flowlog import FlowLogSettings
+from acctd.services.login import LoginSettings
+from acctd.services.quota import QuotaSettings
+from acctd.services.sessions import SessionSettings
 
 ROLES = ("lan", "wan")
 HOOKS = abi.HOOKS
@@ -161,11 +182,13 @@ RESTRICT = ("drop", "pass")
 DEFAULT_DB = "/var/lib/acctd/acctd.duckdb"
 
 
+# --- the core tables ---------------------------------------------------------------
+
 @dataclasses.dataclass(frozen=True)
-class Interface:
-    name: str
-    role: str
-    hook: str = "xdp-native"
+class Interface(Table):
+    name: str = setting(check=string("an interface name"))
+    role: str = setting(check=choice(*ROLES))
+    hook: str = setting("xdp-native", check=choice(*HOOKS))
 
     @property
     def role_id(self) -> abi.Role:
@@ -173,108 +196,229 @@ class Interface:
         return abi.Role.LAN if self.role == "lan" else abi.Role.WAN
 
 
+def _time_zone(v, ctx) -> str:
+    tz = string("an IANA time zone name")(v, ctx)
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"expected an IANA time zone like \"Europe/Moscow\", got {tz!r}") from None
+    return tz
+
+
+def _restrict(v, ctx) -> tuple[str, str]:
+    if not isinstance(v, Mapping) or set(v) - {"all", "local"}:
+        raise Invalid("expected a table with keys all and local, e.g. "
+                      "{ all = \"drop\", local = \"pass\" }")
+    pick = choice(*RESTRICT)
+    return pick(v.get("all", "pass"), ctx), pick(v.get("local", "pass"), ctx)
+
+
+def _program(v, ctx) -> str:
+    from acctd.services.access_script import validate
+    path = free_text()(v, ctx)
+    err = validate(path) if path else None
+    if err:
+        raise Invalid(err)
+    return path
+
+
+def _auto_assign(v, ctx) -> tuple:
+    pools = each(parsed(auto_units.parse_auto_assign), "pools")(
+        list(strings("address ranges")(v, ctx)), ctx)
+    try:
+        auto_units.AutoAssign(pools)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    return pools
+
+
+def _auto_units(v, ctx) -> tuple:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise Invalid(f"expected a list of auto-units rules, got {v!r}")
+    rules = each(parsed(auto_units.parse_auto_units), "rules")(v, ctx)
+    if len({r.number for r in rules}) != len(rules):
+        raise Invalid("two auto-units rules have the same number")
+    return rules
+
+
 @dataclasses.dataclass(frozen=True)
-class Processor:
-    lookup_delay: int = 30
-    flow_lifetime: int = 300
-    time_zone: str = "UTC"
-    default_acct_policy: tuple[str, ...] = ()
-    restrict_all: str = "pass"
-    restrict_local: str = "pass"
-    default_fw_policy: tuple[str, ...] = ()
-    bw_burst: float = 0.3
-    access_script: str = ""
-    access_script_timeout: float = 10.0
-    auto_assign: tuple = ()           # ((first, last), ...) 16-byte addresses, in order
-    auto_units: tuple = ()            # autounits.AutoUnits rules
-    mac_control: str = "off"          # off | block | alert | block-alert
+class Processor(Table):
+    lookup_delay: int = setting(30, check=integer(1, what="seconds"))
+    flow_lifetime: int = setting(300, check=integer(1, what="seconds"))
+    time_zone: str = setting("UTC", check=_time_zone)
+    default_acct_policy: tuple[str, ...] = setting((), check=strings("policy names"))
+    restrict: tuple[str, str] = setting(("pass", "pass"), check=_restrict)   # all, local
+    default_fw_policy: tuple[str, ...] = setting((), check=strings("policy names"))
+    bw_burst: float = setting(enforcement.DEFAULT_BURST_S,
+                              check=number(0, 10, "seconds", open_lo=True))
+    access_script: str = setting("", check=_program)
+    access_script_timeout: float = setting(10.0, check=number(0, what="seconds", open_lo=True))
+    # ((first, last), ...) 16-byte addresses, in order
+    auto_assign: tuple[tuple[bytes, bytes], ...] = setting((), check=_auto_assign)
+    auto_units: tuple[auto_units.AutoUnits, ...] = setting((), check=_auto_units)
+    mac_control: str = setting("off", check=choice("off", "block", "alert", "block-alert"))
+
+    def finish(self, ctx) -> "Processor":
+        if self.flow_lifetime < self.lookup_delay:
+            raise Invalid(f"expected at least lookup-delay ({self.lookup_delay} s), got "
+                          f"{self.flow_lifetime}", "flow-lifetime")
+        return self
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
 
+    @property
+    def restrict_all(self) -> str:
+        return self.restrict[0]
+
+    @property
+    def restrict_local(self) -> str:
+        return self.restrict[1]
+
 
 @dataclasses.dataclass(frozen=True)
-class Storage:
-    path: str = DEFAULT_DB
-    raw_retention: int = 30 * 86400  # seconds
+class StorageSettings(Table):
+    path: str = setting(DEFAULT_DB, check=string("a file path"))
+    raw_retention: int = setting(30 * 86400, check=duration())   # seconds
 
+
+def _oid_string(example: str):
+    def check(v, ctx) -> str:
+        # a bare 021949 is not TOML and 21949 would read as decimal: strings only
+        if not isinstance(v, str):
+            raise Invalid(f"expected an oid string like \"{example}\", got {v!r}")
+        return v
+    return check
+
+
+def _address(v, ctx) -> bytes:
+    try:
+        return parse_addr(v if isinstance(v, str) else "")
+    except ValueError:
+        raise Invalid(f"expected an IPv4 or IPv6 address, got {v!r}") from None
+
+
+def _addresses(v, ctx) -> tuple[bytes, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise Invalid("expected a list of addresses")
+    return tuple(_address(x, ctx) for x in v)
+
+
+def _one_address(v, ctx) -> tuple[bytes, ...]:
+    if not isinstance(v, str):
+        raise Invalid("expected a list of addresses")
+    return (_address(v, ctx),)
+
+
+def _prefix(v, ctx) -> tuple[bytes, int]:
+    try:
+        return parse_prefix(string("a network prefix")(v, ctx))
+    except ValueError as e:
+        raise Invalid(f"expected a network prefix like 192.168.0.0/24 or 2001:db8::/32: {e}"
+                      ) from None
+
+
+def _sys_policy(v, ctx) -> tuple[str, ...]:
+    words = strings("system policies")(v, ctx)
+    sys_policy.from_words(words)  # ValueError: an unknown word
+    return words
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitTable(Table):
+    """A [[unit]] as written; `unit()` is the model's Unit."""
+    type: str = setting(check=choice(*UNIT_TYPES))
+    name: str = setting(check=string("a unit name"))
+    oid: str | None = setting(None, check=_oid_string("021949"))
+    description: str = setting("", check=free_text())
+    email: str = setting("", check=string("an e-mail address"))
+    ip: tuple[bytes, ...] = setting((), check=_one_address)
+    ips: tuple[bytes, ...] = setting((), check=_addresses)
+    net: tuple[tuple[bytes, int], ...] = setting((), check=each(_prefix, "prefixes"))
+    parents: tuple[str, ...] = setting((), check=strings("group names"))
+    acct_policy: tuple[str, ...] = setting((), check=strings("policy names"))
+    nodefault: bool = setting(False, check=boolean())
+    ap_nodefault: bool = setting(False, check=boolean())
+    sys_policy: tuple[str, ...] = setting((), check=_sys_policy)
+    fw_policy: tuple[str, ...] = setting((), check=strings("policy names"))
+    bw: tuple[int | None, int | None] | None = setting(None,
+                                                       check=parsed(enforcement.parse_bw))
+    no_local_pass: bool = setting(False, check=boolean())
+    auto_units: int | None = setting(None, check=integer(0, what="an auto-units rule number"))
+    mac: str = setting("", check=lambda v, ctx: _mac(v, ctx))
+
+    def unit(self) -> Unit:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Unit)
+                  if hasattr(self, f.name)}
+        return Unit(**(fields | {"addrs": self.ip + self.ips, "nets": self.net}))
+
+
+def _mac(v, ctx) -> str:
+    from acctd.services.mac_control import normalize_mac
+    try:
+        return normalize_mac(string("a MAC address")(v, ctx))
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+
+
+def _target(v, ctx) -> str | Mapping:
+    if not isinstance(v, (str, Mapping)):
+        raise Invalid("expected a target string or table")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyTable(Table):
+    """A [[policy]] as written; the target is compiled by PolicySet."""
+    name: str = setting(check=string("a policy name"))
+    target: str | Mapping = setting(check=_target)
+    oid: str | None = setting(None, check=_oid_string("146633"))
+    bw: tuple[int | None, int | None] | None = setting(None,
+                                                       check=parsed(enforcement.parse_bw))
+
+    def spec(self) -> PolicySpec:
+        return PolicySpec(self.name, self.target, self.oid, self.bw)
+
+
+# --- the whole configuration --------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     path: str
     interfaces: tuple[Interface, ...]
     processor: Processor
-    storage: Storage
+    storage: StorageSettings
     units: UnitSet
     policies: PolicySet
     plan: AcctPlan
-    quota: Mapping[str, Any]
-    login: Mapping[str, Any]
-    billing: Mapping[str, Any]
-    users: tuple["User", ...] = ()
-    server: "Server | None" = None
-    alerter: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # alerter.MailSettings
-    session: "SessionHooks" = dataclasses.field(default_factory=lambda: SessionHooks())
-    flowlog: "FlowLogConf | None" = None
-    dynamicip: "DynamicIp | None" = None
-    fticks: Any = None            # fticks.FticksSettings when [fticks] is configured
-    radius: Any = None            # radius_acct.RadiusSettings when [radius] is configured
-    openvpn: Any = None           # openvpn.OpenVpnSettings when [openvpn] is configured
-    coa: Any = None               # radius_coa.CoaSettings when [coa] is configured
+    users: tuple[User, ...] = ()
+    server: ServerSettings | None = None
+    quota: QuotaSettings = dataclasses.field(default_factory=QuotaSettings)
+    login: LoginSettings = dataclasses.field(default_factory=LoginSettings)
+    billing: Mapping[str, TomlValue] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))   # carried as data for the billing service
+    alerter: MailSettings | None = None
+    session: SessionSettings = dataclasses.field(default_factory=SessionSettings)
+    flowlog: FlowLogSettings | None = None
+    dynamicip: DynamicIpSettings | None = None
+    fticks: FticksSettings | None = None
+    radius: RadiusSettings | None = None
+    openvpn: OpenVpnSettings | None = None
+    coa: CoaSettings | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class FlowLogConf:
-    """net-acct's per-flow log: one nacctd line per flow and drain."""
-    path: str
-    fields: tuple[str, ...]
-    fsync: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class DynamicIp:
-    """net-acct's dynamicip directory: a file named by an address holding a
-    user name binds that address to that user unit."""
-    dir: str
-    exclude: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class SessionHooks:
-    """Freeside-style session commands: argv lists run with the session in
-    environment variables (user, ip, nasip, nasfqdn, nasport, mac), and the
-    NAS ports whose address a session started by port takes."""
-    start: tuple[str, ...] = ()
-    stop: tuple[str, ...] = ()
-    ports: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # "port"/"nas:port"
-    hook_timeout: float = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Server:
-    """The optional TCP listener (NeTAMS service server): off unless configured,
-    TLS always, users with an argon2id password."""
-    host: str
-    port: int
-    max_conn: int = 6
-    login: str = "localhost"   # localhost: loopback peers only | any
-    tls_cert: str = ""
-    tls_key: str = ""
-
-
-LEVELS = ("viewer", "operator", "admin")
-
-
-@dataclasses.dataclass(frozen=True)
-class User:
-    """A control-socket user: peers are matched by uid, user name or group."""
-    name: str
-    level: str
-    uid: int | None = None
-    unix_user: str | None = None
-    unix_group: str | None = None
-    password: str | None = None   # argon2id hash, for the TCP listener
+# Every top-level section: [[array]] tables or one [table], and what reads it.
+SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
+    "interface": (list, Interface), "processor": (dict, Processor),
+    "storage": (dict, StorageSettings), "unit": (list, UnitTable), "policy": (list, PolicyTable),
+    "user": (list, User), "server": (dict, ServerSettings), "alerter": (dict, MailSettings),
+    "quota": (dict, QuotaSettings), "login": (dict, LoginSettings), "billing": (dict, None),
+    "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
+    "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
+    "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
+    "coa": (dict, CoaSettings),
+}
 
 
 # --- where things are in the text --------------------------------------------------
@@ -320,10 +464,6 @@ class _Lines:
         return None
 
 
-class _Bad(Exception):
-    """A value error before it has a location."""
-
-
 def _where(table: str, index: int | None, key: str | None, doc: Mapping | None) -> str:
     if index is None:
         s = f"[{table}]"
@@ -335,98 +475,7 @@ def _where(table: str, index: int | None, key: str | None, doc: Mapping | None) 
     return f"{s} key {key!r}" if key else s
 
 
-# --- value checks ------------------------------------------------------------------
-
-def _str(v: Any, what: str = "a string") -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Bad(f"expected {what}, got {v!r}")
-    return v.strip()
-
-
-def _text(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {v!r}")
-    return v
-
-
-def _int(v: Any, lo: int, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise _Bad(f"expected {what} (an integer >= {lo}), got {v!r}")
-    return v
-
-
-def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _Bad(f"expected {what} (a number), got {v!r}")
-    return float(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"expected true or false, got {v!r}")
-    return v
-
-
-def _choice(v: Any, choices: tuple[str, ...]) -> str:
-    if v not in choices:
-        raise _Bad(f"expected one of {', '.join(choices)}, got {v!r}")
-    return v
-
-
-def _strs(v: Any, what: str) -> tuple[str, ...]:
-    """A list of strings; a single string is split on whitespace (NeTAMS style)."""
-    if isinstance(v, str):
-        return tuple(v.split())
-    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
-        raise _Bad(f"expected a list of {what}, got {v!r}")
-    return tuple(x.strip() for x in v)
-
-
-_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _duration(v: Any) -> int:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-        return v
-    m = _DURATION.match(v.strip().lower()) if isinstance(v, str) else None
-    if not m:
-        raise _Bad(f"expected seconds or a duration like \"90m\", \"12h\", \"30d\", \"2w\", "
-                   f"got {v!r}")
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def _freeze(v: Any) -> Any:
-    if isinstance(v, dict):
-        return MappingProxyType({k: _freeze(x) for k, x in v.items()})
-    if isinstance(v, list):
-        return tuple(_freeze(x) for x in v)
-    return v
-
-
 # --- the loader --------------------------------------------------------------------
-
-_TOP = {"interface": list, "processor": dict, "storage": dict, "unit": list, "policy": list,
-        "user": list, "server": dict, "alerter": dict, "quota": dict, "login": dict, "billing": dict,
-        "session": dict, "flowlog": dict, "dynamicip": dict, "fticks": dict, "radius": dict,
-        "openvpn": dict, "coa": dict}
-_KEYS = {
-    "interface": {"name", "role", "hook"},
-    "processor": {"lookup-delay", "flow-lifetime", "time-zone", "default-acct-policy", "restrict",
-                  "default-fw-policy", "bw-burst", "access-script", "access-script-timeout",
-                  "auto-assign", "auto-units", "mac-control"},
-    "storage": {"path", "raw-retention"},
-    "unit": {"type", "name", "oid", "description", "email", "ip", "ips", "net", "parents",
-             "acct-policy", "nodefault", "ap-nodefault", "sys-policy", "fw-policy", "bw",
-             "no-local-pass", "auto-units", "mac"},
-    "policy": {"name", "oid", "target", "bw"},
-    "user": {"name", "level", "uid", "unix-user", "unix-group", "password"},
-    "server": {"listen", "max-conn", "login", "tls-cert", "tls-key"},
-    "session": {"start", "stop", "ports", "hook-timeout"},
-    "flowlog": {"path", "fields", "fsync"},
-    "dynamicip": {"dir", "exclude-name-lookup"},
-}
-
 
 class _Loader:
     def __init__(self, text: str, path: str):
@@ -445,52 +494,55 @@ class _Loader:
         doc = self.doc.get(table)
         item = doc[index] if index is not None and isinstance(doc, list) and index < len(doc) \
             else doc
-        line = self.lines.find(table, index, key)
-        raise ConfigError(f"{_where(table, index, key, item)}: {msg}", self.path, line, key)
+        top = re.split(r"[\[.]", key, maxsplit=1)[0] if key else None
+        line = self.lines.find(table, index, top)
+        raise ConfigError(f"{_where(table, index, key, item)}: {msg}", self.path, line, top)
 
-    def section(self, table: str, index: int | None, doc: Any) -> dict:
-        if not isinstance(doc, dict):
-            self.fail(f"expected a table, got {type(doc).__name__}", table, index)
-        allowed = _KEYS.get(table)
-        if allowed is not None:
-            for key in doc:
-                if key not in allowed:
-                    self.fail(f"unknown key; expected one of {', '.join(sorted(allowed))}",
-                              table, index, key)
-        return doc
-
-    def get(self, table, index, doc, key, check, *args, default=None, required=False):
-        if key not in doc:
-            if required:
-                self.fail("required key is missing", table, index, key)
-            return default
+    def read(self, cls: type[Table], table: str, index: int | None = None, doc=None):
+        """One table through its schema; its mistakes at their key's line."""
+        if doc is None:
+            doc = self.doc[table] if index is None else self.doc[table][index]
         try:
-            return check(doc[key], *args)
-        except _Bad as e:
-            self.fail(str(e), table, index, key)
+            return cls.from_mapping(doc, self.base_dir)
+        except Invalid as e:
+            self.fail(e.reason, table, index, e.key)
+
+    def optional(self, cls: type[Table], table: str):
+        return self.read(cls, table) if table in self.doc else None
+
+    def array(self, cls: type[Table], table: str, unique: str | None = None,
+              what: str = "") -> tuple:
+        out, seen = [], set()
+        for i in range(len(self.doc.get(table, []))):
+            item = self.read(cls, table, i)
+            if unique is not None:
+                name = getattr(item, unique)
+                if name in seen:
+                    self.fail(f"{table} {name!r} is {what}", table, i, unique)
+                seen.add(name)
+            out.append(item)
+        return tuple(out)
 
     def load(self) -> Config:
         for key, val in self.doc.items():
-            if key not in _TOP:
-                self.fail(f"unknown section; expected one of {', '.join(_TOP)}", key)
-            want = _TOP[key]
+            if key not in SECTIONS:
+                self.fail(f"unknown section; expected one of {', '.join(SECTIONS)}", key)
+            want = SECTIONS[key][0]
             tables = isinstance(val, list) and all(isinstance(x, dict) for x in val)
             if want is list and not tables:
                 self.fail(f"expected [[{key}]] tables", key)
             if want is dict and not isinstance(val, dict):
                 self.fail(f"expected a [{key}] table", key)
-        interfaces = self.interfaces()
-        self.login_table()
-        processor = self.processor()
-        storage = self.storage()
-        unit_list = [self.unit(i, d) for i, d in enumerate(self.doc.get("unit", []))]
-        specs = [self.policy(i, d) for i, d in enumerate(self.doc.get("policy", []))]
+        interfaces = self.array(Interface, "interface", "name", "listed twice")
+        processor = self.read(Processor, "processor", doc=self.doc.get("processor", {}))
+        storage = self.read(StorageSettings, "storage", doc=self.doc.get("storage", {}))
+        unit_list = [t.unit() for t in self.array(UnitTable, "unit")]
+        specs = [t.spec() for t in self.array(PolicyTable, "policy")]
         try:
             policies = PolicySet(specs, self.base_dir)
             units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
             policies.check_units(units)
             plan = AcctPlan(units, policies, processor.default_acct_policy)
-            from acctd.model import enforcement
             enforcement.check(units, policies, processor)
             rules = {r.number for r in processor.auto_units}
             for i, u in enumerate(units):
@@ -501,351 +553,32 @@ class _Loader:
                     raise ModelError("only host and user units have a MAC", "unit", i, "mac")
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
-        return Config(self.path, interfaces, processor, storage, units, policies, plan,
-                      *(_freeze(self.doc.get(k, {})) for k in ("quota", "login", "billing")),
-                      users=self.users(), server=self.server(), alerter=self.alerter(),
-                      session=self.session(), flowlog=self.flowlog(),
-                      dynamicip=self.dynamicip(), fticks=self.fticks(),
-                      radius=self.radius(), openvpn=self.openvpn(), coa=self.coa())
+        billing = self.doc.get("billing", {})
+        return Config(
+            self.path, interfaces, processor, storage, units, policies, plan,
+            users=self.array(User, "user", "name", "defined twice"),
+            server=self.optional(ServerSettings, "server"),
+            quota=self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {})),
+            login=self.read(LoginSettings, "login", doc=self.doc.get("login", {})),
+            billing=carried()(billing, None),
+            alerter=self.optional(MailSettings, "alerter"),
+            session=self.read(SessionSettings, "session", doc=self.doc.get("session", {})),
+            flowlog=self.optional(FlowLogSettings, "flowlog"),
+            dynamicip=self.optional(DynamicIpSettings, "dynamicip"),
+            fticks=self.optional(FticksSettings, "fticks"),
+            radius=self.optional(RadiusSettings, "radius"),
+            openvpn=self.optional(OpenVpnSettings, "openvpn"),
+            coa=self.coa())
 
-    def settings(self, table: str, load, doc: dict | None = None):
-        """A service's table read by its own module (`load(mapping, base_dir)`,
-        raising ValueError/OSError whose message names the key); None when
-        the table is absent. The error points at the key's line."""
-        if table not in self.doc:
-            return None
-        d = self.doc[table]
-        if not isinstance(d, dict):
-            self.fail(f"expected a [{table}] table", table)
-        try:
-            return load(d if doc is None else doc, self.base_dir)
-        except (ValueError, OSError) as e:
-            text = str(e)
-            key = next((k for k in d if k in text), None)
-            if key is None and "secret" in text and "secret-file" in d:
-                key = "secret-file"
-            self.fail(text, table, None, key)
-
-    def coa(self):
-        from acctd.aaa.coa import CoaSettings
-        r = self.doc.get("radius") or {}
+    def coa(self) -> CoaSettings | None:
+        """[coa], with our NAS identity for its 403 check: [radius]'s unless
+        given here."""
         d = self.doc.get("coa")
-        # our NAS identity, for the 403 check: [radius]'s unless given here
-        merged = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d} \
-            if isinstance(d, dict) else None
-        return self.settings("coa", CoaSettings.from_mapping, merged)
-
-    def openvpn(self):
-        from acctd.aaa.openvpn import OpenVpnSettings
-        return self.settings("openvpn", OpenVpnSettings.from_mapping)
-
-    def radius(self):
-        from acctd.aaa.radius_accounting import RadiusSettings
-
-        def load(d, base):
-            s = RadiusSettings.from_mapping(d, base)
-            s.read_secret()  # a missing or open secret file fails here, with its line
-            return s
-        return self.settings("radius", load)
-
-    def fticks(self):
-        from acctd.aaa.fticks import FticksSettings
-        return self.settings("fticks", FticksSettings.from_mapping)
-
-    def flowlog(self) -> "FlowLogConf | None":
-        t = "flowlog"
-        if t not in self.doc:
+        if d is None:
             return None
-        from acctd.services.flowlog import DEFAULT_FIELDS, check_fields
-        d = self.section(t, None, self.doc[t])
-        path = self.get(t, None, d, "path", _str, "a file path", required=True)
-        if not os.path.isabs(path):
-            path = os.path.join(self.base_dir, path)
-        fields = self.get(t, None, d, "fields", _strs, "field names", default=DEFAULT_FIELDS)
-        try:
-            fields = check_fields(fields)
-        except ValueError as e:
-            self.fail(str(e), t, None, "fields")
-        return FlowLogConf(path, tuple(fields), self.get(t, None, d, "fsync", _bool, default=False))
-
-    def dynamicip(self) -> "DynamicIp | None":
-        t = "dynamicip"
-        if t not in self.doc:
-            return None
-        from acctd.services.dynamicip import parse_networks
-        d = self.section(t, None, self.doc[t])
-        path = self.get(t, None, d, "dir", _str, "a directory", required=True)
-        exclude = self.get(t, None, d, "exclude-name-lookup", _strs, "networks", default=())
-        try:
-            parse_networks(exclude)
-        except ValueError as e:
-            self.fail(str(e), t, None, "exclude-name-lookup")
-        return DynamicIp(path, tuple(exclude))
-
-    def login_table(self) -> None:
-        """[login] (NeTAMS service login settings) is checked here, so a bad
-        bound fails at load with its line; records live in the database."""
-        if "login" not in self.doc:
-            return
-        from acctd.services.login import LoginSettings
-        d = self.doc["login"]
-        if not isinstance(d, dict):
-            self.fail("expected a [login] table", "login")
-        try:
-            LoginSettings.from_mapping(d)
-        except ValueError as e:
-            key = next((k for k in d if k in str(e)), None)
-            self.fail(str(e), "login", None, key)
-
-    def session(self) -> "SessionHooks":
-        t = "session"
-        d = self.section(t, None, self.doc.get(t, {}))
-        from acctd.services.access_script import validate
-        cmds = {}
-        for key in ("start", "stop"):
-            argv = self.get(t, None, d, key, _strs, "a command as a list, e.g. [\"/usr/local/bin/"
-                            "hook\", \"start\"]", default=())
-            if argv:
-                err = validate(argv[0])
-                if err:
-                    self.fail(err.replace("access-script", "command"), t, None, key)
-            cmds[key] = argv
-        ports = {}
-        raw = d.get("ports", {})
-        if not isinstance(raw, dict):
-            self.fail("expected a table of port = address, e.g. { \"nas1:7\" = \"10.0.0.7\" }",
-                      t, None, "ports")
-        for port, addr in raw.items():
-            try:
-                ports[str(port)] = parse_addr(_str(addr))
-            except (ValueError, _Bad):
-                self.fail(f"port {port}: expected an address, got {addr!r}", t, None, "ports")
-        timeout = self.get(t, None, d, "hook-timeout", _number, "seconds", default=10)
-        return SessionHooks(cmds["start"], cmds["stop"], MappingProxyType(ports), float(timeout))
-
-    def alerter(self) -> Mapping[str, Any]:
-        if "alerter" not in self.doc:
-            return MappingProxyType({})
-        from acctd.services.alerter import MailSettings
-        d = self.doc["alerter"]
-        try:
-            MailSettings.from_mapping(d, self.base_dir)
-        except (ValueError, TypeError) as e:
-            key = next((k for k in d if k in str(e)), None)
-            self.fail(str(e), "alerter", None, key)
-        return _freeze(d)
-
-    def users(self) -> tuple[User, ...]:
-        out, seen = [], set()
-        for i, d in enumerate(self.doc.get("user", [])):
-            d = self.section("user", i, d)
-            name = self.get("user", i, d, "name", _str, "a user name", required=True)
-            if name in seen:
-                self.fail(f"user {name!r} is defined twice", "user", i, "name")
-            seen.add(name)
-            level = self.get("user", i, d, "level", _choice, LEVELS, required=True)
-            uid = self.get("user", i, d, "uid", _int, 0, "a uid")
-            unix_user = self.get("user", i, d, "unix-user", _str, "a local user name")
-            unix_group = self.get("user", i, d, "unix-group", _str, "a local group name")
-            password = self.get("user", i, d, "password", _str, "an argon2id hash")
-            if password is not None and not password.startswith("$argon2id$"):
-                self.fail("expected an argon2id hash ($argon2id$...; make one with "
-                          "`acctctl hash-password`), never a plain password", "user", i, "password")
-            if (uid, unix_user, unix_group, password) == (None, None, None, None):
-                self.fail("say who this is: uid, unix-user, unix-group, or a password for TCP",
-                          "user", i, "name")
-            out.append(User(name, level, uid, unix_user, unix_group, password))
-        return tuple(out)
-
-    def server(self) -> "Server | None":
-        if "server" not in self.doc:
-            return None
-        d = self.section("server", None, self.doc["server"])
-        listen = self.get("server", None, d, "listen", _str, "host:port", required=True)
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            self.fail("expected host:port, e.g. 127.0.0.1:20001", "server", None, "listen")
-        login = self.get("server", None, d, "login", _choice, ("localhost", "any"),
-                         default="localhost")
-        cert = self.get("server", None, d, "tls-cert", _str, "a PEM file", required=True)
-        key = self.get("server", None, d, "tls-key", _str, "a PEM file", required=True)
-        return Server(host.strip("[]"), int(port),
-                      self.get("server", None, d, "max-conn", _int, 1, "a connection count",
-                               default=6), login,
-                      os.path.join(self.base_dir, cert), os.path.join(self.base_dir, key))
-
-    def interfaces(self) -> tuple[Interface, ...]:
-        out, seen = [], set()
-        for i, d in enumerate(self.doc.get("interface", [])):
-            d = self.section("interface", i, d)
-            name = self.get("interface", i, d, "name", _str, "an interface name", required=True)
-            if name in seen:
-                self.fail(f"interface {name!r} is listed twice", "interface", i, "name")
-            seen.add(name)
-            out.append(Interface(
-                name,
-                self.get("interface", i, d, "role", _choice, ROLES, required=True),
-                self.get("interface", i, d, "hook", _choice, HOOKS, default="xdp-native")))
-        return tuple(out)
-
-    def processor(self) -> Processor:
-        t = "processor"
-        d = self.section(t, None, self.doc.get(t, {}))
-        delay = self.get(t, None, d, "lookup-delay", _int, 1, "seconds", default=30)
-        life = self.get(t, None, d, "flow-lifetime", _int, 1, "seconds", default=300)
-        if life < delay:
-            self.fail(f"expected at least lookup-delay ({delay} s), got {life}", t, None,
-                      "flow-lifetime")
-        tz = self.get(t, None, d, "time-zone", _str, "an IANA time zone name", default="UTC")
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            self.fail(f"expected an IANA time zone like \"Europe/Moscow\", got {tz!r}", t, None,
-                      "time-zone")
-        default = self.get(t, None, d, "default-acct-policy", _strs, "policy names", default=())
-        r_all, r_local = "pass", "pass"
-        if "restrict" in d:
-            r = d["restrict"]
-            if not isinstance(r, dict) or set(r) - {"all", "local"}:
-                self.fail("expected a table with keys all and local, e.g. "
-                          "{ all = \"drop\", local = \"pass\" }", t, None, "restrict")
-            try:
-                r_all = _choice(r.get("all", "pass"), RESTRICT)
-                r_local = _choice(r.get("local", "pass"), RESTRICT)
-            except _Bad as e:
-                self.fail(str(e), t, None, "restrict")
-        fw_default = self.get(t, None, d, "default-fw-policy", _strs, "policy names", default=())
-        burst = self.get(t, None, d, "bw-burst", _number, "seconds", default=0.3)
-        if not 0 < burst <= 10:
-            self.fail(f"expected seconds between 0 and 10, got {burst}", t, None, "bw-burst")
-        script = self.get(t, None, d, "access-script", _str, "a program path", default="")
-        if script:
-            from acctd.services.access_script import validate
-            err = validate(script)
-            if err:
-                self.fail(err, t, None, "access-script")
-        timeout = self.get(t, None, d, "access-script-timeout", _number, "seconds", default=10)
-        if timeout <= 0:
-            self.fail(f"expected a positive number of seconds, got {timeout}", t, None,
-                      "access-script-timeout")
-        from acctd.services import auto_units
-        pools = []
-        for text in self.get(t, None, d, "auto-assign", _strs, "address ranges", default=()):
-            try:
-                pools.append(auto_units.parse_auto_assign(text))
-            except (ValueError, ModelError) as e:
-                self.fail(str(e), t, None, "auto-assign")
-        try:
-            auto_units.AutoAssign(pools)
-        except (ValueError, ModelError) as e:
-            self.fail(str(e), t, None, "auto-assign")
-        rules = []
-        for text in self.get(t, None, d, "auto-units", _strs, "auto-units rules", default=()):
-            try:
-                rules.append(auto_units.parse_auto_units(text))
-            except (ValueError, ModelError) as e:
-                self.fail(str(e), t, None, "auto-units")
-        if len({r.number for r in rules}) != len(rules):
-            self.fail("two auto-units rules have the same number", t, None, "auto-units")
-        mac = self.get(t, None, d, "mac-control", _choice, ("off", "block", "alert", "block-alert"),
-                       default="off")
-        return Processor(delay, life, tz, default, r_all, r_local, fw_default, float(burst),
-                         script, float(timeout), tuple(pools), tuple(rules), mac)
-
-    def storage(self) -> Storage:
-        t = "storage"
-        d = self.section(t, None, self.doc.get(t, {}))
-        return Storage(self.get(t, None, d, "path", _str, "a file path", default=DEFAULT_DB),
-                       self.get(t, None, d, "raw-retention", _duration, default=30 * 86400))
-
-    def unit(self, i: int, d: Any) -> Unit:
-        t = "unit"
-        d = self.section(t, i, d)
-        g = lambda key, *a, **kw: self.get(t, i, d, key, *a, **kw)  # noqa: E731
-        oid = d.get("oid")
-        if oid is not None and not isinstance(oid, str):
-            # a bare 021949 is not TOML and 21949 would read as decimal: strings only
-            self.fail(f"expected an oid string like \"021949\", got {oid!r}", t, i, "oid")
-        addrs: list[bytes] = []
-        for key in ("ip", "ips"):
-            if key not in d:
-                continue
-            vals = [d[key]] if key == "ip" else d[key]
-            if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):
-                self.fail("expected a list of addresses", t, i, key)
-            for v in vals:
-                try:
-                    addrs.append(parse_addr(v))
-                except ValueError:
-                    self.fail(f"expected an IPv4 or IPv6 address, got {v!r}", t, i, key)
-        nets = []
-        if "net" in d:
-            vals = d["net"] if isinstance(d["net"], list) else [d["net"]]
-            for v in vals:
-                try:
-                    nets.append(parse_prefix(_str(v)))
-                except (ValueError, _Bad) as e:
-                    self.fail(f"expected a network prefix like 192.168.0.0/24 or "
-                              f"2001:db8::/32: {e}", t, i, "net")
-        return Unit(
-            type=g("type", _choice, ("host", "cluster", "net", "user", "group"), required=True),
-            name=g("name", _str, "a unit name", required=True),
-            oid=oid,
-            addrs=tuple(addrs), nets=tuple(nets),
-            parents=g("parents", _strs, "group names", default=()),
-            description=g("description", _text, default=""),
-            email=g("email", _str, "an e-mail address", default=""),
-            acct_policy=g("acct-policy", _strs, "policy names", default=()),
-            nodefault=g("nodefault", _bool, default=False),
-            ap_nodefault=g("ap-nodefault", _bool, default=False),
-            sys_policy=self.sys_policy(i, g("sys-policy", _strs, "system policies", default=())),
-            fw_policy=g("fw-policy", _strs, "policy names", default=()),
-            bw=self.bw("unit", i, d),
-            no_local_pass=g("no-local-pass", _bool, default=False),
-            auto_units=g("auto-units", _int, 0, "an auto-units rule number"),
-            mac=self.mac(i, d),
-        )
-
-    def mac(self, i: int, d: dict) -> str:
-        if "mac" not in d:
-            return ""
-        from acctd.services.mac_control import normalize_mac
-        try:
-            return normalize_mac(_str(d["mac"]))
-        except (ValueError, _Bad) as e:
-            self.fail(str(e), "unit", i, "mac")
-
-    def bw(self, table: str, i: int, d: dict):
-        if "bw" not in d:
-            return None
-        from acctd.model.enforcement import parse_bw
-        try:
-            return parse_bw(d["bw"])
-        except ValueError as e:
-            self.fail(str(e), table, i, "bw")
-
-    def sys_policy(self, i: int, words: tuple[str, ...]) -> tuple[str, ...]:
-        from acctd.model import sys_policy
-        try:
-            sys_policy.from_words(words)
-        except ValueError as e:
-            self.fail(str(e), "unit", i, "sys-policy")
-        return words
-
-    def policy(self, i: int, d: Any) -> PolicySpec:
-        t = "policy"
-        d = self.section(t, i, d)
-        name = self.get(t, i, d, "name", _str, "a policy name", required=True)
-        oid = d.get("oid")
-        if oid is not None and not isinstance(oid, str):
-            self.fail(f"expected an oid string like \"146633\", got {oid!r}", t, i, "oid")
-        if "target" not in d:
-            self.fail("required key is missing; e.g. target = \"proto tcp port 80\"", t, i,
-                      "target")
-        target = d["target"]
-        if not isinstance(target, (str, dict)):
-            self.fail("expected a target string or table", t, i, "target")
-        return PolicySpec(name, target, oid, self.bw(t, i, d))
+        r = self.doc.get("radius") or {}
+        merged = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d}
+        return self.read(CoaSettings, "coa", doc=merged)
 
 
 def loads(text: str, path: str = "<string>") -> Config:

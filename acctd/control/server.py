@@ -2,7 +2,7 @@
 
 Who is asking comes from the kernel (SO_PEERCRED), never from the request:
 uid 0 is admin, other peers map to the configured [[user]]s by uid, user
-name or group, and anyone else is refused. Levels (config.LEVELS):
+name or group, and anyone else is refused (acctd/control/access.py). Levels:
 - viewer: reads (units, policies, list, stat, rates, status);
 - operator: also changes state (flush, units, quotas, send report);
 - admin: everything (attach/detach, reload, debug, schedules).
@@ -32,6 +32,8 @@ import struct
 import threading
 import time
 
+from acctd.config.schema import Invalid, Table, choice, file_path, integer, secret_file, setting
+from acctd.control.access import LEVELS, Access
 from acctd.errors import AcctError
 from acctd.store.queries import (filter_units, report_list, report_policies, report_stat,
                                  report_units)
@@ -44,7 +46,6 @@ REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
 SOCKET_GROUP = "acctd"
 
-LEVELS = ("viewer", "operator", "admin")
 # The least level each command needs.
 COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "stat": "viewer",
                  "status": "viewer", "rates": "viewer", "flush": "operator", "reload": "admin", "debug": "admin",
@@ -62,55 +63,6 @@ COMMAND_LEVEL = {"units": "viewer", "policies": "viewer", "list": "viewer", "sta
                  "openvpn-event": "operator", "openvpn-interval": "operator",
                  "openvpn-clients": "viewer"}
 SECRET_KEYS = ("password", "secret", "token", "key")
-
-
-class Access:
-    """Maps a peer's uid/gid to a level from the configured users."""
-
-    def __init__(self, users=()):
-        self.users = tuple(users)
-
-    def level(self, uid: int, gid: int) -> str | None:
-        if uid == 0:
-            return "admin"
-        found = [u.level for u in self.users if self._matches(u, uid, gid)]
-        return max(found, key=LEVELS.index) if found else None
-
-    @staticmethod
-    def _matches(u, uid: int, gid: int) -> bool:
-        if u.uid is not None and u.uid == uid:
-            return True
-        try:
-            if u.unix_user is not None and pwd.getpwnam(u.unix_user).pw_uid == uid:
-                return True
-            if u.unix_group is not None:
-                g = grp.getgrnam(u.unix_group)
-                if g.gr_gid == gid:
-                    return True
-                return pwd.getpwuid(uid).pw_name in g.gr_mem
-        except KeyError:
-            return False  # the name does not exist on this host
-        return False
-
-    def check(self, cmd: str, uid: int, gid: int) -> str:
-        level = self.level(uid, gid)
-        if level is None:
-            raise PermissionError(f"uid {uid} is not an acctd user (add a [[user]] with this uid)")
-        return require(cmd, level, f"uid {uid}")
-
-    def by_password(self, name: str, password: str) -> str:
-        """The level of a TCP user, if the password matches its argon2id hash."""
-        from argon2 import PasswordHasher
-        from argon2.exceptions import InvalidHashError, VerificationError
-        user = next((u for u in self.users if u.name == name and u.password), None)
-        try:
-            if user is None:
-                PasswordHasher().hash(password)  # same cost as a check: no user probing by timing
-                raise VerificationError()
-            PasswordHasher().verify(user.password, password)
-        except (VerificationError, InvalidHashError):
-            raise PermissionError("wrong user name or password") from None
-        return user.level
 
 
 def require(cmd: str, level: str, who: str) -> str:
@@ -196,6 +148,34 @@ class ScheduleRunner:
                     break
 
 
+# -- the TCP listener's settings --------------------------------------------------------
+
+def _listen(v, ctx) -> tuple[str, int]:
+    host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid("expected host:port, e.g. 127.0.0.1:20001")
+    return host.strip("[]"), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings(Table):
+    """The [server] table: the optional TCP listener (NeTAMS service server),
+    off unless configured, TLS always, users with an argon2id password."""
+    listen: tuple[str, int] = setting(check=_listen)
+    tls_cert: str = setting(check=file_path("a PEM file"))
+    tls_key: str = setting(check=secret_file())
+    max_conn: int = setting(6, check=integer(1, what="a connection count"))
+    login: str = setting("localhost", check=choice("localhost", "any"))  # localhost: loopback only
+
+    @property
+    def host(self) -> str:
+        return self.listen[0]
+
+    @property
+    def port(self) -> int:
+        return self.listen[1]
+
+
 # -- server --------------------------------------------------------------------------
 
 class _Dispatch:
@@ -233,7 +213,7 @@ class _Dispatch:
             raise ValueError('expected {"cmd": "...", "args": {...}}')
         access = Access(getattr(d.cfg, "users", ()))  # users follow reloads
         if level is None:
-            level = access.check(cmd, uid, gid)
+            level = require(cmd, access.of_peer(uid, gid), f"uid {uid}")
         else:
             require(cmd, level, f"user {user}")
         who = user or _user_name(uid)

@@ -117,9 +117,9 @@ class Daemon(Identity, Imports):
         self._flow_base = self._flow_counts()
         if self.cfg.alerter:
             import os
-            from acctd.services.alerter import Mailer, MailSettings
-            settings = MailSettings.from_mapping(self.cfg.alerter, os.path.dirname(self.cfg.path))
-            self.mailer = Mailer(settings, os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
+            from acctd.services.alerter import Mailer
+            self.mailer = Mailer(self.cfg.alerter,
+                                 os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
         self._configure_access_script()
         self.apply_syspolicies()
         import json
@@ -221,7 +221,7 @@ class Daemon(Identity, Imports):
     def _quota_inputs(self, now):
         from acctd.services import quota
         specs = {o: quota.QuotaSpec.from_dict(d) for o, d in self.storage.quotas().items()}
-        defaults = quota.QuotaDefaults.from_config(self.cfg.quota)
+        defaults = self.cfg.quota
         first = self.cfg.policies.policies[0].name if len(self.cfg.policies) else None
         usage = {}
         for oid, spec in specs.items():

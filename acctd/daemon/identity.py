@@ -29,7 +29,7 @@ class Identity:
         """The login service with the config's settings and the stored records
         (records outlive reloads and restarts; settings follow the config)."""
         from acctd.services import login
-        settings = login.LoginSettings.from_mapping(self.cfg.login)
+        settings = self.cfg.login
         if self.login is None:
             records = [login.LoginRecord.from_dict(d) for d in self.storage.login_records().values()]
             self.login = login.LoginService(settings, self._find_oid, records,

@@ -33,15 +33,16 @@ import secrets
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from email.header import Header
 from email.mime.text import MIMEText
 from pathlib import Path
-from typing import Any
 
 from acctd.common import durable
 from acctd.common.secret_files import read_private
+from acctd.config.schema import (Invalid, Table, boolean, choice, file_path, integer, number,
+                                 secret_file, setting, string)
 
 log = logging.getLogger("acctd.alerter")
 
@@ -57,50 +58,35 @@ MAX_AGE = 5 * 86400.0      # as sendmail's default queue lifetime
 
 # --- settings ---------------------------------------------------------------------
 
+def _addresses(v, ctx) -> tuple[str, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(a, str) and a.strip() for a in items):
+        raise Invalid(f"expected e-mail addresses, got {v!r}")
+    return tuple(a.strip() for a in items)
+
+
 @dataclasses.dataclass(frozen=True)
-class MailSettings:
-    """Where and how to send. The password is read from a file at each
-    connection, so it is neither in the config nor stale after rotation."""
-    host: str = "localhost"
-    port: int = 25
-    starttls: bool = False
-    tls_ca: str | None = None          # CA file to verify the server; None: system CAs
-    user: str | None = None
-    password_file: str | None = None
-    sender: str = "acctd@localhost"
-    admins: tuple[str, ...] = ()        # admin users' addresses, copied on every notice
-    language: str = "en"                # NeTAMS `language { ru | en }`
-    timeout: float = 30.0
+class MailSettings(Table):
+    """The [alerter] table: where and how to send. The password is read from
+    a file at each connection, so it is neither in the config nor stale
+    after rotation."""
+    host: str = setting("localhost", key="smtp-server", check=string("a host name or address"))
+    port: int = setting(25, key="smtp-port", check=integer(1, 65535, "a port"))
+    starttls: bool = setting(False, check=boolean())
+    # CA file to verify the server; None: system CAs
+    tls_ca: str | None = setting(None, check=file_path("a CA certificate file"))
+    user: str | None = setting(None, key="smtp-user", check=string("a user name"))
+    password_file: str | None = setting(None, key="smtp-password-file", check=secret_file())
+    sender: str = setting("acctd@localhost", key="from", check=string("an e-mail address"))
+    # admin users' addresses, copied on every notice
+    admins: tuple[str, ...] = setting((), check=_addresses)
+    language: str = setting("en", check=choice(*LANGUAGES))   # NeTAMS `language { ru | en }`
+    timeout: float = setting(30.0, check=number(0, what="seconds", open_lo=True))
 
-    def __post_init__(self):
-        if self.language not in LANGUAGES:
-            raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, "
-                             f"got {self.language!r}")
+    def finish(self, ctx) -> "MailSettings":
         if self.user and not self.password_file:
-            raise ValueError("smtp-user needs smtp-password-file")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"smtp-port must be 1-65535, got {self.port}")
-
-    _KEYS = {"smtp-server": "host", "smtp-port": "port", "starttls": "starttls",
-             "tls-ca": "tls_ca", "smtp-user": "user",
-             "smtp-password-file": "password_file", "from": "sender",
-             "admins": "admins", "language": "language", "timeout": "timeout"}
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], base: str | os.PathLike = ".") -> "MailSettings":
-        """From an [alerter] table (kebab-case keys, as in NeTAMS); relative
-        paths are taken relative to `base` (the config file's directory)."""
-        unknown = sorted(set(d) - set(cls._KEYS))
-        if unknown:
-            raise ValueError(f"unknown alerter key(s): {', '.join(unknown)}; "
-                             f"expected {', '.join(cls._KEYS)}")
-        kw = {cls._KEYS[k]: v for k, v in d.items()}
-        if "admins" in kw:
-            kw["admins"] = (kw["admins"],) if isinstance(kw["admins"], str) else tuple(kw["admins"])
-        for k in ("tls_ca", "password_file"):
-            if kw.get(k):
-                kw[k] = str(Path(base, kw[k]))
-        return cls(**kw)
+            raise Invalid("smtp-user needs smtp-password-file", "smtp-user")
+        return self
 
 
 # --- pure helpers: figures, recipients, backoff, templates --------------------------

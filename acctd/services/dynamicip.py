@@ -15,6 +15,7 @@ an `exclude-name-lookup` network, which nacctd never looks up.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from acctd.config.schema import Table, setting, string, strings
 from acctd.model.addresses import canonical
 
 log = logging.getLogger("acctd.dynamicip")
@@ -32,6 +34,20 @@ RACY_NS = 2_000_000_000  # a timestamp this close to now may change again unseen
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _networks(v, ctx) -> tuple[str, ...]:
+    items = strings("networks")(v, ctx)
+    parse_networks(items)
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicIpSettings(Table):
+    """The [dynamicip] table: a file named by an address holding a user name
+    binds that address to that user unit."""
+    dir: str = setting(check=string("a directory"))
+    exclude: tuple[str, ...] = setting((), key="exclude-name-lookup", check=_networks)
 
 
 class Event(NamedTuple):

@@ -30,6 +30,7 @@ becomes "_", so a line always splits on whitespace into its fields.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import errno
 import logging
@@ -41,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from acctd.config.schema import Table, boolean, file_path, setting, strings
 from acctd.kernel import abi
 from acctd.model.addresses import format_addrs
 
@@ -54,6 +56,16 @@ PORT_PROTOS = (6, 17)       # nacctd had ports for TCP and UDP only
 QUEUE_LIMIT = 1_000_000     # lines held while paused (~100 bytes each in memory)
 
 _SPACE = re.compile(r"\s")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowLogSettings(Table):
+    """The [flowlog] table: net-acct's per-flow log, one nacctd line per flow
+    and drain."""
+    path: str = setting(check=file_path())
+    fields: tuple[str, ...] = setting(DEFAULT_FIELDS, check=lambda v, ctx: check_fields(
+        strings("field names")(v, ctx)))
+    fsync: bool = setting(False, check=boolean())
 
 
 def check_fields(fields: Sequence[str]) -> tuple[str, ...]:

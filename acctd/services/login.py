@@ -14,7 +14,10 @@ import datetime as dt
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
+
+from acctd.config.schema import Invalid, Table, TomlValue, carried, setting
 
 OPENED, CLOSED = "opened", "closed"
 STATES = (OPENED, CLOSED)
@@ -42,67 +45,64 @@ class LoginError(ValueError):
 
 # --- service settings -------------------------------------------------------------
 
+def _seconds(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{key}: expected a whole number of seconds >= 0, got {v!r}")
+    return v
+
+
+def _seconds_check(v, ctx) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise Invalid(f"expected a whole number of seconds >= 0, got {v!r}")
+    return v
+
+
+def _flag_check(v, ctx) -> bool:
+    # TOML booleans, or NeTAMS's own words as `acctd.importers.netams` carries them
+    if isinstance(v, bool):
+        return v
+    if v in (1, 0) or (isinstance(v, str) and v.lower() in ("yes", "no", "1", "0")):
+        return str(v).lower() in ("1", "yes")
+    raise Invalid(f"expected true/false (or yes/no), got {v!r}")
+
+
 @dataclasses.dataclass(frozen=True)
-class LoginSettings:
-    """The service's own settings (the config file's [login] table)."""
+class LoginSettings(Table):
+    """The service's own settings (the config file's [login] table): kebab-case
+    as in NeTAMS, and the spellings with underscores the reference itself
+    uses for the bounds (max_inact, min_passwd_length)."""
 
-    default_inact: int = DEFAULT_INACT
-    default_abs: int = DEFAULT_ABS
-    min_inact: int = MIN_INACT
-    max_inact: int = MAX_INACT
-    min_abs: int = MIN_ABS
-    max_abs: int = MAX_ABS
-    min_passwd_length: int = MIN_PASSWD_LENGTH
-    delay: int = DEFAULT_DELAY
-    relogin: bool = True         # "По умолчанию «да»"
-    set_user_ip: bool = False    # "По умолчанию равно 0"
+    default_inact: int = setting(DEFAULT_INACT, check=_seconds_check, aliases=("default_inact",))
+    default_abs: int = setting(DEFAULT_ABS, check=_seconds_check, aliases=("default_abs",))
+    min_inact: int = setting(MIN_INACT, check=_seconds_check, aliases=("min_inact",))
+    max_inact: int = setting(MAX_INACT, check=_seconds_check, aliases=("max_inact",))
+    min_abs: int = setting(MIN_ABS, check=_seconds_check, aliases=("min_abs",))
+    max_abs: int = setting(MAX_ABS, check=_seconds_check, aliases=("max_abs",))
+    min_passwd_length: int = setting(MIN_PASSWD_LENGTH, check=_seconds_check,
+                                     aliases=("min_passwd_length",))
+    delay: int = setting(DEFAULT_DELAY, check=_seconds_check)
+    relogin: bool = setting(True, check=_flag_check)          # "По умолчанию «да»"
+    set_user_ip: bool = setting(False, check=_flag_check, aliases=("set_user_ip",))  # "равно 0"
+    # `login set` lines `acctd.importers.netams` carried per unit (see config_sets)
+    units: Mapping[str, TomlValue] = setting(default_factory=lambda: MappingProxyType({}),
+                                             check=carried())
 
-    # kebab-case as in NeTAMS; the reference itself writes the bounds with
-    # underscores (max_inact, min_passwd_length), so both spellings are read
-    _KEYS = {"default-inact": "default_inact", "default-abs": "default_abs",
-             "min-inact": "min_inact", "max-inact": "max_inact",
-             "min-abs": "min_abs", "max-abs": "max_abs",
-             "min-passwd-length": "min_passwd_length", "delay": "delay",
-             "relogin": "relogin", "set-user-ip": "set_user_ip"}
-    # carried by `acctd.importers.netams` import for the per-unit records, not a setting
-    _DATA = {"units"}
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> "LoginSettings":
-        """From a [login] table. Errors are ValueErrors whose message names the
-        key as written, so acctd.config can point at its line."""
-        kw: dict[str, Any] = {}
-        given: dict[str, str] = {}
-        for key, v in d.items():
-            norm = key.replace("_", "-")
-            if norm in cls._DATA:
-                if not isinstance(v, Mapping):
-                    raise ValueError(f"{key}: expected a table of units")
-                continue
-            if norm not in cls._KEYS:
-                raise ValueError(f"unknown login key {key!r}; expected one of "
-                                 f"{', '.join(cls._KEYS)}")
-            if norm in given:
-                raise ValueError(f"{key}: given twice (also as {given[norm]})")
-            given[norm] = key
-            field = cls._KEYS[norm]
-            kw[field] = _flag(key, v) if field in ("relogin", "set_user_ip") else _seconds(key, v)
-        s = cls(**kw)
-        name = {f: given.get(k, k) for k, f in cls._KEYS.items()}
-        for lo, hi in (("min_inact", "max_inact"), ("min_abs", "max_abs")):
-            if getattr(s, lo) > getattr(s, hi):
-                raise ValueError(f"{name[lo]} ({getattr(s, lo)}) exceeds "
-                                 f"{name[hi]} ({getattr(s, hi)})")
+    def finish(self, ctx) -> "LoginSettings":
+        for lo, hi in (("min-inact", "max-inact"), ("min-abs", "max-abs")):
+            a, b = getattr(self, lo.replace("-", "_")), getattr(self, hi.replace("-", "_"))
+            if a > b:
+                raise Invalid(f"{ctx.spelled(lo)} ({a}) exceeds {ctx.spelled(hi)} ({b})",
+                              ctx.spelled(lo))
         # a default outside the bounds would give `set` a timeout it would refuse itself
-        for field, kind in (("default_inact", "inact"), ("default_abs", "abs")):
-            err = s.check_timeout(kind, getattr(s, field))
+        for key, kind in (("default-inact", "inact"), ("default-abs", "abs")):
+            err = self.check_timeout(kind, getattr(self, key.replace("-", "_")))
             if err:
-                raise ValueError(f"{name[field]}: {err}")
-        if s.min_passwd_length < 1:
-            raise ValueError(f"{name['min_passwd_length']} must be at least 1")
-        if s.delay < 1:
-            raise ValueError(f"{name['delay']} must be at least 1 second")
-        return s
+                raise Invalid(err, ctx.spelled(key))
+        if self.min_passwd_length < 1:
+            raise Invalid("must be at least 1", ctx.spelled("min-passwd-length"))
+        if self.delay < 1:
+            raise Invalid("must be at least 1 second", "delay")
+        return self
 
     def check_timeout(self, kind: str, seconds: int) -> str | None:
         """Why a per-unit timeout is refused, or None: 0 (off) or within the bounds."""
@@ -113,22 +113,7 @@ class LoginSettings:
         return f"{kind} must be 0 (off) or between {lo} and {hi} seconds, got {seconds}"
 
 
-def _seconds(key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{key}: expected a whole number of seconds >= 0, got {v!r}")
-    return v
-
-
-def _flag(key: str, v: Any) -> bool:
-    # TOML booleans, or NeTAMS's own words as `acctd.importers.netams` carries them
-    if isinstance(v, bool):
-        return v
-    if v in (1, 0) or (isinstance(v, str) and v.lower() in ("yes", "no", "1", "0")):
-        return str(v).lower() in ("1", "yes")
-    raise ValueError(f"{key}: expected true/false (or yes/no), got {v!r}")
-
-
-def config_sets(table: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def config_sets(units: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     """The `set` commands `acctd.importers.netams` carried from a NeTAMS config
     ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, words).
 
@@ -137,7 +122,7 @@ def config_sets(table: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     unit, and a record blocks the unit until it logs in.
     """
     out = []
-    for name, entry in (table.get("units") or {}).items():
+    for name, entry in units.items():
         for raw in (entry or {}).get("raw", ()):
             out.append((str(name), str(raw).split()))
     return out

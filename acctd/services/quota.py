@@ -13,9 +13,11 @@ import datetime as dt
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
 from acctd.store.rollup import PERIODS, period_start
 
@@ -95,31 +97,44 @@ def _order(item) -> tuple[int, int]:
     return PERIODS.index(p), DIRS.index(d)
 
 
+def _soft_threshold(v, ctx) -> int:
+    try:
+        return _threshold(str(v))
+    except QuotaError as e:
+        raise Invalid(str(e)) from None
+
+
+def _notify(v, ctx) -> Mapping[str, tuple[str, ...]]:
+    """{event: recipients}; the events not named keep the reference's default."""
+    if not isinstance(v, Mapping):
+        raise Invalid(f"expected a table of soft/hard/return = recipients, got {v!r}")
+    out = dict(DEFAULT_NOTIFY)
+    for ev, who in v.items():
+        if ev not in EVENTS:
+            raise Invalid(f"expected a notify event soft, hard or return, got {ev!r}")
+        who = [who] if isinstance(who, str) else who
+        if not isinstance(who, (list, tuple)) or not all(isinstance(w, str) for w in who):
+            raise Invalid(f"{ev}: expected recipients ({OWNER}, {NONE}, admin, user NAME, "
+                          f"an address), got {who!r}")
+        out[ev] = tuple(who)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
-class QuotaDefaults:
-    """The service's own settings (the config file's [quota] table)."""
+class QuotaSettings(Table):
+    """The service's own settings (the config file's [quota] table, as
+    `acctd.importers.netams` writes it); missing keys keep NeTAMS's defaults."""
 
-    policy: str | None = None
-    block_policy: str | None = None
-    soft_threshold: int = DEFAULT_SOFT_THRESHOLD
-    delay: int = DEFAULT_DELAY
-    notify: Mapping[str, tuple[str, ...]] = dataclasses.field(
-        default_factory=lambda: dict(DEFAULT_NOTIFY))
-
-    @classmethod
-    def from_config(cls, table: Mapping[str, Any]) -> "QuotaDefaults":
-        """[quota] as acctd.config carries it (netams import: policy, soft-threshold,
-        block-policy, delay, notify = {event: [recipients]}); missing keys keep NeTAMS's defaults."""
-        t = {k.replace("_", "-"): v for k, v in table.items()}
-        st = t.get("soft-threshold", t.get("soft-treshold", DEFAULT_SOFT_THRESHOLD))
-        notify = dict(DEFAULT_NOTIFY)
-        for ev, who in (t.get("notify") or {}).items():
-            if ev not in EVENTS:
-                raise QuotaError(ev, "a notify event soft, hard or return")
-            notify[ev] = tuple([who] if isinstance(who, str) else who)
-        return cls(policy=t.get("policy"), block_policy=t.get("block-policy"),
-                   soft_threshold=_threshold(str(st)), delay=int(t.get("delay", DEFAULT_DELAY)),
-                   notify=notify)
+    policy: str | None = setting(None, check=string("a policy name"))
+    block_policy: str | None = setting(None, check=string("a policy name"))
+    soft_threshold: int = setting(DEFAULT_SOFT_THRESHOLD, check=_soft_threshold,
+                                  aliases=("soft-treshold", "soft_threshold"))
+    delay: int = setting(DEFAULT_DELAY, check=integer(1, what="seconds"))
+    notify: Mapping[str, tuple[str, ...]] = setting(
+        default_factory=lambda: dict(DEFAULT_NOTIFY), check=_notify)
+    # per-unit `quota set` lines the importer carried
+    units: Mapping[str, TomlValue] = setting(default_factory=lambda: MappingProxyType({}),
+                                             check=carried())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +150,7 @@ class Effective:
     limits: Mapping[tuple[str, str], int]
 
 
-def effective(spec: QuotaSpec, defaults: QuotaDefaults,
+def effective(spec: QuotaSpec, defaults: QuotaSettings,
               first_policy: str | None = None) -> Effective:
     """Merge: the unit's policy, block-policy, soft-threshold and notify override
     the service's ("переопределяют те, которые заданы глобально"); with no
@@ -439,7 +454,7 @@ def check_unit(key: str, eff: Effective, usage: Usage, prev: Mapping[str, Any] |
     return {"blocked": over_any, "limits": limits}, events
 
 
-def check(specs: Mapping[str, QuotaSpec], defaults: QuotaDefaults,
+def check(specs: Mapping[str, QuotaSpec], defaults: QuotaSettings,
           usage: Mapping[str, Usage], state: Mapping[str, Any] | None,
           now: dt.datetime, zone: ZoneInfo, first_policy: str | None = None) -> Result:
     """Every unit with a quota record, keyed by unit oid (strings: JSON keys).
@@ -513,7 +528,7 @@ class ShowRow:
     lines: tuple[ShowLine, ...]
 
 
-def show_quota(specs: Mapping[str, QuotaSpec], defaults: QuotaDefaults,
+def show_quota(specs: Mapping[str, QuotaSpec], defaults: QuotaSettings,
                names: Mapping[str, str], usage: Mapping[str, Usage],
                state: Mapping[str, Any] | None, acct: Mapping[str, Iterable[str]] | None = None,
                first_policy: str | None = None, only: str | None = None) -> list[ShowRow]:

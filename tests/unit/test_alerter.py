@@ -100,16 +100,25 @@ def test_recipients_owner_first_then_admins_once():
 
 
 def test_settings_from_table(tmp_path):
-    st = MailSettings.from_mapping({"smtp-server": "mx", "smtp-port": 587, "starttls": True,
-                                    "smtp-user": "acctd", "smtp-password-file": "pw",
-                                    "admins": "noc@x", "language": "ru"}, base=tmp_path)
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)
+    table = {"smtp-server": "mx", "smtp-port": 587, "starttls": True, "smtp-user": "acctd",
+             "smtp-password-file": "pw", "admins": "noc@x", "language": "ru"}
+    st = MailSettings.from_mapping(table, base=tmp_path)
     assert (st.host, st.port, st.starttls, st.admins, st.language) == \
         ("mx", 587, True, ("noc@x",), "ru")
     assert st.password_file == str(tmp_path / "pw")
     with pytest.raises(ValueError, match="smtp-sever"):
         MailSettings.from_mapping({"smtp-sever": "mx"})
     with pytest.raises(ValueError, match="language"):
-        MailSettings(language="de")
+        MailSettings.from_mapping({"language": "de"})
+    with pytest.raises(ValueError, match="smtp-user: smtp-user needs smtp-password-file"):
+        MailSettings.from_mapping({"smtp-user": "acctd"})
+    # the password file follows the rule of every secret file, checked at load
+    (tmp_path / "pw").chmod(0o640)
+    with pytest.raises(ValueError, match="smtp-password-file: .*pw is accessible by group or "
+                                         "others"):
+        MailSettings.from_mapping(table, base=tmp_path)
 
 
 # --- against the real server ---------------------------------------------------------

@@ -7,6 +7,8 @@ import pytest
 from acctd import config
 from acctd.config import ConfigError
 from acctd.kernel import abi
+from acctd.services.login import LoginSettings
+from acctd.services.quota import QuotaSettings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -39,8 +41,8 @@ def test_example_config_loads():
     assert cfg.storage.raw_retention == 30 * 86400
     assert cfg.units.units[cfg.units.find("server")].oid == "021949"
     assert cfg.policies.find("146633") == cfg.policies.find("all-ip")
-    assert cfg.quota["notify"]["hard"] == ("{owner}", "admin")
-    assert cfg.login["default-inact"] == 0
+    assert cfg.quota.notify["hard"] == ("{owner}", "admin")
+    assert cfg.login.default_inact == 0
 
 
 def test_defaults():
@@ -48,7 +50,8 @@ def test_defaults():
     assert cfg.processor == config.Processor()
     assert cfg.processor.lookup_delay == 30 and cfg.processor.flow_lifetime == 300
     assert cfg.storage.path == config.DEFAULT_DB
-    assert cfg.interfaces == () and dict(cfg.quota) == {}
+    assert cfg.interfaces == () and cfg.quota == QuotaSettings()
+    assert cfg.login == LoginSettings() and dict(cfg.billing) == {}
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path):
@@ -138,7 +141,7 @@ def test_unknown_section_and_data_sections(tmp_path):
     assert e.key == "quota"
     cfg = config.loads('[quota]\npolicy = "ip"\n[quota.units.bob]\nraw = ["day 3M in"]\n'
                        '[billing.plan.1]\nname = "basic"\n' + BASE)
-    assert cfg.quota["units"]["bob"]["raw"] == ("day 3M in",)
+    assert cfg.quota.units["bob"]["raw"] == ("day 3M in",)
     assert cfg.billing["plan"]["1"]["name"] == "basic"
 
 
@@ -161,3 +164,43 @@ def test_duplicate_address_points_at_the_second_unit(tmp_path):
     text = BASE + '\n[[unit]]\ntype = "cluster"\nname = "c"\nips = ["10.0.0.1", "192.168.0.1"]\n'
     e = error(text, tmp_path)
     assert (e.line, e.key) == (13, "ips") and "already belongs to unit 'server'" in str(e)
+
+
+def secret(tmp_path, name, mode=0o600):
+    p = tmp_path / name
+    p.write_text("s3cret\n")
+    p.chmod(mode)
+    return p
+
+
+def test_service_tables_point_at_their_own_keys(tmp_path):
+    """Every table goes through one schema: the mistake's own key and line,
+    never a key guessed from the message."""
+    secret(tmp_path, "radius.secret", 0o644)
+    e = error(BASE + '[radius]\nservers = ["127.0.0.1"]\nnas-ip = "192.0.2.1"\n'
+              'secret-file = "radius.secret"\n', tmp_path)
+    assert (e.line, e.key) == (12, "secret-file") and "chmod 600" in str(e)
+    assert "[radius] key 'secret-file'" in str(e)
+    secret(tmp_path, "smtp.pw", 0o640)
+    e = error(BASE + '[alerter]\nsmtp-user = "acctd"\nsmtp-password-file = "smtp.pw"\n', tmp_path)
+    assert (e.line, e.key) == (11, "smtp-password-file") and "accessible by group" in str(e)
+    e = error(BASE + '[login]\nmin_inact = 100\nmax-inact = 90\n', tmp_path)
+    assert (e.line, e.key) == (10, "min_inact") and "min_inact (100) exceeds max-inact (90)" in str(e)
+    e = error(BASE + '[coa]\nlisten = "127.0.0.1:3799"\n'
+              'clients = [{ address = "nowhere", secret-file = "x" }]\n', tmp_path)
+    assert (e.line, e.key) == (11, "clients")
+    assert "[coa] key 'clients[0].address': expected an IP address or prefix" in str(e)
+    secret(tmp_path, "c.pem")
+    secret(tmp_path, "c.key", 0o644)
+    e = error(BASE + '[server]\nlisten = "127.0.0.1:20001"\ntls-cert = "c.pem"\n'
+              'tls-key = "c.key"\n', tmp_path)
+    assert (e.line, e.key) == (12, "tls-key") and "chmod 600" in str(e)
+    e = error(BASE + '[quota]\nnotify = { often = ["admin"] }\n', tmp_path)
+    assert (e.line, e.key) == (10, "notify") and "soft, hard or return" in str(e)
+
+
+def test_every_section_is_read_by_a_declared_table():
+    """One schema for every table: no section is read by hand."""
+    from acctd.config.schema import Table
+    for name, (_kind, table) in config.SECTIONS.items():
+        assert name == "billing" or issubclass(table, Table), name

@@ -62,8 +62,8 @@ def test_settings_from_mapping(tmp_path):
     ({"federation": "eduroam", "viscountry": "URY", "syslog": True}, "viscountry"),
     ({"federation": "eduroam", "raw-values": "yes", "syslog": True}, "raw-values"),
     ({"federation": "eduroam", "syslog": True, "syslog-facility": "local9"}, "syslog-facility"),
-    ({"federation": "eduroam"}, "syslog, file"),
-    ({"federation": "eduroam", "syslog": True, "colour": "red"}, "unknown fticks key 'colour'"),
+    ({"federation": "eduroam"}, "F-TICKS needs a destination: syslog = true and/or file"),
+    ({"federation": "eduroam", "syslog": True, "colour": "red"}, "colour: unknown key"),
     ({"federation": "eduroam", "syslog": True, "key-file": "missing.key"}, "key-file"),
 ])
 def test_settings_errors_name_the_key(tmp_path, table, key):

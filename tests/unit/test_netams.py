@@ -40,9 +40,11 @@ def test_sample_imports_and_loads():
     assert us.units[us.find("LAN")].type == "group"
     http = cfg.policies.policies[cfg.policies.find("147C83")]
     assert http.name == "http"
-    assert dict(cfg.quota) == {"policy": "http", "soft-threshold": 75,
-                               "notify": {"soft": ("{owner}",), "hard": ("{owner}", "admin"),
-                                          "return": ("{owner}",)}}
+    q = cfg.quota
+    assert (q.policy, q.soft_threshold, q.block_policy, q.delay, dict(q.units)) == \
+        ("http", 75, None, 10, {})
+    assert q.notify == {"soft": ("{owner}",), "hard": ("{owner}", "admin"),
+                        "return": ("{owner}",)}
 
 
 def test_sample_warnings_name_their_lines():
@@ -140,8 +142,8 @@ def test_directives_that_cannot_be_carried_are_reported():
     assert us.units[us.find("c")].description == "two boxes"
     assert us.units[us.find("u")].addrs == ()  # unbound user
     assert cfg.processor.default_acct_policy == ("dns",)
-    assert cfg.login["units"]["h"] == {"password": "secret", "mac": "00:11:22:33:44:55"}
-    assert cfg.login["default-inact"] == 600 and cfg.login["max-inact"] == 43200
+    assert cfg.login.units["h"] == {"password": "secret", "mac": "00:11:22:33:44:55"}
+    assert cfg.login.default_inact == 600 and cfg.login.max_inact == 43200
     assert cfg.billing["subplan"]["1"]["fee"] == (100, "spread", "monthly")
     assert cfg.billing["subplan"]["1"]["included"] == ((("1G", "in", "500M", "out")),)
     assert cfg.billing["plan"]["2"] == {"name": "basic", "subplan": ((1,),)}

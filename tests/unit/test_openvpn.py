@@ -110,9 +110,9 @@ def test_management_forms(text, want):
      "reconnect-backoff: must be more than 0 and at most 86400 seconds, got 0"),
     ({"reconnect-backoff": 10, "reconnect-backoff-max": 5},
      "reconnect-backoff-max: 5 is less than reconnect-backoff (10)"),
-    ({"manegement": "127.0.0.1:7505"}, "unknown openvpn key(s): manegement; expected management, "
-     "password-file, interim-interval, intervals, status-interval, reconnect-backoff, "
-     "reconnect-backoff-max"),
+    ({"manegement": "127.0.0.1:7505"}, "manegement: unknown key; expected one of interim-interval, "
+     "intervals, management, password-file, reconnect-backoff, reconnect-backoff-max, "
+     "status-interval"),
 ])
 def test_settings_errors_name_the_key(table, message):
     with pytest.raises(ValueError) as e:

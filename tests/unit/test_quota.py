@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from acctd.kernel import abi
-from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, REASON, QuotaDefaults,
+from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, REASON, QuotaSettings,
                                   QuotaError, QuotaSpec, check, effective, format_amount,
                                   format_set, format_show, parse_amount, parse_set, recipients,
                                   show_quota, usage_from_totals, used)
@@ -101,16 +101,16 @@ def test_round_trips():
 
 
 def test_defaults_merge():
-    d = QuotaDefaults.from_config({"policy": "http", "soft-threshold": 75,
+    d = QuotaSettings.from_mapping({"policy": "http", "soft-threshold": 75,
                                    "notify": {"hard": ("{owner}", "admin")}})
     assert (d.soft_threshold, d.delay) == (75, 10)
     assert d.notify == {**DEFAULT_NOTIFY, "hard": (OWNER, "admin")}
     e = effective(parse_set("set name u notify soft admin day 1M in"), d)
     assert (e.policy, e.soft_threshold, e.block_policy) == ("http", 75, None)
     assert e.notify == {"soft": ("admin",), "hard": (OWNER, "admin"), "return": (OWNER,)}
-    e = effective(parse_set("set name u policy all-ip soft-treshold 0"), QuotaDefaults())
+    e = effective(parse_set("set name u policy all-ip soft-treshold 0"), QuotaSettings())
     assert (e.policy, e.soft_threshold) == ("all-ip", 0)
-    assert effective(QuotaSpec("u"), QuotaDefaults(), first_policy="ip").policy == "ip"
+    assert effective(QuotaSpec("u"), QuotaSettings(), first_policy="ip").policy == "ip"
 
 
 def test_recipients():
@@ -123,7 +123,7 @@ def test_recipients():
 # --- the check ---------------------------------------------------------------------
 
 SPECS = {"0246E8": parse_set("set name avm hour 1000 in day 1M sum")}
-D = QuotaDefaults(policy="all-ip")
+D = QuotaSettings(policy="all-ip")
 
 
 class Clock:
