@@ -83,7 +83,7 @@ def main(duration: float) -> None:
             rep = reader.drain()
             d.drain()
             now = dt.datetime.now(dt.timezone.utc)
-            lists = [queries.report_list(d.storage, cfg, u, now) for u in ("alice", "bob", "customers")]
+            lists = [queries.report_list(d.storage, d.snapshot, u, now) for u in ("alice", "bob", "customers")]
         finally:
             d.close()
             dp.detach()

@@ -1,14 +1,73 @@
-"""Errors an operator can act on. Kernel errno values are translated where
-the kernel meets Python, so no caller has to guess what EPERM meant."""
+"""Errors an operator can act on, each with a machine-readable code that
+travels in control replies (acctctl's exit code comes from it, never from
+the message). Kernel errno values are translated where the kernel meets
+Python, so no caller has to guess what EPERM meant."""
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 
 
+class Code(enum.StrEnum):
+    """What kind of failure a control reply reports."""
+    ERROR = "error"                # anything else an operator can act on
+    NOT_FOUND = "not-found"        # no such unit, policy, session, schedule entry ...
+    PERMISSION = "permission"      # the caller's level does not allow it
+    NOT_ATTACHED = "not-attached"  # no datapath pinned
+    NOT_RUNNING = "not-running"    # no daemon answers (client side)
+    BAD_REQUEST = "bad-request"    # malformed or impossible arguments
+    CONFLICT = "conflict"          # the state forbids it now (already taken, in use)
+    INTERNAL = "internal"          # a bug: logged with its traceback
+
+
 class AcctError(Exception):
     """Any acctd error with a message meant for the operator."""
+
+    code = Code.ERROR
+
+
+class NotFound(AcctError, KeyError):
+    """Something named does not exist. A KeyError too, for lookups."""
+
+    code = Code.NOT_FOUND
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PermissionDenied(AcctError):
+    code = Code.PERMISSION
+
+
+class NotAttached(AcctError):
+    code = Code.NOT_ATTACHED
+
+
+class NotRunning(AcctError):
+    code = Code.NOT_RUNNING
+
+
+class BadRequest(AcctError, ValueError):
+    code = Code.BAD_REQUEST
+
+
+class Conflict(AcctError, ValueError):
+    code = Code.CONFLICT
+
+
+def code_of(e: BaseException) -> Code:
+    """The code a control reply gives for an exception."""
+    if isinstance(e, AcctError):
+        return e.code
+    if isinstance(e, PermissionError):
+        return Code.PERMISSION
+    if isinstance(e, ValueError):  # the model's and the parsers' refusals
+        return Code.BAD_REQUEST
+    if isinstance(e, (TimeoutError, RuntimeError)):
+        return Code.ERROR
+    return Code.INTERNAL
 
 
 class ConfigError(AcctError, ValueError):

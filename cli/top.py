@@ -15,13 +15,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from acctd.model import units as units_mod, addresses
+from acctd.model import units as units_mod
 
 VIEWS = ("units", "addrs", "vlans", "ports")
 # Sort keys, in the order `s`/`>` cycle through them.
@@ -81,16 +80,6 @@ def _delta(prev: Mapping | None, cur: Mapping) -> list[int]:
     return [x - y for x, y in zip(c, p)]
 
 
-def attribute(addrs: list[str], unitset: units_mod.UnitSet) -> list[str | None]:
-    """Unit name of each address text (None: unattributed), for the daemon to fill
-    the "unit" field of its snapshot rows; one vector match, no loop per prefix."""
-    if not addrs:
-        return []
-    a = np.frombuffer(b"".join(addresses.parse_addr(t) for t in addrs), dtype=np.uint8)
-    idx = unitset.match(a.reshape(-1, 16))
-    return [unitset.units[i].name if i >= 0 else None for i in idx.tolist()]
-
-
 def unit_info(snap: Snapshot | None) -> dict[str, Mapping]:
     return _section(snap, "units")
 
@@ -133,7 +122,7 @@ def rates(prev: Snapshot | None, cur: Snapshot,
     now = _section(cur, "addrs")
     owners = [v.get("unit") for v in now.values()]
     if unitset is not None and any(o is None for o in owners):
-        owners = [o if o is not None else m for o, m in zip(owners, attribute(list(now), unitset))]
+        owners = [o if o is not None else m for o, m in zip(owners, unitset.names_of(list(now)))]
     out["addrs"] = []
     per_unit: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in info}
     for (addr, v), owner in zip(now.items(), owners):

@@ -105,6 +105,7 @@ import errno
 import heapq
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import select
@@ -116,9 +117,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import numpy as np
+
 from acctd.aaa import radius
 from acctd.config.schema import (Invalid, Table, boolean, free_text, integer, secret_file, setting,
                                  tables)
+from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.radius_coa")
 
@@ -627,3 +631,109 @@ class CoaServer:
                     sock.sendto(out.reply, addr)
             except Exception:  # noqa: BLE001 - one bad datagram must not stop the server
                 log.exception("coa: datagram from %s:%d", addr[0], addr[1])
+
+
+# --- the service ------------------------------------------------------------------------
+
+class CoaService(Service):
+    """The [coa] receiver in the daemon. A Disconnect-Request ends the named
+    unit's session and blocks it (sys-deny, as an admin's; `acctctl unit
+    NAME sys-allow` lifts it); a CoA with a rate replaces the unit's bw,
+    kept in the database over restarts."""
+
+    name = "coa"
+
+    def __init__(self, core: Core, settings: CoaSettings | None):
+        super().__init__(core, settings)
+        self.server: CoaServer | None = None
+        self.rates: dict[str, list] = {}    # unit oid -> [in, out] bit/s set by RADIUS CoA
+
+    @staticmethod
+    def settings_of(config):
+        return config.coa
+
+    def start(self) -> None:
+        self.rates = json.loads(self.core.storage.meta("coa_rates") or "{}")
+
+    def serve(self) -> None:
+        if self.settings is not None:
+            self.server = CoaServer(self.settings, self)  # calls self.disconnect / self.coa
+            self.server.start()
+
+    def reload(self, settings: CoaSettings | None) -> None:
+        if settings != self.settings:
+            self.close()
+            self.settings = settings
+            self.serve()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def status(self) -> dict | None:
+        return {"coa": dict(self.server.stats)} if self.server is not None else None
+
+    def rate_limits(self) -> dict[str, tuple]:
+        return {oid: tuple(r) for oid, r in self.rates.items()}
+
+    def _units(self, ident: dict) -> list[int]:
+        """The units a Disconnect/CoA names: by Acct-Session-Id (ours),
+        User-Name, or the address a unit holds now."""
+        from acctd.aaa.radius_accounting import RadiusService
+        from acctd.model.addresses import parse_addr
+        snap = self.core.snapshot
+        found = set()
+        sid = ident.get("Acct-Session-Id")
+        if sid:
+            oid = self.core.service(RadiusService).session_ids().get(str(sid))
+            if oid is None:
+                return []
+            found.add(snap.units.by_oid[oid])
+        name = ident.get("User-Name")
+        if name:
+            try:
+                i = snap.find(str(name))
+            except KeyError:
+                return []
+            found = found & {i} if sid else {i}
+        for key in ("Framed-IP-Address", "Framed-IPv6-Address"):
+            if ident.get(key) is not None:
+                a = parse_addr(str(ident[key]))
+                i = int(snap.units.match(np.frombuffer(a, np.uint8)[None])[0])
+                if i < 0 or (found and i not in found):
+                    return []
+                found = {i}
+        return sorted(found)
+
+    def disconnect(self, ident: dict) -> bool:
+        """RFC 5176 Disconnect-Request: end the session and block the unit."""
+        from acctd.services.sessions import SessionsService
+        units = self._units(ident)
+        sessions = self.core.service(SessionsService)
+        for i in units:
+            u = self.core.snapshot.units.units[i]
+            if u.oid in sessions.open:
+                sessions.changes([{"user": u.name, "addr": None, "cause": "admin-reset"}],
+                                 "radius")
+            self.core.set_sys_policy(u.name, "sys-deny")
+            log.info("RADIUS Disconnect: %s ended and blocked", u.name)
+        return bool(units)
+
+    def coa(self, ident: dict, rate_in: int | None, rate_out: int | None) -> bool:
+        """RFC 5176 CoA with a rate: the unit's rate limit changes (0 lifts
+        it, None keeps that direction)."""
+        units = self._units(ident)
+        with self.core.lock:
+            for i in units:
+                u = self.core.snapshot.units.units[i]
+                cur = self.rates.get(u.oid) or list(u.bw or (None, None))
+                for d, r in enumerate((rate_in, rate_out)):
+                    if r is not None:
+                        cur[d] = r or None
+                self.rates[u.oid] = cur
+                log.info("RADIUS CoA: %s rate in %s out %s", u.name, cur[0], cur[1])
+            if units:
+                self.core.storage.set_meta("coa_rates", json.dumps(self.rates))
+                self.core.enforce()
+        return bool(units)

@@ -65,6 +65,7 @@ from zoneinfo import ZoneInfo
 
 from acctd.config.schema import (Check, Invalid, Table, boolean, choice, file_path,
                                  secret_file, setting)
+from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.fticks")
 
@@ -635,3 +636,63 @@ def format_report(rows: Iterable[Mapping[str, Any]]) -> str:
     def line(c):
         return "  ".join([*(c[i].ljust(width[i]) for i in range(4)), c[4].rjust(width[4])])
     return "\n".join(line(c) for c in [head, *cells, foot]) + "\n"
+
+
+# --- the service ------------------------------------------------------------------------
+
+class FticksService(Service):
+    """F-TICKS in the daemon: with [fticks], a line for every login success
+    and failure (the login service, OpenVPN); always, `acctctl fticks
+    import|report` over the lines of other servers."""
+
+    name = "fticks"
+
+    def __init__(self, core: Core, settings: FticksSettings | None):
+        super().__init__(core, settings)
+        self.emitter: Emitter | None = None   # opened at the first login attempt
+
+    @staticmethod
+    def settings_of(config):
+        return config.fticks
+
+    def reload(self, settings: FticksSettings | None) -> None:
+        if settings != self.settings:
+            self.close()  # reopened with the new settings when next used
+        self.settings = settings
+
+    def close(self) -> None:
+        if self.emitter is not None:
+            self.emitter.close()
+            self.emitter = None
+
+    def status(self) -> dict | None:
+        if self.emitter is None:
+            return None
+        return {"fticks": {"written": self.emitter.written, "lost": self.emitter.lost}}
+
+    def login_attempted(self, who, ok, reason, addr, mac, method) -> None:
+        if reason.startswith("logout") or self.settings is None:
+            return  # F-TICKS counts logins, not logouts
+        if self.emitter is None:
+            self.emitter = Emitter(self.settings)
+        snap = self.core.snapshot
+        name = snap.name_of(who) if who in snap.units.by_oid else str(who)
+        self.emitter.emit(realm=None, user=name, csi=mac or addr, result=bool(ok), method=method)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def import_files(self, paths: list[str]) -> dict:
+        with self.core.lock:
+            stats = import_files(self.core.storage.con, paths,
+                                 zone=self.core.config.processor.zone)
+        return {**stats, "text": format_import(stats)}
+
+    def report(self, since: str | None = None) -> dict:
+        with self.core.lock:
+            con = self.core.storage.con
+            if not con.execute("SELECT count(*) FROM duckdb_tables() "
+                               "WHERE table_name = 'fticks'").fetchall()[0][0]:
+                return {"rows": [], "text": "no F-TICKS lines imported yet"}
+            rows = report(con, dt.date.fromisoformat(since) if since else None,
+                          self.core.config.processor.time_zone)
+        return {"rows": rows, "text": format_report(rows)}

@@ -74,6 +74,8 @@ from typing import Any, NamedTuple
 
 from acctd.common import durable
 from acctd.config.schema import Check, Invalid, Table, file_path, setting, table_of
+from acctd.errors import BadRequest
+from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.openvpn")
 
@@ -901,3 +903,161 @@ def hook_main(environ: Mapping[str, str]) -> dict:
                      bytes_out=_env_int(environ, "bytes_received"), duration=float(duration),
                      time=float(start + duration), cause="user-request")
     return event
+
+
+# --- the service ------------------------------------------------------------------------
+
+class OpenVpnService(Service):
+    """OpenVPN in the daemon. With a management interface, a client's
+    ESTABLISHED starts a session for the user unit named by its common name
+    at its VPN address, its DISCONNECT (or its absence from the status)
+    ends it, and bytecount reports are kept as the NAS's figures; a blocked
+    unit is refused at connect and killed when blocked. Without one, the
+    client-connect/-disconnect scripts call `acctctl openvpn-hook`."""
+
+    name = "openvpn"
+
+    def __init__(self, core: Core, settings: OpenVpnSettings | None):
+        super().__init__(core, settings)
+        self.client: ManagementClient | None = None
+
+    @staticmethod
+    def settings_of(config):
+        return config.openvpn
+
+    def serve(self) -> None:
+        s = self.settings
+        if s is None or s.management is None:
+            return
+        self.client = ManagementClient(s, on_start=self._start, on_interim=self._interim,
+                                       on_stop=self._stop, is_blocked=self.blocked)
+        self.client.start()
+
+    def reload(self, settings: OpenVpnSettings | None) -> None:
+        if settings != self.settings:
+            self.close()
+            self.settings = settings
+            self.serve()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.stop()
+            self.client = None
+
+    def status(self) -> dict | None:
+        if self.client is None:
+            return None
+        return {"openvpn": {"attached": self.client.attached,
+                            "clients": len(self.client.clients()),
+                            "last_error": self.client.last_error}}
+
+    def blocked(self, name: str) -> bool:
+        """Whether the unit may not pass now (any block, its groups' included)."""
+        from acctd.kernel import abi
+        from acctd.model import sys_policy
+        with self.core.lock:
+            snap = self.core.snapshot
+            try:
+                i = snap.find(name)
+            except KeyError:
+                return False
+            bits = sys_policy.effective(self.core.sys_policy_bits(), snap.units, i)
+        return sys_policy.verdict(bits) == abi.Verdict.DROP
+
+    def blocks_changed(self, moved) -> None:
+        """Blocks that moved to drop: their OpenVPN clients are disconnected."""
+        if self.client is None:
+            return
+        from acctd.kernel import abi
+        from acctd.model import sys_policy
+        now_blocked = {p for p, (_old, new, _oid) in moved.items()
+                       if sys_policy.verdict(new) == abi.Verdict.DROP}
+        snap = self.core.snapshot
+        for oid, x in list(self._sessions().open.items()):
+            if x.source == "openvpn" and x.addr in now_blocked:
+                self.client.kill(snap.name_of(oid))
+
+    def _sessions(self):
+        from acctd.services.sessions import SessionsService
+        return self.core.service(SessionsService)
+
+    def _user(self, cn: str):
+        try:
+            u = self.core.snapshot.unit(cn)
+        except KeyError:
+            log.warning("openvpn: no unit named %r (common name)", cn)
+            return None
+        if u.type != "user":
+            log.warning("openvpn: %s is a %s, not a user unit", cn, u.type)
+            return None
+        return u
+
+    def _start(self, cn, vpn_addr, real_addr, cid, when) -> None:
+        u = self._user(cn)
+        if u is None or not vpn_addr:
+            return
+        self.core.login_attempted(u.oid, True, "openvpn connect", vpn_addr, None, "openvpn")
+        self._sessions().changes([{"user": u.name, "addr": vpn_addr, "nas": "openvpn",
+                                   "port": str(cid)}], "openvpn")
+
+    def _interim(self, cn, cid, bytes_in, bytes_out, when) -> None:
+        u = self._user(cn)
+        x = self._sessions().open.get(u.oid) if u is not None else None
+        if x is not None and x.source == "openvpn":
+            with self.core.lock:
+                x.nas_bytes_in, x.nas_bytes_out = bytes_in, bytes_out
+                self.core.storage.set_session_nas_bytes(x.id, bytes_in, bytes_out)
+
+    def _stop(self, cn, cid, bytes_in, bytes_out, duration, when) -> None:
+        u = self._user(cn)
+        x = self._sessions().open.get(u.oid) if u is not None else None
+        if x is None or x.source != "openvpn" or x.port != str(cid):
+            return  # an older instance of a client that reconnected already
+        with self.core.lock:
+            self.core.storage.set_session_nas_bytes(x.id, bytes_in, bytes_out)
+        self._sessions().changes([{"user": u.name, "addr": None, "cause": "user-request"}],
+                                 "openvpn")
+
+    # -- commands ---------------------------------------------------------------------
+
+    def hook_event(self, event: dict) -> dict:
+        """`acctctl openvpn-hook` (client-connect/-disconnect scripts, for
+        servers without management): a start binds, refused when blocked; a
+        stop ends the session with the server's byte counts."""
+        u = self._user(str(event.get("user", "")))
+        if u is None:
+            return {"allowed": False, "reason": "no such user unit"}
+        sessions = self._sessions()
+        if event.get("event") == "start":
+            if self.blocked(u.name):
+                self.core.login_attempted(u.oid, False, "blocked", event.get("addr"), None,
+                                          "openvpn")
+                return {"allowed": False, "reason": "blocked"}
+            self.core.login_attempted(u.oid, True, "openvpn connect", event.get("addr"), None,
+                                      "openvpn")
+            addr = event.get("addr") or event.get("addr6")
+            sessions.changes([{"user": u.name, "addr": addr, "nas": "openvpn"}], "openvpn")
+            return {"allowed": True}
+        x = sessions.open.get(u.oid)
+        if x is not None and x.source == "openvpn":
+            with self.core.lock:
+                self.core.storage.set_session_nas_bytes(x.id, int(event.get("bytes_in") or 0),
+                                                        int(event.get("bytes_out") or 0))
+            sessions.changes([{"user": u.name, "addr": None,
+                               "cause": event.get("cause") or "user-request"}], "openvpn")
+        return {"allowed": True}
+
+    def _client(self) -> ManagementClient:
+        if self.client is None:
+            raise BadRequest("no [openvpn] management interface configured")
+        return self.client
+
+    def set_interval(self, user: str, seconds: int | None = None) -> dict:
+        client = self._client()
+        client.set_interval(user, seconds or None)
+        return {"user": user, "interval": client.interval(user)}
+
+    def clients(self) -> list[dict]:
+        return [{"user": c.common_name, "cid": c.cid, "vpn_addr": c.vpn_addr,
+                 "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
+                for c in self._client().clients()]

@@ -84,6 +84,7 @@ from acctd.aaa import radius
 from acctd.common import durable
 from acctd.config.schema import Invalid, Table, boolean, integer, number, secret_file, setting
 from acctd.model.sessions import Session
+from acctd.services.contract import Core, Drain, Service
 
 log = logging.getLogger("acctd.radius")
 
@@ -904,3 +905,118 @@ class RadiusAccounting:
             s.close()
         self._sockets.clear()
         self.spool.close()
+
+
+# --- the service ------------------------------------------------------------------------
+
+class RadiusService(Service):
+    """RADIUS in the daemon: with [radius], every session's Start, its
+    Interim-Updates when due (after each committed drain) and its Stop go
+    through the spool (under the state directory); with static-units, host
+    units get a session per daemon run. Without it, only `acctctl radius
+    import` (FreeRADIUS sessions into the sessions table)."""
+
+    name = "radius"
+
+    def __init__(self, core: Core, settings: RadiusSettings | None):
+        super().__init__(core, settings)
+        self.client: RadiusAccounting | None = None
+        self.static: dict[str, Session] = {}   # static units' sessions, by unit oid
+
+    @staticmethod
+    def settings_of(config):
+        return config.radius
+
+    def start(self) -> None:
+        self._configure()
+
+    def serve(self) -> None:
+        if self.client is not None:
+            self.client.run_sender()
+
+    def reload(self, settings: RadiusSettings | None) -> None:
+        if settings != self.settings:
+            self.settings = settings
+            self._configure()
+            self.serve()
+
+    def _configure(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        s = self.settings
+        if s is None:
+            return
+        self.client = RadiusAccounting(s, os.path.join(self.core.state_dir, "radius-spool"))
+        if s.static_units and not self.static:
+            from acctd.model.addresses import format_addr
+            now = self.core.clock()
+            for u in self.core.snapshot.units:
+                if u.type in ("host", "cluster") and u.addrs:
+                    x = static_session(u.oid, format_addr(u.addrs[0]), now)
+                    self.static[u.oid] = x
+                    self.client.start(x, u.name)
+
+    def session_started(self, session: Session, user: str) -> None:
+        if self.client is not None:
+            self.client.start(session, user)
+
+    def session_stopping(self, session: Session, user: str, cause: str, now) -> None:
+        if self.client is not None:
+            self.client.stop(session, user, cause, now)
+
+    def after_drain(self, drain: Drain) -> None:
+        """Static units' counts, and the Interim-Updates now due (they see this drain)."""
+        if self.client is None:
+            return
+        from acctd.services.sessions import SessionsService, add_counts, charges
+        # charges are keyed by whatever names a session: here its unit's oid
+        for oid, c in charges(drain.rows, {o: o for o in self.static}).items():
+            add_counts(self.static[oid], c)
+        live = list(self.core.service(SessionsService).open.values()) + list(self.static.values())
+        due = self.client.due_interims(drain.now, live)
+        if due:
+            try:
+                self.client.interims([(x, drain.snapshot.name_of(x.unit_oid)) for x in due],
+                                     drain.now)
+            except OSError as e:  # the counts are committed: RADIUS gets them later
+                log.error("RADIUS interims not spooled: %s", e)
+
+    def close(self) -> None:
+        """A clean stop ends the static units' sessions (NAS-Reboot)."""
+        if self.client is None:
+            return
+        now = self.core.clock()
+        for x in self.static.values():
+            self.client.stop(x, self.core.snapshot.name_of(x.unit_oid), "NAS-Reboot", now)
+        self.client.flush(5.0)
+        self.client.close()
+        self.client = None
+
+    def status(self) -> dict | None:
+        return {"radius_pending": len(self.client.pending())} if self.client is not None else None
+
+    def session_ids(self) -> dict[str, str]:
+        """Acct-Session-Id -> unit oid of every session RADIUS knows (CoA names them)."""
+        from acctd.services.sessions import SessionsService
+        live = list(self.core.service(SessionsService).open.items()) + list(self.static.items())
+        return {acct_session_id(x): oid for oid, x in live}
+
+    # -- commands ---------------------------------------------------------------------
+
+    def import_sessions(self, sessions: list[dict]) -> dict:
+        """Closed sessions read by `acctctl radius import` (detail files or
+        radacct), sent in chunks: address-to-user history and NAS usage."""
+        from acctd.aaa import radius_import
+        for x in sessions:
+            for k in ("start", "stop"):
+                if isinstance(x.get(k), str):
+                    x[k] = dt.datetime.fromisoformat(x[k])
+
+        def oid_of(user: str):
+            try:
+                return self.core.snapshot.unit(user).oid
+            except KeyError:
+                return None
+        with self.core.lock:
+            return radius_import.import_sessions(self.core.storage.con, sessions, oid_of)

@@ -22,8 +22,9 @@ import numpy as np
 from acctd.kernel import abi
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
 from acctd.model.units import Unit, UnitSet
+from acctd.model.units import oid_ints
 from acctd.store.database import Storage
-from acctd.store.rollup import cells, oid_ints, rollup
+from acctd.store.rollup import cells, rollup
 
 ZONE = ZoneInfo("Europe/Berlin")
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)

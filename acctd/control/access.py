@@ -5,12 +5,30 @@ password) to a user."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import grp
 import pwd
 
 from acctd.config.schema import Invalid, Table, choice, integer, setting, string
+from acctd.errors import PermissionDenied
 
-LEVELS = ("viewer", "operator", "admin")
+
+class Level(enum.IntEnum):
+    """How much a user may do: viewers read; operators also flush and change
+    units, quotas and sessions; admins do everything."""
+    VIEWER = 0
+    OPERATOR = 1
+    ADMIN = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def named(cls, text: str) -> "Level":
+        return cls[text.upper()]
+
+
+LEVELS = tuple(str(v) for v in Level)
 
 
 def _argon2id(v, ctx) -> str:
@@ -43,11 +61,11 @@ class Access:
     def __init__(self, users=()):
         self.users = tuple(users)
 
-    def level(self, uid: int, gid: int) -> str | None:
+    def level(self, uid: int, gid: int) -> Level | None:
         if uid == 0:
-            return "admin"
-        found = [u.level for u in self.users if self._matches(u, uid, gid)]
-        return max(found, key=LEVELS.index) if found else None
+            return Level.ADMIN
+        found = [Level.named(u.level) for u in self.users if self._matches(u, uid, gid)]
+        return max(found) if found else None
 
     @staticmethod
     def _matches(u, uid: int, gid: int) -> bool:
@@ -65,14 +83,15 @@ class Access:
             return False  # the name does not exist on this host
         return False
 
-    def of_peer(self, uid: int, gid: int) -> str:
-        """The level of a Unix peer; PermissionError for someone unknown."""
+    def of_peer(self, uid: int, gid: int) -> Level:
+        """The level of a Unix peer; PermissionDenied for someone unknown."""
         level = self.level(uid, gid)
         if level is None:
-            raise PermissionError(f"uid {uid} is not an acctd user (add a [[user]] with this uid)")
+            raise PermissionDenied(f"uid {uid} is not an acctd user (add a [[user]] with this "
+                                   "uid)")
         return level
 
-    def by_password(self, name: str, password: str) -> str:
+    def by_password(self, name: str, password: str) -> Level:
         """The level of a TCP user, if the password matches its argon2id hash."""
         from argon2 import PasswordHasher
         from argon2.exceptions import InvalidHashError, VerificationError
@@ -83,5 +102,5 @@ class Access:
                 raise VerificationError()
             PasswordHasher().verify(user.password, password)
         except (VerificationError, InvalidHashError):
-            raise PermissionError("wrong user name or password") from None
-        return user.level
+            raise PermissionDenied("wrong user name or password") from None
+        return Level.named(user.level)

@@ -1,20 +1,31 @@
 """The control client: one JSON request to the daemon's Unix socket or TLS
-listener, one reply."""
+listener, one reply. An error reply becomes the AcctError of its code, so
+callers (acctctl's exit codes) look at the code, never at the text."""
 
 from __future__ import annotations
 
 import json
 import socket
 
-from acctd.control.server import SOCKET_GROUP
-from acctd.errors import AcctError
+from acctd import errors
+from acctd.errors import AcctError, Code, NotRunning, PermissionDenied
+
+SOCKET_GROUP = "acctd"   # the group that may use the socket
+
+_ERRORS = {Code.NOT_FOUND: errors.NotFound, Code.PERMISSION: errors.PermissionDenied,
+           Code.NOT_ATTACHED: errors.NotAttached, Code.NOT_RUNNING: errors.NotRunning,
+           Code.BAD_REQUEST: errors.BadRequest, Code.CONFLICT: errors.Conflict}
 
 
-class NotRunning(AcctError):
-    pass
+class RemoteError(AcctError):
+    """An error reply whose code has no class of its own (error, internal)."""
+
+    def __init__(self, message: str, code: Code):
+        super().__init__(message)
+        self.code = code
 
 
-def call_tcp(address: str, cmd: str, user: str, password: str, cafile: str | None = None,
+def call_tcp(address: str, cmd: str, user: str, password: str, cafile: str | None = None, /,
              timeout: float = 130.0, **args) -> object:
     """The same request over the TLS listener; the server's certificate is
     checked against `cafile` (or the system's CAs)."""
@@ -38,13 +49,19 @@ def _reply(s) -> object:
         if not chunk:
             break
         buf += chunk
-    reply = json.loads(buf or b'{"ok": false, "error": "no reply"}')
+    reply = json.loads(buf or b'{"ok": false, "code": "error", "error": "no reply"}')
     if not reply.get("ok"):
-        raise AcctError(reply.get("error", "request failed"))
+        try:
+            code = Code(reply.get("code", "error"))
+        except ValueError:
+            code = Code.ERROR
+        message = reply.get("error", "request failed")
+        cls = _ERRORS.get(code)
+        raise cls(message) if cls else RemoteError(message, code)
     return reply["result"]
 
 
-def call(path: str, cmd: str, timeout: float = 130.0, **args) -> object:
+def call(path: str, cmd: str, /, timeout: float = 130.0, **args) -> object:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -53,8 +70,8 @@ def call(path: str, cmd: str, timeout: float = 130.0, **args) -> object:
         raise NotRunning(f"acctd is not running (no socket at {path}); start it, or read "
                          "the database directly with `acctctl --db FILE ...`") from None
     except PermissionError:
-        raise AcctError(f"permission denied on {path}: ask for a [[user]] entry and "
-                        f"membership of group {SOCKET_GROUP!r}") from None
+        raise PermissionDenied(f"permission denied on {path}: ask for a [[user]] entry and "
+                               f"membership of group {SOCKET_GROUP!r}") from None
     with s:
         s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
         return _reply(s)

@@ -1,32 +1,71 @@
-"""The accounting daemon: drain the datapath every lookup-delay, account the
-interval against units and policies, and commit rollups together with the
-kernel counter checkpoint in one DuckDB transaction.
+"""The daemon's core: lifecycle, one drain, the model snapshot and
+enforcement. Everything else is a service (acctd/services/contract.py),
+called at fixed hook points in the order of SERVICES.
 
-Exactly-once across crashes: the deltas of a drain are computed against the
-counters of the last *committed* checkpoint, and the rows they produce are
-committed in the same transaction as the new checkpoint. A SIGKILL before
-COMMIT leaves the old checkpoint, so the next start recomputes the same
-interval (and whatever came after) from it; after COMMIT the new one.
+One drain (the README's Layout section draws it):
+
+    read the pinned maps -> deltas against the committed checkpoint
+      -> rows under the current snapshot (acctd/store/interval.py)
+      -> BEGIN; rows, rollups, checkpoint; each service's in_drain(); COMMIT
+      -> each service's after_drain() -> enforce() once, if anything asked
+      -> (lock released) each service's settle()
+
+Exactly-once across crashes: the deltas of a drain are computed against
+the counters of the last *committed* checkpoint, and the rows they produce
+are committed in the same transaction as the new checkpoint. A SIGKILL
+before COMMIT leaves the old checkpoint, so the next start recomputes the
+same interval (and whatever came after) from it; after COMMIT the new one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 
 import numpy as np
 
-from acctd.daemon.identity import Identity, Imports
+from acctd import config as config_mod
+from acctd.aaa.coa import CoaService
+from acctd.aaa.fticks import FticksService
+from acctd.aaa.openvpn import OpenVpnService
+from acctd.aaa.radius_accounting import RadiusService
+from acctd.control.dispatch import Dispatcher
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
 from acctd.kernel.datapath import Datapath, Hook
-from acctd.model import sessions
+from acctd.kernel.enforcer import Enforcer
+from acctd.model import enforcement, sys_policy
+from acctd.model.snapshot import Snapshot
+from acctd.model.units import ModelError
+from acctd.services.access_script import AccessScriptService
+from acctd.services.alerter import AlerterService
+from acctd.services.contract import Drain, S, Service
+from acctd.services.dynamicip import DynamicIpService
+from acctd.services.flowlog import FlowLogService
+from acctd.services.login import LoginService
+from acctd.services.mac_control import MacService
+from acctd.services.quota import QuotaService
+from acctd.services.reports import ReportsService
+from acctd.services.runtime_units import UnitsService
+from acctd.services.scheduler import SchedulerService
+from acctd.services.sessions import SessionsService
 from acctd.store import interval, rollup
 from acctd.store.database import Storage
 
 log = logging.getLogger("acctd.daemon")
+
+# The services, in the order every hook point calls them. After a drain the
+# flow log goes first (it names the drain's flows by the model they were
+# counted under), then the sessions' and RADIUS's counts, then what decides
+# blocks (quotas, logins), then what changes the model (auto-units).
+# OpenVPN and CoA come last: their first events start sessions.
+SERVICES: tuple[type[Service], ...] = (
+    FlowLogService, SessionsService, RadiusService, QuotaService, LoginService, UnitsService,
+    MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
+    FticksService, SchedulerService, CoaService, OpenVpnService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
@@ -40,475 +79,277 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class Daemon(Identity, Imports):
+class Daemon:
+    """The core (acctd.services.contract.Core) and what runs it."""
+
     def __init__(self, cfg, sizes: Sizes = Sizes(), netns: str | None = None, clock=_utcnow):
-        self.cfg = cfg             # the config plus the units made at run time
-        self.base_cfg = cfg        # the config as loaded
-        self.runtime: list = []    # units made at run time (runtime_units.py)
+        from acctd.daemon.commands import CoreCommands
         self.clock = clock
+        self.netns = netns
         self.dp = Datapath(sizes, netns=netns)
-        self.model = interval.Model.from_config(cfg)
+        self.lock = threading.RLock()  # one drain/commit or query at a time (one DuckDB handle)
         self.storage: Storage | None = None
-        self.scheduler = None
-        self.quota_state: dict | None = None   # quota.check's state, persisted
-        self.quota_events: list = []           # notices given (also mailed with [alerter])
-        self.mailer = None
-        self.enforcer = None       # enforce.Enforcer, made at start
-        self._fw_timed_for = None  # the cfg _fw_timed() last looked at, and its answer
-        self._fw_timed_value = False
-        self.fticks = None         # fticks.Emitter, made at the first login attempt
-        self.radius = None         # radius_acct.RadiusAccounting with [radius]
-        self.openvpn = None        # openvpn.ManagementClient with [openvpn] management
-        self.coa_server = None     # radius_coa.CoaServer with [coa]
-        self.coa_rates: dict = {}  # unit oid -> [in, out] bit/s set by RADIUS CoA
-        self.static_sessions: dict = {}  # static units' RADIUS sessions (static-units)
-        self.sessions: dict[str, sessions.Session] = {}  # open, by user unit oid
-        self.units = cfg.units     # the config's units with the sessions' addresses
-        self.hooks: dict = {}      # [session] command runners by program (AccessScript)
-        self.login = None          # login.LoginService (NeTAMS service login)
-        self.expired_logins: list = []  # closed by the last drain (login.Expiry)
-        self.last_seen: dict = {}       # unit oid -> time of its last counted packet
-        self.login_saved_use: dict = {}  # unit oid -> last use as stored (login records)
-        self.flowlog = None             # flowlog.FlowLog (net-acct's flow log)
-        self.flowlog_paused = False     # asked by SIGTSTP/SIGCONT, applied before a write
-        self.dynamicip = None           # dynamicip.DirWatcher
-        self.ifnames: dict[int, str] = {}
-        self.mac_blocked: set[str] = set()   # oids mac-control blocks now
-        self.mac_mismatch: dict = {}         # oid -> (addr, wanted, seen), last check
-        self.access_script = None  # access_script.AccessScript when configured
+        self._snapshot = Snapshot.build(cfg)
+        self.services: dict[str, Service] = {cls.name: cls(self, cls.settings_of(cfg))
+                                             for cls in SERVICES}
+        self.commands = CoreCommands(self)
+        self.dispatcher = Dispatcher({"core": self.commands, **self.services},
+                                     lambda: self.config.users)
+        self.mailbox = Mailbox()
+        self.enforcer: Enforcer | None = None
+        self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
+        self.drains = 0
+        self.notices: list[str] = []
+        # NeTAMS check/match counters per acct entry, since this daemon started
+        self.checks = np.zeros(self._snapshot.plan.n_entries, np.uint64)
+        self.matches = np.zeros(self._snapshot.plan.n_entries, np.uint64)
         # flow-table bookkeeping for `health`: (flows inserted, live) at start,
         # and flows reaped since, so evictions are told apart from reaping
         self._flow_base = (0, 0)
         self.flows_reaped = 0
-        self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
-        self.lock = threading.Lock()  # one drain/commit or query at a time (one DuckDB handle)
-        self.drains = 0
-        self.notices: list[str] = []
-        # NeTAMS check/match counters per acct entry, since this daemon started
-        self.checks = np.zeros(cfg.plan.n_entries, np.uint64)
-        self.matches = np.zeros(cfg.plan.n_entries, np.uint64)
+        self._draining = False         # enforce() waits for the drain's end
+        self._enforce_asked = False
+        self._fw_timed_for: Snapshot | None = None
+        self._fw_timed = False
 
-    # -- lifecycle -----------------------------------------------------------------
+    # -- what services see (acctd.services.contract.Core) ------------------------------
 
-    def schedule_path(self) -> str:
-        """Schedules live beside the database, in the state directory."""
-        import os
-        return os.path.join(os.path.dirname(os.path.abspath(self.cfg.storage.path)), "schedule.json")
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def config(self):
+        return self._snapshot.config
+
+    @property
+    def state_dir(self) -> str:
+        """Beside the database: the spool, the outbox, the schedules."""
+        db = self.storage.path if self.storage is not None else self.config.storage.path
+        return os.path.dirname(os.path.abspath(db))
+
+    def service(self, kind: type[S]) -> S:
+        return self.services[kind.name]
+
+    def call(self, command: str, /, **args):
+        """A control command as root would send it (the same path as acctctl's)."""
+        from acctd.control.access import Level
+        from acctd.control.dispatch import Caller
+        return self.dispatcher.handle({"cmd": command, "args": args},
+                                      Caller(0, "root", Level.ADMIN))
+
+    def ifnames(self) -> dict[int, str]:
+        return self.dp.ifnames()
+
+    def session_started(self, session, user: str) -> None:
+        for s in self.services.values():
+            s.session_started(session, user)
+
+    def session_stopping(self, session, user: str, cause: str, now: dt.datetime) -> None:
+        for s in self.services.values():
+            s.session_stopping(session, user, cause, now)
+
+    def login_attempted(self, who, ok, reason, addr, mac, method) -> None:
+        """Every login and logout attempt (login service, OpenVPN): logged,
+        and told to the services (F-TICKS)."""
+        log.info("%s %s: %s %s addr=%s mac=%s", method, "ok" if ok else "FAIL", who, reason,
+                 addr or "-", mac or "-")
+        for s in self.services.values():
+            s.login_attempted(who, ok, reason, addr, mac, method)
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        hooks = [Hook(i.name, i.role_id, i.hook) for i in self.cfg.interfaces]
+        cfg = self.config
+        hooks = [Hook(i.name, i.role_id, i.hook) for i in cfg.interfaces]
         if hooks:
             self.notices = self.dp.attach(hooks)
         else:
             self.dp.load()
-        self.storage = Storage(self.cfg.storage.path, self.cfg.processor.zone,
-                               self.cfg.storage.raw_retention)
-        self._merge_runtime_units()
-        self.model = interval.Model.from_config(self.cfg)
+        self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
         self._seed()
-        self._configure_radius()
-        self.sessions = {x.unit_oid: x for x in self.storage.sessions(open_only=True)}
-        self._rebind()
-        self._configure_login()
-        self._configure_netacct()
-        from acctd.services.scheduler import Scheduler
-        self.scheduler = Scheduler(self.cfg.processor.zone, clock=self.clock, path=self.schedule_path())
-        self.quota_state = self.storage.quota_state()
         self._flow_base = self._flow_counts()
-        if self.cfg.alerter:
-            import os
-            from acctd.services.alerter import Mailer
-            self.mailer = Mailer(self.cfg.alerter,
-                                 os.path.join(os.path.dirname(self.schedule_path()), "outbox"))
-        self._configure_access_script()
-        self.apply_syspolicies()
-        import json
-        self.coa_rates = json.loads(self.storage.meta("coa_rates") or "{}")
-        self._configure_openvpn()  # last: their first events start sessions
-        self._configure_coa()
+        self.start_services()
+        self.enforce()  # the kernel kept enforcing while we were down: make it current
+        for s in self.services.values():
+            s.serve()
 
-    def _configure_access_script(self) -> None:
-        from acctd.services.access_script import AccessScript
-        p = self.cfg.processor
-        cur = self.access_script
-        if cur is not None and (cur.path, cur.timeout) == (p.access_script, p.access_script_timeout):
-            return
-        if cur is not None:
-            cur.close()
-        self.access_script = AccessScript(p.access_script, p.access_script_timeout) \
-            if p.access_script else None
-
-    # -- system policies (blocks) ------------------------------------------------
-
-    def syspolicy_bits(self) -> dict[int, int]:
-        """Each unit's system-policy state: set at run time (in the database)
-        or, never set, from the config."""
-        from acctd.kernel.abi import Reason
-        from acctd.model import sys_policy
-        stored = self.storage.syspolicies()
-        held = {o for o, st in (self.quota_state or {}).get("units", {}).items() if st.get("blocked")}
-        login_blocked = self.login.blocked() if self.login is not None else set()
-        out = {}
-        for i, u in enumerate(self.cfg.units):
-            bits = stored.get(int(u.oid, 16), sys_policy.from_words(u.sys_policy))
-            if u.oid in held:  # the quota service's block, apart from the admin's words
-                bits |= Reason.QUOTA
-            if u.oid in login_blocked:  # a login record, not logged in
-                bits |= Reason.LOGIN
-            if u.oid in self.mac_blocked:  # mac-control: the address came from another MAC
-                bits |= Reason.MAC
-            if bits:
-                out[i] = bits
-        return out
-
-    def apply_syspolicies(self) -> dict:
-        """Make the kernel's enforcement equal the decided one (enforce.py):
-        blocks from system policies and quotas, fw-policies active now,
-        `restrict` and rate limits. Run at start (the kernel kept enforcing
-        while we were down), on reload, after each change and after each
-        drain (time targets); writes only what differs. Returns the blocks
-        that moved, {prefix: [words]}, and runs the access-script for them."""
-        from acctd.kernel import enforcer
-        from acctd.model import enforcement, sys_policy
-        if self.enforcer is None:
-            self.enforcer = enforcer.Enforcer(self.dp.maps, self.cfg.processor.bw_burst)
-        self.enforcer.burst_s = self.cfg.processor.bw_burst
-        local_now = self.clock().astimezone(self.cfg.processor.zone)
-        classes = enforcement.plan(self.cfg, self.syspolicy_bits(), local_now, self.units)
-        if self.coa_rates:  # RADIUS CoA rates replace the config's bw
-            import dataclasses
-            classes = {p: dataclasses.replace(c, bw=tuple(self.coa_rates[c.unit_oid]))
-                       if c.unit_oid in self.coa_rates else c for p, c in classes.items()}
-        res = self.enforcer.apply(classes)
-        changed, now_blocked = {}, set()
-        for pfx, (old, new) in res["blocks"].items():
-            was, now_ = sys_policy.verdict(old), sys_policy.verdict(new)
-            text = enforcement.prefix_text(pfx)
-            changed[text] = sys_policy.words(new)
-            if now_ == abi.Verdict.DROP:
-                now_blocked.add(text)
-            if was != now_ and self.access_script is not None:
-                spec = classes.get(pfx)
-                oid = spec.unit_oid if spec else ""
-                action = "deny" if now_ == abi.Verdict.DROP else "allow"
-                reason = ",".join(sys_policy.words(new)) if action == "deny" else ""
-                self.access_script.notify(action, oid, text, reason)
-        if changed:
-            log.info("blocks changed: %s", changed)
-            self._kill_blocked_vpn_clients(now_blocked)
-        return changed
-
-    def _fw_timed(self) -> bool:
-        """Whether a listed fw-policy has a time or day target (then each
-        drain recompiles); worked out once per configuration."""
-        if self._fw_timed_for is not self.cfg:
-            from acctd.model import enforcement
-            used = set()
-            for i, u in enumerate(self.cfg.units):
-                used |= {k for k, _ in enforcement.fw_list(u, i, self.cfg.policies,
-                                                       self.cfg.processor.default_fw_policy)}
-            self._fw_timed_for = self.cfg
-            self._fw_timed_value = enforcement.time_dependent(self.cfg.policies, used)
-        return self._fw_timed_value
-
-    def blocked(self) -> dict[str, list[str]]:
-        """Who the kernel blocks, read back from it: {prefix: [words]}."""
-        from acctd.model import sys_policy
-        return {p: sys_policy.words(r) for p, r in self.enforcer.kernel_blocks().items()}
-
-    # -- quotas (NeTAMS service quota) --------------------------------------------
-
-    def _quota_inputs(self, now):
-        from acctd.services import quota
-        specs = {o: quota.QuotaSpec.from_dict(d) for o, d in self.storage.quotas().items()}
-        defaults = self.cfg.quota
-        first = self.cfg.policies.policies[0].name if len(self.cfg.policies) else None
-        usage = {}
-        for oid, spec in specs.items():
-            eff = quota.effective(spec, defaults, first)
-            try:
-                pol = self.cfg.policies.policies[self.cfg.policies.find(eff.policy)]
-            except KeyError:
-                log.error("quota of %s counts policy %r, which is not configured", oid, eff.policy)
-                continue
-            usage[oid] = quota.usage_from_totals(self.storage.unit_totals(oid, now), int(pol.oid, 16))
-        return specs, defaults, usage, first
-
-    def _check_quotas(self, now) -> None:
-        """After each committed drain: hard quotas block (reason QUOTA) and a
-        new period lets the unit back, with soft/hard/return notices once per
-        period. The state is saved before the kernel is told, so a crash in
-        between re-applies it at the next start."""
-        from acctd.services import quota
-        specs, defaults, usage, first = self._quota_inputs(now)
-        if not specs and not self.quota_state:
-            return
-        res = quota.check(specs, defaults, usage, self.quota_state, now,
-                          self.cfg.processor.zone, first)
-        before = {o for o, st in (self.quota_state or {}).get("units", {}).items() if st.get("blocked")}
-        self.quota_state = res.state
-        self.storage.set_quota_state(res.state)
-        for e in res.events:
-            log.info("quota %s: unit %s %s %s %d of %d", e.kind, e.unit, e.period, e.dir, e.used, e.quota)
-            self._mail_quota(e)
-        self.quota_events.extend(res.events)
-        if set(res.blocked) != before:
-            self.apply_syspolicies()
-
-    def _mail_quota(self, e) -> None:
-        """Queue the notice (the outbox is on disk: nothing is lost if the mail
-        server is down); a thread of its own delivers it."""
-        if self.mailer is None or e.period is None:
-            return
-        from acctd.services.alerter import QuotaNotice
-        u = self.cfg.units.units[self.cfg.units.find(e.unit)]
-        self.mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used,
-                                             e.quota, u.email or None))
-
-    def deliver_mail(self, stop: threading.Event, every: float = 10.0) -> None:
-        """The mail thread: SMTP waits never hold up draining."""
-        while self.mailer is not None and not stop.wait(every):
-            try:
-                self.mailer.deliver_due()
-            except Exception:
-                log.exception("mail delivery failed; retried later")
-
-    def set_quota(self, argv: list[str]) -> dict:
-        """`acctctl quota set NAME day 3M in ...`: kept in the database."""
-        from acctd.services import quota
+    def start_services(self) -> None:
+        """The services' state from the database (no kernel needed): run-time
+        units and open sessions first, for the snapshot, then every start()."""
+        cfg = self.config
+        units = self.service(UnitsService)
+        units.load()
+        self.service(SessionsService).load()
+        self._snapshot = Snapshot.build(cfg, units.fit(cfg))
+        for s in self.services.values():
+            s.start()
         with self.lock:
-            argv = ["set", *argv]  # acctctl quota set NAME ... = NeTAMS quota set NAME ...
-            head = quota.parse_set(argv)  # to learn whose record it is
-            i = self.cfg.units.find(head.unit)
-            oid = self.cfg.units.units[i].oid
-            old = self.storage.quotas().get(oid)
-            spec = quota.parse_set(argv, base=quota.QuotaSpec.from_dict(old) if old else None)
-            self.storage.set_quota(oid, spec.to_dict() if spec.limits or not spec.active else None)
-            return {"unit": self.cfg.units.units[i].name, "oid": oid, "set": quota.format_set(spec)}
+            self.rebuild()  # after RADIUS started: a session that no longer fits gets its Stop
 
-    def show_quota(self, unit: str | None = None, list_only: bool = False) -> dict:
-        from acctd.services import quota
-        with self.lock:
-            now = self.clock()
-            specs, defaults, usage, first = self._quota_inputs(now)
-            names = {u.oid: u.name for u in self.cfg.units}
-            acct = {}
-            for i, u in enumerate(self.cfg.units):
-                lo, hi = self.cfg.plan.entry_ptr[i], self.cfg.plan.entry_ptr[i + 1]
-                acct[u.oid] = [self.cfg.policies.policies[p].name for p in self.cfg.plan.entry_policy[lo:hi]]
-            rows = quota.show_quota(specs, defaults, names, usage, self.quota_state, acct, first, unit)
-            return {"text": quota.format_show(rows, list_only),
-                    "units": [{"oid": r.oid, "name": r.name, "blocked": r.blocked,
-                               "lines": [{"period": ln.period, "dir": ln.dir, "used": ln.used,
-                                          "quota": ln.quota, "ok": ln.ok} for ln in r.lines]}
-                              for r in rows]}
-
-    def set_syspolicy(self, unit: str, word: str) -> dict:
-        """`acctctl unit NAME sys-...`: decide, record, enforce (in that order,
-        so a crash in between re-applies the record at the next start)."""
-        from acctd.model import sys_policy
-        i = self.cfg.units.find(unit)
-        u = self.cfg.units.units[i]
-        t = time.monotonic()
-        with self.lock:
-            bits = sys_policy.apply(self.syspolicy_bits().get(i, 0), word)
-            self.storage.set_syspolicy(int(u.oid, 16), bits)
-            changed = self.apply_syspolicies()
-        return {"unit": u.name, "sys_policy": sys_policy.words(bits), "changed": changed,
-                "applied_ms": round((time.monotonic() - t) * 1000, 2)}
-
-    def _seed(self) -> None:
-        """Resume from the last committed counters (an empty baseline if none:
-        counters never committed anywhere are counted at the first drain)."""
-        was = self.storage.meta("abi_version")
-        if was != str(abi.ABI_VERSION):
-            log.warning("datapath ABI v%s -> v%s: the new maps start at zero; counts of the "
-                        "old ones since their last drain are not carried over (drain with "
-                        "`acctctl flush` before upgrading; `acctctl detach` with the old "
-                        "version removes its pins)", was, abi.ABI_VERSION)
-            self.storage.forget_checkpoint()
-        ckpt = self.storage.load_checkpoint(CHECKPOINTED)
-        for name, d in self.deltas.items():
-            d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
-
-    def _flow_counts(self) -> tuple[int, int]:
-        """(flows ever inserted, flows live now) in the kernel's flow table."""
-        ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
-        return (int(ifs["health"][:, abi.Health.FLOW_NEW].sum()),
-                len(self.dp.maps["acct_flows"].read_all()[0]))
-
-    def flow_evictions(self) -> int:
-        """Flows the LRU evicted since this daemon started: inserted minus
-        what is still there minus what the daemon reaped itself. (Counting
-        from attach would need the reaps of earlier daemons too.)"""
-        new, live = self._flow_counts()
-        return max(0, (new - self._flow_base[0]) - (live - self._flow_base[1]) - self.flows_reaped)
-
-    def status(self) -> dict:
-        """What `acctctl status` and `health` show: the daemon, the machine,
-        the datapath's fill and what it could not account."""
-        import os
-        import shutil
-        with self.lock:
-            fill = {}
-            for name in ("acct_addrs", "acct_flows"):
-                m = self.dp.maps[name]
-                n = len(m.read_all()[0])
-                fill[name] = {"entries": n, "max": m.info.max_entries,
-                              "percent": round(100.0 * n / m.info.max_entries, 1)}
-            ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
-            lan = self._lan_slots()
-            hooked = np.array(sorted({s for s, _ in self.dp.hooked_slots().values()}), np.int64)
-            health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
-            db_dir = os.path.dirname(os.path.abspath(self.cfg.storage.path))
-            return {
-                "config": self.cfg.path, "drains": self.drains,
-                "last_drain": self.storage.meta("last_drain"),
-                "load": os.getloadavg(),
-                "disk_free_bytes": {db_dir: shutil.disk_usage(db_dir).free},
-                "datapath": {
-                    "prog_ids": self.dp.prog_ids(), "fill": fill, "health": health,
-                    "unattributed_bytes": int(ifs["unattr_bytes"][lan].sum()),
-                    # drops at every hook (a WAN hook enforces too), by cause
-                    "dropped_bytes": int(ifs["drop_bytes"][hooked].sum()),
-                    "dropped": {c.name.lower(): {"packets": int(ifs["drop_packets"][hooked, c].sum()),
-                                                 "bytes": int(ifs["drop_bytes"][hooked, c].sum())}
-                                for c in abi.Drop},
-                    "access_script": self.access_script.status() if self.access_script else None,
-                    "flow_evictions": self.flow_evictions(),  # since this daemon started
-                },
-                "services": self._service_status(),
-            }
-
-    def _service_status(self) -> dict:
-        """The side services' state, for `acctctl status`: what is queued,
-        attached or refused."""
-        out: dict = {"sessions_open": len(self.sessions)}
-        if self.radius is not None:
-            out["radius_pending"] = len(self.radius.pending())
-        if self.openvpn is not None:
-            out["openvpn"] = {"attached": self.openvpn.attached,
-                              "clients": len(self.openvpn.clients()),
-                              "last_error": self.openvpn.last_error}
-        if self.coa_server is not None:
-            out["coa"] = dict(self.coa_server.stats)
-        if self.flowlog is not None:
-            out["flowlog"] = self.flowlog.status()
-        if self.dynamicip is not None:
-            out["dynamicip"] = {"dir": self.dynamicip.dirpath,
-                                "bindings": len(self.dynamicip.bindings)}
-        if self.fticks is not None:
-            out["fticks"] = {"written": self.fticks.written, "lost": self.fticks.lost}
-        return out
-
-    def rates_snapshot(self) -> dict:
-        """A cheap read for `acctctl top`: the per-address, VLAN and port
-        counters as they are now (no drain), plus each unit's today and month
-        from the summaries. Rates are the client's: two snapshots apart."""
-        from acctctl import top
-        from acctd.kernel import reader
-        ts = time.monotonic()
-        keys, vals = drain.read(self.dp.maps["acct_addrs"])
-        arrays = {n: drain.read(self.dp.maps[n])[1] for n in ("acct_vlans", "acct_ports", "acct_ifaces")}
-        rep = reader.report(keys, vals, arrays, self.dp.hooked_slots())
-        addrs = [{"addr": a, **{k: r[k] for k in ("packets_in", "packets_out", "bytes_in", "bytes_out")}}
-                 for a, r in rep["addrs"].items()]
-        for row, unit in zip(addrs, top.attribute([r["addr"] for r in addrs], self.cfg.units)):
-            row["unit"] = unit
-        now = self.clock()
-        with self.lock:
-            today = self.storage.unit_period_bytes("day", now)
-            month = self.storage.unit_period_bytes("month", now)
-        units = {}
-        for i, u in enumerate(self.cfg.units):
-            if u.type == "group":
-                continue  # groups filter the list; listing them would count bytes twice
-            oid = int(u.oid, 16)
-            t, m = today.get(oid, (0, 0)), month.get(oid, (0, 0))
-            units[u.name] = {"groups": [self.cfg.units.units[g].name for g in self.cfg.units.ancestors[i]],
-                             "today": {"bytes_in": t[0], "bytes_out": t[1]},
-                             "month": {"bytes_in": m[0], "bytes_out": m[1]}}
-        return {"ts": ts, "addrs": addrs, "vlans": rep["vlans"], "ports": rep["ports"], "units": units}
+    def rebuild(self, cfg=None) -> None:
+        """A new snapshot (caller holds the lock): the config (the current one,
+        or a new one at reload), the run-time units that fit it, and the open
+        sessions' addresses. Sessions that no longer fit are stopped."""
+        cfg = cfg or self.config
+        runtime = self.service(UnitsService).fit(cfg)
+        snap = Snapshot.build(cfg, runtime)
+        sessions = self.service(SessionsService)
+        bindings = sessions.bindings(snap)
+        try:
+            snap = snap.rebound(bindings)
+        except ModelError as e:  # e.g. the config now gives the address to a host
+            log.warning("sessions no longer fit the units (%s): stopping them", e)
+            sessions.stop_all("config-changed")
+        self._snapshot = snap
+        if len(self.checks) != snap.plan.n_entries:
+            self.checks = np.zeros(snap.plan.n_entries, np.uint64)
+            self.matches = np.zeros(snap.plan.n_entries, np.uint64)
 
     def reload(self) -> None:
-        """SIGHUP: re-read units, policies and users without detaching.
-
-        The interval so far is drained and committed under the old model
-        first, so every byte is accounted exactly once, under the units and
-        policies in force when it was counted. A config with mistakes is
-        refused and the old one stays (the error names file, line and key)."""
-        from acctd import config
+        """SIGHUP: re-read units, policies, users and services without
+        detaching. The interval so far is drained and committed under the
+        old model first, so every byte is accounted exactly once, under the
+        units and policies in force when it was counted. A config with
+        mistakes is refused and the old one stays (the error names file,
+        line and key). Enforcement is re-applied at the end, whatever changed."""
         try:
-            new = config.load(self.cfg.path)
+            new = config_mod.load(self.config.path)
         except Exception as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             return
         self.drain()
         with self.lock:
-            old, self.base_cfg = self.cfg, new
-            self._merge_runtime_units()
-            self._rebind(self.clock())
-            self.checks = np.zeros(self.cfg.plan.n_entries, np.uint64)
-            self.matches = np.zeros(self.cfg.plan.n_entries, np.uint64)
-        with self.lock:
-            self._configure_access_script()
-            self._configure_login()
-            self._configure_netacct()
-            if new.radius != old.radius:
-                self._configure_radius()
-        if new.openvpn != old.openvpn:
-            self._configure_openvpn()
-        if new.coa != old.coa:
-            self._configure_coa()
-            if self.fticks is not None:  # settings may have changed: reopened when next used
-                self.fticks.close()
-                self.fticks = None
-            self.apply_syspolicies()  # units and their addresses may have changed
+            old = self.config
+            self.rebuild(new)
+            self.checks = np.zeros(self.snapshot.plan.n_entries, np.uint64)
+            self.matches = np.zeros(self.snapshot.plan.n_entries, np.uint64)
+        # outside the lock: a service's threads may be waiting for it
+        for cls in SERVICES:
+            self.services[cls.name].reload(cls.settings_of(new))
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
-        if new.processor.zone != old.processor.zone and self.scheduler:
-            self.scheduler.set_zone(new.processor.zone)
         if new.storage != old.storage:
             log.warning("[storage] changes take effect at the next start")
+        self.enforce()
         log.info("reloaded %s: %d units, %d policies, %d users", new.path, len(new.units),
                  len(new.policies), len(new.users))
 
     def close(self) -> None:
-        if self.coa_server is not None:
-            self.coa_server.stop()
-        if self.openvpn is not None:
-            self.openvpn.stop()
-        self._close_radius()
-        if self.fticks is not None:
-            self.fticks.close()
-        if self.flowlog is not None:
-            self.flowlog.close()
-        if self.access_script is not None:
-            self.access_script.close()
-        for r in self.hooks.values():
-            r.close()
+        for s in reversed(self.services.values()):
+            s.close()
         if self.storage:
             self.storage.close()
         self.dp.close()
+
+    # -- blocks and enforcement ----------------------------------------------------------
+
+    def sys_policy_bits(self) -> dict[int, int]:
+        """Each unit's system-policy state by index: the one set at run time
+        (in the database) or, never set, the config's words; plus the
+        blocks the services hold (quota, login, mac)."""
+        snap = self.snapshot
+        stored = self.storage.syspolicies()
+        held: dict[str, int] = {}
+        for s in self.services.values():
+            for oid, bits in s.blocks().items():
+                held[oid] = held.get(oid, 0) | bits
+        out = {}
+        for i, u in enumerate(snap.units):
+            bits = stored.get(int(u.oid, 16), sys_policy.from_words(u.sys_policy))
+            bits |= held.get(u.oid, 0)
+            if bits:
+                out[i] = bits
+        return out
+
+    def enforce(self) -> dict:
+        """Make the kernel's enforcement equal the decided one
+        (acctd/model/enforcement.py): blocks from system policies and the
+        services, fw-policies active now, `restrict` and rate limits. Writes
+        only what differs; inside a drain it waits for the drain's end, so a
+        drain writes once. Returns the blocks that moved, {prefix: [words]}."""
+        with self.lock:
+            if self._draining:
+                self._enforce_asked = True
+                return {}
+            if self.enforcer is None:
+                self.enforcer = Enforcer(self.dp.maps, self.config.processor.bw_burst)
+            self.enforcer.burst_s = self.config.processor.bw_burst
+            snap = self.snapshot
+            local_now = self.clock().astimezone(snap.config.processor.zone)
+            classes = enforcement.plan(snap, self.sys_policy_bits(), local_now)
+            rates: dict = {}
+            for s in self.services.values():
+                rates.update(s.rate_limits())
+            if rates:  # RADIUS CoA rates replace the config's bw
+                import dataclasses
+                classes = {p: dataclasses.replace(c, bw=tuple(rates[c.unit_oid]))
+                           if c.unit_oid in rates else c for p, c in classes.items()}
+            res = self.enforcer.apply(classes)
+            moved, changed = {}, {}
+            for pfx, (old, new) in res["blocks"].items():
+                text = enforcement.prefix_text(pfx)
+                spec = classes.get(pfx)
+                moved[text] = (old, new, spec.unit_oid if spec else "")
+                changed[text] = sys_policy.words(new)
+            if moved:
+                log.info("blocks changed: %s", changed)
+                for s in self.services.values():
+                    s.blocks_changed(moved)
+            return changed
+
+    def set_sys_policy(self, unit: str, word: str) -> dict:
+        """A system-policy word for a unit (`acctctl unit NAME sys-...`, a
+        RADIUS Disconnect): decide, record, enforce, in that order, so a
+        crash in between re-applies the record at the next start."""
+        with self.lock:
+            i = self.snapshot.find(unit)
+            u = self.snapshot.units.units[i]
+            t = time.monotonic()
+            bits = sys_policy.apply(self.sys_policy_bits().get(i, 0), word)
+            self.storage.set_syspolicy(int(u.oid, 16), bits)
+            changed = self.enforce()
+        return {"unit": u.name, "sys_policy": sys_policy.words(bits), "changed": changed,
+                "applied_ms": round((time.monotonic() - t) * 1000, 2)}
+
+    def blocked(self) -> dict[str, list[str]]:
+        """Who the kernel blocks, read back from it: {prefix: [words]}."""
+        with self.lock:
+            return {p: sys_policy.words(r) for p, r in self.enforcer.kernel_blocks().items()}
+
+    def _fw_time_dependent(self) -> bool:
+        """Whether a listed fw-policy has a time or day target (then each
+        drain recompiles); worked out once per snapshot."""
+        snap = self.snapshot
+        if self._fw_timed_for is not snap:
+            used = set()
+            default = snap.config.processor.default_fw_policy
+            for i, u in enumerate(snap.units):
+                used |= {k for k, _ in enforcement.fw_list(u, i, snap.policies, default)}
+            self._fw_timed_for = snap
+            self._fw_timed = enforcement.time_dependent(snap.policies, used)
+        return self._fw_timed
 
     # -- one drain -------------------------------------------------------------------
 
     def drain(self) -> dict:
         """Drain, account and commit one interval; returns a short summary."""
         with self.lock:
-            self.expired_logins = []
             summary = self._drain()
-            expired = self.expired_logins
-        from acctd.services.login import SESSION_CAUSE
-        stops = [{"user": self.cfg.units.units[self.cfg.units.by_oid[e.oid]].name, "addr": None,
-                  "cause": SESSION_CAUSE[e.cause]}
-                 for e in expired if e.oid in self.sessions and self.login.settings.set_user_ip]
-        if stops:  # timed-out users give their addresses back (set-user-ip)
-            self.session_changes(stops, "login")
+        for s in self.services.values():
+            try:
+                s.settle()
+            except Exception:
+                log.exception("%s: after the drain", s.name)
         return summary
 
+    def drain_locked(self) -> dict:
+        """A drain for a binding change (the caller holds the lock)."""
+        return self._drain()
+
     def _drain(self) -> dict:
-        """One drain (the caller holds self.lock)."""
+        snap = self.snapshot
+        zone = snap.config.processor.zone
         now = self.clock()
         reaped = self._reap_idle_flows()
         read = {}
@@ -523,43 +364,53 @@ class Daemon(Identity, Imports):
             ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
             self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
             lan = self._lan_slots()
-            cols, counts = interval.columns(
-                self.model, now.astimezone(self.cfg.processor.zone),
+            rows, counts = interval.columns(
+                snap, now.astimezone(zone),
                 delta["acct_flows"].keys, delta["acct_flows"].values,
                 delta["acct_addrs"].keys, delta["acct_addrs"].values,
                 ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
-            charges = sessions.charges(cols, {o: x.id for o, x in self.sessions.items()})
-            self.storage.commit(rollup.rollup(cols, now, self.cfg.processor.zone), read,
-                                charges)
-            self._write_flowlog(now, delta["acct_flows"])
-            for x in self.sessions.values():
-                c = charges.get(x.id)
-                if c:
-                    x.packets_in += c[0]
-                    x.packets_out += c[1]
-                    x.bytes_in += c[2]
-                    x.bytes_out += c[3]
-            try:
-                self._radius_after_drain(now, cols)  # interims see this drain
-            except OSError as e:  # the counts are committed: RADIUS gets them later
-                log.error("RADIUS interims not spooled: %s", e)
+            d = Drain(now, snap, rows, delta["acct_flows"].keys, delta["acct_flows"].values,
+                      delta["acct_addrs"].keys, delta["acct_addrs"].values)
+            services = list(self.services.values())
+
+            def in_transaction(tx: Storage) -> None:
+                for s in services:
+                    s.in_drain(d, tx)
+            self.storage.commit(rollup.rollup(rows, now, zone), read, in_transaction)
         except BaseException:
             self._seed()  # the baseline moved ahead of the file: go back to it
             raise
         self.drains += 1
         self.checks += counts.checks
         self.matches += counts.matches
-        self._check_quotas(now)
-        expired = self._expire_logins(now, delta["acct_addrs"].keys, delta["acct_addrs"].values)
-        self._auto_units(delta["acct_addrs"].keys)
-        if self.cfg.processor.mac_control != "off":
-            self._mac_control()
-        if expired or self._fw_timed():
-            self.apply_syspolicies()  # logins closed; fw-policy time targets move
-        self.expired_logins = expired
-        return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(cols["bytes"])),
+        self._draining, self._enforce_asked = True, False
+        try:
+            for s in services:
+                try:
+                    s.after_drain(d)
+                except Exception:  # committed already: the others still get their turn
+                    log.exception("%s: after the drain", s.name)
+        finally:
+            self._draining = False
+        if self._enforce_asked or self._fw_time_dependent():
+            self.enforce()  # blocks decided above; fw-policy time targets move
+        return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(rows["bytes"])),
                 "flows": int(len(delta["acct_flows"].keys)),
                 "addrs": int(len(delta["acct_addrs"].keys))}
+
+    def _seed(self) -> None:
+        """Resume from the last committed counters (an empty baseline if none:
+        counters never committed anywhere are counted at the first drain)."""
+        was = self.storage.meta("abi_version")
+        if was != str(abi.ABI_VERSION):
+            log.warning("datapath ABI v%s -> v%s: the new maps start at zero; counts of the "
+                        "old ones since their last drain are not carried over (drain with "
+                        "`acctctl flush` before upgrading; `acctctl detach` with the old "
+                        "version removes its pins)", was, abi.ABI_VERSION)
+            self.storage.forget_checkpoint()
+        ckpt = self.storage.load_checkpoint(CHECKPOINTED)
+        for name, d in self.deltas.items():
+            d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
 
     def _prev_ifaces(self):
         prev = self.deltas["acct_ifaces"].previous
@@ -581,7 +432,7 @@ class Daemon(Identity, Imports):
             return None
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         idle = prev[0][(prev[1]["last_ns"] > 0) &
-                       (prev[1]["last_ns"] + self.cfg.processor.flow_lifetime * 10**9 < now_ns)]
+                       (prev[1]["last_ns"] + self.config.processor.flow_lifetime * 10**9 < now_ns)]
         if not len(idle):
             return None
         m = self.dp.maps["acct_flows"]
@@ -596,36 +447,41 @@ class Daemon(Identity, Imports):
         self.flows_reaped += len(keys)
         return np.array(keys, abi.FLOW_KEY), np.array(vals, abi.FLOW_VAL)
 
-    # -- loop --------------------------------------------------------------------------
+    def _flow_counts(self) -> tuple[int, int]:
+        """(flows ever inserted, flows live now) in the kernel's flow table."""
+        ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
+        return (int(ifs["health"][:, abi.Health.FLOW_NEW].sum()),
+                len(self.dp.maps["acct_flows"].read_all()[0]))
 
-    def run(self, stop: threading.Event, mailbox: "Mailbox", on_drain=None, run_scheduled=None,
-            notifier=None) -> None:
+    def flow_evictions(self) -> int:
+        """Flows the LRU evicted since this daemon started: inserted minus
+        what is still there minus what the daemon reaped itself. (Counting
+        from attach would need the reaps of earlier daemons too.)"""
+        new, live = self._flow_counts()
+        return max(0, (new - self._flow_base[0]) - (live - self._flow_base[1]) - self.flows_reaped)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, notifier=None) -> None:
         """The main loop: drains every lookup-delay, serves flush and reload
-        requests (from acctctl and signals) in between, and hands due
-        schedule entries to `run_scheduled` (which must not block: a
-        scheduled `flush` waits for this very loop). It wakes at least once
-        a second and pings the systemd watchdog from here, not from a
-        thread of its own, so a stuck loop is noticed."""
+        requests (from acctctl and signals) in between, and gives every
+        service its tick (the dynamicip directory, due schedule entries). It
+        wakes at least once a second and pings the systemd watchdog from
+        here, not from a thread of its own, so a stuck loop is noticed."""
         from acctd.daemon.systemd import Notifier
         sd = notifier or Notifier({})
-        if self.mailer is not None:
-            threading.Thread(target=self.deliver_mail, args=(stop,), name="mail", daemon=True).start()
-        next_at = time.monotonic() + self.cfg.processor.lookup_delay
+        mailbox = self.mailbox
+        next_at = time.monotonic() + self.config.processor.lookup_delay
         while not stop.is_set():
             sd.watchdog()
-            # wake at least once a second for the scheduler
             waiters, reload = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
             if stop.is_set():
                 break
-            try:
-                self.poll_dynamicip()
-            except Exception:
-                log.exception("dynamicip poll failed")
-            if self.scheduler and run_scheduled:
-                for entry in self.scheduler.due():
-                    run_scheduled(entry)
-                if self.scheduler.save_error:
-                    log.error("could not save schedules: %s", self.scheduler.save_error)
+            for s in self.services.values():
+                try:
+                    s.tick()
+                except Exception:
+                    log.exception("%s: tick failed", s.name)
             if reload:
                 sd.reloading()
                 try:
@@ -633,7 +489,7 @@ class Daemon(Identity, Imports):
                 except Exception:  # the drain inside failed: retried from the checkpoint
                     log.exception("reload failed")
                 sd.ready()
-                next_at = time.monotonic() + self.cfg.processor.lookup_delay
+                next_at = time.monotonic() + self.config.processor.lookup_delay
             if waiters or time.monotonic() >= next_at:
                 try:
                     summary = self.drain()
@@ -647,37 +503,8 @@ class Daemon(Identity, Imports):
                 if summary:
                     sd.status(f"drain {summary['drain']}: {summary['rows']} rows, "
                               f"{summary['addrs']} addresses moved")
-                if on_drain:
-                    on_drain(summary, err)
-                next_at = time.monotonic() + self.cfg.processor.lookup_delay
+                next_at = time.monotonic() + self.config.processor.lookup_delay
         sd.stopping()  # programs stay attached and keep counting
-
-    def send_reports(self, request=None, now: dt.datetime | None = None) -> dict:
-        """`send report ...` from acctctl or a schedule: one mail per unit with
-        its bytes per acct-policy over the last complete day or week, queued
-        in the outbox (the mail thread delivers). Which units, period and
-        figures: acctd.services.reports; here only the query, under the lock, and the
-        queueing, outside it."""
-        from acctd.errors import AcctError
-        from acctd.services import reports
-        if self.mailer is None:
-            raise AcctError(reports.NO_ALERTER)
-        req = request if request is not None else reports.Request()
-        with self.lock:  # one DuckDB handle; reload swaps cfg under it too
-            cfg, zone = self.cfg, self.cfg.processor.zone
-            now = now if now is not None else self.clock()
-            start, end = reports.last_period(req.period, now, zone)
-            figures = reports.period_figures(self.storage, req.period, start)
-        out, skipped = reports.build(cfg, req, self.mailer.settings.admins, figures, start)
-        queued = []
-        for r in out:
-            mid = self.mailer.report(r.unit, r.oid, None, r.period, r.start, list(r.rows),
-                                     to=r.to, total=r.total)
-            queued.append({"unit": r.unit, "to": list(r.to), "id": mid})
-        log.info("send report %s from %s: %d queued, %d skipped", req.period,
-                 start.astimezone(zone).date(), len(queued), len(skipped))
-        return {"period": req.period, "start": start.astimezone(zone).isoformat(),
-                "end": end.astimezone(zone).isoformat(), "queued": queued, "skipped": skipped}
 
 
 class Mailbox:

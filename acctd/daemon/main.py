@@ -91,37 +91,40 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
 
 def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None) -> int:
     from acctd import config
-    from acctd.control.server import DEFAULT_SOCKET, ControlServer, ScheduleRunner, TcpControlServer
+    from acctd.control.server import DEFAULT_SOCKET, ControlServer, TcpControlServer
     from acctd.daemon import log
-    from acctd.daemon.core import Daemon, Mailbox
+    from acctd.daemon.core import Daemon
     from acctd.daemon.systemd import Notifier
     from acctd.kernel.build import Sizes
+    from acctd.services.flowlog import FlowLogService
 
     log.setup(path=log_file)
     stop = threading.Event()
-    mailbox = Mailbox()
+    d = None
 
     def on_stop(*_):
         stop.set()
-        mailbox.wake()
+        if d is not None:
+            d.mailbox.wake()
     # Handlers only set flags: the loop does the work, between drains.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_stop)
-    signal.signal(signal.SIGHUP, lambda *_: mailbox.ask_reload())
+    signal.signal(signal.SIGHUP, lambda *_: d is not None and d.mailbox.ask_reload())
     signal.signal(signal.SIGUSR1, lambda *_: log.set_debug(True))
     signal.signal(signal.SIGUSR2, lambda *_: log.set_debug(False))
     try:
         cfg = config.load(config_path)
         d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
         d.start()
-        server = ControlServer(socket_path or DEFAULT_SOCKET, d, mailbox)
-        tcp = TcpControlServer(cfg.server, d, mailbox) if cfg.server else None
+        server = ControlServer(socket_path or DEFAULT_SOCKET, d.dispatcher)
+        tcp = TcpControlServer(cfg.server, d.dispatcher) if cfg.server else None
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         return 1
     # net-acct: SIGTSTP pauses the flow log (mv it away), SIGCONT resumes
-    signal.signal(signal.SIGTSTP, lambda *_: d.set_flowlog_paused(True))
-    signal.signal(signal.SIGCONT, lambda *_: d.set_flowlog_paused(False))
+    flowlog = d.service(FlowLogService)
+    signal.signal(signal.SIGTSTP, lambda *_: flowlog.set_paused(True))
+    signal.signal(signal.SIGCONT, lambda *_: flowlog.set_paused(False))
     server.serve_in_thread()
     if tcp:
         tcp.serve_in_thread()
@@ -133,7 +136,7 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
     sd.ready(f"hooked {len(cfg.interfaces)} interface(s), socket {server.path}")
 
     try:
-        d.run(stop, mailbox, run_scheduled=ScheduleRunner(server), notifier=sd)
+        d.run(stop, notifier=sd)
     finally:
         for srv in (server, tcp):
             if srv:

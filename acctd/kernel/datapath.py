@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from acctd.errors import AcctError, BpfError
+from acctd.errors import AcctError, BpfError, NotAttached
 from acctd.kernel import abi, syscalls, pins
 from acctd.kernel.build import Build, Sizes
 
@@ -79,7 +79,7 @@ class Datapath:
     def open(self) -> "Datapath":
         """Open the pinned maps (readers: daemon, acctctl). No compiler needed."""
         if not self.is_pinned():
-            raise AcctError(f"no acctd datapath pinned under {self.pin_dir}: "
+            raise NotAttached(f"no acctd datapath pinned under {self.pin_dir}: "
                             "run `acctctl attach` (or start acctd) first")
         for name, (kdt, vdt, _) in abi.MAPS.items():
             if name not in self.maps:

@@ -76,6 +76,11 @@ def canonical(text: str) -> str:
     return format_addr(parse_addr(text))
 
 
+def is_multicast(addr: bytes) -> bool:
+    """IPv6 ff00::/8, or IPv4 224.0.0.0/4 (mapped)."""
+    return addr[0] == 0xFF or (addr[:12] == _V4_MAPPED and addr[12] >> 4 == 0xE)
+
+
 def split_addrs(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 16) uint8 network-order addresses -> (hi, lo) native uint64 halves."""
     a = np.ascontiguousarray(addrs, dtype=np.uint8).reshape(-1, 16)

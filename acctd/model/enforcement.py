@@ -304,33 +304,30 @@ class ClassSpec:
     bw: tuple[int | None, int | None] | None = None
 
 
-def plan(cfg, bits: Mapping[int, int], now: dt.datetime | None, units=None
+def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
          ) -> dict[tuple[bytes, int], ClassSpec]:
     """Every class the kernel should hold: (prefix, length) -> ClassSpec.
 
+    snap: the model snapshot (its units carry the sessions' addresses);
     bits: system-policy bits per unit index (groups' bits reach their
-    members); now: local time for time/day targets (None: all active);
-    units: the UnitSet with sessions' addresses (default: the config's)."""
-    units = cfg.units if units is None else units
-    policies, proc = cfg.policies, cfg.processor
+    members); now: local time for time/day targets (None: all active)."""
+    units, policies, proc = snap.units, snap.policies, snap.config.processor
     restrict = {"pass": abi.Fw.PASS, "drop": abi.Fw.DROP}
     out: dict[tuple[bytes, int], ClassSpec] = {}
     memo: dict = {}
-    default_fw = getattr(proc, "default_fw_policy", ())
+    default_fw = proc.default_fw_policy
     for i, u in enumerate(units):
         if u.type == "group":
             continue
         prefixes = [(a, 128) for a in u.addrs] + list(u.nets)
         if not prefixes:
             continue  # a user unit without an address
-        reason = bits.get(i, 0)
-        for g in units.ancestors[i]:
-            reason |= bits.get(g, 0)
+        reason = sys_policy.effective(bits, units, i)
         rules = compile_rules(u, i, policies, units, default_fw, now, memo)
         if rules or fw_list(u, i, policies, default_fw):
             fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
         else:
-            local = not u.no_local_pass and bool(cfg.plan.lists[i])
+            local = not u.no_local_pass and bool(snap.plan.lists[i])
             fw = restrict[proc.restrict_local if local else proc.restrict_all]
         spec = ClassSpec(int(reason), fw, rules, u.oid, u.bw)
         for pfx in prefixes:

@@ -463,8 +463,8 @@ class PolicySet:
                         try:
                             d.append(self.find(ref))
                         except KeyError:
-                            raise ModelError(f"policy-{t.op}: no policy named or with oid "
-                                             f"{ref!r}", "policy", i, "target") from None
+                            raise ModelError(f"policy-{t.op}: unknown policy {ref!r}", "policy",
+                                             i, "target") from None
             deps.append(d)
         state = [0] * len(deps)
 

@@ -14,6 +14,8 @@ Pure: the daemon applies the result to the datapath.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from acctd.kernel.abi import Reason, Verdict
 
 ACTIONS = {"quota": Reason.QUOTA, "login": Reason.LOGIN, "money": Reason.MONEY,
@@ -43,6 +45,15 @@ def from_words(words) -> int:
     for w in words:
         bits = apply(bits, w)
     return bits
+
+
+def effective(bits: Mapping[int, int], units, i: int) -> int:
+    """Unit i's state with its groups' (a group's block reaches its
+    members); bits: the states by unit index."""
+    b = bits.get(i, 0)
+    for g in units.ancestors[i]:
+        b |= bits.get(g, 0)
+    return b
 
 
 def verdict(bits: int) -> Verdict:

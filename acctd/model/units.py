@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from acctd.errors import NotFound
 from acctd.model.addresses import PrefixTable, format_addr, format_prefix, parse_addr, split_addrs
 
 UNIT_TYPES = ("host", "cluster", "net", "user", "group")
@@ -37,6 +38,11 @@ class ModelError(ValueError):
 
 
 # --- the unit model --------------------------------------------------------------
+
+def oid_ints(objs: Sequence) -> np.ndarray:
+    """Index -> integer oid ("02A1F3" -> 0x02A1F3) for a UnitSet or PolicySet."""
+    return np.array([int(o.oid, 16) for o in objs], dtype=np.uint32)
+
 
 def make_oid(kind: str, name: str, salt: int = 0) -> str:
     """A NeTAMS-style oid (type byte + 4 hex digits) derived from the name.
@@ -120,7 +126,7 @@ def find_by_name_or_oid(index: dict[str, int], by_oid: dict[str, int], key: str,
     try:
         return by_oid[normalize_oid(key)]
     except (ValueError, KeyError):
-        raise KeyError(f"no {what} named or with oid {key!r}") from None
+        raise NotFound(f"unknown {what} {key!r}") from None
 
 
 class UnitSet:
@@ -238,6 +244,15 @@ class UnitSet:
     def find(self, key: str) -> int:
         """Index of a unit by name or oid; KeyError if neither."""
         return find_by_name_or_oid(self.index, self.by_oid, key, "unit")
+
+    def names_of(self, addrs: Sequence[str]) -> list[str | None]:
+        """The unit name of each address text (None: unattributed), with one
+        vector match."""
+        if not addrs:
+            return []
+        a = np.frombuffer(b"".join(parse_addr(t) for t in addrs), dtype=np.uint8)
+        idx = self.match(a.reshape(-1, 16))
+        return [self.units[i].name if i >= 0 else None for i in idx.tolist()]
 
     def descendants(self, i: int) -> list[int]:
         return [j for j, a in enumerate(self.ancestors) if i in a]

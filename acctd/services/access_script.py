@@ -30,6 +30,10 @@ import threading
 import time
 from collections.abc import Mapping
 
+from acctd.kernel import abi
+from acctd.model import sys_policy
+from acctd.services.contract import Core, Service
+
 log = logging.getLogger("acctd.access_script")
 
 ACTIONS = ("deny", "allow")
@@ -234,3 +238,51 @@ class AccessScript:
                 self.failures += 1
             self.last_error = msg
         self.log.warning("access-script %s %s", self.path, msg)
+
+
+# --- the service ----------------------------------------------------------------------
+
+class AccessScriptService(Service):
+    """NeTAMS `access-script`: run whenever a unit's address becomes blocked
+    or unblocked, as `SCRIPT deny|allow OID ADDRESS REASONS`."""
+
+    name = "access_script"
+
+    def __init__(self, core: Core, settings: tuple[str, float]):
+        super().__init__(core, settings)    # ([processor] access-script, its timeout)
+        self.script: AccessScript | None = None
+
+    @staticmethod
+    def settings_of(config):
+        p = config.processor
+        return p.access_script, p.access_script_timeout
+
+    def start(self) -> None:
+        self.reload(self.settings)
+
+    def reload(self, settings: tuple[str, float]) -> None:
+        self.settings = settings
+        cur = self.script
+        if cur is not None and (cur.path, cur.timeout) == settings:
+            return
+        if cur is not None:
+            cur.close()
+        path, timeout = settings
+        self.script = AccessScript(path, timeout) if path else None
+
+    def close(self) -> None:
+        if self.script is not None:
+            self.script.close()
+
+    def status(self) -> dict | None:
+        return {"access_script": self.script.status()} if self.script is not None else None
+
+    def blocks_changed(self, moved) -> None:
+        if self.script is None:
+            return
+        for text, (old, new, oid) in moved.items():
+            was, now = sys_policy.verdict(old), sys_policy.verdict(new)
+            if was != now:
+                deny = now == abi.Verdict.DROP
+                self.script.notify("deny" if deny else "allow", oid, text,
+                                   ",".join(sys_policy.words(new)) if deny else "")

@@ -18,8 +18,8 @@ outbox only when accepted, expired (max-age) or refused permanently (5xx),
 and the last two go to `failed/` rather than disappearing.
 
 Single writer: one daemon owns an outbox directory. deliver_due() blocks on
-the network (bounded by the SMTP timeout); the daemon runs it off its loop
-(asyncio.to_thread).
+the network (bounded by the SMTP timeout); AlerterService runs it on a
+thread of its own, off the drain loop.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import secrets
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -43,6 +44,8 @@ from acctd.common import durable
 from acctd.common.secret_files import read_private
 from acctd.config.schema import (Invalid, Table, boolean, choice, file_path, integer, number,
                                  secret_file, setting, string)
+from acctd.errors import BadRequest
+from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.alerter")
 
@@ -511,3 +514,64 @@ def _rset(smtp: smtplib.SMTP) -> None:
         smtp.rset()
     except (OSError, smtplib.SMTPException):
         pass
+
+
+# --- the service ----------------------------------------------------------------------
+
+class AlerterService(Service):
+    """NeTAMS `service alerter` in the daemon: the outbox lives in the state
+    directory and a thread of its own delivers it, so SMTP waits never hold
+    up draining. Without an [alerter] table, mail is off (mailer is None)."""
+
+    name = "alerter"
+    EVERY = 10.0   # seconds between delivery rounds
+
+    def __init__(self, core: Core, settings: MailSettings | None):
+        super().__init__(core, settings)
+        self.mailer: Mailer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._serving = False
+
+    @staticmethod
+    def settings_of(config):
+        return config.alerter
+
+    def start(self) -> None:
+        self.reload(self.settings)
+
+    def reload(self, settings: MailSettings | None) -> None:
+        self.settings = settings
+        if settings is None:
+            self.mailer = None
+        elif self.mailer is None:
+            self.mailer = Mailer(settings, os.path.join(self.core.state_dir, "outbox"))
+        else:
+            self.mailer.settings = settings
+        if self._serving:
+            self.serve()  # a newly configured mailer gets its thread
+
+    def serve(self) -> None:
+        self._serving = True
+        if self.mailer is not None and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._deliver, name="mail", daemon=True)
+            self._thread.start()
+
+    def _deliver(self) -> None:
+        while not self._stop.wait(self.EVERY):
+            mailer = self.mailer
+            if mailer is None:
+                continue
+            try:
+                mailer.deliver_due()
+            except Exception:
+                log.exception("mail delivery failed; retried later")
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def queue(self) -> list[dict]:
+        """`acctctl alerter`: the outbox."""
+        if self.mailer is None:
+            raise BadRequest("no [alerter] in the configuration: mail is off")
+        return [dataclasses.asdict(r) for r in self.mailer.queue()]

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from acctd.config.schema import Table, setting, string, strings
 from acctd.model.addresses import canonical
+from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.dynamicip")
 
@@ -262,3 +263,70 @@ class DirWatcher:
         for e in events:
             log.info("dynamicip: %s %s %s", e.kind, e.addr, e.user)
         return events
+
+
+# --- the service ----------------------------------------------------------------------
+
+class DynamicIpService(Service):
+    """The [dynamicip] directory in the daemon: polled at every loop wake-up
+    (about once a second); files created, changed or removed become session
+    starts and stops, all in one batch (one drain)."""
+
+    name = "dynamicip"
+
+    def __init__(self, core: Core, settings: DynamicIpSettings | None):
+        super().__init__(core, settings)
+        self.watcher: DirWatcher | None = None
+
+    @staticmethod
+    def settings_of(config):
+        return config.dynamicip
+
+    def start(self) -> None:
+        self.reload(self.settings)
+
+    def reload(self, settings: DynamicIpSettings | None) -> None:
+        self.settings = settings
+        if settings is None:
+            self.watcher = None
+        elif self.watcher is None or (self.watcher.dirpath, self.watcher.nets) != \
+                (settings.dir, parse_networks(settings.exclude)):
+            self.watcher = DirWatcher(settings.dir, settings.exclude)
+
+    def status(self) -> dict | None:
+        if self.watcher is None:
+            return None
+        return {"dynamicip": {"dir": self.watcher.dirpath, "bindings": len(self.watcher.bindings)}}
+
+    def tick(self) -> list[dict]:
+        if self.watcher is None:
+            return []
+        events = self.watcher.poll()
+        if not events:
+            return []
+        from acctd.services.sessions import SessionsService
+        sessions = self.core.service(SessionsService)
+        snap = self.core.snapshot
+        changes = []
+        for e in events:
+            try:
+                u = snap.unit(e.user)
+            except KeyError:
+                log.warning("dynamicip %s: no unit named %r", e.addr, e.user)
+                continue
+            if u.type != "user":
+                log.warning("dynamicip %s: %s is a %s, not a user unit", e.addr, u.name, u.type)
+                continue
+            if e.kind == "bind":
+                changes.append({"user": u.name, "addr": e.addr})
+            else:
+                held = sessions.open.get(u.oid)
+                if held is not None and held.addr == e.addr:
+                    changes.append({"user": u.name, "addr": None, "cause": "file-removed"})
+        if not changes:
+            return []
+        try:
+            return sessions.changes(changes, "file")
+        except ValueError as e:
+            log.warning("dynamicip: %s", e)
+            return []

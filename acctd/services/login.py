@@ -1,10 +1,11 @@
 """The login service (NeTAMS `service login`): per-unit passwords and timeouts,
 login/logout with the reference's replies, and which units it keeps blocked.
 
-Pure: time comes in as `now`, a unit's last counted packet comes in as
-`last_seen`, units are resolved through a `find` callable. The daemon persists
-`to_dict()`, applies `blocked()` as abi.Reason.LOGIN blocks, binds user units
-on `LoginResult.bind` and runs `expire()` every `delay` seconds.
+LoginTable is pure: time comes in as `now`, a unit's last counted packet
+comes in as `last_seen`, units are resolved through a `find` callable.
+LoginService, at the end, is its place in the daemon: it persists the
+records, holds `blocked()` as abi.Reason.LOGIN blocks, binds user units on
+`LoginResult.bind` and runs `expire()` after every drain.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from acctd.config.schema import Invalid, Table, TomlValue, carried, setting
+from acctd.kernel import abi
+from acctd.services.contract import Core, Drain, Service
+from acctd.services.sessions import SessionsService
+
+log = logging.getLogger("acctd.daemon")
 
 OPENED, CLOSED = "opened", "closed"
 STATES = (OPENED, CLOSED)
@@ -320,7 +328,7 @@ def _secs(delta: dt.timedelta) -> int:
 Hook = Callable[[str, bool, str, "str | None", "str | None", dt.datetime], Any]
 
 
-class LoginService:
+class LoginTable:
     """The login records by oid and the operations on them.
 
     find(name_or_oid) -> oid | None resolves units (acctd.model.units.UnitSet in the
@@ -559,3 +567,161 @@ class LoginService:
                 raise ValueError(f"login record {oid}: holds oid {rec.oid}")
             recs[oid] = rec
         self._records = recs
+
+
+# --- the service ----------------------------------------------------------------------
+
+class LoginService(Service):
+    """NeTAMS `service login` in the daemon: the records live in DuckDB (they
+    outlive reloads and restarts), a record blocks its unit (reason login)
+    until it logs in, timeouts close it after each drain, and with
+    set-user-ip a login binds the user unit's address (a session)."""
+
+    name = "login"
+
+    def __init__(self, core: Core, settings: LoginSettings):
+        super().__init__(core, settings)
+        self.table: LoginTable | None = None
+        self.last_seen: dict[str, dt.datetime] = {}   # unit oid -> its last counted packet
+        self.saved_use: dict[str, dt.datetime] = {}   # unit oid -> last use as stored
+        self.stops: list[dict] = []                   # session stops a drain's expiries left
+
+    @staticmethod
+    def settings_of(config):
+        return config.login
+
+    def start(self) -> None:
+        records = [LoginRecord.from_dict(d) for d in self.core.storage.login_records().values()]
+        self.table = LoginTable(self.settings, self._find, records, on_attempt=self._attempt)
+        self._forget_gone()
+
+    def reload(self, settings: LoginSettings) -> None:
+        self.settings = self.table.settings = settings
+        self._forget_gone()
+
+    def _forget_gone(self) -> None:
+        with self.core.lock:
+            units = self.core.snapshot.units
+            for oid in list(self.table.records):
+                if oid not in units.by_oid:  # the unit left the config
+                    self.table.remove(oid)
+                    self.core.storage.set_login_record(oid, None)
+
+    def _find(self, key: str) -> str | None:
+        try:
+            return self.core.snapshot.unit(key).oid
+        except KeyError:
+            return None
+
+    def _attempt(self, who, ok, reason, addr, mac, now) -> None:
+        self.core.login_attempted(who, ok, reason, addr, mac, "login")
+
+    def _save(self, oid: str) -> None:
+        rec = self.table.get(oid)
+        self.core.storage.set_login_record(oid, rec.to_dict() if rec else None)
+
+    def blocks(self) -> dict[str, int]:
+        return dict.fromkeys(self.table.blocked(), abi.Reason.LOGIN)
+
+    # -- after each drain: timeouts -------------------------------------------------
+
+    def after_drain(self, drain: Drain) -> None:
+        """Close logins past their absolute or inactivity timeout. Inactivity
+        counts from the unit's last counted packet: for the addresses whose
+        counters moved in this drain, the kernel's last-packet time, turned
+        from its monotonic clock into ours."""
+        if not self.table.records:
+            return
+        now, keys, vals = drain.now, drain.addr_keys, drain.addr_values
+        if len(keys):
+            leaf = drain.snapshot.units.match(keys["addr"])
+            mono = time.monotonic_ns()  # the datapath's clock (coarse monotonic)
+            for oid in self.table.records:
+                i = drain.snapshot.units.by_oid.get(oid)
+                sel = vals["last_ns"][leaf == i] if i is not None else ()
+                if len(sel) and sel.max():
+                    ago = max(0.0, (mono - int(sel.max())) / 1e9)
+                    self.last_seen[oid] = now - dt.timedelta(seconds=ago)
+        expired = self.table.expire(now, self.last_seen)
+        for e in expired:
+            self._save(e.oid)
+            log.info("login of %s closed: %s timeout", e.oid, e.cause)
+        # last use is kept in the record, so a restart measures inactivity
+        # from the last packet, not from the login; saved when it moved a
+        # minute or more (one row per active unit per minute at most)
+        gone = {e.oid for e in expired}
+        for oid, rec in self.table.records.items():
+            saved = self.saved_use.get(oid)
+            if oid not in gone and rec.last_used and (
+                    saved is None or (rec.last_used - saved).total_seconds() >= 60):
+                self._save(oid)
+                self.saved_use[oid] = rec.last_used
+        if expired:
+            self.core.enforce()
+            if self.settings.set_user_ip:  # timed-out users give their addresses back
+                snap = drain.snapshot
+                open_ = self.core.service(SessionsService).open
+                self.stops += [{"user": snap.name_of(e.oid), "addr": None,
+                                "cause": SESSION_CAUSE[e.cause]}
+                               for e in expired if e.oid in open_]
+
+    def settle(self) -> None:
+        stops, self.stops = self.stops, []
+        if stops:
+            self.core.service(SessionsService).changes(stops, "login")
+
+    # -- commands ---------------------------------------------------------------------
+
+    def set(self, unit: str, words: list[str]) -> dict:
+        """NeTAMS `login set NAME password P inact N abs N mac M strict`."""
+        with self.core.lock:
+            self.core.snapshot.unit(unit)  # NotFound: "unknown unit 'x'", as everywhere
+            rec = self.table.set(unit, words, now=self.core.clock())
+            self._save(rec.oid)
+            self.core.enforce()  # a new record blocks until the unit logs in
+            return {"unit": unit, "oid": rec.oid, "inact": rec.inact, "abs": rec.abs,
+                    "mac": rec.mac, "strict": rec.strict}
+
+    def login(self, unit: str, password: str, ip: str | None = None,
+              mac: str | None = None) -> dict:
+        return self._log(unit, password, ip, mac, out=False)
+
+    def logout(self, unit: str, password: str, ip: str | None = None,
+               mac: str | None = None) -> dict:
+        return self._log(unit, password, ip, mac, out=True)
+
+    def _log(self, unit: str, password: str, addr, mac, out: bool) -> dict:
+        """NeTAMS `login`/`logout`: the reply in the reference's words. A wrong
+        password changes nothing; success lifts (logout: restores) the block
+        and, with set-user-ip, binds (unbinds) the user unit's address."""
+        with self.core.lock:
+            op = self.table.logout if out else self.table.login
+            res = op(unit, password, addr, mac, now=self.core.clock())
+            if res.ok:
+                self._save(res.oid)
+        if res.ok:
+            self._follow(res.oid, res.bind, res.unbind or out, res.mac, "user-request")
+        return {"ok": res.ok, "code": res.code, "reply": res.reply, "addr": res.addr,
+                "mac": res.mac}
+
+    def _follow(self, oid: str, bind: str | None, unbind: bool, mac, cause: str) -> None:
+        """Sessions and blocks after a login state change (outside the lock:
+        session changes drain, which takes it)."""
+        snap = self.core.snapshot
+        u = snap.units.units[snap.units.by_oid[oid]]
+        sessions = self.core.service(SessionsService)
+        if u.type == "user" and bind:
+            sessions.changes([{"user": u.name, "addr": bind, "mac": mac}], "login")
+        elif u.type == "user" and unbind and oid in sessions.open:
+            sessions.changes([{"user": u.name, "addr": None, "cause": cause}], "login")
+        else:
+            self.core.enforce()
+
+    def show(self, unit: str | None = None) -> dict:
+        with self.core.lock:
+            snap = self.core.snapshot
+            oid = snap.unit(unit).oid if unit else None
+            rows = self.table.show(self.core.clock(), oid)
+            return {"text": format_show(rows, lambda o: snap.name_of(o) if o in snap.units.by_oid
+                                        else None),
+                    "rows": [r.to_dict() for r in rows]}

@@ -2,18 +2,24 @@
 on host and user units with what the kernel's neighbour table (ARP/NDP) shows.
 
 check() and fixate() are pure functions over dicts; read_neighbours() is the
-one netlink edge. Acting on a mismatch (sys-deny-mac, mail) is the caller's job.
+one netlink edge. MacService, at the end, acts on a mismatch (sys-deny-mac,
+mail).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from collections.abc import Iterable, Mapping
 
 from acctd.errors import AcctError
-from acctd.model.addresses import parse_addr
+from acctd.kernel import abi
+from acctd.model.addresses import format_addr, is_multicast, parse_addr
 from acctd.model.units import Unit
+from acctd.services.contract import Core, Drain, Service
+
+log = logging.getLogger("acctd.daemon")
 
 MAC_TYPES = ("host", "user")  # the reference checks only these
 
@@ -21,7 +27,6 @@ MAC_TYPES = ("host", "user")  # the reference checks only these
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
 _UNUSABLE = NUD_INCOMPLETE | NUD_FAILED
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 _SIX = re.compile(r"^([0-9a-f]{1,2})([:-])([0-9a-f]{1,2})(?:\2([0-9a-f]{1,2})){4}$")
 
@@ -95,7 +100,7 @@ def neighbours_from_messages(msgs: Iterable) -> dict[bytes, str]:
         except MacError:
             continue  # not Ethernet (e.g. a tunnel's 4-byte link address)
         addr = parse_addr(dst.split("%")[0])
-        if addr[0] == 0xFF or (addr[:12] == _V4_MAPPED and addr[12] >> 4 == 0xE):
+        if is_multicast(addr):
             continue  # multicast: the MAC is computed from the address, not learnt
         out[addr] = mac
     return out
@@ -178,3 +183,76 @@ def fixate(units: Iterable[Unit], seen: Mapping[bytes, str], overwrite: bool = F
 
 __all__ = ["MacError", "check", "expected_macs", "fixate", "neighbours_from_messages",
            "normalize_mac", "read_neighbours"]
+
+
+# --- the service ----------------------------------------------------------------------
+
+class MacService(Service):
+    """NeTAMS `mac control`: after each drain the units' MACs (the config's,
+    else the one `mac fixate` recorded) are compared with the neighbour
+    table. With block, a mismatch blocks (reason mac) until the right MAC is
+    back; a unit missing from the table keeps its state. With alert, each
+    new mismatch is logged and mailed to the admins."""
+
+    name = "mac"
+
+    def __init__(self, core: Core, settings: str):
+        super().__init__(core, settings)    # [processor] mac-control
+        self.blocked: set[str] = set()      # oids blocked now
+        self.mismatch: dict = {}            # oid -> (addr, wanted, seen), last check
+
+    @staticmethod
+    def settings_of(config):
+        return config.processor.mac_control
+
+    def blocks(self) -> dict[str, int]:
+        return dict.fromkeys(self.blocked, abi.Reason.MAC)
+
+    def after_drain(self, drain: Drain) -> None:
+        if self.settings != "off":
+            self._check()
+
+    def _units(self):
+        """The units with their MACs: the config's, else the one fixated."""
+        import dataclasses
+        fixed = self.core.storage.unit_macs()
+        return [dataclasses.replace(u, mac=fixed[u.oid]) if not u.mac and u.oid in fixed else u
+                for u in self.core.snapshot.units]
+
+    def _check(self) -> dict:
+        from acctd.services.alerter import AlerterService
+        mode = self.settings
+        seen = read_neighbours(self.core.netns)
+        mismatched, ok = check(expected_macs(self._units()), seen)
+        new = {o: m for o, m in mismatched.items() if o not in self.mismatch}
+        self.mismatch = {o: m for o, m in {**self.mismatch, **mismatched}.items() if o not in ok}
+        snap = self.core.snapshot
+        mailer = self.core.service(AlerterService).mailer
+        for oid, (addr, want, got) in new.items():
+            name = snap.name_of(oid)
+            log.warning("mac-control: unit %s at %s: MAC %s, expected %s", name,
+                        format_addr(addr), got, want)
+            if "alert" in mode and mailer is not None and mailer.settings.admins:
+                mailer.enqueue(list(mailer.settings.admins), f"[acctd] {name}: MAC mismatch",
+                               f"Unit {name} ({oid}) at {format_addr(addr)} answers from MAC "
+                               f"{got}; its MAC is {want}.\n")
+        blocked = set(self.mismatch) if "block" in mode else set()
+        if blocked != self.blocked:
+            self.blocked = blocked
+            self.core.enforce()
+        return {o: {"unit": snap.name_of(o), "addr": format_addr(m[0]), "expected": m[1],
+                    "seen": m[2]} for o, m in self.mismatch.items()}
+
+    def check(self) -> dict:
+        with self.core.lock:
+            return {"mode": self.settings, "mismatched": self._check()}
+
+    def fixate(self, overwrite: bool = False) -> dict:
+        """NeTAMS `mac fixate`: record the MACs seen now (in the database)."""
+        with self.core.lock:
+            seen = read_neighbours(self.core.netns)
+            got = fixate(self._units(), seen, overwrite)
+            for oid, mac in got.items():
+                self.core.storage.set_unit_mac(oid, mac)
+            snap = self.core.snapshot
+            return {snap.name_of(o): m for o, m in got.items()}

@@ -1,15 +1,17 @@
 """Quotas (NeTAMS `service quota`): the `set` grammar, per-unit specs, and the
 pure check that turns usage into soft/hard/return events and block decisions.
 
-Plain data in, plain data out: the daemon supplies usage (from storage's
-per-period totals), persists the returned state dict and applies the blocks
-(abi.Reason.QUOTA); nothing here touches the kernel, storage or mail.
+Plain data in, plain data out: the functions touch neither the kernel,
+storage nor mail. QuotaService, at the end, is the daemon's side: it
+supplies usage (from storage's per-period totals), persists the state and
+holds the blocks (abi.Reason.QUOTA).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import re
 import shlex
 from collections.abc import Iterable, Mapping
@@ -19,7 +21,10 @@ from zoneinfo import ZoneInfo
 
 from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
+from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import PERIODS, period_start
+
+log = logging.getLogger("acctd.daemon")
 
 DIRS = ("in", "out", "sum")
 EVENTS = ("soft", "hard", "return")
@@ -577,3 +582,110 @@ def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
             out.append(f"{ln.period.upper()} {ln.dir}: {ln.used}, quota {format_amount(ln.quota)}, "
                        f"ratio {ln.ratio:.2f}% -> [{'+' if ln.ok else '-'}]")
     return "\n".join(out) + ("\n" if out else "")
+
+
+# --- the service ----------------------------------------------------------------------
+
+class QuotaService(Service):
+    """NeTAMS `service quota` in the daemon: records and state in DuckDB, a
+    hard quota blocks (reason quota) at the drain that crossed it and a new
+    period lets the unit back, with soft/hard/return notices once per period.
+    The state is saved before the kernel is told, so a crash in between
+    re-applies it at the next start."""
+
+    name = "quota"
+
+    def __init__(self, core: Core, settings: QuotaSettings):
+        super().__init__(core, settings)
+        self.state: dict | None = None      # check()'s state, persisted
+        self.events: list[Event] = []       # notices given (also mailed with [alerter])
+
+    @staticmethod
+    def settings_of(config):
+        return config.quota
+
+    def start(self) -> None:
+        self.state = self.core.storage.quota_state()
+
+    def held(self) -> set[str]:
+        return {o for o, st in (self.state or {}).get("units", {}).items() if st.get("blocked")}
+
+    def blocks(self) -> dict[str, int]:
+        return dict.fromkeys(self.held(), abi.Reason.QUOTA)
+
+    def _inputs(self, now):
+        snap = self.core.snapshot
+        specs = {o: QuotaSpec.from_dict(d) for o, d in self.core.storage.quotas().items()}
+        policies = snap.policies
+        first = policies.policies[0].name if len(policies) else None
+        usage = {}
+        for oid, spec in specs.items():
+            eff = effective(spec, self.settings, first)
+            try:
+                pol = policies.policies[policies.find(eff.policy)]
+            except KeyError:
+                log.error("quota of %s counts policy %r, which is not configured", oid, eff.policy)
+                continue
+            usage[oid] = usage_from_totals(self.core.storage.unit_totals(oid, now),
+                                           int(pol.oid, 16))
+        return specs, usage, first
+
+    def after_drain(self, drain: Drain) -> None:
+        specs, usage, first = self._inputs(drain.now)
+        if not specs and not self.state:
+            return
+        res = check(specs, self.settings, usage, self.state, drain.now,
+                    drain.snapshot.config.processor.zone, first)
+        before = self.held()
+        self.state = res.state
+        self.core.storage.set_quota_state(res.state)
+        for e in res.events:
+            log.info("quota %s: unit %s %s %s %d of %d", e.kind, e.unit, e.period, e.dir, e.used,
+                     e.quota)
+            self._mail(e)
+        self.events.extend(res.events)
+        if self.held() != before:
+            self.core.enforce()
+
+    def _mail(self, e: Event) -> None:
+        """Queue the notice (the outbox is on disk: nothing is lost if the mail
+        server is down); a thread of its own delivers it."""
+        from acctd.services.alerter import AlerterService, QuotaNotice
+        mailer = self.core.service(AlerterService).mailer
+        if mailer is None or e.period is None:
+            return
+        u = self.core.snapshot.unit(e.unit)
+        mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used, e.quota,
+                                        u.email or None))
+
+    # -- commands ---------------------------------------------------------------------
+
+    def set(self, argv: list[str]) -> dict:
+        """`acctctl quota set NAME day 3M in ...`: kept in the database."""
+        with self.core.lock:
+            words = ["set", *argv]  # acctctl quota set NAME ... = NeTAMS quota set NAME ...
+            u = self.core.snapshot.unit(parse_set(words).unit)  # whose record it is
+            old = self.core.storage.quotas().get(u.oid)
+            spec = parse_set(words, base=QuotaSpec.from_dict(old) if old else None)
+            self.core.storage.set_quota(u.oid, spec.to_dict() if spec.limits or not spec.active
+                                        else None)
+            return {"unit": u.name, "oid": u.oid, "set": format_set(spec)}
+
+    def show(self, unit: str | None = None, list: bool = False) -> dict:
+        with self.core.lock:
+            snap = self.core.snapshot
+            if unit is not None:
+                unit = snap.unit(unit).oid   # NotFound: "unknown unit 'x'"
+            specs, usage, first = self._inputs(self.core.clock())
+            names = {u.oid: u.name for u in snap.units}
+            acct = {}
+            for i, u in enumerate(snap.units):
+                lo, hi = snap.plan.entry_ptr[i], snap.plan.entry_ptr[i + 1]
+                acct[u.oid] = [snap.policies.policies[p].name
+                               for p in snap.plan.entry_policy[lo:hi]]
+            rows = show_quota(specs, self.settings, names, usage, self.state, acct, first, unit)
+            return {"text": format_show(rows, list),
+                    "units": [{"oid": r.oid, "name": r.name, "blocked": r.blocked,
+                               "lines": [{"period": ln.period, "dir": ln.dir, "used": ln.used,
+                                          "quota": ln.quota, "ok": ln.ok} for ln in r.lines]}
+                              for r in rows]}

@@ -1,6 +1,7 @@
 """Traffic reports by mail (NeTAMS `send report`): which units, which period,
-which figures and to whom. Pure but for `period_figures`, the one query; the
-daemon (Daemon.send_reports) queues what `build` returns through the alerter.
+which figures and to whom. The functions are pure (the one query,
+period_figures, is in acctd/store/queries.py); ReportsService queues what
+`build` returns through the alerter.
 
     send report [to {owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]
 
@@ -23,12 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from acctd.errors import AcctError
-from acctd.store.rollup import ALL_TRAFFIC, DROPPED, period_start, to_us
+from acctd.services.contract import Service
+from acctd.store.rollup import ALL_TRAFFIC, DROPPED, period_start
+
+log = logging.getLogger("acctd.daemon")
 
 PERIODS = ("day", "week")
 OWNER = "{owner}"
@@ -70,15 +75,6 @@ class Request:
         """The control request's args (JSON)."""
         return {"to": list(self.to), "on": list(self.on), "period": self.period}
 
-    @classmethod
-    def from_args(cls, args: Mapping) -> "Request":
-        def words(key: str) -> tuple[str, ...]:
-            v = args.get(key) or ()
-            if not isinstance(v, (list, tuple)) or not all(isinstance(w, str) for w in v):
-                raise ReportError(f"send report: {key!r} must be a list of words")
-            return tuple(v)
-        return cls(words("to"), words("on"), str(args.get("period") or "day"))
-
 
 def parse(words: Sequence[str]) -> Request:
     """The words after `send report` (argv from acctctl or a schedule action)."""
@@ -119,18 +115,6 @@ def last_period(period: str, now: dt.datetime, zone: ZoneInfo) -> tuple[dt.datet
     return period_start(period, end - dt.timedelta(microseconds=1), zone), end
 
 
-def period_figures(storage, period: str, start: dt.datetime) -> dict[int, dict[tuple[int, int], int]]:
-    """Bytes of every unit in the day or week starting at `start` (UTC), from
-    the summaries: {unit_oid: {(policy_oid, dir): bytes}}, dir 0 in, 1 out."""
-    rows = storage.con.execute(
-        "SELECT unit_oid, policy_oid, dir, bytes FROM summary WHERE kind = $k "
-        "AND period_start = make_timestamp($s)", {"k": period, "s": to_us(start)}).fetchall()
-    out: dict[int, dict[tuple[int, int], int]] = {}
-    for unit, policy, d, b in rows:
-        out.setdefault(int(unit), {})[(int(policy), int(d))] = int(b)
-    return out
-
-
 # --- units, recipients, rows ---------------------------------------------------------
 
 def select_units(units, on: Sequence[str] = ()) -> list[int]:
@@ -142,10 +126,7 @@ def select_units(units, on: Sequence[str] = ()) -> list[int]:
     out: list[int] = []
     for w in on:
         name, plus = (w[:-1], True) if w.endswith("+") else (w, False)
-        try:
-            i = units.find(name)
-        except KeyError:
-            raise ReportError(f"send report: unknown unit {name!r} (see `acctctl units`)") from None
+        i = units.find(name)   # NotFound: "unknown unit 'x'"
         for j in (i, *(units.descendants(i) if plus else ())):
             if j not in out:
                 out.append(j)
@@ -196,23 +177,60 @@ class Report:
     total: tuple[int, int] | None
 
 
-def build(cfg, req: Request, admins: Sequence[str], figures: Mapping[int, Mapping],
+def build(snap, req: Request, admins: Sequence[str], figures: Mapping[int, Mapping],
           start: dt.datetime) -> tuple[list[Report], list[dict]]:
     """The messages for `req` over the period starting at `start` (UTC), and
-    the units left out (nobody to send to) with the reason."""
-    zone = cfg.processor.zone
-    pols = cfg.policies.policies
+    the units left out (nobody to send to) with the reason; snap: the model
+    snapshot (units, policies, plan)."""
+    zone = snap.config.processor.zone
+    pols = snap.policies.policies
     names = {int(p.oid, 16): p.name for p in pols}
     names.update({oid: f"dropped: {cause}" for cause, oid in DROPPED.items()})
     reports, skipped = [], []
-    for i in select_units(cfg.units, req.on):
-        u = cfg.units.units[i]
+    for i in select_units(snap.units, req.on):
+        u = snap.units.units[i]
         to = addresses(req.to, u.email or None, admins)
         if not to:
             skipped.append({"unit": u.name, "reason": "no e-mail and no other recipient"})
             continue
-        listed = [(int(pols[e.policy].oid, 16), pols[e.policy].name) for e in cfg.plan.lists[i]]
+        listed = [(int(pols[e.policy].oid, 16), pols[e.policy].name) for e in snap.plan.lists[i]]
         rows, total = policy_rows(listed, figures.get(int(u.oid, 16), {}), names)
         reports.append(Report(u.name, u.oid, to, req.period, start.astimezone(zone),
                               tuple(rows), total))
     return reports, skipped
+
+
+# --- the service ----------------------------------------------------------------------
+
+class ReportsService(Service):
+    """`send report` from acctctl or a schedule: one mail per unit with its
+    bytes per acct-policy over the last complete day or week, queued in the
+    alerter's outbox (its thread delivers). Which units, period and figures:
+    the functions above; here only the query, under the lock, and the
+    queueing, outside it."""
+
+    name = "reports"
+
+    def send(self, to: list[str] = (), on: list[str] = (), period: str = "day") -> dict:
+        from acctd.services.alerter import AlerterService
+        from acctd.store.queries import period_figures
+        mailer = self.core.service(AlerterService).mailer
+        if mailer is None:
+            raise ReportError(NO_ALERTER)
+        req = Request(tuple(to), tuple(on), period)
+        with self.core.lock:  # one DuckDB handle; a reload swaps the snapshot under it too
+            snap = self.core.snapshot
+            zone = snap.config.processor.zone
+            now = self.core.clock()
+            start, end = last_period(req.period, now, zone)
+            figures = period_figures(self.core.storage, req.period, start)
+        out, skipped = build(snap, req, mailer.settings.admins, figures, start)
+        queued = []
+        for r in out:
+            mid = mailer.report(r.unit, r.oid, None, r.period, r.start, list(r.rows),
+                                to=r.to, total=r.total)
+            queued.append({"unit": r.unit, "to": list(r.to), "id": mid})
+        log.info("send report %s from %s: %d queued, %d skipped", req.period,
+                 start.astimezone(zone).date(), len(queued), len(skipped))
+        return {"period": req.period, "start": start.astimezone(zone).isoformat(),
+                "end": end.astimezone(zone).isoformat(), "queued": queued, "skipped": skipped}

@@ -42,7 +42,10 @@ import calendar
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
+import os
+import queue
 import random
 import re
 import shlex
@@ -51,8 +54,11 @@ import zoneinfo
 from typing import Any, Callable, Iterable
 
 from acctd.common import durable
-from acctd.errors import AcctError
+from acctd.errors import AcctError, NotFound, PermissionDenied
 from acctd.model.units import normalize_oid
+from acctd.services.contract import Service
+
+log = logging.getLogger("acctd.daemon")
 
 __all__ = ["SchedulerError", "Owner", "Timing", "Entry", "Spec", "Scheduler",
            "parse_schedule", "parse_time", "split_action", "next_due", "resolve_wall",
@@ -473,7 +479,7 @@ class Scheduler:
         with self._lock:
             e = self._entries.pop(key, None)
             if e is None:
-                raise SchedulerError(f"no schedule entry {key} (see `acctctl schedule list`)")
+                raise NotFound(f"no schedule entry {key} (see `acctctl schedule list`)")
             try:
                 self._save()
             except SchedulerError:
@@ -516,7 +522,7 @@ class Scheduler:
             try:
                 return dataclasses.replace(self._entries[normalize_oid(oid)])
             except (KeyError, ValueError):
-                raise SchedulerError(f"no schedule entry {oid}") from None
+                raise NotFound(f"no schedule entry {oid}") from None
 
     def entries(self) -> list[Entry]:
         with self._lock:
@@ -586,3 +592,132 @@ def format_table(rows: Iterable[dict]) -> str:
     lines = ["OID | INTERVAL | LEFT | ACTION"]
     lines += [f"{r['oid']} | {r['interval']} | {r['left']} | {r['action']}" for r in rows]
     return "\n".join(lines)
+
+
+# --- the service ----------------------------------------------------------------------
+
+# The acctctl words a schedule may run, as control requests: word -> how the
+# rest of the line becomes the command's arguments.
+def _schedulable(cmd: str, rest: list[str]) -> dict | None:
+    if cmd in ("flush", "reload", "units", "policies", "status") and not rest:
+        return {"cmd": cmd, "args": {}}
+    if cmd == "list" and len(rest) == 1:
+        return {"cmd": "list", "args": {"unit": rest[0]}}
+    if cmd == "stat" and len(rest) in (1, 2):
+        return {"cmd": "stat", "args": {"unit": rest[0], "period": (rest[1:] or ["week"])[0]}}
+    if cmd == "debug" and rest and rest[0] in ("on", "off"):
+        return {"cmd": "debug", "args": {"on": rest[0] == "on",
+                                         "category": (rest[1:] or [None])[0]}}
+    if cmd == "session" and rest == ["kill-expired"]:
+        return {"cmd": "session-kill-expired", "args": {}}
+    if cmd == "send" and rest[:1] == ["report"]:
+        from acctd.services import reports
+        return {"cmd": "send-report", "args": reports.parse(rest[1:]).to_args()}
+    return None
+
+
+def request_from_argv(argv: list[str]) -> dict:
+    """A scheduled command line (acctctl words) as a control request."""
+    if not argv:
+        raise ValueError("empty command")
+    req = _schedulable(argv[0], argv[1:])
+    if req is None:
+        raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, "
+                         "policies, status, list UNIT, stat UNIT [week|month], debug on|off "
+                         "[CATEGORY], session kill-expired or send report [to "
+                         "{owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
+    return req
+
+
+class SchedulerService(Service):
+    """NeTAMS `service scheduler` in the daemon: entries persist beside the
+    database; due ones run on a worker thread of their own, one at a time,
+    each command with the level its owner has *now* (a removed or demoted
+    user loses the power); the first failure ends the entry's && chain."""
+
+    name = "scheduler"
+
+    def __init__(self, core, settings: str):
+        super().__init__(core, settings)      # the time zone
+        self.schedule: Scheduler | None = None
+        self.queue: "queue.Queue[Entry]" = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def settings_of(config):
+        return config.processor.time_zone
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.core.state_dir, "schedule.json")
+
+    def start(self) -> None:
+        self.schedule = Scheduler(self.settings, clock=self.core.clock, path=self.path)
+
+    def serve(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="schedule", daemon=True)
+        self._thread.start()
+
+    def reload(self, settings: str) -> None:
+        if settings != self.settings:
+            self.schedule.set_zone(settings)
+        self.settings = settings
+
+    def tick(self) -> None:
+        for entry in self.schedule.due():
+            self.queue.put(entry)  # a scheduled `flush` waits for the very loop that ticks
+        if self.schedule.save_error:
+            log.error("could not save schedules: %s", self.schedule.save_error)
+
+    def _work(self) -> None:
+        while True:
+            entry = self.queue.get()
+            for argv in entry.commands:
+                try:
+                    self.core.dispatcher.handle(request_from_argv(argv), self._owner(entry))
+                    log.info("schedule %s: %s done", entry.oid, " ".join(argv))
+                except Exception as e:
+                    log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
+                    break
+
+    def _owner(self, entry: Entry):
+        """The entry's owner as a caller, at the level it has now."""
+        import pwd
+
+        from acctd.control.access import Level
+        from acctd.control.dispatch import Caller
+        owner = entry.owner
+        if owner.uid >= 0:  # a Unix user: as the socket would see it now
+            try:
+                gid = pwd.getpwuid(owner.uid).pw_gid
+            except KeyError:
+                gid = -1
+            return self.core.dispatcher.peer(owner.uid, gid)
+        # a TCP user: whatever level that user has now
+        level = next((Level.named(u.level) for u in self.core.config.users
+                      if u.name == owner.name), None)
+        if level is None:
+            raise PermissionDenied(f"user {owner.name} no longer exists")
+        return Caller(owner.uid, owner.name, level)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def list(self) -> list[dict]:
+        return self.schedule.list()
+
+    def add(self, spec: str, caller) -> dict:
+        parsed = parse_schedule(spec)
+        for argv in split_action(parsed.action):  # refused now, not at 3 a.m.
+            request_from_argv(argv)
+        e = self.schedule.add(parsed, (caller.uid, caller.name))
+        return {"oid": e.oid, "due": e.due.isoformat()}
+
+    def delete(self, oid: str, caller) -> dict:
+        from acctd.control.access import Level
+        entry = self.schedule.get(oid)  # unknown oid: an error naming it
+        if (entry.owner.uid, entry.owner.name) != (caller.uid, caller.name) and \
+                caller.level < Level.ADMIN:
+            raise PermissionDenied(f"schedule {oid} belongs to {entry.owner.name}; only it or an "
+                                   "admin may delete it")
+        self.schedule.delete(oid)
+        return {"deleted": oid}

@@ -1,16 +1,32 @@
 """Sessions (Freeside's session monitor): which user unit holds which address
-now. Its settings are the [session] table: the commands run when a session
-starts or stops, and the NAS ports a session started by port takes its
-address from."""
+now, with exact counts (acctd/model/sessions.py has the record). Its
+settings are the [session] table: the commands run when a session starts
+or stops, and the NAS ports a session started by port takes its address
+from. Logins, dynamicip files, OpenVPN and RADIUS Disconnect change
+sessions through SessionsService.changes()."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import numpy as np
+
 from acctd.config.schema import Invalid, Table, number, setting, strings
-from acctd.model.addresses import parse_addr
+from acctd.errors import BadRequest, Conflict
+from acctd.kernel import abi
+from acctd.model import sys_policy
+from acctd.model.addresses import format_addr, parse_addr
+from acctd.model.sessions import Session
+from acctd.model.snapshot import Snapshot
+from acctd.services.access_script import AccessScript
+from acctd.services.contract import Core, Drain, Service
+from acctd.store import rollup
+
+log = logging.getLogger("acctd.daemon")
 
 
 def _command(v, ctx) -> tuple[str, ...]:
@@ -46,3 +62,232 @@ class SessionSettings(Table):
     ports: Mapping[str, bytes] = setting(default_factory=lambda: MappingProxyType({}),
                                          check=_ports)
     hook_timeout: float = setting(10.0, check=number(0, what="seconds", open_lo=True))
+
+
+# --- the drain's arithmetic (pure) ----------------------------------------------
+
+def charges(rows: Mapping[str, np.ndarray], open_sessions: Mapping[str, int]
+            ) -> dict[int, tuple[int, int, int, int]]:
+    """One drain's counts for each open session: session id -> (packets in,
+    packets out, bytes in, bytes out), from the drain's oid-keyed rows
+    (acctd.store.interval.columns): the unit's all-traffic rows.
+    open_sessions: unit oid (hex text) -> session id."""
+    if not open_sessions:
+        return {}
+    units = np.asarray(rows["unit_oid"])
+    pol = np.asarray(rows["policy_oid"])
+    want = {int(oid, 16): sid for oid, sid in open_sessions.items()}
+    out: dict[int, list[int]] = {}
+    sel = np.flatnonzero((pol == rollup.ALL_TRAFFIC) & np.isin(units, list(want)))
+    for i in sel:
+        sid = want[int(units[i])]
+        c = out.setdefault(sid, [0, 0, 0, 0])
+        d = int(rows["dir"][i])
+        c[d] += int(rows["packets"][i])
+        c[2 + d] += int(rows["bytes"][i])
+    return {sid: tuple(c) for sid, c in out.items()}
+
+
+def add_counts(x: Session, c: tuple[int, int, int, int]) -> None:
+    x.packets_in += c[0]
+    x.packets_out += c[1]
+    x.bytes_in += c[2]
+    x.bytes_out += c[3]
+
+
+def hook_env(user: str, addr: str, nas: str = "", port: str = "", mac: str = "") -> dict:
+    """What a Freeside-style session-start/session-stop command receives, as
+    environment variables (never interpolated into a shell string). The
+    NAS's name is what it was given as; an address is not looked up, so a
+    slow resolver never holds up a session."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(nas)
+        nasfqdn = ""
+    except ValueError:
+        nasfqdn = nas
+    return {"user": user, "ip": addr, "nasip": nas, "nasfqdn": nasfqdn, "nasport": port,
+            "mac": mac}
+
+
+# --- the service --------------------------------------------------------------------
+
+class SessionsService(Service):
+    """Who holds which address: open sessions (kept in DuckDB, they survive
+    restarts), their counts, and the [session] commands. Every change of
+    binding drains first, under the lock, so each byte goes to its holder."""
+
+    name = "sessions"
+
+    def __init__(self, core: Core, settings: SessionSettings):
+        super().__init__(core, settings)
+        self.open: dict[str, Session] = {}    # by user unit oid
+        self.runners: dict[str, AccessScript] = {}   # [session] commands, by program
+
+    @staticmethod
+    def settings_of(config):
+        return config.session
+
+    def load(self) -> None:
+        """Open sessions from the database (before the first snapshot)."""
+        self.open = {x.unit_oid: x for x in self.core.storage.sessions(open_only=True)}
+
+    def bindings(self, snap: Snapshot) -> dict[int, bytes]:
+        """Each open session's address for its user unit, by index in `snap`;
+        sessions whose unit is gone or is no user unit any more are stopped."""
+        want = {}
+        for oid, x in list(self.open.items()):
+            i = snap.base.by_oid.get(oid)
+            if i is None or snap.base.units[i].type != "user":
+                self._stop(x, self.core.clock(), "config-changed", snap)
+                continue
+            want[i] = parse_addr(x.addr)
+        return want
+
+    def stop_all(self, cause: str) -> None:
+        for x in list(self.open.values()):
+            self._stop(x, self.core.clock(), cause)
+
+    def in_drain(self, drain: Drain, tx) -> None:
+        self._charges = charges(drain.rows, {o: x.id for o, x in self.open.items()})
+        tx.charge_sessions(self._charges)
+
+    def after_drain(self, drain: Drain) -> None:
+        for x in self.open.values():  # committed: the in-memory counts follow
+            c = self._charges.get(x.id)
+            if c:
+                add_counts(x, c)
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
+    def status(self) -> dict:
+        return {"sessions_open": len(self.open)}
+
+    # -- changes --------------------------------------------------------------------
+
+    def changes(self, changes: list[dict], source: str) -> list[dict]:
+        """Start and stop sessions as one batch: one drain first (what was
+        counted so far belongs to the holders until now), then every change,
+        one new snapshot and one enforcement update. A change is {"user",
+        "addr"} to start (addr None: stop) plus optional mac, nas, port, cause.
+        Returns the sessions started or stopped."""
+        core = self.core
+        with core.lock:
+            snap = core.snapshot
+            plan = []
+            for c in changes:  # check everything before changing anything
+                u = snap.unit(c["user"])
+                if u.type != "user":
+                    raise BadRequest(f"unit {u.name} is a {u.type}: only user units hold "
+                                     "sessions")
+                addr = c.get("addr")
+                if addr is not None:
+                    a = parse_addr(addr)
+                    owner = snap.units.match(np.frombuffer(a, np.uint8)[None])[0]
+                    if owner >= 0 and snap.units.units[owner].type != "user":
+                        o = snap.units.units[owner]
+                        raise Conflict(f"address {addr} belongs to {o.type} unit {o.name}")
+                    addr = format_addr(a)
+                plan.append((u, addr, c))
+            now = core.clock()
+            core.drain_locked()
+            done = []
+            for u, addr, c in plan:
+                old = self.open.get(u.oid)
+                if addr is None:
+                    if old is not None:
+                        self._stop(old, now, c.get("cause") or "user-request")
+                        done.append(old.to_row())
+                    continue
+                if old is not None:
+                    if old.addr == addr:
+                        continue  # already there
+                    self._stop(old, now, "rebound")
+                    done.append(old.to_row())
+                for other in list(self.open.values()):
+                    if other.addr == addr:
+                        self._stop(other, now, "address-moved")
+                        done.append(other.to_row())
+                x = Session(0, u.oid, addr, source, now, mac=c.get("mac") or "",
+                            nas=c.get("nas") or "", port=str(c.get("port") or ""))
+                x.id = core.storage.start_session(x)
+                self.open[u.oid] = x
+                core.session_started(x, u.name)
+                self._run_hook("start", x, u.name)
+                log.info("session %d: %s at %s (%s)", x.id, u.name, addr, source)
+                done.append(x.to_row())
+            core.rebuild()
+            core.enforce()
+            return done
+
+    def _stop(self, x: Session, now: dt.datetime, cause: str, snap: Snapshot | None = None
+              ) -> None:
+        known = snap is not None and x.unit_oid in snap.base.by_oid
+        name = (snap if known else self.core.snapshot).name_of(x.unit_oid)
+        x.stop, x.stop_cause = now, cause
+        self.core.session_stopping(x, name, cause, now)  # RADIUS spools before the database moves on
+        self.core.storage.stop_session(x.id, now, cause)
+        self.open.pop(x.unit_oid, None)
+        self._run_hook("stop", x, name)
+        log.info("session %d of %s at %s stopped: %s", x.id, x.unit_oid, x.addr, cause)
+
+    def _run_hook(self, which: str, x: Session, user: str) -> None:
+        """The [session] start/stop command, on a worker thread per program
+        (in order, never through a shell; see access_script)."""
+        argv = getattr(self.settings, which)
+        if not argv:
+            return
+        timeout = self.settings.hook_timeout
+        r = self.runners.get(argv[0])
+        if r is None or r.timeout != timeout:
+            r = self.runners[argv[0]] = AccessScript(argv[0], timeout)
+        r.call(argv[1:], hook_env(user, x.addr, x.nas, x.port, x.mac))
+
+    # -- commands (Freeside's session monitor) --------------------------------------
+
+    def start_session(self, user: str, ip: str | None = None, port: str | None = None,
+                      nas: str | None = None, mac: str | None = None) -> dict:
+        """`session start`: bind `user` to an address, given or found from its
+        NAS port in [session] ports."""
+        addr = ip
+        if addr is None:
+            key = f"{nas}:{port}" if nas else str(port)
+            found = self.settings.ports.get(key) if port is not None else None
+            if found is None:
+                raise BadRequest(f"session start {user}: give --ip, or a --port listed in "
+                                 f"[session] ports (no entry {key!r})")
+            addr = format_addr(found)
+        return {"sessions": self.changes([{"user": user, "addr": addr, "mac": mac, "nas": nas,
+                                           "port": port}], "command")}
+
+    def stop_session(self, user: str, cause: str = "user-request") -> dict:
+        return {"sessions": self.changes([{"user": user, "addr": None, "cause": cause}],
+                                         "command")}
+
+    def list(self, open: bool = False, user: str | None = None, limit: int = 100) -> list[dict]:
+        with self.core.lock:
+            snap = self.core.snapshot
+            oid = snap.unit(user).oid if user is not None else None
+            rows = []
+            for x in self.core.storage.sessions(open, oid, limit):
+                r = x.to_row()
+                r["user"] = snap.name_of(x.unit_oid)
+                rows.append(r)
+            return rows
+
+    def kill_expired(self) -> dict:
+        """Freeside's periodic kill: end the sessions of users whose access
+        is denied now (any block: money, login, quota, admin)."""
+        with self.core.lock:
+            snap = self.core.snapshot
+            bits = self.core.sys_policy_bits()
+            expired = [snap.name_of(oid) for oid in self.open
+                       if sys_policy.verdict(sys_policy.effective(bits, snap.units,
+                                                                  snap.units.by_oid[oid]))
+                       == abi.Verdict.DROP]
+        if not expired:
+            return {"sessions": []}
+        return {"sessions": self.changes(
+            [{"user": n, "addr": None, "cause": "expired"} for n in expired], "command")}

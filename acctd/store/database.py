@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -198,19 +198,19 @@ class Storage:
 
     def commit(self, rollup: Rollup,
                checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]],
-               session_charges: Mapping[int, tuple[int, int, int, int]] | None = None) -> None:
+               in_transaction: Callable[[Storage], None] | None = None) -> None:
         """Store one drain atomically: raw rows, summary upserts, retention, checkpoint.
 
         checkpoint: map name -> (keys, values), the full counter state after
         this drain: what the next drain's deltas subtract. Maps not named keep
         no checkpoint after this commit. rollup.ts becomes `last_drain`; a
         wall clock stepped back only moves rows between periods.
+        in_transaction(self) writes what must commit with the counts (the
+        services' in_drain: session counts), inside the same transaction.
 
         On any error nothing is written and the exception propagates; the
         daemon's in-memory baseline is then ahead of the file, so it must
-        reseed from load_checkpoint() before the next drain. session_charges
-        (session id -> packets in/out, bytes in/out) go into the same
-        transaction, so sessions never disagree with the rows.
+        reseed from load_checkpoint() before the next drain.
         """
         ts_us = to_us(rollup.ts)
         self.con.register("acct_raw_batch", rollup.raw)
@@ -219,10 +219,8 @@ class Storage:
             self._sql("BEGIN")
             try:
                 self._write(ts_us, checkpoint)
-                for sid, (pi, po, bi, bo) in (session_charges or {}).items():
-                    self._sql("UPDATE sessions SET packets_in = packets_in + ?, packets_out = "
-                              "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
-                              "WHERE id = ?", [pi, po, bi, bo, sid])
+                if in_transaction is not None:
+                    in_transaction(self)
                 self._sql("COMMIT")
             except BaseException:
                 try:
@@ -233,6 +231,14 @@ class Storage:
         finally:
             self.con.unregister("acct_raw_batch")
             self.con.unregister("acct_summary_batch")
+
+    def charge_sessions(self, charges: Mapping[int, tuple[int, int, int, int]]) -> None:
+        """Add a drain's counts to open sessions: session id -> (packets in,
+        packets out, bytes in, bytes out). Inside the drain's transaction."""
+        for sid, (pi, po, bi, bo) in charges.items():
+            self._sql("UPDATE sessions SET packets_in = packets_in + ?, packets_out = "
+                      "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
+                      "WHERE id = ?", [pi, po, bi, bo, sid])
 
     def _write(self, ts_us: int, checkpoint) -> None:
         self._sql("INSERT INTO raw SELECT make_timestamp($ts), unit_oid, policy_oid, dir, "

@@ -13,31 +13,17 @@ Two sources, two jobs:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
 
 from acctd.kernel import abi
 from acctd.model import policies
-from acctd.model.units import UnitSet
+from acctd.model.snapshot import Snapshot
 from acctd.store import rollup
 
 
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """What a drain is accounted against: units, policies, their plan."""
-    units: UnitSet
-    plan: policies.AcctPlan
-    unit_oids: np.ndarray     # index -> integer oid
-    policy_oids: np.ndarray
-
-    @classmethod
-    def from_config(cls, cfg) -> "Model":
-        return cls(cfg.units, cfg.plan, rollup.oid_ints(cfg.units), rollup.oid_ints(cfg.policies))
-
-
-def unit_sums(model: Model, leaf: np.ndarray, packets: np.ndarray, bytes_: np.ndarray):
+def unit_sums(model: Snapshot, leaf: np.ndarray, packets: np.ndarray, bytes_: np.ndarray):
     """Per unit (groups included, each byte once) and per dir: packets, bytes.
 
     leaf: unit index per row (-1 none); packets/bytes_: (n, 2) per dir."""
@@ -61,7 +47,7 @@ def unit_sums(model: Model, leaf: np.ndarray, packets: np.ndarray, bytes_: np.nd
     return up, ub, nonep, noneb
 
 
-def columns(model: Model, now: dt.datetime, flow_keys: np.ndarray, flow_vals: np.ndarray,
+def columns(model: Snapshot, now: dt.datetime, flow_keys: np.ndarray, flow_vals: np.ndarray,
             addr_keys: np.ndarray, addr_vals: np.ndarray,
             unattr_packets: np.ndarray, unattr_bytes: np.ndarray
             ) -> tuple[dict[str, np.ndarray], policies.Counts]:

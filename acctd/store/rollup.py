@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -109,11 +108,6 @@ def to_us(ts: dt.datetime) -> int:
 
 def from_us(us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=int(us))
-
-
-def oid_ints(objs: Sequence) -> np.ndarray:
-    """Index -> integer oid ("02A1F3" -> 0x02A1F3) for a UnitSet or PolicySet."""
-    return np.array([int(o.oid, 16) for o in objs], dtype=np.uint32)
 
 
 @dataclasses.dataclass(frozen=True)

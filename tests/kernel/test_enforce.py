@@ -11,6 +11,7 @@ from acctd import config
 from acctd.kernel import abi, syscalls, drain, enforcer
 from acctd.model import enforcement
 from acctd.model.addresses import format_addr
+from acctd.model.snapshot import Snapshot
 
 from .conftest import LO_SLOT, set_clock
 
@@ -71,7 +72,7 @@ bw = "8M"
 def enforced(datapath):
     cfg = config.loads(CONFIG)
     enf = enforcer.Enforcer(datapath.maps, burst_s=0.1)
-    classes = enforcement.plan(cfg, {}, None)
+    classes = enforcement.plan(Snapshot.build(cfg), {}, None)
     enf.apply(classes)
     yield datapath, enf, classes
     enf.apply({})  # the other kernel tests expect no classes
@@ -138,10 +139,10 @@ def test_block_overrides_and_sys_allow_lifts_only_blocks(enforced):
     dp, enf, classes = enforced
     cfg = config.loads(CONFIG)
     fw = cfg.units.find("fw")
-    enf.apply(enforcement.plan(cfg, {fw: abi.Reason.QUOTA}, None))
+    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.Reason.QUOTA}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_DROP
     assert drops_of(dp, "10.0.5.1")[abi.Drop.BLOCK, abi.Dir.OUT] >= 1
-    enf.apply(enforcement.plan(cfg, {fw: abi.Reason.QUOTA | abi.Reason.SYS_ALLOW}, None))
+    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.Reason.QUOTA | abi.Reason.SYS_ALLOW}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_PASS
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=22))) == XDP_DROP  # fw still holds
     enf.apply(classes)

@@ -24,6 +24,6 @@ hook = "tc"
 def all_traffic(d, unit: str) -> dict:
     """{"in"/"out": (packets, bytes)} of the unit's month, all traffic."""
     from acctd.store.queries import report_list
-    rows = report_list(d.storage, d.cfg, unit, d.clock())["policies"]
+    rows = report_list(d.storage, d.snapshot, unit, d.clock())["policies"]
     return {r["dir"]: (r["month"]["packets"], r["month"]["bytes"])
             for r in rows if r["policy"] == "(all)"}

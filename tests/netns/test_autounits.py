@@ -13,6 +13,7 @@ import pytest
 
 from .gateway import HOOKS
 from .topology import LINKS, build_udp_frame
+from acctd.services.runtime_units import UnitsService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -101,10 +102,10 @@ def test_burst_of_new_addresses_makes_units_and_loses_no_byte(topo, daemon):
     t = time.perf_counter()
     d.drain()   # the first traffic counts for the net; the units are made
     made_s = time.perf_counter() - t
-    made = [u for u in d.runtime if u.parents == ("auto",)]
+    made = [u for u in d.service(UnitsService).runtime if u.parents == ("auto",)]
     assert len(made) == BURST
     assert {u.name for u in made} >= {"pc1.1", "pc20.250"}
-    net = d.cfg.units.units[d.cfg.units.find("lan1net")].oid
+    net = d.snapshot.units.units[d.snapshot.units.find("lan1net")].oid
     assert month_rows(d, [net]) == (1, BURST, BURST * IP_LEN)
     send_burst(topo)
     d.drain()   # now each address counts for its own unit
@@ -114,10 +115,10 @@ def test_burst_of_new_addresses_makes_units_and_loses_no_byte(topo, daemon):
     # units made at run time come back after a restart
     d.close()
     from acctd.daemon.core import Daemon
-    d2 = Daemon(d.base_cfg, d.dp.sizes, netns=topo.ns["gw"])
+    d2 = Daemon(d.config, d.dp.sizes, netns=topo.ns["gw"])
     d2.start()
     try:
-        assert len([u for u in d2.runtime if u.parents == ("auto",)]) == BURST
+        assert len([u for u in d2.service(UnitsService).runtime if u.parents == ("auto",)]) == BURST
     finally:
         d2.close()
 
@@ -125,17 +126,17 @@ def test_burst_of_new_addresses_makes_units_and_loses_no_byte(topo, daemon):
 def test_unit_add_ip_auto_and_mac_control(topo, daemon):
     d = daemon
     # ip auto: the next free address of the pool, skipping owned ones
-    assert d.unit_add("host", "kiosk", "auto")["ip"] == "10.2.0.100"
-    assert d.unit_add("user", "guest", "auto")["ip"] == "10.2.0.101"
+    assert d.call("unit-add", kind="host", name="kiosk", ip="auto")["ip"] == "10.2.0.100"
+    assert d.call("unit-add", kind="user", name="guest", ip="auto")["ip"] == "10.2.0.101"
     with pytest.raises(Exception, match="exhausted"):
-        d.unit_add("host", "third", "auto")
-    assert d.unit_del("kiosk")["deleted"] == "kiosk"
+        d.call("unit-add", kind="host", name="third", ip="auto")
+    assert d.call("unit-del", name="kiosk")["deleted"] == "kiosk"
 
     def bob_pings() -> int:
         return topo.ping("sub2", SRV.v4(), count=3, size=56).received
 
     assert bob_pings() == 3
-    assert d.mac_check()["mismatched"] == {}
+    assert d.call("mac-check")["mismatched"] == {}
     # bob's address now answers from another MAC: blocked (reason mac). The
     # testbed's neighbour entries are permanent (a quiet wire), so the test
     # writes what the gateway would have learnt
@@ -147,12 +148,12 @@ def test_unit_add_ip_auto_and_mac_control(topo, daemon):
                 "nud", "permanent")
 
     neighbour("02:ac:00:99:00:02")
-    got = d.mac_check()["mismatched"]
+    got = d.call("mac-check")["mismatched"]
     assert [(m["unit"], m["seen"]) for m in got.values()] == [("bob", "02:ac:00:99:00:02")]
     assert d.blocked()[SUB2.v4()] == ["sys-deny-mac"]
     assert bob_pings() == 0
     # the right MAC is back: the block lifts
     neighbour(good)
-    assert d.mac_check()["mismatched"] == {}
+    assert d.call("mac-check")["mismatched"] == {}
     assert SUB2.v4() not in d.blocked()
     assert bob_pings() == 3

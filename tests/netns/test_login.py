@@ -13,6 +13,7 @@ import pytest
 
 from .gateway import HOOKS, all_traffic
 from .topology import LINKS
+from acctd.services.login import LoginService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -69,12 +70,12 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
     try:
         d.start()
         assert bob_pings() == 4                       # no login record: not managed
-        d.login_set("bob", ["password", "s3cret", "inact", "120", "abs", "600"])
+        d.call("login-set", unit="bob", words=["password", "s3cret", "inact", "120", "abs", "600"])
         assert bob_pings() == 0                       # a record: blocked until login
-        bad = d.login_unit("bob", "guess")
+        bad = d.call("login", unit="bob", password="guess")
         assert (bad["ok"], bad["code"]) == (False, "wrong-password")
         assert bob_pings() == 0                       # a wrong password changes nothing
-        ok = d.login_unit("bob", "s3cret", SUB2.v4())
+        ok = d.call("login", unit="bob", password="s3cret", ip=SUB2.v4())
         assert ok["ok"] and ok["reply"].startswith("OK: login success from ip:" + SUB2.v4())
         assert bob_pings() == 4
         # inactivity counts from the last counted packet, which the drain
@@ -90,9 +91,10 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
         d.drain()
         assert d.blocked()[SUB2.v4()] == ["sys-deny-login"]
         assert bob_pings() == 0
-        assert d.login.get(d.cfg.units.units[d.cfg.units.find("bob")].oid).curr_state == "closed"
+        bob = d.snapshot.unit("bob").oid
+        assert d.service(LoginService).table.get(bob).curr_state == "closed"
         # logged in again: the absolute timeout (600 s) ends it despite traffic
-        assert d.login_unit("bob", "s3cret")["ok"]
+        assert d.call("login", unit="bob", password="s3cret")["ok"]
         for _ in range(6):
             clock[0] += dt.timedelta(seconds=110)
             assert bob_pings(2) == 2
@@ -100,29 +102,29 @@ def test_login_blocks_binds_and_times_out(topo, tmp_path):
         assert bob_pings() == 0                       # 660 s after login > abs 600
 
         # carol, a user unit: set-user-ip binds her to where she logs in from
-        d.login_set("carol", ["password", "hunter22"])
-        r = d.login_unit("carol", "hunter22", SUB1.v4())
-        assert r["ok"] and [s["addr"] for s in d.session_list(open_only=True)] == [SUB1.v4()]
+        d.call("login-set", unit="carol", words=["password", "hunter22"])
+        r = d.call("login", unit="carol", password="hunter22", ip=SUB1.v4())
+        assert r["ok"] and [s["addr"] for s in d.call("session-list", open=True)] == [SUB1.v4()]
         p1 = topo.ping("sub1", SRV.v4(), count=5, size=100)
         assert p1.received == 5
-        assert d.login_unit("carol", "hunter22", out=True)["ok"]
-        assert d.session_list(open_only=True) == []
-        assert d.login_unit("carol", "hunter22", SUB1.v6())["ok"]
+        assert d.call("logout", unit="carol", password="hunter22")["ok"]
+        assert d.call("session-list", open=True) == []
+        assert d.call("login", unit="carol", password="hunter22", ip=SUB1.v6())["ok"]
         p2 = topo.ping("sub1", SRV.v6(), count=3, size=100)
         d.drain()
         assert all_traffic(d, "carol") == {
             "out": (p1.request.packets + p2.request.packets,
                     p1.request.ip_bytes + p2.request.ip_bytes),
             "in": (p1.reply.packets + p2.reply.packets, p1.reply.ip_bytes + p2.reply.ip_bytes)}
-        shown = d.show_login("carol")["text"]
+        shown = d.call("login-show", unit="carol")["text"]
         assert "carol" in shown and "opened" in shown
         # every login attempt left one F-TICKS line, and they read back to the
         # same counts: bob failed once and logged in twice, carol twice
         lines = fticks_log.read_text().splitlines()
         assert len(lines) == 5 and all(ln.startswith("F-TICKS/eduroam/1.0#") for ln in lines)
         assert "bob" not in fticks_log.read_text()        # user names are hashed
-        d.fticks_import([str(fticks_log)])
-        rows = d.fticks_report()["rows"]
+        d.call("fticks-import", paths=[str(fticks_log)])
+        rows = d.call("fticks-report")["rows"]
         assert {r["result"]: r["logins"] for r in rows} == {"OK": 4, "FAIL": 1}
         assert {r["viscountry"] for r in rows} == {"UY"}
     finally:

@@ -12,6 +12,8 @@ import pytest
 
 from .gateway import HOOKS, all_traffic
 from .topology import LINKS
+from acctd.services.dynamicip import DynamicIpService
+from acctd.services.flowlog import FlowLogService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -69,23 +71,23 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
     try:
         d.start()
         (dyn / SUB1.v4()).write_text("carol\n")
-        d.poll_dynamicip()
+        d.service(DynamicIpService).tick()
         a = topo.ping("sub1", SRV.v4(), count=6, size=100)
         (dyn / SUB1.v4()).write_text("dave\n")          # rewritten in place: now dave's
-        d.poll_dynamicip()
+        d.service(DynamicIpService).tick()
         b = topo.ping("sub1", SRV.v4(), count=4, size=300)
         # net-acct rotation: pause (SIGTSTP), move the log away, resume (SIGCONT)
-        d.set_flowlog_paused(True)
+        d.service(FlowLogService).set_paused(True)
         d.drain()                                         # lines held, not written
         moved = tmp_path / "flows.log.1"
         os.rename(flows, moved)
         c = topo.ping("sub1", SRV.v4(), count=3, size=200)
         (dyn / SUB1.v4()).unlink()                       # dave's address is nobody's now
-        d.poll_dynamicip()
+        d.service(DynamicIpService).tick()
         topo.ping("sub1", SRV.v4(), count=2, size=50)    # unattributed
-        d.set_flowlog_paused(False)
+        d.service(FlowLogService).set_paused(False)
         d.drain()
-        rotated = d.rotate_flowlog()["rotated_to"]
+        rotated = d.call("rotate-flowlog")["rotated_to"]
         e = topo.ping("sub2", SRV.v4(), count=2, size=60)  # nobody's either
         d.drain()
 
@@ -94,7 +96,7 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
         dave_out = (b.request.packets + c.request.packets, b.request.ip_bytes + c.request.ip_bytes)
         dave_in = (b.reply.packets + c.reply.packets, b.reply.ip_bytes + c.reply.ip_bytes)
         assert all_traffic(d, "dave") == {"out": dave_out, "in": dave_in}
-        assert [(r["user"], r["source"], r["stop_cause"]) for r in d.session_list()] == [
+        assert [(r["user"], r["source"], r["stop_cause"]) for r in d.call("session-list")] == [
             ("dave", "file", "file-removed"), ("carol", "file", "file-removed")]
 
         # every flow once in the logs: the moved file, the rotated one, the new one

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from .topology import LINKS, Topology, Traffic, wire_ip_totals
+from acctd.services.alerter import AlerterService
+from acctd.services.quota import QuotaService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -304,7 +306,7 @@ def test_sys_deny_blocks_in_the_kernel_and_survives_kill(wire, tmp_path):
         d.kill()
         assert bob_pings() == 0  # still blocked while the daemon is down
         d.start()
-        blocked = d.ctl("units", "--syspolicy", "--json")
+        blocked = d.ctl("units", "--sys-policy", "--json")
         assert [(u["name"], u["sys_policy"]) for u in blocked] == [("bob", ["sys-deny"])]
         shown = json.loads(subprocess.run(
             [f"{BIN}/acctctl", "--pin-root", d.pin_root, "--netns", topo.ns["gw"], "show", "--json"],
@@ -359,23 +361,24 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
                netns=topo.ns["gw"], clock=lambda: clock[0])
     try:
         d.start()
-        assert d.set_quota(["alice", "hour", "2K", "out"])["set"] == "set alice active hour 2K out"
+        assert d.call("quota-set", argv=["alice", "hour", "2K", "out"])["set"] == \
+            "set alice active hour 2K out"
         assert topo.ping("sub1", SRV.v4(), count=10, size=100).received == 10  # 1280 B out
         d.drain()
-        assert not d.quota_events  # below the soft threshold (80 % of 2048)
+        assert not d.service(QuotaService).events  # below the soft threshold (80 % of 2048)
         assert topo.ping("sub1", SRV.v4(), count=10, size=100).received == 10  # 2560 B: over
         d.drain()
-        assert [e.kind for e in d.quota_events] == ["hard"]
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
         assert topo.ping("sub1", SRV.v4(), count=5, size=100).received == 0   # dropped in the kernel
         assert topo.ping("sub2", SRV.v4(), count=5, size=100).received == 5   # bob unaffected
-        shown = d.show_quota("alice")
+        shown = d.call("quota-show", unit="alice")
         assert shown["units"][0]["blocked"] and "[-]" in shown["text"]
         clock[0] += dt.timedelta(hours=1)  # the next hour
         d.drain()
-        assert [e.kind for e in d.quota_events] == ["hard", "return"]
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard", "return"]
         assert topo.ping("sub1", SRV.v4(), count=5, size=100).received == 5
         # the notices went to the admin through the outbox and the SMTP server
-        d.mailer.deliver_due(now=time.time() + 1)
+        d.service(AlerterService).mailer.deliver_due(now=time.time() + 1)
         assert [m["To"] for m in sink.got] == ["noc@isp.example"] * 2
         assert all("alice" in m["Subject"] for m in sink.got)
     finally:
@@ -409,9 +412,9 @@ def test_reaped_flows_are_accounted_and_are_not_evictions(wire, tmp_path):
         time.sleep(2.5)   # idle past flow-lifetime
         d.drain()
         assert d.flows_reaped >= 2 and d._flow_counts()[1] <= live - 2
-        assert d.status()["datapath"]["flow_evictions"] == 0
+        assert d.call("status")["datapath"]["flow_evictions"] == 0
         alice = {(p["policy"], p["dir"]): p["month"]
-                 for p in report_list(d.storage, d.cfg, "alice", d.clock())["policies"]}
+                 for p in report_list(d.storage, d.snapshot, "alice", d.clock())["policies"]}
         assert (alice[("icmp", "out")]["packets"], alice[("icmp", "out")]["bytes"]) == \
             (ping.request.packets, ping.request.ip_bytes)
         assert (alice[("icmp", "in")]["packets"], alice[("icmp", "in")]["bytes"]) == \

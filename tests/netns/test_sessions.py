@@ -10,6 +10,7 @@ import pytest
 
 from .gateway import HOOKS, all_traffic
 from .topology import LINKS, Traffic
+from acctd.services.sessions import SessionsService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -72,21 +73,21 @@ def test_counts_follow_the_user_across_addresses_and_a_restart(topo, daemon_fact
     make, log = daemon_factory
     d = make()
     # carol at sub1's IPv4 address: her traffic is hers
-    d.session_start("carol", SUB1.v4(), nas="192.0.2.77", port="3")
+    d.call("session-start", user="carol", ip=SUB1.v4(), nas="192.0.2.77", port="3")
     p1 = topo.ping("sub1", SRV.v4(), count=6, size=100)
     d.drain()
     assert all_traffic(d, "carol") == {"out": (p1.request.packets, p1.request.ip_bytes),
                                        "in": (p1.reply.packets, p1.reply.ip_bytes)}
     # logged out: the address's traffic is nobody's
-    d.session_stop("carol")
+    d.call("session-stop", user="carol")
     topo.ping("sub1", SRV.v4(), count=4, size=100)
     # logged in again, now by NAS port, at sub1's IPv6 address; then a restart
     # in the middle of the session: the binding comes back from the database
-    d.session_start("carol", port="7", nas="nas1")
+    d.call("session-start", user="carol", port="7", nas="nas1")
     p2 = topo.ping("sub1", SRV.v6(), count=5, size=200)
     d.close()
     d = make()
-    assert [s["addr"] for s in d.session_list(open_only=True)] == [SUB1.v6()]
+    assert [s["addr"] for s in d.call("session-list", open=True)] == [SUB1.v6()]
     p3 = topo.ping("sub1", SRV.v6(), count=3, size=200)
     d.drain()
     want_out = Traffic(p1.request.packets + p2.request.packets + p3.request.packets,
@@ -96,7 +97,7 @@ def test_counts_follow_the_user_across_addresses_and_a_restart(topo, daemon_fact
     assert all_traffic(d, "carol") == {"out": (want_out.packets, want_out.ip_bytes),
                                        "in": (want_in.packets, want_in.ip_bytes)}
     # the sessions hold the same exact counts, and say how they ended
-    rows = {r["id"]: r for r in d.session_list()}
+    rows = {r["id"]: r for r in d.call("session-list")}
     first, second = rows[1], rows[2]
     assert (first["addr"], first["stop_cause"], first["bytes_out"], first["bytes_in"]) == \
         (SUB1.v4(), "user-request", p1.request.ip_bytes, p1.reply.ip_bytes)
@@ -106,10 +107,10 @@ def test_counts_follow_the_user_across_addresses_and_a_restart(topo, daemon_fact
         (p2.request.ip_bytes + p3.request.ip_bytes, p2.reply.packets + p3.reply.packets)
     # an address that belongs to a host cannot be taken
     with pytest.raises(ValueError, match="belongs to host unit bob"):
-        d.session_start("carol", SUB2.v4())
+        d.call("session-start", user="carol", ip=SUB2.v4())
     # the hook commands saw each start and stop, with the values as given
-    d.session_stop("carol")
-    for r in d.hooks.values():
+    d.call("session-stop", user="carol")
+    for r in d.service(SessionsService).runners.values():
         assert r.join(10)
     assert log.read_text().splitlines() == [
         f"start carol {SUB1.v4()} 192.0.2.77  3",

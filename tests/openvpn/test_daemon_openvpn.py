@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from acctd.aaa.openvpn import OpenVpnService
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -52,19 +53,20 @@ def test_daemon_sessions_from_the_management_interface(vpn, tmp_path):
                      flows=1024, addrs=64))
     try:
         d.start()
-        assert d.openvpn.wait_attached(10), d.openvpn.last_error
+        client = d.service(OpenVpnService).client
+        assert client.wait_attached(10), client.last_error
         cli = vpn.client("alice")
-        (s,) = wait_for(lambda: d.session_list(open_only=True))
+        (s,) = wait_for(lambda: d.call("session-list", open=True))
         assert (s["user"], s["addr"], s["source"]) == ("alice", "10.8.0.2", "openvpn")
         vpn.pair.run(vpn.pair.client, "ping", "-c", "3", "-i", "0.2", "10.8.0.1")
-        wait_for(lambda: (d.session_list(open_only=True) or [{}])[0].get("nas_bytes_out"))
+        wait_for(lambda: (d.call("session-list", open=True) or [{}])[0].get("nas_bytes_out"))
         # blocked: the client is disconnected and its reconnect refused
-        d.set_syspolicy("alice", "sys-deny")
-        stopped = wait_for(lambda: [x for x in d.session_list() if x["stop"]])
+        d.set_sys_policy("alice", "sys-deny")
+        stopped = wait_for(lambda: [x for x in d.call("session-list") if x["stop"]])
         assert stopped[0]["stop_cause"] == "user-request" and stopped[0]["nas_bytes_out"] > 0
         assert cli.proc.wait(15) == 0
         assert "AUTH_FAILED" in cli.log.read_text()
-        assert d.session_list(open_only=True) == []
+        assert d.call("session-list", open=True) == []
     finally:
         d.close()
         d.dp.detach()
@@ -75,7 +77,7 @@ def test_openvpn_hook_script_mode(tmp_path):
     daemon socket (no OpenVPN needed: the environment is what it sets)."""
     from acctd import config
     from acctd.control.server import ControlServer
-    from acctd.daemon.core import Daemon, Mailbox
+    from acctd.daemon.core import Daemon
     from acctd.kernel.build import Sizes
     if os.geteuid() != 0:
         pytest.skip("needs root to load the BPF programs")
@@ -86,7 +88,7 @@ def test_openvpn_hook_script_mode(tmp_path):
                Sizes(pin_root=f"/sys/fs/bpf/acctd-oh-{os.getpid()}-{random.randrange(1 << 30)}",
                      flows=1024, addrs=64))
     d.start()
-    srv = ControlServer(str(tmp_path / "ctl.sock"), d, Mailbox())
+    srv = ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
     srv.serve_in_thread()
     bindir = os.path.dirname(sys.executable)
 
@@ -98,14 +100,14 @@ def test_openvpn_hook_script_mode(tmp_path):
                               env=e, capture_output=True, text=True, timeout=30).returncode
     try:
         assert hook("client-connect") == 0
-        assert [x["addr"] for x in d.session_list(open_only=True)] == ["10.8.0.6"]
+        assert [x["addr"] for x in d.call("session-list", open=True)] == ["10.8.0.6"]
         assert hook("client-disconnect", bytes_sent="5000", bytes_received="700",
                     time_duration="12") == 0
-        (x,) = d.session_list()
+        (x,) = d.call("session-list")
         assert (x["nas_bytes_in"], x["nas_bytes_out"], x["stop"] is not None) == (5000, 700, True)
-        d.set_syspolicy("alice", "sys-deny")
+        d.set_sys_policy("alice", "sys-deny")
         assert hook("client-connect") == 1              # refused while blocked
-        assert d.session_list(open_only=True) == []
+        assert d.call("session-list", open=True) == []
     finally:
         srv.shutdown()
         srv.server_close()

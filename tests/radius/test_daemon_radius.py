@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from ..netns.topology import LINKS, Topology, remove_stale
+from acctd.aaa.openvpn import OpenVpnService
+from acctd.aaa.radius_accounting import RadiusService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
@@ -84,16 +86,16 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
                          flows=4096, addrs=256), netns=topo.ns["gw"])
         try:
             d.start()
-            d.session_start("carol", SUB1.v4())
+            d.call("session-start", user="carol", ip=SUB1.v4())
             assert topo.ping("sub1", SRV.v4(), count=3).received == 3
             nas = ("NAS-IP-Address = 192.0.2.1",)
             code, _, out = send(radclient, port, "disconnect",
                                 request('User-Name = "carol"', *nas), secret="coa secret")
             assert code == "Disconnect-ACK", out
-            assert d.session_list(open_only=True) == [] and d.unit_blocked("carol")
-            d.session_start("carol", SUB1.v4())          # blocked wherever she appears
+            assert d.call("session-list", open=True) == [] and d.service(OpenVpnService).blocked("carol")
+            d.call("session-start", user="carol", ip=SUB1.v4())          # blocked wherever she appears
             assert topo.ping("sub1", SRV.v4(), count=3).received == 0
-            d.set_syspolicy("carol", "sys-allow")
+            d.set_sys_policy("carol", "sys-allow")
             code, _, out = send(radclient, port, "coa", request(
                 'User-Name = "carol"', *nas, "WISPr-Bandwidth-Max-Down = 4000000",
                 "WISPr-Bandwidth-Max-Up = 1000000"), secret="coa secret")
@@ -107,7 +109,7 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
             code, _, out = send(radclient, port, "disconnect",
                                 request('User-Name = "nobody"', *nas), secret="coa secret")
             assert code == "Disconnect-NAK", out
-            assert d.radius.flush(15)
+            assert d.service(RadiusService).client.flush(15)
         finally:
             d.close()
             d.dp.detach()
@@ -135,15 +137,15 @@ def test_session_start_interim_stop_reach_radacct(freeradius, tmp_path):
                          flows=4096, addrs=256), netns=topo.ns["gw"], clock=lambda: clock[0])
         try:
             d.start()
-            d.session_start("carol", SUB1.v4())
+            d.call("session-start", user="carol", ip=SUB1.v4())
             p1 = topo.ping("sub1", SRV.v4(), count=5, size=100)
             clock[0] += dt.timedelta(seconds=61)        # an interim is due
             d.drain()
             p2 = topo.ping("sub1", SRV.v4(), count=3, size=300)
             clock[0] += dt.timedelta(seconds=10)
-            d.session_stop("carol")                      # drains, then Stop
-            assert d.radius.flush(15), "records still pending"
-            x = d.session_list()[0]
+            d.call("session-stop", user="carol")                      # drains, then Stop
+            assert d.service(RadiusService).client.flush(15), "records still pending"
+            x = d.call("session-list")[0]
             assert (x["bytes_out"], x["bytes_in"]) == (
                 p1.request.ip_bytes + p2.request.ip_bytes, p1.reply.ip_bytes + p2.reply.ip_bytes)
         finally:

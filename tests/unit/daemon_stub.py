@@ -1,12 +1,14 @@
-"""What the control servers need from a daemon, for testing them without a
-kernel: its config and lock, and a main loop that answers every flush."""
+"""A Daemon without a kernel, for testing the control servers and the
+services over real storage: the real core, services and dispatcher; the
+datapath is never attached, enforce() only counts its calls, and a main
+loop answers every flush."""
 
 import contextlib
 import socket
 import threading
-import types
 
-from acctd.daemon.core import Mailbox
+from acctd.daemon.core import Daemon
+from acctd.store.database import Storage
 
 
 def free_port() -> int:
@@ -16,19 +18,35 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def daemon_stub(cfg):
-    """(state, mailbox): the state a ControlServer serves, and the mailbox its
-    flush requests go to, answered with {"drain": 1} as the main loop would."""
-    state = types.SimpleNamespace(cfg=cfg, clock=None, lock=threading.Lock(), storage=None)
-    mailbox = Mailbox()
+def daemon_stub(cfg, storage: Storage | None = None, tmp_path=None, clock=None):
+    """A Daemon of `cfg` whose storage is `storage` (else a new database
+    under tmp_path, else in memory); flushes are answered with {"drain": 1}
+    as the main loop would."""
+    d = Daemon(cfg, **({"clock": clock} if clock else {}))
+    own = storage is None
+    if own:
+        path = str(tmp_path / "acctd.duckdb") if tmp_path is not None else ":memory:"
+        storage = Storage(path, cfg.processor.zone)
+    d.storage = storage
+    d.enforced = 0
+
+    def enforce():
+        d.enforced += 1
+        return {}
+    d.enforce = enforce
+    d.start_services()
     stop = threading.Event()
 
     def loop():
         while not stop.is_set():
-            waiters, _reload = mailbox.wait(0.05, stop)
-            mailbox.done(waiters, {"drain": 1}, None)
+            waiters, _reload = d.mailbox.wait(0.05, stop)
+            d.mailbox.done(waiters, {"drain": 1}, None)
     threading.Thread(target=loop, daemon=True).start()
     try:
-        yield state, mailbox
+        yield d
     finally:
         stop.set()
+        for s in reversed(d.services.values()):
+            s.close()
+        if own:
+            storage.close()

@@ -89,7 +89,7 @@ def test_model_errors_are_located(tmp_path):
     e = error(BASE + 'parents = ["nope"]\n', tmp_path)
     assert (e.line, e.key) == (9, "parents") and "'nope' is not a defined unit" in str(e)
     e = error(BASE + 'acct-policy = ["!%web"]\n', tmp_path)
-    assert (e.line, e.key) == (9, "acct-policy") and "no policy named" in str(e)
+    assert (e.line, e.key) == (9, "acct-policy") and "unknown policy 'web'" in str(e)
     cyc = ('[[unit]]\ntype = "group"\nname = "a"\nparents = ["b"]\n'
            '[[unit]]\ntype = "group"\nname = "b"\nparents = ["a"]\n')
     e = error(cyc, tmp_path)

@@ -17,6 +17,8 @@ import pytest
 from acctd.config import loads
 from acctd.control import client
 from acctd.control import server as ctl
+from acctd.daemon.commands import config_text
+from acctd.services.scheduler import request_from_argv
 from .daemon_stub import daemon_stub
 
 CONFIG = """
@@ -46,8 +48,8 @@ def server():
     # a directory other uids may enter (pytest's tmp_path is root-only)
     tmp = tempfile.mkdtemp(prefix="acctd-ctl-")
     os.chmod(tmp, 0o755)
-    with daemon_stub(loads(CONFIG, "t.toml")) as (state, mailbox):
-        srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), state, mailbox)
+    with daemon_stub(loads(CONFIG, "t.toml")) as d:
+        srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), d.dispatcher)
         srv.request_timeout = 1.0
         srv.serve_in_thread()
         os.chmod(srv.path, 0o666)  # let the other-uid clients reach it; the check is SO_PEERCRED
@@ -84,6 +86,7 @@ def test_root_is_admin_and_gets_answers(server):
 def test_truncated_json_gets_an_error(server):
     reply = json.loads(raw(server.path, b'{"cmd": "units"'))
     assert reply["ok"] is False and "bad request" in reply["error"]
+    assert reply["code"] == "bad-request"
     assert client.call(server.path, "units")  # still serving
 
 
@@ -101,9 +104,15 @@ def test_invalid_utf8_gets_an_error(server):
 
 
 def test_binary_garbage_and_wrong_shapes_get_errors(server):
-    for data in (b"\x00\x01\x02\n", b"[1, 2]\n", b'{"cmd": 5}\n', b'{"cmd": "nope"}\n'):
+    for data, code in ((b"\x00\x01\x02\n", "bad-request"), (b"[1, 2]\n", "bad-request"),
+                       (b'{"cmd": 5}\n', "bad-request"), (b'{"cmd": "nope"}\n', "not-found"),
+                       (b'{"cmd": "list", "args": {}}\n', "bad-request"),
+                       (b'{"cmd": "list", "args": {"unit": 7}}\n', "bad-request"),
+                       (b'{"cmd": "units", "args": {"colour": "red"}}\n', "bad-request"),
+                       (b'{"cmd": "list", "args": {"unit": "nobody"}}\n', "not-found")):
         reply = json.loads(raw(server.path, data))
-        assert reply["ok"] is False, data
+        assert reply["ok"] is False and reply["code"] == code, (data, reply)
+    assert "unknown unit 'nobody'" in reply["error"]
 
 
 def test_idle_connection_is_dropped_and_others_are_served(server):
@@ -139,6 +148,7 @@ def test_viewer_reads_but_cannot_change(server):
     assert _as_uid(server.path, 65534, "units")["ok"] is True
     denied = _as_uid(server.path, 65534, "flush")
     assert denied["ok"] is False and "needs level operator" in denied["error"]
+    assert denied["code"] == "permission"
 
 
 @needs_root
@@ -152,19 +162,20 @@ def test_operator_may_flush(server):
 def test_unknown_uid_is_refused(server):
     reply = _as_uid(server.path, 4242, "units")
     assert reply["ok"] is False and "uid 4242 is not an acctd user" in reply["error"]
+    assert reply["code"] == "permission"
 
 
 def test_config_show_masks_secrets(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[radius]\nsecret = "s3cr3t"\nserver-password = "pw"\nname = "x"\n')
-    text = ctl.config_text(str(p))
+    text = config_text(str(p))
     assert "s3cr3t" not in text and "pw" not in text and 'name = "x"' in text
-    assert ctl.config_text(str(p), unsecure=True) == p.read_text()
+    assert config_text(str(p), unsecure=True) == p.read_text()
 
 
 def test_scheduled_command_lines_become_requests():
-    assert ctl.request_from_argv(["flush"]) == {"cmd": "flush", "args": {}}
-    assert ctl.request_from_argv(["stat", "alice", "month"]) == \
+    assert request_from_argv(["flush"]) == {"cmd": "flush", "args": {}}
+    assert request_from_argv(["stat", "alice", "month"]) == \
         {"cmd": "stat", "args": {"unit": "alice", "period": "month"}}
     with pytest.raises(ValueError, match="cannot schedule"):
-        ctl.request_from_argv(["rm", "-rf", "/"])
+        request_from_argv(["rm", "-rf", "/"])

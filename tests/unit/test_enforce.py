@@ -8,6 +8,7 @@ from acctd.kernel import abi, enforcer
 from acctd.model import enforcement
 from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.enforcement import Atom
+from acctd.model.snapshot import Snapshot
 
 BASE = """
 [[policy]]
@@ -82,7 +83,7 @@ acct-policy = ["ip"]
 parents = ["g"]
 """)
     g = cfg.units.find("g")
-    classes = enforcement.plan(cfg, {g: abi.Reason.MONEY}, None)
+    classes = enforcement.plan(Snapshot.build(cfg), {g: abi.Reason.MONEY}, None)
     a = classes[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.bw == (2_000_000, 1_000_000) and len(a.rules) == 1
     assert classes[(parse_addr("10.0.0.2"), 128)].fw == abi.Fw.PASS      # restrict local
@@ -101,14 +102,14 @@ name = "a"
 ip = "10.0.0.1"
 fw-policy = ["office"]
 """)
-    night = enforcement.plan(cfg, {}, dt.datetime(2026, 1, 5, 23))
+    night = enforcement.plan(Snapshot.build(cfg), {}, dt.datetime(2026, 1, 5, 23))
     a = night[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.rules == ()   # listed, none active: drop all
 
 
 @pytest.mark.parametrize("unit, msg", [
     ('type = "group"\nname = "g"\nbw = "1M"', "give them to the group's members"),
-    ('type = "host"\nname = "h"\nip = "10.0.0.9"\nfw-policy = ["nope"]', "no policy named"),
+    ('type = "host"\nname = "h"\nip = "10.0.0.9"\nfw-policy = ["nope"]', "unknown policy 'nope'"),
     ('type = "host"\nname = "h"\nip = "10.0.0.9"\nbw = "1M sideways"', "SPEED in SPEED out"),
     ('type = "host"\nname = "h"\nip = "10.0.0.9"\nfw-policy = ["many"]', "at most 8 fit"),
 ])

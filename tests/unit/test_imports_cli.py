@@ -3,7 +3,6 @@ real control server and the daemon's real import methods over real storage
 (no kernel)."""
 
 import datetime as dt
-import types
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +10,6 @@ from click.testing import CliRunner
 from acctctl.main import main
 from acctd.config import loads
 from acctd.control import server as ctl
-from acctd.daemon.core import Daemon
 from acctd.store.database import Storage
 
 from .daemon_stub import daemon_stub
@@ -31,12 +29,10 @@ name = "bob"
 def srv(tmp_path):
     cfg = loads(CONFIG, str(tmp_path / "acctd.toml"))
     st = Storage(str(tmp_path / "acctd.duckdb"), dt.timezone.utc)
-    with daemon_stub(cfg) as (state, mailbox):
-        state.storage = st
-        for name in ("radius_import", "fticks_import", "fticks_report"):
-            setattr(state, name, types.MethodType(getattr(Daemon, name), state))
-        s = ctl.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
+    with daemon_stub(cfg, st) as d:
+        s = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
         s.serve_in_thread()
+        s.daemon = d
         yield s
         s.shutdown()
         s.server_close()
@@ -52,12 +48,12 @@ def test_radius_import_in_chunks_and_again_adds_nothing(srv, tmp_path):
     assert first.exit_code == 0, first.output
     import json
     got = json.loads(first.output.strip().splitlines()[-1])
-    stored = srv.acctd.storage.sessions()
+    stored = srv.daemon.storage.sessions()
     assert got["imported"] == len(stored) > 0 and got["malformed_records"] == 3
     assert {s.source for s in stored} == {"radius"}
     again = json.loads(CliRunner().invoke(main, args).output.strip().splitlines()[-1])
     assert again.get("imported", 0) == 0 and again["duplicates"] == got["imported"]
-    assert len(srv.acctd.storage.sessions()) == len(stored)
+    assert len(srv.daemon.storage.sessions()) == len(stored)
 
 
 def test_fticks_import_and_report(srv, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from acctd.services import login
-from acctd.services.login import LoginError, LoginRecord, LoginService, LoginSettings
+from acctd.services.login import LoginError, LoginRecord, LoginTable, LoginSettings
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 UNITS = {"r546-1": "0246E8", "anb1": "022EB1", "nolog": "0A0001"}
@@ -23,7 +23,7 @@ def find(key):
 
 
 def service(hook=None, hasher=CHEAP, **settings):
-    return LoginService(LoginSettings(**settings), find, hasher=hasher, on_attempt=hook)
+    return LoginTable(LoginSettings(**settings), find, hasher=hasher, on_attempt=hook)
 
 
 @pytest.fixture
@@ -450,7 +450,7 @@ def test_load_rejects_a_record_under_another_oid(svc):
 def test_a_hash_with_old_parameters_is_upgraded_on_login(svc):
     old = svc.get("0246E8").password
     stronger = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
-    s = LoginService(LoginSettings(), find, [svc.get("0246E8")], hasher=stronger)
+    s = LoginTable(LoginSettings(), find, [svc.get("0246E8")], hasher=stronger)
     assert s.login("r546-1", "123456", now=T0).ok
     new = s.get("0246E8").password
     assert new != old and not stronger.check_needs_rehash(new)
@@ -459,5 +459,5 @@ def test_a_hash_with_old_parameters_is_upgraded_on_login(svc):
 
 
 def test_the_default_hasher_is_argon2id_with_default_parameters():
-    h = LoginService(find=find).hasher
+    h = LoginTable(find=find).hasher
     assert isinstance(h, PasswordHasher) and h.time_cost == PasswordHasher().time_cost

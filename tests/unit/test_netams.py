@@ -171,12 +171,13 @@ def test_imported_sample_runs_through_a_drain(tmp_path):
     from acctd.config import loads
     from acctd.importers.netams import import_file
     from acctd.kernel import abi
+    from acctd.model.snapshot import Snapshot
     from acctd.store import interval, rollup
     from acctd.store.database import Storage
 
     res = import_file(str(SAMPLE))
     cfg = loads(res.toml, "sample.toml")
-    model = interval.Model.from_config(cfg)
+    model = Snapshot.build(cfg)
     addrs = [u.addrs[0] for u in cfg.units if u.addrs][:3]
     assert addrs, "the sample has host units"
     fk = np.zeros(len(addrs), abi.FLOW_KEY)

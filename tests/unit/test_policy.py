@@ -164,7 +164,7 @@ def test_policy_or_and_with_inversion():
     assert mask("policy-and tcp !web", f, extra=extra) == [False, False, True, False]
     assert mask("policy-or !tcp web", f, extra=extra) == [True, True, False, True]
     assert mask("policy-and !web !dns", f, extra=extra) == [False, False, True, True]
-    with pytest.raises(ModelError, match="policy-or: no policy named or with oid 'nope'"):
+    with pytest.raises(ModelError, match="policy-or: unknown policy 'nope'"):
         PolicySet([PolicySpec("x", "policy-or nope")])
     with pytest.raises(ModelError, match="cycle: a -> b -> a"):
         PolicySet([PolicySpec("a", "policy-or b"), PolicySpec("b", "policy-and a")])

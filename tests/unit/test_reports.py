@@ -16,15 +16,18 @@ import numpy as np
 import pytest
 
 from acctd.config import loads
-from acctd.control import client
+from acctd.control import client, commands
 from acctd.control import server as ctl
-from acctd.daemon.core import Daemon
-from acctd.errors import AcctError
+from acctd.control.access import Level
+from acctd.control.dispatch import Caller
+from acctd.errors import AcctError, BadRequest, NotFound, PermissionDenied
+from acctd.model.snapshot import Snapshot
 from acctd.services import reports
-from acctd.services.alerter import Mailer, MailSettings
-from acctd.services.reports import ReportError, Request
-from acctd.services.scheduler import Scheduler, parse_schedule, split_action
-from acctd.store import rollup
+from acctd.services.alerter import AlerterService, Mailer, MailSettings
+from acctd.services.reports import ReportError, ReportsService, Request
+from acctd.services.scheduler import (Scheduler, SchedulerService, parse_schedule,
+                                      request_from_argv, split_action)
+from acctd.store import queries, rollup
 from acctd.store.database import Storage
 
 from .daemon_stub import daemon_stub
@@ -110,8 +113,9 @@ def test_parse_the_reference_line_and_defaults():
     assert reports.parse(["to", "«{owner}»", "ADMIN", "x@y.example"]).to == \
         ("{owner}", "admin", "x@y.example")
     assert reports.parse([]) == Request() == Request((), (), "day")
-    assert Request.from_args(reports.parse(["on", "bob", "period", "week"]).to_args()) == \
-        Request((), ("bob",), "week")
+    # as a control request: what the registry lets through rebuilds the same request
+    a = commands.get("send-report").bind(reports.parse(["on", "bob", "period", "week"]).to_args())
+    assert Request(tuple(a["to"]), tuple(a["on"]), a["period"]) == Request((), ("bob",), "week")
 
 
 @pytest.mark.parametrize("words,error", [
@@ -130,10 +134,12 @@ def test_parse_errors_say_what_is_wrong(words, error):
 
 
 def test_json_args_are_checked_too():
-    with pytest.raises(ReportError, match="list of words"):
-        Request.from_args({"to": "admin"})
+    with pytest.raises(BadRequest, match="'to': expected list of str"):
+        commands.get("send-report").bind({"to": "admin"})
+    with pytest.raises(BadRequest, match="'on': expected list of str"):
+        commands.get("send-report").bind({"on": [3]})
     with pytest.raises(ReportError, match="period"):
-        Request.from_args({"period": "year"})
+        Request(period="year")
 
 
 # --- the period -----------------------------------------------------------------------
@@ -181,7 +187,7 @@ def test_unit_selection(cfg):
     assert sel("carol", "alice", "LAN+") == ["carol", "alice", "LAN", "floor2", "bob"]
     assert sel("bob+") == ["bob"]                            # a host has nothing below it
     assert sel(cfg.units.units[4].oid) == ["carol"]          # by oid
-    with pytest.raises(ReportError, match="unknown unit 'LAM'"):
+    with pytest.raises(NotFound, match="unknown unit 'LAM'"):
         sel("LAM+")
 
 
@@ -255,8 +261,8 @@ def storage(tmp_path, cfg):
 
 def test_period_figures_sum_the_summaries_of_the_period(cfg, storage):
     alice, ip = oid(cfg, "unit", "alice"), oid(cfg, "policy", "ip")
-    day = reports.period_figures(storage, "day", reports.last_period("day", NOW, BERLIN)[0])
-    week = reports.period_figures(storage, "week", reports.last_period("week", NOW, BERLIN)[0])
+    day = queries.period_figures(storage, "day", reports.last_period("day", NOW, BERLIN)[0])
+    week = queries.period_figures(storage, "week", reports.last_period("week", NOW, BERLIN)[0])
     assert (day[alice][(ip, 0)], day[alice][(ip, 1)]) == DAY["ip"]
     assert (day[alice][(0, 0)], day[alice][(0, 1)]) == DAY["total"]
     assert (week[alice][(ip, 0)], week[alice][(ip, 1)]) == WEEK["ip"]
@@ -265,8 +271,8 @@ def test_period_figures_sum_the_summaries_of_the_period(cfg, storage):
 
 def test_build_rows_per_unit(cfg, storage):
     start = reports.last_period("week", NOW, BERLIN)[0]
-    figures = reports.period_figures(storage, "week", start)
-    out, skipped = reports.build(cfg, reports.parse(["to", "{owner}", "on", "LAN+", "period", "week"]),
+    figures = queries.period_figures(storage, "week", start)
+    out, skipped = reports.build(Snapshot.build(cfg), reports.parse(["to", "{owner}", "on", "LAN+", "period", "week"]),
                                  ADMINS, figures, start)
     # groups have no e-mail of their own, nor has bob: {owner} alone reaches only alice
     assert [r.unit for r in out] == ["alice"]
@@ -307,26 +313,29 @@ def smtp():
 
 @pytest.fixture
 def acctd(tmp_path, cfg, storage, smtp):
-    """A ControlServer over the daemon's state: real storage, mailer and
-    scheduler, and the real Daemon.send_reports; no kernel."""
+    """A ControlServer over a kernel-less Daemon: real storage, mailer and
+    scheduler, the real reports service."""
     def build(language="en", mail=True):
-        state.mailer = Mailer(MailSettings(host="127.0.0.1", port=smtp.port, timeout=5,
-                                           sender="acctd@isp.example", admins=ADMINS,
-                                           language=language), tmp_path / "outbox") if mail else None
+        d.service(AlerterService).mailer = Mailer(
+            MailSettings(host="127.0.0.1", port=smtp.port, timeout=5, sender="acctd@isp.example",
+                         admins=ADMINS, language=language), tmp_path / "outbox") if mail else None
         return srv
-    with daemon_stub(cfg) as (state, mailbox):
-        state.storage, state.clock = storage, lambda: NOW.astimezone(UTC)
-        state.scheduler = Scheduler(BERLIN, clock=state.clock)
-        state.send_reports = types.MethodType(Daemon.send_reports, state)
-        srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), state, mailbox)
+    with daemon_stub(cfg, storage, clock=lambda: NOW.astimezone(UTC)) as d:
+        d.service(SchedulerService).schedule = Scheduler(BERLIN, clock=d.clock)
+        srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        srv.daemon = d
         srv.serve_in_thread()
         yield build
         srv.shutdown()
         srv.server_close()
 
 
+def mailer(srv):
+    return srv.daemon.service(AlerterService).mailer
+
+
 def delivered(srv, smtp):
-    srv.acctd.mailer.deliver_due(time.time() + 1)
+    mailer(srv).deliver_due(time.time() + 1)
     return {m["To"]: (rcpts, m) for rcpts, m in smtp.sink.got}
 
 
@@ -350,7 +359,7 @@ def test_default_daily_report_reaches_owners_and_admins(acctd, smtp, language, s
     rcpts, msg = got[", ".join(["alice@example.net", *ADMINS])]
     assert rcpts == ("alice@example.net", *ADMINS) and msg["Subject"] == subject
     body = msg.get_content()
-    assert "oid " + srv.acctd.cfg.units.units[2].oid in body
+    assert "oid " + srv.daemon.snapshot.units.units[2].oid in body
     for name, (b_in, b_out) in (("ip", DAY["ip"]), ("web", DAY["web"]), (total, DAY["total"])):
         ln = line(body, name)
         assert f" {b_in} (" in ln and f" {b_out} (" in ln, ln
@@ -366,8 +375,7 @@ def test_default_daily_report_reaches_owners_and_admins(acctd, smtp, language, s
 ])
 def test_weekly_report_to_admins_on_a_group_and_its_members(acctd, smtp, language, subject):
     srv = acctd(language)
-    res = srv.handle({"cmd": "send-report",
-                      "args": Request(("admin",), ("LAN+",), "week").to_args()})
+    res = srv.daemon.call("send-report", **Request(("admin",), ("LAN+",), "week").to_args())
     assert [q["unit"] for q in res["queued"]] == ["LAN", "floor2", "alice", "bob"]
     assert all(q["to"] == list(ADMINS) for q in res["queued"]) and res["skipped"] == []
     delivered(srv, smtp)
@@ -383,21 +391,22 @@ def test_without_alerter_the_error_says_what_to_add(acctd):
     with pytest.raises(AcctError, match=r"send report needs an \[alerter\] table in the config"):
         client.call(srv.path, "send-report", period="week")
     with pytest.raises(AcctError, match=r"needs an \[alerter\] table"):
-        Daemon.send_reports(srv.acctd)
+        srv.daemon.service(ReportsService).send()
 
 
 def test_viewers_may_not_send_reports(acctd):
     srv = acctd()
-    with pytest.raises(PermissionError, match="needs level operator"):
-        srv.handle({"cmd": "send-report", "args": {}}, -1, -1, "noc", "viewer")
-    assert srv.handle({"cmd": "send-report", "args": {}}, -1, -1, "ops", "operator")["queued"]
+    handle = srv.daemon.dispatcher.handle
+    with pytest.raises(PermissionDenied, match="needs level operator"):
+        handle({"cmd": "send-report", "args": {}}, Caller(-1, "noc", Level.VIEWER))
+    assert handle({"cmd": "send-report", "args": {}}, Caller(-1, "ops", Level.OPERATOR))["queued"]
 
 
 def test_unknown_unit_queues_nothing(acctd):
     srv = acctd()
     with pytest.raises(AcctError, match="unknown unit 'nobody'"):
         client.call(srv.path, "send-report", on=["alice", "nobody+"])
-    assert srv.acctd.mailer.queue() == []
+    assert mailer(srv).queue() == []
 
 
 # --- as a scheduled action ------------------------------------------------------------------
@@ -408,10 +417,10 @@ SPEC = 'time weekly action "send report to {owner} on LAN+ period week"'
 def test_the_scheduler_accepts_send_report():
     (argv,) = split_action(parse_schedule(SPEC).action)
     assert argv == ["send", "report", "to", "{owner}", "on", "LAN+", "period", "week"]
-    assert ctl.request_from_argv(argv) == {
+    assert request_from_argv(argv) == {
         "cmd": "send-report", "args": {"to": ["{owner}"], "on": ["LAN+"], "period": "week"}}
     with pytest.raises(ValueError, match="recipient 'nobody'"):
-        ctl.request_from_argv(["send", "report", "to", "nobody"])
+        request_from_argv(["send", "report", "to", "nobody"])
     e = Scheduler(BERLIN).add(SPEC, (0, "root"))
     assert e.timing.text == "weekly" and e.commands == [argv]
 
@@ -422,21 +431,19 @@ def test_schedule_add_checks_the_action_and_the_entry_sends_when_due(acctd):
         client.call(srv.path, "schedule-add", spec='time daily action "flush && show version"')
     with pytest.raises(AcctError, match="period must be day or week"):
         client.call(srv.path, "schedule-add", spec='time daily action "send report period month"')
-    assert srv.acctd.scheduler.list() == []
-    srv.acctd.scheduler.clock = lambda: local(2026, 10, 25, 12).astimezone(UTC)
+    sched = srv.daemon.service(SchedulerService)
+    assert sched.schedule.list() == []
+    sched.schedule.clock = lambda: local(2026, 10, 25, 12).astimezone(UTC)
     added = client.call(srv.path, "schedule-add", spec=SPEC)
     assert added["due"] == "2026-10-25T23:00:00+00:00"     # Monday 00:00 CET
-    (entry,) = srv.acctd.scheduler.due(local(2026, 10, 26).astimezone(UTC))
-    runner = ctl.ScheduleRunner(srv)   # what the daemon hands due entries to
-    try:
-        runner(entry)
-        deadline = time.monotonic() + 10
-        while not srv.acctd.mailer.queue():
-            assert time.monotonic() < deadline, "the scheduled report was not queued"
-            time.sleep(0.02)
-    finally:
-        runner.server = None   # its thread never ends: let go of the database
-    (q,) = srv.acctd.mailer.queue()
+    (entry,) = sched.schedule.due(local(2026, 10, 26).astimezone(UTC))
+    sched.serve()                # its worker runs what the loop's tick hands it
+    sched.queue.put(entry)
+    deadline = time.monotonic() + 10
+    while not mailer(srv).queue():
+        assert time.monotonic() < deadline, "the scheduled report was not queued"
+        time.sleep(0.02)
+    (q,) = mailer(srv).queue()
     assert q.to == ("alice@example.net",) and "weekly" in q.subject
 
 

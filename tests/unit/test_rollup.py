@@ -11,8 +11,9 @@ from acctd.kernel import abi
 from acctd.model.addresses import parse_addr
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
 from acctd.model.units import Unit, UnitSet
+from acctd.model.units import oid_ints
 from acctd.store.rollup import (ALL_TRAFFIC, PERIODS, UNATTRIBUTED, cells, from_us, label,
-                                oid_ints, period_end, period_start, periods, rollup, to_us)
+                                period_end, period_start, periods, rollup, to_us)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc

@@ -10,6 +10,7 @@ import zoneinfo
 
 import pytest
 
+from acctd.errors import NotFound
 from acctd.services.scheduler import (Entry, Owner, Scheduler, SchedulerError, format_table,
                                       next_due, parse_schedule, parse_time, resolve_wall,
                                       split_action)
@@ -292,7 +293,7 @@ def test_delete():
     s, _ = sched()
     e = s.add("time 1min action html", ADMIN)
     assert s.delete(e.oid.lower()).oid == e.oid and s.entries() == []
-    with pytest.raises(SchedulerError, match=f"no schedule entry {e.oid}"):
+    with pytest.raises(NotFound, match=f"no schedule entry {e.oid}"):
         s.delete(e.oid)
     with pytest.raises(SchedulerError, match="oid:"):
         s.delete("nope")

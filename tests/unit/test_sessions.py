@@ -6,6 +6,7 @@ import datetime as dt
 import numpy as np
 
 from acctd.model import sessions
+from acctd.services import sessions as service
 from acctd.store import rollup
 from acctd.store.database import Storage
 
@@ -18,18 +19,18 @@ def test_charges_take_each_open_sessions_all_traffic_rows():
             "dir": np.array([0, 1, 1, 1, 0], np.uint8),
             "packets": np.array([3, 4, 4, 5, 6], np.uint64),
             "bytes": np.array([300, 400, 400, 500, 600], np.uint64)}
-    got = sessions.charges(cols, {"020001": 7, "020002": 8})
+    got = service.charges(cols, {"020001": 7, "020002": 8})
     # policy rows are not added again; a unit without a session is nobody's
     assert got == {7: (3, 4, 300, 400), 8: (0, 5, 0, 500)}
-    assert sessions.charges(cols, {}) == {}
+    assert service.charges(cols, {}) == {}
     assert rollup.ALL_TRAFFIC == 0
 
 
 def test_hook_env_never_resolves_an_address():
-    assert sessions.hook_env("carol", "10.0.0.2", "192.0.2.7", "3", "") == {
+    assert service.hook_env("carol", "10.0.0.2", "192.0.2.7", "3", "") == {
         "user": "carol", "ip": "10.0.0.2", "nasip": "192.0.2.7", "nasfqdn": "",
         "nasport": "3", "mac": ""}
-    assert sessions.hook_env("carol", "10.0.0.2", "nas1.example")["nasfqdn"] == "nas1.example"
+    assert service.hook_env("carol", "10.0.0.2", "nas1.example")["nasfqdn"] == "nas1.example"
 
 
 def test_sessions_table_round_trip_and_charges_in_the_commit(tmp_path):
@@ -45,7 +46,8 @@ def test_sessions_table_round_trip_and_charges_in_the_commit(tmp_path):
     cols = {"unit_oid": np.array([0x020002], np.uint32), "policy_oid": np.array([0], np.uint32),
             "dir": np.array([1], np.uint8), "packets": np.array([2], np.uint64),
             "bytes": np.array([4], np.uint64)}
-    st.commit(rollup.rollup(cols, T0, dt.timezone.utc), {}, {2: (1, 2, 3, 4)})
+    st.commit(rollup.rollup(cols, T0, dt.timezone.utc), {},
+              lambda tx: tx.charge_sessions({2: (1, 2, 3, 4)}))
     x = st.sessions(open_only=True)[0]
     assert (x.packets_in, x.packets_out, x.bytes_in, x.bytes_out) == (1, 2, 3, 4)
     st.close()

@@ -22,8 +22,9 @@ from acctd.kernel.drain import Deltas
 from acctd.model.addresses import parse_addr
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
 from acctd.model.units import Unit, UnitSet
+from acctd.model.units import oid_ints
 from acctd.store.database import Storage, StorageError
-from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, oid_ints, rollup, to_us
+from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, rollup, to_us
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc

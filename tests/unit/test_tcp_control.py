@@ -49,8 +49,8 @@ name = "ops"
 level = "operator"
 password = "{ph.hash('operator-secret')}"
 """, str(tmp_path / "t.toml"))
-    with daemon_stub(cfg) as (state, mailbox):
-        srv = ctl.TcpControlServer(cfg.server, state, mailbox)
+    with daemon_stub(cfg) as d:
+        srv = ctl.TcpControlServer(cfg.server, d.dispatcher)
         srv.request_timeout = 2.0
         srv.serve_in_thread()
         yield f"127.0.0.1:{port}", str(tmp_path / "c.pem")

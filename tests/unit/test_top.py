@@ -100,8 +100,8 @@ def test_addresses_without_unit_are_matched_with_a_unitset():
     us = UnitSet([Unit("group", "all"),
                   Unit("net", "lan", nets=(parse_prefix("10.1.0.0/24"),), parents=("all",)),
                   Unit("host", "alice", addrs=(parse_addr("10.1.0.2"),), parents=("all",))])
-    assert T.attribute(["10.1.0.2", "10.1.0.7", "2001:db8::1"], us) == ["alice", "lan", None]
-    assert T.attribute([], us) == []
+    assert us.names_of(["10.1.0.2", "10.1.0.7", "2001:db8::1"]) == ["alice", "lan", None]
+    assert us.names_of([]) == []
     prev = {"ts": 0.0, "addrs": {"10.1.0.2": c(0, 0, 0, 0), "10.1.0.7": c(0, 0, 0, 0)}}
     cur = {"ts": 1.0, "addrs": {"10.1.0.2": c(1, 0, 100, 0), "10.1.0.7": c(2, 0, 10, 0)},
            "units": {"alice": {"groups": ["all"]}, "lan": {"groups": ["all"]}}}

@@ -1,0 +1,90 @@
+"""acctctl: blocks and limits: a unit's system policy and run-time units
+(`unit`), who the kernel blocks (`blocked`), quotas."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from acctctl.common import ask, json_option, out, run
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True,
+                metavar="NAME sys-... | add host|user NAME [ip A|auto] [parent G]... | del NAME")
+@click.pass_context
+def unit(ctx, words):
+    """A unit's system policy; add or delete units made at run time.
+
+    NAME sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}: the
+    kernel drops or passes the unit's addresses at once, and it stays so
+    across restarts (NeTAMS unit ... sys-deny).
+
+    add host|user NAME [ip A|auto] [parent G]... [email E]: a unit made at
+    run time, kept in the database; `ip auto` takes the next free address of
+    [processor] auto-assign and prints it. del NAME removes such a unit."""
+    w = list(words)
+    if w[0] == "add":
+        if len(w) < 3 or w[1] not in ("host", "user"):
+            raise click.UsageError("unit add host|user NAME [ip A|auto] [parent G]... [email E]")
+        args = {"kind": w[1], "name": w[2], "parents": []}
+        rest = w[3:]
+        while rest:
+            if len(rest) < 2 or rest[0] not in ("ip", "parent", "email"):
+                raise click.UsageError(f"unit add: expected ip, parent or email, got {rest[0]!r}")
+            if rest[0] == "parent":
+                args["parents"].append(rest[1])
+            else:
+                args[rest[0]] = rest[1]
+            rest = rest[2:]
+        run(lambda: click.echo(json.dumps(ask(ctx, "unit-add", **args))))
+    elif w[0] == "del" and len(w) == 2:
+        run(lambda: click.echo(json.dumps(ask(ctx, "unit-del", name=w[1]))))
+    elif len(w) == 2:
+        run(lambda: click.echo(json.dumps(ask(ctx, "sys-policy", unit=w[0], policy=w[1]))))
+    else:
+        raise click.UsageError("expected NAME sys-..., add ... or del NAME")
+
+
+@click.command()
+@json_option
+@click.pass_context
+def blocked(ctx, as_json):
+    """Who the kernel blocks now, read back from its maps, and why."""
+    run(lambda: out(ask(ctx, "blocked"), as_json, lambda b: [
+        click.echo(f"{prefix:<40} {' '.join(words)}") for prefix, words in sorted(b.items())]))
+
+
+@click.group()
+def quota():
+    """Traffic quotas (NeTAMS service quota), kept in the database."""
+
+
+@quota.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def quota_set(ctx, words):
+    """NAME [hour|day|week|month AMOUNT in|out|sum]... [soft-threshold N]
+    [policy P] [block-policy P] [active|inactive] [notify ...]
+
+    Example: acctctl quota set alice day 3M in month 100M sum. AMOUNT takes
+    K, M, G (1024-based); 0 removes that quota. A hard quota blocks the unit
+    in the kernel at the next drain; the next period lets it back."""
+    run(lambda: click.echo(json.dumps(ask(ctx, "quota-set", argv=list(words)))))
+
+
+@quota.command("show")
+@click.argument("unit", required=False)
+@click.option("--list", "list_only", is_flag=True, help="Only the units with an active quota.")
+@json_option
+@click.pass_context
+def quota_show(ctx, unit, list_only, as_json):
+    """Usage, quota, ratio and [+]/[-] per limit (NeTAMS show quota)."""
+    def go():
+        r = ask(ctx, "quota-show", unit=unit, list=list_only)
+        click.echo(json.dumps(r["units"], indent=1) if as_json else r["text"])
+    run(go)
+
+
+COMMANDS = [unit, blocked, quota]

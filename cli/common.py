@@ -1,0 +1,115 @@
+"""What every acctctl command shares: asking the daemon (or, with --db, the
+database itself) by a command of the registry (acctd/control/commands.py),
+the output helpers, and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+
+import click
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_ATTACHED = 3     # no datapath pinned: attach, or start acctd
+    PERMISSION = 4       # the daemon refused this uid or this level
+    NOT_RUNNING = 5      # no daemon on the control socket
+
+
+def exit_code(e: Exception) -> Exit:
+    """The exit code of an error, from its machine-readable code alone."""
+    from acctd.errors import Code, code_of
+    return {Code.NOT_ATTACHED: Exit.NOT_ATTACHED, Code.PERMISSION: Exit.PERMISSION,
+            Code.NOT_RUNNING: Exit.NOT_RUNNING}.get(code_of(e), Exit.ERROR)
+
+
+def run(fn):
+    """Operator errors print one line and a meaningful exit code."""
+    from acctd.errors import AcctError
+    try:
+        return fn()
+    except AcctError as e:
+        click.echo(f"acctctl: {e}", err=True)
+        sys.exit(exit_code(e))
+
+
+def datapath(ctx):
+    from acctd.kernel.build import Sizes
+    from acctd.kernel.datapath import Datapath
+    o = ctx.obj
+    return Datapath(Sizes(pin_root=o["pin_root"], flows=o["flows"], addrs=o["addrs"]),
+                    netns=o["netns"])
+
+
+def ask(ctx, name: str, /, **args):
+    """Ask the daemon for the registry's command `name`, or with --db answer
+    from the database file itself (DuckDB has one writer: never open it
+    while the daemon runs)."""
+    from acctd.control import commands
+    from acctd.errors import BadRequest
+    cmd = commands.get(name)
+    try:
+        cmd.bind(args)  # refused here, not after a round trip
+    except BadRequest as e:
+        raise click.UsageError(str(e)) from None
+    o = ctx.obj
+    if o["connect"]:
+        from acctd.control.client import call_tcp
+        if not o["user"]:
+            raise click.UsageError("--connect needs --user")
+        password = o["password_file"].read().strip() if o["password_file"] else \
+            click.prompt("password", hide_input=True, err=True)
+        return call_tcp(o["connect"], name, o["user"], password, o["cafile"], **args)
+    if not o["db"]:
+        from acctd.control.client import call
+        return call(o["socket"], name, **args)
+    if not cmd.offline:
+        raise click.UsageError(f"{' '.join(cmd.cli)} needs the running daemon")
+    return _offline(ctx, cmd.bind(args), name)
+
+
+def _offline(ctx, args: dict, name: str):
+    import datetime as dt
+
+    from acctd.config import load
+    from acctd.store import queries
+    from acctd.store.database import Storage
+    o = ctx.obj
+    if not o["config"]:
+        raise click.UsageError("--db needs --config to know the units and policies")
+    cfg = load(o["config"])
+    if name == "units":
+        return queries.filter_units(queries.report_units(cfg.units), args)
+    if name == "policies":
+        return queries.report_policies(cfg)
+    with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
+        now = dt.datetime.now(dt.timezone.utc)
+        if name == "list":
+            return queries.report_list(st, cfg, args["unit"], now)
+        return queries.report_stat(st, cfg, args["unit"], args["period"], now)
+
+
+def out(data, as_json: bool, render) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str))
+    else:
+        render(data)
+
+
+def table(title: str, cols: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=title)
+    for i, c in enumerate(cols):
+        numeric = bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
+        t.add_column(c, justify="right" if numeric else "left")
+    for r in rows:
+        t.add_row(*(str(x) for x in r))
+    Console().print(t)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

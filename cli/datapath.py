@@ -1,0 +1,82 @@
+"""acctctl: the datapath without the daemon: attach, detach, the counters
+since attach, the BPF source."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from acctctl.common import datapath, run
+
+
+@click.command()
+@click.option("--lan", multiple=True, metavar="IF[:MODE]", help="Subscriber-facing interface.")
+@click.option("--wan", multiple=True, metavar="IF[:MODE]", help="Upstream interface.")
+@click.pass_context
+def attach(ctx, lan, wan):
+    """Build (if needed), pin and hook the programs. Counters continue."""
+    from acctd.daemon.main import parse_hook
+    from acctd.kernel import abi
+
+    def go():
+        dp = datapath(ctx)
+        for note in dp.attach([parse_hook(s, abi.Role.LAN) for s in lan] +
+                              [parse_hook(s, abi.Role.WAN) for s in wan]):
+            click.echo(f"acctctl: {note}", err=True)
+        click.echo(json.dumps({"prog_ids": dp.prog_ids()}))
+    run(go)
+
+
+@click.command()
+@click.pass_context
+def detach(ctx):
+    """Unhook every interface and remove all pins: nothing is left behind."""
+    def go():
+        unhooked = datapath(ctx).detach()
+        click.echo(f"detached {len(unhooked)} interface(s), pins removed")
+    run(go)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def show(ctx, as_json):
+    """Counters since attach: per address, VLAN, port, interface; health."""
+    def go():
+        from acctd.kernel.reader import Reader
+        rep = Reader(datapath(ctx).open()).totals()
+        if as_json:
+            click.echo(json.dumps(rep, indent=1))
+            return
+        _print_report(rep)
+    run(go)
+
+
+def _print_report(rep: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    con = Console()
+    for title, rows in (("addresses", rep["addrs"]), ("VLANs", rep["vlans"]), ("ports", rep["ports"])):
+        t = Table(title=title)
+        for col in ("key", "packets_in", "bytes_in", "packets_out", "bytes_out"):
+            t.add_column(col, justify="right" if col != "key" else "left")
+        for k, r in sorted(rows.items(), key=lambda kv: -(kv[1]["bytes_in"] + kv[1]["bytes_out"])):
+            t.add_row(str(k), *(str(r[c]) for c in ("packets_in", "bytes_in", "packets_out", "bytes_out")))
+        con.print(t)
+    con.print("totals:", rep["totals"])
+    con.print("health:", rep["health"])
+
+
+@click.command()
+@click.pass_context
+def source(ctx):
+    """Print the exact BPF source and flags the loader compiles."""
+    from acctd.kernel.build import Build, Sizes
+    o = ctx.obj
+    b = Build(Sizes(pin_root=o["pin_root"], flows=o["flows"], addrs=o["addrs"]))
+    click.echo(f"/* cflags: {' '.join(b.cflags)} */\n/* build id: {b.build_id:016x} */")
+    click.echo(b.source)
+
+
+COMMANDS = [attach, detach, show, source]

@@ -1,0 +1,148 @@
+"""acctctl: who holds which address: sessions, the login service, MAC
+control."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from acctctl.common import ask, json_option, out, run, table
+
+
+@click.group()
+def session():
+    """User sessions: which user unit holds which address (Freeside-style)."""
+
+
+def _session_rows(r) -> None:
+    rows = r["sessions"] if isinstance(r, dict) else r
+    table("sessions", ["id", "user", "addr", "source", "start", "stop", "cause", "in B", "out B"],
+           [[x["id"], x.get("user", x["unit_oid"]), x["addr"], x["source"], str(x["start"]),
+             str(x["stop"] or "-"), x["stop_cause"] or "-", x["bytes_in"], x["bytes_out"]]
+            for x in rows])
+
+
+@session.command("start")
+@click.argument("user")
+@click.option("--ip", help="The address the user holds from now.")
+@click.option("--port", help="A NAS port; its address comes from [session] ports.")
+@click.option("--nas", help="The NAS (address or name) the port belongs to.")
+@click.option("--nas-port", "nas_port", help="Same as --port, with --nas.")
+@click.option("--mac", help="The MAC address, when known.")
+@json_option
+@click.pass_context
+def session_start(ctx, user, ip, port, nas, nas_port, mac, as_json):
+    """Bind USER to an address (freeside-login). The traffic counted so far
+    stays with the address's previous holder; the session-start command of
+    [session] runs with user, ip, nasip, nasfqdn in its environment."""
+    port = port or nas_port
+    if not ip and not port:
+        raise click.UsageError("give --ip, or --port (with --nas when ports are per NAS)")
+    run(lambda: out(ask(ctx, "session-start", user=user, ip=ip, port=port, nas=nas, mac=mac),
+                      as_json, _session_rows))
+
+
+@session.command("stop")
+@click.argument("user")
+@json_option
+@click.pass_context
+def session_stop(ctx, user, as_json):
+    """End USER's session (freeside-logout): it holds no address any more."""
+    run(lambda: out(ask(ctx, "session-stop", user=user), as_json, _session_rows))
+
+
+@session.command("list")
+@click.argument("user", required=False)
+@click.option("--open", "open_only", is_flag=True, help="Only sessions still open.")
+@click.option("--limit", default=100, show_default=True)
+@json_option
+@click.pass_context
+def session_list(ctx, user, open_only, limit, as_json):
+    """Sessions, newest first, with their exact byte counts."""
+    run(lambda: out(ask(ctx, "session-list", user=user, open=open_only, limit=limit),
+                      as_json, _session_rows))
+
+
+@session.command("kill-expired")
+@json_option
+@click.pass_context
+def session_kill_expired(ctx, as_json):
+    """End the sessions of users whose access is blocked now (schedule it:
+    acctctl schedule add time hourly action "session kill-expired")."""
+    run(lambda: out(ask(ctx, "session-kill-expired"), as_json, _session_rows))
+
+
+@click.group("login")
+def login_group():
+    """The login service (NeTAMS service login): a unit with a login record
+    is blocked until it logs in, and again after its timeouts."""
+
+
+@login_group.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("unit")
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def login_set(ctx, unit, words):
+    """UNIT [password P] [inact SEC] [abs SEC] [mac M|none] [strict|nostrict]"""
+    run(lambda: click.echo(json.dumps(ask(ctx, "login-set", unit=unit, words=list(words)))))
+
+
+def _login_cmd(cmd: str):
+    @click.argument("unit")
+    @click.option("--password-file", type=click.File(), help="Read the password from a file "
+                  "(- for stdin); otherwise it is asked for.")
+    @click.option("--ip", help="The address the unit logs in from.")
+    @click.option("--mac", help="The MAC address it logs in with.")
+    @click.pass_context
+    def go(ctx, unit, password_file, ip, mac):
+        pw = password_file.readline().rstrip("\n") if password_file else \
+            click.prompt("password", hide_input=True)
+        r = run(lambda: ask(ctx, cmd, unit=unit, password=pw, ip=ip, mac=mac))
+        click.echo(r["reply"])
+        if not r["ok"]:
+            raise SystemExit(1)
+    return go
+
+
+login_group.command("in", help="Log UNIT in (NeTAMS login): prints the reply, exit 1 on "
+                    "failure.")(_login_cmd("login"))
+login_group.command("out", help="Log UNIT out (NeTAMS logout).")(_login_cmd("logout"))
+
+
+@login_group.command("show")
+@click.argument("unit", required=False)
+@json_option
+@click.pass_context
+def login_show(ctx, unit, as_json):
+    """Opened ago, last used, absolute and inactivity deadlines (show login)."""
+    run(lambda: out(ask(ctx, "login-show", unit=unit), as_json,
+                      lambda r: click.echo(r["text"])))
+
+
+@click.group()
+def mac():
+    """MAC control (NeTAMS mac control|fixate): units' MACs against the
+    kernel's neighbour table."""
+
+
+@mac.command("check")
+@json_option
+@click.pass_context
+def mac_check(ctx, as_json):
+    """Compare now: mismatched units (blocked with mac-control = block)."""
+    run(lambda: out(ask(ctx, "mac-check"), as_json,
+                      lambda r: click.echo(json.dumps(r, indent=1))))
+
+
+@mac.command("fixate")
+@click.option("--overwrite", is_flag=True, help="Replace MACs already recorded.")
+@json_option
+@click.pass_context
+def mac_fixate(ctx, overwrite, as_json):
+    """Record the MACs seen now for host and user units (kept in the database)."""
+    run(lambda: out(ask(ctx, "mac-fixate", overwrite=overwrite), as_json,
+                      lambda r: click.echo(json.dumps(r, indent=1))))
+
+
+COMMANDS = [session, login_group, mac]
