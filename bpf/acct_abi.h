@@ -43,16 +43,18 @@ enum acct_drop {
 	ACCT_DROP_MAX = 3,
 };
 
-/* Why an address is blocked (bitmask in acct_addr_val.reason). */
-enum acct_reason {
-	ACCT_REASON_SYS_DENY = 1 << 0,	/* admin */
-	ACCT_REASON_QUOTA = 1 << 1,
-	ACCT_REASON_LOGIN = 1 << 2,
-	ACCT_REASON_MONEY = 1 << 3,
-	ACCT_REASON_MAC = 1 << 4,
-	ACCT_REASON_SYS_ALLOW = 1 << 31,	/* admin override: lifts every block above */
+/* NeTAMS system policies: why an address is blocked (bits of
+ * acct_class.sys_policy). sys-deny, sys-deny-{quota,login,money,mac}, and
+ * sys-allow, which overrides them all. */
+enum acct_sys_policy {
+	ACCT_SYS_DENY = 1 << 0,		/* admin */
+	ACCT_SYS_QUOTA = 1 << 1,	/* sys-deny-quota */
+	ACCT_SYS_LOGIN = 1 << 2,	/* sys-deny-login */
+	ACCT_SYS_MONEY = 1 << 3,	/* sys-deny-money */
+	ACCT_SYS_MAC = 1 << 4,		/* sys-deny-mac */
+	ACCT_SYS_ALLOW = 1 << 31,	/* admin override: lifts every block above */
 };
-#define ACCT_REASON_DENY_MASK 0x1f
+#define ACCT_SYS_DENY_MASK 0x1f
 
 /* What a class does with traffic its blocks let through (acct_class.fw). */
 enum acct_fw {
@@ -116,7 +118,7 @@ struct acct_class_key {
 #define ACCT_CLASS_UNIT 1	/* belongs to a unit: drops are counted per address */
 
 struct acct_class {
-	__u32 reason;		/* enum acct_reason bits: drop while a deny bit is set */
+	__u32 sys_policy;	/* enum acct_sys_policy bits: drop while a deny bit is set */
 	__u32 fw;		/* enum acct_fw */
 	__u32 ruleset;		/* index into acct_fw when fw == ACCT_FW_RULES */
 	__u32 flags;		/* ACCT_CLASS_* */

@@ -424,8 +424,8 @@ static __always_inline __u32 acct_enforce(const struct acct_class *cls,
 					  const struct acct_flow_key *k, __u64 bytes,
 					  int first, const struct acct_meta *meta)
 {
-	if ((cls->reason & ACCT_REASON_DENY_MASK) &&
-	    !(cls->reason & ACCT_REASON_SYS_ALLOW))
+	if ((cls->sys_policy & ACCT_SYS_DENY_MASK) &&
+	    !(cls->sys_policy & ACCT_SYS_ALLOW))
 		return ACCT_DROP_BLOCK;
 	if (!first)
 		return ACCT_DROP_MAX;

@@ -127,7 +127,7 @@ def bench_decision(build) -> None:
     times = []
     for blocked in (True, False) * 5:
         t = time.perf_counter()
-        enf.apply({addr: enforcement.ClassSpec(abi.Reason.SYS_DENY if blocked else 0, abi.Fw.PASS,
+        enf.apply({addr: enforcement.ClassSpec(abi.SysPolicy.DENY if blocked else 0, abi.Fw.PASS,
                                            unit_oid="020001")})
         ret = syscalls.prog_test_run(fd, pkt)[0]
         times.append(time.perf_counter() - t)

@@ -53,16 +53,17 @@ class Fw(enum.IntEnum):
     RULES = 2   # the compiled fw-policy list acct_fw[ruleset]
 
 
-class Reason(enum.IntFlag):
-    SYS_DENY = 1 << 0
+class SysPolicy(enum.IntFlag):
+    """NeTAMS system policies as kernel bits (acct_class.sys_policy)."""
+    DENY = 1 << 0
     QUOTA = 1 << 1
     LOGIN = 1 << 2
     MONEY = 1 << 3
     MAC = 1 << 4
-    SYS_ALLOW = 1 << 31
+    ALLOW = 1 << 31
 
 
-REASON_DENY_MASK = 0x1f
+SYS_DENY_MASK = 0x1f
 IF_EGRESS_FIRST = 1
 CLASS_UNIT = 1
 FW_ATOMS = 8
@@ -116,7 +117,7 @@ ADDR_KEY = np.dtype([("addr", "u1", (16,))])
 CLASS_KEY = np.dtype([("prefixlen", "<u4"), ("addr", "u1", (16,))])
 
 CLASS = np.dtype([
-    ("reason", "<u4"), ("fw", "<u4"), ("ruleset", "<u4"), ("flags", "<u4"),
+    ("sys_policy", "<u4"), ("fw", "<u4"), ("ruleset", "<u4"), ("flags", "<u4"),
     ("policer", "<u4", (DIR_MAX,)),
 ])
 

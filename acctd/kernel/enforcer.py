@@ -54,7 +54,7 @@ class Enforcer:
         self._sets = {frozenset(v): s for s, v in by_set.items()}
 
     def kernel_classes(self) -> dict[tuple[bytes, int], tuple]:
-        """(prefix, length) -> (reason, fw, ruleset, flags, policer in, policer out), read now."""
+        """(prefix, length) -> (sys_policy, fw, ruleset, flags, policer in, policer out), read now."""
         keys, vals = self.maps["acct_classes"].read_all()
         return {(bytes(k["addr"]), int(k["prefixlen"])): _class_tuple(v)
                 for k, v in zip(keys, vals)}
@@ -67,7 +67,7 @@ class Enforcer:
 
     def apply(self, classes: Mapping[tuple[bytes, int], ClassSpec]) -> dict:
         """Make the kernel hold `classes`. Returns what moved: {'changed': n,
-        'removed': n, 'blocks': {prefix: (reason before, reason now)}}."""
+        'removed': n, 'blocks': {prefix: (sys_policy before, sys_policy now)}}."""
         if self._classes is None:
             self._load()
         self._write_policers(classes)
@@ -82,7 +82,7 @@ class Enforcer:
             pol = [self._policers.get(("unit", c.unit_oid, d, c.bw[d] if c.bw else None), 0)
                    for d in range(abi.DIR_MAX)]
             flags = abi.CLASS_UNIT if c.unit_oid else 0
-            want[pfx] = (int(c.reason), int(c.fw), ruleset, flags, *pol)
+            want[pfx] = (int(c.sys_policy), int(c.fw), ruleset, flags, *pol)
 
         old = self._classes
         m = self.maps["acct_classes"]
@@ -219,7 +219,7 @@ class Enforcer:
 
 
 def _class_tuple(v) -> tuple:
-    return (int(v["reason"]), int(v["fw"]), int(v["ruleset"]), int(v["flags"]),
+    return (int(v["sys_policy"]), int(v["fw"]), int(v["ruleset"]), int(v["flags"]),
             int(v["policer"][0]), int(v["policer"][1]))
 
 
@@ -232,7 +232,7 @@ def _class_key(pfx: tuple[bytes, int]) -> np.ndarray:
 
 def _class_val(t: tuple) -> np.ndarray:
     v = np.zeros(1, abi.CLASS)
-    v["reason"], v["fw"], v["ruleset"], v["flags"] = t[:4]
+    v["sys_policy"], v["fw"], v["ruleset"], v["flags"] = t[:4]
     v["policer"] = t[4:]
     return v[0]
 

@@ -91,11 +91,11 @@ def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.R
     for k, v in zip(addr_keys, addr_vals):
         row = _pairs(v, ("packets", "bytes", "drop_packets", "drop_bytes"))
         cls = class_of(k["addr"]) if class_of else None
-        reason = int(cls["reason"]) if cls is not None else 0
-        if any(row.values()) or reason:
-            blocked = reason & abi.REASON_DENY_MASK and not reason & abi.Reason.SYS_ALLOW
+        sys_policy = int(cls["sys_policy"]) if cls is not None else 0
+        if any(row.values()) or sys_policy:
+            blocked = sys_policy & abi.SYS_DENY_MASK and not sys_policy & abi.SysPolicy.ALLOW
             row["verdict"] = "drop" if blocked else "pass"
-            row["reason"] = reason
+            row["sys_policy"] = sys_policy
             if cls is not None and int(cls["fw"]) == abi.Fw.RULES:
                 row["fw"] = "rules"
             elif cls is not None and int(cls["fw"]) == abi.Fw.DROP:

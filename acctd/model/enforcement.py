@@ -297,7 +297,7 @@ def check(units, policies, proc) -> None:
 @dataclasses.dataclass(frozen=True)
 class ClassSpec:
     """What a prefix of a unit (or `restrict all`) gets, before indexes."""
-    reason: int
+    sys_policy: int
     fw: abi.Fw
     rules: tuple[Rule, ...] = ()
     unit_oid: str = ""
@@ -322,14 +322,14 @@ def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
         prefixes = [(a, 128) for a in u.addrs] + list(u.nets)
         if not prefixes:
             continue  # a user unit without an address
-        reason = sys_policy.effective(bits, units, i)
+        blocks = sys_policy.effective(bits, units, i)
         rules = compile_rules(u, i, policies, units, default_fw, now, memo)
         if rules or fw_list(u, i, policies, default_fw):
             fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
         else:
             local = not u.no_local_pass and bool(snap.plan.lists[i])
             fw = restrict[proc.restrict_local if local else proc.restrict_all]
-        spec = ClassSpec(int(reason), fw, rules, u.oid, u.bw)
+        spec = ClassSpec(int(blocks), fw, rules, u.oid, u.bw)
         for pfx in prefixes:
             out.setdefault(pfx, spec)  # a unit listed twice: the first wins, as in matching
     if proc.restrict_all == "drop":
@@ -344,5 +344,5 @@ def prefix_text(pfx: tuple[bytes, int]) -> str:
 
 def blocks(classes: Mapping[tuple[bytes, int], ClassSpec]) -> dict[str, int]:
     """prefix text -> reason bits of every blocked class (what `acctctl` shows)."""
-    return {prefix_text(k): c.reason for k, c in classes.items()
-            if sys_policy.verdict(c.reason) == abi.Verdict.DROP}
+    return {prefix_text(k): c.sys_policy for k, c in classes.items()
+            if sys_policy.verdict(c.sys_policy) == abi.Verdict.DROP}

@@ -6,9 +6,9 @@
     sys-deny-ACTION          block for a reason: quota, login, money, mac
     sys-allow-ACTION         lift that reason only
 
-A unit's state is a bitmask of abi.Reason. Every address of the unit gets
+A unit's state is a bitmask of abi.SysPolicy. Every address of the unit gets
 verdict DROP while any deny bit is set, with the bits as its reason; with
-SYS_ALLOW among them the kernel passes anyway (acct_blocked in acct_lib.h).
+ALLOW among them the kernel passes anyway (acct_blocked in acct_lib.h).
 Pure: the daemon applies the result to the datapath.
 """
 
@@ -16,25 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from acctd.kernel.abi import Reason, Verdict
+from acctd.kernel.abi import SysPolicy, Verdict
 
-ACTIONS = {"quota": Reason.QUOTA, "login": Reason.LOGIN, "money": Reason.MONEY,
-           "mac": Reason.MAC}
-DENY_BITS = Reason.SYS_DENY | Reason.QUOTA | Reason.LOGIN | Reason.MONEY | Reason.MAC
+ACTIONS = {"quota": SysPolicy.QUOTA, "login": SysPolicy.LOGIN, "money": SysPolicy.MONEY,
+           "mac": SysPolicy.MAC}
+DENY_BITS = SysPolicy.DENY | SysPolicy.QUOTA | SysPolicy.LOGIN | SysPolicy.MONEY | SysPolicy.MAC
 
 
 def apply(bits: int, word: str) -> int:
     """The state after one policy word ("sys-deny-quota" or "deny-quota")."""
     w = word.replace("–", "-").lower().removeprefix("sys-")
     if w == "deny":
-        return (bits | Reason.SYS_DENY) & ~Reason.SYS_ALLOW  # a new deny ends the override
+        return (bits | SysPolicy.DENY) & ~SysPolicy.ALLOW  # a new deny ends the override
     if w == "allow":
-        return Reason.SYS_ALLOW  # "снять все запреты": every block lifted
+        return SysPolicy.ALLOW  # "снять все запреты": every block lifted
     kind, _, action = w.partition("-")
     if kind in ("deny", "allow") and action in ACTIONS:
         bit = ACTIONS[action]
         if kind == "deny":
-            return (bits | bit) & ~Reason.SYS_ALLOW
+            return (bits | bit) & ~SysPolicy.ALLOW
         return bits & ~bit
     raise ValueError(f"unknown system policy {word!r}; expected sys-deny, sys-allow or "
                      f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}}")
@@ -60,15 +60,15 @@ def verdict(bits: int) -> Verdict:
     """What the kernel does (acct_enforce): drop while a deny bit is set,
     unless sys-allow overrides them all (quota and login blocks included,
     until a sys-deny word ends the override)."""
-    return Verdict.DROP if bits & DENY_BITS and not bits & Reason.SYS_ALLOW else Verdict.PASS
+    return Verdict.DROP if bits & DENY_BITS and not bits & SysPolicy.ALLOW else Verdict.PASS
 
 
 def words(bits: int) -> list[str]:
     """NeTAMS spelling of a state, for `acctctl units --syspolicy`."""
     out = []
-    if bits & Reason.SYS_ALLOW:
+    if bits & SysPolicy.ALLOW:
         out.append("sys-allow")
-    if bits & Reason.SYS_DENY:
+    if bits & SysPolicy.DENY:
         out.append("sys-deny")
     out += [f"sys-deny-{a}" for a, bit in ACTIONS.items() if bits & bit]
     return out

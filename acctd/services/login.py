@@ -4,7 +4,7 @@ login/logout with the reference's replies, and which units it keeps blocked.
 LoginTable is pure: time comes in as `now`, a unit's last counted packet
 comes in as `last_seen`, units are resolved through a `find` callable.
 LoginService, at the end, is its place in the daemon: it persists the
-records, holds `blocked()` as abi.Reason.LOGIN blocks, binds user units on
+records, holds `blocked()` as abi.SysPolicy.LOGIN blocks, binds user units on
 `LoginResult.bind` and runs `expire()` after every drain.
 """
 
@@ -621,7 +621,7 @@ class LoginService(Service):
         self.core.storage.set_login_record(oid, rec.to_dict() if rec else None)
 
     def blocks(self) -> dict[str, int]:
-        return dict.fromkeys(self.table.blocked(), abi.Reason.LOGIN)
+        return dict.fromkeys(self.table.blocked(), abi.SysPolicy.LOGIN)
 
     # -- after each drain: timeouts -------------------------------------------------
 

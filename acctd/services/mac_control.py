@@ -206,7 +206,7 @@ class MacService(Service):
         return config.processor.mac_control
 
     def blocks(self) -> dict[str, int]:
-        return dict.fromkeys(self.blocked, abi.Reason.MAC)
+        return dict.fromkeys(self.blocked, abi.SysPolicy.MAC)
 
     def after_drain(self, drain: Drain) -> None:
         if self.settings != "off":

@@ -4,7 +4,7 @@ pure check that turns usage into soft/hard/return events and block decisions.
 Plain data in, plain data out: the functions touch neither the kernel,
 storage nor mail. QuotaService, at the end, is the daemon's side: it
 supplies usage (from storage's per-period totals), persists the state and
-holds the blocks (abi.Reason.QUOTA).
+holds the blocks (abi.SysPolicy.QUOTA).
 """
 
 from __future__ import annotations
@@ -386,12 +386,12 @@ class Event:
 class Result:
     state: dict[str, Any]          # persist this; pass it back next time
     events: tuple[Event, ...]
-    block: tuple[str, ...]         # units to block now (set Reason.QUOTA / add block-policy)
+    block: tuple[str, ...]         # units to block now (set SysPolicy.QUOTA / add block-policy)
     unblock: tuple[str, ...]       # units to let through again
     blocked: frozenset[str]        # every unit the quota service holds blocked
 
 
-REASON = abi.Reason.QUOTA
+SYS_POLICY = abi.SysPolicy.QUOTA
 
 
 def _iso(ts: dt.datetime) -> str:
@@ -611,7 +611,7 @@ class QuotaService(Service):
         return {o for o, st in (self.state or {}).get("units", {}).items() if st.get("blocked")}
 
     def blocks(self) -> dict[str, int]:
-        return dict.fromkeys(self.held(), abi.Reason.QUOTA)
+        return dict.fromkeys(self.held(), abi.SysPolicy.QUOTA)
 
     def _inputs(self, now):
         snap = self.core.snapshot

@@ -36,13 +36,13 @@ def set_role(dp: Datapath, role: abi.Role) -> None:
     dp.maps["acct_iface_cfg"].update(np.uint32(LO_IFINDEX), v[0])
 
 
-def set_class(dp: Datapath, prefix: str, reason: int = 0, fw: abi.Fw = abi.Fw.PASS,
+def set_class(dp: Datapath, prefix: str, sys_policy: int = 0, fw: abi.Fw = abi.Fw.PASS,
               ruleset: int = 0, policer=(0, 0), unit: bool = True) -> None:
     """Write one acct_classes entry by hand and tell the CPUs (gen bump)."""
     from acctd.kernel.enforcer import _class_key, _class_val, Enforcer
     from acctd.model.addresses import parse_addr, parse_prefix
     pfx = parse_prefix(prefix) if "/" in prefix else (parse_addr(prefix), 128)
-    t = (int(reason), int(fw), ruleset, abi.CLASS_UNIT if unit else 0, *policer)
+    t = (int(sys_policy), int(fw), ruleset, abi.CLASS_UNIT if unit else 0, *policer)
     dp.maps["acct_classes"].update(_class_key(pfx), _class_val(t))
     Enforcer(dp.maps).bump()
 

@@ -139,10 +139,10 @@ def test_block_overrides_and_sys_allow_lifts_only_blocks(enforced):
     dp, enf, classes = enforced
     cfg = config.loads(CONFIG)
     fw = cfg.units.find("fw")
-    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.Reason.QUOTA}, None))
+    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.SysPolicy.QUOTA}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_DROP
     assert drops_of(dp, "10.0.5.1")[abi.Drop.BLOCK, abi.Dir.OUT] >= 1
-    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.Reason.QUOTA | abi.Reason.SYS_ALLOW}, None))
+    enf.apply(enforcement.plan(Snapshot.build(cfg), {fw: abi.SysPolicy.QUOTA | abi.SysPolicy.ALLOW}, None))
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_PASS
     assert run(dp, out("10.0.5.1", TCP(sport=1, dport=22))) == XDP_DROP  # fw still holds
     enf.apply(classes)

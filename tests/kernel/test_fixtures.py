@@ -104,9 +104,9 @@ def _gso_ctx(segs: int, size: int) -> bytes:
     return bytes(ctx)
 
 
-def _block(addr, reason):
+def _block(addr, sys_policy):
     def preload(dp):
-        set_class(dp, addr, reason=reason)
+        set_class(dp, addr, sys_policy=sys_policy)
     return preload
 
 
@@ -211,12 +211,12 @@ def build_cases() -> list[Case]:
                                      "drop_bytes": drops(abi.Drop.BLOCK, OUT, n)}},
         "acct_ifaces": {LO_SLOT: {"drop_packets": drops(abi.Drop.BLOCK, OUT, 1),
                                   "drop_bytes": drops(abi.Drop.BLOCK, OUT, n)}},
-    }, drop=True, preload=_block("10.0.0.66", abi.Reason.QUOTA)))
+    }, drop=True, preload=_block("10.0.0.66", abi.SysPolicy.QUOTA)))
     p = Ether(**ETH) / IP(src="10.0.0.67", dst=REM) / TCP(sport=40015, dport=80)
     c.append(Case("sys-allow-overrides-drop", bytes(p),
                   accounted(p, local="10.0.0.67", remote=REM, direction=OUT, proto=6,
                             sport=40015, dport=80, port_slot=TCP_ + 80),
-                  preload=_block("10.0.0.67", abi.Reason.QUOTA | abi.Reason.SYS_ALLOW)))
+                  preload=_block("10.0.0.67", abi.SysPolicy.QUOTA | abi.SysPolicy.ALLOW)))
     # WAN: interface statistics only, never accounting; but it enforces.
     p = Ether(**ETH) / IP(src=REM, dst="10.0.0.70") / UDP(sport=53, dport=40016)
     n = ip_len(p)
@@ -228,7 +228,7 @@ def build_cases() -> list[Case]:
         # a WAN hook never creates address entries: the drop counts per interface
         "acct_ifaces": {LO_SLOT: {"drop_packets": drops(abi.Drop.BLOCK, IN, 1),
                                   "drop_bytes": drops(abi.Drop.BLOCK, IN, n)}},
-    }, drop=True, role=abi.Role.WAN, preload=_block("10.0.0.71", abi.Reason.SYS_DENY)))
+    }, drop=True, role=abi.Role.WAN, preload=_block("10.0.0.71", abi.SysPolicy.DENY)))
     return c
 
 
@@ -281,9 +281,9 @@ def test_block_reaches_a_live_address_and_keeps_its_counters(datapath):
     def value():
         return drain.reduce_percpu(datapath.maps["acct_addrs"].lookup(key[0])[None])[0]
 
-    set_class(datapath, addr, reason=abi.Reason.SYS_DENY)
+    set_class(datapath, addr, sys_policy=abi.SysPolicy.DENY)
     assert syscalls.prog_test_run(fd, pkt)[0] == XDP_DROP
-    set_class(datapath, addr, reason=0)
+    set_class(datapath, addr, sys_policy=0)
     assert syscalls.prog_test_run(fd, pkt)[0] == XDP_PASS
     v = value()
     assert list(v["packets"]) == [0, 4] and list(v["bytes"]) == [0, 4 * n]

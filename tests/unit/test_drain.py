@@ -40,13 +40,13 @@ def test_reduce_addrs_sums_counters_and_drops_by_cause():
     v["bytes"] = [[[10, 20], [30, 40], [50, 60]]]
     v["drop_packets"][0, :, abi.Drop.POLICE, abi.Dir.OUT] = [1, 2, 3]
     v["drop_bytes"][0, :, abi.Drop.FW, abi.Dir.IN] = [100, 0, 50]
-    v["cls"]["reason"] = abi.Reason.QUOTA   # the cached class: same on every CPU
+    v["cls"]["sys_policy"] = abi.SysPolicy.QUOTA   # the cached class: same on every CPU
     v["last_ns"] = [[7, 9, 8]]
     r = drain.reduce_percpu(v)[0]
     assert r["packets"].tolist() == [9, 12] and r["bytes"].tolist() == [90, 120]
     assert r["drop_packets"].tolist() == [[0, 0], [0, 0], [0, 6]]
     assert r["drop_bytes"].tolist() == [[0, 0], [150, 0], [0, 0]]
-    assert r["cls"]["reason"] == abi.Reason.QUOTA
+    assert r["cls"]["sys_policy"] == abi.SysPolicy.QUOTA
     assert r["last_ns"] == 9
 
 

@@ -83,14 +83,14 @@ acct-policy = ["ip"]
 parents = ["g"]
 """)
     g = cfg.units.find("g")
-    classes = enforcement.plan(Snapshot.build(cfg), {g: abi.Reason.MONEY}, None)
+    classes = enforcement.plan(Snapshot.build(cfg), {g: abi.SysPolicy.MONEY}, None)
     a = classes[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.bw == (2_000_000, 1_000_000) and len(a.rules) == 1
     assert classes[(parse_addr("10.0.0.2"), 128)].fw == abi.Fw.PASS      # restrict local
     assert classes[(parse_addr("10.0.0.3"), 128)].fw == abi.Fw.DROP      # no policies: all
-    assert classes[parse_prefix("10.1.0.0/16")].reason == abi.Reason.MONEY  # from its group
+    assert classes[parse_prefix("10.1.0.0/16")].sys_policy == abi.SysPolicy.MONEY  # from its group
     assert classes[enforcement.ALL] == enforcement.ClassSpec(0, abi.Fw.DROP)
-    assert enforcement.blocks(classes) == {"10.1.0.0/16": abi.Reason.MONEY}
+    assert enforcement.blocks(classes) == {"10.1.0.0/16": abi.SysPolicy.MONEY}
 
 
 def test_fw_policy_inactive_now_passes_nothing():

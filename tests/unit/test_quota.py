@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from acctd.kernel import abi
-from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, REASON, QuotaSettings,
+from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, SYS_POLICY, QuotaSettings,
                                   QuotaError, QuotaSpec, check, effective, format_amount,
                                   format_set, format_show, parse_amount, parse_set, recipients,
                                   show_quota, usage_from_totals, used)
@@ -157,7 +157,7 @@ def test_soft_then_hard_then_return_at_the_next_hour():
     hard = r.events[0]
     assert (hard.used, hard.quota, hard.notify) == (1001, 1000, (OWNER,))
     assert hard.period_start == local(2026, 11, 21, 16).isoformat()
-    assert REASON == abi.Reason.QUOTA
+    assert SYS_POLICY == abi.SysPolicy.QUOTA
     # still over, drains keep coming: nothing new, still blocked
     for s in (30, 40, 590):  # up to 16:59:50
         r = c.run(t + dt.timedelta(seconds=s), {"0246E8": {"hour": (1500, 9), "day": (1500, 9)}})
