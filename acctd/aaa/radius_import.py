@@ -410,7 +410,7 @@ def _naive(t: dt.datetime) -> dt.datetime:
 
 _COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
          "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out")
-_TYPES = ("int64", object, object, object, "datetime64[us]", object, object, object,
+_TYPES = ("int64", "uint32", object, object, "datetime64[us]", object, object, object,
           "datetime64[us]", object, "uint64", "uint64", "uint64", "uint64")
 
 
@@ -440,7 +440,7 @@ def import_sessions(con, sessions: Iterable[dict], unit_oid_of: Callable[[str], 
     chunk in its own transaction (an interrupted import is resumed by running
     it again).
 
-    unit_oid_of(user) -> the user unit's oid (text, as the table keeps it), or
+    unit_oid_of(user) -> the user unit's oid (hex text; the table keeps its integer), or
     None: asked once per user; sessions of unknown users are skipped and
     counted. Open sessions (no Stop yet) are skipped: an open session in the
     table is a live address binding, which only the daemon makes.
@@ -458,7 +458,7 @@ def import_sessions(con, sessions: Iterable[dict], unit_oid_of: Callable[[str], 
     total = len(sessions)
     counts: dict[str, Any] = {"imported": 0, "duplicates": 0, "open": 0, "unknown_users": 0,
                               "unknown": Counter()}
-    seen = {(nas, port, start, addr, oid) for nas, port, start, addr, oid in con.execute(
+    seen = {(nas, port, start, addr, f"{oid:06X}") for nas, port, start, addr, oid in con.execute(
         "SELECT nas, port, start, addr, unit_oid FROM sessions WHERE source = ?",
         [SOURCE]).fetchall()}
     next_id = con.execute("SELECT coalesce(max(id), 0) + 1 FROM sessions").fetchall()[0][0]
@@ -485,7 +485,7 @@ def import_sessions(con, sessions: Iterable[dict], unit_oid_of: Callable[[str], 
                 counts["duplicates"] += 1
                 continue
             seen.add(key)
-            rows.append((next_id, oid, s["addr"], SOURCE, start, s["mac"], s["nas"], s["port"],
+            rows.append((next_id, int(oid, 16), s["addr"], SOURCE, start, s["mac"], s["nas"], s["port"],
                          stop, s["stop_cause"], s["packets_in"], s["packets_out"],
                          s["bytes_in"], s["bytes_out"]))
             next_id += 1

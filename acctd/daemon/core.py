@@ -249,14 +249,14 @@ class Daemon:
         (in the database) or, never set, the config's words; plus the
         blocks the services hold (quota, login, mac)."""
         snap = self.snapshot
-        stored = self.storage.syspolicies()
+        stored = self.storage.sys_policies()
         held: dict[str, int] = {}
         for s in self.services.values():
             for oid, bits in s.blocks().items():
                 held[oid] = held.get(oid, 0) | bits
         out = {}
         for i, u in enumerate(snap.units):
-            bits = stored.get(int(u.oid, 16), sys_policy.from_words(u.sys_policy))
+            bits = stored.get(u.oid, sys_policy.from_words(u.sys_policy))
             bits |= held.get(u.oid, 0)
             if bits:
                 out[i] = bits
@@ -307,7 +307,7 @@ class Daemon:
             u = self.snapshot.units.units[i]
             t = time.monotonic()
             bits = sys_policy.apply(self.sys_policy_bits().get(i, 0), word)
-            self.storage.set_syspolicy(int(u.oid, 16), bits)
+            self.storage.set_sys_policy(u.oid, bits)
             changed = self.enforce()
         return {"unit": u.name, "sys_policy": sys_policy.words(bits), "changed": changed,
                 "applied_ms": round((time.monotonic() - t) * 1000, 2)}

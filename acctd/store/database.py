@@ -8,17 +8,11 @@ the checkpoint commit together, a SIGKILL at any instant leaves either both
 checkpoint, whose rollups are exactly what the table holds): no byte is lost
 or counted twice.
 
-Tables (timestamps are UTC, `TIMESTAMP` without zone; oids as integers):
-  raw        ts, unit_oid, policy_oid, dir, packets, bytes     (NeTAMS RAW)
-  summary    kind, period_start, unit_oid, policy_oid, dir,
-             packets, bytes; primary key on all but the counters (NeTAMS SUMMARY)
-  checkpoint map, chunk, n, key_type, val_type, keys, vals
-             (a kernel map's keys and counter fields, as numpy bytes in
-             chunks of CHUNK entries)
-  meta       key, value: schema_version, abi_version, last_drain
-policy_oid 0 is all of a unit's traffic; unit_oid 0 is unattributed traffic;
-policy_oids rollup.DROPPED count what the datapath dropped, per cause
-(see acctd.store.rollup).
+The tables and their numbered migrations: acctd/store/migrations.py. Unit
+oids are integers in SQL and hex text ("02A1F3") in Python; this module
+converts between them. policy_oid 0 is all of a unit's traffic; unit_oid 0
+is unattributed traffic; policy_oids rollup.DROPPED count what the datapath
+dropped, per cause (see acctd.store.rollup).
 """
 
 from __future__ import annotations
@@ -35,36 +29,13 @@ import numpy as np
 from acctd.errors import AcctError
 from acctd.kernel import abi
 from acctd.kernel.drain import counter_fields
+from acctd.store import migrations
 from acctd.store.rollup import PERIODS, Rollup, from_us, label, period_end, period_start, to_us
 
-SCHEMA_VERSION = 1
 CHUNK = 1 << 16  # checkpoint entries per row: large blobs, few rows
 _KINDS = "['hour', 'day', 'week', 'month']"
 
-SCHEMA = f"""
-CREATE TYPE period AS ENUM {tuple(PERIODS)};
-CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-CREATE TABLE raw (
-    ts TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL, policy_oid UINTEGER NOT NULL,
-    dir UTINYINT NOT NULL, packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL);
-CREATE TABLE summary (
-    kind period NOT NULL, period_start TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL,
-    policy_oid UINTEGER NOT NULL, dir UTINYINT NOT NULL,
-    packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL,
-    PRIMARY KEY (kind, period_start, unit_oid, policy_oid, dir));
-CREATE TABLE checkpoint (
-    map VARCHAR NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NULL,
-    key_type VARCHAR NOT NULL, val_type VARCHAR NOT NULL,
-    keys BLOB NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (map, chunk));
-"""
-
 # Who held which address when (acctd.model.sessions); open sessions have no stop.
-SESSIONS_TABLE = """CREATE TABLE IF NOT EXISTS sessions (
-    id BIGINT PRIMARY KEY, unit_oid VARCHAR NOT NULL, addr VARCHAR NOT NULL,
-    source VARCHAR NOT NULL, start TIMESTAMP NOT NULL, mac VARCHAR NOT NULL,
-    nas VARCHAR NOT NULL, port VARCHAR NOT NULL, stop TIMESTAMP, stop_cause VARCHAR NOT NULL,
-    packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
-    bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL)"""
 _SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
                  "stop_cause", "packets_in", "packets_out", "bytes_in", "bytes_out",
                  "nas_bytes_in", "nas_bytes_out")
@@ -104,7 +75,13 @@ def _unpack(packed: np.ndarray, t: np.dtype) -> np.ndarray:
 
 
 def _oid(oid: str | int) -> int:
+    """A unit oid as SQL keeps it."""
     return int(oid, 16) if isinstance(oid, str) else int(oid)
+
+
+def _hex(oid: int) -> str:
+    """A unit oid as Python keeps it (the model's text form)."""
+    return f"{int(oid):06X}"
 
 
 class Storage:
@@ -124,38 +101,17 @@ class Storage:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as e:
             raise StorageError(f"cannot open {self.path}: {e}") from None
-        have = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"
-                                ).fetchall()[0][0]
-        if not have:
+        version = migrations.version_of(self.con)
+        if version != migrations.VERSION:
             if read_only:
-                raise StorageError(f"{self.path}: not an acctd database (no meta table)")
-            self._create()
-        if not read_only:  # tables added since schema 1, created on first use
-            self.con.execute("CREATE TABLE IF NOT EXISTS syspolicy (unit_oid UINTEGER PRIMARY KEY, "
-                             "bits UINTEGER NOT NULL)")
-            self.con.execute("CREATE TABLE IF NOT EXISTS quota (unit_oid VARCHAR PRIMARY KEY, "
-                             "spec VARCHAR NOT NULL)")
-            self.con.execute("CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, "
-                             "state VARCHAR NOT NULL)")
-            self.con.execute(SESSIONS_TABLE)
-            # what the NAS itself reported (OpenVPN's bytecount), next to acctd's counts
-            for col in ("nas_bytes_in", "nas_bytes_out"):
-                self.con.execute(f"ALTER TABLE sessions ADD COLUMN IF NOT EXISTS {col} UBIGINT")
-            self.con.execute("CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, "
-                             "record VARCHAR NOT NULL)")
-            self.con.execute("CREATE TABLE IF NOT EXISTS unit_mac (unit_oid VARCHAR PRIMARY KEY, "
-                             "mac VARCHAR NOT NULL)")
-        version = self.meta("schema_version")
-        if version != str(SCHEMA_VERSION):
-            raise StorageError(f"{self.path}: schema version {version}, this acctd reads "
-                               f"{SCHEMA_VERSION}")
-
-    def _create(self) -> None:
-        self.con.execute("BEGIN")
-        self.con.execute(SCHEMA)
-        self.con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('abi_version', ?)",
-                         [str(SCHEMA_VERSION), str(abi.ABI_VERSION)])
-        self.con.execute("COMMIT")
+                what = "not an acctd database" if version == 0 else \
+                    f"schema version {version}, this acctd reads {migrations.VERSION}: start " \
+                    "acctd once (it upgrades the database) before reading it read-only"
+                raise StorageError(f"{self.path}: {what}")
+            if version > migrations.VERSION:
+                raise StorageError(f"{self.path}: schema version {version} is newer than this "
+                                   f"acctd ({migrations.VERSION}): downgrading is not supported")
+            migrations.upgrade(self.con, abi.ABI_VERSION)
 
     def close(self) -> None:
         self.con.close()
@@ -199,7 +155,7 @@ class Storage:
     def commit(self, rollup: Rollup,
                checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]],
                in_transaction: Callable[[Storage], None] | None = None) -> None:
-        """Store one drain atomically: raw rows, summary upserts, retention, checkpoint.
+        """Store one drain atomically: raw rows, rollup upserts, retention, checkpoint.
 
         checkpoint: map name -> (keys, values), the full counter state after
         this drain: what the next drain's deltas subtract. Maps not named keep
@@ -214,7 +170,7 @@ class Storage:
         """
         ts_us = to_us(rollup.ts)
         self.con.register("acct_raw_batch", rollup.raw)
-        self.con.register("acct_summary_batch", rollup.summary)
+        self.con.register("acct_rollup_batch", rollup.per_period)
         try:
             self._sql("BEGIN")
             try:
@@ -230,7 +186,7 @@ class Storage:
                 raise
         finally:
             self.con.unregister("acct_raw_batch")
-            self.con.unregister("acct_summary_batch")
+            self.con.unregister("acct_rollup_batch")
 
     def charge_sessions(self, charges: Mapping[int, tuple[int, int, int, int]]) -> None:
         """Add a drain's counts to open sessions: session id -> (packets in,
@@ -243,8 +199,8 @@ class Storage:
     def _write(self, ts_us: int, checkpoint) -> None:
         self._sql("INSERT INTO raw SELECT make_timestamp($ts), unit_oid, policy_oid, dir, "
                   "packets, bytes FROM acct_raw_batch", {"ts": ts_us})
-        self._sql(f"INSERT INTO summary SELECT {_KINDS}[kind + 1]::period, make_timestamp(start), "
-                  "unit_oid, policy_oid, dir, packets, bytes FROM acct_summary_batch "
+        self._sql(f"INSERT INTO rollup SELECT {_KINDS}[kind + 1]::period, make_timestamp(start), "
+                  "unit_oid, policy_oid, dir, packets, bytes FROM acct_rollup_batch "
                   "ON CONFLICT DO UPDATE SET packets = packets + excluded.packets, "
                   "bytes = bytes + excluded.bytes")
         if self.raw_retention is not None:
@@ -305,7 +261,7 @@ class Storage:
         self.con.execute("INSERT INTO sessions (id, unit_oid, addr, source, start, mac, nas, port, "
                          "stop, stop_cause, packets_in, packets_out, bytes_in, bytes_out) VALUES "
                          "(?, ?, ?, ?, ?, ?, ?, ?, NULL, '', 0, 0, 0, 0)",
-                         [sid, s.unit_oid, s.addr, s.source, s.start.replace(tzinfo=None),
+                         [sid, _oid(s.unit_oid), s.addr, s.source, s.start.replace(tzinfo=None),
                           s.mac, s.nas, s.port])
         return int(sid)
 
@@ -327,11 +283,12 @@ class Storage:
             q += " AND stop IS NULL"
         if unit_oid is not None:
             q += " AND unit_oid = ?"
-            args.append(unit_oid)
+            args.append(_oid(unit_oid))
         q += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit else "")
         out = []
         for row in self.con.execute(q, args).fetchall():
             d = dict(zip(_SESSION_COLS, row))
+            d["unit_oid"] = _hex(d["unit_oid"])
             for k in ("start", "stop"):
                 if d[k] is not None:
                     d[k] = d[k].replace(tzinfo=dt.timezone.utc)
@@ -342,60 +299,51 @@ class Storage:
 
     def login_records(self) -> dict[str, dict]:
         rows = self.con.execute("SELECT unit_oid, record FROM login").fetchall()
-        return {oid: json.loads(rec) for oid, rec in rows}
+        return {_hex(oid): json.loads(rec) for oid, rec in rows}
 
     def set_login_record(self, oid: str, record: dict | None) -> None:
         """Store (or with None remove) one unit's login record."""
         if record is None:
-            self.con.execute("DELETE FROM login WHERE unit_oid = ?", [oid])
+            self.con.execute("DELETE FROM login WHERE unit_oid = ?", [_oid(oid)])
         else:
             self.con.execute("INSERT OR REPLACE INTO login VALUES (?, ?)",
-                             [oid, json.dumps(record, sort_keys=True)])
+                             [_oid(oid), json.dumps(record, sort_keys=True)])
 
     # --- MACs recorded by `mac fixate` ----------------------------------------------
 
     def unit_macs(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT unit_oid, mac FROM unit_mac").fetchall())
+        return {_hex(o): m for o, m in
+                self.con.execute("SELECT unit_oid, mac FROM unit_mac").fetchall()}
 
     def set_unit_mac(self, oid: str, mac: str) -> None:
-        self.con.execute("INSERT OR REPLACE INTO unit_mac VALUES (?, ?)", [oid, mac])
+        self.con.execute("INSERT OR REPLACE INTO unit_mac VALUES (?, ?)", [_oid(oid), mac])
 
     # --- system policies ---------------------------------------------------------------
 
-    def syspolicies(self) -> dict[int, int]:
-        """Run-time system policies by unit oid (acctctl unit NAME sys-...)."""
-        have = self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'syspolicy'"
-                                ).fetchall()[0][0]
-        if not have:
-            return {}
-        return {int(o): int(b) for o, b in self.con.execute("SELECT unit_oid, bits FROM syspolicy").fetchall()}
+    def sys_policies(self) -> dict[str, int]:
+        """System policies set at run time (acctctl unit NAME sys-...), by unit oid."""
+        return {_hex(o): int(b) for o, b in
+                self.con.execute("SELECT unit_oid, bits FROM sys_policy").fetchall()}
 
-    def set_syspolicy(self, unit_oid: int, bits: int) -> None:
-        self.con.execute("INSERT INTO syspolicy VALUES ($o, $b) ON CONFLICT (unit_oid) "
-                         "DO UPDATE SET bits = excluded.bits", {"o": unit_oid, "b": bits})
+    def set_sys_policy(self, unit_oid: str, bits: int) -> None:
+        self.con.execute("INSERT INTO sys_policy VALUES ($o, $b) ON CONFLICT (unit_oid) "
+                         "DO UPDATE SET bits = excluded.bits", {"o": _oid(unit_oid), "b": bits})
 
     # --- quotas (kept in the database, not the config) ------------------------------
 
-    def _has(self, table: str) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t",
-                                     {"t": table}).fetchall()[0][0])
-
     def quotas(self) -> dict[str, dict]:
         """Quota records by unit oid (quota.QuotaSpec.to_dict form)."""
-        if not self._has("quota"):
-            return {}
-        return {o: json.loads(s) for o, s in self.con.execute("SELECT unit_oid, spec FROM quota").fetchall()}
+        return {_hex(o): json.loads(s) for o, s in
+                self.con.execute("SELECT unit_oid, spec FROM quota").fetchall()}
 
     def set_quota(self, unit_oid: str, spec: dict | None) -> None:
         if spec is None:
-            self.con.execute("DELETE FROM quota WHERE unit_oid = $o", {"o": unit_oid})
+            self.con.execute("DELETE FROM quota WHERE unit_oid = $o", {"o": _oid(unit_oid)})
             return
         self.con.execute("INSERT INTO quota VALUES ($o, $s) ON CONFLICT (unit_oid) DO UPDATE "
-                         "SET spec = excluded.spec", {"o": unit_oid, "s": json.dumps(spec)})
+                         "SET spec = excluded.spec", {"o": _oid(unit_oid), "s": json.dumps(spec)})
 
     def quota_state(self) -> dict | None:
-        if not self._has("quota_state"):
-            return None
         rows = self.con.execute("SELECT state FROM quota_state WHERE id = 1").fetchall()
         return json.loads(rows[0][0]) if rows else None
 
@@ -418,7 +366,7 @@ class Storage:
         u = _oid(unit_oid)
         s = self._starts(now)
         rows = self.con.execute(
-            "SELECT kind::VARCHAR, policy_oid, dir, packets, bytes FROM summary "
+            "SELECT kind::VARCHAR, policy_oid, dir, packets, bytes FROM rollup "
             "WHERE unit_oid = $u AND ((kind = 'hour' AND period_start = make_timestamp($hour)) "
             "OR (kind = 'day' AND period_start = make_timestamp($day)) "
             "OR (kind = 'week' AND period_start = make_timestamp($week)) "
@@ -446,7 +394,7 @@ class Storage:
         lo = period_start(period, now, self.zone)
         hi = period_end(period, lo, self.zone)
         rows = self.con.execute(
-            "SELECT epoch_us(period_start), policy_oid, dir, packets, bytes FROM summary "
+            "SELECT epoch_us(period_start), policy_oid, dir, packets, bytes FROM rollup "
             "WHERE kind = 'hour' AND unit_oid = $u AND period_start >= make_timestamp($lo) "
             "AND period_start < make_timestamp($hi) ORDER BY 1, 2, 3",
             {"u": _oid(unit_oid), "lo": to_us(lo), "hi": to_us(hi)}).fetchall()
@@ -461,7 +409,7 @@ class Storage:
         """All traffic (policy_oid 0) of every unit in the current `kind`
         period: {unit_oid: (bytes in, bytes out)} (for the top view)."""
         rows = self.con.execute(
-            "SELECT unit_oid, dir, bytes FROM summary WHERE kind = $k AND policy_oid = 0 "
+            "SELECT unit_oid, dir, bytes FROM rollup WHERE kind = $k AND policy_oid = 0 "
             "AND period_start = make_timestamp($s)",
             {"k": kind, "s": to_us(period_start(kind, now, self.zone))}).fetchall()
         out: dict[int, list[int]] = {}
@@ -473,6 +421,6 @@ class Storage:
         """Every unit's month so far: numpy columns unit_oid, policy_oid, dir,
         packets, bytes, sorted by unit, policy and dir (policy_oid 0: all traffic)."""
         return self.con.execute(
-            "SELECT unit_oid, policy_oid, dir, packets, bytes FROM summary "
+            "SELECT unit_oid, policy_oid, dir, packets, bytes FROM rollup "
             "WHERE kind = 'month' AND period_start = make_timestamp($m) ORDER BY 1, 2, 3",
             {"m": to_us(period_start("month", now, self.zone))}).fetchnumpy()

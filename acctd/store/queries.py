@@ -91,9 +91,9 @@ def report_stat(storage, model, unit: str, period: str, now: dt.datetime) -> dic
 
 def period_figures(storage, period: str, start: dt.datetime) -> dict[int, dict[tuple[int, int], int]]:
     """Bytes of every unit in the day or week starting at `start` (UTC), from
-    the summaries: {unit_oid: {(policy_oid, dir): bytes}}, dir 0 in, 1 out."""
+    the rollups: {unit_oid: {(policy_oid, dir): bytes}}, dir 0 in, 1 out."""
     rows = storage.con.execute(
-        "SELECT unit_oid, policy_oid, dir, bytes FROM summary WHERE kind = $k "
+        "SELECT unit_oid, policy_oid, dir, bytes FROM rollup WHERE kind = $k "
         "AND period_start = make_timestamp($s)", {"k": period, "s": to_us(start)}).fetchall()
     out: dict[int, dict[tuple[int, int], int]] = {}
     for unit, policy, d, b in rows:

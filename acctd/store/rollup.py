@@ -115,13 +115,13 @@ class Rollup:
     """One drain, ready to store.
 
     raw: unit_oid, policy_oid, dir, packets, bytes (one row per non-zero cell);
-    summary: the same rows once per period, with kind (index into PERIODS)
-    and start (UTC, microseconds since the epoch) in front.
+    per_period: the same rows once per period (the `rollup` table), with kind
+    (index into PERIODS) and start (UTC, microseconds since the epoch) in front.
     """
 
     ts: dt.datetime
     raw: dict[str, np.ndarray]
-    summary: dict[str, np.ndarray]
+    per_period: dict[str, np.ndarray]
 
 
 def cells(counts, unit_oids: np.ndarray, policy_oids: np.ndarray,
@@ -150,7 +150,7 @@ def cells(counts, unit_oids: np.ndarray, policy_oids: np.ndarray,
 
 
 def rollup(columns: dict[str, np.ndarray], ts: dt.datetime, zone: ZoneInfo) -> Rollup:
-    """One drain's oid-keyed columns (see `cells`) -> raw rows and per-period summary rows.
+    """One drain's oid-keyed columns (see `cells`) -> raw rows and per-period rows.
 
     ts is the drain's end (an injected, timezone-aware clock value); the rows
     go to the hour, day, week and month containing it (see the module doc).
@@ -158,8 +158,8 @@ def rollup(columns: dict[str, np.ndarray], ts: dt.datetime, zone: ZoneInfo) -> R
     ts = _utc(ts)
     n = len(columns["packets"])
     starts = np.array([to_us(s) for _k, s in periods(ts, zone)], dtype=np.int64)
-    summary = {"kind": np.repeat(np.arange(len(PERIODS), dtype=np.uint8), n),
-               "start": np.repeat(starts, n)}
+    per_period = {"kind": np.repeat(np.arange(len(PERIODS), dtype=np.uint8), n),
+                  "start": np.repeat(starts, n)}
     for k, v in columns.items():
-        summary[k] = np.tile(v, len(PERIODS))
-    return Rollup(ts, dict(columns), summary)
+        per_period[k] = np.tile(v, len(PERIODS))
+    return Rollup(ts, dict(columns), per_period)

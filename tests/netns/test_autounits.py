@@ -92,7 +92,7 @@ def month_rows(d, oids) -> tuple[int, int, int]:
     ints = [int(o, 16) for o in oids]
     return d.storage.con.execute(
         "SELECT count(DISTINCT unit_oid), coalesce(sum(packets), 0), coalesce(sum(bytes), 0) "
-        "FROM summary WHERE kind = 'month' AND policy_oid = 0 AND dir = 1 "
+        "FROM rollup WHERE kind = 'month' AND policy_oid = 0 AND dir = 1 "
         "AND list_contains($o, unit_oid)", {"o": ints}).fetchall()[0]
 
 

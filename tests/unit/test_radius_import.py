@@ -327,7 +327,8 @@ def storage(tmp_path):
 
 
 def rows(st):
-    return st.con.execute("SELECT id, unit_oid, addr, source, start, mac, nas, port, stop, "
+    return st.con.execute("SELECT id, format('{:06X}', unit_oid), addr, source, start, mac, "
+                          "nas, port, stop, "
                           "stop_cause, packets_in, packets_out, bytes_in, bytes_out FROM "
                           "sessions ORDER BY id").fetchall()
 

@@ -10,8 +10,7 @@ import pytest
 from acctd.kernel import abi
 from acctd.model.addresses import parse_addr
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
-from acctd.model.units import Unit, UnitSet
-from acctd.model.units import oid_ints
+from acctd.model.units import Unit, UnitSet, oid_ints
 from acctd.store.rollup import (ALL_TRAFFIC, PERIODS, UNATTRIBUTED, cells, from_us, label,
                                 period_end, period_start, periods, rollup, to_us)
 
@@ -128,7 +127,7 @@ def stream(day_start, step_min=10):
         if ts > end:
             return sums, k - 1
         r = rollup(one_cell(k), ts, BERLIN)
-        s = r.summary
+        s = r.per_period
         assert (s["bytes"] == s["packets"] * 100).all()
         for kind, start, p in zip(s["kind"].tolist(), s["start"].tolist(),
                                   s["packets"].tolist()):
@@ -171,8 +170,8 @@ def test_week_and_month_sum_their_days():
     sums = Counter()
     for d in range(1, 32):
         r = rollup(one_cell(d), local(2026, 3, d, 12), BERLIN)
-        for kind, start, p in zip(r.summary["kind"].tolist(), r.summary["start"].tolist(),
-                                  r.summary["packets"].tolist()):
+        for kind, start, p in zip(r.per_period["kind"].tolist(), r.per_period["start"].tolist(),
+                                  r.per_period["packets"].tolist()):
             sums[PERIODS[kind], start] += p
     assert sums["month", to_us(local(2026, 3, 1))] == sum(range(1, 32))
     # Sun 1 March belongs to the week of Mon 23 February
@@ -187,9 +186,9 @@ def test_rollup_rows_per_period():
     r = rollup(one_cell(5), NOW, BERLIN)
     assert r.ts == NOW
     assert r.raw["packets"].tolist() == [5]
-    assert r.summary["kind"].tolist() == [0, 1, 2, 3]
-    assert [from_us(s) for s in r.summary["start"].tolist()] == [s for _, s in periods(NOW, BERLIN)]
-    assert r.summary["unit_oid"].tolist() == [0x020001] * 4
+    assert r.per_period["kind"].tolist() == [0, 1, 2, 3]
+    assert [from_us(s) for s in r.per_period["start"].tolist()] == [s for _, s in periods(NOW, BERLIN)]
+    assert r.per_period["unit_oid"].tolist() == [0x020001] * 4
 
 
 def test_cells_keys_counts_by_oid_with_totals_and_unattributed():

@@ -21,8 +21,8 @@ from acctd.kernel import abi
 from acctd.kernel.drain import Deltas
 from acctd.model.addresses import parse_addr
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
-from acctd.model.units import Unit, UnitSet
-from acctd.model.units import oid_ints
+from acctd.model.units import Unit, UnitSet, oid_ints
+from acctd.store import migrations
 from acctd.store.database import Storage, StorageError
 from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, rollup, to_us
 
@@ -124,9 +124,9 @@ class KillAt(Storage):
         return super()._sql(sql, params)
 
 
-def summary_rows(db):
+def rollup_rows(db):
     return db.con.execute("SELECT kind::VARCHAR, epoch_us(period_start), unit_oid, policy_oid, "
-                          "dir, packets, bytes FROM summary ORDER BY ALL").fetchall()
+                          "dir, packets, bytes FROM rollup ORDER BY ALL").fetchall()
 
 
 def check_consistent(path):
@@ -138,7 +138,7 @@ def check_consistent(path):
 def check_consistent_open(db):
     ck = db.load_checkpoint()
     if not ck:
-        assert db.con.execute("SELECT count(*) FROM summary").fetchall() == [(0,)]
+        assert db.con.execute("SELECT count(*) FROM rollup").fetchall() == [(0,)]
         assert db.con.execute("SELECT count(*) FROM raw").fetchall() == [(0,)]
         return 0
     step = (db.last_drain - T0) // STEP
@@ -150,7 +150,7 @@ def check_consistent_open(db):
     want = int(vals["packets"].sum())
     # all traffic: each unit's total plus the unattributed row (hosts only, no groups)
     for kind in ("hour", "day", "week", "month"):
-        got = db.con.execute("SELECT sum(packets), sum(bytes) FROM summary WHERE kind = ? "
+        got = db.con.execute("SELECT sum(packets), sum(bytes) FROM rollup WHERE kind = ? "
                              "AND policy_oid = 0", [kind]).fetchall()[0]
         assert got == (want, want * 100), kind
     got = db.con.execute("SELECT sum(packets) FROM raw WHERE policy_oid = 0").fetchall()
@@ -163,25 +163,25 @@ def reference(tmp_path, last_step):
     path = tmp_path / "reference.duckdb"
     with open_db(path) as db:
         run_daemon(db, last_step)
-        return summary_rows(db)
+        return rollup_rows(db)
 
 
 # --- tests ------------------------------------------------------------------------
 
-def test_commit_reopen_gives_back_checkpoint_and_summaries(tmp_path):
+def test_commit_reopen_gives_back_checkpoint_and_rollups(tmp_path):
     path = tmp_path / "a.duckdb"
     with open_db(path) as db:
         run_daemon(db, 9)
-        rows = summary_rows(db)
+        rows = rollup_rows(db)
     with open_db(path) as db:
-        assert summary_rows(db) == rows
-        assert db.meta("schema_version") == "1"
+        assert rollup_rows(db) == rows
+        assert db.meta("schema_version") == str(migrations.VERSION)
         assert db.meta("abi_version") == str(abi.ABI_VERSION)
     assert check_consistent(path) == 9
     # exact hand numbers: h0 (10.0.0.1) has flows 0, 4, 8, ... ; flow 0 is UDP in, dport 80
     want_udp = int(kernel_vals(9)["packets"][0::12].sum())  # i % 12 == 0: h0, UDP
     with open_db(path) as db:
-        got = db.con.execute("SELECT packets FROM summary WHERE kind = 'month' AND unit_oid = "
+        got = db.con.execute("SELECT packets FROM rollup WHERE kind = 'month' AND unit_oid = "
                              "? AND policy_oid = ? AND dir = 0", [0x020001, 0x140002]).fetchall()
         assert got == [(want_udp,)]
 
@@ -192,7 +192,7 @@ def test_upsert_adds_and_resumed_run_equals_uninterrupted(tmp_path):
         with open_db(path) as db:
             run_daemon(db, last)
     with open_db(path) as db:
-        assert summary_rows(db) == reference(tmp_path, 30)
+        assert rollup_rows(db) == reference(tmp_path, 30)
     assert check_consistent(path) == 30
 
 
@@ -200,13 +200,13 @@ def test_uncommitted_transaction_leaves_previous_commit(tmp_path):
     path = tmp_path / "c.duckdb"
     with open_db(path) as db:
         run_daemon(db, 4)
-        before = summary_rows(db)
+        before = rollup_rows(db)
         db.con.execute("BEGIN")
-        db.con.execute("UPDATE summary SET packets = packets + 1")
+        db.con.execute("UPDATE rollup SET packets = packets + 1")
         db.con.execute("DELETE FROM checkpoint")
     # closed without COMMIT
     with open_db(path) as db:
-        assert summary_rows(db) == before
+        assert rollup_rows(db) == before
     assert check_consistent(path) == 4
 
 
@@ -214,7 +214,7 @@ def test_failed_commit_rolls_back_and_connection_stays_usable(tmp_path):
     path = tmp_path / "d.duckdb"
     with open_db(path) as db:
         run_daemon(db, 2)
-        before = summary_rows(db)
+        before = rollup_rows(db)
         k, v = kernel_keys(), kernel_vals(3)
         r = rollup({"unit_oid": np.array([0x020001], np.uint32),
                     "policy_oid": np.array([ALL_TRAFFIC], np.uint32),
@@ -222,7 +222,7 @@ def test_failed_commit_rolls_back_and_connection_stays_usable(tmp_path):
                     "bytes": np.array([1], np.uint64)}, T0 + 3 * STEP, BERLIN)
         with pytest.raises(ValueError, match="48 keys, 47 values"):
             db.commit(r, {"acct_flows": (k, v[:47])})
-        assert summary_rows(db) == before
+        assert rollup_rows(db) == before
         run_daemon(db, 5)
     assert check_consistent(path) == 5
 
@@ -277,7 +277,7 @@ def test_raw_retention_deletes_old_rows_at_commit(tmp_path):
         # kept: the last drain and everything up to an hour before it, inclusive
         assert ts == [to_us(T0 + s * STEP) for s in range(6, 13)]
         # summaries are not subject to retention
-        assert db.con.execute("SELECT count(DISTINCT period_start) FROM summary "
+        assert db.con.execute("SELECT count(DISTINCT period_start) FROM rollup "
                               "WHERE kind = 'hour'").fetchall() == [(3,)]
 
 
@@ -342,7 +342,7 @@ def spawn(path, last_step, kill_at=0, **kw):
 def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
     """Kill at statement n of the commits: before, inside and just after a COMMIT."""
     path = tmp_path / "k.duckdb"
-    # A commit here is 9 statements: 1 BEGIN, 2 raw, 3 summary, 4 retention,
+    # A commit here is 9 statements: 1 BEGIN, 2 raw, 3 rollup, 4 retention,
     # 5 delete checkpoint, 6 checkpoint flows, 7 checkpoint addrs, 8 meta,
     # 9 COMMIT. Each child commits once, then dies at statement r of its second
     # commit, having run the ones before it: r = 1 is "right after a COMMIT
@@ -356,7 +356,7 @@ def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
     assert spawn(path, 20).wait(timeout=30) == 0
     assert check_consistent(path) == 20
     with open_db(path) as db:
-        assert summary_rows(db) == reference(tmp_path, 20)
+        assert rollup_rows(db) == reference(tmp_path, 20)
 
 
 def test_sigkill_at_random_moments(tmp_path):
@@ -381,7 +381,7 @@ def test_sigkill_at_random_moments(tmp_path):
     assert spawn(path, step + 3).wait(timeout=30) == 0
     assert check_consistent(path) == step + 3
     with open_db(path) as db:
-        assert summary_rows(db) == reference(tmp_path, step + 3)
+        assert rollup_rows(db) == reference(tmp_path, step + 3)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""The database schema as numbered steps. A new database runs them all; an
+older one runs those it has not had, each in its own transaction with the
+version it reaches (meta.schema_version), so a crash leaves a database at
+one version or the next, never between. Add a step; never edit one that
+has shipped.
+
+The schema they build (timestamps UTC, TIMESTAMP without zone; every unit
+oid a UINTEGER, as the datapath's rows carry it):
+
+  meta        key, value: schema_version, abi_version, last_drain, and the
+              small state kept as JSON (run-time units, CoA rates)
+  raw         ts, unit_oid, policy_oid, dir, packets, bytes     (NeTAMS RAW)
+  rollup      kind, period_start, unit_oid, policy_oid, dir, packets, bytes:
+              every drain's rows once per hour, day, week and month; primary
+              key on all but the counters                      (NeTAMS SUMMARY)
+  checkpoint  map, chunk, n, key_type, val_type, keys, vals: the kernel
+              counters the committed rows correspond to
+  sys_policy  unit_oid, bits: system policies set at run time
+  quota       unit_oid, spec; quota_state id, state (JSON)
+  sessions    who held which address when, with exact counts
+  login       unit_oid, record (JSON): the login service's records
+  unit_mac    unit_oid, mac: MACs recorded by `mac fixate`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from acctd.store.rollup import PERIODS
+
+
+def _v1(con) -> None:
+    """The first schema: rows, their period sums, the checkpoint."""
+    con.execute(f"""
+        CREATE TYPE period AS ENUM {tuple(PERIODS)};
+        CREATE TABLE raw (
+            ts TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL, policy_oid UINTEGER NOT NULL,
+            dir UTINYINT NOT NULL, packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL);
+        CREATE TABLE summary (
+            kind period NOT NULL, period_start TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL,
+            policy_oid UINTEGER NOT NULL, dir UTINYINT NOT NULL,
+            packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL,
+            PRIMARY KEY (kind, period_start, unit_oid, policy_oid, dir));
+        CREATE TABLE checkpoint (
+            map VARCHAR NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NULL,
+            key_type VARCHAR NOT NULL, val_type VARCHAR NOT NULL,
+            keys BLOB NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (map, chunk));
+    """)
+
+
+def _v2(con) -> None:
+    """The tables the services added while schema 1 stood (each was made on
+    first use, so an old database may have any of them)."""
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS syspolicy (unit_oid UINTEGER PRIMARY KEY,
+                                              bits UINTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS quota (unit_oid VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL);
+        CREATE TABLE IF NOT EXISTS quota_state (id INTEGER PRIMARY KEY, state VARCHAR NOT NULL);
+        CREATE TABLE IF NOT EXISTS sessions (
+            id BIGINT PRIMARY KEY, unit_oid VARCHAR NOT NULL, addr VARCHAR NOT NULL,
+            source VARCHAR NOT NULL, start TIMESTAMP NOT NULL, mac VARCHAR NOT NULL,
+            nas VARCHAR NOT NULL, port VARCHAR NOT NULL, stop TIMESTAMP,
+            stop_cause VARCHAR NOT NULL,
+            packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
+            bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL);
+        ALTER TABLE sessions ADD COLUMN IF NOT EXISTS nas_bytes_in UBIGINT;
+        ALTER TABLE sessions ADD COLUMN IF NOT EXISTS nas_bytes_out UBIGINT;
+        CREATE TABLE IF NOT EXISTS login (unit_oid VARCHAR PRIMARY KEY, record VARCHAR NOT NULL);
+        CREATE TABLE IF NOT EXISTS unit_mac (unit_oid VARCHAR PRIMARY KEY, mac VARCHAR NOT NULL);
+    """)
+
+
+_HEX = "CAST('0x' || unit_oid AS UINTEGER)"
+
+
+def _v3(con) -> None:
+    """One word and one type each: `summary` is `rollup` (the module that
+    fills it), `syspolicy` is `sys_policy`, and every unit oid a UINTEGER
+    (quota, login and unit_mac kept hex text, sessions too)."""
+    con.execute("ALTER TABLE summary RENAME TO rollup")
+    con.execute("ALTER TABLE syspolicy RENAME TO sys_policy")
+    con.execute(f"ALTER TABLE sessions ALTER unit_oid TYPE UINTEGER USING {_HEX}")
+    # a key column cannot change type in place: rebuild those tables
+    for table, value in (("quota", "spec"), ("login", "record"), ("unit_mac", "mac")):
+        con.execute(f"CREATE TABLE {table}_v3 (unit_oid UINTEGER PRIMARY KEY, "
+                    f"{value} VARCHAR NOT NULL)")
+        con.execute(f"INSERT INTO {table}_v3 SELECT {_HEX}, {value} FROM {table}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {table}_v3 RENAME TO {table}")
+
+
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
+VERSION = MIGRATIONS[-1][0]
+
+
+def version_of(con) -> int:
+    """The schema version of a database (0: empty)."""
+    have = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'"
+                       ).fetchall()[0][0]
+    if not have:
+        return 0
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def upgrade(con, abi_version: int) -> list[int]:
+    """Run the steps a database has not had; returns their numbers."""
+    done = []
+    if version_of(con) == 0:
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, "
+                    "value VARCHAR NOT NULL)")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('abi_version', ?)", [str(abi_version)])
+        con.execute("COMMIT")
+    for number, step in MIGRATIONS:
+        if number <= version_of(con):
+            continue
+        con.execute("BEGIN")
+        try:
+            step(con)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(number)])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        done.append(number)
+    return done
