@@ -58,7 +58,7 @@ class CoreCommands:
                 fill[name] = {"entries": n, "max": m.info.max_entries,
                               "percent": round(100.0 * n / m.info.max_entries, 1)}
             ifs = drain.read(d.dp.maps["acct_ifaces"])[1]
-            lan = d._lan_slots()
+            lan = d.lan_slots()
             hooked = np.array(sorted({s for s, _ in d.dp.hooked_slots().values()}), np.int64)
             health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
             services: dict = {}

@@ -363,7 +363,7 @@ class Daemon:
             delta = {n: self.deltas[n].update(*read[n]) for n in ("acct_addrs", "acct_flows")}
             ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
             self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
-            lan = self._lan_slots()
+            lan = self.lan_slots()
             rows, counts = interval.columns(
                 snap, now.astimezone(zone),
                 delta["acct_flows"].keys, delta["acct_flows"].values,
@@ -420,7 +420,8 @@ class Daemon:
         full[prev[0]] = prev[1]
         return full
 
-    def _lan_slots(self) -> np.ndarray:
+    def lan_slots(self) -> np.ndarray:
+        """The acct_ifaces slots of the LAN interfaces (the ones that account)."""
         return np.array([s for s, role in self.dp.hooked_slots().values() if role == abi.Role.LAN],
                         dtype=np.int64)
 

@@ -28,7 +28,7 @@ import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -52,12 +52,6 @@ class Drain:
     flow_values: np.ndarray
     addr_keys: np.ndarray            # the local addresses that moved, and their deltas
     addr_values: np.ndarray
-
-
-class Transaction(Protocol):
-    """The drain's open DuckDB transaction: statements commit with the rows."""
-
-    def execute(self, sql: str, params: Any = None) -> Any: ...
 
 
 class Core(Protocol):
@@ -123,8 +117,9 @@ class Service:
     def serve(self) -> None:
         pass
 
-    def in_drain(self, drain: Drain, tx: Transaction) -> None:
-        pass
+    def in_drain(self, drain: Drain, tx: Storage) -> None:
+        """tx: the storage, inside the drain's open transaction: what is
+        written here commits with the counts, or not at all."""
 
     def after_drain(self, drain: Drain) -> None:
         pass

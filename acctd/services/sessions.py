@@ -123,6 +123,7 @@ class SessionsService(Service):
         super().__init__(core, settings)
         self.open: dict[str, Session] = {}    # by user unit oid
         self.runners: dict[str, AccessScript] = {}   # [session] commands, by program
+        self._charges: dict[int, tuple] = {}  # the drain in progress's, by session id
 
     @staticmethod
     def settings_of(config):
@@ -149,6 +150,7 @@ class SessionsService(Service):
             self._stop(x, self.core.clock(), cause)
 
     def in_drain(self, drain: Drain, tx) -> None:
+        """Each open session's share of the drain, in its transaction."""
         self._charges = charges(drain.rows, {o: x.id for o, x in self.open.items()})
         tx.charge_sessions(self._charges)
 
