@@ -181,7 +181,7 @@ class Daemon:
         units = self.service(UnitsService)
         units.load()
         self.service(SessionsService).load()
-        self._snapshot = Snapshot.build(cfg, units.fit(cfg))
+        self._snapshot = units.fit(cfg)
         for s in self.services.values():
             s.start()
         with self.lock:
@@ -190,10 +190,13 @@ class Daemon:
     def rebuild(self, cfg=None) -> None:
         """A new snapshot (caller holds the lock): the config (the current one,
         or a new one at reload), the run-time units that fit it, and the open
-        sessions' addresses. Sessions that no longer fit are stopped."""
-        cfg = cfg or self.config
-        runtime = self.service(UnitsService).fit(cfg)
-        snap = Snapshot.build(cfg, runtime)
+        sessions' addresses. Sessions that no longer fit are stopped. A
+        binding change alone rebinds the units it has (one UnitSet build)."""
+        units = self.service(UnitsService)
+        if cfg is None and self._snapshot.runtime == tuple(units.runtime):
+            snap = self._snapshot
+        else:
+            snap = units.fit(cfg or self.config)
         sessions = self.service(SessionsService)
         bindings = sessions.bindings(snap)
         try:
@@ -201,6 +204,7 @@ class Daemon:
         except ModelError as e:  # e.g. the config now gives the address to a host
             log.warning("sessions no longer fit the units (%s): stopping them", e)
             sessions.stop_all("config-changed")
+            snap = snap.rebound({})
         self._snapshot = snap
         if len(self.checks) != snap.plan.n_entries:
             self.checks = np.zeros(snap.plan.n_entries, np.uint64)

@@ -65,10 +65,11 @@ class UnitsService(Service):
         raw = self.core.storage.meta("runtime_units")
         self.runtime = [from_dict(d) for d in json.loads(raw)] if raw else []
 
-    def fit(self, config) -> list[Unit]:
-        """The run-time units that fit `config`, oids assigned: one that no
-        longer does (its name or address taken there, its parent gone) is
-        dropped with a warning."""
+    def fit(self, config) -> Snapshot:
+        """A snapshot of `config` and the run-time units that fit it, oids
+        assigned (without the sessions' addresses): a unit that no longer
+        fits (its name or address taken there, its parent gone) is dropped
+        with a warning."""
         extra = list(self.runtime)
         while True:
             try:
@@ -81,8 +82,9 @@ class UnitsService(Service):
                 bad = extra[i] if 0 <= i < len(extra) else extra[-1]
                 log.warning("run-time unit %s dropped: %s", bad.name, e)
                 extra = [u for u in extra if u is not bad]
-        self._keep(list(snap.runtime))
-        return self.runtime
+        if list(snap.runtime) != self.runtime:
+            self._keep(list(snap.runtime))
+        return snap
 
     def _keep(self, units: list[Unit]) -> None:
         self.runtime = units
