@@ -151,7 +151,7 @@ def _bytes(v) -> int | None:
 
 
 def totals(snap: Snapshot | None, view: str) -> dict[str, tuple[int | None, int | None]]:
-    """{key: (today bytes, month bytes)} in + out, from the daemon's summaries.
+    """{key: (today bytes, month bytes)} in + out, from the daemon's rollups.
 
     Units carry theirs in "units"; other views only if the snapshot has
     {"totals": {view: {key: {"today": .., "month": ..}}}}; missing ones show "-".

@@ -3,7 +3,7 @@ as JSON lines {"name", "value", "unit"}. Needs no kernel: the drained flow
 arrays are synthesised with a fixed seed.
 
 Pipeline per drain: UnitSet.match -> policy.account -> rollup -> Storage.commit
-(raw rows, four summary upserts, and the checkpoint of the whole flow table
+(raw rows, four rollup upserts, and the checkpoint of the whole flow table
 and address table), into a temporary DuckDB file.
 """
 
@@ -84,7 +84,7 @@ def bench_pipeline(n_flows: int = 1_000_000, n_units: int = 10_000, n_policies: 
     """Flows per second from drained arrays to a committed drain (median of `drains`).
 
     Every drain carries all n_flows (each with a delta) and checkpoints the
-    whole flow table; the first drain inserts the summary rows, the later
+    whole flow table; the first drain inserts the rollup rows, the later
     ones update them, which is the steady state being measured.
     """
     us, plan = model(n_units, n_policies)

@@ -64,7 +64,7 @@ def verdict(bits: int) -> Verdict:
 
 
 def words(bits: int) -> list[str]:
-    """NeTAMS spelling of a state, for `acctctl units --syspolicy`."""
+    """NeTAMS spelling of a state, for `acctctl units --sys-policy`."""
     out = []
     if bits & SysPolicy.ALLOW:
         out.append("sys-allow")

@@ -87,7 +87,7 @@ class Unit:
     acct_policy: tuple[str, ...] = ()  # raw entries, "[!][%]name"; parsed by policy.py
     nodefault: bool = False
     ap_nodefault: bool = False
-    sys_policy: tuple[str, ...] = ()  # NeTAMS sys-deny / sys-deny-quota ... (syspolicy.py)
+    sys_policy: tuple[str, ...] = ()  # NeTAMS sys-deny / sys-deny-quota ... (sys_policy.py)
     fw_policy: tuple[str, ...] = ()   # "[!]name": what passes (enforce.py)
     bw: tuple[int | None, int | None] | None = None  # rate limit in/out, bit/s
     no_local_pass: bool = False       # `restrict all` applies, not `restrict local`

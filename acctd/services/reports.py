@@ -11,7 +11,7 @@ period_figures, is in acctd/store/queries.py); ReportsService queues what
 * `on`: units by name or oid; `LAN+` is LAN and every unit below it (members,
   and members of member groups). Default: every unit that has an e-mail.
 * `period`: the last complete day (yesterday) or ISO week (Monday to Sunday)
-  in the processor time zone, as the hour/day/week summaries count it: a
+  in the processor time zone, as the hour/day/week rollups count it: a
   drain's bytes belong to the period holding the drain's end. Default: day.
 
 One message per unit: a line per acct-policy of the unit (zero if idle, plus
@@ -108,7 +108,7 @@ def parse(words: Sequence[str]) -> Request:
 def last_period(period: str, now: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
     """UTC [start, end) of the last complete local day or ISO week before `now`:
     yesterday, or Monday to Sunday of the week before this one. 23 or 25
-    hours long across a DST change, as the summaries are."""
+    hours long across a DST change, as the rollups are."""
     if period not in PERIODS:
         raise ReportError(f"send report: period must be day or week, got {period!r}")
     end = period_start(period, now, zone)

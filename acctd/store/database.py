@@ -1,4 +1,4 @@
-"""DuckDB storage, written only by the daemon: raw drain rows, period summaries,
+"""DuckDB storage, written only by the daemon: raw drain rows, period rollups,
 and the kernel-counter checkpoint they correspond to, all in one transaction.
 
 Why one transaction: the kernel counters are monotonic, and the daemon's
