@@ -2,10 +2,13 @@
  *
  * Every struct, enum and limit that both the BPF programs and the Python
  * control plane depend on lives here, and only here. acctd/kernel/abi.py keeps a
- * numpy copy of these layouts; tests/kernel/test_abi.py checks that copy
- * against what bcc builds from this file. Change a layout => bump
- * ACCT_ABI_VERSION, which also moves the pin directory, so an old pinned map
- * is never reused with new types (bcc reuses a pin without checking it).
+ * numpy copy of these layouts and constants, checked against this file:
+ * tests/kernel/test_abi.py compares the structs with what bcc builds from it,
+ * tests/unit/test_abi_header.py the enums and defines with what gcc reads.
+ * ACCT_ABI_VERSION is not copied: abi.py reads it from here. Change a layout
+ * => bump ACCT_ABI_VERSION, which also moves the pin directory, so an old
+ * pinned map is never reused with new types (bcc reuses a pin without
+ * checking it).
  *
  * Fixed-width fields only, explicit padding, every struct a multiple of 8.
  * One-dimensional arrays only: bcc describes [a][b] fields as [a].

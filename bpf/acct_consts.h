@@ -49,8 +49,12 @@
 #define ACCT_MAX_POLICERS 4096
 #endif
 
+/* Where the maps are pinned: one directory per ACCT_ABI_VERSION, as
+ * acctd/kernel/abi.py pin_dir() has it (the loader passes its own). */
 #ifndef ACCT_PIN_DIR
-#define ACCT_PIN_DIR "/sys/fs/bpf/acctd/v2"
+#define ACCT_STR_(x) #x
+#define ACCT_STR(x) ACCT_STR_(x)
+#define ACCT_PIN_DIR "/sys/fs/bpf/acctd/v" ACCT_STR(ACCT_ABI_VERSION)
 #endif
 
 #endif /* ACCT_CONSTS_H */

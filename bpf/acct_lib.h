@@ -447,116 +447,200 @@ static __always_inline __u32 acct_enforce(const struct acct_class *cls,
 	return ACCT_DROP_MAX;
 }
 
-/* Accounts one packet and returns its verdict (ACCT_VERDICT_PASS or DROP).
- * Anything the accountant cannot understand passes. */
-static __always_inline int acct_packet(struct acct_ctx *c)
+/* acct_packet runs a packet through these steps, in order: hook (the
+ * interface), parse, measure, classify (direction, local address, class),
+ * enforce (acct_enforce above), then count the drop or account the packet.
+ * A step hands on what it found in struct acct_pkt (above) and these. */
+
+/* The interface a packet was seen on. */
+struct acct_hook {
+	struct acct_iface_cfg *cfg;	/* NULL: not configured */
+	struct acct_iface_val *st;	/* its per-CPU totals */
+	__u32 role;			/* enum acct_role, ACCT_ROLE_NONE if not configured */
+};
+
+/* What a packet counts as: wire packets and their IP-layer bytes. */
+struct acct_size {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* The packet's direction and what this CPU knows about its local
+ * (subscriber) address. The address itself is kept apart, in a struct
+ * acct_addr_key of its own: a map key's address goes to a helper call, and
+ * clang then keeps the whole struct around it in memory (measured: a few ns
+ * per packet). */
+struct acct_local {
+	__u32 dir;			/* enum acct_dir, as seen from the address */
+	__u32 gen;			/* acct_meta.gen: the classes' generation */
+	struct acct_addr_val *av;	/* its per-CPU counters, NULL without an entry */
+	struct acct_class cls;		/* its class */
+	struct acct_meta *meta;		/* acct_meta[0], NULL if the lookup failed */
+	__u64 now;			/* coarse clock: first/last seen */
+};
+
+/* Hook: the interface's config and totals. An unconfigured interface has
+ * ACCT_ROLE_NONE and counts in slot 0. Returns 0 when there is no totals
+ * slot to count in: the packet passes. */
+static __always_inline int acct_hook_of(const struct acct_ctx *c, struct acct_hook *h)
 {
 	__u32 ifindex = c->ifindex;
-	__u32 slot = 0, role = ACCT_ROLE_NONE;
-	struct acct_iface_cfg *cfg = acct_iface_cfg.lookup(&ifindex);
+	__u32 slot = 0;
 
-	if (cfg) {
-		role = cfg->role;
-		slot = cfg->slot;
+	h->cfg = acct_iface_cfg.lookup(&ifindex);
+	h->role = ACCT_ROLE_NONE;
+	if (h->cfg) {
+		h->role = h->cfg->role;
+		slot = h->cfg->slot;
 	}
-	struct acct_iface_val *st = acct_ifaces.lookup(&slot);
-	if (!st)
-		return ACCT_VERDICT_PASS;
+	h->st = acct_ifaces.lookup(&slot);
+	return h->st != NULL;
+}
 
-	struct acct_pkt p = {};
-	int rc = acct_parse(c, &p);
+/* Parse: the flow key and header lengths of an IP packet. What the parser
+ * noticed goes to the interface's health counters; a packet it cannot read
+ * (not IP, truncated or malformed) is counted there only and passes:
+ * returns 0. */
+static __always_inline int acct_parse_packet(struct acct_ctx *c, struct acct_iface_val *st,
+					     struct acct_pkt *p)
+{
+	int rc = acct_parse(c, p);
+
 	if (rc != ACCT_PARSE_OK) {
 		__u32 h = rc == ACCT_PARSE_NON_IP ? ACCT_H_NON_IP :
 			  rc == ACCT_PARSE_TRUNCATED ? ACCT_H_TRUNCATED :
 						       ACCT_H_MALFORMED;
 		st->health[h]++;
 		st->health_bytes[h] += c->wire_len;
-		return ACCT_VERDICT_PASS;
+		return 0;
 	}
-	if (p.health) {
-		if (p.health & ACCT_PKT_H(ACCT_H_TRUNCATED))
+	if (p->health) {
+		if (p->health & ACCT_PKT_H(ACCT_H_TRUNCATED))
 			st->health[ACCT_H_TRUNCATED]++;
-		if (p.health & ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG))
+		if (p->health & ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG))
 			st->health[ACCT_H_NOT_FIRST_FRAG]++;
-		if (p.health & ACCT_PKT_H(ACCT_H_EXT_HDR_LIMIT))
+		if (p->health & ACCT_PKT_H(ACCT_H_EXT_HDR_LIMIT))
 			st->health[ACCT_H_EXT_HDR_LIMIT]++;
 	}
+	return 1;
+}
 
-	/* NetFlow/IPFIX convention: IP-layer bytes as on the wire. A GSO/GRO
-	 * packet stands for gso_segs wire packets, each repeating the headers. */
-	__u64 packets = 1, bytes = p.ip_len;
+/* Measure: NetFlow/IPFIX convention, IP-layer bytes as on the wire. A GSO/GRO
+ * packet stands for gso_segs wire packets, each repeating the headers. */
+static __always_inline void acct_measure(const struct acct_ctx *c, const struct acct_pkt *p,
+					 struct acct_size *n)
+{
+	__u64 packets = 1, bytes = p->ip_len;
+
 	if (c->gso_segs > 1 || (!bytes && c->skb_len)) {
 		__u32 segs = c->gso_segs > 1 ? c->gso_segs : 1;
 		packets = segs;
-		bytes = (__u64)(c->skb_len - p.l3_off) +
-			(__u64)(segs - 1) * (p.l3_hdr_len + p.l4_hdr_len);
+		bytes = (__u64)(c->skb_len - p->l3_off) +
+			(__u64)(segs - 1) * (p->l3_hdr_len + p->l4_hdr_len);
 	} else if (!bytes) {
-		bytes = (__u64)(c->data_end - c->data) - p.l3_off;
+		bytes = (__u64)(c->data_end - c->data) - p->l3_off;
 	}
+	n->packets = packets;
+	n->bytes = bytes;
+}
 
-	/* LAN: arriving = out for the source, leaving = in for the destination.
-	 * WAN (and unconfigured) interfaces look the address up the other way
-	 * round and only enforce. */
-	__u32 dir;
-	if (role == ACCT_ROLE_LAN)
-		dir = c->egress ? ACCT_DIR_IN : ACCT_DIR_OUT;
+/* Classify: the packet's direction, its local address, that address's
+ * counters entry and its class. LAN: arriving = out for the source, leaving
+ * = in for the destination. WAN (and unconfigured) interfaces look the
+ * address up the other way round and only enforce. The entry caches this
+ * CPU's copy of the class, refreshed when user space has changed the classes
+ * (acct_meta.gen moved on); an address without an entry gets a fresh lookup.
+ * Completes the flow key with the interface and direction. */
+static __always_inline void acct_classify(const struct acct_ctx *c, const struct acct_hook *h,
+					  struct acct_pkt *p, struct acct_addr_key *ak,
+					  struct acct_local *l)
+{
+	if (h->role == ACCT_ROLE_LAN)
+		l->dir = c->egress ? ACCT_DIR_IN : ACCT_DIR_OUT;
 	else
-		dir = c->egress ? ACCT_DIR_OUT : ACCT_DIR_IN;
-	struct acct_addr_key ak = {};
-	__builtin_memcpy(ak.addr, dir == ACCT_DIR_OUT ? p.key.saddr : p.key.daddr, 16);
+		l->dir = c->egress ? ACCT_DIR_OUT : ACCT_DIR_IN;
+	__builtin_memcpy(ak->addr, l->dir == ACCT_DIR_OUT ? p->key.saddr : p->key.daddr, 16);
 
+	__u32 zero = 0;
+	l->meta = acct_meta.lookup(&zero);
+	l->gen = l->meta ? l->meta->gen : 0;
+	l->av = acct_addrs.lookup(ak);
+	if (l->av) {
+		if (l->av->gen != l->gen) {	/* user space changed the classes */
+			acct_class_of(ak, &l->av->cls);
+			l->av->gen = l->gen;
+		}
+		l->cls = l->av->cls;
+	} else {
+		acct_class_of(ak, &l->cls);
+	}
 	/* Coarse clock (jiffy resolution) is plenty for first/last seen and
 	 * costs a fraction of bpf_ktime_get_ns(). */
-	__u64 now = bpf_ktime_get_coarse_ns();
-	__u32 zero = 0;
-	struct acct_meta *meta = acct_meta.lookup(&zero);
-	__u32 gen = meta ? meta->gen : 0;
-	struct acct_addr_val *av = acct_addrs.lookup(&ak);
-	struct acct_class cls;
+	l->now = bpf_ktime_get_coarse_ns();
+
+	p->key.ifindex = c->ifindex;
+	p->key.dir = l->dir;
+}
+
+/* Whether fw-policies and rate limits apply at this hook (see acct_enforce):
+ * at ingress, and at an egress that is the first hook of its direction. */
+static __always_inline int acct_first_hook(const struct acct_ctx *c, const struct acct_hook *h)
+{
+	return !c->egress || (h->cfg && (h->cfg->flags & ACCT_IF_EGRESS_FIRST));
+}
+
+/* A LAN address gets its entry at its first packet; a dropped one only when
+ * it belongs to a unit, so its drops are counted per address. */
+static __always_inline void acct_addr_entry(const struct acct_hook *h,
+					    struct acct_addr_key *ak,
+					    struct acct_local *l, __u32 drop)
+{
+	if (!l->av && h->role == ACCT_ROLE_LAN &&
+	    (drop >= ACCT_DROP_MAX || (l->cls.flags & ACCT_CLASS_UNIT))) {
+		struct acct_addr_val nv = {};
+		nv.cls = l->cls;
+		nv.gen = l->gen;
+		acct_addrs.insert(ak, &nv);	/* fails if another CPU won: fine */
+		l->av = acct_addrs.lookup(ak);
+	}
+}
+
+/* Drop: counted by cause and direction for the interface and, when it has
+ * an entry, the local address; never as traffic. */
+static __always_inline void acct_count_drop(const struct acct_hook *h, const struct acct_size *n,
+					    const struct acct_local *l, __u32 drop)
+{
+	struct acct_addr_val *av = l->av;
+	struct acct_iface_val *st = h->st;
+	__u64 packets = n->packets, bytes = n->bytes;
+	__u32 slot = drop * ACCT_DIR_MAX + (l->dir & 1);
 
 	if (av) {
-		if (av->gen != gen) {	/* user space changed the classes */
-			acct_class_of(&ak, &av->cls);
-			av->gen = gen;
-		}
-		cls = av->cls;
-	} else {
-		acct_class_of(&ak, &cls);
+		av->drop_packets[slot] += packets;
+		av->drop_bytes[slot] += bytes;
 	}
+	st->drop_packets[slot] += packets;
+	st->drop_bytes[slot] += bytes;
+}
 
-	p.key.ifindex = ifindex;
-	p.key.dir = dir;
-	int first = !c->egress || (cfg && (cfg->flags & ACCT_IF_EGRESS_FIRST));
-	__u32 drop = acct_enforce(&cls, &p.key, bytes, first, meta);
+/* Account: a passed packet's counters. At a LAN interface: its local address
+ * (unattributed when the address table is full), the interface's totals, the
+ * flow table and the VLAN and port counters. Elsewhere the interface's
+ * statistics only: never part of accounting. */
+static __always_inline void acct_account(const struct acct_hook *h, struct acct_pkt *p,
+					 const struct acct_size *n, const struct acct_local *l)
+{
+	struct acct_addr_val *av = l->av;
+	struct acct_iface_val *st = h->st;
+	__u64 packets = n->packets, bytes = n->bytes;
+	__u32 dir = l->dir;
 
-	/* A LAN address gets its entry at its first packet; a dropped one only
-	 * when it belongs to a unit, so its drops are counted per address. */
-	if (!av && role == ACCT_ROLE_LAN &&
-	    (drop >= ACCT_DROP_MAX || (cls.flags & ACCT_CLASS_UNIT))) {
-		struct acct_addr_val nv = {};
-		nv.cls = cls;
-		nv.gen = gen;
-		acct_addrs.insert(&ak, &nv);	/* fails if another CPU won: fine */
-		av = acct_addrs.lookup(&ak);
-	}
-
-	if (drop < ACCT_DROP_MAX) {
-		__u32 slot = drop * ACCT_DIR_MAX + (dir & 1);
-		if (av) {
-			av->drop_packets[slot] += packets;
-			av->drop_bytes[slot] += bytes;
-		}
-		st->drop_packets[slot] += packets;
-		st->drop_bytes[slot] += bytes;
-		return ACCT_VERDICT_DROP;
-	}
-	if (role != ACCT_ROLE_LAN) {
-		/* Interface statistics only: never part of accounting. */
+	if (h->role != ACCT_ROLE_LAN) {
 		st->packets[dir & 1] += packets;
 		st->bytes[dir & 1] += bytes;
-		return ACCT_VERDICT_PASS;
+		return;
 	}
-
+	__u64 now = l->now;
 	if (av) {
 		av->packets[dir & 1] += packets;
 		av->bytes[dir & 1] += bytes;
@@ -569,16 +653,44 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 	st->packets[dir & 1] += packets;
 	st->bytes[dir & 1] += bytes;
 
-	acct_flow_add(&p.key, packets, bytes, now, p.tcp_flags, st);
+	acct_flow_add(&p->key, packets, bytes, now, p->tcp_flags, st);
 
-	__u32 vslot = p.key.vlan_outer;
+	__u32 vslot = p->key.vlan_outer;
 	acct_count(acct_vlans.lookup(&vslot), dir, packets, bytes);
-	if (p.key.vlan_inner) {
-		vslot = ACCT_VLAN_SLOTS + p.key.vlan_inner;
+	if (p->key.vlan_inner) {
+		vslot = ACCT_VLAN_SLOTS + p->key.vlan_inner;
 		acct_count(acct_vlans.lookup(&vslot), dir, packets, bytes);
 	}
-	__u32 pslot = acct_port_slot(&p.key);
+	__u32 pslot = acct_port_slot(&p->key);
 	acct_count(acct_ports.lookup(&pslot), dir, packets, bytes);
+}
+
+/* Accounts one packet and returns its verdict (ACCT_VERDICT_PASS or DROP).
+ * Anything the accountant cannot understand passes. */
+static __always_inline int acct_packet(struct acct_ctx *c)
+{
+	struct acct_hook h;
+	if (!acct_hook_of(c, &h))
+		return ACCT_VERDICT_PASS;
+
+	struct acct_pkt p = {};
+	if (!acct_parse_packet(c, h.st, &p))
+		return ACCT_VERDICT_PASS;
+
+	struct acct_size n;
+	acct_measure(c, &p, &n);
+
+	struct acct_addr_key ak = {};
+	struct acct_local l;
+	acct_classify(c, &h, &p, &ak, &l);
+
+	__u32 drop = acct_enforce(&l.cls, &p.key, n.bytes, acct_first_hook(c, &h), l.meta);
+	acct_addr_entry(&h, &ak, &l, drop);
+	if (drop < ACCT_DROP_MAX) {
+		acct_count_drop(&h, &n, &l, drop);
+		return ACCT_VERDICT_DROP;
+	}
+	acct_account(&h, &p, &n, &l);
 	return ACCT_VERDICT_PASS;
 }
 

@@ -1,18 +1,53 @@
 """The kernel/user contract of bpf/acct_abi.h, as numpy dtypes and enums.
 
-This is a copy, so it is checked, not trusted: tests/kernel/test_abi.py
-compares every size and offset with what bcc builds from the header.
-Imports neither bcc nor anything kernel-side.
+This is a copy, so it is checked, not trusted: tests/unit/test_abi_header.py
+compares every enum member and #define with the header (gcc reads it), and
+tests/kernel/test_abi.py every struct, field, size and offset with what bcc
+builds from it. The ABI version is not copied but read from the header, so
+it is written in one place. Imports neither bcc nor anything kernel-side.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 2
+from acctd.errors import AcctError
+
 PIN_ROOT = "/sys/fs/bpf/acctd"
+
+
+def bpf_dir() -> Path:
+    """bpf/ ships inside the installed package (acctd/bpf); in a checkout it
+    is beside the package."""
+    package = Path(__file__).resolve().parents[1]
+    for cand in (package / "bpf", package.parent / "bpf"):
+        if (cand / "acct_abi.h").exists():
+            return cand
+    raise AcctError(f"BPF sources not found next to {package} (broken install?)")
+
+
+HEADER = bpf_dir() / "acct_abi.h"
+
+_VERSION = re.compile(r"^[ \t]*#[ \t]*define[ \t]+ACCT_ABI_VERSION[ \t]+(\d+)\b", re.M)
+
+
+def read_abi_version(header: Path) -> int:
+    """ACCT_ABI_VERSION of the header: a plain number, defined once."""
+    try:
+        found = _VERSION.findall(header.read_text())
+    except OSError as e:
+        raise AcctError(f"cannot read {header}: {e.strerror} (broken install?)") from None
+    if len(found) != 1:
+        raise AcctError(f"{header}: expected one '#define ACCT_ABI_VERSION <number>', "
+                        f"found {len(found)}")
+    return int(found[0])
+
+
+ABI_VERSION = read_abi_version(HEADER)
 
 
 def pin_dir(root: str = PIN_ROOT) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from acctd.errors import AcctError
 from acctd.kernel import abi
+from acctd.kernel.abi import bpf_dir
 
 ENTRY_SOURCES = ("acct_xdp.c", "acct_tc.c")
 
@@ -32,16 +33,6 @@ PROGRAMS = {
 FLOW_HEADROOM = 1.25
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
-
-
-def bpf_dir() -> Path:
-    """bpf/ ships inside the installed package (acctd/bpf); in a checkout it
-    is beside the package."""
-    package = Path(__file__).resolve().parents[1]
-    for cand in (package / "bpf", package.parent / "bpf"):
-        if (cand / "acct_abi.h").exists():
-            return cand
-    raise AcctError(f"BPF sources not found next to {package} (broken install?)")
 
 
 def amalgamate(names=ENTRY_SOURCES, src_dir: Path | None = None) -> str:
@@ -64,6 +55,11 @@ def amalgamate(names=ENTRY_SOURCES, src_dir: Path | None = None) -> str:
     for n in names:
         add(n)
     return "".join(out)
+
+
+# A struct as bcc compiled it: its size and, per field, its offset, its size
+# and the struct its elements are (None for scalars and arrays of them).
+Layout = tuple[int, dict[str, tuple[int, int, str | None]]]
 
 
 @dataclass(frozen=True)
@@ -148,18 +144,30 @@ class Build:
             self.prog_fds[name] = fn.fd
         return self
 
-    def table_layouts(self) -> dict[str, tuple[int, dict[str, int]]]:
-        """Struct sizes and field offsets as bcc compiled them (ABI check)."""
-        out = {}
+    def table_layouts(self) -> dict[str, Layout]:
+        """Every struct bcc compiled for the acct_* maps, the ones nested in
+        them included, by name (tests/kernel/test_abi.py checks abi.STRUCTS
+        against them)."""
+        import ctypes
+        out: dict[str, Layout] = {}
+
+        def visit(ct) -> str | None:
+            while isinstance(ct, type) and issubclass(ct, ctypes.Array):
+                ct = ct._type_  # per-CPU leaves and array fields
+            if not (isinstance(ct, type) and issubclass(ct, (ctypes.Structure, ctypes.Union))):
+                return None
+            if ct.__name__ not in out:
+                fields: dict[str, tuple[int, int, str | None]] = {}
+                out[ct.__name__] = (ctypes.sizeof(ct), fields)
+                for fname, ftype, *_ in ct._fields_:
+                    desc = getattr(ct, fname)
+                    fields[fname] = (desc.offset, desc.size, visit(ftype))
+            return ct.__name__
+
         for name in abi.MAPS:
             t = self._bpf.get_table(name.encode())
-            for ct in (t.Key, t.Leaf):
-                while hasattr(ct, "_type_") and not hasattr(ct, "_fields_"):
-                    ct = ct._type_  # per-CPU leaves come as arrays
-                if hasattr(ct, "_fields_"):
-                    out[ct.__name__] = (
-                        _ctypes_sizeof(ct),
-                        {f[0]: getattr(ct, f[0]).offset for f in ct._fields_})
+            visit(t.Key)
+            visit(t.Leaf)
         return out
 
     def table(self, name: str):
@@ -192,8 +200,3 @@ def _has_bpf_caps() -> bool:
     except (OSError, StopIteration, ValueError):
         return True  # cannot tell: do not blame permissions
     return bool(eff & (1 << 39)) or bool(eff & (1 << 21))  # CAP_BPF or CAP_SYS_ADMIN
-
-
-def _ctypes_sizeof(ct) -> int:
-    import ctypes
-    return ctypes.sizeof(ct)

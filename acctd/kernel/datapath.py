@@ -26,8 +26,8 @@ from typing import Iterable
 import numpy as np
 
 from acctd.errors import AcctError, BpfError, NotAttached
-from acctd.kernel import abi, syscalls, pins
-from acctd.kernel.build import Build, Sizes
+from acctd.kernel import abi, pins, syscalls
+from acctd.kernel.build import Build, Layout, Sizes
 
 HOOKS = abi.HOOKS
 
@@ -65,7 +65,7 @@ class Datapath:
         self.prog_fds: dict[str, int] = {}
         self._build: Build | None = None
         # struct layouts as compiled, when this process compiled (ABI check)
-        self.layouts: dict[str, tuple[int, dict[str, int]]] = {}
+        self.layouts: dict[str, Layout] = {}
 
     # -- maps and programs -------------------------------------------------
 

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import platform
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -19,7 +20,41 @@ import numpy as np
 
 from acctd.errors import BpfError
 
-_NR_BPF = 321  # x86_64
+# bpf(2)'s number per architecture, as platform.machine() names it. From
+# the kernel's tables: arch/x86/entry/syscalls/syscall_{64,32}.tbl,
+# arch/arm/tools/syscall.tbl, arch/powerpc/kernel/syscalls/syscall.tbl,
+# arch/s390/kernel/syscalls/syscall.tbl; arm64, riscv and loongarch use
+# include/uapi/asm-generic/unistd.h.
+BPF_SYSCALL = {
+    "x86_64": 321,
+    "i386": 357, "i586": 357, "i686": 357,
+    "aarch64": 280,
+    "armv6l": 386, "armv7l": 386, "armv8l": 386,
+    "riscv64": 280,
+    "loongarch64": 280,
+    "ppc64": 361, "ppc64le": 361,
+    "s390x": 351,
+}
+# A 32-bit interpreter on a 64-bit kernel calls through the kernel's 32-bit
+# table (Raspberry Pi OS: armhf on an arm64 kernel); elsewhere the numbers
+# are the same in both.
+_COMPAT_32 = {"x86_64": "i686", "aarch64": "armv7l"}
+
+
+def bpf_syscall_nr(machine: str | None = None, bits: int | None = None) -> int:
+    """bpf(2)'s number for this machine and this interpreter's word size."""
+    machine = platform.machine() if machine is None else machine
+    bits = struct.calcsize("P") * 8 if bits is None else bits
+    table = _COMPAT_32.get(machine, machine) if bits == 32 else machine
+    try:
+        return BPF_SYSCALL[table]
+    except KeyError:
+        raise BpfError(errno.ENOSYS, f"bpf(2): no syscall number known for architecture "
+                       f"{machine!r} (known: {', '.join(sorted(BPF_SYSCALL))}); add it to "
+                       "BPF_SYSCALL in acctd/kernel/syscalls.py") from None
+
+
+_nr_bpf = cache(bpf_syscall_nr)  # chosen at the first call, not at import
 
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
@@ -47,7 +82,7 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    ret = _libc.syscall(_NR_BPF, cmd, attr, _ATTR_SIZE)
+    ret = _libc.syscall(_nr_bpf(), cmd, attr, _ATTR_SIZE)
     if ret < 0:
         e = ctypes.get_errno()
         raise BpfError.from_errno(e, f"bpf(cmd {cmd})")
