@@ -458,7 +458,7 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
 
 # --- sys-allow and later blocks: the daemon's view and the kernel's agree ----------------
 #
-# sys-allow is an override (syspolicy.py): it passes whatever deny bits are
+# sys-allow is an override (model/sys_policy.py): it passes whatever deny bits are
 # set, quota and login blocks included, until a sys-deny word ends it.
 
 
