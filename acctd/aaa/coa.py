@@ -661,10 +661,7 @@ class CoaService(Service):
             self.server.start()
 
     def reload(self, settings: CoaSettings | None) -> None:
-        if settings != self.settings:
-            self.close()
-            self.settings = settings
-            self.serve()
+        self.restart(settings)
 
     def close(self) -> None:
         if self.server is not None:

@@ -934,10 +934,7 @@ class OpenVpnService(Service):
         self.client.start()
 
     def reload(self, settings: OpenVpnSettings | None) -> None:
-        if settings != self.settings:
-            self.close()
-            self.settings = settings
-            self.serve()
+        self.restart(settings)
 
     def close(self) -> None:
         if self.client is not None:

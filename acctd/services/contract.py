@@ -133,6 +133,14 @@ class Service:
     def reload(self, settings) -> None:
         self.settings = settings
 
+    def restart(self, settings) -> None:
+        """reload() of a service that serves from its settings (a server,
+        a client): changed settings close it and serve again."""
+        if settings != self.settings:
+            self.close()
+            self.settings = settings
+            self.serve()
+
     def close(self) -> None:
         pass
 

@@ -388,6 +388,16 @@ def test_access_script_follows_deny_and_allow(bed, tmp_path):
 BIN = os.path.dirname(sys.executable)
 
 
+def spawn_acctd(bed, cfg_path: str, sock: str) -> subprocess.Popen:
+    """The acctd program on the bed's gateway, pins and sizes; its first
+    line of output says it is running."""
+    return subprocess.Popen(
+        [f"{BIN}/acctd", "--config", cfg_path, "--netns", bed.topo.ns["gw"],
+         "--pin-root", bed.sizes.pin_root, "--socket", sock,
+         "--flows", str(bed.sizes.flows), "--addrs", str(bed.sizes.addrs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
     """acctd blocks bob (sys-deny, then also sys-deny-money) and is killed
     with SIGKILL: bob stays dropped while no daemon runs. A new Daemon on the
@@ -402,11 +412,7 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
     units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
     cfg_path = write_config(tmp_path, units)
     sock = str(tmp_path / "acctd.sock")
-    proc = subprocess.Popen(
-        [f"{BIN}/acctd", "--config", cfg_path, "--netns", topo.ns["gw"],
-         "--pin-root", bed.sizes.pin_root, "--socket", sock,
-         "--flows", str(bed.sizes.flows), "--addrs", str(bed.sizes.addrs)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_acctd(bed, cfg_path, sock)
     d = None
     dp = Datapath(bed.sizes, netns=topo.ns["gw"])
     try:
@@ -515,11 +521,7 @@ def test_sighup_applies_a_new_sys_policy_and_bw_under_traffic(bed, tmp_path):
     cfg_path = write_config(tmp_path, host("alice", SUB1.v4(), bw='"2M out"')
                             + host("bob", SUB2.v4()))
     sock = str(tmp_path / "acctd.sock")
-    proc = subprocess.Popen(
-        [f"{BIN}/acctd", "--config", cfg_path, "--netns", topo.ns["gw"],
-         "--pin-root", bed.sizes.pin_root, "--socket", sock,
-         "--flows", str(bed.sizes.flows), "--addrs", str(bed.sizes.addrs)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_acctd(bed, cfg_path, sock)
     dp = Datapath(bed.sizes, netns=topo.ns["gw"])
 
     def blocked() -> dict:
@@ -578,6 +580,8 @@ def test_sighup_applies_a_new_sys_policy_and_bw_under_traffic(bed, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+        for f in (proc.stdout, proc.stderr):
+            f.close()
         from acctd.kernel.enforcer import Enforcer
         Enforcer(dp.open().maps).apply({})   # the module's pins unblocked for the next test
         dp.close()
