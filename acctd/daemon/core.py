@@ -19,6 +19,7 @@ same interval (and whatever came after) from it; after COMMIT the new one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -286,7 +287,6 @@ class Daemon:
             for s in self.services.values():
                 rates.update(s.rate_limits())
             if rates:  # RADIUS CoA rates replace the config's bw
-                import dataclasses
                 classes = {p: dataclasses.replace(c, bw=tuple(rates[c.unit_oid]))
                            if c.unit_oid in rates else c for p, c in classes.items()}
             res = self.enforcer.apply(classes)
