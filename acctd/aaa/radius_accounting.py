@@ -386,7 +386,7 @@ class Spool:
 
     def load(self) -> list[Record]:
         out = []
-        for p in sorted(self.path.glob("*.json")):
+        for p in self.dir.files("*.json"):
             try:
                 r = Record.from_json(p.read_text())
                 if r.id != p.stem:

@@ -38,13 +38,20 @@ def _encode(data: bytes | str) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else data
 
 
+def _create(tmp: Path, mode: int = 0o600):
+    """A new temporary file, never one somebody planted (a symlink
+    included): a leftover of a torn write is removed first."""
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    return os.fdopen(fd, "wb")
+
+
 def write_file(path: str | os.PathLike, data: bytes | str, mode: int = 0o600) -> None:
     """Replace one file durably (see the module doc)."""
     path = Path(path)
     tmp = path.with_name(TEMP_PREFIX + path.name)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        with os.fdopen(fd, "wb") as f:
+        with _create(tmp, mode) as f:
             f.write(_encode(data))
             f.flush()
             os.fsync(f.fileno())
@@ -79,6 +86,12 @@ class Directory:
     def close(self) -> None:
         self._close()
 
+    def files(self, pattern: str = "*") -> list[Path]:
+        """The finished files matching pattern, by name: never a write in
+        progress (glob matches hidden names too)."""
+        return sorted(p for p in self.path.glob(pattern)
+                      if not p.name.startswith(TEMP_PREFIX) and p.is_file())
+
     def write(self, name: str, data: bytes | str) -> None:
         self.write_many([(name, data)])
 
@@ -92,7 +105,7 @@ class Directory:
             for name, data in files:
                 tmp = self.path / (TEMP_PREFIX + name)
                 tmps.append(tmp)
-                with open(tmp, "wb") as f:
+                with _create(tmp) as f:
                     f.write(_encode(data))
                     if len(files) == 1:
                         f.flush()

@@ -294,9 +294,9 @@ class Outbox:
         self.buried.write(f"{m.id}.json", m.to_json())
         self.remove(m.id)
 
-    def _load(self, d: Path) -> list[Message]:
+    def _load(self, d: durable.Directory) -> list[Message]:
         out = []
-        for p in d.glob("*.json"):
+        for p in d.files("*.json"):
             try:
                 out.append(Message.from_json(p.read_text(encoding="utf-8")))
             except (ValueError, TypeError, KeyError) as e:
@@ -306,10 +306,10 @@ class Outbox:
         return sorted(out, key=lambda m: (m.created, m.seq))
 
     def messages(self) -> list[Message]:
-        return self._load(self.path)
+        return self._load(self.queued)
 
     def dead(self) -> list[Message]:
-        return self._load(self.failed)
+        return self._load(self.buried)
 
 
 # --- the mailer -------------------------------------------------------------------
