@@ -642,6 +642,7 @@ class CoaService(Service):
     kept in the database over restarts."""
 
     name = "coa"
+    reload_under_lock = False  # its server's threads wait for the core's lock
 
     def __init__(self, core: Core, settings: CoaSettings | None):
         super().__init__(core, settings)

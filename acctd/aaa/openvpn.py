@@ -916,6 +916,7 @@ class OpenVpnService(Service):
     client-connect/-disconnect scripts call `acctctl openvpn-hook`."""
 
     name = "openvpn"
+    reload_under_lock = False  # its management thread waits for the core's lock
 
     def __init__(self, core: Core, settings: OpenVpnSettings | None):
         super().__init__(core, settings)

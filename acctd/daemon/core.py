@@ -229,9 +229,12 @@ class Daemon:
             self.rebuild(new)
             self.checks = np.zeros(self.snapshot.plan.n_entries, np.uint64)
             self.matches = np.zeros(self.snapshot.plan.n_entries, np.uint64)
-        # outside the lock: a service's threads may be waiting for it
-        for cls in SERVICES:
-            self.services[cls.name].reload(cls.settings_of(new))
+            for cls in SERVICES:
+                if cls.reload_under_lock:
+                    self.services[cls.name].reload(cls.settings_of(new))
+        for cls in SERVICES:  # their threads may be waiting for the lock
+            if not cls.reload_under_lock:
+                self.services[cls.name].reload(cls.settings_of(new))
         if new.interfaces != old.interfaces:
             self.notices = self.dp.attach(Hook(i.name, i.role_id, i.hook) for i in new.interfaces)
         if new.storage != old.storage:

@@ -12,7 +12,8 @@ acctd.daemon.core.SERVICES:
     after_drain()  after the commit (mail, RADIUS interims, flow log, quotas)
     settle()     after the drain, outside the lock: changes that drain again
     tick()       every loop wake-up (about once a second)
-    reload()     a new configuration (the core re-applies enforcement after)
+    reload()     a new configuration, under the core's lock unless the
+                 service says otherwise (the core re-applies enforcement after)
     close()
 
 and the events: blocks() and rate_limits() (what a service holds against
@@ -101,6 +102,11 @@ class Service:
     """Base of the services: every hook does nothing until overridden."""
 
     name: ClassVar[str]              # the registry's target name
+    # False for a service whose reload joins threads that take the core's
+    # lock (a server answering with enforce()): it reloads after the others,
+    # outside the lock. The others reload under it, so no event sees a
+    # service half reconfigured.
+    reload_under_lock: ClassVar[bool] = True
 
     def __init__(self, core: Core, settings):
         self.core = core
