@@ -639,13 +639,13 @@ class QuotaService(Service):
         before = self.held()
         self.state = res.state
         self.core.storage.set_quota_state(res.state)
+        if self.held() != before:
+            self.core.enforce()  # first: a notice that cannot go out holds up no block
+        self.events.extend(res.events)
         for e in res.events:
             log.info("quota %s: unit %s %s %s %d of %d", e.kind, e.unit, e.period, e.dir, e.used,
                      e.quota)
             self._mail(e)
-        self.events.extend(res.events)
-        if self.held() != before:
-            self.core.enforce()
 
     def _mail(self, e: Event) -> None:
         """Queue the notice (the outbox is on disk: nothing is lost if the mail
@@ -654,7 +654,11 @@ class QuotaService(Service):
         mailer = self.core.service(AlerterService).mailer
         if mailer is None or e.period is None:
             return
-        u = self.core.snapshot.unit(e.unit)
+        units = self.core.snapshot.units
+        i = units.by_oid.get(e.unit)
+        if i is None:
+            return  # the unit has left the config since its quota was set
+        u = units.units[i]
         mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used, e.quota,
                                         u.email or None))
 

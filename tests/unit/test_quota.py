@@ -288,3 +288,47 @@ def test_show_quota_list_and_options():
     assert text[2] == "HOUR in: 0, quota 1.00K, ratio 0.00% -> [+]"
     assert "QUOTA: AA policy all-ip set sys-deny-quota inactive" in format_show(rows)
     assert format_show([]) == ""
+
+
+# --- the service, in the real core (daemon_stub: no kernel) ------------------------
+
+def test_a_quota_of_a_unit_gone_from_the_config_still_blocks_and_mails_nothing(tmp_path):
+    """bob's quota outlives bob in the config (a reload dropped him); when his
+    counts pass it, the block is still decided and enforce() asked, and the
+    notice that has no unit to name is skipped, not an error that would
+    hold up the block."""
+    import numpy as np
+
+    from acctd.config import loads
+    from acctd.services.alerter import AlerterService
+    from acctd.services.contract import Drain
+    from acctd.services.quota import QuotaService
+    from acctd.store.rollup import rollup
+
+    from .daemon_stub import daemon_stub
+
+    def config(*names):
+        return loads('[alerter]\nsmtp-server = "127.0.0.1"\nadmins = ["noc@isp.example"]\n'
+                     '[[policy]]\nname = "ip"\ntarget = "proto ip"\n' + "".join(
+                         f'[[unit]]\ntype = "user"\nname = "{n}"\nacct-policy = ["ip"]\n'
+                         for n in names))
+    cfg = config("alice", "bob")
+    now = dt.datetime(2026, 12, 2, 12, tzinfo=UTC)
+    with daemon_stub(cfg, tmp_path=tmp_path, clock=lambda: now) as d:
+        d.call("quota-set", argv=["bob", "day", "1K", "in"])
+        bob, ip = int(d.snapshot.unit("bob").oid, 16), int(cfg.policies.policies[0].oid, 16)
+        with d.lock:
+            d.rebuild(config("alice"))
+        assert "bob" not in [u.name for u in d.snapshot.units]
+        rows = {"unit_oid": np.array([bob, bob], np.uint32),
+                "policy_oid": np.array([0, ip], np.uint32),
+                "dir": np.zeros(2, np.uint8), "packets": np.array([3, 3], np.uint64),
+                "bytes": np.array([4 * K, 4 * K], np.uint64)}
+        d.storage.commit(rollup(rows, now, d.config.processor.zone), {})
+        enforced = d.enforced
+        empty = np.zeros(0)
+        d.service(QuotaService).after_drain(Drain(now, d.snapshot, rows, empty, empty, empty,
+                                                  empty))
+        assert d.service(QuotaService).held() == {f"{bob:06X}"}
+        assert d.enforced == enforced + 1
+        assert d.service(AlerterService).mailer.queue() == []
