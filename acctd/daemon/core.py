@@ -188,13 +188,17 @@ class Daemon:
         with self.lock:
             self.rebuild()  # after RADIUS started: a session that no longer fits gets its Stop
 
-    def rebuild(self, cfg=None) -> None:
+    def rebuild(self, fitted: Snapshot | None = None, *, cfg=None) -> None:
         """A new snapshot (caller holds the lock): the config (the current one,
         or a new one at reload), the run-time units that fit it, and the open
         sessions' addresses. Sessions that no longer fit are stopped. A
-        binding change alone rebinds the units it has (one UnitSet build)."""
+        binding change alone rebinds the units it has, and `fitted` (the
+        config and its run-time units, built by the caller already) is only
+        bound: one UnitSet build either way."""
         units = self.service(UnitsService)
-        if cfg is None and self._snapshot.runtime == tuple(units.runtime):
+        if fitted is not None:
+            snap = fitted
+        elif cfg is None and self._snapshot.runtime == tuple(units.runtime):
             snap = self._snapshot
         else:
             snap = units.fit(cfg or self.config)
@@ -226,7 +230,7 @@ class Daemon:
         self.drain()
         with self.lock:
             old = self.config
-            self.rebuild(new)
+            self.rebuild(cfg=new)
             self.checks = np.zeros(self.snapshot.plan.n_entries, np.uint64)
             self.matches = np.zeros(self.snapshot.plan.n_entries, np.uint64)
             for cls in SERVICES:
@@ -326,9 +330,11 @@ class Daemon:
 
     def _fw_time_dependent(self) -> bool:
         """Whether a listed fw-policy has a time or day target (then each
-        drain recompiles); worked out once per snapshot."""
+        drain recompiles); worked out once per config and run-time units
+        (sessions rebind addresses, never fw-policies)."""
         snap = self.snapshot
-        if self._fw_timed_for is not snap:
+        made = self._fw_timed_for
+        if made is None or made.config is not snap.config or made.runtime is not snap.runtime:
             used = set()
             default = snap.config.processor.default_fw_policy
             for i, u in enumerate(snap.units):

@@ -81,7 +81,7 @@ class Core(Protocol):
 
     def drain_locked(self) -> dict: ...  # drain now (the caller holds the lock)
 
-    def rebuild(self, runtime=None, bindings=None) -> None: ...   # a new snapshot
+    def rebuild(self, fitted: Snapshot | None = None) -> None: ...   # a new snapshot
 
     def sys_policy_bits(self) -> dict[int, int]: ...   # every unit's blocks, by index
 

@@ -101,16 +101,16 @@ class UnitsService(Service):
             for u in new:
                 check_new(core.snapshot.base, u)
             try:
-                runtime = list(Snapshot.build(config, self.runtime + list(new)).runtime)
+                fitted = Snapshot.build(config, self.runtime + list(new))
             except ModelError as e:
                 raise BadRequest(str(e)) from None
             if not drained:
                 core.drain_locked()
             n = len(self.runtime)
-            self._keep(runtime)
-            core.rebuild()
+            self._keep(list(fitted.runtime))
+            core.rebuild(fitted)
             core.enforce()
-            return runtime[n:]
+            return list(fitted.runtime[n:])
 
     def after_drain(self, drain: Drain) -> None:
         """auto-units: addresses counted for the first time inside a net with
@@ -169,10 +169,7 @@ class UnitsService(Service):
                 raise BadRequest(f"{name!r} is not a unit added at run time; edit the config "
                                  "and reload instead")
             core.drain_locked()
-            sessions = core.service(SessionsService)
-            if gone.oid in sessions.open:
-                sessions.changes([{"user": gone.name, "addr": None, "cause": "admin-reset"}],
-                                 "command")
+            core.service(SessionsService).stop(gone.oid, "admin-reset")
             self._keep([u for u in self.runtime if u is not gone])
             core.rebuild()
             core.enforce()

@@ -145,6 +145,13 @@ class SessionsService(Service):
             want[i] = parse_addr(x.addr)
         return want
 
+    def stop(self, oid: str, cause: str) -> None:
+        """A unit's open session ends, if it has one; the caller drained
+        before and makes the new snapshot after (unit del)."""
+        x = self.open.get(oid)
+        if x is not None:
+            self._stop(x, self.core.clock(), cause)
+
     def stop_all(self, cause: str) -> None:
         for x in list(self.open.values()):
             self._stop(x, self.core.clock(), cause)

@@ -318,7 +318,7 @@ def test_a_quota_of_a_unit_gone_from_the_config_still_blocks_and_mails_nothing(t
         d.call("quota-set", argv=["bob", "day", "1K", "in"])
         bob, ip = int(d.snapshot.unit("bob").oid, 16), int(cfg.policies.policies[0].oid, 16)
         with d.lock:
-            d.rebuild(config("alice"))
+            d.rebuild(cfg=config("alice"))
         assert "bob" not in [u.name for u in d.snapshot.units]
         rows = {"unit_oid": np.array([bob, bob], np.uint32),
                 "policy_oid": np.array([0, ip], np.uint32),

@@ -41,3 +41,49 @@ def test_reload_hands_every_service_its_table_under_the_lock_servers_after(tmp_p
         assert seen == {cls.name: cls.name not in ("coa", "openvpn") for cls in SERVICES}
         assert d.service(LoginService).settings.default_inact == 900
         assert d.enforced == enforced + 1
+
+
+def test_unit_add_builds_the_model_once_and_unit_del_drains_once(tmp_path, monkeypatch):
+    """`unit add` builds its snapshot once (the check that it fits is the
+    build); `unit del` of a unit in session drains once, ends the session as
+    admin-reset and makes one new snapshot."""
+    from acctd.model.snapshot import Snapshot
+
+    with daemon_stub(config.loads(UNITS), tmp_path=tmp_path) as d:
+        drains = []
+        d.drain_locked = lambda: drains.append(1) or {}
+        builds = []
+        build = Snapshot.build.__func__
+        monkeypatch.setattr(Snapshot, "build", classmethod(
+            lambda cls, *a, **k: builds.append(1) or build(cls, *a, **k)))
+        d.call("unit-add", kind="user", name="carol")
+        assert (len(builds), len(drains)) == (1, 1)
+        d.call("session-start", user="carol", ip="10.0.0.9")
+        del drains[:], builds[:]
+        assert d.call("unit-del", name="carol")["deleted"] == "carol"
+        assert len(drains) == 1 and len(builds) == 1
+        rows = d.call("session-list")
+        assert [(r["addr"], r["stop_cause"]) for r in rows] == [("10.0.0.9", "admin-reset")]
+
+
+def test_whether_fw_policies_move_with_the_clock_is_worked_out_once_per_config(tmp_path,
+                                                                              monkeypatch):
+    """A session's start or stop rebinds the snapshot but lists no other
+    fw-policy: the drains after it do not walk every unit again; a reload does."""
+    from acctd.model import enforcement
+
+    path = tmp_path / "acctd.toml"
+    path.write_text(UNITS)
+    with daemon_stub(config.load(str(path)), tmp_path=tmp_path) as d:
+        d.drain_locked = d.drain = lambda: {}
+        walks = []
+        real = enforcement.time_dependent
+        monkeypatch.setattr(enforcement, "time_dependent",
+                            lambda *a: walks.append(1) or real(*a))
+        assert d._fw_time_dependent() is False
+        d.call("session-start", user="alice", ip="10.0.0.9")
+        assert d._fw_time_dependent() is False
+        assert len(walks) == 1
+        d.reload()
+        assert d._fw_time_dependent() is False
+        assert len(walks) == 2
