@@ -53,7 +53,7 @@ def ask(ctx, name: str, /, **args):
     from acctd.errors import BadRequest
     cmd = commands.get(name)
     try:
-        cmd.bind(args)  # refused here, not after a round trip
+        bound = cmd.bind(args)  # refused here, not after a round trip
     except BadRequest as e:
         raise click.UsageError(str(e)) from None
     o = ctx.obj
@@ -61,18 +61,21 @@ def ask(ctx, name: str, /, **args):
         from acctd.control.client import call_tcp
         if not o["user"]:
             raise click.UsageError("--connect needs --user")
-        password = o["password_file"].read().strip() if o["password_file"] else \
-            click.prompt("password", hide_input=True, err=True)
-        return call_tcp(o["connect"], name, o["user"], password, o["cafile"], **args)
+        if o.get("password") is None:  # once per acctctl run: top asks again and again
+            o["password"] = o["password_file"].read().strip() if o["password_file"] else \
+                click.prompt("password", hide_input=True, err=True)
+        return call_tcp(o["connect"], name, o["user"], o["password"], o["cafile"], **args)
     if not o["db"]:
         from acctd.control.client import call
         return call(o["socket"], name, **args)
     if not cmd.offline:
         raise click.UsageError(f"{' '.join(cmd.cli)} needs the running daemon")
-    return _offline(ctx, cmd.bind(args), name)
+    return _offline(ctx, name, bound)
 
 
-def _offline(ctx, args: dict, name: str):
+def _offline(ctx, name: str, args: dict):
+    """A command the registry marks offline, from the config and a read-only
+    open of the database: the queries the daemon runs."""
     import datetime as dt
 
     from acctd.config import load
@@ -90,7 +93,9 @@ def _offline(ctx, args: dict, name: str):
         now = dt.datetime.now(dt.timezone.utc)
         if name == "list":
             return queries.report_list(st, cfg, args["unit"], now)
-        return queries.report_stat(st, cfg, args["unit"], args["period"], now)
+        if name == "stat":
+            return queries.report_stat(st, cfg, args["unit"], args["period"], now)
+    raise click.UsageError(f"{name} has no answer from the database alone")
 
 
 def out(data, as_json: bool, render) -> None:

@@ -95,3 +95,20 @@ def test_config_refuses_a_plain_password(tmp_path):
     from acctd.errors import ConfigError
     with pytest.raises(ConfigError, match=r"t.toml:4: .*password.*argon2id"):
         loads('[[user]]\nname = "x"\nlevel = "admin"\npassword = "hunter2"\n', str(tmp_path / "t.toml"))
+
+
+def test_acctctl_reads_the_password_file_once_and_asks_with_it_every_time(tcp, tmp_path):
+    """`acctctl --connect ... top` asks again and again: every request
+    carries the password (a file read a second time gives "")."""
+    import click
+
+    from acctctl.common import ask
+    addr, ca = tcp
+    pw = tmp_path / "pw"
+    pw.write_text("viewer-secret\n")
+    with open(pw) as f:
+        ctx = click.Context(click.Command("acctctl"), obj={
+            "connect": addr, "user": "noc", "password_file": f, "cafile": ca,
+            "db": None, "socket": None})
+        for _ in range(3):
+            assert ask(ctx, "units")[0]["name"] == "alice"
