@@ -120,8 +120,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from acctd.aaa import radius
-from acctd.config.schema import (Invalid, Table, boolean, free_text, integer, secret_file, setting,
-                                 tables)
+from acctd.config.schema import (Invalid, Table, boolean, free_text, integer, ip_address,
+                                 ip_network, secret_file, setting, tables)
 from acctd.services.contract import Core, Service
 
 log = logging.getLogger("acctd.radius_coa")
@@ -137,17 +137,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # --- settings -------------------------------------------------------------------------
 
 
-def _network(v, ctx) -> Network:
-    try:
-        return ipaddress.ip_network(v)
-    except (ValueError, TypeError):
-        raise Invalid(f"expected an IP address or prefix (host bits zero), got {v!r}") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class CoaClient(Table):
     """A Dynamic Authorization Client: an address or prefix and its secret."""
-    network: Network = setting(check=_network, key="address")
+    network: Network = setting(check=ip_network(), key="address")
     secret_file: str = setting(check=secret_file())
     secret: bytes = dataclasses.field(repr=False, compare=False, default=b"")
 
@@ -175,13 +168,6 @@ def _listen(v, ctx) -> tuple[str, int]:
     return str(ip), int(port)
 
 
-def _ip(v, ctx) -> str:
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise Invalid(f"expected an IP address, got {v!r}") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class CoaSettings(Table):
     """The [coa] table; the clients' secrets are read (and checked) at load."""
@@ -191,7 +177,7 @@ class CoaSettings(Table):
     # seconds either side of now
     event_window: int = setting(DEFAULT_WINDOW, check=integer(1, MAX_WINDOW, "seconds"))
     require_event_timestamp: bool = setting(True, check=boolean())
-    nas_ip: str = setting("", check=_ip)               # what NAS-IP(v6)-Address may say
+    nas_ip: str = setting("", check=ip_address())  # what NAS-IP(v6)-Address may say
     nas_identifier: str = setting("", check=free_text())    # what NAS-Identifier may say
 
     def finish(self, ctx) -> "CoaSettings":

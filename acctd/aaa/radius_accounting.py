@@ -82,7 +82,8 @@ from typing import Any
 
 from acctd.aaa import radius
 from acctd.common import durable
-from acctd.config.schema import Invalid, Table, boolean, integer, number, secret_file, setting
+from acctd.config.schema import (Invalid, Table, boolean, integer, ip_address, number,
+                                 secret_file, setting)
 from acctd.model.sessions import Session
 from acctd.services.contract import Core, Drain, Service
 
@@ -179,15 +180,6 @@ def _servers(v, ctx) -> tuple[Server, ...]:
     return tuple(Server.parse(x) for x in items)
 
 
-def _ip_or_empty(v, ctx) -> str:
-    if v == "":
-        return v
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise Invalid(f"expected an IP address, got {v!r}") from None
-
-
 def _nas_identifier(v, ctx) -> str:
     if not isinstance(v, str):
         raise Invalid(f"expected a string, got {v!r}")
@@ -208,7 +200,7 @@ class RadiusSettings(Table):
     read_secret), never written in the config."""
     servers: tuple[Server, ...] = setting(check=_servers)      # tried in order
     secret_file: str = setting(check=secret_file())
-    nas_ip: str = setting("", check=_ip_or_empty)             # NAS-IP(v6)-Address
+    nas_ip: str = setting("", check=ip_address(empty=True))             # NAS-IP(v6)-Address
     nas_identifier: str = setting("", check=_nas_identifier)  # NAS-Identifier
     interim_interval: int = setting(300, check=_interim)      # seconds; 0: no Interim-Updates
     # first retransmission after this, then doubling

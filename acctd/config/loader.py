@@ -159,7 +159,7 @@ from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
                                  each, free_text, integer, number, parsed, setting, string,
-                                 strings)
+                                 strings, top_key)
 from acctd.control.access import User
 from acctd.control.server import ServerSettings
 from acctd.errors import ConfigError
@@ -372,7 +372,7 @@ def _target(v, ctx) -> str | Mapping:
 class PolicyTable(Table):
     """A [[policy]] as written; the target is compiled by PolicySet."""
     name: str = setting(check=string("a policy name"))
-    target: str | Mapping = setting(check=_target)
+    target: str | Mapping = setting(check=_target, example='"proto tcp port 80"')
     oid: str | None = setting(None, check=_oid_string("146633"))
     bw: tuple[int | None, int | None] | None = setting(None,
                                                        check=parsed(enforcement.parse_bw))
@@ -432,6 +432,9 @@ _DOTTED = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 class _Lines:
+    """Keys are the schema's (nested ones as "clients[1].address": the
+    second [[coa.clients]] table's address)."""
+
     def __init__(self, text: str):
         self.at: dict[tuple, int] = {}
         counts: dict[str, int] = {}
@@ -443,10 +446,13 @@ class _Lines:
                 name = h.group(2).replace('"', "").replace("'", "").strip()
                 head, _, sub = name.partition(".")
                 if h.group(1) == "[[":
-                    counts[head] = counts.get(head, 0) + 1
+                    counts[name] = counts.get(name, 0) + 1
                 idx = counts[head] - 1 if head in counts else None
                 table, prefix = (head, idx), sub
                 self.at.setdefault((head, idx, sub or None), n)
+                if sub and h.group(1) == "[[":  # an array of tables inside a table
+                    prefix = f"{sub}[{counts[name] - 1}]"
+                    self.at.setdefault((head, idx, prefix), n)
                 continue
             k = _DOTTED.match(line)
             if k:
@@ -455,12 +461,20 @@ class _Lines:
                     # processor.lookup-delay = 5 at the top level
                     self.at.setdefault((parts[0], None, parts[1]), n)
                     continue
-                self.at.setdefault((*table, prefix or parts[0]), n)
+                self.at.setdefault((*table, prefix.partition("[")[0] or parts[0]), n)
+                if prefix:
+                    self.at.setdefault((*table, f"{prefix}.{parts[0]}"), n)
 
     def find(self, table: str, index: int | None, key: str | None) -> int | None:
-        for probe in ((table, index, key), (table, index, None)):
-            if probe in self.at:
-                return self.at[probe]
+        """The key's line, else the nearest enclosing one's (its table's)."""
+        probes = []
+        while key:
+            probes.append(key)
+            cut = max(key.rfind("."), key.rfind("["))
+            key = key[:cut] if cut > 0 else None
+        for k in (*probes, None):
+            if (table, index, k) in self.at:
+                return self.at[(table, index, k)]
         return None
 
 
@@ -494,9 +508,9 @@ class _Loader:
         doc = self.doc.get(table)
         item = doc[index] if index is not None and isinstance(doc, list) and index < len(doc) \
             else doc
-        top = re.split(r"[\[.]", key, maxsplit=1)[0] if key else None
-        line = self.lines.find(table, index, top)
-        raise ConfigError(f"{_where(table, index, key, item)}: {msg}", self.path, line, top)
+        line = self.lines.find(table, index, key)
+        raise ConfigError(f"{_where(table, index, key, item)}: {msg}", self.path, line,
+                          top_key(key))
 
     def read(self, cls: type[Table], table: str, index: int | None = None, doc=None):
         """One table through its schema; its mistakes at their key's line."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import ClassVar, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 # What TOML can hold: tables carried as data (the importer's [billing]) are this.
 TomlValue: TypeAlias = (str | int | float | bool | dt.datetime | dt.date | dt.time
@@ -34,10 +35,10 @@ class Invalid(ValueError):
         self.reason, self.key = reason, key
         super().__init__(f"{key}: {reason}" if key else reason)
 
-    @property
-    def top_key(self) -> str | None:
-        """The table key the mistake is under (the line to point at)."""
-        return re.split(r"[\[.]", self.key, maxsplit=1)[0] if self.key else None
+
+def top_key(key: str | None) -> str | None:
+    """The table's own key a nested key is under ("clients[2].address": clients)."""
+    return re.split(r"[\[.]", key, maxsplit=1)[0] if key else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +60,15 @@ T = TypeVar("T", bound="Table")
 
 
 def setting(default=dataclasses.MISSING, *, check: Check, key: str | None = None,
-            aliases: tuple[str, ...] = (), required: bool = False,
+            aliases: tuple[str, ...] = (), example: str | None = None,
             default_factory=dataclasses.MISSING):
     """A field read from `key` (default: the field name, kebab-cased), or
     one of its `aliases` (other spellings the reference uses), through
-    `check`. Without a default the key is required."""
-    if default is dataclasses.MISSING and default_factory is dataclasses.MISSING:
-        required = True
-    meta = {"key": key, "check": check, "required": required, "aliases": aliases}
+    `check`. Without a default the key is required (`example`: a value to
+    suggest when it is missing)."""
+    required = default is dataclasses.MISSING and default_factory is dataclasses.MISSING
+    meta = {"key": key, "check": check, "required": required, "aliases": aliases,
+            "example": example}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if default is dataclasses.MISSING:
@@ -75,10 +77,7 @@ def setting(default=dataclasses.MISSING, *, check: Check, key: str | None = None
 
 
 class Table:
-    """Base of settings dataclasses. `extra_keys` are accepted and ignored
-    here because someone else reads them (the importer's per-unit data)."""
-
-    extra_keys: ClassVar[tuple[str, ...]] = ()
+    """Base of settings dataclasses."""
 
     @classmethod
     def keys(cls) -> dict[str, dataclasses.Field]:
@@ -97,7 +96,7 @@ class Table:
                       MappingProxyType({k: f.metadata["aliases"] for k, f in fields.items()}))
         spelling = {a: k for k, f in fields.items() for a in f.metadata["aliases"]}
         for key in doc:
-            if key not in fields and key not in spelling and key not in cls.extra_keys:
+            if key not in fields and key not in spelling:
                 raise Invalid(f"unknown key; expected one of {', '.join(sorted(fields))}", key)
         kw = {}
         for key, f in fields.items():
@@ -106,7 +105,9 @@ class Table:
                 raise Invalid(f"given twice (also as {given[0]})", given[1])
             if not given:
                 if f.metadata["required"]:
-                    raise Invalid("required key is missing", key)
+                    example = f.metadata["example"]
+                    raise Invalid("required key is missing" +
+                                  (f"; e.g. {key} = {example}" if example else ""), key)
                 continue
             try:
                 kw[f.name] = f.metadata["check"](doc[given[0]], ctx)
@@ -195,6 +196,33 @@ def strings(what: str = "strings", split: bool = True) -> Check:
         if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
             raise Invalid(f"expected a list of {what}, got {v!r}")
         return tuple(x.strip() for x in v)
+    return check
+
+
+def ip_address(empty: bool = False) -> Check:
+    """An IP address written as a string, kept in its canonical text; with
+    `empty`, "" too (not set)."""
+    def check(v, ctx):
+        if empty and v == "":
+            return v
+        if isinstance(v, str):
+            try:
+                return str(ipaddress.ip_address(v))
+            except ValueError:
+                pass
+        raise Invalid(f"expected an IP address, got {v!r}")
+    return check
+
+
+def ip_network() -> Check:
+    """An address or a prefix (host bits zero) written as a string."""
+    def check(v, ctx):
+        if isinstance(v, str):
+            try:
+                return ipaddress.ip_network(v)
+            except ValueError:
+                pass
+        raise Invalid(f"expected an IP address or prefix (host bits zero), got {v!r}")
     return check
 
 

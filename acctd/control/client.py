@@ -12,9 +12,10 @@ from acctd.errors import AcctError, Code, NotRunning, PermissionDenied
 
 SOCKET_GROUP = "acctd"   # the group that may use the socket
 
-_ERRORS = {Code.NOT_FOUND: errors.NotFound, Code.PERMISSION: errors.PermissionDenied,
-           Code.NOT_ATTACHED: errors.NotAttached, Code.NOT_RUNNING: errors.NotRunning,
-           Code.BAD_REQUEST: errors.BadRequest, Code.CONFLICT: errors.Conflict}
+# the error class of each code that has one of its own
+_ERRORS = {cls.code: cls for cls in (errors.NotFound, errors.PermissionDenied,
+                                     errors.NotAttached, errors.NotRunning, errors.BadRequest,
+                                     errors.Conflict)}
 
 
 class RemoteError(AcctError):

@@ -23,22 +23,24 @@ V, O, A = Level.VIEWER, Level.OPERATOR, Level.ADMIN
 @dataclasses.dataclass(frozen=True)
 class Arg:
     name: str
-    type: type                   # str, int, float, bool, list or dict
+    type: type                   # str, int, bool, list or dict
     required: bool = False
-    default: object = None       # when absent (None: the handler's own default)
+    default: object = None       # what the handler gets when the argument is absent
     items: type | None = None    # lists: the type of each element
+    at_least: int | None = None  # ints: the smallest value
 
     def check(self, value):
         if value is None and not self.required:
             return self.default
         ok = isinstance(value, self.type) and not (self.type is int and isinstance(value, bool))
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            ok, value = True, float(value)
         if ok and self.items is not None:
             ok = all(isinstance(x, self.items) for x in value)
         if not ok:
             of = f" of {self.items.__name__}" if self.items else ""
             raise BadRequest(f"argument {self.name!r}: expected {self.type.__name__}{of}, "
+                             f"got {value!r}")
+        if self.at_least is not None and value < self.at_least:
+            raise BadRequest(f"argument {self.name!r}: expected at least {self.at_least}, "
                              f"got {value!r}")
         return value
 
@@ -99,7 +101,7 @@ COMMANDS = (
     Command("config", A, "core.config_text", ("config", "show"), (_b("unsecure"),)),
     Command("connections", A, "control.connections", ("connections",)),
     Command("debug", A, "core.debug", ("debug",),
-            (Arg("on", bool, True), _s("category"))),
+            (Arg("on", bool, required=True), _s("category"))),
     Command("rotate-log", A, "core.rotate_log", ("rotate",)),
     # the model and its reports (NeTAMS show ...)
     Command("units", V, "core.units", ("units",),
@@ -132,7 +134,7 @@ COMMANDS = (
     Command("session-stop", O, "sessions.stop_session", ("session", "stop"),
             (_s("user", True), _s("cause", default="user-request"))),
     Command("session-list", V, "sessions.list", ("session", "list"),
-            (_b("open"), _s("user"), Arg("limit", int, default=100))),
+            (_b("open"), _s("user"), Arg("limit", int, default=100, at_least=0))),
     Command("session-kill-expired", O, "sessions.kill_expired", ("session", "kill-expired")),
     Command("mac-check", V, "mac.check", ("mac", "check")),
     Command("mac-fixate", O, "mac.fixate", ("mac", "fixate"), (_b("overwrite"),)),

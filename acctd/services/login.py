@@ -98,9 +98,10 @@ class LoginSettings(Table):
     def finish(self, ctx) -> "LoginSettings":
         for lo, hi in (("min-inact", "max-inact"), ("min-abs", "max-abs")):
             a, b = getattr(self, lo.replace("-", "_")), getattr(self, hi.replace("-", "_"))
-            if a > b:
-                raise Invalid(f"{ctx.spelled(lo)} ({a}) exceeds {ctx.spelled(hi)} ({b})",
-                              ctx.spelled(lo))
+            if a > b:  # blamed on a bound the table wrote, the lower one if both
+                lo, hi = ctx.spelled(lo), ctx.spelled(hi)
+                raise Invalid(f"{lo} ({a}) exceeds {hi} ({b})",
+                              hi if hi in ctx.given and lo not in ctx.given else lo)
         # a default outside the bounds would give `set` a timeout it would refuse itself
         for key, kind in (("default-inact", "inact"), ("default-abs", "abs")):
             err = self.check_timeout(kind, getattr(self, key.replace("-", "_")))

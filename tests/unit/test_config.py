@@ -83,6 +83,9 @@ def test_bad_policy_target(tmp_path):
     assert (e.line, e.key) == (3, "target") and "needs BGP data" in str(e)
     e = error(BASE.replace('"proto ip"', '{ proto = "tcp", port = "s99999" }'), tmp_path)
     assert (e.line, e.key) == (3, "target") and "expected ports 0..65535" in str(e)
+    e = error(BASE.replace('target = "proto ip"\n', ''), tmp_path)
+    assert (e.line, e.key) == (1, "target")
+    assert 'required key is missing; e.g. target = "proto tcp port 80"' in str(e)
 
 
 def test_model_errors_are_located(tmp_path):
@@ -186,6 +189,18 @@ def test_service_tables_point_at_their_own_keys(tmp_path):
     assert (e.line, e.key) == (11, "smtp-password-file") and "accessible by group" in str(e)
     e = error(BASE + '[login]\nmin_inact = 100\nmax-inact = 90\n', tmp_path)
     assert (e.line, e.key) == (10, "min_inact") and "min_inact (100) exceeds max-inact (90)" in str(e)
+    e = error(BASE + '[login]\ndelay = 2\nmax-inact = 5\n', tmp_path)  # min-inact's default
+    assert (e.line, e.key) == (11, "max-inact") and "exceeds max-inact (5)" in str(e)
+    secret(tmp_path, "coa.secret")
+    e = error(BASE + '[coa]\nlisten = "127.0.0.1:3799"\n\n[[coa.clients]]\naddress = "10.0.0.0/8"\n'
+              'secret-file = "coa.secret"\n\n[[coa.clients]]\nsecret-file = "coa.secret"\n'
+              'address = 167772161\n',
+              tmp_path)
+    assert (e.line, e.key) == (18, "clients")
+    assert "[coa] key 'clients[1].address': expected an IP address or prefix" in str(e)
+    e = error(BASE + '[radius]\nservers = ["127.0.0.1"]\nsecret-file = "coa.secret"\n'
+              'nas-ip = 5\n', tmp_path)
+    assert (e.line, e.key) == (12, "nas-ip") and "expected an IP address, got 5" in str(e)
     e = error(BASE + '[coa]\nlisten = "127.0.0.1:3799"\n'
               'clients = [{ address = "nowhere", secret-file = "x" }]\n', tmp_path)
     assert (e.line, e.key) == (11, "clients")
@@ -199,8 +214,17 @@ def test_service_tables_point_at_their_own_keys(tmp_path):
     assert (e.line, e.key) == (10, "notify") and "soft, hard or return" in str(e)
 
 
-def test_every_section_is_read_by_a_declared_table():
-    """One schema for every table: no section is read by hand."""
+def test_every_section_is_read_by_a_declared_table(tmp_path):
+    """One schema for every table: no section is read by hand. Each section
+    is read by the very table SECTIONS declares for it: a key it does not
+    know is refused there, with that table's keys."""
     from acctd.config.schema import Table
-    for name, (_kind, table) in config.SECTIONS.items():
-        assert name == "billing" or issubclass(table, Table), name
+    for name, (kind, table) in config.SECTIONS.items():
+        if name == "billing":
+            assert table is None  # carried as data for the importer
+            continue
+        assert issubclass(table, Table), name
+        header = f"[[{name}]]" if kind is list else f"[{name}]"
+        e = error(f"{header}\nno-such-key = 1\n", tmp_path)
+        assert (e.line, e.key) == (2, "no-such-key"), name
+        assert f"unknown key; expected one of {', '.join(sorted(table.keys()))}" in str(e), name

@@ -5,6 +5,7 @@ code, never from its text."""
 
 import ast
 import inspect
+import json
 from pathlib import Path
 
 import click
@@ -67,20 +68,27 @@ def test_every_command_has_an_acctctl_entry_with_help():
 def test_acctctl_asks_only_registered_commands_and_asks_them_all():
     """Every name acctctl sends is in the registry, and every command in the
     registry is sent by some acctctl command."""
+    import importlib
     asked = set()
     for p in CLI.glob("*.py"):
-        for node in ast.walk(ast.parse(p.read_text())):
-            if not isinstance(node, ast.Call):
-                continue
-            fn = getattr(node.func, "id", None)
-            if fn == "ask":
-                name = node.args[1]
-                if isinstance(name, ast.JoinedStr):     # ask(ctx, f"rotate-{what}")
-                    asked |= {"rotate-log", "rotate-flowlog"}
-                elif isinstance(name, ast.Constant):
-                    asked.add(name.value)
-            elif fn == "_login_cmd":                    # ask(ctx, cmd) with cmd given here
-                asked.add(node.args[0].value)
+        module = importlib.import_module(f"acctctl.{p.stem}")
+        for fdef in ast.parse(p.read_text()).body:
+            for node in ast.walk(fdef):
+                if not isinstance(node, ast.Call):
+                    continue
+                fn = getattr(node.func, "id", None)
+                if fn == "ask":
+                    name = node.args[1]
+                    if isinstance(name, ast.JoinedStr):  # ask(ctx, f"rotate-{what}"): each choice
+                        prefix = name.values[0].value
+                        command = getattr(module, fdef.name)
+                        asked |= {prefix + c for param in command.params
+                                  if isinstance(param.type, click.Choice)
+                                  for c in param.type.choices}
+                    elif isinstance(name, ast.Constant):
+                        asked.add(name.value)
+                elif fn == "_login_cmd":                 # ask(ctx, cmd) with cmd given here
+                    asked.add(node.args[0].value)
     assert asked <= set(commands.REGISTRY), asked - set(commands.REGISTRY)
     assert set(commands.REGISTRY) <= asked, set(commands.REGISTRY) - asked
 
@@ -90,6 +98,9 @@ def test_arguments_are_checked_before_any_handler():
     assert c.bind({}) == {"open": False, "user": None, "limit": 100}
     with pytest.raises(errors.BadRequest, match="'limit': expected int"):
         c.bind({"limit": "9"})
+    with pytest.raises(errors.BadRequest, match="'limit': expected at least 0, got -1"):
+        c.bind({"limit": -1})  # DuckDB's own error, an internal one, before
+    assert c.bind({"limit": 0})["limit"] == 0
     with pytest.raises(errors.BadRequest, match="unknown argument"):
         c.bind({"colour": 1})
     with pytest.raises(errors.BadRequest, match="'user' is required"):
@@ -108,3 +119,24 @@ def test_arguments_are_checked_before_any_handler():
 ])
 def test_exit_codes_come_from_the_code_not_the_text(error, code):
     assert exit_code(error) == code
+
+
+@pytest.mark.parametrize("code, exit", [
+    ("permission", Exit.PERMISSION), ("not-attached", Exit.NOT_ATTACHED),
+    ("not-running", Exit.NOT_RUNNING), ("not-found", Exit.ERROR), ("bad-request", Exit.ERROR),
+    ("conflict", Exit.ERROR), ("internal", Exit.ERROR), ("no-such-code", Exit.ERROR),
+])
+def test_a_reply_code_becomes_acctctls_exit_code(code, exit):
+    """A reply off the wire, through the client and acctctl's run(): the
+    exit code follows the code, the message is printed as sent."""
+    import socket
+
+    from acctctl.common import run
+    from acctd.control import client
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(json.dumps({"ok": False, "code": code, "error": "not-attached, says the text"}
+                             ).encode() + b"\n")
+        with pytest.raises(SystemExit) as e:
+            run(lambda: client._reply(a))
+    assert e.value.code == exit
