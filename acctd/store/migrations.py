@@ -105,23 +105,32 @@ def version_of(con) -> int:
 
 def upgrade(con, abi_version: int) -> list[int]:
     """Run the steps a database has not had; returns their numbers."""
+    def meta(c) -> None:
+        c.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, "
+                  "value VARCHAR NOT NULL)")
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('abi_version', ?)", [str(abi_version)])
+
     done = []
     if version_of(con) == 0:
-        con.execute("BEGIN")
-        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, "
-                    "value VARCHAR NOT NULL)")
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('abi_version', ?)", [str(abi_version)])
-        con.execute("COMMIT")
+        _in_transaction(con, meta)
     for number, step in MIGRATIONS:
         if number <= version_of(con):
             continue
-        con.execute("BEGIN")
-        try:
-            step(con)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(number)])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+
+        def stepped(c, step=step, number=number) -> None:
+            step(c)
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(number)])
+        _in_transaction(con, stepped)
         done.append(number)
     return done
+
+
+def _in_transaction(con, work: Callable) -> None:
+    """All of work, or (an error, a kill) none of it."""
+    con.execute("BEGIN")
+    try:
+        work(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
