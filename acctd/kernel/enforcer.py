@@ -41,9 +41,7 @@ class Enforcer:
     # reading the kernel's state (at start: the kernel kept it while we were down)
 
     def _load(self) -> None:
-        keys, vals = self.maps["acct_classes"].read_all()
-        self._classes = {(bytes(k["addr"]), int(k["prefixlen"])): _class_tuple(v)
-                         for k, v in zip(keys, vals)}
+        self._classes = self.kernel_classes()
         keys, vals = self.maps["acct_fw"].read_all()
         self._rulesets = {vals[j].tobytes(): int(keys[j])
                           for j in np.flatnonzero(vals["n_atoms"]) if keys[j]}

@@ -39,6 +39,11 @@ def parse_prefix(text: str, strict: bool = True) -> tuple[bytes, int]:
     return net.network_address.packed, net.prefixlen
 
 
+def is_v4(addr: bytes) -> bool:
+    """An IPv4 address (kept IPv4-mapped)."""
+    return addr[:12] == _V4_MAPPED
+
+
 def format_addr(addr: bytes | np.ndarray) -> str:
     """16 bytes (or a uint8 row of a map key) -> text; IPv4-mapped as IPv4."""
     addr = bytes(addr)

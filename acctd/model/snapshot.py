@@ -31,7 +31,6 @@ class Snapshot:
     plan: AcctPlan                  # every unit's resolved acct-policy list
     unit_oids: np.ndarray           # unit index -> integer oid
     policy_oids: np.ndarray
-    bindings: Mapping[int, bytes] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config, runtime: Sequence[Unit] = (),
@@ -52,7 +51,7 @@ class Snapshot:
         """Each user unit (by index) bound to its session's address; the
         others at their own. Indexes do not move."""
         units = self.base.rebound(dict(bindings)) if bindings else self.base
-        return dataclasses.replace(self, units=units, bindings=dict(bindings))
+        return dataclasses.replace(self, units=units)
 
     @property
     def policies(self) -> PolicySet:

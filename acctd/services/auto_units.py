@@ -12,10 +12,9 @@ import shlex
 from collections.abc import Callable, Container, Iterable, Sequence
 
 from acctd.errors import AcctError
-from acctd.model.addresses import format_addr, parse_addr
+from acctd.model.addresses import format_addr, is_v4, parse_addr
 from acctd.model.units import ModelError, Unit
 
-_V4_MAPPED = bytes(10) + b"\xff\xff"
 NAMINGS = ("by-dns", "prefix1", "prefix2")
 AUTO_TYPES = ("host", "user")
 
@@ -82,7 +81,7 @@ class AutoAssign:
                 a, b = _as_addr(first), _as_addr(last)
             except ValueError as e:
                 raise ModelError(f"auto-assign pool #{i + 1}: {e}", "auto-assign", i) from None
-            if (a[:12] == _V4_MAPPED) != (b[:12] == _V4_MAPPED):
+            if is_v4(a) != is_v4(b):
                 raise ModelError(f"auto-assign pool #{i + 1} mixes IPv4 and IPv6: "
                                  f"{format_addr(a)} {format_addr(b)}", "auto-assign", i)
             if a > b:
@@ -111,7 +110,7 @@ class AutoAssign:
             raise ValueError(f"family must be 4, 6 or None, got {family!r}")
         searched = []
         for a, b in self.pools:
-            v4 = a[:12] == _V4_MAPPED
+            v4 = is_v4(a)
             if family is not None and v4 != (family == 4):
                 continue
             searched.append((a, b))
@@ -169,7 +168,7 @@ class AutoUnits:
         if self.naming == "by-dns":
             name = clean_dns_name(dns_name) if dns_name else ""
             return name or format_addr(addr)
-        if addr[:12] == _V4_MAPPED:
+        if is_v4(addr):
             tail = str(addr[15]) if self.naming == "prefix1" else f"{addr[14]}.{addr[15]}"
         else:
             g2, g1 = int.from_bytes(addr[12:14], "big"), int.from_bytes(addr[14:16], "big")
