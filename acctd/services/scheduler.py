@@ -599,7 +599,7 @@ def format_table(rows: Iterable[dict]) -> str:
 # The acctctl words a schedule may run, as control requests: word -> how the
 # rest of the line becomes the command's arguments.
 def _schedulable(cmd: str, rest: list[str]) -> dict | None:
-    if cmd in ("flush", "reload", "units", "policies", "status") and not rest:
+    if cmd in ("flush", "reload", "units", "policies", "status"):  # further words ignored
         return {"cmd": cmd, "args": {}}
     if cmd == "list" and len(rest) == 1:
         return {"cmd": "list", "args": {"unit": rest[0]}}
@@ -672,9 +672,14 @@ class SchedulerService(Service):
     def _work(self) -> None:
         while True:
             entry = self.queue.get()
+            try:
+                owner = self._owner(entry)
+            except PermissionDenied as e:
+                log.error("schedule %s: %s failed: %s", entry.oid, entry.action, e)
+                continue
             for argv in entry.commands:
                 try:
-                    self.core.dispatcher.handle(request_from_argv(argv), self._owner(entry))
+                    self.core.dispatcher.handle(request_from_argv(argv), owner)
                     log.info("schedule %s: %s done", entry.oid, " ".join(argv))
                 except Exception as e:
                     log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
