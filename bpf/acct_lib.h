@@ -122,7 +122,7 @@ static __always_inline int acct_parse_ipv4(void *data, void *data_end,
 	acct_addr_from_v4(p->key.saddr, &iph->saddr);
 	acct_addr_from_v4(p->key.daddr, &iph->daddr);
 	p->l3_hdr_len = ihl;
-	p->ip_len = tot;	/* 0 only for BIG TCP GSO packets: see acct_packet */
+	p->ip_len = tot;	/* 0 only for BIG TCP GSO packets: see acct_measure */
 
 	/* Only the first fragment carries the L4 header. */
 	if (bpf_ntohs(iph->frag_off) & 0x1fff) {

@@ -30,7 +30,7 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct acct_iface_val,
 		 acct_ifaces, ACCT_MAX_IFACES, ACCT_PIN(acct_ifaces));
 
 /* Enforcement: classes of local addresses, compiled fw-policies, their prefix
- * sets and the rate limits. Written by user space only (acctd/model/enforcement.py). */
+ * sets and the rate limits. Written by user space only (acctd/kernel/enforcer.py). */
 BPF_TABLE_PINNED("lpm_trie", struct acct_class_key, struct acct_class,
 		 acct_classes, ACCT_MAX_CLASSES, ACCT_PIN(acct_classes), BPF_F_NO_PREALLOC);
 

@@ -8,7 +8,7 @@
 
 A unit's state is a bitmask of abi.SysPolicy. Every address of the unit gets
 verdict DROP while any deny bit is set, with the bits as its reason; with
-ALLOW among them the kernel passes anyway (acct_blocked in acct_lib.h).
+ALLOW among them the kernel passes anyway (acct_enforce in acct_lib.h).
 Pure: the daemon applies the result to the datapath.
 """
 

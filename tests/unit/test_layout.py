@@ -23,6 +23,7 @@ def test_every_layer_is_a_package_with_a_docstring():
         init = ROOT / "acctd" / name / "__init__.py"
         assert init.exists(), name
         assert init.read_text().lstrip().startswith('"""'), f"{name}: say what the layer is for"
+    assert {p.parent.name for p in (ROOT / "acctd").glob("*/__init__.py")} == set(PACKAGES)
     flat = sorted(p.name for p in (ROOT / "acctd").glob("*.py"))
     assert flat == ["__init__.py", "demo.py", "errors.py"], "a module outside the layers"
 
@@ -34,10 +35,22 @@ def test_no_module_is_named_like_a_standard_library_module():
 
 
 def test_the_model_is_pure():
-    """acctd.model imports neither bcc, DuckDB nor pyroute2 (STYLE 11)."""
+    """acctd.model imports neither bcc, DuckDB nor pyroute2 (STYLE 11), nor
+    any layer above it; of the kernel layer only the ABI's numbers."""
     mods = [n for n, _ in modules() if n.startswith("acctd.model")]
     code = (f"import sys\nfor m in {mods!r}:\n    __import__(m)\n"
-            "print(sorted(m for m in ('bcc', 'duckdb', 'pyroute2') if m in sys.modules))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bcc', 'duckdb', "
+            "'pyroute2') or (m.startswith('acctd.') and m.split('.')[1] not in "
+            "('model', 'errors') and m != 'acctd.kernel.abi' and m != 'acctd.kernel')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_layer_ships():
+    """pyproject's package list is the tree's (a layer missing there would
+    pass every test in a checkout and be absent from the wheel)."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    assert listed == {"acctd", "acctctl", "acctd.bpf", *(f"acctd.{p}" for p in PACKAGES)}
