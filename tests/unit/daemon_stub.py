@@ -10,6 +10,18 @@ import threading
 from acctd.daemon.core import Daemon
 from acctd.store.database import Storage
 
+# A config of one user unit counted under one policy.
+ALICE = """
+[[policy]]
+name = "ip"
+target = "proto ip"
+
+[[unit]]
+type = "user"
+name = "alice"
+acct-policy = ["ip"]
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:

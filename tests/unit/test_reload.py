@@ -8,18 +8,9 @@ from acctd import config
 from acctd.daemon.core import SERVICES
 from acctd.services.login import LoginService
 
-from .daemon_stub import daemon_stub
+from .daemon_stub import ALICE, daemon_stub
 
-UNITS = """
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "user"
-name = "alice"
-acct-policy = ["ip"]
-"""
+UNITS = ALICE
 
 
 def test_reload_hands_every_service_its_table_under_the_lock_servers_after(tmp_path,

@@ -11,18 +11,9 @@ from acctd.control.access import Level
 from acctd.control.dispatch import Caller
 from acctd.errors import Code, NotFound, code_of
 
-from .daemon_stub import daemon_stub
+from .daemon_stub import ALICE, daemon_stub
 
-CONFIG = """
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "user"
-name = "alice"
-acct-policy = ["ip"]
-"""
+CONFIG = ALICE
 
 ROOT = Caller(0, "root", Level.ADMIN)
 
