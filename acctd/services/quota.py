@@ -35,6 +35,10 @@ OWNER, NONE = "{owner}", "{none}"
 # KILOBYTE 1024 in netams.h) multiplies by 1024, and `show quota` prints
 # 2.00G the same way, so "3M" is 3 * 1024**2 bytes here too.
 MULTIPLIER = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+# Amounts are whole bytes, read with integer arithmetic (1.5G is exactly
+# 1610612736); 1 EiB is the most a quota may be, far beyond any period's
+# traffic and well inside the 64-bit counters it is compared with.
+MAX_AMOUNT = 1024 ** 6
 
 # src/netams.h: S_QUOTA_DEF_soft_treshold 80, S_QUOTA_DEF_delay 10,
 # S_QUOTA_DEF_notify_{soft,hard,return} 1 (read as "tell the owner").
@@ -45,7 +49,7 @@ DEFAULT_NOTIFY = {"soft": (OWNER,), "hard": (OWNER,), "return": (OWNER,)}
 # The reference's typography: en/em dashes for '-', guillemets and curly quotes for '"'.
 _TYPO = str.maketrans({"\u2013": "-", "\u2014": "-", "\u00ab": '"', "\u00bb": '"',
                        "\u201c": '"', "\u201d": '"', "\u201e": '"'})
-_AMOUNT = re.compile(r"(\d+)([KMG]?)B?", re.IGNORECASE)
+_AMOUNT = re.compile(r"(\d{1,30})(?:\.(\d{1,30}))?([KMG]?)B?", re.IGNORECASE)
 _KEYWORDS = {"name", "oid", "policy", "block-policy", "soft-treshold", "soft-threshold",
              "active", "inactive", "notify", *PERIODS}
 
@@ -125,6 +129,27 @@ def _notify(v, ctx) -> Mapping[str, tuple[str, ...]]:
     return out
 
 
+def _units(v, ctx) -> Mapping[str, TomlValue]:
+    """[quota.units.NAME] raw = ["day 3M in", ...]: each line must parse as
+    `set NAME LINE`, so a bad amount has its key's line at load."""
+    units = carried()(v, ctx)  # a table, frozen
+    for name, entry in v.items():
+        if not isinstance(entry, Mapping) or set(entry) - {"raw"}:
+            raise Invalid(f'expected a table with raw = ["day 3M in", ...], got {entry!r}',
+                          f".{name}")
+        raw = entry.get("raw", ())
+        if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+            raise Invalid(f'expected a list of quota commands like "day 3M in", got {raw!r}',
+                          f".{name}.raw")
+        spec = None
+        for i, line in enumerate(raw):
+            try:
+                spec = parse_set(["set", name, *tokens(line)], spec)
+            except QuotaError as e:
+                raise Invalid(str(e), f".{name}.raw[{i}]") from None
+    return units
+
+
 @dataclasses.dataclass(frozen=True)
 class QuotaSettings(Table):
     """The service's own settings (the config file's [quota] table, as
@@ -137,9 +162,9 @@ class QuotaSettings(Table):
     delay: int = setting(DEFAULT_DELAY, check=integer(1, what="seconds"))
     notify: Mapping[str, tuple[str, ...]] = setting(
         default_factory=lambda: dict(DEFAULT_NOTIFY), check=_notify)
-    # per-unit `quota set` lines the importer carried
+    # per-unit `quota set` lines the importer carried, checked as `set` commands
     units: Mapping[str, TomlValue] = setting(default_factory=lambda: MappingProxyType({}),
-                                             check=carried())
+                                             check=_units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,18 +199,29 @@ def effective(spec: QuotaSpec, defaults: QuotaSettings,
 # --- grammar --------------------------------------------------------------------------
 
 def parse_amount(tok: str) -> int:
-    """"300", "3M", "2g", "100MB" -> bytes (binary multiples, see MULTIPLIER)."""
+    """"300", "3M", "2g", "1.5G", "100MB" -> bytes (binary multiples, see
+    MULTIPLIER), exact; a fraction of a byte is dropped (0.1K is 102).
+    The one parser of byte amounts: `quota set` over the control socket,
+    [quota.units] in the config and `acctctl import netams` all come here."""
     m = _AMOUNT.fullmatch(tok)
-    if not m:
-        raise QuotaError(tok, "an amount in bytes like 300, 3M or 2G")
-    return int(m.group(1)) * MULTIPLIER[m.group(2).upper()]
+    n = None
+    if m:
+        whole, frac, suffix = m.group(1), m.group(2) or "", MULTIPLIER[m.group(3).upper()]
+        n = (int(whole + frac) * suffix) // 10 ** len(frac)
+    if n is None or n > MAX_AMOUNT:
+        raise QuotaError(tok, "an amount in bytes like 300, 3M or 1.5G, at most "
+                         f"{MAX_AMOUNT // MULTIPLIER['G']}G (1 EiB)")
+    return n
 
 
 def format_amount(n: int) -> str:
-    """NeTAMS's quota display: bytes below 1K as is, else two decimals: 2.00G."""
+    """NeTAMS's quota display: bytes below 1K as is, else two decimals: 2.00G
+    (integer arithmetic, rounded half up: exact for any amount)."""
     for suffix in ("G", "M", "K"):
-        if n >= MULTIPLIER[suffix]:
-            return f"{n / MULTIPLIER[suffix]:.2f}{suffix}"
+        unit = MULTIPLIER[suffix]
+        if n >= unit:
+            hundredths = (n * 100 + unit // 2) // unit
+            return f"{hundredths // 100}.{hundredths % 100:02d}{suffix}"
     return str(n)
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from acctd.kernel import abi
-from acctd.services.quota import (DEFAULT_NOTIFY, MULTIPLIER, OWNER, SYS_POLICY, QuotaSettings,
+from acctd.services.quota import (DEFAULT_NOTIFY, MAX_AMOUNT, MULTIPLIER, OWNER, SYS_POLICY, QuotaSettings,
                                   QuotaError, QuotaSpec, check, effective, format_amount,
                                   format_set, format_show, parse_amount, parse_set, recipients,
                                   show_quota, usage_from_totals, used)
@@ -68,6 +68,39 @@ def test_suffixes_are_binary():
     assert [parse_amount(x) for x in ("300", "3k", "3M", "2G", "100MB")] == \
         [300, 3 * K, 3 * M, 2 * G, 100 * M]
     assert [format_amount(x) for x in (300, 800, 2 * G, 1536)] == ["300", "800", "2.00G", "1.50K"]
+
+
+def test_amounts_are_exact_whole_bytes_up_to_1_eib():
+    assert [parse_amount(x) for x in ("1.5G", "0.1K", "2.25m", "1073741824G")] == \
+        [3 * G // 2, 102, 2 * M + M // 4, 1024 ** 6]
+    assert MAX_AMOUNT == 1024 ** 6
+    assert parse_set("set x day 1.5G in").limits == {("day", "in"): 1610612736}
+    # shown exactly: integer arithmetic, not a float's 53 bits
+    assert [format_amount(x) for x in (1024 ** 6, 1024 ** 6 - 1, 5 * G + 1)] == \
+        ["1073741824.00G", "1073741824.00G", "5.00G"]
+    for bad in ("99999999999999999999999G", "1073741825G", "1.G", ".5G", "1e3", "-1"):
+        with pytest.raises(QuotaError) as e:
+            parse_set(f"set x day {bad} in")
+        assert str(e.value) == ("expected an amount in bytes like 300, 3M or 1.5G, at most "
+                                f"1073741824G (1 EiB), got {bad!r}")
+        assert e.value.pos == 3
+
+
+def test_config_quota_units_are_read_as_set_commands(tmp_path):
+    from acctd.config import ConfigError, loads
+    head = '[[unit]]\ntype = "user"\nname = "bob"\n[quota]\npolicy = "ip"\n'
+    cfg = loads(head + '[quota.units.bob]\nraw = ["day 1.5G in", "month 3M sum"]\n')
+    assert cfg.quota.units["bob"]["raw"] == ("day 1.5G in", "month 3M sum")
+    with pytest.raises(ConfigError) as e:
+        loads(head + '[quota.units.bob]\nraw = ["day 1G in", "day 99999999999999999999999G in"]\n',
+              str(tmp_path / "acctd.toml"))
+    assert str(e.value) == (
+        f"{tmp_path}/acctd.toml:7: [quota] key 'units.bob.raw[1]': expected an amount in bytes "
+        "like 300, 3M or 1.5G, at most 1073741824G (1 EiB), got '99999999999999999999999G'")
+    with pytest.raises(ConfigError) as e:
+        loads(head + '[quota.units.bob]\nday = "3M in"\n', str(tmp_path / "acctd.toml"))
+    assert str(e.value) == (f"{tmp_path}/acctd.toml:6: [quota] key 'units.bob': expected a "
+                            "table with raw = [\"day 3M in\", ...], got {'day': '3M in'}")
 
 
 @pytest.mark.parametrize("cmd,token,expected", [
@@ -332,3 +365,35 @@ def test_a_quota_of_a_unit_gone_from_the_config_still_blocks_and_mails_nothing(t
         assert d.service(QuotaService).held() == {f"{bob:06X}"}
         assert d.enforced == enforced + 1
         assert d.service(AlerterService).mailer.queue() == []
+
+
+def test_quota_set_over_the_socket_is_exact_and_bounded(tmp_path):
+    """acctctl quota set through a real control server into real storage:
+    1.5G is stored as the integer 1610612736; an amount over 1 EiB is a bad
+    request with one line, and nothing is stored."""
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    from acctd.config import loads
+    from acctd.control import server as ctl
+
+    from .daemon_stub import ALICE, daemon_stub
+
+    with daemon_stub(loads(ALICE), tmp_path=tmp_path) as d:
+        srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        srv.serve_in_thread()
+        try:
+            ok = CliRunner().invoke(main, ["--socket", srv.path, "quota", "set", "alice",
+                                           "day", "1.5G", "in"])
+            assert ok.exit_code == 0, ok.output
+            oid = d.snapshot.unit("alice").oid
+            assert d.storage.quotas()[oid]["limits"] == {"day in": 1610612736}
+            bad = CliRunner().invoke(main, ["--socket", srv.path, "quota", "set", "alice",
+                                            "month", "99999999999999999999999G", "in"])
+            assert (bad.exit_code, bad.output) == (1, (
+                "acctctl: expected an amount in bytes like 300, 3M or 1.5G, at most "
+                "1073741824G (1 EiB), got '99999999999999999999999G'\n"))
+            assert d.storage.quotas()[oid]["limits"] == {"day in": 1610612736}
+        finally:
+            srv.shutdown()
+            srv.server_close()
