@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from acctctl.common import run
@@ -12,25 +14,42 @@ def import_():
     """Convert other accountants' configurations to acctd's."""
 
 
+def _codec(ctx, param, value: str) -> str:
+    import codecs
+    try:
+        return codecs.lookup(value).name
+    except LookupError:
+        raise click.BadParameter(f"unknown encoding {value!r}") from None
+
+
 @import_.command("netams")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the TOML here (default: stdout).")
-def import_netams(file, output):
+@click.option("--encoding", default="utf-8", show_default=True, callback=_codec,
+              help="The file's encoding (NeTAMS configs are often koi8-r or cp1251).")
+def import_netams(file, output, encoding):
     """Translate a NeTAMS config into acctd TOML; report what cannot be carried.
 
     Every directive that has no equivalent yet is listed on stderr as
-    FILE:LINE: directive: reason (and at the top of the TOML); nothing is
-    dropped silently. Exit code 0 even with such warnings."""
-    from acctd.config import loads
-    from acctd.importers.netams import import_file
+    FILE:LINE: directive: reason (and at the top of the TOML); the same
+    reason on one line is listed once, with how many more there were.
+    Nothing is dropped silently. Exit code 0 even with such warnings.
+
+    The result is loaded as acctd would load it before anything is written;
+    a mistake there is reported at its NeTAMS line, with exit code 1. So are
+    binary files and bytes that are not in --encoding. A policy whose prefix
+    file is missing here is carried with a warning: copy the file to where
+    the target names it (relative to the output's directory)."""
+    from acctd.importers import netams
 
     def go():
-        res = import_file(file)
+        base = os.path.dirname(os.path.abspath(output)) if output else os.getcwd()
+        res = netams.import_file(file, encoding, base)
         for w in res.warnings:
             click.echo(w.format(file), err=True)
-        loads(res.toml, output or "<imported>")  # the result must load
+        netams.check(res, file, output)
         if output:
-            with open(output, "w") as f:
+            with open(output, "w", encoding="utf-8") as f:
                 f.write(res.toml)
             click.echo(f"wrote {output}: {len(res.warnings)} directive(s) not carried", err=True)
         else:

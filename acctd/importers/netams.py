@@ -3,20 +3,29 @@
 Units, policies, acct-policy lists, defaults and restrict become acctd
 config; quota, login and billing settings are carried as data for the issues
 that implement them. Whatever cannot be carried comes back as a warning with
-its line number, so nothing is dropped silently.
+its line number, so nothing is dropped silently; the same warning on one line
+is given once, with how many more there were. The result is loaded as acctd
+would load it (`check`), and a mistake found there names the NeTAMS line it
+came from. Binary files and text not in the given encoding are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
 from typing import Any
 
+from acctd.config.loader import Config, Processor, loads
+from acctd.config.schema import Context, Invalid, Table
+from acctd.errors import ConfigError
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
 from acctd.model.policies import parse_acct_entry, parse_target, tokenize_target
 from acctd.model.units import normalize_oid
+from acctd.services.login import LoginSettings
+from acctd.services.quota import QuotaError, QuotaSettings, parse_set
 
 # The reference's typography: en/em dashes for '-', guillemets and curly quotes for '"'.
 _TYPO = str.maketrans({"\u2013": "-", "\u2014": "-", "\u00ab": '"', "\u00bb": '"',
@@ -28,6 +37,8 @@ _UNIT_WORDS = {"oid", "name", "ip", "mask", "parent", "no-local-pass", "email", 
                "description", "mac", "bw", "nodefault", "ap-nodefault", "fp-nodefault",
                "acct-policy", "fw-policy", "ds-list", "auto-units"}
 _POLICY_WORDS = {"oid", "name", "hidden", "target", "bw"}
+# [quota] keys a NeTAMS directive of one value sets (notify and set have their own)
+_QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold", "delay"}
 
 _WHY = {
     "main": "acctd has no NeTAMS main service",
@@ -50,9 +61,14 @@ class ImportWarning:
     line: int
     directive: str
     reason: str
+    more: int = 0  # the same reason given again on this line, this many times
+
+    def text(self) -> str:
+        more = f" (and {self.more} more like this)" if self.more else ""
+        return printable(f"{self.directive}: {self.reason}{more}")
 
     def format(self, path: str) -> str:
-        return f"{path}:{self.line}: {self.directive}: {self.reason}"
+        return f"{printable(path)}:{self.line}: {self.text()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +76,30 @@ class ImportResult:
     toml: str
     warnings: tuple[ImportWarning, ...]
     carried: frozenset[int]  # lines carried whole; every other directive line has a warning
+    origins: tuple[int | None, ...]  # the NeTAMS line of each TOML line (TOML line 1: [0])
+    check_toml: str  # `toml` with unreadable prefix files read as empty, for `check`
+
+    def source_line(self, toml_line: int | None) -> int | None:
+        """The NeTAMS line a line of the result came from, if one did."""
+        if toml_line is None or not 0 < toml_line <= len(self.origins):
+            return None
+        return self.origins[toml_line - 1]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_C1 = re.compile(r"[\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters as escapes: a warning or a TOML comment must
+    neither drive the terminal nor break the file."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _unit_word(word: str) -> bool:
+    """A word that starts a new part of a unit line (sys-deny included: it is
+    no policy name to take into an acct-policy list)."""
+    return word.lower() in _UNIT_WORDS or word.lower().startswith("sys-")
 
 
 def _tokens(line: str) -> list[str]:
@@ -70,14 +110,19 @@ def _tokens(line: str) -> list[str]:
 
 
 def _value(tok: str) -> Any:
-    """Numbers stay numbers in the carried data; everything else is a string."""
-    return int(tok) if re.fullmatch(r"-?\d+", tok) else tok
+    """Numbers stay numbers in the carried data (64-bit ones: TOML's integers);
+    everything else is a string."""
+    return int(tok) if re.fullmatch(r"-?\d{1,18}", tok) else tok
 
 
 class _Importer:
-    def __init__(self, text: str):
+    def __init__(self, text: str, base_dir: str = "."):
         self.text = text
+        self.base_dir = base_dir    # where the result will be: relative prefix files are there
         self.warnings: list[ImportWarning] = []
+        self.repeats: dict[tuple[int, str], int] = {}  # (line, reason) -> index in warnings
+        self.more: dict[int, int] = {}  # index in warnings -> times repeated
+        self.warned = 0                 # warn() calls, repeats included
         self.processor: dict[str, Any] = {}
         self.policies: list[dict[str, Any]] = []
         self.policy_lines: list[int] = []
@@ -88,9 +133,38 @@ class _Importer:
         self.billing: dict[str, Any] = {}
         self.default_lines: list[int] = []
         self.carried: set[int] = set()
+        self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
+        self.unreadable: set[str] = set()  # policies whose prefix file cannot be read here
 
     def warn(self, line: int, directive: str, reason: str) -> None:
-        self.warnings.append(ImportWarning(line, directive, reason))
+        self.warned += 1
+        i = self.repeats.setdefault((line, reason), len(self.warnings))
+        if i == len(self.warnings):
+            self.warnings.append(ImportWarning(line, directive, reason))
+        else:
+            self.more[i] = self.more.get(i, 0) + 1
+
+    def collapsed(self) -> tuple[ImportWarning, ...]:
+        return tuple(dataclasses.replace(w, more=self.more[i]) if i in self.more else w
+                     for i, w in enumerate(self.warnings))
+
+    def keep(self, ln: int, *path: str) -> None:
+        """Remember the line a value of the result (and its tables) comes from."""
+        for i in range(1, len(path) + 1):
+            self.origin.setdefault(path[:i], ln)
+
+    def bad_value(self, ln: int, t: list[str], table: type[Table], key: str) -> bool:
+        """Warn when `table` refuses the directive's value (or it has not
+        exactly one); True when it takes it."""
+        if len(t) != 2:
+            got = " ".join(t[1:])
+            self.warn(ln, " ".join(t), f"bad value for {t[0]}: expected one value, got "
+                                       f"{repr(got) if got else 'none'}")
+            return False
+        why = _refused(table, key, _value(t[1]))
+        if why:
+            self.warn(ln, " ".join(t), f"bad value for {t[0]}: {why}")
+        return why is None
 
     # -- reading --------------------------------------------------------------
 
@@ -98,7 +172,7 @@ class _Importer:
         """(line, service, tokens, physical lines) with wrapped unit lines joined back."""
         service = "main"
         pending: tuple[int, str, list[str], list[int]] | None = None
-        for lineno, raw in enumerate(self.text.splitlines(), 1):
+        for lineno, raw in enumerate(self.text.split("\n"), 1):
             line = raw.translate(_TYPO).strip()
             if not line or line.startswith("#"):
                 continue
@@ -127,7 +201,7 @@ class _Importer:
 
     def run(self) -> None:
         for lineno, service, toks, lines in self.commands():
-            before = len(self.warnings)
+            before = self.warned
             handler = getattr(self, "do_" + service.replace("-", "_"), None)
             if handler is None:
                 self.warn(lineno, " ".join(toks),
@@ -135,7 +209,7 @@ class _Importer:
                                    "not carried"))
             else:
                 handler(lineno, toks)
-            if len(self.warnings) == before:
+            if self.warned == before:
                 self.carried.update(lines)
         self.check_refs()
         # a command carried at first may lose a reference later: then it is warned
@@ -145,8 +219,10 @@ class _Importer:
 
     def do_processor(self, ln: int, t: list[str]) -> None:
         head = t[0].lower()
-        if head in ("lookup-delay", "flow-lifetime") and len(t) == 2 and t[1].isdigit():
-            self.processor[head] = int(t[1])
+        if head in ("lookup-delay", "flow-lifetime"):
+            if self.bad_value(ln, t, Processor, head):
+                self.processor[head] = _value(t[1])
+                self.keep(ln, "processor", head)
         elif head == "policy":
             self.policy(ln, t)
         elif head == "unit":
@@ -157,17 +233,22 @@ class _Importer:
                 if t[k] in ("all", "local") and t[k + 1] in ("drop", "pass"):
                     r[t[k]] = t[k + 1]
                 else:
-                    self.warn(ln, " ".join(t),
-                              "expected restrict all {drop|pass} local {drop|pass}")
+                    self.warn(ln, " ".join(t), "bad value for restrict: expected restrict "
+                                               "all {drop|pass} local {drop|pass}")
                     return
             # NeTAMS's default is "all drop local pass"; acctd's is pass/pass, so write both
             self.processor["restrict"] = {"all": r.get("all", "drop"),
                                           "local": r.get("local", "pass")}
+            self.keep(ln, "processor", "restrict")
         elif head == "default" and len(t) > 2 and t[1].lower() == "acct-policy":
             self.processor.setdefault("default-acct-policy", []).extend(t[2:])
             self.default_lines += [ln] * len(t[2:])
-        elif head == "default":
+            self.keep(ln, "processor", "default-acct-policy")
+        elif head == "default" and len(t) > 1 and t[1].lower() == "fw-policy":
             self.warn(ln, " ".join(t), "fw-policy (enforcement) comes in a later issue")
+        elif head == "default":
+            self.warn(ln, " ".join(t), "bad value for default: expected default "
+                                       "{acct-policy|fw-policy} POLICY...")
         elif head == "storage":
             self.warn(ln, " ".join(t), _WHY["storage"])
         elif head in ("auto-assign", "auto-units"):
@@ -208,7 +289,7 @@ class _Importer:
             self.warn(ln, " ".join(t), "policy needs a name and a target; not carried")
             return
         try:
-            parse_target(p["target"])
+            parse_target(p["target"], self.base_dir)
         except ValueError as e:
             if not str(e).startswith("cannot read prefix file"):
                 self.warn(ln, " ".join(t), f"target not carried: {e}")
@@ -216,6 +297,7 @@ class _Importer:
             # carried: the operator copies the file next to the acctd config
             self.warn(ln, f"policy {p['name']}", f"carried, but acctd will not load until "
                                                  f"it can read the prefix file: {e}")
+            self.unreadable.add(p["name"])
         if "oid" in p:
             try:
                 p["oid"] = normalize_oid(p["oid"])
@@ -249,7 +331,7 @@ class _Importer:
             elif w in ("parent", "acct-policy", "fw-policy", "ds-list"):
                 k += 1
                 vals = []
-                while k < len(t) and t[k].lower() not in _UNIT_WORDS:
+                while k < len(t) and not _unit_word(t[k]):
                     vals.append(t[k])
                     k += 1
                 if w == "parent":
@@ -328,29 +410,46 @@ class _Importer:
 
     def do_quota(self, ln: int, t: list[str]) -> None:
         head = t[0].lower()
+        key = _key_of(QuotaSettings, head)
         if head == "storage":
             self.warn(ln, " ".join(t), _WHY["storage"])
-        elif head == "notify" and len(t) >= 3:
-            self.quota.setdefault("notify", {}).setdefault(t[1].lower(), []).extend(t[2:])
+        elif head == "notify":
+            ev, who = (t[1].lower(), t[2:]) if len(t) > 1 else ("", [])
+            why = _refused(QuotaSettings, "notify", {ev: who or None})
+            if why:
+                self.warn(ln, " ".join(t), f"bad value for notify: {why}")
+                return
+            self.quota.setdefault("notify", {}).setdefault(ev, []).extend(who)
+            self.keep(ln, "quota", "notify", ev)
         elif head == "set":
+            try:
+                parse_set(t)
+            except QuotaError as e:
+                self.warn(ln, " ".join(t), f"bad value for set: {e}")
+                return
             self.set_unit(ln, t, self.quota)
-        elif len(t) == 2:
+        elif key in _QUOTA_DIRECTIVES:
             # "soft-treshold" is NeTAMS's spelling; carried under its English spelling
-            key = "soft-threshold" if head == "soft-treshold" else head
-            self.quota[key] = _value(t[1])
+            if self.bad_value(ln, t, QuotaSettings, key):
+                self.quota[key] = _value(t[1])
+                self.keep(ln, "quota", key)
         else:
             self.warn(ln, " ".join(t), "unknown quota directive")
 
     def do_login(self, ln: int, t: list[str]) -> None:
         head = t[0].lower().replace("_", "-")
+        key = _key_of(LoginSettings, head)
         if head == "storage":
             self.warn(ln, " ".join(t), _WHY["storage"])
         elif head == "set":
             self.set_unit(ln, t, self.login)
-        elif len(t) == 2:
-            self.login[head] = _value(t[1])
-        elif head == "set-user-ip" and len(t) == 1:
-            self.login[head] = "yes"
+        elif key == "set-user-ip" and len(t) == 1:
+            self.login[key] = "yes"
+            self.keep(ln, "login", key)
+        elif key is not None and key != "units":
+            if self.bad_value(ln, t, LoginSettings, key):
+                self.login[key] = _value(t[1])
+                self.keep(ln, "login", key)
         else:
             self.warn(ln, " ".join(t), "unknown login directive")
 
@@ -362,6 +461,7 @@ class _Importer:
             # one parameter per command, as NeTAMS writes them: merge by number
             entry = self.billing.setdefault(head, {}).setdefault(t[1], {})
             key = t[2].lower()
+            self.keep(ln, "billing", head, t[1], key)
             vals = [_value(x) for x in t[3:]]
             if key in ("subplan", "unit", "balance", "included", "overdraft"):
                 entry.setdefault(key, []).append(vals)
@@ -369,6 +469,7 @@ class _Importer:
                 entry[key] = vals[0] if len(vals) == 1 else (vals or True)
         elif len(t) == 2:
             self.billing[head] = _value(t[1])
+            self.keep(ln, "billing", head)
         else:
             self.warn(ln, " ".join(t), "unknown billing directive")
 
@@ -378,6 +479,7 @@ class _Importer:
             return
         entry = into.setdefault("units", {}).setdefault(t[2], {})
         entry["raw"] = entry.get("raw", []) + [" ".join(t[3:])]
+        self.keep(ln, "quota" if into is self.quota else "login", "units", t[2], "raw")
 
     # -- cross references -----------------------------------------------------
 
@@ -434,27 +536,86 @@ class _Importer:
 
     # -- writing --------------------------------------------------------------
 
-    def toml(self, source: str) -> str:
-        out = [f"# acctd configuration imported from NeTAMS {source} by acctctl import netams.",
-               "# Add [[interface]] tables for the interfaces acctd should attach to."]
-        if self.warnings:
-            out.append(f"# {len(self.warnings)} directive(s) were not carried:")
-            out += [f"#   line {w.line}: {w.directive}: {w.reason}" for w in self.warnings]
-        out.append("")
+    def toml(self, source: str, for_check: bool = False) -> tuple[str, tuple[int | None, ...]]:
+        """The TOML and, for each of its lines, the NeTAMS line it came from.
+        for_check: prefix files that cannot be read here are read as empty
+        (the policy is carried; only its file is missing)."""
+        out = _Lines()
+        out.add(f"# acctd configuration imported from NeTAMS {printable(source)} by acctctl "
+                "import netams.",
+                "# Add [[interface]] tables for the interfaces acctd should attach to.")
+        warnings = self.collapsed()
+        if warnings:
+            out.add(f"# {len(warnings)} directive(s) were not carried:",
+                    *(f"#   line {w.line}: {w.text()}" for w in warnings))
+        out.add("")
         if self.processor:
-            out += _table("processor", self.processor)
-        for p in self.policies:
-            out += ["[[policy]]", *_keys({k: p[k] for k in ("name", "oid", "target") if k in p}),
-                    ""]
+            out.table(("processor",), self.processor, self.origin)
+        for ln, p in zip(self.policy_lines, self.policies):
+            keys = {k: p[k] for k in ("name", "oid", "target") if k in p}
+            if for_check and p["name"] in self.unreadable:
+                keys["target"] = _empty_files(keys["target"])
+            out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
                  "description", "nodefault", "ap-nodefault")
-        for u in self.units:
-            out += ["[[unit]]", *_keys({k: u[k] for k in order if k in u}), ""]
+        for ln, u in zip(self.unit_lines, self.units):
+            out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing)):
             if data:
-                out += _table(name, data)
-        return "\n".join(out).rstrip() + "\n"
+                out.table((name,), data, self.origin)
+        while out.text and not out.text[-1]:
+            out.text.pop()
+            out.origins.pop()
+        return "\n".join(out.text) + "\n", tuple(out.origins)
+
+
+class _Lines:
+    """TOML lines and the NeTAMS line each came from (None: none did)."""
+
+    def __init__(self):
+        self.text: list[str] = []
+        self.origins: list[int | None] = []
+
+    def add(self, *texts: str, line: int | None = None) -> None:
+        self.text += texts
+        self.origins += [line] * len(texts)
+
+    def table(self, path: tuple[str, ...], d: dict[str, Any], origin: dict) -> None:
+        self.add(f"[{'.'.join(map(_key, path))}]", line=origin.get(path))
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                self.add(f"{_key(k)} = {_scalar(v)}", line=origin.get((*path, k), origin.get(path)))
+        self.add("")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                self.table((*path, k), v, origin)
+
+
+def _empty_files(target: str) -> str:
+    """The target with every `file` term reading an empty file."""
+    return " ".join(" ".join([kw, *([os.devnull] if kw == "file" else args)])
+                    for kw, args in tokenize_target(target))
+
+
+def _key_of(table: type[Table], word: str) -> str | None:
+    """The table's key a directive word names (its own spelling or an alias), or None."""
+    for key, f in table.keys().items():
+        if word == key or word in f.metadata["aliases"]:
+            return key
+    return None
+
+
+def _refused(table: type[Table], key: str, value: Any) -> str | None:
+    """Why the table's check refuses the value for key (as acctd would at
+    load), or None when it takes it."""
+    try:
+        table.keys()[key].metadata["check"](value, Context())
+    except Invalid as e:
+        return e.reason
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _missing_refs(target: str, policies: set[str], units: set[str]) -> str | None:
@@ -473,7 +634,13 @@ def _missing_refs(target: str, policies: set[str], units: set[str]) -> str | Non
 
 
 def _key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _string(k)
+
+
+def _string(v: str) -> str:
+    # JSON's escapes are TOML basic-string escapes; TOML also refuses a raw
+    # DEL, and C1 controls are escaped too, so `cat` of the file is harmless
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(v, ensure_ascii=False))
 
 
 def _scalar(v: Any) -> str:
@@ -485,30 +652,57 @@ def _scalar(v: Any) -> str:
         return "[" + ", ".join(_scalar(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_scalar(x)}" for k, x in v.items()) + " }"
-    # JSON string escapes are valid TOML basic-string escapes
-    return json.dumps(str(v), ensure_ascii=False)
+    return _string(str(v))
 
 
 def _keys(d: dict[str, Any]) -> list[str]:
     return [f"{_key(k)} = {_scalar(v)}" for k, v in d.items()]
 
 
-def _table(path: str, d: dict[str, Any]) -> list[str]:
-    flat = {k: v for k, v in d.items() if not isinstance(v, dict)}
-    out = [f"[{path}]", *_keys(flat), ""]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _table(f"{path}.{_key(k)}", v)
-    return out
-
-
-def convert(text: str, source: str = "netams.cfg") -> ImportResult:
-    """NeTAMS configuration text -> acctd TOML and the warnings for what was not carried."""
-    imp = _Importer(text)
+def convert(text: str, source: str = "netams.cfg", base_dir: str = ".") -> ImportResult:
+    """NeTAMS configuration text -> acctd TOML and the warnings for what was
+    not carried. base_dir: where the TOML will be (relative prefix files)."""
+    imp = _Importer(text, base_dir)
     imp.run()
-    return ImportResult(imp.toml(source), tuple(imp.warnings), frozenset(imp.carried))
+    toml, origins = imp.toml(source)
+    return ImportResult(toml, imp.collapsed(), frozenset(imp.carried), origins,
+                        imp.toml(source, for_check=True)[0])
 
 
-def import_file(path: str) -> ImportResult:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return convert(f.read(), path)
+def read(path: str, encoding: str = "utf-8") -> str:
+    """The file's text. Binary data, or bytes that are not `encoding`, are
+    refused with the line they are on (ConfigError), never replaced."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path) from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        if b"\0" not in data:
+            line_start = data.rfind(b"\n", 0, e.start) + 1
+            raise ConfigError(
+                f"not {encoding} text: byte 0x{data[e.start]:02x} at column "
+                f"{e.start - line_start + 1}; give the file's encoding with --encoding (NeTAMS "
+                "configs are often koi8-r or cp1251)", path, data.count(b"\n", 0, e.start) + 1
+            ) from None
+        text = data.decode("latin-1")  # only to find the NUL's line below
+    if "\0" in text:
+        raise ConfigError("binary data (a NUL byte), not a NeTAMS configuration", path,
+                          text.count("\n", 0, text.index("\0")) + 1)
+    return text
+
+
+def import_file(path: str, encoding: str = "utf-8", base_dir: str = ".") -> ImportResult:
+    return convert(read(path, encoding), path, base_dir)
+
+
+def check(res: ImportResult, source: str, output: str | None = None) -> Config:
+    """Load the result as acctd will, from where it is written (relative
+    prefix files); a mistake names the NeTAMS line it came from."""
+    try:
+        return loads(res.check_toml, output or "<stdout>")
+    except ConfigError as e:
+        raise ConfigError(f"the converted configuration would not load: {e.reason}; nothing "
+                          "was written", source, res.source_line(e.line)) from None

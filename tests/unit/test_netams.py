@@ -198,3 +198,141 @@ def test_imported_sample_runs_through_a_drain(tmp_path):
     with Storage(tmp_path / "s.duckdb", cfg.processor.zone) as st:
         st.commit(rollup.rollup(cols, now, cfg.processor.zone), {})
         assert st.month_report(now)
+
+
+# --- acctctl import netams: what the operator is told -------------------------------
+
+def import_cli(tmp_path, content: bytes | str, *args: str):
+    """Run `acctctl import netams` on a file with `content`, output next to it."""
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    src = tmp_path / "netams.cfg"
+    (src.write_bytes if isinstance(content, bytes) else src.write_text)(content)
+    out = tmp_path / "acctd.toml"
+    res = CliRunner().invoke(main, ["import", "netams", str(src), "-o", str(out), *args])
+    return res, src, out
+
+
+def test_a_mistake_found_in_the_result_names_the_netams_line(tmp_path):
+    res, src, out = import_cli(tmp_path, "\n".join([
+        "service processor",
+        "unit user oid 025BD0 name h ip 10.0.0.1",
+        "email h@a.ru",                     # a wrapped unit line: TOML and NeTAMS lines part
+        "policy name ip target proto ip",
+        "unit host name h ip 10.0.0.2",
+    ]) + "\n")
+    assert (res.exit_code, res.stderr) == (1, (
+        f"acctctl: {src}:5: the converted configuration would not load: [[unit]] #2 'h' key "
+        "'name': unit name 'h' is already used by unit #1; nothing was written\n"))
+    assert not out.exists()
+
+
+def test_binary_input_is_refused_and_the_output_is_always_valid_toml(tmp_path):
+    import random
+    import tomllib
+
+    res, src, out = import_cli(tmp_path, b"service processor\nunit host name \x00\x89PNG\n")
+    assert (res.exit_code, res.stderr) == (
+        1, f"acctctl: {src}:2: binary data (a NUL byte), not a NeTAMS configuration\n")
+    assert not out.exists()
+    # control characters are text: escaped in TOML strings and comments, kept exactly
+    desc = "a\x1b[2Jb\x7f\x08c\x0cd\x85"
+    res = netams.convert(f'service processor\nunit host name h ip 10.0.0.1 description "{desc}"\n'
+                         "foo\x1b]0;x\x07\x7f bar\n", "n\x1b.cfg")
+    assert config.loads(res.toml).units.units[0].description == desc
+    assert "# acctd configuration imported from NeTAMS n\\x1b.cfg" in res.toml
+    assert 'description = "a\\u001b[2Jb\\u007f\\bc\\fd\\u0085"' in res.toml
+    assert "#   line 3: foo\\x1b]0;x\\x07\\x7f bar: unknown processor directive" in res.toml
+    assert res.warnings[0].format("n.cfg") == \
+        "n.cfg:3: foo\\x1b]0;x\\x07\\x7f bar: unknown processor directive"
+    # any text without NUL: the result parses (seeded; about 0.3 s)
+    rng = random.Random(12)
+    words = ["service", "processor", "quota", "login", "billing", "unit", "host", "name", "ip",
+             "10.0.0.1", "policy", "target", "proto", "set", "day", "3M", "in", "description",
+             "subplan", "1", '"', "=", "[", "]", ".", "#", "\\", "'"]
+    for _ in range(300):
+        lines = [" ".join(rng.choice(words) if rng.random() < 0.7 else "".join(
+            chr(rng.choice((rng.randint(1, 0x9f), rng.randint(0xa0, 0x2fff))))
+            for _ in range(rng.randint(1, 5))) for _ in range(rng.randint(1, 8)))
+            for _ in range(rng.randint(1, 10))]
+        got = netams.convert("\n".join(lines))
+        tomllib.loads(got.toml)
+        tomllib.loads(got.check_toml)
+
+
+def test_text_not_in_the_encoding_is_refused_with_its_line(tmp_path):
+    text = 'service processor\nunit host name h ip 10.0.0.1 description "Привет"\n'
+    koi8 = text.encode("koi8-r")
+    res, src, out = import_cli(tmp_path, koi8)
+    assert (res.exit_code, res.stderr) == (1, (
+        f"acctctl: {src}:2: not utf-8 text: byte 0xf0 at column 43; give the file's encoding "
+        "with --encoding (NeTAMS configs are often koi8-r or cp1251)\n"))
+    assert not out.exists()
+    res, src, out = import_cli(tmp_path, koi8, "--encoding", "KOI8-R")
+    assert res.exit_code == 0, res.output
+    assert config.load(out).units.units[0].description == "Привет"
+    res, _, _ = import_cli(tmp_path, koi8, "--encoding", "klingon")
+    assert res.exit_code == 2 and "unknown encoding 'klingon'" in res.stderr
+
+
+def test_a_bad_value_of_a_known_directive_says_so():
+    res = netams.convert("\n".join([
+        "service processor",
+        "lookup-delay abc",
+        "flow-lifetime 30 60",
+        "default acct-policy",
+        "restrict all maybe",
+        "service quota 0",
+        "soft-treshold abc",
+        "notify always {owner}",
+        "set name x day 3X in",
+        "frobnicate 1",
+        "service login 0",
+        "max_inact -5",
+        "relogin perhaps",
+        "frobnicate 1",
+    ]))
+    assert [(w.line, w.reason) for w in res.warnings] == [
+        (2, "bad value for lookup-delay: expected seconds (an integer >= 1), got 'abc'"),
+        (3, "bad value for flow-lifetime: expected one value, got '30 60'"),
+        (4, "bad value for default: expected default {acct-policy|fw-policy} POLICY..."),
+        (5, "bad value for restrict: expected restrict all {drop|pass} local {drop|pass}"),
+        (7, "bad value for soft-treshold: expected a soft-threshold percentage from 0 to 100, "
+            "got 'abc'"),
+        (8, "bad value for notify: expected a notify event soft, hard or return, got 'always'"),
+        (9, "bad value for set: expected an amount in bytes like 300, 3M or 1.5G, at most "
+            "1073741824G (1 EiB), got '3X'"),
+        (10, "unknown quota directive"),
+        (12, "bad value for max_inact: expected a whole number of seconds >= 0, got -5"),
+        (13, "bad value for relogin: expected true/false (or yes/no), got 'perhaps'"),
+        (14, "unknown login directive"),
+    ]
+    cfg = config.loads(res.toml)
+    assert (cfg.processor.lookup_delay, cfg.quota.soft_threshold, cfg.quota.units) == (30, 80, {})
+
+
+def test_one_warning_repeated_on_a_line_is_given_once_with_a_count(tmp_path):
+    res, src, out = import_cli(tmp_path, "service processor\nunit host name h ip 10.0.0.1 "
+                               "acct-policy " + " ".join(["nosuch"] * 200_000) + "\n")
+    assert res.exit_code == 0, res.output
+    assert res.stderr == (f"{src}:2: unit h acct-policy nosuch: no such policy was carried "
+                          "(and 199999 more like this)\n"
+                          f"wrote {out}: 1 directive(s) not carried\n")
+    assert "#   line 2: unit h acct-policy nosuch: no such policy was carried (and 199999 " \
+           "more like this)\n" in out.read_text()
+
+
+def test_a_policy_whose_prefix_file_is_missing_is_carried_and_the_import_goes_on(tmp_path):
+    res, src, out = import_cli(tmp_path, "service processor\npolicy name peer target file "
+                               "peers.txt\nunit host name h ip 10.0.0.1 acct-policy peer\n")
+    assert res.exit_code == 0, res.output
+    assert res.stderr == (
+        f"{src}:2: policy peer: carried, but acctd will not load until it can read the prefix "
+        f"file: cannot read prefix file {tmp_path}/peers.txt: No such file or directory\n"
+        f"wrote {out}: 1 directive(s) not carried\n")
+    assert 'target = "file peers.txt"' in out.read_text()
+    (tmp_path / "peers.txt").write_text("10.0.0.0/8\n")  # next to the output, as the warning says
+    cfg = config.load(out)
+    assert [p.name for p in cfg.policies] == ["peer"]
+    assert cfg.units.units[0].acct_policy == ("peer",)

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from acctd.kernel import abi
-from acctd.services.quota import (DEFAULT_NOTIFY, MAX_AMOUNT, MULTIPLIER, OWNER, SYS_POLICY, QuotaSettings,
-                                  QuotaError, QuotaSpec, check, effective, format_amount,
-                                  format_set, format_show, parse_amount, parse_set, recipients,
-                                  show_quota, usage_from_totals, used)
+from acctd.services.quota import (DEFAULT_NOTIFY, MAX_AMOUNT, MULTIPLIER, OWNER, SYS_POLICY,
+                                  QuotaError, QuotaSettings, QuotaSpec, check, effective,
+                                  format_amount, format_set, format_show, parse_amount,
+                                  parse_set, recipients, show_quota, usage_from_totals, used)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc
