@@ -39,7 +39,8 @@ def import_netams(file, output, encoding):
     a mistake there is reported at its NeTAMS line, with exit code 1. So are
     binary files and bytes that are not in --encoding. A policy whose prefix
     file is missing here is carried with a warning: copy the file to where
-    the target names it (relative to the output's directory)."""
+    the target names it (relative to the output's directory). The output is
+    written owner-only: it may hold the units' NeTAMS passwords."""
     from acctd.importers import netams
 
     def go():
@@ -49,8 +50,11 @@ def import_netams(file, output, encoding):
             click.echo(w.format(file), err=True)
         netams.check(res, file, output)
         if output:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(res.toml)
+            from acctd.common.durable import write_file
+            try:
+                write_file(output, res.toml, 0o600)  # it may hold the units' passwords
+            except OSError as e:
+                raise click.FileError(output, e.strerror) from None
             click.echo(f"wrote {output}: {len(res.warnings)} directive(s) not carried", err=True)
         else:
             click.echo(res.toml, nl=False)

@@ -65,7 +65,8 @@ class ImportWarning:
 
     def text(self) -> str:
         more = f" (and {self.more} more like this)" if self.more else ""
-        return printable(f"{self.directive}: {self.reason}{more}")
+        directive = self.directive if len(self.directive) <= 200 else self.directive[:197] + "..."
+        return printable(f"{directive}: {self.reason}{more}")
 
     def format(self, path: str) -> str:
         return f"{printable(path)}:{self.line}: {self.text()}"

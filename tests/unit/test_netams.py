@@ -321,6 +321,8 @@ def test_one_warning_repeated_on_a_line_is_given_once_with_a_count(tmp_path):
                           f"wrote {out}: 1 directive(s) not carried\n")
     assert "#   line 2: unit h acct-policy nosuch: no such policy was carried (and 199999 " \
            "more like this)\n" in out.read_text()
+    # and one long line is not echoed whole
+    assert netams.ImportWarning(2, "x" * 300, "why").text() == "x" * 197 + "...: why"
 
 
 def test_a_policy_whose_prefix_file_is_missing_is_carried_and_the_import_goes_on(tmp_path):
@@ -332,6 +334,7 @@ def test_a_policy_whose_prefix_file_is_missing_is_carried_and_the_import_goes_on
         f"file: cannot read prefix file {tmp_path}/peers.txt: No such file or directory\n"
         f"wrote {out}: 1 directive(s) not carried\n")
     assert 'target = "file peers.txt"' in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600  # it may hold the units' passwords
     (tmp_path / "peers.txt").write_text("10.0.0.0/8\n")  # next to the output, as the warning says
     cfg = config.load(out)
     assert [p.name for p in cfg.policies] == ["peer"]
