@@ -376,6 +376,8 @@ def test_quota_set_over_the_socket_is_exact_and_bounded(tmp_path):
     from acctctl.main import main
     from acctd.config import loads
     from acctd.control import server as ctl
+    from acctd.control.client import call
+    from acctd.errors import Code, code_of
 
     from .daemon_stub import ALICE, daemon_stub
 
@@ -394,6 +396,9 @@ def test_quota_set_over_the_socket_is_exact_and_bounded(tmp_path):
                 "acctctl: expected an amount in bytes like 300, 3M or 1.5G, at most "
                 "1073741824G (1 EiB), got '99999999999999999999999G'\n"))
             assert d.storage.quotas()[oid]["limits"] == {"day in": 1610612736}
+            with pytest.raises(Exception) as e:  # the reply's code, as any client sees it
+                call(srv.path, "quota-set", argv=["alice", "day", "1073741825G", "in"])
+            assert code_of(e.value) == Code.BAD_REQUEST
         finally:
             srv.shutdown()
             srv.server_close()
