@@ -692,7 +692,7 @@ def read(path: str, encoding: str = "utf-8") -> str:
     if "\0" in text:
         raise ConfigError("binary data (a NUL byte), not a NeTAMS configuration", path,
                           text.count("\n", 0, text.index("\0")) + 1)
-    return text
+    return text.removeprefix("\ufeff")  # a byte-order mark some editors write
 
 
 def import_file(path: str, encoding: str = "utf-8", base_dir: str = ".") -> ImportResult:

@@ -272,6 +272,8 @@ def test_text_not_in_the_encoding_is_refused_with_its_line(tmp_path):
     res, src, out = import_cli(tmp_path, koi8, "--encoding", "KOI8-R")
     assert res.exit_code == 0, res.output
     assert config.load(out).units.units[0].description == "Привет"
+    res, src, out = import_cli(tmp_path, b"\xef\xbb\xbf" + text.encode())  # with a BOM
+    assert (res.exit_code, res.stderr) == (0, f"wrote {out}: 0 directive(s) not carried\n")
     res, _, _ = import_cli(tmp_path, koi8, "--encoding", "klingon")
     assert res.exit_code == 2 and "unknown encoding 'klingon'" in res.stderr
 
