@@ -3,6 +3,7 @@ control."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
@@ -21,14 +22,13 @@ SESSION_COLUMNS = ["id", "user", "addr", "mac", "nas", "port", "source", "start 
 
 
 def _time(iso: str | None) -> str:
-    import datetime as dt
     if not iso:
         return "-"
-    return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S")
 
 
 def _duration(seconds: float | None) -> str:
-    import datetime as dt
     return "-" if seconds is None else str(dt.timedelta(seconds=int(seconds)))
 
 
