@@ -3,6 +3,7 @@ control."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
@@ -15,12 +16,44 @@ def session():
     """User sessions: which user unit holds which address (Freeside-style)."""
 
 
-def _session_rows(r) -> None:
-    rows = r["sessions"] if isinstance(r, dict) else r
-    table("sessions", ["id", "user", "addr", "source", "start", "stop", "cause", "in B", "out B"],
-           [[x["id"], x.get("user", x["unit_oid"]), x["addr"], x["source"], str(x["start"]),
-             str(x["stop"] or "-"), x["stop_cause"] or "-", x["bytes_in"], x["bytes_out"]]
-            for x in rows])
+SESSION_COLUMNS = ["id", "user", "addr", "mac", "nas", "port", "source", "start (UTC)",
+                   "stop (UTC)", "duration", "cause", "packets in", "packets out", "bytes in",
+                   "bytes out"]
+
+
+def _time(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    return "-" if seconds is None else str(dt.timedelta(seconds=int(seconds)))
+
+
+def _session_table(rows: list[dict]) -> None:
+    """`session list`: every field of the record, bytes and packets exact."""
+    table("sessions", SESSION_COLUMNS,
+          [[x["id"], x["user"], x["addr"], x["mac"] or "-", x["nas"] or "-", x["port"] or "-",
+            x["source"], _time(x["start"]), _time(x["stop"]), _duration(x["duration"]),
+            x["stop_cause"] or "-", x["packets_in"], x["packets_out"], x["bytes_in"],
+            x["bytes_out"]] for x in rows])
+
+
+def _session_changes(r: dict) -> None:
+    """What `session start|stop|kill-expired` did, a line per session."""
+    for x in r["sessions"]:
+        who = f"session {x['id']}: {x['user']} at {x['addr']}"
+        if x["change"] == "started":
+            click.echo(f"{who} started")
+        elif x["change"] == "unchanged":
+            click.echo(f"{who} already open")
+        else:
+            click.echo(f"{who} ended ({x['stop_cause']}) after {_duration(x['duration'])}: "
+                       f"{x['bytes_in']} bytes in, {x['bytes_out']} bytes out")
+    if not r["sessions"]:
+        click.echo("no session ended")
 
 
 @session.command("start")
@@ -30,17 +63,19 @@ def _session_rows(r) -> None:
 @click.option("--nas", help="The NAS (address or name) the port belongs to.")
 @click.option("--nas-port", "nas_port", help="Same as --port, with --nas.")
 @click.option("--mac", help="The MAC address, when known.")
+@click.option("--force", is_flag=True, help="End the session of another user holding the "
+              "address (refused without).")
 @json_option
 @click.pass_context
-def session_start(ctx, user, ip, port, nas, nas_port, mac, as_json):
+def session_start(ctx, user, ip, port, nas, nas_port, mac, force, as_json):
     """Bind USER to an address (freeside-login). The traffic counted so far
     stays with the address's previous holder; the session-start command of
     [session] runs with user, ip, nasip, nasfqdn in its environment."""
     port = port or nas_port
     if not ip and not port:
         raise click.UsageError("give --ip, or --port (with --nas when ports are per NAS)")
-    run(lambda: out(ask(ctx, "session-start", user=user, ip=ip, port=port, nas=nas, mac=mac),
-                      as_json, _session_rows))
+    run(lambda: out(ask(ctx, "session-start", user=user, ip=ip, port=port, nas=nas, mac=mac,
+                        force=force), as_json, _session_changes))
 
 
 @session.command("stop")
@@ -48,8 +83,9 @@ def session_start(ctx, user, ip, port, nas, nas_port, mac, as_json):
 @json_option
 @click.pass_context
 def session_stop(ctx, user, as_json):
-    """End USER's session (freeside-logout): it holds no address any more."""
-    run(lambda: out(ask(ctx, "session-stop", user=user), as_json, _session_rows))
+    """End USER's session (freeside-logout): it holds no address any more.
+    Exit 1 when USER has no open session."""
+    run(lambda: out(ask(ctx, "session-stop", user=user), as_json, _session_changes))
 
 
 @session.command("list")
@@ -59,9 +95,9 @@ def session_stop(ctx, user, as_json):
 @json_option
 @click.pass_context
 def session_list(ctx, user, open_only, limit, as_json):
-    """Sessions, newest first, with their exact byte counts."""
+    """Sessions, newest first, with their exact byte and packet counts."""
     run(lambda: out(ask(ctx, "session-list", user=user, open=open_only, limit=limit),
-                      as_json, _session_rows))
+                      as_json, _session_table))
 
 
 @session.command("kill-expired")
@@ -70,7 +106,7 @@ def session_list(ctx, user, open_only, limit, as_json):
 def session_kill_expired(ctx, as_json):
     """End the sessions of users whose access is blocked now (schedule it:
     acctctl schedule add time hourly action "session kill-expired")."""
-    run(lambda: out(ask(ctx, "session-kill-expired"), as_json, _session_rows))
+    run(lambda: out(ask(ctx, "session-kill-expired"), as_json, _session_changes))
 
 
 @click.group("login")
@@ -82,10 +118,16 @@ def login_group():
 @login_group.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("unit")
 @click.argument("words", nargs=-1, required=True)
+@json_option
 @click.pass_context
-def login_set(ctx, unit, words):
+def login_set(ctx, unit, words, as_json):
     """UNIT [password P] [inact SEC] [abs SEC] [mac M|none] [strict|nostrict]"""
-    run(lambda: click.echo(json.dumps(ask(ctx, "login-set", unit=unit, words=list(words)))))
+    def said(r):
+        secs = {k: f"{r[k]} sec." if r[k] else "off" for k in ("inact", "abs")}
+        click.echo(f"login of {r['unit']} ({r['oid']}): inactivity timeout {secs['inact']}, "
+                   f"absolute timeout {secs['abs']}, mac {r['mac'] or 'none'}"
+                   f"{' (strict)' if r['strict'] else ''}")
+    run(lambda: out(ask(ctx, "login-set", unit=unit, words=list(words)), as_json, said))
 
 
 def _login_cmd(cmd: str):
@@ -96,6 +138,8 @@ def _login_cmd(cmd: str):
     @click.option("--mac", help="The MAC address it logs in with.")
     @click.pass_context
     def go(ctx, unit, password_file, ip, mac):
+        from acctd.services.login import arguments
+        run(lambda: arguments(ip, mac))  # a typo is told before the password is asked for
         pw = password_file.readline().rstrip("\n") if password_file else \
             click.prompt("password", hide_input=True)
         r = run(lambda: ask(ctx, cmd, unit=unit, password=pw, ip=ip, mac=mac))
@@ -115,7 +159,8 @@ login_group.command("out", help="Log UNIT out (NeTAMS logout).")(_login_cmd("log
 @json_option
 @click.pass_context
 def login_show(ctx, unit, as_json):
-    """Opened ago, last used, absolute and inactivity deadlines (show login)."""
+    """Every login record, or UNIT's, open or closed: opened ago, last used,
+    the absolute and inactivity deadlines (show login)."""
     run(lambda: out(ask(ctx, "login-show", unit=unit), as_json,
                       lambda r: click.echo(r["text"])))
 

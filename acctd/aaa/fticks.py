@@ -530,13 +530,10 @@ def import_files(con, paths: Iterable[str | os.PathLike], *, zone: dt.tzinfo | s
                             stats["examples"].append((path, lineno, r))
                         continue
                     stats["nonconforming"] += r["nonconforming"]
-                    a = r["attrs"]
                     # a journal MESSAGE line has no time of its own: its entry's is part of it
                     text = line if r["ts_source"] != "fallback" else \
                         f"{r['ts'].isoformat()} {line}"
-                    rows.append((_utc_naive(r["ts"]), r["federation"], r["version"],
-                                 a.get("REALM"), a.get("VISCOUNTRY"), a.get("VISINST"),
-                                 a.get("CSI"), a["RESULT"], _line_hash(text, seen[text]), source))
+                    rows.append(_row(r, text, seen[text], source))
                     seen[text] += 1
                     if len(rows) >= _BATCH:
                         _insert(con, rows, stats)
@@ -547,6 +544,40 @@ def import_files(con, paths: Iterable[str | os.PathLike], *, zone: dt.tzinfo | s
         stats["files"] += 1
     stats["malformed"] = dict(sorted(stats["malformed"].items()))
     return stats
+
+
+def _row(r: dict, text: str, occurrence: int, source: str) -> tuple:
+    """A parsed line as a row of the fticks table (_COLS), keyed by its text."""
+    a = r["attrs"]
+    return (_utc_naive(r["ts"]), r["federation"], r["version"], a.get("REALM"),
+            a.get("VISCOUNTRY"), a.get("VISINST"), a.get("CSI"), a["RESULT"],
+            _line_hash(text, occurrence), source)
+
+
+class Recorder:
+    """This daemon's own lines into the fticks table as it writes them, so
+    `fticks report` counts them with nothing imported. Each is keyed as
+    import_files would key it in the file it went to (the n-th identical
+    line, which can only come within one second, with its number): importing
+    that file later adds nothing. Lines sent to syslog carry a prefix there,
+    so a syslog file holding them must not be imported as well."""
+
+    def __init__(self, source: str):
+        self.source = source          # source_file of the rows: the F-TICKS file, or "syslog"
+        self._second: dt.datetime | None = None
+        self._seen: Counter = Counter()   # identical lines of the current second
+
+    def record(self, con, line: str) -> None:
+        r = parse_line(line)
+        if not isinstance(r, dict) or r["ts"] is None:
+            raise ValueError(f"not an F-TICKS line with a time: {line!r}")
+        if r["ts"] != self._second:
+            self._second, self._seen = r["ts"], Counter()
+        con.execute(FTICKS_TABLE)
+        con.execute(f"INSERT OR IGNORE INTO fticks ({', '.join(_COLS)}) "
+                    f"VALUES ({', '.join('?' * len(_COLS))})",
+                    list(_row(r, line, self._seen[line], self.source)))
+        self._seen[line] += 1
 
 
 def _journal_time(line: str) -> dt.datetime | None:
@@ -642,14 +673,17 @@ def format_report(rows: Iterable[Mapping[str, Any]]) -> str:
 
 class FticksService(Service):
     """F-TICKS in the daemon: with [fticks], a line for every login success
-    and failure (the login service, OpenVPN); always, `acctctl fticks
-    import|report` over the lines of other servers."""
+    and failure (the login service, OpenVPN), written out and recorded in
+    the database at once (Recorder), so `acctctl fticks report` counts them;
+    always, `acctctl fticks import` adds the lines of other servers."""
 
     name = "fticks"
 
     def __init__(self, core: Core, settings: FticksSettings | None):
         super().__init__(core, settings)
         self.emitter: Emitter | None = None   # opened at the first login attempt
+        self.recorder: Recorder | None = None
+        self.unrecorded = 0                   # lines the database refused
 
     @staticmethod
     def settings_of(config):
@@ -664,20 +698,33 @@ class FticksService(Service):
         if self.emitter is not None:
             self.emitter.close()
             self.emitter = None
+        self.recorder = None
 
     def status(self) -> dict | None:
         if self.emitter is None:
             return None
-        return {"fticks": {"written": self.emitter.written, "lost": self.emitter.lost}}
+        return {"fticks": {"written": self.emitter.written, "lost": self.emitter.lost,
+                           "unrecorded": self.unrecorded}}
 
     def login_attempted(self, who, ok, reason, addr, mac, method) -> None:
         if reason.startswith("logout") or self.settings is None:
             return  # F-TICKS counts logins, not logouts
         if self.emitter is None:
-            self.emitter = Emitter(self.settings)
+            self.emitter = Emitter(self.settings, clock=lambda: self.core.clock().timestamp())
+            file = self.settings.file
+            self.recorder = Recorder(os.path.abspath(file) if file else "syslog")
         snap = self.core.snapshot
         name = snap.name_of(who) if who in snap.units.by_oid else str(who)
-        self.emitter.emit(realm=None, user=name, csi=mac or addr, result=bool(ok), method=method)
+        line = self.emitter.emit(realm=None, user=name, csi=mac or addr, result=bool(ok),
+                                 method=method)
+        import duckdb
+        try:
+            with self.core.lock:
+                self.recorder.record(self.core.storage.con, line)
+        except duckdb.Error as e:  # a login must not fail because its statistics did
+            self.unrecorded += 1
+            if self.unrecorded == 1:
+                log.error("F-TICKS line not recorded in the database: %s", e)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -692,7 +739,8 @@ class FticksService(Service):
             con = self.core.storage.con
             if not con.execute("SELECT count(*) FROM duckdb_tables() "
                                "WHERE table_name = 'fticks'").fetchall()[0][0]:
-                return {"rows": [], "text": "no F-TICKS lines imported yet"}
+                return {"rows": [], "text": "no F-TICKS lines yet (acctd records its own "
+                        "with [fticks]; `acctctl fticks import` adds other servers')"}
             rows = report(con, dt.date.fromisoformat(since) if since else None,
                           self.core.config.processor.time_zone)
         return {"rows": rows, "text": format_report(rows)}

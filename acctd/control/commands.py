@@ -130,7 +130,7 @@ COMMANDS = (
             (_s("unit", True), _s("password", True), _s("ip"), _s("mac"))),
     Command("login-show", V, "login.show", ("login", "show"), (_s("unit"),)),
     Command("session-start", O, "sessions.start_session", ("session", "start"),
-            (_s("user", True), _s("ip"), _s("port"), _s("nas"), _s("mac"))),
+            (_s("user", True), _s("ip"), _s("port"), _s("nas"), _s("mac"), _b("force"))),
     Command("session-stop", O, "sessions.stop_session", ("session", "stop"),
             (_s("user", True), _s("cause", default="user-request"))),
     Command("session-list", V, "sessions.list", ("session", "list"),

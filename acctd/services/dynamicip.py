@@ -308,6 +308,7 @@ class DynamicIpService(Service):
         sessions = self.core.service(SessionsService)
         snap = self.core.snapshot
         changes = []
+        taken = {e.addr for e in events if e.kind == "bind"}  # a file now naming someone else
         for e in events:
             try:
                 u = snap.unit(e.user)
@@ -322,7 +323,8 @@ class DynamicIpService(Service):
             else:
                 held = sessions.open.get(u.oid)
                 if held is not None and held.addr == e.addr:
-                    changes.append({"user": u.name, "addr": None, "cause": "file-removed"})
+                    cause = "address-moved" if e.addr in taken else "file-removed"
+                    changes.append({"user": u.name, "addr": None, "cause": cause})
         if not changes:
             return []
         try:

@@ -14,13 +14,13 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from acctd.config.schema import Invalid, Table, TomlValue, carried, setting
+from acctd.errors import BadRequest, NotFound
 from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
 from acctd.services.sessions import SessionsService
@@ -44,10 +44,8 @@ MIN_ABS, MAX_ABS = 60, 24 * 12 * 60 * 60
 MIN_PASSWD_LENGTH = 3
 DEFAULT_DELAY = 10
 
-_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.IGNORECASE)
 
-
-class LoginError(ValueError):
+class LoginError(BadRequest):
     """A `login set` (or a login/logout argument) that cannot be accepted: why."""
 
 
@@ -274,13 +272,15 @@ class ShowRow:
 
 def format_show(rows: Iterable[ShowRow], name: Callable[[str], str | None] = lambda oid: None
                 ) -> str:
-    """`show login` as the reference prints it:
+    """`show login` in words (the reference's lines, without its -1 for
+    "never" and "off"):
 
-        avm1 (0246E8) opened 14 sec. ago, last used -1 sec. ago
-        \tabsolute timeout at 106 sec, inactivity at -1 sec.
+        avm1 (0246E8) opened 14 sec. ago, no traffic counted since
+        \tabsolute timeout in 106 sec., inactivity timeout off
+        anb1 (022EB1) closed, last opened 30 sec. ago
     """
-    def n(v: int | None) -> int:
-        return -1 if v is None else v
+    def timeout(what: str, left: int | None) -> str:
+        return f"{what} timeout off" if left is None else f"{what} timeout in {left} sec."
 
     out = []
     for r in rows:
@@ -290,8 +290,10 @@ def format_show(rows: Iterable[ShowRow], name: Callable[[str], str | None] = lam
                     else f"last opened {r.opened_ago} sec. ago")
             out.append(f"{who} closed, {when}")
             continue
-        out.append(f"{who} opened {r.opened_ago} sec. ago, last used {n(r.last_used_ago)} sec. ago")
-        out.append(f"\tabsolute timeout at {n(r.abs_in)} sec, inactivity at {n(r.inact_in)} sec.")
+        used = ("no traffic counted since" if r.last_used_ago is None
+                else f"last used {r.last_used_ago} sec. ago")
+        out.append(f"{who} opened {r.opened_ago} sec. ago, {used}")
+        out.append(f"\t{timeout('absolute', r.abs_in)}, {timeout('inactivity', r.inact_in)}")
     return "\n".join(out)
 
 
@@ -304,21 +306,25 @@ def _default_hasher():
 
 
 def normalize_mac(text: str) -> str:
-    """0A-0B-0C-0D-0E-0F or 0a:0b:... → 0a:0b:0c:0d:0e:0f."""
-    if not _MAC.fullmatch(text):
-        raise LoginError(f"expected a MAC address like 0a:0b:0c:0d:0e:0f, got {text!r}")
-    return text.lower().replace("-", ":")
+    """0A-0B-0C-0D-0E-0F or 0a:0b:... → 0a:0b:0c:0d:0e:0f (mac_control's reading)."""
+    from acctd.services.mac_control import MacError, normalize_mac
+    try:
+        return normalize_mac(text)
+    except MacError as e:
+        raise LoginError(f"mac: {e}") from None
 
 
 def _normalize_addr(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise LoginError(f"expected an IP address, got {text!r}") from None
+        raise LoginError(f"ip: expected an IP address, got {text!r}") from None
 
 
-def _arguments(addr: str | None, mac: str | None) -> tuple[str | None, str | None]:
-    # malformed arguments are a command error, raised before anything counts as an attempt
+def arguments(addr: str | None, mac: str | None) -> tuple[str | None, str | None]:
+    """A login's or logout's address and MAC, normalized; LoginError for a
+    malformed one, raised before anything counts as an attempt (acctctl
+    checks them before it asks for the password)."""
     return (_normalize_addr(addr) if addr else None, normalize_mac(mac) if mac else None)
 
 
@@ -369,7 +375,7 @@ class LoginTable:
         access state is left as it is."""
         oid = self.find(who)
         if oid is None:
-            raise LoginError(f"unit {who} is not exist")
+            raise NotFound(f"unknown unit {who!r}")
         words = list(words)
         s = self.settings
         new: dict[str, Any] = {}
@@ -428,7 +434,7 @@ class LoginTable:
               *, now: dt.datetime, by: str = "name") -> LoginResult:
         """`login {name|oid} X password P [ip A] [mac M]`; by is "name" or
         "oid", as the command said (only the wording of the unknown-unit reply)."""
-        addr, mac = _arguments(addr, mac)
+        addr, mac = arguments(addr, mac)
         rec, res = self._authenticate(who, password, by)
         if res is None:
             s = self.settings
@@ -456,7 +462,7 @@ class LoginTable:
                *, now: dt.datetime, by: str = "name") -> LoginResult:
         """`logout`, with the same arguments as login. Logging out a unit that
         is not logged in succeeds too: scripts can always log out."""
-        addr, mac = _arguments(addr, mac)
+        addr, mac = arguments(addr, mac)
         rec, res = self._authenticate(who, password, by)
         if res is None:
             self._records[rec.oid] = dataclasses.replace(rec, curr_state=CLOSED)
@@ -536,11 +542,11 @@ class LoginTable:
         return {oid for oid, r in self._records.items() if not r.opened}
 
     def show(self, now: dt.datetime, oid: str | None = None) -> list[ShowRow]:
-        """`show login`: every logged-in unit, or one unit whatever its state."""
+        """`show login`: one unit's record, or every unit's, whatever its state."""
         if oid is not None:
             recs = [self._records[oid]] if oid in self._records else []
         else:
-            recs = [self._records[o] for o in sorted(self._records) if self._records[o].opened]
+            recs = [self._records[o] for o in sorted(self._records)]
         rows = []
         for r in recs:
             abs_at, inact_at = r.abs_deadline(), r.inact_deadline()
@@ -723,6 +729,8 @@ class LoginService(Service):
             snap = self.core.snapshot
             oid = snap.unit(unit).oid if unit else None
             rows = self.table.show(self.core.clock(), oid)
-            return {"text": format_show(rows, lambda o: snap.name_of(o) if o in snap.units.by_oid
-                                        else None),
-                    "rows": [r.to_dict() for r in rows]}
+            text = format_show(rows, lambda o: snap.name_of(o) if o in snap.units.by_oid
+                               else None)
+            if not rows:
+                text = f"{unit} has no login record" if unit else "no login records"
+            return {"text": text, "rows": [r.to_dict() for r in rows]}

@@ -16,11 +16,11 @@ from types import MappingProxyType
 import numpy as np
 
 from acctd.config.schema import Invalid, Table, number, setting, strings
-from acctd.errors import BadRequest, Conflict
+from acctd.errors import BadRequest, Conflict, NotFound
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, parse_addr
-from acctd.model.sessions import Session
+from acctd.model.sessions import CAUSES, Session
 from acctd.model.snapshot import Snapshot
 from acctd.services.access_script import AccessScript
 from acctd.services.contract import Core, Drain, Service
@@ -176,12 +176,15 @@ class SessionsService(Service):
 
     # -- changes --------------------------------------------------------------------
 
-    def changes(self, changes: list[dict], source: str) -> list[dict]:
+    def changes(self, changes: list[dict], source: str, displace: bool = True) -> list[dict]:
         """Start and stop sessions as one batch: one drain first (what was
         counted so far belongs to the holders until now), then every change,
         one new snapshot and one enforcement update. A change is {"user",
         "addr"} to start (addr None: stop) plus optional mac, nas, port, cause.
-        Returns the sessions started or stopped."""
+        A start on an address another user holds ends that session
+        (address-moved); with displace False it is refused instead, before
+        anything changes. Returns the sessions started, stopped or left as
+        they were, each with its user's name and what happened ("change")."""
         core = self.core
         with core.lock:
             snap = core.snapshot
@@ -199,26 +202,34 @@ class SessionsService(Service):
                         o = snap.units.units[owner]
                         raise Conflict(f"address {addr} belongs to {o.type} unit {o.name}")
                     addr = format_addr(a)
+                    held = self.holder(addr)
+                    if not displace and held is not None and held.unit_oid != u.oid:
+                        raise Conflict(f"address {addr} is held by {snap.name_of(held.unit_oid)} "
+                                       f"(session {held.id}); give --force to end that session")
                 plan.append((u, addr, c))
             now = core.clock()
             core.drain_locked()
             done = []
+
+            def report(x: Session, change: str) -> None:
+                done.append(self._row(x, snap) | {"change": change})
             for u, addr, c in plan:
                 old = self.open.get(u.oid)
                 if addr is None:
                     if old is not None:
                         self._stop(old, now, c.get("cause") or "user-request")
-                        done.append(old.to_row())
+                        report(old, "stopped")
                     continue
                 if old is not None:
                     if old.addr == addr:
-                        continue  # already there
+                        report(old, "unchanged")
+                        continue
                     self._stop(old, now, "rebound")
-                    done.append(old.to_row())
-                for other in list(self.open.values()):
-                    if other.addr == addr:
-                        self._stop(other, now, "address-moved")
-                        done.append(other.to_row())
+                    report(old, "stopped")
+                other = self.holder(addr)
+                if other is not None:
+                    self._stop(other, now, "address-moved")
+                    report(other, "stopped")
                 x = Session(0, u.oid, addr, source, now, mac=c.get("mac") or "",
                             nas=c.get("nas") or "", port=str(c.get("port") or ""))
                 x.id = core.storage.start_session(x)
@@ -226,10 +237,18 @@ class SessionsService(Service):
                 core.session_started(x, u.name)
                 self._run_hook("start", x, u.name)
                 log.info("session %d: %s at %s (%s)", x.id, u.name, addr, source)
-                done.append(x.to_row())
+                report(x, "started")
             core.rebuild()
             core.enforce()
             return done
+
+    def holder(self, addr: str) -> Session | None:
+        """The open session at an address (acctd.model.addresses text), if any."""
+        return next((x for x in self.open.values() if x.addr == addr), None)
+
+    def _row(self, x: Session, snap: Snapshot | None = None) -> dict:
+        """A session as the commands show it: the record and its user's name."""
+        return x.to_row() | {"user": (snap or self.core.snapshot).name_of(x.unit_oid)}
 
     def _stop(self, x: Session, now: dt.datetime, cause: str, snap: Snapshot | None = None
               ) -> None:
@@ -240,7 +259,7 @@ class SessionsService(Service):
         self.core.storage.stop_session(x.id, now, cause)
         self.open.pop(x.unit_oid, None)
         self._run_hook("stop", x, name)
-        log.info("session %d of %s at %s stopped: %s", x.id, x.unit_oid, x.addr, cause)
+        log.info("session %d of %s at %s stopped: %s", x.id, name, x.addr, cause)
 
     def _run_hook(self, which: str, x: Session, user: str) -> None:
         """The [session] start/stop command, on a worker thread per program
@@ -257,9 +276,11 @@ class SessionsService(Service):
     # -- commands (Freeside's session monitor) --------------------------------------
 
     def start_session(self, user: str, ip: str | None = None, port: str | None = None,
-                      nas: str | None = None, mac: str | None = None) -> dict:
+                      nas: str | None = None, mac: str | None = None,
+                      force: bool = False) -> dict:
         """`session start`: bind `user` to an address, given or found from its
-        NAS port in [session] ports."""
+        NAS port in [session] ports. An address another user holds is
+        refused (Conflict) unless `force`: then that session ends."""
         addr = ip
         if addr is None:
             key = f"{nas}:{port}" if nas else str(port)
@@ -268,23 +289,28 @@ class SessionsService(Service):
                 raise BadRequest(f"session start {user}: give --ip, or a --port listed in "
                                  f"[session] ports (no entry {key!r})")
             addr = format_addr(found)
+        if mac:
+            from acctd.services.mac_control import normalize_mac
+            mac = normalize_mac(mac)
         return {"sessions": self.changes([{"user": user, "addr": addr, "mac": mac, "nas": nas,
-                                           "port": port}], "command")}
+                                           "port": port}], "command", displace=force)}
 
     def stop_session(self, user: str, cause: str = "user-request") -> dict:
-        return {"sessions": self.changes([{"user": user, "addr": None, "cause": cause}],
-                                         "command")}
+        """`session stop`: NotFound when the user holds no session."""
+        if cause not in CAUSES:
+            raise BadRequest(f"cause: expected one of {', '.join(CAUSES)}, got {cause!r}")
+        with self.core.lock:  # held through the change: nobody starts one in between
+            u = self.core.snapshot.unit(user)
+            if u.oid not in self.open:
+                raise NotFound(f"{u.name} has no open session")
+            return {"sessions": self.changes([{"user": user, "addr": None, "cause": cause}],
+                                             "command")}
 
     def list(self, open: bool = False, user: str | None = None, limit: int = 100) -> list[dict]:
         with self.core.lock:
             snap = self.core.snapshot
             oid = snap.unit(user).oid if user is not None else None
-            rows = []
-            for x in self.core.storage.sessions(open, oid, limit):
-                r = x.to_row()
-                r["user"] = snap.name_of(x.unit_oid)
-                rows.append(r)
-            return rows
+            return [self._row(x, snap) for x in self.core.storage.sessions(open, oid, limit)]
 
     def kill_expired(self) -> dict:
         """Freeside's periodic kill: end the sessions of users whose access

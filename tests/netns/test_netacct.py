@@ -97,7 +97,7 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
         dave_in = (b.reply.packets + c.reply.packets, b.reply.ip_bytes + c.reply.ip_bytes)
         assert all_traffic(d, "dave") == {"out": dave_out, "in": dave_in}
         assert [(r["user"], r["source"], r["stop_cause"]) for r in d.call("session-list")] == [
-            ("dave", "file", "file-removed"), ("carol", "file", "file-removed")]
+            ("dave", "file", "file-removed"), ("carol", "file", "address-moved")]
 
         # every flow once in the logs: the moved file, the rotated one, the new one
         logs = [moved, rotated, flows]

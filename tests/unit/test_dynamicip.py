@@ -176,3 +176,33 @@ def test_a_missing_directory_reads_as_empty(tmp_path):
     os.remove(d / "10.0.0.1")
     d.rmdir()
     assert w.poll() == [Event("unbind", "10.0.0.1", "alice")]
+
+
+def test_a_file_taken_over_by_another_user_moves_the_address(tmp_path):
+    """The service: a file renamed over with another user's name ends the old
+    session as address-moved (the address went to someone else); a file
+    removed ends it as file-removed."""
+    from acctd.config import loads
+    from acctd.services.dynamicip import DynamicIpService
+
+    from .daemon_stub import daemon_stub
+    dyn = tmp_path / "dyn"
+    dyn.mkdir()
+    cfg = loads(f'[dynamicip]\ndir = "{dyn}"\n' + "".join(
+        f'[[unit]]\ntype = "user"\nname = "{n}"\n' for n in ("bob", "eve")),
+        str(tmp_path / "acctd.toml"))
+    with daemon_stub(cfg, tmp_path=tmp_path) as d:
+        d.drain_locked = lambda: {}
+        svc = d.service(DynamicIpService)
+        write(dyn, "10.0.0.1", "bob\n")
+        svc.tick()
+        write(dyn, ".10.0.0.1.new", "eve\n")
+        os.rename(dyn / ".10.0.0.1.new", dyn / "10.0.0.1")
+        svc.tick()
+        os.remove(dyn / "10.0.0.1")
+        svc.tick()
+        rows = d.call("session-list")
+    assert [(r["user"], r["addr"], r["source"], r["stop_cause"]) for r in rows] == [
+        ("eve", "10.0.0.1", "file", "file-removed"),
+        ("bob", "10.0.0.1", "file", "address-moved"),
+    ]

@@ -383,3 +383,39 @@ def test_emitted_lines_read_back_to_the_same_counts(tmp_path):
     got = {(r["day"], r["realm"], r["viscountry"], r["result"]): r["logins"]
            for r in fticks.report(con)}
     assert got == sent and len({k[0] for k in got}) == 2
+
+
+# --- the daemon's own lines ----------------------------------------------------------------
+
+def test_the_daemons_own_logins_are_reported_and_importing_its_file_adds_nothing(tmp_path):
+    """`fticks report` counts the lines acctd writes itself, with nothing
+    imported by hand; two identical failures in one second are two logins;
+    importing acctd's own file afterwards finds every line a duplicate."""
+    from acctd.config import loads
+    from acctd.services.login import LoginService
+
+    from .daemon_stub import daemon_stub
+    from .test_login import CHEAP
+    log = tmp_path / "fticks.log"
+    cfg = loads(f'[fticks]\nfederation = "eduroam"\nviscountry = "UY"\nvisinst = "UDELAR"\n'
+                f'raw-values = true\nfile = "{log}"\n'
+                '[[unit]]\ntype = "user"\nname = "ana"\n', str(tmp_path / "acctd.toml"))
+    now = [dt.datetime(2024, 3, 1, 23, 59, 59, tzinfo=UTC)]
+    with daemon_stub(cfg, tmp_path=tmp_path, clock=lambda: now[0]) as d:
+        d.service(LoginService).table.hasher = CHEAP
+        d.call("login-set", unit="ana", words=["password", "secret"])
+        for pw in ("wrong", "wrong"):
+            assert not d.call("login", unit="ana", password=pw, mac="00:11:22:33:44:55")["ok"]
+        now[0] += dt.timedelta(seconds=1)   # the next day (UTC)
+        assert d.call("login", unit="ana", password="secret", mac="00:11:22:33:44:55")["ok"]
+        d.call("logout", unit="ana", password="secret")   # not a login: no line
+        report = d.call("fticks-report")
+        again = d.call("fticks-import", paths=[str(log)])
+        assert d.call("fticks-report") == report
+    assert len(log.read_text().splitlines()) == 3
+    assert report["text"] == (
+        "DAY         REALM  VISCOUNTRY  RESULT  LOGINS\n"
+        "2024-03-01  -      UY          FAIL         2\n"
+        "2024-03-02  -      UY          OK           1\n"
+        "total                                       3\n")
+    assert (again["imported"], again["duplicates"]) == (0, 3)
