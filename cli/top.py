@@ -20,6 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from acctctl.common import escape
+from acctd.common.display import format_bytes
 from acctd.model import units as units_mod
 
 VIEWS = ("units", "addrs", "vlans", "ports")
@@ -283,18 +285,15 @@ def human_pps(pkts: float) -> str:
 
 
 def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n < 1000:
-        return f"{n} B"
-    return _si(n, "B")
+    """Today's and the month's bytes: the one unit system of acctctl (IEC)."""
+    return format_bytes(n)
 
 
 # (id, header, width of the widest value). Widths are fixed so rows never wrap
 # and the layout does not jump between refreshes.
 _COLUMNS = (("in", "bit/s in", 11), ("out", "bit/s out", 11),
             ("pps_in", "pps in", 6), ("pps_out", "pps out", 7),
-            ("today", "today", 7), ("month", "month", 7), ("share", "%", 5))
+            ("today", "today", 8), ("month", "month", 8), ("share", "%", 5))
 # Narrow terminals lose columns in this order (pairs go together).
 _DROP = (("pps_in", "pps_out"), ("month",), ("today",), ("share",))
 NAME_MIN = 15   # "255.255.255.255"
@@ -356,7 +355,7 @@ def build_table(state: TopState, rows, tots: Mapping | None, width: int,
                  "pps_in": human_pps(r.pkts_in), "pps_out": human_pps(r.pkts_out),
                  "today": human_bytes(ln.today), "month": human_bytes(ln.month),
                  "share": "-" if ln.share is None else f"{ln.share:.1f}"}
-        table.add_row(r.key, *(cells[cid] for cid, _, _ in cols))
+        table.add_row(Text(escape(r.key)), *(cells[cid] for cid, _, _ in cols))  # not markup
     return table
 
 
