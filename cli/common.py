@@ -33,7 +33,7 @@ def run(fn):
     try:
         return fn()
     except AcctError as e:
-        click.echo(f"acctctl: {e}", err=True)
+        click.echo(f"acctctl: {escape(e)}", err=True)  # it may quote a name from the wire
         sys.exit(exit_code(e))
 
 

@@ -405,3 +405,12 @@ def test_bytes_in_one_unit_system():
                                       2 ** 40)] == \
         ["-", "0 B", "1023 B", "1.00 KiB", "1.50 KiB", "1.00 MiB", "19.1 MiB", "1.94 GiB",
          "1.00 TiB"]
+
+
+def test_an_error_reply_is_escaped_too(srv, monkeypatch):
+    from acctd.errors import NotFound
+
+    def refuse(**_):
+        raise NotFound("unknown unit \x1b[2Jx")
+    monkeypatch.setattr(srv.daemon.commands, "units", refuse)
+    assert acctctl(srv, "units", code=1) == "acctctl: unknown unit \\x1b[2Jx\n"
