@@ -132,6 +132,17 @@ def health_words(health: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in health.items() if v) or "no parse errors"
 
 
+def when(t) -> str:
+    """A time from the daemon (ISO 8601, or seconds since the epoch) to the
+    second, in its own zone (UTC for epoch seconds); None is "never"."""
+    import datetime as dt
+    if t is None:
+        return "never"
+    at = dt.datetime.fromtimestamp(t, dt.timezone.utc) if isinstance(t, (int, float)) else \
+        dt.datetime.fromisoformat(t)
+    return at.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
 class Figure(str):
     """A formatted number (bytes, a rate): right-aligned and never cut."""
 

@@ -7,15 +7,7 @@ import json
 
 import click
 
-from acctctl.common import ask, echo, health_words, json_option, nbytes, out, run, table
-
-
-def _when(iso: str | None) -> str:
-    """A daemon timestamp (ISO 8601) to the second, in its own zone."""
-    if iso is None:
-        return "never"
-    import datetime as dt
-    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+from acctctl.common import ask, echo, health_words, json_option, nbytes, out, run, table, when
 
 
 def _fields(v) -> str:
@@ -34,13 +26,13 @@ def status(ctx, as_json):
     """The daemon: drains, last commit and last error, load, free disk, program ids."""
     def render(st):
         echo(f"config      {st['config']}")
-        echo(f"drains      {st['drains']} since start, last committed {_when(st['last_drain'])}")
+        echo(f"drains      {st['drains']} since start, last committed {when(st['last_drain'])}")
         err, failed = st.get("last_error"), st.get("failed_drains", 0)
         if failed:
             echo(f"FAILING     the last {failed} drain(s) did not commit; the kernel keeps "
                  "counting and the next drain retries")
         if err:
-            echo(f"last error  {_when(err['at'])}: {err['error']}")
+            echo(f"last error  {when(err['at'])}: {err['error']}")
         echo(f"load        {' '.join(f'{x:.2f}' for x in st['load'])}")
         for path, free in st["disk_free_bytes"].items():
             echo(f"disk free   {nbytes(free)} in {path}")
@@ -125,7 +117,7 @@ def connections(ctx, as_json):
     """Who is connected to the control socket now (admin)."""
     run(lambda: out(ask(ctx, "connections"), as_json, lambda cs: table(
         "connections", ["user", "uid", "pid", "since"],
-        [[c["user"], c["uid"], c["pid"], c["since"]] for c in cs])))
+        [[c["user"], c["uid"], c["pid"], when(c["since"])] for c in cs])))
 
 
 @click.command()
@@ -170,7 +162,7 @@ def alerter(ctx, as_json):
     """The mail outbox: messages waiting, attempts, next try, last error."""
     run(lambda: out(ask(ctx, "alerter"), as_json, lambda rows: table(
         "alerter outbox", ["id", "to", "subject", "attempts", "next try", "last error", "state"],
-        [[r["id"], ", ".join(r["to"]), r["subject"], r["attempts"], r["next_try"],
+        [[r["id"], ", ".join(r["to"]), r["subject"], r["attempts"], when(r["next_try"]),
           r["last_error"] or "-", r["state"]] for r in rows])))
 
 
@@ -227,7 +219,7 @@ def schedule_add(ctx, spec, as_json):
     The action's commands are checked when it is added: flush, reload,
     units, policies, status, list, stat, debug, send report."""
     run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json, lambda r: echo(
-        f"schedule entry {r['oid']} added, first run {_when(r['due'])}")))
+        f"schedule entry {r['oid']} added, first run {when(r['due'])}")))
 
 
 @schedule.command("list")

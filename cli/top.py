@@ -317,6 +317,11 @@ def columns_for(width: int) -> list[tuple[str, str, int]]:
     return cols
 
 
+def full_width(keys) -> int:
+    """The width that shows every column and the longest of `keys` whole."""
+    return max([NAME_MIN, *(len(escape(k)) for k in keys)]) + sum(w + 1 for _, _, w in _COLUMNS)
+
+
 def _one_line(text: str) -> Text:
     return Text(text, no_wrap=True, overflow="ellipsis")
 
@@ -472,6 +477,8 @@ def snapshot_once(fetch: Callable[[], Snapshot], console: Console, state: TopSta
         r = rates(prev, cur, unitset)
     else:
         cur, r = prev, rates(None, prev, unitset)
+    if not console.is_terminal:  # a pipe: every column, and no name cut
+        console.width = max(console.width, full_width(row.key for row in r[state.view]))
     table = build_table(state, r, totals(cur, state.view), console.width)
     console.print(table)
     return table

@@ -414,3 +414,99 @@ def test_an_error_reply_is_escaped_too(srv, monkeypatch):
         raise NotFound("unknown unit \x1b[2Jx")
     monkeypatch.setattr(srv.daemon.commands, "units", refuse)
     assert acctctl(srv, "units", code=1) == "acctctl: unknown unit \\x1b[2Jx\n"
+
+
+# --- the rest, from replies of the real shape (their sources need a kernel, a mail
+# --- server, an OpenVPN or a neighbour table; the printing is what is tested here)
+
+def test_blocked(srv, monkeypatch):
+    monkeypatch.setattr(srv.daemon.commands, "blocked", lambda: {
+        "10.0.0.1/128": ["sys-deny", "sys-deny-quota"], "2001:db8::/64": ["sys-deny-money"]})
+    assert acctctl(srv, "blocked") == (
+        "10.0.0.1/128                             sys-deny sys-deny-quota\n"
+        "2001:db8::/64                            sys-deny-money\n")
+
+
+def test_alerter(srv, monkeypatch):
+    monkeypatch.setattr(srv.daemon.services["alerter"], "queue", lambda: [
+        {"id": "m1", "to": ["a@example.net", "noc@example.net"], "subject": "[acctd] alice",
+         "attempts": 2, "next_try": 1772620200.0, "last_error": "421 try later",
+         "state": "queued"}])
+    assert acctctl(srv, "alerter") == """\
+                                                   alerter outbox                                                    
+┏━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━┓
+┃ id ┃ to                             ┃ subject       ┃ attempts ┃ next try                ┃ last error    ┃ state  ┃
+┡━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━┩
+│ m1 │ a@example.net, noc@example.net │ [acctd] alice │        2 │ 2026-03-04 10:30:00 UTC │ 421 try later │ queued │
+└────┴────────────────────────────────┴───────────────┴──────────┴─────────────────────────┴───────────────┴────────┘
+"""
+
+
+def test_connections(srv, monkeypatch):
+    monkeypatch.setattr(srv.daemon.dispatcher, "connections", lambda: [
+        {"user": "root", "uid": 0, "pid": 4242, "since": "2026-03-04T10:29:00+00:00"}])
+    assert acctctl(srv, "connections") == """\
+                  connections                  
+┏━━━━━━┳━━━━━┳━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃ user ┃ uid ┃  pid ┃ since                   ┃
+┡━━━━━━╇━━━━━╇━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ root │   0 │ 4242 │ 2026-03-04 10:29:00 UTC │
+└──────┴─────┴──────┴─────────────────────────┘
+"""
+
+
+def test_mac_check(srv, monkeypatch):
+    monkeypatch.setattr(srv.daemon.services["mac"], "check", lambda: {
+        "mode": "block", "mismatched": {"020435": {"unit": "alice", "addr": "10.0.0.1",
+                                                   "expected": "02:00:00:00:00:01",
+                                                   "seen": "02:00:00:00:00:99"}}})
+    assert acctctl(srv, "mac", "check") == """\
+                 MAC mismatches (mac-control block)                  
+┏━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┓
+┃ unit  ┃ oid    ┃ address  ┃ expected          ┃ seen              ┃
+┡━━━━━━━╇━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━┩
+│ alice │ 020435 │ 10.0.0.1 │ 02:00:00:00:00:01 │ 02:00:00:00:00:99 │
+└───────┴────────┴──────────┴───────────────────┴───────────────────┘
+"""
+
+
+def test_openvpn_clients(srv, monkeypatch):
+    monkeypatch.setattr(srv.daemon.services["openvpn"], "clients", lambda: [
+        {"user": "alice", "cid": 3, "vpn_addr": "10.8.0.6", "bytes_in": BIG, "bytes_out": 900}])
+    assert acctctl(srv, "openvpn", "clients") == """\
+                openvpn clients                 
+┏━━━━━━━┳━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━┓
+┃ user  ┃ cid ┃ vpn address ┃       in ┃   out ┃
+┡━━━━━━━╇━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━┩
+│ alice │   3 │ 10.8.0.6    │ 1.94 GiB │ 900 B │
+└───────┴─────┴─────────────┴──────────┴───────┘
+"""
+
+
+def test_quota_show_list_and_none(fresh):
+    assert acctctl(fresh, "quota", "show") == "no quota\n"
+    acctctl(fresh, "quota", "set", "alice", "day", "3G", "in")
+    assert acctctl(fresh, "quota", "show", "--list") == "UNIT 020435 (alice)\n"
+
+
+def test_config_show(srv):
+    assert acctctl(srv, "config", "show") == CONFIG
+
+
+def test_top_once_off_a_terminal_shows_every_column(srv, monkeypatch):
+    """COLUMNS=60, but a pipe gets every column (a terminal drops pps first)."""
+    first = {"ts": 1.0, "addrs": [{"addr": "10.0.0.1", "unit": "alice", "packets_in": 0,
+                                   "packets_out": 0, "bytes_in": 0, "bytes_out": 0}],
+             "vlans": {}, "ports": {},
+             "units": {"alice": {"groups": ["customers"],
+                                 "today": {"bytes_in": BIG, "bytes_out": 0},
+                                 "month": {"bytes_in": BIG, "bytes_out": 1536}}}}
+    second = dict(first, ts=2.0, addrs=[dict(first["addrs"][0], packets_in=10, bytes_in=12_500)])
+    replies = iter([first, second])
+    monkeypatch.setattr(srv.daemon.commands, "rates", lambda: next(replies))
+    assert acctctl(srv, "top", "--once", "--refresh", "0.1") == """\
+acctd top: units by bit/s in+out (1/1)                                        
+unit               bit/s in   bit/s out pps in pps out    today    month     %
+alice            100 kbit/s     0 bit/s   10.0       0 1.94 GiB 1.94 GiB 100.0
+s/</> sort  u a v p list  g group  space pause  q quit                        
+"""

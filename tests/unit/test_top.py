@@ -367,3 +367,16 @@ def test_top_prints_one_snapshot_when_not_a_terminal():
     T.top(fetch, console, refresh=0.001)
     assert len(calls) == 2
     assert console.export_text().startswith("acctd top: units by bit/s in+out (3/3)")
+
+
+def test_snapshot_once_off_a_terminal_cuts_no_name_and_drops_no_column():
+    cur = big_snapshot(3)
+    fetch, _ = fetcher(dict(cur, ts=4.0), cur)
+    console = Console(width=60, color_system=None, record=True, file=io.StringIO())
+    T.snapshot_once(fetch, console, sleep=lambda s: None)
+    lines = console.export_text().splitlines()
+    assert lines[1].split() == ["unit", "bit/s", "in", "bit/s", "out", "pps", "in", "pps", "out",
+                                "today", "month", "%"]
+    assert sorted(ln.split()[0] for ln in lines[2:5]) == [
+        f"unit-with-a-rather-long-name-{i:03d}" for i in range(3)]
+    assert "…" not in "".join(lines)
