@@ -253,6 +253,14 @@ def test_config_refuses_control_characters_at_the_line(tmp_path):
                             "characters, got 'al\\x1b[2Jice'")
 
 
+def test_config_refuses_control_characters_in_policy_names(tmp_path):
+    from acctd.config import ConfigError
+    bad = CONFIG.replace('name = "web"', 'name = "w\u202eeb"')   # a bidi override
+    with pytest.raises(ConfigError, match=r":7: \[\[policy\]\] #2 .* key 'name': policy name "
+                                          r"must be non-empty, without spaces or control"):
+        loads(bad, str(tmp_path / "acctd.toml"))
+
+
 def test_sys_policy_is_text(fresh):
     assert acctctl(fresh, "unit", "alice", "sys-deny") == \
         "alice: sys-deny\n"
