@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from acctctl.common import ask, echo, json_option, nbytes, out, run, table
+from acctctl.common import ask, echo, json_option, nbytes, out, run, table, when
 
 
 @click.command()
@@ -13,9 +13,11 @@ from acctctl.common import ask, echo, json_option, nbytes, out, run, table
 @click.pass_context
 def flush(ctx, as_json):
     """Drain and commit now; returns after the commit."""
-    run(lambda: out(ask(ctx, "flush"), as_json, lambda r: echo(
-        f"drain {r['drain']} committed" + (f" at {r['ts']}: {r['rows']} rows, {r['flows']} "
-                                           f"flows, {r['addrs']} addresses" if "ts" in r else ""))))
+    def render(r):
+        echo(f"drain {r['drain']} committed" + (
+            f" at {when(r['ts'])}: {r['rows']} rows, {r['flows']} flows, {r['addrs']} addresses"
+            if "ts" in r else ""))
+    run(lambda: out(ask(ctx, "flush"), as_json, render))
 
 
 @click.command()

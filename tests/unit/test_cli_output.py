@@ -220,9 +220,14 @@ MONTH sum: 1.96 GiB, quota 100 MiB, ratio 2004.72% -> [-]
          "set": "set alice active hour 1K out day 3G in month 100M sum"}
 
 
-def test_flush_is_text_and_json(srv):
+def test_flush_is_text_and_json(srv, monkeypatch):
     assert acctctl(srv, "flush") == "drain 1 committed\n"   # the stub's loop answers {"drain": 1}
     assert json.loads(acctctl(srv, "flush", "--json")) == {"drain": 1}
+    summary = {"drain": 7, "ts": "2026-03-04T10:30:00.123456+00:00", "rows": 12, "flows": 3,
+               "addrs": 2}   # what the real loop answers (Daemon.drain)
+    monkeypatch.setattr(srv.daemon.commands, "flush", lambda: summary)
+    assert acctctl(srv, "flush") == \
+        "drain 7 committed at 2026-03-04 10:30:00 UTC: 12 rows, 3 flows, 2 addresses\n"
 
 
 # --- run-time units, names ------------------------------------------------------------
