@@ -171,15 +171,15 @@ def table(title: str, cols: list[str], rows: list[list], console=None) -> None:
     for r in cells:
         t.add_row(*(Text(x) for x in r))
     console = console or Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=_natural_width(console, t))
+    if not console.is_terminal:  # a pipe: as wide as the table needs
+        console.width = max(console.width, natural_width(console, t))
     console.print(t)
 
 
-def _natural_width(console, renderable) -> int:
+def natural_width(console, renderable) -> int:
+    """How wide `renderable` is when nothing limits it."""
     from rich.measure import Measurement
-    return max(1, Measurement.get(console, console.options.update(width=1 << 16),
-                                  renderable).maximum)
+    return Measurement.get(console, console.options.update(width=1 << 16), renderable).maximum
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
