@@ -55,8 +55,8 @@ def _counters(r: dict) -> list:
 
 def _print_report(rep: dict) -> None:
     cols = ["packets in", "bytes in", "packets out", "bytes out"]
-    for title, key, rows in (("addresses", "address", rep["addrs"]), ("VLANs", "vlan", rep["vlans"]),
-                             ("ports", "port", rep["ports"])):
+    for title, key, rows in (("addresses", "address", rep["addrs"]),
+                             ("VLANs", "vlan", rep["vlans"]), ("ports", "port", rep["ports"])):
         table(title, [key, *cols],
               [[str(k), *_counters(r)] for k, r in
                sorted(rows.items(), key=lambda kv: -(kv[1]["bytes_in"] + kv[1]["bytes_out"]))])

@@ -193,8 +193,7 @@ def send_report(ctx, words, as_json):
         raise click.UsageError(str(e)) from None
 
     def render(r):
-        echo(f"{r['period']} from {r['start']} to {r['end']}: "
-                   f"{len(r['queued'])} report(s) queued")
+        echo(f"{r['period']} from {r['start']} to {r['end']}: {len(r['queued'])} report(s) queued")
         for q in r["queued"]:
             echo(f"  {q['unit']}: {', '.join(q['to'])} ({q['id']})")
         for k in r["skipped"]:

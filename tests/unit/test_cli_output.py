@@ -90,7 +90,8 @@ def serving(tmp_path):
         d.drain_locked = lambda: {}   # no kernel: a binding change has nothing to drain
         s = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
         # polled often: shutdown() waits for the next poll, 0.5 s by default
-        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
         s.daemon = d
         yield s
         s.shutdown()
