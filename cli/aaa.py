@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 
 import click
 
-from acctctl.common import ask, json_option, out, run, table
+from acctctl.common import ask, echo, json_option, nbytes, out, run, table
 
 
 @click.group()
@@ -27,7 +26,7 @@ def fticks_import(ctx, files, as_json):
     reported, never fatal; a file imported twice adds nothing."""
     paths = [os.path.abspath(f) for f in files]
     run(lambda: out(ask(ctx, "fticks-import", paths=paths), as_json,
-                      lambda r: click.echo(r["text"])))
+                      lambda r: echo(r["text"])))
 
 
 @fticks.command("report")
@@ -37,7 +36,7 @@ def fticks_import(ctx, files, as_json):
 def fticks_report(ctx, since, as_json):
     """Logins per day x realm x visited country x result."""
     run(lambda: out(ask(ctx, "fticks-report", since=since), as_json,
-                      lambda r: click.echo(r["text"])))
+                      lambda r: echo(r["text"])))
 
 
 @click.group()
@@ -53,13 +52,15 @@ def radius():
 @click.option("--postgres", metavar="DSN", help="A PostgreSQL radacct (needs python3-psycopg2).")
 @click.option("--since", help="Only sessions that stopped on or after this day (YYYY-MM-DD).")
 @click.option("--chunk", default=150, show_default=True, help="Sessions per request.")
+@json_option
 @click.pass_context
-def radius_import(ctx, details, sqlite, postgres, since, chunk):
+def radius_import(ctx, details, sqlite, postgres, since, chunk, as_json):
     """Read sessions (address-to-user history and NAS-reported usage) and
     store them, with a progress bar; sessions already imported are skipped,
     so an interrupted import is finished by running it again."""
     import datetime as dt
 
+    from rich.console import Console
     from rich.progress import Progress
 
     from acctd.aaa import radius_import as ri
@@ -98,7 +99,7 @@ def radius_import(ctx, details, sqlite, postgres, since, chunk):
     def go() -> None:
         sess, malformed = read()
         totals: dict = {}
-        with Progress(transient=not sys.stderr.isatty()) as bar:
+        with Progress(console=Console(stderr=True), transient=not sys.stderr.isatty()) as bar:
             task = bar.add_task("importing sessions", total=len(sess))
             for i in range(0, len(sess), chunk):
                 part = sess[i:i + chunk]
@@ -107,7 +108,8 @@ def radius_import(ctx, details, sqlite, postgres, since, chunk):
                         totals[k] = totals.get(k, 0) + v
                 bar.advance(task, len(part))
         totals["malformed_records"] = malformed
-        click.echo(json.dumps(totals))
+        out(totals, as_json, lambda t: echo(
+            ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(t.items()))))
     run(go)
 
 
@@ -143,17 +145,20 @@ def openvpn():
 def openvpn_clients(ctx, as_json):
     """Connected clients with the server's byte counts."""
     run(lambda: out(ask(ctx, "openvpn-clients"), as_json, lambda rows: table(
-        "openvpn clients", ["user", "cid", "vpn address", "in B", "out B"],
-        [[r["user"], r["cid"], r["vpn_addr"], r["bytes_in"], r["bytes_out"]] for r in rows])))
+        "openvpn clients", ["user", "cid", "vpn address", "in", "out"],
+        [[r["user"], r["cid"], r["vpn_addr"], nbytes(r["bytes_in"]), nbytes(r["bytes_out"])]
+         for r in rows])))
 
 
 @openvpn.command("interval")
 @click.argument("user")
 @click.argument("seconds", type=int, required=False)
+@json_option
 @click.pass_context
-def openvpn_interval(ctx, user, seconds):
+def openvpn_interval(ctx, user, seconds, as_json):
     """Set USER's interim interval while connected (none: back to the default)."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "openvpn-interval", user=user, seconds=seconds))))
+    run(lambda: out(ask(ctx, "openvpn-interval", user=user, seconds=seconds), as_json,
+                    lambda r: echo(f"{r['user']}: interim updates every {r['interval']} s")))
 
 
 COMMANDS = [fticks, radius, openvpn_hook, openvpn]

@@ -3,18 +3,21 @@ stat) and `flush`."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from acctctl.common import ask, json_option, out, run, table
+from acctctl.common import ask, echo, json_option, nbytes, out, run, table, when
 
 
 @click.command()
+@json_option
 @click.pass_context
-def flush(ctx):
+def flush(ctx, as_json):
     """Drain and commit now; returns after the commit."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "flush"))))
+    def render(r):
+        echo(f"drain {r['drain']} committed" + (
+            f" at {when(r['ts'])}: {r['rows']} rows, {r['flows']} flows, {r['addrs']} addresses"
+            if "ts" in r else ""))
+    run(lambda: out(ask(ctx, "flush"), as_json, render))
 
 
 @click.command()
@@ -35,12 +38,12 @@ def units(ctx, type_, name, email, policy, sys_policy, show_mac, as_json):
     cols = ["name", "oid", "type", "addresses", "parents", "acct-policy"]
 
     def render(us):
-        extra = any("sys_policy" in u for u in us)
+        extra = any(u.get("sys_policy") for u in us)
         table("units", cols + (["mac"] if show_mac else []) + (["sys-policy"] if extra else []),
-               [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
-                 ",".join(u["parents"]), " ".join(u["acct_policy"])] +
-                ([u.get("mac") or "-"] if show_mac else []) +
-                ([" ".join(u.get("sys_policy", []))] if extra else []) for u in us])
+              [[u["name"], u["oid"], u["type"], " ".join(u["addrs"] + u["nets"]),
+                ",".join(u["parents"]), " ".join(u["acct_policy"])] +
+               ([u.get("mac") or "-"] if show_mac else []) +
+               ([" ".join(u.get("sys_policy", []))] if extra else []) for u in us])
     run(lambda: out(get(), as_json, render))
 
 
@@ -53,6 +56,9 @@ def policies(ctx, as_json):
         "policies", ["name", "oid", "target"], [[p["name"], p["oid"], p["target"]] for p in ps])))
 
 
+PERIODS = ("flow", "hour", "day", "week", "month")
+
+
 @click.command("list")
 @click.argument("unit")
 @json_option
@@ -60,12 +66,12 @@ def policies(ctx, as_json):
 def list_(ctx, unit, as_json):
     """Per policy: in/out for the last drain, hour, day, week, month (show list full)."""
     def render(r):
-        rows = [[p["policy"], p["dir"], *(p[k]["bytes"] for k in ("flow", "hour", "day", "week", "month"))]
-                for p in r["policies"]]
-        table(f"{r['unit']} ({r['oid']}), bytes", ["policy", "dir", "flow", "hour", "day", "week", "month"], rows)
+        table(f"{r['unit']} ({r['oid']}), bytes", ["policy", "dir", *PERIODS],
+              [[p["policy"], p["dir"], *(nbytes(p[k]["bytes"]) for k in PERIODS)]
+               for p in r["policies"]])
         if "checks" in r:
-            table("acct-policy walk since the daemon started (flows)", ["policy", "", "check", "match"],
-                   [[c["policy"], "", c["check"], c["match"]] for c in r["checks"]])
+            table("acct-policy walk, flows", ["policy", "check", "match"],
+                  [[c["policy"], c["check"], c["match"]] for c in r["checks"]])
     run(lambda: out(ask(ctx, "list", unit=unit), as_json, render))
 
 
@@ -78,7 +84,7 @@ def stat(ctx, unit, period, as_json):
     """Hourly rows of this week or month (show stat)."""
     run(lambda: out(ask(ctx, "stat", unit=unit, period=period), as_json, lambda r: table(
         f"{r['unit']} ({r['oid']}), {period}", ["hour", "policy", "dir", "packets", "bytes"],
-        [[x["hour"], x["policy"], x["dir"], x["packets"], x["bytes"]] for x in r["rows"]])))
+        [[x["hour"], x["policy"], x["dir"], x["packets"], nbytes(x["bytes"])] for x in r["rows"]])))
 
 
 COMMANDS = [flush, units, policies, list_, stat]

@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from acctctl.common import ask, json_option, out, run
+from acctctl.common import ask, echo, json_option, out, run
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("words", nargs=-1, required=True,
                 metavar="NAME sys-... | add host|user NAME [ip A|auto] [parent G]... | del NAME")
+@json_option
 @click.pass_context
-def unit(ctx, words):
+def unit(ctx, words, as_json):
     """A unit's system policy; add or delete units made at run time.
 
     NAME sys-deny|sys-allow|sys-{deny|allow}-{quota|login|money|mac}: the
@@ -38,13 +37,21 @@ def unit(ctx, words):
             else:
                 args[rest[0]] = rest[1]
             rest = rest[2:]
-        run(lambda: click.echo(json.dumps(ask(ctx, "unit-add", **args))))
+        run(lambda: out(ask(ctx, "unit-add", **args), as_json, lambda r: echo(
+            f"unit {r['unit']} added: {r['type']} {r['oid']}, ip {r['ip'] or '-'}")))
     elif w[0] == "del" and len(w) == 2:
-        run(lambda: click.echo(json.dumps(ask(ctx, "unit-del", name=w[1]))))
+        run(lambda: out(ask(ctx, "unit-del", name=w[1]), as_json, lambda r: echo(
+            f"unit {r['deleted']} ({r['oid']}) deleted")))
     elif len(w) == 2:
-        run(lambda: click.echo(json.dumps(ask(ctx, "sys-policy", unit=w[0], policy=w[1]))))
+        run(lambda: out(ask(ctx, "sys-policy", unit=w[0], policy=w[1]), as_json, _sys_policy))
     else:
         raise click.UsageError("expected NAME sys-..., add ... or del NAME")
+
+
+def _sys_policy(r) -> None:
+    echo(f"{r['unit']}: {' '.join(r['sys_policy']) or 'no system policy'}")
+    for prefix, words in sorted(r["changed"].items()):
+        echo(f"  {prefix:<40} {' '.join(words) or 'passes'}")
 
 
 @click.command()
@@ -53,7 +60,7 @@ def unit(ctx, words):
 def blocked(ctx, as_json):
     """Who the kernel blocks now, read back from its maps, and why."""
     run(lambda: out(ask(ctx, "blocked"), as_json, lambda b: [
-        click.echo(f"{prefix:<40} {' '.join(words)}") for prefix, words in sorted(b.items())]))
+        echo(f"{prefix:<40} {' '.join(words)}") for prefix, words in sorted(b.items())]))
 
 
 @click.group()
@@ -63,15 +70,17 @@ def quota():
 
 @quota.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("words", nargs=-1, required=True)
+@json_option
 @click.pass_context
-def quota_set(ctx, words):
+def quota_set(ctx, words, as_json):
     """NAME [hour|day|week|month AMOUNT in|out|sum]... [soft-threshold N]
     [policy P] [block-policy P] [active|inactive] [notify ...]
 
     Example: acctctl quota set alice day 3M in month 100M sum. AMOUNT takes
     K, M, G (1024-based); 0 removes that quota. A hard quota blocks the unit
     in the kernel at the next drain; the next period lets it back."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "quota-set", argv=list(words)))))
+    run(lambda: out(ask(ctx, "quota-set", argv=list(words)), as_json, lambda r: echo(
+        f"quota of {r['unit']} ({r['oid']}): {r['set']}")))
 
 
 @quota.command("show")
@@ -83,7 +92,7 @@ def quota_show(ctx, unit, list_only, as_json):
     """Usage, quota, ratio and [+]/[-] per limit (NeTAMS show quota)."""
     def go():
         r = ask(ctx, "quota-show", unit=unit, list=list_only)
-        click.echo(json.dumps(r["units"], indent=1) if as_json else r["text"])
+        out(r["units"], True, None) if as_json else echo(r["text"] or "no quota")
     run(go)
 
 

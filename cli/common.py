@@ -33,7 +33,7 @@ def run(fn):
     try:
         return fn()
     except AcctError as e:
-        click.echo(f"acctctl: {e}", err=True)
+        click.echo(f"acctctl: {escape(e)}", err=True)  # it may quote a name from the wire
         sys.exit(exit_code(e))
 
 
@@ -105,16 +105,81 @@ def out(data, as_json: bool, render) -> None:
         render(data)
 
 
-def table(title: str, cols: list[str], rows: list[list]) -> None:
+# -- what people read: every printer goes through escape() ---------------------------
+
+def escape(text) -> str:
+    """`text` safe on a terminal: every character Python would not print
+    (ESC, CR, backspace, C1 controls, bidi overrides, line separators...)
+    spelled out as \\x1b, \\r, \\u202e, so a unit name can neither clear the
+    screen, move the cursor nor reorder a line."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in s)
+
+
+def echo(text="") -> None:
+    """Print text escaped, but for its newlines and tabs (the daemon's text
+    replies are laid out with them)."""
+    lines = str(text).removesuffix("\n").split("\n")  # a reply's last newline is echo's own
+    click.echo("\n".join("\t".join(escape(part) for part in line.split("\t")) for line in lines))
+
+
+def health_words(health: dict) -> str:
+    """The datapath's non-zero health counters (packets), as `acctctl health`
+    and `show` print them."""
+    return " ".join(f"{k}={v}" for k, v in health.items() if v) or "no parse errors"
+
+
+def when(t) -> str:
+    """A time from the daemon (ISO 8601, or seconds since the epoch) to the
+    second, in its own zone (UTC for epoch seconds); None is "never"."""
+    import datetime as dt
+    if t is None:
+        return "never"
+    at = dt.datetime.fromtimestamp(t, dt.timezone.utc) if isinstance(t, (int, float)) else \
+        dt.datetime.fromisoformat(t)
+    return at.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+class Figure(str):
+    """A formatted number (bytes, a rate): right-aligned and never cut."""
+
+
+def nbytes(n) -> Figure:
+    """Bytes as every acctctl command shows them (acctd.common.display)."""
+    from acctd.common.display import format_bytes
+    return Figure(format_bytes(n))
+
+
+def table(title: str, cols: list[str], rows: list[list], console=None) -> None:
+    """A table. Cells are text, never rich markup ("[red]x" prints as is),
+    escaped; numbers are never cut: on a terminal narrower than the table
+    text columns fold, and off a terminal the table keeps its full width."""
     from rich.console import Console
     from rich.table import Table
-    t = Table(title=title)
+    from rich.text import Text
+    cells = [[escape(x) for x in r] for r in rows]
+    t = Table(title=Text(escape(title), style="italic"))
     for i, c in enumerate(cols):
-        numeric = bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
-        t.add_column(c, justify="right" if numeric else "left")
-    for r in rows:
-        t.add_row(*(str(x) for x in r))
-    Console().print(t)
+        if bool(rows) and all(isinstance(r[i], (int, float, Figure)) for r in rows):
+            t.add_column(c, justify="right", no_wrap=True,
+                         min_width=max(len(r[i]) for r in cells))
+        else:
+            t.add_column(c, overflow="fold")
+    for r in cells:
+        t.add_row(*(Text(x) for x in r))
+    console = console or Console(highlight=False)
+    if not console.is_terminal:  # a pipe: as wide as the table needs
+        console.width = max(console.width, natural_width(console, t))
+    console.print(t)
+
+
+def natural_width(console, renderable) -> int:
+    """How wide `renderable` is when nothing limits it."""
+    from rich.measure import Measurement
+    return Measurement.get(console, console.options.update(width=1 << 16), renderable).maximum
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

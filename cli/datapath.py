@@ -3,18 +3,17 @@ since attach, the BPF source."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from acctctl.common import datapath, run
+from acctctl.common import datapath, echo, health_words, json_option, nbytes, out, run, table
 
 
 @click.command()
 @click.option("--lan", multiple=True, metavar="IF[:MODE]", help="Subscriber-facing interface.")
 @click.option("--wan", multiple=True, metavar="IF[:MODE]", help="Upstream interface.")
+@json_option
 @click.pass_context
-def attach(ctx, lan, wan):
+def attach(ctx, lan, wan, as_json):
     """Build (if needed), pin and hook the programs. Counters continue."""
     from acctd.daemon.main import parse_hook
     from acctd.kernel import abi
@@ -24,7 +23,8 @@ def attach(ctx, lan, wan):
         for note in dp.attach([parse_hook(s, abi.Role.LAN) for s in lan] +
                               [parse_hook(s, abi.Role.WAN) for s in wan]):
             click.echo(f"acctctl: {note}", err=True)
-        click.echo(json.dumps({"prog_ids": dp.prog_ids()}))
+        out({"prog_ids": dp.prog_ids()}, as_json, lambda r: echo(
+            "attached; programs " + ", ".join(f"{k} {v}" for k, v in r["prog_ids"].items())))
     run(go)
 
 
@@ -39,33 +39,33 @@ def detach(ctx):
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def show(ctx, as_json):
     """Counters since attach: per address, VLAN, port, interface; health."""
     def go():
         from acctd.kernel.reader import Reader
-        rep = Reader(datapath(ctx).open()).totals()
-        if as_json:
-            click.echo(json.dumps(rep, indent=1))
-            return
-        _print_report(rep)
+        out(Reader(datapath(ctx).open()).totals(), as_json, _print_report)
     run(go)
 
 
+def _counters(r: dict) -> list:
+    return [r["packets_in"], nbytes(r["bytes_in"]), r["packets_out"], nbytes(r["bytes_out"])]
+
+
 def _print_report(rep: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    con = Console()
-    for title, rows in (("addresses", rep["addrs"]), ("VLANs", rep["vlans"]), ("ports", rep["ports"])):
-        t = Table(title=title)
-        for col in ("key", "packets_in", "bytes_in", "packets_out", "bytes_out"):
-            t.add_column(col, justify="right" if col != "key" else "left")
-        for k, r in sorted(rows.items(), key=lambda kv: -(kv[1]["bytes_in"] + kv[1]["bytes_out"])):
-            t.add_row(str(k), *(str(r[c]) for c in ("packets_in", "bytes_in", "packets_out", "bytes_out")))
-        con.print(t)
-    con.print("totals:", rep["totals"])
-    con.print("health:", rep["health"])
+    cols = ["packets in", "bytes in", "packets out", "bytes out"]
+    for title, key, rows in (("addresses", "address", rep["addrs"]),
+                             ("VLANs", "vlan", rep["vlans"]), ("ports", "port", rep["ports"])):
+        table(title, [key, *cols],
+              [[str(k), *_counters(r)] for k, r in
+               sorted(rows.items(), key=lambda kv: -(kv[1]["bytes_in"] + kv[1]["bytes_out"]))])
+    t = rep["totals"]
+    echo(f"totals       in {t['packets_in']} pkts {nbytes(t['bytes_in'])}   out "
+         f"{t['packets_out']} pkts {nbytes(t['bytes_out'])}")
+    echo(f"unattributed in {t['unattr_packets_in']} pkts {nbytes(t['unattr_bytes_in'])}   out "
+         f"{t['unattr_packets_out']} pkts {nbytes(t['unattr_bytes_out'])}")
+    echo("health       " + health_words(rep["health"]))
 
 
 @click.command()

@@ -7,22 +7,39 @@ import json
 
 import click
 
-from acctctl.common import ask, json_option, out, run, table
+from acctctl.common import ask, echo, health_words, json_option, nbytes, out, run, table, when
+
+
+def _fields(v) -> str:
+    """A service's status as text: `key value, key value`, lists space-separated."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fields(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return " ".join(map(str, v)) or "-"
+    return "-" if v is None else str(v)
 
 
 @click.command()
 @json_option
 @click.pass_context
 def status(ctx, as_json):
-    """The daemon: drains, last commit, load, free disk, program ids."""
+    """The daemon: drains, last commit and last error, load, free disk, program ids."""
     def render(st):
-        click.echo(f"config      {st['config']}\ndrains      {st['drains']} (last {st['last_drain']})")
-        click.echo(f"load        {' '.join(f'{x:.2f}' for x in st['load'])}")
+        echo(f"config      {st['config']}")
+        echo(f"drains      {st['drains']} since start, last committed {when(st['last_drain'])}")
+        err, failed = st.get("last_error"), st.get("failed_drains", 0)
+        if failed:
+            echo(f"FAILING     the last {failed} drain(s) did not commit; the kernel keeps "
+                 "counting and the next drain retries")
+        if err:
+            echo(f"last error  {when(err['at'])}: {err['error']}")
+        echo(f"load        {' '.join(f'{x:.2f}' for x in st['load'])}")
         for path, free in st["disk_free_bytes"].items():
-            click.echo(f"disk free   {free / 2**30:.1f} GiB in {path}")
-        click.echo(f"programs    {st['datapath']['prog_ids']}")
+            echo(f"disk free   {nbytes(free)} in {path}")
+        echo("programs    " + (", ".join(f"{k} {v}" for k, v in st["datapath"]["prog_ids"].items())
+                              or "none"))
         for name, v in (st.get("services") or {}).items():
-            click.echo(f"{name:<11} {json.dumps(v) if isinstance(v, dict) else v}")
+            echo(f"{name:<11} {_fields(v)}")
     run(lambda: out(ask(ctx, "status"), as_json, render))
 
 
@@ -31,19 +48,17 @@ def status(ctx, as_json):
 @click.pass_context
 def health(ctx, as_json):
     """Datapath health: map fill, unattributed and dropped bytes, parse errors."""
-    def render(st):
-        dp = st["datapath"]
+    def render(dp):
         for name, f in dp["fill"].items():
-            click.echo(f"{name:<12} {f['entries']}/{f['max']} ({f['percent']}%)")
-        click.echo(f"unattributed {dp['unattributed_bytes']} B   dropped {dp['dropped_bytes']} B   "
-                   f"flow evictions {dp['flow_evictions']}")
+            echo(f"{name:<12} {f['entries']}/{f['max']} ({f['percent']}%)")
+        echo(f"unattributed {nbytes(dp['unattributed_bytes'])}   dropped "
+             f"{nbytes(dp['dropped_bytes'])}   flow evictions {dp['flow_evictions']}")
         dropped = dp.get("dropped") or {}
         if any(v["packets"] for v in dropped.values()):
-            click.echo("dropped      " + "   ".join(f"{k} {v['packets']} pkts {v['bytes']} B"
-                                                   for k, v in dropped.items() if v["packets"]))
-        click.echo("health       " + " ".join(f"{k}={v}" for k, v in dp["health"].items() if v))
-    run(lambda: out(ask(ctx, "status")["datapath"] if as_json else ask(ctx, "status"),
-                      as_json, render))
+            echo("dropped      " + "   ".join(f"{k} {v['packets']} pkts {nbytes(v['bytes'])}"
+                                             for k, v in dropped.items() if v["packets"]))
+        echo("health       " + health_words(dp["health"]))
+    run(lambda: out(ask(ctx, "status")["datapath"], as_json, render))
 
 
 @click.command()
@@ -102,33 +117,42 @@ def connections(ctx, as_json):
     """Who is connected to the control socket now (admin)."""
     run(lambda: out(ask(ctx, "connections"), as_json, lambda cs: table(
         "connections", ["user", "uid", "pid", "since"],
-        [[c["user"], c["uid"], c["pid"], c["since"]] for c in cs])))
+        [[c["user"], c["uid"], c["pid"], when(c["since"])] for c in cs])))
 
 
 @click.command()
 @click.argument("what", type=click.Choice(["log", "flowlog"]))
+@json_option
 @click.pass_context
-def rotate(ctx, what):
+def rotate(ctx, what, as_json):
     """rotate log: reopen the daemon's log file after it was moved.
     rotate flowlog: rename the flow log to FILE.<time> and start a new one,
     losing and repeating no line."""
-    run(lambda: click.echo(json.dumps(ask(ctx, f"rotate-{what}"))))
+    def render(r):
+        if what == "flowlog":
+            echo(f"flow log {r['flowlog']} moved to {r['rotated_to']}; a new one started")
+        else:
+            echo(f"log {r['log']} reopened" if r["rotated"] else r.get("note", "not reopened"))
+    run(lambda: out(ask(ctx, f"rotate-{what}"), as_json, render))
 
 
 @click.command()
+@json_option
 @click.pass_context
-def reload(ctx):
+def reload(ctx, as_json):
     """Re-read units, policies and users (as SIGHUP); programs stay attached."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "reload"))))
+    run(lambda: out(ask(ctx, "reload"), as_json, lambda r: echo(f"reload {r['reload']}")))
 
 
 @click.command()
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.argument("category", required=False)
+@json_option
 @click.pass_context
-def debug(ctx, state, category):
+def debug(ctx, state, category, as_json):
     """Debug logging on or off, for one category (daemon, control, datapath, storage) or all."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "debug", on=state == "on", category=category))))
+    run(lambda: out(ask(ctx, "debug", on=state == "on", category=category), as_json,
+                    lambda r: echo(f"debug {'on' if r['debug'] else 'off'} for {r['category']}")))
 
 
 @click.command()
@@ -138,7 +162,7 @@ def alerter(ctx, as_json):
     """The mail outbox: messages waiting, attempts, next try, last error."""
     run(lambda: out(ask(ctx, "alerter"), as_json, lambda rows: table(
         "alerter outbox", ["id", "to", "subject", "attempts", "next try", "last error", "state"],
-        [[r["id"], ", ".join(r["to"]), r["subject"], r["attempts"], r["next_try"],
+        [[r["id"], ", ".join(r["to"]), r["subject"], r["attempts"], when(r["next_try"]),
           r["last_error"] or "-", r["state"]] for r in rows])))
 
 
@@ -169,12 +193,11 @@ def send_report(ctx, words, as_json):
         raise click.UsageError(str(e)) from None
 
     def render(r):
-        click.echo(f"{r['period']} from {r['start']} to {r['end']}: "
-                   f"{len(r['queued'])} report(s) queued")
+        echo(f"{r['period']} from {r['start']} to {r['end']}: {len(r['queued'])} report(s) queued")
         for q in r["queued"]:
-            click.echo(f"  {q['unit']}: {', '.join(q['to'])} ({q['id']})")
+            echo(f"  {q['unit']}: {', '.join(q['to'])} ({q['id']})")
         for k in r["skipped"]:
-            click.echo(f"  {k['unit']}: skipped, {k['reason']}")
+            echo(f"  {k['unit']}: skipped, {k['reason']}")
     run(lambda: out(ask(ctx, "send-report", **req.to_args()), as_json, render))
 
 
@@ -185,15 +208,17 @@ def schedule():
 
 @schedule.command("add", context_settings={"ignore_unknown_options": True})
 @click.argument("spec", nargs=-1, required=True)
+@json_option
 @click.pass_context
-def schedule_add(ctx, spec):
+def schedule_add(ctx, spec, as_json):
     """Add: time <N sec|min|hour|day|week|month | hourly|daily|weekly|monthly |
     at-HH:MM[+|-]> action "<command> && <command>".
 
     Example: acctctl schedule add time daily action "flush && list alice".
     The action's commands are checked when it is added: flush, reload,
     units, policies, status, list, stat, debug, send report."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "schedule-add", spec=" ".join(spec)))))
+    run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json, lambda r: echo(
+        f"schedule entry {r['oid']} added, first run {when(r['due'])}")))
 
 
 @schedule.command("list")
@@ -203,16 +228,18 @@ def schedule_list(ctx, as_json):
     """Entries with the time left until each runs (NeTAMS show schedule)."""
     def render(rows):
         from acctd.services.scheduler import format_table
-        click.echo(format_table(rows))
+        echo(format_table(rows))
     run(lambda: out(ask(ctx, "schedule-list"), as_json, render))
 
 
 @schedule.command("del")
 @click.argument("oid")
+@json_option
 @click.pass_context
-def schedule_del(ctx, oid):
+def schedule_del(ctx, oid, as_json):
     """Delete an entry (its owner, or an admin)."""
-    run(lambda: click.echo(json.dumps(ask(ctx, "schedule-del", oid=oid))))
+    run(lambda: out(ask(ctx, "schedule-del", oid=oid), as_json, lambda r: echo(
+        f"schedule entry {r['deleted']} deleted")))
 
 
 @click.group("config")
@@ -225,7 +252,7 @@ def config_():
 @click.pass_context
 def config_show(ctx, unsecure):
     """Print the configuration file the daemon loaded (secrets masked)."""
-    run(lambda: click.echo(ask(ctx, "config", unsecure=unsecure)["text"], nl=False))
+    run(lambda: echo(ask(ctx, "config", unsecure=unsecure)["text"].removesuffix("\n")))
 
 
 @click.command()

@@ -8,7 +8,7 @@ import json
 
 import click
 
-from acctctl.common import ask, json_option, out, run, table
+from acctctl.common import ask, echo, json_option, out, run, table
 
 
 @click.group()
@@ -143,7 +143,7 @@ def _login_cmd(cmd: str):
         pw = password_file.readline().rstrip("\n") if password_file else \
             click.prompt("password", hide_input=True)
         r = run(lambda: ask(ctx, cmd, unit=unit, password=pw, ip=ip, mac=mac))
-        click.echo(r["reply"])
+        echo(r["reply"])
         if not r["ok"]:
             raise SystemExit(1)
     return go
@@ -162,7 +162,7 @@ def login_show(ctx, unit, as_json):
     """Every login record, or UNIT's, open or closed: opened ago, last used,
     the absolute and inactivity deadlines (show login)."""
     run(lambda: out(ask(ctx, "login-show", unit=unit), as_json,
-                      lambda r: click.echo(r["text"])))
+                      lambda r: echo(r["text"])))
 
 
 @click.group()
@@ -176,8 +176,12 @@ def mac():
 @click.pass_context
 def mac_check(ctx, as_json):
     """Compare now: mismatched units (blocked with mac-control = block)."""
-    run(lambda: out(ask(ctx, "mac-check"), as_json,
-                      lambda r: click.echo(json.dumps(r, indent=1))))
+    def render(r):
+        table(f"MAC mismatches (mac-control {r['mode'] or 'off'})",
+              ["unit", "oid", "address", "expected", "seen"],
+              [[m["unit"], oid, m["addr"], m["expected"], m["seen"]]
+               for oid, m in sorted(r["mismatched"].items())])
+    run(lambda: out(ask(ctx, "mac-check"), as_json, render))
 
 
 @mac.command("fixate")
@@ -186,8 +190,8 @@ def mac_check(ctx, as_json):
 @click.pass_context
 def mac_fixate(ctx, overwrite, as_json):
     """Record the MACs seen now for host and user units (kept in the database)."""
-    run(lambda: out(ask(ctx, "mac-fixate", overwrite=overwrite), as_json,
-                      lambda r: click.echo(json.dumps(r, indent=1))))
+    run(lambda: out(ask(ctx, "mac-fixate", overwrite=overwrite), as_json, lambda r: table(
+        f"MACs recorded: {len(r)}", ["unit", "mac"], sorted([u, m] for u, m in r.items()))))
 
 
 COMMANDS = [session, login_group, mac]

@@ -20,6 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from acctctl.common import escape
+from acctd.common.display import format_bytes
 from acctd.model import units as units_mod
 
 VIEWS = ("units", "addrs", "vlans", "ports")
@@ -283,18 +285,15 @@ def human_pps(pkts: float) -> str:
 
 
 def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n < 1000:
-        return f"{n} B"
-    return _si(n, "B")
+    """Today's and the month's bytes: the one unit system of acctctl (IEC)."""
+    return format_bytes(n)
 
 
 # (id, header, width of the widest value). Widths are fixed so rows never wrap
 # and the layout does not jump between refreshes.
 _COLUMNS = (("in", "bit/s in", 11), ("out", "bit/s out", 11),
             ("pps_in", "pps in", 6), ("pps_out", "pps out", 7),
-            ("today", "today", 7), ("month", "month", 7), ("share", "%", 5))
+            ("today", "today", 8), ("month", "month", 8), ("share", "%", 5))
 # Narrow terminals lose columns in this order (pairs go together).
 _DROP = (("pps_in", "pps_out"), ("month",), ("today",), ("share",))
 NAME_MIN = 15   # "255.255.255.255"
@@ -316,6 +315,11 @@ def columns_for(width: int) -> list[tuple[str, str, int]]:
         gone = drops.pop(0)
         cols = [c for c in cols if c[0] not in gone]
     return cols
+
+
+def full_width(keys) -> int:
+    """The width that shows every column and the longest of `keys` whole."""
+    return max([NAME_MIN, *(len(escape(k)) for k in keys)]) + sum(w + 1 for _, _, w in _COLUMNS)
 
 
 def _one_line(text: str) -> Text:
@@ -356,7 +360,7 @@ def build_table(state: TopState, rows, tots: Mapping | None, width: int,
                  "pps_in": human_pps(r.pkts_in), "pps_out": human_pps(r.pkts_out),
                  "today": human_bytes(ln.today), "month": human_bytes(ln.month),
                  "share": "-" if ln.share is None else f"{ln.share:.1f}"}
-        table.add_row(r.key, *(cells[cid] for cid, _, _ in cols))
+        table.add_row(Text(escape(r.key)), *(cells[cid] for cid, _, _ in cols))  # not markup
     return table
 
 
@@ -473,6 +477,8 @@ def snapshot_once(fetch: Callable[[], Snapshot], console: Console, state: TopSta
         r = rates(prev, cur, unitset)
     else:
         cur, r = prev, rates(None, prev, unitset)
+    if not console.is_terminal:  # a pipe: every column, and no name cut
+        console.width = max(console.width, full_width(row.key for row in r[state.view]))
     table = build_table(state, r, totals(cur, state.view), console.width)
     console.print(table)
     return table

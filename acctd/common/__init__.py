@@ -1,1 +1,2 @@
-"""Helpers every layer shares: durable files, secret files, running programs."""
+"""Helpers every layer shares: durable files, secret files, running programs,
+how figures are displayed."""

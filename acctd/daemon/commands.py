@@ -64,9 +64,13 @@ class CoreCommands:
             services: dict = {}
             for s in d.services.values():
                 services.update(s.status() or {})
+            last = d.storage.last_drain
             return {
                 "config": d.config.path, "drains": d.drains,
-                "last_drain": d.storage.meta("last_drain"),
+                "last_drain": last.isoformat() if last else None,
+                "failed_drains": d.failed_drains,  # in a row, since the last commit
+                "last_error": d.last_error and {"at": d.last_error[0].isoformat(),
+                                                "error": d.last_error[1]},
                 "load": os.getloadavg(),
                 "disk_free_bytes": {d.state_dir: shutil.disk_usage(d.state_dir).free},
                 "datapath": {

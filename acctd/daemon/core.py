@@ -100,6 +100,10 @@ class Daemon:
         self.enforcer: Enforcer | None = None
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.drains = 0
+        # for `acctctl status`: the last drain or commit that failed (when, why),
+        # and how many failed since the last one that committed
+        self.last_error: tuple[dt.datetime, str] | None = None
+        self.failed_drains = 0
         self.notices: list[str] = []
         # NeTAMS check/match counters per acct entry, since this daemon started
         self.checks = np.zeros(self._snapshot.plan.n_entries, np.uint64)
@@ -390,10 +394,11 @@ class Daemon:
                 for s in services:
                     s.in_drain(d, tx)
             self.storage.commit(rollup.rollup(rows, now, zone), read, in_transaction)
-        except BaseException:
+        except BaseException as e:
+            self.last_error, self.failed_drains = (now, str(e) or repr(e)), self.failed_drains + 1
             self._seed()  # the baseline moved ahead of the file: go back to it
             raise
-        self.drains += 1
+        self.drains, self.failed_drains = self.drains + 1, 0
         self.checks += counts.checks
         self.matches += counts.matches
         self._draining, self._enforce_asked = True, False

@@ -24,7 +24,8 @@ import numpy as np
 
 from acctd.kernel import abi
 from acctd.model.addresses import PrefixTable, parse_addr, parse_prefix, split_addrs
-from acctd.model.units import ModelError, UnitSet, normalize_oid, make_oid, find_by_name_or_oid
+from acctd.model.units import (ModelError, UnitSet, find_by_name_or_oid, make_oid, normalize_oid,
+                               printable_name)
 
 KEYWORDS = ("proto", "tos", "port", "ports", "as", "vlan", "ds", "units", "file", "addr",
             "ifindex", "ingress", "egress", "policy-or", "policy-and", "time", "day",
@@ -364,6 +365,7 @@ class Policy:
     oid: str
     terms: tuple
     bw: tuple[int | None, int | None] | None = None
+    target: str | Mapping = ""   # as written (`acctctl policies` shows it)
 
 
 class FlowView:
@@ -412,9 +414,9 @@ class PolicySet:
         taken = set(reserved_oids)
         oids: dict[str, int] = {}
         for i, s in enumerate(specs):
-            if not s.name or any(c.isspace() for c in s.name):
-                raise ModelError(f"policy name must be non-empty without spaces, got {s.name!r}",
-                                 "policy", i, "name")
+            if not printable_name(s.name):
+                raise ModelError("policy name must be non-empty, without spaces or control "
+                                 f"characters, got {s.name!r}", "policy", i, "name")
             if s.name in self.index:
                 raise ModelError(f"policy name {s.name!r} is already used", "policy", i, "name")
             self.index[s.name] = i
@@ -431,7 +433,7 @@ class PolicySet:
                 if oid in oids or oid in taken:
                     raise ModelError(f"oid {oid} is already used", "policy", i, "oid")
                 oids[oid] = i
-            policies.append(Policy(s.name, oid, terms, s.bw))
+            policies.append(Policy(s.name, oid, terms, s.bw, s.target))
         taken |= set(oids)
         for i, p in enumerate(policies):
             if p.oid is None:

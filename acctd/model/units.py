@@ -39,6 +39,13 @@ class ModelError(ValueError):
 
 # --- the unit model --------------------------------------------------------------
 
+def printable_name(name: str) -> bool:
+    """A unit or policy name: one word of characters a terminal prints as
+    themselves (no ESC, CR, bidi overrides... that could rewrite the
+    screen of whoever lists it)."""
+    return bool(name) and name.isprintable() and not any(c.isspace() for c in name)
+
+
 def oid_ints(objs: Sequence) -> np.ndarray:
     """Index -> integer oid ("02A1F3" -> 0x02A1F3) for a UnitSet or PolicySet."""
     return np.array([int(o.oid, 16) for o in objs], dtype=np.uint32)
@@ -141,9 +148,9 @@ class UnitSet:
         self.index: dict[str, int] = {}
         for i, u in enumerate(units):
             _check_shape(u, i)
-            if not u.name or any(c.isspace() for c in u.name):
-                raise ModelError(f"unit name must be non-empty without spaces, got {u.name!r}",
-                                 "unit", i, "name")
+            if not printable_name(u.name):
+                raise ModelError("unit name must be non-empty, without spaces or control "
+                                 f"characters, got {u.name!r}", "unit", i, "name")
             if u.name in self.index:
                 raise ModelError(f"unit name {u.name!r} is already used by unit "
                                  f"#{self.index[u.name] + 1}", "unit", i, "name")

@@ -41,6 +41,7 @@ from email.mime.text import MIMEText
 from pathlib import Path
 
 from acctd.common import durable
+from acctd.common.display import format_bytes
 from acctd.common.secret_files import read_private
 from acctd.config.schema import (Invalid, Table, boolean, choice, file_path, integer, number,
                                  secret_file, setting, string)
@@ -93,14 +94,6 @@ class MailSettings(Table):
 
 
 # --- pure helpers: figures, recipients, backoff, templates --------------------------
-
-def human(n: float) -> str:
-    """Bytes with the K/M/G suffixes quotas are written in (powers of 1024)."""
-    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{suffix}"
-    return f"{int(n)}"
-
 
 def recipients(owner: str | None, admins: Iterable[str]) -> tuple[str, ...]:
     """`{owner}` (the unit's e-mail, if any) then admin users, each once."""
@@ -190,7 +183,7 @@ def render_quota(n: QuotaNotice, language: str = "en") -> tuple[str, str]:
          "period_nom": w.get("nom", w["gen"])[n.period],
          "period_acc": w.get("acc", w["gen"])[n.period],
          "period_noun": w["noun"][n.period], "usage": n.usage, "quota": n.quota,
-         "usage_h": human(n.usage), "quota_h": human(n.quota),
+         "usage_h": format_bytes(n.usage), "quota_h": format_bytes(n.quota),
          # floored, so 79.99 % never reads as the 80 % threshold
          "pct": f"{int(n.ratio * 1000) / 10:.1f}"}
     subject, text = t[n.kind]
@@ -227,7 +220,7 @@ def render_report(unit: str, oid: str, period: str, start: datetime,
              f"{t['cols'][0]:<{width}}  {t['cols'][1]:>22}  {t['cols'][2]:>22}"]
 
     def cell(b: int) -> str:
-        return f"{b} ({human(b)})"
+        return f"{b} ({format_bytes(b)})"
     for policy, b_in, b_out in rows:
         lines.append(f"{policy:<{width}}  {cell(b_in):>22}  {cell(b_out):>22}")
     tin, tout = total if total is not None else (sum(r[1] for r in rows), sum(r[2] for r in rows))

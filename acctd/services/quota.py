@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from acctd.common.display import format_bytes
 from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
@@ -212,17 +213,6 @@ def parse_amount(tok: str) -> int:
         raise QuotaError(tok, "an amount in bytes like 300, 3M or 1.5G, at most "
                          f"{MAX_AMOUNT // MULTIPLIER['G']}G (1 EiB)")
     return n
-
-
-def format_amount(n: int) -> str:
-    """NeTAMS's quota display: bytes below 1K as is, else two decimals: 2.00G
-    (integer arithmetic, rounded half up: exact for any amount)."""
-    for suffix in ("G", "M", "K"):
-        unit = MULTIPLIER[suffix]
-        if n >= unit:
-            hundredths = (n * 100 + unit // 2) // unit
-            return f"{hundredths // 100}.{hundredths % 100:02d}{suffix}"
-    return str(n)
 
 
 def _threshold(tok: str, pos: int | None = None) -> int:
@@ -596,7 +586,7 @@ def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
 
         QUOTA: avm policy all-ip set sys-deny-quota
         UNIT 0246E8 (avm) SYST: sys-deny-quota ACCT is present
-        HOUR in: 420, quota 300, ratio 140.00% -> [-]
+        HOUR in: 420 B, quota 300 B, ratio 140.00% -> [-]
 
     list_only ("show quota list"): the UNIT line of each active record.
     """
@@ -615,8 +605,9 @@ def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
         syst = "sys-deny-quota " if r.blocked else ""
         out.append(f"{unit} SYST: {syst}ACCT is {'' if r.acct_present else 'NOT '}present")
         for ln in r.lines:
-            out.append(f"{ln.period.upper()} {ln.dir}: {ln.used}, quota {format_amount(ln.quota)}, "
-                       f"ratio {ln.ratio:.2f}% -> [{'+' if ln.ok else '-'}]")
+            # used and quota in the one unit system of every acctctl figure
+            out.append(f"{ln.period.upper()} {ln.dir}: {format_bytes(ln.used)}, quota "
+                       f"{format_bytes(ln.quota)}, ratio {ln.ratio:.2f}% -> [{'+' if ln.ok else '-'}]")
     return "\n".join(out) + ("\n" if out else "")
 
 

@@ -146,9 +146,9 @@ def test_unit_set_runs_attach_show_the_daemon_and_detach(box, tmp_path):
     from nothing (bcc compile, verifier, pins, netlink), show, the daemon
     (drains and commits; SIGTERM leaves the programs attached), detach."""
     caps = unit_caps()
-    res = box.acctctl(caps, "attach", "--lan", "cap0:tc")
+    res = box.acctctl(caps, "attach", "--lan", "cap0:tc", "--json")
     assert res.returncode == 0, res.stderr
-    ids = json.loads(res.stdout.splitlines()[-1])["prog_ids"]
+    ids = json.loads(res.stdout)["prog_ids"]
     hooked = [f"acct_tc_ingress:{ids['acct_tc_ingress']}", f"acct_tc_egress:{ids['acct_tc_egress']}"]
     assert all(h in box.tc_filters() for h in hooked)
 

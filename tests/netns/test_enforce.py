@@ -426,8 +426,9 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
             assert res.returncode == 0, res.stderr
             return json.loads(res.stdout)
 
-        assert ctl("unit", "bob", "sys-deny")["sys_policy"] == ["sys-deny"]
-        assert ctl("unit", "bob", "sys-deny-money")["sys_policy"] == ["sys-deny", "sys-deny-money"]
+        assert ctl("unit", "bob", "sys-deny", "--json")["sys_policy"] == ["sys-deny"]
+        assert ctl("unit", "bob", "sys-deny-money", "--json")["sys_policy"] == \
+            ["sys-deny", "sys-deny-money"]
         assert topo.ping("sub2", SRV.v4(), count=3).received == 0
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -153,7 +153,7 @@ def test_flow_log_pause_by_signal_in_the_real_daemon(topo, tmp_path):
         sent = [p.request for p in (a, b, c)]
         assert log_totals([archived, flows])[("unknown", "out")] == [
             sum(t.packets for t in sent), sum(t.ip_bytes for t in sent)]
-        moved = ctl("rotate", "flowlog")
+        moved = ctl("rotate", "flowlog", "--json")
         assert json.loads(moved)["rotated_to"].startswith(str(flows) + ".")
     finally:
         proc.terminate()

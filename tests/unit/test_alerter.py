@@ -127,12 +127,12 @@ EXPECT = {
     "en": {"soft": "[acctd] client12: 85.3% of the daily incoming quota used",
            "hard": "[acctd] client12: daily incoming quota exceeded, access blocked",
            "return": "[acctd] client12: access restored",
-           "figures": ("Usage: 2684355 bytes (2.56M)", "Quota: 3145728 bytes (3.00M)",
+           "figures": ("Usage: 2684355 bytes (2.56 MiB)", "Quota: 3145728 bytes (3.00 MiB)",
                        "Ratio: 85.3%", "oid 0A12B3")},
     "ru": {"soft": "[acctd] client12: израсходовано 85.3% суточной квоты (входящий трафик)",
            "hard": "[acctd] client12: суточная квота превышена, доступ закрыт",
            "return": "[acctd] client12: доступ восстановлен",
-           "figures": ("Использовано: 2684355 байт (2.56M)", "Квота: 3145728 байт (3.00M)",
+           "figures": ("Использовано: 2684355 байт (2.56 MiB)", "Квота: 3145728 байт (3.00 MiB)",
                        "Доля: 85.3%", "oid 0A12B3")},
 }
 
@@ -176,8 +176,8 @@ def test_weekly_report_per_policy(server, tmp_path, language, subject, line):
     (rcpts, msg, _), = server.sink.got
     assert rcpts == (OWNER, *ADMINS) and msg["Subject"] == subject
     body = msg.get_content()
-    assert "123456789 (117.74M)" in body and "1048576 (1.00M)" in body
-    assert "124505365 (118.74M)" in body       # the total of in
+    assert "123456789 (118 MiB)" in body and "1048576 (1.00 MiB)" in body
+    assert "124505365 (119 MiB)" in body       # the total of in
     assert any(ln.startswith(line) for ln in body.splitlines())
 
 

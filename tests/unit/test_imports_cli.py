@@ -43,15 +43,15 @@ def test_radius_import_in_chunks_and_again_adds_nothing(srv, tmp_path):
     (tmp_path / "d1").write_text(DAY1)
     (tmp_path / "d2").write_text(DAY2)
     args = ["--socket", srv.path, "radius", "import", "--detail", str(tmp_path / "d1"),
-            "--detail", str(tmp_path / "d2"), "--chunk", "1"]
+            "--detail", str(tmp_path / "d2"), "--chunk", "1", "--json"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     import json
-    got = json.loads(first.output.strip().splitlines()[-1])
+    got = json.loads(first.stdout)   # the progress bar is on stderr
     stored = srv.daemon.storage.sessions()
     assert got["imported"] == len(stored) > 0 and got["malformed_records"] == 3
     assert {s.source for s in stored} == {"radius"}
-    again = json.loads(CliRunner().invoke(main, args).output.strip().splitlines()[-1])
+    again = json.loads(CliRunner().invoke(main, args).stdout)
     assert again.get("imported", 0) == 0 and again["duplicates"] == got["imported"]
     assert len(srv.daemon.storage.sessions()) == len(stored)
 

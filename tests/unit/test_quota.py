@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from acctd.common.display import format_bytes
 from acctd.kernel import abi
 from acctd.services.quota import (DEFAULT_NOTIFY, MAX_AMOUNT, MULTIPLIER, OWNER, SYS_POLICY,
                                   QuotaError, QuotaSettings, QuotaSpec, check, effective,
-                                  format_amount, format_set, format_show, parse_amount,
+                                  format_set, format_show, parse_amount,
                                   parse_set, recipients, show_quota, usage_from_totals, used)
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -67,7 +68,6 @@ def test_suffixes_are_binary():
     assert MULTIPLIER == {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
     assert [parse_amount(x) for x in ("300", "3k", "3M", "2G", "100MB")] == \
         [300, 3 * K, 3 * M, 2 * G, 100 * M]
-    assert [format_amount(x) for x in (300, 800, 2 * G, 1536)] == ["300", "800", "2.00G", "1.50K"]
 
 
 def test_amounts_are_exact_whole_bytes_up_to_1_eib():
@@ -75,9 +75,8 @@ def test_amounts_are_exact_whole_bytes_up_to_1_eib():
         [3 * G // 2, 102, 2 * M + M // 4, 1024 ** 6]
     assert MAX_AMOUNT == 1024 ** 6
     assert parse_set("set x day 1.5G in").limits == {("day", "in"): 1610612736}
-    # shown exactly: integer arithmetic, not a float's 53 bits
-    assert [format_amount(x) for x in (1024 ** 6, 1024 ** 6 - 1, 5 * G + 1)] == \
-        ["1073741824.00G", "1073741824.00G", "5.00G"]
+    # the largest is shown as what it is, not a float's 99999999999999991611392.00G
+    assert format_bytes(MAX_AMOUNT) == "1.00 EiB"
     for bad in ("99999999999999999999999G", "1073741825G", "1.G", ".5G", "1e3", "-1"):
         with pytest.raises(QuotaError) as e:
             parse_set(f"set x day {bad} in")
@@ -302,9 +301,9 @@ def test_show_quota_reproduces_the_reference():
     assert format_show(rows) == (
         "QUOTA: avm policy all-ip set sys-deny-quota\n"
         "UNIT 0246E8 (avm) SYST: sys-deny-quota ACCT is present\n"
-        "HOUR in: 420, quota 300, ratio 140.00% -> [-]\n"
-        "HOUR out: 420, quota 800, ratio 52.50% -> [+]\n"
-        "MONTH out: 23352, quota 2.00G, ratio 0.00% -> [+]\n"
+        "HOUR in: 420 B, quota 300 B, ratio 140.00% -> [-]\n"
+        "HOUR out: 420 B, quota 800 B, ratio 52.50% -> [+]\n"
+        "MONTH out: 22.8 KiB, quota 2.00 GiB, ratio 0.00% -> [+]\n"
         "QUOTA: AA policy all-ip set sys-deny-quota\n"
         "UNIT 056255 (AA) SYST: ACCT is NOT present\n")
     one = show_quota(specs, D, names, usage, c.state, acct, only="avm")
@@ -318,7 +317,7 @@ def test_show_quota_list_and_options():
     assert format_show(rows, list_only=True) == "UNIT 0246E8 (avm)\n"
     text = format_show(rows).splitlines()
     assert text[0] == "QUOTA: avm policy all-ip set block-policy nonet soft-treshold 75"
-    assert text[2] == "HOUR in: 0, quota 1.00K, ratio 0.00% -> [+]"
+    assert text[2] == "HOUR in: 0 B, quota 1.00 KiB, ratio 0.00% -> [+]"
     assert "QUOTA: AA policy all-ip set sys-deny-quota inactive" in format_show(rows)
     assert format_show([]) == ""
 

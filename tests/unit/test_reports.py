@@ -366,7 +366,7 @@ def test_default_daily_report_reaches_owners_and_admins(acctd, smtp, language, s
     assert "old" not in body            # no traffic under it that day, not in alice's list
     # carol had no traffic: her policy lines and total are zero
     _, msg = got[", ".join(["carol@example.net", *ADMINS])]
-    assert line(msg.get_content(), "ip").split()[1:] == ["0", "(0)", "0", "(0)"]
+    assert line(msg.get_content(), "ip").split()[1:] == ["0", "(0", "B)", "0", "(0", "B)"]
 
 
 @pytest.mark.parametrize("language,subject", [

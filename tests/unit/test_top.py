@@ -200,7 +200,7 @@ def test_human_units():
     assert [T.human_pps(x) for x in (0, 0.5, 99.94, 100, 12_345, 2_500_000)] == \
         ["0", "0.5", "99.9", "100", "12.3k", "2.5M"]
     assert [T.human_bytes(x) for x in (None, 0, 999, 1000, 99_960, 123_456_789_000)] == \
-        ["-", "0 B", "999 B", "1.0 kB", "100 kB", "123 GB"]
+        ["-", "0 B", "999 B", "1000 B", "97.6 KiB", "115 GiB"]   # acctctl's one unit system
 
 
 # --- rendering -----------------------------------------------------------------
@@ -213,11 +213,11 @@ def render(state, rows, tots, width, height=None):
 
 EXPECTED_80 = """\
 acctd top: units by bit/s in+out (4/4)
-unit                   bit/s in   bit/s out pps in pps out   today   month     %
-alice               12.0 Mbit/s  400 kbit/s   1.0k     500  6.0 MB  123 GB  99.2
-bob                 80.0 kbit/s  4.0 kbit/s   10.0     5.0     0 B  1.0 kB   0.7
-carol               16.0 kbit/s  1.0 kbit/s    2.0     1.0  2.5 kB  100 kB   0.1
-(unattributed)        800 bit/s   800 bit/s    1.0     1.0       -       -   0.0
+unit                 bit/s in   bit/s out pps in pps out    today    month     %
+alice             12.0 Mbit/s  400 kbit/s   1.0k     500 5.72 MiB  115 GiB  99.2
+bob               80.0 kbit/s  4.0 kbit/s   10.0     5.0      0 B   1000 B   0.7
+carol             16.0 kbit/s  1.0 kbit/s    2.0     1.0 2.44 KiB 97.6 KiB   0.1
+(unattributed)      800 bit/s   800 bit/s    1.0     1.0        -        -   0.0
 keys: s/</> sort  u/a/v/p units/addrs/vlans/ports  g group  space pause  q quit"""
 
 
@@ -228,9 +228,9 @@ def test_rendered_at_80_columns_without_colour():
 
 EXPECTED_PORTS_60_PAUSED = """\
 acctd top: ports by pkt/s in (2/2) [paused]
-port                      bit/s in   bit/s out   today     %
-tcp/443                 8.0 Mbit/s  200 kbit/s       -  99.8
-icmp                     784 bit/s   784 bit/s       -   0.2
+port                     bit/s in   bit/s out    today     %
+tcp/443                8.0 Mbit/s  200 kbit/s        -  99.8
+icmp                    784 bit/s   784 bit/s        -   0.2
 s/</> sort  u a v p list  g group  space pause  q quit"""
 
 
@@ -238,6 +238,13 @@ def test_rendered_at_60_columns_drops_columns_not_rows():
     rows = T.rates(PREV, CUR)
     state = TopState(view="ports", sort="pps_in", paused=True)
     assert "\n".join(render(state, rows, T.totals(CUR, "ports"), 60)) == EXPECTED_PORTS_60_PAUSED
+
+
+def test_names_are_text_not_markup_and_controls_are_escaped():
+    cur = {"ts": 1.0, "addrs": [], "vlans": {}, "ports": {},
+           "units": {"[red]x": {"groups": []}, "\x1b[2Jwipe": {"groups": []}}}
+    lines = render(TopState(sort="today"), T.rates(None, cur), T.totals(cur, "units"), 80)
+    assert sorted(ln.split()[0] for ln in lines[2:4]) == ["[red]x", "\\x1b[2Jwipe"]
 
 
 def big_snapshot(n=60):
@@ -360,3 +367,16 @@ def test_top_prints_one_snapshot_when_not_a_terminal():
     T.top(fetch, console, refresh=0.001)
     assert len(calls) == 2
     assert console.export_text().startswith("acctd top: units by bit/s in+out (3/3)")
+
+
+def test_snapshot_once_off_a_terminal_cuts_no_name_and_drops_no_column():
+    cur = big_snapshot(3)
+    fetch, _ = fetcher(dict(cur, ts=4.0), cur)
+    console = Console(width=60, color_system=None, record=True, file=io.StringIO())
+    T.snapshot_once(fetch, console, sleep=lambda s: None)
+    lines = console.export_text().splitlines()
+    assert lines[1].split() == ["unit", "bit/s", "in", "bit/s", "out", "pps", "in", "pps", "out",
+                                "today", "month", "%"]
+    assert sorted(ln.split()[0] for ln in lines[2:5]) == [
+        f"unit-with-a-rather-long-name-{i:03d}" for i in range(3)]
+    assert "…" not in "".join(lines)
