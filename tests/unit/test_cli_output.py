@@ -355,12 +355,12 @@ def test_users_and_an_empty_table(srv):
 def test_session_list(fresh):
     acctctl(fresh, "session", "start", "[red]bob", "--ip", "10.0.0.9")
     assert acctctl(fresh, "session", "list") == """\
-                                            sessions                                            
-┏━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━┳━━━━━━━┳━━━━━━┳━━━━━━━┓
-┃ id ┃ user     ┃ addr     ┃ source  ┃ start                     ┃ stop ┃ cause ┃ in B ┃ out B ┃
-┡━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━╇━━━━━━━╇━━━━━━╇━━━━━━━┩
-│  1 │ [red]bob │ 10.0.0.9 │ command │ 2026-03-04T10:30:00+00:00 │ -    │ -     │    0 │     0 │
-└────┴──────────┴──────────┴─────────┴───────────────────────────┴──────┴───────┴──────┴───────┘
+                                                                            sessions                                                                             
+┏━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━┳━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━┓
+┃ id ┃ user     ┃ addr     ┃ mac ┃ nas ┃ port ┃ source  ┃ start (UTC)         ┃ stop (UTC) ┃ duration ┃ cause ┃ packets in ┃ packets out ┃ bytes in ┃ bytes out ┃
+┡━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━━━╇━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━┩
+│  1 │ [red]bob │ 10.0.0.9 │ -   │ -   │ -    │ command │ 2026-03-04 10:30:00 │ -          │ -        │ -     │          0 │           0 │        0 │         0 │
+└────┴──────────┴──────────┴─────┴─────┴──────┴─────────┴─────────────────────┴────────────┴──────────┴───────┴────────────┴─────────────┴──────────┴───────────┘
 """
 
 
@@ -374,7 +374,9 @@ def test_fticks_report(fresh, tmp_path):
     log = tmp_path / "syslog"
     log.write_text("Mar  2 10:00:00 rp radsecproxy[1]: F-TICKS/eduroam/1.0#REALM=a.example#"
                    "VISCOUNTRY=UY#VISINST=X#CSI=abc#RESULT=OK#\n")
-    assert acctctl(fresh, "fticks", "report") == "no F-TICKS lines imported yet\n"
+    assert acctctl(fresh, "fticks", "report") == (
+        "no F-TICKS lines yet (acctd records its own with [fticks]; "
+        "`acctctl fticks import` adds other servers')\n")
     acctctl(fresh, "fticks", "import", str(log))
     assert acctctl(fresh, "fticks", "report") == """\
 DAY         REALM      VISCOUNTRY  RESULT  LOGINS

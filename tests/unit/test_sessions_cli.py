@@ -58,9 +58,8 @@ def acctctl(tmp_path):
         srv.serve_in_thread()
 
         def run(*words, input=None):
-            # wide enough for every column, so this tests the columns, not the printer
-            r = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["--socket", srv.path, *words],
-                                                         input=input)
+            # off a terminal, as in a pipe: every column whole, whatever its width
+            r = CliRunner().invoke(main, ["--socket", srv.path, *words], input=input)
             assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
             return r.exit_code, r.output
         run.clock, run.daemon, run.traffic = clock, d, traffic
