@@ -4,7 +4,6 @@ control."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import click
 
@@ -124,9 +123,9 @@ def login_set(ctx, unit, words, as_json):
     """UNIT [password P] [inact SEC] [abs SEC] [mac M|none] [strict|nostrict]"""
     def said(r):
         secs = {k: f"{r[k]} sec." if r[k] else "off" for k in ("inact", "abs")}
-        click.echo(f"login of {r['unit']} ({r['oid']}): inactivity timeout {secs['inact']}, "
-                   f"absolute timeout {secs['abs']}, mac {r['mac'] or 'none'}"
-                   f"{' (strict)' if r['strict'] else ''}")
+        echo(f"login of {r['unit']} ({r['oid']}): inactivity timeout {secs['inact']}, "
+             f"absolute timeout {secs['abs']}, mac {r['mac'] or 'none'}"
+             f"{' (strict)' if r['strict'] else ''}")
     run(lambda: out(ask(ctx, "login-set", unit=unit, words=list(words)), as_json, said))
 
 
