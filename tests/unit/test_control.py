@@ -1,7 +1,9 @@
-"""The control socket: permissions from SO_PEERCRED, and malformed or
-abusive requests answered (or dropped) within the limits while the server
-keeps serving. A real server on a real Unix socket; the daemon behind it is
-replaced by the state the requests here read (config only, no kernel)."""
+"""The control socket: permissions from SO_PEERCRED, unknown peers refused
+when accepted, connection slots per uid with root's kept, the listen
+queue, and malformed or abusive requests answered (or dropped) within the
+limits while the server keeps serving. A real server on a real Unix
+socket, clients of other uids in forked or setpriv'd processes; the daemon
+behind it is the stub's (config only, no kernel)."""
 
 import contextlib
 import json
