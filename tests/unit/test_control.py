@@ -24,7 +24,7 @@ from acctd.config import loads
 from acctd.control import client
 from acctd.control import server as ctl
 from acctd.daemon.commands import config_text
-from acctd.errors import AcctError
+from acctd.errors import AcctError, BadRequest
 from acctd.services.scheduler import request_from_argv
 from .daemon_stub import daemon_stub
 
@@ -464,3 +464,32 @@ def test_the_client_gives_up_on_a_full_queue_with_a_clear_message(tmp_path, monk
         assert time.monotonic() - t >= 0.3
     assert str(e.value) == (f"acctd at {path} accepts no connection: its queue stayed full for "
                             "0.3 s (overloaded or stuck?); try again, or see its log")
+
+
+def test_request_lines_parse_to_an_object_or_a_bad_request_only():
+    """Seeded fuzz of the request parser: JSON-shaped fragments and raw
+    bytes, deep and shallow; nothing else may come out (RecursionError did)."""
+    import random
+    rnd = random.Random(12)
+    tokens = [b"[", b"]", b"{", b"}", b'"', b"\\", b":", b",", b" ", b"1", b"-", b"e", b"true",
+              b'"cmd"', b'"\\u00e9"', b"\xff", b"\x00", b"\n"]
+    seen = {"object": 0, "bad": 0}
+    for _ in range(3000):
+        n = rnd.choice((3, 30, 300, 3000))
+        line = b"".join(rnd.choice(tokens) for _ in range(n)) if rnd.random() < 0.8 else \
+            rnd.randbytes(n)
+        if rnd.random() < 0.2:
+            line = b"[" * rnd.randrange(1, 3000) + line
+        try:
+            assert isinstance(ctl.parse_request(line), dict)
+            seen["object"] += 1
+        except BadRequest:
+            seen["bad"] += 1
+    for depth in (ctl.MAX_DEPTH - 1, ctl.MAX_DEPTH + 1):
+        line = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+        try:
+            ctl.parse_request(line)
+            seen["object"] += 1
+        except BadRequest:
+            seen["bad"] += 1
+    assert seen["bad"] > 2000 and seen["object"] >= 1
