@@ -297,6 +297,17 @@ def test_a_user_holding_its_slots_locks_out_neither_root_nor_other_users(server)
 
 @needs_root
 @pytest.mark.root
+def test_silent_connections_time_out_and_give_their_slots_back(server):
+    with as_uid(65534, lambda: hold(server.path, ctl.MAX_PER_UID + 1)) as got:
+        assert got[-1] == _too_many(65534)
+        time.sleep(server.request_timeout + 0.5)  # the fixture's 1 s
+        # only the connection asking is left
+        assert [c["uid"] for c in client.call(server.path, "connections")] == [0]
+        assert _as_uid(server.path, 65534, "units")["ok"] is True
+
+
+@needs_root
+@pytest.mark.root
 def test_the_last_slots_are_root_s(tmp_path):
     """Users together fill every slot but ROOT_SLOTS; root still gets in."""
     uids = list(range(65500, 65500 + ctl.MAX_CONNECTIONS // ctl.MAX_PER_UID + 1))
