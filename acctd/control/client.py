@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 from acctd import errors
 from acctd.errors import AcctError, Code, NotRunning, PermissionDenied
 
 SOCKET_GROUP = "acctd"   # the group that may use the socket
+CONNECT_PATIENCE = 5.0   # seconds to keep trying while the daemon's listen queue is full
 
 # the error class of each code that has one of its own
 _ERRORS = {cls.code: cls for cls in (errors.NotFound, errors.PermissionDenied,
@@ -45,12 +47,21 @@ def call_tcp(address: str, cmd: str, user: str, password: str, cafile: str | Non
 
 def _reply(s) -> object:
     buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    reply = json.loads(buf or b'{"ok": false, "code": "error", "error": "no reply"}')
+    try:
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except socket.timeout:
+        raise AcctError(f"acctd did not answer within {s.gettimeout():.0f} s") from None
+    except OSError as e:  # reset after a refusal whose reply we already have, or before any
+        if not buf:
+            raise AcctError(f"acctd closed the connection without a reply: {e}") from None
+    try:
+        reply = json.loads(buf or b'{"ok": false, "code": "error", "error": "no reply"}')
+    except ValueError:
+        raise AcctError(f"acctd sent a reply that is not JSON: {buf[:80]!r}") from None
     if not reply.get("ok"):
         try:
             code = Code(reply.get("code", "error"))
@@ -62,17 +73,43 @@ def _reply(s) -> object:
     return reply["result"]
 
 
+def _connect(s, path: str) -> None:
+    """connect(2), waiting out a full listen queue: a Unix socket answers
+    EAGAIN at once instead of queueing us (a burst of clients, a busy
+    daemon), so we try again for CONNECT_PATIENCE seconds."""
+    give_up = time.monotonic() + CONNECT_PATIENCE
+    pause = 0.005
+    while True:
+        try:
+            return s.connect(path)
+        except BlockingIOError:
+            if time.monotonic() >= give_up:
+                raise AcctError(f"acctd at {path} accepts no connection: its queue stayed full "
+                                f"for {CONNECT_PATIENCE:g} s (overloaded or stuck?); try "
+                                "again, or see its log") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
 def call(path: str, cmd: str, /, timeout: float = 130.0, **args) -> object:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(path)
+        _connect(s, path)
     except (FileNotFoundError, ConnectionRefusedError):
+        s.close()
         raise NotRunning(f"acctd is not running (no socket at {path}); start it, or read "
                          "the database directly with `acctctl --db FILE ...`") from None
     except PermissionError:
+        s.close()
         raise PermissionDenied(f"permission denied on {path}: ask for a [[user]] entry and "
                                f"membership of group {SOCKET_GROUP!r}") from None
+    except BaseException:
+        s.close()
+        raise
     with s:
-        s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
+        try:
+            s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before our request was read: the reply says why
         return _reply(s)

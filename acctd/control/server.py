@@ -9,11 +9,18 @@ and at which level is in the registry (acctd/control/commands.py); serving
 it is acctd/control/dispatch.py, shared by both listeners.
 The socket is mode 0660, group "acctd" when that group exists.
 
-Requests are bounded: a line over MAX_REQUEST bytes, invalid UTF-8 or JSON,
-or an unknown command gets an error reply; a request not complete within
-REQUEST_TIMEOUT is dropped, and so is a connection over MAX_CONNECTIONS.
-Every error reply carries a code (acctd.errors.Code). The daemon carries on
-in every case.
+Connections are bounded when they are accepted, before a byte of theirs is
+read or a thread started: a Unix peer that is not root and no [[user]] is
+answered "permission denied" and closed at once; a uid other than root
+holds at most MAX_PER_UID connections, and the last ROOT_SLOTS of
+MAX_CONNECTIONS are root's alone, so no user can lock root out.
+
+Requests are bounded: a line over MAX_REQUEST bytes, nested deeper than
+MAX_DEPTH, invalid UTF-8 or JSON, or an unknown command gets an error
+reply; a request not complete within REQUEST_TIMEOUT is dropped, and so is
+a reply the peer does not read within it. Every error reply carries a
+code (acctd.errors.Code). The daemon carries on in every case, and what a
+peer can provoke is logged once a minute at most (acctd.common.throttle).
 """
 
 from __future__ import annotations
@@ -24,23 +31,29 @@ import grp
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import struct
 import threading
 import time
 
+from acctd.common.throttle import Throttle
 from acctd.config.schema import Invalid, Table, choice, file_path, integer, secret_file, setting
 from acctd.control.client import SOCKET_GROUP
 from acctd.control.dispatch import Dispatcher, user_name
-from acctd.errors import AcctError, Code, PermissionDenied, code_of
+from acctd.errors import AcctError, BadRequest, Code, PermissionDenied, code_of
 
 log = logging.getLogger("acctd.control")
 
 DEFAULT_SOCKET = "/run/acctd/acctd.sock"
 MAX_REQUEST = 64 * 1024
+MAX_DEPTH = 32          # JSON nesting; json.loads would recurse into a RecursionError
 REQUEST_TIMEOUT = 10.0
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 32    # open at once on the Unix socket, everyone together
+MAX_PER_UID = 8         # open at once for one uid other than root
+ROOT_SLOTS = 4          # the last of MAX_CONNECTIONS: root's alone
+BACKLOG = socket.SOMAXCONN  # connections the kernel queues before accept (capped by net.core.somaxconn)
 
 
 # -- the TCP listener's settings --------------------------------------------------------
@@ -73,10 +86,43 @@ class ServerSettings(Table):
 
 # -- the listeners ----------------------------------------------------------------------
 
+class Slots:
+    """Connection slots: at most `total` open, at most `per_peer` for one
+    peer (a uid, an address), and the last `reserved` only for a privileged
+    one (root)."""
+
+    def __init__(self, total: int, per_peer: int, reserved: int = 0):
+        self.total, self.per_peer, self.reserved = total, per_peer, reserved
+        self._held: dict[object, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, peer, who: str, privileged: bool = False) -> str | None:
+        """None if a slot was taken; else why not."""
+        with self._lock:
+            mine, used = self._held.get(peer, 0), sum(self._held.values())
+            if used >= self.total - (0 if privileged else self.reserved):
+                kept = f", the last {self.reserved} kept for root" if self.reserved else ""
+                return f"too many connections (max {self.total}{kept})"
+            if not privileged and mine >= self.per_peer:
+                return f"too many connections for {who} (max {self.per_peer})"
+            self._held[peer] = mine + 1
+            return None
+
+    def give_back(self, peer) -> None:
+        with self._lock:
+            n = self._held.pop(peer) - 1
+            if n:
+                self._held[peer] = n
+
+
 class _Listener:
-    """What both listeners share: the dispatcher, the connection slots."""
+    """What both listeners share: the dispatcher, the connection slots taken
+    at accept (verify_request, in the accepting thread) and given back when
+    the connection's thread ends."""
 
     dispatcher: Dispatcher
+    slots: Slots
+    throttled: Throttle   # what peers can provoke, logged once a minute at most
 
     def track(self, handler, info: dict | None) -> None:
         self.dispatcher.track(id(handler), info)
@@ -86,17 +132,42 @@ class _Listener:
         t.start()
         return t
 
+    def verify_request(self, conn, client) -> bool:
+        refusal = self.refusal(client)
+        if refusal is None:
+            return True
+        code, text = refusal
+        self.throttled.warning(f"refused {code}", "control: refused %s: %s", self.who(client), text)
+        self.refuse(conn, code, text)
+        return False  # socketserver closes it
+
+    def process_request(self, conn, client) -> None:
+        try:
+            super().process_request(conn, client)
+        except BaseException:  # no thread: nobody else gives the slot back
+            self.slots.give_back(self.slot_of(client))
+            raise
+
+    def process_request_thread(self, conn, client) -> None:
+        try:
+            super().process_request_thread(conn, client)
+        finally:
+            self.slots.give_back(self.slot_of(client))
+
 
 class ControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """The local Unix socket: peers identified by the kernel (SO_PEERCRED)."""
+    """The local Unix socket: peers identified by the kernel (SO_PEERCRED)
+    when accepted; the client address handed along is that peer."""
 
     daemon_threads = True
     request_timeout = REQUEST_TIMEOUT
+    request_queue_size = BACKLOG
 
     def __init__(self, path: str, dispatcher: Dispatcher):
         self.dispatcher = dispatcher
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.slots = Slots(MAX_CONNECTIONS, MAX_PER_UID, ROOT_SLOTS)
+        self.throttled = Throttle(log)
+        socket_dir(path)
         try:
             os.unlink(path)  # a socket left by a killed daemon
         except FileNotFoundError:
@@ -112,32 +183,97 @@ class ControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.UnixStr
         except KeyError:
             os.chmod(path, 0o600)  # no acctd group: root only
         self.path = path
+        self._inode = os.stat(path).st_ino
+
+    def server_close(self) -> None:
+        """Also removes the socket file, if it is still ours."""
+        super().server_close()
+        try:
+            if os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def get_request(self):
+        conn, _ = self.socket.accept()
+        return conn, self._identify(conn)
+
+    def _identify(self, conn) -> dict:
+        """Who is on the other end: the kernel says; their level from the users now."""
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except OSError as e:  # gone already
+            return {"uid": -1, "who": "a peer", "refused": PermissionDenied(str(e))}
+        pid, uid, gid = struct.unpack("3i", creds)
+        name = user_name(uid)
+        peer = {"pid": pid, "uid": uid, "gid": gid, "user": name,
+                "who": f"uid {uid} ({name + ', ' if name != str(uid) else ''}pid {pid})"}
+        try:
+            peer["caller"] = self.dispatcher.peer(uid, gid)
+        except PermissionDenied as e:
+            peer["refused"] = e
+        return peer
+
+    def refusal(self, peer: dict) -> tuple[Code, str] | None:
+        if "refused" in peer:
+            return Code.PERMISSION, f"permission denied: {peer['refused']}"
+        uid = peer["uid"]
+        why = self.slots.take(uid, f"uid {uid}", privileged=uid == 0)
+        return None if why is None else (Code.CONFLICT, why)
+
+    @staticmethod
+    def refuse(conn, code: Code, text: str) -> None:
+        """The reply, never waiting: the accepting thread serves everyone."""
+        try:
+            conn.setblocking(False)
+            conn.send(_line({"ok": False, "code": str(code), "error": text}))
+        except OSError:
+            pass
+
+    @staticmethod
+    def who(peer: dict) -> str:
+        return peer["who"]
+
+    @staticmethod
+    def slot_of(peer: dict):
+        return peer["uid"]
 
     def peer(self, handler) -> dict | None:
-        """Who is on the other end of a Unix connection: the kernel says."""
-        creds = handler.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                              struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", creds)
-        return {"pid": pid, "uid": uid, "gid": gid, "user": user_name(uid)}
+        return handler.client_address
 
     def serve_request(self, req: dict, peer: dict) -> object:
-        return self.dispatcher.handle(req, self.dispatcher.peer(peer["uid"], peer["gid"]))
+        return self.dispatcher.handle(req, peer["caller"])
+
+
+def socket_dir(path: str) -> None:
+    """The socket's directory must exist; only the default one (the
+    service's RuntimeDirectory, missing outside systemd) is created."""
+    where = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(where):
+        return
+    if where != os.path.dirname(DEFAULT_SOCKET):
+        raise AcctError(f"control socket {path}: directory {where} does not exist (create it, "
+                        f"or leave --socket out for {DEFAULT_SOCKET})")
+    os.makedirs(where, mode=0o755, exist_ok=True)
 
 
 class TcpControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.TCPServer):
     """The optional TCP listener (NeTAMS `service server`): TLS always, every
     request carries {"auth": {"user", "password"}} checked against the
     user's argon2id hash, `login = "localhost"` refuses non-loopback peers.
-    Same commands, limits and levels as the Unix socket."""
+    Same commands, limits and levels as the Unix socket; a peer over
+    max-conn is closed before TLS (a reply in clear would not reach it)."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_timeout = REQUEST_TIMEOUT
+    request_queue_size = BACKLOG
 
     def __init__(self, settings: ServerSettings, dispatcher: Dispatcher):
         import ssl
         self.dispatcher, self.settings = dispatcher, settings
-        self.slots = threading.BoundedSemaphore(settings.max_conn)
+        self.slots = Slots(settings.max_conn, settings.max_conn)
+        self.throttled = Throttle(log)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -151,11 +287,25 @@ class TcpControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.TCPS
         except OSError as e:
             raise AcctError(f"[server] listen {settings.host}:{settings.port}: {e}") from None
 
-    def verify_request(self, request, client_address) -> bool:
+    def refusal(self, client_address) -> tuple[Code, str] | None:
         if self.settings.login == "localhost":
             import ipaddress
-            return ipaddress.ip_address(client_address[0]).is_loopback
-        return True
+            if not ipaddress.ip_address(client_address[0]).is_loopback:
+                return Code.PERMISSION, 'not a loopback address (login = "localhost")'
+        why = self.slots.take(None, "")  # per_peer = total: only the total counts
+        return None if why is None else (Code.CONFLICT, why)
+
+    @staticmethod
+    def refuse(conn, code: Code, text: str) -> None:
+        pass  # closed before TLS: nothing it could read
+
+    @staticmethod
+    def who(client_address) -> str:
+        return client_address[0]
+
+    @staticmethod
+    def slot_of(client_address):
+        return None  # max-conn counts every peer together
 
     def peer(self, handler) -> dict | None:
         """TLS first (in the handler's thread, bounded), then the request."""
@@ -168,7 +318,8 @@ class TcpControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.TCPS
             return None
         handler.rfile = handler.connection.makefile("rb")
         handler.wfile = socketserver._SocketWriter(handler.connection)
-        return {"address": handler.client_address[0], "user": None}
+        return {"address": handler.client_address[0], "user": None,
+                "who": handler.client_address[0]}
 
     def serve_request(self, req: dict, peer: dict) -> object:
         auth = req.get("auth")
@@ -180,15 +331,6 @@ class TcpControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.TCPS
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        if not self.server.slots.acquire(blocking=False):
-            return self._reply({"ok": False, "code": Code.CONFLICT,
-                                "error": f"too many connections (max {MAX_CONNECTIONS})"})
-        try:
-            self._serve()
-        finally:
-            self.server.slots.release()
-
-    def _serve(self) -> None:
         peer = self.server.peer(self)
         if peer is None:
             return  # refused before any request (TLS handshake failed or timed out)
@@ -203,20 +345,18 @@ class _Handler(socketserver.StreamRequestHandler):
         line = self._read_line()
         if line is None:
             return  # timed out or gone: drop it
-        if len(line) > MAX_REQUEST:
-            return self._fail(Code.BAD_REQUEST, f"request over {MAX_REQUEST} bytes")
         try:
-            req = json.loads(line.decode("utf-8"))
-            if not isinstance(req, dict):
-                raise ValueError("expected a JSON object")
-        except (UnicodeDecodeError, ValueError) as e:
-            return self._fail(Code.BAD_REQUEST, f"bad request: {e}")
+            req = parse_request(line)
+        except BadRequest as e:
+            self.server.throttled.warning("bad request", "control: bad request from %s: %s", peer["who"], e)
+            return self._fail(Code.BAD_REQUEST, str(e))
         try:
             self._reply({"ok": True, "result": self.server.serve_request(req, peer)})
         except Exception as e:  # a bug must cost one request, not the daemon
             code = code_of(e)
             if code == Code.INTERNAL:
-                log.exception("control request %r failed", req.get("cmd"))
+                self.server.throttled.emit(logging.ERROR, f"internal {req.get('cmd')}",
+                               "control request %r failed", req.get("cmd"), exc_info=True)
                 return self._fail(code, f"internal error: {e}")
             text = str(e)
             self._fail(code, f"permission denied: {text}" if code == Code.PERMISSION else text)
@@ -240,12 +380,50 @@ class _Handler(socketserver.StreamRequestHandler):
             except (socket.timeout, OSError):
                 return None
             if not chunk:
+                if not buf:
+                    return None  # gone without a word (a probe: is acctd running?)
                 break  # EOF: what came is the request (a truncated one fails to parse)
             buf += chunk
         return buf.split(b"\n", 1)[0] if b"\n" in buf else buf
 
     def _reply(self, msg: dict) -> None:
         try:
-            self.wfile.write((json.dumps(msg, default=str) + "\n").encode())
+            self.connection.settimeout(self.server.request_timeout)  # a peer that never reads
+            self.wfile.write(_line(msg))
         except OSError:
             pass
+
+
+def _line(msg: dict) -> bytes:
+    return (json.dumps(msg, default=str) + "\n").encode()
+
+
+# a JSON string (its brackets do not nest) or a bracket
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def parse_request(line: bytes) -> dict:
+    """One request line as a JSON object; BadRequest says what is wrong.
+    The nesting is measured before json.loads sees it."""
+    if len(line) > MAX_REQUEST:
+        raise BadRequest(f"request over {MAX_REQUEST} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"bad request: {e}") from None
+    depth = 0
+    for m in _NESTING.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"bad request: nested deeper than {MAX_DEPTH}")
+        elif c in "]}":
+            depth -= 1
+    try:
+        req = json.loads(text)
+    except ValueError as e:
+        raise BadRequest(f"bad request: {e}") from None
+    if not isinstance(req, dict):
+        raise BadRequest("bad request: expected a JSON object")
+    return req

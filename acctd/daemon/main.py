@@ -91,8 +91,8 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
 
 def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None) -> int:
     from acctd import config
-    from acctd.control.server import DEFAULT_SOCKET, ControlServer, TcpControlServer
-    from acctd.daemon import log
+    from acctd.control.server import DEFAULT_SOCKET, ControlServer, TcpControlServer, socket_dir
+    from acctd.daemon import instance, log
     from acctd.daemon.core import Daemon
     from acctd.daemon.systemd import Notifier
     from acctd.kernel.build import Sizes
@@ -112,13 +112,22 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
     signal.signal(signal.SIGHUP, lambda *_: d is not None and d.mailbox.ask_reload())
     signal.signal(signal.SIGUSR1, lambda *_: log.set_debug(True))
     signal.signal(signal.SIGUSR2, lambda *_: log.set_debug(False))
+    socket_path = socket_path or DEFAULT_SOCKET
     try:
         cfg = config.load(config_path)
+        # before touching the datapath: a second daemon would take over the socket
+        instance.refuse_second(socket_path, cfg.storage.path)
+        socket_dir(socket_path)
         d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
         d.start()
-        server = ControlServer(socket_path or DEFAULT_SOCKET, d.dispatcher)
+        server = ControlServer(socket_path, d.dispatcher)
         tcp = TcpControlServer(cfg.server, d.dispatcher) if cfg.server else None
     except AcctError as e:
+        if d is not None:  # two started at once: the other one won the database's lock
+            try:
+                instance.refuse_second(socket_path, cfg.storage.path)
+            except AcctError as running:
+                e = running
         click.echo(f"acctd: {e}", err=True)
         return 1
     # net-acct: SIGTSTP pauses the flow log (mv it away), SIGCONT resumes
