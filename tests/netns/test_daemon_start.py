@@ -20,6 +20,7 @@ import sys
 import pytest
 
 from acctd.store.database import Storage
+from tests.unit.daemon_stub import ALICE
 from tests.unit.test_storage_files import damage, damaged_db_line, damaged_wal_line
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -38,17 +39,7 @@ lookup-delay = 1
 
 [storage]
 path = "{db}"
-
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "host"
-name = "h1"
-ip = "10.7.0.2"
-acct-policy = ["ip"]
-"""
+""" + ALICE.replace("{", "{{").replace("}", "}}")
 
 ETH9 = '[[interface]]\nname = "eth9"\nrole = "wan"\nhook = "tc"\n'
 
