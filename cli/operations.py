@@ -231,9 +231,10 @@ def config_():
 @click.argument("path", type=click.Path(dir_okay=False))
 def config_check(path):
     """Check a config file as the daemon would load it (no daemon needed):
-    one line, ok and what it holds, or the mistake at file:line, exit 1."""
+    one line, ok and what it holds, or the mistake at file:line, exit 1.
+    `acctd --check` also looks the interfaces up."""
     from acctd import config
-    run(lambda: click.echo(config.check(path)))
+    run(lambda: click.echo(config.summary(config.load(path))))
 
 
 @config_.command("show")

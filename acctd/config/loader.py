@@ -621,10 +621,9 @@ def error_at(path: str, msg: str, table: str, index: int | None = None,
     raise AssertionError("fail() raises")
 
 
-def check(path: str | os.PathLike) -> str:
-    """`acctd --check`, `acctctl config check`: load the file as the daemon
-    would (ConfigError if it would refuse it), and say what it holds."""
-    cfg = load(path)
+def summary(cfg: Config) -> str:
+    """What `acctd --check` and `acctctl config check` say of a file the
+    daemon would load."""
     n = {"interface": len(cfg.interfaces), "unit": len(cfg.units),
          "policy": len(cfg.policies), "user": len(cfg.users)}
     plural = {"policy": "policies"}

@@ -168,7 +168,7 @@ class Daemon:
             try:
                 self.notices = self.dp.attach(hooks)
             except NoSuchInterface as e:
-                raise _interface_error(cfg, e) from None
+                raise interface_error(cfg, e) from None
         else:
             self.dp.load()
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
@@ -235,7 +235,7 @@ class Daemon:
                 try:
                     self.dp.check_interfaces(i.name for i in new.interfaces)
                 except NoSuchInterface as e:
-                    raise _interface_error(new, e) from None
+                    raise interface_error(new, e) from None
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
             raise
@@ -602,8 +602,9 @@ class Mailbox:
             self._cv.notify_all()
 
 
-def _interface_error(cfg, e: NoSuchInterface) -> ConfigError:
-    """A configured interface the namespace lacks, at its line in the config."""
+def interface_error(cfg, e: NoSuchInterface) -> ConfigError:
+    """A configured interface the namespace lacks, at its line in the config
+    (at start, reload and `acctd --check`)."""
     index = next(n for n, i in enumerate(cfg.interfaces) if i.name == e.ifname)
     return config_mod.error_at(cfg.path, str(e), "interface", index, "name")
 

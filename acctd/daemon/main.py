@@ -54,7 +54,8 @@ def parse_hook(spec: str, role: abi.Role):
 @click.option("--once", is_flag=True,
               help="Attach, drain once (with --config: and commit), exit.")
 @click.option("--check", is_flag=True,
-              help="Check the --config file as a start or reload would, and exit (1: refused).")
+              help="Check the --config file and its interfaces (in --netns) as a start or reload "
+                   "would, and exit (1: refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print each drain as a JSON line.")
 def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, addrs, interval, once,
          check, as_json):
@@ -62,7 +63,7 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
     if check:
         if not config_path:
             raise click.UsageError("--check needs --config")
-        sys.exit(check_config(config_path))
+        sys.exit(check_config(config_path, netns))
     if config_path:
         sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file,
                             once=once))
@@ -97,10 +98,19 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
         sys.exit(1)
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, netns: str | None) -> int:
+    """What a start or reload would refuse: the file, and its interfaces in
+    the namespace."""
     from acctd import config
+    from acctd.daemon.core import interface_error
+    from acctd.kernel.datapath import Datapath, NoSuchInterface
     try:
-        click.echo(config.check(path))
+        cfg = config.load(path)
+        try:
+            Datapath(netns=netns).check_interfaces(i.name for i in cfg.interfaces)
+        except NoSuchInterface as e:
+            raise interface_error(cfg, e) from None
+        click.echo(config.summary(cfg))
     except AcctError as e:
         click.echo(f"acctd: {e}", err=True)
         return 1

@@ -69,8 +69,11 @@ def open_error(path: str, e: Exception) -> StorageError:
     reason = re.sub(r'^[A-Za-z ]*Error: |Failure while replaying WAL file "[^"]*": |'
                     r'The file "[^"]*" exists, but it is ', "", text).strip()
     if "replaying WAL" in text:
+        # without it the file's older checkpoint stands: the next drain accounts
+        # the traffic since then (into one interval); other changes are lost
         where, what = f"{path}.wal", ("the write-ahead log is damaged (%s): move it aside "
-                                      "(the commits since the last checkpoint are lost)")
+                                      "(the next drain accounts the traffic since the last "
+                                      "checkpoint; other changes since then are lost)")
     elif re.search(r"[Cc]orrupt|checksum|not a valid DuckDB database", text):
         wal = f" with {os.path.basename(path)}.wal" if os.path.exists(f"{path}.wal") else ""
         where, what = path, f"the database is damaged (%s): move it aside{wal}"

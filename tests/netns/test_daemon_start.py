@@ -120,12 +120,26 @@ def test_once_with_a_config_drains_commits_and_exits(host, tmp_path):
         assert st.last_drain is not None
 
 
+def no_eth9(host, cfg) -> str:
+    """The mistake of a config written with ETH9, at eth9's line."""
+    line = open(cfg).read().splitlines().index('name = "eth9"') + 1
+    return (f"{cfg}:{line}: [[interface]] #2 'eth9' key 'name': no interface named 'eth9' in "
+            f"network namespace '{host.ns}'")
+
+
 def test_a_missing_interface_is_named_with_its_config_line_and_namespace(host, tmp_path):
     cfg = write_config(tmp_path, ETH9)
-    line = open(cfg).read().splitlines().index('name = "eth9"') + 1
     code, out, err = acctd(host, cfg)
-    assert (code, err) == (1, f"acctd: {cfg}:{line}: [[interface]] #2 'eth9' key 'name': no "
-                              f"interface named 'eth9' in network namespace '{host.ns}'\n")
+    assert (code, err) == (1, f"acctd: {no_eth9(host, cfg)}\n")
+
+
+def test_check_looks_the_interfaces_up_in_the_namespace(host, tmp_path):
+    cfg = write_config(tmp_path)
+    code, out, err = acctd(host, cfg, "--check")
+    assert (code, out, err) == (0, f"{cfg}: ok, 1 interface, 1 unit, 1 policy, 0 users\n", "")
+    cfg = write_config(tmp_path, ETH9)
+    code, out, err = acctd(host, cfg, "--check")
+    assert (code, out, err) == (1, "", f"acctd: {no_eth9(host, cfg)}\n")
 
 
 def test_a_mistyped_netns_is_refused_and_not_created(host, tmp_path):
@@ -174,12 +188,10 @@ def test_a_reload_naming_a_missing_interface_is_refused_with_its_line(host, tmp_
     p = start(host, cfg)
     try:
         write_config(tmp_path, ETH9)
-        line = open(cfg).read().splitlines().index('name = "eth9"') + 1
         res = acctctl(cfg, "reload")
         assert (res.returncode, res.stdout, res.stderr) == (
-            1, "", f"acctctl: reload refused, the running configuration stays: {cfg}:{line}: "
-                   f"[[interface]] #2 'eth9' key 'name': no interface named 'eth9' in network "
-                   f"namespace '{host.ns}'\n")
+            1, "", f"acctctl: reload refused, the running configuration stays: "
+                   f"{no_eth9(host, cfg)}\n")
         write_config(tmp_path)
         res = acctctl(cfg, "reload")
         assert (res.returncode, res.stdout) == (0, f"reloaded {cfg}: no change\n"), res.stderr

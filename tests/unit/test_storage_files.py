@@ -131,7 +131,8 @@ def damaged_db_line(path, prog="acctctl") -> str:
 
 def damaged_wal_line(path, reason: str, prog="acctctl") -> str:
     return (rf"{prog}: {re.escape(str(path))}\.wal: the write-ahead log is damaged \({reason}\): "
-            r"move it aside \(the commits since the last checkpoint are lost\) "
+            r"move it aside \(the next drain accounts the traffic since the last checkpoint; "
+            r"other changes since then are lost\) "
             rf"{re.escape(KEEPS_COUNTING)}\n")
 
 
