@@ -34,9 +34,9 @@ from acctd.aaa.fticks import FticksService
 from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
 from acctd.control.dispatch import Dispatcher
+from acctd.errors import ConfigError
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
-from acctd.errors import ConfigError
 from acctd.kernel.datapath import Datapath, Hook, NoSuchInterface
 from acctd.kernel.enforcer import Enforcer
 from acctd.model import enforcement, sys_policy
