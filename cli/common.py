@@ -89,18 +89,12 @@ def _offline(ctx, name: str, args: dict):
         return queries.filter_units(queries.report_units(cfg.units), args)
     if name == "policies":
         return queries.report_policies(cfg)
-    import duckdb
-
-    from acctd.store.database import open_error
-    with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
+    with Storage(o["db"], cfg.processor.zone, read_only=True) as st, st.reported():
         now = dt.datetime.now(dt.timezone.utc)
-        try:
-            if name == "list":
-                return queries.report_list(st, cfg, args["unit"], now)
-            if name == "stat":
-                return queries.report_stat(st, cfg, args["unit"], args["period"], now)
-        except duckdb.Error as e:  # a damaged block is read only when a query needs it
-            raise open_error(o["db"], e) from None
+        if name == "list":
+            return queries.report_list(st, cfg, args["unit"], now)
+        if name == "stat":
+            return queries.report_stat(st, cfg, args["unit"], args["period"], now)
     raise click.UsageError(f"{name} has no answer from the database alone")
 
 

@@ -172,9 +172,10 @@ class Daemon:
         else:
             self.dp.load()
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
-        self._seed()
-        self._flow_base = self._flow_counts()
-        self.start_services()
+        with self.storage.reported():  # the first reads of the checkpoint and the services' state
+            self._seed()
+            self._flow_base = self._flow_counts()
+            self.start_services()
         self.enforce()  # the kernel kept enforcing while we were down: make it current
         for s in self.services.values():
             s.serve()
@@ -417,7 +418,8 @@ class Daemon:
                     s.in_drain(d, tx)
             self.storage.commit(rollup.rollup(rows, now, zone), read, in_transaction)
         except BaseException:
-            self._seed()  # the baseline moved ahead of the file: go back to it
+            with self.storage.reported():
+                self._seed()  # the baseline moved ahead of the file: go back to it
             raise
         self.drains += 1
         self.checks += counts.checks

@@ -23,6 +23,7 @@ it holds WAL_LIMIT bytes or CHECKPOINT_EVERY seconds of commits.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -62,25 +63,30 @@ class StorageError(AcctError):
     """The database cannot be used as it is (wrong version, ABI, locked, damaged)."""
 
 
-def open_error(path: str, e: Exception) -> StorageError:
-    """A DuckDB error at open (or at a read of a damaged block) as one line:
-    which file, what to do, and that nothing is lost in the kernel meanwhile."""
+def damage(path: str, e: Exception) -> StorageError | None:
+    """A DuckDB error that means a damaged file or WAL, as one line: which
+    file, what to do, and that the kernel loses nothing meanwhile; else None."""
     text = str(e)
     reason = re.sub(r'^[A-Za-z ]*Error: |Failure while replaying WAL file "[^"]*": |'
                     r'The file "[^"]*" exists, but it is ', "", text).strip()
-    if "replaying WAL" in text:
+    if "replaying WAL" in text and not reason.startswith("Corrupt database file"):
         # without it the file's older checkpoint stands: the next drain accounts
         # the traffic since then (into one interval); other changes are lost
         where, what = f"{path}.wal", ("the write-ahead log is damaged (%s): move it aside "
                                       "(the next drain accounts the traffic since the last "
                                       "checkpoint; other changes since then are lost)")
     elif re.search(r"[Cc]orrupt|checksum|not a valid DuckDB database", text):
-        wal = f" with {os.path.basename(path)}.wal" if os.path.exists(f"{path}.wal") else ""
-        where, what = path, f"the database is damaged (%s): move it aside{wal}"
+        # its WAL goes too: replayed into a new database it would not fit
+        where, what = path, (f"the database is damaged (%s): move it aside, with "
+                             f"{os.path.basename(path)}.wal if there is one,")
     else:
-        return StorageError(f"cannot open {path}: {text}")
+        return None
     return StorageError(f"{where}: {what % reason} or restore a copy, then start acctd again; "
                         "the kernel keeps counting meanwhile (the pinned maps persist)")
+
+
+def open_error(path: str, e: Exception) -> StorageError:
+    return damage(path, e) or StorageError(f"cannot open {path}: {e}")
 
 
 def _private_dir(path: str) -> None:
@@ -192,6 +198,18 @@ class Storage:
     def close(self) -> None:
         self.con.close()
 
+    @contextlib.contextmanager
+    def reported(self):
+        """DuckDB reads a block when a query first needs it, so damage can
+        show after the open: inside this, as the open reports it."""
+        try:
+            yield self
+        except duckdb.Error as e:
+            err = damage(self.path, e)
+            if err is None:
+                raise
+            raise err from None
+
     def __enter__(self) -> Storage:
         return self
 
@@ -248,18 +266,19 @@ class Storage:
         self.con.register("acct_raw_batch", rollup.raw)
         self.con.register("acct_rollup_batch", rollup.per_period)
         try:
-            self._sql("BEGIN")
-            try:
-                self._write(ts_us, checkpoint)
-                if in_transaction is not None:
-                    in_transaction(self)
-                self._sql("COMMIT")
-            except BaseException:
+            with self.reported():  # a damaged block: one line, not DuckDB's
+                self._sql("BEGIN")
                 try:
-                    self.con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass  # the original error says more; nothing was committed either way
-                raise
+                    self._write(ts_us, checkpoint)
+                    if in_transaction is not None:
+                        in_transaction(self)
+                    self._sql("COMMIT")
+                except BaseException:
+                    try:
+                        self.con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass  # the original error says more; nothing was committed either way
+                    raise
         finally:
             self.con.unregister("acct_raw_batch")
             self.con.unregister("acct_rollup_batch")

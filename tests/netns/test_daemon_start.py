@@ -164,6 +164,23 @@ def test_a_damaged_database_stops_acctd_with_one_line(host, tmp_path):
     assert code == 1 and re.fullmatch(damaged_db_line(db, prog="acctd"), err), err
 
 
+def test_a_block_damaged_anywhere_lets_acctd_run_or_stops_it_with_one_line(host, tmp_path):
+    """Damage found after the open too (the checkpoint, the services' state
+    are read at start): every block of the daemon's own database in turn."""
+    cfg = write_config(tmp_path)
+    assert acctd(host, cfg, "--once")[0] == 0
+    db = tmp_path / "state" / "acctd.duckdb"
+    whole = db.read_bytes()
+    codes = []
+    for offset in range(12288, len(whole), 256 << 10):
+        db.write_bytes(whole)
+        damage(db, offset, 4096)
+        code, out, err = acctd(host, cfg, "--once")
+        assert code == 0 or re.fullmatch(damaged_db_line(db, prog="acctd"), err), err
+        codes.append(code)
+    assert 1 in codes, codes
+
+
 def test_a_damaged_wal_stops_acctd_with_one_line(host, tmp_path):
     cfg = write_config(tmp_path)
     p = start(host, cfg)

@@ -5,6 +5,7 @@ file or WAL reported in one line by the real processes that open it
 
 import json
 import os
+import pathlib
 import re
 import stat
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import duckdb
 import pytest
 
-from acctd.store.database import Storage
+from acctd.store.database import Storage, StorageError
 
 from .test_storage import BERLIN, ROOT, open_db, run_daemon
 
@@ -126,7 +127,8 @@ KEEPS_COUNTING = ("or restore a copy, then start acctd again; the kernel keeps c
 def damaged_db_line(path, prog="acctctl") -> str:
     return (rf"{prog}: {re.escape(str(path))}: the database is damaged \(Corrupt database file: "
             r"computed checksum \d+ does not match stored checksum \d+ in block at location "
-            rf"\d+\): move it aside {re.escape(KEEPS_COUNTING)}\n")
+            r"\d+\): move it aside, with acctd\.duckdb\.wal if there is one, "
+            rf"{re.escape(KEEPS_COUNTING)}\n")
 
 
 def damaged_wal_line(path, reason: str, prog="acctctl") -> str:
@@ -162,3 +164,48 @@ def test_acctctl_db_on_a_damaged_wal_says_what_to_do_in_one_line(tmp_path):
               r"match stored checksum \d+")
     assert re.fullmatch(damaged_wal_line(path, reason), res.stderr), res.stderr
     assert (res.returncode, res.stdout) == (1, "")
+
+
+def test_a_block_damaged_anywhere_is_one_line_at_the_open_or_at_the_read_that_meets_it(tmp_path):
+    """DuckDB reads a block when a query first needs it: the checkpoint or
+    the raw rows can be found damaged after a clean open. Every block of a
+    real database damaged in turn: the daemon's reads and a commit either
+    work or stop with the one line, found at the open or later."""
+    path = tmp_path / "acctd.duckdb"
+    with open_db(path) as db:
+        run_daemon(db, 30)
+    whole = path.read_bytes()
+    found = []
+    for offset in range(12288, len(whole), 256 << 10):  # DuckDB's blocks are 256 KiB
+        path.write_bytes(whole)
+        pathlib.Path(f"{path}.wal").unlink(missing_ok=True)  # the last round's
+        damage(path, offset, 4096)
+        where = "open"
+        try:
+            with open_db(path) as db, db.reported():
+                where = "later"
+                db.load_checkpoint(), db.sessions(), db.sys_policies(), db.quotas()
+                run_daemon(db, 31)  # reads the checkpoint, deletes old raw rows, commits
+            where = "nowhere"
+        except StorageError as e:
+            assert re.fullmatch(damaged_db_line(path), f"acctctl: {e}\n"), e
+        found.append(where)
+    assert {"open", "later"} <= set(found), found
+
+
+def test_a_damaged_block_met_while_replaying_the_wal_blames_the_database():
+    """DuckDB says "replaying WAL" for what it meets during the replay, the
+    file's own blocks included: the file named is the one damaged."""
+    from acctd.store.database import damage as said
+    wal = ('Failure while replaying WAL file "/x/acctd.duckdb.wal": Corrupt WAL file: entry at '
+           'byte position 92 computed checksum 1 does not match stored checksum 2')
+    db = ('Failure while replaying WAL file "/x/acctd.duckdb.wal": Corrupt database file: '
+          'computed checksum 1 does not match stored checksum 2 in block at location 1585152')
+    assert str(said("/x/acctd.duckdb", Exception(wal))).startswith(
+        "/x/acctd.duckdb.wal: the write-ahead log is damaged (Corrupt WAL file: entry at byte "
+        "position 92 computed checksum 1 does not match stored checksum 2): move it aside")
+    assert str(said("/x/acctd.duckdb", Exception(db))).startswith(
+        "/x/acctd.duckdb: the database is damaged (Corrupt database file: computed checksum 1 "
+        "does not match stored checksum 2 in block at location 1585152): move it aside, with "
+        "acctd.duckdb.wal if there is one, or restore a copy")
+    assert said("/x/acctd.duckdb", Exception("IO Error: Could not set lock on file")) is None
