@@ -162,7 +162,7 @@ class Storage:
         # a file we write: kept owner-only, its WAL folded by our checkpoints
         self.wal = None if read_only or self.path.startswith(":memory:") else f"{self.path}.wal"
         self.wal_limit, self.checkpoint_every = wal_limit, checkpoint_every
-        self._folded = time.monotonic()
+        self._folded, self._fold_failed = time.monotonic(), False
         try:
             if self.wal:
                 _private_dir(os.path.dirname(os.path.abspath(self.path)))
@@ -297,10 +297,12 @@ class Storage:
             try:
                 self.con.execute("CHECKPOINT")
                 self._folded = time.monotonic()
+                self._fold_failed = False
             except duckdb.Error as e:
-                log.warning("checkpoint of %s failed, retried at the next commit: %s",
-                            self.path, e)
-                due = False
+                if not self._fold_failed:  # once, not at every commit
+                    log.warning("checkpoint of %s failed, retried at every commit: %s",
+                                self.path, e)
+                self._fold_failed, due = True, False
         _private_file(self.wal, create=True)
         return due
 
