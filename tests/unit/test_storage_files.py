@@ -1,7 +1,7 @@
 """The database's files: owner-only whatever the umask (they hold password
 hashes), the WAL folded into the file by regular checkpoints, and a damaged
 file or WAL reported in one line by the real processes that open it
-(`acctctl --db` here; the daemon in test_daemon_start.py)."""
+(`acctctl --db` here; the daemon in tests/netns/test_daemon_start.py)."""
 
 import json
 import os
@@ -93,16 +93,17 @@ def test_commits_fold_the_wal_into_the_file_by_size_and_by_age(tmp_path):
 
 # --- damaged files, through a real acctctl process ------------------------------------
 
-def crashed_database(tmp_path, stop: str = "os._exit(0)"):
+def database(tmp_path, crashed: bool = True):
     """A database whose daemon committed three drains and died (kill -9):
-    the drains are in the WAL, which the next open replays. With stop
-    "db.close()", a daemon that stopped: all in the file."""
+    the drains are in the WAL, which the next open replays; not `crashed`,
+    a daemon that stopped: all in the file."""
     path = tmp_path / "acctd.duckdb"
+    end = "os._exit(0)" if crashed else "db.close()"
     code = ("import os, sys; from tests.unit.test_storage import open_db, run_daemon; "
-            f"db = open_db(sys.argv[1]); run_daemon(db, 3); {stop}")
+            f"db = open_db(sys.argv[1]); run_daemon(db, 3); {end}")
     subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert os.path.exists(f"{path}.wal") == (stop != "db.close()")
+    assert os.path.exists(f"{path}.wal") == crashed
     (tmp_path / "acctd.toml").write_text(CONFIG)
     return path
 
@@ -139,7 +140,7 @@ def damaged_wal_line(path, reason: str, prog="acctctl") -> str:
 
 
 def test_acctctl_db_reads_the_crashed_database_through_its_wal(tmp_path):
-    path = crashed_database(tmp_path)
+    path = database(tmp_path)
     assert os.path.getsize(f"{path}.wal") > 1000
     res = acctctl_list(tmp_path, path)
     assert res.returncode == 0, res.stderr
@@ -147,7 +148,7 @@ def test_acctctl_db_reads_the_crashed_database_through_its_wal(tmp_path):
 
 
 def test_acctctl_db_on_a_damaged_database_file_says_what_to_do_in_one_line(tmp_path):
-    path = crashed_database(tmp_path, stop="db.close()")
+    path = database(tmp_path, crashed=False)
     damage(path, 12288, 1 << 16)  # the first blocks after the headers
     res = acctctl_list(tmp_path, path)
     assert "Traceback" not in res.stderr
@@ -156,7 +157,7 @@ def test_acctctl_db_on_a_damaged_database_file_says_what_to_do_in_one_line(tmp_p
 
 
 def test_acctctl_db_on_a_damaged_wal_says_what_to_do_in_one_line(tmp_path):
-    path = crashed_database(tmp_path)
+    path = database(tmp_path)
     damage(f"{path}.wal", os.path.getsize(f"{path}.wal") // 2, 64)
     res = acctctl_list(tmp_path, path)
     assert "Traceback" not in res.stderr
