@@ -146,12 +146,16 @@ def test_a_mistyped_netns_is_refused_and_not_created(host, tmp_path):
     typo = f"{host.ns}-typo"
     try:
         code, out, err = acctd(host, write_config(tmp_path), netns=typo)
+        attach = subprocess.run([*ACCTCTL, "--netns", typo, "--pin-root", host.pin_root,
+                                 "attach", "--lan", "st0:tc"], capture_output=True, text=True,
+                                timeout=120)
         assert not os.path.exists(f"/run/netns/{typo}")
     finally:
         subprocess.run(["ip", "netns", "del", typo], capture_output=True)
-    assert (code, err) == (1, f"acctd: network namespace '{typo}' does not exist (no "
-                              f"/run/netns/{typo}; `ip netns list` shows the namespaces there "
-                              "are)\n")
+    said = (f"network namespace '{typo}' does not exist (no /run/netns/{typo}; `ip netns list` "
+            "shows the namespaces there are)\n")
+    assert (code, err) == (1, f"acctd: {said}")
+    assert (attach.returncode, attach.stderr) == (1, f"acctctl: {said}")
 
 
 def test_a_damaged_database_stops_acctd_with_one_line(host, tmp_path):
