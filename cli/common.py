@@ -89,7 +89,7 @@ def _offline(ctx, name: str, args: dict):
         return queries.filter_units(queries.report_units(cfg.units), args)
     if name == "policies":
         return queries.report_policies(cfg)
-    with Storage(o["db"], cfg.processor.zone, read_only=True) as st:
+    with Storage(o["db"], cfg.processor.zone, read_only=True) as st, st.reported():
         now = dt.datetime.now(dt.timezone.utc)
         if name == "list":
             return queries.report_list(st, cfg, args["unit"], now)

@@ -140,8 +140,14 @@ def rotate(ctx, what, as_json):
 @json_option
 @click.pass_context
 def reload(ctx, as_json):
-    """Re-read units, policies and users (as SIGHUP); programs stay attached."""
-    run(lambda: out(ask(ctx, "reload"), as_json, lambda r: echo(f"reload {r['reload']}")))
+    """Re-read units, policies and users (as SIGHUP); programs stay attached.
+
+    Waits for the daemon's verdict: a config it refuses is named with its
+    file:line and the exit code is 1 (the running configuration stays)."""
+    def render(v):
+        what = f"{', '.join(v['changed'])} changed" if v["changed"] else "no change"
+        echo(f"reloaded {v['reloaded']}: {what}")
+    run(lambda: out(ask(ctx, "reload"), as_json, render))
 
 
 @click.command()
@@ -244,7 +250,17 @@ def schedule_del(ctx, oid, as_json):
 
 @click.group("config")
 def config_():
-    """The running configuration."""
+    """The running configuration, and checking a new one."""
+
+
+@config_.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def config_check(path):
+    """Check a config file as the daemon would load it (no daemon needed):
+    one line, ok and what it holds, or the mistake at file:line, exit 1.
+    `acctd --check` also looks the interfaces up."""
+    from acctd import config
+    run(lambda: click.echo(config.summary(config.load(path))))
 
 
 @config_.command("show")

@@ -6,7 +6,7 @@ loaded on first use, because the tables it collects import the schema."""
 from acctd.errors import ConfigError
 
 _LOADER = ("DEFAULT_DB", "Config", "Interface", "Processor", "StorageSettings", "UnitTable",
-           "PolicyTable", "SECTIONS", "load", "loads")
+           "PolicyTable", "SECTIONS", "load", "loads", "summary", "error_at")
 
 __all__ = ["ConfigError", *_LOADER]
 

@@ -10,8 +10,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     hook = "xdp-native"           # xdp-native (default) | xdp-generic | tc
 
     [processor]
-    lookup-delay = 30             # seconds between drains and rollups; default 30, min 1
-    flow-lifetime = 300           # seconds a raw flow row covers; default 300, >= lookup-delay
+    lookup-delay = 30             # seconds between drains and rollups; default 30, 1 to 3600
+                                  # (an hour's rollup needs a drain in that hour)
+    flow-lifetime = 300           # seconds a raw flow row covers; default 300, lookup-delay
+                                  # to 86400
     time-zone = "UTC"             # IANA name; hour/day/week/month rollups use local time
     default-acct-policy = ["ip"]  # prepended to every unit's list unless nodefault/ap-nodefault
     restrict = { all = "pass", local = "pass" }   # traffic of units without fw-policy:
@@ -22,7 +24,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     bw-burst = 0.3                # seconds of traffic a rate limit lets through at once
                                   # (at least 64 KiB): the token bucket's depth
     access-script = "/usr/local/sbin/acct-access"  # run as SCRIPT deny|allow OID ADDR REASONS
-    access-script-timeout = 10    # seconds before the script is killed
+    access-script-timeout = 10    # seconds before the script is killed; at most 3600
     auto-assign = ["10.0.9.10 10.0.9.250"]       # pools for `acctctl unit add ... ip auto`
     auto-units = ["1 type host naming prefix1 pc group auto"]  # rules for nets' auto-units
     mac-control = "off"           # off | block | alert | block-alert: configured unit MACs
@@ -30,8 +32,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
 
     [storage]
     path = "/var/lib/acctd/acctd.duckdb"
-    raw-retention = "30d"         # how long raw interval rows are kept:
-                                  # seconds, or "90m" / "12h" / "30d" / "2w"
+    raw-retention = "30d"         # how long raw interval rows are kept: seconds, or
+                                  # "90m" / "12h" / "30d" / "2w"; at most 3650d
 
     [[unit]]
     type = "host"                 # required: host | cluster | net | user | group
@@ -180,6 +182,11 @@ ROLES = ("lan", "wan")
 HOOKS = abi.HOOKS
 RESTRICT = ("drop", "pass")
 DEFAULT_DB = "/var/lib/acctd/acctd.duckdb"
+# Upper bounds of the time settings: beyond them a value is a typo, not a choice.
+MAX_LOOKUP_DELAY = 3600            # every hour's rollup gets a drain of its own
+MAX_FLOW_LIFETIME = 86400
+MAX_RAW_RETENTION = 3650 * 86400
+MAX_SCRIPT_TIMEOUT = 3600
 
 
 # --- the core tables ---------------------------------------------------------------
@@ -243,8 +250,8 @@ def _auto_units(v, ctx) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class Processor(Table):
-    lookup_delay: int = setting(30, check=integer(1, what="seconds"))
-    flow_lifetime: int = setting(300, check=integer(1, what="seconds"))
+    lookup_delay: int = setting(30, check=integer(1, MAX_LOOKUP_DELAY, "seconds"))
+    flow_lifetime: int = setting(300, check=integer(1, MAX_FLOW_LIFETIME, "seconds"))
     time_zone: str = setting("UTC", check=_time_zone)
     default_acct_policy: tuple[str, ...] = setting((), check=strings("policy names"))
     restrict: tuple[str, str] = setting(("pass", "pass"), check=_restrict)   # all, local
@@ -252,7 +259,8 @@ class Processor(Table):
     bw_burst: float = setting(enforcement.DEFAULT_BURST_S,
                               check=number(0, 10, "seconds", open_lo=True))
     access_script: str = setting("", check=_program)
-    access_script_timeout: float = setting(10.0, check=number(0, what="seconds", open_lo=True))
+    access_script_timeout: float = setting(10.0, check=number(0, MAX_SCRIPT_TIMEOUT, "seconds",
+                                                              open_lo=True))
     # ((first, last), ...) 16-byte addresses, in order
     auto_assign: tuple[tuple[bytes, bytes], ...] = setting((), check=_auto_assign)
     auto_units: tuple[auto_units.AutoUnits, ...] = setting((), check=_auto_units)
@@ -260,6 +268,9 @@ class Processor(Table):
 
     def finish(self, ctx) -> "Processor":
         if self.flow_lifetime < self.lookup_delay:
+            if "flow-lifetime" not in ctx.given:  # the key written is the one at fault
+                raise Invalid(f"expected at most flow-lifetime ({self.flow_lifetime} s by "
+                              f"default: raise it too), got {self.lookup_delay}", "lookup-delay")
             raise Invalid(f"expected at least lookup-delay ({self.lookup_delay} s), got "
                           f"{self.flow_lifetime}", "flow-lifetime")
         return self
@@ -280,7 +291,7 @@ class Processor(Table):
 @dataclasses.dataclass(frozen=True)
 class StorageSettings(Table):
     path: str = setting(DEFAULT_DB, check=string("a file path"))
-    raw_retention: int = setting(30 * 86400, check=duration())   # seconds
+    raw_retention: int = setting(30 * 86400, check=duration(MAX_RAW_RETENTION))   # seconds
 
 
 def _oid_string(example: str):
@@ -593,6 +604,31 @@ class _Loader:
         r = self.doc.get("radius") or {}
         merged = {**{k: r[k] for k in ("nas-ip", "nas-identifier") if k in r}, **d}
         return self.read(CoaSettings, "coa", doc=merged)
+
+
+def error_at(path: str, msg: str, table: str, index: int | None = None,
+             key: str | None = None) -> ConfigError:
+    """A mistake found after loading (an interface the namespace lacks), at
+    its line in the file as it is now."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            loader = _Loader(f.read(), path)
+        loader.fail(msg, table, index, key)
+    except (OSError, UnicodeDecodeError):
+        return ConfigError(msg, path)
+    except ConfigError as e:
+        return e
+    raise AssertionError("fail() raises")
+
+
+def summary(cfg: Config) -> str:
+    """What `acctd --check` and `acctctl config check` say of a file the
+    daemon would load."""
+    n = {"interface": len(cfg.interfaces), "unit": len(cfg.units),
+         "policy": len(cfg.policies), "user": len(cfg.users)}
+    plural = {"policy": "policies"}
+    return f"{cfg.path}: ok, " + ", ".join(
+        f"{v} {k if v == 1 else plural.get(k, k + 's')}" for k, v in n.items())
 
 
 def loads(text: str, path: str = "<string>") -> Config:

@@ -255,16 +255,21 @@ _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def duration() -> Check:
-    """Seconds, or "90m" / "12h" / "30d" / "2w"."""
+def duration(hi: int | None = None) -> Check:
+    """Seconds, or "90m" / "12h" / "30d" / "2w"; at most `hi` seconds."""
     def check(v, ctx):
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-            return v
-        m = _DURATION.match(v.strip().lower()) if isinstance(v, str) else None
-        if not m:
-            raise Invalid("expected seconds or a duration like \"90m\", \"12h\", \"30d\", "
-                          f"\"2w\", got {v!r}")
-        return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            secs = v
+        else:
+            m = _DURATION.match(v.strip().lower()) if isinstance(v, str) else None
+            if not m:
+                raise Invalid("expected seconds or a duration like \"90m\", \"12h\", \"30d\", "
+                              f"\"2w\", got {v!r}")
+            secs = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if hi is not None and secs > hi:
+            limit = f"{hi // 86400}d" if hi % 86400 == 0 else f"{hi} s"
+            raise Invalid(f"expected a duration of at most {limit}, got {v!r}")
+        return secs
     return check
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from acctd.daemon import log as daemon_log
+from acctd.errors import ConfigError
 from acctd.kernel import abi, drain, reader
 from acctd.model import sys_policy as sys_policies
 from acctd.store import queries
@@ -41,8 +42,12 @@ class CoreCommands:
         return self.d.mailbox.request()
 
     def reload(self) -> dict:
-        self.d.mailbox.ask_reload()
-        return {"reload": "requested"}
+        """Reload in the main loop and answer its verdict: the file and what
+        changed, or the mistake (file:line) that refused it."""
+        try:
+            return self.d.mailbox.request(reload=True)
+        except ConfigError as e:
+            raise ConfigError(f"reload refused, the running configuration stays: {e}") from None
 
     # -- the daemon ------------------------------------------------------------------
 

@@ -34,9 +34,10 @@ from acctd.aaa.fticks import FticksService
 from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
 from acctd.control.dispatch import Dispatcher
+from acctd.errors import ConfigError
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
-from acctd.kernel.datapath import Datapath, Hook
+from acctd.kernel.datapath import Datapath, Hook, NoSuchInterface
 from acctd.kernel.enforcer import Enforcer
 from acctd.model import enforcement, sys_policy
 from acctd.model.snapshot import Snapshot
@@ -168,13 +169,17 @@ class Daemon:
         cfg = self.config
         hooks = [Hook(i.name, i.role_id, i.hook) for i in cfg.interfaces]
         if hooks:
-            self.notices = self.dp.attach(hooks)
+            try:
+                self.notices = self.dp.attach(hooks)
+            except NoSuchInterface as e:
+                raise interface_error(cfg, e) from None
         else:
             self.dp.load()
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
-        self._seed()
-        self._flow_base = self._flow_counts()
-        self.start_services()
+        with self.storage.reported():  # the first reads of the checkpoint and the services' state
+            self._seed()
+            self._flow_base = self._flow_counts()
+            self.start_services()
         self.enforce()  # the kernel kept enforcing while we were down: make it current
         for s in self.services.values():
             s.serve()
@@ -219,21 +224,28 @@ class Daemon:
             self.checks = np.zeros(snap.plan.n_entries, np.uint64)
             self.matches = np.zeros(snap.plan.n_entries, np.uint64)
 
-    def reload(self) -> None:
-        """SIGHUP: re-read units, policies, users and services without
-        detaching. The interval so far is drained and committed under the
-        old model first, so every byte is accounted exactly once, under the
-        units and policies in force when it was counted. A config with
-        mistakes is refused and the old one stays (the error names file,
-        line and key). Enforcement is re-applied at the end, whatever changed."""
+    def reload(self) -> dict:
+        """SIGHUP, `acctctl reload`: re-read units, policies, users and
+        services without detaching. The interval so far is drained and
+        committed under the old model first, so every byte is accounted
+        exactly once, under the units and policies in force when it was
+        counted. A config with mistakes, or naming an interface the namespace
+        lacks, is refused before anything changes: ConfigError (file, line,
+        key), and the old one stays. Enforcement is re-applied at the end,
+        whatever changed. Returns the verdict: the file and what changed."""
+        old = self.config
         try:
-            new = config_mod.load(self.config.path)
-        except Exception as e:
+            new = config_mod.load(old.path)
+            if new.interfaces != old.interfaces:
+                try:
+                    self.dp.check_interfaces(i.name for i in new.interfaces)
+                except NoSuchInterface as e:
+                    raise interface_error(new, e) from None
+        except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
-            return
+            raise
         self.drain()
         with self.lock:
-            old = self.config
             self.rebuild(cfg=new)
             self.checks = np.zeros(self.snapshot.plan.n_entries, np.uint64)
             self.matches = np.zeros(self.snapshot.plan.n_entries, np.uint64)
@@ -250,6 +262,21 @@ class Daemon:
         self.enforce()
         log.info("reloaded %s: %d units, %d policies, %d users", new.path, len(new.units),
                  len(new.policies), len(new.users))
+        return {"reloaded": new.path, "changed": _changed(old, new), "units": len(new.units),
+                "policies": len(new.policies), "users": len(new.users)}
+
+    def answer_reload(self, waiters: list[dict]) -> None:
+        """One reload in the main loop, its verdict to everyone who asked
+        (`acctctl reload`; SIGHUP asks with no waiter)."""
+        verdict = err = None
+        try:
+            verdict = self.reload()
+        except ConfigError as e:  # refused (logged): the running configuration stays
+            err = e
+        except Exception as e:  # the drain inside failed: retried from the checkpoint
+            log.exception("reload failed")
+            err = e
+        self.mailbox.done(waiters, verdict, err)
 
     def close(self) -> None:
         for s in reversed(self.services.values()):
@@ -396,7 +423,8 @@ class Daemon:
             self.storage.commit(rollup.rollup(rows, now, zone), read, in_transaction)
         except BaseException as e:
             self.last_error, self.failed_drains = (now, str(e) or repr(e)), self.failed_drains + 1
-            self._seed()  # the baseline moved ahead of the file: go back to it
+            with self.storage.reported():
+                self._seed()  # the baseline moved ahead of the file: go back to it
             raise
         self.drains, self.failed_drains = self.drains + 1, 0
         self.checks += counts.checks
@@ -493,7 +521,7 @@ class Daemon:
         next_at = time.monotonic() + self.config.processor.lookup_delay
         while not stop.is_set():
             sd.watchdog()
-            waiters, reload = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
+            waiters, reloads = mailbox.wait(min(1.0, max(0.0, next_at - time.monotonic())), stop)
             if stop.is_set():
                 break
             for s in self.services.values():
@@ -501,12 +529,9 @@ class Daemon:
                     s.tick()
                 except Exception:
                     log.exception("%s: tick failed", s.name)
-            if reload:
+            if reloads is not None:
                 sd.reloading()
-                try:
-                    self.reload()
-                except Exception:  # the drain inside failed: retried from the checkpoint
-                    log.exception("reload failed")
+                self.answer_reload(reloads)
                 sd.ready()
                 next_at = time.monotonic() + self.config.processor.lookup_delay
             if waiters or time.monotonic() >= next_at:
@@ -528,36 +553,47 @@ class Daemon:
 
 class Mailbox:
     """Requests to the main loop: `acctctl flush` (each waiter gets the result
-    of a drain that started after it asked) and reloads (SIGHUP). Signal
-    handlers only set a flag here; the work happens in the loop."""
+    of a drain that started after it asked) and reloads (SIGHUP, or
+    `acctctl reload`, which waits for the verdict). Signal handlers only set
+    a flag here; the work happens in the loop."""
 
     def __init__(self):
         self._cv = threading.Condition()
         self._pending: list[dict] = []
-        self._reload = False
+        self._reloads: list[dict] | None = None  # None: no reload asked
 
     def ask_reload(self) -> None:
         with self._cv:
-            self._reload = True
+            self._reloads = self._reloads or []
             self._cv.notify_all()
 
-    def request(self, timeout: float = 120.0) -> dict:
+    def request(self, timeout: float = 120.0, reload: bool = False) -> dict:
+        """Wait for the loop's next drain (or, with `reload`, its reload)."""
         slot: dict = {}
         with self._cv:
-            self._pending.append(slot)
+            if reload:
+                self._reloads = (self._reloads or []) + [slot]
+            else:
+                self._pending.append(slot)
             self._cv.notify_all()
             if not self._cv.wait_for(lambda: "result" in slot or "error" in slot, timeout):
-                raise TimeoutError("the daemon did not drain in time")
-        if "error" in slot:
-            raise RuntimeError(f"drain failed: {slot['error']}")
+                raise TimeoutError(f"the daemon did not {'reload' if reload else 'drain'} in "
+                                   "time")
+        err = slot.get("error")
+        if isinstance(err, ConfigError):
+            raise err
+        if err is not None:
+            raise RuntimeError(f"{'reload' if reload else 'drain'} failed: {err}")
         return slot["result"]
 
-    def wait(self, timeout: float, stop: threading.Event) -> tuple[list[dict], bool]:
+    def wait(self, timeout: float, stop: threading.Event) -> tuple[list[dict], list[dict] | None]:
+        """(flush waiters, reload waiters or None when no reload was asked)."""
         with self._cv:
-            self._cv.wait_for(lambda: self._pending or self._reload or stop.is_set(), timeout)
+            self._cv.wait_for(lambda: self._pending or self._reloads is not None or
+                              stop.is_set(), timeout)
             taken, self._pending = self._pending, []
-            reload, self._reload = self._reload, False
-            return taken, reload
+            reloads, self._reloads = self._reloads, None
+            return taken, reloads
 
     def done(self, waiters: list[dict], summary, err) -> None:
         with self._cv:
@@ -565,12 +601,41 @@ class Mailbox:
                 if err is None:
                     w["result"] = summary
                 else:
-                    w["error"] = str(err)
+                    w["error"] = err
             self._cv.notify_all()
 
     def wake(self) -> None:
         with self._cv:
             self._cv.notify_all()
+
+
+def interface_error(cfg, e: NoSuchInterface) -> ConfigError:
+    """A configured interface the namespace lacks, at its line in the config
+    (at start, reload and `acctd --check`)."""
+    index = next(n for n, i in enumerate(cfg.interfaces) if i.name == e.ifname)
+    return config_mod.error_at(cfg.path, str(e), "interface", index, "name")
+
+
+# What a reload's verdict names when it differs (units and policies are compared
+# by value; a table that cannot say is counted as changed).
+_SECTIONS = ("interfaces", "processor", "storage", "units", "policies", "users", "server",
+             "quota", "login", "billing", "alerter", "session", "flowlog", "dynamicip", "fticks",
+             "radius", "openvpn", "coa")
+
+
+def _changed(old, new) -> list[str]:
+    out = []
+    for name in _SECTIONS:
+        a, b = getattr(old, name), getattr(new, name)
+        if name in ("units", "policies"):
+            a, b = tuple(a), tuple(b)
+        try:
+            same = bool(a == b)
+        except (ValueError, TypeError):  # numpy inside (prefix files): no cheap answer
+            same = False
+        if not same:
+            out.append(name)
+    return out
 
 
 def _empty(name: str):

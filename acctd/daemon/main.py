@@ -51,13 +51,22 @@ def parse_hook(spec: str, role: abi.Role):
 @click.option("--flows", default=65536, show_default=True, help="Flows expected between drains.")
 @click.option("--addrs", default=16384, show_default=True, help="Local addresses with exact counters.")
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between drains (lookup-delay).")
-@click.option("--once", is_flag=True, help="Attach, drain once, exit.")
+@click.option("--once", is_flag=True,
+              help="Attach, drain once (with --config: and commit), exit.")
+@click.option("--check", is_flag=True,
+              help="Check the --config file and its interfaces (in --netns) as a start or reload "
+                   "would, and exit (1: refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print each drain as a JSON line.")
 def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, addrs, interval, once,
-         as_json):
+         check, as_json):
     """Count traffic per address, port and VLAN with XDP/TC."""
+    if check:
+        if not config_path:
+            raise click.UsageError("--check needs --config")
+        sys.exit(check_config(config_path, netns))
     if config_path:
-        sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file))
+        sys.exit(run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file,
+                            once=once))
     from acctd.kernel.build import Sizes
     from acctd.kernel.datapath import Datapath
     from acctd.kernel.reader import Reader
@@ -89,7 +98,27 @@ def main(config_path, socket_path, log_file, lan, wan, netns, pin_root, flows, a
         sys.exit(1)
 
 
-def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None) -> int:
+def check_config(path: str, netns: str | None) -> int:
+    """What a start or reload would refuse: the file, and its interfaces in
+    the namespace."""
+    from acctd import config
+    from acctd.daemon.core import interface_error
+    from acctd.kernel.datapath import Datapath, NoSuchInterface
+    try:
+        cfg = config.load(path)
+        try:
+            Datapath(netns=netns).check_interfaces(i.name for i in cfg.interfaces)
+        except NoSuchInterface as e:
+            raise interface_error(cfg, e) from None
+        click.echo(config.summary(cfg))
+    except AcctError as e:
+        click.echo(f"acctd: {e}", err=True)
+        return 1
+    return 0
+
+
+def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file=None,
+               once: bool = False) -> int:
     from acctd import config
     from acctd.control.server import DEFAULT_SOCKET, ControlServer, TcpControlServer, socket_dir
     from acctd.daemon import instance, log
@@ -120,6 +149,12 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
         socket_dir(socket_path)
         d = Daemon(cfg, Sizes(flows=flows, addrs=addrs, pin_root=pin_root), netns=netns)
         d.start()
+        if once:  # one drain committed, no socket: cron jobs and tests
+            try:
+                print(json.dumps({"event": "drained", **d.drain()}), flush=True)
+            finally:
+                d.close()
+            return 0
         server = ControlServer(socket_path, d.dispatcher)
         tcp = TcpControlServer(cfg.server, d.dispatcher) if cfg.server else None
     except AcctError as e:

@@ -55,10 +55,29 @@ class Hook:
                             f"not {self.mode!r}")
 
 
+class NoSuchInterface(AcctError):
+    """A configured interface the namespace lacks (the daemon points at its config line)."""
+
+    def __init__(self, ifname: str, netns: str | None):
+        self.ifname, self.netns = ifname, netns
+        where = f"network namespace {netns!r}" if netns else "the current network namespace"
+        super().__init__(f"no interface named {ifname!r} in {where}")
+
+
+def check_netns(name: str) -> None:
+    """A named namespace must exist already: pyroute2's NetNS(name) would
+    create a mistyped one, and leave it behind."""
+    if "/" in name or name in (".", "..") or not os.path.exists(f"/run/netns/{name}"):
+        raise AcctError(f"network namespace {name!r} does not exist (no /run/netns/{name}; "
+                        "`ip netns list` shows the namespaces there are)")
+
+
 class Datapath:
     """Pinned maps and programs of one ABI version under one pin root."""
 
     def __init__(self, sizes: Sizes = Sizes(), netns: str | None = None):
+        if netns:
+            check_netns(netns)
         self.sizes = sizes
         self.netns = netns  # name under /run/netns whose interfaces we hook
         self.maps: dict[str, syscalls.Map] = {}
@@ -159,7 +178,14 @@ class Datapath:
 
     def _ipr(self):
         from pyroute2 import IPRoute, NetNS
-        return NetNS(self.netns) if self.netns else IPRoute()
+        return NetNS(self.netns, flags=0) if self.netns else IPRoute()  # flags=0: never create
+
+    def check_interfaces(self, names: Iterable[str]) -> None:
+        """NoSuchInterface for the first name the namespace lacks (before a
+        reload changes anything)."""
+        with self._ipr() as ipr:
+            for name in names:
+                _ifindex(ipr, name, self.netns)
 
     def attach(self, hooks: Iterable[Hook]) -> list[str]:
         """Hook the interfaces; returns notices for the operator (changes made
@@ -172,7 +198,7 @@ class Datapath:
         with self._ipr() as ipr:
             used = {int(v["slot"]) for v in self._iface_cfgs().values()}
             for h in hooks:
-                idx = _ifindex(ipr, h.ifname)
+                idx = _ifindex(ipr, h.ifname, self.netns)
                 if idx >= self.sizes.max_ifindex:
                     raise AcctError(f"interface {h.ifname} has ifindex {idx}, above the "
                                     f"configured max-ifindex {self.sizes.max_ifindex}")
@@ -305,10 +331,10 @@ class Datapath:
         return unhooked
 
 
-def _ifindex(ipr, ifname: str) -> int:
+def _ifindex(ipr, ifname: str, netns: str | None) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
-        raise AcctError(f"no interface named {ifname!r}")
+        raise NoSuchInterface(ifname, netns)
     return found[0]
 
 

@@ -13,13 +13,23 @@ oids are integers in SQL and hex text ("02A1F3") in Python; this module
 converts between them. policy_oid 0 is all of a unit's traffic; unit_oid 0
 is unattributed traffic; policy_oids rollup.DROPPED count what the datapath
 dropped, per cause (see acctd.store.rollup).
+
+The file holds password hashes (logins): the daemon keeps it, its WAL and
+a state directory it creates owner-only (0600, 0700) whatever the umask.
+DuckDB's own checkpoint waits for a 16 MiB WAL, so a quiet daemon kept its
+data in the WAL alone for hours; a commit folds the WAL into the file once
+it holds WAL_LIMIT bytes or CHECKPOINT_EVERY seconds of commits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
+import re
+import time
 from collections.abc import Callable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -32,7 +42,11 @@ from acctd.kernel.drain import counter_fields
 from acctd.store import migrations
 from acctd.store.rollup import PERIODS, Rollup, from_us, label, period_end, period_start, to_us
 
+log = logging.getLogger("acctd.storage")
+
 CHUNK = 1 << 16  # checkpoint entries per row: large blobs, few rows
+WAL_LIMIT = 4 << 20       # bytes of WAL a commit folds into the file
+CHECKPOINT_EVERY = 300.0  # seconds of commits that may live in the WAL alone
 _KINDS = "['hour', 'day', 'week', 'month']"
 
 # Who held which address when (acctd.model.sessions); open sessions have no stop.
@@ -46,7 +60,54 @@ CHECKPOINT_TYPES = {"acct_addrs": (abi.ADDR_KEY, abi.ADDR_VAL),
 
 
 class StorageError(AcctError):
-    """The database cannot be used as it is (wrong version, ABI, locked)."""
+    """The database cannot be used as it is (wrong version, ABI, locked, damaged)."""
+
+
+def damage(path: str, e: Exception) -> StorageError | None:
+    """A DuckDB error that means a damaged file or WAL, as one line: which
+    file, what to do, and that the kernel loses nothing meanwhile; else None."""
+    text = str(e)
+    reason = re.sub(r'^[A-Za-z ]*Error: |Failure while replaying WAL file "[^"]*": |'
+                    r'The file "[^"]*" exists, but it is ', "", text).strip()
+    if "replaying WAL" in text and not reason.startswith("Corrupt database file"):
+        # without it the file's older checkpoint stands: the next drain accounts
+        # the traffic since then (into one interval); other changes are lost
+        where, what = f"{path}.wal", ("the write-ahead log is damaged (%s): move it aside "
+                                      "(the next drain accounts the traffic since the last "
+                                      "checkpoint; other changes since then are lost)")
+    elif re.search(r"[Cc]orrupt|checksum|not a valid DuckDB database", text):
+        # its WAL goes too: replayed into a new database it would not fit
+        where, what = path, (f"the database is damaged (%s): move it aside, with "
+                             f"{os.path.basename(path)}.wal if there is one,")
+    else:
+        return None
+    return StorageError(f"{where}: {what % reason} or restore a copy, then start acctd again; "
+                        "the kernel keeps counting meanwhile (the pinned maps persist)")
+
+
+def open_error(path: str, e: Exception) -> StorageError:
+    return damage(path, e) or StorageError(f"cannot open {path}: {e}")
+
+
+def _private_dir(path: str) -> None:
+    """The state directory, made owner-only if we make it (one that exists
+    is the operator's choice)."""
+    if path and not os.path.isdir(path):
+        os.makedirs(path, 0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # makedirs' mode goes through the umask
+
+
+def _private_file(path: str, create: bool = False) -> None:
+    """Owner-only; with `create`, an empty one where none is (DuckDB appends
+    to an empty WAL, and would otherwise create it through the umask)."""
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return
+        except FileExistsError:
+            pass
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _type_text(t: np.dtype) -> str:
@@ -93,14 +154,35 @@ class Storage:
     """
 
     def __init__(self, path: str | os.PathLike, zone: ZoneInfo | str = "UTC",
-                 raw_retention: int = 30 * 86400, read_only: bool = False):
+                 raw_retention: int = 30 * 86400, read_only: bool = False,
+                 wal_limit: int = WAL_LIMIT, checkpoint_every: float = CHECKPOINT_EVERY):
         self.path = os.fspath(path)
         self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
         self.raw_retention = raw_retention
+        # a file we write: kept owner-only, its WAL folded by our checkpoints
+        self.wal = None if read_only or self.path.startswith(":memory:") else f"{self.path}.wal"
+        self.wal_limit, self.checkpoint_every = wal_limit, checkpoint_every
+        self._folded, self._fold_failed = time.monotonic(), False
         try:
+            if self.wal:
+                _private_dir(os.path.dirname(os.path.abspath(self.path)))
             self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as e:
-            raise StorageError(f"cannot open {self.path}: {e}") from None
+            try:
+                if self.wal:
+                    _private_file(self.path)
+                    _private_file(self.wal, create=True)
+                    # fold_wal checkpoints first; DuckDB's own one only as a backstop
+                    self.con.execute("SET checkpoint_threshold = '1GiB'")
+                self._upgrade(read_only)
+            except BaseException:
+                self.con.close()
+                raise
+        except duckdb.Error as e:
+            raise open_error(self.path, e) from None
+        except OSError as e:
+            raise StorageError(f"cannot open {self.path}: {e.strerror}") from None
+
+    def _upgrade(self, read_only: bool) -> None:
         version = migrations.version_of(self.con)
         if version != migrations.VERSION:
             if read_only:
@@ -115,6 +197,18 @@ class Storage:
 
     def close(self) -> None:
         self.con.close()
+
+    @contextlib.contextmanager
+    def reported(self):
+        """DuckDB reads a block when a query first needs it, so damage can
+        show after the open: inside this, as the open reports it."""
+        try:
+            yield self
+        except duckdb.Error as e:
+            err = damage(self.path, e)
+            if err is None:
+                raise
+            raise err from None
 
     def __enter__(self) -> Storage:
         return self
@@ -172,21 +266,45 @@ class Storage:
         self.con.register("acct_raw_batch", rollup.raw)
         self.con.register("acct_rollup_batch", rollup.per_period)
         try:
-            self._sql("BEGIN")
-            try:
-                self._write(ts_us, checkpoint)
-                if in_transaction is not None:
-                    in_transaction(self)
-                self._sql("COMMIT")
-            except BaseException:
+            with self.reported():  # a damaged block: one line, not DuckDB's
+                self._sql("BEGIN")
                 try:
-                    self.con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass  # the original error says more; nothing was committed either way
-                raise
+                    self._write(ts_us, checkpoint)
+                    if in_transaction is not None:
+                        in_transaction(self)
+                    self._sql("COMMIT")
+                except BaseException:
+                    try:
+                        self.con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass  # the original error says more; nothing was committed either way
+                    raise
         finally:
             self.con.unregister("acct_raw_batch")
             self.con.unregister("acct_rollup_batch")
+        self.fold_wal()
+
+    def fold_wal(self) -> bool:
+        """CHECKPOINT when the WAL holds wal_limit bytes or checkpoint_every
+        seconds of commits, so the data is in the database file itself;
+        True if it did. A failed one is retried at the next commit."""
+        if self.wal is None:
+            return False
+        size = os.path.getsize(self.wal) if os.path.exists(self.wal) else 0
+        due = size >= self.wal_limit or \
+            (size > 0 and time.monotonic() - self._folded >= self.checkpoint_every)
+        if due:
+            try:
+                self.con.execute("CHECKPOINT")
+                self._folded = time.monotonic()
+                self._fold_failed = False
+            except duckdb.Error as e:
+                if not self._fold_failed:  # once, not at every commit
+                    log.warning("checkpoint of %s failed, retried at every commit: %s",
+                                self.path, e)
+                self._fold_failed, due = True, False
+        _private_file(self.wal, create=True)
+        return due
 
     def charge_sessions(self, charges: Mapping[int, tuple[int, int, int, int]]) -> None:
         """Add a drain's counts to open sessions: session id -> (packets in,

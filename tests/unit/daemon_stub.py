@@ -1,7 +1,7 @@
 """A Daemon without a kernel, for testing the control servers and the
 services over real storage: the real core, services and dispatcher; the
 datapath is never attached, enforce() only counts its calls, and a main
-loop answers every flush."""
+loop answers every flush (a drain of nothing) and reload."""
 
 import contextlib
 import socket
@@ -46,13 +46,16 @@ def daemon_stub(cfg, storage: Storage | None = None, tmp_path=None, clock=None):
         d.enforced += 1
         return {}
     d.enforce = enforce
+    d.drain = lambda: {"drain": 1}  # no kernel to drain
     d.start_services()
     stop = threading.Event()
 
     def loop():
         while not stop.is_set():
-            waiters, _reload = d.mailbox.wait(0.05, stop)
+            waiters, reloads = d.mailbox.wait(0.05, stop)
             d.mailbox.done(waiters, {"drain": 1}, None)
+            if reloads is not None:
+                d.answer_reload(reloads)
     threading.Thread(target=loop, daemon=True).start()
     try:
         yield d

@@ -323,11 +323,12 @@ health       non_ip=4 malformed=1
 
 
 def test_reload_debug_rotate_are_text(srv):
-    assert acctctl(srv, "reload") == "reload requested\n"
+    assert acctctl(srv, "reload") == f"reloaded {srv.daemon.config.path}: no change\n"
     assert acctctl(srv, "debug", "on", "storage") == "debug on for storage\n"
     assert acctctl(srv, "debug", "off") == "debug off for all\n"
     assert acctctl(srv, "rotate", "log") == "logging to stderr: the journal rotates it\n"
-    assert json.loads(acctctl(srv, "reload", "--json")) == {"reload": "requested"}
+    assert json.loads(acctctl(srv, "reload", "--json")) == \
+        {"reloaded": srv.daemon.config.path, "changed": [], "units": 3, "policies": 2, "users": 0}
 
 
 def test_schedule_add_list_del(fresh):

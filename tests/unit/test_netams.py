@@ -296,7 +296,8 @@ def test_a_bad_value_of_a_known_directive_says_so():
         "frobnicate 1",
     ]))
     assert [(w.line, w.reason) for w in res.warnings] == [
-        (2, "bad value for lookup-delay: expected seconds (an integer >= 1), got 'abc'"),
+        (2, "bad value for lookup-delay: expected seconds (an integer between 1 and 3600), "
+                "got 'abc'"),
         (3, "bad value for flow-lifetime: expected one value, got '30 60'"),
         (4, "bad value for default: expected default {acct-policy|fw-policy} POLICY..."),
         (5, "bad value for restrict: expected restrict all {drop|pass} local {drop|pass}"),

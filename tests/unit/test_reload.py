@@ -4,6 +4,8 @@ the core's lock are reconfigured under it, so no session event or command
 sees a service half reconfigured; CoA and OpenVPN, whose threads do wait
 for it, after it is released; then enforcement is re-applied."""
 
+import json
+
 from acctd import config
 from acctd.daemon.core import SERVICES
 from acctd.services.login import LoginService
@@ -78,3 +80,41 @@ def test_whether_fw_policies_move_with_the_clock_is_worked_out_once_per_config(t
         d.reload()
         assert d._fw_time_dependent() is False
         assert len(walks) == 2
+
+
+def test_acctctl_reload_answers_the_daemons_verdict(tmp_path):
+    """Through the control socket, as an operator sees it: a config the daemon
+    refuses is named with file:line, exit 1, and the running one stays; a
+    good one says what changed."""
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    from acctd.control.server import ControlServer
+
+    path = tmp_path / "acctd.toml"
+    path.write_text(UNITS)
+    with daemon_stub(config.load(str(path)), tmp_path=tmp_path) as d:
+        srv = ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        srv.serve_in_thread()
+        try:
+            def reload(*args):
+                return CliRunner().invoke(main, ["--socket", srv.path, "reload", *args])
+            path.write_text(UNITS + '[[unit]]\ntype = "user"\nname = "bob"\n'
+                            "[processor]\nlookup-delay = 100000\n")
+            res = reload()
+            assert (res.exit_code, res.output) == (1, (
+                f"acctctl: reload refused, the running configuration stays: {path}:14: "
+                "[processor] key 'lookup-delay': expected seconds (an integer between 1 and "
+                "3600), got 100000\n"))
+            assert [u.name for u in d.snapshot.units] == ["alice"]
+            path.write_text(UNITS + '[[unit]]\ntype = "user"\nname = "bob"\n')
+            res = reload()
+            assert (res.exit_code, res.output) == (0, f"reloaded {path}: units changed\n")
+            assert [u.name for u in d.snapshot.units] == ["alice", "bob"]
+            res = reload("--json")
+            assert res.exit_code == 0
+            assert json.loads(res.output) == {"reloaded": str(path), "changed": [], "units": 2,
+                                              "policies": 1, "users": 0}
+        finally:
+            srv.shutdown()
+            srv.server_close()
