@@ -257,22 +257,35 @@ class Daemon:
     # -- blocks and enforcement ----------------------------------------------------------
 
     def sys_policy_bits(self) -> dict[int, int]:
-        """Each unit's system-policy state by index: the one set at run time
-        (in the database) or, never set, the config's words; plus the
-        blocks the services hold (quota, login, mac)."""
-        snap = self.snapshot
-        stored = self.storage.sys_policies()
-        held: dict[str, int] = {}
-        for s in self.services.values():
-            for oid, bits in s.blocks().items():
-                held[oid] = held.get(oid, 0) | bits
-        out = {}
-        for i, u in enumerate(snap.units):
-            bits = stored.get(u.oid, sys_policy.from_words(u.sys_policy))
-            bits |= held.get(u.oid, 0)
-            if bits:
-                out[i] = bits
-        return out
+        """Each unit's blocks by index, as the kernel gets them
+        (sys_policy.resolve): its own system-policy state (set at run time,
+        in the database, or never set, the config's words), the blocks the
+        services hold (quota, login, mac) and its groups', minus the reasons
+        a sys-allow lifted. Lifted reasons that no longer reach a unit are
+        forgotten here, so their next block blocks."""
+        return self._sys_policy_resolved()[0]
+
+    def _sys_policy_resolved(self) -> tuple[dict, dict, dict]:
+        """(blocks, reaching, states) by unit index (caller may not hold the lock)."""
+        with self.lock:
+            snap = self.snapshot
+            stored = self.storage.sys_policies()
+            held: dict[str, int] = {}
+            for s in self.services.values():
+                for oid, bits in s.blocks().items():
+                    held[oid] = held.get(oid, 0) | bits
+            states, held_at = {}, {}
+            for i, u in enumerate(snap.units):
+                st = stored.get(u.oid, sys_policy.from_words(u.sys_policy))
+                if st:
+                    states[i] = st
+                if held.get(u.oid):
+                    held_at[i] = held[u.oid]
+            blocks, reaching, pruned = sys_policy.resolve(snap.units, states, held_at)
+            for i, st in pruned.items():
+                self.storage.set_sys_policy(snap.units.units[i].oid, st)
+                states[i] = st
+            return blocks, reaching, states
 
     def enforce(self) -> dict:
         """Make the kernel's enforcement equal the decided one
@@ -312,14 +325,18 @@ class Daemon:
     def set_sys_policy(self, unit: str, word: str) -> dict:
         """A system-policy word for a unit (`acctctl unit NAME sys-...`, a
         RADIUS Disconnect): decide, record, enforce, in that order, so a
-        crash in between re-applies the record at the next start."""
+        crash in between re-applies the record at the next start. The words
+        returned are the unit's blocks in force after it, as enforced."""
         with self.lock:
-            i = self.snapshot.find(unit)
-            u = self.snapshot.units.units[i]
+            snap = self.snapshot
+            i = snap.find(unit)
+            u = snap.units.units[i]
             t = time.monotonic()
-            bits = sys_policy.apply(self.sys_policy_bits().get(i, 0), word)
-            self.storage.set_sys_policy(u.oid, bits)
+            _, reaching, states = self._sys_policy_resolved()
+            for j, st in sys_policy.give(states, snap.units, i, word, reaching).items():
+                self.storage.set_sys_policy(snap.units.units[j].oid, st)
             changed = self.enforce()
+            bits = self.sys_policy_bits().get(i, 0)
         return {"unit": u.name, "sys_policy": sys_policy.words(bits), "changed": changed,
                 "applied_ms": round((time.monotonic() - t) * 1000, 2)}
 
