@@ -78,6 +78,7 @@ class Datapath:
 
     def open(self) -> "Datapath":
         """Open the pinned maps (readers: daemon, acctctl). No compiler needed."""
+        pins.check_owned(self.pin_dir)
         if not self.is_pinned():
             raise NotAttached(f"no acctd datapath pinned under {self.pin_dir}: "
                             "run `acctctl attach` (or start acctd) first")
@@ -104,6 +105,7 @@ class Datapath:
                     "`acctctl detach` and attach again")
 
     def pinned_build_id(self) -> int | None:
+        pins.check_owned(self.pin_dir)
         if not os.path.exists(f"{self.pin_dir}/acct_meta"):
             return None
         meta = syscalls.Map.open_pinned(f"{self.pin_dir}/acct_meta", *abi.MAPS["acct_meta"][:2])
