@@ -21,9 +21,21 @@ def status(ctx, as_json):
         for path, free in st["disk_free_bytes"].items():
             click.echo(f"disk free   {free / 2**30:.1f} GiB in {path}")
         click.echo(f"programs    {st['datapath']['prog_ids']}")
+        _attachment(st["datapath"])
         for name, v in (st.get("services") or {}).items():
             click.echo(f"{name:<11} {json.dumps(v) if isinstance(v, dict) else v}")
     run(lambda: out(ask(ctx, "status"), as_json, render))
+
+
+def _attachment(dp: dict) -> None:
+    """The datapath check of every drain, loud when it found pins or hooks missing."""
+    att = dp.get("attachment") or {}
+    last = att.get("last_incident")
+    if not last:
+        return
+    state = f"ATTACHED AGAIN ({att['reattached']} time(s))" if last["reattached"] else \
+        f"NOT ATTACHED: {last.get('error', '')}"
+    click.echo(f"datapath    {state}; at {last['at']}: {'; '.join(last['problems'])}")
 
 
 @click.command()
@@ -42,6 +54,7 @@ def health(ctx, as_json):
             click.echo("dropped      " + "   ".join(f"{k} {v['packets']} pkts {v['bytes']} B"
                                                    for k, v in dropped.items() if v["packets"]))
         click.echo("health       " + " ".join(f"{k}={v}" for k, v in dp["health"].items() if v))
+        _attachment(dp)
     run(lambda: out(ask(ctx, "status")["datapath"] if as_json else ask(ctx, "status"),
                       as_json, render))
 

@@ -112,6 +112,10 @@ class Daemon:
         self._enforce_asked = False
         self._fw_timed_for: Snapshot | None = None
         self._fw_timed = False
+        # pins or hooks found missing at a drain (_check_datapath), for status
+        self.reattached = 0
+        self.datapath_incident: dict | None = None
+        self._in_place_at: str | None = None
 
     # -- what services see (acctd.services.contract.Core) ------------------------------
 
@@ -162,7 +166,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        hooks = [Hook(i.name, i.role_id, i.hook) for i in cfg.interfaces]
+        hooks = self._hooks()
         if hooks:
             self.notices = self.dp.attach(hooks)
         else:
@@ -378,6 +382,7 @@ class Daemon:
         return self._drain()
 
     def _drain(self) -> dict:
+        self._check_datapath()
         snap = self.snapshot
         zone = snap.config.processor.zone
         now = self.clock()
@@ -427,6 +432,50 @@ class Daemon:
         return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(rows["bytes"])),
                 "flows": int(len(delta["acct_flows"].keys)),
                 "addrs": int(len(delta["acct_addrs"].keys))}
+
+    # -- the datapath stays as attached ------------------------------------------------
+
+    def _hooks(self) -> list[Hook]:
+        return [Hook(i.name, i.role_id, i.hook) for i in self.config.interfaces]
+
+    def _check_datapath(self) -> None:
+        """Before every drain: the pins and hooks this daemon counts with are
+        in place. An `acctctl detach --force`, a removed pin or a foreign
+        attach would otherwise end accounting silently; say so (log, status,
+        health) and attach again from the maps held open, so the counters
+        and the checkpoint stay consistent. Traffic an unhooked interface
+        passed meanwhile was not counted: the log says since when it may be."""
+        hooks = self._hooks()
+        try:
+            problems = self.dp.problems(hooks)
+        except Exception as e:  # e.g. netlink: still try to put things back
+            problems = [f"cannot check the datapath: {e}"]
+        now = self.clock().isoformat()
+        if not problems:
+            self._in_place_at = now
+            return
+        last = self.datapath_incident
+        record = {"at": now, "problems": problems, "reattached": False}
+        repeated = last is not None and last["problems"] == problems and not last["reattached"]
+        (log.debug if repeated else log.error)(
+            "DATAPATH NOT AS ATTACHED: %s; traffic through an unhooked interface was not "
+            "counted (last seen in place: %s); attaching again", "; ".join(problems),
+            self._in_place_at or "when the daemon started")
+        try:
+            self.notices = self.dp.repair(hooks)
+            record["reattached"] = True
+            self.reattached += 1
+            log.warning("datapath attached again under %s, counters continue (%d time(s) "
+                        "since start)", self.dp.pin_dir, self.reattached)
+        except Exception as e:
+            record["error"] = str(e)
+            (log.debug if repeated else log.error)("datapath: attaching again failed: %s", e)
+        self.datapath_incident = record
+
+    def datapath_state(self) -> dict:
+        """For `status` and `health`: whether the last check found the datapath
+        in place, how often it had to be attached again, and the last incident."""
+        return {"reattached": self.reattached, "last_incident": self.datapath_incident}
 
     def _seed(self) -> None:
         """Resume from the last committed counters (an empty baseline if none:
