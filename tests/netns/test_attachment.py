@@ -8,6 +8,7 @@ the current counters instead of crediting their history to this hour."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -16,7 +17,7 @@ import sys
 
 import pytest
 
-from .gateway import HOOKS
+from .gateway import HOOKS, all_traffic
 from .topology import LINKS
 from acctd.kernel import abi
 
@@ -143,3 +144,54 @@ def test_detach_refuses_while_acctd_runs_and_a_forced_one_is_put_back(topo, tmp_
     res = ctl("detach", pins=True)
     assert (res.returncode, res.stdout, res.stderr) == (
         3, "", f"acctctl: nothing to detach: no acctd datapath pinned under {sz.pin_dir}\n")
+
+
+def test_a_new_database_on_a_running_datapath_starts_from_the_current_counters(
+        topo, tmp_path, caplog):
+    """A daemon counts alice into one database and stops; the kernel goes on
+    counting; a daemon with a new [storage] path starts on the same pins.
+    The new database holds exactly the traffic after its start, with (all)
+    equal to the all-ip policy, and the log says what was left out. (It
+    used to credit the counters' whole history to the current hour.)"""
+    from acctd import config
+    from acctd.daemon.core import Daemon
+
+    topo.set_all_offloads(False)
+    sz = sizes()
+
+    def daemon(db: str) -> Daemon:
+        path = tmp_path / f"{db}.toml"
+        path.write_text(CONFIG.format(db=tmp_path / f"{db}.duckdb", alice=SUB1.v4()))
+        d = Daemon(config.load(str(path)), sz, netns=topo.ns["gw"])
+        d.start()
+        return d
+
+    d = daemon("first")
+    try:
+        first = topo.ping("sub1", SRV.v4(), count=6)
+        d.drain()
+        assert all_traffic(d, "alice")["out"] == (6, first.request.ip_bytes)
+    finally:
+        d.close()
+    topo.ping("sub1", SRV.v4(), count=9)                 # no daemon: the kernel counts
+    caplog.set_level(logging.WARNING, "acctd.daemon")
+    d = daemon("second")
+    try:
+        r = topo.ping("sub1", SRV.v4(), count=4)
+        d.drain()
+        got = all_traffic(d, "alice")
+        assert got == {"out": (4, r.request.ip_bytes), "in": (4, r.reply.ip_bytes)}
+        from acctd.store.queries import report_list
+        rows = {(p["policy"], p["dir"]): (p["month"]["packets"], p["month"]["bytes"])
+                for p in report_list(d.storage, d.snapshot, "alice", d.clock())["policies"]}
+        assert rows[("ip", "out")] == rows[("(all)", "out")]
+        assert rows[("ip", "in")] == rows[("(all)", "in")]
+        (msg,) = [r.getMessage() for r in caplog.records if "new database" in r.getMessage()]
+        assert msg == (
+            f"new database {tmp_path / 'second.duckdb'} on a datapath counting since before "
+            f"it ({sz.pin_dir}): counting starts from the counters as they are now; "
+            f"{2 * 15} packets, {2 * 15 * first.request.ip_bytes // 6} bytes the kernel counted "
+            "before are not credited to it")
+    finally:
+        d.dp.detach()
+        d.close()
