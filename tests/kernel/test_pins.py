@@ -83,3 +83,16 @@ def test_the_directories_acctd_makes_are_root_s_0755_whatever_the_umask(root):
         st = os.stat(p)
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
     pins.check_owned(abi.pin_dir(root))  # and they pass the check
+
+
+@pytest.mark.parametrize("command", ["show", "detach"])
+def test_an_unprivileged_show_or_detach_is_permission_denied_exit_4(datapath, command):
+    """Not the kernel's EACCES read as a verifier refusal, with exit 1."""
+    root = datapath.sizes.pin_root
+    res = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                          sys.executable, "-m", "acctctl.main", "--pin-root", root, command],
+                         capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (
+        4, "", f"acctctl: permission denied: the datapath pinned under {datapath.pin_dir} "
+               "is root's (run as root)\n")
+    assert datapath.is_pinned()
