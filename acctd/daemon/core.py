@@ -116,8 +116,6 @@ class Daemon:
         self.reattached = 0
         self.datapath_incident: dict | None = None
         self._in_place_at: str | None = None
-        # the counters a new database starts from on a running datapath, until committed
-        self._baseline: dict | None = None
 
     # -- what services see (acctd.services.contract.Core) ------------------------------
 
@@ -169,23 +167,16 @@ class Daemon:
     def start(self) -> None:
         cfg = self.config
         hooks = self._hooks()
-        counting = self.dp.is_pinned()  # the maps hold counts from before this start
-        if hooks:
-            self.notices = self.dp.attach(hooks)
-        else:
-            self.dp.load()
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
         self._seed()
-        if counting:
-            self._baseline_for_new_database()
+        counting = self.dp.is_pinned()  # the maps hold counts from before this start
+        self.dp.load()  # pinned, and hooked only where they were already
+        self._baseline_for_new_database(counting)
+        if hooks:
+            self.notices = self.dp.attach(hooks)
         self._flow_base = self._flow_counts()
         self.start_services()
         self.enforce()  # the kernel kept enforcing while we were down: make it current
-        if self._baseline is not None:
-            try:
-                self.drain()  # commits the baseline: a crash after this does not move it
-            except Exception as e:  # the loop's next drain commits it
-                log.error("drain failed, will retry: %s", e)
         for s in self.services.values():
             s.serve()
 
@@ -426,7 +417,6 @@ class Daemon:
             self._seed()  # the baseline moved ahead of the file: go back to it
             raise
         self.drains += 1
-        self._baseline = None  # committed: the checkpoint is the baseline now
         self.checks += counts.checks
         self.matches += counts.matches
         self._draining, self._enforce_asked = True, False
@@ -484,32 +474,42 @@ class Daemon:
         self.datapath_incident = record
 
     def datapath_state(self) -> dict:
-        """For `status` and `health`: whether the last check found the datapath
-        in place, how often it had to be attached again, and the last incident."""
+        """For `status` and `health`: how often the drains' check had to attach
+        again since start, and the last time it found something missing."""
         return {"reattached": self.reattached, "last_incident": self.datapath_incident}
 
-    def _baseline_for_new_database(self) -> None:
-        """A database with no checkpoint on a datapath that was counting
-        already (a new [storage] path, a deleted file): the counters hold
-        traffic of hours this database never saw, and its flows partly
-        evicted. Crediting them to this drain's hour (and (all) above its
-        policies) would be wrong; counting into this database starts from
-        the counters as they are now, and the log says what was left out."""
+    def _baseline_for_new_database(self, counting: bool) -> None:
+        """A database with no checkpoint gets one at once, of the counters as
+        they are now, before this start hooks anything: then no crash can
+        leave it without one. Maps made by this start are empty, so all they
+        count belongs to it. Maps that were counting already (a new [storage]
+        path, a deleted file) hold traffic of hours this database never saw,
+        their flows partly evicted: crediting it to the first drain's hour
+        (and (all) above its policies) would be wrong, so it is left out, and
+        the log says how much."""
         if self.storage.load_checkpoint(CHECKPOINTED):
             return
         read = {name: drain.read(self.dp.maps[name]) for name in CHECKPOINTED}
-        addrs = read["acct_addrs"][1]
-        self._baseline = read
+        now = self.clock()
+        zone = self.config.processor.zone
+        none = {n: np.zeros(0, k) for n, (k, _) in CHECKPOINTED.items()}
+        nothing, _ = interval.columns(
+            self.snapshot, now.astimezone(zone), none["acct_flows"],
+            np.zeros(0, abi.FLOW_VAL), none["acct_addrs"], np.zeros(0, abi.ADDR_VAL),
+            np.zeros(abi.DIR_MAX, np.uint64), np.zeros(abi.DIR_MAX, np.uint64))
+        self.storage.commit(rollup.rollup(nothing, now, zone), read)
         self._seed()
-        log.warning("new database %s on a datapath counting since before it (%s): counting "
-                    "starts from the counters as they are now; %d packets, %d bytes the "
-                    "kernel counted before are not credited to it", self.storage.path,
-                    self.dp.pin_dir, int(addrs["packets"].sum()), int(addrs["bytes"].sum()))
+        addrs = read["acct_addrs"][1]
+        if counting:
+            log.warning("new database %s on a datapath counting since before it (%s): "
+                        "counting starts from the counters as they are now; %d packets, %d "
+                        "bytes the kernel counted before are not credited to it",
+                        self.storage.path, self.dp.pin_dir, int(addrs["packets"].sum()),
+                        int(addrs["bytes"].sum()))
 
     def _seed(self) -> None:
-        """Resume from the last committed counters. None committed: the
-        baseline a new database starts from on a running datapath, else an
-        empty one (the maps are new: their counts belong to this database)."""
+        """Resume from the last committed counters (a database starts with a
+        checkpoint: _baseline_for_new_database)."""
         was = self.storage.meta("abi_version")
         if was != str(abi.ABI_VERSION):
             log.warning("datapath ABI v%s -> v%s: the new maps start at zero; counts of the "
@@ -517,7 +517,7 @@ class Daemon:
                         "`acctctl flush` before upgrading; `acctctl detach` with the old "
                         "version removes its pins)", was, abi.ABI_VERSION)
             self.storage.forget_checkpoint()
-        ckpt = self.storage.load_checkpoint(CHECKPOINTED) or self._baseline or {}
+        ckpt = self.storage.load_checkpoint(CHECKPOINTED)
         for name, d in self.deltas.items():
             d.seed(*ckpt[name]) if name in ckpt else d.seed(*_empty(name))
 
