@@ -29,12 +29,32 @@ def attach(ctx, lan, wan, as_json):
 
 
 @click.command()
+@click.option("--force", is_flag=True,
+              help="Detach even while a daemon holds the datapath (it attaches again at its "
+                   "next drain, and says so).")
 @click.pass_context
-def detach(ctx):
-    """Unhook every interface and remove all pins: nothing is left behind."""
+def detach(ctx, force):
+    """Unhook every interface and remove all pins: nothing is left behind.
+
+    Refused while another process (a running acctd) holds the pinned maps:
+    stop it first, or give --force."""
+    from acctd.errors import Conflict, NotAttached
+
     def go():
-        unhooked = datapath(ctx).detach()
+        dp = datapath(ctx)
+        if not dp.exists():
+            raise NotAttached(f"nothing to detach: no acctd datapath pinned under {dp.pin_dir}")
+        dp.require_access()  # an unprivileged caller: exit 4, before any syscall
+        holders = dp.holders()
+        who = ", ".join(f"{name} (pid {pid})" for pid, name in holders)
+        if holders and not force:
+            raise Conflict(f"the datapath under {dp.pin_dir} is in use by {who}: stop it "
+                           "first, or `acctctl detach --force` (a running acctd attaches "
+                           "again at its next drain)")
+        unhooked = dp.detach()
         click.echo(f"detached {len(unhooked)} interface(s), pins removed")
+        if holders:
+            click.echo(f"acctctl: {who} still holds the old maps", err=True)
     run(go)
 
 

@@ -38,9 +38,21 @@ def status(ctx, as_json):
             echo(f"disk free   {nbytes(free)} in {path}")
         echo("programs    " + (", ".join(f"{k} {v}" for k, v in st["datapath"]["prog_ids"].items())
                               or "none"))
+        _attachment(st["datapath"])
         for name, v in (st.get("services") or {}).items():
             echo(f"{name:<11} {_fields(v)}")
     run(lambda: out(ask(ctx, "status"), as_json, render))
+
+
+def _attachment(dp: dict) -> None:
+    """The datapath check of every drain, loud when it found pins or hooks missing."""
+    att = dp.get("attachment") or {}
+    last = att.get("last_incident")
+    if not last:
+        return
+    state = f"ATTACHED AGAIN ({att['reattached']} time(s))" if last["reattached"] else \
+        f"NOT ATTACHED: {last.get('error', '')}"
+    echo(f"datapath    {state}; at {when(last['at'])}: {'; '.join(last['problems'])}")
 
 
 @click.command()
@@ -58,6 +70,7 @@ def health(ctx, as_json):
             echo("dropped      " + "   ".join(f"{k} {v['packets']} pkts {nbytes(v['bytes'])}"
                                              for k, v in dropped.items() if v["packets"]))
         echo("health       " + health_words(dp["health"]))
+        _attachment(dp)
     run(lambda: out(ask(ctx, "status")["datapath"], as_json, render))
 
 

@@ -959,7 +959,7 @@ class OpenVpnService(Service):
                 i = snap.find(name)
             except KeyError:
                 return False
-            bits = sys_policy.effective(self.core.sys_policy_bits(), snap.units, i)
+            bits = self.core.sys_policy_bits().get(i, 0)  # its groups' included
         return sys_policy.verdict(bits) == abi.Verdict.DROP
 
     def blocks_changed(self, moved) -> None:

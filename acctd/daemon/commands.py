@@ -87,6 +87,7 @@ class CoreCommands:
                                                  "bytes": int(ifs["drop_bytes"][hooked, c].sum())}
                                 for c in abi.Drop},
                     "flow_evictions": d.flow_evictions(),  # since this daemon started
+                    "attachment": d.datapath_state(),       # pins or hooks found missing
                 },
                 "services": services,
             }

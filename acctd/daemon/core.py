@@ -117,6 +117,10 @@ class Daemon:
         self._enforce_asked = False
         self._fw_timed_for: Snapshot | None = None
         self._fw_timed = False
+        # pins or hooks found missing at a drain (_check_datapath), for status
+        self.reattached = 0
+        self.datapath_incident: dict | None = None
+        self._in_place_at: str | None = None
 
     # -- what services see (acctd.services.contract.Core) ------------------------------
 
@@ -167,17 +171,18 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        hooks = [Hook(i.name, i.role_id, i.hook) for i in cfg.interfaces]
-        if hooks:
-            try:
-                self.notices = self.dp.attach(hooks)
-            except NoSuchInterface as e:
-                raise interface_error(cfg, e) from None
-        else:
-            self.dp.load()
+        hooks = self._hooks()
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
         with self.storage.reported():  # the first reads of the checkpoint and the services' state
             self._seed()
+            counting = self.dp.is_pinned()  # the maps hold counts from before this start
+            self.dp.load()  # pinned, and hooked only where they were already
+            self._baseline_for_new_database(counting)
+            if hooks:
+                try:
+                    self.notices = self.dp.attach(hooks)
+                except NoSuchInterface as e:
+                    raise interface_error(cfg, e) from None
             self._flow_base = self._flow_counts()
             self.start_services()
         self.enforce()  # the kernel kept enforcing while we were down: make it current
@@ -288,22 +293,35 @@ class Daemon:
     # -- blocks and enforcement ----------------------------------------------------------
 
     def sys_policy_bits(self) -> dict[int, int]:
-        """Each unit's system-policy state by index: the one set at run time
-        (in the database) or, never set, the config's words; plus the
-        blocks the services hold (quota, login, mac)."""
-        snap = self.snapshot
-        stored = self.storage.sys_policies()
-        held: dict[str, int] = {}
-        for s in self.services.values():
-            for oid, bits in s.blocks().items():
-                held[oid] = held.get(oid, 0) | bits
-        out = {}
-        for i, u in enumerate(snap.units):
-            bits = stored.get(u.oid, sys_policy.from_words(u.sys_policy))
-            bits |= held.get(u.oid, 0)
-            if bits:
-                out[i] = bits
-        return out
+        """Each unit's blocks by index, as the kernel gets them
+        (sys_policy.resolve): its own system-policy state (set at run time,
+        in the database, or never set, the config's words), the blocks the
+        services hold (quota, login, mac) and its groups', minus the reasons
+        a sys-allow lifted. Lifted reasons that no longer reach a unit are
+        forgotten here, so their next block blocks."""
+        return self._sys_policy_resolved()[0]
+
+    def _sys_policy_resolved(self) -> tuple[dict, dict, dict]:
+        """(blocks, reaching, states) by unit index (caller may not hold the lock)."""
+        with self.lock:
+            snap = self.snapshot
+            stored = self.storage.sys_policies()
+            held: dict[str, int] = {}
+            for s in self.services.values():
+                for oid, bits in s.blocks().items():
+                    held[oid] = held.get(oid, 0) | bits
+            states, held_at = {}, {}
+            for i, u in enumerate(snap.units):
+                st = stored.get(u.oid, sys_policy.from_words(u.sys_policy))
+                if st:
+                    states[i] = st
+                if held.get(u.oid):
+                    held_at[i] = held[u.oid]
+            blocks, reaching, pruned = sys_policy.resolve(snap.units, states, held_at)
+            for i, st in pruned.items():
+                self.storage.set_sys_policy(snap.units.units[i].oid, st)
+                states[i] = st
+            return blocks, reaching, states
 
     def enforce(self) -> dict:
         """Make the kernel's enforcement equal the decided one
@@ -343,14 +361,18 @@ class Daemon:
     def set_sys_policy(self, unit: str, word: str) -> dict:
         """A system-policy word for a unit (`acctctl unit NAME sys-...`, a
         RADIUS Disconnect): decide, record, enforce, in that order, so a
-        crash in between re-applies the record at the next start."""
+        crash in between re-applies the record at the next start. The words
+        returned are the unit's blocks in force after it, as enforced."""
         with self.lock:
-            i = self.snapshot.find(unit)
-            u = self.snapshot.units.units[i]
+            snap = self.snapshot
+            i = snap.find(unit)
+            u = snap.units.units[i]
             t = time.monotonic()
-            bits = sys_policy.apply(self.sys_policy_bits().get(i, 0), word)
-            self.storage.set_sys_policy(u.oid, bits)
+            _, reaching, states = self._sys_policy_resolved()
+            for j, st in sys_policy.give(states, snap.units, i, word, reaching).items():
+                self.storage.set_sys_policy(snap.units.units[j].oid, st)
             changed = self.enforce()
+            bits = self.sys_policy_bits().get(i, 0)
         return {"unit": u.name, "sys_policy": sys_policy.words(bits), "changed": changed,
                 "applied_ms": round((time.monotonic() - t) * 1000, 2)}
 
@@ -392,6 +414,7 @@ class Daemon:
         return self._drain()
 
     def _drain(self) -> dict:
+        self._check_datapath()
         snap = self.snapshot
         zone = snap.config.processor.zone
         now = self.clock()
@@ -444,9 +467,82 @@ class Daemon:
                 "flows": int(len(delta["acct_flows"].keys)),
                 "addrs": int(len(delta["acct_addrs"].keys))}
 
+    # -- the datapath stays as attached ------------------------------------------------
+
+    def _hooks(self) -> list[Hook]:
+        return [Hook(i.name, i.role_id, i.hook) for i in self.config.interfaces]
+
+    def _check_datapath(self) -> None:
+        """Before every drain: the pins and hooks this daemon counts with are
+        in place. An `acctctl detach --force`, a removed pin or a foreign
+        attach would otherwise end accounting silently; say so (log, status,
+        health) and attach again from the maps held open, so the counters
+        and the checkpoint stay consistent. Traffic an unhooked interface
+        passed meanwhile was not counted: the log says since when it may be."""
+        hooks = self._hooks()
+        try:
+            problems = self.dp.problems(hooks)
+        except Exception as e:  # e.g. netlink: still try to put things back
+            problems = [f"cannot check the datapath: {e}"]
+        now = self.clock().isoformat()
+        if not problems:
+            self._in_place_at = now
+            return
+        last = self.datapath_incident
+        record = {"at": now, "problems": problems, "reattached": False}
+        repeated = last is not None and last["problems"] == problems and not last["reattached"]
+        (log.debug if repeated else log.error)(
+            "DATAPATH NOT AS ATTACHED: %s; traffic through an unhooked interface was not "
+            "counted (last seen in place: %s); attaching again", "; ".join(problems),
+            self._in_place_at or "when the daemon started")
+        try:
+            self.notices = self.dp.repair(hooks)
+            record["reattached"] = True
+            self.reattached += 1
+            log.warning("datapath attached again under %s, counters continue (%d time(s) "
+                        "since start)", self.dp.pin_dir, self.reattached)
+        except Exception as e:
+            record["error"] = str(e)
+            (log.debug if repeated else log.error)("datapath: attaching again failed: %s", e)
+        self.datapath_incident = record
+
+    def datapath_state(self) -> dict:
+        """For `status` and `health`: how often the drains' check had to attach
+        again since start, and the last time it found something missing."""
+        return {"reattached": self.reattached, "last_incident": self.datapath_incident}
+
+    def _baseline_for_new_database(self, counting: bool) -> None:
+        """A database with no checkpoint gets one at once, of the counters as
+        they are now, before this start hooks anything: then no crash can
+        leave it without one. Maps made by this start are empty, so all they
+        count belongs to it. Maps that were counting already (a new [storage]
+        path, a deleted file) hold traffic of hours this database never saw,
+        their flows partly evicted: crediting it to the first drain's hour
+        (and (all) above its policies) would be wrong, so it is left out, and
+        the log says how much."""
+        if self.storage.load_checkpoint(CHECKPOINTED):
+            return
+        read = {name: drain.read(self.dp.maps[name]) for name in CHECKPOINTED}
+        now = self.clock()
+        zone = self.config.processor.zone
+        none = {n: np.zeros(0, k) for n, (k, _) in CHECKPOINTED.items()}
+        nothing, _ = interval.columns(
+            self.snapshot, now.astimezone(zone), none["acct_flows"],
+            np.zeros(0, abi.FLOW_VAL), none["acct_addrs"], np.zeros(0, abi.ADDR_VAL),
+            np.zeros(abi.DIR_MAX, np.uint64), np.zeros(abi.DIR_MAX, np.uint64))
+        self.storage.commit(rollup.rollup(nothing, now, zone), read)
+        self._seed()
+        addrs = read["acct_addrs"][1]
+        if counting:
+            log.warning("new database %s on a datapath counting since before it (%s): "
+                        "counting starts from the counters as they are now; %d packets, %d "
+                        "bytes the kernel counted before are not credited to it",
+                        self.storage.path, self.dp.pin_dir, int(addrs["packets"].sum()),
+                        int(addrs["bytes"].sum()))
+
     def _seed(self) -> None:
-        """Resume from the last committed counters (an empty baseline if none:
-        counters never committed anywhere are counted at the first drain)."""
+        """Resume from the last committed counters (a database starts with a
+        checkpoint: _baseline_for_new_database)."""
         was = self.storage.meta("abi_version")
         if was != str(abi.ABI_VERSION):
             log.warning("datapath ABI v%s -> v%s: the new maps start at zero; counts of the "

@@ -8,6 +8,10 @@ Lifecycle (all state lives in bpffs under Sizes.pin_dir, none in processes):
   our current program is left untouched (its program id does not change).
 - programs stay attached when the daemon exits;
 - detach: unhook every interface running one of our programs, remove pins.
+  `acctctl detach` refuses while another process (a running daemon) holds
+  the pinned maps (holders()); the daemon checks at every drain that its
+  pins and hooks are in place (problems()) and puts back what is missing
+  (repair()), from the maps and programs it holds open.
 
 A LAN interface needs both directions: its ingress hook (XDP native, XDP
 generic or TC, as configured) sees "out" traffic and a TC egress hook sees
@@ -25,7 +29,7 @@ from typing import Iterable
 
 import numpy as np
 
-from acctd.errors import AcctError, BpfError, NotAttached
+from acctd.errors import AcctError, BpfError, NotAttached, PermissionDenied
 from acctd.kernel import abi, pins, syscalls
 from acctd.kernel.build import Build, Layout, Sizes
 
@@ -97,6 +101,8 @@ class Datapath:
 
     def open(self) -> "Datapath":
         """Open the pinned maps (readers: daemon, acctctl). No compiler needed."""
+        pins.check_owned(self.pin_dir)
+        self.require_access()
         if not self.is_pinned():
             raise NotAttached(f"no acctd datapath pinned under {self.pin_dir}: "
                             "run `acctctl attach` (or start acctd) first")
@@ -108,6 +114,107 @@ class Datapath:
             if name not in self.prog_fds and os.path.exists(path):
                 self.prog_fds[name] = syscalls.obj_get(path)
         return self
+
+    def require_access(self) -> None:
+        """bpffs checks the pin's inode like a file's: without read and write
+        on it, say "permission denied" (not the kernel's EACCES, which reads
+        like a verifier refusal)."""
+        probe = f"{self.pin_dir}/acct_meta"
+        if os.path.exists(probe) and not os.access(
+                probe, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+            raise PermissionDenied(f"permission denied: the datapath pinned under "
+                                   f"{self.pin_dir} is root's (run as root)")
+
+    def exists(self) -> bool:
+        """Whether anything of ours is pinned under the pin root."""
+        return os.path.isdir(self.pin_dir)
+
+    def pinned_ids(self) -> dict[str, int]:
+        """Pin name -> id of the map or program pinned there now."""
+        out = {}
+        for name in [*abi.MAPS, *(f"prog_{p}" for p in PROG_PINS)]:
+            path = f"{self.pin_dir}/{name}"
+            if not os.path.exists(path):
+                continue
+            try:
+                fd = syscalls.obj_get(path)
+            except BpfError as e:
+                if e.errno == errno.ENOENT:  # removed meanwhile
+                    continue
+                raise
+            try:
+                info = syscalls.map_info(fd) if name in abi.MAPS else syscalls.prog_info(fd)
+                out[name] = info.id
+            finally:
+                os.close(fd)
+        return out
+
+    def holders(self) -> list[tuple[int, str]]:
+        """Other processes holding the pinned maps open, as (pid, command
+        name): a running daemon (which holds them all the time), or a reader.
+        Read from /proc/PID/fdinfo (map_id)."""
+        ids = {str(i) for n, i in self.pinned_ids().items() if n in abi.MAPS}
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid() or not ids:
+                continue
+            try:
+                if any(_fd_map_id(pid, fd) in ids for fd in os.listdir(f"/proc/{pid}/fd")):
+                    with open(f"/proc/{pid}/comm") as f:
+                        found.append((int(pid), f.read().strip()))
+            except OSError:  # gone, or not ours to look into
+                continue
+        return found
+
+    def problems(self, hooks: Iterable[Hook]) -> list[str]:
+        """What is missing of the datapath this process holds open: pins
+        removed or replaced by other objects, interfaces not running our
+        programs. [] when all is in place."""
+        held = {n: m.info.id for n, m in self.maps.items()}
+        held |= {f"prog_{n}": syscalls.prog_info(fd).id for n, fd in self.prog_fds.items()}
+        pinned = self.pinned_ids()
+        out = []
+        gone = [n for n in held if n not in pinned]
+        if gone:
+            out.append(f"pins removed under {self.pin_dir}: {', '.join(sorted(gone))}")
+        other = [n for n in held if n in pinned and pinned[n] != held[n]]
+        if other:
+            out.append(f"pins replaced by other objects: {', '.join(sorted(other))}")
+        ids = self.prog_ids()
+        with self._ipr() as ipr:
+            for h in hooks:
+                found = ipr.link_lookup(ifname=h.ifname)
+                if not found:
+                    out.append(f"{h.ifname}: interface gone")
+                    continue
+                idx = found[0]
+                want = {"tc egress": (_tc_prog_id(ipr, idx, TC_H_EGRESS_PARENT),
+                                      ids.get("acct_tc_egress"))}
+                if h.mode == "tc":
+                    want["tc ingress"] = (_tc_prog_id(ipr, idx, TC_H_INGRESS_PARENT),
+                                          ids.get("acct_tc_ingress"))
+                else:
+                    want["xdp"] = (_xdp_prog_id(ipr, idx), ids.get("acct_xdp"))
+                for where, (cur, ours) in want.items():
+                    if cur != ours:
+                        out.append(f"{h.ifname}: {where} runs "
+                                   f"{f'program {cur}' if cur else 'nothing'}, not acctd's")
+        return out
+
+    def repair(self, hooks: Iterable[Hook]) -> list[str]:
+        """Put back pins and hooks from the maps and programs this process
+        holds open (counters continue where they are), then hook again as
+        attach does. Returns attach's notices."""
+        pins.ensure_pin_dir(self.pin_dir)
+        objs = {**{n: m.fd for n, m in self.maps.items()},
+                **{f"prog_{n}": fd for n, fd in self.prog_fds.items()}}
+        for name, fd in objs.items():
+            path = f"{self.pin_dir}/{name}"
+            tmp = path + "_new"
+            pins.unlink(tmp)
+            syscalls.obj_pin(fd, tmp)
+            os.rename(tmp, path)  # over a foreign pin too: ours are the counted ones
+        return self.attach(hooks)
 
     def _check_sizes(self) -> None:
         want = {"acct_flows": self.sizes.flow_entries, "acct_addrs": self.sizes.addrs,
@@ -123,6 +230,7 @@ class Datapath:
                     "`acctctl detach` and attach again")
 
     def pinned_build_id(self) -> int | None:
+        pins.check_owned(self.pin_dir)
         if not os.path.exists(f"{self.pin_dir}/acct_meta"):
             return None
         meta = syscalls.Map.open_pinned(f"{self.pin_dir}/acct_meta", *abi.MAPS["acct_meta"][:2])
@@ -160,6 +268,7 @@ class Datapath:
         return self.open()
 
     def open_maps_only(self) -> None:
+        self.require_access()
         for name, (kdt, vdt, _) in abi.MAPS.items():
             self.maps[name] = syscalls.Map.open_pinned(f"{self.pin_dir}/{name}", kdt, vdt)
 
@@ -329,6 +438,20 @@ class Datapath:
         self.close()
         pins.remove_tree(self.pin_dir)
         return unhooked
+
+
+def _fd_map_id(pid: str, fd: str) -> str | None:
+    """The id of the BPF map behind a process's fd, if it is one."""
+    try:
+        if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+            return None
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("map_id:"):
+                    return line.split()[1]
+    except OSError:  # closed meanwhile
+        pass
+    return None
 
 
 def _ifindex(ipr, ifname: str, netns: str | None) -> int:

@@ -6,8 +6,9 @@ What the kernel does with a packet of local address A (bpf/acct_lib.h):
   address or prefix of every unit, plus ::/0 for `restrict all` when that
   drops. No class: pass.
 - A deny bit in the class's reason drops at every hook (sys-deny, quota,
-  login, money, mac); sys-allow lifts them. fw-policies do not count as
-  blocks: sys-allow does not lift them.
+  login, money, mac): the unit's blocks as resolved by model/sys_policy.py
+  (groups' included, lifted ones not). fw-policies do not count as blocks:
+  sys-allow does not lift them.
 - fw-policies (NeTAMS >= 3.3): the traffic of the unit's listed policies
   passes, everything else is dropped. A unit without fw-policies gets
   `restrict local`; one that is no-local-pass or has neither acct- nor
@@ -309,8 +310,8 @@ def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
     """Every class the kernel should hold: (prefix, length) -> ClassSpec.
 
     snap: the model snapshot (its units carry the sessions' addresses);
-    bits: system-policy bits per unit index (groups' bits reach their
-    members); now: local time for time/day targets (None: all active)."""
+    bits: each unit's blocks by index, resolved (sys_policy.resolve: its
+    groups' included, lifted ones not); now: local time for time/day targets (None: all active)."""
     units, policies, proc = snap.units, snap.policies, snap.config.processor
     restrict = {"pass": abi.Fw.PASS, "drop": abi.Fw.DROP}
     out: dict[tuple[bytes, int], ClassSpec] = {}
@@ -322,14 +323,13 @@ def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
         prefixes = [(a, 128) for a in u.addrs] + list(u.nets)
         if not prefixes:
             continue  # a user unit without an address
-        blocks = sys_policy.effective(bits, units, i)
         rules = compile_rules(u, i, policies, units, default_fw, now, memo)
         if rules or fw_list(u, i, policies, default_fw):
             fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
         else:
             local = not u.no_local_pass and bool(snap.plan.lists[i])
             fw = restrict[proc.restrict_local if local else proc.restrict_all]
-        spec = ClassSpec(int(blocks), fw, rules, u.oid, u.bw)
+        spec = ClassSpec(int(bits.get(i, 0)), fw, rules, u.oid, u.bw)
         for pfx in prefixes:
             out.setdefault(pfx, spec)  # a unit listed twice: the first wins, as in matching
     if proc.restrict_all == "drop":

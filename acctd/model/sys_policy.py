@@ -1,14 +1,25 @@
 """NeTAMS system policies: per-unit blocks by reason, as kernel verdicts.
 
-    sys-deny                 block everything (admin); other blocks stay
-    sys-allow                lift every block: passes whatever else is set, until
-                             a sys-deny word ends the override
+    sys-deny                 block everything (admin)
+    sys-allow                lift every block the unit (and, for a group, each
+                             member) has at that moment
     sys-deny-ACTION          block for a reason: quota, login, money, mac
-    sys-allow-ACTION         lift that reason only
+    sys-allow-ACTION         lift that reason only, the same way
 
-A unit's state is a bitmask of abi.SysPolicy. Every address of the unit gets
-verdict DROP while any deny bit is set, with the bits as its reason; with
-ALLOW among them the kernel passes anyway (acct_enforce in acct_lib.h).
+A block reaches a unit from its own admin words, from the services (quota,
+login, mac hold their blocks) and from its groups. sys-allow is not a
+standing override: it clears the admin words and records the reasons that
+reached the unit then as *lifted*. A lifted reason stays lifted while it
+keeps reaching the unit; once it stops (the quota period turns, the login
+is made), the next block of that reason blocks again, as does any admin
+deny word given later (to the unit or to a group above it).
+
+A unit's stored state is one integer: its admin deny bits (abi.SysPolicy)
+and, LIFTED_SHIFT above them, its lifted reasons. What the kernel gets for
+each address (acct_class.sys_policy) is the resolved result: the reasons
+that reach the unit minus the lifted ones; DROP while any is set
+(acct_enforce in acct_lib.h). The core never writes SysPolicy.ALLOW, so
+what `acctctl units --sys-policy` shows is what the kernel does.
 Pure: the daemon applies the result to the datapath.
 """
 
@@ -21,53 +32,106 @@ from acctd.kernel.abi import SysPolicy, Verdict
 ACTIONS = {"quota": SysPolicy.QUOTA, "login": SysPolicy.LOGIN, "money": SysPolicy.MONEY,
            "mac": SysPolicy.MAC}
 DENY_BITS = SysPolicy.DENY | SysPolicy.QUOTA | SysPolicy.LOGIN | SysPolicy.MONEY | SysPolicy.MAC
+LIFTED_SHIFT = 8  # the stored state: deny bits, and the lifted reasons above them
 
 
-def apply(bits: int, word: str) -> int:
-    """The state after one policy word ("sys-deny-quota" or "deny-quota")."""
+def _parse(word: str) -> tuple[str, int]:
+    """("deny" | "allow", the reasons it names)."""
     w = word.replace("–", "-").lower().removeprefix("sys-")
-    if w == "deny":
-        return (bits | SysPolicy.DENY) & ~SysPolicy.ALLOW  # a new deny ends the override
-    if w == "allow":
-        return SysPolicy.ALLOW  # "снять все запреты": every block lifted
+    if w in ("deny", "allow"):
+        return w, (SysPolicy.DENY if w == "deny" else DENY_BITS)
     kind, _, action = w.partition("-")
     if kind in ("deny", "allow") and action in ACTIONS:
-        bit = ACTIONS[action]
-        if kind == "deny":
-            return (bits | bit) & ~SysPolicy.ALLOW
-        return bits & ~bit
+        return kind, ACTIONS[action]
     raise ValueError(f"unknown system policy {word!r}; expected sys-deny, sys-allow or "
                      f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}}")
 
 
+def state(deny: int, lifted: int = 0) -> int:
+    return (deny & DENY_BITS) | ((lifted & DENY_BITS) << LIFTED_SHIFT)
+
+
+def split(stored: int) -> tuple[int, int]:
+    """(deny bits, lifted reasons) of a stored state. A state written before
+    lifting existed had SysPolicy.ALLOW, the standing override: it lifts
+    whatever reaches the unit now, and nothing that comes later."""
+    if stored & SysPolicy.ALLOW:
+        return stored & DENY_BITS, DENY_BITS
+    return stored & DENY_BITS, (stored >> LIFTED_SHIFT) & DENY_BITS
+
+
 def from_words(words) -> int:
-    bits = 0
+    """The state of a config's `sys-policy` list. The config has no moment to
+    lift at, so a sys-allow(-ACTION) there only cancels the denies before it."""
+    deny = 0
     for w in words:
-        bits = apply(bits, w)
-    return bits
+        kind, bits = _parse(w)
+        deny = deny | bits if kind == "deny" else deny & ~bits
+    return state(deny)
 
 
-def effective(bits: Mapping[int, int], units, i: int) -> int:
-    """Unit i's state with its groups' (a group's block reaches its
-    members); bits: the states by unit index."""
-    b = bits.get(i, 0)
-    for g in units.ancestors[i]:
-        b |= bits.get(g, 0)
-    return b
+def give(states: Mapping[int, int], units, i: int, word: str,
+         reaching: Mapping[int, int]) -> dict[int, int]:
+    """An admin's word to unit i: the states that change, by unit index.
+
+    states: every unit's stored state; reaching: the reasons reaching each
+    unit now (resolve()). A deny word sets its bit on i and un-lifts it on i
+    and its members (a new block reaches them); an allow word clears the
+    named admin bits on i and its members and lifts what reaches them now."""
+    kind, bits = _parse(word)
+    out = {}
+    for j in [i, *units.descendants(i)]:
+        deny, lifted = split(states.get(j, 0))
+        if kind == "deny":
+            if j == i:
+                deny |= bits
+            lifted &= ~bits
+        else:
+            deny &= ~bits
+            lifted |= reaching.get(j, 0) & bits
+        out[j] = state(deny, lifted)
+    return out
+
+
+def resolve(units, states: Mapping[int, int], held: Mapping[int, int]
+            ) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """(blocks, reaching, pruned): by unit index, the reasons that block it
+    (what the kernel gets), the reasons that reach it before lifting, and
+    the states whose lifted reasons no longer reach them (to store).
+
+    held: the services' blocks by unit index. A group's blocks reach its
+    members; lifting is each unit's own."""
+    own = {}
+    for j in set(states) | set(held):
+        deny, _ = split(states.get(j, 0))
+        if deny | held.get(j, 0):
+            own[j] = deny | held.get(j, 0)
+    blocks, reaching, pruned = {}, {}, {}
+    for j in range(len(units.units)):
+        r = own.get(j, 0)
+        for g in units.ancestors[j]:
+            r |= own.get(g, 0)
+        deny, lifted = split(states.get(j, 0))
+        if lifted & ~r or (states.get(j, 0) & SysPolicy.ALLOW):
+            pruned[j] = state(deny, lifted & r)
+        lifted &= r
+        if r:
+            reaching[j] = r
+        if r & ~lifted:
+            blocks[j] = r & ~lifted
+    return blocks, reaching, pruned
 
 
 def verdict(bits: int) -> Verdict:
     """What the kernel does (acct_enforce): drop while a deny bit is set,
-    unless sys-allow overrides them all (quota and login blocks included,
-    until a sys-deny word ends the override)."""
+    unless SysPolicy.ALLOW is set (the kernel still honours it; acctd no
+    longer writes it, see above)."""
     return Verdict.DROP if bits & DENY_BITS and not bits & SysPolicy.ALLOW else Verdict.PASS
 
 
 def words(bits: int) -> list[str]:
-    """NeTAMS spelling of a state, for `acctctl units --sys-policy`."""
+    """NeTAMS spelling of the blocks in force, for `acctctl units --sys-policy`."""
     out = []
-    if bits & SysPolicy.ALLOW:
-        out.append("sys-allow")
     if bits & SysPolicy.DENY:
         out.append("sys-deny")
     out += [f"sys-deny-{a}" for a, bit in ACTIONS.items() if bits & bit]

@@ -319,8 +319,7 @@ class SessionsService(Service):
             snap = self.core.snapshot
             bits = self.core.sys_policy_bits()
             expired = [snap.name_of(oid) for oid in self.open
-                       if sys_policy.verdict(sys_policy.effective(bits, snap.units,
-                                                                  snap.units.by_oid[oid]))
+                       if sys_policy.verdict(bits.get(snap.units.by_oid[oid], 0))
                        == abi.Verdict.DROP]
         if not expired:
             return {"sessions": []}

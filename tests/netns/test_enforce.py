@@ -465,13 +465,17 @@ def test_blocks_survive_sigkill_and_the_restart_reads_them_back(bed, tmp_path):
 
 # --- sys-allow and later blocks: the daemon's view and the kernel's agree ----------------
 #
-# sys-allow is an override (model/sys_policy.py): it passes whatever deny bits are
-# set, quota and login blocks included, until a sys-deny word ends it.
+# sys-allow lifts the blocks that exist when it is given (model/sys_policy.py); a
+# quota, login, money or MAC block that arrives later blocks. Each test compares
+# `units --sys-policy` with what the kernel holds (`blocked`) and with real pings.
+
+def shown(d) -> dict[str, list[str]]:
+    """`acctctl units --sys-policy`: the units it lists (those blocked), with their blocks."""
+    return {u["name"]: u["sys_policy"] for u in d.call("units", sys_policy=True)}
 
 
 def test_sys_deny_after_sys_allow_blocks_again(bed, tmp_path):
-    """sys-allow, then sys-deny: the deny ends the override, and the kernel
-    drops bob as the daemon says."""
+    """sys-allow, then sys-deny: the kernel drops bob as the daemon says."""
     topo = bed.topo
     units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
     with running(bed, write_config(tmp_path, units)) as d:
@@ -481,23 +485,75 @@ def test_sys_deny_after_sys_allow_blocks_again(bed, tmp_path):
         assert topo.ping("sub2", SRV.v4(), count=3).received == 0
 
 
-def test_hard_quota_on_a_sys_allowed_unit_is_noticed_but_overridden(bed, tmp_path):
-    """bob is sys-allowed; over his hour quota the quota service notices
-    (hard) and records the block, but the override holds: the daemon says
-    he is not blocked, and the kernel passes him."""
+GROUP = '\n[[unit]]\ntype = "group"\nname = "subs"\n'
+
+
+def test_a_hard_quota_after_sys_allow_on_the_group_blocks_the_member(bed, tmp_path):
+    """The issue's case: `unit subs sys-deny; unit subs sys-allow`, then a
+    hard quota on bob (a member of subs). bob shows sys-deny-quota and the
+    kernel drops him; alice, also in subs, passes. (The override used to
+    hold: bob showed sys-deny-quota while his pings passed.)"""
     topo = bed.topo
-    units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
+    units = GROUP + host("alice", SUB1.v4(), parents='["subs"]') + \
+        host("bob", SUB2.v4(), parents='["subs"]')
     with running(bed, write_config(tmp_path, units), clock=lambda: NOON) as d:
-        d.set_sys_policy("bob", "sys-allow")
+        assert d.set_sys_policy("subs", "sys-deny")["changed"] == {
+            SUB1.v4(): ["sys-deny"], SUB2.v4(): ["sys-deny"]}
+        assert topo.ping("sub2", SRV.v4(), count=2).received == 0
+        assert d.set_sys_policy("subs", "sys-allow")["sys_policy"] == []
+        assert d.blocked() == {}
+        assert topo.ping("sub2", SRV.v4(), count=2).received == 2
         d.call("quota-set", argv=["bob", "hour", "2K", "out"])
         assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20  # 2560 B out
         d.drain()
         assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
-        assert SUB2.v4() not in d.blocked()
-        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 3
-        d.set_sys_policy("bob", "sys-deny-money")   # a deny word ends the override
-        assert d.blocked()[SUB2.v4()] == ["sys-deny-quota", "sys-deny-money"]
+        assert shown(d) == {"bob": ["sys-deny-quota"]}
+        assert d.blocked() == {SUB2.v4(): ["sys-deny-quota"]}
         assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
+        assert topo.ping("sub1", SRV.v4(), count=3, size=100).received == 3
+
+
+def test_sys_allow_lifts_a_quota_block_held_then_and_the_next_one_blocks(bed, tmp_path):
+    """bob over quota, then sys-allow: he passes while that block lasts; a
+    raised quota lets the block go, and going over the new one blocks him."""
+    topo = bed.topo
+    units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units), clock=lambda: NOON) as d:
+        d.call("quota-set", argv=["bob", "hour", "2K", "out"])
+        assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20
+        d.drain()
+        assert shown(d) == {"bob": ["sys-deny-quota"]}
+        assert topo.ping("sub2", SRV.v4(), count=2, size=100).received == 0
+        assert d.set_sys_policy("bob", "sys-allow")["changed"] == {SUB2.v4(): []}
+        d.drain()
+        assert shown(d) == {} and d.blocked() == {}
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 3
+        d.call("quota-set", argv=["bob", "hour", "8K", "out"])   # the block goes ...
+        d.drain()
+        assert shown(d) == {}
+        assert topo.ping("sub2", SRV.v4(), count=60, size=100).received == 60
+        d.drain()                                                 # ... and a new one blocks
+        assert shown(d) == {"bob": ["sys-deny-quota"]}
+        assert d.blocked() == {SUB2.v4(): ["sys-deny-quota"]}
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
+
+
+def test_a_login_record_after_sys_allow_blocks(bed, tmp_path):
+    """sys-allow, then `login set` with a password: bob shows sys-deny-login
+    and the kernel drops him until he logs in. (The override used to pass
+    him while the daemon showed sys-deny-login.)"""
+    topo = bed.topo
+    units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units, processor="[login]\n")) as d:
+        d.set_sys_policy("bob", "sys-deny")
+        d.set_sys_policy("bob", "sys-allow")
+        d.call("login-set", unit="bob", words=["password", "s3cret"])
+        assert shown(d) == {"bob": ["sys-deny-login"]}
+        assert d.blocked() == {SUB2.v4(): ["sys-deny-login"]}
+        assert topo.ping("sub2", SRV.v4(), count=3).received == 0
+        assert d.call("login", unit="bob", password="s3cret")["ok"]
+        assert shown(d) == {} and d.blocked() == {}
+        assert topo.ping("sub2", SRV.v4(), count=3).received == 3
 
 
 def test_access_script_allow_reason_is_empty(bed, tmp_path):

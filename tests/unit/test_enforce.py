@@ -5,7 +5,7 @@ import pytest
 from acctd import config
 from acctd.errors import ConfigError
 from acctd.kernel import abi, enforcer
-from acctd.model import enforcement
+from acctd.model import enforcement, sys_policy
 from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.enforcement import Atom
 from acctd.model.snapshot import Snapshot
@@ -83,7 +83,8 @@ acct-policy = ["ip"]
 parents = ["g"]
 """)
     g = cfg.units.find("g")
-    classes = enforcement.plan(Snapshot.build(cfg), {g: abi.SysPolicy.MONEY}, None)
+    blocks = sys_policy.resolve(cfg.units, {g: abi.SysPolicy.MONEY}, {})[0]  # groups reach members
+    classes = enforcement.plan(Snapshot.build(cfg), blocks, None)
     a = classes[(parse_addr("10.0.0.1"), 128)]
     assert a.fw == abi.Fw.RULES and a.bw == (2_000_000, 1_000_000) and len(a.rules) == 1
     assert classes[(parse_addr("10.0.0.2"), 128)].fw == abi.Fw.PASS      # restrict local
