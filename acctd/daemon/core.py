@@ -172,6 +172,10 @@ class Daemon:
     def start(self) -> None:
         cfg = self.config
         hooks = self._hooks()
+        try:  # before the database or the maps are touched
+            self.dp.check_interfaces(h.ifname for h in hooks)
+        except NoSuchInterface as e:
+            raise interface_error(cfg, e) from None
         self.storage = Storage(cfg.storage.path, cfg.processor.zone, cfg.storage.raw_retention)
         with self.storage.reported():  # the first reads of the checkpoint and the services' state
             self._seed()
@@ -533,7 +537,7 @@ class Daemon:
         self.storage.commit(rollup.rollup(nothing, now, zone), read)
         self._seed()
         addrs = read["acct_addrs"][1]
-        if counting:
+        if counting and int(addrs["packets"].sum()):
             log.warning("new database %s on a datapath counting since before it (%s): "
                         "counting starts from the counters as they are now; %d packets, %d "
                         "bytes the kernel counted before are not credited to it",
