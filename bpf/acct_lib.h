@@ -48,6 +48,14 @@ struct acct_pkt {
 	__u32 health;		/* ACCT_H_* bit flags noticed while parsing */
 };
 
+/* Where each packet's struct acct_pkt starts: zeroes, read from a map and
+ * not written as constants, so the verifier sees every field as unknown on
+ * every path. The parser's paths then look alike where they meet and it
+ * merges them; with a zeroed stack struct it tells apart which fields each
+ * path wrote and walks enforcement once per pattern, past its budget of 1M
+ * instructions on 6.1. Internal to a build: never written, never pinned. */
+BPF_ARRAY(acct_pkt_zero, struct acct_pkt, 1);
+
 enum acct_parse_rc {
 	ACCT_PARSE_OK = 0,
 	ACCT_PARSE_NON_IP = 1,
@@ -759,7 +767,11 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 	if (!acct_hook_of(c, &h))
 		return ACCT_VERDICT_PASS;
 
-	struct acct_pkt p = {};
+	__u32 zero = 0;
+	struct acct_pkt *blank = acct_pkt_zero.lookup(&zero);
+	if (!blank)
+		return ACCT_VERDICT_PASS;	/* an array's only element: never */
+	struct acct_pkt p = *blank;
 	if (!acct_parse_packet(c, h.st, &p))
 		return ACCT_VERDICT_PASS;
 
