@@ -69,8 +69,10 @@ enum acct_fw {
 /* Per-interface health counters, indexes into acct_iface_val.health. */
 enum acct_health {
 	ACCT_H_NON_IP = 0,		/* ARP, LLDP, ... (passed) */
-	ACCT_H_TRUNCATED = 1,		/* a header ends past the packet (passed) */
-	ACCT_H_MALFORMED = 2,		/* bad version / IHL / lengths (passed) */
+	ACCT_H_TRUNCATED = 1,		/* a header ends past the frame (passed; an
+					 * L4 header cut short is still accounted) */
+	ACCT_H_MALFORMED = 2,		/* bad version / IHL, an IP length past the
+					 * frame or 0 (passed, not accounted) */
 	ACCT_H_FLOW_NEW = 3,		/* flows inserted (evictions = new - live - reaped) */
 	ACCT_H_FLOW_INSERT_FAIL = 4,	/* flow could not be inserted */
 	ACCT_H_ADDR_TABLE_FULL = 5,	/* local address could not be inserted */

@@ -43,6 +43,7 @@ int acct_xdp_bench(struct xdp_md *ctx)
 	struct acct_ctx c = {};
 	c.data = data;
 	c.data_end = data_end;
+	c.xdp = ctx;
 	c.ifindex = ctx->ingress_ifindex;
 	c.wire_len = data_end - data;
 	c.gso_segs = 1;

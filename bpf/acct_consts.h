@@ -31,6 +31,12 @@
 #define ACCT_IPV6_EXT_MAX 6
 #endif
 
+/* Bytes a TC hook pulls into the skb's linear area at once when a header
+ * lies outside it: Ethernet, two VLAN tags, IP and TCP with options. */
+#ifndef ACCT_TC_PULL
+#define ACCT_TC_PULL 256
+#endif
+
 /* Enforcement tables: unit prefixes (plus `restrict`), compiled fw-policy
  * lists (index 0 unused), prefixes of fw targets, rate limits (0 unused). */
 #ifndef ACCT_MAX_CLASSES

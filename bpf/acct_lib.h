@@ -24,11 +24,12 @@
 
 /* What an entry program knows before parsing. */
 struct acct_ctx {
-	void *data;
+	void *data;		/* XDP: the frame (TC reads it from skb, see acct_hdr) */
 	void *data_end;
+	struct __sk_buff *skb;	/* TC: to pull headers into the linear area, else NULL */
+	struct xdp_md *xdp;	/* XDP: to ask a multi-buffer frame's length, else NULL */
 	__u32 ifindex;
-	__u32 wire_len;		/* frame length, for health byte counters */
-	__u32 skb_len;		/* TC: skb->len (GSO byte arithmetic), else 0 */
+	__u32 wire_len;		/* frame length (XDP: of its first buffer, until asked) */
 	__u32 gso_segs;		/* TC: segments of a GSO/GRO packet, else 1 */
 	__u16 meta_vlan;	/* TC: VID the driver moved to skb metadata */
 	__u8 meta_vlan_present;
@@ -42,10 +43,18 @@ struct acct_pkt {
 	__u32 l3_off;		/* from data to the IP header */
 	__u32 l3_hdr_len;	/* IP header incl. options / extension headers */
 	__u32 l4_hdr_len;	/* TCP header incl. options, UDP 8, else 0 */
-	__u32 ip_len;		/* IP-layer length from the header */
+	__u32 ip_len;		/* IP-layer length from the header, 0 for BIG TCP */
 	__u32 tcp_flags;
 	__u32 health;		/* ACCT_H_* bit flags noticed while parsing */
 };
+
+/* Where each packet's struct acct_pkt starts: zeroes, read from a map and
+ * not written as constants, so the verifier sees every field as unknown on
+ * every path. The parser's paths then look alike where they meet and it
+ * merges them; with a zeroed stack struct it tells apart which fields each
+ * path wrote and walks enforcement once per pattern, past its budget of 1M
+ * instructions on 6.1. Internal to a build: never written, never pinned. */
+BPF_ARRAY(acct_pkt_zero, struct acct_pkt, 1);
 
 enum acct_parse_rc {
 	ACCT_PARSE_OK = 0,
@@ -64,57 +73,121 @@ static __always_inline void acct_addr_from_v4(__u8 *dst, const void *src)
 	__builtin_memcpy(dst + 12, src, 4);
 }
 
-/* Reads the L4 ports (or ICMP type/code) and TCP flags. A truncated L4
- * header is noted, not fatal: the packet is still counted, without ports. */
-static __always_inline void acct_parse_l4(void *l4, void *data_end,
+/* The skb's linear area as it is now: read afresh (volatile, so the
+ * compiler keeps no copy) since a pull moves it. Keeping no packet pointer
+ * across headers also lets the verifier merge the pulled and unpulled paths. */
+static __always_inline void acct_skb_area(struct __sk_buff *skb, void **data, void **data_end)
+{
+	*data = (void *)(long)*(volatile __u32 *)&skb->data;
+	*data_end = (void *)(long)*(volatile __u32 *)&skb->data_end;
+}
+
+/* The `len` header bytes at `off`, or NULL when the frame ends first. At TC
+ * a frame may keep them outside the skb's linear area (a packet socket's
+ * large frames, jumbo frames, some drivers): they are pulled in then, and
+ * only then, at least ACCT_TC_PULL bytes at once so one pull serves the
+ * headers after them. A pull moves the packet: pointers from before it are
+ * stale, so every header is read through this. */
+static __always_inline void *acct_hdr(struct acct_ctx *c, __u32 off, __u32 len)
+{
+	struct __sk_buff *skb = c->skb;
+	void *data = c->data, *data_end = c->data_end;
+
+	if (skb)
+		acct_skb_area(skb, &data, &data_end);
+	void *h = data + off;
+	if (h + len <= data_end)
+		return h;
+	if (!skb)
+		return NULL;
+	/* skb->len read afresh too: comparing the stored wire_len here would
+	 * narrow its range differently on each path, and the verifier could
+	 * no longer merge them */
+	__u32 frame = *(volatile __u32 *)&skb->len;
+	if (frame <= (__u32)(data_end - data))
+		return NULL;	/* all linear: the frame ends first */
+	__u32 want = off + len < ACCT_TC_PULL ? ACCT_TC_PULL : off + len;
+	/* no memory for it, or the frame ends first: the check below fails */
+	bpf_skb_pull_data(skb, want < frame ? want : frame);
+	acct_skb_area(skb, &data, &data_end);
+	h = data + off;
+	if (h + len > data_end)
+		return NULL;
+	return h;
+}
+
+/* Whether the frame holds `len` bytes from `off`: an IP length that claims
+ * more is malformed (the kernel's IP input drops such a packet). XDP reads
+ * the first buffer of a multi-buffer frame (BPF_PROG_RUN makes those of
+ * jumbo frames); the whole length is asked for only when that is short. */
+static __always_inline int acct_frame_holds(struct acct_ctx *c, __u32 off, __u64 len)
+{
+	if (off + len <= c->wire_len)
+		return 1;
+	if (c->xdp)
+		c->wire_len = bpf_xdp_get_buff_len(c->xdp);
+	return off + len <= c->wire_len;
+}
+
+/* Reads the L4 ports (or ICMP type/code) and TCP flags at `off`, where the
+ * IP packet carries `avail` more bytes. A header cut short is noted, not
+ * fatal: the packet is still counted, with its ports when the 4 bytes that
+ * hold them are there (a tiny first fragment). */
+static __always_inline void acct_parse_l4(struct acct_ctx *c, __u32 off, __u32 avail,
 					  struct acct_pkt *p)
 {
 	__u8 proto = p->key.proto;
+	__u8 *h;
 
 	if (proto == IPPROTO_TCP) {
-		__u8 *th = l4;
-		if (l4 + 20 > data_end) {
-			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
-			return;
+		h = avail >= 20 ? acct_hdr(c, off, 20) : NULL;
+		if (h) {
+			p->tcp_flags = h[13];
+			p->l4_hdr_len = (h[12] >> 4) * 4;
+			goto ports;
 		}
-		p->key.sport = ((__u16)th[0] << 8) | th[1];
-		p->key.dport = ((__u16)th[2] << 8) | th[3];
-		p->tcp_flags = th[13];
-		p->l4_hdr_len = (th[12] >> 4) * 4;
 	} else if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
 		   proto == IPPROTO_SCTP || proto == IPPROTO_DCCP) {
-		__u8 *uh = l4;
-		if (l4 + 8 > data_end) {
-			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
-			return;
+		h = avail >= 8 ? acct_hdr(c, off, 8) : NULL;
+		if (h) {
+			p->l4_hdr_len = 8;
+			goto ports;
 		}
-		p->key.sport = ((__u16)uh[0] << 8) | uh[1];
-		p->key.dport = ((__u16)uh[2] << 8) | uh[3];
-		p->l4_hdr_len = 8;
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-		__u8 *ih = l4;
-		if (l4 + 2 > data_end) {
+		h = avail >= 2 ? acct_hdr(c, off, 2) : NULL;
+		if (h) {
+			p->key.sport = h[0];	/* type */
+			p->key.dport = h[1];	/* code */
+		} else {
 			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
-			return;
 		}
-		p->key.sport = ih[0];	/* type */
-		p->key.dport = ih[1];	/* code */
+		return;
+	} else {
+		return;
 	}
+	p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
+	h = avail >= 4 ? acct_hdr(c, off, 4) : NULL;
+	if (!h)
+		return;
+ports:
+	p->key.sport = ((__u16)h[0] << 8) | h[1];
+	p->key.dport = ((__u16)h[2] << 8) | h[3];
 }
 
-static __always_inline int acct_parse_ipv4(void *data, void *data_end,
-					   struct acct_pkt *p)
+static __always_inline int acct_parse_ipv4(struct acct_ctx *c, struct acct_pkt *p)
 {
-	struct iphdr *iph = data + p->l3_off;
+	__u32 l3 = p->l3_off;
+	struct iphdr *iph = acct_hdr(c, l3, sizeof(*iph));
 
-	if ((void *)(iph + 1) > data_end)
+	if (!iph)
 		return ACCT_PARSE_TRUNCATED;
 	__u32 ihl = iph->ihl * 4;
 	__u32 tot = bpf_ntohs(iph->tot_len);
-	if (iph->version != 4 || ihl < 20 || (tot && tot < ihl))
+	if (iph->version != 4 || ihl < 20)
 		return ACCT_PARSE_MALFORMED;
-	if ((void *)iph + ihl > data_end)
-		return ACCT_PARSE_TRUNCATED;
+	/* Total length 0 is a BIG TCP packet's, only ever GSO at TC. */
+	if (tot ? tot < ihl || !acct_frame_holds(c, l3, tot) : c->gso_segs <= 1)
+		return ACCT_PARSE_MALFORMED;
 
 	p->key.ip_ver = 4;
 	p->key.proto = iph->protocol;
@@ -122,14 +195,16 @@ static __always_inline int acct_parse_ipv4(void *data, void *data_end,
 	acct_addr_from_v4(p->key.saddr, &iph->saddr);
 	acct_addr_from_v4(p->key.daddr, &iph->daddr);
 	p->l3_hdr_len = ihl;
-	p->ip_len = tot;	/* 0 only for BIG TCP GSO packets: see acct_measure */
+	p->ip_len = tot;
 
 	/* Only the first fragment carries the L4 header. */
 	if (bpf_ntohs(iph->frag_off) & 0x1fff) {
 		p->health |= ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG);
 		return ACCT_PARSE_OK;
 	}
-	acct_parse_l4((void *)iph + ihl, data_end, p);
+	if (!tot)
+		tot = c->wire_len - l3;
+	acct_parse_l4(c, l3 + ihl, tot - ihl, p);
 	return ACCT_PARSE_OK;
 }
 
@@ -137,50 +212,72 @@ static __always_inline int acct_parse_ipv4(void *data, void *data_end,
 #define ACCT_NEXTHDR_HOP 0
 #define ACCT_NEXTHDR_ROUTING 43
 #define ACCT_NEXTHDR_FRAGMENT 44
+#define ACCT_NEXTHDR_AUTH 51
 #define ACCT_NEXTHDR_DEST 60
+#define ACCT_IPV6_TLV_JUMBO 0xc2
 
-static __always_inline int acct_parse_ipv6(void *data, void *data_end,
-					   struct acct_pkt *p)
+#define ACCT_IPV6_EXT(nh) ((nh) == ACCT_NEXTHDR_HOP || (nh) == ACCT_NEXTHDR_ROUTING || \
+			   (nh) == ACCT_NEXTHDR_FRAGMENT || (nh) == ACCT_NEXTHDR_AUTH || \
+			   (nh) == ACCT_NEXTHDR_DEST)
+
+static __always_inline int acct_parse_ipv6(struct acct_ctx *c, struct acct_pkt *p)
 {
-	struct ipv6hdr *ip6h = data + p->l3_off;
+	__u32 l3 = p->l3_off;
+	struct ipv6hdr *ip6h = acct_hdr(c, l3, sizeof(*ip6h));
 
-	if ((void *)(ip6h + 1) > data_end)
+	if (!ip6h)
 		return ACCT_PARSE_TRUNCATED;
 	if (ip6h->version != 6)
+		return ACCT_PARSE_MALFORMED;
+	__u32 plen = bpf_ntohs(ip6h->payload_len);
+	if (plen && !acct_frame_holds(c, l3, plen + 40))
 		return ACCT_PARSE_MALFORMED;
 
 	p->key.ip_ver = 6;
 	p->key.tos = ((ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4)) & 0xfc;
 	__builtin_memcpy(p->key.saddr, &ip6h->saddr, 16);
 	__builtin_memcpy(p->key.daddr, &ip6h->daddr, 16);
-	__u32 plen = bpf_ntohs(ip6h->payload_len);
-	p->ip_len = plen ? plen + 40 : 0;	/* 0: jumbogram or BIG TCP */
-
 	__u8 nexthdr = ip6h->nexthdr;
+	__u64 jumbo = 0;	/* payload length from a Jumbo option */
+
 	__u32 off = 40;		/* bounded: each step adds at most 2048 */
 	int first_frag = 1;
 #pragma unroll
 	for (int i = 0; i < ACCT_IPV6_EXT_MAX; i++) {
-		if (nexthdr != ACCT_NEXTHDR_HOP && nexthdr != ACCT_NEXTHDR_ROUTING &&
-		    nexthdr != ACCT_NEXTHDR_FRAGMENT && nexthdr != ACCT_NEXTHDR_DEST)
+		if (!ACCT_IPV6_EXT(nexthdr))
 			break;
-		__u8 *eh = (void *)ip6h + off;
-		if ((void *)(eh + 8) > data_end)
+		__u8 *eh = acct_hdr(c, l3 + off, 8);
+		if (!eh)
 			return ACCT_PARSE_TRUNCATED;
 		if (nexthdr == ACCT_NEXTHDR_FRAGMENT) {
 			/* offset is the top 13 bits of bytes 2-3 */
 			if ((((__u16)eh[2] << 8) | eh[3]) & 0xfff8)
 				first_frag = 0;
 			off += 8;
+		} else if (nexthdr == ACCT_NEXTHDR_AUTH) {
+			off += ((__u32)eh[1] + 2) * 4;
 		} else {
+			/* a jumbogram's length: the Jumbo option first in the
+			 * hop-by-hop header, as the kernel's GSO code writes it */
+			if (i == 0 && !plen && eh[2] == ACCT_IPV6_TLV_JUMBO && eh[3] == 4)
+				jumbo = ((__u32)eh[4] << 24) | ((__u32)eh[5] << 16) |
+					((__u32)eh[6] << 8) | eh[7];
 			off += ((__u32)eh[1] + 1) * 8;
 		}
 		nexthdr = eh[0];
 	}
+	/* Payload length 0: a jumbogram, or a BIG TCP packet (GSO at TC). */
+	__u64 len = plen ? plen + 40 : jumbo ? jumbo + 40 : 0;
+	if (len ? jumbo && !acct_frame_holds(c, l3, len) : c->gso_segs <= 1)
+		return ACCT_PARSE_MALFORMED;
+	if (!len)
+		len = c->wire_len - l3;
+	if (off > len)
+		return ACCT_PARSE_MALFORMED;	/* headers past the packet's end */
 	p->key.proto = nexthdr;
 	p->l3_hdr_len = off;
-	if (nexthdr == ACCT_NEXTHDR_HOP || nexthdr == ACCT_NEXTHDR_ROUTING ||
-	    nexthdr == ACCT_NEXTHDR_FRAGMENT || nexthdr == ACCT_NEXTHDR_DEST) {
+	p->ip_len = plen || jumbo ? len : 0;
+	if (ACCT_IPV6_EXT(nexthdr)) {
 		p->health |= ACCT_PKT_H(ACCT_H_EXT_HDR_LIMIT);
 		return ACCT_PARSE_OK;
 	}
@@ -188,19 +285,18 @@ static __always_inline int acct_parse_ipv6(void *data, void *data_end,
 		p->health |= ACCT_PKT_H(ACCT_H_NOT_FIRST_FRAG);
 		return ACCT_PARSE_OK;
 	}
-	acct_parse_l4((void *)ip6h + off, data_end, p);
+	acct_parse_l4(c, l3 + off, len - off, p);
 	return ACCT_PARSE_OK;
 }
 
 /* Ethernet, up to two VLAN tags, then IPv4 or IPv6. */
 static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
 {
-	void *data = c->data, *data_end = c->data_end;
-	__u8 *eth = data;
+	__u8 *eth = acct_hdr(c, 0, ACCT_ETH_HLEN);
 	__u16 outer = 0, inner = 0;
 	int ntags = 0;
 
-	if (data + ACCT_ETH_HLEN > data_end)
+	if (!eth)
 		return ACCT_PARSE_TRUNCATED;
 	__u16 proto = ((__u16)eth[12] << 8) | eth[13];
 	__u32 off = ACCT_ETH_HLEN;
@@ -215,8 +311,8 @@ static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
 		if (proto != ACCT_ETH_P_8021Q && proto != ACCT_ETH_P_8021AD &&
 		    proto != ACCT_ETH_P_QINQ1)
 			break;
-		__u8 *tag = data + off;
-		if ((void *)(tag + 4) > data_end)
+		__u8 *tag = acct_hdr(c, off, 4);
+		if (!tag)
 			return ACCT_PARSE_TRUNCATED;
 		__u16 vid = ACCT_VLAN_VID(((__u16)tag[0] << 8) | tag[1]);
 		if (ntags == 0)
@@ -232,9 +328,9 @@ static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
 	p->l3_off = off;
 
 	if (proto == ACCT_ETH_P_IP)
-		return acct_parse_ipv4(data, data_end, p);
+		return acct_parse_ipv4(c, p);
 	if (proto == ACCT_ETH_P_IPV6)
-		return acct_parse_ipv6(data, data_end, p);
+		return acct_parse_ipv6(c, p);
 	return ACCT_PARSE_NON_IP;
 }
 
@@ -532,13 +628,11 @@ static __always_inline void acct_measure(const struct acct_ctx *c, const struct 
 {
 	__u64 packets = 1, bytes = p->ip_len;
 
-	if (c->gso_segs > 1 || (!bytes && c->skb_len)) {
-		__u32 segs = c->gso_segs > 1 ? c->gso_segs : 1;
+	if (c->gso_segs > 1) {	/* only then may ip_len be 0 (BIG TCP) */
+		__u32 segs = c->gso_segs;
 		packets = segs;
-		bytes = (__u64)(c->skb_len - p->l3_off) +
+		bytes = (__u64)(c->wire_len - p->l3_off) +
 			(__u64)(segs - 1) * (p->l3_hdr_len + p->l4_hdr_len);
-	} else if (!bytes) {
-		bytes = (__u64)(c->data_end - c->data) - p->l3_off;
 	}
 	n->packets = packets;
 	n->bytes = bytes;
@@ -673,7 +767,11 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 	if (!acct_hook_of(c, &h))
 		return ACCT_VERDICT_PASS;
 
-	struct acct_pkt p = {};
+	__u32 zero = 0;
+	struct acct_pkt *blank = acct_pkt_zero.lookup(&zero);
+	if (!blank)
+		return ACCT_VERDICT_PASS;	/* an array's only element: never */
+	struct acct_pkt p = *blank;
 	if (!acct_parse_packet(c, h.st, &p))
 		return ACCT_VERDICT_PASS;
 

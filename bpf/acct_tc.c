@@ -6,11 +6,9 @@ static __always_inline int acct_tc(struct __sk_buff *skb, __u8 egress)
 {
 	struct acct_ctx c = {};
 
-	c.data = (void *)(long)skb->data;
-	c.data_end = (void *)(long)skb->data_end;
 	c.ifindex = skb->ifindex;
+	c.skb = skb;
 	c.wire_len = skb->len;
-	c.skb_len = skb->len;
 	c.gso_segs = skb->gso_segs ? skb->gso_segs : 1;
 	c.egress = egress;
 	if (skb->vlan_present) {

@@ -9,6 +9,7 @@ int acct_xdp(struct xdp_md *ctx)
 
 	c.data = (void *)(long)ctx->data;
 	c.data_end = (void *)(long)ctx->data_end;
+	c.xdp = ctx;
 	c.ifindex = ctx->ingress_ifindex;
 	c.wire_len = c.data_end - c.data;
 	c.gso_segs = 1;

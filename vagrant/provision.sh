@@ -12,7 +12,7 @@ say() { printf 'acctd setup: %s\n' "$*"; }
 # System packages. bcc comes from Debian: the PyPI package named "bcc" is
 # an unrelated library and must never be installed.
 PKGS=(python3-bpfcc python3-venv python3-dev linux-headers-amd64 iproute2 iperf3
-      ethtool iputils-ping tcpdump make gcc)
+      ethtool iputils-ping tcpdump tcpreplay make gcc)
 if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
     PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
 fi

@@ -34,11 +34,13 @@ BENCH_PROGRAMS = {"acct_bench.c": {"acct_xdp_bench": "XDP", "acct_xdp_bench_base
 
 
 def packet() -> np.ndarray:
-    """One Ethernet/IPv4/UDP frame from a local address (10.8.0.0)."""
+    """One Ethernet/IPv4/UDP frame from a local address (10.8.0.0), its
+    lengths true to the frame (IP 46, UDP 26): the datapath refuses to
+    account a packet whose IP length claims more than the frame carries."""
     f = bytearray(14 + 20 + 8 + 18)
     f[0:14] = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
-    f[14:34] = bytes.fromhex("4500003000000000401100000a080000c0000201")
-    f[34:42] = bytes.fromhex("0400003500260000")
+    f[14:34] = bytes.fromhex("4500002e00000000401100000a080000c0000201")
+    f[34:42] = bytes.fromhex("04000035001a0000")
     return np.frombuffer(bytes(f), np.uint8).copy()
 
 

@@ -162,6 +162,7 @@ class ProgInfo:
     id: int
     tag: bytes
     name: str
+    verified_insns: int  # instructions the verifier walked (0 before Linux 5.16)
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -169,7 +170,8 @@ def prog_info(fd: int) -> ProgInfo:
     t, pid = struct.unpack_from("=II", raw, 0)
     tag = raw[8:16]
     name = raw[64:80].split(b"\0", 1)[0].decode()
-    return ProgInfo(t, pid, tag, name)
+    verified, = struct.unpack_from("=I", raw, 216)
+    return ProgInfo(t, pid, tag, name, verified)
 
 
 def prog_fd_by_id(prog_id: int) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest,
                        IPOption_Router_Alert, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
-                       IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw)
+                       IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Jumbo, Raw)
 
 from acctd.kernel import abi, syscalls, drain
 from acctd.model.addresses import format_addr, parse_addr
@@ -182,12 +182,7 @@ def build_cases() -> list[Case]:
     exp = accounted(p, local=SUB, remote=REM, direction=OUT, proto=6, sport=40012, dport=5201,
                     port_slot=TCP_ + 5201, packets=4, nbytes=4 * (20 + 20 + 800))
     c.append(Case("gso-tc-ingress", bytes(p), exp, prog="acct_tc_ingress", ctx=_gso_ctx(4, 800)))
-    # L4 header cut short: still accounted by the IP header, without ports.
-    full = Ether(**ETH) / IP(src=SUB, dst=REM) / TCP(sport=40013, dport=80) / Raw(b"t" * 40)
-    cut = bytes(full)[:14 + 20 + 8]
-    exp = accounted(full, local=SUB, remote=REM, direction=OUT, proto=6, port_slot=TCP_ + 0,
-                    extra_health={"truncated": 1})
-    c.append(Case("truncated-l4", cut, exp))
+    c += exactness_cases()
 
     # Not accountable: counted in health, passed.
     arp = bytes(Ether(src=ETH["src"], dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=SUB, pdst="10.0.0.1"))
@@ -229,6 +224,113 @@ def build_cases() -> list[Case]:
         "acct_ifaces": {LO_SLOT: {"drop_packets": drops(abi.Drop.BLOCK, IN, 1),
                                   "drop_bytes": drops(abi.Drop.BLOCK, IN, n)}},
     }, drop=True, role=abi.Role.WAN, preload=_block("10.0.0.71", abi.SysPolicy.DENY)))
+    return c
+
+
+def _tiny_fragment(ip, l4: bytes, pad_to: int = 0) -> bytes:
+    """A first fragment whose IP packet ends inside the L4 header (`l4`: its
+    first bytes), optionally with Ethernet padding after it."""
+    frame = bytes(Ether(**ETH) / ip / Raw(l4))
+    return frame + b"\0" * max(0, pad_to - len(frame))
+
+
+def _ah(nh: int) -> bytes:
+    """An IPv6 Authentication Header with a 96-bit ICV: (4 + 2) * 4 = 24 bytes."""
+    return bytes([nh, 4, 0, 0]) + (0x1234).to_bytes(4, "big") + (7).to_bytes(4, "big") + b"\xa5" * 12
+
+
+def _set_len(frame: bytes, offset: int, value: int) -> bytes:
+    """The frame with a 16-bit length field rewritten (a header that lies)."""
+    return frame[:offset] + value.to_bytes(2, "big") + frame[offset + 2:]
+
+
+TC_PROGS = ("acct_tc_ingress", "acct_tc_egress")
+
+
+def exactness_cases() -> list[Case]:
+    """README "What is counted": lengths are checked against the frame,
+    IPv6 AH is walked, a tiny first fragment keeps its ports."""
+    c = []
+    # IP lengths beyond the frame: malformed, never accounted, at every hook.
+    v4 = bytes(Ether(**ETH) / IP(src=REM, dst=SUB) / UDP(sport=53, dport=40030) / Raw(b"L" * 58))
+    assert len(v4) == 100
+    v6 = bytes(Ether(**ETH) / IPv6(src=REM6, dst=SUB6) / UDP(sport=53, dport=40031) / Raw(b"L" * 38))
+    assert len(v6) == 100
+    for prog in ("acct_xdp",) + TC_PROGS:
+        claim = _set_len(v4, 14 + 2, 65535)
+        c.append(Case(f"ipv4-length-beyond-frame-{prog}", claim, health_only(claim, malformed=1),
+                      prog=prog))
+        claim = _set_len(v6, 14 + 4, 65535 - 40)
+        c.append(Case(f"ipv6-length-beyond-frame-{prog}", claim, health_only(claim, malformed=1),
+                      prog=prog))
+        # by one byte: the last byte of the claimed packet is missing
+        claim = _set_len(v4, 14 + 2, 100 - 14 + 1)
+        c.append(Case(f"ipv4-length-one-beyond-{prog}", claim, health_only(claim, malformed=1),
+                      prog=prog))
+    # A capture cut short (snaplen, editcap -s): the IP header claims the whole packet.
+    full = Ether(**ETH) / IP(src=SUB, dst=REM) / TCP(sport=40013, dport=80) / Raw(b"t" * 40)
+    cut = bytes(full)[:14 + 20 + 8]
+    c.append(Case("cut-frame-malformed", cut, health_only(cut, malformed=1)))
+    # Ethernet padding after a short packet: the IP length counts, not the frame.
+    p = Ether(**ETH) / IP(src=SUB, dst=REM) / UDP(sport=40032, dport=7) / Raw(b"p" * 2)
+    padded = bytes(p) + b"\0" * (60 - len(p))
+    c.append(Case("ipv4-padded-frame", padded, accounted(
+        p, local=SUB, remote=REM, direction=OUT, proto=17, sport=40032, dport=7,
+        port_slot=UDP_ + 7)))
+    # Length 0: a BIG TCP packet at TC (GSO), else malformed.
+    for prog in ("acct_xdp", "acct_tc_ingress"):
+        zero = _set_len(v4, 14 + 2, 0)
+        c.append(Case(f"ipv4-length-0-not-gso-{prog}", zero, health_only(zero, malformed=1),
+                      prog=prog))
+        zero = _set_len(v6, 14 + 4, 0)
+        c.append(Case(f"ipv6-length-0-no-jumbo-{prog}", zero, health_only(zero, malformed=1),
+                      prog=prog))
+    for ver, (ip, off) in ((4, (IP(src=SUB, dst=REM), 14 + 2)),
+                           (6, (IPv6(src=SUB6, dst=REM6), 14 + 4))):
+        # 3 segments of 1000 payload bytes; the headers' length field is 0
+        p = Ether(**ETH) / ip / TCP(sport=40033, dport=5201, flags="A") / Raw(b"B" * 3000)
+        hdrs = (20 if ver == 4 else 40) + 20
+        exp = accounted(p, local=SUB if ver == 4 else SUB6, remote=REM if ver == 4 else REM6,
+                        direction=OUT, proto=6, ver=ver, sport=40033, dport=5201,
+                        port_slot=TCP_ + 5201, packets=3, nbytes=3 * (hdrs + 1000))
+        c.append(Case(f"big-tcp-ipv{ver}-length-0-gso", _set_len(bytes(p), off, 0), exp,
+                      prog="acct_tc_ingress", ctx=_gso_ctx(3, 1000)))
+    # An IPv6 jumbogram: payload length 0 and the Jumbo option's length instead.
+    body = TCP(sport=40034, dport=80) / Raw(b"j" * 50)
+    jumbo = IPv6ExtHdrHopByHop(options=[Jumbo(jumboplen=8 + len(body))])
+    p = Ether(**ETH) / IPv6(src=SUB6, dst=REM6, plen=0) / jumbo / body
+    c.append(_case("ipv6-jumbo-option", p, local=SUB6, remote=REM6, direction=OUT, proto=6, ver=6,
+                   sport=40034, dport=80, port_slot=TCP_ + 80, nbytes=40 + 8 + len(body)))
+    p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6, plen=0)
+         / IPv6ExtHdrHopByHop(options=[Jumbo(jumboplen=70000)]) / body)
+    c.append(Case("ipv6-jumbo-beyond-frame", bytes(p), health_only(bytes(p), malformed=1)))
+    # IPv6 AH is an extension header: filed under the protocol after it.
+    for sport, prog in enumerate(("acct_xdp", "acct_tc_ingress"), 40035):  # one flow each
+        p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6, nh=51) / Raw(_ah(6))
+             / TCP(sport=sport, dport=443) / Raw(b"a" * 20))
+        c.append(_case(f"ipv6-ah-{prog}", p, prog=prog, local=SUB6, remote=REM6, direction=OUT,
+                       proto=6, ver=6, sport=sport, dport=443, port_slot=TCP_ + 443))
+    p = (Ether(**ETH) / IPv6(src=SUB6, dst=REM6) / IPv6ExtHdrHopByHop(nh=51) / Raw(_ah(17))
+         / UDP(sport=40040, dport=500) / Raw(b"k" * 9))
+    c.append(_case("ipv6-hop-by-hop-then-ah", p, local=SUB6, remote=REM6, direction=OUT,
+                   proto=17, ver=6, sport=40040, dport=500, port_slot=UDP_ + 500))
+    # A tiny first fragment: the ports from the 4 bytes that hold them;
+    # still accounted, and counted as truncated.
+    for sport, (name, pad) in enumerate((("", 0), ("-padded", 60)), 40037):
+        ip = IP(src=SUB, dst=REM, flags="MF", proto=6, id=3)
+        f = _tiny_fragment(ip, bytes(TCP(sport=sport, dport=25))[:8], pad)
+        c.append(Case(f"tiny-first-fragment-tcp{name}", f, accounted(
+            IP(f[14:14 + 28]), local=SUB, remote=REM, direction=OUT, proto=6, sport=sport,
+            dport=25, port_slot=TCP_ + 25, extra_health={"truncated": 1})))
+    ip6 = IPv6(src=SUB6, dst=REM6) / IPv6ExtHdrFragment(offset=0, m=1, id=9, nh=17)
+    f = _tiny_fragment(ip6, bytes(UDP(sport=40039, dport=123))[:4])
+    c.append(Case("tiny-first-fragment-udp-v6", f, accounted(
+        IPv6(f[14:]), local=SUB6, remote=REM6, direction=OUT, proto=17, ver=6, sport=40039,
+        dport=123, port_slot=UDP_ + 123, extra_health={"truncated": 1})))
+    f = _tiny_fragment(IP(src="10.0.0.3", dst=REM, flags="MF", proto=6, id=4), bytes(TCP(sport=40041))[:3])
+    c.append(Case("fragment-without-ports", f, accounted(
+        IP(f[14:]), local="10.0.0.3", remote=REM, direction=OUT, proto=6, port_slot=TCP_ + 0,
+        extra_health={"truncated": 1})))
     return c
 
 
