@@ -1,7 +1,8 @@
 """Run one command as root inside a throwaway QEMU guest booted on another kernel.
 
-We use it to prove the BPF programs load and verify on Debian 12's stable
-kernel (6.1) and not only on whatever kernel the host runs.
+We use it to prove the BPF programs load and verify, and count real traffic
+through real hooks, on Debian 12's stable kernel (6.1) and not only on
+whatever kernel the host runs.
 
 How it works
   * The guest boots the chosen /boot/vmlinuz-* with a tiny initramfs built
