@@ -96,6 +96,7 @@ def run_guest_pytest(targets: Sequence[str]) -> run_in_vm.VMResult:
     # Processes the guest's tests start (acctd, acctctl) import what this
     # pytest imports, also when PYTHONPATH points at another tree.
     env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    env["ACCTD_KILL_ROUNDS"] = "3"  # each kill -9 round is a daemon start, ~15 s emulated
     return run_in_vm.run(
         ["sh", "-c", f'echo "guest-kernel: $(uname -r)"; exec {pytest_cmd}'],
         kernel=kernel,
