@@ -18,22 +18,11 @@ from acctd.common.display import format_bytes
 from acctd.config import loads
 from acctd.control import server as ctl
 from acctd.daemon.core import Daemon
+from tests.unit.daemon_stub import ALICE
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
-CONFIG = """
-[storage]
-path = "{db}"
-
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "user"
-name = "alice"
-acct-policy = ["ip"]
-"""
+CONFIG = '[storage]\npath = "{db}"\n' + ALICE
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """What the tests that run a Daemon in-process on the testbed's gateway
-share: its interfaces as config, and a unit's all-traffic totals."""
+share: its interfaces as config (and the head of a config with a database),
+and a unit's all-traffic totals."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ name = "wan0"
 role = "wan"
 hook = "tc"
 """
+
+# A config's head with the database at "{db}": drains only when a test asks
+# (lookup-delay 300), every unit counted under the policy "ip".
+STORED = HOOKS + """
+[processor]
+lookup-delay = 300
+default-acct-policy = ["ip"]
+[storage]
+path = "{db}\""""
 
 
 def all_traffic(d, unit: str) -> dict:

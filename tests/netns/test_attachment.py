@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from .gateway import HOOKS, all_traffic
+from .gateway import STORED, all_traffic
 from .topology import LINKS
 from acctd.kernel import abi
 
@@ -26,12 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 SUB1, SRV = LINKS["sub1"], LINKS["srv"]
 BIN = os.path.dirname(sys.executable)
 
-CONFIG = HOOKS + """
-[processor]
-lookup-delay = 300
-default-acct-policy = ["ip"]
-[storage]
-path = "{db}"
+CONFIG = STORED + """
 [[policy]]
 name = "ip"
 target = "proto ip"

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from .gateway import HOOKS, all_traffic
+from .gateway import STORED, all_traffic
 from .topology import LINKS
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.flowlog import FlowLogService
@@ -19,12 +19,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = HOOKS + """
-[processor]
-lookup-delay = 300
-default-acct-policy = ["ip"]
-[storage]
-path = "{db}"
+CONFIG = STORED + """
 [dynamicip]
 dir = "{dyn}"
 [flowlog]

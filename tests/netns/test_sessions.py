@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from .gateway import HOOKS, all_traffic
+from .gateway import STORED, all_traffic
 from .topology import LINKS, Traffic
 from acctd.services.sessions import SessionsService
 
@@ -16,12 +16,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = HOOKS + """
-[processor]
-lookup-delay = 300
-default-acct-policy = ["ip"]
-[storage]
-path = "{db}"
+CONFIG = STORED + """
 [session]
 start = ["{hook}", "start"]
 stop = ["{hook}", "stop"]
