@@ -716,16 +716,12 @@ def interface_error(cfg, e: NoSuchInterface) -> ConfigError:
     return config_mod.error_at(cfg.path, str(e), "interface", index, "name")
 
 
-# What a reload's verdict names when it differs (units and policies are compared
-# by value; a table that cannot say is counted as changed).
-_SECTIONS = ("interfaces", "processor", "storage", "units", "policies", "users", "server",
-             "quota", "login", "billing", "alerter", "session", "flowlog", "dynamicip", "fticks",
-             "radius", "openvpn", "coa")
-
-
 def _changed(old, new) -> list[str]:
+    """The config's tables a reload's verdict names as changed: units and
+    policies compared by value (the plan follows from them), a table that
+    cannot say counted as changed."""
     out = []
-    for name in _SECTIONS:
+    for name in (f.name for f in dataclasses.fields(old) if f.name not in ("path", "plan")):
         a, b = getattr(old, name), getattr(new, name)
         if name in ("units", "policies"):
             a, b = tuple(a), tuple(b)
