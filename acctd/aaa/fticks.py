@@ -566,6 +566,7 @@ class Recorder:
         self.source = source          # source_file of the rows: the F-TICKS file, or "syslog"
         self._second: dt.datetime | None = None
         self._seen: Counter = Counter()   # identical lines of the current second
+        self._table_made = False
 
     def record(self, con, line: str) -> None:
         r = parse_line(line)
@@ -573,7 +574,9 @@ class Recorder:
             raise ValueError(f"not an F-TICKS line with a time: {line!r}")
         if r["ts"] != self._second:
             self._second, self._seen = r["ts"], Counter()
-        con.execute(FTICKS_TABLE)
+        if not self._table_made:  # once per daemon run, not per login
+            con.execute(FTICKS_TABLE)
+            self._table_made = True
         con.execute(f"INSERT OR IGNORE INTO fticks ({', '.join(_COLS)}) "
                     f"VALUES ({', '.join('?' * len(_COLS))})",
                     list(_row(r, line, self._seen[line], self.source)))
