@@ -74,12 +74,11 @@ def covered(units, listed: list[int]) -> np.ndarray:
     return mask
 
 
-def select(snapshot: Snapshot, mask: np.ndarray, flow_keys: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(which flows are monitored, each flow's local unit index)."""
+def select(units, mask: np.ndarray, flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(which flows are monitored, each flow's local unit index); mask: covered()."""
     if not len(flow_keys):
         return np.zeros(0, bool), np.zeros(0, np.int32)
-    leaf = snapshot.units.match(local_addrs(flow_keys))
+    leaf = units.match(local_addrs(flow_keys))
     hit = leaf >= 0
     hit[hit] = mask[leaf[hit]]
     return hit, leaf
@@ -175,7 +174,8 @@ class MonitorService(Service):
         s = self.settings
         if s is None or "storage" not in s.to:
             return
-        hit, leaf = select(drain.snapshot, self._covered(drain.snapshot), drain.flow_keys)
+        hit, leaf = select(drain.snapshot.units, self._covered(drain.snapshot),
+                           drain.flow_keys)
         ts_us = to_us(drain.now)
         if hit.any():
             rows = table.flow_rows(drain.flow_keys[hit], drain.flow_values[hit],
@@ -189,7 +189,7 @@ class MonitorService(Service):
             return
         keys, vals = drain.flow_keys, drain.flow_values
         if self._listed(drain.snapshot):  # none listed: the whole flow log
-            hit, _ = select(drain.snapshot, self._covered(drain.snapshot), keys)
+            hit, _ = select(drain.snapshot.units, self._covered(drain.snapshot), keys)
             keys, vals = keys[hit], vals[hit]
         units = drain.snapshot.units
 
