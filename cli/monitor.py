@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from acctctl.common import ask, echo, json_option, nbytes, out, run, table
+from acctctl.common import ask, echo, json_option, nbytes, out, run, table, when
 
 
 @click.group()
@@ -80,7 +80,7 @@ def monitor_query(ctx, unit, peer, port, since, until, top, as_csv, as_json):
             return
         table(f"{r['unit']} ({r['oid']}): peers", QUERY_COLUMNS, [
             [p["peer"], p["proto"], p["port"], nbytes(p["bytes_in"]), nbytes(p["bytes_out"]),
-             p["packets_in"], p["packets_out"], p["first"][:19], p["last"][:19]]
+             p["packets_in"], p["packets_out"], when(p["first"]), when(p["last"])]
             for p in r["peers"]])
     run(lambda: out(ask(ctx, "monitor-query", unit=unit, peer=peer, port=port, since=since,
                         until=until, top=top), as_json, render))

@@ -76,8 +76,8 @@ def covered(units, listed: list[int]) -> np.ndarray:
 
 def select(units, mask: np.ndarray, flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(which flows are monitored, each flow's local unit index); mask: covered()."""
-    if not len(flow_keys):
-        return np.zeros(0, bool), np.zeros(0, np.int32)
+    if not len(flow_keys) or not mask.any():   # no unit monitored: no match to pay for
+        return np.zeros(len(flow_keys), bool), np.full(len(flow_keys), -1, np.int32)
     leaf = units.match(local_addrs(flow_keys))
     hit = leaf >= 0
     hit[hit] = mask[leaf[hit]]
@@ -268,7 +268,11 @@ class MonitorService(Service):
             if self.file is not None else None}
 
     def status(self) -> dict | None:
-        return {"monitor": self.show()} if self.settings is not None else None
+        if self.settings is None:
+            return None
+        r = self.show()
+        return {"monitor": {"units": [u["name"] for u in r["units"]], "to": r["to"],
+                            "rows_stored": r["rows_stored"], "rows_pruned": r["rows_pruned"]}}
 
     def query(self, unit: str, peer: str | None = None, port: int | None = None,
               since: str | None = None, until: str | None = None,

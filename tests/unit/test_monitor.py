@@ -284,3 +284,61 @@ def test_acctctl_monitor_query_from_the_database_as_csv(tmp_path):
     assert r.exit_code == 1
     assert r.output == "acctctl: --peer: 'nonsense' does not appear to be an IPv4 or IPv6 " \
                        "address\n"
+
+
+def test_changes_need_an_operator_and_reads_a_viewer():
+    from acctd.control.access import Level
+    from acctd.control.dispatch import Caller
+    from acctd.errors import PermissionDenied
+    with daemon_stub(config(), clock=lambda: NOW) as d:
+        viewer = Caller(1000, "noc", Level.VIEWER)
+        with pytest.raises(PermissionDenied, match="'monitor-add' needs level operator"):
+            d.dispatcher.handle({"cmd": "monitor-add", "args": {"unit": "bob"}}, viewer)
+        assert d.dispatcher.handle({"cmd": "monitor-query", "args": {"unit": "alice"}},
+                                   viewer)["peers"] == []
+        ops = Caller(1001, "ops", Level.OPERATOR)
+        d.dispatcher.handle({"cmd": "monitor-add", "args": {"unit": "bob"}}, ops)
+        assert [u["name"] for u in d.call("monitor-show")["units"]] == ["alice", "bob"]
+
+
+def test_acctctl_monitor_over_the_control_socket(tmp_path):
+    import threading
+
+    from acctctl.main import main
+    from acctd.control import server as ctl
+    path = tmp_path / "m.log"
+    cfg = config(f'units = ["alice"]\nto = ["storage", "file", "netflow"]\nfile = "{path}"')
+    with daemon_stub(cfg, clock=lambda: NOW) as d:
+        d.ifnames = lambda: {3: "lan1"}
+        drain(d, *TRAFFIC)
+        s = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
+
+        def acctctl(*args, code=0):
+            r = CliRunner().invoke(main, ["--socket", s.path, *args], env={"COLUMNS": "80"})
+            assert r.exit_code == code, r.output
+            return r.output
+        try:
+            assert acctctl("monitor", "unit", "add", "carol") == (
+                f"monitored units: alice ({d.snapshot.unit('alice').oid}), "
+                f"carol ({d.snapshot.unit('carol').oid})\n"
+                "to: storage file netflow\n"
+                "storage: 5 rows stored, 0 pruned, retention 2592000 s\n"
+                f"file: {path} (nacctd), 5 lines, 0 queued, 0 errors\n"
+                "netflow: sent by the export service\n")
+            assert acctctl("monitor", "unit", "remove", "zed", code=1) == \
+                "acctctl: no unit 'zed'\n"
+            got = acctctl("monitor", "query", "alice", "--top", "2")
+            assert got.splitlines()[0].strip() == "alice (020435): peers"
+            assert "\n".join(got.splitlines()[1:]) + "\n" == """\
+┏━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┓
+┃ peer         ┃ proto ┃ port ┃ bytes_in ┃ bytes_out ┃ packets_in ┃ packets_out ┃ first                   ┃ last                    ┃
+┡━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━┩
+│ 198.51.100.7 │     6 │  443 │ 14.6 KiB │     400 B │         10 │           6 │ 2026-12-02 12:00:00 UTC │ 2026-12-02 12:00:00 UTC │
+│ 203.0.113.9  │     6 │   80 │ 4.88 KiB │       0 B │          4 │           0 │ 2026-12-02 12:00:00 UTC │ 2026-12-02 12:00:00 UTC │
+└──────────────┴───────┴──────┴──────────┴───────────┴────────────┴─────────────┴─────────────────────────┴─────────────────────────┘
+"""
+        finally:
+            s.shutdown()
+            s.server_close()
