@@ -79,6 +79,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [flowlog]                     # net-acct's flow log, one nacctd line per flow and drain
     path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
     fields = ["time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user"]
+    format = "nacctd"             # or "json": one JSON object per line
 
     [monitor]                     # NeTAMS service monitor: the flows of these units, with
     units = ["alice", "02A1F3"]   # their peers (acctctl monitor unit add|remove at run time)

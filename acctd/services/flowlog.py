@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from acctd.config.schema import Table, boolean, file_path, setting, strings
+from acctd.config.schema import Table, boolean, choice, file_path, setting, strings
 from acctd.errors import BadRequest
 from acctd.kernel import abi
 from acctd.model.addresses import format_addrs, parse_addr
@@ -54,6 +54,7 @@ log = logging.getLogger("acctd.flowlog")
 FIELDS = ("time", "proto", "src", "sport", "dst", "dport", "packets", "bytes", "device",
           "user", "dir")
 DEFAULT_FIELDS = ("time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user")
+STYLES = ("nacctd", "json")   # a line: nacctd's tab-separated fields, or a JSON object
 UNKNOWN_USER = "unknown"
 PORT_PROTOS = (6, 17)       # nacctd had ports for TCP and UDP only
 QUEUE_LIMIT = 1_000_000     # lines held while paused (~100 bytes each in memory)
@@ -69,6 +70,7 @@ class FlowLogSettings(Table):
     fields: tuple[str, ...] = setting(DEFAULT_FIELDS, check=lambda v, ctx: check_fields(
         strings("field names")(v, ctx)))
     fsync: bool = setting(False, check=boolean())
+    format: str = setting("nacctd", check=choice(*STYLES))   # or "json": JSON lines
 
 
 def check_fields(fields: Sequence[str]) -> tuple[str, ...]:
@@ -445,12 +447,13 @@ class FlowLogService(Service):
     def reload(self, settings: FlowLogSettings | None) -> None:
         self.settings = settings
         cur = self.log
-        if cur is not None and (settings is None or (cur.path, tuple(cur.fields)) !=
-                                (settings.path, settings.fields)):
+        if cur is not None and (settings is None or (cur.path, tuple(cur.fields), cur.style) !=
+                                (settings.path, settings.fields, settings.format)):
             cur.close()
             self.log = None
         if settings is not None and self.log is None:
-            self.log = FlowLog(settings.path, settings.fields, fsync=settings.fsync)
+            self.log = FlowLog(settings.path, settings.fields, fsync=settings.fsync,
+                               style=settings.format)
         if settings is not None:
             self.ifnames = self.core.ifnames()
 

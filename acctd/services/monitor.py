@@ -31,14 +31,13 @@ from acctd.errors import BadRequest, NotFound
 from acctd.model.policies import local_addrs
 from acctd.model.snapshot import Snapshot
 from acctd.services.contract import Core, Drain, Service
-from acctd.services.flowlog import DEFAULT_FIELDS, FlowLog, check_fields
+from acctd.services.flowlog import DEFAULT_FIELDS, STYLES, FlowLog, check_fields
 from acctd.store import monitor as table
 from acctd.store.rollup import to_us
 
 log = logging.getLogger("acctd.monitor")
 
 DESTINATIONS = ("storage", "file", "netflow")
-FORMATS = ("nacctd", "json")
 STATE_KEY = "monitor_units"
 
 
@@ -49,10 +48,10 @@ class MonitorSettings(Table):
     to: tuple[str, ...] = setting(("storage",), check=each(choice(*DESTINATIONS),
                                                             "destinations"))
     file: str | None = setting(None, check=file_path())
-    format: str = setting("nacctd", check=choice(*FORMATS))
+    format: str = setting("nacctd", check=choice(*STYLES))
     fields: tuple[str, ...] = setting(DEFAULT_FIELDS, check=lambda v, ctx: check_fields(
         strings("field names")(v, ctx)))
-    retention: int = setting(30 * 86400, check=duration())
+    retention: int = setting(30 * 86400, check=duration(3650 * 86400))   # seconds
 
     def finish(self, ctx):
         if not self.to:
@@ -141,9 +140,11 @@ class MonitorService(Service):
         """Unit indexes monitored in this snapshot: the config's, then the run
         time's additions, less its removals. A name the model no longer has
         is skipped (warned once)."""
+        if self.settings is None:
+            return []
         units = snapshot.units
         out: list[int] = []
-        for key in (*(self.settings.units if self.settings else ()), *self.added):
+        for key in (*self.settings.units, *self.added):
             try:
                 i = units.find(key)
             except KeyError:
@@ -205,6 +206,8 @@ class MonitorService(Service):
     # -- commands -----------------------------------------------------------------
 
     def _unit_oid(self, unit: str) -> str:
+        if self.settings is None:
+            raise BadRequest("no [monitor] in the configuration")
         try:
             return self.core.snapshot.units.units[self.core.snapshot.units.find(unit)].oid
         except KeyError:
@@ -241,7 +244,7 @@ class MonitorService(Service):
     def _config_oids(self) -> list[str]:
         units = self.core.snapshot.units
         out = []
-        for key in (self.settings.units if self.settings else ()):
+        for key in self.settings.units:
             try:
                 out.append(units.units[units.find(key)].oid)
             except KeyError:

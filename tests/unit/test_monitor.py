@@ -342,3 +342,14 @@ def test_acctctl_monitor_over_the_control_socket(tmp_path):
         finally:
             s.shutdown()
             s.server_close()
+
+
+def test_without_a_monitor_table_nothing_is_monitored_or_changed():
+    with daemon_stub(loads(UNITS), clock=lambda: NOW) as d:
+        from acctd.errors import BadRequest
+        with pytest.raises(BadRequest, match=r"no \[monitor\] in the configuration"):
+            d.call("monitor-add", unit="alice")
+        assert d.service(MonitorService).monitored_oids() == frozenset()
+        assert d.call("monitor-show")["configured"] is False
+        drain(d, *TRAFFIC)
+        assert table.count(d.storage.con) == 0
