@@ -314,10 +314,13 @@ def answer_query(storage, units, unit: str, *, peer=None, port=None, since=None,
             raise BadRequest(f"--{what}: expected a time like 2026-01-31 or "
                              f"2026-01-31T12:00, got {text!r}") from None
         return t if t.tzinfo else t.replace(tzinfo=storage.zone)
-    try:
-        rows = table.query(storage.con, oids, peer=peer, port=port, since=when(since, "from"),
-                           until=when(until, "to"), top=top)
-    except ValueError as e:
-        raise BadRequest(f"--peer: {e}") from None
+    since_t, until_t = when(since, "from"), when(until, "to")
+    if peer is not None:
+        try:
+            table.prefix_range(peer)
+        except ValueError as e:
+            raise BadRequest(f"--peer: {e}") from None
+    rows = table.query(storage.con, oids, peer=peer, port=port, since=since_t, until=until_t,
+                       top=top)
     return {"unit": units.units[i].name, "oid": units.units[i].oid, "peers": rows}
 

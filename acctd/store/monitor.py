@@ -97,7 +97,7 @@ def prune(con, cut_us: int, step: int = PRUNE_STEP) -> int:
     return step
 
 
-def _prefix_range(prefix: str) -> tuple[int, int, int, int]:
+def prefix_range(prefix: str) -> tuple[int, int, int, int]:
     """(hi, lo) of the first and of the last address of a prefix."""
     if "/" in prefix:
         net, plen = parse_prefix(prefix, strict=False)
@@ -120,7 +120,7 @@ def query(con, unit_oids: list[int], *, peer: str | None = None, port: int | Non
     bound the drain time (since included, until not)."""
     where, params = ["list_contains($oids, unit_oid)"], {"oids": [int(o) for o in unit_oids]}
     if peer is not None:
-        ahi, alo, bhi, blo = _prefix_range(peer)
+        ahi, alo, bhi, blo = prefix_range(peer)
         where.append("(remote_hi > $ahi OR (remote_hi = $ahi AND remote_lo >= $alo)) AND "
                      "(remote_hi < $bhi OR (remote_hi = $bhi AND remote_lo <= $blo))")
         params.update(ahi=ahi, alo=alo, bhi=bhi, blo=blo)

@@ -280,6 +280,17 @@ def test_acctctl_monitor_query_from_the_database_as_csv(tmp_path):
         "peer,proto,port,bytes_in,bytes_out,packets_in,packets_out,first,last\n"
         "192.0.2.53,17,53,120,60,1,1,2026-12-02T12:00:00+00:00,2026-12-02T12:00:00+00:00\n")
     r = CliRunner().invoke(main, ["--db", str(db), "--config", str(cfg_path), "monitor",
+                                  "query", "alice", "--csv", "--from", "2026-12-02T12:00:01Z"])
+    assert r.output == "peer,proto,port,bytes_in,bytes_out,packets_in,packets_out,first,last\n"
+    r = CliRunner().invoke(main, ["--db", str(db), "--config", str(cfg_path), "monitor",
+                                  "query", "alice", "--json", "--to", "2026-12-02T12:00:01Z",
+                                  "--port", "53"])
+    assert [p["bytes_in"] for p in json.loads(r.output)["peers"]] == [120]
+    r = CliRunner().invoke(main, ["--db", str(db), "--config", str(cfg_path), "monitor",
+                                  "query", "alice", "--from", "yesterday"])
+    assert (r.exit_code, r.output) == (1, "acctctl: --from: expected a time like 2026-01-31 "
+                                          "or 2026-01-31T12:00, got 'yesterday'\n")
+    r = CliRunner().invoke(main, ["--db", str(db), "--config", str(cfg_path), "monitor",
                                   "query", "alice", "--peer", "nonsense"])
     assert r.exit_code == 1
     assert r.output == "acctctl: --peer: 'nonsense' does not appear to be an IPv4 or IPv6 " \
@@ -353,3 +364,26 @@ def test_without_a_monitor_table_nothing_is_monitored_or_changed():
         assert d.call("monitor-show")["configured"] is False
         drain(d, *TRAFFIC)
         assert table.count(d.storage.con) == 0
+
+
+def test_a_reload_takes_the_new_list_and_keeps_the_run_time_changes(tmp_path):
+    from acctd import config as config_mod
+    path = tmp_path / "acctd.toml"
+    path.write_text('[monitor]\nunits = ["alice"]\n' + UNITS)
+    log = tmp_path / "m.log"
+    with daemon_stub(config_mod.load(str(path)), tmp_path=tmp_path, clock=lambda: NOW) as d:
+        d.drain = d.drain_locked = lambda: {}               # no kernel to drain
+        d.ifnames = lambda: {3: "lan1"}
+        d.call("monitor-add", unit="bob")
+        d.call("unit-add", kind="user", name="dave")        # a unit made at run time
+        d.call("monitor-add", unit="dave")
+        path.write_text(f'[monitor]\nunits = ["carol"]\nto = ["storage", "file"]\n'
+                        f'file = "{log}"\n' + UNITS)
+        d.reload()
+        assert [u["name"] for u in d.call("monitor-show")["units"]] == ["carol", "bob", "dave"]
+        snap = d.snapshot
+        assert d.service(MonitorService).monitored_oids() == frozenset(
+            int(snap.unit(n).oid, 16) for n in ("carol", "bob", "dave"))
+        drain(d, *TRAFFIC)
+        assert log.read_text().count("\n") == 1               # bob's one flow
+        assert peers(d, "bob") == [("198.51.100.7", 6, 443, 99000, 0, 99, 0)]
