@@ -387,3 +387,15 @@ def test_a_reload_takes_the_new_list_and_keeps_the_run_time_changes(tmp_path):
         drain(d, *TRAFFIC)
         assert log.read_text().count("\n") == 1               # bob's one flow
         assert peers(d, "bob") == [("198.51.100.7", 6, 443, 99000, 0, 99, 0)]
+
+
+def test_the_readme_example_is_a_valid_monitor_table():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Monitoring a unit", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    cfg = loads(block + UNITS + '[[unit]]\ntype = "host"\nname = "dan"\noid = "0A12F3"\n'
+                'ip = "10.0.0.9"\n')
+    assert cfg.monitor.units == ("alice", "0A12F3") and cfg.monitor.retention == 30 * 86400
+    assert cfg.monitor.to == ("storage", "file") and cfg.monitor.format == "nacctd"
