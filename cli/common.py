@@ -95,6 +95,9 @@ def _offline(ctx, name: str, args: dict):
             return queries.report_list(st, cfg, args["unit"], now)
         if name == "stat":
             return queries.report_stat(st, cfg, args["unit"], args["period"], now)
+        if name == "monitor-query":
+            from acctd.services.monitor import answer_query
+            return answer_query(st, cfg.units, **args)
     raise click.UsageError(f"{name} has no answer from the database alone")
 
 

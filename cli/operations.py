@@ -134,16 +134,20 @@ def connections(ctx, as_json):
 
 
 @click.command()
-@click.argument("what", type=click.Choice(["log", "flowlog"]))
+@click.argument("what", type=click.Choice(["log", "flowlog", "monitor"]))
 @json_option
 @click.pass_context
 def rotate(ctx, what, as_json):
     """rotate log: reopen the daemon's log file after it was moved.
     rotate flowlog: rename the flow log to FILE.<time> and start a new one,
-    losing and repeating no line."""
+    losing and repeating no line.
+    rotate monitor: the same for the monitor's file, as FILE.%Y-%m-%d_%H:%M
+    (NeTAMS `rotate monitor`)."""
     def render(r):
         if what == "flowlog":
             echo(f"flow log {r['flowlog']} moved to {r['rotated_to']}; a new one started")
+        elif what == "monitor":
+            echo(f"monitor file {r['file']} moved to {r['rotated_to']}; a new one started")
         else:
             echo(f"log {r['log']} reopened" if r["rotated"] else r.get("note", "not reopened"))
     run(lambda: out(ask(ctx, f"rotate-{what}"), as_json, render))

@@ -79,6 +79,12 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [flowlog]                     # net-acct's flow log, one nacctd line per flow and drain
     path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
     fields = ["time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user"]
+    format = "nacctd"             # or "json": one JSON object per line
+
+    [monitor]                     # NeTAMS service monitor: the flows of these units, with
+    units = ["alice", "02A1F3"]   # their peers (acctctl monitor unit add|remove at run time)
+    to = ["storage", "file"]      # storage (acctctl monitor query) | file | netflow (export)
+    file = "/var/log/acctd/monitor"  # format = "nacctd" | "json"; retention = "30d" (storage)
 
     [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
@@ -174,6 +180,7 @@ from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.flowlog import FlowLogSettings
+from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
 from acctd.services.sessions import SessionSettings
@@ -412,6 +419,7 @@ class Config:
     alerter: MailSettings | None = None
     session: SessionSettings = dataclasses.field(default_factory=SessionSettings)
     flowlog: FlowLogSettings | None = None
+    monitor: MonitorSettings | None = None
     dynamicip: DynamicIpSettings | None = None
     fticks: FticksSettings | None = None
     radius: RadiusSettings | None = None
@@ -428,7 +436,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
-    "coa": (dict, CoaSettings),
+    "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
 }
 
 
@@ -589,11 +597,23 @@ class _Loader:
             alerter=self.optional(MailSettings, "alerter"),
             session=self.read(SessionSettings, "session", doc=self.doc.get("session", {})),
             flowlog=self.optional(FlowLogSettings, "flowlog"),
+            monitor=self.monitor(units),
             dynamicip=self.optional(DynamicIpSettings, "dynamicip"),
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa())
+
+    def monitor(self, units: UnitSet) -> MonitorSettings | None:
+        """[monitor], its units named by the config's units."""
+        m = self.optional(MonitorSettings, "monitor")
+        for i, key in enumerate(m.units if m else ()):
+            try:
+                units.find(key)
+            except KeyError:
+                self.fail(f"no unit {key!r} (a name or an oid)", "monitor", None,
+                          f"units[{i}]")
+        return m
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

@@ -49,6 +49,7 @@ from acctd.services.dynamicip import DynamicIpService
 from acctd.services.flowlog import FlowLogService
 from acctd.services.login import LoginService
 from acctd.services.mac_control import MacService
+from acctd.services.monitor import MonitorService
 from acctd.services.quota import QuotaService
 from acctd.services.reports import ReportsService
 from acctd.services.runtime_units import UnitsService
@@ -65,8 +66,8 @@ log = logging.getLogger("acctd.daemon")
 # blocks (quotas, logins), then what changes the model (auto-units).
 # OpenVPN and CoA come last: their first events start sessions.
 SERVICES: tuple[type[Service], ...] = (
-    FlowLogService, SessionsService, RadiusService, QuotaService, LoginService, UnitsService,
-    MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
+    FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
+    UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService)
 
 # The kernel maps whose counters the checkpoint carries.

@@ -50,7 +50,9 @@ _WHY = {
     "data-source": "acctd counts with its eBPF datapath; list interfaces in [[interface]]",
     "alerter": "e-mail reports are not implemented yet",
     "html": "static HTML reports are not implemented yet",
-    "monitor": "per-unit flow logging is not implemented yet",
+    "monitor-netflow": "to = [\"netflow\"] carried; the collector's address and port are the "
+                       "export service's ([export]), not carried here",
+    "monitor-xmlfile": 'acctd writes no XML: use [monitor] format = "json" (JSON lines)',
     "acl-server": "pushing blocks to a remote router is not implemented",
     "scheduler": "scheduled commands: use systemd timers with acctctl",
 }
@@ -132,6 +134,8 @@ class _Importer:
         self.quota: dict[str, Any] = {}
         self.login: dict[str, Any] = {}
         self.billing: dict[str, Any] = {}
+        self.monitor: dict[str, Any] = {}   # every `service monitor N` merged: acctd has one
+        self.monitor_lines: dict[str, int] = {}  # monitored unit -> its line
         self.default_lines: list[int] = []
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
@@ -191,7 +195,7 @@ class _Importer:
                 pending = None
             if head == "service":
                 service = toks[1].lower() if len(toks) > 1 else "?"
-                if service in ("processor", "quota", "login", "billing"):
+                if service in ("processor", "quota", "login", "billing", "monitor"):
                     self.carried.add(lineno)
                 else:
                     self.warn(lineno, " ".join(toks), _WHY.get(service, "unknown service"))
@@ -213,6 +217,7 @@ class _Importer:
             if self.warned == before:
                 self.carried.update(lines)
         self.check_refs()
+        self.check_monitor_refs()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
 
@@ -474,6 +479,67 @@ class _Importer:
         else:
             self.warn(ln, " ".join(t), "unknown billing directive")
 
+    def do_monitor(self, ln: int, t: list[str]) -> None:
+        """monitor unit X, no monitor unit X, monitor to storage N | file PATH,
+        no monitor to ... (netflow and xmlfile are warned)."""
+        words = [w.lower() for w in t]
+        no = words[0] == "no"
+        if no:
+            words, t = words[1:], t[1:]
+        if len(words) == 3 and words[:2] == ["monitor", "unit"]:
+            units = self.monitor.setdefault("units", [])
+            if no:
+                if t[2] in units:
+                    units.remove(t[2])
+            elif t[2] not in units:
+                units.append(t[2])
+            self.keep(ln, "monitor", "units")
+            self.monitor_lines.setdefault(t[2], ln)
+        elif len(words) >= 3 and words[:2] == ["monitor", "to"] and \
+                words[2] in ("storage", "file", "netflow", "xmlfile"):
+            dest = words[2]
+            if dest == "xmlfile" or (dest == "netflow" and not no):
+                self.warn(ln, " ".join(t), _WHY[f"monitor-{dest}"])
+            if dest == "xmlfile":
+                return
+            if dest == "file" and not no and len(t) != 4:
+                self.warn(ln, " ".join(t), "expected monitor to file PATH")
+                return
+            to = self.monitor.setdefault("to", [])
+            if no:
+                if dest in to:
+                    to.remove(dest)
+                if dest == "file":
+                    self.monitor.pop("file", None)
+                return
+            if dest not in to:
+                to.append(dest)
+            self.keep(ln, "monitor", "to")
+            if dest == "file":
+                self.monitor["file"] = t[3]
+                self.keep(ln, "monitor", "file")
+        else:
+            self.warn(ln, " ".join(t), "unknown monitor directive")
+
+    def check_monitor_refs(self) -> None:
+        """Monitored units that were carried, by name (an oid becomes the
+        name of the unit that has it)."""
+        by_oid = {u["oid"]: u["name"] for u in self.units if "oid" in u}
+        names = {u["name"] for u in self.units}
+        kept = []
+        for key in self.monitor.get("units", []):
+            oid = key.upper().zfill(6)
+            name = key if key in names else by_oid.get(oid)
+            if name is None:
+                self.warn(self.monitor_lines.get(key, 0), f"monitor unit {key}",
+                          "no such unit was carried")
+            elif name not in kept:
+                kept.append(name)
+        if "units" in self.monitor:
+            self.monitor["units"] = kept
+        if self.monitor.get("to") == []:   # every destination withdrawn
+            del self.monitor["to"]
+
     def set_unit(self, ln: int, t: list[str], into: dict[str, Any]) -> None:
         if len(t) < 3 or t[1].lower() not in ("name", "oid"):
             self.warn(ln, " ".join(t), "expected set {name X | oid Y} ...")
@@ -562,7 +628,7 @@ class _Importer:
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
-                           ("billing", self.billing)):
+                           ("billing", self.billing), ("monitor", self.monitor)):
             if data:
                 out.table((name,), data, self.origin)
         while out.text and not out.text[-1]:

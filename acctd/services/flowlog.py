@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import errno
+import json
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from acctd.config.schema import Table, boolean, file_path, setting, strings
+from acctd.config.schema import Table, boolean, choice, file_path, setting, strings
 from acctd.errors import BadRequest
 from acctd.kernel import abi
 from acctd.model.addresses import format_addrs, parse_addr
@@ -53,6 +54,7 @@ log = logging.getLogger("acctd.flowlog")
 FIELDS = ("time", "proto", "src", "sport", "dst", "dport", "packets", "bytes", "device",
           "user", "dir")
 DEFAULT_FIELDS = ("time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user")
+STYLES = ("nacctd", "json")   # a line: nacctd's tab-separated fields, or a JSON object
 UNKNOWN_USER = "unknown"
 PORT_PROTOS = (6, 17)       # nacctd had ports for TCP and UDP only
 QUEUE_LIMIT = 1_000_000     # lines held while paused (~100 bytes each in memory)
@@ -68,6 +70,7 @@ class FlowLogSettings(Table):
     fields: tuple[str, ...] = setting(DEFAULT_FIELDS, check=lambda v, ctx: check_fields(
         strings("field names")(v, ctx)))
     fsync: bool = setting(False, check=boolean())
+    format: str = setting("nacctd", check=choice(*STYLES))   # or "json": JSON lines
 
 
 def check_fields(fields: Sequence[str]) -> tuple[str, ...]:
@@ -97,7 +100,7 @@ def _word(text: str) -> str:
 def format_lines(keys: np.ndarray, values: np.ndarray, *, now,
                  devices: Mapping[int, str],
                  user: Callable[[str], str | None] | None = None,
-                 fields: Sequence[str] = DEFAULT_FIELDS) -> list[str]:
+                 fields: Sequence[str] = DEFAULT_FIELDS, style: str = "nacctd") -> list[str]:
     """One line (without its newline) per flow of a drained delta.
 
     keys: abi.FLOW_KEY array; values: abi.FLOW_VAL array of the same length
@@ -105,6 +108,9 @@ def format_lines(keys: np.ndarray, values: np.ndarray, *, now,
     datetime); devices: ifindex -> interface name; user: address text -> user
     name or None, asked once per distinct local address (the destination of
     an "in" flow, the source of an "out" one).
+
+    style "json": one JSON object per line instead, the fields as its keys
+    (numbers as numbers), for tools that read JSON lines.
 
     Column-wise: work per distinct address, interface and user, numpy string
     joins per column, nothing per field per flow in Python."""
@@ -152,10 +158,30 @@ def format_lines(keys: np.ndarray, values: np.ndarray, *, now,
             return np.array(names)[inv.reshape(-1)]
         raise AssertionError(f)
 
+    if style == "json":
+        return _json_lines(fields, column)
     line = column(fields[0])
     for f in fields[1:]:
         line = np.char.add(np.char.add(line, "\t"), column(f))
     return line.tolist()
+
+
+_TEXT_FIELDS = ("src", "dst", "device", "user", "dir")
+
+
+def _json_lines(fields: Sequence[str], column: Callable[[str], np.ndarray]) -> list[str]:
+    """{"field": value, ...} per flow, joined column-wise; text is quoted
+    with json.dumps once per distinct value."""
+    line = None
+    for f in fields:
+        col = column(f)
+        if f in _TEXT_FIELDS:
+            uniq, inv = np.unique(col, return_inverse=True)
+            col = np.array([json.dumps(str(u)) for u in uniq])[inv.reshape(-1)]
+        part = np.char.add(f'"{f}": ', col)
+        line = np.char.add("{", part) if line is None else \
+            np.char.add(np.char.add(line, ", "), part)
+    return np.char.add(line, "}").tolist()
 
 
 def format_line(key, value, *, now, devices: Mapping[int, str],
@@ -185,9 +211,10 @@ class FlowLog:
 
     def __init__(self, path: str, fields: Sequence[str] = DEFAULT_FIELDS, *,
                  queue_limit: int = QUEUE_LIMIT, fsync: bool = False,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, style: str = "nacctd"):
         self.path = os.fspath(path)
         self.fields = check_fields(fields)
+        self.style = style           # nacctd lines or JSON lines (format_lines)
         self.queue_limit = queue_limit
         self.fsync = fsync
         self.clock = clock
@@ -215,7 +242,7 @@ class FlowLog:
                user: Callable[[str], str | None] | None = None) -> int:
         """Format one drain's flow deltas with this log's fields and write them."""
         lines = format_lines(keys, values, now=now, devices=devices, user=user,
-                             fields=self.fields)
+                             fields=self.fields, style=self.style)
         return self.write(lines)
 
     def write(self, lines: Sequence[str]) -> int:
@@ -247,9 +274,10 @@ class FlowLog:
                          self.path, n, self.dropped)
             return n
 
-    def rotate(self, new_name: str | None = None) -> str | None:
+    def rotate(self, new_name: str | None = None, suffix: str | None = None) -> str | None:
         """`acctctl rotate flowlog`: rename the file to new_name (beside it if
-        a bare name) or to path.YYYYmmdd-HHMMSS (local time), and go on in a fresh file.
+        a bare name) or to path.<suffix>, by default path.YYYYmmdd-HHMMSS
+        (local time), and go on in a fresh file.
         Returns the name the lines so far now have; None if there was no
         file yet. An existing target is never overwritten: a given name
         raises FileExistsError, the timestamped one gets a .1, .2 suffix.
@@ -257,7 +285,7 @@ class FlowLog:
         old file or the new one, once."""
         with self._lock:
             if new_name is None:
-                stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
+                stamp = suffix or time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
                 target, numbered = f"{self.path}.{stamp}", True
             else:
                 target = new_name if os.sep in new_name else \
@@ -419,12 +447,13 @@ class FlowLogService(Service):
     def reload(self, settings: FlowLogSettings | None) -> None:
         self.settings = settings
         cur = self.log
-        if cur is not None and (settings is None or (cur.path, tuple(cur.fields)) !=
-                                (settings.path, settings.fields)):
+        if cur is not None and (settings is None or (cur.path, tuple(cur.fields), cur.style) !=
+                                (settings.path, settings.fields, settings.format)):
             cur.close()
             self.log = None
         if settings is not None and self.log is None:
-            self.log = FlowLog(settings.path, settings.fields, fsync=settings.fsync)
+            self.log = FlowLog(settings.path, settings.fields, fsync=settings.fsync,
+                               style=settings.format)
         if settings is not None:
             self.ifnames = self.core.ifnames()
 

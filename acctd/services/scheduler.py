@@ -610,6 +610,11 @@ def _schedulable(cmd: str, rest: list[str]) -> dict | None:
                                          "category": (rest[1:] or [None])[0]}}
     if cmd == "session" and rest == ["kill-expired"]:
         return {"cmd": "session-kill-expired", "args": {}}
+    if cmd == "monitor":
+        from acctd.services import monitor
+        return monitor.scheduled(rest)
+    if cmd == "rotate" and rest == ["monitor"]:
+        return {"cmd": "rotate-monitor", "args": {}}
     if cmd == "send" and rest[:1] == ["report"]:
         from acctd.services import reports
         return {"cmd": "send-report", "args": reports.parse(rest[1:]).to_args()}
@@ -624,7 +629,8 @@ def request_from_argv(argv: list[str]) -> dict:
     if req is None:
         raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, "
                          "policies, status, list UNIT, stat UNIT [week|month], debug on|off "
-                         "[CATEGORY], session kill-expired or send report [to "
+                         "[CATEGORY], session kill-expired, monitor unit add|remove UNIT, "
+                         "rotate monitor or send report [to "
                          "{owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
     return req
 

@@ -20,6 +20,8 @@ oid a UINTEGER, as the datapath's rows carry it):
   sessions    who held which address when, with exact counts
   login       unit_oid, record (JSON): the login service's records
   unit_mac    unit_oid, mac: MACs recorded by `mac fixate`
+  monitor     per-flow rows of the monitored units with the remote peer
+              (acctd/store/monitor.py)
 """
 
 from __future__ import annotations
@@ -89,7 +91,20 @@ def _v3(con) -> None:
         con.execute(f"ALTER TABLE {table}_v3 RENAME TO {table}")
 
 
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
+def _v6(con) -> None:
+    """The monitor service's per-flow rows (`monitor to storage`)."""
+    con.execute("""
+        CREATE TABLE monitor (
+            ts TIMESTAMP NOT NULL, unit_oid UINTEGER NOT NULL, dir UTINYINT NOT NULL,
+            proto UTINYINT NOT NULL, ifindex UINTEGER NOT NULL,
+            local_hi UBIGINT NOT NULL, local_lo UBIGINT NOT NULL, local_port USMALLINT NOT NULL,
+            remote_hi UBIGINT NOT NULL, remote_lo UBIGINT NOT NULL,
+            remote_port USMALLINT NOT NULL, packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL,
+            first TIMESTAMP NOT NULL, last TIMESTAMP NOT NULL);
+    """)  # no index: rows arrive in ts order, so DuckDB's zone maps serve retention and --from
+
+
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (6, _v6))
 VERSION = MIGRATIONS[-1][0]
 
 

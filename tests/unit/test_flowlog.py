@@ -2,6 +2,7 @@
 duplicates nothing across pause/move/resume and rotation."""
 
 import datetime as dt
+import json
 import os
 
 import numpy as np
@@ -130,6 +131,31 @@ def test_fields_are_selectable_and_print_in_the_configured_order():
     assert lines(k, v, fields=("bytes", "packets", "dir", "device")) == ["9000\t12\tin\teth0"]
     assert lines(k, v, fields=flowlog.FIELDS) == [
         "786476591\t6\t192.0.2.1\t80\t10.0.0.5\t40000\t12\t9000\teth0\tunknown\tin"]
+
+
+def test_json_lines_carry_the_same_fields_as_objects():
+    k, v = flows((2, IN, 6, "192.0.2.1", 80, "10.0.0.5", 40000, 12, 9000),
+                 (3, OUT, 17, "2001:db8::5", 53, "2001:db8::1", 5353, 1, 70))
+    got = lines(k, v, fields=flowlog.FIELDS, style="json",
+                user=lambda a: 'o"k\\' if a == "2001:db8::5" else None)
+    assert got == [
+        '{"time": 786476591, "proto": 6, "src": "192.0.2.1", "sport": 80, "dst": "10.0.0.5", '
+        '"dport": 40000, "packets": 12, "bytes": 9000, "device": "eth0", "user": "unknown", '
+        '"dir": "in"}',
+        '{"time": 786476591, "proto": 17, "src": "2001:db8::5", "sport": 53, "dst": '
+        '"2001:db8::1", "dport": 5353, "packets": 1, "bytes": 70, "device": "ppp0", '
+        '"user": "o\\"k\\\\", "dir": "out"}']
+    assert [json.loads(x)["user"] for x in got] == ["unknown", 'o"k\\']
+
+
+def test_the_flowlog_table_takes_the_json_format(tmp_path):
+    from acctd.config.loader import loads
+    cfg = loads(f'[flowlog]\npath = "{tmp_path / "f"}"\nformat = "json"\n')
+    assert cfg.flowlog.format == "json"
+    from acctd.errors import ConfigError
+    with pytest.raises(ConfigError, match="<string>:3: \\[flowlog\\] key 'format': expected "
+                                          "one of nacctd, json, got 'xml'"):
+        loads(f'[flowlog]\npath = "{tmp_path / "f"}"\nformat = "xml"\n')
 
 
 @pytest.mark.parametrize("fields, msg", [
