@@ -318,9 +318,8 @@ def perf(ctx, words, as_json):
 @click.command()
 def version():
     """acctd's version and the datapath ABI it speaks."""
-    from acctd import __version__
-    from acctd.kernel.abi import ABI_VERSION
-    click.echo(f"acctd {__version__} (datapath ABI v{ABI_VERSION})")
+    from acctd.daemon.log import version_text
+    click.echo(version_text())
 
 
 @click.command("hash-password")

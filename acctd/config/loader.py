@@ -83,6 +83,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
     exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
+    dynamicnet = ["193.97.238.0/24"]       # if given, only addresses in these are looked up
 
     [fticks]                      # F-TICKS lines for every login success and failure
     federation = "eduroam"        # also version, visinst, viscountry, key-file (HMAC-SHA-256

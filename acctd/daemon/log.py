@@ -4,7 +4,8 @@ reloads), acctd.control (requests), acctd.kernel.datapath, acctd.storage,
 and the NeTAMS `debug` words for services: acctd.quota, acctd.login,
 acctd.scheduler, acctd.alerter, acctd.billing and acctd.aclserver (the
 logger a billing or acl-server service must use). SIGUSR1 turns debugging
-on for all, SIGUSR2 off (as net-acct's signals did); `acctctl debug on|off
+on for all, SIGUSR2 off, SIGWINCH logs the version (as net-acct's signals
+did); `acctctl debug on|off
 [CATEGORY]` does it per category."""
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def setup(debug: bool = False, path: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.propagate = False
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def version_text() -> str:
+    """acctd's version and the datapath ABI it speaks (`acctctl version`,
+    and the log line SIGWINCH asks for, as nacctd printed its version id)."""
+    from acctd import __version__
+    from acctd.kernel.abi import ABI_VERSION
+    return f"acctd {__version__} (datapath ABI v{ABI_VERSION})"
+
+
+def log_version() -> None:
+    logging.getLogger("acctd.daemon").info("%s", version_text())
 
 
 def set_debug(on: bool, category: str | None = None) -> dict:

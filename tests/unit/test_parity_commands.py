@@ -13,7 +13,10 @@ from acctd.control import commands
 from acctd.daemon import log as daemon_log
 from acctd.services.scheduler import SchedulerService, request_from_argv
 
-from .test_cli_output import CONFIG, acctctl, fresh, srv  # noqa: F401 (fixtures)
+from . import test_cli_output
+from .test_cli_output import CONFIG, acctctl
+
+srv, fresh = test_cli_output.srv, test_cli_output.fresh  # its daemons, as fixtures here
 
 
 # --- the scheduler runs any command ---------------------------------------------------
@@ -107,7 +110,7 @@ def _wait(cond, what):
         time.sleep(0.02)
 
 
-def test_the_reference_example_blocks_the_unit_when_it_runs(fresh):  # noqa: F811
+def test_the_reference_example_blocks_the_unit_when_it_runs(fresh):
     """NeTAMS: schedule time at-23:30 action «service processor && unit host
     name pupkin sys-deny && exit», as the reference types it."""
     out = acctctl(fresh, "schedule", "add", "time", "at\u201323:30", "action",
@@ -124,7 +127,7 @@ def test_the_reference_example_blocks_the_unit_when_it_runs(fresh):  # noqa: F81
           "the scheduled sys-deny did not block alice")
 
 
-def test_html_is_accepted_and_says_why_it_does_nothing(fresh, caplog):  # noqa: F811
+def test_html_is_accepted_and_says_why_it_does_nothing(fresh, caplog):
     out = acctctl(fresh, "schedule", "add", "time", "hourly-", "action", "html")
     oid = out.split()[2]
     assert out == (f"schedule entry {oid} added, first run 2026-03-04 10:59:50 UTC\n"
@@ -142,7 +145,7 @@ def test_html_is_accepted_and_says_why_it_does_nothing(fresh, caplog):  # noqa: 
 
 # --- show -----------------------------------------------------------------------------
 
-def test_list_without_a_unit_lists_every_unit(srv):  # noqa: F811
+def test_list_without_a_unit_lists_every_unit(srv):
     each = "".join(acctctl(srv, "list", name) for name in ("customers", "alice", "[red]bob"))
     assert acctctl(srv, "list") == each
     got = json.loads(acctctl(srv, "list", "--json"))
@@ -150,7 +153,7 @@ def test_list_without_a_unit_lists_every_unit(srv):  # noqa: F811
     assert got["units"][1] == json.loads(acctctl(srv, "list", "alice", "--json"))
 
 
-def test_config_show_oids_names_each_unit_and_policy_oid(srv):  # noqa: F811
+def test_config_show_oids_names_each_unit_and_policy_oid(srv):
     policies = {p["name"]: p["oid"] for p in json.loads(acctctl(srv, "policies", "--json"))}
     units = {u["name"]: u["oid"] for u in json.loads(acctctl(srv, "units", "--json"))}
     assert policies.keys() == {"ip", "web"} and units["alice"] == "020435"
@@ -167,7 +170,7 @@ ROW = {"drain": 7, "ts": "2026-03-04T10:30:00+00:00", "read_ms": 0.25, "account_
 LINE = "2026-03-04T10:30:00+00:00 7 0.25 1.5 12.125 0.5 14.375 12 3 2.5 81234 0.5"
 
 
-def test_perf_prints_the_last_drains_and_logs_a_line(fresh, tmp_path):  # noqa: F811
+def test_perf_prints_the_last_drains_and_logs_a_line(fresh, tmp_path):
     from acctd.daemon import perf
     assert acctctl(fresh, "perf") == perf.HEADER + "\n"
     fresh.daemon.perf.rows.append(ROW)
@@ -297,7 +300,7 @@ def test_debug_category_turns_on_that_service_alone(log_file, category, module):
     assert log_file.read_text() == f"DEBUG acctd.{category}: one\n"
 
 
-def test_debug_names_its_categories(fresh):  # noqa: F811
+def test_debug_names_its_categories(fresh):
     assert acctctl(fresh, "debug", "on", "alert") == "debug on for alerter\n"
     assert acctctl(fresh, "debug", "off", "alerter") == "debug off for alerter\n"
     assert acctctl(fresh, "debug", "on", "bogus", code=1) == (
