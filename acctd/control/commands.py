@@ -134,7 +134,7 @@ COMMANDS = (
     Command("session-start", O, "sessions.start_session", ("session", "start"),
             (_s("user", True), _s("ip"), _s("port"), _s("nas"), _s("mac"), _b("force"))),
     Command("session-stop", O, "sessions.stop_session", ("session", "stop"),
-            (_s("user", True), _s("cause", default="user-request"))),
+            (_s("user"), _s("ip"), _s("port"), _s("nas"), _s("cause", default="user-request"))),
     Command("session-list", V, "sessions.list", ("session", "list"),
             (_b("open"), _s("user"), Arg("limit", int, default=100, at_least=0))),
     Command("session-kill-expired", O, "sessions.kill_expired", ("session", "kill-expired")),
