@@ -96,7 +96,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
 
     [openvpn]                     # sessions from an OpenVPN server's management interface
     management = "127.0.0.1:7505" # or "unix:/run/openvpn/server.sock"; also password-file,
-    interim-interval = 300        # status-interval, [openvpn.intervals] per common name
+    interim-interval = 60         # 0: none; status-interval, [openvpn.intervals] per common name
 
     [coa]                         # RFC 5176 Disconnect/CoA receiver (disconnect = block)
     listen = "127.0.0.1:3799"     # event-window = 300, require-event-timestamp = true
