@@ -87,7 +87,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
 
     [fticks]                      # F-TICKS lines for every login success and failure
     federation = "eduroam"        # also version, visinst, viscountry, key-file (HMAC-SHA-256
-    file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*
+    file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*,
+    reporting = "full"            # or "basic"; also ap, rp, mac = "vendor-key-hashed" (...)
 
     [radius]                      # RADIUS accounting: Start/Interim/Stop per session
     servers = ["127.0.0.1:1813"]  # tried in order; also nas-identifier, interim-interval
