@@ -159,6 +159,7 @@ from types import MappingProxyType
 
 from acctd.aaa.coa import CoaSettings
 from acctd.aaa.fticks import FticksSettings
+from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
@@ -419,6 +420,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    log: LogSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -430,7 +432,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
-    "coa": (dict, CoaSettings),
+    "coa": (dict, CoaSettings), "log": (dict, LogSettings),
 }
 
 
@@ -595,7 +597,8 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            log=self.optional(LogSettings, "log"))
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

@@ -35,6 +35,7 @@ from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
 from acctd.control.dispatch import Dispatcher
 from acctd.daemon import perf
+from acctd.daemon.log import LogService
 from acctd.errors import ConfigError
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
@@ -68,7 +69,8 @@ log = logging.getLogger("acctd.daemon")
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, SessionsService, RadiusService, QuotaService, LoginService, UnitsService,
     MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService)
+    FticksService, SchedulerService, CoaService, OpenVpnService,
+    LogService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

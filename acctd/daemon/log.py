@@ -10,11 +10,14 @@ did); `acctctl debug on|off
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
 
 from acctd.common import durable
+from acctd.config.schema import Invalid, Table, setting, strings
+from acctd.services.contract import Service
 
 CATEGORIES = ("daemon", "control", "datapath", "storage",
               "quota", "login", "scheduler", "alerter", "billing", "aclserver")
@@ -84,3 +87,54 @@ def rotate(now: float | None = None) -> dict:
     old.close()
     return {"log": _log_file, "rotated": True, "rotated_to": moved_to}
 
+
+
+# --- [log]: the categories debugged from the start ------------------------------------
+
+def _categories(v, ctx) -> tuple[str, ...]:
+    items = strings("debug categories")(v, ctx)
+    out = []
+    for c in items:
+        c = _ALIASES.get(c, c)
+        if c != "all" and c not in CATEGORIES:
+            raise Invalid(f"unknown category {c!r}; one of all, {', '.join(CATEGORIES)}")
+        out.append(c)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSettings(Table):
+    """The [log] table: `debug = ["quota", "login"]` (or ["all"])."""
+    debug: tuple[str, ...] = setting((), check=_categories)
+
+
+class LogService(Service):
+    """Applies [log] debug at start and at each reload. A category the
+    config no longer lists goes back off; what `acctctl debug` or SIGUSR1
+    turned on by hand is left as it is."""
+
+    name = "log"
+
+    def __init__(self, core, settings: LogSettings | None):
+        super().__init__(core, settings)
+        self.applied: tuple[str, ...] = ()
+
+    @staticmethod
+    def settings_of(config):
+        return config.log
+
+    def start(self) -> None:
+        self._apply()
+
+    def reload(self, settings: LogSettings | None) -> None:
+        self.settings = settings
+        self._apply()
+
+    def _apply(self) -> None:
+        want = self.settings.debug if self.settings else ()
+        for c in self.applied:
+            if c not in want:
+                set_debug(False, None if c == "all" else c)
+        for c in want:
+            set_debug(True, None if c == "all" else c)
+        self.applied = want

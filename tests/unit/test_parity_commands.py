@@ -306,3 +306,19 @@ def test_debug_names_its_categories(fresh):
     assert acctctl(fresh, "debug", "on", "bogus", code=1) == (
         "acctctl: unknown category 'bogus'; one of daemon, control, datapath, storage, quota, "
         "login, scheduler, alerter, billing, aclserver\n")
+
+
+def test_log_debug_from_the_config_follows_reloads():
+    from acctd.daemon.log import LogService, LogSettings
+    quota, login = logging.getLogger("acctd.quota"), logging.getLogger("acctd.login")
+    svc = LogService(None, LogSettings(debug=("quota",)))
+    try:
+        svc.start()
+        assert (quota.level, login.level) == (logging.DEBUG, logging.NOTSET)
+        svc.reload(LogSettings(debug=("login",)))
+        assert (quota.level, login.level) == (logging.NOTSET, logging.DEBUG)
+        svc.reload(None)
+        assert (quota.level, login.level) == (logging.NOTSET, logging.NOTSET)
+    finally:
+        quota.setLevel(logging.NOTSET)
+        login.setLevel(logging.NOTSET)
