@@ -60,6 +60,9 @@ def set_debug(on: bool, category: str | None = None) -> dict:
     name = "acctd" if category is None else f"acctd.{category}"
     logging.getLogger(name).setLevel(logging.DEBUG if on else logging.NOTSET if category else
                                      logging.INFO)
+    if category is None and not on:  # off for all (NeTAMS `debug none`): every category too
+        for c in CATEGORIES:
+            logging.getLogger(f"acctd.{c}").setLevel(logging.NOTSET)
     return {"debug": on, "category": category or "all"}
 
 

@@ -245,6 +245,7 @@ def log_file(tmp_path, monkeypatch):
     saved = root.handlers[:], root.level, root.propagate
     path = tmp_path / "acctd.log"
     daemon_log.setup(path=str(path))
+    daemon_log.set_debug(False)   # whatever an earlier test turned on
     yield path
     for h in root.handlers:
         h.close()
@@ -298,6 +299,15 @@ def test_debug_category_turns_on_that_service_alone(log_file, category, module):
         daemon_log.set_debug(False, category)
     logger.debug("off again")
     assert log_file.read_text() == f"DEBUG acctd.{category}: one\n"
+
+
+def test_debug_off_for_all_turns_every_category_off(log_file):
+    daemon_log.set_debug(True, "quota")
+    daemon_log.set_debug(True, "storage")
+    daemon_log.set_debug(False)
+    logging.getLogger("acctd.quota").debug("hidden")
+    logging.getLogger("acctd.storage").debug("hidden")
+    assert log_file.read_text() == ""
 
 
 def test_debug_names_its_categories(fresh):
