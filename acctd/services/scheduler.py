@@ -838,6 +838,12 @@ class SchedulerService(Service):
     def add(self, spec: str, caller) -> dict:
         parsed = parse_schedule(spec)
         reqs = [request_from_argv(argv) for argv in split_action(parsed.action)]
+        from acctd.control import commands
+        for r in reqs:  # it runs with its owner's level: one it lacks now is refused now
+            cmd = commands.REGISTRY.get(r["cmd"]) if r else None
+            if cmd is not None and caller.level < cmd.level:
+                raise PermissionDenied(f"cannot schedule {r['cmd']!r}: it needs level "
+                                       f"{cmd.level}; {caller.name} is {caller.level}")
         e = self.schedule.add(parsed, (caller.uid, caller.name))  # refused before, not at 3 a.m.
         notes = [f"{r['cmd']}: {PENDING[r['cmd']]}" for r in reqs
                  if r and r["cmd"] in PENDING and not self._has(r["cmd"])]

@@ -127,6 +127,19 @@ def test_the_reference_example_blocks_the_unit_when_it_runs(fresh):
           "the scheduled sys-deny did not block alice")
 
 
+def test_a_command_above_the_callers_level_is_refused_when_added(fresh):
+    from acctd.control.access import Level
+    from acctd.control.dispatch import Caller
+    from acctd.errors import PermissionDenied
+    ops = Caller(4242, "ops", Level.OPERATOR)
+    sched = fresh.daemon.service(SchedulerService)
+    with pytest.raises(PermissionDenied) as e:
+        sched.add('time daily action "flush && perf log /etc/motd header"', ops)
+    assert str(e.value) == "cannot schedule 'perf-log': it needs level admin; ops is operator"
+    assert sched.add('time daily action "flush && unit alice sys-deny"', ops)["oid"]
+    assert [r["action"] for r in sched.list()] == ["flush && unit alice sys-deny"]
+
+
 def test_html_is_accepted_and_says_why_it_does_nothing(fresh, caplog):
     out = acctctl(fresh, "schedule", "add", "time", "hourly-", "action", "html")
     oid = out.split()[2]
@@ -151,6 +164,29 @@ def test_list_without_a_unit_lists_every_unit(srv):
     got = json.loads(acctctl(srv, "list", "--json"))
     assert [u["unit"] for u in got["units"]] == ["customers", "alice", "[red]bob"]
     assert got["units"][1] == json.loads(acctctl(srv, "list", "alice", "--json"))
+
+
+def test_list_without_a_unit_offline(tmp_path):
+    """`acctctl --db ... list`: every unit from the database alone."""
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    from acctd.config import loads
+    from acctd.store.database import Storage
+    (tmp_path / "acctd.toml").write_text(CONFIG)
+    cfg = loads(CONFIG, str(tmp_path / "acctd.toml"))
+    with Storage(str(tmp_path / "acctd.duckdb"), test_cli_output.UTC) as st:
+        test_cli_output.known_counts(st, cfg)
+
+    def offline(*words):
+        res = CliRunner().invoke(main, ["--db", str(tmp_path / "acctd.duckdb"), "--config",
+                                        str(tmp_path / "acctd.toml"), "list", *words, "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+    got = offline()
+    assert [u["unit"] for u in got["units"]] == ["customers", "alice", "[red]bob"]
+    assert got["units"][1] == offline("alice")
+    assert {p["policy"] for p in got["units"][1]["policies"]} == {"(all)", "ip", "web"}
 
 
 def test_config_show_oids_names_each_unit_and_policy_oid(srv):
