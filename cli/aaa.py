@@ -156,9 +156,11 @@ def openvpn_clients(ctx, as_json):
 @json_option
 @click.pass_context
 def openvpn_interval(ctx, user, seconds, as_json):
-    """Set USER's interim interval while connected (none: back to the default)."""
+    """Set USER's interim interval while connected (none: back to the
+    configuration; 0: no interims, start and stop only)."""
     run(lambda: out(ask(ctx, "openvpn-interval", user=user, seconds=seconds), as_json,
-                    lambda r: echo(f"{r['user']}: interim updates every {r['interval']} s")))
+                    lambda r: echo(f"{r['user']}: interim updates every {r['interval']} s"
+                                   if r["interval"] else f"{r['user']}: no interim updates")))
 
 
 COMMANDS = [fticks, radius, openvpn_hook, openvpn]

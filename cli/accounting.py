@@ -60,18 +60,23 @@ PERIODS = ("flow", "hour", "day", "week", "month")
 
 
 @click.command("list")
-@click.argument("unit")
+@click.argument("unit", required=False)
 @json_option
 @click.pass_context
 def list_(ctx, unit, as_json):
-    """Per policy: in/out for the last drain, hour, day, week, month (show list full)."""
-    def render(r):
+    """Per policy: in/out for the last drain, hour, day, week, month (show
+    list full); without UNIT, every unit in turn."""
+    def one(r):
         table(f"{r['unit']} ({r['oid']}), bytes", ["policy", "dir", *PERIODS],
               [[p["policy"], p["dir"], *(nbytes(p[k]["bytes"]) for k in PERIODS)]
                for p in r["policies"]])
         if "checks" in r:
             table("acct-policy walk, flows", ["policy", "check", "match"],
                   [[c["policy"], c["check"], c["match"]] for c in r["checks"]])
+
+    def render(r):
+        for u in r["units"] if unit is None else [r]:
+            one(u)
     run(lambda: out(ask(ctx, "list", unit=unit), as_json, render))
 
 

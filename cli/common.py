@@ -91,6 +91,8 @@ def _offline(ctx, name: str, args: dict):
         return queries.report_policies(cfg)
     with Storage(o["db"], cfg.processor.zone, read_only=True) as st, st.reported():
         now = dt.datetime.now(dt.timezone.utc)
+        if name == "list" and args["unit"] is None:
+            return queries.report_list_all(st, cfg, now)
         if name == "list":
             return queries.report_list(st, cfg, args["unit"], now)
         if name == "stat":

@@ -50,7 +50,7 @@ def monitor_show(ctx, as_json):
 def monitor_unit(ctx, action, unit, as_json):
     """add: monitor UNIT (a name or an oid), NeTAMS `monitor unit`; remove:
     stop, `no monitor unit`. Kept across restarts."""
-    run(lambda: out(ask(ctx, f"monitor-{action}", unit=unit), as_json, _render_show))
+    run(lambda: out(ask(ctx, f"monitor-unit-{action}", unit=unit), as_json, _render_show))
 
 
 QUERY_COLUMNS = ["peer", "proto", "port", "bytes_in", "bytes_out", "packets_in",

@@ -138,8 +138,9 @@ def connections(ctx, as_json):
 @json_option
 @click.pass_context
 def rotate(ctx, what, as_json):
-    """rotate log: reopen the daemon's log file after it was moved.
-    rotate flowlog: rename the flow log to FILE.<time> and start a new one,
+    """rotate log: move the daemon's log file (--log-file) to
+    FILE.<YYYY-mm-dd_HH:MM> and start a new one (NeTAMS rotate log); one
+    logrotate moved already is reopened. rotate flowlog: rename the flow log to FILE.<time> and start a new one,
     losing and repeating no line.
     rotate monitor: the same for the monitor's file, as FILE.%Y-%m-%d_%H:%M
     (NeTAMS `rotate monitor`)."""
@@ -149,7 +150,9 @@ def rotate(ctx, what, as_json):
         elif what == "monitor":
             echo(f"monitor file {r['file']} moved to {r['rotated_to']}; a new one started")
         else:
-            echo(f"log {r['log']} reopened" if r["rotated"] else r.get("note", "not reopened"))
+            echo(r.get("note", "not reopened") if not r["rotated"] else
+                 f"log {r['log']} moved to {r['rotated_to']}; a new one started"
+                 if r.get("rotated_to") else f"log {r['log']} reopened")
     run(lambda: out(ask(ctx, f"rotate-{what}"), as_json, render))
 
 
@@ -173,7 +176,8 @@ def reload(ctx, as_json):
 @json_option
 @click.pass_context
 def debug(ctx, state, category, as_json):
-    """Debug logging on or off, for one category (daemon, control, datapath, storage) or all."""
+    """Debug logging on or off, for one category (daemon, control, datapath,
+    storage, quota, login, scheduler, alerter, billing, aclserver) or all."""
     run(lambda: out(ask(ctx, "debug", on=state == "on", category=category), as_json,
                     lambda r: echo(f"debug {'on' if r['debug'] else 'off'} for {r['category']}")))
 
@@ -238,10 +242,15 @@ def schedule_add(ctx, spec, as_json):
     at-HH:MM[+|-]> action "<command> && <command>".
 
     Example: acctctl schedule add time daily action "flush && list alice".
-    The action's commands are checked when it is added: flush, reload,
-    units, policies, status, list, stat, debug, send report."""
-    run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json, lambda r: echo(
-        f"schedule entry {r['oid']} added, first run {when(r['due'])}")))
+    An action is any acctctl command that asks the daemon, in its words
+    (`unit bob sys-deny`, `mac fixate`, `send report ...`), or the NeTAMS
+    words for it (`service processor && unit host name bob sys-deny &&
+    exit`, `show list`, `debug quota`); it is checked when it is added."""
+    def render(r):
+        echo(f"schedule entry {r['oid']} added, first run {when(r['due'])}")
+        for note in r.get("notes", ()):
+            echo(f"  note: {note}")
+    run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json, render))
 
 
 @schedule.command("list")
@@ -282,18 +291,39 @@ def config_check(path):
 
 @config_.command("show")
 @click.option("--unsecure", is_flag=True, help="Show secrets instead of masking them.")
+@click.option("--oids", is_flag=True, help="Say each unit's and policy's oid at its name.")
 @click.pass_context
-def config_show(ctx, unsecure):
+def config_show(ctx, unsecure, oids):
     """Print the configuration file the daemon loaded (secrets masked)."""
-    run(lambda: echo(ask(ctx, "config", unsecure=unsecure)["text"].removesuffix("\n")))
+    run(lambda: echo(ask(ctx, "config", unsecure=unsecure, oids=oids)["text"]
+                     .removesuffix("\n")))
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, metavar="[log FILE [--header]]")
+@json_option
+@click.pass_context
+def perf(ctx, words, as_json):
+    """The last drains' timings by step, in ms, and the process's CPU and
+    memory (NeTAMS show perf). log FILE appends the last drain's line to
+    FILE; --header starts FILE anew with the column names (admin)."""
+    from acctd.daemon.perf import HEADER, line
+    w = list(words)
+    if w[:1] == ["log"] and len(w) in (2, 3) and w[2:] in ([], ["--header"], ["header"]):
+        run(lambda: out(ask(ctx, "perf-log", file=w[1], header=len(w) == 3), as_json,
+                        lambda r: echo(f"{r['lines']} line(s) written to {r['file']}")))
+    elif w:
+        raise click.UsageError("expected perf, or perf log FILE [--header]")
+    else:
+        run(lambda: out(ask(ctx, "perf"), as_json,
+                        lambda rows: echo("\n".join([HEADER, *map(line, rows)]))))
 
 
 @click.command()
 def version():
     """acctd's version and the datapath ABI it speaks."""
-    from acctd import __version__
-    from acctd.kernel.abi import ABI_VERSION
-    click.echo(f"acctd {__version__} (datapath ABI v{ABI_VERSION})")
+    from acctd.daemon.log import version_text
+    click.echo(version_text())
 
 
 @click.command("hash-password")
@@ -309,4 +339,4 @@ def hash_password(password_file):
     click.echo(PasswordHasher().hash(pw))
 
 
-COMMANDS = [status, health, top, users, connections, rotate, reload, debug, alerter, send, schedule, config_, version, hash_password]
+COMMANDS = [status, health, top, users, connections, rotate, reload, debug, alerter, send, schedule, config_, version, hash_password, perf]

@@ -78,13 +78,23 @@ def session_start(ctx, user, ip, port, nas, nas_port, mac, force, as_json):
 
 
 @session.command("stop")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--ip", help="The session at this address.")
+@click.option("--port", help="The session on this NAS port.")
+@click.option("--nas", help="The NAS the port belongs to.")
+@click.option("--nas-port", "nas_port", help="Same as --port, with --nas.")
 @json_option
 @click.pass_context
-def session_stop(ctx, user, as_json):
-    """End USER's session (freeside-logout): it holds no address any more.
-    Exit 1 when USER has no open session."""
-    run(lambda: out(ask(ctx, "session-stop", user=user), as_json, _session_changes))
+def session_stop(ctx, user, ip, port, nas, nas_port, as_json):
+    """End a session (freeside-logout username ( portnum | ip | nasnum
+    nasport )): USER's, or the one at --ip, or on --port (of --nas); each
+    one given must match it. It holds no address any more. Exit 1 when no
+    open session matches."""
+    port = port or nas_port
+    if not (user or ip or port):
+        raise click.UsageError("give USER, --ip or --port (with --nas when ports are per NAS)")
+    run(lambda: out(ask(ctx, "session-stop", user=user, ip=ip, port=port, nas=nas), as_json,
+                    _session_changes))
 
 
 @session.command("list")

@@ -17,9 +17,20 @@ The line (the F-TICKS grammar; eduroam's attributes):
   CSI         Calling-Station-Id: the device's MAC (or the client address)
   RESULT      OK or FAIL
   PN          the user name (a participant identifier, as the IdPs write it)
-  AP          the authenticating party (IdP, home server), when known
+  AP          the authenticating party (the IdP): `ap`, for the logins acctd
+              itself decides
+  RP          the relying party (the service the user logs in to): `rp`
   AN          the authentication method (login, radius, openvpn), when given
   TS          the event time, whole seconds since the epoch (UTC)
+
+`reporting`, radsecproxy's FTicksReporting: "full" (the default) writes
+every attribute known; "basic" only REALM, VISCOUNTRY, CSI, RESULT and TS
+(radsecproxy's basic line, with the time acctd's own file needs). `mac`,
+radsecproxy's FTicksMAC, says how CSI is written: fully-key-hashed (the
+default with a key), vendor-key-hashed (the MAC's vendor prefix "00:11:22:"
+kept, then the HMAC of the whole MAC, so it matches the fully-hashed form),
+vendor-hashed and fully-hashed (SHA-256, no key), original, or static
+("undisclosed"). A CSI that is no MAC (a client address) is hashed whole.
 
 Privacy: CSI and PN are HMAC-SHA-256 (hex) of the value under the key in
 `key-file`; a MAC is first normalised (00:11:22:33:44:55) so one device hashes
@@ -122,6 +133,22 @@ def _country(v, ctx) -> str:
     return v.upper()
 
 
+REPORTING = ("basic", "full")
+MAC_MODES = ("static", "original", "vendor-hashed", "vendor-key-hashed", "fully-hashed",
+             "fully-key-hashed")
+BASIC = ("REALM", "VISCOUNTRY", "CSI", "RESULT", "TS")
+
+
+def _lower_choice(*values: str) -> Check:
+    """One of values, also in radsecproxy's spelling (VendorKeyHashed, Full)."""
+    def check(v, ctx):
+        key = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", v).lower() if isinstance(v, str) else v
+        if key not in values:
+            raise Invalid(f"expected one of {', '.join(values)}, got {v!r}")
+        return key
+    return check
+
+
 def _tag(v, ctx) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", v):
         raise Invalid(f"expected up to 32 letters, digits, '_', '.' or '-', got {v!r}")
@@ -143,12 +170,25 @@ class FticksSettings(Table):
     syslog_socket: str = setting("/dev/log", check=file_path("a socket path"))
     syslog_tag: str = setting("acctd", check=_tag)
     file: str | None = setting(None, check=file_path())
+    ap: str | None = setting(None, check=_label("the authenticating party (IdP)"))
+    rp: str | None = setting(None, check=_label("the relying party"))
+    reporting: str = setting("full", check=_lower_choice(*REPORTING))
+    mac: str | None = setting(None, check=_lower_choice(*MAC_MODES))  # None: by key/raw-values
     key: bytes | None = field(default=None, repr=False)   # from key_file
 
     def finish(self, ctx) -> FticksSettings:
         if not self.syslog and not self.file:
             raise Invalid("F-TICKS needs a destination: syslog = true and/or file = PATH")
+        if self.mac and self.mac.endswith("key-hashed") and not self.key_file:
+            raise Invalid(f"mac = {self.mac!r} needs key-file")
         return replace(self, key=read_key(self.key_file)) if self.key_file else self
+
+    @property
+    def mac_mode(self) -> str | None:
+        """How CSI is written; None: left out (no key, no raw-values)."""
+        if self.mac:
+            return self.mac
+        return "original" if self.raw_values else "fully-key-hashed" if self.key else None
 
 
 def read_key(path: str) -> bytes:
@@ -175,12 +215,33 @@ def _csi_text(csi: str) -> str:
 def _private(s: FticksSettings, value: str | None, csi: bool) -> str | None:
     if value is None or not str(value).strip():
         return None
-    text = _csi_text(str(value)) if csi else str(value).strip()
+    if csi:
+        return _csi(s, _csi_text(str(value)))
+    text = str(value).strip()
     if s.raw_values:
         return clean(text)
     if s.key:
         return hash_value(s.key, text)
     return None
+
+
+_MAC = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
+
+
+def _csi(s: FticksSettings, text: str) -> str | None:
+    """CSI as `mac_mode` says (radsecproxy's FTicksMAC)."""
+    mode = s.mac_mode
+    if mode is None:
+        return None
+    if mode == "static":
+        return "undisclosed"
+    if mode == "original":
+        return clean(text)
+    digest = hash_value(s.key, text) if mode.endswith("key-hashed") else \
+        hashlib.sha256(text.encode()).hexdigest()
+    if mode.startswith("vendor") and _MAC.fullmatch(text):
+        return text[:9] + digest  # "00:11:22:" + the hash of the whole MAC
+    return digest
 
 
 def _result(result: Any) -> str:
@@ -193,12 +254,15 @@ def _result(result: Any) -> str:
 
 def format_line(settings: FticksSettings, *, realm: str | None, user: str | None,
                 csi: str | None, result: bool | str, ap: str | None = None,
-                ts: float | dt.datetime | None = None, method: str | None = None,
+                rp: str | None = None, ts: float | dt.datetime | None = None,
+                method: str | None = None,
                 extra: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> str:
     """One F-TICKS line, without a newline. realm None: taken from the user
-    name after its last "@". ts: epoch seconds or an aware datetime (None:
-    no TS attribute). method: AN (login, radius, openvpn). extra: more
-    attributes, names of ASCII letters and digits, not a standard one."""
+    name after its last "@". ap, rp: the settings' unless given. ts: epoch
+    seconds or an aware datetime (None: no TS attribute). method: AN (login,
+    radius, openvpn). extra: more attributes, names of ASCII letters and
+    digits, not a standard one (left out at the basic reporting level)."""
+    ap, rp = ap or settings.ap, rp or settings.rp
     if realm is None and user and "@" in user:
         realm = user.rsplit("@", 1)[1]
     attrs: list[tuple[str, str | None]] = [
@@ -209,6 +273,7 @@ def format_line(settings: FticksSettings, *, realm: str | None, user: str | None
         ("RESULT", _result(result)),
         ("PN", _private(settings, user, csi=False)),
         ("AP", clean(ap) if ap else None),
+        ("RP", clean(rp) if rp else None),
         ("AN", clean(method) if method else None),
     ]
     if ts is not None:
@@ -219,6 +284,8 @@ def format_line(settings: FticksSettings, *, realm: str | None, user: str | None
             raise ValueError(f"extra F-TICKS attribute {name!r}: expected ASCII letters and "
                              f"digits, not one of {', '.join(STANDARD)}")
         attrs.append((name, clean(value)))
+    if settings.reporting == "basic":
+        attrs = [(k, v) for k, v in attrs if k in BASIC]
     body = "#".join(f"{k}={v}" for k, v in attrs if v)
     return f"{MARKER}{settings.federation}/{settings.version}#{body}#"
 

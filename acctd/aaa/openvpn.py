@@ -81,7 +81,7 @@ log = logging.getLogger("acctd.openvpn")
 
 INTERVAL_MIN = 1
 INTERVAL_MAX = 86400
-DEFAULT_INTERVAL = 300
+DEFAULT_INTERVAL = 60   # the plugin proposal: "a default value of 60 second"
 DEFAULT_STATUS_INTERVAL = 5.0      # the server's delayed exit: see the module doc
 DEFAULT_BACKOFF = 1.0
 DEFAULT_BACKOFF_MAX = 60.0
@@ -100,10 +100,13 @@ STATUS_COLUMNS = {"cn": "Common Name", "real": "Real Address", "addr": "Virtual 
 # --- settings ----------------------------------------------------------------------
 
 def _interval(key: str, v: Any) -> int:
+    """Whole seconds; 0 turns interims off ("a value of 0 will disable
+    accounting information to be sent", the plugin proposal)."""
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"{key}: expected whole seconds, got {v!r}")
-    if not INTERVAL_MIN <= v <= INTERVAL_MAX:
-        raise ValueError(f"{key}: must be {INTERVAL_MIN}-{INTERVAL_MAX} seconds, got {v}")
+    if v != 0 and not INTERVAL_MIN <= v <= INTERVAL_MAX:
+        raise ValueError(f"{key}: must be 0 (no interims) or {INTERVAL_MIN}-{INTERVAL_MAX} "
+                         f"seconds, got {v}")
     return v
 
 
@@ -417,7 +420,8 @@ class Tracker:
 
     def base_interval(self) -> int:
         """What OpenVPN is asked for: the GCD of every interval in use, so each
-        client's interval is a whole number of reports."""
+        client's interval is a whole number of reports (0s drop out of a GCD;
+        all 0 is `bytecount 0`, which stops the reports)."""
         return math.gcd(self.default, *{**self.configured, **self.overrides}.values())
 
     def _bytecount(self) -> list[str]:
@@ -437,7 +441,8 @@ class Tracker:
         return self._bytecount()
 
     def _due(self, c: VpnClient, now: float) -> bool:
-        return int(now) - c.reported >= self.interval(c.common_name)
+        every = self.interval(c.common_name)
+        return every > 0 and int(now) - c.reported >= every
 
     # blocking
 
@@ -1052,7 +1057,7 @@ class OpenVpnService(Service):
 
     def set_interval(self, user: str, seconds: int | None = None) -> dict:
         client = self._client()
-        client.set_interval(user, seconds or None)
+        client.set_interval(user, seconds)  # None: back to the configuration; 0: off
         return {"user": user, "interval": client.interval(user)}
 
     def clients(self) -> list[dict]:

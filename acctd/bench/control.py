@@ -139,9 +139,24 @@ def bench_report(n_units: int = 10_000, n_policies: int = 10, tries: int = 5) ->
     return best * 1000
 
 
+def bench_perf_record(n: int = 2000) -> float:
+    """What timing one drain costs (`acctctl perf`): four laps and the record
+    (getrusage, /proc/self/statm), in microseconds per drain."""
+    from acctd.daemon import perf
+    p = perf.Perf()
+    t = time.perf_counter()
+    for i in range(n):
+        c = perf.DrainClock()
+        for step in perf.STEPS:
+            c.lap(step)
+        p.record(i, "", c, 0, 0)
+    return (time.perf_counter() - t) / n * 1e6
+
+
 def main() -> None:
     emit("control.pipeline_flows_per_s.flows_1m", bench_pipeline(), "flows/s")
     emit("control.report_ms.units_10k", bench_report(), "ms")
+    emit("control.perf_record_us", bench_perf_record(), "us")
 
 
 if __name__ == "__main__":

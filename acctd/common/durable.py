@@ -1,5 +1,6 @@
 """Files that are whole or absent after a crash, and the retry delay after a
-failure: shared by the mail outbox, the RADIUS spool and the scheduler.
+failure: shared by the mail outbox, the RADIUS spool and the scheduler;
+and the renaming aside of a rotated file (the flow log, the daemon log).
 
 A durable write goes to a hidden temporary name in the same directory, is
 fsynced, renamed over the final name and the directory is fsynced, so a
@@ -11,6 +12,7 @@ removed when the directory is opened.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import weakref
@@ -146,3 +148,36 @@ def _syncfs(dir_fd: int, files) -> None:
     for p in files:
         with open(p, "rb+") as f:
             os.fsync(f.fileno())
+
+
+def rename_aside(path: str, target: str, numbered: bool) -> str:
+    """Rename path to target, or to target.1, target.2 ... if numbered,
+    never replacing an existing file (a rotation's old file). Returns the
+    name it got."""
+    base, n = target, 0
+    while True:
+        try:
+            _rename_no_replace(path, target)
+            return target
+        except FileExistsError:
+            if not numbered:
+                raise
+            n += 1
+            target = f"{base}.{n}"
+
+
+def _rename_no_replace(path: str, target: str) -> None:
+    # link fails atomically on an existing name, rename would replace it;
+    # a filesystem without hard links gets a check, then rename
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "File exists", target) from None
+        os.rename(path, target)
+        return
+    os.unlink(path)

@@ -89,10 +89,12 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
     exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
+    dynamicnet = ["193.97.238.0/24"]       # if given, only addresses in these are looked up
 
     [fticks]                      # F-TICKS lines for every login success and failure
     federation = "eduroam"        # also version, visinst, viscountry, key-file (HMAC-SHA-256
-    file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*
+    file = "/var/log/acctd/fticks"  # of user names and CSIs), raw-values, syslog, syslog-*,
+    reporting = "full"            # or "basic"; also ap, rp, mac = "vendor-key-hashed" (...)
 
     [radius]                      # RADIUS accounting: Start/Interim/Stop per session
     servers = ["127.0.0.1:1813"]  # tried in order; also nas-identifier, interim-interval
@@ -101,7 +103,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
 
     [openvpn]                     # sessions from an OpenVPN server's management interface
     management = "127.0.0.1:7505" # or "unix:/run/openvpn/server.sock"; also password-file,
-    interim-interval = 300        # status-interval, [openvpn.intervals] per common name
+    interim-interval = 60         # 0: none; status-interval, [openvpn.intervals] per common name
 
     [coa]                         # RFC 5176 Disconnect/CoA receiver (disconnect = block)
     listen = "127.0.0.1:3799"     # event-window = 300, require-event-timestamp = true
@@ -163,6 +165,7 @@ from types import MappingProxyType
 
 from acctd.aaa.coa import CoaSettings
 from acctd.aaa.fticks import FticksSettings
+from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
@@ -425,6 +428,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    log: LogSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -437,6 +441,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
+    "log": (dict, LogSettings),
 }
 
 
@@ -602,7 +607,8 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            log=self.optional(LogSettings, "log"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

@@ -9,11 +9,14 @@ import os
 import re
 import shutil
 import time
+import tomllib
+from collections.abc import Mapping
 
 import numpy as np
 
 from acctd.daemon import log as daemon_log
-from acctd.errors import ConfigError
+from acctd.daemon import perf
+from acctd.errors import BadRequest, ConfigError
 from acctd.kernel import abi, drain, reader
 from acctd.model import sys_policy as sys_policies
 from acctd.store import queries
@@ -21,14 +24,36 @@ from acctd.store import queries
 SECRET_KEYS = ("password", "secret", "token", "key")
 
 
-def config_text(path: str, unsecure: bool = False) -> str:
-    """The config file as loaded, every secret masked unless asked not to."""
+def config_text(path: str, unsecure: bool = False,
+                oids: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The config file as loaded, every secret masked unless asked not to;
+    with `oids` ({"unit"|"policy": {name: oid}}), each unit's and policy's
+    name line says its oid (NeTAMS `show config oids`)."""
     with open(path) as f:
         text = f.read()
+    if oids is not None:
+        text = _with_oids(text, oids)
     if unsecure:
         return text
     keys = "|".join(SECRET_KEYS)
     return re.sub(rf'(?im)^(\s*[\w-]*(?:{keys})[\w-]*\s*=\s*).*$', r'\1"********"', text)
+
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([\w.-]+)\s*\]\]?")
+_NAME = re.compile(r"^\s*name\s*=\s*(\"(?:[^\"\\]|\\.)*\"|'[^']*')\s*$")
+
+
+def _with_oids(text: str, oids: Mapping[str, Mapping[str, str]]) -> str:
+    out, table = [], None
+    for line in text.split("\n"):
+        if m := _TABLE.match(line):
+            table = m[1]
+        elif table in oids and (m := _NAME.match(line)):
+            oid = oids[table].get(tomllib.loads(f"n = {m[1]}")["n"])
+            if oid:
+                line = f"{line}  # oid {oid}"
+        out.append(line)
+    return "\n".join(out)
 
 
 class CoreCommands:
@@ -128,15 +153,37 @@ class CoreCommands:
         return [{"name": u.name, "level": u.level, "uid": u.uid, "unix_user": u.unix_user,
                  "unix_group": u.unix_group} for u in self.d.config.users]
 
-    def config_text(self, unsecure: bool = False) -> dict:
+    def config_text(self, unsecure: bool = False, oids: bool = False) -> dict:
         path = self.d.config.path
-        return {"path": path, "text": config_text(path, unsecure)}
+        ids = None
+        if oids:
+            snap = self.d.snapshot
+            ids = {"unit": {u.name: u.oid for u in snap.units.units},
+                   "policy": {p.name: p.oid for p in snap.policies.policies}}
+        return {"path": path, "text": config_text(path, unsecure, ids)}
 
     def debug(self, on: bool, category: str | None = None) -> dict:
         return daemon_log.set_debug(on, category)
 
     def rotate_log(self) -> dict:
         return daemon_log.rotate()
+
+    def perf(self) -> list[dict]:
+        """NeTAMS `show perf`: the last drains' timings by step, oldest first."""
+        return list(self.d.perf.rows)
+
+    def perf_log(self, file: str, header: bool = False) -> dict:
+        """NeTAMS `show perf FILE [header]`: append the last drain's line to
+        FILE; `header` starts the file anew with the column names."""
+        rows = self.d.perf.rows
+        text = (perf.HEADER + "\n" if header else "") + \
+            (perf.line(rows[-1]) + "\n" if rows else "")
+        try:
+            with open(file, "w" if header else "a") as f:
+                f.write(text)
+        except OSError as e:
+            raise BadRequest(f"perf log {file}: {e.strerror}") from None
+        return {"file": file, "lines": text.count("\n")}
 
     # -- the model and its reports -----------------------------------------------------
 
@@ -155,9 +202,13 @@ class CoreCommands:
     def policies(self) -> list[dict]:
         return queries.report_policies(self.d.config)
 
-    def list(self, unit: str) -> dict:
+    def list(self, unit: str | None = None) -> dict:
+        """NeTAMS `show list [name X]`: one unit, or every unit ({"units": [...]})."""
         d = self.d
         with d.lock:
+            if unit is None:
+                return queries.report_list_all(d.storage, d.snapshot, d.clock(), d.checks,
+                                               d.matches)
             return queries.report_list(d.storage, d.snapshot, unit, d.clock(), d.checks,
                                        d.matches)
 

@@ -34,6 +34,8 @@ from acctd.aaa.fticks import FticksService
 from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
 from acctd.control.dispatch import Dispatcher
+from acctd.daemon import perf
+from acctd.daemon.log import LogService
 from acctd.errors import ConfigError
 from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
@@ -68,7 +70,8 @@ log = logging.getLogger("acctd.daemon")
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService)
+    FticksService, SchedulerService, CoaService, OpenVpnService,
+    LogService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
@@ -102,6 +105,7 @@ class Daemon:
         self.enforcer: Enforcer | None = None
         self.deltas = {name: drain.Deltas() for name in CHECKPOINTED}
         self.drains = 0
+        self.perf = perf.Perf()        # the last drains' timings (`acctctl perf`)
         # for `acctctl status`: the last drain or commit that failed (when, why),
         # and how many failed since the last one that committed
         self.last_error: tuple[dt.datetime, str] | None = None
@@ -419,6 +423,7 @@ class Daemon:
         return self._drain()
 
     def _drain(self) -> dict:
+        timer = perf.DrainClock()
         self._check_datapath()
         snap = self.snapshot
         zone = snap.config.processor.zone
@@ -431,6 +436,7 @@ class Daemon:
                 keys = np.concatenate([keys, reaped[0]])
                 vals = np.concatenate([vals, reaped[1]])
             read[name] = (keys, vals)
+        timer.lap("read")
         try:
             delta = {n: self.deltas[n].update(*read[n]) for n in ("acct_addrs", "acct_flows")}
             ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
@@ -444,11 +450,14 @@ class Daemon:
             d = Drain(now, snap, rows, delta["acct_flows"].keys, delta["acct_flows"].values,
                       delta["acct_addrs"].keys, delta["acct_addrs"].values)
             services = list(self.services.values())
+            rolled = rollup.rollup(rows, now, zone)
+            timer.lap("account")
 
             def in_transaction(tx: Storage) -> None:
                 for s in services:
                     s.in_drain(d, tx)
-            self.storage.commit(rollup.rollup(rows, now, zone), read, in_transaction)
+            self.storage.commit(rolled, read, in_transaction)
+            timer.lap("commit")
         except BaseException as e:
             self.last_error, self.failed_drains = (now, str(e) or repr(e)), self.failed_drains + 1
             with self.storage.reported():
@@ -468,9 +477,12 @@ class Daemon:
             self._draining = False
         if self._enforce_asked or self._fw_time_dependent():
             self.enforce()  # blocks decided above; fw-policy time targets move
-        return {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(rows["bytes"])),
-                "flows": int(len(delta["acct_flows"].keys)),
-                "addrs": int(len(delta["acct_addrs"].keys))}
+        timer.lap("services")
+        summary = {"drain": self.drains, "ts": now.isoformat(), "rows": int(len(rows["bytes"])),
+                   "flows": int(len(delta["acct_flows"].keys)),
+                   "addrs": int(len(delta["acct_addrs"].keys))}
+        self.perf.record(self.drains, summary["ts"], timer, summary["rows"], summary["flows"])
+        return summary
 
     # -- the datapath stays as attached ------------------------------------------------
 

@@ -141,6 +141,7 @@ def run_daemon(config_path, socket_path, netns, pin_root, flows, addrs, log_file
     signal.signal(signal.SIGHUP, lambda *_: d is not None and d.mailbox.ask_reload())
     signal.signal(signal.SIGUSR1, lambda *_: log.set_debug(True))
     signal.signal(signal.SIGUSR2, lambda *_: log.set_debug(False))
+    signal.signal(signal.SIGWINCH, lambda *_: log.log_version())
     socket_path = socket_path or DEFAULT_SOCKET
     try:
         cfg = config.load(config_path)

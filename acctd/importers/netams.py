@@ -42,7 +42,6 @@ _QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold", "delay"}
 
 _WHY = {
     "main": "acctd has no NeTAMS main service",
-    "debug": "acctd logs through the systemd journal; use --debug",
     "user": "management users and permissions come in a later issue",
     "schedule": "scheduled commands: use systemd timers with acctctl",
     "server": "acctctl talks to acctd over a local control socket",
@@ -136,6 +135,7 @@ class _Importer:
         self.billing: dict[str, Any] = {}
         self.monitor: dict[str, Any] = {}   # every `service monitor N` merged: acctd has one
         self.monitor_lines: dict[str, int] = {}  # monitored unit -> its line
+        self.log: dict[str, Any] = {}
         self.default_lines: list[int] = []
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
@@ -207,7 +207,8 @@ class _Importer:
     def run(self) -> None:
         for lineno, service, toks, lines in self.commands():
             before = self.warned
-            handler = getattr(self, "do_" + service.replace("-", "_"), None)
+            handler = getattr(self, f"do_{_ident(service)}_{_ident(toks[0].lower())}", None) or \
+                getattr(self, "do_" + service.replace("-", "_"), None)
             if handler is None:
                 self.warn(lineno, " ".join(toks),
                           _WHY.get(toks[0].lower() if service == "main" else service,
@@ -220,6 +221,28 @@ class _Importer:
         self.check_monitor_refs()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
+
+    # -- service main: debug --------------------------------------------------
+
+    def do_main_debug(self, ln: int, t: list[str]) -> None:
+        """`debug deb_str ...` -> [log] debug (NeTAMS categories acctd has);
+        `debug none` clears it, as does `no debug` of every one listed."""
+        words = [w.lower() for w in t[1:]]
+        have = self.log.get("debug", [])
+        for w in words:
+            if w == "none":
+                have = []
+            elif w in _DEBUG:
+                if _DEBUG[w] not in have:
+                    have = [*have, _DEBUG[w]]
+            else:
+                self.warn(ln, " ".join(t), f"debug {w}: acctd has no such category (it has "
+                                           f"{', '.join(sorted(set(_DEBUG.values())))})")
+        if have:
+            self.log["debug"] = have
+            self.keep(ln, "log", "debug")
+        else:
+            self.log.pop("debug", None)
 
     # -- service processor ----------------------------------------------------
 
@@ -628,7 +651,8 @@ class _Importer:
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
-                           ("billing", self.billing), ("monitor", self.monitor)):
+                           ("billing", self.billing), ("monitor", self.monitor),
+                           ("log", self.log)):
             if data:
                 out.table((name,), data, self.origin)
         while out.text and not out.text[-1]:
@@ -657,6 +681,18 @@ class _Lines:
         for k, v in d.items():
             if isinstance(v, dict):
                 self.table((*path, k), v, origin)
+
+
+# NeTAMS debug categories -> acctd's (acctd.daemon.log.CATEGORIES); the
+# others (command, parse, sleep, proc_mux, ds_ip, iptree, flow, memory, ...)
+# are NeTAMS internals acctd does not have
+_DEBUG = {"all": "all", "quota": "quota", "login": "login", "scheduler": "scheduler",
+          "billing": "billing", "aclserver": "aclserver", "alert": "alerter",
+          "storage": "storage", "server": "control"}
+
+
+def _ident(word: str) -> str:
+    return re.sub(r"\W", "_", word)
 
 
 def _empty_files(target: str) -> str:

@@ -9,8 +9,10 @@ readings into bind/unbind events, DirWatcher polls for changes cheaply.
 Address text is acctd.model.addresses' form (IPv4-mapped IPv6 as IPv4, IPv6
 compressed), so it looks flows up directly. Skipped: names starting with
 "." or ending in "~" or ".tmp" (files being written, editor backups),
-names that are no address (logged once), empty files, and addresses in
-an `exclude-name-lookup` network, which nacctd never looks up.
+names that are no address (logged once), empty files, addresses in an
+`exclude-name-lookup` network, and, when `dynamicnet` networks are given,
+addresses outside them: nacctd looked up only "the addresses on this
+network", less the excluded ones.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class DynamicIpSettings(Table):
     binds that address to that user unit."""
     dir: str = setting(check=string("a directory"))
     exclude: tuple[str, ...] = setting((), key="exclude-name-lookup", check=_networks)
+    dynamicnet: tuple[str, ...] = setting((), check=_networks)  # empty: every address
 
 
 class Event(NamedTuple):
@@ -94,6 +97,23 @@ def excluded(addr: str, nets: list[Network]) -> bool:
     return any(a.version == n.version and a in n for n in nets)
 
 
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """Which addresses are looked up: inside a dynamicnet (any, when none is
+    given) and in no exclude-name-lookup network."""
+    exclude: tuple[Network, ...] = ()
+    only: tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, exclude: Iterable[str | Network] = (), only: Iterable[str | Network] = ()):
+        return cls(tuple(parse_networks(exclude)), tuple(parse_networks(only)))
+
+    def looks_up(self, addr: str) -> bool:
+        if excluded(addr, list(self.exclude)):
+            return False
+        return not self.only or excluded(addr, list(self.only))
+
+
 def _being_written(name: str) -> bool:
     return name.startswith(".") or name.endswith("~") or name.endswith(".tmp")
 
@@ -120,7 +140,7 @@ class _Reading(NamedTuple):
     at: int                           # clock_ns of the scan
 
 
-def _scan(dirpath: str, nets: list[Network], cache: _Reading | None,
+def _scan(dirpath: str, scope: Scope, cache: _Reading | None,
           warned: set[str] | None, now: int) -> _Reading:
     bindings: dict[str, str] = {}
     files: dict[str, tuple] = {}
@@ -138,7 +158,7 @@ def _scan(dirpath: str, nets: list[Network], cache: _Reading | None,
                 if warned is not None:
                     warned.add(name)
             continue
-        if excluded(addr, nets):
+        if not scope.looks_up(addr):
             continue
         try:
             st = entry.stat()
@@ -169,9 +189,11 @@ def _scan(dirpath: str, nets: list[Network], cache: _Reading | None,
     return _Reading(bindings, files, users, racy, now)
 
 
-def scan(dirpath: str, exclude: Iterable[str | Network] = ()) -> dict[str, str]:
+def scan(dirpath: str, exclude: Iterable[str | Network] = (),
+         only: Iterable[str | Network] = ()) -> dict[str, str]:
     """{address text: user} of the files in dirpath now."""
-    return _scan(os.fspath(dirpath), parse_networks(exclude), None, None, time.time_ns()).bindings
+    return _scan(os.fspath(dirpath), Scope.of(exclude, only), None, None,
+                 time.time_ns()).bindings
 
 
 def _addr_key(addr: str):
@@ -204,11 +226,11 @@ class DirWatcher:
     so the next poll rescans too. A missing directory reads as empty."""
 
     def __init__(self, dirpath: str, exclude: Iterable[str | Network] = (), *,
-                 clock_ns=time.time_ns):
+                 only: Iterable[str | Network] = (), clock_ns=time.time_ns):
         self.dirpath = os.fspath(dirpath)
         self.clock_ns = clock_ns
         self.scans = 0  # full rescans, for tests and `health`
-        self.nets = parse_networks(exclude)
+        self.scope = Scope.of(exclude, only)
         self.bindings: dict[str, str] = {}
         self._reading: _Reading | None = None
         self._dir_sig: tuple | None = None
@@ -236,7 +258,7 @@ class DirWatcher:
             return []
         now = self.clock_ns()
         try:
-            reading = _scan(self.dirpath, self.nets, self._reading, self._warned, now)
+            reading = _scan(self.dirpath, self.scope, self._reading, self._warned, now)
         except FileNotFoundError:
             self._reading, self._dir_sig = None, None
             return self._update({})
@@ -289,9 +311,9 @@ class DynamicIpService(Service):
         self.settings = settings
         if settings is None:
             self.watcher = None
-        elif self.watcher is None or (self.watcher.dirpath, self.watcher.nets) != \
-                (settings.dir, parse_networks(settings.exclude)):
-            self.watcher = DirWatcher(settings.dir, settings.exclude)
+        elif self.watcher is None or (self.watcher.dirpath, self.watcher.scope) != \
+                (settings.dir, Scope.of(settings.exclude, settings.dynamicnet)):
+            self.watcher = DirWatcher(settings.dir, settings.exclude, only=settings.dynamicnet)
 
     def status(self) -> dict | None:
         if self.watcher is None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import errno
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from acctd.common import durable
 from acctd.config.schema import Table, boolean, choice, file_path, setting, strings
 from acctd.errors import BadRequest
 from acctd.kernel import abi
@@ -294,7 +294,7 @@ class FlowLog:
             if os.path.abspath(target) == os.path.abspath(self.path):
                 raise ValueError(f"rotate target is the flow log itself: {target}")
             if os.path.lexists(self.path):
-                target = _rename_new(self.path, target, numbered)
+                target = durable.rename_aside(self.path, target, numbered)
             else:
                 target = None
             if not self.paused:
@@ -387,38 +387,6 @@ def _cut_partial_line(fd: int) -> int:
     log.warning("flow log ended in a partial line: cut %d bytes", size - end)
     os.ftruncate(fd, end)
     return end
-
-
-def _rename_new(path: str, target: str, numbered: bool) -> str:
-    """Rename path to target, or to target.1, target.2 ... if numbered,
-    never replacing an existing file."""
-    base, n = target, 0
-    while True:
-        try:
-            _rename_no_replace(path, target)
-            return target
-        except FileExistsError:
-            if not numbered:
-                raise
-            n += 1
-            target = f"{base}.{n}"
-
-
-def _rename_no_replace(path: str, target: str) -> None:
-    # link fails atomically on an existing name, rename would replace it;
-    # a filesystem without hard links gets a check, then rename
-    try:
-        os.link(path, target)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
-            raise
-        if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "File exists", target) from None
-        os.rename(path, target)
-        return
-    os.unlink(path)
 
 
 # --- the service ----------------------------------------------------------------------

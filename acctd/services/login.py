@@ -25,7 +25,7 @@ from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
 from acctd.services.sessions import SessionsService
 
-log = logging.getLogger("acctd.daemon")
+log = logging.getLogger("acctd.login")
 
 OPENED, CLOSED = "opened", "closed"
 STATES = (OPENED, CLOSED)

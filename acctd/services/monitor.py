@@ -83,13 +83,6 @@ def select(units, mask: np.ndarray, flow_keys: np.ndarray) -> tuple[np.ndarray, 
     return hit, leaf
 
 
-def scheduled(rest: list[str]) -> dict | None:
-    """`monitor unit add|remove UNIT` in a schedule, as a control request."""
-    if len(rest) == 3 and rest[0] == "unit" and rest[1] in ("add", "remove"):
-        return {"cmd": f"monitor-{rest[1]}", "args": {"unit": rest[2]}}
-    return None
-
-
 class MonitorService(Service):
     """The monitor in the daemon: which units, and their flows to storage
     (in the drain) and to the file (after the commit)."""

@@ -25,7 +25,7 @@ from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import PERIODS, period_start
 
-log = logging.getLogger("acctd.daemon")
+log = logging.getLogger("acctd.quota")
 
 DIRS = ("in", "out", "sum")
 EVENTS = ("soft", "hard", "return")

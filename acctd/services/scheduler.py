@@ -58,7 +58,7 @@ from acctd.errors import AcctError, NotFound, PermissionDenied
 from acctd.model.units import normalize_oid
 from acctd.services.contract import Service
 
-log = logging.getLogger("acctd.daemon")
+log = logging.getLogger("acctd.scheduler")
 
 __all__ = ["SchedulerError", "Owner", "Timing", "Entry", "Spec", "Scheduler",
            "parse_schedule", "parse_time", "split_action", "next_due", "resolve_wall",
@@ -596,43 +596,150 @@ def format_table(rows: Iterable[dict]) -> str:
 
 # --- the service ----------------------------------------------------------------------
 
-# The acctctl words a schedule may run, as control requests: word -> how the
-# rest of the line becomes the command's arguments.
-def _schedulable(cmd: str, rest: list[str]) -> dict | None:
-    if cmd in ("flush", "reload", "units", "policies", "status"):  # further words ignored
-        return {"cmd": cmd, "args": {}}
-    if cmd == "list" and len(rest) == 1:
-        return {"cmd": "list", "args": {"unit": rest[0]}}
-    if cmd == "stat" and len(rest) in (1, 2):
-        return {"cmd": "stat", "args": {"unit": rest[0], "period": (rest[1:] or ["week"])[0]}}
-    if cmd == "debug" and rest and rest[0] in ("on", "off"):
-        return {"cmd": "debug", "args": {"on": rest[0] == "on",
-                                         "category": (rest[1:] or [None])[0]}}
-    if cmd == "session" and rest == ["kill-expired"]:
-        return {"cmd": "session-kill-expired", "args": {}}
-    if cmd == "monitor":
-        from acctd.services import monitor
-        return monitor.scheduled(rest)
-    if cmd == "rotate" and rest == ["monitor"]:
-        return {"cmd": "rotate-monitor", "args": {}}
-    if cmd == "send" and rest[:1] == ["report"]:
-        from acctd.services import reports
-        return {"cmd": "send-report", "args": reports.parse(rest[1:]).to_args()}
-    return None
+# What a schedule may run: every control command of the registry, in its
+# acctctl words (`stat alice month`, `unit bob sys-deny`, `mac fixate`), and
+# the reference's own words where they differ (`service processor && unit
+# host name pupkin sys-deny && exit`, `show list`, `debug quota`). A command
+# added to the registry is schedulable without a change here.
+
+# Words the reference allows that acctd has no command for, with the reason a
+# schedule is refused; `html` is the exception: accepted, and it says at each
+# run why it did nothing, until a registry command "html" exists.
+PENDING = {"html": "HTML pages come with the web service, which this acctd does not have "
+                   "yet; the entry is kept and runs it once it does"}
+REFUSED = {
+    "save": "acctd's configuration is its TOML file: edit it and `reload`; there is "
+            "nothing to save",
+    "shutdown": "stop the daemon with systemctl (or SIGTERM), not from a schedule",
+}
+_NO_OP = ("service", "exit")  # NeTAMS context words: acctd's commands need no context
+_SHOW = {"units": "units", "policy": "policies", "list": "list", "users": "users",
+         "schedule": "schedule-list", "config": "config", "quota": "quota-show",
+         "login": "login-show", "connections": "connections", "perf": "perf",
+         "alerter": "alerter", "version": "status", "sessions": "session-list"}
+_UNIT_TYPES = ("host", "user", "group", "cluster", "net")
 
 
-def request_from_argv(argv: list[str]) -> dict:
-    """A scheduled command line (acctctl words) as a control request."""
+def _words_of(cmd) -> tuple[str, ...]:
+    """The words that name a registry command: its acctctl words, plus the
+    rest of its name when several commands share them (`rotate log`,
+    `unit add`)."""
+    joined = "-".join(cmd.cli)
+    return cmd.cli + ((cmd.name[len(joined) + 1:],) if cmd.name.startswith(joined + "-") else ())
+
+
+def _match(argv: list[str]):
+    """The registry command named by argv's first words (the longest match)."""
+    from acctd.control import commands
+    best, n = None, 0
+    for cmd in commands.COMMANDS:
+        w = _words_of(cmd)
+        if len(w) > n and tuple(argv[:len(w)]) == w:
+            best, n = cmd, len(w)
+    return best, argv[n:]
+
+
+def _bind_words(cmd, rest: list[str]) -> dict:
+    """A command's arguments from words: `KEY VALUE` (KEY its argument's name,
+    with - for _) or the word KEY for a flag; other words fill its text and
+    number arguments in order; a list argument takes every word left."""
+    by_key = {a.name.replace("_", "-"): a for a in cmd.args}
+    if any(a.type is dict or (a.type is list and a.items is dict) for a in cmd.args):
+        raise ValueError(f"{' '.join(_words_of(cmd))} takes structured input, not a command line")
+    args: dict = {}
+    words = list(rest)
+    while words:
+        w = words.pop(0)
+        a = by_key.get(w.removeprefix("--"))
+        if a is not None and a.type is bool:
+            args[a.name] = True
+            continue
+        if a is not None and a.type is not list and words and a.name not in args:
+            w = words.pop(0)
+        else:
+            a = next((x for x in cmd.args if x.name not in args and x.type is not bool), None)
+        if a is None:
+            raise ValueError(f"unexpected word {w!r}")
+        if a.type is list:
+            args[a.name] = [w, *words]
+            break
+        if a.type is int:
+            try:
+                w = int(w)
+            except ValueError:
+                raise ValueError(f"{a.name}: expected a number, got {w!r}") from None
+        args[a.name] = w
+    return args
+
+
+def _netams(argv: list[str]) -> list[str] | None:
+    """The reference's own words -> acctctl words (None: nothing to run)."""
+    head, rest = argv[0], argv[1:]
+    if head in _NO_OP:
+        return None
+    if head == "show" and rest and rest[0] in _SHOW:
+        what, rest = rest[0], rest[1:]
+        if what == "list":      # show list [full] [name X | oid X]: full is all acctd shows
+            rest = [w for w in rest if w != "full"]
+        if what in ("list", "quota") and rest[:1] in (["name"], ["oid"]):
+            rest = ["unit", *rest[1:]]
+        if what == "config":    # show config [unsecure] [oids]
+            return ["config", "show", *rest]
+        if what == "perf" and rest:  # show perf FILE [header]
+            return ["perf", "log", *rest]
+        return [*_words_of(_command(_SHOW[what])), *rest]
+    if head == "unit" and rest[:1] and rest[0] in _UNIT_TYPES and rest[1:2] in (["name"], ["oid"]):
+        return ["unit", *rest[2:]]  # unit host name pupkin sys-deny
+    if head == "mac" and rest[:1] == ["control"]:
+        return ["mac", "check"]     # alert/block are [mac] mode in the config
+    if head == "no" and rest[:1] == ["debug"]:
+        return ["debug", "off", *rest[1:2]]
+    if head == "debug" and rest[:1] not in (["on"], ["off"]):
+        if rest in ([], ["all"]):
+            return ["debug", "on"]
+        return ["debug", "off"] if rest == ["none"] else ["debug", "on", rest[0]]
+    return argv
+
+
+def _command(name: str):
+    from acctd.control import commands
+    return commands.REGISTRY[name]
+
+
+def request_from_argv(argv: list[str]) -> dict | None:
+    """A scheduled command line as a control request; None for the
+    reference's context words (`service processor`, `exit`). ValueError
+    names what cannot be scheduled and why."""
     if not argv:
         raise ValueError("empty command")
-    req = _schedulable(argv[0], argv[1:])
-    if req is None:
-        raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, "
-                         "policies, status, list UNIT, stat UNIT [week|month], debug on|off "
-                         "[CATEGORY], session kill-expired, monitor unit add|remove UNIT, "
-                         "rotate monitor or send report [to "
-                         "{owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
-    return req
+    line = " ".join(argv)
+    words = _netams([normalize(w) for w in argv])
+    if words is None:
+        return None
+    if words[0] in REFUSED:
+        raise ValueError(f"cannot schedule {line!r}: {REFUSED[words[0]]}")
+    cmd, rest = _match(words)
+    if cmd is None:
+        if words[0] in PENDING:
+            return {"cmd": words[0], "args": {}}
+        raise ValueError(f"cannot schedule {line!r}: not an acctctl or NeTAMS command "
+                         "(see `acctctl --help`)")
+    try:
+        if cmd.name == "send-report":
+            from acctd.services import reports
+            return {"cmd": cmd.name, "args": reports.parse(rest).to_args()}
+        if cmd.name == "schedule-add":
+            return {"cmd": cmd.name, "args": {"spec": " ".join(rest)}}
+        if cmd.name == "debug":
+            if rest[:1] not in (["on"], ["off"]) or len(rest) > 2:
+                raise ValueError("expected debug on|off [CATEGORY]")
+            return {"cmd": cmd.name, "args": {"on": rest[0] == "on",
+                                              "category": (rest[1:] or [None])[0]}}
+        args = _bind_words(cmd, rest)
+        cmd.bind(args)  # refused now, not at 3 a.m.
+    except (ValueError, AcctError) as e:
+        raise ValueError(f"cannot schedule {line!r}: {e}") from None
+    return {"cmd": cmd.name, "args": args}
 
 
 class SchedulerService(Service):
@@ -685,11 +792,23 @@ class SchedulerService(Service):
                 continue
             for argv in entry.commands:
                 try:
-                    self.core.dispatcher.handle(request_from_argv(argv), owner)
+                    req = request_from_argv(argv)
+                    if req is None:
+                        continue
+                    if req["cmd"] in PENDING and not self._has(req["cmd"]):
+                        log.warning("schedule %s: %s did nothing: %s", entry.oid,
+                                    " ".join(argv), PENDING[req["cmd"]])
+                        continue
+                    self.core.dispatcher.handle(req, owner)
                     log.info("schedule %s: %s done", entry.oid, " ".join(argv))
                 except Exception as e:
                     log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
                     break
+
+    @staticmethod
+    def _has(name: str) -> bool:
+        from acctd.control import commands
+        return name in commands.REGISTRY
 
     def _owner(self, entry: Entry):
         """The entry's owner as a caller, at the level it has now."""
@@ -718,10 +837,17 @@ class SchedulerService(Service):
 
     def add(self, spec: str, caller) -> dict:
         parsed = parse_schedule(spec)
-        for argv in split_action(parsed.action):  # refused now, not at 3 a.m.
-            request_from_argv(argv)
-        e = self.schedule.add(parsed, (caller.uid, caller.name))
-        return {"oid": e.oid, "due": e.due.isoformat()}
+        reqs = [request_from_argv(argv) for argv in split_action(parsed.action)]
+        from acctd.control import commands
+        for r in reqs:  # it runs with its owner's level: one it lacks now is refused now
+            cmd = commands.REGISTRY.get(r["cmd"]) if r else None
+            if cmd is not None and caller.level < cmd.level:
+                raise PermissionDenied(f"cannot schedule {r['cmd']!r}: it needs level "
+                                       f"{cmd.level}; {caller.name} is {caller.level}")
+        e = self.schedule.add(parsed, (caller.uid, caller.name))  # refused before, not at 3 a.m.
+        notes = [f"{r['cmd']}: {PENDING[r['cmd']]}" for r in reqs
+                 if r and r["cmd"] in PENDING and not self._has(r["cmd"])]
+        return {"oid": e.oid, "due": e.due.isoformat(), **({"notes": notes} if notes else {})}
 
     def delete(self, oid: str, caller) -> dict:
         from acctd.control.access import Level

@@ -19,7 +19,7 @@ from acctd.config.schema import Invalid, Table, number, setting, strings
 from acctd.errors import BadRequest, Conflict, NotFound
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.model.addresses import format_addr, parse_addr
+from acctd.model.addresses import canonical, format_addr, parse_addr
 from acctd.model.sessions import CAUSES, Session
 from acctd.model.snapshot import Snapshot
 from acctd.services.access_script import AccessScript
@@ -295,16 +295,46 @@ class SessionsService(Service):
         return {"sessions": self.changes([{"user": user, "addr": addr, "mac": mac, "nas": nas,
                                            "port": port}], "command", displace=force)}
 
-    def stop_session(self, user: str, cause: str = "user-request") -> dict:
-        """`session stop`: NotFound when the user holds no session."""
+    def stop_session(self, user: str | None = None, ip: str | None = None,
+                     port: str | None = None, nas: str | None = None,
+                     cause: str = "user-request") -> dict:
+        """`session stop`: the open session of `user`, or at an address, a port
+        or a NAS's port (freeside-logout username ( portnum | ip | nasnum
+        nasport )); each one given must match it. NotFound when none does."""
         if cause not in CAUSES:
             raise BadRequest(f"cause: expected one of {', '.join(CAUSES)}, got {cause!r}")
+        if user is None and ip is None and port is None:
+            raise BadRequest("session stop: give a user, an ip or a port")
         with self.core.lock:  # held through the change: nobody starts one in between
-            u = self.core.snapshot.unit(user)
-            if u.oid not in self.open:
-                raise NotFound(f"{u.name} has no open session")
-            return {"sessions": self.changes([{"user": user, "addr": None, "cause": cause}],
+            x = self._open_session(user, ip, port, nas)
+            name = self.core.snapshot.name_of(x.unit_oid)
+            return {"sessions": self.changes([{"user": name, "addr": None, "cause": cause}],
                                              "command")}
+
+    def _open_session(self, user, ip, port, nas) -> Session:
+        found = list(self.open.values())
+        what = []
+        if user is not None:
+            u = self.core.snapshot.unit(user)
+            found, what = [x for x in found if x.unit_oid == u.oid], [u.name]
+        if ip is not None:
+            try:
+                addr = canonical(ip)
+            except ValueError:
+                raise BadRequest(f"session stop: not an address: {ip!r}") from None
+            found, what = [x for x in found if x.addr == addr], what + [f"at {addr}"]
+        if port is not None:
+            key = f"{nas}:{port}" if nas else str(port)
+            mapped = self.settings.ports.get(key)  # a [session] ports entry: its address
+            found = [x for x in found if (x.port == str(port) and (nas is None or x.nas == nas))
+                     or (mapped is not None and x.addr == format_addr(mapped))]
+            what.append(f"on port {key}")
+        if not found:
+            raise NotFound(f"{' '.join(what)} has no open session" if user is not None
+                           else f"no open session {' '.join(what)}")
+        if len(found) > 1:
+            raise BadRequest(f"{len(found)} open sessions {' '.join(what)}: give --nas too")
+        return found[0]
 
     def list(self, open: bool = False, user: str | None = None, limit: int = 100) -> list[dict]:
         with self.core.lock:

@@ -80,6 +80,12 @@ def report_list(storage, model, unit: str, now: dt.datetime, checks=None, matche
     return rep
 
 
+def report_list_all(storage, model, now: dt.datetime, checks=None, matches=None) -> dict:
+    """NeTAMS `show list` without a unit: every unit, in config order."""
+    return {"units": [report_list(storage, model, u.oid, now, checks, matches)
+                      for u in model.units.units]}
+
+
 def report_stat(storage, model, unit: str, period: str, now: dt.datetime) -> dict:
     """NeTAMS `show stat`: hourly rows of the week or month."""
     u = model.units.units[model.units.find(unit)]

@@ -65,7 +65,7 @@ def test_monitored_flows_are_stored_per_peer_exactly(topo, tmp_path):
         unseen = topo.send_udp("srv", SRV.v4(), "sub2", SUB2.v4(), 30, 300, sport=8080,
                                dport=40001)                    # bob's, not monitored yet
         d.drain()
-        d.call("monitor-add", unit="bob")
+        d.call("monitor-unit-add", unit="bob")
         more = topo.send_udp("srv", SRV.v4(), "sub1", SUB1.v4(), 7, 1000, sport=8080,
                              dport=40000)                       # a second drain's delta
         seen = topo.send_udp("srv", SRV.v4(), "sub2", SUB2.v4(), 4, 700, sport=8080,

@@ -103,6 +103,12 @@ def test_dynamicip_files_and_the_flow_log(topo, tmp_path):
         assert got[("unknown", "out")][0] == 2 + e.request.packets
         lines = [ln for p in logs for ln in open(p)]
         assert len(lines) == len(set(lines))             # nothing written twice
+        # `acctctl perf`: each real drain timed by step
+        timed = d.call("perf")
+        assert [r["drain"] for r in timed] == list(range(1, d.drains + 1))   # ticks drain too
+        for r in timed:
+            steps = r["read_ms"] + r["account_ms"] + r["commit_ms"] + r["services_ms"]
+            assert 0 < steps <= r["total_ms"] + 0.01 and r["rss_kib"] > 0, r
     finally:
         d.close()
         d.dp.detach()
@@ -150,6 +156,12 @@ def test_flow_log_pause_by_signal_in_the_real_daemon(topo, tmp_path):
             sum(t.packets for t in sent), sum(t.ip_bytes for t in sent)]
         moved = ctl("rotate", "flowlog", "--json")
         assert json.loads(moved)["rotated_to"].startswith(str(flows) + ".")
+        # nacctd: SIGWINCH "prints some kind of version id"
+        proc.send_signal(signal.SIGWINCH)
+        ctl("flush")                                   # the main thread ran the handler
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        assert f"INFO acctd.daemon: {ctl('version').strip()}" in err.splitlines(), err
     finally:
         proc.terminate()
         proc.wait(20)

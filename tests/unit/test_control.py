@@ -113,7 +113,7 @@ def test_invalid_utf8_gets_an_error(server):
 def test_binary_garbage_and_wrong_shapes_get_errors(server):
     for data, code in ((b"\x00\x01\x02\n", "bad-request"), (b"[1, 2]\n", "bad-request"),
                        (b'{"cmd": 5}\n', "bad-request"), (b'{"cmd": "nope"}\n', "not-found"),
-                       (b'{"cmd": "list", "args": {}}\n', "bad-request"),
+                       (b'{"cmd": "stat", "args": {}}\n', "bad-request"),
                        (b'{"cmd": "list", "args": {"unit": 7}}\n', "bad-request"),
                        (b'{"cmd": "units", "args": {"colour": "red"}}\n', "bad-request"),
                        (b'{"cmd": "list", "args": {"unit": "nobody"}}\n', "not-found")):

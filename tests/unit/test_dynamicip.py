@@ -206,3 +206,42 @@ def test_a_file_taken_over_by_another_user_moves_the_address(tmp_path):
         ("eve", "10.0.0.1", "file", "file-removed"),
         ("bob", "10.0.0.1", "file", "address-moved"),
     ]
+
+
+def test_dynamicnet_looks_names_up_only_inside_its_networks(tmp_path):
+    """nacctd: `dynamicnet 193.97.238.0 255.255.255.0` -- "the addresses on
+    this network should be looked up", less the exclude-name-lookup ones."""
+    for name in ("193.97.238.3", "193.97.238.9", "10.0.0.1", "2001:db8::1"):
+        write(tmp_path, name, f"u{name[-1]}")
+    only = ["193.97.238.0 255.255.255.0"]
+    assert dynamicip.scan(tmp_path, ["193.97.238.3/32"], only) == {"193.97.238.9": "u9"}
+    w = dynamicip.DirWatcher(tmp_path, only=["10.0.0.0/8", "2001:db8::/32"],
+                             clock_ns=lambda: LATER)
+    assert w.poll() == [Event("bind", "10.0.0.1", "u1"), Event("bind", "2001:db8::1", "u1")]
+
+
+def test_dynamicnet_in_the_config_and_the_service(tmp_path):
+    from acctd.config import loads
+    from acctd.errors import ConfigError
+    from acctd.services.dynamicip import DynamicIpService
+
+    from .daemon_stub import daemon_stub
+    dyn = tmp_path / "dyn"
+    dyn.mkdir()
+    head = f'[dynamicip]\ndir = "{dyn}"\n'
+    with pytest.raises(ConfigError) as e:
+        loads(head + 'dynamicnet = ["ppp0"]\n', str(tmp_path / "bad.toml"))
+    assert str(e.value) == (f"{tmp_path}/bad.toml:3: [dynamicip] key 'dynamicnet': "
+                            "not a network: 'ppp0' ('ppp0' does not appear to be an IPv4 or "
+                            "IPv6 network)")
+    cfg = loads(head + 'dynamicnet = ["193.97.238.0/24"]\n' + "".join(
+        f'[[unit]]\ntype = "user"\nname = "{n}"\n' for n in ("bob", "eve")),
+        str(tmp_path / "acctd.toml"))
+    with daemon_stub(cfg, tmp_path=tmp_path) as d:
+        d.drain_locked = lambda: {}
+        write(dyn, "193.97.238.7", "bob\n")
+        write(dyn, "10.0.0.7", "eve\n")          # outside the dynamicnet: never looked up
+        d.service(DynamicIpService).tick()
+        rows = d.call("session-list")
+    assert [(r["user"], r["addr"], r["stop_cause"]) for r in rows] == [
+        ("bob", "193.97.238.7", "")]

@@ -112,6 +112,69 @@ def test_raw_values_only_when_configured():
                     "CSI=00:11:22:33:44:55#RESULT=FAIL#PN=anafing.edu.uy#")
 
 
+SHA_MAC = "66fd6ef831e4ec98957030be94189a78ca3c2986dbed57a3b97985d862c217af"  # openssl, no key
+HMAC_ADDR = "712527486449ca308b05db14be48ff60d590af82f79cc721ec57092e87c8b77f"  # 10.0.0.9
+
+
+@pytest.mark.parametrize("mac, csi", [
+    ("vendor-key-hashed", f"00:11:22:{HMAC_MAC}"),     # radsecproxy's VendorKeyHashed
+    ("VendorKeyHashed", f"00:11:22:{HMAC_MAC}"),
+    ("fully-key-hashed", HMAC_MAC),
+    ("vendor-hashed", f"00:11:22:{SHA_MAC}"),
+    ("FullyHashed", SHA_MAC),
+    ("original", "00:11:22:33:44:55"),
+    ("static", "undisclosed"),
+])
+def test_mac_modes_of_radsecproxy(tmp_path, mac, csi):
+    keyfile(tmp_path)
+    s = FticksSettings.from_mapping({"federation": "eduroam", "file": "f", "key-file": "fticks.key",
+                                     "mac": mac}, base=tmp_path)
+    line = format_line(s, realm="r", user=None, csi="00-11-22-33-44-55", result=True)
+    assert line == f"F-TICKS/eduroam/1.0#REALM=r#CSI={csi}#RESULT=OK#"
+
+
+def test_vendor_hashing_an_address_hashes_it_whole():
+    line = format_line(settings(mac="vendor-key-hashed"), realm="r", user=None, csi="10.0.0.9",
+                       result=True)
+    assert line.split("#")[4] == f"CSI={HMAC_ADDR}"
+
+
+def test_key_hashed_mac_needs_a_key(tmp_path):
+    with pytest.raises(ValueError) as e:
+        FticksSettings.from_mapping({"federation": "eduroam", "syslog": True,
+                                     "mac": "VendorKeyHashed"}, base=tmp_path)
+    assert str(e.value) == "mac = 'vendor-key-hashed' needs key-file"
+    with pytest.raises(ValueError) as e:
+        FticksSettings.from_mapping({"federation": "eduroam", "syslog": True,
+                                     "mac": "vendor"}, base=tmp_path)
+    assert str(e.value) == ("mac: expected one of static, original, vendor-hashed, "
+                            "vendor-key-hashed, fully-hashed, fully-key-hashed, got 'vendor'")
+
+
+def test_ap_and_rp_are_written_where_known():
+    s = settings(ap="idp.fing.edu.uy", rp="gw1.udelar")
+    line = format_line(s, realm=None, user="ana@fing.edu.uy", csi=None, result=True,
+                       method="login", ts=1709290800)
+    assert line == ("F-TICKS/eduroam/1.0#REALM=fing.edu.uy#VISCOUNTRY=UY#VISINST=UDELAR#"
+                    f"RESULT=OK#PN={HMAC_ANA}#AP=idp.fing.edu.uy#RP=gw1.udelar#AN=login#"
+                    "TS=1709290800#")
+    assert "#AP=home.example#" in format_line(s, realm="r", user=None, csi=None, result=True,
+                                              ap="home.example")
+    assert parse_line(line)["attrs"]["RP"] == "gw1.udelar"
+
+
+def test_basic_reporting_writes_realm_country_csi_result_and_time():
+    """radsecproxy's FTicksReporting Basic: no VISINST; Full (the default) all."""
+    s = settings(reporting="basic", ap="idp", rp="gw")
+    line = format_line(s, realm=None, user="ana@fing.edu.uy", csi="00-11-22-33-44-55",
+                       result=True, method="login", ts=1709290800, extra={"X1": "y"})
+    assert line == (f"F-TICKS/eduroam/1.0#REALM=fing.edu.uy#VISCOUNTRY=UY#CSI={HMAC_MAC}#"
+                    "RESULT=OK#TS=1709290800#")
+    assert FticksSettings.from_mapping({"federation": "e", "syslog": True,
+                                        "reporting": "Basic"}).reporting == "basic"
+    assert FticksSettings.from_mapping({"federation": "e", "syslog": True}).reporting == "full"
+
+
 def test_without_key_user_and_csi_are_left_out():
     line = format_line(settings(key=None), realm="fing.edu.uy", user="ana@fing.edu.uy",
                        csi="00:11:22:33:44:55", result="ok")

@@ -188,19 +188,19 @@ def test_units_added_and_removed_at_run_time_are_kept_across_a_restart(tmp_path)
     try:
         with daemon_stub(config(), st, clock=lambda: NOW) as d:
             oid = d.snapshot.unit("bob").oid
-            d.call("monitor-add", unit=oid)
-            shown = d.call("monitor-remove", unit="alice")   # the config's own unit
+            d.call("monitor-unit-add", unit=oid)
+            shown = d.call("monitor-unit-remove", unit="alice")   # the config's own unit
             assert [u["name"] for u in shown["units"]] == ["bob"]
             with pytest.raises(NotFound, match="not monitored"):
-                d.call("monitor-remove", unit="carol")
+                d.call("monitor-unit-remove", unit="carol")
             with pytest.raises(NotFound, match="no unit 'zed'"):
-                d.call("monitor-add", unit="zed")
+                d.call("monitor-unit-add", unit="zed")
         with daemon_stub(config(), st, clock=lambda: NOW) as d:
             assert [u["name"] for u in d.call("monitor-show")["units"]] == ["bob"]
             drain(d, *TRAFFIC)
             assert peers(d, "bob") == [("198.51.100.7", 6, 443, 99000, 0, 99, 0)]
             assert peers(d, "alice") == []
-            d.call("monitor-add", unit="alice")
+            d.call("monitor-unit-add", unit="alice")
             assert [u["name"] for u in d.call("monitor-show")["units"]] == ["alice", "bob"]
     finally:
         st.close()
@@ -208,9 +208,9 @@ def test_units_added_and_removed_at_run_time_are_kept_across_a_restart(tmp_path)
 
 def test_schedules_may_change_the_monitored_units_and_rotate():
     assert request_from_argv(["monitor", "unit", "add", "bob"]) == {
-        "cmd": "monitor-add", "args": {"unit": "bob"}}
+        "cmd": "monitor-unit-add", "args": {"unit": "bob"}}
     assert request_from_argv(["monitor", "unit", "remove", "bob"]) == {
-        "cmd": "monitor-remove", "args": {"unit": "bob"}}
+        "cmd": "monitor-unit-remove", "args": {"unit": "bob"}}
     assert request_from_argv(["rotate", "monitor"]) == {"cmd": "rotate-monitor", "args": {}}
 
 
@@ -303,12 +303,12 @@ def test_changes_need_an_operator_and_reads_a_viewer():
     from acctd.errors import PermissionDenied
     with daemon_stub(config(), clock=lambda: NOW) as d:
         viewer = Caller(1000, "noc", Level.VIEWER)
-        with pytest.raises(PermissionDenied, match="'monitor-add' needs level operator"):
-            d.dispatcher.handle({"cmd": "monitor-add", "args": {"unit": "bob"}}, viewer)
+        with pytest.raises(PermissionDenied, match="'monitor-unit-add' needs level operator"):
+            d.dispatcher.handle({"cmd": "monitor-unit-add", "args": {"unit": "bob"}}, viewer)
         assert d.dispatcher.handle({"cmd": "monitor-query", "args": {"unit": "alice"}},
                                    viewer)["peers"] == []
         ops = Caller(1001, "ops", Level.OPERATOR)
-        d.dispatcher.handle({"cmd": "monitor-add", "args": {"unit": "bob"}}, ops)
+        d.dispatcher.handle({"cmd": "monitor-unit-add", "args": {"unit": "bob"}}, ops)
         assert [u["name"] for u in d.call("monitor-show")["units"]] == ["alice", "bob"]
 
 
@@ -359,7 +359,7 @@ def test_without_a_monitor_table_nothing_is_monitored_or_changed():
     with daemon_stub(loads(UNITS), clock=lambda: NOW) as d:
         from acctd.errors import BadRequest
         with pytest.raises(BadRequest, match=r"no \[monitor\] in the configuration"):
-            d.call("monitor-add", unit="alice")
+            d.call("monitor-unit-add", unit="alice")
         assert d.service(MonitorService).monitored_oids() == frozenset()
         assert d.call("monitor-show")["configured"] is False
         drain(d, *TRAFFIC)
@@ -374,9 +374,9 @@ def test_a_reload_takes_the_new_list_and_keeps_the_run_time_changes(tmp_path):
     with daemon_stub(config_mod.load(str(path)), tmp_path=tmp_path, clock=lambda: NOW) as d:
         d.drain = d.drain_locked = lambda: {}               # no kernel to drain
         d.ifnames = lambda: {3: "lan1"}
-        d.call("monitor-add", unit="bob")
+        d.call("monitor-unit-add", unit="bob")
         d.call("unit-add", kind="user", name="dave")        # a unit made at run time
-        d.call("monitor-add", unit="dave")
+        d.call("monitor-unit-add", unit="dave")
         path.write_text(f'[monitor]\nunits = ["carol"]\nto = ["storage", "file"]\n'
                         f'file = "{log}"\n' + UNITS)
         d.reload()

@@ -50,7 +50,8 @@ def test_sample_imports_and_loads():
 def test_sample_warnings_name_their_lines():
     res = sample()
     got = {(w.line, w.directive) for w in res.warnings}
-    for want in [(1, "debug none"), (9, "service server 0"), (13, "listen 20001"),
+    assert 1 in sample().carried   # "debug none": no [log] debug
+    for want in [(9, "service server 0"), (13, "listen 20001"),
                  (97, "storage 1 all"), (117, "service data-source 1"),
                  (123, "rule 5 ip from any to any via rl0"), (137, "run hourly")]:
         assert want in got, want
@@ -375,3 +376,26 @@ def test_service_monitor_is_carried_into_one_monitor_table():
     assert cfg.monitor.units == ("alice", "bob")
     assert cfg.monitor.to == ("storage", "file", "netflow")
     assert cfg.monitor.file == "/var/log/netams.monitor"
+
+
+def test_debug_categories_are_carried_to_log_and_applied(tmp_path):
+    import logging
+
+    from .daemon_stub import daemon_stub
+    res = netams.convert("debug quota login\ndebug alert iptree\nservice processor\n"
+                         "unit user name u1\n", "x.cfg")
+    assert [(w.line, w.text()) for w in res.warnings] == [
+        (2, "debug alert iptree: debug iptree: acctd has no such category (it has aclserver, "
+            "alerter, all, billing, control, login, quota, scheduler, storage)")]
+    assert '[log]\ndebug = ["quota", "login", "alerter"]\n' in res.toml
+    cfg = config.loads(res.toml, str(tmp_path / "acctd.toml"))
+    assert cfg.log.debug == ("quota", "login", "alerter")
+    names = ("acctd.quota", "acctd.login", "acctd.alerter", "acctd.scheduler")
+    try:
+        with daemon_stub(cfg, tmp_path=tmp_path):
+            assert [logging.getLogger(n).level for n in names] == \
+                [logging.DEBUG, logging.DEBUG, logging.DEBUG, logging.NOTSET]
+    finally:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.NOTSET)
+    assert "[log]" not in netams.convert("debug quota\ndebug none\n").toml

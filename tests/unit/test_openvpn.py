@@ -63,7 +63,7 @@ def test_settings_defaults():
     s = OpenVpnSettings.from_mapping({"management": "127.0.0.1:7505"})
     assert s == OpenVpnSettings(management=("tcp", "127.0.0.1", 7505))
     assert (s.interim_interval, dict(s.intervals), s.status_interval, s.reconnect_backoff,
-            s.reconnect_backoff_max, s.password_file) == (300, {}, 5.0, 1.0, 60.0, None)
+            s.reconnect_backoff_max, s.password_file) == (60, {}, 5.0, 1.0, 60.0, None)
     assert OpenVpnSettings.from_mapping({}).management is None   # script mode only
 
 
@@ -100,10 +100,12 @@ def test_management_forms(text, want):
     ({"management": "7505"}, 'management: expected "HOST:PORT" or "unix:PATH", got \'7505\''),
     ({"management": "unix:"}, "management: unix: needs a socket path"),
     ({"management": 7505}, 'management: expected "HOST:PORT" or "unix:PATH", got 7505'),
-    ({"interim-interval": 0}, "interim-interval: must be 1-86400 seconds, got 0"),
+    ({"interim-interval": -1}, "interim-interval: must be 0 (no interims) or 1-86400 seconds, "
+                               "got -1"),
     ({"interim-interval": 1.5}, "interim-interval: expected whole seconds, got 1.5"),
     ({"interim-interval": True}, "interim-interval: expected whole seconds, got True"),
-    ({"intervals": {"alice": 86401}}, "intervals.alice: must be 1-86400 seconds, got 86401"),
+    ({"intervals": {"alice": 86401}},
+     "intervals.alice: must be 0 (no interims) or 1-86400 seconds, got 86401"),
     ({"intervals": [60]}, "intervals: expected a table of common name = seconds, got [60]"),
     ({"status-interval": -1}, "status-interval: must be 0 and at most 86400 seconds, got -1"),
     ({"reconnect-backoff": 0},
@@ -397,6 +399,30 @@ def test_interims_at_each_clients_own_interval():
                    ("alice", 6, 60, 600), ("bob", 6, 60, 600), ("alice", 8, 80, 800),
                    ("bob", 9, 90, 900), ("alice", 10, 100, 1000), ("alice", 12, 120, 1200),
                    ("bob", 12, 120, 1200)]
+
+
+def test_interval_0_turns_interims_off():
+    """The plugin proposal: "A value of 0 will disable accounting information
+    to be sent"; start and stop still come."""
+    assert Tracker().default == 60                           # its default: 60 s
+    t = Tracker(0, {"bob": 2})
+    assert attached(t) == ["bytecount 2", "status 3"]        # for bob only
+    t0 = 1000
+    t.handle(established(0, "alice", t0), t0 + 0.2)
+    t.handle(established(1, "bob", t0, "10.8.0.3", "fd00:8::1001"), t0 + 0.2)
+    got = []
+    for s in range(1, 5):
+        for cid in (0, 1):
+            _, ev = t.handle(bytecount(cid, 100 * s, 10 * s), t0 + s + 0.01)
+            got += [(e.kind, e.args[0], int(e.args[4]) - t0) for e in ev]
+    assert got == [("interim", "bob", 2), ("interim", "bob", 4)]
+    assert t.set_interval("bob", 0) == ["bytecount 0"]      # nobody reports: OpenVPN stops
+    _, ev = t.handle(bytecount(1, 900, 90), t0 + 9.01)
+    assert ev == []
+    assert t.set_interval("bob", None) == ["bytecount 2"]   # back to the configuration
+    _, ev = t.handle(Notification("CLIENT:DISCONNECT", ("0",), {"bytes_sent": "400",
+                                                                 "bytes_received": "40"}), t0 + 10)
+    assert [(e.kind, e.args[0]) for e in ev] == [("stop", "alice")]
 
 
 def test_changed_interval_takes_effect_at_the_next_report():

@@ -104,7 +104,7 @@ def test_arguments_are_checked_before_any_handler():
     with pytest.raises(errors.BadRequest, match="unknown argument"):
         c.bind({"colour": 1})
     with pytest.raises(errors.BadRequest, match="'user' is required"):
-        commands.get("session-stop").bind({})
+        commands.get("session-start").bind({})
     with pytest.raises(errors.NotFound, match="unknown command 'nope'"):
         commands.get("nope")
 

@@ -427,8 +427,8 @@ def test_the_scheduler_accepts_send_report():
 
 def test_schedule_add_checks_the_action_and_the_entry_sends_when_due(acctd):
     srv = acctd()
-    with pytest.raises(AcctError, match="cannot schedule 'show version'"):
-        client.call(srv.path, "schedule-add", spec='time daily action "flush && show version"')
+    with pytest.raises(AcctError, match="cannot schedule 'shutdown': stop the daemon"):
+        client.call(srv.path, "schedule-add", spec='time daily action "flush && shutdown"')
     with pytest.raises(AcctError, match="period must be day or week"):
         client.call(srv.path, "schedule-add", spec='time daily action "send report period month"')
     sched = srv.daemon.service(SchedulerService)

@@ -17,8 +17,10 @@ from acctd.services.sessions import SessionsService, add_counts
 from .daemon_stub import daemon_stub
 from .test_login import CHEAP
 
-CONFIG = "".join(f'[[unit]]\ntype = "user"\nname = "{n}"\n'
-                 for n in ("alice", "carol", "dave", "erin"))
+CONFIG = """[session]
+ports = { "nas1:7" = "10.0.0.7", "nas2:7" = "10.0.2.7" }
+""" + "".join(f'[[unit]]\ntype = "user"\nname = "{n}"\n'
+             for n in ("alice", "carol", "dave", "erin"))
 
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -193,3 +195,32 @@ def test_stopping_a_user_without_a_session_is_not_found(acctctl):
     assert acctctl("session", "stop", "erin", "--json") == (
         1, "acctctl: erin has no open session\n")
     assert acctctl("session", "stop", "nosuch") == (1, "acctctl: unknown unit 'nosuch'\n")
+
+
+def test_session_stop_by_address_port_or_nas_port(acctctl):
+    """freeside-logout username ( portnum | ip | nasnum nasport ): the session
+    found by what is given, each part of which must match."""
+    acctctl("session", "start", "carol", "--ip", "10.0.0.5")
+    acctctl("session", "start", "dave", "--port", "7", "--nas", "nas1")   # 10.0.0.7
+    acctctl("session", "start", "erin", "--port", "7", "--nas", "nas2")   # 10.0.2.7
+    acctctl("session", "start", "alice", "--ip", "10.0.0.9")
+    assert acctctl("session", "stop", "--ip", "::ffff:10.0.0.5") == (
+        0, "session 1: carol at 10.0.0.5 ended (user-request) after 0:00:00: "
+           "0 bytes in, 0 bytes out\n")
+    assert acctctl("session", "stop", "--port", "7") == (
+        1, "acctctl: 2 open sessions on port 7: give --nas too\n")
+    assert acctctl("session", "stop", "dave", "--port", "7", "--nas", "nas2") == (
+        1, "acctctl: dave on port nas2:7 has no open session\n")
+    assert acctctl("session", "stop", "--nas", "nas2", "--nas-port", "7") == (
+        0, "session 3: erin at 10.0.2.7 ended (user-request) after 0:00:00: "
+           "0 bytes in, 0 bytes out\n")
+    assert acctctl("session", "stop", "dave", "--port", "7") == (
+        0, "session 2: dave at 10.0.0.7 ended (user-request) after 0:00:00: "
+           "0 bytes in, 0 bytes out\n")
+    assert acctctl("session", "stop", "--ip", "10.0.0.5") == (
+        1, "acctctl: no open session at 10.0.0.5\n")
+    assert acctctl("session", "stop", "--ip", "nowhere") == (
+        1, "acctctl: session stop: not an address: 'nowhere'\n")
+    assert acctctl("session", "stop")[0] == 2                   # usage: nothing to find it by
+    assert [(r["user"], r["stop_cause"]) for r in acctctl.daemon.call("session-list", open=True)] \
+        == [("alice", "")]
