@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from acctd.common.display import format_bytes
 from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
+from acctd.model import enforcement
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import PERIODS, period_start
 
@@ -602,7 +603,7 @@ def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
         if r.soft_threshold != DEFAULT_SOFT_THRESHOLD:
             head += f" soft-treshold {r.soft_threshold}"
         out.append(head + ("" if r.active else " inactive"))
-        syst = "sys-deny-quota " if r.blocked else ""
+        syst = (action + " ") if r.blocked else ""  # what the kernel holds
         out.append(f"{unit} SYST: {syst}ACCT is {'' if r.acct_present else 'NOT '}present")
         for ln in r.lines:
             # used and quota in the one unit system of every acctctl figure
@@ -637,8 +638,23 @@ class QuotaService(Service):
     def held(self) -> set[str]:
         return {o for o, st in (self.state or {}).get("units", {}).items() if st.get("blocked")}
 
+    def _block_policies(self) -> dict[str, str | None]:
+        """Each held unit's block-policy (None: the whole unit, sys-deny-quota)."""
+        held = self.held()
+        if not held:
+            return {}
+        specs = self.core.storage.quotas()
+        return {o: effective(QuotaSpec.from_dict(specs[o]), self.settings).block_policy
+                if o in specs else None for o in held}
+
     def blocks(self) -> dict[str, int]:
-        return dict.fromkeys(self.held(), abi.SysPolicy.QUOTA)
+        return {o: abi.SysPolicy.QUOTA for o, p in self._block_policies().items() if p is None}
+
+    def fw_blocks(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """A block-policy is added to the unit's fw-policies while it is over
+        ("добавляться к набору политик блокировки юнита"): its traffic drops."""
+        return {o: ((p,), abi.SysPolicy.QUOTA) for o, p in self._block_policies().items()
+                if p is not None}
 
     def _inputs(self, now):
         snap = self.core.snapshot
@@ -663,10 +679,10 @@ class QuotaService(Service):
             return
         res = check(specs, self.settings, usage, self.state, drain.now,
                     drain.snapshot.config.processor.zone, first)
-        before = self.held()
+        before = self._block_policies()
         self.state = res.state
         self.core.storage.set_quota_state(res.state)
-        if self.held() != before:
+        if self._block_policies() != before:
             self.core.enforce()  # first: a notice that cannot go out holds up no block
         self.events.extend(res.events)
         for e in res.events:
@@ -698,6 +714,10 @@ class QuotaService(Service):
             u = self.core.snapshot.unit(parse_set(words).unit)  # whose record it is
             old = self.core.storage.quotas().get(u.oid)
             spec = parse_set(words, base=QuotaSpec.from_dict(old) if old else None)
+            block = effective(spec, self.settings).block_policy
+            why = block and enforcement.deny_error(self.core.snapshot, u.oid, (block,))
+            if why:
+                raise QuotaError(block, f"a block-policy the kernel can hold ({why})")
             self.core.storage.set_quota(u.oid, spec.to_dict() if spec.limits or not spec.active
                                         else None)
             return {"unit": u.name, "oid": u.oid, "set": format_set(spec)}

@@ -538,6 +538,46 @@ def test_sys_allow_lifts_a_quota_block_held_then_and_the_next_one_blocks(bed, tm
         assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
 
 
+def test_a_hard_quota_with_block_policy_drops_only_that_policy(bed, tmp_path):
+    """`quota set bob block-policy icmp hour 2K out`: over the quota, bob's
+    pings drop (counted as fw drops) while his UDP to port 53 still arrives
+    and alice is untouched; `quota show` says what acts. A new hour lets the
+    pings through again. (Before: bob lost all traffic, as sys-deny-quota.)"""
+    topo = bed.topo
+    now = [NOON]
+    units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units), clock=lambda: now[0]) as d:
+        d.call("quota-set", argv=["bob", "block-policy", "icmp", "hour", "2K", "out"])
+        assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20  # 2560 B out
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
+        assert shown(d) == {} and d.blocked() == {}  # no block: one policy's traffic
+        fw = drops(d.dp.maps, SUB2.v4(), abi.Drop.FW)
+        assert topo.ping("sub2", SRV.v4(), count=4, size=100).received == 0
+        topo.quiesce()
+        assert drops(d.dp.maps, SUB2.v4(), abi.Drop.FW)[1] - fw[1] == 4
+        b = topo.snapshot()
+        topo.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), 12, 100, dport=53)
+        a = topo.quiesce()
+        assert a[("srv", "eth0")].rx_packets - b[("srv", "eth0")].rx_packets == 12
+        assert topo.ping("sub1", SRV.v4(), count=3, size=100).received == 3
+        text = d.call("quota-show", unit="bob")["text"]
+        assert text.splitlines()[:2] == [
+            "QUOTA: bob policy all-ip set block-policy icmp",
+            f"UNIT {d.snapshot.unit('bob').oid} (bob) SYST: block-policy icmp ACCT is present"]
+        now[0] = NOON + dt.timedelta(hours=1)
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard", "return"]
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 3
+
+
+def test_a_block_policy_the_kernel_cannot_hold_is_refused_at_set(bed, tmp_path):
+    units = host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units)) as d:
+        with pytest.raises(Exception, match="expected a block-policy the kernel can hold"):
+            d.call("quota-set", argv=["bob", "block-policy", "nosuch", "hour", "2K", "out"])
+
+
 def test_a_login_record_after_sys_allow_blocks(bed, tmp_path):
     """sys-allow, then `login set` with a password: bob shows sys-deny-login
     and the kernel drops him until he logs in. (The override used to pass
