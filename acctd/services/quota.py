@@ -520,10 +520,11 @@ def check(specs: Mapping[str, QuotaSpec], defaults: QuotaSettings,
 
 def recipients(who: Iterable[str], owner_email: str, users: Mapping[str, str]) -> list[str]:
     """Raw notify tokens -> addresses: {owner} is the unit's e-mail (skipped if it
-    has none), other words are management users by name or oid -> their e-mail."""
+    has none), other words are management users by name -> their e-mail, or
+    an address as it is."""
     out: list[str] = []
     for w in who:
-        addr = owner_email if w == OWNER else users.get(w, "")
+        addr = owner_email if w == OWNER else users.get(w, w if "@" in w else "")
         if addr and addr not in out:
             out.append(addr)
     return out
@@ -702,8 +703,16 @@ class QuotaService(Service):
         if i is None:
             return  # the unit has left the config since its quota was set
         u = units.units[i]
+        users = {x.name: x.email for x in self.core.config.users if x.email}
+        unknown = [w for w in e.notify if w != OWNER and w not in users and "@" not in w]
+        if unknown:
+            log.warning("quota %s of %s: notify names %s, no [[user]] with an email",
+                        e.kind, u.name, ", ".join(unknown))
+        if not e.notify:
+            return  # {none}: nobody, the alerter's admins included
+        to = tuple(recipients(e.notify, u.email or "", users))
         mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used, e.quota,
-                                        u.email or None))
+                                        u.email or None, to))
 
     # -- commands ---------------------------------------------------------------------
 
