@@ -161,6 +161,8 @@ class QuotaSettings(Table):
     block_policy: str | None = setting(None, check=string("a policy name"))
     soft_threshold: int = setting(DEFAULT_SOFT_THRESHOLD, check=_soft_threshold,
                                   aliases=("soft-treshold", "soft_threshold"))
+    # NeTAMS's check interval, accepted and not used: usage moves only at a
+    # drain, and every drain checks (lookup-delay is the check interval)
     delay: int = setting(DEFAULT_DELAY, check=integer(1, what="seconds"))
     notify: Mapping[str, tuple[str, ...]] = setting(
         default_factory=lambda: dict(DEFAULT_NOTIFY), check=_notify)
@@ -635,6 +637,24 @@ class QuotaService(Service):
 
     def start(self) -> None:
         self.state = self.core.storage.quota_state()
+        self._config_sets()
+
+    def reload(self, settings: QuotaSettings) -> None:
+        changed = settings.units != self.settings.units
+        self.settings = settings
+        if changed:  # the config's lines again; a reload keeps what `quota set` did since
+            self._config_sets()
+
+    def _config_sets(self) -> None:
+        """The config's [quota.units.X] raw lines, as `quota set X LINE` each
+        (over the unit's record: only what a line names changes)."""
+        for name, entry in self.settings.units.items():
+            for line in entry.get("raw", ()):
+                try:
+                    self.set([name, *tokens(line)])
+                except (KeyError, ValueError) as e:
+                    log.error("[quota.units.%s]: %s; that line is not applied", name,
+                              e.args[0] if e.args else e)
 
     def held(self) -> set[str]:
         return {o for o, st in (self.state or {}).get("units", {}).items() if st.get("blocked")}

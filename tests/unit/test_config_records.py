@@ -1,0 +1,105 @@
+"""Per-unit quota and login lines in the config ([quota.units.X].raw,
+[login.units.X].raw, as `acctctl import netams` carries NeTAMS's `set`
+lines) are applied at start and when a reload changes them; a login
+record's def-state (NeTAMS def_state) decides whether it starts open."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+from acctd.config import load
+from acctd.services.login import LoginService
+from acctd.services.quota import QuotaService
+from acctd.store.database import Storage
+
+from .daemon_stub import ALICE, daemon_stub
+
+NOW = dt.datetime(2026, 11, 21, 12, 5, tzinfo=dt.timezone.utc)
+BOB = '\n[[unit]]\ntype = "user"\nname = "bob"\nacct-policy = ["ip"]\n'
+
+
+def write(tmp_path, extra: str) -> str:
+    p = tmp_path / "acctd.toml"
+    p.write_text(ALICE + BOB + f'[storage]\npath = "{tmp_path / "acctd.duckdb"}"\n' + extra)
+    return str(p)
+
+
+@contextlib.contextmanager
+def _stub(path):
+    """A daemon of the config file at `path` (so reload re-reads it) on its database."""
+    cfg = load(path)
+    storage = Storage(cfg.storage.path, cfg.processor.zone)
+    try:
+        with daemon_stub(cfg, storage=storage, clock=lambda: NOW) as d:
+            yield d
+    finally:
+        storage.close()
+
+
+def quota_lines(d, unit: str) -> list[str]:
+    return d.call("quota-show", unit=unit)["text"].splitlines()
+
+
+def test_config_quota_lines_are_applied_at_start_and_on_a_changed_reload(tmp_path):
+    path = write(tmp_path, '[quota]\n[quota.units.alice]\nraw = ["day 3M in", '
+                           '"block-policy ip soft-treshold 50"]\n')
+    with _stub(path) as d:
+        oid = d.snapshot.unit("alice").oid
+        assert quota_lines(d, "alice") == [
+            "QUOTA: alice policy ip set block-policy ip soft-treshold 50",
+            f"UNIT {oid} (alice) SYST: ACCT is present",
+            "DAY in: 0 B, quota 3.00 MiB, ratio 0.00% -> [+]"]
+        d.call("quota-set", argv=["alice", "day", "5M", "in"])  # by hand, at run time
+        d.reload()                                            # same lines: kept
+        assert quota_lines(d, "alice")[2] == "DAY in: 0 B, quota 5.00 MiB, ratio 0.00% -> [+]"
+        with open(path, "a") as f:
+            f.write('[quota.units.bob]\nraw = ["month 1G sum"]\n')
+        d.reload()
+        assert quota_lines(d, "bob")[2] == "MONTH sum: 0 B, quota 1.00 GiB, ratio 0.00% -> [+]"
+        assert quota_lines(d, "alice")[2] == "DAY in: 0 B, quota 3.00 MiB, ratio 0.00% -> [+]"
+
+
+def test_a_config_quota_line_for_an_unknown_unit_is_logged_not_fatal(tmp_path, caplog):
+    path = write(tmp_path, '[quota]\n[quota.units.carol]\nraw = ["day 3M in"]\n')
+    with _stub(path) as d:
+        assert d.service(QuotaService).core.storage.quotas() == {}
+    assert "[quota.units.carol]: unknown unit 'carol'; that line is not applied" in caplog.text
+
+
+def test_config_login_lines_make_a_record_that_blocks_until_login(tmp_path):
+    path = write(tmp_path, '[login]\n[login.units.alice]\nraw = ["password s3cret inact 600"]\n')
+    with _stub(path) as d:
+        svc = d.service(LoginService)
+        oid = d.snapshot.unit("alice").oid
+        assert list(svc.blocks()) == [oid]
+        assert svc.table.get(oid).inact == 600
+        assert d.call("login", unit="alice", password="s3cret")["ok"]
+        assert svc.blocks() == {}
+
+
+def test_def_state_open_starts_the_unit_open(tmp_path):
+    path = write(tmp_path, '[login]\n[login.units.alice]\nraw = ["password s3cret def-state open"]\n'
+                           '[login.units.bob]\nraw = ["password s3cret"]\n')
+    with _stub(path) as d:
+        svc = d.service(LoginService)
+        assert list(svc.blocks()) == [d.snapshot.unit("bob").oid]
+        assert svc.table.get(d.snapshot.unit("alice").oid).opened_at == NOW
+
+
+def test_def_state_closed_closes_a_login_at_restart_keep_keeps_it(tmp_path):
+    path = write(tmp_path, '[login]\n[login.units.alice]\nraw = ["password s3cret def-state closed"]\n'
+                           '[login.units.bob]\nraw = ["password s3cret"]\n')
+    with _stub(path) as d:
+        for u in ("alice", "bob"):
+            assert d.call("login", unit=u, password="s3cret")["ok"]
+        assert d.service(LoginService).blocks() == {}
+    with _stub(path) as d:  # a restart
+        assert list(d.service(LoginService).blocks()) == [d.snapshot.unit("alice").oid]
+
+
+def test_service_def_state_applies_to_records_without_their_own(tmp_path):
+    path = write(tmp_path, '[login]\ndef-state = "open"\n[login.units.alice]\n'
+                           'raw = ["password s3cret"]\n')
+    with _stub(path) as d:
+        assert d.service(LoginService).blocks() == {}
