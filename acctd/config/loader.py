@@ -176,6 +176,7 @@ from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
+from acctd.services.scheduler import SchedulerSettings
 from acctd.services.sessions import SessionSettings
 
 ROLES = ("lan", "wan")
@@ -417,6 +418,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -429,6 +431,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings),
+    "scheduler": (dict, SchedulerSettings),
 }
 
 
@@ -593,7 +596,9 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            scheduler=self.read(SchedulerSettings, "scheduler",
+                                doc=self.doc.get("scheduler", {})))
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

@@ -103,3 +103,26 @@ def test_service_def_state_applies_to_records_without_their_own(tmp_path):
                            'raw = ["password s3cret"]\n')
     with _stub(path) as d:
         assert d.service(LoginService).blocks() == {}
+
+
+def test_config_schedules_are_added_at_start_and_follow_a_reload(tmp_path):
+    """[scheduler] schedule lines (NeTAMS `schedule ...`, as the importer
+    writes them) are entries owned by the config: kept across a restart with
+    their due time, replaced when changed, deleted when the config drops them."""
+    path = write(tmp_path, '[scheduler]\nschedule = ["oid 08A001 time daily action flush", '
+                           '"oid 08A002 time 10min action status"]\n')
+
+    def rows(d):
+        return {r["oid"]: (r["interval"], r["action"], r["user"], r["due"])
+                for r in d.call("schedule-list")}
+    with _stub(path) as d:
+        first = rows(d)
+        assert {o: r[:3] for o, r in first.items()} == {
+            "08A001": ("daily", "flush", "config"), "08A002": ("10min", "status", "config")}
+        mine = d.call("schedule-add", spec="time hourly action units")["oid"]  # root's own
+    with _stub(path) as d:  # a restart: unchanged entries keep their due times
+        assert {o: r for o, r in rows(d).items() if o != mine} == first
+        write(tmp_path, '[scheduler]\nschedule = ["oid 08A001 time weekly action flush"]\n')
+        d.reload()
+        assert {o: r[:3] for o, r in rows(d).items()} == {
+            "08A001": ("weekly", "flush", "config"), mine: ("hourly", "units", "root")}
