@@ -682,3 +682,68 @@ def test_sighup_applies_a_new_sys_policy_and_bw_under_traffic(bed, tmp_path):
         from acctd.kernel.enforcer import Enforcer
         Enforcer(dp.open().maps).apply({})   # the module's pins unblocked for the next test
         dp.close()
+
+
+# --- a NeTAMS gateway, imported ----------------------------------------------------------
+
+GATEWAY = os.path.join(os.path.dirname(__file__), "..", "data", "netams_gateway.conf")
+
+
+def test_an_imported_netams_gateway_acts_in_the_kernel(bed, tmp_path):
+    """issue 18's done-when: tests/data/netams_gateway.conf, imported with
+    `acctctl import netams`, starts and behaves as NeTAMS would: alice's
+    fw-policies pass only dns and web, the dns policy's bw and dave's unit bw
+    police, carol's sys-deny blocks, the no-local-pass net falls to restrict
+    all drop, and bob's per-unit quota (a `set name bob` line) with the
+    service's block-policy icmp stops his pings only once he is over."""
+    from acctd.importers import netams
+
+    topo = bed.topo
+    res = netams.import_file(GATEWAY)
+    assert [w.directive for w in res.warnings] == ["service server 0"]
+    netams.check(res, GATEWAY)  # as `acctctl import netams` does before writing
+    head = "".join(f'[[interface]]\nname = "{n}"\nrole = "{r}"\nhook = "{h}"\n\n' for n, r, h in (
+        ("lan1", "lan", "tc"), ("lan2", "lan", "xdp-generic"), ("wan0", "wan", "tc")))
+    path = tmp_path / "acctd.toml"
+    path.write_text(head + f'[storage]\npath = "{tmp_path / "acctd.duckdb"}"\n\n' + res.toml)
+    carol, dave, stray = "10.2.0.98", "10.2.0.99", "10.2.0.97"
+
+    def delivered(src, src_addr, n, length=100, dport=5201) -> int:
+        b = topo.snapshot()
+        topo.send_udp(src, src_addr, "srv", SRV.v4(), n, length, dport=dport)
+        a = topo.quiesce()
+        return a[("srv", "eth0")].rx_packets - b[("srv", "eth0")].rx_packets
+
+    with extra_addrs(topo, carol, dave, stray), \
+            running(bed, str(path), clock=lambda: NOON) as d:
+        topo.quiesce()
+        # fw-policy dns web: ping and other UDP drop, dns passes (under its bw)
+        fw0 = drops(d.dp.maps, SUB1.v4(), abi.Drop.FW)
+        assert topo.ping("sub1", SRV.v4(), count=3).received == 0
+        assert delivered("sub1", SUB1.v4(), 5) == 0
+        assert delivered("sub1", SUB1.v4(), 10, dport=53) == 10
+        assert drops(d.dp.maps, SUB1.v4(), abi.Drop.FW)[1] - fw0[1] == 3 + 5
+        # bw 64K on the dns policy, bw 64K out on dave: a fast burst of 300 KB is
+        # policed (the bucket holds MIN_BURST bytes), what passes plus what the
+        # police dropped is what was sent
+        for src, addr, port in (("sub1", SUB1.v4(), 53), ("sub2", dave, 5201)):
+            p0 = drops(d.dp.maps, addr, abi.Drop.POLICE)[1]
+            got = delivered(src, addr, 300, length=1000, dport=port)
+            police = drops(d.dp.maps, addr, abi.Drop.POLICE)[1] - p0
+            assert police > 100 and got + police == 300, (addr, got, police)
+        # sys-deny: everything of carol's drops, as a block
+        b0 = drops(d.dp.maps, carol, abi.Drop.BLOCK)[1]
+        assert delivered("sub2", carol, 7) == 0
+        assert drops(d.dp.maps, carol, abi.Drop.BLOCK)[1] - b0 == 7
+        # no-local-pass under restrict all drop
+        assert delivered("sub2", stray, 4) == 0
+        assert drops(d.dp.maps, stray, abi.Drop.FW) == (0, 4)
+        # bob's quota (hour 2K out, block-policy icmp from [quota]) came from the config
+        assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
+        assert delivered("sub2", SUB2.v4(), 6) == 6
+        # the schedule and the users came along
+        assert [(r["oid"], r["action"]) for r in d.call("schedule-list")] == [("08A001", "flush")]
+        assert [u.name for u in d.config.users] == ["admin", "noc"]
