@@ -1,8 +1,8 @@
 """`acctctl import netams FILE`: translate a NeTAMS configuration into acctd TOML.
 
-Units, policies, acct-policy lists, defaults and restrict become acctd
-config; quota, login and billing settings are carried as data for the issues
-that implement them. Whatever cannot be carried comes back as a warning with
+Each NeTAMS service is carried by its own do_SERVICE method into the acctd
+table that does the same (README "acctctl import netams" lists them).
+Whatever cannot be carried comes back as a warning with
 its line number, so nothing is dropped silently; the same warning on one line
 is given once, with how many more there were. The result is loaded as acctd
 would load it (`check`), and a mistake found there names the NeTAMS line it
