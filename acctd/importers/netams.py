@@ -159,8 +159,9 @@ class _Importer:
             self.more[i] = self.more.get(i, 0) + 1
 
     def collapsed(self) -> tuple[ImportWarning, ...]:
-        return tuple(dataclasses.replace(w, more=self.more[i]) if i in self.more else w
-                     for i, w in enumerate(self.warnings))
+        """The warnings in line order (a few are found after the whole file is read)."""
+        return tuple(sorted((dataclasses.replace(w, more=self.more[i]) if i in self.more else w
+                             for i, w in enumerate(self.warnings)), key=lambda w: w.line))
 
     def keep(self, ln: int, *path: str) -> None:
         """Remember the line a value of the result (and its tables) comes from."""
@@ -194,8 +195,10 @@ class _Importer:
             if not toks:
                 continue
             head = toks[0].lower()
+            # `auto-units N` continues a unit; `auto-units N type ...` is the processor's rule
             if (pending and pending[1] == "processor" and pending[2][0].lower() == "unit"
-                    and head in _UNIT_WORDS - {"name", "oid"}):
+                    and head in _UNIT_WORDS - {"name", "oid"}
+                    and (head != "auto-units" or len(toks) == 2)):
                 pending[2].extend(toks)
                 pending[3].append(lineno)
                 continue

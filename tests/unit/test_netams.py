@@ -428,3 +428,13 @@ def test_reasons_for_what_is_not_carried_are_true_today():
     why = {w.line: w.reason for w in res.warnings}
     assert "acctctl debug on" in why[1]
     assert "cannot schedule 'html'" in why[2]
+
+
+def test_a_processor_auto_units_rule_after_a_unit_is_not_taken_for_the_unit():
+    res = netams.convert("service processor\nunit net name n ip 10.9.0.0/16 auto\u2013units 1\n"
+                         "auto\u2013units 1 type host naming prefix1 n\u2013 group g\n"
+                         "unit group name g\n", "x.cfg")
+    assert res.warnings == ()
+    cfg = config.loads(res.toml, "x.toml")
+    assert [r.number for r in cfg.processor.auto_units] == [1]
+    assert cfg.units.units[cfg.units.find("n")].auto_units == 1
