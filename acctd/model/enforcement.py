@@ -323,17 +323,10 @@ def with_denials(spec: "ClassSpec", deny: tuple[Rule, ...], i: int) -> "ClassSpe
 
 def deny_error(snap, unit: str, texts: Sequence[str]) -> str | None:
     """Why `texts` cannot be a block-policy of unit (oid or name), or None."""
-    units, policies = snap.units, snap.policies
-    i = units.find(unit)
-    u = units.units[i]
+    i = snap.units.find(unit)
     try:
-        deny = deny_rules(texts, i, policies, units, None, {})
-        rules = compile_rules(u, i, policies, units, snap.config.processor.default_fw_policy,
-                              None, {})
-        fw = abi.Fw.RULES if rules or fw_list(u, i, policies,
-                                                snap.config.processor.default_fw_policy) \
-            else abi.Fw.PASS
-        with_denials(ClassSpec(0, fw, rules), deny, i)
+        with_denials(unit_class(snap, i, 0, None, {}),
+                     deny_rules(texts, i, snap.policies, snap.units, None, {}), i)
     except FwError as e:
         return e.args[0]
     return None
@@ -364,6 +357,20 @@ class ClassSpec:
     bw: tuple[int | None, int | None] | None = None
 
 
+def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassSpec:
+    """Unit i's class: its blocks, its fw-policies compiled, else `restrict`."""
+    u, units, policies, proc = snap.units.units[i], snap.units, snap.policies, \
+        snap.config.processor
+    rules = compile_rules(u, i, policies, units, proc.default_fw_policy, now, memo)
+    if rules or fw_list(u, i, policies, proc.default_fw_policy):
+        fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
+    else:
+        local = not u.no_local_pass and bool(snap.plan.lists[i])
+        fw = abi.Fw.DROP if (proc.restrict_local if local else proc.restrict_all) == "drop" \
+            else abi.Fw.PASS
+    return ClassSpec(bits, fw, rules, u.oid, u.bw)
+
+
 def plan(snap, bits: Mapping[int, int], now: dt.datetime | None,
          denied: Mapping[str, tuple[Sequence[str], int]] | None = None
          ) -> dict[tuple[bytes, int], ClassSpec]:
@@ -376,28 +383,21 @@ def plan(snap, bits: Mapping[int, int], now: dt.datetime | None,
     the block bits to hold instead if they do not compile or fit)}, the
     services' fw_blocks() (a quota's block-policy)."""
     denied = denied or {}
-    units, policies, proc = snap.units, snap.policies, snap.config.processor
-    restrict = {"pass": abi.Fw.PASS, "drop": abi.Fw.DROP}
+    units, proc = snap.units, snap.config.processor
     out: dict[tuple[bytes, int], ClassSpec] = {}
     memo: dict = {}
-    default_fw = proc.default_fw_policy
     for i, u in enumerate(units):
         if u.type == "group":
             continue
         prefixes = [(a, 128) for a in u.addrs] + list(u.nets)
         if not prefixes:
             continue  # a user unit without an address
-        rules = compile_rules(u, i, policies, units, default_fw, now, memo)
-        if rules or fw_list(u, i, policies, default_fw):
-            fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
-        else:
-            local = not u.no_local_pass and bool(snap.plan.lists[i])
-            fw = restrict[proc.restrict_local if local else proc.restrict_all]
-        spec = ClassSpec(int(bits.get(i, 0)), fw, rules, u.oid, u.bw)
+        spec = unit_class(snap, i, int(bits.get(i, 0)), now, memo)
         if u.oid in denied:
             texts, instead = denied[u.oid]
             try:
-                spec = with_denials(spec, deny_rules(texts, i, policies, units, now, memo), i)
+                spec = with_denials(spec, deny_rules(texts, i, snap.policies, units, now, memo),
+                                    i)
             except FwError:  # the service was told at set time (deny_error); block it all
                 spec = dataclasses.replace(spec, sys_policy=spec.sys_policy | instead)
         for pfx in prefixes:
