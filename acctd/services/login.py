@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -136,20 +138,24 @@ class LoginSettings(Table):
         return f"{kind} must be 0 (off) or between {lo} and {hi} seconds, got {seconds}"
 
 
-def config_sets(units: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def config_sets(units: Mapping[str, Any]) -> list[tuple[str, list[list[str]]]]:
     """The `set` commands `acctd.importers.netams` carried from a NeTAMS config
-    ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, words);
-    the service applies them at start and when a reload changes them.
+    ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, [words]);
+    the service applies a unit's lines when they differ from those it last
+    applied (LoginRecord.config): hashing a password is slow.
 
     A unit's own `password`/`mac` (from `unit ... password`) is NOT turned into
     a login record: in NeTAMS only the login table makes the service manage a
     unit, and a record blocks the unit until it logs in.
     """
-    out = []
-    for name, entry in units.items():
-        for raw in (entry or {}).get("raw", ()):
-            out.append((str(name), str(raw).split()))
-    return out
+    return [(str(name), [str(raw).split() for raw in entry["raw"]])
+            for name, entry in units.items() if (entry or {}).get("raw")]
+
+
+def config_mark(lines: list[list[str]]) -> str:
+    """What LoginRecord.config keeps of a unit's config lines: their digest
+    (the lines hold the password)."""
+    return hashlib.sha256(json.dumps(lines).encode()).hexdigest()
 
 
 # --- per-unit records -------------------------------------------------------------
@@ -177,6 +183,7 @@ class LoginRecord:
     mac_seen: str | None = None
     last_changed: dt.datetime | None = None
     def_state: str | None = None  # opened | closed at start; None: the service's def-state
+    config: str | None = None     # config_mark() of the config lines last applied
 
     def __post_init__(self):
         if not self.password.startswith("$argon2id$"):
@@ -448,6 +455,10 @@ class LoginTable:
         self._records[oid] = rec
         return rec
 
+    def mark(self, oid: str, config: str) -> None:
+        """Remember which config lines the record has (see config_mark)."""
+        self._records[oid] = dataclasses.replace(self._records[oid], config=config)
+
     def start_states(self, now: dt.datetime) -> list[str]:
         """At start each record takes its def-state ("текущее состояние доступа
         становится равным значению по умолчанию"): the record's own, else the
@@ -646,20 +657,28 @@ class LoginService(Service):
             self._save(oid)
 
     def reload(self, settings: LoginSettings) -> None:
-        changed = settings.units != self.settings.units
         self.settings = self.table.settings = settings
         self._forget_gone()
-        if changed:  # the config's lines again; a reload keeps what `login set` did since
-            self._config_sets()
+        self._config_sets()  # the lines that changed; `login set` since is kept otherwise
 
     def _config_sets(self) -> None:
-        """The config's [login.units.X] raw lines, as `login set X LINE` each."""
+        """The config's [login.units.X] raw lines, as `login set X LINE` each,
+        for the units whose lines changed since they were applied."""
         now = self.core.clock()
-        for unit, words in config_sets(self.settings.units):
-            try:
-                self._save(self.table.set(unit, words, now=now).oid)
-            except (LoginError, NotFound) as e:
-                log.error("[login.units.%s]: %s; that line is not applied", unit, e)
+        for unit, lines in config_sets(self.settings.units):
+            mark = config_mark(lines)
+            oid = self._find(unit)
+            rec = self.table.get(oid) if oid else None
+            if rec is not None and rec.config == mark:
+                continue
+            for words in lines:
+                try:
+                    rec = self.table.set(unit, words, now=now)
+                except (LoginError, NotFound) as e:
+                    log.error("[login.units.%s]: %s; that line is not applied", unit, e)
+            if rec is not None:
+                self.table.mark(rec.oid, mark)
+                self._save(rec.oid)
 
     def _forget_gone(self) -> None:
         with self.core.lock:

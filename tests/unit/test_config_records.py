@@ -126,3 +126,18 @@ def test_config_schedules_are_added_at_start_and_follow_a_reload(tmp_path):
         d.reload()
         assert {o: r[:3] for o, r in rows(d).items()} == {
             "08A001": ("weekly", "flush", "config"), mine: ("hourly", "units", "root")}
+
+
+def test_config_login_lines_are_applied_again_only_when_they_change(tmp_path):
+    """Hashing a password is slow, so a restart does not redo unchanged lines:
+    a password `login set` gave since stays, until the config's line changes."""
+    path = write(tmp_path, '[login]\n[login.units.alice]\nraw = ["password s3cret"]\n')
+    with _stub(path) as d:
+        d.call("login-set", unit="alice", words=["password", "changed"])
+    with _stub(path) as d:
+        assert d.call("login", unit="alice", password="changed")["ok"]
+    write(tmp_path, '[login]\n[login.units.alice]\nraw = ["password other inact 600"]\n')
+    with _stub(path) as d:
+        assert not d.call("login", unit="alice", password="changed")["ok"]
+        assert d.call("login", unit="alice", password="other")["ok"]
+        assert d.service(LoginService).table.get(d.snapshot.unit("alice").oid).inact == 600
