@@ -581,12 +581,18 @@ class _Loader:
                     raise ModelError("only host and user units have a MAC", "unit", i, "mac")
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
+        quota = self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {}))
+        if quota.block_policy:  # the kernel drops its traffic: it must be a policy
+            try:
+                policies.find(quota.block_policy.lstrip("!"))
+            except KeyError:
+                self.fail(f"no policy {quota.block_policy!r}", "quota", None, "block-policy")
         billing = self.doc.get("billing", {})
         return Config(
             self.path, interfaces, processor, storage, units, policies, plan,
             users=self.array(User, "user", "name", "defined twice"),
             server=self.optional(ServerSettings, "server"),
-            quota=self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {})),
+            quota=quota,
             login=self.read(LoginSettings, "login", doc=self.doc.get("login", {})),
             billing=carried()(billing, None),
             alerter=self.optional(MailSettings, "alerter"),

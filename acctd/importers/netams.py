@@ -620,6 +620,9 @@ class _Importer:
             self.set_unit(ln, t, self.quota)
         elif key == "delay":
             self.warn(ln, " ".join(t), _WHY["delay"])
+        elif key in ("policy", "block-policy") and len(t) == 2:
+            self.quota[key] = t[1]  # a name or an oid: check_refs makes it the name
+            self.keep(ln, "quota", key)
         elif key in _QUOTA_DIRECTIVES:
             # "soft-treshold" is NeTAMS's spelling; carried under its English spelling
             if self.bad_value(ln, t, QuotaSettings, key):
@@ -713,6 +716,15 @@ class _Importer:
                 return None
             return entry
 
+        for key in ("policy", "block-policy"):  # the quota's: it names a carried policy
+            ref = self.quota.get(key)
+            if ref is not None and str(ref) not in names and str(ref).upper().zfill(6) in oids:
+                # by oid, as NeTAMS allows
+                self.quota[key] = ref = oids[str(ref).upper().zfill(6)]
+            if ref is not None and str(ref).lstrip("!") not in names:
+                self.warn(self.origin[("quota", key)], f"{key} {ref}",
+                          "no such policy was carried; not carried")
+                del self.quota[key]
         for key, lines in (("acct-policy", self.default_lines),
                            ("fw-policy", self.default_fw_lines)):
             dflt = self.processor.get(f"default-{key}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
+import pytest
+
 from acctd.config import load
 from acctd.services.login import LoginService
 from acctd.services.quota import QuotaService
@@ -141,3 +143,10 @@ def test_config_login_lines_are_applied_again_only_when_they_change(tmp_path):
         assert not d.call("login", unit="alice", password="changed")["ok"]
         assert d.call("login", unit="alice", password="other")["ok"]
         assert d.service(LoginService).table.get(d.snapshot.unit("alice").oid).inact == 600
+
+
+def test_a_quota_block_policy_that_is_no_policy_is_refused_at_load(tmp_path):
+    from acctd.errors import ConfigError
+    path = write(tmp_path, '[quota]\nblock-policy = "transit"\n')
+    with pytest.raises(ConfigError, match=r"\[quota\] key 'block-policy': no policy 'transit'"):
+        load(path)

@@ -438,3 +438,19 @@ def test_a_processor_auto_units_rule_after_a_unit_is_not_taken_for_the_unit():
     cfg = config.loads(res.toml, "x.toml")
     assert [r.number for r in cfg.processor.auto_units] == [1]
     assert cfg.units.units[cfg.units.find("n")].auto_units == 1
+
+
+def test_a_quota_block_policy_naming_no_carried_policy_is_warned_not_fatal():
+    res = netams.convert("service processor\npolicy name ip target proto ip\n"
+                         "service quota 0\npolicy ip\nblock\u2013policy transit\n", "x.cfg")
+    assert [(w.line, w.directive) for w in res.warnings] == [(5, "block-policy transit")]
+    netams.check(res, "x.cfg")
+    assert config.loads(res.toml).quota.policy == "ip"
+
+
+def test_quota_policies_named_by_oid_are_carried_by_name():
+    res = netams.convert("service processor\npolicy oid 146633 name ip target proto ip\n"
+                         "service quota 0\npolicy 146633\nblock\u2013policy 146633\n", "x.cfg")
+    assert res.warnings == ()
+    q = config.loads(res.toml).quota
+    assert (q.policy, q.block_policy) == ("ip", "ip")
