@@ -159,6 +159,8 @@ struct acct_addr_val {
 #define ACCT_ATOM_VLAN 16	/* either VLAN tag equals .vlan */
 #define ACCT_ATOM_ADDR_ANY_SIDE 32	/* .addr_set holds either address (target addr),
 					 * not just the remote one (target file/units) */
+#define ACCT_ATOM_DENY 64	/* on the LAST atom: the policy's match drops instead
+				 * of passing (a quota's block-policy) */
 
 struct acct_fw_atom {
 	__u8 proto;		/* IP protocol, 0 = any */

@@ -451,8 +451,9 @@ static __always_inline int acct_atom_match(const struct acct_fw_atom *a,
 }
 
 /* A unit's fw-policy list: the packet passes when one of the policies
- * matches it (an inverted one: does not). *policer gets that policy's rate
- * limit for the packet's direction. */
+ * matches it (an inverted one: does not), in list order; a matching DENY
+ * policy (listed first: a quota's block-policy) drops it instead. *policer
+ * gets the passing policy's rate limit for the packet's direction. */
 static __always_inline int acct_fw_eval(__u32 ruleset, const struct acct_flow_key *k,
 					__u32 *policer)
 {
@@ -468,6 +469,8 @@ static __always_inline int acct_fw_eval(__u32 ruleset, const struct acct_flow_ke
 			hit = acct_atom_match(a, k);
 		if (a->flags & ACCT_ATOM_LAST) {
 			if (hit ^ !!(a->flags & ACCT_ATOM_INVERT)) {
+				if (a->flags & ACCT_ATOM_DENY)
+					return ACCT_VERDICT_DROP;
 				*policer = k->dir == ACCT_DIR_OUT ? a->policer[ACCT_DIR_OUT] :
 								    a->policer[ACCT_DIR_IN];
 				return ACCT_VERDICT_PASS;

@@ -40,7 +40,7 @@ def import_netams(file, output, encoding):
     binary files and bytes that are not in --encoding. A policy whose prefix
     file is missing here is carried with a warning: copy the file to where
     the target names it (relative to the output's directory). The output is
-    written owner-only: it may hold the units' NeTAMS passwords."""
+    written owner-only: it may hold `login set` passwords."""
     from acctd.importers import netams
 
     def go():
@@ -52,7 +52,7 @@ def import_netams(file, output, encoding):
         if output:
             from acctd.common.durable import write_file
             try:
-                write_file(output, res.toml, 0o600)  # it may hold the units' passwords
+                write_file(output, res.toml, 0o600)  # it may hold login passwords
             except OSError as e:
                 raise click.FileError(output, e.strerror) from None
             click.echo(f"wrote {output}: {len(res.warnings)} directive(s) not carried", err=True)

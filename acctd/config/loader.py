@@ -186,6 +186,7 @@ from acctd.services.flowlog import FlowLogSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
+from acctd.services.scheduler import SchedulerSettings
 from acctd.services.sessions import SessionSettings
 
 ROLES = ("lan", "wan")
@@ -429,6 +430,7 @@ class Config:
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
     log: LogSettings | None = None
+    scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -441,7 +443,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
-    "log": (dict, LogSettings),
+    "log": (dict, LogSettings), "scheduler": (dict, SchedulerSettings),
 }
 
 
@@ -591,12 +593,18 @@ class _Loader:
                     raise ModelError("only host and user units have a MAC", "unit", i, "mac")
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
+        quota = self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {}))
+        if quota.block_policy:  # the kernel drops its traffic: it must be a policy
+            try:
+                policies.find(quota.block_policy.lstrip("!"))
+            except KeyError:
+                self.fail(f"no policy {quota.block_policy!r}", "quota", None, "block-policy")
         billing = self.doc.get("billing", {})
         return Config(
             self.path, interfaces, processor, storage, units, policies, plan,
             users=self.array(User, "user", "name", "defined twice"),
             server=self.optional(ServerSettings, "server"),
-            quota=self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {})),
+            quota=quota,
             login=self.read(LoginSettings, "login", doc=self.doc.get("login", {})),
             billing=carried()(billing, None),
             alerter=self.optional(MailSettings, "alerter"),
@@ -608,7 +616,9 @@ class _Loader:
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa(),
-            log=self.optional(LogSettings, "log"))
+            log=self.optional(LogSettings, "log"),
+            scheduler=self.read(SchedulerSettings, "scheduler",
+                                doc=self.doc.get("scheduler", {})))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

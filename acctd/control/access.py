@@ -47,6 +47,8 @@ class User(Table):
     unix_user: str | None = setting(None, check=string("a local user name"))
     unix_group: str | None = setting(None, check=string("a local group name"))
     password: str | None = setting(None, check=_argon2id)   # for the TCP listener
+    # where quota notices naming this user go (NeTAMS `user ... email`)
+    email: str | None = setting(None, check=string("an e-mail address"))
 
     def finish(self, ctx) -> "User":
         if (self.uid, self.unix_user, self.unix_group, self.password) == (None,) * 4:

@@ -347,7 +347,12 @@ class Daemon:
             self.enforcer.burst_s = self.config.processor.bw_burst
             snap = self.snapshot
             local_now = self.clock().astimezone(snap.config.processor.zone)
-            classes = enforcement.plan(snap, self.sys_policy_bits(), local_now)
+            denied: dict = {}
+            for s in self.services.values():
+                for oid, (texts, bits) in s.fw_blocks().items():
+                    old = denied.get(oid, ((), 0))
+                    denied[oid] = (old[0] + tuple(texts), old[1] | bits)
+            classes = enforcement.plan(snap, self.sys_policy_bits(), local_now, denied)
             rates: dict = {}
             for s in self.services.values():
                 rates.update(s.rate_limits())

@@ -1,8 +1,8 @@
 """`acctctl import netams FILE`: translate a NeTAMS configuration into acctd TOML.
 
-Units, policies, acct-policy lists, defaults and restrict become acctd
-config; quota, login and billing settings are carried as data for the issues
-that implement them. Whatever cannot be carried comes back as a warning with
+Each NeTAMS service is carried by its own do_SERVICE method into the acctd
+table that does the same (README "acctctl import netams" lists them).
+Whatever cannot be carried comes back as a warning with
 its line number, so nothing is dropped silently; the same warning on one line
 is given once, with how many more there were. The result is loaded as acctd
 would load it (`check`), and a mistake found there names the NeTAMS line it
@@ -16,16 +16,20 @@ import json
 import os
 import re
 import shlex
+import zlib
 from typing import Any
 
-from acctd.config.loader import Config, Processor, loads
+from acctd.config.loader import Config, Processor, UnitTable, loads
 from acctd.config.schema import Context, Invalid, Table
 from acctd.errors import ConfigError
+from acctd.model.enforcement import parse_bw
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
 from acctd.model.policies import parse_acct_entry, parse_target, tokenize_target
 from acctd.model.units import normalize_oid
+from acctd.services.alerter import LANGUAGES
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaError, QuotaSettings, parse_set
+from acctd.services.scheduler import SchedulerSettings
 
 # The reference's typography: en/em dashes for '-', guillemets and curly quotes for '"'.
 _TYPO = str.maketrans({"\u2013": "-", "\u2014": "-", "\u00ab": '"', "\u00bb": '"',
@@ -38,23 +42,23 @@ _UNIT_WORDS = {"oid", "name", "ip", "mask", "parent", "no-local-pass", "email", 
                "acct-policy", "fw-policy", "ds-list", "auto-units"}
 _POLICY_WORDS = {"oid", "name", "hidden", "target", "bw"}
 # [quota] keys a NeTAMS directive of one value sets (notify and set have their own)
-_QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold", "delay"}
+_QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold"}
 
 _WHY = {
-    "main": "acctd has no NeTAMS main service",
-    "user": "management users and permissions come in a later issue",
-    "schedule": "scheduled commands: use systemd timers with acctctl",
-    "server": "acctctl talks to acctd over a local control socket",
     "storage": "acctd keeps everything in one DuckDB file ([storage] path)",
     "data-source": "acctd counts with its eBPF datapath; list interfaces in [[interface]]",
-    "alerter": "e-mail reports are not implemented yet",
     "html": "static HTML reports are not implemented yet",
     "monitor-netflow": "to = [\"netflow\"] carried; the collector's address and port are the "
                        "export service's ([export]), not carried here",
     "monitor-xmlfile": 'acctd writes no XML: use [monitor] format = "json" (JSON lines)',
     "acl-server": "pushing blocks to a remote router is not implemented",
-    "scheduler": "scheduled commands: use systemd timers with acctctl",
+    "server": "acctd's TCP listener is TLS only: [server] is written commented out, "
+              "to be enabled with tls-cert and tls-key",
+    "delay": "not carried: usage and last packets are known at each drain, and every drain "
+             "checks, so [processor] lookup-delay is the check interval",
 }
+# NeTAMS `permit` -> acctd level (src/security.c: "all" is everything)
+_PERMIT = {"all": "admin"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,15 @@ class _Importer:
         self.monitor: dict[str, Any] = {}   # every `service monitor N` merged: acctd has one
         self.monitor_lines: dict[str, int] = {}  # monitored unit -> its line
         self.log: dict[str, Any] = {}
+        self.users: list[dict[str, Any]] = []
+        self.user_lines: list[int] = []
+        self.server: dict[str, Any] = {}
+        self.alerter: dict[str, Any] = {}
+        self.language: str | None = None
+        self.admin_emails: list[str] = []  # of permit-all users, whom NeTAMS mails
+        self.schedules: list[str] = []
         self.default_lines: list[int] = []
+        self.default_fw_lines: list[int] = []
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
         self.unreadable: set[str] = set()  # policies whose prefix file cannot be read here
@@ -150,8 +162,9 @@ class _Importer:
             self.more[i] = self.more.get(i, 0) + 1
 
     def collapsed(self) -> tuple[ImportWarning, ...]:
-        return tuple(dataclasses.replace(w, more=self.more[i]) if i in self.more else w
-                     for i, w in enumerate(self.warnings))
+        """The warnings in line order (a few are found after the whole file is read)."""
+        return tuple(sorted((dataclasses.replace(w, more=self.more[i]) if i in self.more else w
+                             for i, w in enumerate(self.warnings)), key=lambda w: w.line))
 
     def keep(self, ln: int, *path: str) -> None:
         """Remember the line a value of the result (and its tables) comes from."""
@@ -185,8 +198,10 @@ class _Importer:
             if not toks:
                 continue
             head = toks[0].lower()
+            # `auto-units N` continues a unit; `auto-units N type ...` is the processor's rule
             if (pending and pending[1] == "processor" and pending[2][0].lower() == "unit"
-                    and head in _UNIT_WORDS - {"name", "oid"}):
+                    and head in _UNIT_WORDS - {"name", "oid"}
+                    and (head != "auto-units" or len(toks) == 2)):
                 pending[2].extend(toks)
                 pending[3].append(lineno)
                 continue
@@ -195,7 +210,8 @@ class _Importer:
                 pending = None
             if head == "service":
                 service = toks[1].lower() if len(toks) > 1 else "?"
-                if service in ("processor", "quota", "login", "billing", "monitor"):
+                if service in ("processor", "quota", "login", "billing", "monitor",
+                               "alerter", "scheduler"):
                     self.carried.add(lineno)
                 else:
                     self.warn(lineno, " ".join(toks), _WHY.get(service, "unknown service"))
@@ -210,15 +226,16 @@ class _Importer:
             handler = getattr(self, f"do_{_ident(service)}_{_ident(toks[0].lower())}", None) or \
                 getattr(self, "do_" + service.replace("-", "_"), None)
             if handler is None:
-                self.warn(lineno, " ".join(toks),
-                          _WHY.get(toks[0].lower() if service == "main" else service,
-                                   "not carried"))
+                self.warn(lineno, " ".join(toks), _WHY.get(service, "not carried"))
             else:
                 handler(lineno, toks)
             if self.warned == before:
                 self.carried.update(lines)
         self.check_refs()
         self.check_monitor_refs()
+        if self.language and not self.alerter:
+            self.warn(self.origin[("alerter", "language")], f"language {self.language}",
+                      "not carried: acctd mails nothing without [alerter] (service alerter)")
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
 
@@ -243,6 +260,119 @@ class _Importer:
             self.keep(ln, "log", "debug")
         else:
             self.log.pop("debug", None)
+
+    # -- service main and scheduler ------------------------------------------
+
+    def do_main(self, ln: int, t: list[str]) -> None:
+        head = t[0].lower()
+        if head == "user":
+            self.user(ln, t)
+        elif head == "language" and len(t) == 2 and t[1].lower() in LANGUAGES:
+            self.language = t[1].lower()
+            self.keep(ln, "alerter", "language")
+        elif head == "mac" and len(t) > 1 and t[1].lower() == "control":
+            mode = "-".join(m for m in ("block", "alert") if m in {w.lower() for w in t[2:]})
+            if not mode:
+                self.warn(ln, " ".join(t), "mac control with neither block nor alert only "
+                          "checks: `acctctl mac check` does that at any time")
+            else:
+                self.processor["mac-control"] = mode
+                self.keep(ln, "processor", "mac-control")
+        elif head == "mac":
+            self.warn(ln, " ".join(t), "a command, not a setting: run `acctctl mac fixate` "
+                                       "once acctd runs")
+        elif head == "schedule":
+            self.do_scheduler(ln, t)
+        else:
+            self.warn(ln, " ".join(t), "not carried: acctd has no such main directive")
+
+    def user(self, ln: int, t: list[str]) -> None:
+        """`user name N [real-name R] [email E] [password P] [crypted C] [permit S]`
+        -> a [[user]] who logs in over [server] with that password (hashed)."""
+        u: dict[str, Any] = {}
+        k = 1
+        while k + 1 < len(t):
+            u[t[k].lower()] = t[k + 1]
+            k += 2
+        name = u.get("name")
+        permit = u.get("permit", "none").lower()
+        if _PERMIT.get(permit) == "admin" and "email" in u:
+            self.admin_emails.append(u["email"])
+        if not name:
+            self.warn(ln, " ".join(t), "user without a name; not carried")
+        elif permit == "none":
+            self.warn(ln, f"user {name}", "not carried: permit none gives no access")
+        elif "password" not in u:
+            self.warn(ln, f"user {name}", "not carried: acctd's [[user]] needs a way to "
+                      "know them: a password (NeTAMS's crypted one cannot be converted), "
+                      "uid, unix-user or unix-group")
+        else:
+            from acctd.services.login import _default_hasher
+            level = _PERMIT.get(permit, "viewer")
+            if level == "viewer" and permit != "viewer":
+                self.warn(ln, f"permit {permit}", "carried as level viewer: acctd's levels "
+                          "are viewer, operator and admin (permit all)")
+            self.users.append({"name": name, "level": level, **(
+                {"email": u["email"]} if "email" in u else {}),
+                "password": _default_hasher().hash(u["password"])})
+            self.user_lines.append(ln)
+
+    def do_scheduler(self, ln: int, t: list[str]) -> None:
+        """`schedule [oid OID] time T action A` -> [scheduler] schedule, with
+        an oid made from the line when it has none (a reload replaces by oid)."""
+        if t[0].lower() != "schedule":
+            self.warn(ln, " ".join(t), "unknown scheduler directive")
+            return
+        words = t[1:]
+        if not words or words[0].lower() != "oid":
+            oid = f"08{zlib.crc32(' '.join(words).encode()) & 0xFFFF:04X}"
+            words = ["oid", oid, *words]
+        line = " ".join(_quoted(w) for w in words)
+        why = _refused(SchedulerSettings, "schedule", [line])
+        if why:
+            self.warn(ln, " ".join(t), f"not carried: {why}")
+            return
+        self.schedules.append(line)
+        self.keep(ln, "scheduler", "schedule")
+
+    # -- service server and alerter ----------------------------------------------
+
+    def do_server(self, ln: int, t: list[str]) -> None:
+        head = t[0].lower()
+        if head in ("listen", "max-conn", "login") and len(t) == 2:
+            self.server[head] = _value(t[1])
+            self.keep(ln, "server", head)
+        else:
+            self.warn(ln, " ".join(t), "unknown server directive")
+
+    def do_alerter(self, ln: int, t: list[str]) -> None:
+        head = t[0].lower()
+        if head == "smtp-server" and len(t) == 2:
+            host, _, port = t[1].partition(":")
+            self.alerter["smtp-server"] = host
+            if port.isdigit():
+                self.alerter["smtp-port"] = int(port)
+            self.keep(ln, "alerter", "smtp-server")
+        elif head == "report":
+            self.warn(ln, " ".join(t), "acctd keeps no report definitions: `acctctl send "
+                      "report [to ...] [on UNIT+] [period day|week]` sends one, by hand or "
+                      "from a schedule")
+        else:
+            self.warn(ln, " ".join(t), "unknown alerter directive")
+
+    def server_table(self) -> list[str]:
+        """NeTAMS's plain-text listener becomes acctd's TLS one: written
+        commented out, to be enabled with a certificate and key."""
+        if not self.server:
+            return []
+        host = "0.0.0.0" if str(self.server.get("login", "")).lower() == "any" else "127.0.0.1"
+        keys = {"listen": f"{host}:{self.server.get('listen', 20001)}",
+                **({"max-conn": self.server["max-conn"]} if "max-conn" in self.server else {}),
+                "login": "any" if host == "0.0.0.0" else "localhost",
+                "tls-cert": "/etc/acctd/server.pem", "tls-key": "/etc/acctd/server.key"}
+        return ["# NeTAMS service server: acctd's listener is TLS only; give it a certificate",
+                "# and key and remove the '#' to enable it.", "# [server]",
+                *(f"# {line}" for line in _keys(keys)), ""]
 
     # -- service processor ----------------------------------------------------
 
@@ -273,19 +403,36 @@ class _Importer:
             self.processor.setdefault("default-acct-policy", []).extend(t[2:])
             self.default_lines += [ln] * len(t[2:])
             self.keep(ln, "processor", "default-acct-policy")
-        elif head == "default" and len(t) > 1 and t[1].lower() == "fw-policy":
-            self.warn(ln, " ".join(t), "fw-policy (enforcement) comes in a later issue")
+        elif head == "default" and len(t) > 2 and t[1].lower() == "fw-policy":
+            self.processor.setdefault("default-fw-policy", []).extend(t[2:])
+            self.default_fw_lines += [ln] * len(t[2:])
+            self.keep(ln, "processor", "default-fw-policy")
         elif head == "default":
             self.warn(ln, " ".join(t), "bad value for default: expected default "
                                        "{acct-policy|fw-policy} POLICY...")
         elif head == "storage":
             self.warn(ln, " ".join(t), _WHY["storage"])
-        elif head in ("auto-assign", "auto-units"):
-            self.warn(ln, " ".join(t), "automatic units and address pools are not implemented")
-        elif head == "access-script":
-            self.warn(ln, " ".join(t), "blocking scripts are not implemented")
+        elif head in ("auto-assign", "auto-units", "access-script"):
+            self.processor_enforcement(ln, t)
         else:
             self.warn(ln, " ".join(t), "unknown processor directive")
+
+    def processor_enforcement(self, ln: int, t: list[str]) -> None:
+        """auto-assign and auto-units (lists: one NeTAMS line each, as acctd
+        reads them) and access-script (one value)."""
+        head = t[0].lower()
+        if head == "access-script":
+            if self.bad_value(ln, t, Processor, head):
+                self.processor[head] = t[1]
+                self.keep(ln, "processor", head)
+            return
+        line = " ".join(t[1:])
+        why = _refused(Processor, head, [line])
+        if why:
+            self.warn(ln, " ".join(t), f"bad value for {head}: {why}")
+            return
+        self.processor.setdefault(head, []).append(line)
+        self.keep(ln, "processor", head)
 
     def policy(self, ln: int, t: list[str]) -> None:
         p: dict[str, Any] = {}
@@ -298,10 +445,10 @@ class _Importer:
             elif w == "target":
                 # the target runs to the end, or to a trailing "bw"
                 rest = t[k + 1:]
-                if "bw" in rest:
-                    cut = rest.index("bw")
-                    self.warn(ln, "bw " + " ".join(rest[cut + 1:]),
-                              "rate limits come with enforcement in a later issue")
+                if "bw" in [x.lower() for x in rest]:
+                    cut = [x.lower() for x in rest].index("bw")
+                    if not self.bw(ln, p, rest[cut + 1:]):
+                        return
                     rest = rest[:cut]
                 p["target"] = " ".join("port" if x.lower() == "ports" else x for x in rest)
                 break
@@ -309,8 +456,10 @@ class _Importer:
                 self.warn(ln, "hidden", "hiding policies from HTML reports is not implemented")
                 k += 1
             elif w == "bw":
-                self.warn(ln, " ".join(t[k:k + 5]), "rate limits come with enforcement later")
-                k += 2
+                n = _bw_words(t, k)
+                if not self.bw(ln, p, t[k + 1:k + n]):
+                    return
+                k += n
             else:
                 self.warn(ln, " ".join(t), f"unexpected word {t[k]!r} in policy")
                 return
@@ -336,13 +485,23 @@ class _Importer:
         self.policies.append(p)
         self.policy_lines.append(ln)
 
+    def bw(self, ln: int, into: dict[str, Any], words: list[str]) -> bool:
+        """`bw { speed in speed out | speed }` on a unit or policy, as acctd's bw."""
+        text = " ".join(words)
+        try:
+            parse_bw(text)
+        except ValueError as e:
+            self.warn(ln, f"bw {text}", f"bad value for bw: {e}")
+            return False
+        into["bw"] = text
+        return True
+
     def unit(self, ln: int, t: list[str]) -> None:
         if len(t) < 2 or t[1].lower() not in ("host", "group", "cluster", "net", "user"):
             self.warn(ln, " ".join(t), "expected unit {host|group|cluster|net|user}")
             return
         u: dict[str, Any] = {"type": t[1].lower()}
         ips: list[str] = []
-        login: dict[str, Any] = {}
         k = 2
         while k < len(t):
             w = t[k].lower()
@@ -365,28 +524,28 @@ class _Importer:
                     k += 1
                 if w == "parent":
                     u.setdefault("parents", []).extend(vals)
-                elif w == "acct-policy":
-                    u.setdefault("acct-policy", []).extend(vals)
+                elif w in ("acct-policy", "fw-policy"):
+                    u.setdefault(w, []).extend(vals)
                 else:
                     self.warn(ln, f"{w} {' '.join(vals)}",
-                              "fw-policy (enforcement) comes in a later issue" if w == "fw-policy"
-                              else "extra data sources are not supported")
-            elif w in ("nodefault", "ap-nodefault"):
+                              "acctd counts one data source, its datapath: no ds-list")
+            elif w in ("nodefault", "ap-nodefault", "no-local-pass"):
                 u[w] = True
                 k += 1
-            elif w in ("password", "mac") and arg is not None:
-                login[w] = arg  # kept for the login service
+            elif w == "password" and arg is not None:
+                self.warn(ln, "password ...", "not carried: a login record would make acctd's "
+                          "login service block the unit until it logs in; give one with "
+                          "`acctctl login set NAME password P` where NeTAMS's login table had it")
                 k += 2
             elif w == "bw":
-                n = 5 if k + 4 < len(t) and t[k + 2].lower() in ("in", "out") else 2
-                self.warn(ln, " ".join(t[k:k + n]), "rate limits come with enforcement later")
+                n = _bw_words(t, k)
+                self.bw(ln, u, t[k + 1:k + n])
                 k += n
-            elif w.startswith("sys-") or w in ("no-local-pass", "fp-nodefault"):
-                self.warn(ln, w, "enforcement (sys-policies, fw defaults, restrict per unit) "
-                                 "comes in a later issue")
+            elif w.startswith("sys-") or w == "fp-nodefault":
+                self.unit_enforcement(ln, u, t[k])
                 k += 1
-            elif w == "auto-units" and arg is not None:
-                self.warn(ln, f"auto-units {arg}", "automatic units are not implemented")
+            elif w in ("mac", "auto-units") and arg is not None:
+                self.unit_enforcement(ln, u, w, arg)
                 k += 2
             else:
                 self.warn(ln, " ".join(t[k:]), f"unexpected word {t[k]!r} in unit; rest of "
@@ -404,10 +563,36 @@ class _Importer:
                 del u["oid"]
         if not self.addresses(ln, u, ips):
             return
-        if login:
-            self.login.setdefault("units", {}).setdefault(name, {}).update(login)
+        if "mac" in u and u["type"] not in ("host", "user"):
+            self.warn(ln, f"mac {u.pop('mac')}", "only host and user units have a MAC")
         self.units.append(u)
         self.unit_lines.append(ln)
+
+    def unit_enforcement(self, ln: int, u: dict[str, Any], word: str,
+                         arg: str | None = None) -> None:
+        """A unit's sys-* words, mac and auto-units rule number."""
+        w = word.lower()
+        if w == "fp-nodefault":
+            self.warn(ln, word, "acctd has no fp-nodefault; nodefault drops both default "
+                                "lists, ap-nodefault the acct-policy one")
+        elif w == "mac":
+            why = _refused(UnitTable, "mac", arg)
+            if why:
+                self.warn(ln, f"mac {arg}", f"bad value for mac: {why}")
+            else:
+                u["mac"] = arg
+        elif w == "auto-units":
+            why = _refused(UnitTable, "auto-units", _value(arg))
+            if why:
+                self.warn(ln, f"auto-units {arg}", f"bad value for auto-units: {why}")
+            else:
+                u["auto-units"] = _value(arg)
+        else:
+            why = _refused(UnitTable, "sys-policy", [w])
+            if why:
+                self.warn(ln, word, f"not carried: {why}")
+            else:
+                u.setdefault("sys-policy", []).append(w)
 
     def addresses(self, ln: int, u: dict[str, Any], ips: list[str]) -> bool:
         kind = u["type"]
@@ -457,6 +642,11 @@ class _Importer:
                 self.warn(ln, " ".join(t), f"bad value for set: {e}")
                 return
             self.set_unit(ln, t, self.quota)
+        elif key == "delay":
+            self.warn(ln, " ".join(t), _WHY["delay"])
+        elif key in ("policy", "block-policy") and len(t) == 2:
+            self.quota[key] = t[1]  # a name or an oid: check_refs makes it the name
+            self.keep(ln, "quota", key)
         elif key in _QUOTA_DIRECTIVES:
             # "soft-treshold" is NeTAMS's spelling; carried under its English spelling
             if self.bad_value(ln, t, QuotaSettings, key):
@@ -472,6 +662,8 @@ class _Importer:
             self.warn(ln, " ".join(t), _WHY["storage"])
         elif head == "set":
             self.set_unit(ln, t, self.login)
+        elif key == "delay":
+            self.warn(ln, " ".join(t), _WHY["delay"])
         elif key == "set-user-ip" and len(t) == 1:
             self.login[key] = "yes"
             self.keep(ln, "login", key)
@@ -595,29 +787,41 @@ class _Importer:
         oids = {p["oid"]: p["name"] for p in self.policies if "oid" in p}
         groups = {u["name"] for u in self.units if u["type"] == "group"}
 
-        def keep_entry(ln: int, owner: str, entry: str) -> str | None:
+        def keep_entry(ln: int, owner: str, entry: str, key: str) -> str | None:
             try:
                 name, inv, stop = parse_acct_entry(entry)
             except ValueError as e:
-                self.warn(ln, f"{owner} acct-policy {entry}", str(e))
+                self.warn(ln, f"{owner} {key} {entry}", str(e))
                 return None
             if name not in names and name.upper().zfill(6) in oids:
                 name = oids[name.upper().zfill(6)]
                 return ("!" if inv else "") + ("%" if stop else "") + name
             if name not in names:
-                self.warn(ln, f"{owner} acct-policy {entry}", "no such policy was carried")
+                self.warn(ln, f"{owner} {key} {entry}", "no such policy was carried")
                 return None
             return entry
 
-        dflt = self.processor.get("default-acct-policy")
-        if dflt:
-            self.processor["default-acct-policy"] = [
-                e for e in (keep_entry(ln, "default", x)
-                            for ln, x in zip(self.default_lines, dflt)) if e]
+        for key in ("policy", "block-policy"):  # the quota's: it names a carried policy
+            ref = self.quota.get(key)
+            if ref is not None and str(ref) not in names and str(ref).upper().zfill(6) in oids:
+                # by oid, as NeTAMS allows
+                self.quota[key] = ref = oids[str(ref).upper().zfill(6)]
+            if ref is not None and str(ref).lstrip("!") not in names:
+                self.warn(self.origin[("quota", key)], f"{key} {ref}",
+                          "no such policy was carried; not carried")
+                del self.quota[key]
+        for key, lines in (("acct-policy", self.default_lines),
+                           ("fw-policy", self.default_fw_lines)):
+            dflt = self.processor.get(f"default-{key}")
+            if dflt:
+                self.processor[f"default-{key}"] = [
+                    e for e in (keep_entry(ln, "default", x, key)
+                                for ln, x in zip(lines, dflt)) if e]
         for ln, u in zip(self.unit_lines, self.units):
-            if "acct-policy" in u:
-                u["acct-policy"] = [e for e in (keep_entry(ln, f"unit {u['name']}", x)
-                                                for x in u["acct-policy"]) if e]
+            for key in ("acct-policy", "fw-policy"):
+                if key in u:
+                    u[key] = [e for e in (keep_entry(ln, f"unit {u['name']}", x, key)
+                                          for x in u[key]) if e]
             if "parents" in u:
                 missing = [p for p in u["parents"] if p not in groups]
                 for p in missing:
@@ -642,14 +846,25 @@ class _Importer:
         if self.processor:
             out.table(("processor",), self.processor, self.origin)
         for ln, p in zip(self.policy_lines, self.policies):
-            keys = {k: p[k] for k in ("name", "oid", "target") if k in p}
+            keys = {k: p[k] for k in ("name", "oid", "target", "bw") if k in p}
             if for_check and p["name"] in self.unreadable:
                 keys["target"] = _empty_files(keys["target"])
             out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
-                 "description", "nodefault", "ap-nodefault")
+                 "description", "nodefault", "ap-nodefault", "fw-policy", "bw", "sys-policy",
+                 "no-local-pass", "mac", "auto-units")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
+        for ln, u in zip(self.user_lines, self.users):
+            out.add("[[user]]", *_keys(u), "", line=ln)
+        if self.schedules:
+            out.table(("scheduler",), {"schedule": self.schedules}, self.origin)
+        out.add(*self.server_table(), line=self.origin.get(("server",)))
+        if self.alerter:
+            # NeTAMS mails "all administrators (user XXX ... permit all)"
+            extra = {"admins": self.admin_emails} if self.admin_emails else {}
+            extra.update({"language": self.language} if self.language else {})
+            out.table(("alerter",), {**self.alerter, **extra}, self.origin)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing), ("monitor", self.monitor),
                            ("log", self.log)):
@@ -689,6 +904,19 @@ class _Lines:
 _DEBUG = {"all": "all", "quota": "quota", "login": "login", "scheduler": "scheduler",
           "billing": "billing", "aclserver": "aclserver", "alert": "alerter",
           "storage": "storage", "server": "control"}
+
+
+def _quoted(word: str) -> str:
+    """A word of a schedule line as the scheduler reads it back (the action
+    was one quoted word of the NeTAMS line)."""
+    return f'"{word}"' if " " in word else word
+
+
+def _bw_words(t: list[str], k: int) -> int:
+    """How many words `bw ...` at t[k] takes: bw SPEED [in|out [SPEED in|out]]."""
+    def dir_at(j: int) -> bool:
+        return j < len(t) and t[j].lower() in ("in", "out")
+    return 5 if dir_at(k + 2) and dir_at(k + 4) else 3 if dir_at(k + 2) else 2
 
 
 def _ident(word: str) -> str:

@@ -112,6 +112,7 @@ class Atom(enum.IntFlag):
     TOS = 8
     VLAN = 16
     ADDR_ANY_SIDE = 32
+    DENY = 64
 
 
 class Health(enum.IntEnum):

@@ -172,7 +172,7 @@ class Enforcer:
                 if rule.invert:
                     flags |= abi.Atom.INVERT
                 if j == len(rule.atoms) - 1:
-                    flags |= abi.Atom.LAST
+                    flags |= abi.Atom.LAST | (abi.Atom.DENY if rule.deny else 0)
                 a["policer"] = [self._policers.get(
                     ("fw", c.unit_oid, rule.policy_oid, d, rule.bw[d] if rule.bw else None), 0)
                     for d in range(abi.DIR_MAX)]

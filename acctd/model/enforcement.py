@@ -13,6 +13,8 @@ What the kernel does with a packet of local address A (bpf/acct_lib.h):
   passes, everything else is dropped. A unit without fw-policies gets
   `restrict local`; one that is no-local-pass or has neither acct- nor
   fw-policies gets `restrict all`, as do addresses of no unit.
+- A service's fw_blocks() (a quota's block-policy) put rules before the
+  unit's fw-policies whose match drops: only that policy's traffic stops.
 - `bw` on a unit limits all its traffic per direction; `bw` on a policy
   limits the traffic that policy passes, per unit. A token bucket in the
   kernel, charged at the first hook that sees the direction; its depth
@@ -237,6 +239,10 @@ class Rule:
     invert: bool
     policy_oid: str
     bw: tuple[int | None, int | None] | None
+    deny: bool = False   # its match drops (a quota's block-policy), listed first
+
+
+PASS_REST = Rule((Atom(),), False, "", None)  # after deny rules on an unrestricted unit
 
 
 def fw_list(u, i: int, policies, default: Sequence[str]) -> list[tuple[int, bool]]:
@@ -280,6 +286,52 @@ def compile_rules(u, i: int, policies, units, default, now, memo) -> tuple[Rule,
     return tuple(rules)
 
 
+def deny_rules(texts: Sequence[str], i: int, policies, units, now, memo) -> tuple[Rule, ...]:
+    """The policies a service blocks for unit i ("icmp", "!web"): rules whose
+    match drops, evaluated before the unit's own fw-policies."""
+    rules = []
+    for text in texts:
+        try:
+            name, inv, _stop = parse_acct_entry(text)
+            k = policies.find(name)
+            atoms = policy_atoms(k, policies, units, now, memo)
+        except (ValueError, KeyError, FwError) as e:
+            raise FwError(f"block-policy {text}: {e.args[0]}", "unit", i) from None
+        if inv:  # !p blocks what p does not: an empty p blocks everything
+            if not atoms:
+                atoms, inv = [Atom()], False
+            elif Atom() in atoms:
+                continue
+        elif not atoms:
+            continue  # inactive now: blocks nothing
+        rules.append(Rule(tuple(atoms), inv, policies.policies[k].oid, None, deny=True))
+    return tuple(rules)
+
+
+def with_denials(spec: "ClassSpec", deny: tuple[Rule, ...], i: int) -> "ClassSpec":
+    """A unit's class with deny rules put in front; a unit that drops
+    everything anyway stays as it is."""
+    if not deny or spec.fw == abi.Fw.DROP:
+        return spec
+    rules = deny + (spec.rules if spec.fw == abi.Fw.RULES else (PASS_REST,))
+    n = sum(len(r.atoms) for r in rules)
+    if n > abi.FW_ATOMS:
+        raise FwError(f"block-policy and fw-policy list compile to {n} kernel rules; at most "
+                      f"{abi.FW_ATOMS} fit", "unit", i)
+    return dataclasses.replace(spec, fw=abi.Fw.RULES, rules=rules)
+
+
+def deny_error(snap, unit: str, texts: Sequence[str]) -> str | None:
+    """Why `texts` cannot be a block-policy of unit (oid or name), or None."""
+    i = snap.units.find(unit)
+    try:
+        with_denials(unit_class(snap, i, 0, None, {}),
+                     deny_rules(texts, i, snap.policies, snap.units, None, {}), i)
+    except FwError as e:
+        return e.args[0]
+    return None
+
+
 def check(units, policies, proc) -> None:
     """Config-time checks (ModelError names the unit and key): every
     fw-policy list compiles, with all time/day targets taken as active, and
@@ -305,31 +357,49 @@ class ClassSpec:
     bw: tuple[int | None, int | None] | None = None
 
 
-def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
+def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassSpec:
+    """Unit i's class: its blocks, its fw-policies compiled, else `restrict`."""
+    u, units, policies, proc = snap.units.units[i], snap.units, snap.policies, \
+        snap.config.processor
+    rules = compile_rules(u, i, policies, units, proc.default_fw_policy, now, memo)
+    if rules or fw_list(u, i, policies, proc.default_fw_policy):
+        fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
+    else:
+        local = not u.no_local_pass and bool(snap.plan.lists[i])
+        fw = abi.Fw.DROP if (proc.restrict_local if local else proc.restrict_all) == "drop" \
+            else abi.Fw.PASS
+    return ClassSpec(bits, fw, rules, u.oid, u.bw)
+
+
+def plan(snap, bits: Mapping[int, int], now: dt.datetime | None,
+         denied: Mapping[str, tuple[Sequence[str], int]] | None = None
          ) -> dict[tuple[bytes, int], ClassSpec]:
     """Every class the kernel should hold: (prefix, length) -> ClassSpec.
 
     snap: the model snapshot (its units carry the sessions' addresses);
     bits: each unit's blocks by index, resolved (sys_policy.resolve: its
-    groups' included, lifted ones not); now: local time for time/day targets (None: all active)."""
-    units, policies, proc = snap.units, snap.policies, snap.config.processor
-    restrict = {"pass": abi.Fw.PASS, "drop": abi.Fw.DROP}
+    groups' included, lifted ones not); now: local time for time/day targets
+    (None: all active); denied: {unit oid: (policies whose traffic drops,
+    the block bits to hold instead if they do not compile or fit)}, the
+    services' fw_blocks() (a quota's block-policy)."""
+    denied = denied or {}
+    units, proc = snap.units, snap.config.processor
     out: dict[tuple[bytes, int], ClassSpec] = {}
     memo: dict = {}
-    default_fw = proc.default_fw_policy
     for i, u in enumerate(units):
         if u.type == "group":
             continue
         prefixes = [(a, 128) for a in u.addrs] + list(u.nets)
         if not prefixes:
             continue  # a user unit without an address
-        rules = compile_rules(u, i, policies, units, default_fw, now, memo)
-        if rules or fw_list(u, i, policies, default_fw):
-            fw = abi.Fw.RULES   # listed policies, maybe none active now: drop the rest
-        else:
-            local = not u.no_local_pass and bool(snap.plan.lists[i])
-            fw = restrict[proc.restrict_local if local else proc.restrict_all]
-        spec = ClassSpec(int(bits.get(i, 0)), fw, rules, u.oid, u.bw)
+        spec = unit_class(snap, i, int(bits.get(i, 0)), now, memo)
+        if u.oid in denied:
+            texts, instead = denied[u.oid]
+            try:
+                spec = with_denials(spec, deny_rules(texts, i, snap.policies, units, now, memo),
+                                    i)
+            except FwError:  # the service was told at set time (deny_error); block it all
+                spec = dataclasses.replace(spec, sys_policy=spec.sys_policy | instead)
         for pfx in prefixes:
             out.setdefault(pfx, spec)  # a unit listed twice: the first wins, as in matching
     if proc.restrict_all == "drop":

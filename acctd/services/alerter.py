@@ -121,6 +121,9 @@ class QuotaNotice:
     usage: int                # bytes counted so far in the period
     quota: int                # bytes allowed in the period
     email: str | None = None  # the unit's owner
+    # the quota's notify recipients as addresses; None: the owner. The admins
+    # are copied either way (a notify of {none} sends no notice at all).
+    to: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for v, allowed, what in ((self.kind, KINDS, "kind"), (self.period, PERIODS, "period"),
@@ -347,9 +350,15 @@ class Mailer:
         log.debug("queued %s to %s: %s", mid, ", ".join(to), subject)
         return mid
 
-    def notify_quota(self, n: QuotaNotice, now: float | None = None) -> str:
+    def notify_quota(self, n: QuotaNotice, now: float | None = None) -> str | None:
+        """Queue the notice; None when it has no recipient (an owner without
+        e-mail, no one else named, no admins)."""
+        to = recipients(n.email, self.settings.admins) if n.to is None else \
+            recipients(None, (*n.to, *self.settings.admins))
+        if not to:
+            return None
         subject, body = render_quota(n, self.settings.language)
-        return self.enqueue(recipients(n.email, self.settings.admins), subject, body, now)
+        return self.enqueue(to, subject, body, now)
 
     def report(self, unit: str, oid: str, email_addr: str | None, period: str,
                start: datetime, rows: Sequence[tuple[str, int, int]],

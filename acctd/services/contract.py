@@ -16,7 +16,7 @@ acctd.daemon.core.SERVICES:
                  service says otherwise (the core re-applies enforcement after)
     close()
 
-and the events: blocks() and rate_limits() (what a service holds against
+and the events: blocks(), fw_blocks() and rate_limits() (what a service holds against
 units, which enforce() merges), blocks_changed(), session_started(),
 session_stopping(), login_attempted(). Each has a default that does
 nothing. Control commands are methods, named by the registry
@@ -156,6 +156,11 @@ class Service:
 
     def blocks(self) -> Mapping[str, int]:
         """unit oid -> the acctd.kernel.abi.SysPolicy bits this service holds."""
+        return {}
+
+    def fw_blocks(self) -> Mapping[str, tuple[tuple[str, ...], int]]:
+        """unit oid -> (policies whose traffic the kernel drops for it, the
+        SysPolicy bits to hold instead if they cannot be compiled)."""
         return {}
 
     def rate_limits(self) -> Mapping[str, tuple[int | None, int | None]]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +74,16 @@ def _flag_check(v, ctx) -> bool:
     raise Invalid(f"expected true/false (or yes/no), got {v!r}")
 
 
+DEF_STATES = {"open": OPENED, "opened": OPENED, "1": OPENED, "closed": CLOSED, "close": CLOSED,
+              "0": CLOSED, "keep": None}
+
+
+def _def_state_check(v) -> str:
+    if str(v).lower() not in DEF_STATES:
+        raise Invalid(f"expected open, closed or keep (NeTAMS def_state 1 or 0), got {v!r}")
+    return str(v).lower()
+
+
 @dataclasses.dataclass(frozen=True)
 class LoginSettings(Table):
     """The service's own settings (the config file's [login] table): kebab-case
@@ -86,9 +98,15 @@ class LoginSettings(Table):
     max_abs: int = setting(MAX_ABS, check=_seconds_check, aliases=("max_abs",))
     min_passwd_length: int = setting(MIN_PASSWD_LENGTH, check=_seconds_check,
                                      aliases=("min_passwd_length",))
+    # NeTAMS's check interval, accepted and not used: a unit's last packet is
+    # known at a drain, and every drain checks the timeouts (see after_drain)
     delay: int = setting(DEFAULT_DELAY, check=_seconds_check)
     relogin: bool = setting(True, check=_flag_check)          # "По умолчанию «да»"
     set_user_ip: bool = setting(False, check=_flag_check, aliases=("set_user_ip",))  # "равно 0"
+    # the state a record takes at start unless its own def-state says (NeTAMS
+    # def_state); "keep": the state it had when the daemon stopped
+    def_state: str = setting("keep", check=lambda v, ctx: _def_state_check(v),
+                             aliases=("def_state",))
     # `login set` lines `acctd.importers.netams` carried per unit (see config_sets)
     units: Mapping[str, TomlValue] = setting(default_factory=lambda: MappingProxyType({}),
                                              check=carried())
@@ -120,19 +138,24 @@ class LoginSettings(Table):
         return f"{kind} must be 0 (off) or between {lo} and {hi} seconds, got {seconds}"
 
 
-def config_sets(units: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def config_sets(units: Mapping[str, Any]) -> list[tuple[str, list[list[str]]]]:
     """The `set` commands `acctd.importers.netams` carried from a NeTAMS config
-    ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, words).
+    ([login.units.NAME] raw = ["password X inact N", ...]), as (unit, [words]);
+    the service applies a unit's lines when they differ from those it last
+    applied (LoginRecord.config): hashing a password is slow.
 
     A unit's own `password`/`mac` (from `unit ... password`) is NOT turned into
     a login record: in NeTAMS only the login table makes the service manage a
     unit, and a record blocks the unit until it logs in.
     """
-    out = []
-    for name, entry in units.items():
-        for raw in (entry or {}).get("raw", ()):
-            out.append((str(name), str(raw).split()))
-    return out
+    return [(str(name), [str(raw).split() for raw in entry["raw"]])
+            for name, entry in units.items() if (entry or {}).get("raw")]
+
+
+def config_mark(lines: list[list[str]]) -> str:
+    """What LoginRecord.config keeps of a unit's config lines: their digest
+    (the lines hold the password)."""
+    return hashlib.sha256(json.dumps(lines).encode()).hexdigest()
 
 
 # --- per-unit records -------------------------------------------------------------
@@ -159,10 +182,14 @@ class LoginRecord:
     addr: str | None = None
     mac_seen: str | None = None
     last_changed: dt.datetime | None = None
+    def_state: str | None = None  # opened | closed at start; None: the service's def-state
+    config: str | None = None     # config_mark() of the config lines last applied
 
     def __post_init__(self):
         if not self.password.startswith("$argon2id$"):
             raise ValueError("password: expected an argon2id hash ($argon2id$...)")
+        if self.def_state not in (None, *STATES):
+            raise ValueError(f"def_state: expected {' or '.join(STATES)}, got {self.def_state!r}")
         if self.curr_state not in STATES:
             raise ValueError(f"curr_state: expected {' or '.join(STATES)}, "
                              f"got {self.curr_state!r}")
@@ -386,9 +413,9 @@ class LoginTable:
                 new["strict"] = w == "strict"
                 k += 1
                 continue
-            if w not in ("password", "inact", "abs", "mac"):
+            if w not in ("password", "inact", "abs", "mac", "def-state", "def_state"):
                 raise LoginError(f"unexpected word {words[k]!r}; expected password, inact, "
-                                 "abs, mac, strict or nostrict")
+                                 "abs, mac, def-state, strict or nostrict")
             if k + 1 >= len(words):
                 raise LoginError(f"{w} needs a value")
             v = words[k + 1]
@@ -399,6 +426,10 @@ class LoginTable:
                 new["password"] = v
             elif w == "mac":
                 new["mac"] = None if v.lower() == "none" else normalize_mac(v)
+            elif w in ("def-state", "def_state"):
+                if v.lower() not in DEF_STATES:
+                    raise LoginError(f"def-state must be open, closed or keep, got {v!r}")
+                new["def_state"] = DEF_STATES[v.lower()]
             else:
                 if not v.isdigit():
                     raise LoginError(f"{w} must be a whole number of seconds, got {v!r}")
@@ -423,6 +454,26 @@ class LoginTable:
                else LoginRecord(oid=oid, **new, last_changed=now))
         self._records[oid] = rec
         return rec
+
+    def mark(self, oid: str, config: str) -> None:
+        """Remember which config lines the record has (see config_mark)."""
+        self._records[oid] = dataclasses.replace(self._records[oid], config=config)
+
+    def start_states(self, now: dt.datetime) -> list[str]:
+        """At start each record takes its def-state ("текущее состояние доступа
+        становится равным значению по умолчанию"): the record's own, else the
+        service's; keep leaves it. Returns the records that changed."""
+        default = DEF_STATES[self.settings.def_state]
+        changed = []
+        for oid, rec in self._records.items():
+            want = rec.def_state or default
+            if want is None or want == rec.curr_state:
+                continue
+            self._records[oid] = dataclasses.replace(
+                rec, curr_state=want, **({"opened_at": now, "last_used": None}
+                                         if want == OPENED else {}))
+            changed.append(oid)
+        return changed
 
     def remove(self, oid: str) -> bool:
         """Drop a unit's record: the service no longer manages (or blocks) it."""
@@ -601,10 +652,33 @@ class LoginService(Service):
         records = [LoginRecord.from_dict(d) for d in self.core.storage.login_records().values()]
         self.table = LoginTable(self.settings, self._find, records, on_attempt=self._attempt)
         self._forget_gone()
+        self._config_sets()
+        for oid in self.table.start_states(self.core.clock()):
+            self._save(oid)
 
     def reload(self, settings: LoginSettings) -> None:
         self.settings = self.table.settings = settings
         self._forget_gone()
+        self._config_sets()  # the lines that changed; `login set` since is kept otherwise
+
+    def _config_sets(self) -> None:
+        """The config's [login.units.X] raw lines, as `login set X LINE` each,
+        for the units whose lines changed since they were applied."""
+        now = self.core.clock()
+        for unit, lines in config_sets(self.settings.units):
+            mark = config_mark(lines)
+            oid = self._find(unit)
+            rec = self.table.get(oid) if oid else None
+            if rec is not None and rec.config == mark:
+                continue
+            for words in lines:
+                try:
+                    rec = self.table.set(unit, words, now=now)
+                except (LoginError, NotFound) as e:
+                    log.error("[login.units.%s]: %s; that line is not applied", unit, e)
+            if rec is not None:
+                self.table.mark(rec.oid, mark)
+                self._save(rec.oid)
 
     def _forget_gone(self) -> None:
         with self.core.lock:

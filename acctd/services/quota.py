@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from acctd.common.display import format_bytes
 from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
+from acctd.model import enforcement
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import PERIODS, period_start
 
@@ -160,6 +161,8 @@ class QuotaSettings(Table):
     block_policy: str | None = setting(None, check=string("a policy name"))
     soft_threshold: int = setting(DEFAULT_SOFT_THRESHOLD, check=_soft_threshold,
                                   aliases=("soft-treshold", "soft_threshold"))
+    # NeTAMS's check interval, accepted and not used: usage moves only at a
+    # drain, and every drain checks (lookup-delay is the check interval)
     delay: int = setting(DEFAULT_DELAY, check=integer(1, what="seconds"))
     notify: Mapping[str, tuple[str, ...]] = setting(
         default_factory=lambda: dict(DEFAULT_NOTIFY), check=_notify)
@@ -519,10 +522,11 @@ def check(specs: Mapping[str, QuotaSpec], defaults: QuotaSettings,
 
 def recipients(who: Iterable[str], owner_email: str, users: Mapping[str, str]) -> list[str]:
     """Raw notify tokens -> addresses: {owner} is the unit's e-mail (skipped if it
-    has none), other words are management users by name or oid -> their e-mail."""
+    has none), other words are management users by name -> their e-mail, or
+    an address as it is."""
     out: list[str] = []
     for w in who:
-        addr = owner_email if w == OWNER else users.get(w, "")
+        addr = owner_email if w == OWNER else users.get(w, w if "@" in w else "")
         if addr and addr not in out:
             out.append(addr)
     return out
@@ -602,7 +606,7 @@ def format_show(rows: Iterable[ShowRow], list_only: bool = False) -> str:
         if r.soft_threshold != DEFAULT_SOFT_THRESHOLD:
             head += f" soft-treshold {r.soft_threshold}"
         out.append(head + ("" if r.active else " inactive"))
-        syst = "sys-deny-quota " if r.blocked else ""
+        syst = (action + " ") if r.blocked else ""  # what the kernel holds
         out.append(f"{unit} SYST: {syst}ACCT is {'' if r.acct_present else 'NOT '}present")
         for ln in r.lines:
             # used and quota in the one unit system of every acctctl figure
@@ -633,12 +637,45 @@ class QuotaService(Service):
 
     def start(self) -> None:
         self.state = self.core.storage.quota_state()
+        self._config_sets()
+
+    def reload(self, settings: QuotaSettings) -> None:
+        changed = settings.units != self.settings.units
+        self.settings = settings
+        if changed:  # the config's lines again; a reload keeps what `quota set` did since
+            self._config_sets()
+
+    def _config_sets(self) -> None:
+        """The config's [quota.units.X] raw lines, as `quota set X LINE` each
+        (over the unit's record: only what a line names changes)."""
+        for name, entry in self.settings.units.items():
+            for line in entry.get("raw", ()):
+                try:
+                    self.set([name, *tokens(line)])
+                except (KeyError, ValueError) as e:
+                    log.error("[quota.units.%s]: %s; that line is not applied", name,
+                              e.args[0] if e.args else e)
 
     def held(self) -> set[str]:
         return {o for o, st in (self.state or {}).get("units", {}).items() if st.get("blocked")}
 
+    def _block_policies(self) -> dict[str, str | None]:
+        """Each held unit's block-policy (None: the whole unit, sys-deny-quota)."""
+        held = self.held()
+        if not held:
+            return {}
+        specs = self.core.storage.quotas()
+        return {o: effective(QuotaSpec.from_dict(specs[o]), self.settings).block_policy
+                if o in specs else None for o in held}
+
     def blocks(self) -> dict[str, int]:
-        return dict.fromkeys(self.held(), abi.SysPolicy.QUOTA)
+        return {o: abi.SysPolicy.QUOTA for o, p in self._block_policies().items() if p is None}
+
+    def fw_blocks(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """A block-policy is added to the unit's fw-policies while it is over
+        ("добавляться к набору политик блокировки юнита"): its traffic drops."""
+        return {o: ((p,), abi.SysPolicy.QUOTA) for o, p in self._block_policies().items()
+                if p is not None}
 
     def _inputs(self, now):
         snap = self.core.snapshot
@@ -663,10 +700,10 @@ class QuotaService(Service):
             return
         res = check(specs, self.settings, usage, self.state, drain.now,
                     drain.snapshot.config.processor.zone, first)
-        before = self.held()
+        before = self._block_policies()
         self.state = res.state
         self.core.storage.set_quota_state(res.state)
-        if self.held() != before:
+        if self._block_policies() != before:
             self.core.enforce()  # first: a notice that cannot go out holds up no block
         self.events.extend(res.events)
         for e in res.events:
@@ -686,8 +723,16 @@ class QuotaService(Service):
         if i is None:
             return  # the unit has left the config since its quota was set
         u = units.units[i]
+        users = {x.name: x.email for x in self.core.config.users if x.email}
+        unknown = [w for w in e.notify if w != OWNER and w not in users and "@" not in w]
+        if unknown:
+            log.warning("quota %s of %s: notify names %s, no [[user]] with an email",
+                        e.kind, u.name, ", ".join(unknown))
+        if not e.notify:
+            return  # {none}: nobody, the alerter's admins included
+        to = tuple(recipients(e.notify, u.email or "", users))
         mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used, e.quota,
-                                        u.email or None))
+                                        u.email or None, to))
 
     # -- commands ---------------------------------------------------------------------
 
@@ -698,6 +743,10 @@ class QuotaService(Service):
             u = self.core.snapshot.unit(parse_set(words).unit)  # whose record it is
             old = self.core.storage.quotas().get(u.oid)
             spec = parse_set(words, base=QuotaSpec.from_dict(old) if old else None)
+            block = effective(spec, self.settings).block_policy
+            why = block and enforcement.deny_error(self.core.snapshot, u.oid, (block,))
+            if why:
+                raise QuotaError(block, f"a block-policy the kernel can hold ({why})")
             self.core.storage.set_quota(u.oid, spec.to_dict() if spec.limits or not spec.active
                                         else None)
             return {"unit": u.name, "oid": u.oid, "set": format_set(spec)}

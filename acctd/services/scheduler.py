@@ -54,6 +54,7 @@ import zoneinfo
 from typing import Any, Callable, Iterable
 
 from acctd.common import durable
+from acctd.config.schema import Invalid, Table, setting
 from acctd.errors import AcctError, NotFound, PermissionDenied
 from acctd.model.units import normalize_oid
 from acctd.services.contract import Service
@@ -742,6 +743,41 @@ def request_from_argv(argv: list[str]) -> dict | None:
     return {"cmd": cmd.name, "args": args}
 
 
+# --- schedules in the config ---------------------------------------------------------
+
+CONFIG_OWNER = Owner(0, "config")  # root's power; the name says where the entry came from
+
+
+def _config_schedules(v, ctx) -> tuple[Spec, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise Invalid(f'expected schedule lines like "oid 08A001 time daily action flush", '
+                      f"got {v!r}")
+    out = []
+    for i, text in enumerate(items):
+        try:
+            sp = parse_schedule(text)
+            for argv in split_action(sp.action):  # refused at load, not at 3 a.m.
+                request_from_argv(argv)
+        except (SchedulerError, ValueError) as e:
+            raise Invalid(str(e), f"[{i}]") from None
+        if sp.oid is None:
+            raise Invalid(f"{text!r}: a schedule in the config needs its oid (08XXXX), so a "
+                          "reload replaces it instead of adding another", f"[{i}]")
+        out.append(sp)
+    if len({sp.oid for sp in out}) != len(out):
+        raise Invalid("two schedules have the same oid")
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerSettings(Table):
+    """[scheduler]: schedules the config gives (NeTAMS `schedule ...` lines),
+    added at start and at reload as the config's, each replacing the entry
+    of its oid; one the config no longer lists is deleted."""
+    schedule: tuple[Spec, ...] = setting((), check=_config_schedules)
+
+
 class SchedulerService(Service):
     """NeTAMS `service scheduler` in the daemon: entries persist beside the
     database; due ones run on a worker thread of their own, one at a time,
@@ -766,6 +802,20 @@ class SchedulerService(Service):
 
     def start(self) -> None:
         self.schedule = Scheduler(self.settings, clock=self.core.clock, path=self.path)
+        self._config_entries()
+
+    def _config_entries(self) -> None:
+        """The config's [scheduler] schedule lines: added (an unchanged one
+        keeps its due time), and the config's entries it no longer lists deleted."""
+        want = {sp.oid: sp for sp in self.core.config.scheduler.schedule}
+        for e in self.schedule.entries():
+            if e.owner == CONFIG_OWNER and e.oid not in want:
+                self.schedule.delete(e.oid)
+        have = {e.oid: e for e in self.schedule.entries()}
+        for oid, sp in want.items():
+            e = have.get(oid)
+            if e is None or (e.timing, e.action, e.owner) != (sp.timing, sp.action, CONFIG_OWNER):
+                self.schedule.add(sp, CONFIG_OWNER)
 
     def serve(self) -> None:
         self._thread = threading.Thread(target=self._work, name="schedule", daemon=True)
@@ -775,6 +825,7 @@ class SchedulerService(Service):
         if settings != self.settings:
             self.schedule.set_zone(settings)
         self.settings = settings
+        self._config_entries()
 
     def tick(self) -> None:
         for entry in self.schedule.due():

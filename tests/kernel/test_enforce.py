@@ -189,3 +189,22 @@ def test_fw_and_rate_limits_act_once_per_direction(enforced):
         assert egress(abi.IF_EGRESS_FIRST) == 2        # TC_ACT_SHOT: fw (only web, dns out)
     finally:
         egress(0)
+
+
+def test_deny_rules_drop_their_policy_before_the_fw_list(enforced):
+    """A quota's block-policy (plan's `denied`): on a unit without fw-policies
+    only ICMP drops; on one with ["web", "dns"], dns drops and web still passes."""
+    dp, enf, classes = enforced
+    cfg = config.loads(CONFIG)
+    snap = Snapshot.build(cfg)
+    denied = {snap.unit("plain").oid: (("icmp",), abi.SysPolicy.QUOTA),
+              snap.unit("fw").oid: (("dns",), abi.SysPolicy.QUOTA)}
+    enf.apply(enforcement.plan(snap, {}, None, denied))
+    try:
+        assert run(dp, out("10.0.5.3", ICMP())) == XDP_DROP
+        assert run(dp, out("10.0.5.3", UDP(sport=1, dport=9))) == XDP_PASS
+        assert run(dp, out("10.0.5.1", UDP(sport=1, dport=53))) == XDP_DROP
+        assert run(dp, out("10.0.5.1", TCP(sport=1, dport=80))) == XDP_PASS
+        assert run(dp, out("10.0.5.1", TCP(sport=1, dport=22))) == XDP_DROP
+    finally:
+        enf.apply(classes)

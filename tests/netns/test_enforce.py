@@ -538,6 +538,46 @@ def test_sys_allow_lifts_a_quota_block_held_then_and_the_next_one_blocks(bed, tm
         assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
 
 
+def test_a_hard_quota_with_block_policy_drops_only_that_policy(bed, tmp_path):
+    """`quota set bob block-policy icmp hour 2K out`: over the quota, bob's
+    pings drop (counted as fw drops) while his UDP to port 53 still arrives
+    and alice is untouched; `quota show` says what acts. A new hour lets the
+    pings through again. (Before: bob lost all traffic, as sys-deny-quota.)"""
+    topo = bed.topo
+    now = [NOON]
+    units = host("alice", SUB1.v4()) + host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units), clock=lambda: now[0]) as d:
+        d.call("quota-set", argv=["bob", "block-policy", "icmp", "hour", "2K", "out"])
+        assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20  # 2560 B out
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
+        assert shown(d) == {} and d.blocked() == {}  # no block: one policy's traffic
+        fw = drops(d.dp.maps, SUB2.v4(), abi.Drop.FW)
+        assert topo.ping("sub2", SRV.v4(), count=4, size=100).received == 0
+        topo.quiesce()
+        assert drops(d.dp.maps, SUB2.v4(), abi.Drop.FW)[1] - fw[1] == 4
+        b = topo.snapshot()
+        topo.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), 12, 100, dport=53)
+        a = topo.quiesce()
+        assert a[("srv", "eth0")].rx_packets - b[("srv", "eth0")].rx_packets == 12
+        assert topo.ping("sub1", SRV.v4(), count=3, size=100).received == 3
+        text = d.call("quota-show", unit="bob")["text"]
+        assert text.splitlines()[:2] == [
+            "QUOTA: bob policy all-ip set block-policy icmp",
+            f"UNIT {d.snapshot.unit('bob').oid} (bob) SYST: block-policy icmp ACCT is present"]
+        now[0] = NOON + dt.timedelta(hours=1)
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard", "return"]
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 3
+
+
+def test_a_block_policy_the_kernel_cannot_hold_is_refused_at_set(bed, tmp_path):
+    units = host("bob", SUB2.v4())
+    with running(bed, write_config(tmp_path, units)) as d:
+        with pytest.raises(Exception, match="expected a block-policy the kernel can hold"):
+            d.call("quota-set", argv=["bob", "block-policy", "nosuch", "hour", "2K", "out"])
+
+
 def test_a_login_record_after_sys_allow_blocks(bed, tmp_path):
     """sys-allow, then `login set` with a password: bob shows sys-deny-login
     and the kernel drops him until he logs in. (The override used to pass
@@ -642,3 +682,68 @@ def test_sighup_applies_a_new_sys_policy_and_bw_under_traffic(bed, tmp_path):
         from acctd.kernel.enforcer import Enforcer
         Enforcer(dp.open().maps).apply({})   # the module's pins unblocked for the next test
         dp.close()
+
+
+# --- a NeTAMS gateway, imported ----------------------------------------------------------
+
+GATEWAY = os.path.join(os.path.dirname(__file__), "..", "data", "netams_gateway.conf")
+
+
+def test_an_imported_netams_gateway_acts_in_the_kernel(bed, tmp_path):
+    """issue 18's done-when: tests/data/netams_gateway.conf, imported with
+    `acctctl import netams`, starts and behaves as NeTAMS would: alice's
+    fw-policies pass only dns and web, the dns policy's bw and dave's unit bw
+    police, carol's sys-deny blocks, the no-local-pass net falls to restrict
+    all drop, and bob's per-unit quota (a `set name bob` line) with the
+    service's block-policy icmp stops his pings only once he is over."""
+    from acctd.importers import netams
+
+    topo = bed.topo
+    res = netams.import_file(GATEWAY)
+    assert [w.directive for w in res.warnings] == ["service server 0"]
+    netams.check(res, GATEWAY)  # as `acctctl import netams` does before writing
+    head = "".join(f'[[interface]]\nname = "{n}"\nrole = "{r}"\nhook = "{h}"\n\n' for n, r, h in (
+        ("lan1", "lan", "tc"), ("lan2", "lan", "xdp-generic"), ("wan0", "wan", "tc")))
+    path = tmp_path / "acctd.toml"
+    path.write_text(head + f'[storage]\npath = "{tmp_path / "acctd.duckdb"}"\n\n' + res.toml)
+    carol, dave, stray = "10.2.0.98", "10.2.0.99", "10.2.0.97"
+
+    def delivered(src, src_addr, n, length=100, dport=5201) -> int:
+        b = topo.snapshot()
+        topo.send_udp(src, src_addr, "srv", SRV.v4(), n, length, dport=dport)
+        a = topo.quiesce()
+        return a[("srv", "eth0")].rx_packets - b[("srv", "eth0")].rx_packets
+
+    with extra_addrs(topo, carol, dave, stray), \
+            running(bed, str(path), clock=lambda: NOON) as d:
+        topo.quiesce()
+        # fw-policy dns web: ping and other UDP drop, dns passes (under its bw)
+        fw0 = drops(d.dp.maps, SUB1.v4(), abi.Drop.FW)
+        assert topo.ping("sub1", SRV.v4(), count=3).received == 0
+        assert delivered("sub1", SUB1.v4(), 5) == 0
+        assert delivered("sub1", SUB1.v4(), 10, dport=53) == 10
+        assert drops(d.dp.maps, SUB1.v4(), abi.Drop.FW)[1] - fw0[1] == 3 + 5
+        # bw 64K on the dns policy, bw 64K out on dave: a fast burst of 300 KB is
+        # policed (the bucket holds MIN_BURST bytes), what passes plus what the
+        # police dropped is what was sent
+        for src, addr, port in (("sub1", SUB1.v4(), 53), ("sub2", dave, 5201)):
+            p0 = drops(d.dp.maps, addr, abi.Drop.POLICE)[1]
+            got = delivered(src, addr, 300, length=1000, dport=port)
+            police = drops(d.dp.maps, addr, abi.Drop.POLICE)[1] - p0
+            assert police > 100 and got + police == 300, (addr, got, police)
+        # sys-deny: everything of carol's drops, as a block
+        b0 = drops(d.dp.maps, carol, abi.Drop.BLOCK)[1]
+        assert delivered("sub2", carol, 7) == 0
+        assert drops(d.dp.maps, carol, abi.Drop.BLOCK)[1] - b0 == 7
+        # no-local-pass under restrict all drop
+        assert delivered("sub2", stray, 4) == 0
+        assert drops(d.dp.maps, stray, abi.Drop.FW) == (0, 4)
+        # bob's quota (hour 2K out, block-policy icmp from [quota]) came from the config
+        assert topo.ping("sub2", SRV.v4(), count=20, size=100).received == 20
+        d.drain()
+        assert [e.kind for e in d.service(QuotaService).events] == ["hard"]
+        assert topo.ping("sub2", SRV.v4(), count=3, size=100).received == 0
+        assert delivered("sub2", SUB2.v4(), 6) == 6
+        # the schedule and the users came along
+        assert [(r["oid"], r["action"]) for r in d.call("schedule-list")] == [("08A001", "flush")]
+        assert [u.name for u in d.config.users] == ["admin", "noc"]

@@ -211,6 +211,7 @@ def test_gcc_sees_the_whole_header(header):
     ("ACCT_H_MAX", "HEALTH_MAX"),
     ("ACCT_DIR_MAX", "DIR_MAX"),
     ("ACCT_ATOM_ADDR_ANY_SIDE", "Atom.ADDR_ANY_SIDE"),
+    ("ACCT_ATOM_DENY", "Atom.DENY"),
     ("ACCT_FW_ATOMS", "FW_ATOMS"),  # abi.Fw is an IntEnum, not a flag family
     ("ACCT_SYS_DENY_MASK", "SYS_DENY_MASK"),
     ("ACCT_ABI_VERSION", "ABI_VERSION"),

@@ -75,8 +75,8 @@ def test_settings_errors_name_the_key(table, key):
 def test_config_sets_carries_raw_set_lines_only():
     table = {"units": {"h": {"password": "unitpw", "mac": "00:11:22:33:44:55"},
                        "r546-1": {"raw": ["password 123456 inact 300", "strict"]}}}
-    assert login.config_sets(table["units"]) == [("r546-1", ["password", "123456", "inact", "300"]),
-                                        ("r546-1", ["strict"])]
+    assert login.config_sets(table["units"]) == [
+        ("r546-1", [["password", "123456", "inact", "300"], ["strict"]])]
 
 
 # --- set ---------------------------------------------------------------------------
