@@ -80,6 +80,17 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
     fields = ["time", "proto", "src", "sport", "dst", "dport", "bytes", "device", "user"]
 
+    [[export]]                    # NetFlow/IPFIX records of the drained flows, one per exporter
+    format = "ipfix"              # v5, v9 or ipfix
+    destination = "192.0.2.10:4739"   # host:port, or a list; [v6 address]:port
+    # transport = "udp"           # or "tcp" (IPFIX, one destination)
+    # active-timeout = 60         # a record per active timeout while a flow moves,
+    # inactive-timeout = 15       # the last one after it has been idle this long
+    # template-refresh = 300      # templates resent every T seconds (UDP) ...
+    # template-packets = 100      # ... and every N messages
+    # domain-id = 1               # the observation domain (v5: engine type and id)
+    # units = "all"               # or "monitored", or ["unit", "group", ...]
+
     [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
     exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
@@ -173,6 +184,7 @@ from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
+from acctd.services.export import ExportSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
@@ -417,6 +429,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    export: tuple[ExportSettings, ...] = ()
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -429,6 +442,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings),
+    "export": (list, ExportSettings),
 }
 
 
@@ -593,7 +607,18 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            export=self.export(units))
+
+    def export(self, units: UnitSet) -> tuple[ExportSettings, ...]:
+        """[[export]] tables; the units they name must exist."""
+        out = self.array(ExportSettings, "export")
+        for i, e in enumerate(out):
+            if isinstance(e.units, tuple):
+                unknown = [n for n in e.units if n not in units.index]
+                if unknown:
+                    self.fail(f"no unit named {unknown[0]!r}", "export", i, "units")
+        return out
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

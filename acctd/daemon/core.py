@@ -46,6 +46,7 @@ from acctd.services.access_script import AccessScriptService
 from acctd.services.alerter import AlerterService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
+from acctd.services.export import ExportService
 from acctd.services.flowlog import FlowLogService
 from acctd.services.login import LoginService
 from acctd.services.mac_control import MacService
@@ -67,7 +68,7 @@ log = logging.getLogger("acctd.daemon")
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, SessionsService, RadiusService, QuotaService, LoginService, UnitsService,
     MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService)
+    FticksService, SchedulerService, CoaService, OpenVpnService, ExportService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
