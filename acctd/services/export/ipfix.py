@@ -23,7 +23,6 @@ class IpfixEncoder(TemplateEncoder):
     header = HEADER
     time_fields = ((152, "start", ">u8"), (153, "end", ">u8"))
     pad_sets = False
-    sequence_offset = 8
 
     def fill_times(self, rows, rec, now):
         rows["start"], rows["end"] = now.epoch_ms(rec["start_ns"]), now.epoch_ms(rec["end_ns"])

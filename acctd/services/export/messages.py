@@ -10,7 +10,6 @@ per record.
 from __future__ import annotations
 
 import dataclasses
-import struct
 import time
 
 import numpy as np
@@ -64,41 +63,48 @@ def split_counters(rec: np.ndarray, limit: int = U32_MAX) -> np.ndarray:
     return out
 
 
-def interfaces(rec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input ifindex, output ifindex, flowDirection) of records. The hooked
-    interface faces the subscribers: a flow from a subscriber (out) enters
-    it, a flow towards one (in) leaves it."""
-    out = rec["dir"] == abi.Dir.OUT
-    zero = np.zeros(len(rec), np.uint32)
-    return (np.where(out, rec["ifindex"], zero), np.where(out, zero, rec["ifindex"]),
+def interfaces(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input ifindex, output ifindex, flowDirection) of records' flow keys.
+    The hooked interface faces the subscribers: a flow from a subscriber
+    (out) enters it, a flow towards one (in) leaves it."""
+    out = key["dir"] == abi.Dir.OUT
+    zero = np.zeros(len(key), np.uint32)
+    return (np.where(out, key["ifindex"], zero), np.where(out, zero, key["ifindex"]),
             np.where(out, 0, 1).astype(np.uint8))
 
 
-def layout(header: np.dtype, record: np.dtype, n: int, per_message: int,
-           set_header: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An array of ceil(n / per_message) empty messages, how many records
-    each holds (all full but the last), and the records' slots to fill
-    (contiguous; cut() puts them into the messages)."""
+ICMP_PROTOS = (1, 58)
+
+
+def ports(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source port, destination port, ICMP type and code) of flow keys.
+    The kernel keeps ICMP type and code in the ports; a record carries them
+    the NetFlow way, destination port type * 256 + code and source port 0
+    (and in icmpTypeCode, where the format has it)."""
+    icmp = np.isin(key["proto"], ICMP_PROTOS)
+    code = np.where(icmp, (key["sport"].astype(np.uint16) << 8) | key["dport"], 0)
+    return (np.where(icmp, 0, key["sport"]), np.where(icmp, code, key["dport"]), code)
+
+
+def layout(header: np.dtype, record: np.dtype, n: int,
+           per_message: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For n records: ceil(n / per_message) empty message headers, how many
+    records each message holds (all full but the last), and the record
+    slots to fill (contiguous; cut() joins them to the headers)."""
     m = max(1, -(-n // per_message))
-    fields = [("hdr", header)]
-    if set_header:
-        fields += [("set_id", ">u2"), ("set_len", ">u2")]
-    fields.append(("rec", record, (per_message,)))
-    msgs = np.zeros(m, np.dtype(fields))
     counts = np.full(m, per_message, np.int64)
     counts[-1] = n - per_message * (m - 1)
-    return msgs, counts, np.zeros(m * per_message, record)
+    return np.zeros(m, header), counts, np.zeros(m * per_message, record)
 
 
-def cut(msgs: np.ndarray, rows: np.ndarray,
-        lengths: np.ndarray) -> tuple[bytearray, list[tuple[int, int]]]:
-    """The messages' buffer, with `rows` in their slots, and each message's
-    (offset, length) in it."""
-    msgs["rec"] = rows.reshape(len(msgs), -1)
-    size = msgs.dtype.itemsize
-    buf = bytearray(msgs.tobytes())
-    return buf, [(i * size, int(length)) for i, length in enumerate(lengths)]
-
-
-def patch_u32(buf: bytearray, offset: int, value: int) -> None:
-    struct.pack_into(">I", buf, offset, value & U32_MAX)
+def cut(headers: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> list[memoryview]:
+    """The messages: each header followed by its slots, `lengths` long.
+    One buffer holds them all; the views keep it alive."""
+    m, hs = len(headers), headers.dtype.itemsize
+    per = rows.itemsize * (len(rows) // m)
+    buf = np.empty((m, hs + per), np.uint8)
+    buf[:, :hs] = headers.view(np.uint8).reshape(m, hs)
+    buf[:, hs:] = rows.view(np.uint8).reshape(m, per)
+    flat = memoryview(buf.reshape(-1))
+    size = hs + per
+    return [flat[i * size:i * size + length] for i, length in enumerate(lengths.tolist())]

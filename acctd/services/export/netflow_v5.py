@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from acctd.services.export.encoder import Encoder
-from acctd.services.export.messages import (Now, cut, interfaces, layout, split_counters,
-                                            uptime_ms)
+from acctd.services.export.messages import (Now, cut, interfaces, layout, ports,
+                                            split_counters, uptime_ms)
 
 HEADER = np.dtype([
     ("version", ">u2"), ("count", ">u2"), ("sys_uptime", ">u4"), ("unix_secs", ">u4"),
@@ -34,28 +34,27 @@ class V5Encoder(Encoder):
     format = "v5"
 
     def encode(self, records: np.ndarray, now: Now) -> list[memoryview]:
-        v4 = records["ip_ver"] == 4
+        v4 = records["key"]["ip_ver"] == 4
         self.skipped += int((~v4).sum())
         rec = split_counters(records[v4])
         if not len(rec):
             return []
-        msgs, counts, slots = layout(HEADER, RECORD, len(rec), PER_MESSAGE, set_header=False)
+        h, counts, slots = layout(HEADER, RECORD, len(rec), PER_MESSAGE)
         r = slots[:len(rec)]
-        r["srcaddr"], r["dstaddr"] = rec["saddr"][:, 12:], rec["daddr"][:, 12:]
-        in_if, out_if, _ = interfaces(rec)
+        key = rec["key"]
+        r["srcaddr"], r["dstaddr"] = key["saddr"][:, 12:], key["daddr"][:, 12:]
+        in_if, out_if, _ = interfaces(key)
         r["input"], r["output"] = np.minimum(in_if, 0xFFFF), np.minimum(out_if, 0xFFFF)
         r["packets"], r["octets"] = rec["packets"], rec["bytes"]
         r["first"], r["last"] = uptime_ms(rec["start_ns"]), uptime_ms(rec["end_ns"])
-        r["srcport"], r["dstport"] = rec["sport"], rec["dport"]
-        r["tcp_flags"], r["prot"], r["tos"] = rec["tcp_flags"], rec["proto"], rec["tos"]
-        h = msgs["hdr"]
+        r["srcport"], r["dstport"], _ = ports(key)
+        r["tcp_flags"], r["prot"], r["tos"] = rec["tcp_flags"] & 0xFF, key["proto"], key["tos"]
         h["version"], h["count"], h["sys_uptime"] = 5, counts, now.uptime_ms
         h["unix_secs"], h["unix_nsecs"] = now.wall_ns // 10**9, now.wall_ns % 10**9
         h["flow_sequence"] = (self.sequence + np.cumsum(counts) - counts) & 0xFFFF_FFFF
         h["engine_type"], h["engine_id"] = (self.domain >> 8) & 0xFF, self.domain & 0xFF
-        buf, spans = cut(msgs, slots, HEADER.itemsize + counts * RECORD.itemsize)
+        out = cut(h, slots, HEADER.itemsize + counts * RECORD.itemsize)
         self.sequence = (self.sequence + len(rec)) & 0xFFFF_FFFF
         self.records += len(rec)
-        self.messages += len(spans)
-        view = memoryview(buf)
-        return [view[o:o + n] for o, n in spans]
+        self.messages += len(out)
+        return out

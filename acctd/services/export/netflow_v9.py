@@ -23,7 +23,6 @@ class V9Encoder(TemplateEncoder):
     header = HEADER
     time_fields = ((22, "start", ">u4"), (21, "end", ">u4"))
     pad_sets = True
-    sequence_offset = 12
 
     def fill_times(self, rows, rec, now):
         rows["start"], rows["end"] = uptime_ms(rec["start_ns"]), uptime_ms(rec["end_ns"])

@@ -10,14 +10,14 @@ is one dtype and a batch of flows is filled column by column."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from typing import ClassVar
 
 import numpy as np
 
 from acctd.services.export.encoder import Encoder
-from acctd.services.export.messages import MESSAGE_MAX, Now, cut, interfaces, layout, patch_u32
-from acctd.services.export.records import ICMP_PROTOS
+from acctd.services.export.messages import MESSAGE_MAX, Now, cut, interfaces, layout, ports
 
 V4_TEMPLATE, V6_TEMPLATE, OPTIONS_TEMPLATE = 256, 257, 258
 
@@ -27,7 +27,7 @@ class Template:
     id: int
     fields: tuple[tuple[int, str, str], ...]    # (element id, name, numpy type)
 
-    @property
+    @functools.cached_property
     def dtype(self) -> np.dtype:
         return np.dtype([(name, t) for _, name, t in self.fields])
 
@@ -87,26 +87,45 @@ class TemplateEncoder(Encoder):
         """How far one message of `records` data records moves the sequence."""
         raise NotImplementedError
 
-    sequence_offset: ClassVar[int]          # of the sequence number in the header
-
     # -- encoding ------------------------------------------------------------------
     def encode(self, records: np.ndarray, now: Now) -> list[memoryview]:
+        """Data messages, one template per message set, with the template
+        message put in front when due and then every template_packets
+        messages; sequence numbers set column-wise, Python only per template."""
         out: list[memoryview] = []
         for ver, template in self.flow_templates.items():
-            rec = records[records["ip_ver"] == ver]
-            if not len(rec):
-                continue
-            buf, spans, counts = self._data(template, rec, now)
-            view = memoryview(buf)
-            for (offset, length), count in zip(spans, counts):
-                if self._template_due(now):
-                    out.append(memoryview(self._templates(now)))
-                patch_u32(buf, offset + self.sequence_offset, self.sequence)
-                self.sequence = (self.sequence + self.sequence_step(int(count))) & 0xFFFF_FFFF
-                self._since_template += 1
-                out.append(view[offset:offset + length])
-            self.records += len(rec)
-            self.messages += len(spans)
+            rec = records[records["key"]["ip_ver"] == ver]
+            if len(rec):
+                out += self._encode(template, rec, now)
+        return out
+
+    def _encode(self, template: Template, rec: np.ndarray, now: Now) -> list[memoryview]:
+        heads, counts, slots, lengths = self._data(template, rec, now)
+        m, every = len(counts), self.template_packets
+        insert = np.zeros(m, bool)
+        if self._template_due(now):
+            insert[0::every or m] = True
+        elif every:
+            insert[every - self._since_template::every] = True
+        step = counts if self.sequence_step(2) == 2 else np.ones(m, np.int64)
+        # each template message takes one number (v9: a message; IPFIX: its
+        # options data record) before the data message it precedes
+        seq = self.sequence + np.cumsum(step) - step + np.cumsum(insert)
+        heads["sequence"] = seq & 0xFFFF_FFFF
+        views = cut(heads, slots, lengths)
+        out: list[memoryview] = []
+        prev = 0
+        for i in np.flatnonzero(insert).tolist():
+            out += views[prev:i]
+            self.sequence = int(seq[i] - 1) & 0xFFFF_FFFF
+            out.append(memoryview(self._templates(now)))
+            prev = i
+        out += views[prev:]
+        self.sequence = int(seq[-1] + step[-1]) & 0xFFFF_FFFF
+        last = np.flatnonzero(insert)
+        self._since_template = m - int(last[-1]) if len(last) else self._since_template + m
+        self.records += len(rec)
+        self.messages += m
         return out
 
     def templates(self, now: Now) -> list[bytes]:
@@ -129,24 +148,26 @@ class TemplateEncoder(Encoder):
         per = (MESSAGE_MAX - self.header.itemsize - 4) // dt.itemsize
         while self.pad_sets and (per * dt.itemsize) % 4:
             per -= 1
-        msgs, counts, slots = layout(self.header, dt, len(rec), per, set_header=True)
+        head = np.dtype([*((n, self.header.fields[n][0]) for n in self.header.names),
+                         ("set_id", ">u2"), ("set_len", ">u2")])
+        heads, counts, slots = layout(head, dt, len(rec), per)
         rows = slots[:len(rec)]
         rows["octets"], rows["packets"] = rec["bytes"], rec["packets"]
         self.fill_times(rows, rec, now)
+        key = rec["key"]
         width = 4 if template.id == V4_TEMPLATE else 16
-        rows["saddr"], rows["daddr"] = rec["saddr"][:, 16 - width:], rec["daddr"][:, 16 - width:]
-        rows["in_if"], rows["out_if"], rows["direction"] = interfaces(rec)
-        for f in ("sport", "dport", "proto", "tos", "tcp_flags", "vlan"):
-            rows[f] = rec[f]
-        rows["icmp"] = np.where(np.isin(rec["proto"], ICMP_PROTOS), rec["dport"], 0)
+        rows["saddr"], rows["daddr"] = key["saddr"][:, 16 - width:], key["daddr"][:, 16 - width:]
+        rows["in_if"], rows["out_if"], rows["direction"] = interfaces(key)
+        rows["sport"], rows["dport"], rows["icmp"] = ports(key)
+        rows["proto"], rows["tos"], rows["vlan"] = key["proto"], key["tos"], key["vlan_outer"]
+        rows["tcp_flags"] = rec["tcp_flags"] & 0xFF
         body = counts * dt.itemsize
         if self.pad_sets:
             body += -body % 4
-        msgs["set_id"], msgs["set_len"] = template.id, 4 + body
+        heads["set_id"], heads["set_len"] = template.id, 4 + body
         lengths = self.header.itemsize + 4 + body
-        self.fill_header(msgs["hdr"], counts, lengths, now)
-        buf, spans = cut(msgs, slots, lengths)
-        return buf, spans, counts
+        self.fill_header(heads, counts, lengths, now)
+        return heads, counts, slots, lengths
 
     def options_values(self, scope_dtype: str) -> bytes:
         """The options data record: this stream's domain and counters."""
