@@ -12,6 +12,7 @@ came from. Binary files and text not in the given encoding are refused.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -132,6 +133,7 @@ class _Importer:
         self.quota: dict[str, Any] = {}
         self.login: dict[str, Any] = {}
         self.billing: dict[str, Any] = {}
+        self.exports: list[tuple[int, dict[str, Any]]] = []   # (line, [[export]] table)
         self.default_lines: list[int] = []
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
@@ -474,6 +476,28 @@ class _Importer:
         else:
             self.warn(ln, " ".join(t), "unknown billing directive")
 
+    def do_monitor(self, ln: int, t: list[str]) -> None:
+        if [w.lower() for w in t[:3]] == ["monitor", "to", "netflow"]:
+            self.monitor_to_netflow(ln, t)
+        else:
+            self.warn(ln, " ".join(t), _WHY["monitor"])
+
+    def monitor_to_netflow(self, ln: int, t: list[str]) -> None:
+        """`monitor to netflow IP PORT`: NeTAMS sends the monitored units'
+        flows as NetFlow v5 to IP:PORT; an [[export]] table does the same."""
+        try:
+            if len(t) != 5:
+                raise ValueError("expected monitor to netflow IP PORT")
+            ip = ipaddress.ip_address(t[3])
+            if not (t[4].isdigit() and 0 < int(t[4]) < 65536):
+                raise ValueError(f"expected a port from 1 to 65535, got {t[4]!r}")
+        except ValueError as e:
+            self.warn(ln, " ".join(t), str(e))
+            return
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        self.exports.append((ln, {"format": "v5", "destination": f"{host}:{int(t[4])}",
+                                  "units": "monitored"}))
+
     def set_unit(self, ln: int, t: list[str], into: dict[str, Any]) -> None:
         if len(t) < 3 or t[1].lower() not in ("name", "oid"):
             self.warn(ln, " ".join(t), "expected set {name X | oid Y} ...")
@@ -561,6 +585,8 @@ class _Importer:
                  "description", "nodefault", "ap-nodefault")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
+        for ln, e in self.exports:
+            out.add("[[export]]", *_keys(e), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing)):
             if data:

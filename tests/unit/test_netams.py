@@ -342,3 +342,22 @@ def test_a_policy_whose_prefix_file_is_missing_is_carried_and_the_import_goes_on
     cfg = config.load(out)
     assert [p.name for p in cfg.policies] == ["peer"]
     assert cfg.units.units[0].acct_policy == ("peer",)
+
+
+def test_monitor_to_netflow_becomes_an_export_of_the_monitored_units():
+    text = "\n".join([
+        "service processor",
+        "unit host name h ip 10.0.0.1",
+        "service monitor 1",
+        "monitor to netflow 192.0.2.9 9996",
+        "monitor to netflow 2001:db8::9 2055",
+        "monitor to netflow 192.0.2.9 99999",
+    ])
+    res = netams.convert(text, "x.cfg")
+    assert {4, 5} <= res.carried
+    why = {w.line: w for w in res.warnings}
+    assert why[6].reason == "expected a port from 1 to 65535, got '99999'"
+    cfg = config.loads(res.toml, "x.toml")
+    assert [(e.format, e.destination, e.units) for e in cfg.export] == [
+        ("v5", ("192.0.2.9:9996",), "monitored"), ("v5", ("[2001:db8::9]:2055",), "monitored")]
+    assert res.source_line(res.toml.splitlines().index("[[export]]") + 1) == 4
