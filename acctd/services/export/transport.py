@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -169,10 +170,19 @@ class TcpSender:
                 if not self._queue:
                     return
                 records = self._queue[0]
+            self._check_open(sock)
             self._write(sock, self.encoder.encode(records, self.clock()))
             with self._cond:
                 self._queue.popleft()
                 self._queued -= len(records)
+
+    @staticmethod
+    def _check_open(sock: socket.socket) -> None:
+        """A collector never sends: readable means it closed (or reset).
+        Asked before each batch, so a batch is not written into a connection
+        already gone (the first write after the peer's close succeeds)."""
+        if select.select([sock], [], [], 0)[0]:
+            raise ConnectionResetError("the collector closed the connection")
 
     def _write(self, sock: socket.socket, messages) -> None:
         for m in messages:
