@@ -230,3 +230,15 @@ def test_export_table_errors_name_the_line_and_key(text, line, message):
         loads(BASE + "\n[[export]]\n" + text + "\n", "acctd.toml")
     assert e.value.line == line
     assert message in str(e.value)
+
+
+def test_status_is_one_line_per_stream():
+    from cli.operations import _fields
+    from acctd.services.export.service import Exporter, ExportSettings
+    e = Exporter(ExportSettings(format="v9", destination=("127.0.0.1:9", "[::1]:9"),
+                                units=("alice", "bob")))
+    st = e.status()
+    assert list(st) == ["127.0.0.1:9", "[::1]:9"]
+    assert _fields(st["[::1]:9"]) == (
+        "units alice bob, flows_cached 0, transport udp, messages_sent 0, errors 0, "
+        "format v9, domain 1, sequence 0, messages 0, records 0, skipped 0")

@@ -114,9 +114,15 @@ class Exporter:
             s.close()
 
     def status(self) -> dict:
-        return {"format": self.settings.format, "units": self.settings.units,
-                "flows_cached": len(self.cache), "records": self.records,
-                "streams": [s.status() for s in self.senders]}
+        """destination -> its stream's state (an `acctctl status` line each)."""
+        units = self.settings.units
+        units = units if isinstance(units, str) else " ".join(units)
+        out = {}
+        for s in self.senders:
+            st = s.status()
+            dest = st.pop("destination")
+            out[dest] = {"units": units, "flows_cached": len(self.cache), **st}
+        return out
 
 
 def selected(keys: np.ndarray, units, wanted: str | tuple[str, ...],
@@ -194,4 +200,4 @@ class ExportService(Service):
     def status(self) -> dict | None:
         if not self.exporters:
             return None
-        return {"export": [e.status() for e in self.exporters]}
+        return {"export": {k: v for e in self.exporters for k, v in e.status().items()}}
