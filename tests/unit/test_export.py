@@ -242,3 +242,15 @@ def test_status_is_one_line_per_stream():
     assert _fields(st["[::1]:9"]) == (
         "units alice bob, flows_cached 0, transport udp, messages_sent 0, errors 0, "
         "format v9, domain 1, sequence 0, messages 0, records 0, skipped 0")
+
+
+def test_v9_header_uptime_is_of_the_same_instant_as_its_whole_seconds():
+    """Collectors take boot = unix_secs * 1000 - sysUptime: with the header's
+    seconds truncated, sysUptime must be of that same truncated instant, or
+    every flow time would be off by up to a second."""
+    rec, _ = records(3)
+    now = Now(T0 + 123_456_789, WALL + 700_000_000)      # 0.7 s past a whole second
+    (m,) = [bytes(x) for x in V9Encoder(domain=1).encode(rec, now)]
+    uptime, secs = struct.unpack(">II", m[4:12])
+    boot_ms = secs * 1000 - uptime
+    assert abs(boot_ms - (now.wall_ns - now.mono_ns) / 10**6) < 1     # within the ms rounding

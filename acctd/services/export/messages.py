@@ -40,6 +40,13 @@ class Now:
     def uptime_ms(self) -> int:
         return (self.mono_ns // 1_000_000) & U32_MAX
 
+    @property
+    def uptime_ms_at_second(self) -> int:
+        """sysUptime at the whole second of the epoch (v9's header has
+        seconds only: collectors take boot = unix_secs - sysUptime, so the
+        two must be of the same instant)."""
+        return ((self.mono_ns - self.wall_ns % 10**9) // 1_000_000) & U32_MAX
+
 
 def uptime_ms(mono_ns: np.ndarray) -> np.ndarray:
     """sysUptime-relative milliseconds (NetFlow v5/v9 First and Last): the

@@ -28,7 +28,7 @@ class V9Encoder(TemplateEncoder):
         rows["start"], rows["end"] = uptime_ms(rec["start_ns"]), uptime_ms(rec["end_ns"])
 
     def fill_header(self, hdr, counts, lengths, now):
-        hdr["version"], hdr["count"], hdr["sys_uptime"] = 9, counts, now.uptime_ms
+        hdr["version"], hdr["count"], hdr["sys_uptime"] = 9, counts, now.uptime_ms_at_second
         hdr["unix_secs"], hdr["source_id"] = now.wall_ns // 10**9, self.domain
 
     def sequence_step(self, records: int) -> int:
@@ -41,7 +41,7 @@ class V9Encoder(TemplateEncoder):
         sets = [(0, tmpl), (1, opt), (OPTIONS_TEMPLATE, self.options_values(">u4"))]
         body = b"".join(struct.pack(">HH", sid, 4 + len(padded(b, True))) + padded(b, True)
                         for sid, b in sets)
-        head = struct.pack(">HHIIII", 9, len(self.flow_templates) + 2, now.uptime_ms,
+        head = struct.pack(">HHIIII", 9, len(self.flow_templates) + 2, now.uptime_ms_at_second,
                            now.wall_ns // 10**9, self.sequence, self.domain)
         self.sequence = (self.sequence + 1) & 0xFFFF_FFFF
         return head + body
