@@ -54,35 +54,32 @@ def test_collectors_total_what_acctd_accounted(topo, tmp_path):
     from acctd.kernel.build import Sizes
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-    ipfix, v5, v9 = Nfcapd(tmp_path / "a"), Nfcapd(tmp_path / "b"), Nfacctd(tmp_path)
-    cfg_path = tmp_path / "acctd.toml"
-    cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", alice=SUB1.v4(),
-                                      alice6=SUB1.v6(), bob=SUB2.v4(), ipfix=ipfix.port,
-                                      v9=v9.port, v5=v5.port))
-    d = Daemon(config.load(str(cfg_path)),
-               Sizes(pin_root=f"/sys/fs/bpf/acctd-x-{os.getpid()}-{random.randrange(1 << 30)}",
-                     flows=4096, addrs=256), netns=topo.ns["gw"])
-    try:
-        d.start()
-        topo.ping("sub1", SRV.v4(), count=5, size=300)
-        topo.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), count=20, length=100, dport=53)
-        d.drain()
-        topo.ping("sub1", SRV.v6(), count=4, size=120)
-        topo.send_udp("sub1", SUB1.v4(), "srv", SRV.v4(), count=7, length=900, dport=5001)
-        d.drain()
-        alice, bob = all_traffic(d, "alice"), all_traffic(d, "bob")
-    finally:
-        d.close()           # the exporters send their cached flows' last records
-        d.dp.detach()
-    try:
-        got_ipfix, got_v5 = ipfix.flows(), v5.flows()
+    with Nfcapd(tmp_path / "a") as ipfix, Nfcapd(tmp_path / "b") as v5, \
+            Nfacctd(tmp_path) as v9:
+        cfg_path = tmp_path / "acctd.toml"
+        cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", alice=SUB1.v4(),
+                                          alice6=SUB1.v6(), bob=SUB2.v4(), ipfix=ipfix.port,
+                                          v9=v9.port, v5=v5.port))
+        d = Daemon(config.load(str(cfg_path)),
+                   Sizes(pin_root=f"/sys/fs/bpf/acctd-x-{os.getpid()}-{random.randrange(1 << 30)}",
+                         flows=4096, addrs=256), netns=topo.ns["gw"])
+        try:
+            d.start()
+            topo.ping("sub1", SRV.v4(), count=5, size=300)
+            topo.send_udp("sub2", SUB2.v4(), "srv", SRV.v4(), count=20, length=100, dport=53)
+            d.drain()
+            topo.ping("sub1", SRV.v6(), count=4, size=120)
+            topo.send_udp("sub1", SUB1.v4(), "srv", SRV.v4(), count=7, length=900, dport=5001)
+            d.drain()
+            alice, bob = all_traffic(d, "alice"), all_traffic(d, "bob")
+        finally:
+            d.close()           # the exporters send their cached flows' last records
+            d.dp.detach()
         acct = {u: tuple(map(sum, zip(t.get("in", (0, 0)), t.get("out", (0, 0))))) for u, t in
                 (("alice", alice), ("bob", bob))}
         everything = tuple(map(sum, zip(acct["alice"], acct["bob"])))
+        got_ipfix, got_v5 = ipfix.flows(), v5.flows()
         got_v9 = v9.flows(expect_bytes=everything[1])
-    finally:
-        for c in (ipfix, v5, v9):
-            c.close()
     assert totals(got_ipfix) == acct["alice"]
     assert totals(got_v9) == everything
     v6 = totals([f for f in got_ipfix if ":" in f["sa"]])

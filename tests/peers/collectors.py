@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import signal
 import socket
@@ -32,7 +33,20 @@ def _wait_udp_bound(port: int, proc: subprocess.Popen, timeout: float = 10.0) ->
     raise RuntimeError(f"collector did not bind UDP port {port}")
 
 
-class Nfcapd:
+class Collector:
+    """A peer process that a `with` block always ends."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Nfcapd(Collector):
     """nfcapd on 127.0.0.1; flows() stops it (it writes its file at exit)
     and reads the file back with nfdump."""
 
@@ -82,7 +96,7 @@ class Nfcapd:
             self.proc.wait()
 
 
-class Nfacctd:
+class Nfacctd(Collector):
     """nfacctd on 127.0.0.1 with its print plugin: every second the flows
     aggregated by source, destination and protocol are appended to a CSV
     file (each write holds what came since the one before). (The memory
@@ -102,8 +116,10 @@ class Nfacctd:
                         "print_output_file_append: true\nprint_refresh_time: 1\n")
         self.log = self.dir / "nfacctd.log"
         with open(self.log, "w") as log:
+            # its own session: close() ends the core and its plugin together
             self.proc = subprocess.Popen(["nfacctd", "-f", str(conf)], stdout=log,
-                                         stderr=subprocess.STDOUT, text=True)
+                                         stderr=subprocess.STDOUT, text=True,
+                                         start_new_session=True)
         # the plugin is ready once it has purged its (empty) cache: flows
         # sent to the core before that are lost
         deadline = time.monotonic() + 10
@@ -132,10 +148,8 @@ class Nfacctd:
             time.sleep(0.2)
 
     def close(self) -> None:
+        """Kill the core and its plugin (their output has been read; a
+        SIGTERM makes the plugin wait for a core that is gone)."""
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)

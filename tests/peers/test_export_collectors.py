@@ -139,18 +139,14 @@ def test_templates_every_n_messages_keep_a_late_collector_decoding(tmp_path):
     once the template comes round again (every 5 messages)."""
     now = Now.sample()
     k, v = many(2000, now.mono_ns, v6_every=0)
-    first = Nfcapd(tmp_path)
-    port = first.port
-    e = exporter("ipfix", port, active=0)
-    e.add(k[:100], v[:100], now)          # templates and data to nobody's file
-    first.close()
+    with Nfcapd(tmp_path) as first:
+        port = first.port
+        e = exporter("ipfix", port, active=0)
+        e.add(k[:100], v[:100], now)      # templates and data to nobody's file
     (tmp_path / "late").mkdir()
-    late = Nfcapd(tmp_path / "late", port=port)
-    try:
+    with Nfcapd(tmp_path / "late", port=port) as late:
         e.add(k[100:], v[100:], now)      # 1900 records, ~80 messages, templates every 5
         e.close()
         got = late.flows()
-    finally:
-        late.close()
     assert np.isin(v["bytes"][100:], [f["bytes"] for f in got]).mean() > 0.9
     assert sum(f["bytes"] for f in got) >= int(v["bytes"][104 + 23 * 4:].sum())
