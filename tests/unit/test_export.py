@@ -4,6 +4,7 @@ times, the unit filter, the [[export]] table's errors."""
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import numpy as np
@@ -254,3 +255,26 @@ def test_v9_header_uptime_is_of_the_same_instant_as_its_whole_seconds():
     uptime, secs = struct.unpack(">II", m[4:12])
     boot_ms = secs * 1000 - uptime
     assert abs(boot_ms - (now.wall_ns - now.mono_ns) / 10**6) < 1     # within the ms rounding
+
+
+def test_reload_keeps_an_unchanged_exporter_and_flushes_a_changed_one():
+    from acctd.services.export.service import ExportService, ExportSettings
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    dest = (f"127.0.0.1:{sock.getsockname()[1]}",)
+    a = ExportSettings(format="v5", destination=dest, active_timeout=600, inactive_timeout=600)
+    svc = ExportService(None, (a,))
+    svc.serve()
+    (old,) = svc.exporters
+    k, v = one_flow(packets=3, bytes=300)
+    old.add(k, v, at(0))                  # cached: not due for ten minutes
+    svc.reload((a,))
+    assert svc.exporters == [old] and len(old.cache) == 1
+    svc.reload((ExportSettings(format="v5", destination=dest),))
+    assert svc.exporters[0] is not old
+    msg = sock.recv(2000)                 # the changed table's last record went out
+    assert struct.unpack(">HH", msg[:4]) == (5, 1) and msg[24 + 16:24 + 24] == \
+        struct.pack(">II", 3, 300)
+    svc.close()
+    sock.close()

@@ -113,3 +113,27 @@ def test_ipfix_over_tcp_reconnects_and_loses_nothing():
     assert one[0][0] == 2 and two[0][0] == 2            # templates open each connection
     assert (one[1] + two[1], one[2] + two[2]) == (int(v["packets"].sum()), int(v["bytes"].sum()))
     assert e.senders[0].status()["connects"] == 2
+
+
+def test_every_udp_destination_gets_the_whole_stream():
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    e = Exporter(ExportSettings(format="ipfix", destination=tuple(
+        f"127.0.0.1:{s.getsockname()[1]}" for s in socks), active_timeout=0,
+        inactive_timeout=0))
+    e.open()
+    now = Now.sample()
+    k, v = many(300, now.mono_ns, v6_every=4)
+    e.add(k, v, now)
+    e.close()
+    for s in socks:
+        stream = bytearray()
+        for _ in range(e.senders[0].sent):
+            stream += s.recv(65536)
+        s.close()
+        first, packets, octets = decode(bytes(stream))
+        assert first[0] == 2 and (packets, octets) == (int(v["packets"].sum()),
+                                                       int(v["bytes"].sum()))
