@@ -31,8 +31,8 @@ class IpfixEncoder(TemplateEncoder):
         hdr["version"], hdr["length"] = 10, lengths
         hdr["export_time"], hdr["domain"] = now.wall_ns // 10**9, self.domain
 
-    def sequence_step(self, records: int) -> int:
-        return records
+    def sequence_steps(self, counts):
+        return counts                   # data records
 
     def template_message(self, now: Now) -> bytes:
         tmpl = b"".join(t.record() for t in self.flow_templates.values())

@@ -31,8 +31,8 @@ class V9Encoder(TemplateEncoder):
         hdr["version"], hdr["count"], hdr["sys_uptime"] = 9, counts, now.uptime_ms_at_second
         hdr["unix_secs"], hdr["source_id"] = now.wall_ns // 10**9, self.domain
 
-    def sequence_step(self, records: int) -> int:
-        return 1
+    def sequence_steps(self, counts):
+        return np.ones_like(counts)     # messages
 
     def template_message(self, now: Now) -> bytes:
         tmpl = b"".join(t.record() for t in self.flow_templates.values())

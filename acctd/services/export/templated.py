@@ -83,13 +83,13 @@ class TemplateEncoder(Encoder):
     def template_message(self, now: Now) -> bytes:
         raise NotImplementedError
 
-    def sequence_step(self, records: int) -> int:
-        """How far one message of `records` data records moves the sequence."""
+    def sequence_steps(self, counts: np.ndarray) -> np.ndarray:
+        """How far each data message (of `counts` records) moves the sequence."""
         raise NotImplementedError
 
     # -- encoding ------------------------------------------------------------------
     def encode(self, records: np.ndarray, now: Now) -> list[memoryview]:
-        """Data messages, one template per message set, with the template
+        """Data messages (each one set: IPv4 or IPv6 flows), with the template
         message put in front when due and then every template_packets
         messages; sequence numbers set column-wise, Python only per template."""
         out: list[memoryview] = []
@@ -107,7 +107,7 @@ class TemplateEncoder(Encoder):
             insert[0::every or m] = True
         elif every:
             insert[every - self._since_template::every] = True
-        step = counts if self.sequence_step(2) == 2 else np.ones(m, np.int64)
+        step = self.sequence_steps(counts)
         # each template message takes one number (v9: a message; IPFIX: its
         # options data record) before the data message it precedes
         seq = self.sequence + np.cumsum(step) - step + np.cumsum(insert)
