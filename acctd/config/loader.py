@@ -86,6 +86,17 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     to = ["storage", "file"]      # storage (acctctl monitor query) | file | netflow (export)
     file = "/var/log/acctd/monitor"  # format = "nacctd" | "json"; retention = "30d" (storage)
 
+    [[export]]                    # NetFlow/IPFIX records of the drained flows, one per exporter
+    format = "ipfix"              # v5, v9 or ipfix
+    destination = "192.0.2.10:4739"   # host:port, or a list; [v6 address]:port
+    # transport = "udp"           # or "tcp" (IPFIX, one destination)
+    # active-timeout = 60         # a record per active timeout while a flow moves,
+    # inactive-timeout = 15       # the last one after it has been idle this long
+    # template-refresh = 300      # templates resent every T seconds (UDP) ...
+    # template-packets = 100      # ... and every N messages
+    # domain-id = 1               # the observation domain (v5: engine type and id)
+    # units = "all"               # or "monitored", or ["unit", "group", ...]
+
     [dynamicip]                   # net-acct's dynamicip: a file named by an address holding
     dir = "/run/acctd/dynamicip"  # a user name binds that user unit to the address
     exclude-name-lookup = ["10.0.0.0/8"]   # addresses never looked up there
@@ -182,6 +193,7 @@ from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
+from acctd.services.export import ExportSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
@@ -431,6 +443,7 @@ class Config:
     coa: CoaSettings | None = None
     log: LogSettings | None = None
     scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
+    export: tuple[ExportSettings, ...] = ()
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -444,6 +457,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
     "log": (dict, LogSettings), "scheduler": (dict, SchedulerSettings),
+    "export": (list, ExportSettings),
 }
 
 
@@ -618,7 +632,8 @@ class _Loader:
             coa=self.coa(),
             log=self.optional(LogSettings, "log"),
             scheduler=self.read(SchedulerSettings, "scheduler",
-                                doc=self.doc.get("scheduler", {})))
+                                doc=self.doc.get("scheduler", {})),
+            export=self.export(units))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""
@@ -630,6 +645,16 @@ class _Loader:
                 self.fail(f"no unit {key!r} (a name or an oid)", "monitor", None,
                           f"units[{i}]")
         return m
+
+    def export(self, units: UnitSet) -> tuple[ExportSettings, ...]:
+        """[[export]] tables; the units they name must exist."""
+        out = self.array(ExportSettings, "export")
+        for i, e in enumerate(out):
+            if isinstance(e.units, tuple):
+                unknown = [n for n in e.units if n not in units.index]
+                if unknown:
+                    self.fail(f"no unit named {unknown[0]!r}", "export", i, "units")
+        return out
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

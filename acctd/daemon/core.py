@@ -48,6 +48,7 @@ from acctd.services.access_script import AccessScriptService
 from acctd.services.alerter import AlerterService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
+from acctd.services.export import ExportService
 from acctd.services.flowlog import FlowLogService
 from acctd.services.login import LoginService
 from acctd.services.mac_control import MacService
@@ -71,7 +72,7 @@ SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
-    LogService)
+    LogService, ExportService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

@@ -12,6 +12,7 @@ came from. Binary files and text not in the given encoding are refused.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -48,8 +49,6 @@ _WHY = {
     "storage": "acctd keeps everything in one DuckDB file ([storage] path)",
     "data-source": "acctd counts with its eBPF datapath; list interfaces in [[interface]]",
     "html": "static HTML reports are not implemented yet",
-    "monitor-netflow": "to = [\"netflow\"] carried; the collector's address and port are the "
-                       "export service's ([export]), not carried here",
     "monitor-xmlfile": 'acctd writes no XML: use [monitor] format = "json" (JSON lines)',
     "acl-server": "pushing blocks to a remote router is not implemented",
     "server": "acctd's TCP listener is TLS only: [server] is written commented out, "
@@ -147,6 +146,7 @@ class _Importer:
         self.language: str | None = None
         self.admin_emails: list[str] = []  # of permit-all users, whom NeTAMS mails
         self.schedules: list[str] = []
+        self.exports: list[tuple[int, dict[str, Any]]] = []   # (line, [[export]] table)
         self.default_lines: list[int] = []
         self.default_fw_lines: list[int] = []
         self.carried: set[int] = set()
@@ -696,7 +696,8 @@ class _Importer:
 
     def do_monitor(self, ln: int, t: list[str]) -> None:
         """monitor unit X, no monitor unit X, monitor to storage N | file PATH,
-        no monitor to ... (netflow and xmlfile are warned)."""
+        no monitor to ...; `to netflow IP PORT` is also an [[export]] of the
+        monitored units; xmlfile is warned)."""
         words = [w.lower() for w in t]
         no = words[0] == "no"
         if no:
@@ -713,10 +714,11 @@ class _Importer:
         elif len(words) >= 3 and words[:2] == ["monitor", "to"] and \
                 words[2] in ("storage", "file", "netflow", "xmlfile"):
             dest = words[2]
-            if dest == "xmlfile" or (dest == "netflow" and not no):
-                self.warn(ln, " ".join(t), _WHY[f"monitor-{dest}"])
             if dest == "xmlfile":
+                self.warn(ln, " ".join(t), _WHY["monitor-xmlfile"])
                 return
+            if dest == "netflow" and not no:
+                self.monitor_to_netflow(ln, t)
             if dest == "file" and not no and len(t) != 4:
                 self.warn(ln, " ".join(t), "expected monitor to file PATH")
                 return
@@ -754,6 +756,22 @@ class _Importer:
             self.monitor["units"] = kept
         if self.monitor.get("to") == []:   # every destination withdrawn
             del self.monitor["to"]
+
+    def monitor_to_netflow(self, ln: int, t: list[str]) -> None:
+        """`monitor to netflow IP PORT`: NeTAMS sends the monitored units'
+        flows as NetFlow v5 to IP:PORT; an [[export]] table does the same."""
+        try:
+            if len(t) != 5:
+                raise ValueError("expected monitor to netflow IP PORT")
+            ip = ipaddress.ip_address(t[3])
+            if not (t[4].isdigit() and 0 < int(t[4]) < 65536):
+                raise ValueError(f"expected a port from 1 to 65535, got {t[4]!r}")
+        except ValueError as e:
+            self.warn(ln, " ".join(t), str(e))
+            return
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+        self.exports.append((ln, {"format": "v5", "destination": f"{host}:{int(t[4])}",
+                                  "units": "monitored"}))
 
     def set_unit(self, ln: int, t: list[str], into: dict[str, Any]) -> None:
         if len(t) < 3 or t[1].lower() not in ("name", "oid"):
@@ -865,6 +883,8 @@ class _Importer:
             extra = {"admins": self.admin_emails} if self.admin_emails else {}
             extra.update({"language": self.language} if self.language else {})
             out.table(("alerter",), {**self.alerter, **extra}, self.origin)
+        for ln, e in self.exports:
+            out.add("[[export]]", *_keys(e), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing), ("monitor", self.monitor),
                            ("log", self.log)):

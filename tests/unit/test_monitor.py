@@ -399,3 +399,18 @@ def test_the_readme_example_is_a_valid_monitor_table():
                 'ip = "10.0.0.9"\n')
     assert cfg.monitor.units == ("alice", "0A12F3") and cfg.monitor.retention == 30 * 86400
     assert cfg.monitor.to == ("storage", "file") and cfg.monitor.format == "nacctd"
+
+
+def test_an_export_of_the_monitored_units_takes_the_monitors_units():
+    """[[export]] units = "monitored" follows the monitor, run-time changes
+    included; without [monitor] it exports nothing."""
+    from acctd.services.export.service import monitored_oids, selected
+    k, _ = flows((abi.Dir.IN, 17, "192.0.2.9", 53, "10.0.0.1", 4000, 1, 100),
+                 (abi.Dir.IN, 17, "192.0.2.9", 53, "10.0.0.2", 4000, 1, 100))
+    with daemon_stub(config()) as d:
+        units = d.snapshot.units
+        assert selected(k, units, "monitored", monitored_oids(d)).tolist() == [True, False]
+        d.call("monitor-unit-add", unit="bob")
+        assert selected(k, units, "monitored", monitored_oids(d)).tolist() == [True, True]
+    with daemon_stub(loads(UNITS, "<string>")) as d:
+        assert monitored_oids(d) == frozenset()

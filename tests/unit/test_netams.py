@@ -369,11 +369,12 @@ def test_service_monitor_is_carried_into_one_monitor_table():
     res = netams.convert(text, "x.cfg")
     assert sorted((w.line, w.directive) for w in res.warnings) == [
         (12, "monitor unit zed"), (14, "monitor to xmlfile /var/log/m.xml"),
-        (15, "monitor to netflow 192.0.2.9 2055"), (16, "monitor frobnicate")]
+        (16, "monitor frobnicate")]
     why = {w.line: w.reason for w in res.warnings}
     assert why[12] == "no such unit was carried"
-    assert "export service" in why[15]
     cfg = config.loads(res.toml, "x.toml")
+    [e] = cfg.export   # to netflow: the monitored units' flows as NetFlow v5, as NeTAMS sent
+    assert (e.format, e.units) == ("v5", "monitored")
     assert cfg.monitor.units == ("alice", "bob")
     assert cfg.monitor.to == ("storage", "file", "netflow")
     assert cfg.monitor.file == "/var/log/netams.monitor"
@@ -511,3 +512,22 @@ def test_quota_policies_named_by_oid_are_carried_by_name():
     assert res.warnings == ()
     q = config.loads(res.toml).quota
     assert (q.policy, q.block_policy) == ("ip", "ip")
+
+
+def test_monitor_to_netflow_becomes_an_export_of_the_monitored_units():
+    text = "\n".join([
+        "service processor",
+        "unit host name h ip 10.0.0.1",
+        "service monitor 1",
+        "monitor to netflow 192.0.2.9 9996",
+        "monitor to netflow 2001:db8::9 2055",
+        "monitor to netflow 192.0.2.9 99999",
+    ])
+    res = netams.convert(text, "x.cfg")
+    assert {4, 5} <= res.carried
+    why = {w.line: w for w in res.warnings}
+    assert why[6].reason == "expected a port from 1 to 65535, got '99999'"
+    cfg = config.loads(res.toml, "x.toml")
+    assert [(e.format, e.destination, e.units) for e in cfg.export] == [
+        ("v5", ("192.0.2.9:9996",), "monitored"), ("v5", ("[2001:db8::9]:2055",), "monitored")]
+    assert res.source_line(res.toml.splitlines().index("[[export]]") + 1) == 4

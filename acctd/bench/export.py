@@ -1,0 +1,81 @@
+"""`make bench`, export: flow records encoded per second for each format
+(the flow cache's expiry and the encoder, no sockets) and the peak memory
+of encoding one large drain, as JSON lines {"name", "value", "unit"}.
+Needs no kernel: the drained flows are synthesised with a fixed seed.
+
+Fails (exit 1) below the issue's floor of 1,000,000 IPFIX records/s."""
+
+from __future__ import annotations
+
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from acctd.bench.control import emit
+from acctd.kernel import abi
+from acctd.services.export.ipfix import IpfixEncoder
+from acctd.services.export.messages import Now
+from acctd.services.export.netflow_v5 import V5Encoder
+from acctd.services.export.netflow_v9 import V9Encoder
+from acctd.services.export.records import FlowCache
+
+FLOWS = 200_000
+FLOOR = 1_000_000       # IPFIX records/s (issue 14)
+
+
+def drain(n: int, now_ns: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """n flows, one in five IPv6, as one drain hands them over."""
+    rng = np.random.default_rng(seed)
+    k = np.zeros(n, abi.FLOW_KEY)
+    v = np.zeros(n, abi.FLOW_VAL)
+    v6 = rng.random(n) < 0.2
+    k["ifindex"], k["dir"], k["proto"] = 2, rng.integers(0, 2, n), rng.choice([6, 17, 1], n)
+    k["ip_ver"] = np.where(v6, 6, 4)
+    k["sport"], k["dport"] = rng.integers(1024, 65535, n), rng.choice([53, 80, 443], n)
+    addrs = rng.integers(0, 256, (n, 2, 16), dtype=np.uint8)
+    addrs[~v6, :, :10], addrs[~v6, :, 10:12] = 0, 0xFF
+    k["saddr"], k["daddr"] = addrs[:, 0], addrs[:, 1]
+    v["packets"] = rng.integers(1, 10_000, n)
+    v["bytes"] = v["packets"] * rng.integers(40, 1500, n)
+    v["first_ns"], v["last_ns"] = now_ns - 10**9, now_ns
+    return k, v
+
+
+def records_per_s(encoder, keys, values, rounds: int = 5) -> float:
+    """The best of `rounds`: cache add, expiry, encoding of every record,
+    in CPU time of this process (one core; the machine may be shared)."""
+    best = 0.0
+    for _ in range(rounds):
+        now = Now.sample()
+        cache = FlowCache(0, 0)
+        t = time.process_time()
+        cache.add(keys, values, now.mono_ns)
+        msgs = encoder.encode(cache.expire(now.mono_ns), now)
+        best = max(best, len(keys) / max(time.process_time() - t, 1e-9))
+        assert msgs
+    return best
+
+
+def main() -> int:
+    keys, values = drain(FLOWS, time.monotonic_ns())
+    rates = {}
+    for fmt, cls in (("v5", V5Encoder), ("v9", V9Encoder), ("ipfix", IpfixEncoder)):
+        rates[fmt] = records_per_s(cls(1, 100, 300), keys, values)
+        emit(f"export.records_per_s.{fmt}", rates[fmt], "records/s")
+    tracemalloc.start()
+    now = Now.sample()
+    cache = FlowCache(0, 0)
+    cache.add(keys, values, now.mono_ns)
+    IpfixEncoder(1, 100, 300).encode(cache.expire(now.mono_ns), now)
+    emit("export.peak_mb.ipfix_200k_flows", tracemalloc.get_traced_memory()[1] / 2**20, "MiB")
+    tracemalloc.stop()
+    if rates["ipfix"] < FLOOR:
+        print(f"export.records_per_s.ipfix {rates['ipfix']:.0f} < {FLOOR}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
