@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
-from acctd.model.policies import (Addr, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
+from acctd.model.policies import (Addr, As, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
                                   Units, Vlan, parse_acct_entry, read_prefix_file)
 from acctd.model.units import ModelError
 
@@ -143,7 +143,13 @@ def _alternatives(term, policies, units, now, memo, depth) -> list[Atom]:
     if isinstance(term, Vlan):
         return [Atom(vlan=v) for v in sorted(term.ids)]
     if isinstance(term, Ifindex):
-        return [Atom(ifindex=i) for i in sorted(term.ids)]
+        if any(side != "b" for side, _lo, _hi in term.items):
+            raise FwError("ifindex sN/dN (input/output interface) is known to accounting "
+                          "only; a fw-policy tests the interface of the hook: write ifindex N")
+        return [Atom(ifindex=i) for _s, lo, hi in term.items for i in range(lo, hi + 1)]
+    if isinstance(term, As):
+        raise FwError("target 'as' is looked up at drain time, for accounting only; "
+                      "a fw-policy cannot use it")
     if isinstance(term, Addr):  # re-read the text: a PrefixTable keeps no list
         return [Atom(addr_set=frozenset(_prefixes_of(term.text)), any_side=True)]
     if isinstance(term, File):
@@ -241,9 +247,9 @@ class Rule:
 
 def fw_list(u, i: int, policies, default: Sequence[str]) -> list[tuple[int, bool]]:
     """A unit's fw-policy list as (policy index, inverted): the default list
-    unless nodefault, then its own entries."""
+    unless nodefault or fp-nodefault, then its own entries."""
     out: list[tuple[int, bool]] = []
-    texts = ([] if u.nodefault else list(default)) + list(u.fw_policy)
+    texts = ([] if u.nodefault or u.fp_nodefault else list(default)) + list(u.fw_policy)
     for text in texts:
         try:
             name, inv, _stop = parse_acct_entry(text)  # "%" means nothing here (>= 3.3)
