@@ -40,24 +40,26 @@ enum acct_verdict {
 
 /* Why the datapath dropped a packet: index of the drop counters. */
 enum acct_drop {
-	ACCT_DROP_BLOCK = 0,	/* a system policy: sys-deny, quota, login, money, mac */
+	ACCT_DROP_BLOCK = 0,	/* a system policy: sys-deny, quota, login, money, mac, ... */
 	ACCT_DROP_FW = 1,	/* no fw-policy of the unit passes it, or `restrict` */
 	ACCT_DROP_POLICE = 2,	/* over a rate limit (bw) */
 	ACCT_DROP_MAX = 3,
 };
 
 /* NeTAMS system policies: why an address is blocked (bits of
- * acct_class.sys_policy). sys-deny, sys-deny-{quota,login,money,mac}, and
- * sys-allow, which overrides them all. */
+ * acct_class.sys_policy). sys-deny, sys-deny-{quota,login,money,mac,auth,
+ * block}, and sys-allow, which overrides them all. */
 enum acct_sys_policy {
 	ACCT_SYS_DENY = 1 << 0,		/* admin */
 	ACCT_SYS_QUOTA = 1 << 1,	/* sys-deny-quota */
 	ACCT_SYS_LOGIN = 1 << 2,	/* sys-deny-login */
 	ACCT_SYS_MONEY = 1 << 3,	/* sys-deny-money */
 	ACCT_SYS_MAC = 1 << 4,		/* sys-deny-mac */
+	ACCT_SYS_AUTH = 1 << 5,		/* sys-deny-auth */
+	ACCT_SYS_BLOCK = 1 << 6,	/* sys-deny-block */
 	ACCT_SYS_ALLOW = 1 << 31,	/* admin override: lifts every block above */
 };
-#define ACCT_SYS_DENY_MASK 0x1f
+#define ACCT_SYS_DENY_MASK 0x7f
 
 /* What a class does with traffic its blocks let through (acct_class.fw). */
 enum acct_fw {

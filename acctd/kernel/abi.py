@@ -77,7 +77,7 @@ class Verdict(enum.IntEnum):
 
 class Drop(enum.IntEnum):
     """Why the datapath dropped a packet (index of the drop counters)."""
-    BLOCK = 0   # system policy: sys-deny, quota, login, money, mac
+    BLOCK = 0   # system policy: sys-deny, quota, login, money, mac, auth, block
     FW = 1      # no fw-policy passes it, or `restrict`
     POLICE = 2  # over a rate limit
 
@@ -95,10 +95,12 @@ class SysPolicy(enum.IntFlag):
     LOGIN = 1 << 2
     MONEY = 1 << 3
     MAC = 1 << 4
+    AUTH = 1 << 5    # authentication refused (the login service refuses it too)
+    BLOCK = 1 << 6   # the billing account is blocked
     ALLOW = 1 << 31
 
 
-SYS_DENY_MASK = 0x1f
+SYS_DENY_MASK = 0x7f
 IF_EGRESS_FIRST = 1
 CLASS_UNIT = 1
 FW_ATOMS = 8

@@ -3,7 +3,9 @@
     sys-deny                 block everything (admin)
     sys-allow                lift every block the unit (and, for a group, each
                              member) has at that moment
-    sys-deny-ACTION          block for a reason: quota, login, money, mac
+    sys-deny-ACTION          block for a reason: quota, login, money, mac,
+                             auth (authentication refused: `login` fails too),
+                             block (the billing account is blocked)
     sys-allow-ACTION         lift that reason only, the same way
 
 A block reaches a unit from its own admin words, from the services (quota,
@@ -25,13 +27,15 @@ Pure: the daemon applies the result to the datapath.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
 
 from acctd.kernel.abi import SysPolicy, Verdict
 
 ACTIONS = {"quota": SysPolicy.QUOTA, "login": SysPolicy.LOGIN, "money": SysPolicy.MONEY,
-           "mac": SysPolicy.MAC}
-DENY_BITS = SysPolicy.DENY | SysPolicy.QUOTA | SysPolicy.LOGIN | SysPolicy.MONEY | SysPolicy.MAC
+           "mac": SysPolicy.MAC, "auth": SysPolicy.AUTH, "block": SysPolicy.BLOCK}
+DENY_BITS = functools.reduce(operator.or_, ACTIONS.values(), SysPolicy.DENY)
 LIFTED_SHIFT = 8  # the stored state: deny bits, and the lifted reasons above them
 
 

@@ -111,3 +111,17 @@ def test_a_state_stored_with_the_old_standing_override_lifts_only_what_exists():
 def test_unknown_words_say_what_is_expected():
     with pytest.raises(ValueError, match="expected sys-deny, sys-allow"):
         sys_policy.from_words(["sys-deny-everything"])
+
+
+def test_auth_and_block_are_reasons_of_their_own():
+    A, B = SysPolicy.AUTH, SysPolicy.BLOCK
+    assert sys_policy.from_words(["sys-deny-auth", "sys–deny–block"]) == A | B
+    assert sys_policy.from_words(["sys-deny-auth", "sys-deny-block", "sys-allow-auth"]) == B
+    assert sys_policy.words(A | B | Q) == ["sys-deny-quota", "sys-deny-auth", "sys-deny-block"]
+    assert sys_policy.verdict(A) == sys_policy.verdict(B) == Verdict.DROP
+    s = Unitsim()
+    s.held = {1: Q}
+    assert s.give("alice", "sys-deny-auth") == {1: Q | A}
+    assert s.give("alice", "sys-allow-auth") == {1: Q}       # lifts auth only
+    assert s.give("alice", "sys-deny-block") == {1: Q | B}
+    assert s.give("alice", "sys-allow") == {}
