@@ -52,8 +52,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     acct-policy = ["ip", "!%icmp"]  # "!" inverts, "%" stops the list after a match
     nodefault = false             # drop the default acct-policies for this unit
     sys-policy = ["sys-deny-money"]  # NeTAMS system policies: sys-deny, sys-allow,
-                                  # sys-{deny|allow}-{quota|login|money|mac}; the start state,
-                                  # `acctctl unit NAME sys-...` changes it at run time
+                                  # sys-{deny|allow}-{quota|login|money|mac|auth|block}; the
+                                  # start state, `acctctl unit NAME sys-...` changes it at run
+                                  # time; sys-{deny|allow}-OID: traffic with unit OID drops /
+                                  # passes whatever else says (config only; groups: members)
     ap-nodefault = false          # same, for acct-policies only (NeTAMS keeps both words)
     fp-nodefault = false          # drop the default fw-policies only
     fw-policy = ["web", "!p2p"]   # NeTAMS >= 3.3: traffic of these policies passes, the rest

@@ -97,12 +97,15 @@ class SysPolicy(enum.IntFlag):
     MAC = 1 << 4
     AUTH = 1 << 5    # authentication refused (the login service refuses it too)
     BLOCK = 1 << 6   # the billing account is blocked
+    PEERS = 1 << 7   # not a block: the class has peer atoms (CLASS_PEER_SHIFT)
     ALLOW = 1 << 31
 
 
 SYS_DENY_MASK = 0x7f
+SYS_SLOW_MASK = 0xff
 IF_EGRESS_FIRST = 1
 CLASS_UNIT = 1
+CLASS_PEER_SHIFT = 16
 FW_ATOMS = 8
 POLICER_SHIFT = 16
 
@@ -114,6 +117,7 @@ class Atom(enum.IntFlag):
     TOS = 8
     VLAN = 16
     ADDR_ANY_SIDE = 32
+    PEER_ALLOW = 64
 
 
 class Health(enum.IntEnum):
