@@ -21,7 +21,9 @@ from typing import Any
 from acctd.config.loader import Config, Processor, loads
 from acctd.config.schema import Context, Invalid, Table
 from acctd.errors import ConfigError
+from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
+from acctd.model.asn import AsTable
 from acctd.model.policies import parse_acct_entry, parse_target, tokenize_target
 from acctd.model.units import normalize_oid
 from acctd.services.login import LoginSettings
@@ -37,6 +39,7 @@ _UNIT_WORDS = {"oid", "name", "ip", "mask", "parent", "no-local-pass", "email", 
                "description", "mac", "bw", "nodefault", "ap-nodefault", "fp-nodefault",
                "acct-policy", "fw-policy", "ds-list", "auto-units"}
 _POLICY_WORDS = {"oid", "name", "hidden", "target", "bw"}
+AS_TABLE = "pfx2as.txt"  # where an imported config's `as` targets look AS numbers up
 # [quota] keys a NeTAMS directive of one value sets (notify and set have their own)
 _QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold", "delay"}
 
@@ -213,6 +216,7 @@ class _Importer:
             if self.warned == before:
                 self.carried.update(lines)
         self.check_refs()
+        self.check_peer_refs()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
 
@@ -278,7 +282,7 @@ class _Importer:
                 p["target"] = " ".join("port" if x.lower() == "ports" else x for x in rest)
                 break
             elif w == "hidden":
-                self.warn(ln, "hidden", "hiding policies from HTML reports is not implemented")
+                p["hidden"] = True  # acctd: left out of `send report` mails
                 k += 1
             elif w == "bw":
                 self.warn(ln, " ".join(t[k:k + 5]), "rate limits come with enforcement later")
@@ -289,16 +293,8 @@ class _Importer:
         if "name" not in p or "target" not in p:
             self.warn(ln, " ".join(t), "policy needs a name and a target; not carried")
             return
-        try:
-            parse_target(p["target"], self.base_dir)
-        except ValueError as e:
-            if not str(e).startswith("cannot read prefix file"):
-                self.warn(ln, " ".join(t), f"target not carried: {e}")
-                return
-            # carried: the operator copies the file next to the acctd config
-            self.warn(ln, f"policy {p['name']}", f"carried, but acctd will not load until "
-                                                 f"it can read the prefix file: {e}")
-            self.unreadable.add(p["name"])
+        if not self.policy_target(ln, t, p):
+            return
         if "oid" in p:
             try:
                 p["oid"] = normalize_oid(p["oid"])
@@ -307,6 +303,53 @@ class _Importer:
                 del p["oid"]
         self.policies.append(p)
         self.policy_lines.append(ln)
+
+    def policy_target(self, ln: int, t: list[str], p: dict[str, Any]) -> bool:
+        """Whether the policy's target is carried; what the operator must
+        provide (a prefix file, the AS table) is said at the policy's line."""
+        try:
+            uses_as = any(kw == "as" for kw, _ in tokenize_target(p["target"]))
+            parse_target(p["target"], self.base_dir, as_table=AsTable([], []) if uses_as else None)
+        except ValueError as e:
+            if not str(e).startswith("cannot read prefix file"):
+                self.warn(ln, " ".join(t), f"target not carried: {e}")
+                return False
+            # carried: the operator copies the file next to the acctd config
+            self.warn(ln, f"policy {p['name']}", f"carried, but acctd will not load until "
+                                                 f"it can read the prefix file: {e}")
+            self.unreadable.add(p["name"])
+        if uses_as:
+            # NeTAMS had the AS numbers from NetFlow records; acctd looks them up
+            self.processor.setdefault("as-table", AS_TABLE)
+            self.keep(ln, "processor", "as-table")
+            self.warn(ln, f"policy {p['name']}", f"carried; acctd looks the AS numbers up in "
+                                                 f"[processor] as-table = \"{AS_TABLE}\": put a "
+                                                 "CAIDA pfx2as file there before starting it")
+        return True
+
+    def unit_sys_word(self, ln: int, w: str, u: dict[str, Any]) -> None:
+        """A unit's sys-* word: carried into its sys-policy list if acctd knows it."""
+        try:
+            sys_policy.from_words([w])
+        except ValueError as e:
+            self.warn(ln, w, str(e))
+            return
+        u.setdefault("sys-policy", []).append(w)
+
+    def check_peer_refs(self) -> None:
+        """sys-deny-OID / sys-allow-OID naming no carried unit are dropped, with a warning."""
+        oids = {u["oid"] for u in self.units if "oid" in u}
+        for ln, u in zip(self.unit_lines, self.units):
+            keep = []
+            for w in u.get("sys-policy", []):
+                peer = sys_policy.peer(w)
+                if peer and peer[0] not in oids:
+                    self.warn(ln, f"unit {u['name']} {w}", f"no unit with oid {peer[0]} was "
+                                                           "carried")
+                else:
+                    keep.append(w)
+            if "sys-policy" in u:
+                u["sys-policy"] = keep
 
     def unit(self, ln: int, t: list[str]) -> None:
         if len(t) < 2 or t[1].lower() not in ("host", "group", "cluster", "net", "user"):
@@ -353,9 +396,14 @@ class _Importer:
                 n = 5 if k + 4 < len(t) and t[k + 2].lower() in ("in", "out") else 2
                 self.warn(ln, " ".join(t[k:k + n]), "rate limits come with enforcement later")
                 k += n
-            elif w.startswith("sys-") or w in ("no-local-pass", "fp-nodefault"):
-                self.warn(ln, w, "enforcement (sys-policies, fw defaults, restrict per unit) "
-                                 "comes in a later issue")
+            elif w == "fp-nodefault":
+                u[w] = True
+                k += 1
+            elif w.startswith("sys-"):
+                self.unit_sys_word(ln, t[k], u)
+                k += 1
+            elif w == "no-local-pass":
+                self.warn(ln, w, "enforcement (restrict per unit) comes in a later issue")
                 k += 1
             elif w == "auto-units" and arg is not None:
                 self.warn(ln, f"auto-units {arg}", "automatic units are not implemented")
@@ -551,14 +599,17 @@ class _Importer:
                     *(f"#   line {w.line}: {w.text()}" for w in warnings))
         out.add("")
         if self.processor:
-            out.table(("processor",), self.processor, self.origin)
+            processor = self.processor
+            if for_check and "as-table" in processor:
+                processor = processor | {"as-table": os.devnull}  # provided by the operator
+            out.table(("processor",), processor, self.origin)
         for ln, p in zip(self.policy_lines, self.policies):
-            keys = {k: p[k] for k in ("name", "oid", "target") if k in p}
+            keys = {k: p[k] for k in ("name", "oid", "target", "hidden") if k in p}
             if for_check and p["name"] in self.unreadable:
                 keys["target"] = _empty_files(keys["target"])
             out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
-                 "description", "nodefault", "ap-nodefault")
+                 "description", "nodefault", "ap-nodefault", "fp-nodefault", "sys-policy")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
