@@ -309,7 +309,7 @@ class _Importer:
         provide (a prefix file, the AS table) is said at the policy's line."""
         try:
             uses_as = any(kw == "as" for kw, _ in tokenize_target(p["target"]))
-            parse_target(p["target"], self.base_dir, as_table=AsTable([], []) if uses_as else None)
+            parse_target(p["target"], self.base_dir, as_table=AsTable() if uses_as else None)
         except ValueError as e:
             if not str(e).startswith("cannot read prefix file"):
                 self.warn(ln, " ".join(t), f"target not carried: {e}")

@@ -10,7 +10,7 @@ from acctd import config
 from acctd.errors import ConfigError
 from acctd.kernel import abi
 from acctd.model import asn, enforcement
-from acctd.model.addresses import parse_addr
+from acctd.model.addresses import PrefixTable, parse_addr, parse_prefix, split_addrs
 from acctd.model.policies import (AcctPlan, FlowView, PolicySet, PolicySpec, account,
                                   local_addrs, parse_target)
 from acctd.model.snapshot import Snapshot
@@ -87,6 +87,32 @@ def test_pfx2as_lookup_is_longest_prefix(tmp_path):
                       ("8.8.8.8", "8.9.9.9", "1.0.5.1", "2001:db8::7", "192.0.2.1")],
                      dtype=np.uint8)
     assert t.lookup_addrs(addrs).tolist() == [15169, 3356, 38803, 4200000001, asn.UNKNOWN]
+
+
+def test_pfx2as_lookup_agrees_with_the_general_prefix_table(tmp_path):
+    """The /24 direct table and the longer-prefix table against PrefixTable on
+    random nested prefixes: /0 to /32, duplicates (the first wins), IPv6."""
+    rng = np.random.default_rng(3)
+    lines, pfx, asns = [], [], []
+    for k in range(3000):
+        plen = int(rng.choice([0, 8, 16, 20, 23, 24, 25, 28, 32])) if k else 0
+        net = int(rng.integers(0, 1 << 32)) >> (32 - plen) << (32 - plen) if plen else 0
+        a = f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}"
+        if k % 500 == 7:
+            a, plen = f"2001:db8:{k:x}::", 48
+        lines.append(f"{a} {plen} {k + 1}")
+        pfx.append(parse_prefix(f"{a}/{plen}"))
+        asns.append(k + 1)
+    lines.append(lines[5].rsplit(" ", 1)[0] + " 999999")   # a duplicate: the first wins
+    path = tmp_path / "pfx2as.txt"
+    path.write_text("\n".join(lines) + "\n")
+    probe = rng.integers(0, 256, (20000, 16), dtype=np.uint8)
+    probe[:19000, :12] = np.frombuffer(bytes(10) + b"\xff\xff", np.uint8)
+    probe[19000:, :6] = np.frombuffer(bytes.fromhex("20010db80007"), np.uint8)  # k = 7's /48
+    probe[19500:, 5] = 0                                                       # no /48
+    ref = PrefixTable(pfx, range(len(pfx))).lookup(*split_addrs(probe))
+    want = np.where(ref >= 0, np.array(asns)[ref], asn.UNKNOWN)
+    assert asn.read_pfx2as(str(path)).lookup_addrs(probe).tolist() == want.tolist()
 
 
 def test_as_target_matches_source_destination_or_either(tmp_path):
