@@ -15,6 +15,7 @@ and IPv6 go to a PrefixTable, which wins where it matches (it is longer).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 
 import numpy as np
@@ -43,6 +44,7 @@ class AsTable:
 
     def __init__(self, v4_nets=(), v4_lens=(), v4_asns=(), v6=(), v6_asns=(), path: str = ""):
         self.path = path
+        self.digest = ""  # of the file it was read from: a reload's verdict compares it
         v4_nets = np.asarray(v4_nets, dtype=np.uint64)
         v4_lens = np.asarray(v4_lens, dtype=np.int64)
         self._asn = np.concatenate([[UNKNOWN], np.asarray(v4_asns, np.uint32),
@@ -128,27 +130,29 @@ def read_pfx2as(path: str) -> AsTable:
     """The table of a pfx2as file; AsTableError names the file and line."""
     v4_nets, v4_lens, v4_asns, v6, v6_asns = [], [], [], [], []
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise AsTableError(f"cannot read the AS table: {e.strerror}", path) from None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            if len(words) != 3:
-                raise AsTableError(f"expected \"PREFIX LENGTH AS\" (3 fields), got "
-                                   f"{len(words)}", path, lineno)
-            try:
-                net, net6, plen = _prefix(words[0], words[1])
-                asn = _asn(words[2])
-            except ValueError as e:
-                raise AsTableError(str(e), path, lineno) from None
-            if net6 is None:
-                v4_nets.append(net)
-                v4_lens.append(plen)
-                v4_asns.append(asn)
-            else:
-                v6.append((net6, plen))
-                v6_asns.append(asn)
-    return AsTable(v4_nets, v4_lens, v4_asns, v6, v6_asns, path)
+    for lineno, line in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 3:
+            raise AsTableError(f"expected \"PREFIX LENGTH AS\" (3 fields), got "
+                               f"{len(words)}", path, lineno)
+        try:
+            net, net6, plen = _prefix(words[0], words[1])
+            asn = _asn(words[2])
+        except ValueError as e:
+            raise AsTableError(str(e), path, lineno) from None
+        if net6 is None:
+            v4_nets.append(net)
+            v4_lens.append(plen)
+            v4_asns.append(asn)
+        else:
+            v6.append((net6, plen))
+            v6_asns.append(asn)
+    table = AsTable(v4_nets, v4_lens, v4_asns, v6, v6_asns, path)
+    table.digest = hashlib.sha256(data).hexdigest()
+    return table
