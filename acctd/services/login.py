@@ -629,8 +629,8 @@ class LoginService(Service):
             return None
 
     def _auth_refused(self, oid: str) -> bool:
-        i = self.core.snapshot.units.by_oid[oid]
-        return bool(self.core.sys_policy_bits().get(i, 0) & abi.SysPolicy.AUTH)
+        i = self.core.snapshot.units.by_oid.get(oid)
+        return i is not None and bool(self.core.sys_policy_bits().get(i, 0) & abi.SysPolicy.AUTH)
 
     def _attempt(self, who, ok, reason, addr, mac, now) -> None:
         self.core.login_attempted(who, ok, reason, addr, mac, "login")
