@@ -149,6 +149,9 @@ def _alternatives(term, policies, units, now, memo, depth) -> list[Atom]:
         if any(side != "b" for side, _lo, _hi in term.items):
             raise FwError("ifindex sN/dN (input/output interface) is known to accounting "
                           "only; a fw-policy tests the interface of the hook: write ifindex N")
+        if sum(hi - lo + 1 for _s, lo, hi in term.items) > abi.FW_ATOMS:
+            raise FwError(f"ifindex lists more than {abi.FW_ATOMS} interfaces: each is a "
+                          "kernel rule")
         return [Atom(ifindex=i) for _s, lo, hi in term.items for i in range(lo, hi + 1)]
     if isinstance(term, As):
         raise FwError("target 'as' is looked up at drain time, for accounting only; "

@@ -66,6 +66,11 @@ fw-policy = ["up"]
     with pytest.raises(ConfigError, match="ifindex sN/dN .* write ifindex N") as e:
         config.loads(text, "acctd.toml")
     assert e.value.line == 9
+    with pytest.raises(ConfigError, match="ifindex lists more than 8 interfaces"):
+        config.loads(text.replace("ifindex s3", "ifindex 1:4294967295"), "acctd.toml")
+    cfg = config.loads(text.replace("ifindex s3", "ifindex 3:4"))
+    (h,) = enforcement.plan(Snapshot.build(cfg), {}, None).values()
+    assert [a.ifindex for a in h.rules[0].atoms] == [3, 4]
 
 
 # --- as ------------------------------------------------------------------------------
