@@ -40,24 +40,29 @@ enum acct_verdict {
 
 /* Why the datapath dropped a packet: index of the drop counters. */
 enum acct_drop {
-	ACCT_DROP_BLOCK = 0,	/* a system policy: sys-deny, quota, login, money, mac */
+	ACCT_DROP_BLOCK = 0,	/* a system policy: sys-deny(-reason), sys-deny-OID */
 	ACCT_DROP_FW = 1,	/* no fw-policy of the unit passes it, or `restrict` */
 	ACCT_DROP_POLICE = 2,	/* over a rate limit (bw) */
 	ACCT_DROP_MAX = 3,
 };
 
 /* NeTAMS system policies: why an address is blocked (bits of
- * acct_class.sys_policy). sys-deny, sys-deny-{quota,login,money,mac}, and
- * sys-allow, which overrides them all. */
+ * acct_class.sys_policy). sys-deny, sys-deny-{quota,login,money,mac,auth,
+ * block}, and sys-allow, which overrides them all. */
 enum acct_sys_policy {
 	ACCT_SYS_DENY = 1 << 0,		/* admin */
 	ACCT_SYS_QUOTA = 1 << 1,	/* sys-deny-quota */
 	ACCT_SYS_LOGIN = 1 << 2,	/* sys-deny-login */
 	ACCT_SYS_MONEY = 1 << 3,	/* sys-deny-money */
 	ACCT_SYS_MAC = 1 << 4,		/* sys-deny-mac */
+	ACCT_SYS_AUTH = 1 << 5,		/* sys-deny-auth */
+	ACCT_SYS_BLOCK = 1 << 6,	/* sys-deny-block */
+	ACCT_SYS_PEERS = 1 << 7,	/* not a block: the class has sys-allow-OID /
+					 * sys-deny-OID atoms (ACCT_CLASS_PEER_SHIFT) */
 	ACCT_SYS_ALLOW = 1 << 31,	/* admin override: lifts every block above */
 };
-#define ACCT_SYS_DENY_MASK 0x1f
+#define ACCT_SYS_DENY_MASK 0x7f
+#define ACCT_SYS_SLOW_MASK 0xff	/* a block or peers: more to check */
 
 /* What a class does with traffic its blocks let through (acct_class.fw). */
 enum acct_fw {
@@ -121,6 +126,8 @@ struct acct_class_key {
 
 /* acct_class.flags */
 #define ACCT_CLASS_UNIT 1	/* belongs to a unit: drops are counted per address */
+#define ACCT_CLASS_PEER_SHIFT 16	/* flags >> 16: the acct_fw index of the unit's
+					 * sys-allow-OID / sys-deny-OID atoms, 0 = none */
 
 struct acct_class {
 	__u32 sys_policy;	/* enum acct_sys_policy bits: drop while a deny bit is set */
@@ -157,6 +164,7 @@ struct acct_addr_val {
 #define ACCT_ATOM_PORTS 4	/* TCP/UDP only, ports within the ranges */
 #define ACCT_ATOM_TOS 8		/* tos must equal .tos */
 #define ACCT_ATOM_VLAN 16	/* either VLAN tag equals .vlan */
+#define ACCT_ATOM_PEER_ALLOW 128	/* in a peer set: sys-allow-OID (else sys-deny-OID) */
 #define ACCT_ATOM_ADDR_ANY_SIDE 32	/* .addr_set holds either address (target addr),
 					 * not just the remote one (target file/units) */
 #define ACCT_ATOM_DENY 64	/* on the LAST atom: the policy's match drops instead

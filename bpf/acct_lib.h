@@ -516,16 +516,47 @@ static __always_inline int acct_police(__u32 idx, __u64 bytes, __u64 now)
 	return 1;
 }
 
+/* sys-allow-OID / sys-deny-OID: the first peer atom whose unit holds the
+ * remote address decides, "regardless of other restrictions" (NeTAMS).
+ * Returns 0 when no peer matches, else 1 + the atom's ACCT_ATOM_PEER_ALLOW. */
+static __always_inline int acct_peer_eval(__u32 set, const struct acct_flow_key *k)
+{
+	struct acct_fw_set *fs = acct_fw.lookup(&set);
+	if (!fs)
+		return 0;
+	for (int i = 0; i < ACCT_FW_ATOMS; i++) {
+		if (i >= fs->n_atoms)
+			break;
+		struct acct_fw_atom *a = &fs->atoms[i];
+		if (acct_atom_match(a, k))
+			return 1 + !!(a->flags & ACCT_ATOM_PEER_ALLOW);
+	}
+	return 0;
+}
+
 /* Which drop counter a packet goes to, or ACCT_DROP_MAX when it passes.
- * Blocks act at every hook; fw-policies and rate limits once per direction,
- * at the hook that sees it first (`first`), so a packet is charged once. */
+ * Peers and blocks act at every hook; fw-policies and rate limits once per
+ * direction, at the hook that sees it first (`first`), so a packet is
+ * charged once. */
 static __always_inline __u32 acct_enforce(const struct acct_class *cls,
 					  const struct acct_flow_key *k, __u64 bytes,
 					  int first, const struct acct_meta *meta)
 {
-	if ((cls->sys_policy & ACCT_SYS_DENY_MASK) &&
-	    !(cls->sys_policy & ACCT_SYS_ALLOW))
-		return ACCT_DROP_BLOCK;
+	/* one test on the common path: no block and no peers */
+	if (cls->sys_policy & ACCT_SYS_SLOW_MASK) {
+		if (cls->sys_policy & ACCT_SYS_PEERS) {
+			/* constants, not the helper's value: the verifier must see
+			 * the drop cause bounded where it indexes the counters */
+			int v = acct_peer_eval(cls->flags >> ACCT_CLASS_PEER_SHIFT, k);
+			if (v == 2)
+				return ACCT_DROP_MAX;
+			if (v == 1)
+				return ACCT_DROP_BLOCK;
+		}
+		if ((cls->sys_policy & ACCT_SYS_DENY_MASK) &&
+		    !(cls->sys_policy & ACCT_SYS_ALLOW))
+			return ACCT_DROP_BLOCK;
+	}
 	if (!first)
 		return ACCT_DROP_MAX;
 	__u32 policer = 0;

@@ -21,6 +21,9 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # (and no-local-pass units). acctd defaults to pass/pass,
                                   # NeTAMS to all drop local pass (see enforce.py)
     default-fw-policy = ["web"]   # prepended to every unit's fw-policy list unless nodefault
+                                  # or fp-nodefault
+    as-table = "pfx2as.txt"       # prefix-to-AS table for `as` targets (CAIDA pfx2as text:
+                                  # PREFIX LENGTH AS per line), re-read at every reload
     bw-burst = 0.3                # seconds of traffic a rate limit lets through at once
                                   # (at least 64 KiB): the token bucket's depth
     access-script = "/usr/local/sbin/acct-access"  # run as SCRIPT deny|allow OID ADDR REASONS
@@ -49,9 +52,12 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     acct-policy = ["ip", "!%icmp"]  # "!" inverts, "%" stops the list after a match
     nodefault = false             # drop the default acct-policies for this unit
     sys-policy = ["sys-deny-money"]  # NeTAMS system policies: sys-deny, sys-allow,
-                                  # sys-{deny|allow}-{quota|login|money|mac}; the start state,
-                                  # `acctctl unit NAME sys-...` changes it at run time
+                                  # sys-{deny|allow}-{quota|login|money|mac|auth|block}; the
+                                  # start state, `acctctl unit NAME sys-...` changes it at run
+                                  # time; sys-{deny|allow}-OID: traffic with unit OID drops /
+                                  # passes whatever else says (config only; groups: members)
     ap-nodefault = false          # same, for acct-policies only (NeTAMS keeps both words)
+    fp-nodefault = false          # drop the default fw-policies only
     fw-policy = ["web", "!p2p"]   # NeTAMS >= 3.3: traffic of these policies passes, the rest
                                   # is dropped ("!" passes what the policy does not match)
     bw = "10M in 2M out"          # rate limit in bit/s (K, M, G = 1000s); "10M" = both ways
@@ -65,6 +71,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     target = "proto tcp port s80:82 s8080"      # a NeTAMS target string, or a table:
     # target = { proto = "tcp", port = ["s80:82", "s8080"] }
     bw = "1M"                     # as a fw-policy: the rate of the traffic it passes, per unit
+    hidden = false                # left out of `send report` mails (NeTAMS: of the HTML pages)
 
     [[user]]                      # who may use the control socket, and how much
     name = "noc"                  # required, unique
@@ -146,7 +153,10 @@ Targets (all keywords given must match; see acctd/model/policies.py):
     port [s|d|b]N[:M|-M]    TCP/UDP only; s = source port, d = destination, b/none = either;
                             at most 10 items
     vlan N ...              outer or inner tag
-    ifindex N ...           the interface the flow was seen on
+    ifindex [s|d|b]N[:M] .. the flow's interface: s = it arrived there (input), d = it left
+                            there (output), b/none = either; fw-policies: N only
+    as [s|d|b]N[:M] ...     origin AS of the source / destination / either address, from
+                            [processor] as-table (0: not in the table); not in fw-policies
     addr A|P ...            either side of the flow
     file PATH               the remote side is in a NeTAMS prefix file (relative to this file)
     units oid OID ...       the remote side is inside that unit (a group: any member)
@@ -155,7 +165,7 @@ Targets (all keywords given must match; see acctd/model/policies.py):
     time 9-18 | 00:40-21:30 day Mon-Fri | Sun
                             checked once per drain (lookup-delay), not per packet
     tos N                   needs a TOS byte in the flow key (not in ABI v1): rejected for now
-    as, ds                  rejected: need BGP data / extra data sources
+    ds                      rejected: needs the flow collector (all flows come from the kernel)
 
 Each table is declared once, with its keys, checks and defaults, by the
 module that uses it (acctd/config/schema.py); this module puts them
@@ -180,13 +190,13 @@ from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
-                                 each, free_text, integer, number, parsed, setting, string,
-                                 strings, top_key)
+                                 each, file_path, free_text, integer, number, parsed, setting,
+                                 string, strings, top_key)
 from acctd.control.access import User
 from acctd.control.server import ServerSettings
 from acctd.errors import ConfigError
 from acctd.kernel import abi
-from acctd.model import enforcement, sys_policy
+from acctd.model import asn, enforcement, sys_policy
 from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec
 from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
@@ -288,6 +298,7 @@ class Processor(Table):
     auto_assign: tuple[tuple[bytes, bytes], ...] = setting((), check=_auto_assign)
     auto_units: tuple[auto_units.AutoUnits, ...] = setting((), check=_auto_units)
     mac_control: str = setting("off", check=choice("off", "block", "alert", "block-alert"))
+    as_table: str = setting("", check=file_path("a pfx2as file path"))  # for `as` targets
 
     def finish(self, ctx) -> "Processor":
         if self.flow_lifetime < self.lookup_delay:
@@ -374,6 +385,7 @@ class UnitTable(Table):
     acct_policy: tuple[str, ...] = setting((), check=strings("policy names"))
     nodefault: bool = setting(False, check=boolean())
     ap_nodefault: bool = setting(False, check=boolean())
+    fp_nodefault: bool = setting(False, check=boolean())
     sys_policy: tuple[str, ...] = setting((), check=_sys_policy)
     fw_policy: tuple[str, ...] = setting((), check=strings("policy names"))
     bw: tuple[int | None, int | None] | None = setting(None,
@@ -410,9 +422,10 @@ class PolicyTable(Table):
     oid: str | None = setting(None, check=_oid_string("146633"))
     bw: tuple[int | None, int | None] | None = setting(None,
                                                        check=parsed(enforcement.parse_bw))
+    hidden: bool = setting(False, check=boolean())
 
     def spec(self) -> PolicySpec:
-        return PolicySpec(self.name, self.target, self.oid, self.bw)
+        return PolicySpec(self.name, self.target, self.oid, self.bw, self.hidden)
 
 
 # --- the whole configuration --------------------------------------------------------
@@ -592,8 +605,9 @@ class _Loader:
         storage = self.read(StorageSettings, "storage", doc=self.doc.get("storage", {}))
         unit_list = [t.unit() for t in self.array(UnitTable, "unit")]
         specs = [t.spec() for t in self.array(PolicyTable, "policy")]
+        as_table = self.as_table(processor)
         try:
-            policies = PolicySet(specs, self.base_dir)
+            policies = PolicySet(specs, self.base_dir, as_table=as_table)
             units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
             policies.check_units(units)
             plan = AcctPlan(units, policies, processor.default_acct_policy)
@@ -655,6 +669,18 @@ class _Loader:
                 if unknown:
                     self.fail(f"no unit named {unknown[0]!r}", "export", i, "units")
         return out
+
+    def as_table(self, processor: Processor) -> asn.AsTable | None:
+        """[processor] as-table, read anew at every load (so at every reload)."""
+        if not processor.as_table:
+            return None
+        try:
+            return asn.read_pfx2as(processor.as_table)
+        except asn.AsTableError as e:
+            if e.line is None:
+                self.fail(e.reason, "processor", None, "as-table")
+            raise ConfigError(f"{e.reason} (the AS table of [processor] as-table)", e.path,
+                              e.line) from None
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

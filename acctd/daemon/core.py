@@ -743,7 +743,9 @@ def _changed(old, new) -> list[str]:
     for name in (f.name for f in dataclasses.fields(old) if f.name not in ("path", "plan")):
         a, b = getattr(old, name), getattr(new, name)
         if name in ("units", "policies"):
-            a, b = tuple(a), tuple(b)
+            # a policy's `as` terms are the same when only the AS table moved
+            a, b = ((tuple(x), getattr(getattr(x, "as_table", None), "digest", None))
+                    for x in (a, b))
         try:
             same = bool(a == b)
         except (ValueError, TypeError):  # numpy inside (prefix files): no cheap answer

@@ -24,7 +24,9 @@ from acctd.config.loader import Config, Processor, UnitTable, loads
 from acctd.config.schema import Context, Invalid, Table
 from acctd.errors import ConfigError
 from acctd.model.enforcement import parse_bw
+from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
+from acctd.model.asn import AsTable
 from acctd.model.policies import parse_acct_entry, parse_target, tokenize_target
 from acctd.model.units import normalize_oid
 from acctd.services.alerter import LANGUAGES
@@ -42,6 +44,7 @@ _UNIT_WORDS = {"oid", "name", "ip", "mask", "parent", "no-local-pass", "email", 
                "description", "mac", "bw", "nodefault", "ap-nodefault", "fp-nodefault",
                "acct-policy", "fw-policy", "ds-list", "auto-units"}
 _POLICY_WORDS = {"oid", "name", "hidden", "target", "bw"}
+AS_TABLE = "pfx2as.txt"  # where an imported config's `as` targets look AS numbers up
 # [quota] keys a NeTAMS directive of one value sets (notify and set have their own)
 _QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold"}
 
@@ -236,6 +239,7 @@ class _Importer:
         if self.language and not self.alerter:
             self.warn(self.origin[("alerter", "language")], f"language {self.language}",
                       "not carried: acctd mails nothing without [alerter] (service alerter)")
+        self.check_peer_refs()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
 
@@ -453,7 +457,7 @@ class _Importer:
                 p["target"] = " ".join("port" if x.lower() == "ports" else x for x in rest)
                 break
             elif w == "hidden":
-                self.warn(ln, "hidden", "hiding policies from HTML reports is not implemented")
+                p["hidden"] = True  # acctd: left out of `send report` mails
                 k += 1
             elif w == "bw":
                 n = _bw_words(t, k)
@@ -466,16 +470,8 @@ class _Importer:
         if "name" not in p or "target" not in p:
             self.warn(ln, " ".join(t), "policy needs a name and a target; not carried")
             return
-        try:
-            parse_target(p["target"], self.base_dir)
-        except ValueError as e:
-            if not str(e).startswith("cannot read prefix file"):
-                self.warn(ln, " ".join(t), f"target not carried: {e}")
-                return
-            # carried: the operator copies the file next to the acctd config
-            self.warn(ln, f"policy {p['name']}", f"carried, but acctd will not load until "
-                                                 f"it can read the prefix file: {e}")
-            self.unreadable.add(p["name"])
+        if not self.policy_target(ln, t, p):
+            return
         if "oid" in p:
             try:
                 p["oid"] = normalize_oid(p["oid"])
@@ -495,6 +491,44 @@ class _Importer:
             return False
         into["bw"] = text
         return True
+
+    def policy_target(self, ln: int, t: list[str], p: dict[str, Any]) -> bool:
+        """Whether the policy's target is carried; what the operator must
+        provide (a prefix file, the AS table) is said at the policy's line."""
+        try:
+            uses_as = any(kw == "as" for kw, _ in tokenize_target(p["target"]))
+            parse_target(p["target"], self.base_dir, as_table=AsTable() if uses_as else None)
+        except ValueError as e:
+            if not str(e).startswith("cannot read prefix file"):
+                self.warn(ln, " ".join(t), f"target not carried: {e}")
+                return False
+            # carried: the operator copies the file next to the acctd config
+            self.warn(ln, f"policy {p['name']}", f"carried, but acctd will not load until "
+                                                 f"it can read the prefix file: {e}")
+            self.unreadable.add(p["name"])
+        if uses_as:
+            # NeTAMS had the AS numbers from NetFlow records; acctd looks them up
+            self.processor.setdefault("as-table", AS_TABLE)
+            self.keep(ln, "processor", "as-table")
+            self.warn(ln, f"policy {p['name']}", f"carried; acctd looks the AS numbers up in "
+                                                 f"[processor] as-table = \"{AS_TABLE}\": put a "
+                                                 "CAIDA pfx2as file there before starting it")
+        return True
+
+    def check_peer_refs(self) -> None:
+        """sys-deny-OID / sys-allow-OID naming no carried unit are dropped, with a warning."""
+        oids = {u["oid"] for u in self.units if "oid" in u}
+        for ln, u in zip(self.unit_lines, self.units):
+            keep = []
+            for w in u.get("sys-policy", []):
+                peer = sys_policy.peer(w)
+                if peer and peer[0] not in oids:
+                    self.warn(ln, f"unit {u['name']} {w}", f"no unit with oid {peer[0]} was "
+                                                           "carried")
+                else:
+                    keep.append(w)
+            if "sys-policy" in u:
+                u["sys-policy"] = keep
 
     def unit(self, ln: int, t: list[str]) -> None:
         if len(t) < 2 or t[1].lower() not in ("host", "group", "cluster", "net", "user"):
@@ -541,7 +575,10 @@ class _Importer:
                 n = _bw_words(t, k)
                 self.bw(ln, u, t[k + 1:k + n])
                 k += n
-            elif w.startswith("sys-") or w == "fp-nodefault":
+            elif w == "fp-nodefault":
+                u[w] = True
+                k += 1
+            elif w.startswith("sys-"):
                 self.unit_enforcement(ln, u, t[k])
                 k += 1
             elif w in ("mac", "auto-units") and arg is not None:
@@ -572,10 +609,7 @@ class _Importer:
                          arg: str | None = None) -> None:
         """A unit's sys-* words, mac and auto-units rule number."""
         w = word.lower()
-        if w == "fp-nodefault":
-            self.warn(ln, word, "acctd has no fp-nodefault; nodefault drops both default "
-                                "lists, ap-nodefault the acct-policy one")
-        elif w == "mac":
+        if w == "mac":
             why = _refused(UnitTable, "mac", arg)
             if why:
                 self.warn(ln, f"mac {arg}", f"bad value for mac: {why}")
@@ -587,12 +621,12 @@ class _Importer:
                 self.warn(ln, f"auto-units {arg}", f"bad value for auto-units: {why}")
             else:
                 u["auto-units"] = _value(arg)
-        else:
-            why = _refused(UnitTable, "sys-policy", [w])
+        else:   # an OID keeps its case: sys-deny-0A0101
+            why = _refused(UnitTable, "sys-policy", [word])
             if why:
                 self.warn(ln, word, f"not carried: {why}")
             else:
-                u.setdefault("sys-policy", []).append(w)
+                u.setdefault("sys-policy", []).append(word)
 
     def addresses(self, ln: int, u: dict[str, Any], ips: list[str]) -> bool:
         kind = u["type"]
@@ -862,14 +896,17 @@ class _Importer:
                     *(f"#   line {w.line}: {w.text()}" for w in warnings))
         out.add("")
         if self.processor:
-            out.table(("processor",), self.processor, self.origin)
+            processor = self.processor
+            if for_check and "as-table" in processor:
+                processor = processor | {"as-table": os.devnull}  # provided by the operator
+            out.table(("processor",), processor, self.origin)
         for ln, p in zip(self.policy_lines, self.policies):
-            keys = {k: p[k] for k in ("name", "oid", "target", "bw") if k in p}
+            keys = {k: p[k] for k in ("name", "oid", "target", "bw", "hidden") if k in p}
             if for_check and p["name"] in self.unreadable:
                 keys["target"] = _empty_files(keys["target"])
             out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
-                 "description", "nodefault", "ap-nodefault", "fw-policy", "bw", "sys-policy",
+                 "description", "nodefault", "ap-nodefault", "fp-nodefault", "fw-policy", "bw", "sys-policy",
                  "no-local-pass", "mac", "auto-units")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)

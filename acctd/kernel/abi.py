@@ -77,7 +77,7 @@ class Verdict(enum.IntEnum):
 
 class Drop(enum.IntEnum):
     """Why the datapath dropped a packet (index of the drop counters)."""
-    BLOCK = 0   # system policy: sys-deny, quota, login, money, mac
+    BLOCK = 0   # system policy: sys-deny, quota, login, money, mac, auth, block
     FW = 1      # no fw-policy passes it, or `restrict`
     POLICE = 2  # over a rate limit
 
@@ -95,12 +95,17 @@ class SysPolicy(enum.IntFlag):
     LOGIN = 1 << 2
     MONEY = 1 << 3
     MAC = 1 << 4
+    AUTH = 1 << 5    # authentication refused (the login service refuses it too)
+    BLOCK = 1 << 6   # the billing account is blocked
+    PEERS = 1 << 7   # not a block: the class has peer atoms (CLASS_PEER_SHIFT)
     ALLOW = 1 << 31
 
 
-SYS_DENY_MASK = 0x1f
+SYS_DENY_MASK = 0x7f
+SYS_SLOW_MASK = 0xff
 IF_EGRESS_FIRST = 1
 CLASS_UNIT = 1
+CLASS_PEER_SHIFT = 16
 FW_ATOMS = 8
 POLICER_SHIFT = 16
 
@@ -113,6 +118,7 @@ class Atom(enum.IntFlag):
     VLAN = 16
     ADDR_ANY_SIDE = 32
     DENY = 64
+    PEER_ALLOW = 128
 
 
 class Health(enum.IntEnum):

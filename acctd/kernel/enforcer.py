@@ -58,7 +58,7 @@ class Enforcer:
                 for k, v in zip(keys, vals)}
 
     def kernel_blocks(self) -> dict[str, int]:
-        return {prefix_text(k): v[0] for k, v in self.kernel_classes().items()
+        return {prefix_text(k): _blocks(v[0]) for k, v in self.kernel_classes().items()
                 if sys_policy.verdict(v[0]) == abi.Verdict.DROP}
 
     # writing
@@ -80,7 +80,13 @@ class Enforcer:
             pol = [self._policers.get(("unit", c.unit_oid, d, c.bw[d] if c.bw else None), 0)
                    for d in range(abi.DIR_MAX)]
             flags = abi.CLASS_UNIT if c.unit_oid else 0
-            want[pfx] = (int(c.sys_policy), int(c.fw), ruleset, flags, *pol)
+            bits = int(c.sys_policy)
+            if c.peers:
+                peer_set = self._peer_set(c.peers, used_sets)
+                used_rulesets.add(peer_set)
+                flags |= peer_set << abi.CLASS_PEER_SHIFT
+                bits |= abi.SysPolicy.PEERS
+            want[pfx] = (bits, int(c.fw), ruleset, flags, *pol)
 
         old = self._classes
         m = self.maps["acct_classes"]
@@ -89,14 +95,14 @@ class Enforcer:
             if old.get(pfx) != t:
                 m.update(_class_key(pfx), _class_val(t))
                 changed += 1
-                before = old.get(pfx, (0,))[0]
-                if before != t[0]:
-                    moved[pfx] = (before, t[0])
+                before = _blocks(old.get(pfx, (0,))[0])
+                if before != _blocks(t[0]):
+                    moved[pfx] = (before, _blocks(t[0]))
         stale = [p for p in old if p not in want]
         for pfx in stale:
             m.delete(_class_key(pfx))
-            if old[pfx][0]:
-                moved[pfx] = (old[pfx][0], 0)
+            if _blocks(old[pfx][0]):
+                moved[pfx] = (_blocks(old[pfx][0]), 0)
         self._classes = want
         if changed or stale:
             self.bump()
@@ -179,6 +185,23 @@ class Enforcer:
                 a["flags"] = flags
                 n += 1
         v["n_atoms"] = n
+        return self._store(v)
+
+    def _peer_set(self, peers, used_sets: set) -> int:
+        """The acct_fw index of a unit's sys-allow-OID / sys-deny-OID atoms:
+        the peer unit's prefixes as the remote side, allow or deny."""
+        v = np.zeros(1, abi.FW_SET)
+        for a, (prefixes, allow) in zip(v["atoms"][0], peers):
+            a["sport_hi"] = a["dport_hi"] = 65535
+            a["addr_set"] = self._set(prefixes)
+            used_sets.add(int(a["addr_set"]))
+            a["flags"] = abi.Atom.PEER_ALLOW if allow else 0
+        v["n_atoms"] = len(peers)
+        return self._store(v)
+
+    def _store(self, v: np.ndarray) -> int:
+        """The acct_fw slot holding this set: shared by every class with the
+        same content; new content goes to a free slot."""
         raw = v[0].tobytes()
         idx = self._rulesets.get(raw)
         if idx is None:
@@ -214,6 +237,11 @@ class Enforcer:
                 for addr, plen in prefixes:
                     self.maps["acct_sets"].delete(_set_key(sid, addr, plen))
                 del self._sets[prefixes]
+
+
+def _blocks(bits: int) -> int:
+    """A class's sys_policy as the core decided it: without the PEERS mark."""
+    return bits & ~int(abi.SysPolicy.PEERS)
 
 
 def _class_tuple(v) -> tuple:

@@ -5,8 +5,11 @@ What the kernel does with a packet of local address A (bpf/acct_lib.h):
 - A's class is the most specific acct_classes prefix holding A: one per
   address or prefix of every unit, plus ::/0 for `restrict all` when that
   drops. No class: pass.
+- sys-allow-OID / sys-deny-OID come first, at every hook: traffic with
+  that unit's addresses passes / is dropped whatever follows (a unit's
+  own words, then its groups').
 - A deny bit in the class's reason drops at every hook (sys-deny, quota,
-  login, money, mac): the unit's blocks as resolved by model/sys_policy.py
+  login, money, mac, auth, block): the unit's blocks as resolved by model/sys_policy.py
   (groups' included, lifted ones not). fw-policies do not count as blocks:
   sys-allow does not lift them.
 - fw-policies (NeTAMS >= 3.3): the traffic of the unit's listed policies
@@ -37,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
-from acctd.model.policies import (Addr, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
+from acctd.model.policies import (Addr, As, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
                                   Units, Vlan, parse_acct_entry, read_prefix_file)
 from acctd.model.units import ModelError
 
@@ -145,19 +148,23 @@ def _alternatives(term, policies, units, now, memo, depth) -> list[Atom]:
     if isinstance(term, Vlan):
         return [Atom(vlan=v) for v in sorted(term.ids)]
     if isinstance(term, Ifindex):
-        return [Atom(ifindex=i) for i in sorted(term.ids)]
+        if any(side != "b" for side, _lo, _hi in term.items):
+            raise FwError("ifindex sN/dN (input/output interface) is known to accounting "
+                          "only; a fw-policy tests the interface of the hook: write ifindex N")
+        if sum(hi - lo + 1 for _s, lo, hi in term.items) > abi.FW_ATOMS:
+            raise FwError(f"ifindex lists more than {abi.FW_ATOMS} interfaces: each is a "
+                          "kernel rule")
+        return [Atom(ifindex=i) for _s, lo, hi in term.items for i in range(lo, hi + 1)]
+    if isinstance(term, As):
+        raise FwError("target 'as' is looked up at drain time, for accounting only; "
+                      "a fw-policy cannot use it")
     if isinstance(term, Addr):  # re-read the text: a PrefixTable keeps no list
         return [Atom(addr_set=frozenset(_prefixes_of(term.text)), any_side=True)]
     if isinstance(term, File):
         return [Atom(addr_set=frozenset(_masked(*p) for p in read_prefix_file(term.path)))]
     if isinstance(term, Units):
-        prefixes = set()
-        for k in term.keys:
-            i = units.find(k)
-            for j in [i, *units.descendants(i)]:
-                u = units.units[j]
-                prefixes |= {(a, 128) for a in u.addrs} | set(u.nets)
-        return [Atom(addr_set=frozenset(prefixes))] if prefixes else []
+        prefixes = frozenset().union(*(unit_prefixes(units, units.find(k)) for k in term.keys))
+        return [Atom(addr_set=prefixes)] if prefixes else []
     if isinstance(term, PolicyRefs):
         parts = []
         for ref, inv in term.refs:
@@ -178,6 +185,36 @@ def _alternatives(term, policies, units, now, memo, depth) -> list[Atom]:
     if isinstance(term, Day):
         return [Atom()] if now is None or now.weekday() in term.days else []
     raise TypeError(term)  # pragma: no cover
+
+
+def unit_prefixes(units, i: int) -> frozenset[tuple[bytes, int]]:
+    """The addresses and nets of unit i and of everything below it."""
+    out: set[tuple[bytes, int]] = set()
+    for j in [i, *units.descendants(i)]:
+        u = units.units[j]
+        out |= {(a, 128) for a in u.addrs} | set(u.nets)
+    return frozenset(out)
+
+
+def peer_list(units, i: int) -> tuple[tuple[str, bool], ...]:
+    """Unit i's sys-allow-OID / sys-deny-OID as (oid, allow): its own words,
+    then its groups' for the oids it does not name itself."""
+    out: dict[str, bool] = {}
+    for j in [i, *units.ancestors[i]]:
+        for oid, allow in sys_policy.peers(units.units[j].sys_policy).items():
+            out.setdefault(oid, allow)
+    return tuple(out.items())
+
+
+def peers(units, i: int) -> tuple[tuple[frozenset, bool], ...]:
+    """Unit i's peer rules as (prefixes of the peer unit, allow), in order;
+    a peer without addresses matches nothing and is left out."""
+    out = []
+    for oid, allow in peer_list(units, i):
+        prefixes = unit_prefixes(units, units.find(oid))
+        if prefixes:
+            out.append((frozenset(_masked(*p) for p in prefixes), allow))
+    return tuple(out)
 
 
 def _prefixes_of(texts) -> list[tuple[bytes, int]]:
@@ -247,9 +284,9 @@ PASS_REST = Rule((Atom(),), False, "", None)  # after deny rules on an unrestric
 
 def fw_list(u, i: int, policies, default: Sequence[str]) -> list[tuple[int, bool]]:
     """A unit's fw-policy list as (policy index, inverted): the default list
-    unless nodefault, then its own entries."""
+    unless nodefault or fp-nodefault, then its own entries."""
     out: list[tuple[int, bool]] = []
-    texts = ([] if u.nodefault else list(default)) + list(u.fw_policy)
+    texts = ([] if u.nodefault or u.fp_nodefault else list(default)) + list(u.fw_policy)
     for text in texts:
         try:
             name, inv, _stop = parse_acct_entry(text)  # "%" means nothing here (>= 3.3)
@@ -343,6 +380,15 @@ def check(units, policies, proc) -> None:
             raise FwError("fw-policy and bw act on addresses: give them to the group's "
                           "members", "unit", i, "bw" if u.bw else "fw-policy")
         compile_rules(u, i, policies, units, default, None, memo)
+        for oid in sys_policy.peers(u.sys_policy):
+            try:
+                units.find(oid)
+            except KeyError:
+                raise FwError(f"no unit has oid {oid} (sys-deny-OID, sys-allow-OID)", "unit", i,
+                              "sys-policy") from None
+        if len(peer_list(units, i)) > abi.FW_ATOMS:
+            raise FwError(f"at most {abi.FW_ATOMS} sys-allow-OID / sys-deny-OID reach a unit "
+                          "(its own and its groups')", "unit", i, "sys-policy")
 
 
 # --- the whole plan --------------------------------------------------------------------
@@ -355,6 +401,7 @@ class ClassSpec:
     rules: tuple[Rule, ...] = ()
     unit_oid: str = ""
     bw: tuple[int | None, int | None] | None = None
+    peers: tuple[tuple[frozenset, bool], ...] = ()  # sys-allow-OID / sys-deny-OID
 
 
 def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassSpec:
@@ -368,7 +415,7 @@ def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassS
         local = not u.no_local_pass and bool(snap.plan.lists[i])
         fw = abi.Fw.DROP if (proc.restrict_local if local else proc.restrict_all) == "drop" \
             else abi.Fw.PASS
-    return ClassSpec(bits, fw, rules, u.oid, u.bw)
+    return ClassSpec(bits, fw, rules, u.oid, u.bw, peers(units, i))
 
 
 def plan(snap, bits: Mapping[int, int], now: dt.datetime | None,

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from acctd.kernel import abi
+from acctd.model.asn import AsTable
 from acctd.model.addresses import PrefixTable, parse_addr, parse_prefix, split_addrs
 from acctd.model.units import (ModelError, UnitSet, find_by_name_or_oid, make_oid, normalize_oid,
                                printable_name)
@@ -40,8 +41,8 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PORT_ITEMS = 10  # the reference's limit on port (and as) lists
 MAX_LIST = 64  # acct-policy entries per unit: one bit each in the hot path
 _NOT_YET = {
-    "as": "target 'as' needs BGP data, not supported yet",
-    "ds": "target 'ds' needs extra data sources, not supported yet",
+    "ds": "target 'ds' needs the flow collector: every flow here comes from the kernel "
+          "datapath, which is one data source",
     "ingress": "target 'ingress' describes NetFlow v9 collection, not supported",
     "egress": "target 'egress' describes NetFlow v9 collection, not supported",
     "layer7-detect": "target 'layer7-detect' needs payload inspection, not supported",
@@ -77,7 +78,16 @@ class Vlan:
 
 @dataclasses.dataclass(frozen=True)
 class Ifindex:
-    ids: frozenset[int]
+    """NetFlow's input (s) and output (d) interface. A flow here is seen at a
+    LAN hook: going out it arrived there (input), coming in it left there."""
+    items: tuple[tuple[str, int, int], ...]  # (s|d|b, low, high), inclusive
+
+
+@dataclasses.dataclass(frozen=True)
+class As:
+    """The origin AS of the source (s), destination (d) or either (b) address,
+    from [processor] as-table."""
+    items: tuple[tuple[str, int, int], ...]  # (s|d|b, low, high), inclusive
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -129,6 +139,16 @@ def _in_set(arr: np.ndarray, values) -> np.ndarray:
     return np.isin(arr, values)
 
 
+def _sided_hit(items, src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
+    """Flows whose src (s), dst (d) or either (b) value is in one of the ranges."""
+    hit = np.zeros(n, dtype=bool)
+    for side, lo, hi in items:
+        for col, s in ((src, "s"), (dst, "d")):
+            if side in (s, "b"):
+                hit |= (col >= lo) & (col <= hi) if lo != hi else col == lo
+    return hit
+
+
 def _num(tok: str, lo: int, hi: int, what: str) -> int:
     if not tok.isdigit() or not lo <= int(tok) <= hi:
         raise ValueError(f"expected {what} ({lo}..{hi}), got {tok!r}")
@@ -149,26 +169,33 @@ def _proto(tok: str) -> int | None:
         raise ValueError(f"expected a protocol name or number, got {tok!r}") from None
 
 
-_PORT = re.compile(r"^([sdb]?)(\d+)(?:[:-](\d+))?$")
+_SIDED = re.compile(r"^([sdb]?)(\d+)(?:[:-](\d+))?$")
+
+
+def _sided(kw: str, args: list[str], least: int, most: int,
+           example: str) -> tuple[tuple[str, int, int], ...]:
+    """The reference's "[s|d|b]num" lists (port, as, ifindex): (side, low, high)."""
+    if not args:
+        raise ValueError(f"{kw} needs at least one item, e.g. '{kw} {example}'")
+    if len(args) > MAX_PORT_ITEMS:
+        raise ValueError(f"{kw} takes at most {MAX_PORT_ITEMS} items, got {len(args)}")
+    items = []
+    for a in args:
+        m = _SIDED.match(a.lower())
+        if not m:
+            article = "an" if kw[0] in "aeiou" else "a"
+            raise ValueError(f"expected {article} {kw} item like {example}, got {a!r}")
+        lo = int(m.group(2))
+        hi = int(m.group(3)) if m.group(3) else lo
+        if not least <= lo <= hi <= most:
+            raise ValueError(f"expected {kw} numbers {least}..{most} with low <= high, "
+                             f"got {a!r}")
+        items.append((m.group(1) or "b", lo, hi))
+    return tuple(items)
 
 
 def _ports(args: list[str]) -> Ports:
-    if not args:
-        raise ValueError("port needs at least one item, e.g. 'port s80:82 d8080'")
-    if len(args) > MAX_PORT_ITEMS:
-        raise ValueError(f"port takes at most {MAX_PORT_ITEMS} items, got {len(args)}")
-    items = []
-    for a in args:
-        m = _PORT.match(a.lower())
-        if not m:
-            raise ValueError(f"expected a port item like 80, s80:82, d1000-2000 or b53, got {a!r}")
-        side = m.group(1) or "b"
-        lo = int(m.group(2))
-        hi = int(m.group(3)) if m.group(3) else lo
-        if not 0 <= lo <= hi <= 65535:
-            raise ValueError(f"expected ports 0..65535 with low <= high, got {a!r}")
-        items.append((side, lo, hi))
-    return Ports(tuple(items))
+    return Ports(_sided("port", args, 0, 65535, "80, s80:82, d1000-2000 or b53"))
 
 
 _HM = re.compile(r"^(\d{1,2})(?::(\d{2}))?$")
@@ -286,8 +313,10 @@ def tokenize_target(spec: str | Mapping) -> list[tuple[str, list[str]]]:
 
 
 def parse_target(spec: str | Mapping, base_dir: str = ".",
-                 flow_fields: Sequence[str] = abi.FLOW_KEY.names) -> tuple:
-    """Parse a target into terms; ValueError says what was expected."""
+                 flow_fields: Sequence[str] = abi.FLOW_KEY.names,
+                 as_table: AsTable | None = None) -> tuple:
+    """Parse a target into terms; ValueError says what was expected.
+    as_table: [processor] as-table, which an `as` target needs."""
     terms = []
     seen = set()
     for kw, args in tokenize_target(spec):
@@ -314,12 +343,12 @@ def parse_target(spec: str | Mapping, base_dir: str = ".",
         elif kw == "vlan":
             terms.append(Vlan(_ints(args, 1, 4094, "a VLAN id")))
         elif kw == "ifindex":
-            # NetFlow had input/output interfaces; a flow here has the one it was seen on
-            if any(a[:1] in ("s", "d", "S", "D") for a in args):
-                raise ValueError("ifindex: a flow here has only the interface it was seen on; "
-                                 "write 'ifindex N' (or bN), not sN/dN")
-            args = [a[1:] if a[:1] in ("b", "B") else a for a in args]
-            terms.append(Ifindex(_ints(args, 1, 2**32 - 1, "an interface index")))
+            terms.append(Ifindex(_sided("ifindex", args, 1, 2**32 - 1, "2, s2 or d3:5")))
+        elif kw == "as":
+            if as_table is None:
+                raise ValueError("target 'as' needs a prefix-to-AS table: set [processor] "
+                                 "as-table to a pfx2as file")
+            terms.append(As(_sided("as", args, 0, 2**32 - 1, "s65000, d3356 or 64512:65534")))
         elif kw == "addr":
             terms.append(_addr_table(args))
         elif kw == "file":
@@ -357,6 +386,7 @@ class PolicySpec:
     target: str | Mapping
     oid: str | None = None
     bw: tuple[int | None, int | None] | None = None  # as a fw-policy: rate limit in/out
+    hidden: bool = False  # left out of subscribers' statistics (NeTAMS: of the HTML pages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +396,7 @@ class Policy:
     terms: tuple
     bw: tuple[int | None, int | None] | None = None
     target: str | Mapping = ""   # as written (`acctctl policies` shows it)
+    hidden: bool = False
 
 
 class FlowView:
@@ -402,13 +433,22 @@ class FlowView:
             return np.where(remote_src, self["s_" + half], self["d_" + half])
         return np.ascontiguousarray(f[name])
 
+    def derived(self, name: str, make) -> np.ndarray:
+        """A column that needs more than the flows (the AS of each address), made once."""
+        v = self._cache.get(name)
+        if v is None:
+            v = self._cache[name] = make()
+        return v
+
 
 class PolicySet:
     """Compiled policies. `mask(i, view, now, units)` gives policy i's match per flow."""
 
     def __init__(self, specs: Sequence[PolicySpec], base_dir: str = ".",
                  reserved_oids: Sequence[str] = (),
-                 flow_fields: Sequence[str] = abi.FLOW_KEY.names):
+                 flow_fields: Sequence[str] = abi.FLOW_KEY.names,
+                 as_table: AsTable | None = None):
+        self.as_table = as_table
         self.index: dict[str, int] = {}
         policies = []
         taken = set(reserved_oids)
@@ -421,7 +461,7 @@ class PolicySet:
                 raise ModelError(f"policy name {s.name!r} is already used", "policy", i, "name")
             self.index[s.name] = i
             try:
-                terms = parse_target(s.target, base_dir, flow_fields)
+                terms = parse_target(s.target, base_dir, flow_fields, as_table)
             except ValueError as e:
                 raise ModelError(str(e), "policy", i, "target") from None
             oid = None
@@ -433,7 +473,7 @@ class PolicySet:
                 if oid in oids or oid in taken:
                     raise ModelError(f"oid {oid} is already used", "policy", i, "oid")
                 oids[oid] = i
-            policies.append(Policy(s.name, oid, terms, s.bw, s.target))
+            policies.append(Policy(s.name, oid, terms, s.bw, s.target, s.hidden))
         taken |= set(oids)
         for i, p in enumerate(policies):
             if p.oid is None:
@@ -525,18 +565,18 @@ class PolicySet:
             proto = view["proto"]
             # port targets describe TCP or UDP; ICMP keeps type/code in sport/dport
             l4 = (proto == 6) | (proto == 17)
-            sport, dport = view["sport"], view["dport"]
-            hit = np.zeros(view.n, dtype=bool)
-            for side, lo, hi in t.items:
-                if side in "sb":
-                    hit |= (sport >= lo) & (sport <= hi) if lo != hi else sport == lo
-                if side in "db":
-                    hit |= (dport >= lo) & (dport <= hi) if lo != hi else dport == lo
-            return l4 & hit
+            return l4 & _sided_hit(t.items, view["sport"], view["dport"], view.n)
         if isinstance(t, Vlan):
             return _in_set(view["vlan_outer"], t.ids) | _in_set(view["vlan_inner"], t.ids)
         if isinstance(t, Ifindex):
-            return _in_set(view["ifindex"], t.ids)
+            ifx, out = view["ifindex"], view["out"]
+            # at a LAN hook an outgoing flow arrived (input), an incoming one left (output)
+            return _sided_hit(t.items, np.where(out, ifx, 0), np.where(out, 0, ifx), view.n)
+        if isinstance(t, As):
+            def origin(side):
+                return lambda: self.as_table.lookup(view[side + "_hi"], view[side + "_lo"])
+            return _sided_hit(t.items, view.derived("s_as", origin("s")),
+                              view.derived("d_as", origin("d")), view.n)
         if isinstance(t, Addr):
             return (t.table.contains(view["s_hi"], view["s_lo"])
                     | t.table.contains(view["d_hi"], view["d_lo"]))

@@ -3,8 +3,17 @@
     sys-deny                 block everything (admin)
     sys-allow                lift every block the unit (and, for a group, each
                              member) has at that moment
-    sys-deny-ACTION          block for a reason: quota, login, money, mac
+    sys-deny-ACTION          block for a reason: quota, login, money, mac,
+                             auth (authentication refused: `login` fails too),
+                             block (the billing account is blocked)
     sys-allow-ACTION         lift that reason only, the same way
+    sys-deny-OID             drop the unit's traffic with unit OID (its
+                             addresses, a group's members'), whatever else
+                             would pass it
+    sys-allow-OID            pass the unit's traffic with unit OID, whatever
+                             would block it (a payment server reachable while
+                             blocked for money); both are config words, on a
+                             unit or a group (its members inherit them)
 
 A block reaches a unit from its own admin words, from the services (quota,
 login, mac hold their blocks) and from its groups. sys-allow is not a
@@ -25,26 +34,59 @@ Pure: the daemon applies the result to the datapath.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
 
 from acctd.kernel.abi import SysPolicy, Verdict
+from acctd.model.units import normalize_oid
 
 ACTIONS = {"quota": SysPolicy.QUOTA, "login": SysPolicy.LOGIN, "money": SysPolicy.MONEY,
-           "mac": SysPolicy.MAC}
-DENY_BITS = SysPolicy.DENY | SysPolicy.QUOTA | SysPolicy.LOGIN | SysPolicy.MONEY | SysPolicy.MAC
+           "mac": SysPolicy.MAC, "auth": SysPolicy.AUTH, "block": SysPolicy.BLOCK}
+DENY_BITS = functools.reduce(operator.or_, ACTIONS.values(), SysPolicy.DENY)
 LIFTED_SHIFT = 8  # the stored state: deny bits, and the lifted reasons above them
+
+
+def _words(word: str) -> tuple[str, str]:
+    w = word.replace("–", "-").lower().removeprefix("sys-")
+    kind, _, rest = w.partition("-")
+    return kind, rest
+
+
+def peer(word: str) -> tuple[str, bool] | None:
+    """sys-deny-OID / sys-allow-OID -> (oid, allow); None for any other word."""
+    kind, rest = _words(word)
+    if kind not in ("deny", "allow") or not rest or rest in ACTIONS:
+        return None
+    try:
+        return normalize_oid(rest), kind == "allow"
+    except ValueError:
+        return None
+
+
+def peers(words) -> dict[str, bool]:
+    """The peer words of a `sys-policy` list: oid -> allow; the last word about an oid wins."""
+    out: dict[str, bool] = {}
+    for w in words:
+        p = peer(w)
+        if p:
+            out.pop(p[0], None)
+            out[p[0]] = p[1]
+    return out
 
 
 def _parse(word: str) -> tuple[str, int]:
     """("deny" | "allow", the reasons it names)."""
-    w = word.replace("–", "-").lower().removeprefix("sys-")
-    if w in ("deny", "allow"):
-        return w, (SysPolicy.DENY if w == "deny" else DENY_BITS)
-    kind, _, action = w.partition("-")
+    kind, action = _words(word)
+    if kind in ("deny", "allow") and not action:
+        return kind, (SysPolicy.DENY if kind == "deny" else DENY_BITS)
     if kind in ("deny", "allow") and action in ACTIONS:
         return kind, ACTIONS[action]
-    raise ValueError(f"unknown system policy {word!r}; expected sys-deny, sys-allow or "
-                     f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}}")
+    if peer(word):
+        raise ValueError(f"{word}: sys-deny-OID and sys-allow-OID are configuration words; "
+                         "write them in the unit's sys-policy and reload")
+    raise ValueError(f"unknown system policy {word!r}; expected sys-deny, sys-allow, "
+                     f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}} or sys-deny-/sys-allow-OID")
 
 
 def state(deny: int, lifted: int = 0) -> int:
@@ -65,6 +107,8 @@ def from_words(words) -> int:
     lift at, so a sys-allow(-ACTION) there only cancels the denies before it."""
     deny = 0
     for w in words:
+        if peer(w):
+            continue  # not a block: peers() reads them
         kind, bits = _parse(w)
         deny = deny | bits if kind == "deny" else deny & ~bits
     return state(deny)

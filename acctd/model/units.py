@@ -94,6 +94,7 @@ class Unit:
     acct_policy: tuple[str, ...] = ()  # raw entries, "[!][%]name"; parsed by policy.py
     nodefault: bool = False
     ap_nodefault: bool = False
+    fp_nodefault: bool = False        # drop the default fw-policies only
     sys_policy: tuple[str, ...] = ()  # NeTAMS sys-deny / sys-deny-quota ... (sys_policy.py)
     fw_policy: tuple[str, ...] = ()   # "[!]name": what passes (enforce.py)
     bw: tuple[int | None, int | None] | None = None  # rate limit in/out, bit/s

@@ -370,6 +370,8 @@ class LoginTable:
     production, cheap ones in tests. on_attempt(who, ok, reason, addr, mac, now)
     is called on every login and logout attempt, successful or not (the F-TICKS
     hook point); who is the oid, or the name as given when it names no unit.
+    auth_refused(oid) says whether a sys-deny-auth is in force for the unit:
+    then a login fails even with the right password.
     Records are immutable: an operation replaces a unit's record or leaves it
     alone, so a failed attempt cannot half-change one.
     """
@@ -377,9 +379,11 @@ class LoginTable:
     def __init__(self, settings: LoginSettings | None = None,
                  find: Callable[[str], str | None] = lambda key: None,
                  records: Iterable[LoginRecord] = (), *, hasher=None,
-                 on_attempt: Hook | None = None):
+                 on_attempt: Hook | None = None,
+                 auth_refused: Callable[[str], bool] = lambda oid: False):
         self.settings = settings or LoginSettings()
         self.find = find
+        self.auth_refused = auth_refused
         self.hasher = hasher or _default_hasher()
         self.on_attempt = on_attempt
         self._records: dict[str, LoginRecord] = {r.oid: r for r in records}
@@ -489,7 +493,10 @@ class LoginTable:
         rec, res = self._authenticate(who, password, by)
         if res is None:
             s = self.settings
-            if rec.strict and mac != rec.mac:
+            if self.auth_refused(rec.oid):
+                res = self._fail(rec.oid, "auth-denied", "authentication denied",
+                                 "authentication denied (sys-deny-auth)")
+            elif rec.strict and mac != rec.mac:
                 res = self._fail(rec.oid, "mac-mismatch", "mac mismatch", "mac address mismatch")
             elif rec.opened and not s.relogin:
                 res = self._fail(rec.oid, "already-logged-in", "already logged in",
@@ -650,7 +657,8 @@ class LoginService(Service):
 
     def start(self) -> None:
         records = [LoginRecord.from_dict(d) for d in self.core.storage.login_records().values()]
-        self.table = LoginTable(self.settings, self._find, records, on_attempt=self._attempt)
+        self.table = LoginTable(self.settings, self._find, records, on_attempt=self._attempt,
+                                auth_refused=self._auth_refused)
         self._forget_gone()
         self._config_sets()
         for oid in self.table.start_states(self.core.clock()):
@@ -693,6 +701,10 @@ class LoginService(Service):
             return self.core.snapshot.unit(key).oid
         except KeyError:
             return None
+
+    def _auth_refused(self, oid: str) -> bool:
+        i = self.core.snapshot.units.by_oid.get(oid)
+        return i is not None and bool(self.core.sys_policy_bits().get(i, 0) & abi.SysPolicy.AUTH)
 
     def _attempt(self, who, ok, reason, addr, mac, now) -> None:
         self.core.login_attempted(who, ok, reason, addr, mac, "login")

@@ -145,12 +145,14 @@ def addresses(to: Sequence[str], owner_email: str | None, admins: Sequence[str])
 
 
 def policy_rows(listed: Sequence[tuple[int, str]], figures: Mapping[tuple[int, int], int],
-                names: Mapping[int, str] | None = None) -> tuple[list[Row], tuple[int, int] | None]:
+                names: Mapping[int, str] | None = None, hidden: frozenset[int] = frozenset()
+                ) -> tuple[list[Row], tuple[int, int] | None]:
     """(rows, total) for render_report: a (name, bytes in, bytes out) line per
     listed acct-policy (oid, name), then any other policy with figures (a
     unit's list changed during the period) by oid; the total is the unit's
-    all-traffic figures, None if it has none (the rows are then summed)."""
-    rows, seen = [], set()
+    all-traffic figures, None if it has none (the rows are then summed).
+    Policies in `hidden` (their oids) get no line: NeTAMS's `hidden`."""
+    rows, seen = [], set(hidden)
 
     def row(oid: int, name: str) -> Row:
         return (name, figures.get((oid, 0), 0), figures.get((oid, 1), 0))
@@ -185,6 +187,7 @@ def build(snap, req: Request, admins: Sequence[str], figures: Mapping[int, Mappi
     zone = snap.config.processor.zone
     pols = snap.policies.policies
     names = {int(p.oid, 16): p.name for p in pols}
+    hidden = frozenset(int(p.oid, 16) for p in pols if p.hidden)
     names.update({oid: f"dropped: {cause}" for cause, oid in DROPPED.items()})
     reports, skipped = [], []
     for i in select_units(snap.units, req.on):
@@ -194,7 +197,7 @@ def build(snap, req: Request, admins: Sequence[str], figures: Mapping[int, Mappi
             skipped.append({"unit": u.name, "reason": "no e-mail and no other recipient"})
             continue
         listed = [(int(pols[e.policy].oid, 16), pols[e.policy].name) for e in snap.plan.lists[i]]
-        rows, total = policy_rows(listed, figures.get(int(u.oid, 16), {}), names)
+        rows, total = policy_rows(listed, figures.get(int(u.oid, 16), {}), names, hidden)
         reports.append(Report(u.name, u.oid, to, req.period, start.astimezone(zone),
                               tuple(rows), total))
     return reports, skipped

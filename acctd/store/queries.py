@@ -55,7 +55,8 @@ def filter_units(rows: list[dict], f: dict) -> list[dict]:
 def report_policies(model) -> list[dict]:
     """The policies with their targets as written (an inline table as JSON)."""
     return [{"name": p.name, "oid": p.oid, "target": p.target if isinstance(p.target, str)
-             else json.dumps(p.target, default=dict)} for p in model.policies]
+             else json.dumps(p.target, default=dict), "hidden": p.hidden}
+            for p in model.policies]
 
 
 def report_list(storage, model, unit: str, now: dt.datetime, checks=None, matches=None) -> dict:

@@ -207,6 +207,17 @@ def build_cases() -> list[Case]:
         "acct_ifaces": {LO_SLOT: {"drop_packets": drops(abi.Drop.BLOCK, OUT, 1),
                                   "drop_bytes": drops(abi.Drop.BLOCK, OUT, n)}},
     }, drop=True, preload=_block("10.0.0.66", abi.SysPolicy.QUOTA)))
+    # sys-deny-auth and sys-deny-block are reasons like the others
+    for last, reason in ((68, abi.SysPolicy.AUTH), (69, abi.SysPolicy.BLOCK)):
+        addr = f"10.0.0.{last}"
+        p = Ether(**ETH) / IP(src=addr, dst=REM) / TCP(sport=40000 + last, dport=80)
+        n = ip_len(p)
+        c.append(Case(f"blocked-{reason.name.lower()}-dropped", bytes(p), {
+            "acct_addrs": {addr: {"drop_packets": drops(abi.Drop.BLOCK, OUT, 1),
+                                  "drop_bytes": drops(abi.Drop.BLOCK, OUT, n)}},
+            "acct_ifaces": {LO_SLOT: {"drop_packets": drops(abi.Drop.BLOCK, OUT, 1),
+                                      "drop_bytes": drops(abi.Drop.BLOCK, OUT, n)}},
+        }, drop=True, preload=_block(addr, reason)))
     p = Ether(**ETH) / IP(src="10.0.0.67", dst=REM) / TCP(sport=40015, dport=80)
     c.append(Case("sys-allow-overrides-drop", bytes(p),
                   accounted(p, local="10.0.0.67", remote=REM, direction=OUT, proto=6,

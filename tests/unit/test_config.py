@@ -80,9 +80,9 @@ def test_missing_required_key(tmp_path):
 
 def test_bad_policy_target(tmp_path):
     e = error(BASE.replace('"proto ip"', '"proto tcp as 1234"'), tmp_path)
-    assert (e.line, e.key) == (3, "target") and "needs BGP data" in str(e)
+    assert (e.line, e.key) == (3, "target") and "needs a prefix-to-AS table" in str(e)
     e = error(BASE.replace('"proto ip"', '{ proto = "tcp", port = "s99999" }'), tmp_path)
-    assert (e.line, e.key) == (3, "target") and "expected ports 0..65535" in str(e)
+    assert (e.line, e.key) == (3, "target") and "expected port numbers 0..65535" in str(e)
     e = error(BASE.replace('target = "proto ip"\n', ''), tmp_path)
     assert (e.line, e.key) == (1, "target")
     assert 'required key is missing; e.g. target = "proto tcp port 80"' in str(e)

@@ -133,3 +133,42 @@ target = "policy-or web office"
     assert enforcement.time_dependent(cfg.policies, [find("office")])
     assert enforcement.time_dependent(cfg.policies, [find("either")])   # through a reference
     assert not enforcement.time_dependent(cfg.policies, [find("web"), find("ip")])
+
+
+PEERS = """
+[[unit]]
+type = "host"
+name = "pay"
+oid = "0A0101"
+ip = "10.0.9.1"
+[[unit]]
+type = "net"
+name = "lan2"
+oid = "0A0102"
+net = "10.2.0.0/16"
+[[unit]]
+type = "group"
+name = "subs"
+sys-policy = ["sys-deny-0A0102", "sys-allow-0A0101"]
+[[unit]]
+type = "host"
+name = "h"
+ip = "10.0.5.9"
+parents = ["subs"]
+sys-policy = ["sys-deny-0A0101", "sys-deny-money"]
+"""
+
+
+def test_peers_are_the_units_own_words_then_its_groups():
+    cfg = config.loads(PEERS)
+    h = enforcement.plan(Snapshot.build(cfg), {}, None)[(parse_addr("10.0.5.9"), 128)]
+    assert h.peers == ((frozenset({(parse_addr("10.0.9.1"), 128)}), False),   # its own deny
+                       (frozenset({parse_prefix("10.2.0.0/16")}), False))     # the group's
+    assert enforcement.plan(Snapshot.build(cfg), {}, None)[
+        (parse_addr("10.0.9.1"), 128)].peers == ()
+
+
+def test_peer_of_no_unit_is_a_config_error_at_its_line():
+    with pytest.raises(ConfigError, match="key .sys-policy.: no unit has oid 0ABCDE") as e:
+        config.loads(PEERS.replace("sys-deny-0A0101", "sys-deny-0ABCDE"), "acctd.toml")
+    assert e.value.line == 21

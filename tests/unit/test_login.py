@@ -462,3 +462,23 @@ def test_a_hash_with_old_parameters_is_upgraded_on_login(svc):
 def test_the_default_hasher_is_argon2id_with_default_parameters():
     h = LoginTable(find=find).hasher
     assert isinstance(h, PasswordHasher) and h.time_cost == PasswordHasher().time_cost
+
+
+def test_sys_deny_auth_refuses_a_login_with_the_right_password():
+    """sys-deny-auth blocks the unit and its logins: the password is right,
+    the login fails until sys-allow-auth; the other reasons leave logins be."""
+    from acctd.config import loads
+    from acctd.services.login import LoginService
+
+    from .daemon_stub import daemon_stub
+    cfg = loads('[[unit]]\ntype = "host"\nname = "ana"\nip = "10.0.0.5"\n'
+                'sys-policy = ["sys-deny-auth"]\n')
+    with daemon_stub(cfg) as d:
+        d.service(LoginService).table.hasher = CHEAP
+        d.call("login-set", unit="ana", words=["password", "secret"])
+        r = d.call("login", unit="ana", password="secret")
+        assert (r["ok"], r["code"], r["reply"]) == \
+            (False, "auth-denied", "FAIL: authentication denied (sys-deny-auth)")
+        got = d.call("sys-policy", unit="ana", policy="sys-allow-auth")
+        assert got["sys_policy"] == ["sys-deny-login"]   # the record's own block stays
+        assert d.call("login", unit="ana", password="secret")["ok"]

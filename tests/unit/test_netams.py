@@ -95,7 +95,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     text = "\n".join([
         "service processor",
         "policy name dns target proto udp port 53",
-        "policy name bgp target as s1234",
+        "policy name bgp target ds 1",
         "policy name nobgp target policy-or !bgp",
         "policy name shaped target proto tcp bw 1M",
         "default acct\u2013policy dns bgp",
@@ -121,7 +121,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     ])
     res = netams.convert(text, "x.cfg")
     why = {w.line: w for w in res.warnings}
-    assert "needs BGP data" in why[3].reason
+    assert "target 'ds' needs the flow collector" in why[3].reason
     assert why[4].directive == "policy nobgp" and "'bgp'" in why[4].reason
     assert 5 not in why  # bw on a policy is carried
     assert "acct-policy bgp" in why[6].directive and "no such policy" in why[6].reason
@@ -531,3 +531,42 @@ def test_monitor_to_netflow_becomes_an_export_of_the_monitored_units():
     assert [(e.format, e.destination, e.units) for e in cfg.export] == [
         ("v5", ("192.0.2.9:9996",), "monitored"), ("v5", ("[2001:db8::9]:2055",), "monitored")]
     assert res.source_line(res.toml.splitlines().index("[[export]]") + 1) == 4
+
+
+PARITY_POLICY = "\n".join([
+    "service processor",
+    "policy name l7 hidden target proto tcp",
+    "policy name in3 target ifindex s3 d4",
+    "policy name google target as d15169",
+    "policy name coll target ds 2",
+    "unit host name pay oid 0A0101 ip 10.0.9.1",
+    "unit host name h ip 10.0.0.1 acct-policy l7 in3 google fp-nodefault "
+    "sys-deny-auth sys-deny-block sys-allow-0A0101 sys-deny-0ABCDE sys-deny-bogus",
+])
+
+
+def test_policy_words_hidden_fp_nodefault_ifindex_as_ds_and_sys_words_are_carried(tmp_path):
+    res = netams.convert(PARITY_POLICY, "x.cfg")
+    why = [(w.line, w.directive, w.reason) for w in res.warnings]
+    assert why == [
+        (4, "policy google", 'carried; acctd looks the AS numbers up in [processor] as-table = '
+                             '"pfx2as.txt": put a CAIDA pfx2as file there before starting it'),
+        (5, "policy name coll target ds 2",
+         "target not carried: target 'ds' needs the flow collector: every flow here comes "
+         "from the kernel datapath, which is one data source"),
+        (7, "sys-deny-bogus", "not carried: unknown system policy 'sys-deny-bogus'; expected "
+                              "sys-deny, sys-allow, sys-deny-/sys-allow-{quota,login,money,mac,auth,block} "
+                              "or sys-deny-/sys-allow-OID"),
+        (7, "unit h sys-deny-0ABCDE", "no unit with oid 0ABCDE was carried"),
+    ]
+    path = tmp_path / "acctd.toml"
+    netams.check(res, "x.cfg", str(path))   # the import's own check: before the table exists
+    path.write_text(res.toml)
+    (tmp_path / "pfx2as.txt").write_text("8.8.8.0 24 15169\n")
+    cfg = config.load(path)
+    assert [(p.name, p.hidden) for p in cfg.policies] == \
+        [("l7", True), ("in3", False), ("google", False)]
+    h = cfg.units.units[cfg.units.find("h")]
+    assert h.fp_nodefault and h.sys_policy == ("sys-deny-auth", "sys-deny-block",
+                                               "sys-allow-0A0101")
+    assert cfg.processor.as_table == str(tmp_path / "pfx2as.txt")

@@ -199,9 +199,7 @@ def test_targets_combine_with_and():
 
 
 def test_unsupported_targets_say_why():
-    with pytest.raises(ValueError, match="needs BGP data, not supported yet"):
-        parse_target("as s1234")
-    with pytest.raises(ValueError, match="needs extra data sources, not supported yet"):
+    with pytest.raises(ValueError, match="needs the flow collector"):
         parse_target("ds 1")
     with pytest.raises(ValueError, match="TOS byte in the flow key"):
         parse_target("tos 16", flow_fields=tuple(n for n in abi.FLOW_KEY.names if n != "tos"))

@@ -118,3 +118,25 @@ def test_acctctl_reload_answers_the_daemons_verdict(tmp_path):
         finally:
             srv.shutdown()
             srv.server_close()
+
+
+def test_a_reload_reads_the_as_table_again_and_says_the_policies_changed(tmp_path):
+    import numpy as np
+
+    from acctd.model.addresses import parse_addr, split_addrs
+    table = tmp_path / "pfx2as.txt"
+    table.write_text("8.8.8.0 24 15169\n")
+    path = tmp_path / "acctd.toml"
+    path.write_text('[processor]\nas-table = "pfx2as.txt"\n[[policy]]\nname = "g"\n'
+                    'target = "as 15169"\n' + UNITS.replace('["ip"]', '["ip", "g"]'))
+    dns = np.frombuffer(parse_addr("9.9.9.9"), np.uint8)
+
+    def origin(d):
+        return d.snapshot.policies.as_table.lookup(*split_addrs(dns)).tolist()
+    with daemon_stub(config.load(str(path)), tmp_path=tmp_path) as d:
+        d.drain = lambda: {}  # no kernel to drain
+        assert origin(d) == [0]
+        assert d.reload()["changed"] == []
+        table.write_text("9.9.9.0 24 15169\n")
+        assert d.reload()["changed"] == ["policies"]
+        assert origin(d) == [15169]

@@ -111,3 +111,28 @@ def test_a_state_stored_with_the_old_standing_override_lifts_only_what_exists():
 def test_unknown_words_say_what_is_expected():
     with pytest.raises(ValueError, match="expected sys-deny, sys-allow"):
         sys_policy.from_words(["sys-deny-everything"])
+
+
+def test_auth_and_block_are_reasons_of_their_own():
+    A, B = SysPolicy.AUTH, SysPolicy.BLOCK
+    assert sys_policy.from_words(["sys-deny-auth", "sys–deny–block"]) == A | B
+    assert sys_policy.from_words(["sys-deny-auth", "sys-deny-block", "sys-allow-auth"]) == B
+    assert sys_policy.words(A | B | Q) == ["sys-deny-quota", "sys-deny-auth", "sys-deny-block"]
+    assert sys_policy.verdict(A) == sys_policy.verdict(B) == Verdict.DROP
+    s = Unitsim()
+    s.held = {1: Q}
+    assert s.give("alice", "sys-deny-auth") == {1: Q | A}
+    assert s.give("alice", "sys-allow-auth") == {1: Q}       # lifts auth only
+    assert s.give("alice", "sys-deny-block") == {1: Q | B}
+    assert s.give("alice", "sys-allow") == {}
+
+
+def test_peer_words_name_a_unit_and_are_not_blocks():
+    words = ["sys-deny-money", "sys-allow-21949", "sys–deny–0A0001", "sys-deny-021949"]
+    assert sys_policy.peers(words) == {"0A0001": False, "021949": False}  # the last word wins
+    assert sys_policy.from_words(words) == M
+    assert sys_policy.peer("sys-deny-mac") is None and sys_policy.peer("sys-deny") is None
+    with pytest.raises(ValueError, match="configuration words; write them in the unit's"):
+        sys_policy.give({}, subs(), 1, "sys-allow-0A0001", {})
+    with pytest.raises(ValueError, match="unknown system policy 'sys-deny-xyz'"):
+        sys_policy.from_words(["sys-deny-xyz"])
