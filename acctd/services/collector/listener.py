@@ -1,0 +1,152 @@
+"""The UDP listener of one `[[collector]]`: packets from accepted exporters
+are decoded (the format is told by the version word), counted per
+exporter, and handed on as records. Nothing an exporter sends stops it: a
+packet a decoder refuses is counted `malformed` and dropped whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import socket
+import threading
+import time
+
+import numpy as np
+
+from acctd.common.throttle import Throttle
+from acctd.services.collector import netflow5, netflow9, sflow
+from acctd.services.collector.records import Malformed
+from acctd.services.collector.templates import Store
+
+log = logging.getLogger("acctd.collector")
+
+MAX_EXPORTERS = 1024    # per listener, when `source` is a prefix
+
+
+@dataclasses.dataclass
+class Exporter:
+    """What `acctctl status` shows of one exporter."""
+    packets: int = 0
+    records: int = 0
+    malformed: int = 0
+    unknown_template: int = 0
+    refused_templates: int = 0
+    unmatched: int = 0      # records of addresses no unit of this source has
+    last_error: str = ""
+
+
+def decode(data: bytes, exporter: str, store: Store) -> tuple[np.ndarray, netflow9.Result | None]:
+    """Any export packet -> records (and, for v9/IPFIX, what happened to
+    templates). Raises Malformed, and only that, for what it refuses."""
+    if len(data) < 4:
+        raise Malformed("shorter than any header")
+    version = int.from_bytes(data[:2], "big")
+    if version == 5:
+        return netflow5.decode(data)[0], None
+    if version == 9:
+        res = netflow9.decode_v9(data, exporter, store)
+        return res.records, res
+    if version == 10:
+        res = netflow9.decode_ipfix(data, exporter, store)
+        return res.records, res
+    if version == 0 and int.from_bytes(data[:4], "big") == 5:
+        return sflow.decode(data)[0], None
+    raise Malformed(f"unknown export version {version}")
+
+
+class Listener:
+    """One socket, one thread. `deliver(records, exporter)` gets each
+    packet's records; `accepted` are the exporters' networks."""
+
+    def __init__(self, host: str, port: int, accepted, store: Store, deliver,
+                 clock: str = "remote"):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.5)
+        self.address = self.sock.getsockname()[:2]
+        self.accepted = tuple(accepted)
+        self.store = store
+        self.deliver = deliver
+        self.clock = clock
+        self.exporters: dict[str, Exporter] = {}
+        self.refused = 0          # packets from addresses not in `source`
+        self.last_refused = ""
+        self._stop = threading.Event()
+        self._warn = Throttle(log)
+        self._thread = threading.Thread(target=self._run, name=f"collector:{port}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _accepts(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr.split("%")[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.accepted)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            self.handle(data, peer[0])
+
+    def handle(self, data: bytes, addr: str) -> None:
+        if not self._accepts(addr):
+            self.refused += 1
+            self.last_refused = addr
+            return
+        ex = self.exporters.get(addr)
+        if ex is None:
+            if len(self.exporters) >= MAX_EXPORTERS:
+                self.refused += 1
+                return
+            ex = self.exporters[addr] = Exporter()
+        ex.packets += 1
+        try:
+            records, res = decode(data, addr, self.store)
+        except Malformed as e:
+            self._malformed(ex, addr, str(e))
+            return
+        except Exception as e:  # a decoder bug must not stop the listener either
+            self._malformed(ex, addr, f"decoder error: {e!r}")
+            return
+        if res is not None:
+            ex.unknown_template += res.unknown_template
+            ex.refused_templates += res.refused_templates
+        if len(records):
+            if self.clock == "local":
+                now = int(time.time() * 1000)
+                records["first_ms"] = records["last_ms"] = now
+            ex.records += len(records)
+            self.deliver(records, addr, ex)
+
+    def _malformed(self, ex: Exporter, addr: str, why: str) -> None:
+        ex.malformed += 1
+        ex.last_error = why
+        self._warn.warning("malformed", "collector %s:%d: malformed packet from %s: %s "
+                           "(counted; `acctctl status` shows how many)", *self.address, addr, why)
+
+    def status(self) -> dict:
+        return {"listen": f"{self.address[0]}:{self.address[1]}", "refused": self.refused,
+                "last_refused": self.last_refused,
+                "exporters": {a: dataclasses.asdict(e) | {"templates": self.store.count(a)}
+                              for a, e in sorted(self.exporters.items())}}
+
