@@ -173,6 +173,7 @@ from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
+from acctd.services.collector.service import CollectorSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
@@ -358,11 +359,25 @@ class UnitTable(Table):
     no_local_pass: bool = setting(False, check=boolean())
     auto_units: int | None = setting(None, check=integer(0, what="an auto-units rule number"))
     mac: str = setting("", check=lambda v, ctx: _mac(v, ctx))
+    ds_list: tuple[int, ...] = setting((0,), check=each(integer(0, 65535, "a data-source number"),
+                                                         "data-source numbers"))
 
     def unit(self) -> Unit:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Unit)
                   if hasattr(self, f.name)}
         return Unit(**(fields | {"addrs": self.ip + self.ips, "nets": self.net}))
+
+
+def _check_ds_list(u: Unit, i: int, collectors) -> None:
+    """ds-list names the kernel (0) or configured [[collector]] ids."""
+    known = {0} | {c.id for c in collectors}
+    if not u.ds_list:
+        raise ModelError("ds-list names at least one data source (0: the kernel)", "unit", i,
+                         "ds-list")
+    for n in u.ds_list:
+        if n not in known:
+            raise ModelError(f"data source {n} is not a [[collector]] id (known: "
+                             f"{', '.join(map(str, sorted(known)))})", "unit", i, "ds-list")
 
 
 def _mac(v, ctx) -> str:
@@ -417,6 +432,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    collector: tuple[CollectorSettings, ...] = ()
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -428,7 +444,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
-    "coa": (dict, CoaSettings),
+    "coa": (dict, CoaSettings), "collector": (list, CollectorSettings),
 }
 
 
@@ -563,6 +579,7 @@ class _Loader:
         storage = self.read(StorageSettings, "storage", doc=self.doc.get("storage", {}))
         unit_list = [t.unit() for t in self.array(UnitTable, "unit")]
         specs = [t.spec() for t in self.array(PolicyTable, "policy")]
+        collectors = self.array(CollectorSettings, "collector", "id", "defined twice")
         try:
             policies = PolicySet(specs, self.base_dir)
             units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
@@ -576,6 +593,7 @@ class _Loader:
                                      "[processor] auto-units", "unit", i, "auto-units")
                 if u.mac and u.type not in ("host", "user"):
                     raise ModelError("only host and user units have a MAC", "unit", i, "mac")
+                _check_ds_list(u, i, collectors)
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         billing = self.doc.get("billing", {})
@@ -593,7 +611,7 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(), collector=collectors)
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

@@ -5,6 +5,7 @@ packet a decoder refuses is counted `malformed` and dropped whole."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import ipaddress
 import logging
@@ -55,17 +56,51 @@ def decode(data: bytes, exporter: str, store: Store) -> tuple[np.ndarray, netflo
     raise Malformed(f"unknown export version {version}")
 
 
+def udp_socket(host: str, port: int, netns: str | None) -> socket.socket:
+    """A bound UDP socket, made in `netns` (the hooked interfaces' namespace,
+    where the exporters send) when one is given: a socket stays in the
+    namespace it was made in, and setns() moves only the thread calling it,
+    so a thread of its own makes it there."""
+    def make():
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            raise
+        return s
+    if not netns:
+        return make()
+    got: dict = {}
+
+    def inside():
+        try:
+            with open(f"/run/netns/{netns}") as f:
+                if _libc.setns(f.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), f"setns {netns}")
+            got["sock"] = make()
+        except OSError as e:
+            got["error"] = e
+    t = threading.Thread(target=inside)
+    t.start()
+    t.join()
+    if "error" in got:
+        raise got["error"]
+    return got["sock"]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 class Listener:
     """One socket, one thread. `deliver(records, exporter)` gets each
     packet's records; `accepted` are the exporters' networks."""
 
     def __init__(self, host: str, port: int, accepted, store: Store, deliver,
-                 clock: str = "remote"):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind((host, port))
+                 clock: str = "remote", netns: str | None = None):
+        self.sock = udp_socket(host, port, netns)
         self.sock.settimeout(0.5)
         self.address = self.sock.getsockname()[:2]
         self.accepted = tuple(accepted)

@@ -101,7 +101,8 @@ class _Source:
         self.dropped = 0         # records over MAX_ROWS between two drains
         self.unmatched = 0       # records with no local address of a unit of this source
         self._takes = (None, None)
-        self.listener = Listener(*s.listen, s.source, self.store, self.receive, s.clock)
+        self.listener = Listener(*s.listen, s.source, self.store, self.receive, s.clock,
+                                 core.netns)
 
     def receive(self, records, exporter, ex) -> None:
         with self.lock:
@@ -174,10 +175,16 @@ class CollectorService(Service):
         return config.collector
 
     def serve(self) -> None:
-        for s in self.settings or ():
+        for i, s in enumerate(self.settings or ()):
             if s.type != "netflow":
                 continue
-            src = _Source(self.core, s, self.core.state_dir)
+            try:
+                src = _Source(self.core, s, self.core.state_dir)
+            except OSError as e:  # the port is taken, the address is not ours
+                from acctd.config.loader import error_at
+                raise error_at(self.core.config.path, f"cannot listen on {s.listen[0]}:"
+                               f"{s.listen[1]}: {e.strerror or e}", "collector", i,
+                               "listen") from None
             src.listener.start()
             self.sources.append(src)
             log.info("collector %d: listening on %s:%d for %s", s.id, *src.listener.address,
