@@ -92,7 +92,7 @@ def test_fuzz_listener_counts_every_packet(packets):
     lst = listener.Listener.__new__(listener.Listener)  # no socket: handle() only
     lst.accepted, lst.store, lst.clock = (listener.ipaddress.ip_network("192.0.2.0/24"),), \
         Store(per_domain=4, domains=2, exporters=2), "remote"
-    lst.exporters, lst.refused, lst.address = {}, 0, ("127.0.0.1", 0)
+    lst.exporters, lst.refused, lst.address, lst._verdicts = {}, 0, ("127.0.0.1", 0), {}
     lst.deliver = lambda recs, addr, ex: got.append(len(recs))
     lst._warn = listener.Throttle(listener.log)
     for p in packets:

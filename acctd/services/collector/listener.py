@@ -108,6 +108,7 @@ class Listener:
         self.deliver = deliver
         self.clock = clock
         self.exporters: dict[str, Exporter] = {}
+        self._verdicts: dict[str, bool] = {}   # address -> accepted, as checked once
         self.refused = 0          # packets from addresses not in `source`
         self.last_refused = ""
         self._stop = threading.Event()
@@ -123,6 +124,15 @@ class Listener:
         self.sock.close()
 
     def _accepts(self, addr: str) -> bool:
+        known = self._verdicts.get(addr)
+        if known is None:
+            known = self._check(addr)
+            if len(self._verdicts) >= 4 * MAX_EXPORTERS:  # bounded, whoever sends
+                self._verdicts.clear()
+            self._verdicts[addr] = known
+        return known
+
+    def _check(self, addr: str) -> bool:
         try:
             ip = ipaddress.ip_address(addr.split("%")[0])
         except ValueError:
