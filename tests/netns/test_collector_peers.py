@@ -19,7 +19,7 @@ from .gateway import STORED, all_traffic
 from .topology import LINKS
 from acctd.services.collector.service import CollectorService
 
-pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
+pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
@@ -28,6 +28,9 @@ CONFIG = STORED + """
 id = 1
 listen = "{gw}:{port}"
 source = ["{srv}"]
+[[collector]]
+id = 2
+type = "raw"
 [[policy]]
 name = "ip"
 target = "proto ip"
@@ -102,6 +105,7 @@ def check(d, a, b) -> None:
     assert st["sources"][0]["unmatched"] > 0
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("version", ["5", "9", "10"])
 def test_softflowd_totals_equal_what_was_sent(topo, gateway, tmp_path, version):
     """softflowd reads what tcpdump captured on the server's veth (-r): live,
@@ -155,6 +159,7 @@ def _pmacctd(topo, tmp_path, plugin: str, dest: str):
     return topo.popen("srv", ["pmacctd", "-f", str(conf)])
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("plugin", ["nfprobe", "sfprobe"])
 def test_pmacctd_totals_equal_what_was_sent(topo, gateway, tmp_path, plugin):
     d, dest = gateway
@@ -168,3 +173,23 @@ def test_pmacctd_totals_equal_what_was_sent(topo, gateway, tmp_path, plugin):
     pm.wait(10)
     d.drain()
     check(d, a, b)
+
+
+def test_rawdata_is_committed_once_through_the_pipeline(gateway):
+    """NeTAMS rawdata: counts from outside, in the unit's total and the
+    named policy's row, committed before the command returns."""
+    from acctd.errors import BadRequest, NotFound
+    d, _ = gateway
+    r = d.call("rawdata", unit="bob", argv=["ip", "in", "1000", "out", "2500"])
+    assert r == {"unit": "bob", "policy": "ip", "in": 1000, "out": 2500}
+    assert all_traffic(d, "bob") == {"in": (0, 1000), "out": (0, 2500)}
+    from acctd.store.queries import report_list
+    rows = report_list(d.storage, d.snapshot, "bob", d.clock())["policies"]
+    assert {(x["policy"], x["dir"]): x["month"]["bytes"] for x in rows} == {
+        ("(all)", "in"): 1000, ("(all)", "out"): 2500, ("ip", "in"): 1000, ("ip", "out"): 2500}
+    d.drain()  # nothing more: once
+    assert all_traffic(d, "bob") == {"in": (0, 1000), "out": (0, 2500)}
+    with pytest.raises(NotFound):
+        d.call("rawdata", unit="nobody", argv=["in", "1"])
+    with pytest.raises(BadRequest):
+        d.call("rawdata", unit="bob", argv=["in", "x"])
