@@ -71,7 +71,7 @@ def gateway(topo, tmp_path):
 
 
 def received(d) -> int:
-    st = d.service(CollectorService).status()["sources"][0]
+    st = d.service(CollectorService).status()["collector"]["sources"][0]
     return sum(e["records"] for e in st["exporters"].values())
 
 
@@ -99,7 +99,7 @@ def check(d, a, b) -> None:
     """alice from the router only, bob from the kernel only: the router's
     records of bob are seen and not counted (unmatched)."""
     got_a, got_b = all_traffic(d, "alice"), all_traffic(d, "bob")
-    st = d.service(CollectorService).status()
+    st = d.service(CollectorService).status()["collector"]
     assert got_a == {"out": (a.packets, a.ip_bytes)}, st
     assert got_b == {"out": (b.packets, b.ip_bytes)}
     assert st["sources"][0]["unmatched"] > 0
@@ -129,7 +129,7 @@ def test_softflowd_totals_equal_what_was_sent(topo, gateway, tmp_path, version):
     wait_records(d, before)
     d.drain()
     check(d, a, b)
-    st = d.service(CollectorService).status()["sources"][0]
+    st = d.call("status")["services"]["collector"]["sources"][0]  # as acctctl status gets it
     ex = st["exporters"][SRV.v4()]
     assert ex["malformed"] == 0
     assert (ex["templates"] > 0) == (version != "5")

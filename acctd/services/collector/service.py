@@ -229,8 +229,9 @@ class CollectorService(Service):
     def status(self) -> dict | None:
         if not self.settings:
             return None
-        return {"sources": [src.status() for src in self.sources] +
-                [{"id": s.id, "type": "raw"} for s in self.settings if s.type == "raw"]}
+        return {"collector": {"sources": [src.status() for src in self.sources] +
+                              [{"id": s.id, "type": "raw"} for s in self.settings
+                               if s.type == "raw"]}}
 
     # -- NeTAMS rawdata ------------------------------------------------------------------
 
