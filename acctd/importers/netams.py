@@ -136,6 +136,7 @@ class _Importer:
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
         self.unreadable: set[str] = set()  # policies whose prefix file cannot be read here
+        self.data_sources: list[dict[str, Any]] = []  # service data-source N: its settings
 
     def warn(self, line: int, directive: str, reason: str) -> None:
         self.warned += 1
@@ -193,6 +194,8 @@ class _Importer:
                 service = toks[1].lower() if len(toks) > 1 else "?"
                 if service in ("processor", "quota", "login", "billing"):
                     self.carried.add(lineno)
+                elif service == "data-source":
+                    self.data_source_begin(lineno, toks)
                 else:
                     self.warn(lineno, " ".join(toks), _WHY.get(service, "unknown service"))
                 continue
@@ -212,6 +215,7 @@ class _Importer:
                 handler(lineno, toks)
             if self.warned == before:
                 self.carried.update(lines)
+        self.data_sources_end()
         self.check_refs()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
@@ -339,10 +343,11 @@ class _Importer:
                     u.setdefault("parents", []).extend(vals)
                 elif w == "acct-policy":
                     u.setdefault("acct-policy", []).extend(vals)
+                elif w == "ds-list":
+                    u["ds-list"] = vals   # resolved by data_source_lists()
                 else:
                     self.warn(ln, f"{w} {' '.join(vals)}",
-                              "fw-policy (enforcement) comes in a later issue" if w == "fw-policy"
-                              else "extra data sources are not supported")
+                              "fw-policy (enforcement) comes in a later issue")
             elif w in ("nodefault", "ap-nodefault"):
                 u[w] = True
                 k += 1
@@ -482,10 +487,78 @@ class _Importer:
         entry["raw"] = entry.get("raw", []) + [" ".join(t[3:])]
         self.keep(ln, "quota" if into is self.quota else "login", "units", t[2], "raw")
 
+    # -- service data-source N (netflow and raw become [[collector]]) -------------
+
+    def data_source_begin(self, ln: int, t: list[str]) -> None:
+        """A data source's header: carried or warned once its type is known."""
+        num = t[2] if len(t) > 2 else "0"
+        self.data_sources.append({"line": ln, "num": num, "header": " ".join(t), "type": None,
+                                  "collector": {}})
+
+    def do_data_source(self, ln: int, t: list[str]) -> None:
+        ds = self.data_sources[-1]
+        head = t[0].lower()
+        if head == "type" and len(t) == 2 and ds["type"] is None:
+            ds["type"] = t[1].lower()
+            if ds["type"] in ("netflow", "raw"):
+                self.carried.add(ds["line"])
+            else:
+                self.warn(ds["line"], ds["header"], _WHY["data-source"])
+                self.warn(ln, " ".join(t), _WHY["data-source"])
+            return
+        if ds["type"] not in ("netflow", "raw"):
+            self.warn(ln, " ".join(t), _WHY["data-source"])
+            return
+        c = ds["collector"]
+        if head == "source" and len(t) == 2 and _is_address(t[1]):
+            c.setdefault("source", []).append(t[1])
+        elif head == "listen" and len(t) in (2, 3) and t[-1].isdigit():
+            c["listen"] = f"{'0.0.0.0' if len(t) == 2 or t[1] == '0' else t[1]}:{t[-1]}"
+        elif head == "clock" and len(t) == 2 and t[1].lower() in ("remote", "local"):
+            c["clock"] = t[1].lower()
+        else:
+            self.warn(ln, " ".join(t), "not carried: a [[collector]] takes type, source, "
+                                       "listen and clock")
+
+    def data_sources_end(self) -> None:
+        for ds in self.data_sources:
+            if ds["type"] is None:
+                self.warn(ds["line"], ds["header"], "a data source without a type")
+
+    def collectors(self) -> list[tuple[int, dict[str, Any]]]:
+        """(line, [[collector]] keys) of the netflow and raw sources, by number."""
+        out = []
+        for ds in self.data_sources:
+            if ds["type"] in ("netflow", "raw") and ds["num"].isdigit() and int(ds["num"]) > 0:
+                out.append((ds["line"], {"id": int(ds["num"]), "type": ds["type"],
+                                         **ds["collector"]}))
+        return out
+
+    def data_source_lists(self) -> None:
+        """A unit's ds-list: collectors keep their number, the kernel-like
+        sources (ip-traffic, libpcap, ...) are acctd's datapath, 0."""
+        ids = {c["id"] for _, c in self.collectors()}
+        kernel = {ds["num"] for ds in self.data_sources if ds["type"] not in ("netflow", "raw")}
+        for ln, u in zip(self.unit_lines, self.units):
+            if "ds-list" not in u:
+                continue
+            got = []
+            for v in ",".join(u.pop("ds-list")).split(","):
+                v = v.strip()
+                n = int(v) if v.isdigit() and int(v) in ids else 0 if v in kernel else None
+                if n is None:
+                    self.warn(ln, f"unit {u['name']} ds-list {v}",
+                              "no netflow or raw data source of that number was carried")
+                elif n not in got:
+                    got.append(n)
+            if got and got != [0]:
+                u["ds-list"] = got
+
     # -- cross references -----------------------------------------------------
 
     def check_refs(self) -> None:
         """Drop references to policies or groups that were not carried, with a warning."""
+        self.data_source_lists()
         unit_keys = {u["name"] for u in self.units} | {u["oid"] for u in self.units if "oid" in u}
         # a policy whose policy-or/-and or units target names something not
         # carried cannot be carried either; repeat until nothing changes
@@ -558,9 +631,11 @@ class _Importer:
                 keys["target"] = _empty_files(keys["target"])
             out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
-                 "description", "nodefault", "ap-nodefault")
+                 "description", "nodefault", "ap-nodefault", "ds-list")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
+        for ln, c in self.collectors():
+            out.add("[[collector]]", *_keys(c), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing)):
             if data:
@@ -591,6 +666,14 @@ class _Lines:
         for k, v in d.items():
             if isinstance(v, dict):
                 self.table((*path, k), v, origin)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        parse_addr(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _empty_files(target: str) -> str:
