@@ -58,6 +58,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     no-local-pass = false         # `restrict all` applies to the unit, not `restrict local`
     auto-units = 1                # net: first traffic of a new address creates a unit (rule 1)
     mac = "02:00:00:00:00:07"     # host/user: the MAC its address must come from
+    ds-list = [0, 1]              # data sources it counts from: 0 the kernel (default),
+                                  # N a [[collector]] id (README: accounting a router's NetFlow)
 
     [[policy]]
     name = "web"                  # required, unique
@@ -75,6 +77,14 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     # unix-group = "netops"       # a local group: every member (primary or supplementary)
     # password = "$argon2id$..."  # for the TCP listener (`acctctl hash-password` makes one)
     # uid 0 (root) is always admin; any other peer that matches no user is refused.
+
+    [[collector]]                 # NeTAMS data-source netflow|raw: a router's flows
+    id = 1                        # required, unique: the number units name in ds-list
+    type = "netflow"              # netflow (NetFlow v5/v9, IPFIX, sFlow v5) | raw (rawdata)
+    listen = "0.0.0.0:20001"      # [ADDRESS:]PORT, UDP, in the hooked interfaces' namespace
+    source = ["192.0.2.1"]        # netflow: the exporters accepted; others counted, dropped
+    clock = "remote"              # flow times from the exporter | local: arrival
+    templates = 256               # templates kept per exporter and observation domain
 
     [flowlog]                     # net-acct's flow log, one nacctd line per flow and drain
     path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
