@@ -133,6 +133,7 @@ class _Source:
             self.keys, self.vals, self.rows = [k], [v], len(k)
 
     def take(self):
+        self.listener.flush()
         with self.lock:
             self._convert()
             keys, vals = self.keys, self.vals

@@ -7,6 +7,7 @@ samples are skipped (acctd counts from flows)."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -23,6 +24,13 @@ ETHERNET, IPV4, IPV6 = 1, 11, 12
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
     """(records, datagram sequence)."""
+    heads, seq = walk(data)
+    return parse(heads), seq
+
+
+def walk(data: bytes) -> tuple[Headers, int]:
+    """The sampled packet headers of a datagram, not yet decoded (the
+    listener decodes many datagrams' together), and its sequence."""
     end = len(data)
     if end < 8:
         raise Malformed("sflow: shorter than its header")
@@ -54,7 +62,7 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
         pos = send  # counter samples and other enterprises' formats: skipped
     if pos != end:
         raise Malformed("sflow: bytes after the last sample")
-    return _headers(data, heads), seq
+    return _gather(data, heads), seq
 
 
 def _flow_records(data, pos, end, nrec, rate, heads) -> None:
@@ -80,18 +88,36 @@ def _flow_records(data, pos, end, nrec, rate, heads) -> None:
         raise Malformed("sflow: bytes after the last flow record")
 
 
-def _headers(data: bytes, heads) -> np.ndarray:
+@dataclasses.dataclass
+class Headers:
+    """Sampled headers: SNAP bytes each (zero past their length), with
+    their lengths, sampling rates and header protocols."""
+    raw: bytes
+    meta: list  # (length, rate, protocol) per header
+
+    @staticmethod
+    def join(parts: list[Headers]) -> Headers:
+        return Headers(b"".join(p.raw for p in parts), [m for p in parts for m in p.meta])
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+def _gather(data: bytes, heads) -> Headers:
+    raw = bytearray(SNAP * len(heads))
+    for i, (off, hlen, _, _) in enumerate(heads):
+        n = min(hlen, SNAP)
+        raw[i * SNAP:i * SNAP + n] = data[off:off + n]
+    return Headers(bytes(raw), [(hlen, rate, proto) for _, hlen, rate, proto in heads])
+
+
+def parse(heads: Headers) -> np.ndarray:
     """The packet headers (Ethernet or IP) of all samples at once."""
-    if not heads:
+    if not len(heads):
         return empty()
-    h = np.array(heads, np.int64)
-    off, hlen, rate, proto = h.T
-    buf = np.frombuffer(data, np.uint8)
-    col = np.arange(SNAP)
-    idx = off[:, None] + col
-    inside = col < np.minimum(hlen, SNAP)[:, None]
-    b = np.where(inside, buf[np.minimum(idx, len(buf) - 1)], 0).astype(np.int64)
-    n = len(h)
+    hlen, rate, proto = np.array(heads.meta, np.int64).reshape(-1, 3).T
+    b = np.frombuffer(heads.raw, np.uint8).reshape(-1, SNAP).astype(np.int64)
+    n = len(hlen)
     rows = np.arange(n)
 
     def u16(at):
