@@ -160,3 +160,30 @@ def test_unknown_version_is_malformed():
 def test_records_are_numpy_not_python_objects():
     recs, _ = listener.decode(g.ipfix(FLOWS * 10), "e", Store())
     assert isinstance(recs, np.ndarray) and len(recs) == 20
+
+
+def test_ipfix_ipv6_records():
+    fields = ((27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4))
+    rec = (bytes.fromhex("20010db8000000000000000000000001") +
+           bytes.fromhex("20010db8000000000000000000000002") +
+           struct.pack(">HHBII", 5000, 443, 6, 1200, 3))
+    sets = g._template_set(2, 400, fields) + struct.pack(">HH", 400, 4 + len(rec)) + rec
+    recs = netflow9.decode_ipfix(g.ipfix_message(sets), "e", Store()).records
+    assert _simple(recs) == [("2001:db8::1", "2001:db8::2", 5000, 443, 6, 3, 1200)]
+    assert list(recs["ip_ver"]) == [6]
+
+
+def test_v9_options_template_sets_the_sampling_interval():
+    """v9 options templates give scope and option lengths in bytes (RFC 3954 §6.1)."""
+    st = Store()
+    # scope: "cache" (type 4, which as a data field would be the 1-byte protocol), 4 bytes
+    tmpl = struct.pack(">HHH", 300, 4, 8) + struct.pack(">HHHHHH", 4, 4, 34, 4, 35, 1)
+    tmpl += b"\0" * (-len(tmpl) % 4)
+    data = struct.pack(">IIB", 0, 50, 2) + b"\0\0\0"
+    sets = struct.pack(">HH", 1, 4 + len(tmpl)) + tmpl + struct.pack(">HH", 300, 4 + len(data)) \
+        + data
+    pkt = struct.pack(">HHIIII", 9, 2, 1000, 1_700_000_000, 0, 5) + sets
+    netflow9.decode_v9(pkt, "e", st)
+    assert st.sampling == {("e", 5): 50}
+    recs = netflow9.decode_v9(g.v9(FLOWS, domain=5), "e", st).records
+    assert list(recs["sampling"]) == [50, 50]

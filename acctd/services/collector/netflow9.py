@@ -19,6 +19,7 @@ from acctd.services.collector.templates import SAMPLING, VARLEN, Store, Template
 V9_HEADER = struct.Struct(">HHIIII")    # version, count, uptime ms, unix secs, sequence, source id
 IPFIX_HEADER = struct.Struct(">HHIII")  # version, length, export secs, sequence, domain
 SET = struct.Struct(">HH")
+V9_SCOPE = 0xFFFFFFFF   # as the enterprise of v9 scope fields: never a known field
 
 
 @dataclass
@@ -120,12 +121,14 @@ def _templates(data, pos, end, exporter, domain, store, res, options, ipfix) -> 
         if scope > count:
             raise Malformed("options template scope larger than its fields")
         fields = []
-        for _ in range(count):
+        for i in range(count):
             if end - pos < 4:
                 raise Malformed(f"template {tid} past its set")
             ie, n = struct.unpack_from(">HH", data, pos)
             pos += 4
-            pen = 0
+            # v9 scope types (system, interface, line card, cache, template)
+            # are a numbering of their own: kept apart from the data fields
+            pen = V9_SCOPE if options and not ipfix and i < scope else 0
             if ipfix and ie & 0x8000:  # an enterprise field: skipped by its length
                 if end - pos < 4:
                     raise Malformed(f"template {tid} past its set")
