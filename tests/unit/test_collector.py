@@ -147,3 +147,36 @@ def test_rawdata_words(argv, want):
 def test_rawdata_bad_words(argv):
     with pytest.raises(BadRequest, match="rawdata"):
         parse_rawdata(argv)
+
+
+class _Core:
+    netns = None
+
+    def __init__(self, snap):
+        self.snapshot = snap
+
+
+def test_templates_survive_a_restart_of_the_source(tmp_path):
+    """An IPFIX exporter's template, saved after a drain, decodes its data
+    sets at once after a restart (before the exporter resends it)."""
+    import socket
+    from acctd.services.collector.service import _Source
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = loader.loads(BASE.replace("2055", str(port)))
+    snap = Snapshot.build(cfg)
+    flows_ = [("10.0.0.1", "192.0.2.50", 1000, 80, 6, 3, 300)]
+    first = _Source(_Core(snap), cfg.collector[0], str(tmp_path))
+    first.listener.handle(g.ipfix(flows_), "192.0.2.1")
+    first.save()
+    first.listener.sock.close()
+    assert (tmp_path / "collector-1.templates.json").stat().st_mode & 0o777 == 0o600
+    again = _Source(_Core(snap), cfg.collector[0], str(tmp_path))
+    try:
+        again.listener.handle(g.ipfix(flows_, template=False), "192.0.2.1")
+        keys, vals = again.take()
+        assert list(vals["bytes"]) == [300]
+        assert again.status()["exporters"]["192.0.2.1"]["templates"] == 1
+    finally:
+        again.listener.sock.close()
