@@ -109,7 +109,8 @@ def test_collected_flows_account_like_the_kernels():
     keys, vals, _ = flows.to_flows(recs, snap.units, sources.takes(snap.units, 1), 1)
     keys, vals = flows.compact(keys, vals)
     assert len(keys) == 2
-    ak, av = flows.addr_deltas(keys, vals)
+    ak, av = flows.addr_deltas(keys, vals, 77)
+    assert list(av["last_ns"]) == [77]  # arrival, for the login service's inactivity
     rows, _ = interval.columns(snap, dt.datetime(2026, 1, 1, 12), keys, vals, ak, av,
                                np.zeros(2, np.uint64), np.zeros(2, np.uint64))
     alice = int(snap.unit_oids[snap.find("alice")])

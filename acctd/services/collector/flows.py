@@ -62,9 +62,12 @@ def compact(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return keys[first], out
 
 
-def addr_deltas(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def addr_deltas(keys: np.ndarray, vals: np.ndarray, seen_ns: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The per-address deltas the flows add up to (what a unit's total is
-    made from): ADDR_KEY keys and ADDR_VAL values, one per local address."""
+    made from): ADDR_KEY keys and ADDR_VAL values, one per local address.
+    seen_ns: their last packet, on the kernel's clock (CLOCK_MONOTONIC), as
+    the login service's inactivity timeout reads it: when they arrived."""
     if not len(keys):
         return np.zeros(0, abi.ADDR_KEY), np.zeros(0, abi.ADDR_VAL)
     from acctd.model.policies import local_addrs
@@ -78,5 +81,6 @@ def addr_deltas(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndar
     d = keys["dir"].astype(np.intp)
     np.add.at(av["packets"], (inv, d), vals["packets"])
     np.add.at(av["bytes"], (inv, d), vals["bytes"])
+    av["last_ns"] = seen_ns
     return ak, av
 

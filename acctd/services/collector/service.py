@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -212,7 +213,7 @@ class CollectorService(Service):
             vals = np.concatenate([t[1] for _, t in self._taken])
         else:
             keys, vals = np.zeros(0, abi.FLOW_KEY), np.zeros(0, abi.FLOW_VAL)
-        ak, av = flows.addr_deltas(keys, vals)
+        ak, av = flows.addr_deltas(keys, vals, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
         return Collected(keys, vals, ak, av, _rows(snapshot, raw) if raw else None)
 
     def drain_failed(self) -> None:
