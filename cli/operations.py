@@ -56,7 +56,7 @@ def _collector(st: dict) -> None:
         echo(f"collector   {src['id']}: netflow on {src['listen']}, {src['unmatched']} records "
              f"of no unit of this source, {src['refused']} packets from other addresses"
              + (f" (last {src['last_refused']})" if src["refused"] else "")
-             + (f", {src['dropped']} records dropped (too many between drains)"
+             + (f", {src['dropped']} flows dropped (too many between drains)"
                 if src["dropped"] else ""))
         for addr, e in src["exporters"].items():
             echo(f"  exporter  {addr}: {e['packets']} packets, {e['records']} records, "

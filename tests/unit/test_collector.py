@@ -157,15 +157,36 @@ class _Core:
         self.snapshot = snap
 
 
-def test_templates_survive_a_restart_of_the_source(tmp_path):
-    """An IPFIX exporter's template, saved after a drain, decodes its data
-    sets at once after a restart (before the exporter resends it)."""
+def _config_on_a_free_port():
     import socket
-    from acctd.services.collector.service import _Source
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = loader.loads(BASE.replace("2055", str(port)))
+    return loader.loads(BASE.replace("2055", str(port)))
+
+
+def test_flows_held_between_drains_are_capped(tmp_path, monkeypatch):
+    from acctd.services.collector import service
+    monkeypatch.setattr(service, "MAX_ROWS", 50)
+    monkeypatch.setattr(service, "BATCH", 10)
+    cfg = _config_on_a_free_port()
+    src = service._Source(_Core(Snapshot.build(cfg)), cfg.collector[0], str(tmp_path))
+    try:
+        for i in range(10):  # 10 packets of 10 distinct flows of alice
+            src.listener.handle(g.v5([("10.0.0.1", "192.0.2.50", 1000 + 10 * i + j, 80, 6, 1,
+                                       100) for j in range(10)]), "192.0.2.1")
+        keys, vals = src.take()
+        assert len(keys) == 50 and src.dropped == 50
+        assert src.status()["dropped"] == 50
+    finally:
+        src.listener.sock.close()
+
+
+def test_templates_survive_a_restart_of_the_source(tmp_path):
+    """An IPFIX exporter's template, saved after a drain, decodes its data
+    sets at once after a restart (before the exporter resends it)."""
+    from acctd.services.collector.service import _Source
+    cfg = _config_on_a_free_port()
     snap = Snapshot.build(cfg)
     flows_ = [("10.0.0.1", "192.0.2.50", 1000, 80, 6, 3, 300)]
     first = _Source(_Core(snap), cfg.collector[0], str(tmp_path))

@@ -36,7 +36,7 @@ log = logging.getLogger("acctd.collector")
 
 BATCH = 4096           # records turned into flows together
 COMPACT = 1 << 18      # flow rows held before they are merged by key
-MAX_ROWS = 1 << 22     # flow rows held at most between drains; beyond, records are dropped
+MAX_ROWS = 1 << 22     # distinct flows held at most between drains; beyond, dropped (counted)
 
 
 def _listen(v, ctx) -> tuple[str, int]:
@@ -99,7 +99,7 @@ class _Source:
         self.keys: list[np.ndarray] = []
         self.vals: list[np.ndarray] = []
         self.rows = 0
-        self.dropped = 0         # records over MAX_ROWS between two drains
+        self.dropped = 0         # flows over MAX_ROWS between two drains, not accounted
         self.unmatched = 0       # records with no local address of a unit of this source
         self._takes = (None, None)
         self.listener = Listener(*s.listen, s.source, self.store, self.receive, s.clock,
@@ -123,15 +123,17 @@ class _Source:
             self._takes = (units, sources.takes(units, self.settings.id))
         k, v, unmatched = flows.to_flows(recs, units, self._takes[1], self.settings.id)
         self.unmatched += unmatched
-        if self.rows + len(k) > MAX_ROWS:
-            self.dropped += len(recs)
-            return
         self.keys.append(k)
         self.vals.append(v)
         self.rows += len(k)
         if self.rows >= COMPACT and len(self.keys) > 1:
             k, v = flows.compact(np.concatenate(self.keys), np.concatenate(self.vals))
             self.keys, self.vals, self.rows = [k], [v], len(k)
+        while self.rows > MAX_ROWS and len(self.keys) > 1:  # distinct flows beyond the cap
+            gone = self.keys.pop()
+            self.vals.pop()
+            self.rows -= len(gone)
+            self.dropped += len(gone)
 
     def take(self):
         self.listener.flush()
