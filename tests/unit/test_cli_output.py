@@ -333,6 +333,17 @@ collector   2: raw (acctctl rawdata)
 """
 
 
+def test_rawdata_says_what_it_committed_and_refuses_without_a_raw_source(srv, monkeypatch):
+    # this daemon has no [[collector]] of type raw: the service's own refusal, exit 1
+    assert acctctl(srv, "rawdata", "alice", "in", "5", code=1) == \
+        'acctctl: rawdata needs a [[collector]] with type = "raw"\n'
+    col = srv.daemon.services["collector"]
+    monkeypatch.setattr(col, "rawdata", lambda unit, argv: {"unit": unit, "policy": argv[0],
+                                                           "in": 5, "out": 7})
+    assert acctctl(srv, "rawdata", "alice", "web", "in", "5", "out", "7") == \
+        "rawdata alice web: 5 bytes in, 7 bytes out, committed\n"
+
+
 def test_health(srv, monkeypatch):
     monkeypatch.setattr(srv.daemon.commands, "status", lambda: STATUS)
     assert acctctl(srv, "health") == """\
