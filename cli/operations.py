@@ -65,6 +65,7 @@ def _collector(st: dict) -> None:
                     if e["unknown_template"] else "")
                  + (f", {e['refused_templates']} templates over the cap"
                     if e["refused_templates"] else "")
+                 + (f", {e['lost']} lost (sequence numbers)" if e.get("lost") else "")
                  + (f"; last error: {e['last_error']}" if e["last_error"] else ""))
 
 

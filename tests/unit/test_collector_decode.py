@@ -187,3 +187,17 @@ def test_v9_options_template_sets_the_sampling_interval():
     assert st.sampling == {("e", 5): 50}
     recs = netflow9.decode_v9(g.v9(FLOWS, domain=5), "e", st).records
     assert list(recs["sampling"]) == [50, 50]
+
+
+def test_sequence_numbers_show_what_never_arrived():
+    """v5 counts flows: packets at 0 (2 flows), 2, then 10 (6 flows lost);
+    v9 counts packets per source id; an older number is not a loss."""
+    ex = listener.Exporter()
+    st = Store()
+    for seq in (0, 2, 10, 4):
+        ex.sequenced(*listener.decode_sequenced(g.v5(FLOWS, seq=seq), "e", st)[2])
+    assert ex.lost == 6
+    v9 = listener.Exporter()
+    for seq, dom in ((7, 1), (8, 1), (3, 2), (11, 1), (4, 2)):
+        v9.sequenced(*listener.decode_sequenced(g.v9(FLOWS, seq=seq, domain=dom), "e", st)[2])
+    assert v9.lost == 2

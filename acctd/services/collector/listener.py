@@ -37,24 +37,51 @@ class Exporter:
     refused_templates: int = 0
     unmatched: int = 0      # records of addresses no unit of this source has
     last_error: str = ""
+    # what the exporter's sequence numbers say never arrived (UDP loses, and
+    # is not retransmitted), in the sequence's own unit: v5 and IPFIX
+    # records, v9 and sFlow packets
+    lost: int = 0
+    next: dict = dataclasses.field(default_factory=dict, repr=False)  # domain -> expected
+
+    def sequenced(self, domain: int, seq: int, advance: int | None) -> None:
+        want = self.next.get(domain)
+        if want is not None:
+            gap = (seq - want) & 0xFFFFFFFF
+            if 0 < gap < 1 << 20:  # ahead: lost; far off: reordered or restarted
+                self.lost += gap
+        if advance is None:
+            self.next.pop(domain, None)
+        elif domain in self.next or len(self.next) < 64:
+            self.next[domain] = (seq + advance) & 0xFFFFFFFF
 
 
 def decode(data: bytes, exporter: str, store: Store) -> tuple[np.ndarray, netflow9.Result | None]:
     """Any export packet -> records (and, for v9/IPFIX, what happened to
     templates). Raises Malformed, and only that, for what it refuses."""
+    records, res, _ = decode_sequenced(data, exporter, store)
+    return records, res
+
+
+def decode_sequenced(data: bytes, exporter: str, store: Store):
+    """decode(), and the packet's place in its exporter's sequence:
+    (domain, sequence number, what this packet advances it by, or None
+    when that cannot be known: data sets before their template)."""
     if len(data) < 4:
         raise Malformed("shorter than any header")
     version = int.from_bytes(data[:2], "big")
     if version == 5:
-        return netflow5.decode(data)[0], None
+        recs, seq = netflow5.decode(data)
+        return recs, None, (0, seq, len(recs))  # v5 counts flows
     if version == 9:
         res = netflow9.decode_v9(data, exporter, store)
-        return res.records, res
+        return res.records, res, (res.domain, res.sequence, 1)  # v9 counts packets
     if version == 10:
         res = netflow9.decode_ipfix(data, exporter, store)
-        return res.records, res
+        known = not (res.unknown_template or res.skipped_varlen)
+        return res.records, res, (res.domain, res.sequence, res.data_records if known else None)
     if version == 0 and int.from_bytes(data[:4], "big") == 5:
-        return sflow.decode(data)[0], None
+        recs, seq = sflow.decode(data)
+        return recs, None, (0, seq, 1)
     raise Malformed(f"unknown export version {version}")
 
 
@@ -172,11 +199,12 @@ class Listener:
         ex.packets += 1
         if data[:4] == SFLOW5:  # decoded many datagrams together: flush()
             try:
-                heads, _ = sflow.walk(data)
+                heads, seq = sflow.walk(data)
             except Malformed as e:
                 self._malformed(ex, addr, str(e))
                 return
             ex.records += len(heads)
+            ex.sequenced(0, seq, 1)
             with self._sflow_lock:
                 self._sflow.append(heads)
                 self._sflow_n += len(heads)
@@ -185,13 +213,14 @@ class Listener:
             self.flush()
             return
         try:
-            records, res = decode(data, addr, self.store)
+            records, res, seq = decode_sequenced(data, addr, self.store)
         except Malformed as e:
             self._malformed(ex, addr, str(e))
             return
         except Exception as e:  # a decoder bug must not stop the listener either
             self._malformed(ex, addr, f"decoder error: {e!r}")
             return
+        ex.sequenced(*seq)
         if res is not None:
             ex.unknown_template += res.unknown_template
             ex.refused_templates += res.refused_templates
@@ -223,6 +252,7 @@ class Listener:
     def status(self) -> dict:
         return {"listen": f"{self.address[0]}:{self.address[1]}", "refused": self.refused,
                 "last_refused": self.last_refused,
-                "exporters": {a: dataclasses.asdict(e) | {"templates": self.store.count(a)}
+                "exporters": {a: {k: v for k, v in dataclasses.asdict(e).items() if k != "next"}
+                              | {"templates": self.store.count(a)}
                               for a, e in sorted(self.exporters.items())}}
 

@@ -30,6 +30,8 @@ class Result:
     refused_templates: int = 0    # over a cap
     skipped_varlen: int = 0       # data sets of templates with variable-length fields
     templates: list = field(default_factory=list)
+    domain: int = 0               # observation domain (v9: source id)
+    data_records: int = 0         # data records of known templates (IPFIX's sequence counts them)
 
 
 def decode_v9(data: bytes, exporter: str, store: Store) -> Result:
@@ -53,7 +55,7 @@ def decode_ipfix(data: bytes, exporter: str, store: Store) -> Result:
 
 
 def _sets(data, pos, end, exporter, domain, store: Store, clock, seq, ipfix: bool) -> Result:
-    res = Result(empty(), seq)
+    res = Result(empty(), seq, domain=domain)
     parts = []
     tmpl_id, opts_id = (2, 3) if ipfix else (0, 1)
     while pos < end:
@@ -75,6 +77,7 @@ def _sets(data, pos, end, exporter, domain, store: Store, clock, seq, ipfix: boo
                 res.skipped_varlen += 1
             else:
                 n = (bend - body) // t.dtype.itemsize  # the rest is padding
+                res.data_records += n
                 recs = np.frombuffer(data, t.dtype, n, body)
                 if t.options:
                     _sampling(recs, exporter, domain, store)
