@@ -5,6 +5,7 @@ called at fixed hook points in the order of SERVICES.
 One drain (the README's Layout section draws it):
 
     read the pinned maps -> deltas against the committed checkpoint
+      -> + the other data sources' flows (services' collected(), same arrays)
       -> rows under the current snapshot (acctd/store/interval.py)
       -> BEGIN; rows, rollups, checkpoint; each service's in_drain(); COMMIT
       -> each service's after_drain() -> enforce() once, if anything asked

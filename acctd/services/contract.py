@@ -50,7 +50,8 @@ class Drain:
     now: dt.datetime                 # its end (UTC): the rows' time
     snapshot: Snapshot               # the model it was accounted against
     rows: Mapping[str, np.ndarray]   # oid-keyed rows (acctd.store.interval.columns)
-    flow_keys: np.ndarray            # the flows that moved, and their deltas
+    flow_keys: np.ndarray            # the flows that moved, and their deltas: the kernel's
+                                     # and the data sources' (acctd/model/sources.py)
     flow_values: np.ndarray
     addr_keys: np.ndarray            # the local addresses that moved, and their deltas
     addr_values: np.ndarray
