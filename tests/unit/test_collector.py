@@ -202,3 +202,23 @@ def test_templates_survive_a_restart_of_the_source(tmp_path):
         assert again.status()["exporters"]["192.0.2.1"]["templates"] == 1
     finally:
         again.listener.sock.close()
+
+
+def test_a_port_in_use_is_a_config_error_at_listen(tmp_path):
+    import socket
+    from acctd.services.collector.service import CollectorService
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        path = tmp_path / "acctd.toml"
+        path.write_text(BASE.replace("2055", str(port)))
+        cfg = loader.load(str(path))
+
+        class Core:
+            netns, config, state_dir = None, cfg, str(tmp_path)
+        svc = CollectorService(Core(), cfg.collector)
+        with pytest.raises(ConfigError) as e:
+            svc.serve()
+        assert str(e.value) == (f"{path}:4: [[collector]] #1 key 'listen': cannot listen on "
+                                f"127.0.0.1:{port}: Address already in use")
+        svc.close()
