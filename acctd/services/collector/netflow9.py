@@ -165,8 +165,8 @@ def _records(recs: np.ndarray, clock, sampling: int) -> np.ndarray:
     out = np.zeros(len(recs), RECORD)
     v6 = "saddr6" in names and "daddr6" in names
     if "saddr4" in names and "daddr4" in names:
-        put_v4(out, "saddr", recs["saddr4"].astype(">u4"))
-        put_v4(out, "daddr", recs["daddr4"].astype(">u4"))
+        put_v4(out, "saddr", recs["saddr4"])
+        put_v4(out, "daddr", recs["daddr4"])
         out["ip_ver"] = 4
     elif v6:
         out["saddr"] = recs["saddr6"]

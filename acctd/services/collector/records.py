@@ -28,7 +28,7 @@ def empty() -> np.ndarray:
 
 
 def put_v4(out: np.ndarray, field: str, be_u32: np.ndarray) -> None:
-    """Big-endian IPv4 addresses (as read off the wire) into mapped 16-byte form."""
-    out[field][:, :10] = 0
+    """Big-endian IPv4 addresses (as read off the wire) into mapped 16-byte
+    form (`out` is zeroed: only the mapping's 0xFFFF and the address are set)."""
     out[field][:, 10:12] = 0xFF
     out[field][:, 12:] = np.ascontiguousarray(be_u32).view(np.uint8).reshape(-1, 4)

@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from acctd.services.collector.records import RECORD, Malformed, empty
+from acctd.services.collector.records import RECORD, V4_MAPPED, Malformed, empty
 
 U32 = struct.Struct(">I")
 SNAP = 128              # header bytes looked at: Ethernet, 2 VLAN tags, IPv6, ports
@@ -155,9 +155,8 @@ def parse(heads: Headers) -> np.ndarray:
     sa, da = np.minimum(sa, SNAP - 1), np.minimum(da, SNAP - 1)
     out["saddr"] = np.take_along_axis(b, sa, 1)
     out["daddr"] = np.take_along_axis(b, da, 1)
-    mapped = np.r_[[0] * 10, 0xFF, 0xFF].astype(np.uint8)
-    out["saddr"][v4, :12] = mapped
-    out["daddr"][v4, :12] = mapped
+    out["saddr"][v4, :12] = V4_MAPPED
+    out["daddr"][v4, :12] = V4_MAPPED
     frag = np.where(v4, u16(l3 + 6) & 0x1FFF, 0)
     l4 = np.where(v4, l3 + ihl, l3 + 40)
     ported = np.isin(out["proto"], (6, 17)) & (frag == 0) & (l4 + 4 <= hlen)

@@ -9,6 +9,7 @@ only the field list (not the dtype) is what persists across a restart."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -49,7 +50,7 @@ class Template:
     options: bool = False
     scope_count: int = 0
 
-    @property
+    @functools.cached_property
     def dtype(self) -> np.dtype | None:
         return _dtype(self.fields)
 
