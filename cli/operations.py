@@ -40,8 +40,33 @@ def status(ctx, as_json):
                               or "none"))
         _attachment(st["datapath"])
         for name, v in (st.get("services") or {}).items():
-            echo(f"{name:<11} {_fields(v)}")
+            if name == "collector":
+                _collector(v)
+            else:
+                echo(f"{name:<11} {_fields(v)}")
     run(lambda: out(ask(ctx, "status"), as_json, render))
+
+
+def _collector(st: dict) -> None:
+    """A line per data source, and one per exporter it heard from."""
+    for src in st["sources"]:
+        if src["type"] == "raw":
+            echo(f"collector   {src['id']}: raw (acctctl rawdata)")
+            continue
+        echo(f"collector   {src['id']}: netflow on {src['listen']}, {src['unmatched']} records "
+             f"of no unit of this source, {src['refused']} packets from other addresses"
+             + (f" (last {src['last_refused']})" if src["refused"] else "")
+             + (f", {src['dropped']} flows dropped (too many between drains)"
+                if src["dropped"] else ""))
+        for addr, e in src["exporters"].items():
+            echo(f"  exporter  {addr}: {e['packets']} packets, {e['records']} records, "
+                 f"{e['malformed']} malformed, {e['templates']} templates"
+                 + (f", {e['unknown_template']} sets before their template"
+                    if e["unknown_template"] else "")
+                 + (f", {e['refused_templates']} templates over the cap"
+                    if e["refused_templates"] else "")
+                 + (f", {e['lost']} lost (sequence numbers)" if e.get("lost") else "")
+                 + (f"; last error: {e['last_error']}" if e["last_error"] else ""))
 
 
 def _attachment(dp: dict) -> None:

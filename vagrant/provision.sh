@@ -18,9 +18,11 @@ if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
 fi
 # The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
 # SQLite and PostgreSQL), OpenVPN, a throwaway CA made with openssl, and the
-# flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd).
+# flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd),
+# and the flow exporters softflowd and pmacctd (the collector).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
-    PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct)
+    PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct
+           softflowd)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

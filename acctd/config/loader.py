@@ -64,6 +64,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     no-local-pass = false         # `restrict all` applies to the unit, not `restrict local`
     auto-units = 1                # net: first traffic of a new address creates a unit (rule 1)
     mac = "02:00:00:00:00:07"     # host/user: the MAC its address must come from
+    ds-list = [0, 1]              # data sources it counts from: 0 the kernel (default),
+                                  # N a [[collector]] id (README: accounting a router's NetFlow)
 
     [[policy]]
     name = "web"                  # required, unique
@@ -82,6 +84,14 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     # unix-group = "netops"       # a local group: every member (primary or supplementary)
     # password = "$argon2id$..."  # for the TCP listener (`acctctl hash-password` makes one)
     # uid 0 (root) is always admin; any other peer that matches no user is refused.
+
+    [[collector]]                 # NeTAMS data-source netflow|raw: a router's flows
+    id = 1                        # required, unique: the number units name in ds-list
+    type = "netflow"              # netflow (NetFlow v5/v9, IPFIX, sFlow v5) | raw (rawdata)
+    listen = "0.0.0.0:20001"      # [ADDRESS:]PORT, UDP, in the hooked interfaces' namespace
+    source = ["192.0.2.1"]        # netflow: the exporters accepted; others counted, dropped
+    clock = "remote"              # flow times from the exporter | local: arrival
+    templates = 256               # templates kept per exporter and observation domain
 
     [flowlog]                     # net-acct's flow log, one nacctd line per flow and drain
     path = "/var/log/acctd/flows" # SIGTSTP pauses it, SIGCONT resumes; acctctl rotate flowlog
@@ -204,6 +214,7 @@ from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
+from acctd.services.collector.service import CollectorSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
@@ -393,11 +404,25 @@ class UnitTable(Table):
     no_local_pass: bool = setting(False, check=boolean())
     auto_units: int | None = setting(None, check=integer(0, what="an auto-units rule number"))
     mac: str = setting("", check=lambda v, ctx: _mac(v, ctx))
+    ds_list: tuple[int, ...] = setting((0,), check=each(integer(0, 65535, "a data-source number"),
+                                                         "data-source numbers"))
 
     def unit(self) -> Unit:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Unit)
                   if hasattr(self, f.name)}
         return Unit(**(fields | {"addrs": self.ip + self.ips, "nets": self.net}))
+
+
+def _check_ds_list(u: Unit, i: int, collectors) -> None:
+    """ds-list names the kernel (0) or configured [[collector]] ids."""
+    known = {0} | {c.id for c in collectors}
+    if not u.ds_list:
+        raise ModelError("ds-list names at least one data source (0: the kernel)", "unit", i,
+                         "ds-list")
+    for n in u.ds_list:
+        if n not in known:
+            raise ModelError(f"data source {n} is not a [[collector]] id (known: "
+                             f"{', '.join(map(str, sorted(known)))})", "unit", i, "ds-list")
 
 
 def _mac(v, ctx) -> str:
@@ -457,6 +482,7 @@ class Config:
     log: LogSettings | None = None
     scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
     export: tuple[ExportSettings, ...] = ()
+    collector: tuple[CollectorSettings, ...] = ()
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -471,6 +497,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
     "log": (dict, LogSettings), "scheduler": (dict, SchedulerSettings),
     "export": (list, ExportSettings),
+    "collector": (list, CollectorSettings),
 }
 
 
@@ -606,6 +633,7 @@ class _Loader:
         unit_list = [t.unit() for t in self.array(UnitTable, "unit")]
         specs = [t.spec() for t in self.array(PolicyTable, "policy")]
         as_table = self.as_table(processor)
+        collectors = self.array(CollectorSettings, "collector", "id", "defined twice")
         try:
             policies = PolicySet(specs, self.base_dir, as_table=as_table)
             units = UnitSet(unit_list, reserved_oids=[p.oid for p in policies])
@@ -619,6 +647,7 @@ class _Loader:
                                      "[processor] auto-units", "unit", i, "auto-units")
                 if u.mac and u.type not in ("host", "user"):
                     raise ModelError("only host and user units have a MAC", "unit", i, "mac")
+                _check_ds_list(u, i, collectors)
         except ModelError as e:
             self.fail(str(e), e.table or "unit", e.index, e.key)
         quota = self.read(QuotaSettings, "quota", doc=self.doc.get("quota", {}))
@@ -643,7 +672,7 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa(),
+            coa=self.coa(), collector=collectors,
             log=self.optional(LogSettings, "log"),
             scheduler=self.read(SchedulerSettings, "scheduler",
                                 doc=self.doc.get("scheduler", {})),

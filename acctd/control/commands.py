@@ -168,6 +168,8 @@ COMMANDS = (
     Command("openvpn-interval", O, "openvpn.set_interval", ("openvpn", "interval"),
             (_s("user", True), Arg("seconds", int))),
     Command("openvpn-clients", V, "openvpn.clients", ("openvpn", "clients")),
+    Command("rawdata", O, "collector.rawdata", ("rawdata",),
+            (_s("unit", True), _words("argv", True))),
 )
 
 REGISTRY: Mapping[str, Command] = {c.name: c for c in COMMANDS}

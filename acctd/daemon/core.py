@@ -5,6 +5,7 @@ called at fixed hook points in the order of SERVICES.
 One drain (the README's Layout section draws it):
 
     read the pinned maps -> deltas against the committed checkpoint
+      -> + the other data sources' flows (services' collected(), same arrays)
       -> rows under the current snapshot (acctd/store/interval.py)
       -> BEGIN; rows, rollups, checkpoint; each service's in_drain(); COMMIT
       -> each service's after_drain() -> enforce() once, if anything asked
@@ -41,11 +42,12 @@ from acctd.kernel import abi, drain
 from acctd.kernel.build import Sizes
 from acctd.kernel.datapath import Datapath, Hook, NoSuchInterface
 from acctd.kernel.enforcer import Enforcer
-from acctd.model import enforcement, sys_policy
+from acctd.model import enforcement, sources, sys_policy
 from acctd.model.snapshot import Snapshot
 from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
 from acctd.services.alerter import AlerterService
+from acctd.services.collector.service import CollectorService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.export import ExportService
@@ -72,7 +74,7 @@ SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
-    LogService, ExportService)
+    LogService, ExportService, CollectorService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
@@ -448,14 +450,23 @@ class Daemon:
             ifd = drain.array_delta(read["acct_ifaces"][1], self._prev_ifaces())
             self.deltas["acct_ifaces"].seed(*read["acct_ifaces"])
             lan = self.lan_slots()
-            rows, counts = interval.columns(
-                snap, now.astimezone(zone),
-                delta["acct_flows"].keys, delta["acct_flows"].values,
-                delta["acct_addrs"].keys, delta["acct_addrs"].values,
-                ifd["unattr_packets"][lan].sum(axis=0), ifd["unattr_bytes"][lan].sum(axis=0))
-            d = Drain(now, snap, rows, delta["acct_flows"].keys, delta["acct_flows"].values,
-                      delta["acct_addrs"].keys, delta["acct_addrs"].values)
             services = list(self.services.values())
+            fk, fv, ak, av, elsewhere_p, elsewhere_b = sources.kernel_view(
+                snap.units, delta["acct_flows"].keys, delta["acct_flows"].values,
+                delta["acct_addrs"].keys, delta["acct_addrs"].values)
+            taken = [c for s in services if (c := s.collected(snap)) is not None]
+            if taken:  # the other data sources' flows, in the same arrays (collector)
+                fk, fv, ak, av = (np.concatenate([a, *(getattr(c, f) for c in taken)])
+                                  for a, f in ((fk, "flow_keys"), (fv, "flow_values"),
+                                               (ak, "addr_keys"), (av, "addr_values")))
+            rows, counts = interval.columns(
+                snap, now.astimezone(zone), fk, fv, ak, av,
+                ifd["unattr_packets"][lan].sum(axis=0) + elsewhere_p,
+                ifd["unattr_bytes"][lan].sum(axis=0) + elsewhere_b)
+            extra = [c.rows for c in taken if c.rows is not None]
+            if extra:  # rawdata: rows of their own
+                rows = {k: np.concatenate([rows[k], *(r[k] for r in extra)]) for k in rows}
+            d = Drain(now, snap, rows, fk, fv, ak, av)
             rolled = rollup.rollup(rows, now, zone)
             timer.lap("account")
 
@@ -466,6 +477,8 @@ class Daemon:
             timer.lap("commit")
         except BaseException as e:
             self.last_error, self.failed_drains = (now, str(e) or repr(e)), self.failed_drains + 1
+            for s in self.services.values():
+                s.drain_failed()
             with self.storage.reported():
                 self._seed()  # the baseline moved ahead of the file: go back to it
             raise

@@ -155,6 +155,7 @@ class _Importer:
         self.carried: set[int] = set()
         self.origin: dict[tuple[str, ...], int] = {}  # TOML key path -> first NeTAMS line
         self.unreadable: set[str] = set()  # policies whose prefix file cannot be read here
+        self.data_sources: list[dict[str, Any]] = []  # service data-source N: its settings
 
     def warn(self, line: int, directive: str, reason: str) -> None:
         self.warned += 1
@@ -216,6 +217,8 @@ class _Importer:
                 if service in ("processor", "quota", "login", "billing", "monitor",
                                "alerter", "scheduler"):
                     self.carried.add(lineno)
+                elif service == "data-source":
+                    self.data_source_begin(lineno, toks)
                 else:
                     self.warn(lineno, " ".join(toks), _WHY.get(service, "unknown service"))
                 continue
@@ -234,6 +237,7 @@ class _Importer:
                 handler(lineno, toks)
             if self.warned == before:
                 self.carried.update(lines)
+        self.data_sources_end()
         self.check_refs()
         self.check_monitor_refs()
         if self.language and not self.alerter:
@@ -560,9 +564,10 @@ class _Importer:
                     u.setdefault("parents", []).extend(vals)
                 elif w in ("acct-policy", "fw-policy"):
                     u.setdefault(w, []).extend(vals)
+                elif w == "ds-list":
+                    u["ds-list"] = vals   # resolved by data_source_lists()
                 else:
-                    self.warn(ln, f"{w} {' '.join(vals)}",
-                              "acctd counts one data source, its datapath: no ds-list")
+                    self.warn(ln, f"{w} {' '.join(vals)}", "not carried")
             elif w in ("nodefault", "ap-nodefault", "no-local-pass"):
                 u[w] = True
                 k += 1
@@ -815,10 +820,78 @@ class _Importer:
         entry["raw"] = entry.get("raw", []) + [" ".join(t[3:])]
         self.keep(ln, "quota" if into is self.quota else "login", "units", t[2], "raw")
 
+    # -- service data-source N (netflow and raw become [[collector]]) -------------
+
+    def data_source_begin(self, ln: int, t: list[str]) -> None:
+        """A data source's header: carried or warned once its type is known."""
+        num = t[2] if len(t) > 2 else "0"
+        self.data_sources.append({"line": ln, "num": num, "header": " ".join(t), "type": None,
+                                  "collector": {}})
+
+    def do_data_source(self, ln: int, t: list[str]) -> None:
+        ds = self.data_sources[-1]
+        head = t[0].lower()
+        if head == "type" and len(t) == 2 and ds["type"] is None:
+            ds["type"] = t[1].lower()
+            if ds["type"] in ("netflow", "raw"):
+                self.carried.add(ds["line"])
+            else:
+                self.warn(ds["line"], ds["header"], _WHY["data-source"])
+                self.warn(ln, " ".join(t), _WHY["data-source"])
+            return
+        if ds["type"] not in ("netflow", "raw"):
+            self.warn(ln, " ".join(t), _WHY["data-source"])
+            return
+        c = ds["collector"]
+        if head == "source" and len(t) == 2 and _is_address(t[1]):
+            c.setdefault("source", []).append(t[1])
+        elif head == "listen" and len(t) in (2, 3) and t[-1].isdigit():
+            c["listen"] = f"{'0.0.0.0' if len(t) == 2 or t[1] == '0' else t[1]}:{t[-1]}"
+        elif head == "clock" and len(t) == 2 and t[1].lower() in ("remote", "local"):
+            c["clock"] = t[1].lower()
+        else:
+            self.warn(ln, " ".join(t), "not carried: a [[collector]] takes type, source, "
+                                       "listen and clock")
+
+    def data_sources_end(self) -> None:
+        for ds in self.data_sources:
+            if ds["type"] is None:
+                self.warn(ds["line"], ds["header"], "a data source without a type")
+
+    def collectors(self) -> list[tuple[int, dict[str, Any]]]:
+        """(line, [[collector]] keys) of the netflow and raw sources, by number."""
+        out = []
+        for ds in self.data_sources:
+            if ds["type"] in ("netflow", "raw") and ds["num"].isdigit() and int(ds["num"]) > 0:
+                out.append((ds["line"], {"id": int(ds["num"]), "type": ds["type"],
+                                         **ds["collector"]}))
+        return out
+
+    def data_source_lists(self) -> None:
+        """A unit's ds-list: collectors keep their number, the kernel-like
+        sources (ip-traffic, libpcap, ...) are acctd's datapath, 0."""
+        ids = {c["id"] for _, c in self.collectors()}
+        kernel = {ds["num"] for ds in self.data_sources if ds["type"] not in ("netflow", "raw")}
+        for ln, u in zip(self.unit_lines, self.units):
+            if "ds-list" not in u:
+                continue
+            got = []
+            for v in ",".join(u.pop("ds-list")).split(","):
+                v = v.strip()
+                n = int(v) if v.isdigit() and int(v) in ids else 0 if v in kernel else None
+                if n is None:
+                    self.warn(ln, f"unit {u['name']} ds-list {v}",
+                              "no netflow or raw data source of that number was carried")
+                elif n not in got:
+                    got.append(n)
+            if got and got != [0]:
+                u["ds-list"] = got
+
     # -- cross references -----------------------------------------------------
 
     def check_refs(self) -> None:
         """Drop references to policies or groups that were not carried, with a warning."""
+        self.data_source_lists()
         unit_keys = {u["name"] for u in self.units} | {u["oid"] for u in self.units if "oid" in u}
         # a policy whose policy-or/-and or units target names something not
         # carried cannot be carried either; repeat until nothing changes
@@ -907,7 +980,7 @@ class _Importer:
             out.add("[[policy]]", *_keys(keys), "", line=ln)
         order = ("type", "name", "oid", "ip", "ips", "net", "parents", "acct-policy", "email",
                  "description", "nodefault", "ap-nodefault", "fp-nodefault", "fw-policy", "bw", "sys-policy",
-                 "no-local-pass", "mac", "auto-units")
+                 "no-local-pass", "mac", "auto-units", "ds-list")
         for ln, u in zip(self.unit_lines, self.units):
             out.add("[[unit]]", *_keys({k: u[k] for k in order if k in u}), "", line=ln)
         for ln, u in zip(self.user_lines, self.users):
@@ -922,6 +995,8 @@ class _Importer:
             out.table(("alerter",), {**self.alerter, **extra}, self.origin)
         for ln, e in self.exports:
             out.add("[[export]]", *_keys(e), "", line=ln)
+        for ln, c in self.collectors():
+            out.add("[[collector]]", *_keys(c), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing), ("monitor", self.monitor),
                            ("log", self.log)):
@@ -978,6 +1053,12 @@ def _bw_words(t: list[str], k: int) -> int:
 
 def _ident(word: str) -> str:
     return re.sub(r"\W", "_", word)
+def _is_address(text: str) -> bool:
+    try:
+        parse_addr(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _empty_files(target: str) -> str:

@@ -101,6 +101,7 @@ class Unit:
     no_local_pass: bool = False       # `restrict all` applies, not `restrict local`
     auto_units: int | None = None     # net: create units for new addresses by this rule
     mac: str = ""                     # host/user: the MAC its address must come from
+    ds_list: tuple[int, ...] = (0,)   # data sources it counts from (acctd/model/sources.py)
 
 
 def _addr_key(u: Unit) -> str:

@@ -8,6 +8,7 @@ acctd.daemon.core.SERVICES:
 
     start()      state from the database (no peers yet)
     serve()      threads and sockets that talk to peers
+    collected()  a data source's counts for this drain (drain_failed(): not committed)
     in_drain()   inside the drain's transaction: what commits with the counts
     after_drain()  after the commit (mail, RADIUS interims, flow log, quotas)
     settle()     after the drain, outside the lock: changes that drain again
@@ -49,10 +50,24 @@ class Drain:
     now: dt.datetime                 # its end (UTC): the rows' time
     snapshot: Snapshot               # the model it was accounted against
     rows: Mapping[str, np.ndarray]   # oid-keyed rows (acctd.store.interval.columns)
-    flow_keys: np.ndarray            # the flows that moved, and their deltas
+    flow_keys: np.ndarray            # the flows that moved, and their deltas: the kernel's
+                                     # and the data sources' (acctd/model/sources.py)
     flow_values: np.ndarray
     addr_keys: np.ndarray            # the local addresses that moved, and their deltas
     addr_values: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Collected:
+    """What a data source other than the kernel adds to a drain: flows in
+    the kernel's layout (their source in the ifindex, acctd/model/sources.py),
+    the per-address deltas they add up to, and rows already oid-keyed
+    (rawdata), or None."""
+    flow_keys: np.ndarray
+    flow_values: np.ndarray
+    addr_keys: np.ndarray
+    addr_values: np.ndarray
+    rows: Mapping[str, np.ndarray] | None = None
 
 
 class Core(Protocol):
@@ -126,6 +141,14 @@ class Service:
     def in_drain(self, drain: Drain, tx: Storage) -> None:
         """tx: the storage, inside the drain's open transaction: what is
         written here commits with the counts, or not at all."""
+
+    def collected(self, snapshot: Snapshot) -> Collected | None:
+        """A data source's counts for the drain starting now (taken: a
+        drain_failed() gives them back)."""
+        return None
+
+    def drain_failed(self) -> None:
+        """The drain that took collected() did not commit."""
 
     def after_drain(self, drain: Drain) -> None:
         pass

@@ -311,6 +311,39 @@ flowlog     path /var/log/flows, fields a b, last_error -
     assert json.loads(acctctl(srv, "status", "--json"))["last_error"] == STATUS["last_error"]
 
 
+def test_status_shows_each_exporter(srv, monkeypatch):
+    collector = {"sources": [
+        {"id": 1, "type": "netflow", "listen": "0.0.0.0:2055", "refused": 3,
+         "last_refused": "203.0.113.5", "unmatched": 12, "dropped": 0,
+         "exporters": {"192.0.2.1": {"packets": 10, "records": 290, "malformed": 2,
+                                     "unknown_template": 1, "refused_templates": 0,
+                                     "unmatched": 0, "last_error": "v5: 40 bytes for 1 records",
+                                     "templates": 0}}},
+        {"id": 2, "type": "raw"}]}
+    monkeypatch.setattr(srv.daemon.commands, "status",
+                        lambda: {**STATUS, "failed_drains": 0, "last_error": None,
+                                 "services": {"collector": collector}})
+    out = acctctl(srv, "status").split("programs    xdp 41, tc_ingress 42, tc_egress 43\n")[1]
+    assert out == """\
+collector   1: netflow on 0.0.0.0:2055, 12 records of no unit of this source, 3 packets from \
+other addresses (last 203.0.113.5)
+  exporter  192.0.2.1: 10 packets, 290 records, 2 malformed, 0 templates, 1 sets before their \
+template; last error: v5: 40 bytes for 1 records
+collector   2: raw (acctctl rawdata)
+"""
+
+
+def test_rawdata_says_what_it_committed_and_refuses_without_a_raw_source(srv, monkeypatch):
+    # this daemon has no [[collector]] of type raw: the service's own refusal, exit 1
+    assert acctctl(srv, "rawdata", "alice", "in", "5", code=1) == \
+        'acctctl: rawdata needs a [[collector]] with type = "raw"\n'
+    col = srv.daemon.services["collector"]
+    monkeypatch.setattr(col, "rawdata", lambda unit, argv: {"unit": unit, "policy": argv[0],
+                                                           "in": 5, "out": 7})
+    assert acctctl(srv, "rawdata", "alice", "web", "in", "5", "out", "7") == \
+        "rawdata alice web: 5 bytes in, 7 bytes out, committed\n"
+
+
 def test_health(srv, monkeypatch):
     monkeypatch.setattr(srv.daemon.commands, "status", lambda: STATUS)
     assert acctctl(srv, "health") == """\

@@ -570,3 +570,36 @@ def test_policy_words_hidden_fp_nodefault_ifindex_as_ds_and_sys_words_are_carrie
     assert h.fp_nodefault and h.sys_policy == ("sys-deny-auth", "sys-deny-block",
                                                "sys-allow-0A0101")
     assert cfg.processor.as_table == str(tmp_path / "pfx2as.txt")
+
+
+def test_netflow_and_raw_data_sources_become_collectors():
+    text = """service processor
+unit host name r1 ip 10.0.0.1 ds-list 1,2
+unit host name k1 ip 10.0.0.2 ds-list 3
+unit host name x1 ip 10.0.0.3 ds-list 9
+service data-source 1
+type netflow
+source 192.0.2.1
+listen 0 20001
+clock local
+layer7-detect urls
+service data-source 2
+type raw
+service data-source 3
+type ip-traffic
+source divert 199
+"""
+    res = netams.convert(text)
+    cfg = config.loads(res.toml, "imported.toml")
+    one, two = cfg.collector
+    assert (one.id, one.type, one.listen, one.clock, [str(n) for n in one.source]) == \
+        (1, "netflow", ("0.0.0.0", 20001), "local", ["192.0.2.1/32"])
+    assert (two.id, two.type) == (2, "raw")
+    assert [u.ds_list for u in cfg.units] == [(1, 2), (0,), (0,)]
+    assert {(w.line, w.directive, w.reason) for w in res.warnings} == {
+        (4, "unit x1 ds-list 9", "no netflow or raw data source of that number was carried"),
+        (10, "layer7-detect urls",
+         "not carried: a [[collector]] takes type, source, listen and clock"),
+        (13, "service data-source 3", netams._WHY["data-source"]),
+        (14, "type ip-traffic", netams._WHY["data-source"]),
+        (15, "source divert 199", netams._WHY["data-source"])}
