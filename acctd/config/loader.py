@@ -127,6 +127,11 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # set-user-ip, delay
     [billing]                     # carried as data by `acctctl import netams`
 
+    [aclserver]                   # NeTAMS acl-server: acctd's blocks pushed to routers
+    delay = 300                   # resync period; never-block = [...], expiry, debug
+    [[aclserver.backend]]         # name, type = bgp | nft | routeros, direction, hostname ...
+    name = "edge1"                # (acctd/services/aclserver/service.py lists the keys)
+
 Targets (all keywords given must match; see acctd/model/policies.py):
 
     proto NAME|N ...        "ip" is any IP traffic
@@ -177,6 +182,7 @@ from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec
 from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
+from acctd.services.aclserver.service import AclServerSettings
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.flowlog import FlowLogSettings
@@ -425,6 +431,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    aclserver: AclServerSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -437,6 +444,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
+    "aclserver": (dict, AclServerSettings),
 }
 
 
@@ -602,7 +610,8 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            aclserver=self.optional(AclServerSettings, "aclserver"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

@@ -43,6 +43,7 @@ from acctd.model import enforcement, sys_policy
 from acctd.model.snapshot import Snapshot
 from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
+from acctd.services.aclserver.service import AclServerService
 from acctd.services.alerter import AlerterService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
@@ -68,7 +69,7 @@ log = logging.getLogger("acctd.daemon")
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService)
+    FticksService, SchedulerService, CoaService, OpenVpnService, AclServerService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
