@@ -40,10 +40,11 @@ def _die_with_parent() -> None:
 
 def speaker_config(*, local_as: int, router_id: str, neighbor: str, peer_as: int,
                    port: int, local_address: str | None, multihop: int | None,
-                   families: list[str]) -> str:
-    """gobgpd's TOML: no listening socket (it connects out), quick reconnects."""
+                   families: list[str], listen_port: int | None = None) -> str:
+    """gobgpd's TOML: it connects out, and listens only on `listen_port`
+    (the router may connect too: GoBGP's own first attempt waits seconds)."""
     lines = ["[global.config]", f"  as = {local_as}", f'  router-id = "{router_id}"',
-             "  port = -1", "", "[[neighbors]]", "  [neighbors.config]",
+             f"  port = {listen_port or -1}", "", "[[neighbors]]", "  [neighbors.config]",
              f'    neighbor-address = "{neighbor}"', f"    peer-as = {peer_as}",
              "  [neighbors.timers.config]", "    connect-retry = 2",
              "    idle-hold-time-after-reset = 1", "  [neighbors.transport.config]",
@@ -68,7 +69,7 @@ class BgpBackend(Backend):
                  rtbh: bool = True, flowspec: bool = False, direction: str = "src",
                  community: str = "65535:666", next_hop: str = "192.0.2.1",
                  next_hop6: str = "100::1", max_rules: int | None = None,
-                 netns: str | None = None):
+                 netns: str | None = None, listen_port: int | None = None):
         super().__init__(name)
         self.neighbor, self.rtbh, self.flowspec = neighbor, rtbh, flowspec
         self.direction, self.community = direction, community
@@ -87,7 +88,7 @@ class BgpBackend(Backend):
         self.config_text = speaker_config(local_as=local_as, router_id=router_id,
                                           neighbor=neighbor, peer_as=peer_as, port=port,
                                           local_address=local_address, multihop=multihop,
-                                          families=families)
+                                          families=families, listen_port=listen_port)
         self.proc: subprocess.Popen | None = None
 
     # the speaker
@@ -150,8 +151,18 @@ class BgpBackend(Backend):
 
     # the contract
 
+    def rate(self, entry: Entry) -> float | None:
+        """The FlowSpec traffic-rate of a unit's bw, bytes/s: the limit of
+        the traffic the rule matches (direction src: from the unit, its
+        `out`; dst: to it, its `in`)."""
+        bits = entry.bw[1 if self.direction == "src" else 0]
+        return float(bits // 8) if bits else None
+
     def wants(self, entry: Entry) -> bool:
-        return self.flowspec or entry.rate is None
+        return entry.bw is None or self.flowspec and self.rate(entry) is not None
+
+    def action(self, entry: Entry):
+        return "block" if entry.bw is None else ("rate", self.rate(entry))
 
     @staticmethod
     def _family(address: str) -> str:
@@ -162,15 +173,15 @@ class BgpBackend(Backend):
 
     def apply(self, entry: Entry) -> None:
         a, fam = entry.address, self._family(entry.address)
-        if entry.rate is None and self.rtbh:
+        if entry.bw is None and self.rtbh:
             hop = self.next_hop6 if fam == "ipv6" else self.next_hop
             self._cli("global", "rib", "-a", fam, "add", a, "nexthop", hop,
                       "community", self.community)
         elif self.rtbh:  # a rate limit where a block was
             self._cli("global", "rib", "-a", fam, "del", a)
         if self.flowspec:
-            then = ["then", "discard"] if entry.rate is None else \
-                ["then", "rate-limit", f"{entry.rate:.0f}"]
+            then = ["then", "discard"] if entry.bw is None else \
+                ["then", "rate-limit", f"{self.rate(entry):.0f}"]
             self._cli("global", "rib", "-a", f"{fam}-flowspec", "add", *self._match(a), *then)
 
     def withdraw(self, address: str) -> None:

@@ -31,16 +31,11 @@ UPTIME_CHECK = 1.0     # how often the router's uptime (session) is read between
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One thing a router should hold for an address: a block (rate None)
-    or, for a unit with `bw`, a rate limit in bytes/s (FlowSpec only)."""
+    """One thing a router should hold for an address: a block (bw None)
+    or, for a unit with `bw`, its rate limits (FlowSpec only)."""
     address: str                 # canonical prefix text: "10.0.0.5/32", "2001:db8::5/128"
     reason: str = ""             # "sys-deny,quota"; "bw" for a rate limit
-    rate: float | None = None
-
-    @property
-    def action(self):
-        """What the router is compared on (the reason is ours, not the router's)."""
-        return "block" if self.rate is None else ("rate", self.rate)
+    bw: tuple[int | None, int | None] | None = None   # bit/s (to the unit, from it)
 
 
 class Backend:
@@ -64,8 +59,13 @@ class Backend:
         raise NotImplementedError
 
     def held(self) -> dict[str, object]:
-        """address -> action (Entry.action) of what the router holds."""
+        """address -> action (see action()) of what the router holds."""
         raise NotImplementedError
+
+    def action(self, entry: Entry):
+        """What the router holds for an entry, as held() reads it back (the
+        reason is ours, not the router's)."""
+        return "block" if entry.bw is None else ("bw", entry.bw)
 
     def uptime(self) -> float | None:
         return None
@@ -88,9 +88,8 @@ def canonical(prefix_text: str) -> str:
 
 def desired_of(classes: Mapping, limits: bool = True) -> dict[str, Entry]:
     """The entries every router should hold, from the enforcement plan
-    (enforcement.plan): a block for every address of a blocked unit, and a
-    rate limit (bytes/s of the unit's `bw`, in and out: the larger) for the
-    others that have one. ::/0 of `restrict all` is no unit's: never pushed."""
+    (enforcement.plan): a block for every address of a blocked unit, and
+    its `bw` for the others that have one. ::/0 of `restrict all` is no unit's: never pushed."""
     out: dict[str, Entry] = {}
     for pfx, spec in classes.items():
         if not spec.unit_oid:
@@ -99,7 +98,7 @@ def desired_of(classes: Mapping, limits: bool = True) -> dict[str, Entry]:
         if sys_policy.verdict(spec.sys_policy) == abi.Verdict.DROP:
             out[addr] = Entry(addr, ",".join(sys_policy.words(spec.sys_policy)))
         elif limits and spec.bw and any(spec.bw):
-            out[addr] = Entry(addr, "bw", float(max(r for r in spec.bw if r) // 8))
+            out[addr] = Entry(addr, "bw", tuple(spec.bw))
     return out
 
 
@@ -170,7 +169,7 @@ class Pusher:
         out = {}
         limit = self.backend.max_entries
         n = len(held)
-        for addr, e in sorted(desired.items(), key=lambda kv: kv[1].rate is not None):
+        for addr, e in sorted(desired.items(), key=lambda kv: kv[1].bw is not None):
             if not self.backend.wants(e):
                 continue
             p = refused_by(addr, self.never_block)
@@ -278,7 +277,7 @@ class Pusher:
         refresh = self.backend.expiry is not None
         n = 0
         for addr, e in desired.items():
-            if refresh or held.get(addr) != e.action:
+            if refresh or held.get(addr) != self.backend.action(e):
                 self.backend.apply(e)
                 n += 1
             with self._cond:

@@ -36,7 +36,7 @@ class NftBackend(Backend):
 
     def wants(self, entry: Entry) -> bool:
         v6 = ipaddress.ip_network(entry.address).version == 6
-        return entry.rate is None and bool(self.set6 if v6 else self.set4)
+        return entry.bw is None and bool(self.set6 if v6 else self.set4)
 
     def _run(self, cmds: list[dict]) -> dict:
         doc = json.dumps({"nftables": cmds})

@@ -211,7 +211,7 @@ class RouterOsBackend(Backend):
         return parse_uptime(rows[0].get("uptime", "")) if rows else None
 
     def wants(self, entry: Entry) -> bool:
-        return entry.rate is None
+        return entry.bw is None
 
     def close(self) -> None:
         if self.conn is not None:

@@ -46,7 +46,7 @@ DEFAULT_SET = "acctd_blocked"
 TYPE_KEYS = {
     "bgp": {"hostname", "port", "peer-as", "local-as", "router-id", "local-address",
             "multihop", "rtbh", "flowspec", "community", "next-hop", "next-hop6",
-            "max-rules", "netns"},
+            "max-rules", "netns", "listen-port"},
     "nft": {"family", "table", "dynamic-name", "set6", "netns", "command"},
     "routeros": {"hostname", "port", "user", "password-file", "dynamic-name", "tls"},
 }
@@ -83,6 +83,7 @@ class BackendSettings(Table):
     next_hop6: str = setting("100::1", check=ip_address())
     max_rules: int | None = setting(None, check=integer(1))
     netns: str = setting("", check=string("a network namespace name"))
+    listen_port: int | None = setting(None, check=integer(1, 65535))
     # nft
     family: str = setting("inet", check=choice("inet", "ip", "ip6", "bridge", "netdev"))
     table: str = setting("acctd", check=string("an nftables table name"))
@@ -145,7 +146,8 @@ def make_backend(b: BackendSettings, expiry: int | None, state_dir: str) -> Back
                           local_address=b.local_address or None, multihop=b.multihop,
                           rtbh=b.rtbh, flowspec=b.flowspec, direction=b.direction,
                           community=b.community, next_hop=b.next_hop, next_hop6=b.next_hop6,
-                          max_rules=b.max_rules, netns=b.netns or None)
+                          max_rules=b.max_rules, netns=b.netns or None,
+                          listen_port=b.listen_port)
     if b.type == "nft":
         from acctd.services.aclserver.nft import NftBackend
         command = ("ip", "netns", "exec", b.netns) if b.netns else b.command
@@ -221,8 +223,7 @@ class AclServerService(Service):
                 continue
             i = snap.units.by_oid.get(oid)
             bw = snap.units.units[i].bw if i is not None else None
-            changes[addr] = Entry(addr, "bw", float(max(r for r in bw if r) // 8)) \
-                if bw and any(bw) else None
+            changes[addr] = Entry(addr, "bw", tuple(bw)) if bw and any(bw) else None
         for p in self.pushers:
             p.change(changes)
 
