@@ -115,8 +115,9 @@ class Pusher:
     """Keeps one back-end equal to the desired set, on its own thread."""
 
     def __init__(self, backend: Backend, delay: float, never_block=(), set_uptime=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, check_every: float = UPTIME_CHECK):
         self.backend = backend
+        self.check_every = check_every
         self.delay = delay
         self.never_block = tuple(never_block)
         self.set_uptime = set_uptime
@@ -238,7 +239,7 @@ class Pusher:
             try:
                 if self.clock() >= next_check:
                     self._check_router()
-                    next_check = self.clock() + UPTIME_CHECK
+                    next_check = self.clock() + self.check_every
                 if self._want_resync or self.last_resync is None \
                         or self.clock() - self.last_resync >= self.delay:
                     self._resync()

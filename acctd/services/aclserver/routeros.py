@@ -65,6 +65,7 @@ class Connection:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buf = b""
+        self.done: dict[str, str] = {}
 
     def _read(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -100,7 +101,8 @@ class Connection:
             words.append(self._read(n).decode("utf-8", "replace"))
 
     def talk(self, *words: str) -> list[dict[str, str]]:
-        """Run one command: its rows (!re); RouterError on !trap or !fatal."""
+        """Run one command: its rows (!re), and in `done` the attributes of
+        its !done (=ret= of an add); RouterError on !trap or !fatal."""
         self.sock.sendall(encode_sentence(words))
         rows, trap = [], None
         while True:
@@ -117,6 +119,7 @@ class Connection:
             elif s[0] == "!fatal":
                 raise RouterError(f"RouterOS API: fatal: {' '.join(s[1:])}")
             elif s[0] == "!done":
+                self.done = attrs
                 if trap is not None:
                     raise RouterError(f"RouterOS {words[0]}: {trap}")
                 return rows
@@ -178,10 +181,15 @@ class RouterOsBackend(Backend):
             except RouterError as e:
                 if "no such item" not in str(e):
                     raise
-        rows = self._talk("/ip/firewall/address-list/add", f"=list={self.list}",
-                          f"=address={self._addr(entry.address)}", *timeout,
-                          f"=comment={COMMENT} {entry.reason}".rstrip())
-        ret = rows[0].get("ret") if rows else None
+        try:
+            self._talk("/ip/firewall/address-list/add", f"=list={self.list}",
+                       f"=address={self._addr(entry.address)}", *timeout,
+                       f"=comment={COMMENT} {entry.reason}".rstrip())
+        except RouterError as e:
+            if "already have such entry" not in str(e):
+                raise
+            return   # there already: the next resync learns its .id
+        ret = self.conn.done.get("ret") if self.conn else None
         if ret:
             self.ids[entry.address] = ret
 
