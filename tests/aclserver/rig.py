@@ -95,6 +95,14 @@ def need(*tools: str) -> None:
         missing_peer(f"missing {', '.join(missing)} (Debian: {' '.join(missing)})")
 
 
+def report(name: str, ms: list[float]) -> None:
+    """The measured times, as `make bench` prints its figures (run with -s to see them)."""
+    import json
+    import statistics
+    for stat, v in (("median", statistics.median(ms)), ("max", max(ms))):
+        print(json.dumps({"name": f"{name}.{stat}", "value": round(v, 1), "unit": "ms"}))
+
+
 def until(pred, timeout: float, step: float = 0.01) -> float | None:
     """Seconds until pred() held, or None after `timeout`."""
     t0 = time.monotonic()

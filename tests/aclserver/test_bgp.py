@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import struct
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from acctd.kernel import abi
 from acctd.services.aclserver.service import AclServerService
 from tests.unit.daemon_stub import daemon_stub
 
-from .rig import ROUTER_S, SPEAKER, SUB, Rig, need, sh, until
+from .rig import ROUTER_S, SPEAKER, SUB, Rig, need, report, sh, until
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
@@ -171,8 +170,8 @@ def test_rtbh_blocks_real_traffic_flowspec_reaches_the_router_and_resync_after_r
             svc.blocks_changed({SUB: (DENY, 0, alice)})
             assert until(lambda: rig.reaches(wait=0.05), 2.0, step=0) is not None
             assert SUB not in blackholes(rig)
-        print(f"\naclserver.block_ms.bgp median {statistics.median(block_ms):.1f} "
-              f"max {max(block_ms):.1f}")
+        print()
+        report("aclserver.block_ms.bgp", block_ms)
         assert max(block_ms) < 2000
 
         # the router restarts and forgets: the session comes back and acctd resyncs

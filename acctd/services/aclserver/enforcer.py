@@ -133,6 +133,7 @@ class Pusher:
         self.up = False
         self._uptime_seen: float | None = None     # the clock when the router came up
         self._want_resync = True
+        self._syncing = False     # a resync is between reading held() and its last command
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"aclserver-{backend.name}",
@@ -191,7 +192,7 @@ class Pusher:
         """Until the router holds the desired set (tests, the bench)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self.pending() or self._want_resync:
+            while self.pending() or self._want_resync or self._syncing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -273,7 +274,16 @@ class Pusher:
     def _resync(self) -> None:
         with self._cond:
             self._want_resync = False
+            self._syncing = True
             desired = dict(self.desired)
+        try:
+            self._resync_to(desired)
+        finally:
+            with self._cond:
+                self._syncing = False
+                self._cond.notify_all()
+
+    def _resync_to(self, desired: dict[str, Entry]) -> None:
         held = self.backend.held()
         refresh = self.backend.expiry is not None
         n = 0
