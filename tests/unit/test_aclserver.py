@@ -452,3 +452,19 @@ def test_show_without_aclserver_says_so(tmp_path):
         assert svc.show() == {"configured": False, "delay": None, "never_block": [],
                               "backends": []}
         assert d.dispatcher is not None
+
+
+def test_the_readme_example_loads(tmp_path):
+    import re
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Blocking at the routers", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"\n(    \[aclserver\]\n.*?)\n\n(?!    \[\[)", section, re.S).group(1)
+    text = "\n".join(ln[4:] for ln in block.splitlines())
+    secret = tmp_path / "mt1.secret"
+    secret.write_text("pw\n")
+    secret.chmod(0o600)
+    a = load(text, tmp_path).aclserver
+    assert [(b.name, b.type) for b in a.backend] == [("edge1", "bgp"), ("fw1", "nft"),
+                                                     ("mt1", "routeros")]
+    assert (a.delay, a.expiry, a.backend[0].community, a.backend[0].max_rules) == \
+        (300, 900, "65535:666", 1000)
