@@ -21,6 +21,27 @@ import pytest
 SUB, SUB6, WORLD = "10.77.1.2", "2001:db8:77:1::2", "10.77.2.2"
 ROUTER_S, SPEAKER = "10.77.3.1", "10.77.3.2"
 
+# The subscribers both router tests block: alice (free at start) and bob
+# (sys-deny in the config, so the start's resync pushes him).
+UNITS = f"""
+[[policy]]
+name = "ip"
+target = "proto ip"
+
+[[unit]]
+type = "host"
+name = "alice"
+ip = "{SUB}"
+acct-policy = ["ip"]
+
+[[unit]]
+type = "host"
+name = "bob"
+ip = "10.77.1.3"
+acct-policy = ["ip"]
+sys-policy = ["sys-deny"]
+"""
+
 
 def missing_peer(reason: str):
     """Skip, or fail where the peers are required (CI on the VM)."""

@@ -22,7 +22,7 @@ from acctd.kernel import abi
 from acctd.services.aclserver.service import AclServerService
 from tests.unit.daemon_stub import daemon_stub
 
-from .rig import ROUTER_S, SPEAKER, SUB, Rig, need, report, sh, until
+from .rig import UNITS, ROUTER_S, SPEAKER, SUB, Rig, need, report, sh, until
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
@@ -47,24 +47,7 @@ protocol bgp acctd {{
 }}
 """
 
-CONFIG = """
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "host"
-name = "alice"
-ip = "{sub}"
-acct-policy = ["ip"]
-
-[[unit]]
-type = "host"
-name = "bob"
-ip = "10.77.1.3"
-acct-policy = ["ip"]
-sys-policy = ["sys-deny"]
-
+CONFIG = UNITS + """
 [[unit]]
 type = "host"
 name = "carol"
@@ -137,7 +120,7 @@ def router(tmp_path):
 def test_rtbh_blocks_real_traffic_flowspec_reaches_the_router_and_resync_after_restart(
         router, tmp_path):
     rig, bird = router
-    text = CONFIG.format(sub=SUB, router=ROUTER_S, speaker=SPEAKER, ns=rig.S)
+    text = CONFIG.format(router=ROUTER_S, speaker=SPEAKER, ns=rig.S)
     cfg = config_mod.loads(text, str(tmp_path / "acctd.toml"))
     with daemon_stub(cfg, tmp_path=tmp_path) as d:
         svc = d.service(AclServerService)

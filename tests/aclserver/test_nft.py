@@ -13,7 +13,7 @@ from acctd.kernel import abi
 from acctd.services.aclserver.service import AclServerService
 from tests.unit.daemon_stub import daemon_stub
 
-from .rig import SUB, SUB6, Rig, need, report, sh, until
+from .rig import UNITS, SUB, SUB6, Rig, need, report, sh, until
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -32,24 +32,7 @@ table inet acctd {
 }
 """
 
-CONFIG = """
-[[policy]]
-name = "ip"
-target = "proto ip"
-
-[[unit]]
-type = "host"
-name = "alice"
-ip = "{sub}"
-acct-policy = ["ip"]
-
-[[unit]]
-type = "host"
-name = "bob"
-ip = "10.77.1.3"
-acct-policy = ["ip"]
-sys-policy = ["sys-deny"]
-
+CONFIG = UNITS + """
 [[unit]]
 type = "host"
 name = "infra"
@@ -97,7 +80,7 @@ def rig():
 
 
 def test_nft_set_follows_the_blocks_and_traffic_stops_and_resumes(rig, tmp_path):
-    cfg = config_mod.loads(CONFIG.replace("{sub}", SUB).replace("{ns}", rig.R),
+    cfg = config_mod.loads(CONFIG.replace("{ns}", rig.R),
                            str(tmp_path / "acctd.toml"))
     with daemon_stub(cfg, tmp_path=tmp_path) as d:
         svc = d.service(AclServerService)
