@@ -278,6 +278,16 @@ def test_the_rule_limit_keeps_blocks_before_rate_limits(pusher):
     assert p.wait_idle(5)
     assert set(r.table) == {"10.0.0.5/32", "10.0.0.6/32"}
     assert p.status()["refused"] == {"10.0.0.7/32": "rule limit 2 reached"}
+    # a block arriving at the limit pushes out a rate limit, never another block
+    p.change({"10.0.0.6/32": None, "10.0.0.8/32": Entry("10.0.0.8/32", "bw", (8000, 8000))})
+    assert p.wait_idle(5) and set(r.table) == {"10.0.0.5/32", "10.0.0.8/32"}
+    p.change({"10.0.0.9/32": block("10.0.0.9/32")})
+    assert p.wait_idle(5) and set(r.table) == {"10.0.0.5/32", "10.0.0.9/32"}
+    p.change({"10.0.0.10/32": block("10.0.0.10/32")})
+    assert p.wait_idle(5) and set(r.table) == {"10.0.0.5/32", "10.0.0.9/32"}
+    assert p.status()["refused"] == {"10.0.0.7/32": "rule limit 2 reached",
+                                     "10.0.0.8/32": "rule limit 2 reached",
+                                     "10.0.0.10/32": "rule limit 2 reached"}
 
 
 def test_a_router_that_restarted_is_resynced(pusher):

@@ -6,7 +6,7 @@ socket. GoBGP because it keeps a RIB that commands change one route at a
 time (no config reload, unlike BIRD), reads back as JSON (what the speaker
 holds, the session's state and the time it came up: the resync's inputs),
 and speaks FlowSpec with traffic-rate in the same CLI. The child gets
-SIGKILL when acctd dies (PR_SET_PDEATHSIG): the session drops and the
+SIGKILL when acctd dies (PR_SET_PDEATHSIG, through setpriv): the session drops and the
 router withdraws every route, so a crashed acctd blocks nobody.
 
 - RTBH: each blocked address as a /32 or /128 with the blackhole community
@@ -18,11 +18,9 @@ router withdraws every route, so a crashed acctd blocks nobody.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -30,12 +28,11 @@ from acctd.services.aclserver.enforcer import Backend, Entry, RouterError
 
 CLI_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
-PR_SET_PDEATHSIG = 1
 ESTABLISHED = 6          # GoBGP's session_state for Established
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+# util-linux's setpriv sets PR_SET_PDEATHSIG and execs: gobgpd (through
+# `ip netns exec`, which execs too) gets SIGKILL when the thread that
+# started it ends, with acctd or at close (no preexec_fn in a threaded process)
+DIE_WITH_US = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
 def speaker_config(*, local_as: int, router_id: str, neighbor: str, peer_as: int,
@@ -113,8 +110,8 @@ class BgpBackend(Backend):
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen([*DIE_WITH_US, *argv], stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

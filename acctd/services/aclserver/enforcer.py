@@ -175,6 +175,8 @@ class Pusher:
             if not self.backend.wants(e):
                 continue
             p = refused_by(addr, self.never_block)
+            if p is None and limit is not None and n >= limit and e.bw is None:
+                n -= self._evict_a_rate(held, limit)   # a block before a rate limit
             why = f"never-block {p}" if p is not None else \
                 f"rule limit {limit} reached" if limit is not None and n >= limit else None
             if why:
@@ -187,6 +189,18 @@ class Pusher:
             out[addr] = e
             n += 1
         return out
+
+    def _evict_a_rate(self, held: dict, limit: int) -> int:
+        """Make room in `held` (the desired set a change goes into) by
+        refusing one rate limit; 1 if one was, else 0."""
+        victim = next((a for a, e in held.items() if e.bw is not None), None)
+        if victim is None:
+            return 0
+        del held[victim]
+        self.refused[victim] = f"rule limit {limit} reached"
+        log.warning("aclserver %s: not pushing %s (bw): rule limit %d reached, a block "
+                    "goes first", self.backend.name, victim, limit)
+        return 1
 
     def wait_idle(self, timeout: float) -> bool:
         """Until the router holds the desired set (tests, the bench)."""
