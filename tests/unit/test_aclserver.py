@@ -478,3 +478,29 @@ def test_the_readme_example_loads(tmp_path):
                                                      ("mt1", "routeros")]
     assert (a.delay, a.expiry, a.backend[0].community, a.backend[0].max_rules) == \
         (300, 900, "65535:666", 1000)
+
+
+def test_a_router_error_shows_in_show_and_a_reload_restarts_the_backends(tmp_path):
+    """The daemon's service (no kernel): an nft command that fails is the
+    back-end's last error in `aclserver show` (the daemon goes on); a reload
+    that changes [aclserver] rebuilds the back-ends, one that does not keeps them."""
+    from tests.unit.daemon_stub import daemon_stub
+    fail = ('command = ["sh", "-c", "echo \'Error: Could not process rule: No such file or '
+            'directory\' >&2; exit 1", "nft-fails"]\n')
+    text = UNITS + ('[aclserver]\ndelay = 60\n[[aclserver.backend]]\nname = "fw"\ntype = "nft"\n'
+                    + fail)
+    cfg = load(text, tmp_path)
+    with daemon_stub(cfg, tmp_path=tmp_path) as d:
+        svc = d.service(AclServerService)
+        svc.serve()
+        first = svc.pushers[0]
+        want = "nft: Error: Could not process rule: No such file or directory"
+        assert _until(lambda: svc.show()["backends"][0]["last_error"] == want, 5)
+        b = svc.show()["backends"][0]
+        assert (b["name"], b["kind"], b["up"], b["pushed"]) == ("fw", "nft", False, {})
+        assert d.call("aclserver-show")["backends"][0]["last_error"] == want
+        d.reload()
+        assert svc.pushers[0] is first
+        (tmp_path / "acctd.toml").write_text(text.replace('"fw"', '"fw2"'))
+        d.reload()
+        assert [p.backend.name for p in svc.pushers] == ["fw2"] and svc.pushers[0] is not first
