@@ -499,6 +499,8 @@ def test_a_router_error_shows_in_show_and_a_reload_restarts_the_backends(tmp_pat
         b = svc.show()["backends"][0]
         assert (b["name"], b["kind"], b["up"], b["pushed"]) == ("fw", "nft", False, {})
         assert d.call("aclserver-show")["backends"][0]["last_error"] == want
+        # its line of `acctctl status`
+        assert svc.status() == {"aclserver": {"fw": f"down, 0 pushed, 0 pending: {want}"}}
         d.reload()
         assert svc.pushers[0] is first
         (tmp_path / "acctd.toml").write_text(text.replace('"fw"', '"fw2"'))

@@ -235,8 +235,11 @@ class AclServerService(Service):
                 "backends": [p.status() for p in self.pushers]}
 
     def status(self) -> dict | None:
+        """`acctctl status`: one line of words per back-end."""
         if self.settings is None:
             return None
-        return {"aclserver": [{"name": b["name"], "up": b["up"], "pushed": len(b["pushed"]),
-                               "pending": len(b["pending"]), "last_error": b["last_error"]}
-                              for b in self.show()["backends"]]}
+        return {"aclserver": {
+            b["name"]: f"{'up' if b['up'] else 'down'}, {len(b['pushed'])} pushed, "
+                       f"{len(b['pending'])} pending" + (f": {b['last_error']}"
+                                                         if b["last_error"] else "")
+            for b in self.show()["backends"]}}
