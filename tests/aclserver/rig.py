@@ -1,6 +1,6 @@
 """A router between a subscriber and the world, in namespaces of their own:
 
-    C (subscriber 10.77.1.2, 2001:db8:77:1::2) -- R (router) -- W (world 10.77.2.2)
+    C (subscriber 10.77.1.2, 2001:db8:77:1::2) -- R (router) -- W (world 10.77.2.2, ::2)
                                                   |
                                                   S (acctd's BGP speaker 10.77.3.2)
 
@@ -82,15 +82,19 @@ class Rig:
                "netns", self.ns[peer])
             sh("ip", "-n", self.R, "addr", "add", raddr, "dev", r_if)
             sh("ip", "-n", self.ns[peer], "addr", "add", paddr, "dev", p_if)
-            if peer == "C":
-                sh("ip", "-n", self.R, "addr", "add", "2001:db8:77:1::1/64", "dev", r_if,
+            if peer in "CW":
+                net = "2001:db8:77:1::" if peer == "C" else "2001:db8:77:2::"
+                sh("ip", "-n", self.R, "addr", "add", net + "1/64", "dev", r_if, "nodad")
+                sh("ip", "-n", self.ns[peer], "addr", "add", net + "2/64", "dev", p_if,
                    "nodad")
-                sh("ip", "-n", self.C, "addr", "add", SUB6 + "/64", "dev", p_if, "nodad")
             for n, dev in ((self.R, r_if), (self.ns[peer], p_if)):
                 sh("ip", "-n", n, "link", "set", dev, "up")
         sh("ip", "-n", self.C, "route", "add", "default", "via", "10.77.1.1")
         sh("ip", "-n", self.W, "route", "add", "default", "via", "10.77.2.1")
-        sh("ip", "netns", "exec", self.R, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        sh("ip", "-n", self.C, "-6", "route", "add", "default", "via", "2001:db8:77:1::1")
+        sh("ip", "-n", self.W, "-6", "route", "add", "default", "via", "2001:db8:77:2::1")
+        sh("ip", "netns", "exec", self.R, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+           "net.ipv6.conf.all.forwarding=1")
 
     def reaches(self, addr: str = SUB, wait: float = 0.5) -> bool:
         """One ping from the world to `addr` through the router."""

@@ -22,7 +22,7 @@ from acctd.kernel import abi
 from acctd.services.aclserver.service import AclServerService
 from tests.unit.daemon_stub import daemon_stub
 
-from .rig import UNITS, ROUTER_S, SPEAKER, SUB, Rig, need, report, sh, until
+from .rig import UNITS, ROUTER_S, SPEAKER, SUB, SUB6, Rig, need, report, sh, until
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
@@ -33,8 +33,12 @@ router id {router};
 log "{log}" all;
 protocol device {{}}
 protocol static {{ ipv4; route 192.0.2.1/32 blackhole; }}
+protocol static {{ ipv6; route 100::1/128 blackhole; }}
 flow4 table flowtab;
+flow6 table flowtab6;
 protocol kernel {{ ipv4 {{ export filter {{ if dest = RTD_BLACKHOLE then accept; reject; }};
+                          import none; }}; }}
+protocol kernel {{ ipv6 {{ export filter {{ if dest = RTD_BLACKHOLE then accept; reject; }};
                           import none; }}; }}
 protocol bgp acctd {{
   local {router} as 65001; neighbor {speaker} as 65002;
@@ -43,7 +47,12 @@ protocol bgp acctd {{
          import filter {{ if (65535,666) ~ bgp_community then {{ dest = RTD_BLACKHOLE; accept; }}
                          reject; }};
          export none; }};
+  ipv6 {{ gateway recursive;
+         import filter {{ if (65535,666) ~ bgp_community then {{ dest = RTD_BLACKHOLE; accept; }}
+                         reject; }};
+         export none; }};
   flow4 {{ table flowtab; import all; export none; }};
+  flow6 {{ table flowtab6; import all; export none; }};
 }}
 """
 
@@ -99,9 +108,9 @@ class Bird:
         return "Established" in self.cmd("show", "protocols", "acctd")
 
 
-def blackholes(rig: Rig) -> set[str]:
-    out = sh("ip", "-n", rig.R, "route", "show", "type", "blackhole").stdout.split("\n")
-    return {ln.split()[1] for ln in out if ln.strip()} - {"192.0.2.1"}
+def blackholes(rig: Rig, v: str = "-4") -> set[str]:
+    out = sh("ip", "-n", rig.R, v, "route", "show", "type", "blackhole").stdout.split("\n")
+    return {ln.split()[1] for ln in out if ln.strip()} - {"192.0.2.1", "100::1"}
 
 
 @pytest.fixture
@@ -156,6 +165,16 @@ def test_rtbh_blocks_real_traffic_flowspec_reaches_the_router_and_resync_after_r
         print()
         report("aclserver.block_ms.bgp", block_ms)
         assert max(block_ms) < 2000
+
+        # IPv6: a /128 blackhole stops ping6 through the router; FlowSpec for IPv6 (RFC 8956)
+        assert rig.reaches(SUB6)
+        svc.blocks_changed({SUB6: (0, DENY, alice)})
+        assert until(lambda: not rig.reaches(SUB6, wait=0.05), 2.0, step=0) is not None
+        assert blackholes(rig, "-6") == {SUB6}
+        assert f"flow6 {{ src {SUB6}/128; }}" in bird.cmd("show", "route", "table", "flowtab6")
+        svc.blocks_changed({SUB6: (DENY, 0, alice)})
+        assert until(lambda: rig.reaches(SUB6, wait=0.05), 2.0, step=0) is not None
+        assert blackholes(rig, "-6") == set()
 
         # the router restarts and forgets: the session comes back and acctd resyncs
         svc.blocks_changed({SUB: (0, DENY, alice)})
