@@ -5,6 +5,7 @@ resume. The set's drop rule is the operator's, as on a real router."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -123,3 +124,10 @@ def test_nft_set_follows_the_blocks_and_traffic_stops_and_resumes(rig, tmp_path)
         sh("ip", "netns", "exec", rig.R, "nft", "flush", "set", "inet", "acctd", "blocked")
         assert until(lambda: "10.77.1.3" in elements(rig), 5.0) is not None
         assert until(lambda: pusher.status()["resyncs"] >= 2, 1) is not None
+
+        # the expiry is refreshed while the block holds: 3 s on, bob's entry
+        # has been given its 30 s again (a crashed acctd: gone 30 s later)
+        time.sleep(3)
+        n = pusher.status()["resyncs"]
+        assert until(lambda: pusher.status()["resyncs"] > n, 4) is not None
+        assert elements(rig)["10.77.1.3"] >= 28
