@@ -149,7 +149,9 @@ def test_rtbh_blocks_real_traffic_flowspec_reaches_the_router_and_resync_after_r
         assert f"(generic, 0x80060000, 0x{rate:x})" in flows
         st = svc.show()["backends"][0]
         assert st["pushed"] == {"10.77.1.3/32": "sys-deny", "10.77.1.4/32": "bw"}
-        assert st["up"] and st["router_uptime"] is not None
+        # up once a check (every second) saw the session established
+        assert until(lambda: svc.show()["backends"][0]["up"], 3) is not None
+        assert svc.show()["backends"][0]["router_uptime"] is not None
 
         alice = d.snapshot.unit("alice").oid
         block_ms = []

@@ -506,3 +506,33 @@ def test_a_router_error_shows_in_show_and_a_reload_restarts_the_backends(tmp_pat
         (tmp_path / "acctd.toml").write_text(text.replace('"fw"', '"fw2"'))
         d.reload()
         assert [p.backend.name for p in svc.pushers] == ["fw2"] and svc.pushers[0] is not first
+
+
+def test_a_router_that_cannot_be_asked_still_gets_the_commands_and_is_logged_once(pusher,
+                                                                                   caplog):
+    """A BGP session that is down: the speaker takes the commands (it
+    announces them when the session returns), the back-end shows down, the
+    failure is logged once, and the return brings a resync."""
+    r = MemoryRouter()
+    asked = {"fail": True}
+
+    def uptime():
+        if asked["fail"]:
+            raise OSError("BGP session with 10.0.0.1 is not established (state 3)")
+        return 5.0
+    r.uptime = uptime
+    p = pusher(r)
+    with caplog.at_level(logging.WARNING, "acctd.aclserver"):
+        p.set_desired({}, resync=True)
+        p.start()
+        assert p.wait_idle(5)
+        p.change({"10.0.0.5/32": block("10.0.0.5/32")})
+        assert p.wait_idle(5) and r.table == {"10.0.0.5/32": "block"}
+        assert _until(lambda: p.status()["up"] is False, 1)
+        import time
+        time.sleep(0.3)     # several checks
+        n = p.status()["resyncs"]
+        asked["fail"] = False
+        assert _until(lambda: p.status()["up"] and p.status()["resyncs"] == n + 1, 5)
+    assert [m.getMessage() for m in caplog.records] == [
+        "aclserver mem: BGP session with 10.0.0.1 is not established (state 3)"]

@@ -25,7 +25,8 @@ from acctd.model import enforcement, sys_policy
 
 log = logging.getLogger("acctd.aclserver")
 
-RETRY_MIN = 1.0        # seconds before retrying a router that failed, doubling up to delay
+RETRY_MIN = 1.0        # seconds before retrying a router that failed, doubling
+RETRY_MAX = 30.0       # ...up to this (or delay, if shorter): a router back is seen soon
 UPTIME_CHECK = 1.0     # how often the router's uptime (session) is read between resyncs
 
 
@@ -131,6 +132,7 @@ class Pusher:
         self.resyncs = 0
         self.router_uptime: float | None = None
         self.up = False
+        self._failing = ""        # the failure logged, until a round succeeds
         self._uptime_seen: float | None = None     # the clock when the router came up
         self._want_resync = True
         self._syncing = False     # a resync is between reading held() and its last command
@@ -261,20 +263,34 @@ class Pusher:
                 else:
                     self._push_changes()
                 retry = RETRY_MIN
+                if self.up:        # the router answered too: a new failure is news again
+                    self._failing = ""
             except Exception as e:  # noqa: BLE001 - the router's failure is recorded, not raised
                 self._failed(e)
                 with self._cond:
+                    self.up = False
                     self._want_resync = True    # reconnect: what it holds is unknown
                     self._cond.wait(retry)
-                retry = min(retry * 2, max(self.delay, RETRY_MIN))
+                retry = min(retry * 2, max(min(self.delay, RETRY_MAX), RETRY_MIN))
 
     def _check_router(self) -> None:
-        """A router that restarted (its uptime went back) gets a full resync."""
+        """A router that restarted (its uptime went back), or that is back
+        after it could not be asked, gets a full resync. One that cannot be
+        asked is down, but commands still go out: a BGP speaker holds them
+        for the session's return, and elsewhere they fail on their own."""
         self.backend.connect()
-        up = self.set_uptime if self.set_uptime is not None else self.backend.uptime()
+        try:
+            up = self.set_uptime if self.set_uptime is not None else self.backend.uptime()
+        except Exception as e:  # noqa: BLE001 - recorded; the pushes decide the rest
+            self._failed(e)
+            with self._cond:
+                self.up, self.router_uptime = False, None
+            return
         now = self.clock()
         came_up = None if up is None else now - up
         with self._cond:
+            if not self.up and self.resyncs:
+                self._want_resync = True     # back: what it holds is unknown
             self.up = True
             if up is not None and self._uptime_seen is not None \
                     and came_up > self._uptime_seen + 1.0:
@@ -343,8 +359,7 @@ class Pusher:
     def _failed(self, e: Exception) -> None:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, (OSError, RouterError)) else str(e)
         with self._cond:
-            first = msg != self.last_error
-            self.up = False
             self.last_error, self.last_error_at = msg, time.time()
-        if first:  # the same failure every retry is logged once
+        if msg != self._failing:  # the same failure every retry is logged once
             log.warning("aclserver %s: %s", self.backend.name, msg)
+            self._failing = msg
