@@ -536,3 +536,35 @@ def test_a_router_that_cannot_be_asked_still_gets_the_commands_and_is_logged_onc
         assert _until(lambda: p.status()["up"] and p.status()["resyncs"] == n + 1, 5)
     assert [m.getMessage() for m in caplog.records] == [
         "aclserver mem: BGP session with 10.0.0.1 is not established (state 3)"]
+
+
+def test_routeros_replies_from_a_hostile_router_end_in_rows_or_a_router_error():
+    """STYLE 19: whatever bytes come back, talk() returns rows or raises
+    RouterError (a lost connection included), never anything else."""
+    from hypothesis import given, settings, strategies as st
+
+    from acctd.services.aclserver.enforcer import RouterError
+    from acctd.services.aclserver.routeros import Connection, encode_sentence
+
+    words = st.lists(st.sampled_from(["!re", "!done", "!trap", "!fatal", "=a=b", "=.id=*1",
+                                      "=message=x", "", "=", "=ret="]), max_size=6)
+    replies = st.lists(st.one_of(words.map(encode_sentence), st.binary(max_size=40)),
+                       max_size=6).map(b"".join)
+
+    @settings(max_examples=300, deadline=None)
+    @given(replies)
+    def check(data):
+        a, b = socket.socketpair()
+        try:
+            b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+            a.settimeout(2)
+            try:
+                rows = Connection(a).talk("/ip/firewall/address-list/print")
+            except RouterError:
+                return
+            assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+        finally:
+            a.close()
+            b.close()
+    check()
