@@ -87,7 +87,7 @@ def canonical(prefix_text: str) -> str:
     return str(ipaddress.ip_network(prefix_text, strict=False))
 
 
-def desired_of(classes: Mapping, limits: bool = True) -> dict[str, Entry]:
+def desired_of(classes: Mapping) -> dict[str, Entry]:
     """The entries every router should hold, from the enforcement plan
     (enforcement.plan): a block for every address of a blocked unit, and
     its `bw` for the others that have one. ::/0 of `restrict all` is no unit's: never pushed."""
@@ -98,7 +98,7 @@ def desired_of(classes: Mapping, limits: bool = True) -> dict[str, Entry]:
         addr = canonical(enforcement.prefix_text(pfx))
         if sys_policy.verdict(spec.sys_policy) == abi.Verdict.DROP:
             out[addr] = Entry(addr, ",".join(sys_policy.words(spec.sys_policy)))
-        elif limits and spec.bw and any(spec.bw):
+        elif spec.bw and any(spec.bw):
             out[addr] = Entry(addr, "bw", tuple(spec.bw))
     return out
 
@@ -169,7 +169,8 @@ class Pusher:
     def _admit(self, desired: Mapping[str, Entry], held: Mapping) -> dict[str, Entry]:
         """What of `desired` may go to the router besides `held`: never a
         never-block prefix, never more than the back-end's rule limit
-        (blocks before rate limits). Refusals are logged once each."""
+        (blocks before rate limits; a rate limit refused for room comes
+        back with the next whole set). Refusals are logged once each."""
         out = {}
         limit = self.backend.max_entries
         n = len(held)
@@ -205,7 +206,7 @@ class Pusher:
         return 1
 
     def wait_idle(self, timeout: float) -> bool:
-        """Until the router holds the desired set (tests, the bench)."""
+        """Until the router holds the desired set (for tests)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self.pending() or self._want_resync or self._syncing:
