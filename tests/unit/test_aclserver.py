@@ -569,3 +569,46 @@ def test_routeros_replies_from_a_hostile_router_end_in_rows_or_a_router_error():
             a.close()
             b.close()
     check()
+
+
+def test_acctctl_aclserver_show_end_to_end(tmp_path):
+    """acctctl over a real control server, the daemon's service, a RouterOS
+    back-end against the replayed exchange: the start's resync pushed the
+    config's blocked unit, and show says so exactly (text and --json)."""
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    from acctd.control import server as ctl
+    from tests.unit.daemon_stub import daemon_stub
+    fake = ReplayRouter(DATA / "address_list.txt")
+    secret = tmp_path / "mt.secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    text = ('[[policy]]\nname = "ip"\ntarget = "proto ip"\n[[unit]]\ntype = "host"\n'
+            'name = "bob"\nip = "10.0.0.5"\nacct-policy = ["ip"]\nsys-policy = ["sys-deny"]\n'
+            '[aclserver]\ndelay = 300\nexpiry = 600\n[[aclserver.backend]]\nname = "mt"\n'
+            f'type = "routeros"\nhostname = "127.0.0.1"\nport = {fake.port}\nuser = "acctd"\n'
+            'password-file = "mt.secret"\n')
+    with daemon_stub(load(text, tmp_path), tmp_path=tmp_path) as d:
+        svc = d.service(AclServerService)
+        svc.serve()
+        assert svc.pushers[0].wait_idle(5), (svc.show(), fake.wrong)
+        assert _until(lambda: svc.show()["backends"][0]["router_uptime"] is not None, 2)
+        srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        srv.serve_in_thread()
+        try:
+            r = CliRunner().invoke(main, ["--socket", srv.path, "aclserver", "show"])
+            assert (r.exit_code, r.output) == (0, (
+                "resync every 300 s; never-block: none\n"
+                "mt (routeros): up, router uptime 273906 s, 1 pushed, 0 pending, 1 resyncs, "
+                "expiry 600 s\n"
+                "  pushed   10.0.0.5/32  sys-deny\n"))
+            r = CliRunner().invoke(main, ["--socket", srv.path, "aclserver", "show", "--json"])
+            import json
+            b, = json.loads(r.output)["backends"]
+            assert (b["pushed"], b["pending"], b["refused"], b["last_error"]) == \
+                ({"10.0.0.5/32": "sys-deny"}, {}, {}, "")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+    assert fake.wrong == []
