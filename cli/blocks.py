@@ -1,5 +1,6 @@
 """acctctl: blocks and limits: a unit's system policy and run-time units
-(`unit`), who the kernel blocks (`blocked`), quotas."""
+(`unit`), who the kernel blocks (`blocked`), quotas, and what the routers
+were given (`aclserver`)."""
 
 from __future__ import annotations
 
@@ -96,4 +97,40 @@ def quota_show(ctx, unit, list_only, as_json):
     run(go)
 
 
-COMMANDS = [unit, blocked, quota]
+@click.group()
+def aclserver():
+    """The blocks pushed to routers (NeTAMS acl-server)."""
+
+
+def render_aclserver(r: dict) -> None:
+    """One paragraph per back-end: state, router uptime, then pushed,
+    pending and refused addresses, one a line."""
+    if not r["configured"]:
+        echo("aclserver: no [aclserver] in the configuration")
+        return
+    lines = [f"resync every {r['delay']} s; never-block: "
+             f"{', '.join(r['never_block']) or 'none'}"]
+    for b in r["backends"]:
+        up = b["router_uptime"]
+        lines.append(f"{b['name']} ({b['kind']}): {'up' if b['up'] else 'down'}, router uptime "
+                     f"{'unknown' if up is None else f'{up:.0f} s'}, {len(b['pushed'])} pushed, "
+                     f"{len(b['pending'])} pending, {b['resyncs']} resyncs"
+                     + (f", expiry {b['expiry']:g} s" if b["expiry"] else ""))
+        lines += [f"  pushed   {a}  {why}" for a, why in b["pushed"].items()]
+        lines += [f"  pending  {a}  {what}" for a, what in b["pending"].items()]
+        lines += [f"  refused  {a}  {why}" for a, why in b["refused"].items()]
+        if b["last_error"]:
+            lines.append(f"  last error: {b['last_error']}")
+    echo("\n".join(lines))
+
+
+@aclserver.command("show")
+@json_option
+@click.pass_context
+def aclserver_show(ctx, as_json):
+    """Per back-end: what is pushed, what is pending, the last error and
+    the router's uptime."""
+    run(lambda: out(ask(ctx, "aclserver-show"), as_json, render_aclserver))
+
+
+COMMANDS = [unit, blocked, quota, aclserver]

@@ -19,10 +19,12 @@ fi
 # The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
 # SQLite and PostgreSQL), OpenVPN, a throwaway CA made with openssl, and the
 # flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd),
-# and the flow exporters softflowd and pmacctd (the collector).
+# the flow exporters softflowd and pmacctd (the collector), and for the
+# acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables.
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct
            softflowd)
+    PKGS+=(gobgpd bird2 nftables python3-nftables)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -157,6 +157,11 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # set-user-ip, delay
     [billing]                     # carried as data by `acctctl import netams`
 
+    [aclserver]                   # NeTAMS acl-server: acctd's blocks pushed to routers
+    delay = 300                   # resync period; never-block = [...], expiry, debug
+    [[aclserver.backend]]         # name, type = bgp | nft | routeros, direction, hostname ...
+    name = "edge1"                # (acctd/services/aclserver/service.py lists the keys)
+
 Targets (all keywords given must match; see acctd/model/policies.py):
 
     proto NAME|N ...        "ip" is any IP traffic
@@ -211,6 +216,7 @@ from acctd.model.addresses import parse_addr, parse_prefix
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec
 from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
+from acctd.services.aclserver.service import AclServerSettings
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
@@ -483,6 +489,7 @@ class Config:
     scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
     export: tuple[ExportSettings, ...] = ()
     collector: tuple[CollectorSettings, ...] = ()
+    aclserver: AclServerSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -498,6 +505,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "log": (dict, LogSettings), "scheduler": (dict, SchedulerSettings),
     "export": (list, ExportSettings),
     "collector": (list, CollectorSettings),
+    "aclserver": (dict, AclServerSettings),
 }
 
 
@@ -676,7 +684,8 @@ class _Loader:
             log=self.optional(LogSettings, "log"),
             scheduler=self.read(SchedulerSettings, "scheduler",
                                 doc=self.doc.get("scheduler", {})),
-            export=self.export(units))
+            export=self.export(units),
+            aclserver=self.optional(AclServerSettings, "aclserver"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

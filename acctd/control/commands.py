@@ -149,6 +149,7 @@ COMMANDS = (
             (_s("unit", True), _s("peer"), Arg("port", int, at_least=0), _s("since"),
              _s("until"), Arg("top", int, at_least=1)), offline=True),
     Command("rotate-monitor", A, "monitor.rotate", ("rotate",)),
+    Command("aclserver-show", V, "aclserver.show", ("aclserver", "show")),
     Command("alerter", V, "alerter.queue", ("alerter",)),
     Command("send-report", O, "reports.send", ("send", "report"),
             (_words("to"), _words("on"), _s("period", default="day"))),

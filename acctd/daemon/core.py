@@ -46,6 +46,7 @@ from acctd.model import enforcement, sources, sys_policy
 from acctd.model.snapshot import Snapshot
 from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
+from acctd.services.aclserver.service import AclServerService
 from acctd.services.alerter import AlerterService
 from acctd.services.collector.service import CollectorService
 from acctd.services.contract import Drain, S, Service
@@ -74,7 +75,8 @@ SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
-    LogService, ExportService, CollectorService)
+    LogService, ExportService, CollectorService,
+    AclServerService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

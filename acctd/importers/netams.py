@@ -53,7 +53,10 @@ _WHY = {
     "data-source": "acctd counts with its eBPF datapath; list interfaces in [[interface]]",
     "html": "static HTML reports are not implemented yet",
     "monitor-xmlfile": 'acctd writes no XML: use [monitor] format = "json" (JSON lines)',
-    "acl-server": "pushing blocks to a remote router is not implemented",
+    "acl-server": "RSH to a Cisco is not offered: carried as an nftables back-end over SSH "
+                  "([[aclserver.backend]] type = \"nft\", command = ssh root@HOST); for a "
+                  "Cisco use type = \"bgp\" (RTBH or FlowSpec, README \"Blocking at the "
+                  "routers\")",
     "server": "acctd's TCP listener is TLS only: [server] is written commented out, "
               "to be enabled with tls-cert and tls-key",
     "delay": "not carried: usage and last packets are known at each drain, and every drain "
@@ -150,6 +153,9 @@ class _Importer:
         self.admin_emails: list[str] = []  # of permit-all users, whom NeTAMS mails
         self.schedules: list[str] = []
         self.exports: list[tuple[int, dict[str, Any]]] = []   # (line, [[export]] table)
+        self.aclserver: dict[str, Any] = {}      # [aclserver] keys (delay)
+        self.acl_backends: list[dict[str, Any]] = []   # one per `service acl-server N`
+        self.acl_lines: list[int] = []
         self.default_lines: list[int] = []
         self.default_fw_lines: list[int] = []
         self.carried: set[int] = set()
@@ -219,6 +225,8 @@ class _Importer:
                     self.carried.add(lineno)
                 elif service == "data-source":
                     self.data_source_begin(lineno, toks)
+                elif service == "acl-server":
+                    self.start_acl_server(lineno, toks)
                 else:
                     self.warn(lineno, " ".join(toks), _WHY.get(service, "unknown service"))
                 continue
@@ -777,6 +785,40 @@ class _Importer:
         else:
             self.warn(ln, " ".join(t), "unknown monitor directive")
 
+    # -- service acl-server ---------------------------------------------------
+
+    def start_acl_server(self, ln: int, t: list[str]) -> None:
+        """`service acl-server N`: a back-end of its own, with the warning
+        that RSH is not offered (the nearest: commands over SSH)."""
+        self.warn(ln, " ".join(t), _WHY["acl-server"])
+        n = t[2] if len(t) > 2 else str(len(self.acl_backends))
+        self.acl_backends.append({"name": f"acl-server-{printable(n)}", "type": "nft"})
+        self.acl_lines.append(ln)
+
+    def do_acl_server(self, ln: int, t: list[str]) -> None:
+        """hostname H [PORT], direction src|dst, dynamic-name X, delay N,
+        set-uptime N carried; acl-number and an RSH port warned."""
+        b = self.acl_backends[-1]
+        head, args = t[0].lower(), t[1:]
+        if head == "hostname" and 1 <= len(args) <= 2:
+            b["command"] = ["ssh", f"root@{args[0]}"]
+            if len(args) == 2 and args[1] != "514":   # 514: RSH's own, nothing lost
+                self.warn(ln, " ".join(t), f"RSH port {args[1]} not carried: ssh uses its own "
+                          "(add -p PORT to command)")
+        elif head == "direction" and len(args) == 1 and args[0].lower() in ("src", "dst"):
+            b["direction"] = args[0].lower()
+        elif head == "dynamic-name" and len(args) == 1:
+            b["dynamic-name"] = args[0]
+        elif head == "acl-number" and args:
+            self.warn(ln, " ".join(t), "a Cisco access-list number has no counterpart: the "
+                      "nftables set (dynamic-name) is in table acctd, family inet")
+        elif head == "delay" and len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1:
+            self.aclserver["delay"] = int(args[0])
+        elif head == "set-uptime" and len(args) == 1 and args[0].isdigit():
+            b["set-uptime"] = int(args[0])
+        else:
+            self.warn(ln, " ".join(t), "unknown or malformed acl-server directive")
+
     def check_monitor_refs(self) -> None:
         """Monitored units that were carried, by name (an oid becomes the
         name of the unit that has it)."""
@@ -1002,6 +1044,10 @@ class _Importer:
                            ("log", self.log)):
             if data:
                 out.table((name,), data, self.origin)
+        if self.acl_backends:
+            out.add("[aclserver]", *_keys(self.aclserver), "", line=self.acl_lines[0])
+            for ln, b in zip(self.acl_lines, self.acl_backends):
+                out.add("[[aclserver.backend]]", *_keys(b), "", line=ln)
         while out.text and not out.text[-1]:
             out.text.pop()
             out.origins.pop()

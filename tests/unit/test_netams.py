@@ -603,3 +603,34 @@ source divert 199
         (13, "service data-source 3", netams._WHY["data-source"]),
         (14, "type ip-traffic", netams._WHY["data-source"]),
         (15, "source divert 199", netams._WHY["data-source"])}
+
+
+def test_service_acl_server_is_carried_to_an_nft_backend_with_the_rsh_warning():
+    # the reference's example (its en dashes included), plus `debug aclserver`
+    text = ("debug aclserver\nservice processor\nunit host name srv ip 192.168.0.11\n"
+            "service acl\u2013server 0\nhostname 192.168.0.1 5140\ndirection src\n"
+            "dynamic\u2013name NETAMS\nacl\u2013number 100 cisco\ndelay 100\n"
+            "set\u2013uptime 4094100\n")
+    res = netams.convert(text, "x.cfg")
+    assert [(w.line, w.reason) for w in res.warnings] == [
+        (4, 'RSH to a Cisco is not offered: carried as an nftables back-end over SSH '
+            '([[aclserver.backend]] type = "nft", command = ssh root@HOST); for a Cisco use '
+            'type = "bgp" (RTBH or FlowSpec, README "Blocking at the routers")'),
+        (5, "RSH port 5140 not carried: ssh uses its own (add -p PORT to command)"),
+        (8, "a Cisco access-list number has no counterpart: the nftables set (dynamic-name) "
+            "is in table acctd, family inet")]
+    assert '[log]\ndebug = ["aclserver"]\n' in res.toml   # NeTAMS debug lines: [log] debug
+    assert res.toml.split("[aclserver]\n", 1)[1] == (
+        "delay = 100\n\n[[aclserver.backend]]\nname = \"acl-server-0\"\n"
+        "type = \"nft\"\ncommand = [\"ssh\", \"root@192.168.0.1\"]\ndirection = \"src\"\n"
+        "dynamic-name = \"NETAMS\"\nset-uptime = 4094100\n")
+    a = config.loads(res.toml, "imported.toml").aclserver
+    b, = a.backend
+    assert (a.delay, a.debug, b.type, b.command, b.direction, b.dynamic_name, b.set_uptime) == \
+        (100, False, "nft", ("ssh", "root@192.168.0.1"), "src", "NETAMS", 4094100)
+
+
+def test_debug_aclserver_without_the_service_is_carried_to_log():
+    res = netams.convert("debug aclserver\nservice processor\n", "x.cfg")
+    assert res.warnings == ()
+    assert '[log]\ndebug = ["aclserver"]\n' in res.toml and "[aclserver]" not in res.toml
