@@ -20,6 +20,9 @@ oid a UINTEGER, as the datapath's rows carry it):
   sessions    who held which address when, with exact counts
   login       unit_oid, record (JSON): the login service's records
   unit_mac    unit_oid, mac: MACs recorded by `mac fixate`
+  account     the billing accounts (NeTAMS `account`), account_unit their units
+  ledger      every fee, overdraft, payment and adjustment: the balance is its sum
+  rating      per account, subplan and period: bytes and money rated so far
 """
 
 from __future__ import annotations
@@ -89,7 +92,44 @@ def _v3(con) -> None:
         con.execute(f"ALTER TABLE {table}_v3 RENAME TO {table}")
 
 
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3))
+# Money is DECIMAL with 9 places, more than any currency's minor units:
+# the service quantizes to [billing] decimals before it writes.
+MONEY = "DECIMAL(38, 9)"
+
+
+def _v4(con) -> None:
+    """Billing: accounts and their units, the append-only ledger, and the
+    rating state (what of a period has been charged, so a drain re-run after
+    a crash charges only the rest)."""
+    con.execute(f"""
+        CREATE TABLE account (
+            oid UINTEGER PRIMARY KEY, name VARCHAR NOT NULL UNIQUE,
+            description VARCHAR NOT NULL DEFAULT '', email VARCHAR NOT NULL DEFAULT '',
+            password VARCHAR NOT NULL DEFAULT '',
+            plan INTEGER, nextplan INTEGER,
+            status VARCHAR NOT NULL DEFAULT 'active',
+            credit_limit {MONEY} NOT NULL DEFAULT 0,
+            created TIMESTAMP NOT NULL, changed TIMESTAMP NOT NULL, blocked TIMESTAMP);
+        CREATE TABLE account_unit (
+            unit_oid UINTEGER PRIMARY KEY, account_oid UINTEGER NOT NULL);
+        CREATE TABLE ledger (
+            seq BIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, account_oid UINTEGER NOT NULL,
+            kind VARCHAR NOT NULL, plan INTEGER, subplan INTEGER,
+            period_start TIMESTAMP, period_end TIMESTAMP,
+            amount {MONEY} NOT NULL,
+            bytes_in UBIGINT NOT NULL DEFAULT 0, bytes_out UBIGINT NOT NULL DEFAULT 0,
+            cause VARCHAR NOT NULL DEFAULT '', reference VARCHAR);
+        CREATE INDEX ledger_account ON ledger (account_oid, ts);
+        CREATE TABLE rating (
+            account_oid UINTEGER NOT NULL, subplan INTEGER NOT NULL, kind VARCHAR NOT NULL,
+            period_start TIMESTAMP NOT NULL,
+            bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL,
+            charged {MONEY} NOT NULL, last TIMESTAMP NOT NULL,
+            PRIMARY KEY (account_oid, subplan, kind, period_start));
+    """)
+
+
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4))
 VERSION = MIGRATIONS[-1][0]
 
 
