@@ -106,7 +106,7 @@ def _v4(con) -> None:
             oid UINTEGER PRIMARY KEY, name VARCHAR NOT NULL UNIQUE,
             description VARCHAR NOT NULL DEFAULT '', email VARCHAR NOT NULL DEFAULT '',
             password VARCHAR NOT NULL DEFAULT '',
-            plan INTEGER, nextplan INTEGER,
+            plan INTEGER, nextplan INTEGER, nextplan_from TIMESTAMP,
             status VARCHAR NOT NULL DEFAULT 'active',
             credit_limit {MONEY} NOT NULL DEFAULT 0,
             created TIMESTAMP NOT NULL, changed TIMESTAMP NOT NULL, blocked TIMESTAMP);

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import pathlib
+from decimal import Decimal
 
 import numpy as np
 
@@ -113,6 +114,7 @@ def test_directives_that_cannot_be_carried_are_reported():
         "service billing",
         "subplan 1 fee 100 spread monthly",
         "subplan 1 included 1G in 500M out",
+        "subplan 1 policy dns",
         "plan 2 name basic",
         "plan 2 subplan 1",
         "delay 60",
@@ -132,7 +134,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     assert "not carried" in why[11].reason and why[11].directive == "unit host name bad"
     assert "auto-assign" in why[12].directive
     assert why[16].directive == "storage 2"
-    assert why[23].directive == "service monitor 1" and why[24].line == 24
+    assert why[24].directive == "service monitor 1" and why[25].line == 25
 
     cfg = config.loads(res.toml, "x.toml")
     us, ps = cfg.units, cfg.policies
@@ -144,10 +146,11 @@ def test_directives_that_cannot_be_carried_are_reported():
     assert cfg.processor.default_acct_policy == ("dns",)
     assert cfg.login.units["h"] == {"password": "secret", "mac": "00:11:22:33:44:55"}
     assert cfg.login.default_inact == 600 and cfg.login.max_inact == 43200
-    assert cfg.billing["subplan"]["1"]["fee"] == (100, "spread", "monthly")
-    assert cfg.billing["subplan"]["1"]["included"] == ((("1G", "in", "500M", "out")),)
-    assert cfg.billing["plan"]["2"] == {"name": "basic", "subplan": ((1,),)}
-    assert cfg.billing["delay"] == 60
+    sp = cfg.billing.subplan[1]
+    assert (sp.fee, sp.spread, sp.policy) == (Decimal(100), "monthly", "dns")
+    assert dict(sp.included) == {"in": 1 << 30, "out": 500 << 20}
+    assert (cfg.billing.plan[2].name, cfg.billing.plan[2].subplans) == ("basic", (1,))
+    assert cfg.billing.delay == 60
 
 
 def test_prefix_file_targets_are_carried_with_a_warning(tmp_path):

@@ -32,6 +32,7 @@ class Account:
     password: str = ""          # an argon2id hash, as the login service keeps it
     plan: int | None = None
     nextplan: int | None = None
+    nextplan_from: dt.datetime | None = None   # when nextplan becomes the plan (a month start)
     status: str = "active"
     credit_limit: Decimal = Decimal(0)
     blocked: dt.datetime | None = None
@@ -42,15 +43,16 @@ class Account:
         return f"{self.oid:06X}"
 
 
-_FIELDS = ("oid", "name", "description", "email", "password", "plan", "nextplan", "status",
-           "credit_limit", "created", "changed", "blocked")
-_SETTABLE = {"name", "description", "email", "password", "plan", "nextplan", "status",
-             "credit_limit", "blocked"}
+_FIELDS = ("oid", "name", "description", "email", "password", "plan", "nextplan",
+           "nextplan_from", "status", "credit_limit", "created", "changed", "blocked")
+_TIMES = ("created", "changed", "blocked", "nextplan_from")
+_SETTABLE = {"name", "description", "email", "password", "plan", "nextplan", "nextplan_from",
+             "status", "credit_limit", "blocked"}
 
 
 def _account(row, units) -> Account:
     d = dict(zip(_FIELDS, row))
-    for k in ("created", "changed", "blocked"):
+    for k in _TIMES:
         d[k] = aware(d[k])
     d["credit_limit"] = Decimal(d["credit_limit"])
     d["oid"] = int(d["oid"])

@@ -13,6 +13,8 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
+from acctd.store.migrations import MONEY
+
 # fee: a subscription fee (its spread's share); overdraft: traffic over the
 # included volume; payment: money in; adjustment: an operator's correction
 # (`balance add|remove|set`). Other modules may add kinds (invoice lines are
@@ -62,6 +64,8 @@ class Entry:
 
 _COLUMNS = ("seq", "ts", "account_oid", "kind", "plan", "subplan", "period_start",
             "period_end", "amount", "bytes_in", "bytes_out", "cause", "reference")
+_TYPES = ("BIGINT", "TIMESTAMP", "UINTEGER", "VARCHAR", "INTEGER", "INTEGER", "TIMESTAMP",
+          "TIMESTAMP", "VARCHAR", "UBIGINT", "UBIGINT", "VARCHAR", "VARCHAR")
 
 
 def append(con, entries: Iterable[Entry]) -> list[int]:
@@ -75,12 +79,25 @@ def append(con, entries: Iterable[Entry]) -> list[int]:
         if not isinstance(e.amount, Decimal):
             raise TypeError(f"ledger amount must be a Decimal, got {type(e.amount).__name__}")
     first = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM ledger").fetchall()[0][0]
-    rows = [[first + i, naive(e.ts), e.account_oid, e.kind, e.plan, e.subplan,
-             naive(e.period_start), naive(e.period_end), e.amount, e.bytes_in, e.bytes_out,
-             e.cause, e.reference] for i, e in enumerate(entries)]
-    con.executemany(f"INSERT INTO ledger ({', '.join(_COLUMNS)}) VALUES "
-                    f"({', '.join('?' * len(_COLUMNS))})", rows)
-    return [r[0] for r in rows]
+    cols = [list(range(first, first + len(entries))), [naive(e.ts) for e in entries],
+            [e.account_oid for e in entries], [e.kind for e in entries],
+            [e.plan for e in entries], [e.subplan for e in entries],
+            [naive(e.period_start) for e in entries], [naive(e.period_end) for e in entries],
+            [str(e.amount) for e in entries],   # text: exact into DECIMAL
+            [e.bytes_in for e in entries], [e.bytes_out for e in entries],
+            [e.cause for e in entries], [e.reference for e in entries]]
+    insert_columns(con, "ledger", _COLUMNS, _TYPES, cols)
+    return cols[0]
+
+
+def insert_columns(con, table: str, names, types, cols, replace: bool = False) -> None:
+    """Many rows in one statement (executemany is a statement per row);
+    replace: an upsert on the table's key (never for the ledger)."""
+    sel = ", ".join(f"unnest(${i + 1}::{t}[])" + ("::" + MONEY if t == "VARCHAR" and n in
+                                                   ("amount", "charged") else "")
+                    for i, (n, t) in enumerate(zip(names, types)))
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    con.execute(f"{verb} INTO {table} ({', '.join(names)}) SELECT {sel}", cols)
 
 
 def balance(con, account_oid: int) -> Decimal:
