@@ -610,6 +610,8 @@ def _schedulable(cmd: str, rest: list[str]) -> dict | None:
                                          "category": (rest[1:] or [None])[0]}}
     if cmd == "session" and rest == ["kill-expired"]:
         return {"cmd": "session-kill-expired", "args": {}}
+    if cmd == "billing" and rest[:2] == ["account", "set"] and len(rest) >= 4:
+        return {"cmd": "billing-account-set", "args": {"account": rest[2], "words": rest[3:]}}
     if cmd == "send" and rest[:1] == ["report"]:
         from acctd.services import reports
         return {"cmd": "send-report", "args": reports.parse(rest[1:]).to_args()}
@@ -624,8 +626,9 @@ def request_from_argv(argv: list[str]) -> dict:
     if req is None:
         raise ValueError(f"cannot schedule {' '.join(argv)!r}: use flush, reload, units, "
                          "policies, status, list UNIT, stat UNIT [week|month], debug on|off "
-                         "[CATEGORY], session kill-expired or send report [to "
-                         "{owner}|admin|ADDRESS ...] [on UNIT[+] ...] [period day|week]")
+                         "[CATEGORY], session kill-expired, billing account set NAME ... or "
+                         "send report [to {owner}|admin|ADDRESS ...] [on UNIT[+] ...] "
+                         "[period day|week]")
     return req
 
 

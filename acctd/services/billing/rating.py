@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from acctd.services.billing.money import Currency
 from acctd.services.billing.tariff import MB, UNLIMITED, Subplan
+from acctd.store.rollup import period_end, period_start
 
 UTC = dt.timezone.utc
 HOUR = dt.timedelta(hours=1)
@@ -71,16 +72,10 @@ Key = tuple[int, int, str, dt.datetime]   # account, subplan, "fee" | "overdraft
 
 # --- calendar --------------------------------------------------------------------
 
-def _local_midnight(d: dt.date, zone: ZoneInfo) -> dt.datetime:
-    return dt.datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
-
-
 def month(now: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) in UTC of the local month holding `now`."""
-    loc = now.astimezone(zone).date()
-    first = loc.replace(day=1)
-    nxt = (first + dt.timedelta(days=32)).replace(day=1)
-    return _local_midnight(first, zone), _local_midnight(nxt, zone)
+    """[start, end) in UTC of the local month holding `now` (the rollups' month)."""
+    start = period_start("month", now, zone)
+    return start, period_end("month", start, zone)
 
 
 def days_in(start: dt.datetime, zone: ZoneInfo) -> int:
@@ -88,21 +83,11 @@ def days_in(start: dt.datetime, zone: ZoneInfo) -> int:
     return ((first + dt.timedelta(days=32)).replace(day=1) - first).days
 
 
-def _hour_floor(t: dt.datetime, zone: ZoneInfo) -> dt.datetime:
-    """The start of t's local hour (a UTC instant; half-hour zones too)."""
-    loc = t.astimezone(zone)
-    return loc.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
-
-
 def fee_period(spread: str, now: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """The fee period [start, end) holding now."""
-    if spread == "monthly":
-        return month(now, zone)
-    if spread == "daily":
-        d = now.astimezone(zone).date()
-        return _local_midnight(d, zone), _local_midnight(d + dt.timedelta(days=1), zone)
-    start = _hour_floor(now, zone)
-    return start, start + HOUR
+    """The fee period [start, end) holding now: a rollup month, day or hour."""
+    kind = {"monthly": "month", "daily": "day", "hourly": "hour"}[spread]
+    start = period_start(kind, now, zone)
+    return start, period_end(kind, start, zone)
 
 
 def since(created: dt.datetime, month_start: dt.datetime) -> dt.datetime:
@@ -133,7 +118,7 @@ def fee_due(sp: Subplan, now: dt.datetime, created: dt.datetime, zone: ZoneInfo,
         share = Decimal(days) / days_in(start, zone)
     else:
         hours_of_month = (end - start) // HOUR
-        hours = (_hour_floor(now, zone) - _hour_floor(begin, zone)) // HOUR + 1
+        hours = (period_start("hour", now, zone) - period_start("hour", begin, zone)) // HOUR + 1
         share = Decimal(hours) / hours_of_month
     return cur.quantize(_EXACT.multiply(sp.fee, share))
 
@@ -220,3 +205,28 @@ def next_plans(accounts: Iterable, now: dt.datetime) -> dict[int, int]:
     """Accounts whose nextplan takes effect by now: oid -> the new plan."""
     return {a.oid: a.nextplan for a in accounts
             if a.nextplan is not None and a.nextplan_from is not None and a.nextplan_from <= now}
+
+
+def replay(subplans: Mapping[int, Subplan], plans: Mapping[int, tuple[int, ...]],
+           accounts: Iterable[Rated], hourly: Mapping[dt.datetime, Mapping], start: dt.datetime,
+           end: dt.datetime, zone: ZoneInfo, cur: Currency
+           ) -> tuple[dict[tuple[int, int, str], Decimal], dict[Key, State]]:
+    """Rate [start, end) again from hourly usage (the stored hour rollups):
+    one drain at the last instant of every hour (the last at `end`). Returns
+    the charges by (account, subplan, kind), positive, and the state after."""
+    accounts = list(accounts)
+    state: dict[Key, State] = {}
+    totals: dict[tuple[int, int, str], Decimal] = {}
+    fees: dict = {}
+    hour = period_start("hour", start, zone)
+    while hour < end:
+        nxt = period_end("hour", hour, zone)
+        at = min(nxt - dt.timedelta(microseconds=1), end)
+        got, changed = rate(subplans, plans, accounts, hourly.get(hour, {}), state, at, zone,
+                            cur, fees)
+        state.update(changed)
+        for c in got:
+            k = (c.account_oid, c.subplan, c.kind)
+            totals[k] = totals.get(k, Decimal(0)) - c.amount
+        hour = nxt
+    return totals, state

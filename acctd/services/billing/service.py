@@ -1,0 +1,563 @@
+"""BillingService: NeTAMS `service billing` in the daemon.
+
+Rating runs in in_drain, so the drain's charges and its rating state commit
+in the drain's own transaction, with its counts, or not at all: a kill -9
+before the COMMIT leaves both as they were and the re-run drain charges the
+same. What the commit changed (balances, state) reaches memory in
+after_drain, and an account whose balance fell below its credit limit has
+its units blocked (reason money) there, at the drain that crossed it. A
+payment or `balance add` that lifts it unblocks at once (enforce()).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from decimal import Decimal
+
+import numpy as np
+
+from acctd.errors import BadRequest, NotFound
+from acctd.kernel import abi
+from acctd.services.billing import accounts, ledger, rating
+from acctd.services.billing.accounts import Account, AccountError
+from acctd.services.billing.ledger import Entry
+from acctd.services.billing.money import MoneyError
+from acctd.services.billing.tariff import BillingSettings
+from acctd.services.contract import Core, Drain, Service
+
+log = logging.getLogger("acctd.daemon")
+
+# why an account's units are blocked, as its status says
+MONEY, ADMIN, SELF = "money", "block", "beblock"
+
+
+def _bad(e: Exception) -> BadRequest:
+    return BadRequest(str(e))
+
+
+def block_reason(a: Account, balance: Decimal) -> str | None:
+    """Why the account's units are blocked, or None: the operator's block,
+    the subscriber's own, or money (balance below the credit limit)."""
+    if a.status == "block":
+        return ADMIN
+    if a.status == "beblock":
+        return SELF
+    if balance < a.credit_limit:
+        return MONEY
+    return None
+
+
+def month_after(t: dt.datetime, zone) -> dt.datetime:
+    return rating.month(t, zone)[1]
+
+
+class BillingService(Service):
+    name = "billing"
+
+    def __init__(self, core: Core, settings: BillingSettings):
+        super().__init__(core, settings)
+        self.accounts: dict[int, Account] = {}
+        self.balances: dict[int, Decimal] = {}
+        self.state: dict[rating.Key, rating.State] = {}
+        self.reasons: dict[int, str] = {}       # account oid -> why it is blocked
+        self._pending: tuple | None = None      # what in_drain wrote, until it commits
+        self._fees: dict = {}
+
+    @staticmethod
+    def settings_of(config):
+        return config.billing
+
+    @property
+    def con(self):
+        return self.core.storage.con
+
+    @property
+    def zone(self):
+        return self.settings.zone(self.core.snapshot.config.processor.zone)
+
+    # -- state ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._load()
+        self.reasons = self._reasons()
+
+    def _load(self) -> None:
+        con = self.con
+        self.accounts = {a.oid: a for a in accounts.all_accounts(con)}
+        self.balances = ledger.balances(con)
+        start = rating.month(self.core.clock(), self.zone)[0]
+        self.state = rating_state(con, start - dt.timedelta(days=31))
+
+    def _reasons(self) -> dict[int, str]:
+        out = {}
+        for oid, a in self.accounts.items():
+            why = block_reason(a, self.balances.get(oid, Decimal(0)))
+            if why:
+                out[oid] = why
+        return out
+
+    def blocks(self) -> dict[str, int]:
+        return {u: abi.SysPolicy.MONEY for oid in self.reasons
+                for u in self.accounts[oid].units}
+
+    def reload(self, settings) -> None:
+        self.settings = settings
+        self._fees = {}
+
+    def _changed(self) -> None:
+        """After a command changed accounts or the ledger (the caller holds the
+        lock): memory from the database, and the kernel if blocks moved."""
+        before = self.blocks()
+        self._load()
+        self.reasons = self._reasons()
+        if self.blocks() != before:
+            self.core.enforce()
+
+    # -- rating -------------------------------------------------------------------
+
+    def usage(self, drain: Drain) -> dict[tuple[int, int], tuple[int, int]]:
+        """(account, subplan) -> this drain's (bytes in, bytes out) of the
+        subplan's policy over the account's units."""
+        subs = self.settings.subplan
+        if not subs or not self.accounts:
+            return {}
+        policies = drain.snapshot.policies
+        pol_oid = {}
+        for n, sp in subs.items():
+            try:
+                pol_oid[n] = int(policies.policies[policies.find(sp.policy)].oid, 16)
+            except KeyError:
+                continue
+        unit_acct = {int(u, 16): a.oid for a in self.accounts.values() for u in a.units}
+        rows = drain.rows
+        if not unit_acct or not len(rows["unit_oid"]):
+            return {}
+        want = np.fromiter(set(pol_oid.values()), np.uint32)
+        units = np.fromiter(unit_acct, np.uint32)
+        sel = np.isin(rows["policy_oid"], want) & np.isin(rows["unit_oid"], units)
+        if not sel.any():
+            return {}
+        by_policy: dict[int, list[int]] = {}
+        for n, p in pol_oid.items():
+            by_policy.setdefault(p, []).append(n)
+        got: dict[tuple[int, int], list[int]] = {}
+        for u, p, d, b in zip(rows["unit_oid"][sel].tolist(), rows["policy_oid"][sel].tolist(),
+                              rows["dir"][sel].tolist(), rows["bytes"][sel].tolist()):
+            a = unit_acct[u]
+            for n in by_policy[p]:
+                got.setdefault((a, n), [0, 0])[d] += b
+        return {k: (v[abi.Dir.IN], v[abi.Dir.OUT]) for k, v in got.items()}
+
+    def in_drain(self, drain: Drain, tx) -> None:
+        self._pending = None
+        if not self.settings.plan or not self.accounts:
+            return
+        con, now, zone = tx.con, drain.now, self.zone
+        switched = {}
+        for oid, plan in rating.next_plans(self.accounts.values(), now).items():
+            switched[oid] = accounts.update(con, oid, now, plan=plan, nextplan=None,
+                                            nextplan_from=None)
+        accts = {**self.accounts, **switched}
+        rated = [rating.Rated(a.oid, a.plan, a.created) for a in accts.values()]
+        plans = {n: p.subplans for n, p in self.settings.plan.items()}
+        if len(self._fees) > 100_000:
+            self._fees = {}
+        charges, changed = rating.rate(self.settings.subplan, plans, rated, self.usage(drain),
+                                       self.state, now, zone, self.settings.money, self._fees)
+        ledger.append(con, [Entry(c.account_oid, c.kind, c.amount, now, c.plan, c.subplan,
+                                  c.period_start, c.period_end, c.bytes_in, c.bytes_out,
+                                  "drain") for c in charges])
+        write_rating_state(con, changed)
+        self._pending = (switched, charges, changed)
+
+    def after_drain(self, drain: Drain) -> None:
+        if self._pending is None:
+            return
+        switched, charges, changed = self._pending
+        self._pending = None
+        self.accounts.update(switched)
+        for c in charges:
+            self.balances[c.account_oid] = self.balances.get(c.account_oid, Decimal(0)) + c.amount
+        self.state.update(changed)
+        reasons = self._reasons()
+        if reasons != self.reasons:
+            for oid in set(reasons) - set(self.reasons):
+                log.info("billing: account %s blocked (%s), balance %s",
+                         self.accounts[oid].name, reasons[oid], self.balances.get(oid))
+            self.reasons = reasons
+            self.core.enforce()
+
+    def status(self) -> dict | None:
+        if not self.accounts:
+            return None
+        return {"accounts": len(self.accounts),
+                "blocked": {self.accounts[o].name: why for o, why in sorted(self.reasons.items())}}
+
+    # -- commands ---------------------------------------------------------------
+
+    def _account(self, name: str) -> Account:
+        try:
+            return accounts.find(self.con, name)
+        except AccountError as e:
+            raise NotFound(str(e)) from None
+
+    def account_create(self, name: str, words: list[str] = ()) -> dict:
+        """`acctctl billing account create NAME [plan N] [credit-limit ZZ] ...`"""
+        with self.core.lock:
+            now = self.core.clock()
+            try:
+                a = accounts.create(self.con, name, now,
+                                    credit_limit=self.settings.default_credit_limit)
+            except AccountError as e:
+                raise _bad(e) from None
+            self._changed()
+        if words:
+            return self.account_set(a.name, list(words))
+        return self.account_show(a.name)
+
+    def account_set(self, account: str, words: list[str]) -> dict:
+        """NeTAMS `account NNN ...` words, applied in one transaction."""
+        with self.core.lock:
+            a = self._account(account)
+            con, now = self.con, self.core.clock()
+            con.execute("BEGIN")
+            try:
+                for step in parse_account_words(words):
+                    self._apply(a.oid, step, now)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._changed()
+            return self.account_show(self._account(str(a.oid)).name)
+
+    def _apply(self, oid: int, step: tuple, now: dt.datetime) -> None:
+        con, cur = self.con, self.settings.money
+        what = step[0]
+        try:
+            if what in ("name", "description", "email"):
+                accounts.update(con, oid, now, **{what: step[1]})
+            elif what == "password":
+                from acctd.services.login import LoginService
+                accounts.update(con, oid, now,
+                                password=self.core.service(LoginService).table.hasher.hash(step[1]))
+            elif what in ("plan", "nextplan"):
+                n = _number(step[1], what)
+                if n not in self.settings.plan:
+                    raise BadRequest(f"{what} {n}: no such plan (see acctctl billing plan)")
+                if what == "plan":
+                    accounts.update(con, oid, now, plan=n)
+                else:
+                    accounts.update(con, oid, now, nextplan=n,
+                                    nextplan_from=month_after(now, self.zone))
+            elif what in ("block", "beblock", "unblock"):
+                status = "active" if what == "unblock" else what
+                accounts.update(con, oid, now, status=status,
+                                blocked=None if status == "active" else now)
+            elif what == "credit-limit":
+                accounts.update(con, oid, now, credit_limit=cur.parse(step[1]))
+            elif what == "balance":
+                amount = cur.parse(step[2])
+                have = ledger.balance(con, oid)
+                delta = {"add": amount, "remove": -amount, "set": amount - have}[step[1]]
+                if delta:
+                    ledger.append(con, [Entry(oid, "adjustment", delta, now,
+                                              cause=f"balance {step[1]} {step[2]}")])
+            elif what == "unit":
+                _by, key, verb = step[1], step[2], step[3]
+                u = self.core.snapshot.unit(key)
+                if _by == "oid" and u.oid != key.upper().zfill(6):
+                    raise NotFound(f"no unit with oid {key!r}")
+                (accounts.add_unit if verb == "add" else accounts.delete_unit)(con, oid, u.oid)
+        except (AccountError, MoneyError) as e:
+            raise _bad(e) from None
+        except KeyError as e:
+            raise NotFound(str(e).strip("'\"")) from None
+
+    def account_show(self, account: str | None = None, full: bool = False) -> dict:
+        """`show account NAME [full] | list`."""
+        with self.core.lock:
+            cur = self.settings.money
+            if account is None:
+                rows = sorted(self.accounts.values(), key=lambda a: a.name)
+                lines = [f"{a.name} ({a.oid_text}) {self._state(a)} bal: "
+                         f"{cur.format(self.balances.get(a.oid, Decimal(0)))}" for a in rows]
+                return {"text": "\n".join(lines) + ("\n" if lines else ""),
+                        "accounts": [self._account_dict(a) for a in rows]}
+            a = self._account(account)
+            return {"text": format_account(a, ledger.balance(self.con, a.oid), cur,
+                                           self.settings, self.core.snapshot, full,
+                                           self.reasons.get(a.oid), self.zone),
+                    "account": self._account_dict(a)}
+
+    def _state(self, a: Account) -> str:
+        why = self.reasons.get(a.oid)
+        return "ACTIVE" if why is None else f"BLOCKED ({why})"
+
+    def _account_dict(self, a: Account) -> dict:
+        d = dataclasses.asdict(a)
+        d.pop("password")
+        d["has_password"] = bool(a.password)
+        d["oid"] = a.oid_text
+        d["credit_limit"] = str(self.settings.money.quantize(a.credit_limit))
+        d["balance"] = str(self.settings.money.quantize(ledger.balance(self.con, a.oid)))
+        d["blocked_for"] = self.reasons.get(a.oid)
+        d["units"] = list(a.units)
+        for k in ("created", "changed", "blocked", "nextplan_from"):
+            d[k] = d[k].isoformat() if d[k] else None
+        return d
+
+    def plan_show(self, plan: int | None = None, what: str | None = None) -> dict:
+        """`show plan [N [account|list]]`."""
+        with self.core.lock:
+            plans = self.settings.plan
+            if plan is not None and plan not in plans:
+                raise NotFound(f"no plan {plan} (see acctctl billing plan)")
+            if what is not None:
+                if plan is None or what not in ("account", "list"):
+                    raise BadRequest("expected plan N account or plan N list")
+                names = sorted(a.name for a in self.accounts.values() if a.plan == plan)
+                return {"text": "".join(f"{n}\n" for n in names), "accounts": names}
+            chosen = [plan] if plan is not None else list(plans)
+            return {"text": format_plans(self.settings, chosen, self.core.snapshot),
+                    "plans": [{"number": n, "name": plans[n].name,
+                               "description": plans[n].description,
+                               "subplans": list(plans[n].subplans)} for n in chosen]}
+
+    def ledger_rows(self, account: str, since: str | None = None,
+                    until: str | None = None) -> dict:
+        with self.core.lock:
+            a = self._account(account)
+            rows = ledger.rows(self.con, a.oid, _when(since, self.zone), _when(until, self.zone))
+            return {"account": a.name, "rows": [r.to_dict() for r in rows],
+                    "balance": str(self.settings.money.quantize(ledger.balance(self.con, a.oid)))}
+
+
+    def rerate(self, start: str, end: str | None = None, dry_run: bool = False) -> dict:
+        """Rate [start's month, end) again from the hour rollups with today's
+        tariff and accounts, and compare with the ledger. Without dry_run the
+        differences become adjustment rows and the current month's rating
+        state is the re-rated one, so later drains go on from it."""
+        with self.core.lock:
+            zone, cur, con = self.zone, self.settings.money, self.con
+            t0 = rating.month(_when(start, zone), zone)[0]
+            last = self.core.storage.last_drain or self.core.clock()
+            t1 = min(_when(end, zone), last) if end else last
+            if t1 <= t0:
+                raise BadRequest(f"nothing to rerate between {t0:%Y-%m-%d} and {t1:%Y-%m-%d}")
+            rated = [rating.Rated(a.oid, a.plan, a.created) for a in self.accounts.values()]
+            plans = {n: p.subplans for n, p in self.settings.plan.items()}
+            again, state = rating.replay(self.settings.subplan, plans, rated,
+                                         self._hourly(t0, t1), t0, t1, zone, cur)
+            booked: dict[tuple[int, int, str], Decimal] = {}
+            for e in ledger.rows(con, start=t0, end=t1 + dt.timedelta(microseconds=1)):
+                if e.kind in ("fee", "overdraft") and e.subplan is not None:
+                    k = (e.account_oid, e.subplan, e.kind)
+                    booked[k] = booked.get(k, Decimal(0)) - e.amount
+            lines = []
+            for k in sorted(set(booked) | set(again)):
+                was, now_ = booked.get(k, Decimal(0)), again.get(k, Decimal(0))
+                a = self.accounts.get(k[0])
+                lines.append({"account": a.name if a else f"{k[0]:06X}", "account_oid": k[0],
+                              "subplan": k[1], "kind": k[2], "ledger": str(cur.quantize(was)),
+                              "rerated": str(cur.quantize(now_)),
+                              "difference": str(cur.quantize(now_ - was))})
+            if not dry_run:
+                when = self.core.clock()
+                ledger.append(con, [Entry(ln["account_oid"], "adjustment",
+                                          -Decimal(ln["difference"]), when, subplan=ln["subplan"],
+                                          period_start=t0, period_end=t1,
+                                          cause=f"rerate {ln['kind']}")
+                                    for ln in lines if Decimal(ln["difference"])])
+                current = rating.month(last, zone)[0]
+                write_rating_state(con, {k: v for k, v in state.items() if k[3] == current})
+                self._changed()
+            return {"from": t0.isoformat(), "to": t1.isoformat(), "dry_run": dry_run,
+                    "lines": lines, "text": format_rerate(lines, t0, t1, zone, dry_run)}
+
+    def _hourly(self, t0: dt.datetime, t1: dt.datetime) -> dict:
+        """hour start -> {(account, subplan): (in, out)} from the hour rollups."""
+        policies = self.core.snapshot.policies
+        pol = {}
+        for n, sp in self.settings.subplan.items():
+            try:
+                pol.setdefault(int(policies.policies[policies.find(sp.policy)].oid, 16),
+                               []).append(n)
+            except KeyError:
+                continue
+        unit_acct = {int(u, 16): a.oid for a in self.accounts.values() for u in a.units}
+        out: dict = {}
+        if not pol or not unit_acct:
+            return out
+        rows = self.con.execute(
+            "SELECT period_start, unit_oid, policy_oid, dir, bytes FROM rollup WHERE kind = "
+            "'hour' AND period_start >= ? AND period_start <= ? AND policy_oid IN "
+            f"({', '.join(map(str, pol))})", [ledger.naive(t0), ledger.naive(t1)]).fetchall()
+        for ps, u, p, d, b in rows:
+            a = unit_acct.get(int(u))
+            if a is None:
+                continue
+            hour = out.setdefault(ledger.aware(ps), {})
+            for n in pol[int(p)]:
+                v = hour.get((a, n), (0, 0))
+                hour[(a, n)] = (v[0] + int(b), v[1]) if d == abi.Dir.IN else (v[0], v[1] + int(b))
+        return out
+
+
+def format_rerate(lines, t0, t1, zone, dry_run: bool) -> str:
+    head = (f"{'what-if' if dry_run else 'rerated'} {t0.astimezone(zone):%Y-%m-%d} .. "
+            f"{t1.astimezone(zone):%Y-%m-%d %H:%M}")
+    out = [head, f"{'account':<16} {'subplan':>7} {'kind':<9} {'ledger':>12} {'rerated':>12} "
+                 f"{'difference':>12}"]
+    for ln in lines:
+        out.append(f"{ln['account']:<16} {ln['subplan']:>7} {ln['kind']:<9} {ln['ledger']:>12} "
+                   f"{ln['rerated']:>12} {ln['difference']:>12}")
+    total = sum((Decimal(ln["difference"]) for ln in lines), Decimal(0))
+    out.append(f"total difference {total}" + ("" if dry_run else " (booked as adjustments)"))
+    return "\n".join(out) + "\n"
+
+
+def _when(text: str | None, zone=dt.timezone.utc) -> dt.datetime | None:
+    """An ISO date or time; without an offset, in `zone` (billing's)."""
+    if text is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"expected a date like 2026-11-01, got {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=zone)
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise BadRequest(f"{what}: expected a plan number, got {text!r}")
+    return int(text)
+
+
+_ONE = {"name", "description", "email", "password", "plan", "nextplan", "credit-limit"}
+
+
+def parse_account_words(words: list[str]) -> list[tuple]:
+    """NeTAMS `account NNN` parameters, several in a row:
+    name A | description B | email E | password P | plan N | nextplan N |
+    block | beblock | unblock | balance add|remove|set ZZ | credit-limit ZZ |
+    unit {name A | oid N} add|delete."""
+    out, i = [], 0
+    w = [x.replace("\u2013", "-") for x in words]
+    while i < len(w):
+        k = w[i].lower()
+        if k in _ONE:
+            if i + 1 >= len(w):
+                raise BadRequest(f"{k}: expected a value")
+            out.append((k, w[i + 1]))
+            i += 2
+        elif k in ("block", "beblock", "unblock"):
+            out.append((k,))
+            i += 1
+        elif k == "balance":
+            if i + 2 >= len(w) or w[i + 1].lower() not in ("add", "remove", "set"):
+                raise BadRequest("balance: expected add, remove or set and an amount")
+            out.append((k, w[i + 1].lower(), w[i + 2]))
+            i += 3
+        elif k == "unit":
+            if i + 3 >= len(w) or w[i + 1].lower() not in ("name", "oid") or \
+                    w[i + 3].lower() not in ("add", "delete"):
+                raise BadRequest("unit: expected unit {name A | oid N} {add | delete}")
+            out.append((k, w[i + 1].lower(), w[i + 2], w[i + 3].lower()))
+            i += 4
+        else:
+            raise BadRequest(f"unknown account parameter {w[i]!r}; expected name, description, "
+                             "email, password, plan, nextplan, block, beblock, unblock, "
+                             "balance, credit-limit or unit")
+    if not out:
+        raise BadRequest("expected account parameters, e.g. balance add 10")
+    return out
+
+
+# --- storage of the rating state ------------------------------------------------------
+
+_STATE_COLUMNS = ("account_oid", "subplan", "kind", "period_start", "bytes_in", "bytes_out",
+                  "charged", "last")
+_STATE_TYPES = ("UINTEGER", "INTEGER", "VARCHAR", "TIMESTAMP", "UBIGINT", "UBIGINT", "VARCHAR",
+                "TIMESTAMP")
+
+
+def rating_state(con, since: dt.datetime | None = None) -> dict[rating.Key, rating.State]:
+    sql = f"SELECT {', '.join(_STATE_COLUMNS)} FROM rating"
+    rows = con.execute(sql + (" WHERE period_start >= ?" if since else ""),
+                       [ledger.naive(since)] if since else []).fetchall()
+    return {(int(a), int(s), k, ledger.aware(p)):
+            rating.State(Decimal(c), int(bi), int(bo), ledger.aware(last))
+            for a, s, k, p, bi, bo, c, last in rows}
+
+
+def write_rating_state(con, changed) -> None:
+    if not changed:
+        return
+    items = list(changed.items())
+    cols = [[k[0] for k, _ in items], [k[1] for k, _ in items], [k[2] for k, _ in items],
+            [ledger.naive(k[3]) for k, _ in items], [v.bytes_in for _, v in items],
+            [v.bytes_out for _, v in items], [str(v.charged) for _, v in items],
+            [ledger.naive(v.last or k[3]) for k, v in items]]
+    ledger.insert_columns(con, "rating", _STATE_COLUMNS, _STATE_TYPES, cols, replace=True)
+
+
+# --- text --------------------------------------------------------------------------
+
+def format_plans(settings: BillingSettings, numbers, snapshot) -> str:
+    """The reference's `show plan` layout."""
+    cur = settings.money
+    out = []
+    for n in numbers:
+        p = settings.plan[n]
+        out.append(f'Plan ID {n:06d} Name "{p.name}" Desc. "{p.description}"')
+        for s in p.subplans:
+            sp = settings.subplan[s]
+            try:
+                pol = snapshot.policies.policies[snapshot.policies.find(sp.policy)]
+                policy = f"{pol.name}({pol.oid})"
+            except KeyError:
+                policy = sp.policy
+            out.append(f"  Subplan ID {s:06d}")
+            out.append(f"    Fee {cur.format(sp.fee)}, spread: '{sp.spread[0].upper()}', "
+                       f"policy {policy}")
+            out.append(f"    Incl. {_volumes(sp.included)}, Over. {_prices(sp.overdraft)}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _volumes(incl) -> str:
+    from acctd.common.display import format_bytes
+    if not incl:
+        return "0"
+    return " ".join(f"{'unlimited' if v is None else format_bytes(v)} {d}"
+                    for d, v in incl.items())
+
+
+def _prices(over) -> str:
+    if not over:
+        return "0/M"
+    return " ".join(f"{v}/M {d}" for d, v in over.items())
+
+
+def format_account(a: Account, balance: Decimal, cur, settings: BillingSettings, snapshot,
+                   full: bool, why: str | None, zone=dt.timezone.utc) -> str:
+    """The reference's `show account NAME [full]` layout; times in `zone`."""
+    def t(x: dt.datetime | None) -> str:
+        return x.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if x else "-"
+
+    plan = settings.plan.get(a.plan)
+    state = "ACTIVE" if why is None else f"BLOCKED ({why})"
+    lines = [f"Name {a.name} ({a.oid_text}) {state} bal: {cur.format(balance)} "
+             f"cred_lim: {cur.format(a.credit_limit)} plan: {plan.name if plan else '-'}"]
+    if full:
+        nxt = settings.plan.get(a.nextplan)
+        lines.append(f"Plan {plan.name if plan else '-'} {a.plan or '-'} Nextplan "
+                     f"{nxt.name if nxt else '-'} {a.nextplan or '-'}"
+                     + (f" from {t(a.nextplan_from)[:10]}" if a.nextplan_from else ""))
+        lines.append(f"Changed {t(a.changed)} Blocked {t(a.blocked)} Created {t(a.created)}")
+        units = " ".join(f"{snapshot.name_of(u)} {u}" for u in a.units) or "-"
+        lines.append(f"Email {a.email or '-'} Password {'set' if a.password else '-'} "
+                     f"Units: {units}")
+    return "\n".join(lines) + "\n"
