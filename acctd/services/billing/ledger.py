@@ -13,6 +13,8 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
+import numpy as np
+
 from acctd.store.migrations import MONEY
 
 # fee: a subscription fee (its spread's share); overdraft: traffic over the
@@ -88,6 +90,44 @@ def append(con, entries: Iterable[Entry]) -> list[int]:
             [e.cause for e in entries], [e.reference for e in entries]]
     insert_columns(con, "ledger", _COLUMNS, _TYPES, cols)
     return cols[0]
+
+
+def append_columns(con, ts: dt.datetime, cols, cause: str) -> None:
+    """Many rows at once (a drain's charges): cols as rating.rate_book gives
+    them, numpy columns with amounts in integer nanos."""
+    n = len(cols["account"])
+    if not n:
+        return
+    first = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM ledger").fetchall()[0][0]
+
+    def stamps(us):
+        return np.asarray(us, np.int64).astype("datetime64[us]")
+    kinds = np.asarray(cols["kind"], object)
+    frame = {"seq": np.arange(first, first + n, dtype=np.int64),
+             "account_oid": np.asarray(cols["account"], np.uint32),
+             # the kind as its index in KINDS: numbers cross into DuckDB as one buffer
+             "kind": np.select([kinds == k for k in KINDS], np.arange(len(KINDS)), -1),
+             "plan": np.asarray(cols["plan"], np.int32),
+             "subplan": np.asarray(cols["subplan"], np.int32),
+             "period_start": stamps(cols["period_start"]), "period_end": stamps(cols["period_end"]),
+             "amount": np.asarray(cols["amount"], np.int64),
+             "bytes_in": np.asarray(cols["bytes_in"], np.uint64),
+             "bytes_out": np.asarray(cols["bytes_out"], np.uint64)}
+    if (frame["kind"] < 0).any():
+        raise ValueError(f"ledger kinds {sorted(set(kinds) - set(KINDS))}; expected one of "
+                         f"{', '.join(KINDS)}")
+    name = f"_ledger_rows_{id(frame)}"
+    value = {"ts": "$ts", "cause": "$cause",
+             "kind": "[" + ", ".join(f"'{k}'" for k in KINDS) + "][kind + 1]",
+             # nanos to DECIMAL by an exact decimal product, never a float
+             "amount": f"amount::DECIMAL(38, 0) * 0.000000001::{MONEY}"}
+    con.register(name, frame)
+    try:
+        con.execute(f"INSERT INTO ledger ({', '.join(_COLUMNS[:-1])}) SELECT "
+                    + ", ".join(value.get(c, c) for c in _COLUMNS[:-1]) + f" FROM {name}",
+                    {"ts": naive(ts), "cause": cause})
+    finally:
+        con.unregister(name)
 
 
 def insert_columns(con, table: str, names, types, cols, replace: bool = False) -> None:

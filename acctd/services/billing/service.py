@@ -60,7 +60,9 @@ class BillingService(Service):
         super().__init__(core, settings)
         self.accounts: dict[int, Account] = {}
         self.balances: dict[int, Decimal] = {}
-        self.state: dict[rating.Key, rating.State] = {}
+        self.book: rating.Book | None = None   # this month's rating state, as committed
+        self._slots = None                       # per slot of the book: plan, created
+        self._pairs = None                       # every account's (account, subplan)
         self.reasons: dict[int, str] = {}       # account oid -> why it is blocked
         self._pending: tuple | None = None      # what in_drain wrote, until it commits
         self._fees: dict = {}
@@ -88,7 +90,8 @@ class BillingService(Service):
         self.accounts = {a.oid: a for a in accounts.all_accounts(con)}
         self.balances = ledger.balances(con)
         start = rating.month(self.core.clock(), self.zone)[0]
-        self.state = rating_state(con, start - dt.timedelta(days=31))
+        self.book = load_book(con, start)
+        self._slots = self._pairs = None
 
     def _reasons(self) -> dict[int, str]:
         out = {}
@@ -105,6 +108,7 @@ class BillingService(Service):
     def reload(self, settings) -> None:
         self.settings = settings
         self._fees = {}
+        self._slots = self._pairs = None
 
     def _changed(self) -> None:
         """After a command changed accounts or the ledger (the caller holds the
@@ -117,70 +121,104 @@ class BillingService(Service):
 
     # -- rating -------------------------------------------------------------------
 
-    def usage(self, drain: Drain) -> dict[tuple[int, int], tuple[int, int]]:
-        """(account, subplan) -> this drain's (bytes in, bytes out) of the
-        subplan's policy over the account's units."""
-        subs = self.settings.subplan
-        if not subs or not self.accounts:
-            return {}
-        policies = drain.snapshot.policies
-        pol_oid = {}
-        for n, sp in subs.items():
+    def _slot_info(self, book: rating.Book, accts: dict[int, Account]):
+        """Per slot: the account's plan (-1: the slot's subplan is not in it),
+        when it was made, and the rows (unit << 32 | policy) that feed it."""
+        ids = book.slots[["account", "subplan"]]
+        if self._slots is not None and accts is self.accounts and \
+                np.array_equal(self._slots[0], ids):
+            return self._slots[1:]
+        plans = self.settings.plan
+        sl = book.slots
+        plan = np.full(len(sl), -1, np.int64)
+        created = np.zeros(len(sl), np.int64)
+        policies = self.core.snapshot.policies
+        pol = {}
+        for n, sp in self.settings.subplan.items():
             try:
-                pol_oid[n] = int(policies.policies[policies.find(sp.policy)].oid, 16)
+                pol[n] = int(policies.policies[policies.find(sp.policy)].oid, 16)
             except KeyError:
+                log.error("billing: subplan %d rates policy %r, which is not configured", n,
+                          sp.policy)
+        feeds_key, feeds_slot = [], []
+        for i, (oid, n) in enumerate(zip(sl["account"].tolist(), sl["subplan"].tolist())):
+            a = accts.get(oid)
+            if a is None:
                 continue
-        unit_acct = {int(u, 16): a.oid for a in self.accounts.values() for u in a.units}
-        rows = drain.rows
-        if not unit_acct or not len(rows["unit_oid"]):
-            return {}
-        want = np.fromiter(set(pol_oid.values()), np.uint32)
-        units = np.fromiter(unit_acct, np.uint32)
-        sel = np.isin(rows["policy_oid"], want) & np.isin(rows["unit_oid"], units)
-        if not sel.any():
-            return {}
-        by_policy: dict[int, list[int]] = {}
-        for n, p in pol_oid.items():
-            by_policy.setdefault(p, []).append(n)
-        got: dict[tuple[int, int], list[int]] = {}
-        for u, p, d, b in zip(rows["unit_oid"][sel].tolist(), rows["policy_oid"][sel].tolist(),
-                              rows["dir"][sel].tolist(), rows["bytes"][sel].tolist()):
-            a = unit_acct[u]
-            for n in by_policy[p]:
-                got.setdefault((a, n), [0, 0])[d] += b
-        return {k: (v[abi.Dir.IN], v[abi.Dir.OUT]) for k, v in got.items()}
+            created[i] = rating.to_us(a.created)
+            if a.plan in plans and n in plans[a.plan].subplans:
+                plan[i] = a.plan
+                if n in pol:
+                    for u in a.units:
+                        feeds_key.append(int(u, 16) << 32 | pol[n])
+                        feeds_slot.append(i)
+        order = np.argsort(np.array(feeds_key, np.int64), kind="stable")
+        keys = np.array(feeds_key, np.int64)[order]
+        slots = np.array(feeds_slot, np.int64)[order]
+        self._slots = (ids.copy(), plan, created, keys, slots)
+        return self._slots[1:]
+
+    def _book_for(self, now: dt.datetime, con, accts: dict[int, Account]) -> rating.Book:
+        """The book of now's month, with a slot for every account's subplans."""
+        start = rating.month(now, self.zone)[0]
+        book = self.book if self.book is not None and self.book.month == start else \
+            load_book(con, start)
+        if self._pairs is None or accts is not self.accounts:
+            pairs = [(a.oid, n) for a in accts.values()
+                     for n in (self.settings.plan[a.plan].subplans
+                               if a.plan in self.settings.plan else ())]
+            made = (np.array([p[0] for p in pairs], np.uint32),
+                    np.array([p[1] for p in pairs], np.int32))
+            if accts is not self.accounts:
+                return book.with_slots(*made)
+            self._pairs = made
+        return book.with_slots(*self._pairs)
 
     def in_drain(self, drain: Drain, tx) -> None:
         self._pending = None
         if not self.settings.plan or not self.accounts:
             return
-        con, now, zone = tx.con, drain.now, self.zone
+        con, now = tx.con, drain.now
         switched = {}
         for oid, plan in rating.next_plans(self.accounts.values(), now).items():
             switched[oid] = accounts.update(con, oid, now, plan=plan, nextplan=None,
                                             nextplan_from=None)
-        accts = {**self.accounts, **switched}
-        rated = [rating.Rated(a.oid, a.plan, a.created) for a in accts.values()]
-        plans = {n: p.subplans for n, p in self.settings.plan.items()}
+        # the switch reaches memory with the commit (after_drain), not before
+        accts = {**self.accounts, **switched} if switched else self.accounts
+        book = self._book_for(now, con, accts)
+        plan, created, keys, feeds = self._slot_info(book, accts)
+        used = np.zeros((len(book.slots), 2), np.int64)
+        rows = drain.rows
+        if len(keys) and len(rows["unit_oid"]):
+            k = rows["unit_oid"].astype(np.int64) << 32 | rows["policy_oid"].astype(np.int64)
+            lo, hi = np.searchsorted(keys, k, "left"), np.searchsorted(keys, k, "right")
+            hit = np.flatnonzero(hi > lo)
+            if len(hit):
+                # a row may feed several slots (one policy in two subplans of a plan)
+                n = (hi - lo)[hit]
+                at = np.repeat(lo[hit], n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+                src = np.repeat(hit, n)
+                np.add.at(used, (feeds[at], rows["dir"][src].astype(np.int64)),
+                          rows["bytes"][src].astype(np.int64))
         if len(self._fees) > 100_000:
             self._fees = {}
-        charges, changed = rating.rate(self.settings.subplan, plans, rated, self.usage(drain),
-                                       self.state, now, zone, self.settings.money, self._fees)
-        ledger.append(con, [Entry(c.account_oid, c.kind, c.amount, now, c.plan, c.subplan,
-                                  c.period_start, c.period_end, c.bytes_in, c.bytes_out,
-                                  "drain") for c in charges])
-        write_rating_state(con, changed)
-        self._pending = (switched, charges, changed)
+        cols, after = rating.rate_book(self.settings.subplan, book, plan, created,
+                                       used[:, abi.Dir.IN], used[:, abi.Dir.OUT], now, self.zone,
+                                       self.settings.money, self._fees)
+        ledger.append_columns(con, now, cols, "drain")
+        save_book(con, after)
+        self._pending = (after, cols, switched)
 
     def after_drain(self, drain: Drain) -> None:
         if self._pending is None:
             return
-        switched, charges, changed = self._pending
+        self.book, cols, switched = self._pending
         self._pending = None
-        self.accounts.update(switched)
-        for c in charges:
-            self.balances[c.account_oid] = self.balances.get(c.account_oid, Decimal(0)) + c.amount
-        self.state.update(changed)
+        if switched:
+            self.accounts.update(switched)
+            self._slots = self._pairs = None
+        for a, v in zip(cols["account"].tolist(), cols["amount"].tolist()):
+            self.balances[a] = self.balances.get(a, Decimal(0)) + rating.from_nanos(v)
         reasons = self._reasons()
         if reasons != self.reasons:
             for oid in set(reasons) - set(self.reasons):
@@ -372,7 +410,8 @@ class BillingService(Service):
                                           cause=f"rerate {ln['kind']}")
                                     for ln in lines if Decimal(ln["difference"])])
                 current = rating.month(last, zone)[0]
-                write_rating_state(con, {k: v for k, v in state.items() if k[3] == current})
+                save_book(con, rating.book_of(current, [(k[0], k[1]) for k in state
+                                                        if k[3] == current], state))
                 self._changed()
             return {"from": t0.isoformat(), "to": t1.isoformat(), "dry_run": dry_run,
                     "lines": lines, "text": format_rerate(lines, t0, t1, zone, dry_run)}
@@ -476,32 +515,21 @@ def parse_account_words(words: list[str]) -> list[tuple]:
     return out
 
 
-# --- storage of the rating state ------------------------------------------------------
+# --- the rating state: one blob per month, written with the drain -----------------
 
-_STATE_COLUMNS = ("account_oid", "subplan", "kind", "period_start", "bytes_in", "bytes_out",
-                  "charged", "last")
-_STATE_TYPES = ("UINTEGER", "INTEGER", "VARCHAR", "TIMESTAMP", "UBIGINT", "UBIGINT", "VARCHAR",
-                "TIMESTAMP")
-
-
-def rating_state(con, since: dt.datetime | None = None) -> dict[rating.Key, rating.State]:
-    sql = f"SELECT {', '.join(_STATE_COLUMNS)} FROM rating"
-    rows = con.execute(sql + (" WHERE period_start >= ?" if since else ""),
-                       [ledger.naive(since)] if since else []).fetchall()
-    return {(int(a), int(s), k, ledger.aware(p)):
-            rating.State(Decimal(c), int(bi), int(bo), ledger.aware(last))
-            for a, s, k, p, bi, bo, c, last in rows}
+def load_book(con, start: dt.datetime) -> rating.Book:
+    """The committed book of the month starting at `start` (empty if none)."""
+    got = con.execute("SELECT slots FROM rating WHERE month = ?", [ledger.naive(start)]
+                      ).fetchall()
+    if not got:
+        return rating.Book.empty(start)
+    return rating.Book(start, np.frombuffer(got[0][0], rating.SLOT).copy())
 
 
-def write_rating_state(con, changed) -> None:
-    if not changed:
-        return
-    items = list(changed.items())
-    cols = [[k[0] for k, _ in items], [k[1] for k, _ in items], [k[2] for k, _ in items],
-            [ledger.naive(k[3]) for k, _ in items], [v.bytes_in for _, v in items],
-            [v.bytes_out for _, v in items], [str(v.charged) for _, v in items],
-            [ledger.naive(v.last or k[3]) for k, v in items]]
-    ledger.insert_columns(con, "rating", _STATE_COLUMNS, _STATE_TYPES, cols, replace=True)
+def save_book(con, book: rating.Book) -> None:
+    month = ledger.naive(book.month)
+    con.execute("DELETE FROM rating WHERE month = ?", [month])
+    con.execute("INSERT INTO rating VALUES (?, ?)", [month, book.slots.tobytes()])
 
 
 # --- text --------------------------------------------------------------------------
