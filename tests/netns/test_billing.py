@@ -17,7 +17,7 @@ import pytest
 from .gateway import STORED
 from .topology import LINKS
 from acctd.services.billing import ledger
-from acctd.services.billing.service import BillingService
+from acctd.services.billing.service import BillingService, load_book
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -195,10 +195,11 @@ subplans = [1]
         rows = ledger.rows(con, 1)
         created = con.execute("SELECT created FROM account").fetchall()[0][0]
         last = st.last_drain
-        state = con.execute("SELECT bytes_out FROM rating WHERE kind = 'overdraft'").fetchall()
+        book = load_book(con, rating.month(last, zone)[0])
+        state = [int(x) for x in book.slots["bytes_out"]]
     over = sum(r.amount for r in rows if r.kind == "overdraft")
     assert over == -cur.quantize(Decimal(sent.ip_bytes) * 1000 / MB)
-    assert state == [(sent.ip_bytes,)]
+    assert state == [sent.ip_bytes]      # the rating state counted every byte once
     sp = Subplan(policy="icmp", fee=Decimal("720.00"), spread="hourly")
     fees = [r for r in rows if r.kind == "fee"]
     assert sum(r.amount for r in fees) == \
