@@ -222,3 +222,42 @@ def test_rerate_from_the_rollups_gives_the_ledger_and_a_dry_run_shows_a_tariff_c
     # (and it is November 4th, 00:10: the day's fee)
     bill.drain({"alice": MB})
     assert balance(bill, "alice") == booked + Decimal("16.20") - Decimal("0.40") - Decimal("1.00")
+
+
+def test_account_changes_can_be_scheduled():
+    from acctd.services.scheduler import request_from_argv
+    assert request_from_argv(["billing", "account", "set", "alice", "balance", "add", "10"]) == \
+        {"cmd": "billing-account-set",
+         "args": {"account": "alice", "words": ["balance", "add", "10"]}}
+
+
+def test_import_netams_carries_subplans_and_plans_and_says_where_accounts_are():
+    from acctd.importers import netams
+    res = netams.convert("\n".join([
+        "service processor",
+        "policy name ip target proto ip",
+        "service billing",
+        "subplan 1 fee 30 spread daily",
+        "subplan 1 included 1G in 500M out",
+        "subplan 1 policy ip",
+        "subplan 1 overdraft 0.10 in 0.05 out",
+        "subplan 1 adjust-fee yes",
+        "subplan 2 policy ip",
+        "subplan 2 fee 5 spread weekly",
+        "plan 1 name basic",
+        "plan 1 description \u00abthe basic plan\u00bb",
+        "plan 1 subplan 1 2",
+        "plan 1 no subplan 2",
+        "account 01BFEF name a1",
+        "default-credit-limit -5",
+        "delay 30"]), "x.cfg")
+    why = {w.line: w.reason for w in res.warnings}
+    assert why[10].startswith("bad value for subplan 2 spread: expected one of monthly, daily")
+    assert why[15].startswith("accounts live in the database (NeTAMS keeps them in its SQL")
+    b = loads(res.toml, "x.toml").billing
+    s1 = b.subplan[1]
+    assert (s1.fee, s1.spread, s1.adjust_fee, dict(s1.overdraft)) == \
+        (Decimal(30), "daily", True, {"in": Decimal("0.10"), "out": Decimal("0.05")})
+    assert (b.plan[1].name, b.plan[1].description, b.plan[1].subplans) == \
+        ("basic", "the basic plan", (1,))
+    assert (b.default_credit_limit, b.delay) == (Decimal(-5), 30)
