@@ -59,6 +59,9 @@ def test_the_tariff_loads_exactly():
     ("subplans = [1, 2]", "subplans = [1, 3]", 19, "[billing] key 'plan.1.subplans': no "
      "[billing.subplan.3]"),
     ('currency = "EUR"', 'currency = "EUR"\ncolour = "red"', 3, "unknown key"),
+    ('spread = "daily"', 'spread = "daily"\nfair-use-rate = "fast"', 9,
+     "[billing] key 'subplan.1.fair-use-rate': "),
+    ('included = "unlimited"', 'fair-use-rate = "1M"', 15, "fair use needs an included volume"),
     ('time-zone = "Europe/Berlin"', 'time-zone = "Mars/Olympus"', 5, "expected an IANA time zone"),
 ])
 def test_a_mistake_names_file_line_and_key(tmp_path, old, new, line, message):

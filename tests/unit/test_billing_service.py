@@ -261,3 +261,22 @@ def test_import_netams_carries_subplans_and_plans_and_says_where_accounts_are():
     assert (b.plan[1].name, b.plan[1].description, b.plan[1].subplans) == \
         ("basic", "the basic plan", (1,))
     assert (b.default_credit_limit, b.delay) == (Decimal(-5), 30)
+
+
+def test_fair_use_limits_the_units_rate_past_the_threshold_until_the_month_ends(bill):
+    cfg = loads(CONFIG.replace('overdraft = "0.50 in"',
+                               'fair-use-rate = "1M"\nfair-use-at = 80'), bill.daemon.config.path)
+    bill.svc.reload(cfg.billing)
+    bill("billing", "account", "create", "alice", "plan", "1", "unit", "name", "alice", "add")
+    alice = bill.daemon.snapshot.unit("alice").oid
+    bill.drain({"alice": 8 * MB - 1})           # just under 80 % of 10 MB
+    assert bill.svc.rate_limits() == {}
+    enforced = bill.daemon.enforced
+    bill.drain({"alice": 1})
+    assert bill.svc.rate_limits() == {alice: (1_000_000, 1_000_000)}
+    assert bill.daemon.enforced == enforced + 1
+    code, text = bill("billing", "account", "alice", "--json")
+    assert '"fair_use_rate": [\n   1000000,\n   1000000\n  ]' in text
+    bill.clock.now = dt.datetime(2026, 12, 1, 0, 5, tzinfo=BERLIN)   # a new month
+    bill.drain()
+    assert bill.svc.rate_limits() == {} and bill.daemon.enforced == enforced + 2

@@ -314,6 +314,30 @@ def rate_book(subplans: Mapping[int, Subplan], book: Book, plan: np.ndarray,
     return cols, Book(book.month, slots)
 
 
+def fair_use(subplans: Mapping[int, Subplan], book: Book, plan: np.ndarray,
+             created_us: np.ndarray, now: dt.datetime, zone: ZoneInfo
+             ) -> dict[int, tuple[int | None, int | None]]:
+    """Accounts past a subplan's fair-use threshold this month: account ->
+    the (in, out) rate its units are limited to (the lowest of several)."""
+    out: dict[int, tuple[int | None, int | None]] = {}
+    sl = book.slots
+    for n, sp in subplans.items():
+        if sp.fair_use_rate is None:
+            continue
+        for i in np.flatnonzero((sl["subplan"] == n) & (plan >= 0)):
+            incl = included(sp, now, from_us(int(created_us[i])), zone)
+            used = {"sum": int(sl["bytes_in"][i]) + int(sl["bytes_out"][i]),
+                    "in": int(sl["bytes_in"][i]), "out": int(sl["bytes_out"][i])}
+            if any(v is not UNLIMITED and used[d] * 100 >= v * sp.fair_use_at
+                   for d, v in incl.items() if d in sp.included):
+                a = int(sl["account"][i])
+                have = out.get(a)
+                out[a] = sp.fair_use_rate if have is None else tuple(
+                    min((x for x in (h, r) if x is not None), default=None)
+                    for h, r in zip(have, sp.fair_use_rate))
+    return out
+
+
 def book_of(start: dt.datetime, pairs, state: Mapping[Key, State]) -> Book:
     """A book of the (account, subplan) pairs from plain states."""
     pairs = sorted(set(pairs))

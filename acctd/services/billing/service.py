@@ -64,6 +64,7 @@ class BillingService(Service):
         self._slots = None                       # per slot of the book: plan, created
         self._pairs = None                       # every account's (account, subplan)
         self.reasons: dict[int, str] = {}       # account oid -> why it is blocked
+        self.throttled: dict[int, tuple] = {}   # account oid -> its fair-use rate
         self._pending: tuple | None = None      # what in_drain wrote, until it commits
         self._fees: dict = {}
 
@@ -84,6 +85,7 @@ class BillingService(Service):
     def start(self) -> None:
         self._load()
         self.reasons = self._reasons()
+        self.throttled = self._throttled(self.core.clock())
 
     def _load(self) -> None:
         con = self.con
@@ -104,6 +106,18 @@ class BillingService(Service):
     def blocks(self) -> dict[str, int]:
         return {u: abi.SysPolicy.MONEY for oid in self.reasons
                 for u in self.accounts[oid].units}
+
+    def rate_limits(self) -> dict[str, tuple]:
+        return {u: rate for oid, rate in self.throttled.items()
+                for u in self.accounts[oid].units}
+
+    def _throttled(self, now: dt.datetime) -> dict[int, tuple]:
+        if self.book is None or not any(sp.fair_use_rate for sp in self.settings.subplan.values()):
+            return {}
+        if self.book.month != rating.month(now, self.zone)[0]:
+            return {}                        # a new month: nobody is past fair use yet
+        plan, created, _keys, _feeds = self._slot_info(self.book, self.accounts)
+        return rating.fair_use(self.settings.subplan, self.book, plan, created, now, self.zone)
 
     def reload(self, settings) -> None:
         self.settings = settings
@@ -219,12 +233,15 @@ class BillingService(Service):
             self._slots = self._pairs = None
         for a, v in zip(cols["account"].tolist(), cols["amount"].tolist()):
             self.balances[a] = self.balances.get(a, Decimal(0)) + rating.from_nanos(v)
-        reasons = self._reasons()
-        if reasons != self.reasons:
+        reasons, throttled = self._reasons(), self._throttled(drain.now)
+        if reasons != self.reasons or throttled != self.throttled:
             for oid in set(reasons) - set(self.reasons):
                 log.info("billing: account %s blocked (%s), balance %s",
                          self.accounts[oid].name, reasons[oid], self.balances.get(oid))
-            self.reasons = reasons
+            for oid in set(throttled) - set(self.throttled):
+                log.info("billing: account %s past fair use, limited to %s",
+                         self.accounts[oid].name, throttled[oid])
+            self.reasons, self.throttled = reasons, throttled
             self.core.enforce()
 
     def status(self) -> dict | None:
@@ -342,6 +359,7 @@ class BillingService(Service):
         d["credit_limit"] = str(self.settings.money.quantize(a.credit_limit))
         d["balance"] = str(self.settings.money.quantize(ledger.balance(self.con, a.oid)))
         d["blocked_for"] = self.reasons.get(a.oid)
+        d["fair_use_rate"] = self.throttled.get(a.oid)
         d["units"] = list(a.units)
         for k in ("created", "changed", "blocked", "nextplan_from"):
             d[k] = d[k].isoformat() if d[k] else None

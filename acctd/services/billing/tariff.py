@@ -13,6 +13,8 @@ names its file, line and key.
     overdraft = "0.10 in 0.05 out"   # price per MB over included; or "0.08 sum"
     adjust-included = true        # prorate included for a start mid-month
     adjust-fee = false            # prorate the fee likewise
+    fair-use-rate = "1M"          # optional: past fair-use-at % (default 100) of
+                                  # included, limit the units to this rate instead
     [billing.plan.1]
     name = "basic"
     description = "basic plan"
@@ -28,7 +30,8 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from acctd.config.schema import (Invalid, Table, boolean, choice, free_text, integer,
-                                 numbered, setting, string, time_zone)
+                                 numbered, parsed, setting, string, time_zone)
+from acctd.model import enforcement
 from acctd.services.billing import money
 from acctd.services.quota import QuotaError, parse_amount
 
@@ -102,10 +105,19 @@ class Subplan(Table):
                                                check=_overdraft)
     adjust_included: bool = setting(True, check=boolean())
     adjust_fee: bool = setting(False, check=boolean())
+    # fair use: past fair-use-at percent of the included volume, the
+    # account's units are limited to fair-use-rate (the kernel's bw
+    # policers) for the rest of the month, instead of paying overdraft
+    fair_use_rate: tuple[int | None, int | None] | None = setting(
+        None, check=parsed(enforcement.parse_bw))
+    fair_use_at: int = setting(100, check=integer(1, 100, what="a percentage of included"))
 
     def finish(self, ctx):
         if self.fee < 0:
             raise Invalid(f"expected a fee of at least 0, got {self.fee}", ctx.spelled("fee"))
+        if self.fair_use_rate is not None and not self.included:
+            raise Invalid("fair use needs an included volume to be a share of",
+                          ctx.spelled("fair-use-rate"))
         if ("sum" in self.included) != ("sum" in self.overdraft) and self.included and \
                 self.overdraft:
             raise Invalid("included and overdraft must both be by sum, or both by in/out",
