@@ -403,23 +403,38 @@ def next_plans(accounts: Iterable, now: dt.datetime) -> dict[int, int]:
 def replay(subplans: Mapping[int, Subplan], plans: Mapping[int, tuple[int, ...]],
            accounts: Iterable[Rated], hourly: Mapping[dt.datetime, Mapping], start: dt.datetime,
            end: dt.datetime, zone: ZoneInfo, cur: Currency
-           ) -> tuple[dict[tuple[int, int, str], Decimal], dict[Key, State]]:
+           ) -> tuple[dict[tuple[int, int, str], Decimal], Book]:
     """Rate [start, end) again from hourly usage (the stored hour rollups):
     one drain at the last instant of every hour (the last at `end`). Returns
-    the charges by (account, subplan, kind), positive, and the state after."""
+    the charges by (account, subplan, kind), positive, and the book after."""
     accounts = list(accounts)
-    state: dict[Key, State] = {}
+    by = {a.oid: a for a in accounts}
+    book = book_of(month(start, zone)[0], [(a.oid, n) for a in accounts
+                                           for n in plans.get(a.plan, ())], {})
+    sl = book.slots
+    plan = np.array([by[a].plan for a in sl["account"].tolist()], np.int64)
+    created = np.array([_us(by[a].created) for a in sl["account"].tolist()], np.int64)
+    slot = {(a, n): i for i, (a, n) in enumerate(zip(sl["account"].tolist(),
+                                                      sl["subplan"].tolist()))}
     totals: dict[tuple[int, int, str], Decimal] = {}
     fees: dict = {}
     hour = period_start("hour", start, zone)
     while hour < end:
         nxt = period_end("hour", hour, zone)
         at = min(nxt - dt.timedelta(microseconds=1), end)
-        got, changed = rate(subplans, plans, accounts, hourly.get(hour, {}), state, at, zone,
-                            cur, fees)
-        state.update(changed)
-        for c in got:
-            k = (c.account_oid, c.subplan, c.kind)
-            totals[k] = totals.get(k, Decimal(0)) - c.amount
+        if month(at, zone)[0] != book.month:      # a new month starts from nothing
+            fresh = np.zeros(len(book.slots), SLOT)
+            fresh[["account", "subplan"]] = book.slots[["account", "subplan"]]
+            book = Book(month(at, zone)[0], fresh)
+        u_in = np.zeros(len(book.slots), np.int64)
+        u_out = np.zeros(len(book.slots), np.int64)
+        for k, (b_in, b_out) in hourly.get(hour, {}).items():
+            if k in slot:
+                u_in[slot[k]] += b_in
+                u_out[slot[k]] += b_out
+        cols, book = rate_book(subplans, book, plan, created, u_in, u_out, at, zone, cur, fees)
+        for a, n, kind, v in zip(cols["account"].tolist(), cols["subplan"].tolist(),
+                                 cols["kind"].tolist(), cols["amount"].tolist()):
+            totals[(a, n, kind)] = totals.get((a, n, kind), Decimal(0)) - from_nanos(v)
         hour = nxt
-    return totals, state
+    return totals, book

@@ -405,7 +405,7 @@ class BillingService(Service):
                 raise BadRequest(f"nothing to rerate between {t0:%Y-%m-%d} and {t1:%Y-%m-%d}")
             rated = [rating.Rated(a.oid, a.plan, a.created) for a in self.accounts.values()]
             plans = {n: p.subplans for n, p in self.settings.plan.items()}
-            again, state = rating.replay(self.settings.subplan, plans, rated,
+            again, book = rating.replay(self.settings.subplan, plans, rated,
                                          self._hourly(t0, t1), t0, t1, zone, cur)
             booked: dict[tuple[int, int, str], Decimal] = {}
             for e in ledger.rows(con, start=t0, end=t1 + dt.timedelta(microseconds=1)):
@@ -427,9 +427,14 @@ class BillingService(Service):
                                           period_start=t0, period_end=t1,
                                           cause=f"rerate {ln['kind']}")
                                     for ln in lines if Decimal(ln["difference"])])
-                current = rating.month(last, zone)[0]
-                save_book(con, rating.book_of(current, [(k[0], k[1]) for k in state
-                                                        if k[3] == current], state))
+                if book.month == rating.month(last, zone)[0]:
+                    # the month goes on from the re-rated state, merged into the
+                    # current book (its other accounts' slots kept)
+                    cur_book = load_book(con, book.month).with_slots(
+                        book.slots["account"], book.slots["subplan"])
+                    at = cur_book.index(book.slots["account"], book.slots["subplan"])
+                    cur_book.slots[at] = book.slots
+                    save_book(con, cur_book)
                 self._changed()
             return {"from": t0.isoformat(), "to": t1.isoformat(), "dry_run": dry_run,
                     "lines": lines, "text": format_rerate(lines, t0, t1, zone, dry_run)}
