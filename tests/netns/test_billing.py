@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from .gateway import STORED
+from .test_attachment import CONFIG as ALICE   # the gateway, the policy ip, alice
 from .topology import LINKS
 from acctd.services.billing import ledger
 from acctd.services.billing.service import BillingService, load_book
@@ -24,15 +24,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 MB = 1 << 20
 
-CONFIG = STORED + """
-[[policy]]
-name = "ip"
-target = "proto ip"
-[[unit]]
-type = "host"
-name = "alice"
-ip = "{alice}"
-[[unit]]
+CONFIG = ALICE + """[[unit]]
 type = "host"
 name = "bob"
 ip = "{bob}"
@@ -144,11 +136,7 @@ def test_sigkill_under_traffic_neither_loses_nor_doubles_a_charge(topo, tmp_path
     while alice pings: every byte she sent is charged once (1000.00 a MB, so
     a lost or doubled echo of 128 bytes moves the total by 0.12), and the
     hourly fee is what is due at the last drain, charged once an hour."""
-    import subprocess
-    import time
-
     from .test_pipeline import Acctd
-    from .topology import Traffic
     from acctd.services.billing import rating
     from acctd.services.billing.money import Currency
     from acctd.services.billing.tariff import Subplan
@@ -170,20 +158,11 @@ overdraft = "1000.00 out"
 name = "metered"
 subplans = [1]
 """)
-    sent = Traffic(0, 0)
     try:
         d.start()
         d.ctl("billing", "account", "create", "alice", "plan", "1", "unit", "name", "alice", "add",
               "balance", "set", "100000")
-        for _ in range(KILL_ROUNDS):
-            burst = rng.randrange(20, 60)
-            pinger = topo.popen("sub1", ["ping", "-q", "-i", "0.005", "-c", str(burst), "-s", "100",
-                                         SRV.v4()], stdout=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.05, 1.5))
-            d.kill()
-            pinger.wait(30)
-            sent += Traffic(burst, burst * 128)
-            d.start()
+        sent, _starts = d.kill_under_pings(rng, KILL_ROUNDS)
         topo.quiesce()
         d.ctl("flush")
     finally:
