@@ -76,11 +76,11 @@ def test_an_hourly_fee_counts_the_real_hours_of_a_dst_month():
         start, end = rating.month(first, BERLIN)
         assert (end - start) // dt.timedelta(hours=1) == hours
         fee = Decimal(hours).scaleb(-2)   # a cent an hour
-        charges, _ = run(sp(fee=fee, spread="hourly"), every(start, end, dt.timedelta(minutes=20)))
+        charges, _ = run(sp(fee=fee, spread="hourly"), every(start, end, dt.timedelta(minutes=45)))
         assert len(charges) == hours and {c.amount for c in charges} == {Decimal("-0.01")}
     # the day of the change has 25 hours: 25 hourly charges fall in it
     charges, _ = run(sp(fee=Decimal("7.45"), spread="hourly"),
-                     every(local(2026, 10, 1), local(2026, 11, 1), dt.timedelta(minutes=30)))
+                     every(local(2026, 10, 20), local(2026, 10, 30), dt.timedelta(minutes=30)))
     day = [c for c in charges if local(2026, 10, 25) <= c.period_start < local(2026, 10, 26)]
     assert len(day) == 25
 
