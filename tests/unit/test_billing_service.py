@@ -142,6 +142,8 @@ def test_a_day_of_fee_then_overdraft_then_a_block_for_money_and_a_payment_unbloc
     assert bill.daemon.enforced == enforced + 1
     code, text = bill("billing", "account", "alice")
     assert text == "Name alice (000001) BLOCKED (money) bal: -1.00 cred_lim: 0.00 plan: daily\n"
+    assert bill.svc.status() == {"billing": {"accounts": 1, "blocked": ["alice(money)"],
+                                             "fair_use": []}}
     code, text = bill("billing", "account", "set", "alice", "balance", "add", "10")
     assert text.startswith("Name alice (000001) ACTIVE bal: 9.00 ")
     assert bill.svc.blocks() == {} and bill.daemon.enforced == enforced + 2

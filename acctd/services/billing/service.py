@@ -247,8 +247,9 @@ class BillingService(Service):
     def status(self) -> dict | None:
         if not self.accounts:
             return None
-        return {"accounts": len(self.accounts),
-                "blocked": {self.accounts[o].name: why for o, why in sorted(self.reasons.items())}}
+        blocked = [f"{self.accounts[o].name}({why})" for o, why in sorted(self.reasons.items())]
+        return {"billing": {"accounts": len(self.accounts), "blocked": blocked,
+                            "fair_use": [self.accounts[o].name for o in sorted(self.throttled)]}}
 
     # -- commands ---------------------------------------------------------------
 
