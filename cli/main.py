@@ -1,7 +1,7 @@
 """acctctl: drive and inspect acctd from a terminal.
 
 One click group; the commands live by area (accounting, blocks,
-subscribers, aaa, operations, datapath, importers, monitor), each asking the daemon
+billing, subscribers, aaa, operations, datapath, importers, monitor), each asking the daemon
 for a command of the registry (acctd/control/commands.py) through
 acctctl.common, which also maps errors to exit codes. Imports stay lazy:
 `acctctl --help` must not pull in bcc, numpy or pyroute2.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from acctctl import (aaa, accounting, blocks, collector, datapath, importers, monitor,
+from acctctl import (aaa, accounting, billing, blocks, collector, datapath, importers, monitor,
                      operations, subscribers)
 from acctctl.common import Exit
 
@@ -45,8 +45,8 @@ def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, conne
                    password_file=password_file, cafile=cafile)
 
 
-for _area in (accounting, blocks, subscribers, aaa, operations, datapath, importers, monitor,
-              collector):
+for _area in (accounting, blocks, billing, subscribers, aaa, operations, datapath, importers,
+              monitor, collector):
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 

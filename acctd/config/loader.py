@@ -155,7 +155,9 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [login]                       # NeTAMS service login: default-inact, default-abs,
     default-inact = 0             # min/max-inact, min/max-abs, min-passwd-length, relogin,
                                   # set-user-ip, delay
-    [billing]                     # carried as data by `acctctl import netams`
+    [billing]                     # NeTAMS service billing: currency, decimals, time-zone,
+                                  # delay, default-credit-limit; [billing.subplan.N] and
+                                  # [billing.plan.N] (acctd/services/billing/tariff.py)
 
     [aclserver]                   # NeTAMS acl-server: acctd's blocks pushed to routers
     delay = 300                   # resync period; never-block = [...], expiry, debug
@@ -197,16 +199,15 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from acctd.aaa.coa import CoaSettings
 from acctd.aaa.fticks import FticksSettings
 from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
-from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
+from acctd.config.schema import (Invalid, Table, boolean, choice, duration,
                                  each, file_path, free_text, integer, number, parsed, setting,
-                                 string, strings, top_key)
+                                 string, strings, time_zone, top_key)
 from acctd.control.access import User
 from acctd.control.server import ServerSettings
 from acctd.errors import ConfigError
@@ -218,6 +219,7 @@ from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.aclserver.service import AclServerSettings
 from acctd.services.alerter import MailSettings
+from acctd.services.billing.tariff import BillingSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
 from acctd.services.collector.service import CollectorSettings
@@ -251,15 +253,6 @@ class Interface(Table):
     def role_id(self) -> abi.Role:
         """The role as the datapath's acct_iface_cfg stores it."""
         return abi.Role.LAN if self.role == "lan" else abi.Role.WAN
-
-
-def _time_zone(v, ctx) -> str:
-    tz = string("an IANA time zone name")(v, ctx)
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise Invalid(f"expected an IANA time zone like \"Europe/Moscow\", got {tz!r}") from None
-    return tz
 
 
 def _restrict(v, ctx) -> tuple[str, str]:
@@ -302,7 +295,7 @@ def _auto_units(v, ctx) -> tuple:
 class Processor(Table):
     lookup_delay: int = setting(30, check=integer(1, MAX_LOOKUP_DELAY, "seconds"))
     flow_lifetime: int = setting(300, check=integer(1, MAX_FLOW_LIFETIME, "seconds"))
-    time_zone: str = setting("UTC", check=_time_zone)
+    time_zone: str = setting("UTC", check=time_zone)
     default_acct_policy: tuple[str, ...] = setting((), check=strings("policy names"))
     restrict: tuple[str, str] = setting(("pass", "pass"), check=_restrict)   # all, local
     default_fw_policy: tuple[str, ...] = setting((), check=strings("policy names"))
@@ -474,8 +467,7 @@ class Config:
     server: ServerSettings | None = None
     quota: QuotaSettings = dataclasses.field(default_factory=QuotaSettings)
     login: LoginSettings = dataclasses.field(default_factory=LoginSettings)
-    billing: Mapping[str, TomlValue] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))   # carried as data for the billing service
+    billing: BillingSettings = dataclasses.field(default_factory=BillingSettings)
     alerter: MailSettings | None = None
     session: SessionSettings = dataclasses.field(default_factory=SessionSettings)
     flowlog: FlowLogSettings | None = None
@@ -497,7 +489,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "interface": (list, Interface), "processor": (dict, Processor),
     "storage": (dict, StorageSettings), "unit": (list, UnitTable), "policy": (list, PolicyTable),
     "user": (list, User), "server": (dict, ServerSettings), "alerter": (dict, MailSettings),
-    "quota": (dict, QuotaSettings), "login": (dict, LoginSettings), "billing": (dict, None),
+    "quota": (dict, QuotaSettings), "login": (dict, LoginSettings), "billing": (dict, BillingSettings),
     "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
@@ -664,14 +656,18 @@ class _Loader:
                 policies.find(quota.block_policy.lstrip("!"))
             except KeyError:
                 self.fail(f"no policy {quota.block_policy!r}", "quota", None, "block-policy")
-        billing = self.doc.get("billing", {})
+        billing = self.read(BillingSettings, "billing", doc=self.doc.get("billing", {}))
+        for n, sp in billing.subplan.items():
+            if sp.policy not in policies.index:
+                self.fail(f"no policy {sp.policy!r} (expected one of the [[policy]] names)",
+                          "billing", None, f"subplan.{n}.policy")
         return Config(
             self.path, interfaces, processor, storage, units, policies, plan,
             users=self.array(User, "user", "name", "defined twice"),
             server=self.optional(ServerSettings, "server"),
             quota=quota,
             login=self.read(LoginSettings, "login", doc=self.doc.get("login", {})),
-            billing=carried()(billing, None),
+            billing=billing,
             alerter=self.optional(MailSettings, "alerter"),
             session=self.read(SessionSettings, "session", doc=self.doc.get("session", {})),
             flowlog=self.optional(FlowLogSettings, "flowlog"),

@@ -17,6 +17,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TypeAlias, TypeVar
@@ -327,6 +328,33 @@ def table_of(value: Check, what: str = "a table") -> Check:
             except Invalid as e:
                 raise Invalid(e.reason, f".{k}") from None
         return MappingProxyType(out)
+    return check
+
+
+def time_zone(v, ctx) -> str:
+    """An IANA time zone name."""
+    tz = string("an IANA time zone name")(v, ctx)
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise Invalid(f"expected an IANA time zone like \"Europe/Moscow\", got {tz!r}") from None
+    return tz
+
+
+def numbered(cls: type[Table], what: str) -> Check:
+    """A table of N = a `cls` table ([billing.plan.1]): N a whole number."""
+    def check(v, ctx):
+        if not isinstance(v, Mapping):
+            raise Invalid(f"expected a table of {what} by number, got {v!r}")
+        out = {}
+        for k, x in v.items():
+            if not str(k).isdigit():
+                raise Invalid(f"expected {what} numbered 1, 2, ..., got {k!r}", f".{k}")
+            try:
+                out[int(k)] = cls.from_mapping(x, ctx.base_dir)
+            except Invalid as e:
+                raise Invalid(e.reason, f".{k}" + (f".{e.key}" if e.key else "")) from None
+        return MappingProxyType(dict(sorted(out.items())))
     return check
 
 

@@ -48,6 +48,7 @@ from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
 from acctd.services.aclserver.service import AclServerService
 from acctd.services.alerter import AlerterService
+from acctd.services.billing.service import BillingService
 from acctd.services.collector.service import CollectorService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
@@ -69,10 +70,11 @@ log = logging.getLogger("acctd.daemon")
 # The services, in the order every hook point calls them. After a drain the
 # flow log goes first (it names the drain's flows by the model they were
 # counted under), then the sessions' and RADIUS's counts, then what decides
-# blocks (quotas, logins), then what changes the model (auto-units).
+# blocks (quotas, billing, logins), then what changes the model (auto-units).
 # OpenVPN and CoA come last: their first events start sessions.
 SERVICES: tuple[type[Service], ...] = (
-    FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
+    FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, BillingService,
+    LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
     LogService, ExportService, CollectorService,

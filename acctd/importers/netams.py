@@ -30,6 +30,7 @@ from acctd.model.asn import AsTable
 from acctd.model.policies import parse_acct_entry, parse_target, tokenize_target
 from acctd.model.units import normalize_oid
 from acctd.services.alerter import LANGUAGES
+from acctd.services.billing.tariff import BillingSettings, Plan, Subplan
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaError, QuotaSettings, parse_set
 from acctd.services.scheduler import SchedulerSettings
@@ -118,6 +119,22 @@ def _tokens(line: str) -> list[str]:
         return shlex.split(line, comments=False, posix=True)
     except ValueError:  # an unbalanced quote: keep the words
         return line.replace('"', " ").split()
+
+
+def _billing_values(head: str, t: list[str]) -> list[tuple[str, Any]]:
+    """The [billing.subplan.N] / [billing.plan.N] keys one NeTAMS command sets:
+    `fee 100 spread daily`, `included 1G in 500M out`, `no subplan 1 2` ..."""
+    word = t[0].lower()
+    if head == "plan":
+        if word in ("subplan", "no") and len(t) > 1:
+            nums = t[2:] if word == "no" else t[1:]
+            return [("subplans", [int(x) if x.isdigit() else x for x in nums])]
+        return [(word, " ".join(t[1:]))]
+    if word == "fee" and len(t) == 4 and t[2].lower() == "spread":
+        return [("fee", t[1]), ("spread", t[3].lower())]
+    if word in ("adjust-included", "adjust-fee") and len(t) == 2:
+        return [(word, {"yes": True, "no": False}.get(t[1].lower(), t[1]))]
+    return [(word, " ".join(t[1:]))]
 
 
 def _value(tok: str) -> Any:
@@ -722,22 +739,40 @@ class _Importer:
             self.warn(ln, " ".join(t), "unknown login directive")
 
     def do_billing(self, ln: int, t: list[str]) -> None:
+        """`service billing` into [billing] with [billing.subplan.N] and
+        [billing.plan.N] (acctd/services/billing/tariff.py); one parameter
+        per command, as NeTAMS writes them, merged by number."""
         head = t[0].lower()
         if head == "storage":
             self.warn(ln, " ".join(t), _WHY["storage"])
-        elif head in ("subplan", "plan", "account") and len(t) >= 3:
-            # one parameter per command, as NeTAMS writes them: merge by number
-            entry = self.billing.setdefault(head, {}).setdefault(t[1], {})
-            key = t[2].lower()
-            self.keep(ln, "billing", head, t[1], key)
-            vals = [_value(x) for x in t[3:]]
-            if key in ("subplan", "unit", "balance", "included", "overdraft"):
-                entry.setdefault(key, []).append(vals)
+        elif head == "account":
+            self.warn(ln, " ".join(t), "accounts live in the database (NeTAMS keeps them in "
+                      "its SQL storage, not its config): make them with acctctl billing account "
+                      "create NAME")
+        elif head in ("subplan", "plan") and len(t) >= 3 and t[1].isdigit():
+            table = Subplan if head == "subplan" else Plan
+            for key, value in _billing_values(head, t[2:]):
+                why = _refused(table, key, value) if key in table.keys() else \
+                    f"unknown {head} parameter {key!r}"
+                if why:
+                    self.warn(ln, " ".join(t), f"bad value for {head} {t[1]} {key}: {why}")
+                    continue
+                entry = self.billing.setdefault(head, {}).setdefault(str(int(t[1])), {})
+                if key == "subplans":
+                    have = entry.get(key, [])
+                    entry[key] = ([n for n in have if n not in value] if t[2].lower() == "no"
+                                  else have + [n for n in value if n not in have])
+                else:
+                    entry[key] = value
+                self.keep(ln, "billing", head, str(int(t[1])), key)
+        elif head in ("delay", "default-credit-limit") and len(t) == 2:
+            value = _value(t[1]) if head == "delay" else t[1]
+            why = _refused(BillingSettings, head, value)
+            if why:
+                self.warn(ln, " ".join(t), f"bad value for {head}: {why}")
             else:
-                entry[key] = vals[0] if len(vals) == 1 else (vals or True)
-        elif len(t) == 2:
-            self.billing[head] = _value(t[1])
-            self.keep(ln, "billing", head)
+                self.billing[head] = value
+                self.keep(ln, "billing", head)
         else:
             self.warn(ln, " ".join(t), "unknown billing directive")
 

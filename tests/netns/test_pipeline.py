@@ -81,6 +81,22 @@ class Acctd:
         subprocess.run([f"{BIN}/acctctl", "--pin-root", self.pin_root, "--netns", self.topo.ns["gw"],
                         "detach"], capture_output=True, timeout=60)
 
+    def kill_under_pings(self, rng: random.Random, rounds: int) -> tuple[Traffic, list[dict]]:
+        """Rounds of alice pinging srv while the daemon is killed at a random
+        moment and started again: what she sent, and each start's reply."""
+        sent, starts = Traffic(0, 0), []
+        for _ in range(rounds):
+            # traffic in the background while the daemon drains every second
+            burst = rng.randrange(20, 60)
+            pinger = self.topo.popen("sub1", ["ping", "-q", "-i", "0.005", "-c", str(burst), "-s",
+                                              "100", SRV.v4()], stdout=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 1.5))
+            self.kill()
+            pinger.wait(30)
+            sent += Traffic(burst, burst * 128)
+            starts.append(self.start())
+        return sent, starts
+
 
 @pytest.fixture
 def wire(topo):
@@ -198,20 +214,10 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(wire, tmp_path):
     topo = wire
     rng = random.Random(20261121)
     d = Acctd(topo, tmp_path, delay=1)
-    sent = Traffic(0, 0)
     try:
         first = d.start()
-        for _ in range(KILL_ROUNDS):
-            # traffic in the background while the daemon drains every second
-            burst = rng.randrange(20, 60)
-            pinger = topo.popen("sub1", ["ping", "-q", "-i", "0.005", "-c", str(burst), "-s", "100",
-                                         SRV.v4()], stdout=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.05, 1.5))
-            d.kill()
-            pinger.wait(30)
-            sent += Traffic(burst, burst * 128)
-            started = d.start()
-            assert started["prog_ids"] == first["prog_ids"]
+        sent, starts = d.kill_under_pings(rng, KILL_ROUNDS)
+        assert all(s["prog_ids"] == first["prog_ids"] for s in starts)
         topo.quiesce()
         d.ctl("flush")
         alice = d.unit("alice")

@@ -56,7 +56,8 @@ def old_database(path) -> None:
 def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
     path = tmp_path / "old.duckdb"
     old_database(path)
-    with pytest.raises(StorageError, match="schema version 1, this acctd reads 6: start acctd"):
+    with pytest.raises(StorageError,
+                       match=f"schema version 1, this acctd reads {migrations.VERSION}: start acctd"):
         Storage(path, read_only=True)
     with Storage(path) as st:
         assert st.meta("schema_version") == str(migrations.VERSION) == "6"
@@ -67,7 +68,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
         assert not {"summary", "syspolicy"} & tables
         types = st.con.execute("SELECT table_name, data_type FROM duckdb_columns() "
                                "WHERE column_name = 'unit_oid'").fetchall()
-        assert {t for _, t in types} == {"UINTEGER"} and len(types) == 8
+        assert {t for _, t in types} == {"UINTEGER"} and len(types) == 9   # 7, account_unit, monitor
         assert st.sys_policies() == {"020201": 1}
         assert st.quotas() == {"020201": {"unit": "alice"}}
         assert st.login_records() == {"020201": {"oid": "020201"}}
@@ -81,7 +82,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
 def test_a_new_database_runs_every_step_and_a_newer_one_is_refused(tmp_path):
     path = tmp_path / "new.duckdb"
     con = duckdb.connect(str(path))
-    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 6]
+    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 4, 6]
     assert migrations.upgrade(con, abi.ABI_VERSION) == []     # nothing twice
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()

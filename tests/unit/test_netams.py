@@ -2,6 +2,7 @@
 
 import datetime as dt
 import pathlib
+from decimal import Decimal
 
 import numpy as np
 
@@ -113,6 +114,7 @@ def test_directives_that_cannot_be_carried_are_reported():
         "service billing",
         "subplan 1 fee 100 spread monthly",
         "subplan 1 included 1G in 500M out",
+        "subplan 1 policy dns",
         "plan 2 name basic",
         "plan 2 subplan 1",
         "delay 60",
@@ -130,7 +132,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     assert 9 not in why and 12 not in why  # no-local-pass, auto-assign
     assert "not carried" in why[11].reason and why[11].directive == "unit host name bad"
     assert why[16].directive == "storage 2"
-    assert 23 not in why and 24 not in why       # service monitor is carried
+    assert 24 not in why and 25 not in why       # service monitor is carried
 
     cfg = config.loads(res.toml, "x.toml")
     us, ps = cfg.units, cfg.policies
@@ -146,10 +148,11 @@ def test_directives_that_cannot_be_carried_are_reported():
     assert cfg.processor.default_acct_policy == ("dns",)
     assert "h" not in cfg.login.units  # a unit's password makes no login record
     assert cfg.login.default_inact == 600 and cfg.login.max_inact == 43200
-    assert cfg.billing["subplan"]["1"]["fee"] == (100, "spread", "monthly")
-    assert cfg.billing["subplan"]["1"]["included"] == ((("1G", "in", "500M", "out")),)
-    assert cfg.billing["plan"]["2"] == {"name": "basic", "subplan": ((1,),)}
-    assert cfg.billing["delay"] == 60
+    sp = cfg.billing.subplan[1]
+    assert (sp.fee, sp.spread, sp.policy) == (Decimal(100), "monthly", "dns")
+    assert dict(sp.included) == {"in": 1 << 30, "out": 500 << 20}
+    assert (cfg.billing.plan[2].name, cfg.billing.plan[2].subplans) == ("basic", (1,))
+    assert cfg.billing.delay == 60
     assert cfg.monitor.to == ("file",) and cfg.monitor.file == "/tmp/x"
 
 
