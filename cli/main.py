@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import click
 
-from acctctl import aaa, accounting, blocks, datapath, importers, operations, subscribers
+from acctctl import (aaa, accounting, blocks, datapath, importers, invoicing, operations,
+                     subscribers)
 from acctctl.common import Exit
 
 __all__ = ["Exit", "main"]
@@ -44,7 +45,7 @@ def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, conne
                    password_file=password_file, cafile=cafile)
 
 
-for _area in (accounting, blocks, subscribers, aaa, operations, datapath, importers):
+for _area in (accounting, blocks, subscribers, aaa, operations, datapath, importers, invoicing):
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 

@@ -120,6 +120,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     default-inact = 0             # min/max-inact, min/max-abs, min-passwd-length, relogin,
                                   # set-user-ip, delay
     [billing]                     # carried as data by `acctctl import netams`
+    [invoicing]                   # postpaid: due-days (14), block-after-days (7);
+                                  # low-balance (a notice under it)
 
 Targets (all keywords given must match; see acctd/model/policies.py):
 
@@ -172,6 +174,7 @@ from acctd.model.policies import AcctPlan, PolicySet, PolicySpec
 from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
+from acctd.services.billing.invoicing import InvoicingSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.login import LoginSettings
@@ -417,6 +420,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    invoicing: InvoicingSettings | None = None   # postpaid terms, notices
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -428,7 +432,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "session": (dict, SessionSettings), "flowlog": (dict, FlowLogSettings),
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
-    "coa": (dict, CoaSettings),
+    "coa": (dict, CoaSettings), "invoicing": (dict, InvoicingSettings),
 }
 
 
@@ -593,7 +597,8 @@ class _Loader:
             fticks=self.optional(FticksSettings, "fticks"),
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
-            coa=self.coa())
+            coa=self.coa(),
+            invoicing=self.optional(InvoicingSettings, "invoicing"))
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

@@ -158,6 +158,18 @@ COMMANDS = (
     Command("openvpn-interval", O, "openvpn.set_interval", ("openvpn", "interval"),
             (_s("user", True), Arg("seconds", int))),
     Command("openvpn-clients", V, "openvpn.clients", ("openvpn", "clients")),
+    # billing beyond NeTAMS: payments in, postpaid terms, invoices and statements out
+    Command("billing-payments-import", O, "invoicing.import_payments",
+            ("billing", "payments", "import"),
+            (Arg("rows", list, True, items=dict), _s("source", default="payments"), _b("check"))),
+    Command("billing-terms", O, "invoicing.set_terms", ("billing", "terms"),
+            (_s("account", True), _words("words", True))),
+    Command("billing-invoice", V, "invoicing.invoice", ("billing", "invoice"),
+            (_s("account", True), _s("month"))),
+    Command("billing-statement", V, "invoicing.statement", ("billing", "statement"),
+            (_s("account", True), _s("month"))),
+    Command("billing-percentile", V, "invoicing.percentile", ("billing", "percentile"),
+            (_s("account", True), _s("month"))),
 )
 
 REGISTRY: Mapping[str, Command] = {c.name: c for c in COMMANDS}

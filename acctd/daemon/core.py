@@ -44,6 +44,7 @@ from acctd.model.snapshot import Snapshot
 from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
 from acctd.services.alerter import AlerterService
+from acctd.services.billing.invoicing import InvoicingService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.flowlog import FlowLogService
@@ -67,7 +68,8 @@ log = logging.getLogger("acctd.daemon")
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, SessionsService, RadiusService, QuotaService, LoginService, UnitsService,
     MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService)
+    FticksService, SchedulerService, CoaService, OpenVpnService,
+    InvoicingService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
