@@ -329,3 +329,21 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     assert [m.subject for m in msgs] == [subjects[0], subjects[1], subjects[2]]
     assert msgs[0].to == ("shop@example.org", "noc@isp.example")
     assert "P-1" in msgs[0].body
+
+
+def test_the_benchmarks_month_invoices_to_the_cent():
+    """acctd/bench/billing_invoices.py's ledger, 30 accounts: account 30 has
+    30 fees of 1.00, two overdrafts of 0.30, a credit of 2.50, a payment of 20."""
+    from acctd.bench.billing_invoices import MONTH, fill
+    st = Storage(":memory:")
+    fill(st.con, 30)
+    now = dt.datetime(2026, 12, 1, tzinfo=UTC)
+    assert len(invoices.issue(st.con, MONTH, UTC, EUR, now, 14, list(range(1, 31)))) == 30
+    assert invoices.issue(st.con, MONTH, UTC, EUR, now, 14, list(range(1, 31))) == []  # once
+    d = invoices.stored(st.con, 30, MONTH)
+    assert [(x["what"], x["amount"]) for x in d["lines"]] == [
+        ("fee plan 1 subplan 1", "30.00"), ("overdraft plan 1 subplan 2", "0.60"),
+        ("adjustment bench", "-2.50")]
+    assert (d["charges"], d["payments"], d["closing"], d["amount_due"]) == \
+        ("28.10", "20.00", "-8.10", "8.10")
+    st.close()
