@@ -5,6 +5,7 @@ control server over real storage (no kernel: daemon_stub)."""
 
 import datetime as dt
 import json
+import types
 from decimal import Decimal
 
 import pytest
@@ -45,6 +46,11 @@ block-after-days = 5
 low-balance = "5"
 """
 ALERTER = '[alerter]\nsmtp-server = "127.0.0.1"\nadmins = ["noc@isp.example"]\nlanguage = "{}"\n'
+
+
+def at(d):
+    """What after_drain reads of a drain: its time."""
+    return types.SimpleNamespace(now=d.clock())
 
 
 class Clock:
@@ -312,19 +318,19 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     pay.write_text("2026-11-05,shop,1,P-1\n")
     assert cli(srv, "billing", "payments", "import", str(pay)).exit_code == 0
     svc = d.service(InvoicingService)
-    svc.after_drain(None)
+    svc.after_drain(at(d))
     assert [m.subject for m in mailer.outbox.messages()] == subjects[:1]   # 1.00 is low already
     ledger.append(d.storage.con, [Entry(1, "fee", Decimal("-4"), d.clock(), 1, 1)])
-    svc.after_drain(None)   # -3.00: still low, no second notice
+    svc.after_drain(at(d))   # -3.00: still low, no second notice
     assert len(mailer.outbox.messages()) == 1
     ledger.append(d.storage.con, [Entry(1, "payment", Decimal("9"), d.clock(), reference="Q")])
-    svc.after_drain(None)   # 6.00: above again
+    svc.after_drain(at(d))   # 6.00: above again
     ledger.append(d.storage.con, [Entry(1, "fee", Decimal("-5"), d.clock(), 1, 1)])
-    svc.after_drain(None)   # 1.00: low
+    svc.after_drain(at(d))   # 1.00: low
     ledger.append(d.storage.con, [Entry(1, "fee", Decimal("-101"), d.clock(), 1, 1)])
-    svc.after_drain(None)   # -100.00 is the limit; -100.01 under it
+    svc.after_drain(at(d))   # -100.00 is the limit; -100.01 under it
     ledger.append(d.storage.con, [Entry(1, "fee", Decimal("-0.01"), d.clock(), 1, 1)])
-    svc.after_drain(None)
+    svc.after_drain(at(d))
     msgs = sorted(mailer.outbox.messages(), key=lambda m: m.seq)
     assert [m.subject for m in msgs] == [subjects[0], subjects[1], subjects[2]]
     assert msgs[0].to == ("shop@example.org", "noc@isp.example")
@@ -347,3 +353,44 @@ def test_the_benchmarks_month_invoices_to_the_cent():
     assert (d["charges"], d["payments"], d["closing"], d["amount_due"]) == \
         ("28.10", "20.00", "-8.10", "8.10")
     st.close()
+
+
+# --- fair use ----------------------------------------------------------------------
+
+FAIR = '[invoicing.fair-use.2]\nafter = "1G"\nbw = "2M in 1M out"\n'
+
+
+def test_fair_use_settings_are_checked_with_the_key_named(tmp_path):
+    from acctd.errors import ConfigError
+    path = str(tmp_path / "a.toml")
+    for bad, error in (
+            ('after = "lots"\nbw = "2M"', "[invoicing] key 'fair-use.2.after': expected an "
+                                           "amount in bytes like 300, 3M or 1.5G"),
+            ('after = "1G"\nbw = "fast"', "[invoicing] key 'fair-use.2.bw': "),
+            ('after = "1G"', "[invoicing] key 'fair-use.2': expected after = \"10G\" and "
+                             "bw = \"2M in 1M out\"")):
+        with pytest.raises(ConfigError) as e:
+            loads(CONFIG + "[invoicing.fair-use.2]\n" + bad + "\n", path)
+        assert str(e.value).startswith(f"{path}:") and error in str(e.value), str(e.value)
+
+
+def test_fair_use_rate_limits_follow_the_rating_state(tmp_path, world):
+    d, srv, clock = world(FAIR)
+    con, svc = d.storage.con, d.service(InvoicingService)
+    nov = ledger.naive(dt.datetime(2026, 11, 1, tzinfo=UTC))
+
+    def rated(nbytes):   # what BillingService's rating keeps of subplan 2 this month
+        con.execute("INSERT OR REPLACE INTO rating VALUES (1, 2, 'overdraft', ?, ?, ?, 0, ?)",
+                    [nov, nbytes - nbytes // 3, nbytes // 3, nov])
+        svc.after_drain(at(d))
+    shop = d.snapshot.unit("shop").oid
+    enforced = d.enforced
+    rated((1 << 30) - 1)
+    assert svc.rate_limits() == {} and d.enforced == enforced
+    rated(1 << 30)
+    assert svc.rate_limits() == {shop: (2_000_000, 1_000_000)} and d.enforced == enforced + 1
+    rated(5 << 30)
+    assert d.enforced == enforced + 1                     # no change, no enforce
+    clock.t = dt.datetime(2026, 12, 1, tzinfo=UTC)        # a new month: full speed again
+    svc.after_drain(at(d))
+    assert svc.rate_limits() == {} and d.enforced == enforced + 2

@@ -14,7 +14,9 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
 
 from acctd.config.schema import Invalid, Table, integer, setting
 from acctd.errors import BadRequest, NotFound
@@ -37,11 +39,46 @@ def _money_or_none(v, ctx) -> Decimal | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class FairUse:
+    """[invoicing.fair-use.N]: once the month's traffic of subplan N
+    (in + out, as rating counts it) reaches `after` bytes, the account's
+    units run at `bw` until the month ends, instead of being blocked."""
+    after: int
+    bw: tuple[int | None, int | None]
+
+
+def _fair_use(v, ctx) -> Mapping[int, FairUse]:
+    from acctd.model.enforcement import parse_bw
+    from acctd.services.quota import parse_amount
+    if not isinstance(v, Mapping):
+        raise Invalid("expected tables named by subplan, e.g. [invoicing.fair-use.2]")
+    out = {}
+    for k, t in v.items():
+        where = f"fair-use.{k}"
+        if not str(k).isdigit():
+            raise Invalid(f"expected a subplan number, got {k!r}", where)
+        if not isinstance(t, Mapping) or set(t) != {"after", "bw"}:
+            raise Invalid("expected after = \"10G\" and bw = \"2M in 1M out\"", where)
+        try:
+            after = parse_amount(str(t["after"]))
+        except ValueError as e:
+            raise Invalid(str(e), f"{where}.after") from None
+        try:
+            bw = parse_bw(t["bw"])
+        except ValueError as e:
+            raise Invalid(str(e), f"{where}.bw") from None
+        out[int(k)] = FairUse(after, bw)
+    return MappingProxyType(out)
+
+
+@dataclasses.dataclass(frozen=True)
 class InvoicingSettings(Table):
-    """[invoicing]: postpaid terms and notices."""
+    """[invoicing]: postpaid terms, notices, fair use."""
     due_days: int = setting(14, check=integer(0, 366, "days"))          # after the month's end
     block_after_days: int = setting(7, check=integer(0, 366, "days"))   # after the due date
     low_balance: Decimal | None = setting(None, check=_money_or_none)   # notice under this
+    fair_use: Mapping[int, FairUse] = setting(default_factory=lambda: MappingProxyType({}),
+                                              check=_fair_use)
 
 
 def currency(billing) -> Currency:
@@ -65,6 +102,9 @@ class InvoicingService(Service):
         self._low: set[int] = set()        # accounts under the low-balance threshold
         self._money: set[int] = set()      # accounts under their credit limit
         self._next = 0.0
+        self.throttled: dict[int, tuple[int | None, int | None]] = {}   # oid -> (in, out)
+        self._bal: dict[int, Decimal] = {}   # balances as of ledger row _seq
+        self._seq = 0
 
     @staticmethod
     def settings_of(config):
@@ -98,6 +138,7 @@ class InvoicingService(Service):
             self._load()
             self._low, self._money = self._under()   # no notices for what was so before
             self._review(self.core.clock())
+            self.throttled = self._fair_use(self.core.clock())
 
     def _load(self) -> None:
         self.accounts = {a.oid: a for a in accounts.all_accounts(self.con)}
@@ -138,6 +179,25 @@ class InvoicingService(Service):
         self.unpaid = unpaid
         return self.blocks() != before
 
+    def _fair_use(self, now: dt.datetime) -> dict[int, tuple[int | None, int | None]]:
+        """Accounts at a fair-use threshold this month, from the rating state."""
+        fair = self.settings.fair_use
+        if not fair:
+            return {}
+        start = invoices.bounds(now.astimezone(self.zone).date().replace(day=1), self.zone)[0]
+        out = {}
+        for oid, sub, b in self.con.execute(
+                "SELECT account_oid, subplan, bytes_in + bytes_out FROM rating "
+                "WHERE kind = 'overdraft' AND period_start = ? "
+                "AND subplan IN (SELECT unnest(?::INTEGER[])) ORDER BY subplan",
+                [ledger.naive(start), list(fair)]).fetchall():
+            if int(b) >= fair[sub].after and int(oid) in self.accounts:
+                out.setdefault(int(oid), fair[sub].bw)   # the lowest-numbered subplan's rate
+        return out
+
+    def rate_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        return {u: bw for oid, bw in self.throttled.items() for u in self.accounts[oid].units}
+
     def blocks(self) -> dict[str, int]:
         return {u: abi.SysPolicy.MONEY for oid in self.unpaid
                 for u in self.accounts[oid].units}
@@ -152,17 +212,36 @@ class InvoicingService(Service):
     # -- notices ----------------------------------------------------------------
 
     def _under(self) -> tuple[set[int], set[int]]:
-        """Accounts under the low-balance threshold, and under their credit limit."""
-        bal = ledger.balances(self.con)
+        """Prepaid accounts under the low-balance threshold, and under their
+        credit limit (a postpaid balance is owed until its invoice is due)."""
+        bal = self._balances()
         low = self.settings.low_balance
-        return ({o for o in self.accounts if low is not None and bal.get(o, Decimal(0)) < low},
-                {o for o, a in self.accounts.items() if bal.get(o, Decimal(0)) < a.credit_limit})
+        pre = [o for o in self.accounts if not self.terms.get(o, Terms()).postpaid]
+        return ({o for o in pre if low is not None and bal.get(o, Decimal(0)) < low},
+                {o for o in pre if bal.get(o, Decimal(0)) < self.accounts[o].credit_limit})
+
+    def _balances(self) -> dict[int, Decimal]:
+        """Every balance, from the rows appended since the last look (the
+        ledger is append-only: a drain reads only its own rows)."""
+        for oid, amount, last in self.con.execute(
+                "SELECT account_oid, sum(amount), max(seq) FROM ledger WHERE seq > ? "
+                "GROUP BY account_oid", [self._seq]).fetchall():
+            self._bal[int(oid)] = self._bal.get(int(oid), Decimal(0)) + Decimal(amount)
+            self._seq = max(self._seq, int(last))
+        return self._bal
 
     def after_drain(self, drain: Drain) -> None:
         """The drain's charges are committed: notices for the balances they
         moved under the threshold or the credit limit."""
         if not self.accounts:
             return
+        throttled = self._fair_use(drain.now)
+        if throttled != self.throttled:
+            for oid in sorted(set(throttled) - set(self.throttled)):
+                log.info("billing: account %s at its fair-use threshold: bw %s",
+                         self.accounts[oid].name, throttled[oid])
+            self.throttled = throttled
+            self.core.enforce()
         low, money = self._under()
         for oid in sorted(money - self._money):
             self._notify(oid, "blocked", why=notices.why(self._language, "money"))
