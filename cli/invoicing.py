@@ -65,16 +65,19 @@ def payments_import(ctx, path, chunk, as_json):
 
 @billing.command()
 @click.argument("account")
-@click.argument("words", nargs=-1, required=True, metavar="postpaid|prepaid [exempt|not-exempt]")
+@click.argument("words", nargs=-1, required=True,
+                metavar="postpaid|prepaid [exempt|not-exempt] [transit|not-transit]")
 @json_option
 @click.pass_context
 def terms(ctx, account, words, as_json):
     """An account's terms: postpaid (a monthly invoice, blocked some days
     after its due date unless paid) or prepaid; exempt accounts (schools,
-    hospitals) are never blocked for an unpaid invoice."""
+    hospitals) are never blocked for an unpaid invoice; transit accounts are
+    charged their 95th percentile (percentile-price per Mbit/s) each month."""
     run(lambda: out(ask(ctx, "billing-terms", account=account, words=list(words)), as_json,
                     lambda r: echo(f"{r['account']}: {'postpaid' if r['postpaid'] else 'prepaid'}"
-                                   f"{', exempt' if r['exempt'] else ''}")))
+                                   f"{', exempt' if r['exempt'] else ''}"
+                                   f"{', transit' if r['transit'] else ''}")))
 
 
 def _monthly(fn):

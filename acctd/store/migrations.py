@@ -23,7 +23,8 @@ oid a UINTEGER, as the datapath's rows carry it):
   account     the billing accounts (NeTAMS `account`), account_unit their units
   ledger      every fee, overdraft, payment and adjustment: the balance is its sum
   rating      per account, subplan and period: bytes and money rated so far
-  account_terms  per account: postpaid or prepaid, exempt from blocking
+  account_terms  per account: postpaid or prepaid, exempt from blocking, transit
+              (charged its 95th percentile)
   invoice     a postpaid account's month: number, due date, amount due, lines
 """
 
@@ -133,12 +134,12 @@ def _v4(con) -> None:
 
 def _v5(con) -> None:
     """Postpaid billing: an account's terms (postpaid or prepaid, exempt
-    from blocking) and the invoices issued, each fixed once issued (lines as
+    from blocking, transit: billed by its 95th percentile) and the invoices issued, each fixed once issued (lines as
     JSON: they describe ledger rows, they are not rows)."""
     con.execute(f"""
         CREATE TABLE account_terms (
             account_oid UINTEGER PRIMARY KEY, postpaid BOOLEAN NOT NULL DEFAULT false,
-            exempt BOOLEAN NOT NULL DEFAULT false);
+            exempt BOOLEAN NOT NULL DEFAULT false, transit BOOLEAN NOT NULL DEFAULT false);
         CREATE TABLE invoice (
             account_oid UINTEGER NOT NULL, month DATE NOT NULL, number VARCHAR NOT NULL UNIQUE,
             issued TIMESTAMP NOT NULL, period_end TIMESTAMP NOT NULL, due TIMESTAMP NOT NULL,

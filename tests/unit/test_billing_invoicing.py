@@ -394,3 +394,36 @@ def test_fair_use_rate_limits_follow_the_rating_state(tmp_path, world):
     clock.t = dt.datetime(2026, 12, 1, tzinfo=UTC)        # a new month: full speed again
     svc.after_drain(at(d))
     assert svc.rate_limits() == {} and d.enforced == enforced + 2
+
+
+def test_a_transit_account_is_charged_its_95th_percentile_once_a_month(world):
+    """shop moves (i + 1) * 3 MB in the 5 minutes i = 0..499 of November
+    (8640 samples): with the top 432 dropped, the 433rd highest, 68 * 3 MB,
+    is billed: 204e6 * 8 / 300 = 5,440,000 bit/s, at 1.50 per Mbit/s 8.16."""
+    d, srv, clock = world('percentile-price = "1.50"\n')
+    con, svc = d.storage.con, d.service(InvoicingService)
+    unit = int(d.snapshot.unit("shop").oid, 16)
+    nov = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    con.executemany("INSERT INTO raw VALUES (?, ?, 0, 0, 1, ?)",
+                    [(ledger.naive(nov + dt.timedelta(minutes=5 * (i + 1))), unit,
+                      (i + 1) * 3_000_000) for i in range(500)])
+    res = cli(srv, "billing", "percentile", "shop", "--month", "2026-11")
+    assert (res.exit_code, res.stdout) == (0, "shop 2026-11: 95th percentile in 5440000 bit/s, "
+                                              "out 0 bit/s, billed 5440000 bit/s (8640 samples "
+                                              "of 5 minutes)\n")
+    assert cli(srv, "billing", "terms", "shop", "postpaid", "transit").stdout == \
+        "shop: postpaid, transit\n"
+    clock.t = dt.datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+    for _ in range(2):   # once, however often it looks
+        svc._next = 0
+        svc.tick()
+    (row,) = ledger.rows(con, kind="percentile")
+    assert (row.account_oid, row.amount, row.period_start, row.bytes_in, row.cause) == (
+        1, Decimal("-8.16"), nov, 204_000_000, "95th percentile 5440000 bit/s at 1.50/Mbit/s")
+    # written on December 1st, for November: on November's invoice
+    inv = json.loads(cli(srv, "billing", "invoice", "shop", "--month", "2026-11", "--json").stdout)
+    assert (inv["draft"], inv["lines"], inv["amount_due"]) == (False, [
+        {"what": "percentile 95th percentile 5440000 bit/s at 1.50/Mbit/s", "amount": "8.16",
+         "bytes_in": 204_000_000, "bytes_out": 0}], "8.16")
+    st = json.loads(cli(srv, "billing", "statement", "shop", "--month", "2026-11", "--json").stdout)
+    assert (st["closing"], [r["date"] for r in st["rows"]]) == ("-8.16", ["2026-12-01"])

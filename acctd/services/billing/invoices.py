@@ -51,30 +51,41 @@ def bounds(month: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
 class Terms:
     postpaid: bool = False
     exempt: bool = False      # never blocked for an unpaid invoice
+    transit: bool = False     # charged its 95th percentile when a month ends
 
 
 def all_terms(con) -> dict[int, Terms]:
-    return {int(a): Terms(bool(p), bool(e)) for a, p, e in
-            con.execute("SELECT account_oid, postpaid, exempt FROM account_terms").fetchall()}
+    return {int(a): Terms(bool(p), bool(e), bool(t)) for a, p, e, t in con.execute(
+        "SELECT account_oid, postpaid, exempt, transit FROM account_terms").fetchall()}
 
 
 def set_terms(con, oid: int, terms: Terms) -> None:
-    con.execute("INSERT OR REPLACE INTO account_terms VALUES (?, ?, ?)",
-                [oid, terms.postpaid, terms.exempt])
+    con.execute("INSERT OR REPLACE INTO account_terms VALUES (?, ?, ?, ?)",
+                [oid, terms.postpaid, terms.exempt, terms.transit])
 
 
 # --- statements --------------------------------------------------------------------
 
+# A row belongs to the month it pays for (its period: a fee's day, an
+# overdraft's or a 95th percentile's month), else to the month it was
+# written in (payments, adjustments): a charge for November written on
+# December 1st is on November's invoice.
+FOR = "coalesce(period_start, ts)"
+
+
 def statement(con, oid: int, month: dt.date, zone, cur: Currency) -> dict:
     start, end = bounds(month, zone)
-    opening = _sum(con, "account_oid = ? AND ts < ?", [oid, naive(start)])
-    rows = sorted(ledger.rows(con, oid, start, end), key=lambda r: (r.ts, r.seq))  # by day
-    closing = opening + sum((r.amount for r in rows), Decimal(0))
+    opening = _sum(con, f"account_oid = ? AND {FOR} < ?", [oid, naive(start)])
+    rows = con.execute(
+        "SELECT ts, kind, amount, subplan, bytes_in, bytes_out, cause, reference FROM ledger "
+        f"WHERE account_oid = ? AND {FOR} >= ? AND {FOR} < ? ORDER BY ts, seq",
+        [oid, naive(start), naive(end)]).fetchall()
+    closing = opening + sum((Decimal(r[2]) for r in rows), Decimal(0))
     return {"account_oid": oid, "month": f"{month:%Y-%m}", "opening": str(cur.quantize(opening)),
-            "rows": [{"date": f"{r.ts.astimezone(zone):%Y-%m-%d}", "kind": r.kind,
-                      "amount": str(cur.quantize(r.amount)), "subplan": r.subplan,
-                      "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "cause": r.cause,
-                      "reference": r.reference} for r in rows],
+            "rows": [{"date": f"{aware(ts).astimezone(zone):%Y-%m-%d}", "kind": kind,
+                      "amount": str(cur.quantize(Decimal(amount))), "subplan": sub,
+                      "bytes_in": int(bi), "bytes_out": int(bo), "cause": cause,
+                      "reference": ref} for ts, kind, amount, sub, bi, bo, cause, ref in rows],
             "closing": str(cur.quantize(closing))}
 
 
@@ -109,20 +120,20 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
                              "due": due.isoformat(), "lines": [], "opening": Decimal(0),
                              "charges": Decimal(0), "payments": Decimal(0)}
         return d
-    for oid, amount in con.execute("SELECT account_oid, sum(amount) FROM ledger WHERE ts < ?"
+    for oid, amount in con.execute(f"SELECT account_oid, sum(amount) FROM ledger WHERE {FOR} < ?"
                                    + only + " GROUP BY account_oid", [s, *extra]).fetchall():
         doc(int(oid))["opening"] = Decimal(amount)
     for oid, kind, plan, sub, amount, bi, bo in con.execute(
             "SELECT account_oid, kind, plan, subplan, sum(amount), sum(bytes_in), "
-            "sum(bytes_out) FROM ledger WHERE ts >= ? AND ts < ? AND kind IN ('fee', "
+            f"sum(bytes_out) FROM ledger WHERE {FOR} >= ? AND {FOR} < ? AND kind IN ('fee', "
             "'overdraft')" + only + " GROUP BY ALL ORDER BY account_oid, kind, plan, subplan",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
         d["lines"].append({"what": f"{kind} plan {plan if plan is not None else '-'} subplan "
                                    f"{sub if sub is not None else '-'}",
                            "amount": -Decimal(amount), "bytes_in": int(bi), "bytes_out": int(bo)})
-    for oid, kind, amount, cause in con.execute(
-            "SELECT account_oid, kind, amount, cause FROM ledger WHERE ts >= ? AND ts < ? "
+    for oid, kind, amount, cause, bi, bo in con.execute(
+            f"SELECT account_oid, kind, amount, cause, bytes_in, bytes_out FROM ledger WHERE {FOR} >= ? AND {FOR} < ? "
             "AND kind NOT IN ('fee', 'overdraft')" + only + " ORDER BY seq",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
@@ -130,7 +141,7 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
             d["payments"] += Decimal(amount)
         else:
             d["lines"].append({"what": f"{kind} {cause}".strip(), "amount": -Decimal(amount),
-                               "bytes_in": 0, "bytes_out": 0})
+                               "bytes_in": int(bi), "bytes_out": int(bo)})
     for d in docs.values():
         d["charges"] = sum((x["amount"] for x in d["lines"]), Decimal(0))
         closing = d["opening"] - d["charges"] + d["payments"]

@@ -77,6 +77,8 @@ class InvoicingSettings(Table):
     due_days: int = setting(14, check=integer(0, 366, "days"))          # after the month's end
     block_after_days: int = setting(7, check=integer(0, 366, "days"))   # after the due date
     low_balance: Decimal | None = setting(None, check=_money_or_none)   # notice under this
+    # a transit account's month: its billed 95th percentile in Mbit/s times this
+    percentile_price: Decimal | None = setting(None, check=_money_or_none)
     fair_use: Mapping[int, FairUse] = setting(default_factory=lambda: MappingProxyType({}),
                                               check=_fair_use)
 
@@ -161,6 +163,7 @@ class InvoicingService(Service):
         end = invoices.bounds(month, self.zone)[1]
         post = sorted(o for o, t in self.terms.items() if t.postpaid and o in self.accounts
                       and self.accounts[o].created < end)   # none of before it existed
+        self._charge_percentiles(month, now)
         if post:
             issued = invoices.issue(self.con, month, self.zone, self.cur, now,
                                     self.settings.due_days, post)
@@ -197,6 +200,31 @@ class InvoicingService(Service):
 
     def rate_limits(self) -> dict[str, tuple[int | None, int | None]]:
         return {u: bw for oid, bw in self.throttled.items() for u in self.accounts[oid].units}
+
+    def _charge_percentiles(self, month: dt.date, now: dt.datetime) -> None:
+        """A `percentile` row for each transit account's month, once: its
+        billed 95th percentile (bit/s) / 10^6 times percentile-price."""
+        price = self.settings.percentile_price
+        transit = [o for o, t in self.terms.items() if t.transit and o in self.accounts]
+        if price is None or not transit:
+            return
+        start, end = invoices.bounds(month, self.zone)
+        done = {int(a) for (a,) in self.con.execute(
+            "SELECT account_oid FROM ledger WHERE kind = 'percentile' AND period_start = ?",
+            [ledger.naive(start)]).fetchall()}
+        rows = []
+        for oid in transit:
+            a = self.accounts[oid]
+            if oid in done or a.created >= end:
+                continue
+            p = percentile.of_units(self.con, [int(u, 16) for u in a.units], start, end)
+            amount = self.cur.quantize(p.billed_bps * price / 1_000_000)
+            rows.append(ledger.Entry(
+                oid, "percentile", -amount, now, period_start=start, period_end=end,
+                bytes_in=p.bytes_in, bytes_out=p.bytes_out,
+                cause=f"95th percentile {percentile.shown(p.billed_bps)} bit/s at "
+                      f"{price}/Mbit/s"))
+        ledger.append(self.con, rows)
 
     def blocks(self) -> dict[str, int]:
         return {u: abi.SysPolicy.MONEY for oid in self.unpaid
@@ -318,23 +346,25 @@ class InvoicingService(Service):
                     "amount": cur.format(total)}
 
     def set_terms(self, account: str, words: list[str]) -> dict:
-        """`acctctl billing terms ACCOUNT postpaid|prepaid [exempt|not-exempt]`."""
+        """`acctctl billing terms ACCOUNT postpaid|prepaid [exempt|not-exempt]
+        [transit|not-transit]`."""
         with self.core.lock:
             a = self._account(account)
             t = self.terms.get(a.oid, Terms())
             for w in words:
                 if w in ("postpaid", "prepaid"):
-                    t = Terms(w == "postpaid", t.exempt)
-                elif w in ("exempt", "not-exempt"):
-                    t = Terms(t.postpaid, w == "exempt")
+                    t = dataclasses.replace(t, postpaid=w == "postpaid")
+                elif w in ("exempt", "not-exempt", "transit", "not-transit"):
+                    t = dataclasses.replace(t, **{w.removeprefix("not-"): not
+                                                  w.startswith("not-")})
                 else:
-                    raise BadRequest(f"terms: expected postpaid, prepaid, exempt or not-exempt, "
-                                     f"got {w!r}")
+                    raise BadRequest(f"terms: expected postpaid, prepaid, exempt, not-exempt, "
+                                     f"transit or not-transit, got {w!r}")
             invoices.set_terms(self.con, a.oid, t)
             self._load()
             if self._review(self.core.clock()):
                 self.core.enforce()
-            return {"account": a.name, "postpaid": t.postpaid, "exempt": t.exempt}
+            return {"account": a.name, **dataclasses.asdict(t)}
 
     def _month(self, month: str | None) -> dt.date:
         try:

@@ -46,8 +46,13 @@ class Percentile:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "in_bps": str(self.rate(self.bytes_in)), "out_bps": str(self.rate(self.bytes_out)),
-                "billed_bps": str(self.billed_bps)}
+                "in_bps": shown(self.rate(self.bytes_in)),
+                "out_bps": shown(self.rate(self.bytes_out)), "billed_bps": shown(self.billed_bps)}
+
+
+def shown(bps: Decimal) -> str:
+    """A rate as people read it: to the thousandth of a bit/s ("2.667", "1520")."""
+    return f"{bps.quantize(Decimal('0.001')).normalize():f}"
 
 
 def of_units(con, units: list[int], start: dt.datetime, end: dt.datetime,
