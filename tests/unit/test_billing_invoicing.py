@@ -305,13 +305,15 @@ def test_95th_percentile_of_5_minute_samples_matches_a_hand_computation():
 @pytest.mark.parametrize("language,subjects", [
     ("en", ["[acctd] shop: payment of 1.00 EUR received",
             "[acctd] shop: low balance 1.00 EUR",
-            "[acctd] shop: access blocked (the balance is under the credit limit)"]),
+            "[acctd] shop: access blocked (the balance is under the credit limit)",
+            "[acctd] school: access blocked (invoice 202611-000002 is unpaid since 2026-12-11)"]),
     ("ru", ["[acctd] shop: получен платёж 1.00 EUR",
             "[acctd] shop: низкий баланс 1.00 EUR",
-            "[acctd] shop: доступ закрыт (баланс ниже кредитного лимита)"])])
+            "[acctd] shop: доступ закрыт (баланс ниже кредитного лимита)",
+            "[acctd] school: доступ закрыт (счёт 202611-000002 не оплачен с 2026-12-11)"])])
 def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
         world, tmp_path, language, subjects):
-    d, srv, _ = world(ALERTER.format(language))
+    d, srv, clock = world(ALERTER.format(language))
     from acctd.services.alerter import AlerterService
     mailer = d.service(AlerterService).mailer
     pay = tmp_path / "pay.csv"
@@ -331,8 +333,16 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     svc.after_drain(at(d))   # -100.00 is the limit; -100.01 under it
     ledger.append(d.storage.con, [Entry(1, "fee", Decimal("-0.01"), d.clock(), 1, 1)])
     svc.after_drain(at(d))
+    # school, postpaid: no low-balance notice for what it owes, one when it is blocked
+    ledger.append(d.storage.con, [Entry(2, "fee", Decimal("-30"), d.clock(), 1, 1)])
+    d.call("billing-terms", account="school", words=["postpaid"])
+    svc.after_drain(at(d))
+    clock.t = dt.datetime(2026, 12, 16, tzinfo=UTC)
+    svc._next = 0
+    svc.tick()
     msgs = sorted(mailer.outbox.messages(), key=lambda m: m.seq)
-    assert [m.subject for m in msgs] == [subjects[0], subjects[1], subjects[2]]
+    assert [m.subject for m in msgs] == subjects
+    assert msgs[3].to == ("school@example.org", "noc@isp.example")
     assert msgs[0].to == ("shop@example.org", "noc@isp.example")
     assert "P-1" in msgs[0].body
 
