@@ -167,7 +167,7 @@ def issue(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days: 
     docs = compose(con, month, zone, cur, now, due_days, todo)
     for o in todo:
         if o not in docs:
-            docs[o] = _empty(o, month, now, due_date(end, zone, due_days), cur)
+            docs[o] = empty(o, month, now, due_date(end, zone, due_days), cur)
     rows = [docs[o] for o in todo]
     con.execute(
         "INSERT INTO invoice SELECT unnest($1::UINTEGER[]), $2::DATE, unnest($3::VARCHAR[]), "
@@ -185,7 +185,8 @@ def due_date(end: dt.datetime, zone, due_days: int) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), zone).astimezone(ledger.UTC)
 
 
-def _empty(oid, month, now, due, cur) -> dict:
+def empty(oid: int, month: dt.date, now: dt.datetime, due: dt.datetime, cur: Currency) -> dict:
+    """The invoice of a month without a row."""
     zero = str(cur.quantize(Decimal(0)))
     return {"number": number(oid, month), "account_oid": oid, "month": f"{month:%Y-%m}",
             "issued": now.isoformat(), "due": due.isoformat(),

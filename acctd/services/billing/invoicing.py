@@ -126,12 +126,12 @@ class InvoicingService(Service):
 
     @property
     def zone(self):
-        b = self.core.config.billing
-        name = getattr(b, "time_zone", None) if not hasattr(b, "get") else b.get("time-zone")
-        if name:
-            import zoneinfo
-            return zoneinfo.ZoneInfo(name)
-        return self.core.config.processor.zone
+        """[billing] time-zone, else [processor]'s (as the tariff's zone())."""
+        b, default = self.core.config.billing, self.core.config.processor.zone
+        if callable(getattr(b, "zone", None)):
+            return b.zone(default)
+        import zoneinfo
+        return zoneinfo.ZoneInfo(b["time-zone"]) if b.get("time-zone") else default
 
     # -- state ------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class InvoicingService(Service):
         with self.core.lock:
             self._load()
             self._low, self._money = self._under()   # no notices for what was so before
-            self._review(self.core.clock())
+            self._review(self.core.clock(), notify=False)
             self.throttled = self._fair_use(self.core.clock())
 
     def _load(self) -> None:
@@ -155,7 +155,7 @@ class InvoicingService(Service):
             if self._review(self.core.clock()):
                 self.core.enforce()
 
-    def _review(self, now: dt.datetime) -> bool:
+    def _review(self, now: dt.datetime, notify: bool = True) -> bool:
         """Issue the last month's invoices of postpaid accounts, then find
         those overdue; True when the blocks changed."""
         month = (now.astimezone(self.zone).date().replace(day=1) - dt.timedelta(days=1)
@@ -171,14 +171,15 @@ class InvoicingService(Service):
                 log.info("billing: %d invoices issued for %s", len(issued), f"{month:%Y-%m}")
         before = self.blocks()
         found = invoices.unpaid(self.con, now, self.settings.block_after_days)
-        unpaid = {o: v for o, v in found.items()
-                  if self.terms.get(o, Terms()).postpaid and not self.terms[o].exempt}
+        unpaid = {o: v for o, v in found.items() if o in self.accounts
+                  and self.terms.get(o, Terms()).postpaid and not self.terms[o].exempt}
         for oid in set(unpaid) - set(self.unpaid):
             number, due = unpaid[oid]
             log.info("billing: account %s blocked: invoice %s unpaid since %s",
                      self.accounts[oid].name, number, f"{due:%Y-%m-%d}")
-            self._notify(oid, "blocked", why=notices.why(self._language, "invoice",
-                                                         number=number, due=f"{due:%Y-%m-%d}"))
+            if notify:
+                self._notify(oid, "blocked", why=notices.why(
+                    self._language, "invoice", number=number, due=f"{due:%Y-%m-%d}"))
         self.unpaid = unpaid
         return self.blocks() != before
 
@@ -386,7 +387,7 @@ class InvoicingService(Service):
                                        [a.oid]).get(a.oid)
                 if doc is None:
                     end = invoices.bounds(m, self.zone)[1]
-                    doc = invoices._empty(a.oid, m, now, invoices.due_date(
+                    doc = invoices.empty(a.oid, m, now, invoices.due_date(
                         end, self.zone, self.settings.due_days), cur)
                 paid = None
             else:
