@@ -41,8 +41,11 @@ def payments_import(ctx, path, chunk, as_json):
     source = os.path.basename(path)
 
     def go() -> None:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{source}: not UTF-8 text (byte {e.start})") from None
         try:
             # the currency's places are checked by the daemon; here only the form
             rows = [p.to_dict() for p in parse(text, Currency("", 9), source)]

@@ -110,7 +110,8 @@ def test_payment_rows_are_checked_line_by_line():
             ("2026-11-05,shop,-4,B\n", "bank.csv:1: a payment is a positive amount, got -4"),
             ("2026-11-05,shop,4,\n", "bank.csv:1: no reference"),
             ("2026-11-05,shop,4,B\n2026-11-05,shop,5,B\n",
-             "bank.csv:2: reference 'B' is on line 1 with another payment")):
+             "bank.csv:2: reference 'B' is on line 1 with another payment"),
+            ('2026-11-05,shop,4,B\n2026-11-05,"shop"x,5,C\n', "bank.csv:2: ',' expected after '\"'")):
         with pytest.raises(payments.PaymentError) as e:
             payments.parse(text, EUR, "bank.csv")
         assert str(e.value).startswith(error), str(e.value)
@@ -149,6 +150,9 @@ def test_payments_import_once_with_exact_ledger_rows_and_a_bad_file_imports_noth
     bad.write_text("2026-11-07,shop,1,C-1\n2026-11-07,shop,2\n")
     res = cli(srv, "billing", "payments", "import", str(bad))
     assert res.exit_code == 1 and res.stderr.startswith("acctctl: bad.csv:2: expected 4 fields")
+    bad.write_bytes(b"2026-11-07,sh\xf6p,1,C-1\n")
+    res = cli(srv, "billing", "payments", "import", str(bad))
+    assert (res.exit_code, res.stderr) == (1, "acctctl: bad.csv: not UTF-8 text (byte 13)\n")
     assert len(ledger.rows(con, kind="payment")) == 3     # nothing of the bad files
 
 

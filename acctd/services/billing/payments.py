@@ -51,7 +51,15 @@ def parse(text: str, cur: Currency, source: str = "payments") -> list[Payment]:
     same row twice is one payment."""
     out: list[Payment] = []
     seen: dict[str, Payment] = {}
-    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+    reader = csv.reader(io.StringIO(text), strict=True)   # a stray quote is an error
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            raise PaymentError(f"{source}:{reader.line_num}: {e}") from None
+        if row is None:
+            break
+        n = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         cells = [c.strip() for c in row]
