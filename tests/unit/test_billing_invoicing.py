@@ -347,6 +347,11 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     msgs = sorted(mailer.outbox.messages(), key=lambda m: m.seq)
     assert [m.subject for m in msgs] == subjects
     assert msgs[3].to == ("school@example.org", "noc@isp.example")
+    svc.unpaid = {}
+    svc.start()           # as after a restart: what was overdue before is not noticed again
+    svc._next = 0
+    svc.tick()
+    assert len(mailer.outbox.messages()) == 4 and svc.unpaid
     assert msgs[0].to == ("shop@example.org", "noc@isp.example")
     assert "P-1" in msgs[0].body
 
