@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import click
 
-from acctctl import (aaa, accounting, billing, blocks, collector, datapath, importers, monitor,
-                     operations, subscribers)
+from acctctl import (aaa, accounting, billing, blocks, collector, datapath, importers, invoicing,
+                     monitor, operations, subscribers)
 from acctctl.common import Exit
 
 __all__ = ["Exit", "main"]
@@ -45,8 +45,8 @@ def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, conne
                    password_file=password_file, cafile=cafile)
 
 
-for _area in (accounting, blocks, billing, subscribers, aaa, operations, datapath, importers,
-              monitor, collector):
+for _area in (accounting, blocks, billing, invoicing, subscribers, aaa, operations, datapath,
+              importers, monitor, collector):
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 

@@ -159,6 +159,9 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # delay, default-credit-limit; [billing.subplan.N] and
                                   # [billing.plan.N] (acctd/services/billing/tariff.py)
 
+    [invoicing]                   # postpaid: due-days (14), block-after-days (7);
+                                  # low-balance (a notice under it)
+
     [aclserver]                   # NeTAMS acl-server: acctd's blocks pushed to routers
     delay = 300                   # resync period; never-block = [...], expiry, debug
     [[aclserver.backend]]         # name, type = bgp | nft | routeros, direction, hostname ...
@@ -220,6 +223,7 @@ from acctd.services import auto_units
 from acctd.services.aclserver.service import AclServerSettings
 from acctd.services.alerter import MailSettings
 from acctd.services.billing.tariff import BillingSettings
+from acctd.services.billing.invoicing import InvoicingSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
 from acctd.services.collector.service import CollectorSettings
@@ -482,6 +486,7 @@ class Config:
     export: tuple[ExportSettings, ...] = ()
     collector: tuple[CollectorSettings, ...] = ()
     aclserver: AclServerSettings | None = None
+    invoicing: InvoicingSettings | None = None   # postpaid terms, notices
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -498,6 +503,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "export": (list, ExportSettings),
     "collector": (list, CollectorSettings),
     "aclserver": (dict, AclServerSettings),
+    "invoicing": (dict, InvoicingSettings),
 }
 
 
@@ -681,7 +687,8 @@ class _Loader:
             scheduler=self.read(SchedulerSettings, "scheduler",
                                 doc=self.doc.get("scheduler", {})),
             export=self.export(units),
-            aclserver=self.optional(AclServerSettings, "aclserver"))
+            aclserver=self.optional(AclServerSettings, "aclserver"),
+            invoicing=self.optional(InvoicingSettings, "invoicing"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

@@ -183,6 +183,18 @@ COMMANDS = (
     Command("openvpn-clients", V, "openvpn.clients", ("openvpn", "clients")),
     Command("rawdata", O, "collector.rawdata", ("rawdata",),
             (_s("unit", True), _words("argv", True))),
+    # billing beyond NeTAMS: payments in, postpaid terms, invoices and statements out
+    Command("billing-payments-import", O, "invoicing.import_payments",
+            ("billing", "payments", "import"),
+            (Arg("rows", list, True, items=dict), _s("source", default="payments"), _b("check"))),
+    Command("billing-terms", O, "invoicing.set_terms", ("billing", "terms"),
+            (_s("account", True), _words("words", True))),
+    Command("billing-invoice", V, "invoicing.invoice", ("billing", "invoice"),
+            (_s("account", True), _s("month"))),
+    Command("billing-statement", V, "invoicing.statement", ("billing", "statement"),
+            (_s("account", True), _s("month"))),
+    Command("billing-percentile", V, "invoicing.percentile", ("billing", "percentile"),
+            (_s("account", True), _s("month"))),
 )
 
 REGISTRY: Mapping[str, Command] = {c.name: c for c in COMMANDS}

@@ -50,6 +50,7 @@ from acctd.services.aclserver.service import AclServerService
 from acctd.services.alerter import AlerterService
 from acctd.services.billing.service import BillingService
 from acctd.services.collector.service import CollectorService
+from acctd.services.billing.invoicing import InvoicingService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.export import ExportService
@@ -74,7 +75,7 @@ log = logging.getLogger("acctd.daemon")
 # OpenVPN and CoA come last: their first events start sessions.
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, BillingService,
-    LoginService,
+    InvoicingService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
     LogService, ExportService, CollectorService,

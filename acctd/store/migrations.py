@@ -24,6 +24,9 @@ oid a UINTEGER, as the datapath's rows carry it):
   ledger      every fee, overdraft, payment and adjustment: the balance is its sum
   rating      per month, the rating state of every (account, subplan): bytes and money
               rated so far (acctd.services.billing.rating.SLOT rows, one blob)
+  account_terms  per account: postpaid or prepaid, exempt from blocking, transit
+              (charged its 95th percentile)
+  invoice     a postpaid account's month: number, due date, amount due, lines
   monitor     per-flow rows of the monitored units with the remote peer
               (acctd/store/monitor.py)
 """
@@ -131,6 +134,24 @@ def _v4(con) -> None:
 
 
 
+def _v5(con) -> None:
+    """Postpaid billing: an account's terms (postpaid or prepaid, exempt
+    from blocking, transit: billed by its 95th percentile) and the invoices issued, each
+    fixed once issued (lines as JSON: they describe ledger rows, they are not rows)."""
+    con.execute(f"""
+        CREATE TABLE account_terms (
+            account_oid UINTEGER PRIMARY KEY, postpaid BOOLEAN NOT NULL DEFAULT false,
+            exempt BOOLEAN NOT NULL DEFAULT false, transit BOOLEAN NOT NULL DEFAULT false);
+        CREATE TABLE invoice (
+            account_oid UINTEGER NOT NULL, month DATE NOT NULL, number VARCHAR NOT NULL UNIQUE,
+            issued TIMESTAMP NOT NULL, period_end TIMESTAMP NOT NULL, due TIMESTAMP NOT NULL,
+            amount_due {MONEY} NOT NULL, doc VARCHAR NOT NULL,
+            PRIMARY KEY (account_oid, month));
+    """)
+
+
+
+
 def _v6(con) -> None:
     """The monitor service's per-flow rows (`monitor to storage`)."""
     con.execute("""
@@ -144,7 +165,8 @@ def _v6(con) -> None:
     """)  # no index: rows arrive in ts order, so DuckDB's zone maps serve retention and --from
 
 
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6))
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
+                                                 (6, _v6))
 VERSION = MIGRATIONS[-1][0]
 
 

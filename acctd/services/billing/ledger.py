@@ -21,7 +21,8 @@ from acctd.store.migrations import MONEY
 # included volume; payment: money in; adjustment: an operator's correction
 # (`balance add|remove|set`). Other modules may add kinds (invoice lines are
 # not ledger rows: they describe rows).
-KINDS = ("fee", "overdraft", "payment", "adjustment")
+KINDS = ("fee", "overdraft", "payment", "adjustment",
+         "percentile")   # a transit account's month at its 95th percentile (invoicing.py)
 UTC = dt.timezone.utc
 
 

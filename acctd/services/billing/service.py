@@ -20,7 +20,7 @@ import numpy as np
 
 from acctd.errors import BadRequest, NotFound
 from acctd.kernel import abi
-from acctd.services.billing import accounts, ledger, rating
+from acctd.services.billing import accounts, invoices, ledger, rating
 from acctd.services.billing.accounts import Account, AccountError
 from acctd.services.billing.ledger import Entry
 from acctd.services.billing.money import MoneyError
@@ -37,14 +37,16 @@ def _bad(e: Exception) -> BadRequest:
     return BadRequest(str(e))
 
 
-def block_reason(a: Account, balance: Decimal) -> str | None:
+def block_reason(a: Account, balance: Decimal, postpaid: bool = False) -> str | None:
     """Why the account's units are blocked, or None: the operator's block,
-    the subscriber's own, or money (balance below the credit limit)."""
+    the subscriber's own, or money (a prepaid balance below the credit
+    limit; a postpaid balance is owed until its invoice is due, and the
+    invoicing service blocks an unpaid one)."""
     if a.status == "block":
         return ADMIN
     if a.status == "beblock":
         return SELF
-    if balance < a.credit_limit:
+    if not postpaid and balance < a.credit_limit:
         return MONEY
     return None
 
@@ -97,11 +99,17 @@ class BillingService(Service):
 
     def _reasons(self) -> dict[int, str]:
         out = {}
+        postpaid = {oid for oid, t in invoices.all_terms(self.con).items() if t.postpaid}
         for oid, a in self.accounts.items():
-            why = block_reason(a, self.balances.get(oid, Decimal(0)))
+            why = block_reason(a, self.balances.get(oid, Decimal(0)), oid in postpaid)
             if why:
                 out[oid] = why
         return out
+
+    def terms_changed(self) -> bool:
+        """An account went postpaid or prepaid: whether its blocks moved."""
+        before, self.reasons = self.reasons, self._reasons()
+        return self.reasons != before
 
     def blocks(self) -> dict[str, int]:
         return {u: abi.SysPolicy.MONEY for oid in self.reasons
