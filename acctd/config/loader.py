@@ -168,6 +168,7 @@ from acctd.aaa.fticks import FticksSettings
 from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
+from acctd.aaa.radius_auth import AuthSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
                                  each, free_text, integer, number, parsed, setting, string,
                                  strings, top_key)
@@ -428,6 +429,7 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    radius_auth: AuthSettings | None = None
     log: LogSettings | None = None
 
 
@@ -441,6 +443,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
+    "radius-auth": (dict, AuthSettings),
     "log": (dict, LogSettings),
 }
 
@@ -608,6 +611,7 @@ class _Loader:
             radius=self.optional(RadiusSettings, "radius"),
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa(),
+            radius_auth=self.radius_auth(),
             log=self.optional(LogSettings, "log"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
@@ -620,6 +624,15 @@ class _Loader:
                 self.fail(f"no unit {key!r} (a name or an oid)", "monitor", None,
                           f"units[{i}]")
         return m
+
+    def radius_auth(self) -> AuthSettings | None:
+        """[radius-auth], its Acct-Interim-Interval [radius]'s unless given here."""
+        d = self.doc.get("radius-auth")
+        if d is None:
+            return None
+        r = self.doc.get("radius") or {}
+        merged = {**{k: r[k] for k in ("interim-interval",) if k in r}, **d}
+        return self.read(AuthSettings, "radius-auth", doc=merged)
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless
