@@ -48,7 +48,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from acctd.aaa import radius
@@ -242,12 +242,6 @@ def server(settings: AuthSettings, authorizer: Authorizer) -> CoaServer:
                      name="radius-auth")
 
 
-def reasons(words: Sequence[str]) -> str:
-    """sys_policy words as a Reply-Message: "blocked: quota, money"."""
-    return "blocked: " + ", ".join(w.removeprefix("sys-deny-").removeprefix("sys-")
-                                   for w in words)
-
-
 # --- the service ------------------------------------------------------------------------
 
 # what a Reject says for these login outcomes: one message, so a NAS's user
@@ -303,16 +297,12 @@ class RadiusAuthService(UdpService):
         """Past the password and the login service's rules (under the core's
         lock): the unit's other blocks, its MAC, an address; fills `out`
         with (address, reply attributes, address to bind a session to)."""
-        from acctd.kernel.abi import SysPolicy
-        from acctd.model import sys_policy
         from acctd.model.addresses import format_addr, is_v4
         core, snap = self.core, self.core.snapshot
-        i = snap.units.by_oid[rec.oid]
-        u = snap.units.units[i]
-        bits = core.sys_policy_bits().get(i, 0) & ~SysPolicy.LOGIN
-        if bits:
-            return login.table.fail(rec.oid, "blocked", reasons(sys_policy.words(bits)),
-                                    "blocked")
+        u = snap.units.units[snap.units.by_oid[rec.oid]]
+        blocked = login.other_blocks(rec)
+        if blocked is not None:
+            return blocked
         if u.mac and _mac(req.mac) != u.mac:
             return login.table.fail(rec.oid, "mac-mismatch", "MAC mismatch: "
                                     f"Calling-Station-Id {req.mac or 'missing'}", "mac mismatch")

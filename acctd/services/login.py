@@ -735,6 +735,18 @@ class LoginService(Service):
                 self._save(res.oid)
         return res
 
+    def other_blocks(self, rec: LoginRecord) -> LoginResult | None:
+        """An admit rule: the unit's blocks other than this service's own (a
+        login lifts that one), reason "blocked: quota, ..."; under the lock."""
+        from acctd.model import sys_policy
+        i = self.core.snapshot.units.by_oid[rec.oid]
+        bits = self.core.sys_policy_bits().get(i, 0) & ~abi.SysPolicy.LOGIN
+        if not bits:
+            return None
+        why = ", ".join(w.removeprefix("sys-deny-").removeprefix("sys-")
+                        for w in sys_policy.words(bits))
+        return self.table.fail(rec.oid, "blocked", f"blocked: {why}", "blocked")
+
     def follow(self, oid: str, bind: str | None, mac: str | None) -> None:
         self._follow(oid, bind, False, mac, "user-request")
 

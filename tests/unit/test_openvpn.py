@@ -566,7 +566,7 @@ def test_hook_ipv6_only_and_username():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"script_type": "up"}, "script_type must be client-connect or client-disconnect, got 'up'"),
+    ({"script_type": "up"}, "script_type must be user-pass-verify, client-connect or client-disconnect, got 'up'"),
     ({"common_name": None}, "common_name is not set"),
     ({"bytes_sent": None}, "bytes_sent is not set"),
     ({"bytes_received": "12k"}, "bytes_received: not a whole number: '12k'"),
