@@ -17,9 +17,11 @@ if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
     PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
 fi
 # The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
-# SQLite and PostgreSQL), OpenVPN, and a throwaway CA made with openssl.
+# SQLite and PostgreSQL), OpenVPN, and a throwaway CA made with openssl;
+# the captive portal's browser (chromium + chromedriver) and its DNAT (nftables).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2)
+    PKGS+=(chromium chromium-driver nftables)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -169,6 +169,7 @@ from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
 from acctd.aaa.radius_auth import AuthSettings
+from acctd.aaa.captive import CaptiveSettings
 from acctd.config.schema import (Invalid, Table, TomlValue, boolean, carried, choice, duration,
                                  each, free_text, integer, number, parsed, setting, string,
                                  strings, top_key)
@@ -430,6 +431,7 @@ class Config:
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
     radius_auth: AuthSettings | None = None
+    captive: CaptiveSettings | None = None
     log: LogSettings | None = None
 
 
@@ -443,7 +445,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "dynamicip": (dict, DynamicIpSettings), "fticks": (dict, FticksSettings),
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
-    "radius-auth": (dict, AuthSettings),
+    "radius-auth": (dict, AuthSettings), "captive": (dict, CaptiveSettings),
     "log": (dict, LogSettings),
 }
 
@@ -612,6 +614,7 @@ class _Loader:
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa(),
             radius_auth=self.radius_auth(),
+            captive=self.optional(CaptiveSettings, "captive"),
             log=self.optional(LogSettings, "log"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:

@@ -31,6 +31,7 @@ import numpy as np
 from acctd import config as config_mod
 from acctd.aaa.coa import CoaService
 from acctd.aaa.radius_auth import RadiusAuthService
+from acctd.aaa.captive import CaptiveService
 from acctd.aaa.fticks import FticksService
 from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
@@ -72,7 +73,7 @@ SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService, RadiusAuthService,
-    LogService)
+    CaptiveService, LogService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

@@ -101,6 +101,8 @@ class SysPolicy(enum.IntFlag):
 SYS_DENY_MASK = 0x1f
 IF_EGRESS_FIRST = 1
 CLASS_UNIT = 1
+CLASS_PORTAL = 2        # the captive portal's HTTP passes a login-only block
+PORTAL_PORT = 80
 FW_ATOMS = 8
 POLICER_SHIFT = 16
 

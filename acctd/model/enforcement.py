@@ -303,6 +303,7 @@ class ClassSpec:
     rules: tuple[Rule, ...] = ()
     unit_oid: str = ""
     bw: tuple[int | None, int | None] | None = None
+    portal: bool = False    # [captive]: a login-only block lets HTTP through to the page
 
 
 def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
@@ -329,7 +330,8 @@ def plan(snap, bits: Mapping[int, int], now: dt.datetime | None
         else:
             local = not u.no_local_pass and bool(snap.plan.lists[i])
             fw = restrict[proc.restrict_local if local else proc.restrict_all]
-        spec = ClassSpec(int(bits.get(i, 0)), fw, rules, u.oid, u.bw)
+        spec = ClassSpec(int(bits.get(i, 0)), fw, rules, u.oid, u.bw,
+                         portal=snap.config.captive is not None)
         for pfx in prefixes:
             out.setdefault(pfx, spec)  # a unit listed twice: the first wins, as in matching
     if proc.restrict_all == "drop":
