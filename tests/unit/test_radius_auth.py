@@ -206,3 +206,29 @@ def test_settings_need_clients_and_owner_only_secrets(tmp_path):
         loads(f'[radius-auth]\nclients = [{{ address = "127.0.0.1", secret-file = "{secret}" }}]\n')
     with pytest.raises(ConfigError, match="key 'clients': expected a list of"):
         loads("[radius-auth]\nclients = []\n")
+
+
+def test_login_rules_abs_timeout_and_a_coa_rate_reach_the_reply(tmp_path):
+    """relogin = no refuses a second Accept; the record's abs is the
+    Session-Timeout; a rate a CoA set replaces the unit's bw."""
+    from acctd.aaa.coa import CoaService
+    secret = tmp_path / "auth.secret"
+    secret.write_bytes(SECRET + b"\n")
+    secret.chmod(0o600)
+    cfg = loads(CONFIG.format(secret=secret, fticks=tmp_path / "fticks.log")
+                + "[login]\nrelogin = false\n", "t.toml")
+    with daemon_stub(cfg, tmp_path=tmp_path) as d:
+        d.drain_locked = lambda: {}
+        d.service(LoginService).table.hasher = CHEAP
+        d.call("login-set", unit="pc", words=["password", "pc-pw", "abs", "900"])
+        d.service(CoaService).rates[d.snapshot.unit("pc").oid] = [2_000_000, 500_000]
+        r = receiver(d)
+        mac = ("Calling-Station-Id", "00:11:22:33:44:55")
+        req, out = ask(r, "pc", "pc-pw", mac)
+        p = reply(req, out)
+        assert (p.code, p.get("Session-Timeout")) == (radius.ACCESS_ACCEPT, 900)
+        v = vsas(p)
+        assert (v["WISPr-Bandwidth-Max-Down"], v["WISPr-Bandwidth-Max-Up"]) == (2_000_000,
+                                                                                500_000)
+        req, out = ask(r, "pc", "pc-pw", mac)
+        assert reply(req, out).get("Reply-Message") == "already logged in"
