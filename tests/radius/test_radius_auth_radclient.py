@@ -6,15 +6,18 @@ and Message-Authenticator and prints nothing for one that fails them, so a
 printed reply is a valid one. radtest adds a Message-Authenticator;
 radclient only where the input lists one.
 
-The end-to-end run (real traffic counted, Interim-Updates into a real
+A real FreeRADIUS in front, relaying to acctd as its home server, is the
+last test. The end-to-end run (real traffic counted, Interim-Updates into a real
 FreeRADIUS's radacct) is in test_daemon_radius_auth.py."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from argon2 import PasswordHasher
@@ -24,7 +27,7 @@ from acctd.aaa.radius_auth import RadiusAuthService
 from acctd.config import loads
 from acctd.services.login import LoginService
 from ..unit.daemon_stub import daemon_stub
-from .conftest import _peer, free_udp_port
+from .conftest import _peer, free_udp_port, missing_peer
 
 pytestmark = pytest.mark.peers
 
@@ -224,3 +227,132 @@ def test_a_retransmission_is_answered_from_the_cache(acctd):
     assert relay.requests == 2 and stats["retransmission"] == before + 1
     assert len(fticks(acctd)) == lines + 1          # decided once
     assert len(acctd.call("session-list", open=True)) == 1
+
+
+PROXY_CONF = """
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = {d}
+sbindir = /usr/sbin
+logdir = {d}/log
+raddbdir = {d}
+radacctdir = {d}/radacct
+name = freeradius
+confdir = {d}
+modconfdir = {d}/mods-config
+run_dir = {d}/run
+db_dir = {d}
+libdir = /usr/lib/freeradius
+pidfile = {d}/run/radiusd.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 4096
+hostname_lookups = no
+proxy_requests = yes
+log {{
+	destination = files
+	file = {d}/log/radius.log
+	colourise = no
+}}
+security {{
+	allow_core_dumps = no
+	max_attributes = 200
+	reject_delay = 0
+	status_server = no
+}}
+thread pool {{
+	start_servers = 2
+	max_servers = 4
+	min_spare_servers = 1
+	max_spare_servers = 3
+	max_requests_per_server = 0
+}}
+client localhost {{
+	ipaddr = 127.0.0.1
+	secret = "{front}"
+	require_message_authenticator = yes
+}}
+proxy server {{
+	default_fallback = no
+}}
+# acctd as the home server: FreeRADIUS only relays
+home_server acctd {{
+	type = auth
+	ipaddr = 127.0.0.1
+	port = {home}
+	secret = "{secret}"
+	response_window = 5
+	status_check = none
+}}
+home_server_pool acctd_pool {{
+	type = fail-over
+	home_server = acctd
+}}
+realm acctd {{
+	auth_pool = acctd_pool
+	nostrip
+}}
+modules {{
+}}
+server default {{
+	listen {{
+		type = auth
+		ipaddr = 127.0.0.1
+		port = {port}
+	}}
+	authorize {{
+		update control {{
+			&Proxy-To-Realm := "acctd"
+		}}
+	}}
+	authenticate {{
+	}}
+	post-proxy {{
+	}}
+}}
+"""
+
+
+def test_freeradius_in_front_proxies_to_acctd(acctd, tmp_path):
+    """A real FreeRADIUS relays Access-Requests to acctd as its home server:
+    the NAS (radtest) talks to FreeRADIUS with its own secret and gets
+    acctd's answer, attributes and Reply-Message included."""
+    exe = shutil.which("freeradius", path="/usr/sbin:/usr/bin")
+    if exe is None:
+        missing_peer("freeradius not installed (apt-get install freeradius)")
+    d = tmp_path / "raddb"
+    (d / "log").mkdir(parents=True)
+    (d / "run").mkdir()
+    port = free_udp_port()
+    (d / "radiusd.conf").write_text(PROXY_CONF.format(d=d, front="front secret", home=acctd.port,
+                                                      secret=SECRET, port=port))
+    out = open(d / "log" / "stdout.log", "wb")
+    proc = subprocess.Popen([exe, "-f", "-d", str(d), "-l", "stdout"], stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    out.close()
+    try:
+        log = d / "log" / "stdout.log"
+        end = time.monotonic() + 15
+        while "Ready to process requests" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < end, log.read_text()
+            time.sleep(0.1)
+
+        def via_proxy(password):
+            r = subprocess.run([_peer("radtest"), "-x", "alice", password,
+                                f"127.0.0.1:{port}", "0", "front secret"],
+                               capture_output=True, text=True, timeout=30)
+            return parse(r.stdout + r.stderr)
+        code, attrs = via_proxy("alice-pw")
+        assert code == "Access-Accept", attrs
+        assert (attrs["Framed-IP-Address"], attrs["Acct-Interim-Interval"]) == ("10.9.0.10",
+                                                                               "120")
+        acctd.call("session-stop", user="alice")
+        acctd.service(LoginService).table.close(acctd.snapshot.unit("alice").oid)
+        code, attrs = via_proxy("wrong")
+        assert (code, attrs) == ("Access-Reject",
+                                 {"Reply-Message": '"wrong user name or password"'})
+        assert "#RP=127.0.0.1#AN=radius#" in fticks(acctd)[-1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
