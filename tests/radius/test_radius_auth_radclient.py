@@ -27,7 +27,7 @@ from acctd.aaa.radius_auth import RadiusAuthService
 from acctd.config import loads
 from acctd.services.login import LoginService
 from ..unit.daemon_stub import daemon_stub
-from .conftest import _peer, free_udp_port, missing_peer
+from .conftest import _peer, free_udp_port, missing_peer, radiusd_paths
 
 pytestmark = pytest.mark.peers
 
@@ -230,25 +230,6 @@ def test_a_retransmission_is_answered_from_the_cache(acctd):
 
 
 PROXY_CONF = """
-prefix = /usr
-exec_prefix = /usr
-sysconfdir = /etc
-localstatedir = {d}
-sbindir = /usr/sbin
-logdir = {d}/log
-raddbdir = {d}
-radacctdir = {d}/radacct
-name = freeradius
-confdir = {d}
-modconfdir = {d}/mods-config
-run_dir = {d}/run
-db_dir = {d}
-libdir = /usr/lib/freeradius
-pidfile = {d}/run/radiusd.pid
-max_request_time = 30
-cleanup_delay = 5
-max_requests = 4096
-hostname_lookups = no
 proxy_requests = yes
 log {{
 	destination = files
@@ -325,8 +306,8 @@ def test_freeradius_in_front_proxies_to_acctd(acctd, tmp_path):
     (d / "log").mkdir(parents=True)
     (d / "run").mkdir()
     port = free_udp_port()
-    (d / "radiusd.conf").write_text(PROXY_CONF.format(d=d, front="front secret", home=acctd.port,
-                                                      secret=SECRET, port=port))
+    (d / "radiusd.conf").write_text(radiusd_paths(d) + PROXY_CONF.format(
+        d=d, front="front secret", home=acctd.port, secret=SECRET, port=port))
     out = open(d / "log" / "stdout.log", "wb")
     proc = subprocess.Popen([exe, "-f", "-d", str(d), "-l", "stdout"], stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
