@@ -167,8 +167,14 @@ class CaptiveService(Service):
         return {"captive": {"redirected": len(self.redirected)}} if self.httpd else None
 
     def blocks_changed(self, moved) -> None:
-        if self.httpd is not None:
+        if self.httpd is None:
+            return
+        try:
             self._sync()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            # enforcement goes on; until the set is right again a login-blocked
+            # host's HTTP reaches the real server instead of the page
+            log.error("captive: the DNAT set not updated: %s", e)
 
     def _sync(self) -> None:
         """The set `login` := the IPv4 hosts the kernel blocks for their login only."""
