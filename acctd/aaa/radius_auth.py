@@ -289,14 +289,14 @@ class RadiusAuthService(UdpService):
         if not res.ok:
             return Verdict(False, "wrong user name or password" if res.code in _UNKNOWN
                            else res.reason)
-        addr, attrs, bind = grant_
+        attrs, bind = grant_
         login.follow(res.oid, bind, res.mac)
         return Verdict(True, "", attrs)
 
     def _rules(self, rec, req: AuthRequest, out: list, login):
         """Past the password and the login service's rules (under the core's
         lock): the unit's other blocks, its MAC, an address; fills `out`
-        with (address, reply attributes, address to bind a session to)."""
+        with (reply attributes, the address to open its session on or None)."""
         from acctd.model.addresses import format_addr, is_v4
         core, snap = self.core, self.core.snapshot
         u = snap.units.units[snap.units.by_oid[rec.oid]]
@@ -324,7 +324,7 @@ class RadiusAuthService(UdpService):
             rate = s.rate_limits().get(u.oid, rate)
         rate = rate or u.bw
         timeout = rec.abs or self.settings.session_timeout
-        out += [addr, grant(rate, addr, timeout, self.settings.interim_interval), bind]
+        out += [grant(rate, addr, timeout, self.settings.interim_interval), bind]
         return None
 
 
