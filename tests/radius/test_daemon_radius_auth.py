@@ -12,42 +12,21 @@ import random
 import pytest
 
 from ..netns.topology import LINKS, Topology, remove_stale
+from . import test_daemon_radius as base
 from acctd.aaa.radius_accounting import RadiusService
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
 SUB1, SRV = LINKS["sub1"], LINKS["srv"]
 
-CONFIG = """
-[[interface]]
-name = "lan1"
-role = "lan"
-hook = "tc"
-[[interface]]
-name = "wan0"
-role = "wan"
-hook = "tc"
-[processor]
-lookup-delay = 300
-default-acct-policy = ["ip"]
-auto-assign = ["{addr} {addr}"]
-[storage]
-path = "{db}"
-[radius]
-servers = ["{server}"]
-secret-file = "{secret}"
-nas-ip = "192.0.2.1"
-nas-identifier = "acctd-test"
-interim-interval = 60
+# test_daemon_radius's config, with a pool of one address, the
+# Access-Request server, and erin instead of carol
+CONFIG = base.CONFIG.replace('default-acct-policy = ["ip"]\n',
+                             'default-acct-policy = ["ip"]\nauto-assign = ["{addr} {addr}"]\n'
+                             ).replace('name = "carol"', 'name = "erin"') + """
 [radius-auth]
 listen = "127.0.0.1:{port}"
 clients = [{{ address = "127.0.0.1", secret-file = "{secret}" }}]
-[[policy]]
-name = "ip"
-target = "proto ip"
-[[unit]]
-type = "user"
-name = "erin"
 """
 
 

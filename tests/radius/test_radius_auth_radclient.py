@@ -27,36 +27,14 @@ from acctd.aaa.radius_auth import RadiusAuthService
 from acctd.config import loads
 from acctd.services.login import LoginService
 from ..unit.daemon_stub import daemon_stub
+from ..unit.test_radius_auth import CONFIG as UNIT_CONFIG
 from .conftest import _peer, free_udp_port, missing_peer, radiusd_paths
 
 pytestmark = pytest.mark.peers
 
 SECRET = "auth test secret / 2865"
-CONFIG = """
-[processor]
-auto-assign = ["10.9.0.10 10.9.0.20"]
-[[policy]]
-name = "ip"
-target = "proto ip"
-[[unit]]
-type = "user"
-name = "alice"
-acct-policy = ["ip"]
-bw = "4M in 1M out"
-[[unit]]
-type = "user"
-name = "dave"
-mac = "00:11:22:33:44:55"
-[radius-auth]
-listen = "127.0.0.1:{port}"
-clients = [{{ address = "127.0.0.1", secret-file = "{secret}" }}]
-interim-interval = 120
-[fticks]
-federation = "acctd"
-file = "{fticks}"
-raw-values = true
-ap = "acctd.example"
-"""
+# the unit tests' config (alice with a bw, pc with a MAC, bob), on a real port
+CONFIG = UNIT_CONFIG.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:{port}"')
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +50,7 @@ def acctd(tmp_path_factory):
         d.drain_locked = lambda: {}   # no kernel: a binding change has nothing to drain
         d.service(LoginService).table.hasher = PasswordHasher(time_cost=1, memory_cost=8,
                                                               parallelism=1)
-        for unit in ("alice", "dave"):
+        for unit in ("alice", "pc"):
             d.call("login-set", unit=unit, words=["password", f"{unit}-pw"])
         d.service(RadiusAuthService).serve()
         d.port, d.fticks = port, tmp / "fticks.log"
@@ -87,7 +65,7 @@ def fresh(acctd):
     """Each test starts with nobody logged in or blocked."""
     for s in acctd.call("session-list", open=True):
         acctd.call("session-stop", user=s["user"])
-    for unit in ("alice", "dave"):
+    for unit in ("alice", "pc"):
         acctd.set_sys_policy(unit, "sys-allow")
         acctd.service(LoginService).table.close(acctd.snapshot.unit(unit).oid)
 
@@ -154,12 +132,12 @@ def test_blocked_and_quota_blocked_are_rejected_saying_why(acctd, word, why):
 
 
 def test_mac_mismatch_is_rejected_and_the_right_mac_accepted(acctd):
-    base = 'User-Name = "dave"\nUser-Password = "dave-pw"\nMessage-Authenticator = 0x00\n'
+    base = 'User-Name = "pc"\nUser-Password = "pc-pw"\nMessage-Authenticator = 0x00\n'
     code, attrs = radclient(acctd, base + 'Calling-Station-Id = "00-11-22-33-44-66"\n')
     assert (code, attrs) == ("Access-Reject", {
         "Reply-Message": '"MAC mismatch: Calling-Station-Id 00-11-22-33-44-66"'})
     code, attrs = radclient(acctd, base + 'Calling-Station-Id = "00-11-22-33-44-55"\n')
-    assert code == "Access-Accept" and attrs["Framed-IP-Address"] == "10.9.0.10"
+    assert code == "Access-Accept" and attrs["Framed-IP-Address"] == "10.1.0.5"   # its own
 
 
 def test_chap_is_rejected_saying_why(acctd):
