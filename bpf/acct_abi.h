@@ -126,6 +126,10 @@ struct acct_class_key {
 
 /* acct_class.flags */
 #define ACCT_CLASS_UNIT 1	/* belongs to a unit: drops are counted per address */
+#define ACCT_CLASS_PORTAL 2	/* blocked for its login only, TCP with remote port
+				 * ACCT_PORTAL_PORT passes: the gateway's DNAT takes it
+				 * to the captive login page (acctd/aaa/captive.py) */
+#define ACCT_PORTAL_PORT 80
 #define ACCT_CLASS_PEER_SHIFT 16	/* flags >> 16: the acct_fw index of the unit's
 					 * sys-allow-OID / sys-deny-OID atoms, 0 = none */
 

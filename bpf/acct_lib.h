@@ -554,8 +554,14 @@ static __always_inline __u32 acct_enforce(const struct acct_class *cls,
 				return ACCT_DROP_BLOCK;
 		}
 		if ((cls->sys_policy & ACCT_SYS_DENY_MASK) &&
-		    !(cls->sys_policy & ACCT_SYS_ALLOW))
+		    !(cls->sys_policy & ACCT_SYS_ALLOW)) {
+			if ((cls->flags & ACCT_CLASS_PORTAL) &&
+			    (cls->sys_policy & ACCT_SYS_DENY_MASK) == ACCT_SYS_LOGIN &&
+			    k->proto == IPPROTO_TCP &&
+			    (k->dir == ACCT_DIR_OUT ? k->dport : k->sport) == ACCT_PORTAL_PORT)
+				return ACCT_DROP_MAX;
 			return ACCT_DROP_BLOCK;
+		}
 	}
 	if (!first)
 		return ACCT_DROP_MAX;

@@ -114,16 +114,19 @@ def radius_import(ctx, details, sqlite, postgres, since, chunk, as_json):
 
 
 @click.command("openvpn-hook")
+@click.argument("via_file", required=False)
 @click.pass_context
-def openvpn_hook(ctx):
+def openvpn_hook(ctx, via_file):
     """client-connect / client-disconnect script for OpenVPN servers without
     a management interface (--script-security 2): reports the session to the
-    daemon from OpenVPN's environment. Exit 1 refuses a blocked client; 2 is
-    an error (OpenVPN refuses then too: accounting fails closed)."""
+    daemon from OpenVPN's environment. As --auth-user-pass-verify (via-file:
+    OpenVPN passes VIA_FILE), checks the password against the login records.
+    Exit 1 refuses the client (blocked, wrong password); 2 is an error
+    (OpenVPN refuses then too: accounting fails closed)."""
     from acctd.aaa.openvpn import HookError, HookExit, hook_main
     from acctd.errors import AcctError
     try:
-        event = hook_main(os.environ)
+        event = hook_main(os.environ, via_file)
         reply = ask(ctx, "openvpn-event", event=event)
     except (HookError, AcctError, OSError) as e:
         click.echo(f"acctctl openvpn-hook: {e}", err=True)

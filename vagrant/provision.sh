@@ -20,11 +20,13 @@ fi
 # SQLite and PostgreSQL), OpenVPN, a throwaway CA made with openssl, and the
 # flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd),
 # the flow exporters softflowd and pmacctd (the collector), and for the
-# acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables.
+# acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables, and
+# the captive portal's browser (chromium + chromedriver).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct
            softflowd)
     PKGS+=(gobgpd bird2 nftables python3-nftables)
+    PKGS+=(chromium chromium-driver)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

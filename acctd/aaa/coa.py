@@ -149,23 +149,29 @@ class CoaClient(Table):
         return dataclasses.replace(self, secret=read_private(self.secret_file, "secret-file"))
 
 
-def _listen(v, ctx) -> tuple[str, int]:
-    """"127.0.0.1", "127.0.0.1:3799", "[::1]:3799", "::1" -> (host, port)."""
-    if not isinstance(v, str) or not v:
-        raise Invalid(f"expected \"address[:port]\", got {v!r}")
-    host, port = v, str(DEFAULT_PORT)
-    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", v)
-    if m:
-        host, port = m.group(1), m.group(2) or port
-    elif v.count(":") == 1:
-        host, port = v.split(":")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise Invalid(f"{v!r}: {host!r} is not an IP address") from None
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise Invalid(f"{v!r}: port must be 0-65535 (0: any free port)")
-    return str(ip), int(port)
+def listen_address(default_port: int):
+    """The check of a `listen` key: "127.0.0.1", "127.0.0.1:3799",
+    "[::1]:3799", "::1" -> (host, port); the RADIUS servers share it."""
+    def check(v, ctx) -> tuple[str, int]:
+        if not isinstance(v, str) or not v:
+            raise Invalid(f"expected \"address[:port]\", got {v!r}")
+        host, port = v, str(default_port)
+        m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", v)
+        if m:
+            host, port = m.group(1), m.group(2) or port
+        elif v.count(":") == 1:
+            host, port = v.split(":")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise Invalid(f"{v!r}: {host!r} is not an IP address") from None
+        if not port.isdigit() or not 0 <= int(port) < 65536:
+            raise Invalid(f"{v!r}: port must be 0-65535 (0: any free port)")
+        return str(ip), int(port)
+    return check
+
+
+_listen = listen_address(DEFAULT_PORT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,14 +193,7 @@ class CoaSettings(Table):
         return self
 
     def client(self, addr: str | Address) -> CoaClient | None:
-        """The listed client for a source address (the longest prefix)."""
-        ip = _plain(ipaddress.ip_address(addr))
-        best = None
-        for c in self.clients:
-            if ip.version == c.network.version and ip in c.network and \
-                    (best is None or c.network.prefixlen > best.network.prefixlen):
-                best = c
-        return best
+        return listed_client(self.clients, addr)
 
     def own_addresses(self) -> set[Address]:
         """What NAS-IP-Address / NAS-IPv6-Address may name: nas-ip and a
@@ -206,6 +205,17 @@ class CoaSettings(Table):
         if not ip.is_unspecified:
             out.add(ip)
         return out
+
+
+def listed_client(clients, addr: str | Address) -> CoaClient | None:
+    """The listed client for a source address (the longest prefix)."""
+    ip = _plain(ipaddress.ip_address(addr))
+    best = None
+    for c in clients:
+        if ip.version == c.network.version and ip in c.network and \
+                (best is None or c.network.prefixlen > best.network.prefixlen):
+            best = c
+    return best
 
 
 def _plain(ip: Address) -> Address:
@@ -406,34 +416,18 @@ class Receiver:
         return out
 
     def _handle(self, data: bytes, src: tuple[str, int]) -> Outcome:
-        where = f"from {src[0]}:{src[1]}"
         client = self.settings.client(src[0])
-        if client is None:
-            return self._discard("unlisted-source", f"{len(data)} octets {where}: not a "
-                                 f"listed client")
-        try:
-            p = radius.decode(data)
-        except radius.PacketError as e:
-            return self._discard("malformed", f"{len(data)} octets {where}: {e}")
-        what = f"{radius.CODES.get(p.code, f'code {p.code}')} Id {p.identifier} {where}"
-        if p.code not in _REPLIES:
-            return self._discard("unsupported-code", f"{what}: only Disconnect-Request and "
-                                 f"CoA-Request are served here")
+        first = screen(data, src, client, _REPLIES, "Disconnect-Request and CoA-Request are",
+                       self._discard)
+        if isinstance(first, Outcome):
+            return first
+        p, what = first
         if not radius.request_authenticator_ok(data, client.secret):
             return self._discard("bad-authenticator", f"{what}: Request Authenticator does "
                                  f"not match the secret of {client.network}")
-        mas = p.raw("Message-Authenticator")
-        if not mas:
-            return self._discard("no-message-authenticator",
-                                 f"{what}: no Message-Authenticator")
-        try:
-            ok = len(mas) == 1 and len(mas[0]) == 16 and hmac.compare_digest(
-                radius.message_authenticator(data, client.secret, bytes(16)), mas[0])
-        except radius.PacketError:
-            ok = False
-        if not ok:
-            return self._discard("bad-message-authenticator",
-                                 f"{what}: Message-Authenticator does not match the secret")
+        refused = check_message_authenticator(data, p, client, bytes(16), what, self._discard)
+        if refused is not None:
+            return refused
 
         now = self.clock()
         self._expire(now)
@@ -521,6 +515,44 @@ class Receiver:
             self._seen.pop(auth, None)
 
 
+def screen(data: bytes, src: tuple[str, int], client: CoaClient | None, codes,
+           served: str, discard: Callable[[str, str], Outcome]
+           ) -> tuple[radius.Packet, str] | Outcome:
+    """The first checks of a RADIUS server (rows 1-3 here, 1-2 of the
+    Access-Request server): a listed client, a well-formed packet of one of
+    `codes`. The packet and its description for the log, or the discard."""
+    where = f"from {src[0]}:{src[1]}"
+    if client is None:
+        return discard("unlisted-source", f"{len(data)} octets {where}: not a listed client")
+    try:
+        p = radius.decode(data)
+    except radius.PacketError as e:
+        return discard("malformed", f"{len(data)} octets {where}: {e}")
+    what = f"{radius.CODES.get(p.code, f'code {p.code}')} Id {p.identifier} {where}"
+    if p.code not in codes:
+        return discard("unsupported-code", f"{what}: only {served} served here")
+    return p, what
+
+
+def check_message_authenticator(data: bytes, p: radius.Packet, client: CoaClient,
+                                authenticator: bytes, what: str,
+                                discard: Callable[[str, str], Outcome]) -> Outcome | None:
+    """The discard of a request without exactly one right Message-Authenticator
+    (computed over `authenticator`, RFC 3579 §3.2), or None."""
+    mas = p.raw("Message-Authenticator")
+    if not mas:
+        return discard("no-message-authenticator", f"{what}: no Message-Authenticator")
+    try:
+        ok = len(mas) == 1 and len(mas[0]) == 16 and hmac.compare_digest(
+            radius.message_authenticator(data, client.secret, authenticator), mas[0])
+    except radius.PacketError:
+        ok = False
+    if not ok:
+        return discard("bad-message-authenticator",
+                       f"{what}: Message-Authenticator does not match the secret")
+    return None
+
+
 def _show(ident: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in ident.items())
 
@@ -532,9 +564,11 @@ class CoaServer:
     handled one at a time, in arrival order)."""
 
     def __init__(self, settings: CoaSettings, handler: CoaHandler,
-                 clock: Callable[[], float] = time.time):
-        self.settings = settings
-        self.receiver = Receiver(settings, handler, clock)
+                 clock: Callable[[], float] = time.time, *, receiver=None, name: str = "coa"):
+        # receiver: another datagram decider with .handle and .stats (the
+        # Access-Request server's, acctd.aaa.radius_auth)
+        self.settings, self.name = settings, name
+        self.receiver = receiver or Receiver(settings, handler, clock)
         self._sock: socket.socket | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
@@ -545,7 +579,7 @@ class CoaServer:
         """The bound (address, port); the port is the real one when listen
         asked for 0."""
         if self._sock is None:
-            raise RuntimeError("coa: the server is not started")
+            raise RuntimeError(f"{self.name}: the server is not started")
         return self._sock.getsockname()[:2]
 
     @property
@@ -554,7 +588,7 @@ class CoaServer:
 
     def start(self) -> None:
         if self._thread is not None:
-            raise RuntimeError("coa: the server is already started")
+            raise RuntimeError(f"{self.name}: the server is already started")
         host, port = self.settings.listen
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -565,19 +599,19 @@ class CoaServer:
         except OSError as e:
             sock.close()
             if e.errno == errno.EADDRINUSE:
-                raise ValueError(f"coa: listen {host}:{port}: the port is in use") from None
+                raise ValueError(f"{self.name}: listen {host}:{port}: the port is in use") from None
             if e.errno == errno.EACCES:
-                raise ValueError(f"coa: listen {host}:{port}: ports below 1024 need root "
+                raise ValueError(f"{self.name}: listen {host}:{port}: ports below 1024 need root "
                                  f"or CAP_NET_BIND_SERVICE") from None
             if e.errno == errno.EADDRNOTAVAIL:
-                raise ValueError(f"coa: listen {host}:{port}: no such local address") from None
-            raise ValueError(f"coa: listen {host}:{port}: {e.strerror}") from None
+                raise ValueError(f"{self.name}: listen {host}:{port}: no such local address") from None
+            raise ValueError(f"{self.name}: listen {host}:{port}: {e.strerror}") from None
         self._sock = sock
         self._wake = socket.socketpair()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="acctd-coa", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"acctd-{self.name}", daemon=True)
         self._thread.start()
-        log.info("coa: listening on %s:%d for %s", *self.address[:2],
+        log.info("%s: listening on %s:%d for %s", self.name, *self.address[:2],
                  ", ".join(str(c.network) for c in self.settings.clients))
 
     def stop(self) -> None:
@@ -609,30 +643,55 @@ class CoaServer:
             try:
                 data, addr = sock.recvfrom(radius.MAX_PACKET + 1)
             except OSError as e:   # an ICMP error for an earlier reply, say
-                log.debug("coa: recvfrom: %s", e)
+                log.debug("%s: recvfrom: %s", self.name, e)
                 continue
             try:
                 out = self.receiver.handle(data, addr)
                 if out.reply is not None:
                     sock.sendto(out.reply, addr)
             except Exception:  # noqa: BLE001 - one bad datagram must not stop the server
-                log.exception("coa: datagram from %s:%d", addr[0], addr[1])
+                log.exception("%s: datagram from %s:%d", self.name, addr[0], addr[1])
 
 
 # --- the service ------------------------------------------------------------------------
 
-class CoaService(Service):
+class UdpService(Service):
+    """A service that serves a UDP server made from its settings (make_server),
+    while it has settings; its status is the server's per-reason counts."""
+
+    reload_under_lock = False  # its server's thread waits for the core's lock
+    server: CoaServer | None = None
+
+    def make_server(self) -> CoaServer:
+        raise NotImplementedError
+
+    def serve(self) -> None:
+        if self.settings is not None:
+            self.server = self.make_server()
+            self.server.start()
+
+    def reload(self, settings) -> None:
+        self.restart(settings)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def status(self) -> dict | None:
+        return {self.name: dict(self.server.stats)} if self.server is not None else None
+
+
+class CoaService(UdpService):
     """The [coa] receiver in the daemon. A Disconnect-Request ends the named
     unit's session and blocks it (sys-deny, as an admin's; `acctctl unit
     NAME sys-allow` lifts it); a CoA with a rate replaces the unit's bw,
     kept in the database over restarts."""
 
     name = "coa"
-    reload_under_lock = False  # its server's threads wait for the core's lock
 
     def __init__(self, core: Core, settings: CoaSettings | None):
         super().__init__(core, settings)
-        self.server: CoaServer | None = None
         self.rates: dict[str, list] = {}    # unit oid -> [in, out] bit/s set by RADIUS CoA
 
     @staticmethod
@@ -642,21 +701,8 @@ class CoaService(Service):
     def start(self) -> None:
         self.rates = json.loads(self.core.storage.meta("coa_rates") or "{}")
 
-    def serve(self) -> None:
-        if self.settings is not None:
-            self.server = CoaServer(self.settings, self)  # calls self.disconnect / self.coa
-            self.server.start()
-
-    def reload(self, settings: CoaSettings | None) -> None:
-        self.restart(settings)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def status(self) -> dict | None:
-        return {"coa": dict(self.server.stats)} if self.server is not None else None
+    def make_server(self) -> CoaServer:
+        return CoaServer(self.settings, self)  # calls self.disconnect / self.coa
 
     def rate_limits(self) -> dict[str, tuple]:
         return {oid: tuple(r) for oid, r in self.rates.items()}

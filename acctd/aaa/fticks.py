@@ -337,12 +337,13 @@ class Emitter:
 
     def emit(self, *, realm: str | None = None, user: str | None = None,
              csi: str | None = None, result: bool | str, ap: str | None = None,
-             method: str | None = None, ts: float | dt.datetime | None = None,
+             rp: str | None = None, method: str | None = None,
+             ts: float | dt.datetime | None = None,
              extra: Mapping[str, str] | None = None) -> str:
         """Format one login (TS: now unless given) and write it; returns the line."""
         when = self.clock() if ts is None else ts
         line = format_line(self.settings, realm=realm, user=user, csi=csi, result=result, ap=ap,
-                           ts=when, method=method, extra=extra or ())
+                           rp=rp, ts=when, method=method, extra=extra or ())
         if self._fd is not None:
             self._write_file(line)
         if self.settings.syslog:
@@ -776,7 +777,7 @@ class FticksService(Service):
         return {"fticks": {"written": self.emitter.written, "lost": self.emitter.lost,
                            "unrecorded": self.unrecorded}}
 
-    def login_attempted(self, who, ok, reason, addr, mac, method) -> None:
+    def login_attempted(self, who, ok, reason, addr, mac, method, rp=None) -> None:
         if reason.startswith("logout") or self.settings is None:
             return  # F-TICKS counts logins, not logouts
         if self.emitter is None:
@@ -786,7 +787,7 @@ class FticksService(Service):
         snap = self.core.snapshot
         name = snap.name_of(who) if who in snap.units.by_oid else str(who)
         line = self.emitter.emit(realm=None, user=name, csi=mac or addr, result=bool(ok),
-                                 method=method)
+                                 rp=rp, method=method)
         import duckdb
         try:
             with self.core.lock:

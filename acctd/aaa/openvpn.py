@@ -400,11 +400,15 @@ class Tracker:
 
     def __init__(self, interim_interval: int = DEFAULT_INTERVAL,
                  intervals: Mapping[str, int] | None = None,
-                 is_blocked: Callable[[str], bool] | None = None):
+                 is_blocked: Callable[[str], bool] | None = None,
+                 check_login: Callable[[str, str], str | None] | None = None):
         self.default = _interval("interim-interval", interim_interval)
         self.configured = dict(intervals or {})
         self.overrides: dict[str, int] = {}
         self.is_blocked = is_blocked
+        # (username, password) -> why they may not connect, None when they may
+        self.check_login = check_login
+        self._login: tuple[str | None] | None = None    # its answer asked beforehand
         self.clients: dict[int, VpnClient] = {}
         self.refused: set[int] = set()      # established while blocked: killed, never started
         self.attached = False
@@ -494,15 +498,31 @@ class Tracker:
 
     # messages
 
-    def handle(self, msg, now: float, verdicts: Mapping[str, bool] | None = None
-               ) -> tuple[list[str], list[Event]]:
+    def handle(self, msg, now: float, verdicts: Mapping[str, bool] | None = None,
+               login: tuple[str | None] | None = None) -> tuple[list[str], list[Event]]:
         """One message in; commands to send and events out. verdicts: is_blocked
-        answers asked beforehand (for names(msg)); None: ask is_blocked now."""
-        self._verdicts = verdicts
+        answers asked beforehand (for names(msg)); None: ask is_blocked now.
+        login: (ask_login(msg),) asked beforehand; None: ask now."""
+        self._verdicts, self._login = verdicts, login
         try:
             return self._handle(msg, now)
         finally:
-            self._verdicts = None
+            self._verdicts = self._login = None
+
+    def ask_login(self, msg) -> str | None:
+        """Why a CLIENT:CONNECT's username and password are refused (None: they
+        are not, or there is no check_login). Before is_blocked: a login
+        lifts the unit's login block."""
+        if self.check_login is None or not isinstance(msg, Notification) or \
+                msg.kind != "CLIENT:CONNECT":
+            return None
+        env = msg.env or {}
+        name = env.get("username") or env.get("common_name", "")
+        try:
+            return self.check_login(name, env.get("password", ""))
+        except Exception:  # noqa: BLE001 - fail closed: a broken check lets nobody in
+            log.exception("check_login(%r) failed; refusing", name)
+            return "login check failed"
 
     def _handle(self, msg, now: float) -> tuple[list[str], list[Event]]:
         if isinstance(msg, Notification):
@@ -526,6 +546,10 @@ class Tracker:
             self.client_auth = True
             cid, kid = args[0], args[1]
             cn = env.get("common_name") or env.get("username", "")
+            why = self._login[0] if self._login is not None else self.ask_login(n)
+            if why:
+                log.info("%s refused (cid %s): %s", cn, cid, why)
+                return [f"client-deny {cid} {kid} {_quote(why)} {_quote(why)}"], []
             if self.blocked(cn):
                 log.info("%s refused (cid %s): unit blocked", cn, cid)
                 return [f"client-deny {cid} {kid} {_quote(DENY_REASON)} "
@@ -633,13 +657,15 @@ class ManagementClient:
                  on_interim: Callable[[str, int, int, int, float], Any] | None = None,
                  on_stop: Callable[[str, int, int, int, float, float], Any] | None = None,
                  is_blocked: Callable[[str], bool] | None = None,
+                 check_login: Callable[[str, str], str | None] | None = None,
                  clock: Callable[[], float] = time.time):
         if settings.management is None:
             raise ValueError("management: no management interface configured")
         self.settings = settings
         self.callbacks = {"start": on_start, "interim": on_interim, "stop": on_stop}
         self.clock = clock
-        self.tracker = Tracker(settings.interim_interval, settings.intervals, is_blocked)
+        self.tracker = Tracker(settings.interim_interval, settings.intervals, is_blocked,
+                               check_login)
         self._lock = threading.RLock()      # tracker state and writes to the socket
         self._conn: tuple[socket.socket, Parser] | None = None
         self._stopping = threading.Event()
@@ -778,7 +804,9 @@ class ManagementClient:
             with self._lock:
                 msgs = parser.feed(data)
             for msg in msgs:
-                # is_blocked may take the daemon's locks: never ask it under ours
+                # is_blocked and check_login may take the daemon's locks: never
+                # ask them under ours; the login first (it may lift a block)
+                login = (self.tracker.ask_login(msg),)
                 verdicts = {cn: ask_blocked(self.tracker.is_blocked, cn)
                             for cn in Tracker.names(msg)}
                 with self._lock:
@@ -796,7 +824,7 @@ class ManagementClient:
                     if isinstance(msg, Reply) and msg.command == PASSWORD_PROMPT:
                         continue   # SUCCESS: password is correct
                     was_synced = self.tracker.synced
-                    cmds, evs = self.tracker.handle(msg, self.clock(), verdicts)
+                    cmds, evs = self.tracker.handle(msg, self.clock(), verdicts, login)
                     self._send_all(cmds)
                     events += evs
                     if self.tracker.synced and not was_synced:
@@ -861,7 +889,30 @@ def _env_int(environ: Mapping[str, str], key: str) -> int:
     return n
 
 
-def hook_main(environ: Mapping[str, str]) -> dict:
+def hook_auth(environ: Mapping[str, str], via_file: str | None) -> dict:
+    """The event of an --auth-user-pass-verify script: {"event": "auth",
+    "user", "password"}, the password from the file OpenVPN names as the
+    script's argument (via-file: username and password lines) or, via-env
+    (--script-security 3), from `password`."""
+    user, password = environ.get("username", ""), environ.get("password")
+    if via_file:
+        try:
+            with open(via_file, encoding="utf-8", errors="replace") as f:
+                lines = f.read(4096).splitlines()
+        except OSError as e:
+            raise HookError(f"{via_file}: {e.strerror}") from None
+        if len(lines) < 2:
+            raise HookError(f"{via_file}: expected a username line and a password line")
+        user, password = lines[0], lines[1]
+    if not user:
+        raise HookError("username is not set")
+    if password is None:
+        raise HookError("no password: use --auth-user-pass-verify CMD via-file (or via-env "
+                        "with --script-security 3)")
+    return {"event": "auth", "source": "openvpn", "user": user, "password": password}
+
+
+def hook_main(environ: Mapping[str, str], via_file: str | None = None) -> dict:
     """The event a client-connect or client-disconnect script reports, from
     the environment OpenVPN gives it (--script-security 2):
 
@@ -879,9 +930,12 @@ def hook_main(environ: Mapping[str, str]) -> dict:
     interim updates: OpenVPN has no accounting hook (the proposal in its
     ticket #15 was never merged)."""
     kind = environ.get("script_type", "")
+    if kind == "user-pass-verify":
+        return hook_auth(environ, via_file)
     if kind not in ("client-connect", "client-disconnect"):
-        raise HookError(f"script_type must be client-connect or client-disconnect, got {kind!r} "
-                        "(run acctctl openvpn-hook as OpenVPN's --client-connect and "
+        raise HookError(f"script_type must be user-pass-verify, client-connect or "
+                        f"client-disconnect, got {kind!r} (run acctctl openvpn-hook as "
+                        "OpenVPN's --auth-user-pass-verify, --client-connect and "
                         "--client-disconnect)")
     user = environ.get("common_name") or environ.get("username") or ""
     if not user:
@@ -926,6 +980,7 @@ class OpenVpnService(Service):
     def __init__(self, core: Core, settings: OpenVpnSettings | None):
         super().__init__(core, settings)
         self.client: ManagementClient | None = None
+        self._logged_in: set[str] = set()   # unit oids check_login let in since their connect
 
     @staticmethod
     def settings_of(config):
@@ -936,7 +991,8 @@ class OpenVpnService(Service):
         if s is None or s.management is None:
             return
         self.client = ManagementClient(s, on_start=self._start, on_interim=self._interim,
-                                       on_stop=self._stop, is_blocked=self.blocked)
+                                       on_stop=self._stop, is_blocked=self.blocked,
+                                       check_login=self.check_login)
         self.client.start()
 
     def reload(self, settings: OpenVpnSettings | None) -> None:
@@ -966,6 +1022,32 @@ class OpenVpnService(Service):
                 return False
             bits = self.core.sys_policy_bits().get(i, 0)  # its groups' included
         return sys_policy.verdict(bits) == abi.Verdict.DROP
+
+    def check_login(self, name: str, password: str) -> str | None:
+        """Why `name` may not connect with `password`, or None. A unit with a
+        login record (`acctctl login set`) needs its password, and the
+        login opens it (the login block lifts); the unit's other blocks
+        refuse it. One without a record (certificate only) is refused
+        while blocked. Every refusal and login is an F-TICKS line."""
+        from acctd.services.login import LoginService
+        login = self.core.service(LoginService)
+        with self.core.lock:
+            try:
+                oid = self.core.snapshot.unit(name).oid
+            except KeyError:
+                return "no such user"
+            managed = login.table.get(oid) is not None
+        if not managed:
+            if self.blocked(name):
+                self.core.login_attempted(oid, False, "blocked", None, None, "openvpn")
+                return "access blocked"
+            return None
+        res = login.admit(name, password, None, None, login.other_blocks, "openvpn", None)
+        if not res.ok:
+            return "access blocked" if res.code == "blocked" else "wrong user name or password"
+        self._logged_in.add(oid)   # its connect is this line, not a second one
+        login.follow(oid, None, None)
+        return None
 
     def blocks_changed(self, moved) -> None:
         """Blocks that moved to drop: their OpenVPN clients are disconnected."""
@@ -999,7 +1081,10 @@ class OpenVpnService(Service):
         u = self._user(cn)
         if u is None or not vpn_addr:
             return
-        self.core.login_attempted(u.oid, True, "openvpn connect", vpn_addr, None, "openvpn")
+        if u.oid in self._logged_in:
+            self._logged_in.discard(u.oid)
+        else:
+            self.core.login_attempted(u.oid, True, "openvpn connect", vpn_addr, None, "openvpn")
         self._sessions().changes([{"user": u.name, "addr": vpn_addr, "nas": "openvpn",
                                    "port": str(cid)}], "openvpn")
 
@@ -1030,14 +1115,20 @@ class OpenVpnService(Service):
         u = self._user(str(event.get("user", "")))
         if u is None:
             return {"allowed": False, "reason": "no such user unit"}
+        if event.get("event") == "auth":
+            why = self.check_login(u.name, str(event.get("password", "")))
+            return {"allowed": why is None, "reason": why}
         sessions = self._sessions()
         if event.get("event") == "start":
             if self.blocked(u.name):
                 self.core.login_attempted(u.oid, False, "blocked", event.get("addr"), None,
                                           "openvpn")
                 return {"allowed": False, "reason": "blocked"}
-            self.core.login_attempted(u.oid, True, "openvpn connect", event.get("addr"), None,
-                                      "openvpn")
+            if u.oid in self._logged_in:
+                self._logged_in.discard(u.oid)
+            else:
+                self.core.login_attempted(u.oid, True, "openvpn connect", event.get("addr"),
+                                          None, "openvpn")
             addr = event.get("addr") or event.get("addr6")
             sessions.changes([{"user": u.name, "addr": addr, "nas": "openvpn"}], "openvpn")
             return {"allowed": True}

@@ -208,6 +208,8 @@ from acctd.aaa.fticks import FticksSettings
 from acctd.daemon.log import LogSettings
 from acctd.aaa.openvpn import OpenVpnSettings
 from acctd.aaa.radius_accounting import RadiusSettings
+from acctd.aaa.captive import CaptiveSettings
+from acctd.aaa.radius_auth import AuthSettings
 from acctd.config.schema import (Invalid, Table, boolean, choice, duration,
                                  each, file_path, free_text, integer, number, parsed, setting,
                                  string, strings, time_zone, top_key)
@@ -481,6 +483,8 @@ class Config:
     radius: RadiusSettings | None = None
     openvpn: OpenVpnSettings | None = None
     coa: CoaSettings | None = None
+    radius_auth: AuthSettings | None = None
+    captive: CaptiveSettings | None = None
     log: LogSettings | None = None
     scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
     export: tuple[ExportSettings, ...] = ()
@@ -504,6 +508,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "collector": (list, CollectorSettings),
     "aclserver": (dict, AclServerSettings),
     "invoicing": (dict, InvoicingSettings),
+    "radius-auth": (dict, AuthSettings), "captive": (dict, CaptiveSettings),
 }
 
 
@@ -688,7 +693,9 @@ class _Loader:
                                 doc=self.doc.get("scheduler", {})),
             export=self.export(units),
             aclserver=self.optional(AclServerSettings, "aclserver"),
-            invoicing=self.optional(InvoicingSettings, "invoicing"))
+            invoicing=self.optional(InvoicingSettings, "invoicing"),
+            radius_auth=self.radius_auth(),
+            captive=self.optional(CaptiveSettings, "captive"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""
@@ -722,6 +729,15 @@ class _Loader:
                 self.fail(e.reason, "processor", None, "as-table")
             raise ConfigError(f"{e.reason} (the AS table of [processor] as-table)", e.path,
                               e.line) from None
+
+    def radius_auth(self) -> AuthSettings | None:
+        """[radius-auth], its Acct-Interim-Interval [radius]'s unless given here."""
+        d = self.doc.get("radius-auth")
+        if d is None:
+            return None
+        r = self.doc.get("radius") or {}
+        merged = {**{k: r[k] for k in ("interim-interval",) if k in r}, **d}
+        return self.read(AuthSettings, "radius-auth", doc=merged)
 
     def coa(self) -> CoaSettings | None:
         """[coa], with our NAS identity for its 403 check: [radius]'s unless

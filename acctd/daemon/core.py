@@ -31,6 +31,8 @@ import numpy as np
 
 from acctd import config as config_mod
 from acctd.aaa.coa import CoaService
+from acctd.aaa.radius_auth import RadiusAuthService
+from acctd.aaa.captive import CaptiveService
 from acctd.aaa.fticks import FticksService
 from acctd.aaa.openvpn import OpenVpnService
 from acctd.aaa.radius_accounting import RadiusService
@@ -79,7 +81,7 @@ SERVICES: tuple[type[Service], ...] = (
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
     LogService, ExportService, CollectorService,
-    AclServerService)
+    AclServerService, RadiusAuthService, CaptiveService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
@@ -172,13 +174,13 @@ class Daemon:
         for s in self.services.values():
             s.session_stopping(session, user, cause, now)
 
-    def login_attempted(self, who, ok, reason, addr, mac, method) -> None:
+    def login_attempted(self, who, ok, reason, addr, mac, method, rp=None) -> None:
         """Every login and logout attempt (login service, OpenVPN): logged,
         and told to the services (F-TICKS)."""
         log.info("%s %s: %s %s addr=%s mac=%s", method, "ok" if ok else "FAIL", who, reason,
                  addr or "-", mac or "-")
         for s in self.services.values():
-            s.login_attempted(who, ok, reason, addr, mac, method)
+            s.login_attempted(who, ok, reason, addr, mac, method, rp=rp)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ class Enforcer:
                 used_rulesets.add(ruleset)
             pol = [self._policers.get(("unit", c.unit_oid, d, c.bw[d] if c.bw else None), 0)
                    for d in range(abi.DIR_MAX)]
-            flags = abi.CLASS_UNIT if c.unit_oid else 0
+            flags = (abi.CLASS_UNIT if c.unit_oid else 0) | (abi.CLASS_PORTAL if c.portal else 0)
             bits = int(c.sys_policy)
             if c.peers:
                 peer_set = self._peer_set(c.peers, used_sets)

@@ -402,6 +402,7 @@ class ClassSpec:
     unit_oid: str = ""
     bw: tuple[int | None, int | None] | None = None
     peers: tuple[tuple[frozenset, bool], ...] = ()  # sys-allow-OID / sys-deny-OID
+    portal: bool = False    # [captive]: a login-only block lets HTTP through to the page
 
 
 def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassSpec:
@@ -415,7 +416,8 @@ def unit_class(snap, i: int, bits: int, now: dt.datetime | None, memo) -> ClassS
         local = not u.no_local_pass and bool(snap.plan.lists[i])
         fw = abi.Fw.DROP if (proc.restrict_local if local else proc.restrict_all) == "drop" \
             else abi.Fw.PASS
-    return ClassSpec(bits, fw, rules, u.oid, u.bw, peers(units, i))
+    return ClassSpec(bits, fw, rules, u.oid, u.bw, peers(units, i),
+                     portal=snap.config.captive is not None)
 
 
 def plan(snap, bits: Mapping[int, int], now: dt.datetime | None,

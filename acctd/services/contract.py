@@ -110,7 +110,7 @@ class Core(Protocol):
                          now: dt.datetime) -> None: ...
 
     def login_attempted(self, who: str, ok: bool, reason: str, addr: str | None,
-                        mac: str | None, method: str) -> None: ...
+                        mac: str | None, method: str, rp: str | None = None) -> None: ...
 
 
 class Service:
@@ -202,5 +202,5 @@ class Service:
         """Before the database closes the session."""
 
     def login_attempted(self, who: str, ok: bool, reason: str, addr: str | None,
-                        mac: str | None, method: str) -> None:
-        pass
+                        mac: str | None, method: str, rp: str | None = None) -> None:
+        """rp: who asked (a RADIUS NAS), when it is not this host."""

@@ -486,21 +486,26 @@ class LoginTable:
     # -- login / logout -----------------------------------------------------------------
 
     def login(self, who: str, password: str, addr: str | None = None, mac: str | None = None,
-              *, now: dt.datetime, by: str = "name") -> LoginResult:
+              *, now: dt.datetime, by: str = "name",
+              admit: Callable[[LoginRecord], LoginResult | None] | None = None) -> LoginResult:
         """`login {name|oid} X password P [ip A] [mac M]`; by is "name" or
-        "oid", as the command said (only the wording of the unknown-unit reply)."""
+        "oid", as the command said (only the wording of the unknown-unit reply).
+        admit: the caller's own rules after the service's (RADIUS: blocks,
+        the unit's MAC), a failed LoginResult to refuse."""
         addr, mac = arguments(addr, mac)
         rec, res = self._authenticate(who, password, by)
         if res is None:
             s = self.settings
             if self.auth_refused(rec.oid):
-                res = self._fail(rec.oid, "auth-denied", "authentication denied",
+                res = self.fail(rec.oid, "auth-denied", "authentication denied",
                                  "authentication denied (sys-deny-auth)")
             elif rec.strict and mac != rec.mac:
-                res = self._fail(rec.oid, "mac-mismatch", "mac mismatch", "mac address mismatch")
+                res = self.fail(rec.oid, "mac-mismatch", "mac mismatch", "mac address mismatch")
             elif rec.opened and not s.relogin:
-                res = self._fail(rec.oid, "already-logged-in", "already logged in",
+                res = self.fail(rec.oid, "already-logged-in", "already logged in",
                                  "already logged in")
+            elif admit is not None and (res := admit(rec)) is not None:
+                pass
             else:
                 password_hash = rec.password
                 if self.hasher.check_needs_rehash(password_hash):
@@ -543,20 +548,20 @@ class LoginTable:
                       ) -> tuple[LoginRecord | None, LoginResult | None]:
         oid = self.find(who)
         if oid is None:
-            return None, self._fail(None, "unknown-unit", "unknown unit",
+            return None, self.fail(None, "unknown-unit", "unknown unit",
                                     f"unit with {by}={who} is not exist")
         rec = self._records.get(oid)
         if rec is None:
-            return None, self._fail(oid, "no-login", "no login", f"login is not set for unit {who}")
+            return None, self.fail(oid, "no-login", "no login", f"login is not set for unit {who}")
         from argon2.exceptions import InvalidHashError, VerificationError
         try:
             self.hasher.verify(rec.password, password)
         except (VerificationError, InvalidHashError):
-            return None, self._fail(oid, "wrong-password", "wrong password", "password incorrect")
+            return None, self.fail(oid, "wrong-password", "wrong password", "password incorrect")
         return rec, None
 
     @staticmethod
-    def _fail(oid: str | None, code: str, reason: str, text: str) -> LoginResult:
+    def fail(oid: str | None, code: str, reason: str, text: str) -> LoginResult:
         return LoginResult(False, code, reason, f"FAIL: {text}", oid)
 
     def _report(self, who, res: LoginResult, addr, mac, now) -> LoginResult:
@@ -650,6 +655,7 @@ class LoginService(Service):
         self.last_seen: dict[str, dt.datetime] = {}   # unit oid -> its last counted packet
         self.saved_use: dict[str, dt.datetime] = {}   # unit oid -> last use as stored
         self.stops: list[dict] = []                   # session stops a drain's expiries left
+        self._via: tuple[str, str | None] = ("login", None)   # F-TICKS's AN and RP, see admit
 
     @staticmethod
     def settings_of(config):
@@ -707,7 +713,8 @@ class LoginService(Service):
         return i is not None and bool(self.core.sys_policy_bits().get(i, 0) & abi.SysPolicy.AUTH)
 
     def _attempt(self, who, ok, reason, addr, mac, now) -> None:
-        self.core.login_attempted(who, ok, reason, addr, mac, "login")
+        method, rp = self._via
+        self.core.login_attempted(who, ok, reason, addr, mac, method, rp=rp)
 
     def _save(self, oid: str) -> None:
         rec = self.table.get(oid)
@@ -796,6 +803,38 @@ class LoginService(Service):
             self._follow(res.oid, res.bind, res.unbind or out, res.mac, "user-request")
         return {"ok": res.ok, "code": res.code, "reply": res.reply, "addr": res.addr,
                 "mac": res.mac}
+
+    def admit(self, unit: str, password: str, addr: str | None, mac: str | None,
+              rules: Callable[[LoginRecord], LoginResult | None], method: str,
+              rp: str | None) -> LoginResult:
+        """A login on another service's behalf (RADIUS): the service's rules,
+        then `rules`; the attempt is reported as `method` from `rp`. The
+        caller follows up the sessions and blocks (follow)."""
+        with self.core.lock:
+            self._via = (method, rp)
+            try:
+                res = self.table.login(unit, password, addr, mac, now=self.core.clock(),
+                                       admit=rules)
+            finally:
+                self._via = ("login", None)
+            if res.ok:
+                self._save(res.oid)
+        return res
+
+    def other_blocks(self, rec: LoginRecord) -> LoginResult | None:
+        """An admit rule: the unit's blocks other than this service's own (a
+        login lifts that one), reason "blocked: quota, ..."; under the lock."""
+        from acctd.model import sys_policy
+        i = self.core.snapshot.units.by_oid[rec.oid]
+        bits = self.core.sys_policy_bits().get(i, 0) & ~abi.SysPolicy.LOGIN
+        if not bits:
+            return None
+        why = ", ".join(w.removeprefix("sys-deny-").removeprefix("sys-")
+                        for w in sys_policy.words(bits))
+        return self.table.fail(rec.oid, "blocked", f"blocked: {why}", "blocked")
+
+    def follow(self, oid: str, bind: str | None, mac: str | None) -> None:
+        self._follow(oid, bind, False, mac, "user-request")
 
     def _follow(self, oid: str, bind: str | None, unbind: bool, mac, cause: str) -> None:
         """Sessions and blocks after a login state change (outside the lock:

@@ -208,3 +208,28 @@ def test_deny_rules_drop_their_policy_before_the_fw_list(enforced):
         assert run(dp, out("10.0.5.1", TCP(sport=1, dport=22))) == XDP_DROP
     finally:
         enf.apply(classes)
+
+
+def test_captive_portal_lets_a_login_only_block_speak_http(enforced):
+    """[captive]: a unit blocked for its login only sends and receives TCP
+    with remote port 80 (for the DNAT to the login page); nothing else, and
+    not when another reason blocks it too or without [captive]."""
+    dp, enf, classes = enforced
+    plain = config.loads(CONFIG).units.find("plain")
+
+    def verdicts(cfg_text, bits):
+        cfg = config.loads(cfg_text)
+        enf.apply(enforcement.plan(Snapshot.build(cfg), {plain: bits}, None))
+        # (the replies, remote port 80 as the source, pass at the LAN egress:
+        # tests/netns/test_captive.py; XDP sees one direction here)
+        return [run(dp, out("10.0.5.3", TCP(sport=40000, dport=80))),
+                run(dp, out("10.0.5.3", TCP(sport=40000, dport=443))),
+                run(dp, out("10.0.5.3", UDP(sport=40000, dport=80))),
+                run(dp, out("10.0.5.3", TCP(sport=80, dport=40000)))]
+    captive = CONFIG + '[captive]\nlisten = "10.0.5.254:8080"\n'
+    try:
+        assert verdicts(captive, abi.SysPolicy.LOGIN) == [XDP_PASS] + [XDP_DROP] * 3
+        assert verdicts(captive, abi.SysPolicy.LOGIN | abi.SysPolicy.QUOTA) == [XDP_DROP] * 4
+        assert verdicts(CONFIG, abi.SysPolicy.LOGIN) == [XDP_DROP] * 4
+    finally:
+        enf.apply(classes)

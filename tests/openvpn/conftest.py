@@ -88,8 +88,9 @@ class Vpn:
     def server(self, **kw) -> rig.Server:
         return rig.Server(self.pair, self.d, **kw).start()
 
-    def client(self, cn: str = "alice", wait: bool = True) -> rig.Client:
-        return rig.Client(self.pair, self.d, cn).start(wait)
+    def client(self, cn: str = "alice", wait: bool = True,
+               auth: tuple[str, str] | None = None) -> rig.Client:
+        return rig.Client(self.pair, self.d, cn, auth=auth).start(wait)
 
     def management(self, table: dict, is_blocked=None, attach: bool = True):
         """A started ManagementClient for an [openvpn] table and its Events.

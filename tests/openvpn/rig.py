@@ -255,7 +255,8 @@ class Server:
 class Client:
     """`openvpn --client` with `cn`'s certificate in the client namespace."""
 
-    def __init__(self, pair: Pair, d: Path, cn: str, dev: str = "tun0"):
+    def __init__(self, pair: Pair, d: Path, cn: str, dev: str = "tun0",
+                 auth: tuple[str, str] | None = None):
         self.pair, self.d, self.cn = pair, d, cn
         self.log = d / f"client-{cn}.log"
         self.argv = ["openvpn", "--client", "--dev", dev, "--proto", "udp",
@@ -263,6 +264,11 @@ class Client:
                      "--cert", f"{cn}.crt", "--key", f"{cn}.key", "--remote-cert-tls", "server",
                      "--explicit-exit-notify", "1", "--verb", "3", "--cd", str(d),
                      "--log", str(self.log)]
+        if auth is not None:   # --auth-user-pass: username and password lines
+            f = d / f"auth-{cn}.txt"
+            f.write_text(f"{auth[0]}\n{auth[1]}\n")
+            f.chmod(0o600)
+            self.argv += ["--auth-user-pass", str(f)]
         self.proc: subprocess.Popen | None = None
         self.mark = 0
 

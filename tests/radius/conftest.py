@@ -58,7 +58,8 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _radiusd_conf(d: Path, port: int) -> str:
+def radiusd_paths(d: Path) -> str:
+    """The head of a radiusd.conf whose tree, logs and state are all in `d`."""
     return f"""
 prefix = /usr
 exec_prefix = /usr
@@ -79,6 +80,11 @@ max_request_time = 30
 cleanup_delay = 5
 max_requests = 4096
 hostname_lookups = no
+"""
+
+
+def _radiusd_conf(d: Path, port: int) -> str:
+    return radiusd_paths(d) + f"""
 
 log {{
 	destination = files

@@ -200,6 +200,7 @@ def test_gcc_sees_the_whole_header(header):
     assert header.enums["acct_sys_policy"]["ACCT_SYS_ALLOW"] == 1 << 31
     assert header.defines["ACCT_PORT_SLOTS"] == 131072 + 256
     assert {"ACCT_ABI_VERSION", "ACCT_SYS_DENY_MASK", "ACCT_IF_EGRESS_FIRST", "ACCT_CLASS_UNIT",
+            "ACCT_CLASS_PORTAL", "ACCT_PORTAL_PORT",
             "ACCT_FW_ATOMS", "ACCT_ATOM_LAST", "ACCT_POLICER_SHIFT", "ACCT_VLAN_SLOTS",
             "ACCT_PORT_TCP_BASE"} <= set(header.defines)
 

@@ -566,7 +566,7 @@ def test_hook_ipv6_only_and_username():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"script_type": "up"}, "script_type must be client-connect or client-disconnect, got 'up'"),
+    ({"script_type": "up"}, "script_type must be user-pass-verify, client-connect or client-disconnect, got 'up'"),
     ({"common_name": None}, "common_name is not set"),
     ({"bytes_sent": None}, "bytes_sent is not set"),
     ({"bytes_received": "12k"}, "bytes_received: not a whole number: '12k'"),
@@ -611,3 +611,42 @@ def test_verdicts_asked_beforehand_replace_is_blocked():
     assert Tracker.names(parse_transcript("plain")[6]) == []         # BYTECOUNT_CLI
     assert t.handle(connect, 0)[0] == ['client-deny 0 1 "blocked by acctd" "access blocked"']
     assert asked == ["alice"]
+
+
+def test_connect_checks_the_password_first_and_fails_closed(caplog):
+    seen = []
+
+    def check(name, password):
+        seen.append((name, password))
+        if password == "boom":
+            raise RuntimeError("daemon gone")
+        return None if password == "right" else "wrong user name or password"
+    t = Tracker(300, is_blocked=lambda cn: False, check_login=check)
+    env = {"common_name": "alice", "username": "alice", "password": "right"}
+    assert t.handle(Notification("CLIENT:CONNECT", ("0", "1"), env), 0)[0] == \
+        ["client-auth-nt 0 1"]
+    env["password"] = "nope"
+    assert t.handle(Notification("CLIENT:CONNECT", ("1", "1"), env), 0)[0] == \
+        ['client-deny 1 1 "wrong user name or password" "wrong user name or password"']
+    env["password"] = "boom"
+    assert t.handle(Notification("CLIENT:CONNECT", ("2", "1"), env), 0)[0] == \
+        ['client-deny 2 1 "login check failed" "login check failed"']
+    assert "check_login('alice') failed; refusing" in caplog.text
+    # asked beforehand (outside the client's lock): not asked again
+    assert t.handle(Notification("CLIENT:CONNECT", ("3", "1"), env), 0, None, (None,))[0] == \
+        ["client-auth-nt 3 1"]
+    assert seen == [("alice", "right"), ("alice", "nope"), ("alice", "boom")]
+
+
+def test_auth_user_pass_verify_reads_the_via_file(tmp_path):
+    f = tmp_path / "up"
+    f.write_text("alice\nsecret pw\n")
+    env = {"script_type": "user-pass-verify", "username": "alice"}
+    assert hook_main(env, str(f)) == {"event": "auth", "source": "openvpn", "user": "alice",
+                                      "password": "secret pw"}
+    assert hook_main({**env, "password": "via env"})["password"] == "via env"
+    with pytest.raises(HookError, match="no password: use --auth-user-pass-verify CMD via-file"):
+        hook_main(env)
+    f.write_text("alice\n")
+    with pytest.raises(HookError, match="expected a username line and a password line"):
+        hook_main(env, str(f))
