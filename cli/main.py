@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from acctctl import (aaa, accounting, blocks, datapath, importers, monitor, operations,
-                     subscribers)
+                     subscribers, web)
 from acctctl.common import Exit
 
 __all__ = ["Exit", "main"]
@@ -45,7 +45,8 @@ def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, conne
                    password_file=password_file, cafile=cafile)
 
 
-for _area in (accounting, blocks, subscribers, aaa, operations, datapath, importers, monitor):
+for _area in (accounting, blocks, subscribers, aaa, operations, datapath, importers, monitor,
+              web):
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 
