@@ -1,0 +1,183 @@
+"""What each console page shows, from the daemon's replies: plain
+functions from replies to tables and figures (no Flask, no socket), so the
+bench (acctd/bench/web.py) and the tests build pages without a server."""
+
+from __future__ import annotations
+
+from acctctl.top import rates as rate_rows
+from acctd.web.tables import BYTES, RATE, TEXT, Table
+
+PERIODS = ("day", "month", "year")
+VIEWS = ("hour", "day", "month")
+
+
+def top_rates(prev: dict | None, cur: dict, limit: int) -> dict[str, list[dict]]:
+    """Current rates (two `rates` snapshots apart) of the gateway and the top
+    addresses, ports and VLANs."""
+    rows = rate_rows(prev, cur)
+    out: dict[str, list[dict]] = {}
+    for view in ("addrs", "ports", "vlans"):
+        ranked = sorted(rows[view], key=lambda r: -(r.bits_in + r.bits_out))[:limit]
+        out[view] = [{"key": r.key, "unit": r.unit, "bps_in": round(r.bits_in),
+                      "bps_out": round(r.bits_out)} for r in ranked]
+    units = rows["units"]
+    out["gateway"] = [{"bps_in": round(sum(r.bits_in for r in units)),
+                       "bps_out": round(sum(r.bits_out for r in units))}]
+    return out
+
+
+def overview(status: dict, rates: dict, totals: dict[str, dict], top: dict,
+             blocked: list[dict], limit: int) -> dict:
+    """The overview: rates, today's/month's/year's totals, the top units of
+    the chosen period, the top addresses, ports and VLANs now, the blocked
+    units and why, and health."""
+    dp = status.get("datapath", {})
+    fill = dp.get("fill", {})
+    health = [{"what": f"{name} fill", "value": f"{f['entries']} of {f['max']} ({f['percent']}%)"}
+              for name, f in fill.items()]
+    health += [{"what": "unattributed bytes", "value": dp.get("unattributed_bytes")},
+               {"what": "dropped bytes", "value": dp.get("dropped_bytes")},
+               {"what": "flow evictions", "value": dp.get("flow_evictions")},
+               {"what": "last commit", "value": status.get("last_drain")},
+               {"what": "failed drains in a row", "value": status.get("failed_drains")},
+               {"what": "last error", "value": (status.get("last_error") or {}).get("error")}]
+    health += [{"what": f"health {k}", "value": v}
+               for k, v in sorted(dp.get("health", {}).items()) if v]
+    rate_cols = [("bps_in", "in", RATE), ("bps_out", "out", RATE)]
+    tables = [
+        Table("rates", "Gateway now", rate_cols, rates["gateway"]),
+        Table("totals", "Totals", [("period", "period", TEXT), ("start", "since", TEXT),
+                                   ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
+                                   ("units", "units", TEXT)],
+              [{"period": p, "start": t["start"], "bytes_in": t["total"]["in"],
+                "bytes_out": t["total"]["out"], "units": t["total"]["units"]}
+               for p, t in totals.items()]),
+        Table("top_units", f"Top {limit} units, {top['period']} from {top['start']}",
+              [("unit", "unit", TEXT), ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
+               ("bytes", "total", BYTES)], top["units"]),
+        Table("top_addrs", f"Top {limit} addresses now",
+              [("key", "address", TEXT), ("unit", "unit", TEXT), *rate_cols], rates["addrs"]),
+        Table("top_ports", f"Top {limit} ports now", [("key", "port", TEXT), *rate_cols],
+              rates["ports"]),
+        Table("top_vlans", f"Top {limit} VLANs now", [("key", "VLAN", TEXT), *rate_cols],
+              rates["vlans"]),
+        Table("blocked", "Blocked units", [("name", "unit", TEXT), ("type", "type", TEXT),
+                                           ("sys_policy", "why", TEXT)],
+              [u for u in blocked if u.get("sys_policy")], empty="no unit is blocked"),
+        Table("health", "Health", [("what", "what", TEXT), ("value", "value", TEXT)], health),
+    ]
+    return {"tables": tables}
+
+
+def chart(series: dict) -> dict:
+    """uPlot's data for a unit's series: x = bucket starts (epoch seconds),
+    one line per policy and direction, "(all)" first."""
+    import datetime as dt
+    xs = sorted({r["start"] for r in series["rows"]})
+    index = {x: i for i, x in enumerate(xs)}
+    lines: dict[tuple[str, str], list[int]] = {}
+    for r in series["rows"]:
+        lines.setdefault((r["policy"], r["dir"]), [0] * len(xs))[index[r["start"]]] = r["bytes"]
+    keys = sorted(lines, key=lambda k: (k[0] != "(all)", k[0], k[1]))
+    return {"x": [int(dt.datetime.fromisoformat(x).timestamp()) for x in xs],
+            "series": [{"label": f"{p} {d}", "all": p == "(all)", "dir": d, "data": lines[(p, d)]}
+                       for p, d in keys]}
+
+
+def unit(series: dict, previous: dict, quota: dict | None, totals: dict | None,
+         sessions: list[dict] | None, flows: dict | None) -> dict:
+    """A unit's page: the chart's data, per-policy totals, the comparison
+    with the previous period, quota bars, the 95th percentile, its sessions
+    and (monitored) flows."""
+    cmp_rows = []
+    for d in ("in", "out"):
+        now, before = series["total"][d], previous["total"][d]
+        change = None if not before else round(100.0 * (now - before) / before, 1)
+        cmp_rows.append({"dir": d, "now": now, "previous": before, "change_pct": change,
+                         "p95_bps": series["p95_bps"][d]})
+    bars = []
+    for u in (quota or {}).get("units", []):
+        for ln in u["lines"]:
+            q = ln.get("quota") or 0
+            bars.append({"period": ln["period"], "dir": ln["dir"], "used": ln["used"],
+                         "quota": ln["quota"], "ok": ln.get("ok"),
+                         "percent": min(100.0, 100.0 * ln["used"] / q) if q else 0.0})
+    tables = [
+        Table("series", f"{series['unit']}: {series['view']}s from {series['start']}",
+              [("start", "start", TEXT), ("policy", "policy", TEXT), ("dir", "dir", TEXT),
+               ("packets", "packets", TEXT), ("bytes", "bytes", BYTES)], series["rows"],
+              empty="no traffic in this period"),
+        Table("compare", f"Against the previous period (from {previous['start']})",
+              [("dir", "dir", TEXT), ("now", "this period", BYTES),
+               ("previous", "previous", BYTES), ("change_pct", "change %", TEXT),
+               ("p95_bps", "95th percentile", RATE)], cmp_rows),
+        Table("quota", "Quota", [("period", "period", TEXT), ("dir", "dir", TEXT),
+                                 ("used", "used", BYTES), ("quota", "quota", BYTES),
+                                 ("percent", "%", TEXT)], bars, empty="no quota"),
+    ]
+    if totals is not None:
+        tables.append(Table("policies", "Per policy", [
+            ("policy", "policy", TEXT), ("dir", "dir", TEXT), ("hour", "hour", BYTES),
+            ("day", "day", BYTES), ("week", "week", BYTES), ("month", "month", BYTES)],
+            [{"policy": p["policy"], "dir": p["dir"],
+              **{k: p[k]["bytes"] for k in ("hour", "day", "week", "month")}}
+             for p in totals["policies"]]))
+    if sessions is not None:
+        tables.append(sessions_table(sessions, "unit_sessions", "Sessions"))
+    if flows is not None:
+        tables.append(Table("flows", "Monitored flows", [
+            ("peer", "peer", TEXT), ("proto", "proto", TEXT), ("port", "port", TEXT),
+            ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES)],
+            flows.get("peers", []), empty="no flows recorded"))
+    return {"tables": tables, "chart": chart(series), "bars": bars}
+
+
+def sessions_table(rows: list[dict], name: str = "sessions", title: str = "Sessions") -> Table:
+    return Table(name, title, [("user", "user", TEXT), ("addr", "address", TEXT),
+                               ("source", "source", TEXT), ("start", "start", TEXT),
+                               ("stop", "stop", TEXT), ("bytes_in", "in", BYTES),
+                               ("bytes_out", "out", BYTES)], rows, empty="no sessions")
+
+
+def sessions(open_sessions: list[dict], logins: dict | None, vpn: list[dict] | None,
+             status: dict) -> dict:
+    """Open sessions, login-service state, OpenVPN clients, RADIUS status."""
+    tables = [sessions_table(open_sessions, "sessions", "Open sessions")]
+    if logins is not None:
+        tables.append(Table("logins", "Login service", [
+            ("unit", "unit", TEXT), ("state", "state", TEXT), ("addr", "address", TEXT),
+            ("mac", "mac", TEXT)], [_login_row(r) for r in logins.get("rows", [])],
+            empty="no login records"))
+    if vpn is not None:
+        tables.append(Table("openvpn", "OpenVPN clients", [
+            ("user", "user", TEXT), ("vpn_addr", "address", TEXT), ("bytes_in", "in", BYTES),
+            ("bytes_out", "out", BYTES)], vpn, empty="no OpenVPN clients"))
+    tables.append(Table("services", "Services (RADIUS, OpenVPN, ...)",
+                        [("what", "what", TEXT), ("value", "value", TEXT)],
+                        [{"what": k, "value": v} for k, v in
+                         sorted(status.get("services", {}).items())], empty="no service status"))
+    return {"tables": tables}
+
+
+def _login_row(r: dict) -> dict:
+    return {"unit": r.get("name") or r.get("oid"), "state": r.get("state"),
+            "addr": r.get("addr"), "mac": r.get("mac")}
+
+
+def account(reply: dict | None, ledger: dict | list | None) -> dict:
+    """Billing's account and ledger as the billing-* commands answer them:
+    shown as they come (billing lands on its own branch)."""
+    tables = []
+    if reply is not None:
+        rows = reply if isinstance(reply, list) else reply.get("accounts", [reply])
+        tables.append(_dict_table("accounts", "Accounts", rows))
+    if ledger is not None:
+        rows = ledger if isinstance(ledger, list) else ledger.get("rows", [])
+        tables.append(_dict_table("ledger", "Ledger", rows))
+    return {"tables": tables}
+
+
+def _dict_table(name: str, title: str, rows: list) -> Table:
+    rows = [r for r in rows if isinstance(r, dict)]
+    keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
+    return Table(name, title, [(k, k, TEXT) for k in keys], rows)
