@@ -162,8 +162,12 @@ def report_series(storage, model, unit: str, view: str, back: int, now: dt.datet
             hourly[d].append(int(b))
             total["in" if d == 0 else "out"] += int(b)
     elapsed = max(0, int((min(now, hi) - lo).total_seconds() // 3600) + (now < hi))
+    buckets, t = [], lo
+    while t < hi:  # every bucket of the span, DST included, so a chart has its whole axis
+        buckets.append(label(t, storage.zone))
+        t = rollup.period_end(kind, t, storage.zone)
     return {"unit": u.name, "oid": u.oid, "view": view, "start": label(lo, storage.zone),
-            "end": label(hi, storage.zone),
+            "end": label(hi, storage.zone), "buckets": buckets,
             "rows": [{"start": label(from_us(us), storage.zone), "policy": _policy_name(model, pol),
                       "dir": "in" if d == 0 else "out", "packets": int(p), "bytes": int(b)}
                      for us, pol, d, p, b in rows],

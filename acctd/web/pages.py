@@ -5,7 +5,7 @@ bench (acctd/bench/web.py) and the tests build pages without a server."""
 from __future__ import annotations
 
 from acctctl.top import rates as rate_rows
-from acctd.web.tables import BYTES, RATE, TEXT, Table
+from acctd.web.tables import BYTES, RATE, TEXT, TIME, Table
 
 PERIODS = ("day", "month", "year")
 VIEWS = ("hour", "day", "month")
@@ -49,10 +49,10 @@ def overview(status: dict, rates: dict, totals: dict[str, dict], top: dict,
         Table("totals", "Totals", [("period", "period", TEXT), ("start", "since", TEXT),
                                    ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
                                    ("units", "units", TEXT)],
-              [{"period": p, "start": t["start"], "bytes_in": t["total"]["in"],
+              [{"period": p, "start": t["start"][:10], "bytes_in": t["total"]["in"],
                 "bytes_out": t["total"]["out"], "units": t["total"]["units"]}
                for p, t in totals.items()]),
-        Table("top_units", f"Top {limit} units, {top['period']} from {top['start']}",
+        Table("top_units", f"Top {limit} units, {top['period']} from {top['start'][:10]}",
               [("unit", "unit", TEXT), ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
                ("bytes", "total", BYTES)], top["units"]),
         Table("top_addrs", f"Top {limit} addresses now",
@@ -70,10 +70,10 @@ def overview(status: dict, rates: dict, totals: dict[str, dict], top: dict,
 
 
 def chart(series: dict) -> dict:
-    """uPlot's data for a unit's series: x = bucket starts (epoch seconds),
-    one line per policy and direction, "(all)" first."""
+    """uPlot's data for a unit's series: x = every bucket's start in the
+    span (epoch seconds), one line per policy and direction, "(all)" first."""
     import datetime as dt
-    xs = sorted({r["start"] for r in series["rows"]})
+    xs = series["buckets"]
     index = {x: i for i, x in enumerate(xs)}
     lines: dict[tuple[str, str], list[int]] = {}
     for r in series["rows"]:
@@ -103,11 +103,11 @@ def unit(series: dict, previous: dict, quota: dict | None, totals: dict | None,
                          "quota": ln["quota"], "ok": ln.get("ok"),
                          "percent": min(100.0, 100.0 * ln["used"] / q) if q else 0.0})
     tables = [
-        Table("series", f"{series['unit']}: {series['view']}s from {series['start']}",
-              [("start", "start", TEXT), ("policy", "policy", TEXT), ("dir", "dir", TEXT),
+        Table("series", f"{series['unit']}: {series['view']}s from {series['start'][:10]}",
+              [("start", "start", TIME), ("policy", "policy", TEXT), ("dir", "dir", TEXT),
                ("packets", "packets", TEXT), ("bytes", "bytes", BYTES)], series["rows"],
               empty="no traffic in this period"),
-        Table("compare", f"Against the previous period (from {previous['start']})",
+        Table("compare", f"Against the previous period (from {previous['start'][:10]})",
               [("dir", "dir", TEXT), ("now", "this period", BYTES),
                ("previous", "previous", BYTES), ("change_pct", "change %", TEXT),
                ("p95_bps", "95th percentile", RATE)], cmp_rows),
@@ -134,8 +134,8 @@ def unit(series: dict, previous: dict, quota: dict | None, totals: dict | None,
 
 def sessions_table(rows: list[dict], name: str = "sessions", title: str = "Sessions") -> Table:
     return Table(name, title, [("user", "user", TEXT), ("addr", "address", TEXT),
-                               ("source", "source", TEXT), ("start", "start", TEXT),
-                               ("stop", "stop", TEXT), ("bytes_in", "in", BYTES),
+                               ("source", "source", TEXT), ("start", "start", TIME),
+                               ("stop", "stop", TIME), ("bytes_in", "in", BYTES),
                                ("bytes_out", "out", BYTES)], rows, empty="no sessions")
 
 

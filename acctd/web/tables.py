@@ -12,7 +12,7 @@ import json
 from acctd.common.display import format_bytes
 
 # how a column's values are shown on the page (files always carry them raw)
-BYTES, RATE, TEXT = "bytes", "rate", "text"
+BYTES, RATE, TEXT, TIME = "bytes", "rate", "text", "time"
 
 
 @dataclasses.dataclass
@@ -31,6 +31,8 @@ class Table:
             return format_bytes(v)
         if kind == RATE:
             return format_rate(v)
+        if kind == TIME:  # local time as the daemon labels it, to the minute
+            return str(v)[:16].replace("T", " ")
         if isinstance(v, (list, tuple)):
             return " ".join(map(str, v))
         return str(v)

@@ -278,7 +278,7 @@ def test_period_and_view_are_in_the_url(console):
     assert 'href="?view=hour"' in page and 'href="?view=day&amp;back=1"' in page
     chart = json.loads(page.split('id="chart-data">', 1)[1].split("</script>", 1)[0])
     all_in = next(s for s in chart["series"] if s["label"] == "(all) in")
-    assert len(chart["x"]) == 2 and all_in["data"] == [7000, 4234]
+    assert len(chart["x"]) == 31 and all_in["data"] == [7000, 4234] + [0] * 29  # December
     month = json.loads(c.get("/unit/alice?view=month&format=json").get_data())
     assert [x["bytes"] for x in month["series"] if x["policy"] == "(all)"] == [11234, 300]
 

@@ -19,6 +19,7 @@
   }
   var series = [{}].concat(data.series.map(function (s, i) {
     return {label: s.label, show: s.all, stroke: colors[i % colors.length], width: 2,
+            points: {show: true, size: 5},
             dash: s.dir === "out" ? [6, 3] : undefined, value: function (u, v) {
               return v == null ? "-" : iec(v); }};
   }));
