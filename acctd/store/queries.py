@@ -178,23 +178,31 @@ def report_series(storage, model, unit: str, view: str, back: int, now: dt.datet
 
 def report_top_units(storage, model, period: str, back: int, limit: int, now: dt.datetime) -> dict:
     """The units (not groups) with the most bytes in a day, month or year, in
-    and out together, from the day rollups (all traffic)."""
+    and out together (ties by oid), all traffic, from the day or month
+    rollups; the total is every unit's (each byte once: groups left out)."""
     label = rollup.label
     if period not in TOP_PERIODS:
         raise BadRequest(f"period: expected one of {', '.join(TOP_PERIODS)}, got {period!r}")
     lo, hi = _span(period, back, now, storage.zone)
-    groups = {int(u.oid, 16) for u in model.units.units if u.type == "group"}
+    leaves = [int(u.oid, 16) for u in model.units.units if u.type != "group"]
+    per_unit = (
+        "SELECT unit_oid, sum(CASE WHEN dir = 0 THEN bytes ELSE 0 END) AS i, "
+        "sum(CASE WHEN dir = 1 THEN bytes ELSE 0 END) AS o FROM rollup "
+        "JOIN (SELECT unnest($leaves) AS oid) k ON k.oid = unit_oid "
+        "WHERE kind = $kind AND policy_oid = 0 AND period_start >= make_timestamp($lo) "
+        "AND period_start < make_timestamp($hi) GROUP BY 1")
+    bind = {"leaves": leaves, "kind": "day" if period == "day" else "month",
+            "lo": to_us(lo), "hi": to_us(hi)}
+    # one pass: the top rows, each carrying the count and sums over every unit
     rows = storage.con.execute(
-        "SELECT unit_oid, sum(CASE WHEN dir = 0 THEN bytes ELSE 0 END), "
-        "sum(CASE WHEN dir = 1 THEN bytes ELSE 0 END) FROM rollup WHERE kind = 'day' "
-        "AND policy_oid = 0 AND period_start >= make_timestamp($lo) "
-        "AND period_start < make_timestamp($hi) GROUP BY 1",
-        {"lo": to_us(lo), "hi": to_us(hi)}).fetchall()
-    names = {int(u.oid, 16): u.name for u in model.units.units}
-    found = sorted(((int(i) + int(o), oid, int(i), int(o)) for oid, i, o in rows
-                    if oid not in groups and oid in names), key=lambda r: (-r[0], names[r[1]]))
+        f"SELECT unit_oid, i, o, count(*) OVER (), sum(i) OVER (), sum(o) OVER () "
+        f"FROM ({per_unit}) ORDER BY i + o DESC, unit_oid LIMIT $limit",
+        {**bind, "limit": limit}).fetchall()
+    n, total_in, total_out = rows[0][3:] if rows else (0, 0, 0)
+    top = [r[:3] for r in rows]
+    units = model.units
+    names = {oid: units.units[units.by_oid[f"{oid:06X}"]].name for oid, _, _ in top}
     return {"period": period, "start": label(lo, storage.zone), "end": label(hi, storage.zone),
-            "units": [{"unit": names[oid], "bytes_in": i, "bytes_out": o, "bytes": t}
-                      for t, oid, i, o in found[:limit]],
-            "total": {"in": sum(r[2] for r in found), "out": sum(r[3] for r in found),
-                      "units": len(found)}}
+            "units": [{"unit": names[oid], "bytes_in": int(i), "bytes_out": int(o),
+                       "bytes": int(i) + int(o)} for oid, i, o in top],
+            "total": {"in": int(total_in), "out": int(total_out), "units": int(n)}}

@@ -4,25 +4,50 @@ bench (acctd/bench/web.py) and the tests build pages without a server."""
 
 from __future__ import annotations
 
-from acctctl.top import rates as rate_rows
+import numpy as np
+
 from acctd.web.tables import BYTES, RATE, TEXT, TIME, Table
 
 PERIODS = ("day", "month", "year")
 VIEWS = ("hour", "day", "month")
 
 
+COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out")
+
+
+def _growth(prev: dict | None, cur: dict) -> dict[str, np.ndarray]:
+    """Counter growth per key of two sections ({key: counters}), vectorized,
+    by acctctl's rule (acctctl/top.py _delta): an entry whose counters went
+    down was re-created, and all of its count is new."""
+    keys = list(cur)
+    now = np.array([[int(cur[k].get(c, 0)) for c in COUNTERS] for k in keys],
+                   np.int64).reshape(-1, 4)
+    old = np.array([[int((prev or {}).get(k, {}).get(c, 0)) for c in COUNTERS] for k in keys],
+                   np.int64).reshape(-1, 4)
+    grown = np.where((now < old).any(axis=1, keepdims=True), now, now - old)
+    return {"keys": keys, "d": grown}
+
+
 def top_rates(prev: dict | None, cur: dict, limit: int) -> dict[str, list[dict]]:
-    """Current rates (two `rates` snapshots apart) of the gateway and the top
-    addresses, ports and VLANs."""
-    rows = rate_rows(prev, cur)
+    """Current rates (bit/s, two `rates` snapshots apart) of the gateway
+    (every address's traffic) and of the top addresses, ports and VLANs."""
+    elapsed = float(cur.get("ts", 0)) - float(prev.get("ts", 0)) if prev else 0.0
+    scale = 8.0 / elapsed if elapsed > 0 else 0.0
+    owner = {r["addr"]: r.get("unit") for r in cur.get("addrs", [])}
     out: dict[str, list[dict]] = {}
     for view in ("addrs", "ports", "vlans"):
-        ranked = sorted(rows[view], key=lambda r: -(r.bits_in + r.bits_out))[:limit]
-        out[view] = [{"key": r.key, "unit": r.unit, "bps_in": round(r.bits_in),
-                      "bps_out": round(r.bits_out)} for r in ranked]
-    units = rows["units"]
-    out["gateway"] = [{"bps_in": round(sum(r.bits_in for r in units)),
-                       "bps_out": round(sum(r.bits_out for r in units))}]
+        section = {r["addr"]: r for r in cur.get(view, [])} if view == "addrs" else cur.get(view, {})
+        before = ({r["addr"]: r for r in prev.get(view, [])} if view == "addrs"
+                  else prev.get(view, {})) if prev else None
+        g = _growth(before, section)
+        bits = g["d"][:, 2:] * scale
+        order = np.argsort(-(bits[:, 0] + bits[:, 1]), kind="stable")[:limit]
+        out[view] = [{"key": g["keys"][i], "unit": owner.get(g["keys"][i]),
+                      "bps_in": round(float(bits[i, 0])), "bps_out": round(float(bits[i, 1]))}
+                     for i in order]
+        if view == "addrs":
+            out["gateway"] = [{"bps_in": round(float(bits[:, 0].sum())),
+                               "bps_out": round(float(bits[:, 1].sum()))}]
     return out
 
 

@@ -299,3 +299,33 @@ def test_login_attempts_are_limited_per_client_address(console):
     assert r.status_code == 403 and "too many failed logins for &#39;198.51.100.7&#39;" in \
         r.get_data(as_text=True)
     assert log_in(app, "ops", "ops-secret", addr="198.51.100.8")[1].status_code == 302
+
+
+def test_top_units_and_totals_of_a_period(console):
+    d, srv, _ = console
+    month = d.call("top-units", period="month")
+    assert [(u["unit"], u["bytes_in"], u["bytes_out"]) for u in month["units"]] == \
+        [("alice", 11234, 300), ("bob", 1500, 0)]
+    assert month["total"] == {"in": 12734, "out": 300, "units": 2}
+    day = d.call("top-units", period="day", limit=1)
+    assert [u["unit"] for u in day["units"]] == ["alice"] and day["total"]["in"] == 4234 + 1000
+    assert d.call("top-units", period="day", back=1)["total"] == {"in": 7500, "out": 100,
+                                                                  "units": 2}
+
+
+def test_rates_between_two_snapshots():
+    from acctd.web.pages import top_rates
+    row = {"packets_in": 0, "packets_out": 0}
+    prev = {"ts": 10.0, "addrs": [{"addr": "10.0.0.1", "unit": "a", **row, "bytes_in": 1000,
+                                   "bytes_out": 0},
+                                  {"addr": "10.0.0.2", "unit": "b", **row, "bytes_in": 9000,
+                                   "bytes_out": 0}], "ports": {}, "vlans": {}}
+    cur = {"ts": 12.0, "addrs": [{"addr": "10.0.0.1", "unit": "a", **row, "bytes_in": 3000,
+                                  "bytes_out": 500},
+                                 # re-created (counters went down): all of it is new
+                                 {"addr": "10.0.0.2", "unit": "b", **row, "bytes_in": 4000,
+                                  "bytes_out": 0}], "ports": {}, "vlans": {}}
+    r = top_rates(prev, cur, 10)
+    assert r["addrs"] == [{"key": "10.0.0.2", "unit": "b", "bps_in": 16000, "bps_out": 0},
+                          {"key": "10.0.0.1", "unit": "a", "bps_in": 8000, "bps_out": 2000}]
+    assert r["gateway"] == [{"bps_in": 24000, "bps_out": 2000}]
