@@ -155,7 +155,10 @@ def console(gateway):
 
 @pytest.fixture(scope="module")
 def browser(artifacts):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (pip: .[test])")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        _needs("selenium is not installed (pip install -e '.[test]')")
     if not (os.access(CHROMIUM, os.X_OK) and os.access(DRIVER, os.X_OK)):
         _needs("Debian's chromium and chromium-driver are not installed")
     from selenium.webdriver.chrome.service import Service
