@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8080),
                    metavar="HOST:PORT", help="where to serve (default 127.0.0.1:8080)")
     p.add_argument("--behind-tls", action="store_true",
-                   help="served through a TLS proxy: cookies are Secure, X-Forwarded-Proto "
-                        "trusted from 127.0.0.1")
+                   help="served through a TLS proxy on 127.0.0.1: cookies are Secure, its "
+                        "X-Forwarded-Proto and X-Forwarded-For are trusted (the login limit "
+                        "per client address needs the client's address)")
     p.add_argument("--threads", type=int, default=8)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="acctd-web: %(message)s")
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from acctd.web.app import Daemon, create_app
     app = create_app(Daemon(a.socket), secure=a.behind_tls)
     host, port = a.listen
-    extra = {"trusted_proxy": "127.0.0.1", "trusted_proxy_headers": "x-forwarded-proto"} \
-        if a.behind_tls else {}
+    extra = {"trusted_proxy": "127.0.0.1",
+             "trusted_proxy_headers": "x-forwarded-proto x-forwarded-for"} if a.behind_tls else {}
     try:
         waitress.serve(app, host=host, port=port, threads=a.threads, ident="acctd-web", **extra)
     except OSError as e:

@@ -24,6 +24,8 @@ import urllib.request
 import pytest
 from argon2 import PasswordHasher
 
+from acctd.control import commands
+
 from .gateway import STORED
 from .topology import LINKS, Topology, remove_stale
 from tests.unit.daemon_stub import free_port
@@ -105,6 +107,7 @@ def gateway(tmp_path_factory):
             topo.ping("sub1", SRV.v4(), count=20, size=1000)
             topo.ping("sub2", SRV.v4(), count=5, size=200)
             ctl(sock, "flush")
+            ctl(sock, "quota", "set", "alice", "month", "100K", "in")
             ctl(sock, "login", "set", "alice", "password", "alice-pass")
             ctl(sock, "login", "set", "bob", "password", "bob-pass1")
             ctl(sock, "unit", "bob", "sys-allow")  # bob's traffic passes (the rates on screen)
@@ -250,6 +253,9 @@ def test_an_operator_reads_the_overview_and_a_unit_and_downloads_its_csv(
              "the unit's chart")
     legend = [e.text for e in b.find_elements(By.CSS_SELECTOR, "#chart .u-legend th")]
     assert {"(all) in", "(all) out", "icmp in", "ip in"} <= {t.strip() for t in legend}
+    # alice's month: 20 echo replies of 1028 IP bytes in, against 100 KiB
+    assert [e.text for e in b.find_elements(By.CSS_SELECTOR, ".bar span")] == \
+        ["month in", f"{100 * 20 * 1028 / 102400:.1f}%"]
     shot(b, artifacts, "unit")
     shot(b, artifacts, "unit", 390)
 
@@ -270,6 +276,15 @@ def test_an_operator_reads_the_overview_and_a_unit_and_downloads_its_csv(
                    for r in want["rows"]]
     # alice's 20 echo requests of 1000 payload bytes went out: 20 x 1028 IP bytes
     assert ("(all)", "out", 20, 20 * 1028) in [g[1:] for g in got]
+
+    b.find_element(By.LINK_TEXT, "Sessions").click()
+    wait_for(lambda: b.find_elements(By.ID, "t-logins"), "the sessions page")
+    logins = ctl(sock, "login", "show", "--json")
+    assert [r[0] for r in cell_texts(b, "logins")] == [r["oid"] for r in logins["rows"]]
+    b.find_element(By.LINK_TEXT, "Accounts").click()
+    wait_for(lambda: b.find_elements(By.TAG_NAME, "h1"), "the accounts page")
+    if "billing-account" not in commands.REGISTRY:  # billing lands on its own branch
+        assert b.find_element(By.ID, "no-billing").text == "billing is not configured"
 
 
 def test_a_subscriber_sees_their_unit_and_is_refused_at_another(gateway, console, browser,
