@@ -329,3 +329,22 @@ def test_rates_between_two_snapshots():
     assert r["addrs"] == [{"key": "10.0.0.2", "unit": "b", "bps_in": 16000, "bps_out": 0},
                           {"key": "10.0.0.1", "unit": "a", "bps_in": 8000, "bps_out": 2000}]
     assert r["gateway"] == [{"bps_in": 24000, "bps_out": 2000}]
+
+
+def test_the_units_page_filters_by_name_and_links_each_unit(console):
+    d, srv, app = console
+    c, _ = log_in(app, "watcher", "watch-secret")
+    page = c.get("/units?q=ali").get_data(as_text=True)
+    assert '<a href="/unit/alice">alice</a>' in page and "/unit/bob" not in page
+    rows = json.loads(c.get("/units?q=ali&format=json").get_data())["units"]
+    assert [(r["name"], r["type"]) for r in rows] == [("alice", "user")]
+
+
+def test_acctd_web_refuses_a_bad_listen_address_in_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "acctd.web.main", "--listen", "8080"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == ("acctd-web: error: argument --listen: expected "
+                                         "host:port, e.g. 127.0.0.1:8080, got '8080'")
