@@ -115,11 +115,14 @@ def period_figures(storage, period: str, start: dt.datetime) -> dict[int, dict[t
 # a chart's view: the rollup it plots and the span it shows
 VIEWS = {"hour": ("hour", "day"), "day": ("day", "month"), "month": ("month", "year")}
 TOP_PERIODS = ("day", "month", "year")
+MAX_BACK = 1000   # periods back at most: each is a step of the calendar walk
 
 
 def _span(kind: str, back: int, now: dt.datetime, zone) -> tuple[dt.datetime, dt.datetime]:
     """UTC [start, end) of the local day, month or year `back` periods before now's."""
     period_start, period_end = rollup.period_start, rollup.period_end
+    if back > MAX_BACK:
+        raise BadRequest(f"back: at most {MAX_BACK} periods, got {back}")
     if kind == "year":
         year = now.astimezone(zone).year - back
         lo = period_start("day", dt.datetime(year, 1, 1, 12, tzinfo=zone), zone)

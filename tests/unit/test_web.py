@@ -24,7 +24,7 @@ from acctd.control import client
 from acctd.control import server as ctl
 from acctd.control.delegation import AttemptLimit, Delegations
 from acctd.control.access import Level
-from acctd.errors import PermissionDenied
+from acctd.errors import BadRequest, PermissionDenied
 from acctd.store.rollup import rollup
 from acctd.web.app import Daemon, create_app
 
@@ -311,6 +311,13 @@ def test_top_units_and_totals_of_a_period(console):
     assert [u["unit"] for u in day["units"]] == ["alice"] and day["total"]["in"] == 4234 + 1000
     assert d.call("top-units", period="day", back=1)["total"] == {"in": 7500, "out": 100,
                                                                   "units": 2}
+
+
+def test_how_far_back_is_bounded(console):
+    d, srv, _ = console
+    assert d.call("series", unit="alice", view="hour", back=1000)["rows"] == []
+    with pytest.raises(BadRequest, match="back: at most 1000 periods, got 1001"):
+        d.call("top-units", period="day", back=1001)
 
 
 def test_rates_between_two_snapshots():
