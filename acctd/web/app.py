@@ -6,6 +6,7 @@ in the URL, so a page can be shared)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from urllib.parse import urlencode
@@ -162,8 +163,9 @@ def create_app(daemon, secure: bool = False) -> Flask:
             t = next((t for t in tables if t.name == name), None)
             if t is None:
                 abort(404)
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{title}-{t.name}")  # a header, not markup
             return Response(t.csv(), mimetype="text/csv", headers={
-                "Content-Disposition": f'attachment; filename="{title}-{t.name}.csv"'})
+                "Content-Disposition": f'attachment; filename="{safe}.csv"'})
         return render_template(template, title=title, built=built, download=download,
                                args=args, session=g.session, **context)
 

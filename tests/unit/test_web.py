@@ -258,6 +258,7 @@ def test_csv_and_json_carry_the_numbers_of_acctctl_json(console):
     want = d.call("series", unit="alice", view="hour")
     r = c.get("/unit/alice?view=hour&format=csv&table=series")
     assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="unit-alice-series.csv"'
     got = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     assert [(x["start"], x["policy"], x["dir"], int(x["packets"]), int(x["bytes"])) for x in got] \
         == [(x["start"], x["policy"], x["dir"], x["packets"], x["bytes"]) for x in want["rows"]]
