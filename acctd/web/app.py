@@ -242,8 +242,13 @@ def create_app(daemon, secure: bool = False) -> Flask:
             return page("account.html", "account", {"tables": []}, billing=False, name=None)
         name = request.args.get("name") or None
         reply = ask("billing-account", account=name, full=bool(name))
-        ledger = ask("billing-ledger", account=name) if name else None
-        return page("account.html", "account", pages.account(reply, ledger), billing=True,
+        ledger = plans = None
+        if name:
+            ledger = ask("billing-ledger", account=name)
+            plan = reply.get("account", {}).get("plan")
+            if plan is not None and "billing-plan" in commands.REGISTRY:
+                plans = _optional(lambda: ask("billing-plan", plan=plan))
+        return page("account.html", "account", pages.account(reply, ledger, plans), billing=True,
                     name=name)
 
     return app

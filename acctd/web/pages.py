@@ -189,20 +189,27 @@ def _login_row(r: dict) -> dict:
             "addr": r.get("addr"), "mac": r.get("mac")}
 
 
-def account(reply: dict | None, ledger: dict | list | None) -> dict:
-    """Billing's account and ledger as the billing-* commands answer them:
-    shown as they come (billing lands on its own branch)."""
+def account(reply: dict, ledger: dict | None, plans: dict | None) -> dict:
+    """Billing's accounts, or one account with its ledger and plan, as the
+    billing-account, billing-ledger and billing-plan commands answer them
+    (billing lands on its own branch: the columns are what they carry)."""
     tables = []
-    if reply is not None:
-        rows = reply if isinstance(reply, list) else reply.get("accounts", [reply])
-        tables.append(_dict_table("accounts", "Accounts", rows))
+    if "accounts" in reply:
+        tables.append(_dict_table("accounts", "Accounts", reply["accounts"]))
+    if "account" in reply:
+        a = reply["account"]
+        tables.append(Table("account", f"Account {a.get('name', '')}",
+                            [("what", "what", TEXT), ("value", "value", TEXT)],
+                            [{"what": k, "value": v} for k, v in a.items()]))
     if ledger is not None:
-        rows = ledger if isinstance(ledger, list) else ledger.get("rows", [])
-        tables.append(_dict_table("ledger", "Ledger", rows))
-    return {"tables": tables}
+        tables.append(_dict_table("ledger", f"Ledger (balance {ledger.get('balance', '-')})",
+                                  ledger.get("rows", [])))
+    if plans is not None:
+        tables.append(_dict_table("plan", "Plan", plans.get("plans", [])))
+    return {"tables": tables, "text": reply.get("text")}
 
 
 def _dict_table(name: str, title: str, rows: list) -> Table:
     rows = [r for r in rows if isinstance(r, dict)]
-    keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
-    return Table(name, title, [(k, k, TEXT) for k in keys], rows)
+    keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
+    return Table(name, title, [(k, k, TEXT) for k in keys], rows, empty="no rows")

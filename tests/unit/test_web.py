@@ -356,3 +356,42 @@ def test_acctd_web_refuses_a_bad_listen_address_in_one_line():
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == ("acctd-web: error: argument --listen: expected "
                                          "host:port, e.g. 127.0.0.1:8080, got '8080'")
+
+
+def test_the_account_page_shows_billings_replies():
+    """With billing's commands (they land on another branch: their replies
+    as that branch answers them, from a stand-in daemon)."""
+    from acctd.control import commands
+    from acctd.control.commands import Command
+    account = {"name": "acme", "oid": "0A0001", "plan": 2, "balance": "12.50",
+               "credit_limit": "0.00", "blocked_for": None, "units": ["alice", "bob"]}
+    replies = {
+        "web-login": {"token": "t", "name": "ops", "level": "operator", "unit": None},
+        ("billing-account", None): {"text": "acme (0A0001) ACTIVE bal: 12.50\n",
+                                    "accounts": [account]},
+        ("billing-account", "acme"): {"text": "account acme\nbalance 12.50\n", "account": account},
+        "billing-ledger": {"account": "acme", "balance": "12.50", "rows": [
+            {"at": "2026-12-01T00:00:00+00:00", "kind": "payment", "amount": "20.00"},
+            {"at": "2026-12-02T00:00:00+00:00", "kind": "fee", "amount": "-7.50"}]},
+        "billing-plan": {"plans": [{"number": 2, "name": "home", "subplans": [1, 3]}]},
+    }
+
+    def daemon(cmd, token=None, /, **args):
+        return replies.get((cmd, args.get("account")), replies.get(cmd))
+    added = {n: Command(n, Level.VIEWER, "billing.x", ("billing",))
+             for n in ("billing-account", "billing-ledger", "billing-plan")}
+    saved = commands.REGISTRY
+    commands.REGISTRY = {**saved, **added}
+    try:
+        app = create_app(daemon)
+        c, _ = log_in(app, "ops", "x")
+        page = c.get("/account").get_data(as_text=True)
+        assert '<a href="/account?name=acme">acme</a>' in page
+        assert "billing is not configured" not in page
+        one = json.loads(c.get("/account?name=acme&format=json").get_data())
+        assert [r["amount"] for r in one["ledger"]] == ["20.00", "-7.50"]
+        assert {"what": "balance", "value": "12.50"} in one["account"]
+        assert one["plan"] == [{"number": 2, "name": "home", "subplans": [1, 3]}]
+        assert "account acme\nbalance 12.50" in c.get("/account?name=acme").get_data(as_text=True)
+    finally:
+        commands.REGISTRY = saved
