@@ -7,7 +7,9 @@ level, never the peer's: the web process cannot raise anyone's rights, and
 a token taken elsewhere is useless to another uid.
 
 A unit's subscriber gets a Caller scoped to the unit: only SUBSCRIBER
-commands, always about that unit (acctd/control/dispatch.py enforces it).
+commands, always about that unit (acctd/control/dispatch.py enforces it);
+of those, login and logout (which ask for the password again) at operator
+level.
 Failed logins are limited per name, whoever asks."""
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from acctd.errors import PermissionDenied
 IDLE = 30 * 60          # a token unused this long is forgotten (seconds)
 MAX_TOKENS = 10_000     # at most this many live at once; the oldest go first
 # what a subscriber may ask, about their own unit only
-SUBSCRIBER = frozenset({"list", "stat", "series", "quota-show", "login-show"})
+SUBSCRIBER = frozenset({"list", "stat", "series", "quota-show", "login-show", "login",
+                        "logout"})
+# what a subscriber may do above their level: these check the unit's password
+# themselves (NeTAMS login.cgi, the hotspot page), so the token adds no right
+SELF_SERVICE = frozenset({"login", "logout"})
 
 
 class AttemptLimit:
@@ -83,9 +89,14 @@ class Delegations:
             entry[4] = self.clock()
             return entry[1], entry[2], entry[3]
 
-    def drop(self, token: str) -> bool:
+    def drop(self, token: str, peer_uid: int) -> bool:
+        """End a token this uid was given."""
         with self._lock:
-            return self._tokens.pop(token, None) is not None
+            entry = self._tokens.get(token)
+            if entry is None or entry[0] != peer_uid:
+                return False
+            del self._tokens[token]
+            return True
 
     def _expire(self) -> None:
         now = self.clock()

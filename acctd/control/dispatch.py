@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from acctd.control import commands
 from acctd.control.access import Access, Level, User
-from acctd.control.delegation import SUBSCRIBER, Delegations
+from acctd.control.delegation import SELF_SERVICE, SUBSCRIBER, Delegations
 from acctd.errors import PermissionDenied
 
 
@@ -54,7 +54,8 @@ class Dispatcher:
 
     def handle(self, req: Mapping, caller: Caller) -> object:
         cmd = commands.get(req.get("cmd"))
-        if caller.level < cmd.level:
+        own = caller.unit is not None and cmd.name in SELF_SERVICE
+        if caller.level < cmd.level and not own:
             raise PermissionDenied(f"{cmd.name!r} needs level {cmd.level}; {caller.name} is "
                                    f"{caller.level}")
         args = req.get("args") or {}
@@ -96,7 +97,7 @@ class Dispatcher:
                 "unit": name if unit else None}
 
     def web_logout(self, token: str, caller: Caller | None = None) -> dict:
-        return {"ended": self.delegations.drop(token)}
+        return {"ended": caller is not None and self.delegations.drop(token, caller.uid)}
 
     @staticmethod
     def _own_unit(cmd: str, args: Mapping, caller: Caller) -> dict:

@@ -72,7 +72,7 @@ def create_app(daemon, secure: bool = False) -> Flask:
     @app.before_request
     def who():
         g.session = sessions.get(request.cookies.get(COOKIE))
-        if request.endpoint in ("login", "static"):
+        if request.endpoint in ("login", "hotspot", "static"):
             return None
         if g.session is None:
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
@@ -104,46 +104,71 @@ def create_app(daemon, secure: bool = False) -> Flask:
 
     # -- logging in and out ------------------------------------------------------------
 
-    @app.route("/login", methods=["GET", "POST"])
-    def login():
-        pre = request.cookies.get(PRE_COOKIE)
-        error, status = None, 200
-        if request.method == "POST":
-            addr = request.remote_addr or "?"
-            if not sessions.login_csrf_ok(pre, request.form.get("csrf")):
-                error, status = "the form is stale (CSRF): try again", 403
-            else:
-                try:
-                    sessions.by_ip.check(addr)
-                    reply = daemon("web-login", None, name=request.form.get("name", ""),
-                                   password=request.form.get("password", ""),
-                                   unit=request.form.get("kind") == "unit")
-                except PermissionDenied as e:
-                    sessions.by_ip.failed(addr)
-                    error, status = str(e), 403
-                else:
-                    sid = sessions.start(reply["token"], reply["name"], reply["level"],
-                                         reply["unit"])
-                    home = (url_for("unit", name=reply["unit"]) if reply["unit"]
-                            else _local(request.args.get("next")) or url_for("overview"))
-                    resp = redirect(home)
-                    cookie(resp, COOKIE, sid)
-                    resp.delete_cookie(PRE_COOKIE, path="/")
-                    return resp
-        if not pre:
-            import secrets
-            pre = secrets.token_urlsafe(24)
-        resp = Response(render_template("login.html", csrf=sessions.login_csrf(pre),
-                                        error=error), status)
+    def checked_login(name: str, password: str, unit: bool) -> dict:
+        """The daemon's web-login for a form posted from this client: the
+        form's CSRF and the client's failed attempts checked first."""
+        if not sessions.login_csrf_ok(request.cookies.get(PRE_COOKIE), request.form.get("csrf")):
+            abort(403, "the form is stale (CSRF): reload the page and try again")
+        addr = request.remote_addr or "?"
+        sessions.by_ip.check(addr)
+        try:
+            return daemon("web-login", None, name=name, password=password, unit=unit)
+        except PermissionDenied:
+            sessions.by_ip.failed(addr)
+            raise
+
+    def form_page(template: str, status: int = 200, **context) -> Response:
+        """A page with a login form, its CSRF bound to a pre-login cookie."""
+        import secrets
+        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+        resp = Response(render_template(template, csrf=sessions.login_csrf(pre), **context),
+                        status)
         cookie(resp, PRE_COOKIE, pre)
         return resp
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if request.method == "GET":
+            return form_page("login.html")
+        try:
+            reply = checked_login(request.form.get("name", ""), request.form.get("password", ""),
+                                  request.form.get("kind") == "unit")
+        except PermissionDenied as e:
+            return form_page("login.html", 403, error=str(e))
+        sid = sessions.start(reply["token"], reply["name"], reply["level"], reply["unit"])
+        home = (url_for("unit", name=reply["unit"]) if reply["unit"]
+                else _local(request.args.get("next")) or url_for("overview"))
+        resp = redirect(home)
+        cookie(resp, COOKIE, sid)
+        resp.delete_cookie(PRE_COOKIE, path="/")
+        return resp
+
+    @app.route("/hotspot", methods=["GET", "POST"])
+    def hotspot():
+        """A campus or hotspot login page (NeTAMS login.cgi): the unit logs
+        in (or out) from the client's address with its login password."""
+        if request.method == "GET":
+            return form_page("hotspot.html", addr=request.remote_addr)
+        name, password = request.form.get("name", ""), request.form.get("password", "")
+        out = request.form.get("action") == "logout"
+        try:
+            token = checked_login(name, password, True)["token"]
+        except PermissionDenied as e:
+            return form_page("hotspot.html", 403, addr=request.remote_addr, error=str(e))
+        try:
+            res = daemon("logout" if out else "login", token, unit=name, password=password,
+                         ip=request.remote_addr)
+        finally:
+            daemon("web-logout", None, token=token)
+        return form_page("hotspot.html", 200 if res["ok"] else 409, addr=request.remote_addr,
+                         reply=res["reply"], ok=res["ok"])
 
     @app.post("/logout")
     def logout():
         s = sessions.end(request.cookies.get(COOKIE))
         if s is not None:
             try:
-                daemon("web-logout", s.token, token=s.token)
+                daemon("web-logout", None, token=s.token)  # as the console: any token it holds
             except AcctError:
                 pass  # the daemon forgot it already (restarted)
         resp = redirect(url_for("login"))

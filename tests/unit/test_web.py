@@ -188,6 +188,7 @@ def test_tokens_expire_when_idle():
     assert tokens.resolve(tok, 1000) == ("ops", Level.OPERATOR, None)
     with pytest.raises(PermissionDenied):
         tokens.resolve(tok, 1001)
+    assert tokens.drop(tok, 1001) is False  # only the uid it was given to ends it
     t[0] = 30 * 60 + 1
     with pytest.raises(PermissionDenied):
         tokens.resolve(tok, 1000)
@@ -395,3 +396,31 @@ def test_the_account_page_shows_billings_replies():
         assert "account acme\nbalance 12.50" in c.get("/account?name=acme").get_data(as_text=True)
     finally:
         commands.REGISTRY = saved
+
+
+def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
+    """NeTAMS login.cgi: the unit's password opens its access from the
+    client's address; the console (a viewer) gets no right from it."""
+    d, srv, app = console
+    c = app.test_client()
+    page = c.get("/hotspot", environ_base={"REMOTE_ADDR": "10.9.0.5"}).get_data(as_text=True)
+    assert "From 10.9.0.5" in page
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    form = {"name": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
+    r = c.post("/hotspot", data=form, environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert r.status_code == 200
+    assert "OK: login success from ip:10.9.0.5" in r.get_data(as_text=True)
+    rows = {x["oid"]: x for x in d.call("login-show")["rows"]}
+    alice = rows[d.snapshot.unit("alice").oid]
+    assert (alice["state"], alice["addr"]) == ("opened", "10.9.0.5")
+    assert "sys-deny-login" not in d.call("units", name="alice")[0]["sys_policy"]
+    r = c.post("/hotspot", data=form | {"password": "wrong-one"},
+               environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert r.status_code == 403 and "wrong unit name or password" in r.get_data(as_text=True)
+    assert c.post("/hotspot", data=form | {"csrf": "x"}).status_code == 403
+    r = c.post("/hotspot", data=form | {"action": "logout"}, environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert "OK: logout success" in r.get_data(as_text=True)
+    # a subscriber's token logs in only its own unit
+    tok = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
+    with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
+        client.call(srv.path, "login", as_token=tok["token"], unit="bob", password="bob-pass1")
