@@ -3,7 +3,8 @@ Debian's chromedriver) against acctd-web, running as the unprivileged
 `nobody` ([[user]] viewer), against a real acctd counting real traffic on
 the testbed's gateway. Log in, open the overview and a unit, change the
 period, download a CSV and check its numbers against `acctctl --json`, and
-get refused at another subscriber's page.
+get refused at another subscriber's page; and the hotspot page behind a
+TLS proxy opening a blocked unit's traffic in the kernel.
 
 One topology, one daemon, one console and one browser serve the module.
 Screenshots (1280x800 and 390 px wide) are kept in the directory printed
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -131,26 +133,29 @@ def ctl(sock: str, *args: str):
     return json.loads(r.stdout) if "--json" in args else r.stdout
 
 
-@pytest.fixture(scope="module")
-def console(gateway):
-    """acctd-web as nobody, on a free loopback port."""
-    sock, _ = gateway
+def start_console(sock: str, *extra: str) -> tuple[str, subprocess.Popen]:
+    """acctd-web as nobody, on a free loopback port: its URL and process."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "acctd.web.main", "--socket", sock,
-                          "--listen", f"127.0.0.1:{port}"], user=65534, group=65534,
+                          "--listen", f"127.0.0.1:{port}", *extra], user=65534, group=65534,
                          extra_groups=[], env=env, cwd="/", stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     give_up = time.monotonic() + WAIT
     while True:
         try:
             urllib.request.urlopen(url + "/login", timeout=1)
-            break
+            return url, p
         except OSError:
             if p.poll() is not None or time.monotonic() > give_up:
                 p.kill()
                 raise AssertionError(f"acctd-web did not start: {p.stderr.read()}") from None
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def console(gateway):
+    url, p = start_console(gateway[0])
     yield url
     p.terminate()
     p.wait(10)
@@ -301,3 +306,29 @@ def test_a_subscriber_sees_their_unit_and_is_refused_at_another(gateway, console
     b.get(console + "/unit/alice?format=csv&table=series")
     assert "bob may see only their own unit" in b.page_source
     shot(b, artifacts, "refused")
+
+
+def test_the_hotspot_page_opens_a_blocked_unit_from_its_address(gateway):
+    """Behind a TLS proxy (its X-Forwarded-* headers, as nginx sends them):
+    alice, blocked by her login record, logs in at /hotspot from her own
+    address, and her traffic passes in the kernel."""
+    sock, topo = gateway
+    assert topo.ping("sub1", SRV.v4(), count=3, interval=0.05).received == 0  # blocked
+    url, p = start_console(sock, "--behind-tls")
+    proxy = {"X-Forwarded-For": SUB1.v4(), "X-Forwarded-Proto": "https"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/hotspot", headers=proxy)) as r:
+            page = r.read().decode()
+            pre = next(c for c in r.headers.get_all("Set-Cookie") if c.startswith("acctd_login"))
+        assert f"From {SUB1.v4()}" in page and "Secure" in pre
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = urllib.parse.urlencode({"name": "alice", "password": "alice-pass",
+                                       "action": "login", "csrf": csrf}).encode()
+        req = urllib.request.Request(url + "/hotspot", data=form, headers={
+            **proxy, "Cookie": pre.split(";", 1)[0]})
+        with urllib.request.urlopen(req) as r:
+            assert f"OK: login success from ip:{SUB1.v4()}" in r.read().decode()
+    finally:
+        p.terminate()
+        p.wait(10)
+    assert topo.ping("sub1", SRV.v4(), count=3, interval=0.05).received == 3
