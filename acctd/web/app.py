@@ -7,6 +7,7 @@ in the URL, so a page can be shared)."""
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from urllib.parse import urlencode
@@ -119,7 +120,6 @@ def create_app(daemon, secure: bool = False) -> Flask:
 
     def form_page(template: str, status: int = 200, **context) -> Response:
         """A page with a login form, its CSRF bound to a pre-login cookie."""
-        import secrets
         pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
         resp = Response(render_template(template, csrf=sessions.login_csrf(pre), **context),
                         status)
