@@ -97,6 +97,10 @@ def _offline(ctx, name: str, args: dict):
             return queries.report_list(st, cfg, args["unit"], now)
         if name == "stat":
             return queries.report_stat(st, cfg, args["unit"], args["period"], now)
+        if name == "series":
+            return queries.report_series(st, cfg, now=now, **args)
+        if name == "top-units":
+            return queries.report_top_units(st, cfg, now=now, **args)
         if name == "monitor-query":
             from acctd.services.monitor import answer_query
             return answer_query(st, cfg.units, **args)

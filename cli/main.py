@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from acctctl import (aaa, accounting, billing, blocks, collector, datapath, importers, invoicing,
-                     monitor, operations, subscribers)
+                     monitor, operations, subscribers, web)
 from acctctl.common import Exit
 
 __all__ = ["Exit", "main"]
@@ -46,7 +46,7 @@ def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, conne
 
 
 for _area in (accounting, blocks, billing, invoicing, subscribers, aaa, operations, datapath,
-              importers, monitor, collector):
+              importers, monitor, collector, web):
     for _cmd in _area.COMMANDS:
         main.add_command(_cmd)
 

@@ -23,21 +23,26 @@ install:
 	sed 's#/usr/local/bin/acctd#$(BINDIR)/acctd#; s#/etc/acctd/#$(SYSCONFDIR)/acctd/#g' \
 		packaging/systemd/acctd.service > $(DESTDIR)$(UNITDIR)/acctd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/acctd.service
+	sed 's#/usr/local/bin/acctd-web#$(BINDIR)/acctd-web#' \
+		packaging/systemd/acctd-web.service > $(DESTDIR)$(UNITDIR)/acctd-web.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/acctd-web.service
 	install -m 0644 acctd.example.toml $(DESTDIR)$(SYSCONFDIR)/acctd/acctd.toml.example
-	printf 'g acctd -\n' > $(DESTDIR)$(SYSUSERSDIR)/acctd.conf
+	printf 'g acctd -\nu acctd-web - "acctd web console" - -\nm acctd-web acctd\n' > $(DESTDIR)$(SYSUSERSDIR)/acctd.conf
 	chmod 0644 $(DESTDIR)$(SYSUSERSDIR)/acctd.conf
 	ln -sfn $(ACCTD_VENV)/bin/acctd $(DESTDIR)$(BINDIR)/acctd
 	ln -sfn $(ACCTD_VENV)/bin/acctctl $(DESTDIR)$(BINDIR)/acctctl
+	ln -sfn $(ACCTD_VENV)/bin/acctd-web $(DESTDIR)$(BINDIR)/acctd-web
 ifeq ($(DESTDIR),)
 	getent group acctd >/dev/null || groupadd --system acctd
+	getent passwd acctd-web >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin -G acctd acctd-web
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@test -e $(SYSCONFDIR)/acctd/acctd.toml || echo "next: cp $(SYSCONFDIR)/acctd/acctd.toml.example $(SYSCONFDIR)/acctd/acctd.toml, edit it, systemctl enable --now acctd"
 endif
 
 # Leaves the config, the database and the acctd group; `acctctl detach` unhooks.
 uninstall:
-	rm -f $(DESTDIR)$(UNITDIR)/acctd.service $(DESTDIR)$(SYSCONFDIR)/acctd/acctd.toml.example \
-		$(DESTDIR)$(SYSUSERSDIR)/acctd.conf $(DESTDIR)$(BINDIR)/acctd $(DESTDIR)$(BINDIR)/acctctl
+	rm -f $(DESTDIR)$(UNITDIR)/acctd.service $(DESTDIR)$(UNITDIR)/acctd-web.service $(DESTDIR)$(SYSCONFDIR)/acctd/acctd.toml.example \
+		$(DESTDIR)$(SYSUSERSDIR)/acctd.conf $(DESTDIR)$(BINDIR)/acctd $(DESTDIR)$(BINDIR)/acctctl $(DESTDIR)$(BINDIR)/acctd-web
 ifeq ($(DESTDIR),)
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 endif

@@ -21,7 +21,8 @@ fi
 # flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd),
 # the flow exporters softflowd and pmacctd (the collector), and for the
 # acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables, and
-# the captive portal's browser (chromium + chromedriver).
+# headless Chromium with its driver (the captive portal's and the web
+# console's browser tiers).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct
            softflowd)

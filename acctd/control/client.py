@@ -91,7 +91,11 @@ def _connect(s, path: str) -> None:
             pause = min(pause * 2, 0.1)
 
 
-def call(path: str, cmd: str, /, timeout: float = 130.0, **args) -> object:
+def call(path: str, cmd: str, /, timeout: float = 130.0, as_token: str | None = None,
+         **args) -> object:
+    """One request on the Unix socket; with as_token, on behalf of the person
+    the daemon gave that token to (acctd/control/delegation.py)."""
+    request = {"cmd": cmd, "args": args} | ({"as": as_token} if as_token is not None else {})
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -109,7 +113,7 @@ def call(path: str, cmd: str, /, timeout: float = 130.0, **args) -> object:
         raise
     with s:
         try:
-            s.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
+            s.sendall((json.dumps(request) + "\n").encode())
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before our request was read: the reply says why
         return _reply(s)

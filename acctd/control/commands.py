@@ -195,6 +195,17 @@ COMMANDS = (
             (_s("account", True), _s("month"))),
     Command("billing-percentile", V, "invoicing.percentile", ("billing", "percentile"),
             (_s("account", True), _s("month"))),
+    # the web console (acctd/web) asks on a person's behalf: acctd/control/delegation.py
+    Command("web-login", V, "control.web_login", ("web", "login"),
+            (_s("name", True), _s("password", True), _b("unit")), caller=True),
+    Command("web-logout", V, "control.web_logout", ("web", "logout"), (_s("token", True),),
+            caller=True),
+    Command("series", V, "core.series", ("series",),
+            (_s("unit", True), _s("view", default="day"), Arg("back", int, default=0, at_least=0)),
+            offline=True),
+    Command("top-units", V, "core.top_units", ("top-units",),
+            (_s("period", default="month"), Arg("back", int, default=0, at_least=0),
+             Arg("limit", int, default=10, at_least=1)), offline=True),
 )
 
 REGISTRY: Mapping[str, Command] = {c.name: c for c in COMMANDS}

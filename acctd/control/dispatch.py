@@ -12,15 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 
 from acctd.control import commands
 from acctd.control.access import Access, Level, User
+from acctd.control.delegation import SELF_SERVICE, SUBSCRIBER, Delegations
 from acctd.errors import PermissionDenied
 
 
 @dataclasses.dataclass(frozen=True)
 class Caller:
-    """Who asks: a Unix peer (its uid) or a TCP user (uid -1), at a level."""
+    """Who asks: a Unix peer (its uid) or a TCP user (uid -1), at a level;
+    for a unit's subscriber (acctd/control/delegation.py) that unit."""
     uid: int
     name: str
     level: Level
+    unit: str | None = None
 
 
 def user_name(uid: int) -> str:
@@ -39,6 +42,7 @@ class Dispatcher:
         self.users = users
         self._conns: dict[int, dict] = {}
         self._conns_lock = threading.Lock()
+        self.delegations = Delegations()
 
     def peer(self, uid: int, gid: int) -> Caller:
         """A Unix peer, identified by the kernel."""
@@ -50,13 +54,61 @@ class Dispatcher:
 
     def handle(self, req: Mapping, caller: Caller) -> object:
         cmd = commands.get(req.get("cmd"))
-        if caller.level < cmd.level:
+        own = caller.unit is not None and cmd.name in SELF_SERVICE
+        if caller.level < cmd.level and not own:
             raise PermissionDenied(f"{cmd.name!r} needs level {cmd.level}; {caller.name} is "
                                    f"{caller.level}")
-        kwargs = cmd.bind(req.get("args") or {})
+        args = req.get("args") or {}
+        if caller.unit is not None:
+            args = self._own_unit(cmd.name, args, caller)
+        kwargs = cmd.bind(args)
         if cmd.caller:
             kwargs["caller"] = caller
         return getattr(self.targets[cmd.target], cmd.method)(**kwargs)
+
+    # on someone's behalf (the web console): acctd/control/delegation.py
+
+    def delegated(self, token: object, peer: Caller) -> Caller:
+        """The caller a token stands for, if this peer was given it."""
+        name, level, unit = self.delegations.resolve(token, peer.uid)
+        return Caller(peer.uid, name, level, unit)
+
+    def web_login(self, name: str, password: str, unit: bool = False,
+                  caller: Caller | None = None) -> dict:
+        """Check a person's password and answer a token for requests on
+        their behalf: a [[user]] at their level, or (unit) a unit's
+        subscriber by the login-service password."""
+        if caller is None or caller.uid < 0 or caller.unit is not None:
+            raise PermissionDenied("web-login is for a local peer (the web console)")
+        limit = self.delegations.limit
+        key = ("unit:" if unit else "user:") + name
+        limit.check(key)
+        try:
+            if unit:
+                name = self.targets["login"].verify(name, password)
+                level = Level.VIEWER
+            else:
+                level = Access(self.users()).by_password(name, password)
+        except PermissionDenied:
+            limit.failed(key)
+            raise
+        token = self.delegations.issue(caller.uid, name, level, name if unit else None)
+        return {"token": token, "name": name, "level": str(level),
+                "unit": name if unit else None}
+
+    def web_logout(self, token: str, caller: Caller | None = None) -> dict:
+        return {"ended": caller is not None and self.delegations.drop(token, caller.uid)}
+
+    @staticmethod
+    def _own_unit(cmd: str, args: Mapping, caller: Caller) -> dict:
+        """A subscriber's request: their commands only, about their unit only."""
+        if cmd not in SUBSCRIBER:
+            raise PermissionDenied(f"{cmd!r} is not for subscribers")
+        if not isinstance(args, Mapping):
+            return args  # bind says what is wrong
+        if args.get("unit", caller.unit) != caller.unit:
+            raise PermissionDenied(f"{caller.name} may see only their own unit")
+        return {**args, "unit": caller.unit}
 
     # connections, for `acctctl connections`
 

@@ -242,7 +242,10 @@ class ControlServer(_Listener, socketserver.ThreadingMixIn, socketserver.UnixStr
         return handler.client_address
 
     def serve_request(self, req: dict, peer: dict) -> object:
-        return self.dispatcher.handle(req, peer["caller"])
+        caller = peer["caller"]
+        if req.get("as") is not None:  # on someone's behalf: acctd/control/delegation.py
+            caller = self.dispatcher.delegated(req["as"], caller)
+        return self.dispatcher.handle(req, caller)
 
 
 def socket_dir(path: str) -> None:

@@ -217,6 +217,16 @@ class CoreCommands:
         with d.lock:
             return queries.report_stat(d.storage, d.snapshot, unit, period, d.clock())
 
+    def series(self, unit: str, view: str = "day", back: int = 0) -> dict:
+        d = self.d
+        with d.lock:
+            return queries.report_series(d.storage, d.snapshot, unit, view, back, d.clock())
+
+    def top_units(self, period: str = "month", back: int = 0, limit: int = 10) -> dict:
+        d = self.d
+        with d.lock:
+            return queries.report_top_units(d.storage, d.snapshot, period, back, limit, d.clock())
+
     # -- blocks ------------------------------------------------------------------------
 
     def set_sys_policy(self, unit: str, policy: str) -> dict:

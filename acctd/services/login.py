@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from acctd.config.schema import Invalid, Table, TomlValue, carried, setting
-from acctd.errors import BadRequest, NotFound
+from acctd.errors import BadRequest, NotFound, PermissionDenied
 from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
 from acctd.services.sessions import SessionsService
@@ -535,6 +535,11 @@ class LoginTable:
                 rec.oid, addr, mac, unbind=self.settings.set_user_ip and rec.opened)
         return self._report(who, res, addr, mac, now)
 
+    def verify(self, who: str, password: str) -> str | None:
+        """The unit's oid if the password is its login password; nothing changes."""
+        rec, res = self._authenticate(who, password, "name")
+        return rec.oid if res is None else None
+
     def close(self, oid: str) -> bool:
         """Close a unit's access without a password (operator, or the daemon);
         not an attempt, so no hook. True if it was logged in."""
@@ -848,6 +853,15 @@ class LoginService(Service):
             sessions.changes([{"user": u.name, "addr": None, "cause": cause}], "login")
         else:
             self.core.enforce()
+
+    def verify(self, unit: str, password: str) -> str:
+        """A subscriber's login to the web console: the unit's name if the
+        password is its login password (nothing opens or closes)."""
+        with self.core.lock:
+            oid = self.table.verify(unit, password)
+            if oid is None:
+                raise PermissionDenied("wrong unit name or password")
+            return self.core.snapshot.name_of(oid)
 
     def show(self, unit: str | None = None) -> dict:
         with self.core.lock:

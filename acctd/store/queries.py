@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
+from acctd.errors import BadRequest
 from acctd.store import rollup
 from acctd.store.rollup import to_us
 
@@ -107,3 +109,104 @@ def period_figures(storage, period: str, start: dt.datetime) -> dict[int, dict[t
     for unit, policy, d, b in rows:
         out.setdefault(int(unit), {})[(int(policy), int(d))] = int(b)
     return out
+
+
+# -- the web console's charts and tops (acctd/web) -------------------------------------
+
+# a chart's view: the rollup it plots and the span it shows
+VIEWS = {"hour": ("hour", "day"), "day": ("day", "month"), "month": ("month", "year")}
+TOP_PERIODS = ("day", "month", "year")
+MAX_BACK = 1000   # periods back at most: each is a step of the calendar walk
+
+
+def _span(kind: str, back: int, now: dt.datetime, zone) -> tuple[dt.datetime, dt.datetime]:
+    """UTC [start, end) of the local day, month or year `back` periods before now's."""
+    period_start, period_end = rollup.period_start, rollup.period_end
+    if back > MAX_BACK:
+        raise BadRequest(f"back: at most {MAX_BACK} periods, got {back}")
+    if kind == "year":
+        year = now.astimezone(zone).year - back
+        lo = period_start("day", dt.datetime(year, 1, 1, 12, tzinfo=zone), zone)
+        return lo, period_start("day", dt.datetime(year + 1, 1, 1, 12, tzinfo=zone), zone)
+    lo = period_start(kind, now, zone)
+    for _ in range(back):
+        lo = period_start(kind, lo - dt.timedelta(microseconds=1), zone)
+    return lo, period_end(kind, lo, zone)
+
+
+def percentile_95(hour_bytes, hours: int) -> int:
+    """The 95th percentile (nearest rank) of hourly rates in bit/s over `hours`
+    hours, those without a row counting as idle."""
+    rates = sorted(list(hour_bytes) + [0] * max(0, hours - len(hour_bytes)))
+    if not rates:
+        return 0
+    return int(rates[math.ceil(0.95 * len(rates)) - 1] * 8 // 3600)
+
+
+def report_series(storage, model, unit: str, view: str, back: int, now: dt.datetime) -> dict:
+    """A unit's traffic over time: per bucket (hour of a day, day of a month,
+    month of a year), policy and direction; totals and the 95th percentile
+    of the hourly rates (bit/s) over the span so far."""
+    from_us, label = rollup.from_us, rollup.label
+    if view not in VIEWS:
+        raise BadRequest(f"view: expected one of {', '.join(VIEWS)}, got {view!r}")
+    u = model.units.units[model.units.find(unit)]
+    kind, span = VIEWS[view]
+    lo, hi = _span(span, back, now, storage.zone)
+    q = ("SELECT epoch_us(period_start), policy_oid, dir, packets, bytes FROM rollup "
+         "WHERE kind = $k AND unit_oid = $u AND period_start >= make_timestamp($lo) "
+         "AND period_start < make_timestamp($hi) ORDER BY 1, 2, 3")
+    bind = {"u": int(u.oid, 16), "lo": to_us(lo), "hi": to_us(hi)}
+    rows = storage.con.execute(q, {**bind, "k": kind}).fetchall()
+    hours = storage.con.execute(q, {**bind, "k": "hour"}).fetchall() if kind != "hour" else rows
+    total = {"in": 0, "out": 0}
+    hourly: dict[int, list[int]] = {0: [], 1: []}
+    for _, pol, d, _, b in hours:
+        if pol == 0:
+            hourly[d].append(int(b))
+            total["in" if d == 0 else "out"] += int(b)
+    elapsed = max(0, int((min(now, hi) - lo).total_seconds() // 3600) + (now < hi))
+    buckets, t = [], lo
+    while t < hi:  # every bucket of the span, DST included, so a chart has its whole axis
+        buckets.append(label(t, storage.zone))
+        t = rollup.period_end(kind, t, storage.zone)
+    return {"unit": u.name, "oid": u.oid, "view": view, "start": label(lo, storage.zone),
+            "end": label(hi, storage.zone), "buckets": buckets,
+            "rows": [{"start": label(from_us(us), storage.zone), "policy": _policy_name(model, pol),
+                      "dir": "in" if d == 0 else "out", "packets": int(p), "bytes": int(b)}
+                     for us, pol, d, p, b in rows],
+            "total": total,
+            "p95_bps": {"in": percentile_95(hourly[0], elapsed),
+                        "out": percentile_95(hourly[1], elapsed)}}
+
+
+def report_top_units(storage, model, period: str, back: int, limit: int, now: dt.datetime) -> dict:
+    """The units (not groups) with the most bytes in a day, month or year, in
+    and out together (ties by oid), all traffic, from the day or month
+    rollups; the total is every unit's (each byte once: groups left out)."""
+    label = rollup.label
+    if period not in TOP_PERIODS:
+        raise BadRequest(f"period: expected one of {', '.join(TOP_PERIODS)}, got {period!r}")
+    lo, hi = _span(period, back, now, storage.zone)
+    leaves = [int(u.oid, 16) for u in model.units.units if u.type != "group"]
+    per_unit = (
+        "SELECT unit_oid, sum(CASE WHEN dir = 0 THEN bytes ELSE 0 END) AS i, "
+        "sum(CASE WHEN dir = 1 THEN bytes ELSE 0 END) AS o FROM rollup "
+        "JOIN (SELECT unnest($leaves) AS oid) k ON k.oid = unit_oid "
+        "WHERE kind = $kind AND policy_oid = 0 AND period_start >= make_timestamp($lo) "
+        "AND period_start < make_timestamp($hi) GROUP BY 1")
+    bind = {"leaves": leaves, "kind": "day" if period == "day" else "month",
+            "lo": to_us(lo), "hi": to_us(hi)}
+    # one pass: the top rows, each carrying the count and sums over every unit
+    rows = storage.con.execute(
+        f"SELECT unit_oid, i, o, count(*) OVER (), sum(i) OVER (), sum(o) OVER () "
+        f"FROM ({per_unit}) ORDER BY i + o DESC, unit_oid LIMIT $limit",
+        {**bind, "limit": limit}).fetchall()
+    n, total_in, total_out = rows[0][3:] if rows else (0, 0, 0)
+    top = [r[:3] for r in rows]
+    units = model.units
+    names = {oid: units.units[units.by_oid[f"{oid:06X}"]].name for oid, _, _ in top}
+    return {"period": period, "start": label(lo, storage.zone), "end": label(hi, storage.zone),
+            "units": [{"unit": names[oid], "bytes_in": int(i), "bytes_out": int(o),
+                       "bytes": int(i) + int(o)} for oid, i, o in top],
+            "total": {"in": int(total_in), "out": int(total_out), "units": int(n)}}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("aaa", "bench", "common", "config", "control", "daemon", "importers", "kernel",
-            "model", "services", "store")
+            "model", "services", "store", "web")
 
 
 def modules(package: str = "acctd"):

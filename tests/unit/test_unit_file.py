@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[2] / "packaging" / "systemd" / "acctd.service"
+WEB_UNIT = UNIT.with_name("acctd-web.service")
 
 pytestmark = pytest.mark.skipif(not shutil.which("systemd-analyze"),
                                 reason="systemd-analyze not installed")
 
 
-def verify(tmp_path, edit=lambda text: text):
-    text = re.sub(r"(?m)^ExecStart=\S+", "ExecStart=/bin/true", UNIT.read_text())
-    unit = tmp_path / "acctd.service"  # verify wants the real unit name
+def verify(tmp_path, edit=lambda text: text, of=UNIT):
+    text = re.sub(r"(?m)^ExecStart=\S+", "ExecStart=/bin/true", of.read_text())
+    unit = tmp_path / of.name  # verify wants the real unit name
     unit.write_text(edit(text))
     res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
                          capture_output=True, text=True, timeout=60)
@@ -32,9 +33,9 @@ def verify(tmp_path, edit=lambda text: text):
     return res.returncode, "\n".join(lines).strip()
 
 
-def settings() -> dict[str, str]:
+def settings(of=UNIT) -> dict[str, str]:
     out = {}
-    for line in UNIT.read_text().splitlines():
+    for line in of.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             k, _, v = line.partition("=")
             out[k] = v
@@ -81,6 +82,15 @@ def test_the_service_decisions_are_in_the_file():
     assert s["AmbientCapabilities"] == ""
 
 
+def test_the_web_console_unit_verifies_and_runs_unprivileged(tmp_path):
+    assert verify(tmp_path, of=WEB_UNIT) == (0, "")
+    s = settings(WEB_UNIT)
+    assert (s["User"], s["Group"]) == ("acctd-web", "acctd")
+    assert s["CapabilityBoundingSet"] == "" and s["NoNewPrivileges"] == "yes"
+    assert s["ExecStart"].startswith("/usr/local/bin/acctd-web --socket /run/acctd/acctd.sock")
+    assert "--behind-tls" in s["ExecStart"].split()
+
+
 def test_make_install_stages_everything(tmp_path):
     """`make install DESTDIR=...` (package staging: touches nothing live)."""
     import os
@@ -98,5 +108,8 @@ def test_make_install_stages_everything(tmp_path):
     assert "ExecStart=/usr/local/bin/acctd --config /etc/acctd/acctd.toml" in unit.read_text()
     assert (tmp_path / "etc/acctd/acctd.toml.example").read_text() == \
         (repo / "acctd.example.toml").read_text()
-    for cmd in ("acctd", "acctctl"):
+    assert "User=acctd-web" in (tmp_path / "lib/systemd/system/acctd-web.service").read_text()
+    assert (tmp_path / "usr/lib/sysusers.d/acctd.conf").read_text() == \
+        'g acctd -\nu acctd-web - "acctd web console" - -\nm acctd-web acctd\n'
+    for cmd in ("acctd", "acctctl", "acctd-web"):
         assert os.readlink(tmp_path / "usr/local/bin" / cmd) == str(venv / "bin" / cmd)

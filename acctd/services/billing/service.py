@@ -396,8 +396,10 @@ class BillingService(Service):
         with self.core.lock:
             a = self._account(account)
             rows = ledger.rows(self.con, a.oid, _when(since, self.zone), _when(until, self.zone))
-            return {"account": a.name, "rows": [r.to_dict() for r in rows],
-                    "balance": str(self.settings.money.quantize(ledger.balance(self.con, a.oid)))}
+            cur = self.settings.money   # the ledger keeps 9 places; people read the currency's
+            return {"account": a.name,
+                    "rows": [{**r.to_dict(), "amount": cur.format(r.amount)} for r in rows],
+                    "balance": cur.format(ledger.balance(self.con, a.oid))}
 
 
     def rerate(self, start: str, end: str | None = None, dry_run: bool = False) -> dict:

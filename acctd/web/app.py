@@ -1,0 +1,311 @@
+"""The console's routes (Flask): each page asks the daemon on the logged-in
+person's behalf, builds its tables (acctd/web/pages.py) and renders them,
+or answers one of them as CSV or all of them as JSON (`?format=csv&table=`,
+`?format=json`, with the page's own query string: period and filters are
+in the URL, so a page can be shared)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from urllib.parse import urlencode
+
+from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
+
+from acctd.control import client, commands
+from acctd.errors import AcctError, BadRequest, NotFound, NotRunning, PermissionDenied
+from acctd.web import pages
+from acctd.web.auth import COOKIE, PRE_COOKIE, Sessions, same
+from acctd.web.tables import TEXT, Table, as_json
+
+RATE_GAP = 0.5      # seconds between the two rate snapshots of a cold overview
+RATE_STALE = 60.0   # an older previous snapshot is taken again
+MAX_LIMIT = 100     # top-N at most
+
+
+class Daemon:
+    """The daemon's control socket, asked on someone's behalf."""
+
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+
+    def __call__(self, cmd: str, token: str | None = None, /, **args):
+        return client.call(self.socket_path, cmd, timeout=30.0, as_token=token, **args)
+
+
+class RateSampler:
+    """The last `rates` snapshot, for rates between two page loads (the
+    gateway's, shared by every viewer)."""
+
+    def __init__(self):
+        self.prev: dict | None = None
+        self.lock = threading.Lock()
+
+    def pair(self, ask) -> tuple[dict | None, dict]:
+        with self.lock:
+            prev = self.prev
+            if prev is None or time.monotonic() - prev["_at"] > RATE_STALE:
+                prev = ask() | {"_at": time.monotonic()}
+                time.sleep(RATE_GAP)
+            cur = ask() | {"_at": time.monotonic()}
+            self.prev = cur
+            return prev, cur
+
+
+def create_app(daemon, secure: bool = False) -> Flask:
+    """daemon(cmd, token, **args) answers control commands (Daemon above);
+    secure: served behind TLS (cookies get Secure)."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+    sessions = Sessions()
+    sampler = RateSampler()
+    app.extensions["acctd"] = {"sessions": sessions, "daemon": daemon}
+
+    def ask(cmd: str, **args):
+        return daemon(cmd, g.session.token, **args)
+
+    def cookie(resp: Response, name: str, value: str, **kw) -> None:
+        resp.set_cookie(name, value, httponly=True, samesite="Strict",
+                        secure=secure or request.is_secure, path="/", **kw)
+
+    @app.before_request
+    def who():
+        g.session = sessions.get(request.cookies.get(COOKIE))
+        if request.endpoint in ("login", "hotspot", "static"):
+            return None
+        if g.session is None:
+            return redirect(url_for("login", next=request.full_path.rstrip("?")))
+        if request.method == "POST" and not same(request.form.get("csrf"), g.session.csrf):
+            abort(403, "the form is stale or not from this console (CSRF): reload the page")
+        return None
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        if request.endpoint != "static":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(AcctError)
+    def daemon_said(e: AcctError):
+        status = (403 if isinstance(e, PermissionDenied) else 404 if isinstance(e, NotFound)
+                  else 400 if isinstance(e, BadRequest) else 503 if isinstance(e, NotRunning)
+                  else 502)
+        return render_template("error.html", status=status, message=str(e)), status
+
+    @app.errorhandler(403)
+    def forbidden(e):
+        return render_template("error.html", status=403, message=e.description), 403
+
+    # -- logging in and out ------------------------------------------------------------
+
+    def checked_login(name: str, password: str, unit: bool) -> dict:
+        """The daemon's web-login for a form posted from this client: the
+        form's CSRF and the client's failed attempts checked first."""
+        if not sessions.login_csrf_ok(request.cookies.get(PRE_COOKIE), request.form.get("csrf")):
+            abort(403, "the form is stale (CSRF): reload the page and try again")
+        addr = request.remote_addr or "?"
+        sessions.by_ip.check(addr)
+        try:
+            return daemon("web-login", None, name=name, password=password, unit=unit)
+        except PermissionDenied:
+            sessions.by_ip.failed(addr)
+            raise
+
+    def form_page(template: str, status: int = 200, **context) -> Response:
+        """A page with a login form, its CSRF bound to a pre-login cookie."""
+        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+        resp = Response(render_template(template, csrf=sessions.login_csrf(pre), **context),
+                        status)
+        cookie(resp, PRE_COOKIE, pre)
+        return resp
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        if request.method == "GET":
+            return form_page("login.html")
+        try:
+            reply = checked_login(request.form.get("name", ""), request.form.get("password", ""),
+                                  request.form.get("kind") == "unit")
+        except PermissionDenied as e:
+            return form_page("login.html", 403, error=str(e))
+        sid = sessions.start(reply["token"], reply["name"], reply["level"], reply["unit"])
+        home = (url_for("unit", name=reply["unit"]) if reply["unit"]
+                else _local(request.args.get("next")) or url_for("overview"))
+        resp = redirect(home)
+        cookie(resp, COOKIE, sid)
+        resp.delete_cookie(PRE_COOKIE, path="/")
+        return resp
+
+    @app.route("/hotspot", methods=["GET", "POST"])
+    def hotspot():
+        """A campus or hotspot login page (NeTAMS login.cgi): the unit logs
+        in (or out) from the client's address with its login password."""
+        if request.method == "GET":
+            return form_page("hotspot.html", addr=request.remote_addr)
+        name, password = request.form.get("name", ""), request.form.get("password", "")
+        out = request.form.get("action") == "logout"
+        try:
+            token = checked_login(name, password, True)["token"]
+        except PermissionDenied as e:
+            return form_page("hotspot.html", 403, addr=request.remote_addr, error=str(e))
+        try:
+            res = daemon("logout" if out else "login", token, unit=name, password=password,
+                         ip=request.remote_addr)
+        finally:
+            daemon("web-logout", None, token=token)
+        return form_page("hotspot.html", 200 if res["ok"] else 409, addr=request.remote_addr,
+                         reply=res["reply"], ok=res["ok"])
+
+    @app.post("/logout")
+    def logout():
+        s = sessions.end(request.cookies.get(COOKIE))
+        if s is not None:
+            try:
+                daemon("web-logout", None, token=s.token)  # as the console: any token it holds
+            except AcctError:
+                pass  # the daemon forgot it already (restarted)
+        resp = redirect(url_for("login"))
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def page(template: str, title: str, built: dict, **context):
+        """The page, or one table as CSV, or every table as JSON."""
+        fmt = request.args.get("format")
+        tables = built["tables"]
+        if fmt == "json":
+            return Response(as_json(tables), mimetype="application/json")
+        if fmt == "csv":
+            name = request.args.get("table")
+            t = next((t for t in tables if t.name == name), None)
+            if t is None:
+                abort(404)
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{title}-{t.name}")  # a header, not markup
+            return Response(t.csv(), mimetype="text/csv", headers={
+                "Content-Disposition": f'attachment; filename="{safe}.csv"'})
+        return render_template(template, title=title, built=built, download=download,
+                               args=args, session=g.session, **context)
+
+    def args(key: str, value) -> str:
+        """This page's query string with one value changed: a shareable link."""
+        kept = {k: v for k, v in request.args.items() if k not in ("format", "table")}
+        return urlencode(kept | {key: value})
+
+    def download(table: str, fmt: str) -> str:
+        args = {k: v for k, v in request.args.items() if k not in ("format", "table")}
+        args |= {"format": fmt} | ({"table": table} if fmt == "csv" else {})
+        return f"{request.path}?{urlencode(args)}"
+
+    @app.get("/")
+    def overview():
+        if g.session.unit is not None:
+            return redirect(url_for("unit", name=g.session.unit))
+        period = _choice(request.args.get("period"), pages.PERIODS, "month")
+        back = _int(request.args.get("back"), 0, 0, 1000)
+        limit = _int(request.args.get("limit"), 10, 1, MAX_LIMIT)
+        prev, cur = sampler.pair(lambda: ask("rates"))
+        totals = {p: ask("top-units", period=p, limit=1) for p in pages.PERIODS}
+        top = ask("top-units", period=period, back=back, limit=limit)
+        built = pages.overview(ask("status"), pages.top_rates(prev, cur, limit), totals, top,
+                               ask("units", sys_policy=True), limit)
+        return page("overview.html", "overview", built, period=period, back=back, limit=limit)
+
+    @app.get("/units")
+    def units():
+        q = request.args.get("q") or None
+        rows = ask("units", name=q)
+        shown = rows[:500]
+        t = Table("units", f"Units ({len(rows)}{', first 500' if len(rows) > 500 else ''})",
+                  [("name", "unit", TEXT), ("type", "type", TEXT), ("addrs", "addresses", TEXT),
+                   ("parents", "groups", TEXT), ("sys_policy", "blocked", TEXT)], shown)
+        return page("units.html", "units", {"tables": [t]}, q=q or "")
+
+    @app.get("/unit/<name>")
+    def unit(name: str):
+        view = _choice(request.args.get("view"), pages.VIEWS, "day")
+        back = _int(request.args.get("back"), 0, 0, 1000)
+        series = ask("series", unit=name, view=view, back=back)
+        previous = ask("series", unit=name, view=view, back=back + 1)
+        quota = ask("quota-show", unit=name)
+        totals = ask("list", unit=name)
+        staff = g.session.unit is None
+        sessions_ = ask("session-list", user=name, limit=20) if staff else None
+        flows = None
+        if staff and any(m == name for m in _monitored(ask("monitor-show"))):
+            flows = ask("monitor-query", unit=name, top=20)
+        built = pages.unit(series, previous, quota, totals, sessions_, flows)
+        return page("unit.html", f"unit-{name}", built, name=name, view=view, back=back,
+                    staff=staff)
+
+    @app.post("/unit/<name>/block")
+    def block(name: str):
+        word = _choice(request.form.get("action"), ("sys-deny", "sys-allow"), None)
+        if word is None:
+            abort(400)
+        ask("sys-policy", unit=name, policy=word)
+        return redirect(url_for("unit", name=name))
+
+    @app.get("/sessions")
+    def sessions_page():
+        logins = _optional(lambda: ask("login-show"))
+        vpn = _optional(lambda: ask("openvpn-clients"))
+        built = pages.sessions(ask("session-list", open=True, limit=500), logins, vpn,
+                               ask("status"))
+        return page("sessions.html", "sessions", built)
+
+    @app.get("/account")
+    def account():
+        # billing is configured when its tariff has a plan (an empty [billing] has none)
+        if "billing-plan" not in commands.REGISTRY or not (
+                _optional(lambda: ask("billing-plan")) or {}).get("plans"):
+            return page("account.html", "account", {"tables": []}, billing=False, name=None)
+        name = request.args.get("name") or None
+        reply = ask("billing-account", account=name, full=bool(name))
+        ledger = plans = None
+        if name:
+            ledger = ask("billing-ledger", account=name)
+            plan = reply.get("account", {}).get("plan")
+            if plan is not None:
+                plans = _optional(lambda: ask("billing-plan", plan=plan))
+        return page("account.html", "account", pages.account(reply, ledger, plans), billing=True,
+                    name=name)
+
+    return app
+
+
+def _monitored(reply: dict) -> list[str]:
+    return [u["name"] for u in reply.get("units", [])]
+
+
+def _optional(fn):
+    """A reply, or None where the service is not configured or the level is short."""
+    try:
+        return fn()
+    except (NotFound, PermissionDenied, BadRequest):
+        return None
+
+
+def _choice(v, allowed, default):
+    return v if v in allowed else default
+
+
+def _int(v, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(v)))
+    except (TypeError, ValueError):
+        return default
+
+
+def _local(path: str | None) -> str | None:
+    """Only a path on this console: never an open redirect."""
+    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return None

@@ -1,0 +1,76 @@
+"""acctctl's commands for charts and the web console: a unit's series and
+the top units of a period (what the console draws, for scripts and checks),
+and web login/logout (a person's password checked by the daemon, as the
+console does it)."""
+
+from __future__ import annotations
+
+import click
+
+from acctctl.common import ask, echo, json_option, nbytes, out, run, table
+
+
+@click.command()
+@click.argument("unit")
+@click.option("--view", type=click.Choice(["hour", "day", "month"]), default="day",
+              show_default=True, help="hours of a day, days of a month, months of a year")
+@click.option("--back", type=click.IntRange(0), default=0, show_default=True,
+              help="periods before the current one (1: yesterday, last month, last year)")
+@json_option
+@click.pass_context
+def series(ctx, unit, view, back, as_json):
+    """A unit's traffic over time, per policy and direction, with totals and
+    the 95th percentile of its hourly rates."""
+    def render(r):
+        table(f"{r['unit']} ({r['oid']}), {r['start']} .. {r['end']}",
+              ["start", "policy", "dir", "packets", "bytes"],
+              [[x["start"], x["policy"], x["dir"], x["packets"], nbytes(x["bytes"])]
+               for x in r["rows"]])
+        echo(f"total in {nbytes(r['total']['in'])}, out {nbytes(r['total']['out'])}; "
+             f"95th percentile in {r['p95_bps']['in']} bit/s, out {r['p95_bps']['out']} bit/s")
+    run(lambda: out(ask(ctx, "series", unit=unit, view=view, back=back), as_json, render))
+
+
+@click.command("top-units")
+@click.option("--period", type=click.Choice(["day", "month", "year"]), default="month",
+              show_default=True)
+@click.option("--back", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=10, show_default=True)
+@json_option
+@click.pass_context
+def top_units(ctx, period, back, limit, as_json):
+    """The units with the most bytes in a day, month or year."""
+    run(lambda: out(ask(ctx, "top-units", period=period, back=back, limit=limit), as_json,
+                    lambda r: table(f"top units, {r['start']} .. {r['end']}",
+                                    ["unit", "in", "out", "total"],
+                                    [[u["unit"], nbytes(u["bytes_in"]), nbytes(u["bytes_out"]),
+                                      nbytes(u["bytes"])] for u in r["units"]])))
+
+
+@click.group()
+def web():
+    """The web console's logins, checked by the daemon (acctd-web uses these)."""
+
+
+@web.command("login")
+@click.argument("name")
+@click.option("--unit", is_flag=True, help="NAME is a unit, with its login-service password")
+@json_option
+@click.pass_context
+def web_login(ctx, name, unit, as_json):
+    """Check NAME's password (asked for) and print a token for requests on
+    their behalf."""
+    password = click.prompt("password", hide_input=True, err=True)
+    run(lambda: out(ask(ctx, "web-login", name=name, password=password, unit=unit), as_json,
+                    lambda r: echo(f"{r['name']} ({r['level']}): {r['token']}")))
+
+
+@web.command("logout")
+@click.argument("token")
+@click.pass_context
+def web_logout(ctx, token):
+    """End the session of a token."""
+    run(lambda: echo("ended" if ask(ctx, "web-logout", token=token)["ended"] else "no such session"))
+
+
+COMMANDS = [series, top_units, web]

@@ -1,0 +1,423 @@
+"""The web console against the real daemon core, storage and control
+socket (no kernel): the daemon checks each person's password and runs
+their requests at their own level (acctd/control/delegation.py); a
+subscriber sees only their own unit; logins, cookies and CSRF; downloads
+carry the numbers of `acctctl --json`. The browser tier is
+tests/netns/test_web_browser.py."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+from argon2 import PasswordHasher
+
+from acctd.config import loads
+from acctd.control import client
+from acctd.control import server as ctl
+from acctd.control.delegation import AttemptLimit, Delegations
+from acctd.control.access import Level
+from acctd.errors import BadRequest, PermissionDenied
+from acctd.store.rollup import rollup
+from acctd.web.app import Daemon, create_app
+
+from .daemon_stub import ALICE, daemon_stub
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 12, 2, 12, 30, tzinfo=UTC)
+HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+CONFIG = f"""
+[[user]]
+name = "ops"
+level = "operator"
+password = "{HASH.hash('ops-secret')}"
+[[user]]
+name = "watcher"
+level = "viewer"
+password = "{HASH.hash('watch-secret')}"
+[[user]]
+name = "nobody"
+level = "viewer"
+uid = 65534
+""" + ALICE + '[[unit]]\ntype = "user"\nname = "bob"\nacct-policy = ["ip"]\n'
+
+
+@pytest.fixture
+def console():
+    """A daemon (stub: real core, storage, dispatcher, socket) with two
+    days of traffic for alice and bob, logins for both, and the console."""
+    tmp = tempfile.mkdtemp(prefix="acctd-web-")
+    os.chmod(tmp, 0o755)
+    clock = [NOW]
+    with daemon_stub(loads(CONFIG, "t.toml"), clock=lambda: clock[0]) as d:
+        ip = int(d.snapshot.policies.policies[0].oid, 16)
+        alice, bob = (int(d.snapshot.unit(n).oid, 16) for n in ("alice", "bob"))
+        for when, a_in, b_in in ((NOW - dt.timedelta(days=1), 7000, 500),
+                                 (NOW - dt.timedelta(hours=2), 3000, 1000), (NOW, 1234, 0)):
+            rows = {"unit_oid": np.array([alice, alice, alice, bob, bob], np.uint32),
+                    "policy_oid": np.array([0, ip, 0, 0, ip], np.uint32),
+                    "dir": np.array([0, 0, 1, 0, 0], np.uint8),
+                    "packets": np.array([5, 5, 2, 1, 1], np.uint64),
+                    "bytes": np.array([a_in, a_in, 100, b_in, b_in], np.uint64)}
+            d.storage.commit(rollup(rows, when, d.config.processor.zone), {})
+        d.services["login"].table.hasher = HASH  # cheap argon2 in tests
+        d.call("login-set", unit="alice", words=["password", "alice-pass"])
+        d.call("login-set", unit="bob", words=["password", "bob-pass1"])
+        srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), d.dispatcher)
+        srv.serve_in_thread()
+        os.chmod(srv.path, 0o666)  # the other-uid test reaches it; the check is SO_PEERCRED
+        app = create_app(Daemon(srv.path))
+        app.testing = True
+        try:
+            yield d, srv, app
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            shutil.rmtree(tmp)
+
+
+def log_in(app, name: str, password: str, kind: str = "user", addr: str = "192.0.2.1"):
+    c = app.test_client()
+    page = c.get("/login").get_data(as_text=True)
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = c.post("/login", data={"name": name, "password": password, "kind": kind, "csrf": csrf},
+               environ_base={"REMOTE_ADDR": addr})
+    return c, r
+
+
+def csrf_of(c, path: str) -> str:
+    return c.get(path).get_data(as_text=True).split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+# -- the daemon's side: tokens, levels, scope -------------------------------------------
+
+def test_a_token_runs_at_the_persons_level_not_the_peers(console):
+    d, srv, _ = console
+    viewer = client.call(srv.path, "web-login", name="watcher", password="watch-secret")
+    assert (viewer["level"], viewer["unit"]) == ("viewer", None)
+    # the peer is root (admin); on the viewer's behalf an operator command is refused
+    with pytest.raises(PermissionDenied, match="'flush' needs level operator; watcher is viewer"):
+        client.call(srv.path, "flush", as_token=viewer["token"])
+    ops = client.call(srv.path, "web-login", name="ops", password="ops-secret")
+    assert client.call(srv.path, "flush", as_token=ops["token"]) == {"drain": 1}
+    with pytest.raises(PermissionDenied, match="needs level admin; ops is operator"):
+        client.call(srv.path, "users", as_token=ops["token"])
+    assert client.call(srv.path, "web-logout", as_token=ops["token"], token=ops["token"]) == \
+        {"ended": True}
+    with pytest.raises(PermissionDenied, match="not logged in"):
+        client.call(srv.path, "status", as_token=ops["token"])
+    with pytest.raises(PermissionDenied, match="wrong user name or password"):
+        client.call(srv.path, "web-login", name="ops", password="nope")
+
+
+def test_a_token_is_useless_to_another_uid(console):
+    d, srv, _ = console
+    token = client.call(srv.path, "web-login", name="ops", password="ops-secret")["token"]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)  # a [[user]] viewer: it may connect, not use root's token
+            try:
+                client.call(srv.path, "flush", as_token=token)
+                os.write(w, b"accepted")
+            except PermissionDenied as e:
+                os.write(w, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    said = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    assert said == "permission denied: not logged in (the session ended or expired): log in again"
+
+
+def test_a_subscriber_sees_only_their_own_unit(console):
+    d, srv, _ = console
+    alice = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
+    assert (alice["name"], alice["level"], alice["unit"]) == ("alice", "viewer", "alice")
+    mine = client.call(srv.path, "series", as_token=alice["token"], view="day")
+    assert mine["unit"] == "alice" and mine["total"] == {"in": 11234, "out": 300}
+    with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
+        client.call(srv.path, "series", as_token=alice["token"], unit="bob")
+    with pytest.raises(PermissionDenied, match="'status' is not for subscribers"):
+        client.call(srv.path, "status", as_token=alice["token"])
+    with pytest.raises(PermissionDenied, match="'list' is not for subscribers|only their own"):
+        client.call(srv.path, "list", as_token=alice["token"], unit="bob")
+    with pytest.raises(PermissionDenied, match="wrong unit name or password"):
+        client.call(srv.path, "web-login", name="alice", password="bob-pass1", unit=True)
+
+
+def test_failed_logins_are_limited_per_name():
+    t = [0.0]
+    limit = AttemptLimit(tries=3, window=60, clock=lambda: t[0])
+    for _ in range(3):
+        limit.check("user:ops")
+        limit.failed("user:ops")
+    with pytest.raises(PermissionDenied, match="too many failed logins for 'user:ops': try "
+                                               "again in 60 s"):
+        limit.check("user:ops")
+    limit.check("user:other")
+    t[0] = 61.0
+    limit.check("user:ops")
+
+
+def test_the_daemon_refuses_a_name_after_five_failures_even_with_the_right_password(console):
+    d, srv, _ = console
+    for _ in range(5):
+        with pytest.raises(PermissionDenied, match="wrong"):
+            client.call(srv.path, "web-login", name="ops", password="guess")
+    with pytest.raises(PermissionDenied, match="too many failed logins for 'user:ops'"):
+        client.call(srv.path, "web-login", name="ops", password="ops-secret")
+    # another name is not affected
+    assert client.call(srv.path, "web-login", name="watcher", password="watch-secret")["token"]
+
+
+def test_tokens_expire_when_idle():
+    t = [0.0]
+    tokens = Delegations(clock=lambda: t[0])
+    tok = tokens.issue(1000, "ops", Level.OPERATOR, None)
+    assert tokens.resolve(tok, 1000) == ("ops", Level.OPERATOR, None)
+    with pytest.raises(PermissionDenied):
+        tokens.resolve(tok, 1001)
+    assert tokens.drop(tok, 1001) is False  # only the uid it was given to ends it
+    t[0] = 30 * 60 + 1
+    with pytest.raises(PermissionDenied):
+        tokens.resolve(tok, 1000)
+
+
+# -- the console ---------------------------------------------------------------------
+
+def test_login_cookies_and_csrf(console):
+    d, srv, app = console
+    c = app.test_client()
+    r = c.get("/unit/alice")
+    assert r.status_code == 302 and r.headers["Location"] == "/login?next=/unit/alice"
+    pre = c.get("/login").headers.get_all("Set-Cookie")
+    assert any(h.startswith("acctd_login=") and "HttpOnly" in h and "SameSite=Strict" in h
+               for h in pre)
+    r = c.post("/login", data={"name": "ops", "password": "ops-secret", "kind": "user"})
+    assert r.status_code == 403 and "CSRF" in r.get_data(as_text=True)
+    c, r = log_in(app, "ops", "ops-secret")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    cookie = next(h for h in r.headers.get_all("Set-Cookie") if h.startswith("acctd_session="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    # a state-changing form without the session's CSRF token is refused, with it done
+    assert c.post("/unit/bob/block", data={"action": "sys-deny"}).status_code == 403
+    assert d.call("units", name="bob")[0]["sys_policy"] == ["sys-deny-login"]  # its login record
+    r = c.post("/unit/bob/block", data={"action": "sys-deny", "csrf": csrf_of(c, "/unit/bob")})
+    assert r.status_code == 302
+    assert d.call("units", name="bob")[0]["sys_policy"] == ["sys-deny", "sys-deny-login"]
+    r = c.post("/logout", data={"csrf": csrf_of(c, "/unit/bob")})
+    assert r.status_code == 302 and c.get("/unit/bob").status_code == 302
+
+
+def test_secure_cookie_behind_tls(console):
+    d, srv, _ = console
+    app = create_app(Daemon(srv.path), secure=True)
+    _, r = log_in(app, "ops", "ops-secret")
+    cookie = next(h for h in r.headers.get_all("Set-Cookie") if h.startswith("acctd_session="))
+    assert "Secure" in cookie
+
+
+def test_a_viewer_gets_the_daemons_refusal_for_an_operator_form(console):
+    d, srv, app = console
+    c, _ = log_in(app, "watcher", "watch-secret")
+    page = c.get("/unit/bob").get_data(as_text=True)
+    assert "Block</button>" not in page  # not offered; and refused by the daemon if sent
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    r = c.post("/unit/bob/block", data={"action": "sys-deny", "csrf": csrf})
+    assert r.status_code == 403
+    assert "&#39;sys-policy&#39; needs level operator; watcher is viewer" in r.get_data(as_text=True)
+    assert d.call("units", name="bob")[0]["sys_policy"] == ["sys-deny-login"]
+
+
+def test_a_subscriber_is_refused_at_another_subscribers_page(console):
+    d, srv, app = console
+    c, r = log_in(app, "alice", "alice-pass", kind="unit")
+    assert r.headers["Location"] == "/unit/alice"
+    assert c.get("/").headers["Location"] == "/unit/alice"
+    assert c.get("/unit/alice").status_code == 200
+    r = c.get("/unit/bob")
+    assert r.status_code == 403
+    assert "alice may see only their own unit" in r.get_data(as_text=True)
+    assert c.get("/unit/bob?format=csv&table=series").status_code == 403
+    assert c.get("/sessions").status_code == 403
+
+
+def test_csv_and_json_carry_the_numbers_of_acctctl_json(console):
+    d, srv, app = console
+    c, _ = log_in(app, "watcher", "watch-secret")
+    want = d.call("series", unit="alice", view="hour")
+    r = c.get("/unit/alice?view=hour&format=csv&table=series")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="unit-alice-series.csv"'
+    got = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert [(x["start"], x["policy"], x["dir"], int(x["packets"]), int(x["bytes"])) for x in got] \
+        == [(x["start"], x["policy"], x["dir"], x["packets"], x["bytes"]) for x in want["rows"]]
+    assert [int(x["bytes"]) for x in got] == [3000, 100, 3000, 1234, 100, 1234]
+    tables = json.loads(c.get("/unit/alice?view=hour&format=json").get_data())
+    assert tables["series"] == [{k: x[k] for k in ("start", "policy", "dir", "packets", "bytes")}
+                                for x in want["rows"]]
+    # yesterday against today, and the hourly 95th percentile of today so far (13 hours)
+    cmp_ = {x["dir"]: x for x in tables["compare"]}
+    assert (cmp_["in"]["now"], cmp_["in"]["previous"]) == (4234, 7000)
+    assert cmp_["in"]["p95_bps"] == 3000 * 8 // 3600
+
+
+def test_period_and_view_are_in_the_url(console):
+    d, srv, app = console
+    c, _ = log_in(app, "watcher", "watch-secret")
+    page = c.get("/unit/alice?view=day").get_data(as_text=True)
+    assert 'href="?view=hour"' in page and 'href="?view=day&amp;back=1"' in page
+    chart = json.loads(page.split('id="chart-data">', 1)[1].split("</script>", 1)[0])
+    all_in = next(s for s in chart["series"] if s["label"] == "(all) in")
+    assert len(chart["x"]) == 31 and all_in["data"] == [7000, 4234] + [0] * 29  # December
+    month = json.loads(c.get("/unit/alice?view=month&format=json").get_data())
+    assert [x["bytes"] for x in month["series"] if x["policy"] == "(all)"] == [11234, 300]
+
+
+def test_the_account_page_says_billing_is_not_configured(console):
+    d, srv, app = console
+    c, _ = log_in(app, "ops", "ops-secret")
+    page = c.get("/account").get_data(as_text=True)
+    assert "billing is not configured" in page
+
+
+def test_login_attempts_are_limited_per_client_address(console):
+    d, srv, app = console
+    for i in range(10):
+        _, r = log_in(app, f"nobody{i}", "x", addr="198.51.100.7")
+        assert r.status_code == 403
+    _, r = log_in(app, "ops", "ops-secret", addr="198.51.100.7")
+    assert r.status_code == 403 and "too many failed logins for &#39;198.51.100.7&#39;" in \
+        r.get_data(as_text=True)
+    assert log_in(app, "ops", "ops-secret", addr="198.51.100.8")[1].status_code == 302
+
+
+def test_top_units_and_totals_of_a_period(console):
+    d, srv, _ = console
+    month = d.call("top-units", period="month")
+    assert [(u["unit"], u["bytes_in"], u["bytes_out"]) for u in month["units"]] == \
+        [("alice", 11234, 300), ("bob", 1500, 0)]
+    assert month["total"] == {"in": 12734, "out": 300, "units": 2}
+    day = d.call("top-units", period="day", limit=1)
+    assert [u["unit"] for u in day["units"]] == ["alice"] and day["total"]["in"] == 4234 + 1000
+    assert d.call("top-units", period="day", back=1)["total"] == {"in": 7500, "out": 100,
+                                                                  "units": 2}
+
+
+def test_how_far_back_is_bounded(console):
+    d, srv, _ = console
+    assert d.call("series", unit="alice", view="hour", back=1000)["rows"] == []
+    with pytest.raises(BadRequest, match="back: at most 1000 periods, got 1001"):
+        d.call("top-units", period="day", back=1001)
+
+
+def test_rates_between_two_snapshots():
+    from acctd.web.pages import top_rates
+    row = {"packets_in": 0, "packets_out": 0}
+    prev = {"ts": 10.0, "addrs": [{"addr": "10.0.0.1", "unit": "a", **row, "bytes_in": 1000,
+                                   "bytes_out": 0},
+                                  {"addr": "10.0.0.2", "unit": "b", **row, "bytes_in": 9000,
+                                   "bytes_out": 0}], "ports": {}, "vlans": {}}
+    cur = {"ts": 12.0, "addrs": [{"addr": "10.0.0.1", "unit": "a", **row, "bytes_in": 3000,
+                                  "bytes_out": 500},
+                                 # re-created (counters went down): all of it is new
+                                 {"addr": "10.0.0.2", "unit": "b", **row, "bytes_in": 4000,
+                                  "bytes_out": 0}], "ports": {}, "vlans": {}}
+    r = top_rates(prev, cur, 10)
+    assert r["addrs"] == [{"key": "10.0.0.2", "unit": "b", "bps_in": 16000, "bps_out": 0},
+                          {"key": "10.0.0.1", "unit": "a", "bps_in": 8000, "bps_out": 2000}]
+    assert r["gateway"] == [{"bps_in": 24000, "bps_out": 2000}]
+
+
+def test_the_units_page_filters_by_name_and_links_each_unit(console):
+    d, srv, app = console
+    c, _ = log_in(app, "watcher", "watch-secret")
+    page = c.get("/units?q=ali").get_data(as_text=True)
+    assert '<a href="/unit/alice">alice</a>' in page and "/unit/bob" not in page
+    rows = json.loads(c.get("/units?q=ali&format=json").get_data())["units"]
+    assert [(r["name"], r["type"]) for r in rows] == [("alice", "user")]
+
+
+def test_acctd_web_refuses_a_bad_listen_address_in_one_line():
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "acctd.web.main", "--listen", "8080"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == ("acctd-web: error: argument --listen: expected "
+                                         "host:port, e.g. 127.0.0.1:8080, got '8080'")
+
+
+BILLING = """
+[billing]
+currency = "EUR"
+[billing.subplan.1]
+policy = "ip"
+fee = "30.00"
+spread = "monthly"
+included = "unlimited"
+[billing.plan.2]
+name = "home"
+subplans = [1]
+"""
+
+
+def test_the_account_page_shows_billings_replies(tmp_path):
+    """With [billing]: the account list, one account's balance, its ledger
+    and its plan, as the billing service answers them."""
+    with daemon_stub(loads(CONFIG + BILLING, "t.toml"), clock=lambda: NOW) as d:
+        d.call("billing-account-create", name="acme",
+               words=["plan", "2", "unit", "name", "alice", "add", "balance", "add", "20.00"])
+
+        def daemon(cmd, token=None, /, **args):
+            if cmd == "web-login":
+                return {"token": "t", "name": "ops", "level": "operator", "unit": None}
+            return d.call(cmd, **args)
+        app = create_app(daemon)
+        c, _ = log_in(app, "ops", "x")
+        page = c.get("/account").get_data(as_text=True)
+        assert '<a href="/account?name=acme">acme</a>' in page
+        assert "billing is not configured" not in page
+        one = json.loads(c.get("/account?name=acme&format=json").get_data())
+        assert [r["amount"] for r in one["ledger"]] == ["20.00"]
+        assert {"what": "balance", "value": "20.00"} in one["account"]
+        assert [p["number"] for p in one["plan"]] == [2]
+
+
+def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
+    """NeTAMS login.cgi: the unit's password opens its access from the
+    client's address; the console (a viewer) gets no right from it."""
+    d, srv, app = console
+    c = app.test_client()
+    page = c.get("/hotspot", environ_base={"REMOTE_ADDR": "10.9.0.5"}).get_data(as_text=True)
+    assert "From 10.9.0.5" in page
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    form = {"name": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
+    r = c.post("/hotspot", data=form, environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert r.status_code == 200
+    assert "OK: login success from ip:10.9.0.5" in r.get_data(as_text=True)
+    rows = {x["oid"]: x for x in d.call("login-show")["rows"]}
+    alice = rows[d.snapshot.unit("alice").oid]
+    assert (alice["state"], alice["addr"]) == ("opened", "10.9.0.5")
+    assert "sys-deny-login" not in d.call("units", name="alice")[0]["sys_policy"]
+    r = c.post("/hotspot", data=form | {"password": "wrong-one"},
+               environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert r.status_code == 403 and "wrong unit name or password" in r.get_data(as_text=True)
+    assert c.post("/hotspot", data=form | {"csrf": "x"}).status_code == 403
+    r = c.post("/hotspot", data=form | {"action": "logout"}, environ_base={"REMOTE_ADDR": "10.9.0.5"})
+    assert "OK: logout success" in r.get_data(as_text=True)
+    # a subscriber's token logs in only its own unit
+    tok = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
+    with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
+        client.call(srv.path, "login", as_token=tok["token"], unit="bob", password="bob-pass1")
