@@ -185,7 +185,7 @@ Targets (all keywords given must match; see acctd/model/policies.py):
     time 9-18 | 00:40-21:30 day Mon-Fri | Sun
                             checked once per drain (lookup-delay), not per packet
     tos N                   needs a TOS byte in the flow key (not in ABI v1): rejected for now
-    ds                      rejected: needs the flow collector (all flows come from the kernel)
+    ds N1 N2 ...            the data source a flow came from: 0 the kernel, N a [[collector]] id
 
 Each table is declared once, with its keys, checks and defaults, by the
 module that uses it (acctd/config/schema.py); this module puts them

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.model.addresses import format_addr, format_prefix, parse_addr, parse_prefix
-from acctd.model.policies import (Addr, As, Day, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
+from acctd.model.policies import (Addr, As, Day, Ds, File, Ifindex, PolicyRefs, Ports, Proto, Time, Tos,
                                   Units, Vlan, parse_acct_entry, read_prefix_file)
 from acctd.model.units import ModelError
 
@@ -158,6 +158,9 @@ def _alternatives(term, policies, units, now, memo, depth) -> list[Atom]:
     if isinstance(term, As):
         raise FwError("target 'as' is looked up at drain time, for accounting only; "
                       "a fw-policy cannot use it")
+    if isinstance(term, Ds):
+        raise FwError("target 'ds' is the data source of a flow, known to accounting only; "
+                      "the kernel sees its own traffic alone")
     if isinstance(term, Addr):  # re-read the text: a PrefixTable keeps no list
         return [Atom(addr_set=frozenset(_prefixes_of(term.text)), any_side=True)]
     if isinstance(term, File):

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from acctd.kernel import abi
+from acctd.model import sources
 from acctd.model.asn import AsTable
 from acctd.model.addresses import PrefixTable, parse_addr, parse_prefix, split_addrs
 from acctd.model.units import (ModelError, UnitSet, find_by_name_or_oid, make_oid, normalize_oid,
@@ -41,8 +42,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PORT_ITEMS = 10  # the reference's limit on port (and as) lists
 MAX_LIST = 64  # acct-policy entries per unit: one bit each in the hot path
 _NOT_YET = {
-    "ds": "target 'ds' needs the flow collector: every flow here comes from the kernel "
-          "datapath, which is one data source",
     "ingress": "target 'ingress' describes NetFlow v9 collection, not supported",
     "egress": "target 'egress' describes NetFlow v9 collection, not supported",
     "layer7-detect": "target 'layer7-detect' needs payload inspection, not supported",
@@ -81,6 +80,13 @@ class Ifindex:
     """NetFlow's input (s) and output (d) interface. A flow here is seen at a
     LAN hook: going out it arrived there (input), coming in it left there."""
     items: tuple[tuple[str, int, int], ...]  # (s|d|b, low, high), inclusive
+
+
+@dataclasses.dataclass(frozen=True)
+class Ds:
+    """The data source a flow came from (NeTAMS `ds N1 N2 ...`): 0 the
+    kernel, N a [[collector]] id (acctd/model/sources.py)."""
+    ids: frozenset[int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +350,8 @@ def parse_target(spec: str | Mapping, base_dir: str = ".",
             terms.append(Vlan(_ints(args, 1, 4094, "a VLAN id")))
         elif kw == "ifindex":
             terms.append(Ifindex(_sided("ifindex", args, 1, 2**32 - 1, "2, s2 or d3:5")))
+        elif kw == "ds":
+            terms.append(Ds(_ints(args, 0, sources.MAX_SOURCE, "data-source number")))
         elif kw == "as":
             if as_table is None:
                 raise ValueError("target 'as' needs a prefix-to-AS table: set [processor] "
@@ -572,6 +580,8 @@ class PolicySet:
             ifx, out = view["ifindex"], view["out"]
             # at a LAN hook an outgoing flow arrived (input), an incoming one left (output)
             return _sided_hit(t.items, np.where(out, ifx, 0), np.where(out, 0, ifx), view.n)
+        if isinstance(t, Ds):
+            return _in_set(sources.of_ifindex(view["ifindex"]), t.ids)
         if isinstance(t, As):
             def origin(side):
                 return lambda: self.as_table.lookup(view[side + "_hi"], view[side + "_lo"])

@@ -20,7 +20,12 @@ MAX_SOURCE = 0xFFFF
 
 def of_flows(flow_keys: np.ndarray) -> np.ndarray:
     """The data source of each flow (0: the kernel)."""
-    ifx = np.asarray(flow_keys["ifindex"], np.uint32)
+    return of_ifindex(flow_keys["ifindex"])
+
+
+def of_ifindex(ifindex: np.ndarray) -> np.ndarray:
+    """The data source of each flow, from its ifindex (the source's tag)."""
+    ifx = np.asarray(ifindex, np.uint32)
     return np.where(ifx >= SOURCE_IFINDEX, ifx & MAX_SOURCE, KERNEL).astype(np.uint32)
 
 

@@ -96,7 +96,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     text = "\n".join([
         "service processor",
         "policy name dns target proto udp port 53",
-        "policy name bgp target ds 1",
+        "policy name bgp target ingress 1",
         "policy name nobgp target policy-or !bgp",
         "policy name shaped target proto tcp bw 1M",
         "default acct\u2013policy dns bgp",
@@ -123,7 +123,7 @@ def test_directives_that_cannot_be_carried_are_reported():
     ])
     res = netams.convert(text, "x.cfg")
     why = {w.line: w for w in res.warnings}
-    assert "target 'ds' needs the flow collector" in why[3].reason
+    assert "target 'ingress' describes NetFlow v9 collection" in why[3].reason
     assert why[4].directive == "policy nobgp" and "'bgp'" in why[4].reason
     assert 5 not in why  # bw on a policy is carried
     assert "acct-policy bgp" in why[6].directive and "no such policy" in why[6].reason
@@ -554,9 +554,6 @@ def test_policy_words_hidden_fp_nodefault_ifindex_as_ds_and_sys_words_are_carrie
     assert why == [
         (4, "policy google", 'carried; acctd looks the AS numbers up in [processor] as-table = '
                              '"pfx2as.txt": put a CAIDA pfx2as file there before starting it'),
-        (5, "policy name coll target ds 2",
-         "target not carried: target 'ds' needs the flow collector: every flow here comes "
-         "from the kernel datapath, which is one data source"),
         (7, "sys-deny-bogus", "not carried: unknown system policy 'sys-deny-bogus'; expected "
                               "sys-deny, sys-allow, sys-deny-/sys-allow-{quota,login,money,mac,auth,block} "
                               "or sys-deny-/sys-allow-OID"),
@@ -568,7 +565,8 @@ def test_policy_words_hidden_fp_nodefault_ifindex_as_ds_and_sys_words_are_carrie
     (tmp_path / "pfx2as.txt").write_text("8.8.8.0 24 15169\n")
     cfg = config.load(path)
     assert [(p.name, p.hidden) for p in cfg.policies] == \
-        [("l7", True), ("in3", False), ("google", False)]
+        [("l7", True), ("in3", False), ("google", False), ("coll", False)]
+    assert cfg.policies.policies[cfg.policies.find("coll")].target == "ds 2"
     h = cfg.units.units[cfg.units.find("h")]
     assert h.fp_nodefault and h.sys_policy == ("sys-deny-auth", "sys-deny-block",
                                                "sys-allow-0A0101")

@@ -1,5 +1,5 @@
 """NeTAMS policy words acctd lacked: `hidden`, `fp-nodefault`, `ifindex s|d`,
-`as` from a pfx2as table, and `ds` (refused until the collector exists)."""
+`as` from a pfx2as table, and `ds` (the data source a flow came from)."""
 
 import datetime as dt
 
@@ -205,9 +205,21 @@ def test_as_refused_in_fw_policies(tmp_path):
 
 # --- ds ------------------------------------------------------------------------------
 
-def test_ds_says_it_needs_the_collector():
-    with pytest.raises(ValueError, match="target 'ds' needs the flow collector"):
-        parse_target("ds 1")
+def test_ds_matches_the_data_source_a_flow_came_from():
+    """NeTAMS ds N1 N2: the kernel is source 0, a [[collector]] N tags its
+    flows' ifindex 0xFFFF0000 | N; ds is accounting's only, never a fw rule."""
+    from acctd.model import sources
+    f, _, _ = flows(dict(src="10.0.0.1", dst="8.8.8.8", dir=OUT, ifindex=3),
+                    dict(src="10.0.0.1", dst="8.8.8.8", dir=OUT,
+                         ifindex=sources.SOURCE_IFINDEX | 1),
+                    dict(src="10.0.0.1", dst="8.8.8.8", dir=OUT,
+                         ifindex=sources.SOURCE_IFINDEX | 2))
+    assert mask("ds 1", f) == [False, True, False]
+    assert mask("ds 0 2", f) == [True, False, True]
+    with pytest.raises(ValueError, match="expected at least one data-source number"):
+        parse_target("ds")
+    with pytest.raises(enforcement.FwError, match="target 'ds' is the data source"):
+        enforcement.policy_atoms(0, PolicySet([PolicySpec("r1", "ds 1")]), UnitSet([]), None)
 
 
 # --- fp-nodefault and hidden ---------------------------------------------------------
