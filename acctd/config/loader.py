@@ -182,6 +182,7 @@ from acctd.model.units import UNIT_TYPES, ModelError, Unit, UnitSet
 from acctd.services import auto_units
 from acctd.services.alerter import MailSettings
 from acctd.services.dynamicip import DynamicIpSettings
+from acctd.services.central import CentralSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
@@ -431,6 +432,7 @@ class Config:
     coa: CoaSettings | None = None
     log: LogSettings | None = None
     scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
+    central: CentralSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -444,6 +446,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "radius": (dict, RadiusSettings), "openvpn": (dict, OpenVpnSettings),
     "coa": (dict, CoaSettings), "monitor": (dict, MonitorSettings),
     "log": (dict, LogSettings), "scheduler": (dict, SchedulerSettings),
+    "central": (dict, CentralSettings),
 }
 
 
@@ -617,6 +620,7 @@ class _Loader:
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa(),
             log=self.optional(LogSettings, "log"),
+            central=self.optional(CentralSettings, "central"),
             scheduler=self.read(SchedulerSettings, "scheduler",
                                 doc=self.doc.get("scheduler", {})))
 

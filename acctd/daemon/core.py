@@ -46,6 +46,7 @@ from acctd.model.snapshot import Snapshot
 from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
 from acctd.services.alerter import AlerterService
+from acctd.services.central import CentralService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.flowlog import FlowLogService
@@ -71,7 +72,7 @@ SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, LoginService,
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
-    LogService)
+    LogService, CentralService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

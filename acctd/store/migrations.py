@@ -22,6 +22,9 @@ oid a UINTEGER, as the datapath's rows carry it):
   unit_mac    unit_oid, mac: MACs recorded by `mac fixate`
   monitor     per-flow rows of the monitored units with the remote peer
               (acctd/store/monitor.py)
+  central_outbox  seq, ts, n, rows: each drain's rows for PostgreSQL, written
+              in the drain's transaction, deleted once shipped
+              (acctd/services/central/)
 """
 
 from __future__ import annotations
@@ -104,7 +107,19 @@ def _v6(con) -> None:
     """)  # no index: rows arrive in ts order, so DuckDB's zone maps serve retention and --from
 
 
-MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (6, _v6))
+def _v15(con) -> None:
+    """The outbox of drains for the central PostgreSQL: one row per drain,
+    its rows packed (acctd.services.central.ship.ROW), so a drain adds one
+    row whatever its size."""
+    con.execute("""
+        CREATE TABLE central_outbox (
+            seq UBIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, n INTEGER NOT NULL,
+            rows BLOB NOT NULL);
+    """)
+
+
+MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (6, _v6),
+                                                (15, _v15))
 VERSION = MIGRATIONS[-1][0]
 
 
