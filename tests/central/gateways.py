@@ -60,9 +60,17 @@ def rows(d, cells) -> dict[str, np.ndarray]:
     return {k: np.array(v, types[k]) for k, v in out.items()}
 
 
+def many(d, n: int, unit: str = "alice") -> dict[str, np.ndarray]:
+    """n drain rows of one unit, bytes 1..n (their sum is n(n+1)/2)."""
+    return {"unit_oid": np.full(n, int(d.snapshot.unit(unit).oid, 16), np.uint32),
+            "policy_oid": np.zeros(n, np.uint32), "dir": (np.arange(n) % 2).astype(np.uint8),
+            "packets": np.ones(n, np.uint64), "bytes": np.arange(1, n + 1, dtype=np.uint64)}
+
+
 def commit_drain(d, now: dt.datetime, cells) -> None:
-    """One drain of these rows, committed as the core commits one."""
-    r = rows(d, cells)
+    """One drain of these rows (cells for rows(), or the columns), committed
+    as the core commits one."""
+    r = cells if isinstance(cells, dict) else rows(d, cells)
     empty = np.zeros(0)
     dr = Drain(now, d.snapshot, r, empty, empty, empty, empty)
     with d.lock:
