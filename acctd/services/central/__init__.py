@@ -370,6 +370,8 @@ class CentralService(Service):
             self.core.enforce()
 
     def _refresh_elsewhere(self) -> None:
+        with self.core.lock:
+            self._watch_quotas()   # a `quota set` since counts at once
         if not self.watch:
             self.elsewhere = {}
             return
