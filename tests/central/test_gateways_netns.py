@@ -1,0 +1,123 @@
+"""Two acctd gateways, each in its own namespace topology with real traffic
+(tests/netns/topology.py), shipping to one PostgreSQL: a subscriber who
+moves from gateway A to B mid-day has the exact sum in PostgreSQL, and a
+shared day quota crossed by traffic split across them blocks in both
+kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+
+import psycopg
+import pytest
+
+from acctd.kernel.build import Sizes
+from acctd.kernel.datapath import Datapath
+from acctd.services.central import CentralService
+from tests.central.gateways import wait
+from tests.netns.conftest import TOOLS
+from tests.netns.gateway import STORED
+from tests.netns.topology import LINKS, Topology, remove_stale
+
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
+SUB1, SRV = LINKS["sub1"], LINKS["srv"]
+ECHO = 20 * (100 + 28)   # 20 pings of 100 bytes: IP bytes each way
+
+
+@contextlib.contextmanager
+def site(dsn: str, name: str, tmp_path, extra: str = ""):
+    """One gateway: its own topology, pins and database, alice on sub1."""
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.model import enforcement
+    sizes = Sizes(pin_root=f"/sys/fs/bpf/acctd-central-{os.getpid()}-{secrets.token_hex(3)}",
+                  flows=4096, addrs=256)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(STORED.format(db=tmp_path / f"{name}.duckdb") + f"""
+[[policy]]
+name = "ip"
+target = "proto ip"
+
+[[unit]]
+type = "host"
+name = "alice"
+ip = "{SUB1.v4()}"
+
+[central]
+dsn = "{dsn}"
+gateway = "{name}"
+retry = 1
+{extra}""")
+    with Topology() as topo:
+        topo.set_all_offloads(False)
+        d = Daemon(config.load(str(path)), sizes, netns=topo.ns["gw"])
+        try:
+            d.start()
+            wait(lambda: d.service(CentralService).state == "connected")
+            yield topo, d
+        finally:
+            if d.enforcer is not None:
+                d.enforcer.apply(enforcement.plan(d.snapshot, {}, None))
+            d.close()
+            Datapath(sizes, netns=topo.ns["gw"]).detach()
+
+
+@pytest.fixture
+def bed():
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"missing tools: {', '.join(missing)}")
+    remove_stale()
+
+
+def day_total(dsn: str, oid: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "SELECT g.name, r.dir, sum(r.bytes) FROM raw r JOIN gateway g ON g.id = r.gateway_id "
+            "WHERE r.unit_oid = %s AND r.policy_oid = 0 AND r.ts >= date_trunc('day', now()) "
+            "GROUP BY 1, 2 ORDER BY 1, 2", (int(oid, 16),)).fetchall()
+    return {f"{g}/{'in' if d == 0 else 'out'}": int(b) for g, d, b in rows}
+
+
+def shipped(d) -> bool:
+    st = d.call("status")["services"]["central"]
+    return st["backlog_drains"] == 0 and st["shipped_seq"] >= 1
+
+
+def test_a_subscriber_moving_between_gateways_sums_exactly(bed, central_dsn, tmp_path):
+    with site(central_dsn, "gw-a", tmp_path) as (ta, a), \
+            site(central_dsn, "gw-b", tmp_path) as (tb, b):
+        assert ta.ping("sub1", SRV.v4(), count=20, size=100).received == 20
+        a.drain()
+        # alice leaves A and comes up behind B
+        assert tb.ping("sub1", SRV.v4(), count=40, size=100).received == 40
+        b.drain()
+        wait(lambda: shipped(a) and shipped(b))
+        oid = a.snapshot.unit("alice").oid
+        assert day_total(central_dsn, oid) == {"gw-a/in": ECHO, "gw-a/out": ECHO,
+                                               "gw-b/in": 2 * ECHO, "gw-b/out": 2 * ECHO}
+
+
+def test_a_shared_day_quota_crossed_across_two_gateways_blocks_in_both(bed, central_dsn,
+                                                                       tmp_path):
+    with site(central_dsn, "gw-a", tmp_path) as (ta, a), \
+            site(central_dsn, "gw-b", tmp_path) as (tb, b):
+        for d in (a, b):   # 3K out a day, wherever she is
+            d.call("quota-set", argv=["alice", "policy", "ip", "day", "3K", "out"])
+        assert ta.ping("sub1", SRV.v4(), count=20, size=100).received == 20   # 2560 B out
+        a.drain()
+        assert a.blocked() == {}
+        wait(lambda: shipped(a))
+        wait(lambda: b.service(CentralService).elsewhere)
+        assert tb.ping("sub1", SRV.v4(), count=10, size=100).received == 10   # 1280 B more
+        t = time.monotonic()
+        b.drain()
+        assert b.blocked() == {SUB1.v4(): ["sys-deny-quota"]}
+        wait(lambda: a.blocked() == {SUB1.v4(): ["sys-deny-quota"]}, timeout=5, step=0.01)
+        assert time.monotonic() - t < 2.0
+        assert ta.ping("sub1", SRV.v4(), count=3, size=100).received == 0
+        assert tb.ping("sub1", SRV.v4(), count=3, size=100).received == 0
