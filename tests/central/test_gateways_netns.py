@@ -121,3 +121,58 @@ def test_a_shared_day_quota_crossed_across_two_gateways_blocks_in_both(bed, cent
         assert time.monotonic() - t < 2.0
         assert ta.ping("sub1", SRV.v4(), count=3, size=100).received == 0
         assert tb.ping("sub1", SRV.v4(), count=3, size=100).received == 0
+
+
+@contextlib.contextmanager
+def pg_behind_veth():
+    """A PostgreSQL in a namespace of its own, reached over a veth whose
+    host end the test can down (the link goes silent: no RST, no FIN)."""
+    import subprocess
+    from tests.central.pg import Cluster
+    tag = secrets.token_hex(3)
+    ns, host_if = f"acctc{os.getpid()}x{tag}-pg", f"acpg{tag}"
+
+    def run(*argv):
+        subprocess.run(argv, check=True, capture_output=True)
+    run("ip", "netns", "add", ns)
+    c = None
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "addr", "add", "10.231.0.1/30", "dev", host_if)
+        run("ip", "link", "set", host_if, "up")
+        run("ip", "-n", ns, "addr", "add", "10.231.0.2/30", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        c = Cluster(listen="10.231.0.2")
+        c.initdb()
+        c.start(netns=ns)
+        yield c, (lambda up: run("ip", "link", "set", host_if, "up" if up else "down"))
+    finally:
+        if c is not None:
+            c.remove()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_the_postgres_link_down_while_traffic_flows(bed, tmp_path):
+    with pg_behind_veth() as (pg, link), site(pg.dsn(), "gw-a", tmp_path) as (ta, a):
+        assert ta.ping("sub1", SRV.v4(), count=20, size=100).received == 20
+        a.drain()
+        wait(lambda: shipped(a))
+        link(False)
+        for _ in range(2):
+            assert ta.ping("sub1", SRV.v4(), count=20, size=100).received == 20
+            a.drain()
+        st = wait(lambda: (s := a.call("status")["services"]["central"])["state"] ==
+                  "unreachable" and s, timeout=15)
+        assert st["backlog_drains"] == 2
+        assert a.call("quota-show")["text"] == ""   # still answering, from DuckDB
+        link(True)
+        st = wait(lambda: (s := a.call("status")["services"]["central"])["caught_up"]
+                  and s["caught_up"]["done_at"] and s, timeout=20)
+        assert st["caught_up"]["drains"] == 2 and st["backlog_drains"] == 0
+        oid = a.snapshot.unit("alice").oid
+        assert day_total(pg.dsn(), oid) == {"gw-a/in": 3 * ECHO, "gw-a/out": 3 * ECHO}
+        with psycopg.connect(pg.dsn()) as c:
+            seqs = [r[0] for r in c.execute("SELECT DISTINCT seq FROM raw ORDER BY 1")]
+        assert seqs == [1, 2, 3]

@@ -40,6 +40,10 @@ from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 log = logging.getLogger("acctd.central")
 
 BATCH = 64          # drains per PostgreSQL transaction while catching up
+HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
+LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
+                 "keepalives_interval": "1", "keepalives_count": "2",
+                 "tcp_user_timeout": "3000"}
 OPERATOR = "operator"   # the pseudo-gateway of blocks set with acctctl --central
 
 
@@ -81,6 +85,7 @@ class CentralService(Service):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._throttle = Throttle(log, 60.0)
+        self._heard = time.monotonic()
 
     @staticmethod
     def settings_of(config):
@@ -204,9 +209,13 @@ class CentralService(Service):
 
     def _connect(self) -> bool:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
         s = self.settings
         try:
-            conn = psycopg.connect(s.dsn, autocommit=True, connect_timeout=3)
+            # a link that goes silent (no RST) must end the connection in
+            # seconds, not the kernel's minutes; what the DSN says wins
+            params = {**LINK_TIMEOUTS, **conninfo_to_dict(s.dsn)}
+            conn = psycopg.connect(autocommit=True, **params)
         except psycopg.Error as e:
             self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
             return False
@@ -315,6 +324,10 @@ class CentralService(Service):
         got = set()
         for n in self.conn.notifies(timeout=timeout, stop_after=1):
             got.add(n.channel)
+        if got or time.monotonic() - self._heard > HEARTBEAT:
+            if not got:
+                self.conn.execute("SELECT 1")   # unacknowledged: tcp_user_timeout ends it
+            self._heard = time.monotonic()
         if "acctd_block" in got:
             self._resync_blocks()
         if "acctd_shipped" in got:
