@@ -23,7 +23,7 @@ test-fast: setup
 bench: setup
 	@mkdir -p .bench
 	@# pipefail: a failing benchmark fails the target, tee or not
-	bash -o pipefail -c '{ $(PY) -m acctd.bench.datapath && $(PY) -m acctd.bench.control && $(PY) -m acctd.bench.monitor; } | tee .bench/results.jsonl'
+	bash -o pipefail -c '{ $(PY) -m acctd.bench.datapath && $(PY) -m acctd.bench.control && $(PY) -m acctd.bench.monitor && $(PY) -m acctd.bench.central; } | tee .bench/results.jsonl'
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache build *.egg-info

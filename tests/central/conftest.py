@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.central.pg import BINDIRS, Cluster
+from acctd.bench.pgcluster import BINDIRS, Cluster
 
 
 def unavailable(reason: str):

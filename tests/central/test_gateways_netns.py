@@ -128,7 +128,7 @@ def pg_behind_veth():
     """A PostgreSQL in a namespace of its own, reached over a veth whose
     host end the test can down (the link goes silent: no RST, no FIN)."""
     import subprocess
-    from tests.central.pg import Cluster
+    from acctd.bench.pgcluster import Cluster
     tag = secrets.token_hex(3)
     ns, host_if = f"acctc{os.getpid()}x{tag}-pg", f"acpg{tag}"
 

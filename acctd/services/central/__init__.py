@@ -78,7 +78,8 @@ class CentralService(Service):
         self.published: dict[str, int] | None = None
         self.elsewhere: dict = {}              # (unit, policy) -> {period: (in, out)}
         self.elsewhere_starts: dict[str, dt.datetime] = {}
-        self.watch: list[int] = []             # unit oids with a quota
+        self.watch: list[int] = []             # unit oids with a quota on any gateway
+        self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
         self._wake = threading.Event()
@@ -127,7 +128,6 @@ class CentralService(Service):
     def after_drain(self, drain: Drain) -> None:
         if self.settings is None:
             return
-        self._watch_quotas()
         if self.state != "connected":
             self._count_outage(drain)
         self._wake.set()
@@ -170,6 +170,7 @@ class CentralService(Service):
                 if k in cell and self.elsewhere_starts.get(k) == starts[k]}
 
     def _watch_quotas(self) -> None:
+        """Before the first connect: the units with a quota here."""
         self.watch = sorted(int(o, 16) for o in self.core.storage.quotas())
 
     def _count_outage(self, drain: Drain) -> None:
@@ -203,6 +204,8 @@ class CentralService(Service):
             try:
                 self._ship_backlog()
                 self._publish_blocks()
+                if self._share_quotas():
+                    self._publish_totals()
                 self._listen(0.2)
             except Exception as e:   # psycopg.Error, or the link cut mid-statement
                 self._lost(e)
@@ -232,8 +235,10 @@ class CentralService(Service):
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
+            self._quotas_shared = None
             self._resync_blocks()
             self._refresh_elsewhere()
+            self._publish_totals()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
@@ -318,7 +323,7 @@ class CentralService(Service):
                     self.caught_up["done_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
                     log.info("central %s caught up: %d drains shipped after the outage",
                              self.settings.gateway, self.caught_up["drains"])
-            self._refresh_elsewhere()
+            self._publish_totals()
 
     def _listen(self, timeout: float) -> None:
         got = set()
@@ -382,9 +387,49 @@ class CentralService(Service):
                      {o: sys_policy.words(b) for o, b in sorted(remote.items())})
             self.core.enforce()
 
-    def _refresh_elsewhere(self) -> None:
+    def _share_quotas(self) -> bool:
+        """This gateway's quota records into the server's `quota` table, and
+        the units with a quota anywhere (whose totals are shared); True if
+        this gateway's records changed."""
+        import psycopg.types.json
         with self.core.lock:
-            self._watch_quotas()   # a `quota set` since counts at once
+            local = self.core.storage.quotas()
+        changed = local != self._quotas_shared
+        if changed:
+            with self.conn.transaction():
+                self.conn.execute("DELETE FROM quota WHERE gateway_id = %s AND NOT "
+                                  "(unit_oid = ANY(%s))",
+                                  (self.gateway_id, [int(o, 16) for o in local]))
+                self.conn.cursor().executemany(
+                    "INSERT INTO quota VALUES (%s, %s, %s) ON CONFLICT (unit_oid) DO UPDATE "
+                    "SET spec = excluded.spec, gateway_id = excluded.gateway_id",
+                    [(int(o, 16), psycopg.types.json.Jsonb(spec), self.gateway_id)
+                     for o, spec in local.items()])
+            self._quotas_shared = local
+        anywhere = {r[0] for r in self.conn.execute("SELECT unit_oid FROM quota").fetchall()}
+        self.watch = sorted(anywhere | {int(o, 16) for o in local})
+        return changed
+
+    def _publish_totals(self) -> None:
+        """This gateway's current-period totals of the watched units, from its
+        DuckDB rollups (committed drains, shipped or not), for the others."""
+        if not self.watch:
+            return
+        zone = self.core.snapshot.config.processor.zone
+        starts = ship.period_bounds(self.core.clock(), zone)
+        when = " OR ".join(f"(kind = '{k}' AND period_start = make_timestamp(${k}))"
+                           for k in PERIODS)
+        with self.core.lock:
+            rows = self.core.storage.con.execute(
+                "SELECT kind::VARCHAR, epoch_us(period_start), unit_oid, policy_oid, dir, bytes "
+                f"FROM rollup WHERE list_contains($units, unit_oid) AND ({when})",
+                {"units": self.watch, **{k: to_us(v) for k, v in starts.items()}}).fetchall()
+        ship.put_totals(self.conn, self.gateway_id, [
+            (k, dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc), int(u), int(p), int(d),
+             int(b)) for k, us, u, p, d, b in rows])
+
+    def _refresh_elsewhere(self) -> None:
+        self._share_quotas()
         if not self.watch:
             self.elsewhere = {}
             return

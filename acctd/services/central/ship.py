@@ -105,7 +105,6 @@ def ship(conn, gateway_id: int, drains: Sequence[tuple[int, int, bytes]]) -> tup
         last = new[-1][0]
         conn.execute("UPDATE gateway SET shipped_seq = %s, shipped_at = now(), seen = now() "
                      "WHERE id = %s", (last, gateway_id))
-        conn.execute("NOTIFY acctd_shipped")
     return last, n
 
 
@@ -134,20 +133,29 @@ def period_bounds(now: dt.datetime, zone) -> dict[str, dt.datetime]:
     return {k: period_start(k, now, zone) for k in PERIODS}
 
 
+def put_totals(conn, gateway_id: int, rows: Iterable[tuple]) -> None:
+    """This gateway's current-period totals (kind, period_start, unit_oid,
+    policy_oid, dir, bytes), absolute: written again, they stay right."""
+    with conn.transaction():
+        conn.cursor().executemany(
+            "INSERT INTO quota_total VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT "
+            "(unit_oid, kind, period_start, gateway_id, policy_oid, dir) DO UPDATE "
+            "SET bytes = excluded.bytes", [(gateway_id, *r) for r in rows])
+        conn.execute("NOTIFY acctd_shipped")
+
+
 def totals(conn, starts: Mapping[str, dt.datetime], units: Sequence[int],
            not_gateway: int | None = None) -> dict[tuple[int, int], dict[str, tuple[int, int]]]:
     """{(unit_oid, policy_oid): {period: (bytes in, bytes out)}} of the current
     periods (starts) on every gateway but not_gateway, for these units."""
-    lo = min(starts.values())
-    sums = ", ".join(f"coalesce(sum(bytes) FILTER (WHERE ts >= %({k})s), 0)" for k in PERIODS)
     rows = conn.execute(
-        f"SELECT unit_oid, policy_oid, dir, {sums} FROM raw WHERE ts >= %(lo)s "
-        "AND unit_oid = ANY(%(units)s) AND gateway_id IS DISTINCT FROM %(gw)s "
-        "GROUP BY 1, 2, 3", {**starts, "lo": lo, "units": list(units), "gw": not_gateway}
+        "SELECT unit_oid, policy_oid, dir, kind, sum(bytes) FROM quota_total "
+        "WHERE unit_oid = ANY(%(units)s) AND gateway_id IS DISTINCT FROM %(gw)s AND ("
+        + " OR ".join(f"(kind = '{k}' AND period_start = %({k})s)" for k in PERIODS) +
+        ") GROUP BY 1, 2, 3, 4", {**starts, "units": list(units), "gw": not_gateway}
     ).fetchall()
     out: dict[tuple[int, int], dict[str, list[int]]] = {}
-    for u, p, d, *b in rows:
+    for u, p, d, kind, b in rows:
         cell = out.setdefault((int(u), int(p)), {k: [0, 0] for k in PERIODS})
-        for k, v in zip(PERIODS, b):
-            cell[k][int(d)] += int(v)
+        cell[kind][int(d)] += int(b)
     return {key: {k: (v[0], v[1]) for k, v in cell.items()} for key, cell in out.items()}

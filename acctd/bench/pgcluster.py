@@ -1,6 +1,7 @@
-"""A throwaway PostgreSQL for the central tests (the tests/peers rig:
-initdb in a temp dir, run as the `postgres` user when we are root), on its
-own TCP port, which a test may kill -9 and start again on the same data."""
+"""A throwaway PostgreSQL for the central tests and benchmark (the
+tests/peers rig: initdb in a temp dir, run as the `postgres` user when we
+are root), on its own TCP port, which a test may kill -9 and start again
+on the same data."""
 
 from __future__ import annotations
 
