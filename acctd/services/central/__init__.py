@@ -440,8 +440,13 @@ class CentralService(Service):
 
     def _publish_units(self) -> None:
         with self.core.lock:
-            units = [(int(u.oid, 16), u.name) for u in self.core.snapshot.units]
+            snap = self.core.snapshot
+            units = [(int(u.oid, 16), u.name) for u in snap.units]
+            policies = [(int(p.oid, 16), p.name) for p in snap.policies]
         with self.conn.transaction():
             self.conn.cursor().executemany(
                 "INSERT INTO unit VALUES (%s, %s) ON CONFLICT (unit_oid) DO UPDATE "
                 "SET name = excluded.name", units)
+            self.conn.cursor().executemany(
+                "INSERT INTO policy VALUES (%s, %s) ON CONFLICT (policy_oid) DO UPDATE "
+                "SET name = excluded.name", policies)

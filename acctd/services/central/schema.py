@@ -16,7 +16,7 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 rollup rows, absolute, so idempotent) of the units that have
                 a quota anywhere, written after each shipment; what shared
                 quotas add up
-  unit          unit_oid, name: the names the gateways know (for acctctl --central)
+  unit, policy  oid, name: the names the gateways know (for acctctl --central)
   block         gateway_id, unit_oid, bits: the blocks each gateway (or the
                 "operator" pseudo-gateway) holds, as abi.SysPolicy bits;
                 a change is NOTIFY acctd_block
@@ -49,6 +49,7 @@ CREATE TABLE raw (
     packets bigint NOT NULL, bytes bigint NOT NULL) PARTITION BY RANGE (ts);
 CREATE INDEX raw_ts ON raw USING brin (ts);
 CREATE TABLE unit (unit_oid integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE policy (policy_oid bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE block (
     gateway_id smallint NOT NULL REFERENCES gateway, unit_oid integer NOT NULL,
     bits integer NOT NULL, at timestamptz NOT NULL DEFAULT now(),
