@@ -54,6 +54,9 @@ class CentralSettings(Table):
     gateway: str = setting(check=string("this gateway's name, unique among them"))
     retention_months: int = setting(13, check=integer(1, 1200, what="months"))
     retry: int = setting(2, check=integer(1, 3600, what="seconds"))
+    # seconds a shipped drain stays in the outbox: what an asynchronous
+    # standby may lack when it is promoted, shipped to it again
+    keep_shipped: int = setting(900, check=integer(0, 86400, what="seconds"))
     # bytes a unit with a quota may move on this gateway while the server is
     # unreachable, before it is held (reason quota) until the link returns
     outage_allowance: int = setting(100 * 1024 ** 2, check=integer(0, what="bytes"))
@@ -145,7 +148,8 @@ class CentralService(Service):
         if self.settings is None:
             return None
         backlog = self.core.storage.con.execute(
-            "SELECT count(*), coalesce(sum(n), 0) FROM central_outbox").fetchall()[0]
+            "SELECT count(*), coalesce(sum(n), 0) FROM central_outbox WHERE seq > ?",
+            [self.shipped_seq]).fetchall()[0]
         return {"central": {
             "gateway": self.settings.gateway, "state": self.state,
             "since": dt.datetime.fromtimestamp(self.since, dt.timezone.utc).isoformat(),
@@ -302,20 +306,25 @@ class CentralService(Service):
     def _backlog(self) -> int:
         with self.core.lock:
             return int(self.core.storage.con.execute(
-                "SELECT count(*) FROM central_outbox").fetchall()[0][0])
+                "SELECT count(*) FROM central_outbox WHERE seq > ?",
+                [self.shipped_seq]).fetchall()[0][0])
 
     def _ship_backlog(self) -> None:
         while not self._stop.is_set():
             with self.core.lock:
                 drains = [(int(s), int(t), bytes(b)) for s, t, b in self.core.storage.con.execute(
-                    "SELECT seq, epoch_us(ts), rows FROM central_outbox ORDER BY seq LIMIT ?",
-                    [BATCH]).fetchall()]
+                    "SELECT seq, epoch_us(ts), rows FROM central_outbox WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?", [self.shipped_seq, BATCH]).fetchall()]
             if not drains:
                 return
             self.shipped_seq, _ = ship.ship(self.conn, self.gateway_id, drains)
+            # shipped drains stay keep_shipped seconds: a standby promoted
+            # before it had them says so by its lower shipped_seq, and gets them
             with self.core.lock:
-                self.core.storage.con.execute("DELETE FROM central_outbox WHERE seq <= ?",
-                                              [self.shipped_seq])
+                self.core.storage.con.execute(
+                    "DELETE FROM central_outbox WHERE seq <= ? AND ts < make_timestamp(?)",
+                    [self.shipped_seq, to_us(self.core.clock()) - self.settings.keep_shipped
+                     * 1_000_000])
             self.shipped_drains += len(drains)
             if self.caught_up is not None and self.caught_up["done_at"] is None:
                 self.caught_up["drains"] += len(drains)
