@@ -128,6 +128,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     default-inact = 0             # min/max-inact, min/max-abs, min-passwd-length, relogin,
                                   # set-user-ip, delay
     [billing]                     # carried as data by `acctctl import netams`
+    [central]                     # several gateways, one PostgreSQL (README "Several gateways")
+    dsn = "host=db1,db2 dbname=acct target_session_attrs=read-write"
+    gateway = "bng-1"             # unique per gateway; retention-months = 13, retry = 2,
+                                  # keep-shipped = 900 (s), outage-allowance = 104857600 (B)
 
 Targets (all keywords given must match; see acctd/model/policies.py):
 

@@ -95,3 +95,25 @@ def test_gateway_killed_while_shipping(central_dsn, tmp_path):
              timeout=60)
     n = 150_000
     assert per_seq(central_dsn) == [(i, n, n * (n + 1) // 2) for i in range(1, 5)]
+
+
+def test_outage_allowance_holds_a_quota_unit_until_the_link_returns(cluster, central_dsn,
+                                                                    tmp_path):
+    from acctd.kernel.abi import SysPolicy
+    from acctd.services.quota import QuotaService
+    now = dt.datetime.now(UTC)
+    with gateway(central_dsn, "gw-a", tmp_path, outage_allowance=1000) as d:
+        d.service(QuotaService).set(["alice", "policy", "ip", "month", "1G", "sum"])
+        wait(lambda: status(d)["state"] == "connected")
+        cluster.kill9()
+        try:
+            wait(lambda: status(d)["state"] == "unreachable")
+            commit_drain(d, now, [("alice", 0, 0, 1, 600), ("bob", 0, 0, 1, 5000)])
+            assert d.sys_policy_bits() == {}
+            commit_drain(d, now, [("alice", 0, 1, 1, 600)])      # 1200 > 1000 since down
+            assert d.sys_policy_bits() == {d.snapshot.find("alice"): SysPolicy.QUOTA}
+            assert status(d)["held_for_outage"] == [d.snapshot.unit("alice").oid]
+        finally:
+            cluster.start()
+        wait(lambda: status(d)["state"] == "connected", timeout=20)
+        assert d.sys_policy_bits() == {} and status(d)["held_for_outage"] == []

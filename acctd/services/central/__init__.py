@@ -262,6 +262,9 @@ class CentralService(Service):
         return True
 
     def _up(self) -> None:
+        if self.outage_held or self.outage_spend:   # the shared totals count again
+            self.outage_spend, self.outage_held = {}, set()
+            self.core.enforce()
         was, self.state, self.error = self.state, "connected", None
         if was == "unreachable":
             backlog = self._backlog()
@@ -272,9 +275,6 @@ class CentralService(Service):
             self.caught_up = {"drains": 0, "pending": backlog, "down_s": round(
                 time.time() - self.since, 1), "done_at": None}
         self.since = time.time()
-        if self.outage_held or self.outage_spend:
-            self.outage_spend, self.outage_held = {}, set()
-            self.core.enforce()
 
     def _down(self, why: str) -> None:
         if self.state != "unreachable":
