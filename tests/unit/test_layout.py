@@ -53,4 +53,7 @@ def test_every_layer_ships():
     import tomllib
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
                  ["packages"])
-    assert listed == {"acctd", "acctctl", "acctd.bpf", *(f"acctd.{p}" for p in PACKAGES)}
+    nested = {".".join(p.parent.relative_to(ROOT).parts)
+              for p in (ROOT / "acctd").glob("*/*/__init__.py")}   # acctd.services.central
+    assert listed == {"acctd", "acctctl", "acctd.bpf", *(f"acctd.{p}" for p in PACKAGES),
+                      *nested}

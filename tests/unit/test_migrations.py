@@ -56,7 +56,7 @@ def old_database(path) -> None:
 def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
     path = tmp_path / "old.duckdb"
     old_database(path)
-    with pytest.raises(StorageError, match="schema version 1, this acctd reads 6: start acctd"):
+    with pytest.raises(StorageError, match="schema version 1, this acctd reads 15: start acctd"):
         Storage(path, read_only=True)
     with Storage(path) as st:
         assert st.meta("schema_version") == str(migrations.VERSION) == "15"
