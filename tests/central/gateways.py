@@ -38,7 +38,7 @@ retry = 1
 @contextlib.contextmanager
 def gateway(dsn: str, name: str, tmp_path, clock=None, **central):
     c = cfg(dsn, name, **central)
-    (tmp_path / name).mkdir(exist_ok=True)
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
     with daemon_stub(c, tmp_path=tmp_path / name, clock=clock) as d:
         d.service(CentralService).serve()
         yield d

@@ -64,3 +64,17 @@ def test_a_newer_central_schema_is_refused_and_drains_wait(central_dsn, tmp_path
                                "upgrade acctd on this gateway; it will not write to that server")
         assert st["backlog_drains"] == 1 and st["shipped_drains"] == 0
     assert pg_rows(central_dsn) == []
+
+
+def test_a_second_database_under_a_used_gateway_name_is_refused(central_dsn, tmp_path):
+    now = dt.datetime(2026, 12, 2, 10, tzinfo=UTC)
+    with gateway(central_dsn, "gw-a", tmp_path / "one") as d:
+        for i in range(2):
+            commit_drain(d, now, [("alice", 0, 0, 1, 100)])
+        wait(lambda: status(d)["shipped_seq"] == 2)
+    with gateway(central_dsn, "gw-a", tmp_path / "two") as d:
+        st = wait(lambda: (s := status(d))["state"] == "refused" and s)
+        assert st["error"] == (
+            "gateway 'gw-a' has shipped drains up to 2 and this database has made 0: another "
+            "gateway uses that name (or this database is new or restored); give this one its "
+            "own gateway name")

@@ -44,7 +44,6 @@ HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
 LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
                  "keepalives_interval": "1", "keepalives_count": "2",
                  "tcp_user_timeout": "3000"}
-OPERATOR = "operator"   # the pseudo-gateway of blocks set with acctctl --central
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +64,7 @@ class CentralSettings(Table):
 class CentralService(Service):
     name = "central"
     shares_blocks = True   # its blocks() come from elsewhere: not published again
+    reload_under_lock = False   # restart() joins the shipper, which takes the core's lock
 
     def __init__(self, core: Core, settings: CentralSettings | None):
         super().__init__(core, settings)
@@ -234,6 +234,13 @@ class CentralService(Service):
                          (s.gateway,))
             self.gateway_id, self.shipped_seq = conn.execute(
                 "SELECT id, shipped_seq FROM gateway WHERE name = %s", (s.gateway,)).fetchone()
+            with self.core.lock:
+                local = int(self.core.storage.meta("central_seq") or 0)
+            if local < self.shipped_seq:   # its next drains would pass for shipped ones
+                raise schema.CentralError(
+                    f"gateway {s.gateway!r} has shipped drains up to {self.shipped_seq} and "
+                    f"this database has made {local}: another gateway uses that name (or this "
+                    "database is new or restored); give this one its own gateway name")
             conn.execute("LISTEN acctd_block")
             conn.execute("LISTEN acctd_shipped")
             self.conn = conn
