@@ -7,6 +7,7 @@ kernels."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -14,7 +15,9 @@ import time
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
+from acctctl.main import main
 from acctd.kernel.build import Sizes
 from acctd.kernel.datapath import Datapath
 from acctd.services.central import CentralService
@@ -89,17 +92,21 @@ def shipped(d) -> bool:
 
 
 def test_a_subscriber_moving_between_gateways_sums_exactly(bed, central_dsn, tmp_path):
-    with site(central_dsn, "gw-a", tmp_path) as (ta, a), \
-            site(central_dsn, "gw-b", tmp_path) as (tb, b):
-        assert ta.ping("sub1", SRV.v4(), count=20, size=100).received == 20
-        a.drain()
-        # alice leaves A and comes up behind B
-        assert tb.ping("sub1", SRV.v4(), count=40, size=100).received == 40
-        b.drain()
-        wait(lambda: shipped(a) and shipped(b))
-        oid = a.snapshot.unit("alice").oid
-        assert day_total(central_dsn, oid) == {"gw-a/in": ECHO, "gw-a/out": ECHO,
-                                               "gw-b/in": 2 * ECHO, "gw-b/out": 2 * ECHO}
+    """Three gateways: alice behind A, then B, then C, the same day."""
+    with contextlib.ExitStack() as stack:
+        sites = [stack.enter_context(site(central_dsn, f"gw-{n}", tmp_path)) for n in "abc"]
+        for (topo, d), count in zip(sites, (20, 40, 60)):
+            assert topo.ping("sub1", SRV.v4(), count=count, size=100).received == count
+            d.drain()
+        wait(lambda: all(shipped(d) for _, d in sites))
+        oid = sites[0][1].snapshot.unit("alice").oid
+        assert day_total(central_dsn, oid) == {
+            "gw-a/in": ECHO, "gw-a/out": ECHO, "gw-b/in": 2 * ECHO, "gw-b/out": 2 * ECHO,
+            "gw-c/in": 3 * ECHO, "gw-c/out": 3 * ECHO}
+        r = CliRunner().invoke(main, ["--central", central_dsn, "list", "alice", "--json"])
+        day = {p["dir"]: p["day"]["bytes"] for p in json.loads(r.output)["policies"]
+               if p["policy"] == "(all)"}
+        assert day == {"in": 6 * ECHO, "out": 6 * ECHO}
 
 
 def test_a_shared_day_quota_crossed_across_two_gateways_blocks_in_both(bed, central_dsn,
@@ -176,3 +183,17 @@ def test_the_postgres_link_down_while_traffic_flows(bed, tmp_path):
         with psycopg.connect(pg.dsn()) as c:
             seqs = [r[0] for r in c.execute("SELECT DISTINCT seq FROM raw ORDER BY 1")]
         assert seqs == [1, 2, 3]
+
+
+def test_an_operators_block_on_one_gateway_reaches_the_others_kernel(bed, central_dsn, tmp_path):
+    with site(central_dsn, "gw-a", tmp_path) as (ta, a), \
+            site(central_dsn, "gw-b", tmp_path) as (tb, b):
+        assert tb.ping("sub1", SRV.v4(), count=2).received == 2
+        t = time.monotonic()
+        a.set_sys_policy("alice", "sys-deny")
+        wait(lambda: b.blocked() == {SUB1.v4(): ["sys-deny"]}, timeout=5, step=0.01)
+        assert time.monotonic() - t < 2.0
+        assert tb.ping("sub1", SRV.v4(), count=3).received == 0
+        a.set_sys_policy("alice", "sys-allow")
+        wait(lambda: b.blocked() == {}, timeout=5, step=0.01)
+        assert tb.ping("sub1", SRV.v4(), count=2).received == 2
