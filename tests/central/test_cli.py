@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from acctctl.main import main
+from acctd.services.central import CentralService
 from acctd.services.quota import QuotaService
 from tests.central.gateways import UTC, commit_drain, gateway, status, wait
 
@@ -26,6 +27,8 @@ def shipped(central_dsn, tmp_path):
         commit_drain(b, now, [("alice", 0, 1, 3, 2000), ("alice", "ip", 1, 3, 2000)])
         for d in (a, b):
             wait(lambda d=d: (s := status(d))["backlog_drains"] == 0 and s["shipped_seq"] == 1)
+        # b learns of alice's quota from the server and owes its totals of her
+        wait(lambda: a.service(CentralService).elsewhere)
     return central_dsn, now
 
 

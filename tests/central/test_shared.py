@@ -57,3 +57,18 @@ def test_a_day_quota_counts_both_gateways(central_dsn, tmp_path):
         assert bits(b, "alice") == SysPolicy.QUOTA
         wait(lambda: bits(a, "alice") == SysPolicy.QUOTA, timeout=2)
         assert bits(a, "bob") == bits(b, "bob") == 0
+
+
+def test_a_quota_set_later_counts_what_the_others_moved_before(central_dsn, tmp_path):
+    now = dt.datetime.now(UTC)
+    with gateway(central_dsn, "gw-a", tmp_path) as a, gateway(central_dsn, "gw-b", tmp_path) as b:
+        wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
+        commit_drain(b, now, [("alice", "ip", 0, 1, 700)])
+        wait(lambda: status(b)["shipped_seq"] == 1 and status(b)["backlog_drains"] == 0)
+        a.service(QuotaService).set(["alice", "policy", "ip", "day", "1000", "sum"])
+        ip = int(a.snapshot.policies.policies[0].oid, 16)
+        alice = a.snapshot.unit("alice").oid
+        wait(lambda: a.service(CentralService).usage_elsewhere(alice, ip, now).get("day") ==
+             (700, 0))
+        commit_drain(a, now, [("alice", "ip", 1, 1, 400)])
+        assert a.service(QuotaService).held() == {alice}

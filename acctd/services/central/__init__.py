@@ -423,7 +423,10 @@ class CentralService(Service):
                      for o, spec in local.items()])
             self._quotas_shared = local
         anywhere = {r[0] for r in self.conn.execute("SELECT unit_oid FROM quota").fetchall()}
-        self.watch = sorted(anywhere | {int(o, 16) for o in local})
+        watch = sorted(anywhere | {int(o, 16) for o in local})
+        # a unit with a new quota elsewhere: our totals of it are owed now
+        changed = changed or watch != self.watch
+        self.watch = watch
         return changed
 
     def _publish_totals(self) -> None:
@@ -445,7 +448,8 @@ class CentralService(Service):
              int(b)) for k, us, u, p, d, b in rows])
 
     def _refresh_elsewhere(self) -> None:
-        self._share_quotas()
+        if self._share_quotas():
+            self._publish_totals()
         if not self.watch:
             self.elsewhere = {}
             return
