@@ -39,7 +39,8 @@ from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
 log = logging.getLogger("acctd.central")
 
-BATCH = 64          # drains per PostgreSQL transaction while catching up
+BATCH = 64          # drains per PostgreSQL transaction while catching up,
+BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
 HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
 LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
                  "keepalives_interval": "1", "keepalives_count": "2",
@@ -319,9 +320,18 @@ class CentralService(Service):
     def _ship_backlog(self) -> None:
         while not self._stop.is_set():
             with self.core.lock:
-                drains = [(int(s), int(t), bytes(b)) for s, t, b in self.core.storage.con.execute(
-                    "SELECT seq, epoch_us(ts), rows FROM central_outbox WHERE seq > ? "
-                    "ORDER BY seq LIMIT ?", [self.shipped_seq, BATCH]).fetchall()]
+                con = self.core.storage.con
+                sizes = con.execute("SELECT seq, n FROM central_outbox WHERE seq > ? ORDER BY "
+                                    "seq LIMIT ?", [self.shipped_seq, BATCH]).fetchall()
+                last, total = None, 0
+                for seq, n in sizes:   # a bounded transaction (and memory), one drain at least
+                    if last is not None and total + n > BATCH_ROWS:
+                        break
+                    last, total = seq, total + n
+                drains = [] if last is None else [
+                    (int(s), int(t), bytes(b)) for s, t, b in con.execute(
+                        "SELECT seq, epoch_us(ts), rows FROM central_outbox WHERE seq > ? AND "
+                        "seq <= ? ORDER BY seq", [self.shipped_seq, last]).fetchall()]
             if not drains:
                 return
             self.shipped_seq, _ = ship.ship(self.conn, self.gateway_id, drains)
