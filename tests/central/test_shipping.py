@@ -78,3 +78,19 @@ def test_a_second_database_under_a_used_gateway_name_is_refused(central_dsn, tmp
             "gateway 'gw-a' has shipped drains up to 2 and this database has made 0: another "
             "gateway uses that name (or this database is new or restored); give this one its "
             "own gateway name")
+
+
+def test_the_gateway_drops_partitions_past_retention(central_dsn, tmp_path):
+    with psycopg.connect(central_dsn, autocommit=True) as c:
+        schema.migrate(c)
+        for m in (dt.datetime(2025, 1, 1, tzinfo=UTC), ship.month_of(dt.datetime.now(UTC))):
+            with c.transaction():
+                ship.ensure_partitions(c, [m])
+    old = "raw_202501"
+    with gateway(central_dsn, "gw-a", tmp_path, retention_months=2) as d:
+        wait(lambda: status(d)["state"] == "connected")
+        with psycopg.connect(central_dsn) as c:
+            parts = wait(lambda: (p := [r[0] for r in c.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'raw'::regclass").fetchall()]) and old not in p and p)
+    assert parts == [ship.partition_name(ship.month_of(dt.datetime.now(UTC)))]

@@ -77,7 +77,6 @@ class CentralService(Service):
         self.shipped_seq = 0
         self.shipped_drains = 0
         self.caught_up: dict | None = None    # the last catch-up after an outage
-        self._down_backlog = 0
         self.remote: dict[str, int] = {}       # unit oid -> bits held elsewhere
         self.published: dict[str, int] | None = None
         self.elsewhere: dict = {}              # (unit, policy) -> {period: (in, out)}
@@ -91,6 +90,7 @@ class CentralService(Service):
         self._thread: threading.Thread | None = None
         self._throttle = Throttle(log, 60.0)
         self._heard = time.monotonic()
+        self._retained: float | None = None    # when retention last ran
 
     @staticmethod
     def settings_of(config):
@@ -211,6 +211,7 @@ class CentralService(Service):
                 self._publish_blocks()
                 if self._share_quotas():
                     self._publish_totals()
+                self._retention()
                 self._listen(0.2)
             except Exception as e:   # psycopg.Error, or the link cut mid-statement
                 self._lost(e)
@@ -261,13 +262,17 @@ class CentralService(Service):
             self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
             return False
         self._up()
-        try:
-            for name in ship.drop_old_partitions(conn, s.retention_months, dt.datetime.now(
-                    dt.timezone.utc)):
-                log.info("central: retention dropped partition %s", name)
-        except psycopg.Error as e:
-            log.warning("central: retention failed: %s", e)
+        self._retained = None
         return True
+
+    def _retention(self) -> None:
+        """Whole month partitions past retention-months go, hourly and at connect."""
+        if self._retained is not None and time.monotonic() - self._retained < 3600:
+            return
+        self._retained = time.monotonic()
+        for name in ship.drop_old_partitions(self.conn, self.settings.retention_months,
+                                             self.core.clock()):
+            log.info("central: retention dropped partition %s", name)
 
     def _up(self) -> None:
         if self.outage_held or self.outage_spend:   # the shared totals count again
@@ -279,9 +284,9 @@ class CentralService(Service):
             self._throttle.warning("up", "central %s reachable again after %d s: shipping %d "
                                    "drains", self.settings.gateway,
                                    round(time.time() - self.since), backlog)
-            self._down_backlog = backlog
             self.caught_up = {"drains": 0, "pending": backlog, "down_s": round(
-                time.time() - self.since, 1), "done_at": None}
+                time.time() - self.since, 1), "done_at": None if backlog else
+                dt.datetime.now(dt.timezone.utc).isoformat()}
         self.since = time.time()
 
     def _down(self, why: str) -> None:
