@@ -30,7 +30,8 @@ def copying(dsn) -> bool:
                               "AND query LIKE 'COPY raw%'").fetchone()[0])
 
 
-def test_postgres_down_then_back_catches_up_once(cluster, central_dsn, tmp_path):
+def test_postgres_down_then_back_catches_up_once(cluster, central_dsn, tmp_path, caplog):
+    caplog.set_level("INFO", "acctd.central")
     with gateway(central_dsn, "gw-a", tmp_path) as d:
         commit_drain(d, NOW, [("alice", 0, 0, 1, 100)])
         wait(lambda: status(d)["shipped_seq"] == 1)
@@ -41,12 +42,18 @@ def test_postgres_down_then_back_catches_up_once(cluster, central_dsn, tmp_path)
                              [("alice", 0, 0, 1, 1000 + i)])
             st = wait(lambda: (s := status(d))["state"] == "unreachable" and s)
             assert st["backlog_drains"] == 3 and st["error"]
+            time.sleep(2.5)   # retried every second meanwhile: logged once (throttled)
         finally:
             cluster.start()
         st = wait(lambda: (s := status(d))["caught_up"] and s["caught_up"]["done_at"] and s,
                   timeout=20)
         assert st["state"] == "connected" and st["backlog_drains"] == 0
         assert st["caught_up"]["drains"] == 3 and st["caught_up"]["pending"] == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "acctd.central"]
+    assert [m.split(" (")[0] for m in said if "unreachable" in m] == ["central gw-a unreachable"]
+    assert [m.split(" after")[0] for m in said if "reachable again" in m] == [
+        "central gw-a reachable again"]
+    assert sum("caught up: 3 drains shipped after the outage" in m for m in said) == 1
     assert per_seq(central_dsn) == [(1, 1, 100), (2, 1, 1000), (3, 1, 1001), (4, 1, 1002)]
 
 
