@@ -17,7 +17,8 @@ if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
     PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
 fi
 # The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
-# SQLite and PostgreSQL), OpenVPN, and a throwaway CA made with openssl.
+# SQLite and PostgreSQL), OpenVPN, and a throwaway CA made with openssl;
+# PostgreSQL also for [central] (tests/central, acctd/bench/central.py).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2)
 fi

@@ -78,8 +78,8 @@ def ensure_partitions(conn, months: Iterable[dt.datetime]) -> None:
     have = {r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'raw'::regclass").fetchall()}
-    missing = sorted({month_of(m) for m in months} - {None}, key=lambda m: m)
-    missing = [m for m in missing if partition_name(m) not in have]
+    missing = [m for m in sorted({month_of(m) for m in months})
+               if partition_name(m) not in have]
     if not missing:
         return
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
