@@ -108,13 +108,14 @@ def _v6(con) -> None:
 
 
 def _v15(con) -> None:
-    """The outbox of drains for the central PostgreSQL: one row per drain,
-    its rows packed (acctd.services.central.ship.ROW), so a drain adds one
-    row whatever its size."""
+    """The outbox for the central PostgreSQL: one row per drain, its rows
+    packed (acctd.services.central.ship.ROW), so a drain adds one row
+    whatever its size; kind 0 is a drain, other kinds (the billing
+    ledger's) ride the same sequence (acctd.services.central.ship.SHIPPERS)."""
     con.execute("""
         CREATE TABLE central_outbox (
             seq UBIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, n INTEGER NOT NULL,
-            rows BLOB NOT NULL);
+            rows BLOB NOT NULL, kind UTINYINT NOT NULL DEFAULT 0);
     """)
 
 

@@ -94,3 +94,40 @@ def test_the_gateway_drops_partitions_past_retention(central_dsn, tmp_path):
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = 'raw'::regclass").fetchall()]) and old not in p and p)
     assert parts == [ship.partition_name(ship.month_of(dt.datetime.now(UTC)))]
+
+
+def test_another_kind_rides_the_same_outbox_in_order(central_dsn, tmp_path, monkeypatch):
+    """How the billing ledger will ship: a row of its own kind, enqueued in a
+    commit's transaction, stored by its shipper between the drains around it."""
+    from acctd.services.central import CentralService
+    now = dt.datetime(2026, 12, 2, 10, tzinfo=UTC)
+    with psycopg.connect(central_dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE ledger (gateway_id smallint, seq bigint, entry text)")
+
+    def store(conn, gateway_id, items):
+        for seq, _, payload in items:
+            conn.execute("INSERT INTO ledger VALUES (%s, %s, %s)",
+                         (gateway_id, seq, payload.decode()))
+    monkeypatch.setitem(ship.SHIPPERS, 7, store)
+    with gateway(central_dsn, "gw-a", tmp_path) as d:
+        svc = d.service(CentralService)
+        commit_drain(d, now, [("alice", 0, 0, 1, 100)])
+        with d.lock:
+            d.storage.con.execute("BEGIN")
+            svc.enqueue(d.storage, 7, now, 1, b"alice pays 5")
+            d.storage.con.execute("COMMIT")
+        commit_drain(d, now, [("alice", 0, 0, 1, 200)])
+        wait(lambda: status(d)["shipped_seq"] == 3)
+        monkeypatch.delitem(ship.SHIPPERS, 7)
+        with d.lock:
+            d.storage.con.execute("BEGIN")
+            svc.enqueue(d.storage, 7, now, 1, b"bob pays 3")
+            d.storage.con.execute("COMMIT")
+        commit_drain(d, now, [("alice", 0, 0, 1, 300)])
+        st = wait(lambda: (s := status(d))["state"] == "refused" and s)
+        assert st["error"] == ("the outbox holds rows of kind 7, which this acctd cannot ship; "
+                               "they wait")
+        assert st["shipped_seq"] == 3 and st["backlog_drains"] == 2
+    with psycopg.connect(central_dsn) as c:
+        assert c.execute("SELECT seq, entry FROM ledger").fetchall() == [(2, "alice pays 5")]
+    assert [(r[1], r[7]) for r in pg_rows(central_dsn)] == [(1, 100), (3, 200)]

@@ -17,8 +17,11 @@ Shared state over the same connection:
   quota service (usage_elsewhere). During an outage they stay the last
   known, and a unit with a quota may spend `outage-allowance` bytes on
   this gateway before it is held (reason quota) until the link returns.
-The billing ledger can ride the same outbox: a second kind of outbox row
-shipped by the same thread (not done yet).
+The billing ledger can ride the same outbox: enqueue() writes a row of its
+own kind in its own commit's transaction, on the same sequence, and a
+shipper registered for that kind (ship.SHIPPERS) stores it in the same
+PostgreSQL transaction as the drains around it. Not done yet: the ledger's
+kind, its table and the balance across gateways.
 """
 
 from __future__ import annotations
@@ -124,9 +127,16 @@ class CentralService(Service):
         """The drain's rows into the outbox, in its transaction."""
         if self.settings is None:
             return
+        self.enqueue(tx, ship.DRAIN, drain.now, len(drain.rows["bytes"]), ship.pack(drain.rows))
+
+    def enqueue(self, tx, kind: int, ts: dt.datetime, n: int, payload: bytes) -> None:
+        """One outbox row in the caller's transaction (tx: the drain's, or
+        another commit's), the next of this gateway's sequence: how another
+        service (the billing ledger) ships its rows with the drains, in
+        order and exactly once (a shipper for its kind in ship.SHIPPERS)."""
         seq = int(tx.meta("central_seq") or 0) + 1
-        tx.con.execute("INSERT INTO central_outbox VALUES (?, make_timestamp(?), ?, ?)",
-                       [seq, to_us(drain.now), len(drain.rows["bytes"]), ship.pack(drain.rows)])
+        tx.con.execute("INSERT INTO central_outbox VALUES (?, make_timestamp(?), ?, ?, ?)",
+                       [seq, to_us(ts), n, payload, kind])
         tx.set_meta("central_seq", str(seq))
 
     def after_drain(self, drain: Drain) -> None:
@@ -333,13 +343,20 @@ class CentralService(Service):
                     if last is not None and total + n > BATCH_ROWS:
                         break
                     last, total = seq, total + n
-                drains = [] if last is None else [
-                    (int(s), int(t), bytes(b)) for s, t, b in con.execute(
-                        "SELECT seq, epoch_us(ts), rows FROM central_outbox WHERE seq > ? AND "
-                        "seq <= ? ORDER BY seq", [self.shipped_seq, last]).fetchall()]
-            if not drains:
+                batch = [] if last is None else con.execute(
+                    "SELECT seq, epoch_us(ts), kind, rows FROM central_outbox WHERE seq > ? "
+                    "AND seq <= ? ORDER BY seq", [self.shipped_seq, last]).fetchall()
+            if not batch:
                 return
-            self.shipped_seq, _ = ship.ship(self.conn, self.gateway_id, drains)
+            drains = [(int(q), int(t), bytes(b)) for q, t, k, b in batch if k == ship.DRAIN]
+            others = [(int(q), int(t), int(k), bytes(b)) for q, t, k, b in batch
+                      if k != ship.DRAIN]
+            try:
+                self.shipped_seq, _ = ship.ship(self.conn, self.gateway_id, drains, others)
+            except ship.UnknownKind as e:
+                self._refuse(str(e))
+                self._stop.wait(self.settings.retry)
+                return
             # shipped drains stay keep_shipped seconds: a standby promoted
             # before it had them says so by its lower shipped_seq, and gets them
             with self.core.lock:
@@ -347,7 +364,7 @@ class CentralService(Service):
                     "DELETE FROM central_outbox WHERE seq <= ? AND ts < make_timestamp(?)",
                     [self.shipped_seq, to_us(self.core.clock()) - self.settings.keep_shipped
                      * 1_000_000])
-            self.shipped_drains += len(drains)
+            self.shipped_drains += len(batch)
             if self.caught_up is not None and self.caught_up["done_at"] is None:
                 self.caught_up["drains"] += len(drains)
                 if self._backlog() == 0:

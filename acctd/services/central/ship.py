@@ -9,7 +9,7 @@ it again): skipped, so every drain is stored exactly once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -88,21 +88,42 @@ def ensure_partitions(conn, months: Iterable[dt.datetime]) -> None:
                      f"FOR VALUES FROM ('{m.isoformat()}') TO ('{next_month(m).isoformat()}')")
 
 
-def ship(conn, gateway_id: int, drains: Sequence[tuple[int, int, bytes]]) -> tuple[int, int]:
-    """Store drains (seq, ts µs, packed rows), in seq order, exactly once:
-    returns (the gateway's shipped_seq after, rows written)."""
+DRAIN = 0   # the outbox kind of a drain's rows
+# Other outbox kinds: kind -> store(conn, gateway_id, [(seq, ts µs, payload)]),
+# called inside ship()'s transaction (the billing ledger registers its own).
+# An outbox row of a kind with no shipper stops shipping: it is never skipped.
+SHIPPERS: dict[int, Callable[[object, int, list[tuple[int, int, bytes]]], None]] = {}
+
+
+class UnknownKind(ValueError):
+    pass
+
+
+def ship(conn, gateway_id: int, drains: Sequence[tuple[int, int, bytes]],
+         others: Sequence[tuple[int, int, int, bytes]] = ()) -> tuple[int, int]:
+    """Store drains (seq, ts µs, packed rows) and other outbox rows (seq,
+    ts µs, kind, payload), in seq order, exactly once, in one transaction:
+    returns (the gateway's shipped_seq after, drain rows written)."""
     with conn.transaction():
         shipped = conn.execute("SELECT shipped_seq FROM gateway WHERE id = %s FOR UPDATE",
                                (gateway_id,)).fetchone()[0]
         new = [d for d in drains if d[0] > shipped]
-        if not new:
+        rest = [o for o in others if o[0] > shipped]
+        if not new and not rest:
             return shipped, 0
-        ensure_partitions(conn, (dt.datetime.fromtimestamp(d[1] / 1e6, UTC) for d in new))
-        data, n = copy_buffer(gateway_id, new)
-        with conn.cursor().copy(f"COPY raw ({', '.join(COLUMNS)}) FROM STDIN "
-                                "(FORMAT BINARY)") as cp:
-            cp.write(data)
-        last = new[-1][0]
+        n = 0
+        if new:
+            ensure_partitions(conn, (dt.datetime.fromtimestamp(d[1] / 1e6, UTC) for d in new))
+            data, n = copy_buffer(gateway_id, new)
+            with conn.cursor().copy(f"COPY raw ({', '.join(COLUMNS)}) FROM STDIN "
+                                    "(FORMAT BINARY)") as cp:
+                cp.write(data)
+        for kind in sorted({o[2] for o in rest}):
+            if kind not in SHIPPERS:
+                raise UnknownKind(f"the outbox holds rows of kind {kind}, which this acctd "
+                                  "cannot ship; they wait")
+            SHIPPERS[kind](conn, gateway_id, [(q, t, b) for q, t, k, b in rest if k == kind])
+        last = max([d[0] for d in new] + [o[0] for o in rest])
         conn.execute("UPDATE gateway SET shipped_seq = %s, shipped_at = now(), seen = now() "
                      "WHERE id = %s", (last, gateway_id))
     return last, n
