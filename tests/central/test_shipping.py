@@ -131,3 +131,22 @@ def test_another_kind_rides_the_same_outbox_in_order(central_dsn, tmp_path, monk
     with psycopg.connect(central_dsn) as c:
         assert c.execute("SELECT seq, entry FROM ledger").fetchall() == [(2, "alice pays 5")]
     assert [(r[1], r[7]) for r in pg_rows(central_dsn)] == [(1, 100), (3, 200)]
+
+
+def test_central_turned_on_by_a_reload(central_dsn, tmp_path):
+    from acctd import config
+    from acctd.services.central import CentralService
+    from tests.unit.daemon_stub import ALICE, daemon_stub
+    path = tmp_path / "acctd.toml"
+    path.write_text(ALICE)
+    with daemon_stub(config.load(str(path)), tmp_path=tmp_path) as d:
+        assert d.service(CentralService).status() is None
+        path.write_text(ALICE + f'\n[central]\ndsn = "{central_dsn}"\ngateway = "gw-r"\n')
+        d.reload()
+        commit_drain(d, dt.datetime(2026, 12, 2, 10, tzinfo=UTC), [("alice", 0, 0, 1, 100)])
+        wait(lambda: (s := status(d))["state"] == "connected" and s["shipped_seq"] == 1)
+        path.write_text(ALICE)
+        d.reload()
+        assert d.service(CentralService).status() is None
+        assert d.service(CentralService)._thread is None
+    assert [r[:2] for r in pg_rows(central_dsn)] == [("gw-r", 1)]

@@ -108,6 +108,7 @@ class CentralService(Service):
     def serve(self) -> None:
         if self.settings is None:
             return
+        self.state, self.since = "connecting", time.time()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="central", daemon=True)
         self._thread.start()
