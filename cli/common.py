@@ -105,7 +105,7 @@ def _offline(ctx, name: str, args: dict):
     raise click.UsageError(f"{name} has no answer from the database alone")
 
 
-CENTRAL = ("list", "stat", "quota-show", "top")
+CENTRAL = ("list", "stat", "quota-show", "top", "sys-policy")
 
 
 def central_answer(ctx, name: str, args: dict):
@@ -133,6 +133,11 @@ def central_answer(ctx, name: str, args: dict):
                 return queries.report_list(conn, args.get("unit"), now, zone)
             if name == "stat":
                 return queries.report_stat(conn, args["unit"], args["period"], now, zone)
+            if name == "sys-policy":
+                try:
+                    return queries.set_operator_block(conn, args["unit"], args["policy"])
+                except ValueError as e:
+                    raise click.ClickException(str(e)) from None
             if name == "top":
                 return queries.report_top(conn, now, zone, args.get("n", 20))
             if quota is None:

@@ -77,5 +77,5 @@ def test_bad_dsn_and_unknown_unit_are_one_line(shipped):
     r = acctctl(dsn, "list", "nosuch")
     assert (r.exit_code, r.output) == (1, "Error: unknown unit 'nosuch' in the central database\n")
     r = acctctl(dsn, "units")
-    assert r.exit_code == 2 and "--central answers list, stat, quota-show, top only, not units" \
+    assert r.exit_code == 2 and "--central answers list, stat, quota-show, top, sys-policy only, not units" \
         in r.output

@@ -72,3 +72,21 @@ def test_a_quota_set_later_counts_what_the_others_moved_before(central_dsn, tmp_
              (700, 0))
         commit_drain(a, now, [("alice", "ip", 1, 1, 400)])
         assert a.service(QuotaService).held() == {alice}
+
+
+def test_an_operator_blocks_from_acctctl_central_with_no_gateway_asked(central_dsn, tmp_path):
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    with gateway(central_dsn, "gw-b", tmp_path) as b:
+        wait(lambda: status(b)["state"] == "connected")
+        t = time.monotonic()
+        r = CliRunner().invoke(main, ["--central", central_dsn, "unit", "bob", "sys-deny"])
+        assert (r.exit_code, r.output) == (0, "bob: sys-deny\n")
+        wait(lambda: bits(b, "bob") == SysPolicy.DENY, timeout=5, step=0.005)
+        assert time.monotonic() - t < 2.0
+        r = CliRunner().invoke(main, ["--central", central_dsn, "unit", "bob", "sys-allow"])
+        assert (r.exit_code, r.output) == (0, "bob: no system policy\n")
+        wait(lambda: bits(b, "bob") == 0, timeout=5, step=0.005)
+        r = CliRunner().invoke(main, ["--central", central_dsn, "unit", "bob", "sys-maybe"])
+        assert r.exit_code == 1 and r.output.startswith("Error: unknown system policy 'sys-maybe'")

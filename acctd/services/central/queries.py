@@ -126,3 +126,32 @@ def report_quota(conn, unit: str | None, now: dt.datetime, zone, defaults) -> di
                        "lines": [{"period": ln.period, "dir": ln.dir, "used": ln.used,
                                   "quota": ln.quota, "ok": ln.ok} for ln in r.lines]}
                       for r in rows]}
+
+
+OPERATOR = "(operator)"   # the pseudo-gateway whose blocks acctctl --central sets
+
+
+def set_operator_block(conn, unit: str, word: str) -> dict:
+    """`acctctl --central DSN unit NAME sys-deny[-REASON] | sys-allow`: a block
+    held by the operator pseudo-gateway, on every gateway at once (NOTIFY);
+    sys-allow lifts the operator's only, not what a gateway decided."""
+    from acctd.model import sys_policy
+    kind, bits = sys_policy.parse(word)
+    units, _ = _names(conn)
+    oid = _unit(units, unit)
+    with conn.transaction():
+        conn.execute("INSERT INTO gateway (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                     (OPERATOR,))
+        gw = conn.execute("SELECT id FROM gateway WHERE name = %s", (OPERATOR,)).fetchone()[0]
+        if kind == "deny":
+            conn.execute("INSERT INTO block VALUES (%s, %s, %s, now()) ON CONFLICT (gateway_id, "
+                         "unit_oid) DO UPDATE SET bits = block.bits | excluded.bits, at = now()",
+                         (gw, oid, int(bits)))
+        else:
+            conn.execute("UPDATE block SET bits = bits & ~%s::integer, at = now() "
+                         "WHERE gateway_id = %s AND unit_oid = %s", (int(bits), gw, oid))
+            conn.execute("DELETE FROM block WHERE bits = 0")
+        conn.execute("NOTIFY acctd_block")
+        held = conn.execute("SELECT coalesce(bit_or(bits), 0) FROM block WHERE unit_oid = %s",
+                            (oid,)).fetchone()[0]
+    return {"unit": units[oid], "sys_policy": sys_policy.words(int(held)), "changed": {}}
