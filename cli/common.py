@@ -57,6 +57,8 @@ def ask(ctx, name: str, /, **args):
     except BadRequest as e:
         raise click.UsageError(str(e)) from None
     o = ctx.obj
+    if o.get("central"):
+        return central_answer(ctx, name, bound)
     if o["connect"]:
         from acctd.control.client import call_tcp
         if not o["user"]:
@@ -105,6 +107,52 @@ def _offline(ctx, name: str, args: dict):
             from acctd.services.monitor import answer_query
             return answer_query(st, cfg.units, **args)
     raise click.UsageError(f"{name} has no answer from the database alone")
+
+
+CENTRAL = ("list", "stat", "quota-show", "top", "sys-policy")
+
+
+def central_answer(ctx, name: str, args: dict):
+    """A command answered from the gateways' shared PostgreSQL
+    (acctd/services/central/queries.py); no gateway needs to run."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import psycopg
+
+    from acctd.services.central import queries
+    o = ctx.obj
+    if name not in CENTRAL:
+        raise click.UsageError(f"--central answers {', '.join(CENTRAL)} only, not {name}")
+    zone, quota = ZoneInfo("UTC"), None
+    if o["config"]:
+        from acctd.config import load
+        cfg = load(o["config"])
+        zone, quota = cfg.processor.zone, cfg.quota
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        with psycopg.connect(o["central"], connect_timeout=5) as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            if name == "list":
+                return queries.report_list(conn, args.get("unit"), now, zone)
+            if name == "stat":
+                return queries.report_stat(conn, args["unit"], args["period"], now, zone)
+            if name == "sys-policy":
+                try:
+                    return queries.set_operator_block(conn, args["unit"], args["policy"])
+                except ValueError as e:
+                    raise click.ClickException(str(e)) from None
+            if name == "top":
+                return queries.report_top(conn, now, zone, args.get("n", 20))
+            if quota is None:
+                from acctd.services.quota import QuotaSettings
+                quota = QuotaSettings()
+            return queries.report_quota(conn, args.get("unit"), now, zone, quota)
+    except LookupError as e:
+        raise click.ClickException(e.args[0]) from None
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [repr(e)])[0]
+        raise click.ClickException(f"central {o['central']}: {first}") from None
 
 
 def out(data, as_json: bool, render) -> None:

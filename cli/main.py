@@ -28,7 +28,9 @@ __all__ = ["Exit", "main"]
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="Read this database directly (only while the daemon is stopped).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Config for unit and policy names with --db.")
+              help="Config for unit and policy names with --db (the zone with --central).")
+@click.option("--central", default=None, metavar="DSN",
+              help="Read the gateways' shared PostgreSQL (list, stat, top, quota show).")
 @click.option("--connect", default=None, metavar="HOST:PORT",
               help="Use the daemon's TLS listener instead of the local socket.")
 @click.option("--user", default=None, help="User name for --connect.")
@@ -37,12 +39,12 @@ __all__ = ["Exit", "main"]
 @click.option("--cafile", type=click.Path(dir_okay=False), default=None,
               help="CA (or the server's own) certificate to check --connect against.")
 @click.pass_context
-def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, connect, user,
-         password_file, cafile):
+def main(ctx, pin_root, netns, flows, addrs, socket_path, db, config_path, central, connect,
+         user, password_file, cafile):
     """Operate the acctd traffic accountant."""
     ctx.obj = dict(pin_root=pin_root, netns=netns, flows=flows, addrs=addrs,
-                   socket=socket_path, db=db, config=config_path, connect=connect, user=user,
-                   password_file=password_file, cafile=cafile)
+                   socket=socket_path, db=db, config=config_path, central=central,
+                   connect=connect, user=user, password_file=password_file, cafile=cafile)
 
 
 for _area in (accounting, blocks, billing, invoicing, subscribers, aaa, operations, datapath,

@@ -7,7 +7,8 @@ import json
 
 import click
 
-from acctctl.common import ask, echo, health_words, json_option, nbytes, out, run, table, when
+from acctctl.common import (ask, central_answer, echo, health_words, json_option, nbytes, out,
+                            run, table, when)
 
 
 def _fields(v) -> str:
@@ -122,6 +123,14 @@ def top(ctx, once, refresh, rows, view, sort, group, as_json):
         from rich.console import Console
 
         from acctctl import top as top_mod
+
+        if ctx.obj.get("central"):   # no rates there: today's and the month's bytes
+            out(central_answer(ctx, "top", {"n": rows}), as_json, lambda rs: table(
+                "top units today, every gateway", ["unit", "oid", "today in", "today out",
+                                                   "month", "gateways"],
+                [[r["unit"], r["oid"], nbytes(r["today_in"]), nbytes(r["today_out"]),
+                  nbytes(r["month"]), r["gateways"]] for r in rs]))
+            return
 
         def fetch():
             return ask(ctx, "rates")

@@ -17,7 +17,8 @@ if [ "${ACCTD_VM_TIER:-1}" = 1 ]; then
     PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
 fi
 # The real peers the tests talk to: FreeRADIUS (accounting, CoA, radacct in
-# SQLite and PostgreSQL), OpenVPN, a throwaway CA made with openssl, and the
+# SQLite and PostgreSQL; PostgreSQL also for [central]: tests/central,
+# acctd/bench/central.py), OpenVPN, a throwaway CA made with openssl, and the
 # flow collectors export is checked against (nfcapd/nfdump, pmacct's nfacctd),
 # the flow exporters softflowd and pmacctd (the collector), and for the
 # acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables, and

@@ -167,6 +167,11 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [[aclserver.backend]]         # name, type = bgp | nft | routeros, direction, hostname ...
     name = "edge1"                # (acctd/services/aclserver/service.py lists the keys)
 
+    [central]                     # several gateways, one PostgreSQL (README "Several gateways")
+    dsn = "host=db1,db2 dbname=acct target_session_attrs=read-write"
+    gateway = "bng-1"             # unique per gateway; retention-months = 13, retry = 2,
+                                  # keep-shipped = 900 (s), outage-allowance = 104857600 (B)
+
 Targets (all keywords given must match; see acctd/model/policies.py):
 
     proto NAME|N ...        "ip" is any IP traffic
@@ -229,6 +234,7 @@ from acctd.services.billing.invoicing import InvoicingSettings
 from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
 from acctd.services.collector.service import CollectorSettings
+from acctd.services.central import CentralSettings
 from acctd.services.flowlog import FlowLogSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
@@ -491,6 +497,7 @@ class Config:
     collector: tuple[CollectorSettings, ...] = ()
     aclserver: AclServerSettings | None = None
     invoicing: InvoicingSettings | None = None   # postpaid terms, notices
+    central: CentralSettings | None = None
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -509,6 +516,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "aclserver": (dict, AclServerSettings),
     "invoicing": (dict, InvoicingSettings),
     "radius-auth": (dict, AuthSettings), "captive": (dict, CaptiveSettings),
+    "central": (dict, CentralSettings),
 }
 
 
@@ -689,6 +697,7 @@ class _Loader:
             openvpn=self.optional(OpenVpnSettings, "openvpn"),
             coa=self.coa(), collector=collectors,
             log=self.optional(LogSettings, "log"),
+            central=self.optional(CentralSettings, "central"),
             scheduler=self.read(SchedulerSettings, "scheduler",
                                 doc=self.doc.get("scheduler", {})),
             export=self.export(units),

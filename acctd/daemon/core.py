@@ -53,6 +53,7 @@ from acctd.services.alerter import AlerterService
 from acctd.services.billing.service import BillingService
 from acctd.services.collector.service import CollectorService
 from acctd.services.billing.invoicing import InvoicingService
+from acctd.services.central import CentralService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
 from acctd.services.export import ExportService
@@ -81,7 +82,8 @@ SERVICES: tuple[type[Service], ...] = (
     UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
     FticksService, SchedulerService, CoaService, OpenVpnService,
     LogService, ExportService, CollectorService,
-    AclServerService, RadiusAuthService, CaptiveService)
+    AclServerService, RadiusAuthService, CaptiveService,
+    CentralService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {

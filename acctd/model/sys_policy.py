@@ -89,6 +89,11 @@ def _parse(word: str) -> tuple[str, int]:
                      f"sys-deny-/sys-allow-{{{','.join(ACTIONS)}}} or sys-deny-/sys-allow-OID")
 
 
+def parse(word: str) -> tuple[str, int]:
+    """One word: ("deny" | "allow", the abi.SysPolicy bits it names)."""
+    return _parse(word)
+
+
 def state(deny: int, lifted: int = 0) -> int:
     return (deny & DENY_BITS) | ((lifted & DENY_BITS) << LIFTED_SHIFT)
 

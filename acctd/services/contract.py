@@ -75,6 +75,7 @@ class Core(Protocol):
 
     lock: threading.RLock            # one drain, commit or query at a time
     storage: Storage
+    services: Mapping[str, Service]  # every service by name, in the order of SERVICES
     clock: Callable[[], dt.datetime]
     netns: str | None                # the namespace of the hooked interfaces
 

@@ -23,6 +23,7 @@ from acctd.common.display import format_bytes
 from acctd.config.schema import Invalid, Table, TomlValue, carried, integer, setting, string
 from acctd.kernel import abi
 from acctd.model import enforcement
+from acctd.services.central import CentralService
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import PERIODS, period_start
 
@@ -387,6 +388,12 @@ def usage_from_totals(rows: Iterable[Mapping[str, Any]], policy_oid: int) -> dic
     return {p: (v[0], v[1]) for p, v in out.items()}
 
 
+def add_usage(a: Usage, b: Usage) -> dict[str, tuple[int, int]]:
+    """Two gateways' usage of one unit's policy, added per period and dir."""
+    return {p: (a.get(p, (0, 0))[0] + b.get(p, (0, 0))[0],
+                a.get(p, (0, 0))[1] + b.get(p, (0, 0))[1]) for p in PERIODS}
+
+
 def used(usage: Usage, period: str, d: str) -> int:
     b_in, b_out = usage.get(period, (0, 0))
     return {"in": b_in, "out": b_out, "sum": b_in + b_out}[d]
@@ -682,6 +689,7 @@ class QuotaService(Service):
         specs = {o: QuotaSpec.from_dict(d) for o, d in self.core.storage.quotas().items()}
         policies = snap.policies
         first = policies.policies[0].name if len(policies) else None
+        central = self.core.service(CentralService)   # the other gateways' share, if any
         usage = {}
         for oid, spec in specs.items():
             eff = effective(spec, self.settings, first)
@@ -690,8 +698,9 @@ class QuotaService(Service):
             except KeyError:
                 log.error("quota of %s counts policy %r, which is not configured", oid, eff.policy)
                 continue
-            usage[oid] = usage_from_totals(self.core.storage.unit_totals(oid, now),
-                                           int(pol.oid, 16))
+            usage[oid] = add_usage(
+                usage_from_totals(self.core.storage.unit_totals(oid, now), int(pol.oid, 16)),
+                central.usage_elsewhere(oid, int(pol.oid, 16), now))
         return specs, usage, first
 
     def after_drain(self, drain: Drain) -> None:

@@ -29,6 +29,9 @@ oid a UINTEGER, as the datapath's rows carry it):
   invoice     a postpaid account's month: number, due date, amount due, lines
   monitor     per-flow rows of the monitored units with the remote peer
               (acctd/store/monitor.py)
+  central_outbox  seq, ts, n, rows: each drain's rows for PostgreSQL, written
+              in the drain's transaction, deleted once shipped
+              (acctd/services/central/)
 """
 
 from __future__ import annotations
@@ -165,8 +168,21 @@ def _v6(con) -> None:
     """)  # no index: rows arrive in ts order, so DuckDB's zone maps serve retention and --from
 
 
+def _v7(con) -> None:
+    """The outbox for the central PostgreSQL: one row per drain, its rows
+    packed (acctd.services.central.ship.ROW), so a drain adds one row
+    whatever its size; kind 0 is a drain, other kinds (the billing
+    ledger's) ride the same sequence (acctd.services.central.ship.SHIPPERS)."""
+    con.execute("""
+        CREATE TABLE central_outbox (
+            seq UBIGINT PRIMARY KEY, ts TIMESTAMP NOT NULL, n INTEGER NOT NULL,
+            rows BLOB NOT NULL, kind UTINYINT NOT NULL DEFAULT 0);
+    """)
+
+
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
-                                                 (6, _v6))
+                                                 (6, _v6),
+                                                 (7, _v7))
 VERSION = MIGRATIONS[-1][0]
 
 

@@ -31,7 +31,8 @@ def test_reload_hands_every_service_its_table_under_the_lock_servers_after(tmp_p
             monkeypatch.setattr(cls, "reload", reload)
         enforced = d.enforced
         d.reload()
-        assert seen == {cls.name: cls.name not in ("coa", "openvpn", "radius_auth", "captive")
+        assert seen == {cls.name: cls.name not in ("coa", "openvpn", "radius_auth", "captive",
+                                                  "central")
                         for cls in SERVICES}
         assert d.service(LoginService).settings.default_inact == 900
         assert d.enforced == enforced + 1

@@ -1,0 +1,505 @@
+"""Many gateways, one view: the [central] PostgreSQL (README "Several gateways").
+
+Each drain's rows go into the DuckDB outbox in the drain's own transaction
+(in_drain); a shipper thread of this service COPYs them to PostgreSQL in
+seq order, exactly once (ship.py), and deletes them from the outbox after
+PostgreSQL's COMMIT. The drain never waits for PostgreSQL: while it is
+unreachable the outbox grows, the gateway keeps counting and enforcing
+with the last shared state it had, and status and the log say so.
+
+Shared state over the same connection:
+- blocks: the blocks this gateway decides (its services' and the admin
+  deny words) are kept in the server's `block` table (NOTIFY acctd_block);
+  the others' are held here (blocks()) and reach the kernel through the
+  core's enforce(). A reconnect reads the whole table again.
+- quotas: the other gateways' totals of the quota units' current periods,
+  read after every NOTIFY acctd_shipped, added to the local ones by the
+  quota service (usage_elsewhere). During an outage they stay the last
+  known, and a unit with a quota may spend `outage-allowance` bytes on
+  this gateway before it is held (reason quota) until the link returns.
+The billing ledger can ride the same outbox: enqueue() writes a row of its
+own kind in its own commit's transaction, on the same sequence, and a
+shipper registered for that kind (ship.SHIPPERS) stores it in the same
+PostgreSQL transaction as the drains around it. Not done yet: the ledger's
+kind, its table and the balance across gateways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+
+from acctd.common.throttle import Throttle
+from acctd.config.schema import Table, integer, setting, string
+from acctd.kernel import abi
+from acctd.model import sys_policy
+from acctd.services.central import schema, ship
+from acctd.services.contract import Core, Drain, Service
+from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
+
+log = logging.getLogger("acctd.central")
+
+BATCH = 64          # drains per PostgreSQL transaction while catching up,
+BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
+HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
+LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
+                 "keepalives_interval": "1", "keepalives_count": "2",
+                 "tcp_user_timeout": "3000"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CentralSettings(Table):
+    """The [central] table."""
+    dsn: str = setting(check=string("a libpq connection string or URI"))
+    gateway: str = setting(check=string("this gateway's name, unique among them"))
+    retention_months: int = setting(13, check=integer(1, 1200, what="months"))
+    retry: int = setting(2, check=integer(1, 3600, what="seconds"))
+    # seconds a shipped drain stays in the outbox: what an asynchronous
+    # standby may lack when it is promoted, shipped to it again
+    keep_shipped: int = setting(900, check=integer(0, 86400, what="seconds"))
+    # bytes a unit with a quota may move on this gateway while the server is
+    # unreachable, before it is held (reason quota) until the link returns
+    outage_allowance: int = setting(100 * 1024 ** 2, check=integer(0, what="bytes"))
+
+
+class CentralService(Service):
+    name = "central"
+    shares_blocks = True   # its blocks() come from elsewhere: not published again
+    reload_under_lock = False   # restart() joins the shipper, which takes the core's lock
+
+    def __init__(self, core: Core, settings: CentralSettings | None):
+        super().__init__(core, settings)
+        self.conn = None
+        self.gateway_id: int | None = None
+        self.state = "off" if settings is None else "connecting"
+        self.since = time.time()
+        self.error: str | None = None
+        self.shipped_seq = 0
+        self.shipped_drains = 0
+        self.caught_up: dict | None = None    # the last catch-up after an outage
+        self.remote: dict[str, int] = {}       # unit oid -> bits held elsewhere
+        self.published: dict[str, int] | None = None
+        self.elsewhere: dict = {}              # (unit, policy) -> {period: (in, out)}
+        self.elsewhere_starts: dict[str, dt.datetime] = {}
+        self.watch: list[int] = []             # unit oids with a quota on any gateway
+        self._quotas_shared: dict | None = None
+        self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
+        self.outage_held: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._throttle = Throttle(log, 60.0)
+        self._heard = time.monotonic()
+        self._retained: float | None = None    # when retention last ran
+
+    @staticmethod
+    def settings_of(config):
+        return config.central
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.settings is not None:
+            self._watch_quotas()
+
+    def serve(self) -> None:
+        if self.settings is None:
+            return
+        self.state, self.since = "connecting", time.time()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="central", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(10)
+            self._thread = None
+        self._close_conn()
+
+    def reload(self, settings) -> None:
+        self.restart(settings)
+
+    def in_drain(self, drain: Drain, tx) -> None:
+        """The drain's rows into the outbox, in its transaction."""
+        if self.settings is None:
+            return
+        self.enqueue(tx, ship.DRAIN, drain.now, len(drain.rows["bytes"]), ship.pack(drain.rows))
+
+    def enqueue(self, tx, kind: int, ts: dt.datetime, n: int, payload: bytes) -> None:
+        """One outbox row in the caller's transaction (tx: the drain's, or
+        another commit's), the next of this gateway's sequence: how another
+        service (the billing ledger) ships its rows with the drains, in
+        order and exactly once (a shipper for its kind in ship.SHIPPERS)."""
+        seq = int(tx.meta("central_seq") or 0) + 1
+        tx.con.execute("INSERT INTO central_outbox VALUES (?, make_timestamp(?), ?, ?, ?)",
+                       [seq, to_us(ts), n, payload, kind])
+        tx.set_meta("central_seq", str(seq))
+
+    def after_drain(self, drain: Drain) -> None:
+        if self.settings is None:
+            return
+        if self.state != "connected":
+            self._count_outage(drain)
+        self._wake.set()
+
+    def blocks_changed(self, moved) -> None:
+        self._wake.set()   # the shipper publishes what this gateway decides now
+
+    def blocks(self) -> dict[str, int]:
+        out = dict(self.remote)
+        for oid in self.outage_held:
+            out[oid] = out.get(oid, 0) | abi.SysPolicy.QUOTA
+        return out
+
+    def status(self) -> dict | None:
+        if self.settings is None:
+            return None
+        backlog = self.core.storage.con.execute(
+            "SELECT count(*), coalesce(sum(n), 0) FROM central_outbox WHERE seq > ?",
+            [self.shipped_seq]).fetchall()[0]
+        return {"central": {
+            "gateway": self.settings.gateway, "state": self.state,
+            "since": dt.datetime.fromtimestamp(self.since, dt.timezone.utc).isoformat(),
+            "error": self.error, "backlog_drains": int(backlog[0]),
+            "backlog_rows": int(backlog[1]), "shipped_seq": self.shipped_seq,
+            "shipped_drains": self.shipped_drains, "caught_up": self.caught_up,
+            "blocks_from_elsewhere": len(self.remote),
+            "held_for_outage": sorted(self.outage_held)}}
+
+    # -- shared quotas -------------------------------------------------------------------
+
+    def usage_elsewhere(self, oid: str, policy_oid: int, now: dt.datetime
+                        ) -> dict[str, tuple[int, int]]:
+        """The other gateways' bytes (in, out) of a unit's policy in the current
+        periods, as last read (a period that turned since counts nothing yet)."""
+        if self.settings is None:
+            return {}
+        cell = self.elsewhere.get((int(oid, 16), policy_oid), {})
+        zone = self.core.snapshot.config.processor.zone
+        starts = ship.period_bounds(now, zone)
+        return {k: cell[k] for k in PERIODS
+                if k in cell and self.elsewhere_starts.get(k) == starts[k]}
+
+    def _watch_quotas(self) -> None:
+        """Before the first connect: the units with a quota here."""
+        self.watch = sorted(int(o, 16) for o in self.core.storage.quotas())
+
+    def _count_outage(self, drain: Drain) -> None:
+        """The outage rule: each quota unit's traffic here since the link went
+        down, held once it passes the allowance."""
+        rows = drain.rows
+        quota_units = {f"{u:06X}" for u in self.watch}
+        all_ = rows["policy_oid"] == ALL_TRAFFIC
+        over = False
+        for u, b in zip(rows["unit_oid"][all_], rows["bytes"][all_]):
+            oid = f"{int(u):06X}"
+            if oid in quota_units:
+                self.outage_spend[oid] = self.outage_spend.get(oid, 0) + int(b)
+                if self.outage_spend[oid] > self.settings.outage_allowance \
+                        and oid not in self.outage_held:
+                    self.outage_held.add(oid)
+                    over = True
+        if over:
+            log.warning("central unreachable: %s over the outage allowance of %d bytes, "
+                        "held until the link returns", ", ".join(sorted(self.outage_held)),
+                        self.settings.outage_allowance)
+            self.core.enforce()
+
+    # -- the shipper thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.conn is None and not self._connect():
+                self._stop.wait(self.settings.retry)
+                continue
+            try:
+                self._ship_backlog()
+                self._publish_blocks()
+                if self._share_quotas():
+                    self._publish_totals()
+                self._retention()
+                self._listen(0.2)
+            except Exception as e:   # psycopg.Error, or the link cut mid-statement
+                self._lost(e)
+
+    def _connect(self) -> bool:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+        s = self.settings
+        try:
+            # a link that goes silent (no RST) must end the connection in
+            # seconds, not the kernel's minutes; what the DSN says wins
+            params = {**LINK_TIMEOUTS, **conninfo_to_dict(s.dsn)}
+            conn = psycopg.connect(autocommit=True, **params)
+        except psycopg.Error as e:
+            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            return False
+        try:
+            done = schema.migrate(conn)
+            if done:
+                log.info("central: schema steps %s applied", done)
+            conn.execute("INSERT INTO gateway (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                         (s.gateway,))
+            self.gateway_id, self.shipped_seq = conn.execute(
+                "SELECT id, shipped_seq FROM gateway WHERE name = %s", (s.gateway,)).fetchone()
+            with self.core.lock:
+                local = int(self.core.storage.meta("central_seq") or 0)
+            if local < self.shipped_seq:   # its next drains would pass for shipped ones
+                raise schema.CentralError(
+                    f"gateway {s.gateway!r} has shipped drains up to {self.shipped_seq} and "
+                    f"this database has made {local}: another gateway uses that name (or this "
+                    "database is new or restored); give this one its own gateway name")
+            conn.execute("LISTEN acctd_block")
+            conn.execute("LISTEN acctd_shipped")
+            self.conn = conn
+            self._publish_units()
+            self.published = None          # publish ours again, read everyone's
+            self._quotas_shared = None
+            self._resync_blocks()
+            self._refresh_elsewhere()
+            self._publish_totals()
+        except schema.CentralError as e:
+            conn.close()
+            self._refuse(str(e))
+            return False
+        except psycopg.Error as e:
+            conn.close()
+            self.conn = None
+            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            return False
+        self._up()
+        self._retained = None
+        return True
+
+    def _retention(self) -> None:
+        """Whole month partitions past retention-months go, hourly and at connect."""
+        if self._retained is not None and time.monotonic() - self._retained < 3600:
+            return
+        self._retained = time.monotonic()
+        for name in ship.drop_old_partitions(self.conn, self.settings.retention_months,
+                                             self.core.clock()):
+            log.info("central: retention dropped partition %s", name)
+
+    def _up(self) -> None:
+        if self.outage_held or self.outage_spend:   # the shared totals count again
+            self.outage_spend, self.outage_held = {}, set()
+            self.core.enforce()
+        was, self.state, self.error = self.state, "connected", None
+        if was == "unreachable":
+            backlog = self._backlog()
+            self._throttle.warning("up", "central %s reachable again after %d s: shipping %d "
+                                   "drains", self.settings.gateway,
+                                   round(time.time() - self.since), backlog)
+            self.caught_up = {"drains": 0, "pending": backlog, "down_s": round(
+                time.time() - self.since, 1), "done_at": None if backlog else
+                dt.datetime.now(dt.timezone.utc).isoformat()}
+        self.since = time.time()
+
+    def _down(self, why: str) -> None:
+        if self.state != "unreachable":
+            self.since = time.time()
+        self.state, self.error = "unreachable", why
+        self._throttle.warning(
+            "down", "central %s unreachable (%s): counting and enforcing with the last "
+            "shared state, %d drains wait in the outbox", self.settings.gateway, why,
+            self._backlog())
+
+    def _refuse(self, why: str) -> None:
+        if self.state != "refused":
+            self.since = time.time()
+        self.state, self.error = "refused", why
+        self._throttle.warning("refused", "central: %s", why)
+
+    def _lost(self, e: Exception) -> None:
+        self._close_conn()
+        self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+
+    def _close_conn(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def _backlog(self) -> int:
+        with self.core.lock:
+            return int(self.core.storage.con.execute(
+                "SELECT count(*) FROM central_outbox WHERE seq > ?",
+                [self.shipped_seq]).fetchall()[0][0])
+
+    def _ship_backlog(self) -> None:
+        while not self._stop.is_set():
+            with self.core.lock:
+                con = self.core.storage.con
+                sizes = con.execute("SELECT seq, n FROM central_outbox WHERE seq > ? ORDER BY "
+                                    "seq LIMIT ?", [self.shipped_seq, BATCH]).fetchall()
+                last, total = None, 0
+                for seq, n in sizes:   # a bounded transaction (and memory), one drain at least
+                    if last is not None and total + n > BATCH_ROWS:
+                        break
+                    last, total = seq, total + n
+                batch = [] if last is None else con.execute(
+                    "SELECT seq, epoch_us(ts), kind, rows FROM central_outbox WHERE seq > ? "
+                    "AND seq <= ? ORDER BY seq", [self.shipped_seq, last]).fetchall()
+            if not batch:
+                return
+            drains = [(int(q), int(t), bytes(b)) for q, t, k, b in batch if k == ship.DRAIN]
+            others = [(int(q), int(t), int(k), bytes(b)) for q, t, k, b in batch
+                      if k != ship.DRAIN]
+            try:
+                self.shipped_seq, _ = ship.ship(self.conn, self.gateway_id, drains, others)
+            except ship.UnknownKind as e:
+                self._refuse(str(e))
+                self._stop.wait(self.settings.retry)
+                return
+            # shipped drains stay keep_shipped seconds: a standby promoted
+            # before it had them says so by its lower shipped_seq, and gets them
+            with self.core.lock:
+                self.core.storage.con.execute(
+                    "DELETE FROM central_outbox WHERE seq <= ? AND ts < make_timestamp(?)",
+                    [self.shipped_seq, to_us(self.core.clock()) - self.settings.keep_shipped
+                     * 1_000_000])
+            self.shipped_drains += len(batch)
+            if self.caught_up is not None and self.caught_up["done_at"] is None:
+                self.caught_up["drains"] += len(drains)
+                if self._backlog() == 0:
+                    self.caught_up["done_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+                    log.info("central %s caught up: %d drains shipped after the outage",
+                             self.settings.gateway, self.caught_up["drains"])
+            self._publish_totals()
+
+    def _listen(self, timeout: float) -> None:
+        got = set()
+        for n in self.conn.notifies(timeout=timeout, stop_after=1):
+            got.add(n.channel)
+        if got or time.monotonic() - self._heard > HEARTBEAT:
+            if not got:
+                self.conn.execute("SELECT 1")   # unacknowledged: tcp_user_timeout ends it
+            self._heard = time.monotonic()
+        if "acctd_block" in got:
+            self._resync_blocks()
+        if "acctd_shipped" in got:
+            self._refresh_elsewhere()
+
+    # -- shared state --------------------------------------------------------------------
+
+    def _decided(self) -> dict[str, int]:
+        """The blocks this gateway decides: its services' (not the ones
+        carried from elsewhere) and the admin deny words stored."""
+        with self.core.lock:
+            out: dict[str, int] = {}
+            for s in self.core.services.values():
+                if getattr(s, "shares_blocks", False):
+                    continue
+                for oid, bits in s.blocks().items():
+                    out[oid] = out.get(oid, 0) | int(bits)
+            for oid, st in self.core.storage.sys_policies().items():
+                deny, _ = sys_policy.split(st)
+                if deny:
+                    out[oid] = out.get(oid, 0) | deny
+            return {o: b for o, b in out.items() if b}
+
+    def _publish_blocks(self) -> None:
+        mine = self._decided()
+        if mine == self.published:
+            return
+        old = self.published or {}
+        with self.conn.transaction():
+            if self.published is None:
+                self.conn.execute("DELETE FROM block WHERE gateway_id = %s", (self.gateway_id,))
+            for oid in set(old) - set(mine):
+                self.conn.execute("DELETE FROM block WHERE gateway_id = %s AND unit_oid = %s",
+                                  (self.gateway_id, int(oid, 16)))
+            for oid, bits in mine.items():
+                if old.get(oid) != bits or self.published is None:
+                    self.conn.execute(
+                        "INSERT INTO block VALUES (%s, %s, %s, now()) ON CONFLICT (gateway_id, "
+                        "unit_oid) DO UPDATE SET bits = excluded.bits, at = now()",
+                        (self.gateway_id, int(oid, 16), bits))
+            self.conn.execute("NOTIFY acctd_block")
+        self.published = mine
+
+    def _resync_blocks(self) -> None:
+        rows = self.conn.execute(
+            "SELECT unit_oid, bit_or(bits) FROM block WHERE gateway_id <> %s GROUP BY 1",
+            (self.gateway_id,)).fetchall()
+        remote = {f"{int(u):06X}": int(b) for u, b in rows if b}
+        if remote != self.remote:
+            self.remote = remote
+            log.info("central: blocks from other gateways: %s",
+                     {o: sys_policy.words(b) for o, b in sorted(remote.items())})
+            self.core.enforce()
+
+    def _share_quotas(self) -> bool:
+        """This gateway's quota records into the server's `quota` table, and
+        the units with a quota anywhere (whose totals are shared); True if
+        this gateway's records changed."""
+        import psycopg.types.json
+        with self.core.lock:
+            local = self.core.storage.quotas()
+        changed = local != self._quotas_shared
+        if changed:
+            with self.conn.transaction():
+                self.conn.execute("DELETE FROM quota WHERE gateway_id = %s AND NOT "
+                                  "(unit_oid = ANY(%s))",
+                                  (self.gateway_id, [int(o, 16) for o in local]))
+                self.conn.cursor().executemany(
+                    "INSERT INTO quota VALUES (%s, %s, %s) ON CONFLICT (unit_oid) DO UPDATE "
+                    "SET spec = excluded.spec, gateway_id = excluded.gateway_id",
+                    [(int(o, 16), psycopg.types.json.Jsonb(spec), self.gateway_id)
+                     for o, spec in local.items()])
+            self._quotas_shared = local
+        anywhere = {r[0] for r in self.conn.execute("SELECT unit_oid FROM quota").fetchall()}
+        watch = sorted(anywhere | {int(o, 16) for o in local})
+        # a unit with a new quota elsewhere: our totals of it are owed now
+        changed = changed or watch != self.watch
+        self.watch = watch
+        return changed
+
+    def _publish_totals(self) -> None:
+        """This gateway's current-period totals of the watched units, from its
+        DuckDB rollups (committed drains, shipped or not), for the others."""
+        if not self.watch:
+            return
+        zone = self.core.snapshot.config.processor.zone
+        starts = ship.period_bounds(self.core.clock(), zone)
+        when = " OR ".join(f"(kind = '{k}' AND period_start = make_timestamp(${k}))"
+                           for k in PERIODS)
+        with self.core.lock:
+            rows = self.core.storage.con.execute(
+                "SELECT kind::VARCHAR, epoch_us(period_start), unit_oid, policy_oid, dir, bytes "
+                f"FROM rollup WHERE list_contains($units, unit_oid) AND ({when})",
+                {"units": self.watch, **{k: to_us(v) for k, v in starts.items()}}).fetchall()
+        ship.put_totals(self.conn, self.gateway_id, [
+            (k, dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc), int(u), int(p), int(d),
+             int(b)) for k, us, u, p, d, b in rows])
+
+    def _refresh_elsewhere(self) -> None:
+        if self._share_quotas():
+            self._publish_totals()
+        if not self.watch:
+            self.elsewhere = {}
+            return
+        zone = self.core.snapshot.config.processor.zone
+        starts = ship.period_bounds(self.core.clock(), zone)
+        self.elsewhere = ship.totals(self.conn, starts, self.watch, self.gateway_id)
+        self.elsewhere_starts = starts
+
+    def _publish_units(self) -> None:
+        with self.core.lock:
+            snap = self.core.snapshot
+            units = [(int(u.oid, 16), u.name) for u in snap.units]
+            policies = [(int(p.oid, 16), p.name) for p in snap.policies]
+        with self.conn.transaction():
+            self.conn.cursor().executemany(
+                "INSERT INTO unit VALUES (%s, %s) ON CONFLICT (unit_oid) DO UPDATE "
+                "SET name = excluded.name", units)
+            self.conn.cursor().executemany(
+                "INSERT INTO policy VALUES (%s, %s) ON CONFLICT (policy_oid) DO UPDATE "
+                "SET name = excluded.name", policies)

@@ -1,0 +1,81 @@
+"""acctctl --central DSN: list, stat, top and quota show across gateways,
+read from PostgreSQL with no gateway running."""
+
+import datetime as dt
+
+import pytest
+from click.testing import CliRunner
+
+from acctctl.main import main
+from acctd.services.central import CentralService
+from acctd.services.quota import QuotaService
+from tests.central.gateways import UTC, commit_drain, gateway, status, wait
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture
+def shipped(central_dsn, tmp_path):
+    """alice on gw-a then gw-b today, bob on gw-a; alice has a day quota; all shipped."""
+    now = dt.datetime.now(UTC).replace(minute=0, second=30, microsecond=0)
+    if now > dt.datetime.now(UTC):
+        now -= dt.timedelta(hours=1)
+    with gateway(central_dsn, "gw-a", tmp_path) as a, gateway(central_dsn, "gw-b", tmp_path) as b:
+        a.service(QuotaService).set(["alice", "policy", "ip", "day", "4K", "sum"])
+        commit_drain(a, now, [("alice", 0, 0, 2, 1000), ("alice", "ip", 0, 2, 1000),
+                              ("bob", 0, 1, 1, 50)])
+        commit_drain(b, now, [("alice", 0, 1, 3, 2000), ("alice", "ip", 1, 3, 2000)])
+        for d in (a, b):
+            wait(lambda d=d: (s := status(d))["backlog_drains"] == 0 and s["shipped_seq"] == 1)
+        # b learns of alice's quota from the server and owes its totals of her
+        wait(lambda: a.service(CentralService).elsewhere)
+    return central_dsn, now
+
+
+def acctctl(dsn, *args):
+    return CliRunner().invoke(main, ["--central", dsn, *args])
+
+
+def test_list_sums_every_gateway(shipped):
+    dsn, _ = shipped
+    r = acctctl(dsn, "list", "alice", "--json")
+    assert r.exit_code == 0, r.output
+    import json
+    got = json.loads(r.output)
+    assert got["unit"] == "alice"
+    assert [(p["policy"], p["dir"], p["day"]["bytes"], p["month"]["packets"], p["flow"]["bytes"])
+            for p in got["policies"]] == [("(all)", "in", 1000, 2, 1000),
+                                          ("(all)", "out", 2000, 3, 2000),
+                                          ("ip", "in", 1000, 2, 1000), ("ip", "out", 2000, 3, 2000)]
+
+
+def test_stat_top_and_quota_show(shipped):
+    dsn, now = shipped
+    r = acctctl(dsn, "stat", "alice", "--json")
+    assert r.exit_code == 0, r.output
+    import json
+    rows = json.loads(r.output)["rows"]
+    hour = now.replace(minute=0, second=0).isoformat()
+    assert [(x["hour"], x["policy"], x["dir"], x["bytes"]) for x in rows] == [
+        (hour, "(all)", "in", 1000), (hour, "(all)", "out", 2000), (hour, "ip", "in", 1000),
+        (hour, "ip", "out", 2000)]
+    r = acctctl(dsn, "top", "--json")
+    assert r.exit_code == 0, r.output
+    assert [(x["unit"], x["today_in"], x["today_out"], x["gateways"]) for x in
+            json.loads(r.output)] == [("alice", 1000, 2000, "gw-a,gw-b"), ("bob", 0, 50, "gw-a")]
+    r = acctctl(dsn, "quota", "show")
+    assert r.exit_code == 0, r.output
+    alice = r.output.split("(alice)")[0].split("UNIT ")[-1]
+    assert r.output == (
+        "QUOTA: alice policy ip set sys-deny-quota\n"
+        f"UNIT {alice}(alice) SYST: ACCT is present\n"
+        "DAY sum: 2.93 KiB, quota 4.00 KiB, ratio 73.24% -> [+]\n")
+
+
+def test_bad_dsn_and_unknown_unit_are_one_line(shipped):
+    dsn, _ = shipped
+    r = acctctl(dsn, "list", "nosuch")
+    assert (r.exit_code, r.output) == (1, "Error: unknown unit 'nosuch' in the central database\n")
+    r = acctctl(dsn, "units")
+    assert r.exit_code == 2 and "--central answers list, stat, quota-show, top, sys-policy only, not units" \
+        in r.output
