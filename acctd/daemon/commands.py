@@ -91,6 +91,10 @@ class CoreCommands:
             lan = d.lan_slots()
             hooked = np.array(sorted({s for s, _ in d.dp.hooked_slots().values()}), np.int64)
             health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
+            names = d.ifnames()
+            interfaces = {names.get(i, str(i)): {"role": role.name.lower(),
+                                                 **reader.pairs(ifs[slot])}
+                          for i, (slot, role) in d.dp.hooked_slots().items()}
             services: dict = {}
             for s in d.services.values():
                 services.update(s.status() or {})
@@ -113,6 +117,7 @@ class CoreCommands:
                                 for c in abi.Drop},
                     "flow_evictions": d.flow_evictions(),  # since this daemon started
                     "attachment": d.datapath_state(),       # pins or hooks found missing
+                    "interfaces": interfaces,  # each hook's counters since it was attached
                 },
                 "services": services,
             }
