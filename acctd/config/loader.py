@@ -230,6 +230,7 @@ from acctd.services.dynamicip import DynamicIpSettings
 from acctd.services.export import ExportSettings
 from acctd.services.collector.service import CollectorSettings
 from acctd.services.flowlog import FlowLogSettings
+from acctd.web.static_site import HtmlSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
@@ -491,6 +492,7 @@ class Config:
     collector: tuple[CollectorSettings, ...] = ()
     aclserver: AclServerSettings | None = None
     invoicing: InvoicingSettings | None = None   # postpaid terms, notices
+    html: HtmlSettings | None = None             # static HTML reports (acctctl html)
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -509,6 +511,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "aclserver": (dict, AclServerSettings),
     "invoicing": (dict, InvoicingSettings),
     "radius-auth": (dict, AuthSettings), "captive": (dict, CaptiveSettings),
+    "html": (dict, HtmlSettings),
 }
 
 
@@ -695,7 +698,8 @@ class _Loader:
             aclserver=self.optional(AclServerSettings, "aclserver"),
             invoicing=self.optional(InvoicingSettings, "invoicing"),
             radius_auth=self.radius_auth(),
-            captive=self.optional(CaptiveSettings, "captive"))
+            captive=self.optional(CaptiveSettings, "captive"),
+            html=self.optional(HtmlSettings, "html"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

@@ -122,6 +122,20 @@ class CoreCommands:
                 "services": services,
             }
 
+    def html(self, path: str | None = None, htaccess: bool = False) -> dict:
+        """NeTAMS `html`: the static pages ([html], acctd/web/static_site.py),
+        from the same commands the console asks, as root asks them; htaccess:
+        with .htaccess files whatever [html] says."""
+        import dataclasses
+
+        from acctd.web import static_site
+        d = self.d
+        settings = d.config.html or static_site.HtmlSettings()
+        if htaccess:
+            settings = dataclasses.replace(settings, htaccess=True)
+        staff = [u.name for u in d.config.users]  # each reads everything on the socket
+        return static_site.write(d.call, settings, path, staff, d.clock())
+
     def rates(self) -> dict:
         """A cheap read for `acctctl top`: the per-address, VLAN and port
         counters as they are now (no drain), plus each unit's today and month

@@ -69,6 +69,17 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
     def ask(cmd: str, **args):
         return daemon(cmd, g.session.token, **args)
 
+    @app.template_global()
+    def table_link(t: Table, key: str, row: dict) -> str | None:
+        """Where a table's cell links to: a unit's or an account's page."""
+        v = row.get(key)
+        if v and key in ("unit", "name") and t.name in ("top_units", "units", "blocked",
+                                                        "top_addrs"):
+            return url_for("unit", name=v)
+        if v and key == "name" and t.name == "accounts":
+            return url_for("account", name=v)
+        return None
+
     def cookie(resp: Response, name: str, value: str, **kw) -> None:
         resp.set_cookie(name, value, httponly=True, samesite="Strict",
                         secure=secure or request.is_secure, path="/", **kw)

@@ -1,9 +1,10 @@
-"""Prometheus /metrics as an operator uses it: acctd-web (as nobody, the
-console's viewer [[user]]) in front of a real acctd counting real traffic
-on the testbed's gateway, scraped by a real Prometheus (Debian
-`prometheus`) on loopback, its output checked by `promtool check metrics`,
-its numbers equal to `acctctl --json`. The testbed and the daemon are the
-browser tier's (test_web_browser.py)."""
+"""Reports against a real acctd counting real traffic on the testbed's
+gateway (the browser tier's testbed and daemon, test_web_browser.py):
+Prometheus /metrics from acctd-web (as nobody, the console's viewer
+[[user]]), scraped by a real Prometheus (Debian `prometheus`) on loopback
+and checked by `promtool check metrics`; and the static HTML pages of
+`acctctl html`, by hand and from a schedule. Their numbers are those of
+`acctctl --json`."""
 
 from __future__ import annotations
 
@@ -157,3 +158,69 @@ def test_a_real_prometheus_scrapes_the_month_bytes(gateway, metrics_console):
         p.terminate()
         p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- static HTML reports (acctctl html) ---------------------------------------------------
+
+def page_data(path: str) -> dict:
+    """The exact numbers a page carries (its tables as JSON)."""
+    with open(path) as f:
+        text = f.read()
+    return json.loads(text.split('<script type="application/json" id="page-data">', 1)[1]
+                      .split("</script>", 1)[0])
+
+
+def test_html_writes_pages_with_the_numbers_of_acctctl(gateway, tmp_path):
+    sock, _ = gateway
+    ctl(sock, "flush")
+    out = tmp_path / "www"
+    assert ctl(sock, "html", "--path", str(out), "--htaccess") == \
+        f"6 files written under {out}\n"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        ".htaccess", "index.html", "units", "units/alice", "units/alice/.htaccess",
+        "units/alice/index.html", "units/bob", "units/bob/.htaccess", "units/bob/index.html"]
+    index = page_data(out / "index.html")
+    for period in ("day", "month", "year"):
+        top = ctl(sock, "top-units", "--period", period, "--limit", "10", "--json")
+        assert index[f"top_units_{period}"] == [
+            {k: r[k] for k in ("unit", "bytes_in", "bytes_out", "bytes")} for r in top["units"]]
+    assert index["top_units_month"][0]["unit"] == "alice"
+    assert index["top_units_month"][0]["bytes_in"] > 20 * 1000
+    health = {r["what"]: r["value"] for r in index["health"]}
+    assert health["dropped bytes"] == ctl(sock, "status", "--json")["datapath"]["dropped_bytes"]
+    series = ctl(sock, "series", "alice", "--view", "day", "--json")
+    alice = page_data(out / "units/alice/index.html")
+    assert alice["series"] == [{k: r[k] for k in ("start", "policy", "dir", "packets", "bytes")}
+                               for r in series["rows"]]
+    assert sum(r["bytes"] for r in alice["series"] if r["policy"] == "(all)"
+               and r["dir"] == "in") == series["total"]["in"] > 20 * 1000
+    page = (out / "units/alice/index.html").read_text()
+    assert "uPlot" in page and 'id="chart-data"' in page          # the chart, inlined
+    assert "<script src=" not in page and "<link" not in page     # nothing to fetch
+    assert 'href="../../index.html"' in page
+    assert '<a href="units/alice/index.html">' in (out / "index.html").read_text()
+    users = out / ".htpasswd"
+    assert (out / ".htaccess").read_text() == (
+        f'AuthType Basic\nAuthName "acctd traffic"\nAuthUserFile {users}\n'
+        "Require user ops console\n")
+    assert (out / "units/alice/.htaccess").read_text() == (
+        f'AuthType Basic\nAuthName "acctd traffic"\nAuthUserFile {users}\n'
+        "Require user alice ops console\n")
+
+
+def test_a_schedule_writes_the_pages(gateway, tmp_path):
+    sock, _ = gateway
+    out = tmp_path / "scheduled"
+    added = ctl(sock, "schedule", "add", "time", "1sec", "action", f"html path {out}")
+    oid = added.split()[2]
+    try:
+        give_up = time.monotonic() + WAIT
+        while not (out / "units/bob/index.html").exists():
+            assert time.monotonic() < give_up, "the scheduled html wrote nothing"
+            time.sleep(0.2)
+    finally:
+        ctl(sock, "schedule", "del", oid)
+    top = ctl(sock, "top-units", "--period", "month", "--limit", "10", "--json")
+    assert page_data(out / "index.html")["top_units_month"][1] == {
+        k: top["units"][1][k] for k in ("unit", "bytes_in", "bytes_out", "bytes")}
+    assert not (out / ".htaccess").exists()    # not asked for
