@@ -167,6 +167,10 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     [[aclserver.backend]]         # name, type = bgp | nft | routeros, direction, hostname ...
     name = "edge1"                # (acctd/services/aclserver/service.py lists the keys)
 
+    [html]                        # static HTML reports (NeTAMS service html, acctctl html)
+    path = "/var/www/traffic"     # url, htaccess = false, htpasswd (its AuthUserFile),
+    display-top = 10              # client-pages = all | groups | none, display-health = true
+
 Targets (all keywords given must match; see acctd/model/policies.py):
 
     proto NAME|N ...        "ip" is any IP traffic

@@ -20,7 +20,7 @@ from acctd.errors import BadRequest
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 PERIODS = ("day", "month", "year")
-_SAFE = re.compile(r"^[A-Za-z0-9._@-]+$")   # a unit's name as a file name
+_SAFE = re.compile(r"^[A-Za-z0-9._@-]+$")   # a unit's name that can be its file's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +85,9 @@ def write(ask, settings: HtmlSettings, path: str | None = None, staff=(),
         tables.append(month["health"])
     groups = [u for u in units if u["type"] == "group"]
     if settings.client_pages in ("all", "groups"):
-        links |= {g["name"]: f"groups/{_name(g['name'])}.html" for g in groups}
+        links |= {g["name"]: f"groups/{_file(g)}.html" for g in groups}
     if settings.client_pages == "all":
-        links |= {u["name"]: f"units/{_name(u['name'])}/index.html" for u in units
+        links |= {u["name"]: f"units/{_file(u)}/index.html" for u in units
                   if u["type"] != "group"}
     page("index.html", "traffic", tables, "", index=[(n, links[n]) for n in sorted(links)])
     bytes_ = {r["unit"]: r for r in ask("top-units", period="month", limit=max(1, len(units)))
@@ -107,9 +107,9 @@ def write(ask, settings: HtmlSettings, path: str | None = None, staff=(),
         page(links[u["name"]], f"unit {u['name']}", built["tables"], "../../",
              chart=built["chart"], view="day")
     if settings.htaccess:
-        written += _htaccess(root, settings, staff, [u["name"] for u in units
-                                                      if u["type"] != "group"]
-                             if settings.client_pages == "all" else [])
+        own = [(u["name"], _file(u)) for u in units
+               if u["type"] != "group"] if settings.client_pages == "all" else []
+        written += _htaccess(root, settings, staff, own)
     return {"path": root, "files": len(written), "written": written}
 
 
@@ -120,7 +120,8 @@ def _members_table(group: str, rows: list[dict]):
         ("bytes_out", "out", BYTES)], rows, empty="no members")
 
 
-def _htaccess(root: str, settings: HtmlSettings, staff, units: list[str]) -> list[str]:
+def _htaccess(root: str, settings: HtmlSettings, staff,
+              units: list[tuple[str, str]]) -> list[str]:
     """NeTAMS `htaccess yes`: the staff may read every page, a unit only
     its own directory (Basic auth against settings.htpasswd)."""
     users = settings.htpasswd or os.path.join(root, ".htpasswd")
@@ -129,17 +130,17 @@ def _htaccess(root: str, settings: HtmlSettings, staff, units: list[str]) -> lis
     out = []
     _put(root, ".htaccess", head + (f"Require user {who}\n" if who else "Require all denied\n"))
     out.append(".htaccess")
-    for u in units:
-        rel = f"units/{_name(u)}/.htaccess"
-        _put(root, rel, head + f"Require user {' '.join([u, *staff])}\n")
+    for name, file in units:
+        rel = f"units/{file}/.htaccess"
+        _put(root, rel, head + f"Require user {' '.join([name, *staff])}\n")
         out.append(rel)
     return out
 
 
-def _name(name: str) -> str:
-    if not _SAFE.match(name) or name in (".", ".."):
-        raise BadRequest(f"html: unit {name!r} cannot be a file name")
-    return name
+def _file(unit: dict) -> str:
+    """A unit's file name: its name, or its oid when the name is no file name."""
+    name = unit["name"]
+    return name if _SAFE.match(name) and name not in (".", "..") else f"oid-{unit['oid']}"
 
 
 def _put(root: str, rel: str, text: str) -> None:

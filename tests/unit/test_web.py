@@ -447,3 +447,14 @@ def test_acctd_web_refuses_a_bad_allow_list(capsys):
     assert e.value.code == 2
     assert "argument --metrics-allow: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 " \
         "network" in capsys.readouterr().err
+
+
+# -- static HTML reports: the [html] table ------------------------------------------------
+
+def test_an_html_mistake_names_its_line_and_key():
+    from acctd.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        loads(ALICE + '[html]\npath = "/srv/www"\nclient-pages = "most"\n', "t.toml")
+    line = (ALICE + "[html]\npath").count("\n") + 2
+    assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages': expected one of all, "
+                            "groups, none, got 'most'")
