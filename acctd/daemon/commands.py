@@ -122,14 +122,20 @@ class CoreCommands:
                 "services": services,
             }
 
-    def html(self, path: str | None = None, htaccess: bool = False) -> dict:
+    def html(self, caller, path: str | None = None, htaccess: bool = False) -> dict:
         """NeTAMS `html`: the static pages ([html], acctd/web/static_site.py),
         from the same commands the console asks, as root asks them; htaccess:
-        with .htaccess files whatever [html] says."""
+        with .htaccess files whatever [html] says. The daemon writes as root:
+        another directory than the configured one is an admin's to choose."""
         import dataclasses
 
+        from acctd.control.access import Level
+        from acctd.errors import PermissionDenied
         from acctd.web import static_site
         d = self.d
+        if path is not None and caller.level < Level.ADMIN:
+            raise PermissionDenied(f"html --path needs level admin; {caller.name} is "
+                                   f"{caller.level} (it writes the [html] path)")
         settings = d.config.html or static_site.HtmlSettings()
         if htaccess:
             settings = dataclasses.replace(settings, htaccess=True)

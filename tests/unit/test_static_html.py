@@ -52,3 +52,15 @@ def test_none_writes_the_index_only_and_a_unit_name_is_never_a_path(srv, tmp_pat
     with pytest.raises(BadRequest, match="html: no directory: give --path DIR or set "
                                          r"\[html\] path"):
         write(d.call, HtmlSettings(display_health=False))
+
+
+def test_another_directory_is_an_admins_to_choose(srv, tmp_path):
+    from acctd.control.access import Level
+    from acctd.control.dispatch import Caller
+    from acctd.errors import PermissionDenied
+    ops = Caller(4242, "ops", Level.OPERATOR)
+    with pytest.raises(PermissionDenied) as e:
+        srv.daemon.dispatcher.handle({"cmd": "html", "args": {"path": str(tmp_path)}}, ops)
+    assert str(e.value) == ("html --path needs level admin; ops is operator (it writes the "
+                            "[html] path)")
+    assert list(tmp_path.iterdir()) == []
