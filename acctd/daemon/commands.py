@@ -122,7 +122,7 @@ class CoreCommands:
                 "services": services,
             }
 
-    def html(self, caller, path: str | None = None, htaccess: bool = False) -> dict:
+    def html(self, path: str | None = None, htaccess: bool = False, caller=None) -> dict:
         """NeTAMS `html`: the static pages ([html], acctd/web/static_site.py),
         from the same commands the console asks, as root asks them; htaccess:
         with .htaccess files whatever [html] says. The daemon writes as root:
