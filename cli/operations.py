@@ -280,11 +280,9 @@ def schedule_add(ctx, spec, as_json):
     (`unit bob sys-deny`, `mac fixate`, `send report ...`), or the NeTAMS
     words for it (`service processor && unit host name bob sys-deny &&
     exit`, `show list`, `debug quota`); it is checked when it is added."""
-    def render(r):
-        echo(f"schedule entry {r['oid']} added, first run {when(r['due'])}")
-        for note in r.get("notes", ()):
-            echo(f"  note: {note}")
-    run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json, render))
+    run(lambda: out(ask(ctx, "schedule-add", spec=" ".join(spec)), as_json,
+                    lambda r: echo(f"schedule entry {r['oid']} added, first run "
+                                   f"{when(r['due'])}")))
 
 
 @schedule.command("list")

@@ -5,6 +5,8 @@ console does it)."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from acctctl.common import ask, echo, json_option, nbytes, out, run, table
@@ -73,4 +75,17 @@ def web_logout(ctx, token):
     run(lambda: echo("ended" if ask(ctx, "web-logout", token=token)["ended"] else "no such session"))
 
 
-COMMANDS = [series, top_units, web]
+@click.command()
+@click.option("--path", type=click.Path(file_okay=False), default=None,
+              help="where to write (default: [html] path in the daemon's config)")
+@click.option("--htaccess", is_flag=True, help="also write .htaccess files ([html] htaccess)")
+@json_option
+@click.pass_context
+def html(ctx, path, htaccess, as_json):
+    """Write the static HTML reports (NeTAMS html): the daemon writes them."""
+    run(lambda: out(ask(ctx, "html", path=path and os.path.abspath(path), htaccess=htaccess),
+                    as_json,
+                    lambda r: echo(f"{r['files']} files written under {r['path']}")))
+
+
+COMMANDS = [series, top_units, web, html]

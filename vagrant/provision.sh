@@ -23,12 +23,13 @@ fi
 # the flow exporters softflowd and pmacctd (the collector), and for the
 # acl-server GoBGP (acctd's speaker), BIRD 2 (the router) and nftables, and
 # headless Chromium with its driver (the captive portal's and the web
-# console's browser tiers).
+# console's browser tiers), and Prometheus (scrapes the console's /metrics).
 if [ "${ACCTD_PEER_TIER:-1}" = 1 ]; then
     PKGS+=(freeradius freeradius-utils openvpn openssl postgresql python3-psycopg2 nfdump pmacct
            softflowd)
     PKGS+=(gobgpd bird2 nftables python3-nftables)
     PKGS+=(chromium chromium-driver)
+    PKGS+=(prometheus)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2,7 +2,8 @@
 unit's month chart, rendered server-side (Flask route, page tables, Jinja
 template) with the daemon's report queries over a real DuckDB file (a
 month of day rollups for every unit, a month of hour rollups for the
-charted one); only the socket is left out. JSON lines {"name", "value",
+charted one); only the socket is left out. And a /metrics scrape with the
+top 20 units' month gauges. JSON lines {"name", "value",
 "unit"}: the median of a few runs, in ms."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from acctd.model.units import oid_ints
 from acctd.store import queries
 from acctd.store.database import Storage
 from acctd.store.rollup import period_start, to_us
+from acctd.web.metrics import parse_allow
 
 NOW = dt.datetime(2026, 11, 28, 15, 30, tzinfo=dt.timezone.utc)
 UTC = dt.timezone.utc
@@ -61,10 +63,12 @@ def _rates(names: list[str], step: int) -> dict:
 def _daemon(st: Storage, m, names: list[str]):
     """The console's daemon: the report queries the daemon runs, over `st`."""
     status = {"last_drain": NOW.isoformat(), "failed_drains": 0, "last_error": None,
+              "drains": 1,
               "datapath": {"fill": {"acct_addrs": {"entries": len(names), "max": 65536,
                                                    "percent": 15.3}},
                            "health": {}, "unattributed_bytes": 0, "dropped_bytes": 0,
-                           "flow_evictions": 0}, "services": {}}
+                           "dropped": {}, "interfaces": {}, "flow_evictions": 0},
+              "services": {}}
     step = [0]
 
     def rates():
@@ -82,6 +86,7 @@ def _daemon(st: Storage, m, names: list[str]):
         "list": lambda unit: {"unit": unit, "policies": []},
         "session-list": lambda **a: [],
         "monitor-show": lambda: {"units": []},
+        "perf": lambda: [],
     }
     return lambda cmd, token=None, /, **args: answers[cmd](**commands.get(cmd).bind(args))
 
@@ -114,6 +119,10 @@ def main() -> None:
         c.post("/login", data={"name": "ops", "password": "x", "csrf": csrf})
         emit("web.overview_ms.units_10k", timed(c, "/?period=month&limit=10", 7), "ms")
         emit("web.unit_month_chart_ms", timed(c, f"/unit/{names[0]}?view=day", 7), "ms")
+        # /metrics with the opt-in month gauges of the top 20 (from loopback, no login)
+        scraped = web_app.create_app(_daemon(st, m, names), metrics_allow=parse_allow(
+            "127.0.0.1"), metrics_top_units=20).test_client()
+        emit("web.metrics_scrape_ms.units_10k", timed(scraped, "/metrics", 7), "ms")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,9 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     dsn = "host=db1,db2 dbname=acct target_session_attrs=read-write"
     gateway = "bng-1"             # unique per gateway; retention-months = 13, retry = 2,
                                   # keep-shipped = 900 (s), outage-allowance = 104857600 (B)
+    [html]                        # static HTML reports (NeTAMS service html, acctctl html)
+    path = "/var/www/traffic"     # url, htaccess = false, htpasswd (its AuthUserFile),
+    display-top = 10              # client-pages = all | groups | none, display-health = true
 
 Targets (all keywords given must match; see acctd/model/policies.py):
 
@@ -236,6 +239,7 @@ from acctd.services.export import ExportSettings
 from acctd.services.collector.service import CollectorSettings
 from acctd.services.central import CentralSettings
 from acctd.services.flowlog import FlowLogSettings
+from acctd.web.static_site import HtmlSettings
 from acctd.services.monitor import MonitorSettings
 from acctd.services.login import LoginSettings
 from acctd.services.quota import QuotaSettings
@@ -498,6 +502,7 @@ class Config:
     aclserver: AclServerSettings | None = None
     invoicing: InvoicingSettings | None = None   # postpaid terms, notices
     central: CentralSettings | None = None
+    html: HtmlSettings | None = None             # static HTML reports (acctctl html)
 
 
 # Every top-level section: [[array]] tables or one [table], and what reads it.
@@ -517,6 +522,7 @@ SECTIONS: dict[str, tuple[type, type[Table] | None]] = {
     "invoicing": (dict, InvoicingSettings),
     "radius-auth": (dict, AuthSettings), "captive": (dict, CaptiveSettings),
     "central": (dict, CentralSettings),
+    "html": (dict, HtmlSettings),
 }
 
 
@@ -704,7 +710,8 @@ class _Loader:
             aclserver=self.optional(AclServerSettings, "aclserver"),
             invoicing=self.optional(InvoicingSettings, "invoicing"),
             radius_auth=self.radius_auth(),
-            captive=self.optional(CaptiveSettings, "captive"))
+            captive=self.optional(CaptiveSettings, "captive"),
+            html=self.optional(HtmlSettings, "html"))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""

@@ -163,6 +163,8 @@ COMMANDS = (
     Command("rotate-monitor", A, "monitor.rotate", ("rotate",)),
     Command("aclserver-show", V, "aclserver.show", ("aclserver", "show")),
     Command("alerter", V, "alerter.queue", ("alerter",)),
+    # static HTML reports (NeTAMS `html`): the daemon writes them, a schedule can run it
+    Command("html", O, "core.html", ("html",), (_s("path"), _b("htaccess")), caller=True),
     Command("send-report", O, "reports.send", ("send", "report"),
             (_words("to"), _words("on"), _s("period", default="day"))),
     Command("schedule-list", V, "scheduler.list", ("schedule", "list")),

@@ -91,6 +91,10 @@ class CoreCommands:
             lan = d.lan_slots()
             hooked = np.array(sorted({s for s, _ in d.dp.hooked_slots().values()}), np.int64)
             health = {h.name.lower(): int(ifs["health"][:, h].sum()) for h in abi.Health}
+            names = d.ifnames()
+            interfaces = {names.get(i, str(i)): {"role": role.name.lower(),
+                                                 **reader.pairs(ifs[slot])}
+                          for i, (slot, role) in d.dp.hooked_slots().items()}
             services: dict = {}
             for s in d.services.values():
                 services.update(s.status() or {})
@@ -113,9 +117,30 @@ class CoreCommands:
                                 for c in abi.Drop},
                     "flow_evictions": d.flow_evictions(),  # since this daemon started
                     "attachment": d.datapath_state(),       # pins or hooks found missing
+                    "interfaces": interfaces,  # each hook's counters since it was attached
                 },
                 "services": services,
             }
+
+    def html(self, path: str | None = None, htaccess: bool = False, caller=None) -> dict:
+        """NeTAMS `html`: the static pages ([html], acctd/web/static_site.py),
+        from the same commands the console asks, as root asks them; htaccess:
+        with .htaccess files whatever [html] says. The daemon writes as root:
+        another directory than the configured one is an admin's to choose."""
+        import dataclasses
+
+        from acctd.control.access import Level
+        from acctd.errors import PermissionDenied
+        from acctd.web import static_site
+        d = self.d
+        if path is not None and caller.level < Level.ADMIN:
+            raise PermissionDenied(f"html --path needs level admin; {caller.name} is "
+                                   f"{caller.level} (it writes the [html] path)")
+        settings = d.config.html or static_site.HtmlSettings()
+        if htaccess:
+            settings = dataclasses.replace(settings, htaccess=True)
+        staff = [u.name for u in d.config.users]  # each reads everything on the socket
+        return static_site.write(d.call, settings, path, staff, d.clock())
 
     def rates(self) -> dict:
         """A cheap read for `acctctl top`: the per-address, VLAN and port

@@ -52,7 +52,6 @@ _QUOTA_DIRECTIVES = {"policy", "block-policy", "soft-threshold"}
 _WHY = {
     "storage": "acctd keeps everything in one DuckDB file ([storage] path)",
     "data-source": "acctd counts with its eBPF datapath; list interfaces in [[interface]]",
-    "html": "static HTML reports are not implemented yet",
     "monitor-xmlfile": 'acctd writes no XML: use [monitor] format = "json" (JSON lines)',
     "acl-server": "RSH to a Cisco is not offered: carried as an nftables back-end over SSH "
                   "([[aclserver.backend]] type = \"nft\", command = ssh root@HOST); for a "
@@ -166,6 +165,7 @@ class _Importer:
         self.user_lines: list[int] = []
         self.server: dict[str, Any] = {}
         self.alerter: dict[str, Any] = {}
+        self.html: dict[str, Any] = {}     # [html] (service html)
         self.language: str | None = None
         self.admin_emails: list[str] = []  # of permit-all users, whom NeTAMS mails
         self.schedules: list[str] = []
@@ -238,7 +238,7 @@ class _Importer:
             if head == "service":
                 service = toks[1].lower() if len(toks) > 1 else "?"
                 if service in ("processor", "quota", "login", "billing", "monitor",
-                               "alerter", "scheduler"):
+                               "alerter", "scheduler", "html"):
                     self.carried.add(lineno)
                 elif service == "data-source":
                     self.data_source_begin(lineno, toks)
@@ -392,6 +392,49 @@ class _Importer:
                       "from a schedule")
         else:
             self.warn(ln, " ".join(t), "unknown alerter directive")
+
+    # -- service html ----------------------------------------------------------------
+
+    def do_html(self, ln: int, t: list[str]) -> None:
+        """`service html` -> [html] (acctctl html); `run T` -> a schedule
+        running `html`."""
+        head, text = t[0].lower(), " ".join(t)
+        if head == "run" and len(t) >= 2:
+            self.do_scheduler(ln, ["schedule", "time", " ".join(t[1:]), "action", "html"])
+        elif head in ("path", "url") and len(t) == 2:
+            self.html[head] = t[1]
+            self.keep(ln, "html", head)
+        elif head in ("htaccess", "display-health") and len(t) == 2 and \
+                t[1].lower() in ("yes", "no"):
+            self.html[head] = t[1].lower() == "yes"
+            self.keep(ln, "html", head)
+        elif head == "client-pages" and len(t) == 2 and t[1].lower() in ("all", "groups", "none"):
+            self.html[head] = t[1].lower()
+            self.keep(ln, "html", head)
+        elif head == "client-pages":
+            self.warn(ln, text, "not carried: acctd writes every unit's and group's page "
+                      "(all), only the groups' (groups) or none; not those of listed groups")
+        elif head == "display-top" and len(t) == 2 and t[1].isdigit() and int(t[1]) >= 1:
+            self.html[head] = min(int(t[1]), 1000)
+            self.keep(ln, "html", head)
+        elif head == "account-pages" and t[1:] == ["none"]:
+            pass  # acctd writes none
+        elif head == "account-pages":
+            self.warn(ln, text, "not carried: acctd writes no account pages; accounts are "
+                      "on the web console (acctd-web, /account)")
+        elif head == "language" and t[1:] == ["en"]:
+            pass  # the pages are in English
+        elif head == "language":
+            self.warn(ln, text, "not carried: the pages are in English")
+        elif head == "language" and t[1:] == ["en"]:
+            pass  # the pages are in English
+        elif head == "language":
+            self.warn(ln, text, "not carried: the pages are in English")
+        elif head == "servlet-url":
+            self.warn(ln, text, "not carried: there is no servlet; the web console "
+                      "(acctd-web) shows each unit's tables")
+        else:
+            self.warn(ln, text, "unknown html directive")
 
     def server_table(self) -> list[str]:
         """NeTAMS's plain-text listener becomes acctd's TLS one: written
@@ -1076,7 +1119,7 @@ class _Importer:
             out.add("[[collector]]", *_keys(c), "", line=ln)
         for name, data in (("quota", self.quota), ("login", self.login),
                            ("billing", self.billing), ("monitor", self.monitor),
-                           ("log", self.log)):
+                           ("log", self.log), ("html", self.html)):
             if data:
                 out.table((name,), data, self.origin)
         if self.acl_backends:

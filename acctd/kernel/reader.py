@@ -27,7 +27,7 @@ def vlan_label(slot: int) -> str:
     return "untagged" if slot == 0 else str(slot)
 
 
-def _pairs(v, fields=("packets", "bytes")) -> dict:
+def pairs(v, fields=("packets", "bytes")) -> dict:
     """{field_in, field_out}; drop counters summed over their causes."""
     out = {}
     for f in fields:
@@ -89,7 +89,7 @@ def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.R
            class_of=None) -> dict:
     addrs = {}
     for k, v in zip(addr_keys, addr_vals):
-        row = _pairs(v, ("packets", "bytes", "drop_packets", "drop_bytes"))
+        row = pairs(v, ("packets", "bytes", "drop_packets", "drop_bytes"))
         cls = class_of(k["addr"]) if class_of else None
         sys_policy = int(cls["sys_policy"]) if cls is not None else 0
         if any(row.values()) or sys_policy:
@@ -107,7 +107,7 @@ def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.R
         vals = arrays[name]
         label = vlan_label if key == "vlans" else port_label
         moved = np.flatnonzero((vals["packets"] != 0).any(axis=1))
-        out[key] = {label(int(i)): _pairs(vals[i]) for i in moved}
+        out[key] = {label(int(i)): pairs(vals[i]) for i in moved}
     ifs = arrays["acct_ifaces"]
     totals = dict.fromkeys(("packets_in", "packets_out", "bytes_in", "bytes_out"), 0)
     unattr = dict.fromkeys(("unattr_packets_in", "unattr_packets_out",
@@ -115,7 +115,7 @@ def report(addr_keys, addr_vals, arrays: dict, slots: dict[int, tuple[int, abi.R
     health = {h.name.lower(): 0 for h in abi.Health}
     for ifindex, (slot, role) in slots.items():
         v = ifs[slot]
-        row = _pairs(v, ("packets", "bytes", "unattr_packets", "unattr_bytes",
+        row = pairs(v, ("packets", "bytes", "unattr_packets", "unattr_bytes",
                          "drop_packets", "drop_bytes"))
         row["role"] = role.name.lower()
         row["health"] = {h.name.lower(): int(v["health"][h]) for h in abi.Health}

@@ -604,10 +604,7 @@ def format_table(rows: Iterable[dict]) -> str:
 # added to the registry is schedulable without a change here.
 
 # Words the reference allows that acctd has no command for, with the reason a
-# schedule is refused; `html` is the exception: accepted, and it says at each
-# run why it did nothing, until a registry command "html" exists.
-PENDING = {"html": "HTML pages come with the web service, which this acctd does not have "
-                   "yet; the entry is kept and runs it once it does"}
+# schedule is refused.
 REFUSED = {
     "save": "acctd's configuration is its TOML file: edit it and `reload`; there is "
             "nothing to save",
@@ -721,8 +718,6 @@ def request_from_argv(argv: list[str]) -> dict | None:
         raise ValueError(f"cannot schedule {line!r}: {REFUSED[words[0]]}")
     cmd, rest = _match(words)
     if cmd is None:
-        if words[0] in PENDING:
-            return {"cmd": words[0], "args": {}}
         raise ValueError(f"cannot schedule {line!r}: not an acctctl or NeTAMS command "
                          "(see `acctctl --help`)")
     try:
@@ -846,20 +841,11 @@ class SchedulerService(Service):
                     req = request_from_argv(argv)
                     if req is None:
                         continue
-                    if req["cmd"] in PENDING and not self._has(req["cmd"]):
-                        log.warning("schedule %s: %s did nothing: %s", entry.oid,
-                                    " ".join(argv), PENDING[req["cmd"]])
-                        continue
                     self.core.dispatcher.handle(req, owner)
                     log.info("schedule %s: %s done", entry.oid, " ".join(argv))
                 except Exception as e:
                     log.error("schedule %s: %s failed: %s", entry.oid, " ".join(argv), e)
                     break
-
-    @staticmethod
-    def _has(name: str) -> bool:
-        from acctd.control import commands
-        return name in commands.REGISTRY
 
     def _owner(self, entry: Entry):
         """The entry's owner as a caller, at the level it has now."""
@@ -896,9 +882,7 @@ class SchedulerService(Service):
                 raise PermissionDenied(f"cannot schedule {r['cmd']!r}: it needs level "
                                        f"{cmd.level}; {caller.name} is {caller.level}")
         e = self.schedule.add(parsed, (caller.uid, caller.name))  # refused before, not at 3 a.m.
-        notes = [f"{r['cmd']}: {PENDING[r['cmd']]}" for r in reqs
-                 if r and r["cmd"] in PENDING and not self._has(r["cmd"])]
-        return {"oid": e.oid, "due": e.due.isoformat(), **({"notes": notes} if notes else {})}
+        return {"oid": e.oid, "due": e.due.isoformat()}
 
     def delete(self, oid: str, caller) -> dict:
         from acctd.control.access import Level

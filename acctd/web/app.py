@@ -16,7 +16,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 
 from acctd.control import client, commands
 from acctd.errors import AcctError, BadRequest, NotFound, NotRunning, PermissionDenied
-from acctd.web import pages
+from acctd.web import metrics, pages
 from acctd.web.auth import COOKIE, PRE_COOKIE, Sessions, same
 from acctd.web.tables import TEXT, Table, as_json
 
@@ -54,9 +54,12 @@ class RateSampler:
             return prev, cur
 
 
-def create_app(daemon, secure: bool = False) -> Flask:
+def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
+               metrics_top_units: int = 0) -> Flask:
     """daemon(cmd, token, **args) answers control commands (Daemon above);
-    secure: served behind TLS (cookies get Secure)."""
+    secure: served behind TLS (cookies get Secure); metrics_allow: the
+    networks that may scrape /metrics without logging in (acctd/web/metrics.py),
+    metrics_top_units: that many units' month gauges there."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
     sessions = Sessions()
@@ -66,6 +69,17 @@ def create_app(daemon, secure: bool = False) -> Flask:
     def ask(cmd: str, **args):
         return daemon(cmd, g.session.token, **args)
 
+    @app.template_global()
+    def table_link(t: Table, key: str, row: dict) -> str | None:
+        """Where a table's cell links to: a unit's or an account's page."""
+        v = row.get(key)
+        if v and key in ("unit", "name") and t.name in ("top_units", "units", "blocked",
+                                                        "top_addrs"):
+            return url_for("unit", name=v)
+        if v and key == "name" and t.name == "accounts":
+            return url_for("account", name=v)
+        return None
+
     def cookie(resp: Response, name: str, value: str, **kw) -> None:
         resp.set_cookie(name, value, httponly=True, samesite="Strict",
                         secure=secure or request.is_secure, path="/", **kw)
@@ -74,6 +88,10 @@ def create_app(daemon, secure: bool = False) -> Flask:
     def who():
         g.session = sessions.get(request.cookies.get(COOKIE))
         if request.endpoint in ("login", "hotspot", "static"):
+            return None
+        if request.endpoint == "metrics":  # a scraper has no login: its address is its right
+            if not metrics.allowed(request.remote_addr, metrics_allow):
+                abort(403, "this address may not scrape /metrics (acctd-web --metrics-allow)")
             return None
         if g.session is None:
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
@@ -174,6 +192,14 @@ def create_app(daemon, secure: bool = False) -> Flask:
         resp = redirect(url_for("login"))
         resp.delete_cookie(COOKIE, path="/")
         return resp
+
+    # as the console's own viewer [[user]], not on anyone's behalf
+    exporter = metrics.Metrics(lambda cmd, **a: daemon(cmd, None, **a), metrics_top_units)
+
+    @app.get("/metrics", endpoint="metrics")
+    def metrics_page():
+        body, kind = exporter.render(request.headers.get("Accept"))
+        return Response(body, content_type=kind)
 
     # -- pages ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import os
 import sys
 
 from acctd.control.server import DEFAULT_SOCKET
+from acctd.web.metrics import DEFAULT_ALLOW, parse_allow
 
 log = logging.getLogger("acctd.web")
 
@@ -22,6 +23,13 @@ def listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def allow_list(text: str) -> tuple:
+    try:
+        return parse_allow(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="acctd-web", description=__doc__.splitlines()[0])
     p.add_argument("--socket", default=DEFAULT_SOCKET, help="the daemon's control socket")
@@ -31,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="served through a TLS proxy on 127.0.0.1: cookies are Secure, its "
                         "X-Forwarded-Proto and X-Forwarded-For are trusted (the login limit "
                         "per client address needs the client's address)")
+    p.add_argument("--metrics-allow", type=allow_list, default=DEFAULT_ALLOW, metavar="NETS",
+                   help="addresses or networks (comma-separated) that may scrape /metrics "
+                        f"without logging in (default {DEFAULT_ALLOW}; \"\" = none)")
+    p.add_argument("--metrics-top-units", type=int, default=0, metavar="N",
+                   help="export this month's bytes of the top N units on /metrics (default 0)")
     p.add_argument("--threads", type=int, default=8)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="acctd-web: %(message)s")
@@ -40,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import waitress
 
     from acctd.web.app import Daemon, create_app
-    app = create_app(Daemon(a.socket), secure=a.behind_tls)
+    app = create_app(Daemon(a.socket), secure=a.behind_tls, metrics_allow=a.metrics_allow,
+                     metrics_top_units=a.metrics_top_units)
     host, port = a.listen
     extra = {"trusted_proxy": "127.0.0.1",
              "trusted_proxy_headers": "x-forwarded-proto x-forwarded-for"} if a.behind_tls else {}

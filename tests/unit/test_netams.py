@@ -54,8 +54,9 @@ def test_sample_warnings_name_their_lines():
     assert 1 in sample().carried   # "debug none": no [log] debug
     for want in [(3, "user admin"), (9, "service server 0"),
                  (97, "storage 1 all"), (117, "service data-source 1"),
-                 (123, "rule 5 ip from any to any via rl0"), (137, "run hourly")]:
+                 (123, "rule 5 ip from any to any via rl0")]:
         assert want in got, want
+    assert {131, 133, 135, 137} <= res.carried   # service html: path, language en, run
     # every directive line is either carried whole or warned about
     lines = SAMPLE.read_text(encoding="utf-8").splitlines()
     directive_lines = {n for n, ln in enumerate(lines, 1)
@@ -488,7 +489,7 @@ def test_reasons_for_what_is_not_carried_are_true_today():
             assert stale not in w.reason, w
     why = {w.line: w.reason for w in res.warnings}
     assert "acctd has no such category" in why[1]
-    assert 2 in res.carried   # html: kept, and says at each run that it waits for the web service
+    assert 2 in res.carried   # html: a command a schedule runs (acctctl html)
 
 
 def test_a_processor_auto_units_rule_after_a_unit_is_not_taken_for_the_unit():
@@ -635,3 +636,25 @@ def test_debug_aclserver_without_the_service_is_carried_to_log():
     res = netams.convert("debug aclserver\nservice processor\n", "x.cfg")
     assert res.warnings == ()
     assert '[log]\ndebug = ["aclserver"]\n' in res.toml and "[aclserver]" not in res.toml
+
+
+def test_service_html_is_carried_to_the_html_table_and_a_schedule():
+    res = netams.convert("service html\nrun hourly\u2013\npath /var/www/stat/\n"
+                         "url http://stat.isp.example/traffic/\nhtaccess yes\n"
+                         "client\u2013pages groups\naccount-pages none\ndisplay-top 15\n"
+                         "display-health no\nservlet-url http://stat.isp.example:8010\n"
+                         "client-pages group G1 G2\naccount-pages all\n", "x.cfg")
+    assert [(w.line, w.reason) for w in res.warnings] == [
+        (10, "not carried: there is no servlet; the web console (acctd-web) shows each "
+             "unit's tables"),
+        (11, "not carried: acctd writes every unit's and group's page (all), only the groups' "
+             "(groups) or none; not those of listed groups"),
+        (12, "not carried: acctd writes no account pages; accounts are on the web console "
+             "(acctd-web, /account)")]
+    assert set(range(1, 10)) <= res.carried
+    cfg = config.loads(res.toml, "x.toml")
+    h = cfg.html
+    assert (h.path, h.url, h.htaccess, h.client_pages, h.display_top, h.display_health) == (
+        "/var/www/stat/", "http://stat.isp.example/traffic/", True, "groups", 15, False)
+    [sched] = cfg.scheduler.schedule
+    assert (sched.timing.text, sched.action) == ("hourly-", "html")

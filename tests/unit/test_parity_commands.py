@@ -141,22 +141,6 @@ def test_a_command_above_the_callers_level_is_refused_when_added(fresh):
     assert [r["action"] for r in sched.list()] == ["flush && unit alice sys-deny"]
 
 
-def test_html_is_accepted_and_says_why_it_does_nothing(fresh, caplog):
-    out = acctctl(fresh, "schedule", "add", "time", "hourly-", "action", "html")
-    oid = out.split()[2]
-    assert out == (f"schedule entry {oid} added, first run 2026-03-04 10:59:50 UTC\n"
-                   "  note: html: HTML pages come with the web service, which this acctd does "
-                   "not have yet; the entry is kept and runs it once it does\n")
-    caplog.set_level(logging.INFO, "acctd.scheduler")
-    _run_now(fresh.daemon, oid)
-    _wait(lambda: any("html did nothing" in r.getMessage() for r in caplog.records),
-          "no word from the scheduled html")
-    (rec,) = [r for r in caplog.records if r.name == "acctd.scheduler"]
-    assert (rec.levelname, rec.getMessage()) == (
-        "WARNING", f"schedule {oid}: html did nothing: HTML pages come with the web service, "
-                   "which this acctd does not have yet; the entry is kept and runs it once it does")
-
-
 # --- show -----------------------------------------------------------------------------
 
 def test_list_without_a_unit_lists_every_unit(srv):

@@ -26,6 +26,7 @@ from acctd.control.delegation import AttemptLimit, Delegations
 from acctd.control.access import Level
 from acctd.errors import BadRequest, PermissionDenied
 from acctd.store.rollup import rollup
+from acctd.web import metrics
 from acctd.web.app import Daemon, create_app
 
 from .daemon_stub import ALICE, daemon_stub
@@ -421,3 +422,39 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     tok = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
     with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
         client.call(srv.path, "login", as_token=tok["token"], unit="bob", password="bob-pass1")
+
+
+# -- /metrics: no login, an allowed address instead ---------------------------------------
+
+def test_metrics_refuse_an_address_not_allowed(console):
+    _, srv, _ = console
+    app = create_app(Daemon(srv.path), metrics_allow=metrics.parse_allow("127.0.0.0/8,::1"))
+    r = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert r.status_code == 403
+    assert "may not scrape /metrics" in r.get_data(as_text=True)
+    # nobody may by default, and the other pages still want a login
+    r = create_app(Daemon(srv.path)).test_client().get(
+        "/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert r.status_code == 403
+    assert metrics.allowed("::ffff:127.0.0.1", metrics.parse_allow("127.0.0.0/8"))
+    assert not metrics.allowed("not-an-address", metrics.parse_allow("0.0.0.0/0"))
+
+
+def test_acctd_web_refuses_a_bad_allow_list(capsys):
+    from acctd.web.main import main
+    with pytest.raises(SystemExit) as e:
+        main(["--metrics-allow", "10.0.0.0/33"])
+    assert e.value.code == 2
+    assert "argument --metrics-allow: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 " \
+        "network" in capsys.readouterr().err
+
+
+# -- static HTML reports: the [html] table ------------------------------------------------
+
+def test_an_html_mistake_names_its_line_and_key():
+    from acctd.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        loads(ALICE + '[html]\npath = "/srv/www"\nclient-pages = "most"\n', "t.toml")
+    line = (ALICE + "[html]\npath").count("\n") + 2
+    assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages': expected one of all, "
+                            "groups, none, got 'most'")

@@ -1,0 +1,177 @@
+"""Static HTML reports (NeTAMS `service html`, `acctctl html`): the
+console's tables (acctd/web/pages.py) written as self-contained pages for
+any web server: index.html (totals, the top N units of the day, month and
+year, the blocked units, health), one page per group and per unit (its
+month as a uPlot chart, the vendored script and styles inlined), each with
+its tables' exact numbers as JSON in the page; and .htaccess files when
+asked (operators see everything, a unit only its own page)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+
+from acctd.config.schema import Table as Settings
+from acctd.config.schema import boolean, choice, file_path, integer, setting, string
+from acctd.errors import BadRequest
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+PERIODS = ("day", "month", "year")
+_SAFE = re.compile(r"^[A-Za-z0-9._@-]+$")   # a unit's name that can be its file's
+
+
+@dataclasses.dataclass(frozen=True)
+class HtmlSettings(Settings):
+    """The [html] table (NeTAMS `service html`)."""
+    path: str | None = setting(None, check=file_path("a directory"))
+    url: str | None = setting(None, check=string("a URL"))   # the pages' address, for notices
+    htaccess: bool = setting(False, check=boolean())
+    # Basic-auth passwords (htpasswd -B): the console's argon2 hashes are not Apache's
+    htpasswd: str | None = setting(None, check=file_path("an htpasswd file"))
+    client_pages: str = setting("all", key="client-pages", check=choice("all", "groups", "none"))
+    display_top: int = setting(10, key="display-top", check=integer(1, 1000, "a number of units"))
+    display_health: bool = setting(True, key="display-health", check=boolean())
+
+
+def write(ask, settings: HtmlSettings, path: str | None = None, staff=(),
+          now: dt.datetime | None = None) -> dict:
+    """Write the pages under path (else settings.path); ask(cmd, **args)
+    answers control commands; staff: who may read every page (.htaccess:
+    the [[user]] names, each of whom may read everything on the socket).
+    Returns what was written."""
+    from acctd.web import pages
+    root = path or settings.path
+    if not root:
+        raise BadRequest("html: no directory: give --path DIR or set [html] path")
+    env = _templates()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    written: list[str] = []
+
+    links: dict[str, str] = {}   # unit or group name -> its page, from the top
+
+    def page(rel: str, title: str, tables, up: str, chart=None, view=None, index=()) -> None:
+        env.globals["table_link"] = lambda t, key, row: (
+            up + links[row[key]] if key in ("unit", "name") and row.get(key) in links else None)
+        text = env.get_template("static_page.html").render(
+            title=title, tables=tables, up=up, chart=chart, view=view, generated=now,
+            links=links, index=index,
+            data=_page_data(tables), css=_static("console.css", "uPlot.min.css"),
+            js=_static("uPlot.iife.min.js", "chart.js") if chart else "")
+        _put(root, rel, text)
+        written.append(rel)
+
+    units = ask("units")
+    top = settings.display_top
+    status = ask("status") if settings.display_health else {}
+    totals = {p: ask("top-units", period=p, limit=1) for p in PERIODS}
+    none_now = {k: [] for k in ("gateway", "addrs", "ports", "vlans")}  # no rates in a file
+
+    def overview(period: str, blocked) -> dict:
+        built = pages.overview(status, none_now, totals,
+                               ask("top-units", period=period, limit=top), blocked, top)
+        return {t.name: t for t in built["tables"]}
+
+    month = overview("month", ask("units", sys_policy=True))
+    tables = [month["totals"]]
+    for p in PERIODS:
+        t = month["top_units"] if p == "month" else overview(p, [])["top_units"]
+        t.name = f"top_units_{p}"
+        tables.append(t)
+    tables.append(month["blocked"])
+    if settings.display_health:
+        tables.append(month["health"])
+    groups = [u for u in units if u["type"] == "group"]
+    if settings.client_pages in ("all", "groups"):
+        links |= {g["name"]: f"groups/{_file(g)}.html" for g in groups}
+    if settings.client_pages == "all":
+        links |= {u["name"]: f"units/{_file(u)}/index.html" for u in units
+                  if u["type"] != "group"}
+    page("index.html", "traffic", tables, "", index=[(n, links[n]) for n in sorted(links)])
+    bytes_ = {r["unit"]: r for r in ask("top-units", period="month", limit=max(1, len(units)))
+              ["units"]}
+    for g in groups if settings.client_pages in ("all", "groups") else ():
+        rows = [{"unit": u["name"], "type": u["type"],
+                 **{k: bytes_.get(u["name"], {}).get(k, 0) for k in ("bytes_in", "bytes_out")}}
+                for u in units if g["name"] in u["parents"]]
+        page(links[g["name"]], f"group {g['name']}", [_members_table(g["name"], rows)], "../")
+    for u in units if settings.client_pages == "all" else ():
+        if u["type"] == "group":
+            continue
+        series = ask("series", unit=u["name"], view="day")
+        previous = ask("series", unit=u["name"], view="day", back=1)
+        built = pages.unit(series, previous, ask("quota-show", unit=u["name"]),
+                           ask("list", unit=u["name"]), None, None)
+        page(links[u["name"]], f"unit {u['name']}", built["tables"], "../../",
+             chart=built["chart"], view="day")
+    if settings.htaccess:
+        own = [(u["name"], _file(u)) for u in units
+               if u["type"] != "group"] if settings.client_pages == "all" else []
+        written += _htaccess(root, settings, staff, own)
+    return {"path": root, "files": len(written), "written": written}
+
+
+def _members_table(group: str, rows: list[dict]):
+    from acctd.web.tables import BYTES, TEXT, Table
+    return Table("members", f"{group}: this month", [
+        ("unit", "unit", TEXT), ("type", "type", TEXT), ("bytes_in", "in", BYTES),
+        ("bytes_out", "out", BYTES)], rows, empty="no members")
+
+
+def _htaccess(root: str, settings: HtmlSettings, staff,
+              units: list[tuple[str, str]]) -> list[str]:
+    """NeTAMS `htaccess yes`: the staff may read every page, a unit only
+    its own directory (Basic auth against settings.htpasswd)."""
+    users = settings.htpasswd or os.path.join(root, ".htpasswd")
+    head = f'AuthType Basic\nAuthName "acctd traffic"\nAuthUserFile {users}\n'
+    who = " ".join(staff)
+    out = []
+    _put(root, ".htaccess", head + (f"Require user {who}\n" if who else "Require all denied\n"))
+    out.append(".htaccess")
+    for name, file in units:
+        rel = f"units/{file}/.htaccess"
+        _put(root, rel, head + f"Require user {' '.join([name, *staff])}\n")
+        out.append(rel)
+    return out
+
+
+def _file(unit: dict) -> str:
+    """A unit's file name: its name, or its oid when the name is no file name."""
+    name = unit["name"]
+    return name if _SAFE.match(name) and name not in (".", "..") else f"oid-{unit['oid']}"
+
+
+def _put(root: str, rel: str, text: str) -> None:
+    """Write a file whole: a web server never serves half a page."""
+    full = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    tmp = full + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, full)
+    except OSError as e:
+        raise BadRequest(f"html: cannot write {full}: {e.strerror}") from None
+
+
+def _page_data(tables) -> str:
+    """The tables' exact numbers, safe inside a <script> element."""
+    from acctd.web.tables import as_json
+    return json.dumps(json.loads(as_json(tables))).replace("</", "<\\/")
+
+
+def _static(*names: str) -> str:
+    parts = []
+    for n in names:
+        with open(os.path.join(STATIC, n)) as f:
+            parts.append(f.read())
+    # only an end tag would end the inlined element early
+    return "\n".join(parts).replace("</script", "<\\/script").replace("</style", "<\\/style")
+
+
+def _templates():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(
+        os.path.join(os.path.dirname(__file__), "templates")), autoescape=True)
