@@ -17,11 +17,11 @@ Shared state over the same connection:
   quota service (usage_elsewhere). During an outage they stay the last
   known, and a unit with a quota may spend `outage-allowance` bytes on
   this gateway before it is held (reason quota) until the link returns.
-The billing ledger can ride the same outbox: enqueue() writes a row of its
-own kind in its own commit's transaction, on the same sequence, and a
-shipper registered for that kind (ship.SHIPPERS) stores it in the same
-PostgreSQL transaction as the drains around it. Not done yet: the ledger's
-kind, its table and the balance across gateways.
+- balances: the billing ledger rides the same outbox (balances.py, kind
+  LEDGER, on the same sequence as the drains); the other gateways' sums per
+  account are read at connect and after every NOTIFY acctd_ledger
+  (ledger_elsewhere) and billing adds them to its own. During an outage
+  they stay the last known.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import schema, ship
+from acctd.services.central import balances, schema, ship
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -85,6 +85,7 @@ class CentralService(Service):
         self.elsewhere: dict = {}              # (unit, policy) -> {period: (in, out)}
         self.elsewhere_starts: dict[str, dt.datetime] = {}
         self.watch: list[int] = []             # unit oids with a quota on any gateway
+        self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -129,6 +130,8 @@ class CentralService(Service):
         if self.settings is None:
             return
         self.enqueue(tx, ship.DRAIN, drain.now, len(drain.rows["bytes"]), ship.pack(drain.rows))
+        # after billing's in_drain (SERVICES order): the rows it rated now
+        balances.enqueue_rows(self, tx, drain.now)
 
     def enqueue(self, tx, kind: int, ts: dt.datetime, n: int, payload: bytes) -> None:
         """One outbox row in the caller's transaction (tx: the drain's, or
@@ -256,6 +259,7 @@ class CentralService(Service):
                     "database is new or restored); give this one its own gateway name")
             conn.execute("LISTEN acctd_block")
             conn.execute("LISTEN acctd_shipped")
+            conn.execute("LISTEN acctd_ledger")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -263,6 +267,7 @@ class CentralService(Service):
             self._resync_blocks()
             self._refresh_elsewhere()
             self._publish_totals()
+            self._refresh_ledger()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
@@ -386,6 +391,8 @@ class CentralService(Service):
             self._resync_blocks()
         if "acctd_shipped" in got:
             self._refresh_elsewhere()
+        if "acctd_ledger" in got:
+            self._refresh_ledger()
 
     # -- shared state --------------------------------------------------------------------
 
@@ -490,6 +497,17 @@ class CentralService(Service):
         starts = ship.period_bounds(self.core.clock(), zone)
         self.elsewhere = ship.totals(self.conn, starts, self.watch, self.gateway_id)
         self.elsewhere_starts = starts
+
+    def _refresh_ledger(self) -> None:
+        """The other gateways' ledger sums; billing decides again if they moved."""
+        got = balances.elsewhere(self.conn, self.gateway_id)
+        if got == self.ledger_elsewhere:
+            return
+        with self.core.lock:
+            self.ledger_elsewhere = got
+            billing = self.core.services.get("billing")
+            if billing is not None:
+                billing.balances_changed()
 
     def _publish_units(self) -> None:
         with self.core.lock:
