@@ -103,3 +103,25 @@ def test_a_gateway_killed_while_shipping_ledger_rows_doubles_nothing(central_dsn
     with psycopg.connect(central_dsn) as c:
         assert c.execute("SELECT sum(amount) FROM ledger").fetchone()[0] == \
             sum((r[2] for r in mine), Decimal(0))
+
+
+def test_outage_credit_blocks_an_account_until_the_link_returns(cluster, central_dsn, tmp_path):
+    with gateway(central_dsn, "gw-a", tmp_path,
+                 extra=BILLING.replace("[billing]\n", '[billing]\noutage-credit = "2"\n')) as d:
+        bill = d.service(BillingService)
+        bill.account_create("acc", ACCOUNT)
+        now = dt.datetime.now(UTC)
+        wait(lambda: status(d)["state"] == "connected")
+        cluster.kill9()
+        try:
+            wait(lambda: status(d)["state"] == "unreachable")
+            commit_drain(d, now, [("alice", "ip", 0, 1, 1_500_000)])     # 1.43 since down
+            assert bits(d, "alice") == 0
+            commit_drain(d, now, [("alice", "ip", 0, 1, 1_500_000)])     # 2.86 > 2
+            assert bits(d, "alice") == SysPolicy.MONEY and bill.reasons == {1: "outage"}
+            assert bill.account_show()["text"].startswith("acc (000001) BLOCKED (outage) "
+                                                          "bal: -2.86")
+        finally:
+            cluster.start()
+        wait(lambda: status(d)["state"] == "connected", timeout=20)
+        wait(lambda: bits(d, "alice") == 0 and bill.reasons == {}, timeout=5)

@@ -31,6 +31,7 @@ log = logging.getLogger("acctd.daemon")
 
 # why an account's units are blocked, as its status says
 MONEY, ADMIN, SELF = "money", "block", "beblock"
+OUTAGE = "outage"   # [central] unreachable and outage-credit spent here (sys-deny-money)
 
 
 def _bad(e: Exception) -> BadRequest:
@@ -69,6 +70,7 @@ class BillingService(Service):
         self.throttled: dict[int, tuple] = {}   # account oid -> its fair-use rate
         self._pending: tuple | None = None      # what in_drain wrote, until it commits
         self._fees: dict = {}
+        self.outage_spent: dict[int, Decimal] = {}   # charged here while central is away
 
     @staticmethod
     def settings_of(config):
@@ -112,8 +114,15 @@ class BillingService(Service):
         """What decisions use: this gateway's ledger plus elsewhere()."""
         return self.balances.get(oid, Decimal(0)) + self.elsewhere(oid)
 
+    def _central_away(self) -> bool:
+        c = self._central()
+        return c is not None and c.state != "connected"
+
     def balances_changed(self) -> None:
-        """The other gateways' rows moved (the caller holds the lock)."""
+        """The other gateways' rows moved, or the link to them returned (the
+        caller holds the lock)."""
+        if not self._central_away():
+            self.outage_spent = {}
         if self.terms_changed():
             for oid, why in sorted(self.reasons.items()):
                 log.info("billing: account %s %s, balance %s on all gateways",
@@ -132,6 +141,8 @@ class BillingService(Service):
         postpaid = {oid for oid, t in invoices.all_terms(self.con).items() if t.postpaid}
         for oid, a in self.accounts.items():
             why = block_reason(a, self.balance(oid), oid in postpaid)
+            if why is None and self.outage_spent.get(oid, 0) > self.settings.outage_credit:
+                why = OUTAGE   # the outage rule: no unlimited spending while unseen
             if why:
                 out[oid] = why
         return out
@@ -269,8 +280,12 @@ class BillingService(Service):
         if switched:
             self.accounts.update(switched)
             self._slots = self._pairs = None
+        away = self._central_away()
         for a, v in zip(cols["account"].tolist(), cols["amount"].tolist()):
             self.balances[a] = self.balances.get(a, Decimal(0)) + rating.from_nanos(v)
+            if away and v < 0:
+                self.outage_spent[a] = self.outage_spent.get(a, Decimal(0)) - \
+                    rating.from_nanos(v)
         reasons, throttled = self._reasons(), self._throttled(drain.now)
         if reasons != self.reasons or throttled != self.throttled:
             for oid in set(reasons) - set(self.reasons):

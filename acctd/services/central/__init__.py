@@ -295,6 +295,10 @@ class CentralService(Service):
             self.outage_spend, self.outage_held = {}, set()
             self.core.enforce()
         was, self.state, self.error = self.state, "connected", None
+        billing = self.core.services.get("billing")
+        if billing is not None:                      # and the shared balances
+            with self.core.lock:
+                billing.balances_changed()
         if was == "unreachable":
             backlog = self._backlog()
             self._throttle.warning("up", "central %s reachable again after %d s: shipping %d "
