@@ -49,10 +49,10 @@ def test_charges_split_across_gateways_cross_the_credit_limit_and_both_block(
         central_dsn, tmp_path):
     with gateway(central_dsn, "gw-a", tmp_path, extra=BILLING) as a, \
             gateway(central_dsn, "gw-b", tmp_path, extra=BILLING) as b:
-        for d in (a, b):
-            d.service(BillingService).account_create("acc", ACCOUNT)
-        now = dt.datetime.now(UTC)
         wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
+        a.service(BillingService).account_create("acc", ACCOUNT)    # b has it from a
+        wait(lambda: 1 in b.service(BillingService).accounts)
+        now = dt.datetime.now(UTC)
         commit_drain(a, now, [("alice", "ip", 0, 1, 6_000_000)])
         assert bits(a, "alice") == 0
         # 6e6 bytes at 1.00 a MiB, shipped: b's balance of the account counts it

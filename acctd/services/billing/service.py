@@ -173,6 +173,10 @@ class BillingService(Service):
         self._fees = {}
         self._slots = self._pairs = None
 
+    def accounts_changed(self) -> None:
+        """Accounts written from elsewhere (central): as after a command."""
+        self._changed()
+
     def _changed(self) -> None:
         """After a command changed accounts or the ledger (the caller holds the
         lock): memory from the database, and the kernel if blocks moved."""

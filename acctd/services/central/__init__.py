@@ -36,7 +36,7 @@ from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import balances, schema, ship
+from acctd.services.central import accounts, balances, schema, ship
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -86,6 +86,7 @@ class CentralService(Service):
         self.elsewhere_starts: dict[str, dt.datetime] = {}
         self.watch: list[int] = []             # unit oids with a quota on any gateway
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
+        self._accounts_shared: dict | None = None   # account oid -> its `changed` published
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -223,6 +224,7 @@ class CentralService(Service):
             try:
                 self._ship_backlog()
                 self._publish_blocks()
+                self._publish_accounts()
                 if self._share_quotas():
                     self._publish_totals()
                 self._retention()
@@ -260,6 +262,7 @@ class CentralService(Service):
             conn.execute("LISTEN acctd_block")
             conn.execute("LISTEN acctd_shipped")
             conn.execute("LISTEN acctd_ledger")
+            conn.execute("LISTEN acctd_account")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -268,6 +271,8 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
+            self._accounts_shared = None
+            self._resync_accounts()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
@@ -397,6 +402,8 @@ class CentralService(Service):
             self._refresh_elsewhere()
         if "acctd_ledger" in got:
             self._refresh_ledger()
+        if "acctd_account" in got:
+            self._resync_accounts()
 
     # -- shared state --------------------------------------------------------------------
 
@@ -512,6 +519,36 @@ class CentralService(Service):
             billing = self.core.services.get("billing")
             if billing is not None:
                 billing.balances_changed()
+
+    def _publish_accounts(self) -> None:
+        """The billing accounts made or changed here since the last publish."""
+        billing = self.core.services.get("billing")
+        if billing is None:
+            return
+        with self.core.lock:
+            have = dict(billing.accounts)
+        shared = self._accounts_shared or {}
+        changed = [a for a in have.values() if shared.get(a.oid) != a.changed]
+        if changed:
+            accounts.publish(self.conn, self.gateway_id, changed)
+        self._accounts_shared = {oid: a.changed for oid, a in have.items()}
+
+    def _resync_accounts(self) -> None:
+        """The accounts changed later elsewhere, into DuckDB; billing decides again."""
+        billing = self.core.services.get("billing")
+        if billing is None:
+            return
+        with self.core.lock:
+            specs = accounts.newer(self.conn, billing.accounts)
+            if not specs:
+                return
+            refused = accounts.take(self.core.storage.con, specs)
+            if refused:
+                self._throttle.warning("account", "central: accounts %s not taken: another "
+                                       "account here has the name", ", ".join(refused))
+            billing.accounts_changed()
+            self._accounts_shared = {**(self._accounts_shared or {}), **{
+                oid: a.changed for oid, a in billing.accounts.items()}}
 
     def _publish_units(self) -> None:
         with self.core.lock:

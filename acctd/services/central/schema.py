@@ -26,6 +26,9 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 and the billing ledger row's columns: every row each gateway
                 wrote, shipped through the outbox (balances.py); an account's
                 balance is the sum over all gateways; NOTIFY acctd_ledger
+  account       oid, spec (JSON: the billing account's fields and units),
+                changed, gateway_id: the last change of each account on any
+                gateway (accounts.py); NOTIFY acctd_account
 Timestamps are timestamptz; oids integers as in DuckDB (policy_oid bigint:
 the dropped-traffic oids are above 2^31).
 """
@@ -75,6 +78,8 @@ CREATE TABLE ledger (
     amount numeric NOT NULL, bytes_in bigint NOT NULL, bytes_out bigint NOT NULL,
     cause text NOT NULL, reference text, PRIMARY KEY (gateway_id, seq));
 CREATE INDEX ledger_account ON ledger (account_oid);
+CREATE TABLE account (oid integer PRIMARY KEY, spec jsonb NOT NULL,
+                      changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway);
 """
 
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
