@@ -22,8 +22,9 @@ def test_an_account_made_on_one_gateway_and_changed_on_another_is_everywhere(
         wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
         a.service(BillingService).account_create("acc", ACCOUNT)
         want = "Name acc (000001) ACTIVE bal: 0.00 cred_lim: -10.00 plan: metered\n"
-        wait(lambda: "acc" in b.service(BillingService).account_show()["text"])
-        assert shown(b) == want
+        # made in two steps (create, then its words): b ends at the second
+        wait(lambda: "acc" in b.service(BillingService).account_show()["text"] and
+             shown(b) == want)
         assert b.service(BillingService).account_show("acc")["account"]["units"] == \
             [b.snapshot.unit("alice").oid]
         # blocked by the operator on b: a's kernel holds alice too

@@ -36,7 +36,7 @@ from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import accounts, balances, schema, ship
+from acctd.services.central import accounts, balances, schema, ship, units
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -87,6 +87,7 @@ class CentralService(Service):
         self.watch: list[int] = []             # unit oids with a quota on any gateway
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
         self._accounts_shared: dict | None = None   # account oid -> its `changed` published
+        self._units_shared: list | None = None      # the run-time units published
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -225,6 +226,7 @@ class CentralService(Service):
                 self._ship_backlog()
                 self._publish_blocks()
                 self._publish_accounts()
+                self._publish_runtime_units()
                 if self._share_quotas():
                     self._publish_totals()
                 self._retention()
@@ -263,6 +265,7 @@ class CentralService(Service):
             conn.execute("LISTEN acctd_shipped")
             conn.execute("LISTEN acctd_ledger")
             conn.execute("LISTEN acctd_account")
+            conn.execute("LISTEN acctd_unit")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -271,7 +274,8 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
-            self._accounts_shared = None
+            self._accounts_shared = self._units_shared = None
+            self._resync_units()     # first: the accounts may name these units
             self._resync_accounts()
         except schema.CentralError as e:
             conn.close()
@@ -402,6 +406,8 @@ class CentralService(Service):
             self._refresh_elsewhere()
         if "acctd_ledger" in got:
             self._refresh_ledger()
+        if "acctd_unit" in got:
+            self._resync_units()
         if "acctd_account" in got:
             self._resync_accounts()
 
@@ -549,6 +555,35 @@ class CentralService(Service):
             billing.accounts_changed()
             self._accounts_shared = {**(self._accounts_shared or {}), **{
                 oid: a.changed for oid, a in billing.accounts.items()}}
+
+    def _publish_runtime_units(self) -> None:
+        from acctd.services.runtime_units import to_dict
+        with self.core.lock:
+            mine = [to_dict(u) for u in self.core.services["units"].runtime]
+        if mine != self._units_shared:
+            if mine:
+                units.publish(self.conn, self.gateway_id, mine)
+            self._units_shared = mine
+
+    def _resync_units(self) -> None:
+        """The run-time units made elsewhere that this gateway lacks, made
+        here (all at once; one by one if one of them does not fit)."""
+        from acctd.errors import AcctError
+        from acctd.services.runtime_units import from_dict
+        with self.core.lock:
+            specs = units.missing(self.conn, self.core.snapshot.base.index)
+            if not specs:
+                return
+            made = self.core.services["units"]
+            try:
+                made.add_units([from_dict(s) for s in specs])
+            except AcctError:
+                for s in specs:
+                    try:
+                        made.add_units([from_dict(s)])
+                    except AcctError as e:
+                        self._throttle.warning(f"unit {s['name']}", "central: unit %s made "
+                                               "elsewhere not made here: %s", s["name"], e)
 
     def _publish_units(self) -> None:
         with self.core.lock:

@@ -29,6 +29,9 @@ newer than this acctd. Add a step; never edit one that has shipped.
   account       oid, spec (JSON: the billing account's fields and units),
                 changed, gateway_id: the last change of each account on any
                 gateway (accounts.py); NOTIFY acctd_account
+  runtime_unit  name, spec (JSON, runtime_units.to_dict), gateway_id: the
+                units made at run time on any gateway (units.py); NOTIFY
+                acctd_unit
 Timestamps are timestamptz; oids integers as in DuckDB (policy_oid bigint:
 the dropped-traffic oids are above 2^31).
 """
@@ -80,6 +83,8 @@ CREATE TABLE ledger (
 CREATE INDEX ledger_account ON ledger (account_oid);
 CREATE TABLE account (oid integer PRIMARY KEY, spec jsonb NOT NULL,
                       changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway);
+CREATE TABLE runtime_unit (name text PRIMARY KEY, spec jsonb NOT NULL,
+                           gateway_id smallint NOT NULL REFERENCES gateway);
 """
 
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
