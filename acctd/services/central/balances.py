@@ -23,19 +23,21 @@ from acctd.services.central import ship
 
 LEDGER = 1   # the outbox kind of billing ledger rows
 WATERMARK = "central_ledger_seq"
+BATCH = 20_000   # rows an outbox row at most: a ledger older than [central] ships in steps
 _COLUMNS = ("seq", "ts", "account_oid", "kind", "plan", "subplan", "period_start",
             "period_end", "amount", "bytes_in", "bytes_out", "cause", "reference")
 
 
 def unshipped(tx) -> list[tuple]:
-    """The ledger rows written since the last enqueue, in seq order; ts as
-    ISO text (UTC), amount as exact decimal text."""
+    """The ledger rows written since the last enqueue, in seq order (BATCH
+    at most); ts as ISO text (UTC), amount as exact decimal text."""
     after = int(tx.meta(WATERMARK) or 0)
     return tx.con.execute(
         "SELECT seq, strftime(ts, '%Y-%m-%dT%H:%M:%S.%f+00:00'), account_oid, kind, plan, "
         "subplan, strftime(period_start, '%Y-%m-%dT%H:%M:%S.%f+00:00'), "
         "strftime(period_end, '%Y-%m-%dT%H:%M:%S.%f+00:00'), amount::VARCHAR, bytes_in, "
-        "bytes_out, cause, reference FROM ledger WHERE seq > ? ORDER BY seq", [after]
+        "bytes_out, cause, reference FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+        [after, BATCH]
     ).fetchall()
 
 
