@@ -78,7 +78,10 @@ class Cluster:
         return Path(self.dir, "log").read_text(errors="replace")
 
     def kill9(self) -> None:
-        """SIGKILL of the postmaster and its backends at once (as a crash does)."""
+        """SIGKILL of the postmaster and its backends at once (as a crash does).
+        Stopped first: a backend it forked after the listing would outlive it
+        and keep the next postmaster from starting (shared memory in use)."""
+        os.kill(self.server.pid, signal.SIGSTOP)
         children = subprocess.run(["pgrep", "-P", str(self.server.pid)], capture_output=True,
                                   text=True).stdout.split()
         for pid in [self.server.pid, *map(int, children)]:

@@ -156,7 +156,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     default-inact = 0             # min/max-inact, min/max-abs, min-passwd-length, relogin,
                                   # set-user-ip, delay
     [billing]                     # NeTAMS service billing: currency, decimals, time-zone,
-                                  # delay, default-credit-limit; [billing.subplan.N] and
+                                  # delay, default-credit-limit, outage-credit (with
+                                  # [central]: "5"); [billing.subplan.N] and
                                   # [billing.plan.N] (acctd/services/billing/tariff.py)
 
     [invoicing]                   # postpaid: due-days (14), block-after-days (7);

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -36,10 +40,11 @@ retry = 1
 
 
 @contextlib.contextmanager
-def gateway(dsn: str, name: str, tmp_path, clock=None, **central):
-    c = cfg(dsn, name, **central)
+def gateway(dsn: str, name: str, tmp_path, clock=None, extra: str = "", **central):
+    c = cfg(dsn, name, extra, **central)
     (tmp_path / name).mkdir(parents=True, exist_ok=True)
     with daemon_stub(c, tmp_path=tmp_path / name, clock=clock) as d:
+        d.drain_locked = lambda: {"drain": 1}   # no kernel: a unit made drains nothing
         d.service(CentralService).serve()
         yield d
 
@@ -96,3 +101,26 @@ def wait(what, timeout: float = 10.0, step: float = 0.02):
 def status(d) -> dict:
     with d.lock:
         return d.service(CentralService).status()["central"]
+
+
+def copying(dsn) -> bool:
+    """Whether a COPY into raw is running on the server."""
+    import psycopg
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return bool(c.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                              "AND query LIKE 'COPY raw%'").fetchone()[0])
+
+
+def kill9_while_copying(child: str, dsn: str, tmp_path) -> None:
+    """Run `child` (Python: a gateway that commits drains, prints "committed"
+    and waits) and kill -9 it while it COPYs them to the server."""
+    p = subprocess.Popen([sys.executable, "-c", child, dsn, str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert p.stdout.readline() == "committed\n"
+        wait(lambda: copying(dsn), timeout=30, step=0.005)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    time.sleep(0.5)   # PostgreSQL notices the dead client and rolls its COPY back

@@ -3,16 +3,13 @@ shipping: drains wait in the outbox, status says so, and every drain is in
 PostgreSQL exactly once after the catch-up."""
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
-from tests.central.gateways import UTC, commit_drain, gateway, many, status, wait
+from tests.central.gateways import (UTC, commit_drain, copying, gateway, kill9_while_copying,
+                                    many, status, wait)
 
 pytestmark = pytest.mark.peers
 NOW = dt.datetime(2026, 12, 2, 10, tzinfo=UTC)
@@ -22,12 +19,6 @@ def per_seq(dsn):
     with psycopg.connect(dsn) as c:
         return c.execute("SELECT seq, count(*), sum(bytes) FROM raw GROUP BY 1 ORDER BY 1"
                          ).fetchall()
-
-
-def copying(dsn) -> bool:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        return bool(c.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                              "AND query LIKE 'COPY raw%'").fetchone()[0])
 
 
 def test_postgres_down_then_back_catches_up_once(cluster, central_dsn, tmp_path, caplog):
@@ -87,16 +78,7 @@ with gateway(sys.argv[1], "gw-a", pathlib.Path(sys.argv[2])) as d:
 
 
 def test_gateway_killed_while_shipping(central_dsn, tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, central_dsn, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True, env={**os.environ,
-                             "PYTHONPATH": os.getcwd()})
-    try:
-        assert child.stdout.readline() == "committed\n"
-        wait(lambda: copying(central_dsn), timeout=30, step=0.005)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    time.sleep(0.5)   # PostgreSQL notices the dead client and rolls its COPY back
+    kill9_while_copying(CHILD, central_dsn, tmp_path)
     with gateway(central_dsn, "gw-a", tmp_path) as d:
         wait(lambda: (s := status(d))["shipped_seq"] == 4 and s["backlog_drains"] == 0,
              timeout=60)

@@ -60,7 +60,7 @@ def test_a_newer_central_schema_is_refused_and_drains_wait(central_dsn, tmp_path
     with gateway(central_dsn, "gw-a", tmp_path) as d:
         commit_drain(d, now, [("alice", 0, 0, 1, 100)])
         st = wait(lambda: (s := status(d))["state"] == "refused" and s)
-        assert st["error"] == ("central schema version 99 is newer than this acctd (1): "
+        assert st["error"] == ("central schema version 99 is newer than this acctd (2): "
                                "upgrade acctd on this gateway; it will not write to that server")
         assert st["backlog_drains"] == 1 and st["shipped_drains"] == 0
     assert pg_rows(central_dsn) == []
@@ -102,11 +102,11 @@ def test_another_kind_rides_the_same_outbox_in_order(central_dsn, tmp_path, monk
     from acctd.services.central import CentralService
     now = dt.datetime(2026, 12, 2, 10, tzinfo=UTC)
     with psycopg.connect(central_dsn, autocommit=True) as c:
-        c.execute("CREATE TABLE ledger (gateway_id smallint, seq bigint, entry text)")
+        c.execute("CREATE TABLE other_kind (gateway_id smallint, seq bigint, entry text)")
 
     def store(conn, gateway_id, items):
         for seq, _, payload in items:
-            conn.execute("INSERT INTO ledger VALUES (%s, %s, %s)",
+            conn.execute("INSERT INTO other_kind VALUES (%s, %s, %s)",
                          (gateway_id, seq, payload.decode()))
     monkeypatch.setitem(ship.SHIPPERS, 7, store)
     with gateway(central_dsn, "gw-a", tmp_path) as d:
@@ -129,7 +129,7 @@ def test_another_kind_rides_the_same_outbox_in_order(central_dsn, tmp_path, monk
                                "they wait")
         assert st["shipped_seq"] == 3 and st["backlog_drains"] == 2
     with psycopg.connect(central_dsn) as c:
-        assert c.execute("SELECT seq, entry FROM ledger").fetchall() == [(2, "alice pays 5")]
+        assert c.execute("SELECT seq, entry FROM other_kind").fetchall() == [(2, "alice pays 5")]
     assert [(r[1], r[7]) for r in pg_rows(central_dsn)] == [(1, 100), (3, 200)]
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger("acctd.daemon")
 
 # why an account's units are blocked, as its status says
 MONEY, ADMIN, SELF = "money", "block", "beblock"
+OUTAGE = "outage"   # [central] unreachable and outage-credit spent here (sys-deny-money)
 
 
 def _bad(e: Exception) -> BadRequest:
@@ -69,6 +70,7 @@ class BillingService(Service):
         self.throttled: dict[int, tuple] = {}   # account oid -> its fair-use rate
         self._pending: tuple | None = None      # what in_drain wrote, until it commits
         self._fees: dict = {}
+        self.outage_spent: dict[int, Decimal] = {}   # charged here while central is away
 
     @staticmethod
     def settings_of(config):
@@ -97,11 +99,50 @@ class BillingService(Service):
         self.book = load_book(con, start)
         self._slots = self._pairs = None
 
+    def _central(self):
+        """The central service when [central] is on (its ledger rows elsewhere)."""
+        c = self.core.services.get("central")
+        return c if c is not None and c.settings is not None else None
+
+    def elsewhere(self, oid: int) -> Decimal:
+        """The other gateways' shipped rows of the account when [central] is
+        on (their last known sum during an outage)."""
+        c = self._central()
+        return c.ledger_elsewhere.get(oid, Decimal(0)) if c else Decimal(0)
+
+    def balance(self, oid: int) -> Decimal:
+        """What decisions use: this gateway's ledger plus elsewhere()."""
+        return self.balances.get(oid, Decimal(0)) + self.elsewhere(oid)
+
+    def _central_away(self) -> bool:
+        c = self._central()
+        return c is not None and c.state != "connected"
+
+    def balances_changed(self) -> None:
+        """The other gateways' rows moved, or the link to them returned (the
+        caller holds the lock)."""
+        if not self._central_away():
+            self.outage_spent = {}
+        if self.terms_changed():
+            for oid, why in sorted(self.reasons.items()):
+                log.info("billing: account %s %s, balance %s on all gateways",
+                         self.accounts[oid].name, why, self.balance(oid))
+            self.core.enforce()
+
+    def _ship_ledger(self, now: dt.datetime) -> None:
+        """A command's ledger rows into the outbox, in its transaction."""
+        c = self._central()
+        if c is not None:
+            from acctd.services.central import balances
+            balances.enqueue_rows(c, self.core.storage, now)
+
     def _reasons(self) -> dict[int, str]:
         out = {}
         postpaid = {oid for oid, t in invoices.all_terms(self.con).items() if t.postpaid}
         for oid, a in self.accounts.items():
-            why = block_reason(a, self.balances.get(oid, Decimal(0)), oid in postpaid)
+            why = block_reason(a, self.balance(oid), oid in postpaid)
+            if why is None and self.outage_spent.get(oid, 0) > self.settings.outage_credit:
+                why = OUTAGE   # the outage rule: no unlimited spending while unseen
             if why:
                 out[oid] = why
         return out
@@ -131,6 +172,10 @@ class BillingService(Service):
         self.settings = settings
         self._fees = {}
         self._slots = self._pairs = None
+
+    def accounts_changed(self) -> None:
+        """Accounts written from elsewhere (central): as after a command."""
+        self._changed()
 
     def _changed(self) -> None:
         """After a command changed accounts or the ledger (the caller holds the
@@ -239,8 +284,12 @@ class BillingService(Service):
         if switched:
             self.accounts.update(switched)
             self._slots = self._pairs = None
+        away = self._central_away()
         for a, v in zip(cols["account"].tolist(), cols["amount"].tolist()):
             self.balances[a] = self.balances.get(a, Decimal(0)) + rating.from_nanos(v)
+            if away and v < 0:
+                self.outage_spent[a] = self.outage_spent.get(a, Decimal(0)) - \
+                    rating.from_nanos(v)
         reasons, throttled = self._reasons(), self._throttled(drain.now)
         if reasons != self.reasons or throttled != self.throttled:
             for oid in set(reasons) - set(self.reasons):
@@ -290,6 +339,7 @@ class BillingService(Service):
             try:
                 for step in parse_account_words(words):
                     self._apply(a.oid, step, now)
+                self._ship_ledger(now)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -324,7 +374,7 @@ class BillingService(Service):
                 accounts.update(con, oid, now, credit_limit=cur.parse(step[1]))
             elif what == "balance":
                 amount = cur.parse(step[2])
-                have = ledger.balance(con, oid)
+                have = ledger.balance(con, oid) + self.elsewhere(oid)   # all gateways'
                 delta = {"add": amount, "remove": -amount, "set": amount - have}[step[1]]
                 if delta:
                     ledger.append(con, [Entry(oid, "adjustment", delta, now,
@@ -347,11 +397,11 @@ class BillingService(Service):
             if account is None:
                 rows = sorted(self.accounts.values(), key=lambda a: a.name)
                 lines = [f"{a.name} ({a.oid_text}) {self._state(a)} bal: "
-                         f"{cur.format(self.balances.get(a.oid, Decimal(0)))}" for a in rows]
+                         f"{cur.format(self.balance(a.oid))}" for a in rows]
                 return {"text": "\n".join(lines) + ("\n" if lines else ""),
                         "accounts": [self._account_dict(a) for a in rows]}
             a = self._account(account)
-            return {"text": format_account(a, ledger.balance(self.con, a.oid), cur,
+            return {"text": format_account(a, ledger.balance(self.con, a.oid) + self.elsewhere(a.oid), cur,
                                            self.settings, self.core.snapshot, full,
                                            self.reasons.get(a.oid), self.zone),
                     "account": self._account_dict(a)}
@@ -366,7 +416,7 @@ class BillingService(Service):
         d["has_password"] = bool(a.password)
         d["oid"] = a.oid_text
         d["credit_limit"] = str(self.settings.money.quantize(a.credit_limit))
-        d["balance"] = str(self.settings.money.quantize(ledger.balance(self.con, a.oid)))
+        d["balance"] = str(self.settings.money.quantize(ledger.balance(self.con, a.oid) + self.elsewhere(a.oid)))
         d["blocked_for"] = self.reasons.get(a.oid)
         d["fair_use_rate"] = self.throttled.get(a.oid)
         d["units"] = list(a.units)

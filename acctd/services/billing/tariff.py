@@ -153,6 +153,9 @@ class BillingSettings(Table):
     time_zone: str | None = setting(None, check=time_zone)
     delay: int = setting(60, check=integer(1, what="seconds"))
     default_credit_limit: Decimal = setting(Decimal(0), check=_money)
+    # with [central]: what an account may be charged on this gateway while the
+    # server is unreachable (the others' charges unseen) before it is blocked
+    outage_credit: Decimal = setting(Decimal(5), check=_money)
     subplan: Mapping[int, Subplan] = setting(default_factory=lambda: MappingProxyType({}),
                                              check=numbered(Subplan, "subplans"))
     plan: Mapping[int, Plan] = setting(default_factory=lambda: MappingProxyType({}),

@@ -17,11 +17,11 @@ Shared state over the same connection:
   quota service (usage_elsewhere). During an outage they stay the last
   known, and a unit with a quota may spend `outage-allowance` bytes on
   this gateway before it is held (reason quota) until the link returns.
-The billing ledger can ride the same outbox: enqueue() writes a row of its
-own kind in its own commit's transaction, on the same sequence, and a
-shipper registered for that kind (ship.SHIPPERS) stores it in the same
-PostgreSQL transaction as the drains around it. Not done yet: the ledger's
-kind, its table and the balance across gateways.
+- balances: the billing ledger rides the same outbox (balances.py, kind
+  LEDGER, on the same sequence as the drains); the other gateways' sums per
+  account are read at connect and after every NOTIFY acctd_ledger
+  (ledger_elsewhere) and billing adds them to its own. During an outage
+  they stay the last known.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import schema, ship
+from acctd.services.central import accounts, balances, schema, ship, units
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -85,6 +85,9 @@ class CentralService(Service):
         self.elsewhere: dict = {}              # (unit, policy) -> {period: (in, out)}
         self.elsewhere_starts: dict[str, dt.datetime] = {}
         self.watch: list[int] = []             # unit oids with a quota on any gateway
+        self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
+        self._accounts_shared: dict | None = None   # account oid -> its `changed` published
+        self._units_shared: list | None = None      # the run-time units published
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -129,6 +132,8 @@ class CentralService(Service):
         if self.settings is None:
             return
         self.enqueue(tx, ship.DRAIN, drain.now, len(drain.rows["bytes"]), ship.pack(drain.rows))
+        # after billing's in_drain (SERVICES order): the rows it rated now
+        balances.enqueue_rows(self, tx, drain.now)
 
     def enqueue(self, tx, kind: int, ts: dt.datetime, n: int, payload: bytes) -> None:
         """One outbox row in the caller's transaction (tx: the drain's, or
@@ -220,6 +225,8 @@ class CentralService(Service):
             try:
                 self._ship_backlog()
                 self._publish_blocks()
+                self._publish_accounts()
+                self._publish_runtime_units()
                 if self._share_quotas():
                     self._publish_totals()
                 self._retention()
@@ -256,6 +263,9 @@ class CentralService(Service):
                     "database is new or restored); give this one its own gateway name")
             conn.execute("LISTEN acctd_block")
             conn.execute("LISTEN acctd_shipped")
+            conn.execute("LISTEN acctd_ledger")
+            conn.execute("LISTEN acctd_account")
+            conn.execute("LISTEN acctd_unit")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -263,6 +273,10 @@ class CentralService(Service):
             self._resync_blocks()
             self._refresh_elsewhere()
             self._publish_totals()
+            self._refresh_ledger()
+            self._accounts_shared = self._units_shared = None
+            self._resync_units()     # first: the accounts may name these units
+            self._resync_accounts()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
@@ -290,6 +304,10 @@ class CentralService(Service):
             self.outage_spend, self.outage_held = {}, set()
             self.core.enforce()
         was, self.state, self.error = self.state, "connected", None
+        billing = self.core.services.get("billing")
+        if billing is not None:                      # and the shared balances
+            with self.core.lock:
+                billing.balances_changed()
         if was == "unreachable":
             backlog = self._backlog()
             self._throttle.warning("up", "central %s reachable again after %d s: shipping %d "
@@ -386,6 +404,12 @@ class CentralService(Service):
             self._resync_blocks()
         if "acctd_shipped" in got:
             self._refresh_elsewhere()
+        if "acctd_ledger" in got:
+            self._refresh_ledger()
+        if "acctd_unit" in got:
+            self._resync_units()
+        if "acctd_account" in got:
+            self._resync_accounts()
 
     # -- shared state --------------------------------------------------------------------
 
@@ -490,6 +514,76 @@ class CentralService(Service):
         starts = ship.period_bounds(self.core.clock(), zone)
         self.elsewhere = ship.totals(self.conn, starts, self.watch, self.gateway_id)
         self.elsewhere_starts = starts
+
+    def _refresh_ledger(self) -> None:
+        """The other gateways' ledger sums; billing decides again if they moved."""
+        got = balances.elsewhere(self.conn, self.gateway_id)
+        if got == self.ledger_elsewhere:
+            return
+        with self.core.lock:
+            self.ledger_elsewhere = got
+            billing = self.core.services.get("billing")
+            if billing is not None:
+                billing.balances_changed()
+
+    def _publish_accounts(self) -> None:
+        """The billing accounts made or changed here since the last publish."""
+        billing = self.core.services.get("billing")
+        if billing is None:
+            return
+        with self.core.lock:
+            have = dict(billing.accounts)
+        shared = self._accounts_shared or {}
+        changed = [a for a in have.values() if shared.get(a.oid) != a.changed]
+        if changed:
+            accounts.publish(self.conn, self.gateway_id, changed)
+        self._accounts_shared = {oid: a.changed for oid, a in have.items()}
+
+    def _resync_accounts(self) -> None:
+        """The accounts changed later elsewhere, into DuckDB; billing decides again."""
+        billing = self.core.services.get("billing")
+        if billing is None:
+            return
+        with self.core.lock:
+            specs = accounts.newer(self.conn, billing.accounts)
+            if not specs:
+                return
+            refused = accounts.take(self.core.storage.con, specs)
+            if refused:
+                self._throttle.warning("account", "central: accounts %s not taken: another "
+                                       "account here has the name", ", ".join(refused))
+            billing.accounts_changed()
+            self._accounts_shared = {**(self._accounts_shared or {}), **{
+                oid: a.changed for oid, a in billing.accounts.items()}}
+
+    def _publish_runtime_units(self) -> None:
+        from acctd.services.runtime_units import to_dict
+        with self.core.lock:
+            mine = [to_dict(u) for u in self.core.services["units"].runtime]
+        if mine != self._units_shared:
+            if mine:
+                units.publish(self.conn, self.gateway_id, mine)
+            self._units_shared = mine
+
+    def _resync_units(self) -> None:
+        """The run-time units made elsewhere that this gateway lacks, made
+        here (all at once; one by one if one of them does not fit)."""
+        from acctd.errors import AcctError
+        from acctd.services.runtime_units import from_dict
+        with self.core.lock:
+            specs = units.missing(self.conn, self.core.snapshot.base.index)
+            if not specs:
+                return
+            made = self.core.services["units"]
+            try:
+                made.add_units([from_dict(s) for s in specs])
+            except AcctError:
+                for s in specs:
+                    try:
+                        made.add_units([from_dict(s)])
+                    except AcctError as e:
+                        self._throttle.warning(f"unit {s['name']}", "central: unit %s made "
+                                               "elsewhere not made here: %s", s["name"], e)
 
     def _publish_units(self) -> None:
         with self.core.lock:

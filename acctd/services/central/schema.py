@@ -22,6 +22,16 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 a change is NOTIFY acctd_block
   quota         unit_oid, spec (JSON, quota.QuotaSpec.to_dict), gateway_id:
                 every gateway's quota records (the last `quota set` wins)
+  ledger        gateway_id, seq (the gateway's DuckDB ledger seq: the key),
+                and the billing ledger row's columns: every row each gateway
+                wrote, shipped through the outbox (balances.py); an account's
+                balance is the sum over all gateways; NOTIFY acctd_ledger
+  account       oid, spec (JSON: the billing account's fields and units),
+                changed, gateway_id: the last change of each account on any
+                gateway (accounts.py); NOTIFY acctd_account
+  runtime_unit  name, spec (JSON, runtime_units.to_dict), gateway_id: the
+                units made at run time on any gateway (units.py); NOTIFY
+                acctd_unit
 Timestamps are timestamptz; oids integers as in DuckDB (policy_oid bigint:
 the dropped-traffic oids are above 2^31).
 """
@@ -63,7 +73,21 @@ CREATE TABLE quota_total (
     PRIMARY KEY (unit_oid, kind, period_start, gateway_id, policy_oid, dir));
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+_V2 = """
+CREATE TABLE ledger (
+    gateway_id smallint NOT NULL REFERENCES gateway, seq bigint NOT NULL,
+    ts timestamptz NOT NULL, account_oid integer NOT NULL, kind text NOT NULL,
+    plan integer, subplan integer, period_start timestamptz, period_end timestamptz,
+    amount numeric NOT NULL, bytes_in bigint NOT NULL, bytes_out bigint NOT NULL,
+    cause text NOT NULL, reference text, PRIMARY KEY (gateway_id, seq));
+CREATE INDEX ledger_account ON ledger (account_oid);
+CREATE TABLE account (oid integer PRIMARY KEY, spec jsonb NOT NULL,
+                      changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway);
+CREATE TABLE runtime_unit (name text PRIMARY KEY, spec jsonb NOT NULL,
+                           gateway_id smallint NOT NULL REFERENCES gateway);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,0 +1,25 @@
+"""Units made at run time on one gateway are made on the others, with the
+same oid (NOTIFY acctd_unit, and at connect)."""
+
+import pytest
+
+from acctd.model.addresses import format_addr
+from acctd.services.runtime_units import UnitsService
+from tests.central.gateways import gateway, status, wait
+
+pytestmark = pytest.mark.peers
+
+
+def test_a_unit_added_on_one_gateway_is_on_the_others_with_its_oid(central_dsn, tmp_path):
+    with gateway(central_dsn, "gw-a", tmp_path) as a, gateway(central_dsn, "gw-b", tmp_path) as b:
+        wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
+        made = a.service(UnitsService).add("host", "carol", "10.9.0.7")
+        wait(lambda: "carol" in b.snapshot.base.index, timeout=2)
+        carol = b.snapshot.unit("carol")
+        assert (carol.oid, carol.type, [format_addr(x) for x in carol.addrs]) == \
+            (made["oid"], "host", [made["ip"]])
+        assert made["ip"] == "10.9.0.7"
+    # a gateway that starts later makes it at connect
+    with gateway(central_dsn, "gw-c", tmp_path) as c:
+        wait(lambda: status(c)["state"] == "connected")
+        assert c.snapshot.unit("carol").oid == made["oid"]
