@@ -50,9 +50,9 @@ from acctd.model.units import ModelError
 from acctd.services.access_script import AccessScriptService
 from acctd.services.aclserver.service import AclServerService
 from acctd.services.alerter import AlerterService
+from acctd.services.billing.invoicing import InvoicingService
 from acctd.services.billing.service import BillingService
 from acctd.services.collector.service import CollectorService
-from acctd.services.billing.invoicing import InvoicingService
 from acctd.services.central import CentralService
 from acctd.services.contract import Drain, S, Service
 from acctd.services.dynamicip import DynamicIpService
@@ -72,18 +72,20 @@ from acctd.store.database import Storage
 log = logging.getLogger("acctd.daemon")
 
 # The services, in the order every hook point calls them. After a drain the
-# flow log goes first (it names the drain's flows by the model they were
-# counted under), then the sessions' and RADIUS's counts, then what decides
-# blocks (quotas, billing, logins), then what changes the model (auto-units).
-# OpenVPN and CoA come last: their first events start sessions.
+# flow log and the monitor go first (they name the drain's flows by the model
+# they were counted under), then the sessions' and RADIUS's counts, then what
+# decides blocks (quotas, billing and invoicing, logins), then what changes
+# the model (auto-units). CoA and OpenVPN follow: their first events start
+# sessions. Then the flow exchanges and the servers (export, the collector,
+# whose flows join the drain before any hook, the acl-server, RADIUS
+# authorization, the captive page), and central last: its in_drain queues
+# what the others wrote in the same transaction.
 SERVICES: tuple[type[Service], ...] = (
     FlowLogService, MonitorService, SessionsService, RadiusService, QuotaService, BillingService,
-    InvoicingService, LoginService,
-    UnitsService, MacService, DynamicIpService, AlerterService, ReportsService, AccessScriptService,
-    FticksService, SchedulerService, CoaService, OpenVpnService,
-    LogService, ExportService, CollectorService,
-    AclServerService, RadiusAuthService, CaptiveService,
-    CentralService)
+    InvoicingService, LoginService, UnitsService, MacService, DynamicIpService, AlerterService,
+    ReportsService, AccessScriptService, FticksService, SchedulerService, CoaService,
+    OpenVpnService, LogService, ExportService, CollectorService, AclServerService,
+    RadiusAuthService, CaptiveService, CentralService)
 
 # The kernel maps whose counters the checkpoint carries.
 CHECKPOINTED = {
