@@ -169,7 +169,8 @@ def test_rtbh_blocks_real_traffic_flowspec_reaches_the_router_and_resync_after_r
         assert max(block_ms) < 2000
 
         # IPv6: a /128 blackhole stops ping6 through the router; FlowSpec for IPv6 (RFC 8956)
-        assert rig.reaches(SUB6)
+        # (the first ping6 may wait for neighbour discovery on a loaded machine)
+        assert until(lambda: rig.reaches(SUB6), 5) is not None
         svc.blocks_changed({SUB6: (0, DENY, alice)})
         assert until(lambda: not rig.reaches(SUB6, wait=0.05), 2.0, step=0) is not None
         assert blackholes(rig, "-6") == {SUB6}

@@ -58,6 +58,8 @@ def test_sys_deny_in_the_daemon_reaches_the_router_at_once(bed, router_ns, tmp_p
         assert d.call("sys-policy", unit="bob", policy="sys-deny")["sys_policy"] == ["sys-deny"]
         took = until(lambda: set_of(router_ns) == {SUB2.v4()}, 2, step=0.005)
         assert took is not None, d.call("aclserver-show")
+        # the router holds it a moment before the pusher's bookkeeping says so
+        assert until(lambda: d.call("aclserver-show")["backends"][0]["pushed"], 2) is not None
         b = d.call("aclserver-show")["backends"][0]
         assert b["pushed"] == {f"{SUB2.v4()}/32": "sys-deny"} and b["pending"] == {}
         d.call("sys-policy", unit="bob", policy="sys-allow")

@@ -396,20 +396,24 @@ class CentralService(Service):
         got = set()
         for n in self.conn.notifies(timeout=timeout, stop_after=1):
             got.add(n.channel)
+        if got:     # and whatever came with it: one change often sends several
+            got.update(n.channel for n in self.conn.notifies(timeout=0))
         if got or time.monotonic() - self._heard > HEARTBEAT:
             if not got:
                 self.conn.execute("SELECT 1")   # unacknowledged: tcp_user_timeout ends it
             self._heard = time.monotonic()
-        if "acctd_block" in got:
-            self._resync_blocks()
-        if "acctd_shipped" in got:
-            self._refresh_elsewhere()
-        if "acctd_ledger" in got:
-            self._refresh_ledger()
+        # units before the accounts that name them, the blocks last: a block
+        # then never shows ahead of the account change that made it
         if "acctd_unit" in got:
             self._resync_units()
         if "acctd_account" in got:
             self._resync_accounts()
+        if "acctd_ledger" in got:
+            self._refresh_ledger()
+        if "acctd_shipped" in got:
+            self._refresh_elsewhere()
+        if "acctd_block" in got:
+            self._resync_blocks()
 
     # -- shared state --------------------------------------------------------------------
 
