@@ -36,7 +36,9 @@ def config_text(path: str, unsecure: bool = False,
     if unsecure:
         return text
     keys = "|".join(SECRET_KEYS)
-    return re.sub(rf'(?im)^(\s*[\w-]*(?:{keys})[\w-]*\s*=\s*).*$', r'\1"********"', text)
+    text = re.sub(rf'(?im)^(\s*[\w-]*(?:{keys})[\w-]*\s*=\s*).*$', r'\1"********"', text)
+    # and the word after `password` in carried NeTAMS lines ([login.units.X] raw)
+    return re.sub(r'(?i)(\bpassword\s+)[^\s"=][^\s"]*', r'\1********', text)
 
 
 _TABLE = re.compile(r"^\s*\[\[?\s*([\w.-]+)\s*\]\]?")

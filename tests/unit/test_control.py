@@ -178,8 +178,16 @@ def test_config_show_masks_secrets(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[radius]\nsecret = "s3cr3t"\nserver-password = "pw"\nname = "x"\n')
     text = config_text(str(p))
-    assert "s3cr3t" not in text and "pw" not in text and 'name = "x"' in text
+    assert text == '[radius]\nsecret = "********"\nserver-password = "********"\nname = "x"\n'
     assert config_text(str(p), unsecure=True) == p.read_text()
+
+
+def test_config_show_masks_the_passwords_inside_carried_login_lines(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[login.units.alice]\nraw = ["password s3cret inact 600",\n'
+                 '       "mac 02:00:00:00:00:01 PASSWORD \'hunter2\' strict"]\n')
+    assert config_text(str(p)) == ('[login.units.alice]\nraw = ["password ******** inact 600",\n'
+                                   '       "mac 02:00:00:00:00:01 PASSWORD ******** strict"]\n')
 
 
 def test_scheduled_command_lines_become_requests():
