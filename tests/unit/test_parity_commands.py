@@ -264,6 +264,7 @@ def log_file(tmp_path, monkeypatch):
     time.tzset()
     root = logging.getLogger("acctd")
     saved = root.handlers[:], root.level, root.propagate
+    monkeypatch.setattr(daemon_log, "_log_file", daemon_log._log_file)  # setup() sets it
     path = tmp_path / "acctd.log"
     daemon_log.setup(path=str(path))
     daemon_log.set_debug(False)   # whatever an earlier test turned on
