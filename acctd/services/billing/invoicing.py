@@ -336,6 +336,17 @@ class InvoicingService(Service):
                 text = "DRAFT (not issued)\n" + text
             return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}
 
+    def invoices(self, account: str) -> dict:
+        """The account's issued invoices (`billing-invoice` shows each)."""
+        with self.core.lock:
+            a, cur = self._account(account), self.cur
+            rows = [{**r, "amount_due": str(cur.quantize(Decimal(r["amount_due"])))}
+                    for r in invoices.issued(self.con, a.oid)]
+            text = "".join(f"{r['number']}  {r['month']}  due {r['due'][:10]}  "
+                           f"{r['amount_due']:>12} {cur.code}  "
+                           f"{'paid' if r['paid'] else 'UNPAID'}\n" for r in rows)
+            return {"account": a.name, "invoices": rows, "text": text}
+
     def statement(self, account: str, month: str | None = None) -> dict:
         with self.core.lock:
             a, m, cur = self._account(account), self._month(month), self.cur
