@@ -238,9 +238,24 @@ class InvoicingService(Service):
         if not to:
             return
         bal = self.cur.format(ledger.balance(self.con, oid), code=True)
-        subject, body = notices.render(kind, mailer.settings.language, account=a.name,
-                                       balance=bal, **fields)
+        subject, body = notices.render(kind, mailer.settings.language, self._links(a),
+                                       account=a.name, balance=bal, **fields)
         mailer.enqueue(to, subject, body)
+
+    def _links(self, a: Account) -> list[tuple[str | None, str]]:
+        """The account's units' traffic pages ([html] url), else the reports' index."""
+        from acctd.web.static_site import page_url
+        settings, snap = self.core.config.html, self.core.snapshot
+        pages = []
+        for oid in a.units:
+            i = snap.units.by_oid.get(oid)
+            if i is not None:
+                u = snap.units.units[i]
+                url = page_url(settings, {"name": u.name, "oid": u.oid, "type": u.type})
+                if url is not None and url != page_url(settings):
+                    pages.append((u.name, url))
+        index = page_url(settings)
+        return pages or ([(None, index)] if index else [])
 
     # -- commands ---------------------------------------------------------------
 
