@@ -145,6 +145,9 @@ COMMANDS = (
             (_s("unit", True), _s("password", True), _s("ip"), _s("mac"))),
     Command("logout", O, "login.logout", ("login", "out"),
             (_s("unit", True), _s("password", True), _s("ip"), _s("mac"))),
+    # a login page (the console's /hotspot, [captive]): the unit's password decides
+    Command("portal-login", V, "login.portal", ("login", "portal"),
+            (_s("unit", True), _s("password", True), _s("ip", True), _b("logout"))),
     Command("login-show", V, "login.show", ("login", "show"), (_s("unit"),)),
     Command("session-start", O, "sessions.start_session", ("session", "start"),
             (_s("user", True), _s("ip"), _s("port"), _s("nas"), _s("mac"), _b("force"))),

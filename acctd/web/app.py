@@ -17,7 +17,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from acctd.control import client, commands
 from acctd.errors import (AcctError, BadRequest, Conflict, NotFound, NotRunning,
                           PermissionDenied)
-from acctd.web import metrics, pages
+from acctd.web import metrics, pages, portal
 from acctd.web.auth import COOKIE, PRE_COOKIE, Sessions, same
 from acctd.web.tables import TEXT, Table, as_json
 
@@ -128,13 +128,18 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     # -- logging in and out ------------------------------------------------------------
 
-    def checked_login(name: str, password: str, kind: str) -> dict:
-        """The daemon's web-login for a form posted from this client: the
-        form's CSRF and the client's failed attempts checked first."""
+    def checked_form() -> str:
+        """A login form posted from this client: its CSRF and the client's
+        failed attempts checked; the client's address."""
         if not sessions.login_csrf_ok(request.cookies.get(PRE_COOKIE), request.form.get("csrf")):
             abort(403, "the form is stale (CSRF): reload the page and try again")
         addr = request.remote_addr or "?"
         sessions.by_ip.check(addr)
+        return addr
+
+    def checked_login(name: str, password: str, kind: str) -> dict:
+        """The daemon's web-login for a form posted from this client."""
+        addr = checked_form()
         try:
             return daemon("web-login", None, name=name, password=password, unit=kind == "unit",
                           account=kind == "account")
@@ -144,9 +149,11 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     def form_page(template: str, status: int = 200, **context) -> Response:
         """A page with a login form, its CSRF bound to a pre-login cookie."""
+        return pre_login(lambda csrf: render_template(template, csrf=csrf, **context), status)
+
+    def pre_login(render, status: int) -> Response:
         pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-        resp = Response(render_template(template, csrf=sessions.login_csrf(pre), **context),
-                        status)
+        resp = Response(render(sessions.login_csrf(pre)), status)
         cookie(resp, PRE_COOKIE, pre)
         return resp
 
@@ -171,23 +178,27 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     @app.route("/hotspot", methods=["GET", "POST"])
     def hotspot():
-        """A campus or hotspot login page (NeTAMS login.cgi): the unit logs
-        in (or out) from the client's address with its login password."""
-        if request.method == "GET":
-            return form_page("hotspot.html", addr=request.remote_addr)
-        name, password = request.form.get("name", ""), request.form.get("password", "")
+        """A campus or hotspot login page (NeTAMS login.cgi, acctd/web/portal.py,
+        the same page as [captive]'s): the unit logs in (or out) from the
+        client's address with its login password."""
+        addr = request.remote_addr
         out = request.form.get("action") == "logout"
+
+        def shown(reply: dict | None, status: int = 200) -> Response:
+            return pre_login(lambda csrf: portal.render(
+                url_for("hotspot"), addr, reply, out, csrf,
+                url_for("static", filename="console.css")), status)
+        if request.method == "GET":
+            return shown(None)
         try:
-            token = checked_login(name, password, "unit")["token"]
+            checked_form()
         except PermissionDenied as e:
-            return form_page("hotspot.html", 403, addr=request.remote_addr, error=str(e))
-        try:
-            res = daemon("logout" if out else "login", token, unit=name, password=password,
-                         ip=request.remote_addr)
-        finally:
-            daemon("web-logout", None, token=token)
-        return form_page("hotspot.html", 200 if res["ok"] else 409, addr=request.remote_addr,
-                         reply=res["reply"], ok=res["ok"])
+            return shown({"ok": False, "message": str(e)}, 403)
+        reply = daemon("portal-login", None, unit=request.form.get("user", ""),
+                       password=request.form.get("password", ""), ip=addr or "", logout=out)
+        if reply["status"] in (403, 429):
+            sessions.by_ip.failed(addr or "?")
+        return shown(reply, reply["status"])
 
     @app.post("/logout")
     def logout():

@@ -322,7 +322,7 @@ def test_the_hotspot_page_opens_a_blocked_unit_from_its_address(gateway):
             pre = next(c for c in r.headers.get_all("Set-Cookie") if c.startswith("acctd_login"))
         assert f"From {SUB1.v4()}" in page and "Secure" in pre
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        form = urllib.parse.urlencode({"name": "alice", "password": "alice-pass",
+        form = urllib.parse.urlencode({"user": "alice", "password": "alice-pass",
                                        "action": "login", "csrf": csrf}).encode()
         req = urllib.request.Request(url + "/hotspot", data=form, headers={
             **proxy, "Cookie": pre.split(";", 1)[0]})

@@ -414,7 +414,7 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     page = c.get("/hotspot", environ_base={"REMOTE_ADDR": "10.9.0.5"}).get_data(as_text=True)
     assert "From 10.9.0.5" in page
     csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-    form = {"name": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
+    form = {"user": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
     r = c.post("/hotspot", data=form, environ_base={"REMOTE_ADDR": "10.9.0.5"})
     assert r.status_code == 200
     assert "OK: login success from ip:10.9.0.5" in r.get_data(as_text=True)
@@ -424,7 +424,7 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     assert "sys-deny-login" not in d.call("units", name="alice")[0]["sys_policy"]
     r = c.post("/hotspot", data=form | {"password": "wrong-one"},
                environ_base={"REMOTE_ADDR": "10.9.0.5"})
-    assert r.status_code == 403 and "wrong unit name or password" in r.get_data(as_text=True)
+    assert r.status_code == 403 and "wrong user name or password" in r.get_data(as_text=True)
     assert c.post("/hotspot", data=form | {"csrf": "x"}).status_code == 403
     r = c.post("/hotspot", data=form | {"action": "logout"}, environ_base={"REMOTE_ADDR": "10.9.0.5"})
     assert "OK: logout success" in r.get_data(as_text=True)
@@ -432,6 +432,74 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     tok = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
     with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
         client.call(srv.path, "login", as_token=tok["token"], unit="bob", password="bob-pass1")
+
+
+def test_the_hotspot_and_the_captive_portal_are_one_login_page(console):
+    """The console's /hotspot and [captive]'s own server (its HTTP handler
+    on loopback, without the nftables part) serve the same page and both
+    ask the login service's portal: the same words, and one limit of
+    failures per name whichever page they come from."""
+    import re
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from http.server import HTTPServer
+
+    from acctd.aaa import captive
+    d, srv, app = console
+    httpd = HTTPServer(("127.0.0.1", 0), captive._Page)
+    httpd.portal = d.services["captive"]._portal
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+
+    def at_captive(form=None):
+        data = urllib.parse.urlencode(form).encode() if form else None
+        try:
+            with urllib.request.urlopen(url + ("/login" if form else "/"), data, 5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+    c = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+
+    def at_hotspot(form=None):
+        if form is None:
+            r = c.get("/hotspot", environ_base=local)
+        else:
+            csrf = c.get("/hotspot", environ_base=local).get_data(as_text=True).split(
+                'name="csrf" value="', 1)[1].split('"', 1)[0]
+            r = c.post("/hotspot", data=form | {"csrf": csrf}, environ_base=local)
+        return r.status_code, r.get_data(as_text=True)
+
+    def same(page: str) -> str:   # what only the console adds: its CSRF, style, form's path
+        page = re.sub(r' *<input type="hidden" name="csrf" value="[^"]*">\n', "", page)
+        page = re.sub(r'<link rel="stylesheet" href="[^"]*">\n', "", page)
+        return page.replace('action="/hotspot"', 'action="/login"')
+    try:
+        status, page = at_captive()
+        assert status == 200 and same(at_hotspot()[1]) == page
+        assert '<h1 id="title">Log in to use the network</h1>' in page
+        assert '<p id="from">From 127.0.0.1</p>' in page
+        wrong = {"user": "bob", "password": "nope", "action": "login"}
+        for ask in (at_captive, at_hotspot, at_captive, at_hotspot, at_captive):
+            status, page = ask(wrong)
+            assert status == 403 and '<p id="message" class="error">wrong user name or ' \
+                'password</p>' in page
+        for ask in (at_hotspot, at_captive):   # five failures for bob, wherever they came from
+            status, page = ask(wrong | {"password": "bob-pass1"})
+            assert status == 429 and "too many failed logins for &#39;portal:bob&#39;" in page
+        status, page = at_captive({"user": "alice", "password": "alice-pass", "action": "login"})
+        assert status == 200 and '<h1 id="title">Logged in</h1>' in page
+        assert "OK: login success from ip:127.0.0.1" in page
+        alice = {x["oid"]: x for x in d.call("login-show")["rows"]}[d.snapshot.unit("alice").oid]
+        assert (alice["state"], alice["addr"]) == ("opened", "127.0.0.1")
+        status, page = at_hotspot({"user": "alice", "password": "alice-pass",
+                                   "action": "logout"})
+        assert status == 200 and '<h1 id="title">Logged out</h1>' in page
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # -- /metrics: no login, an allowed address instead ---------------------------------------
