@@ -599,6 +599,17 @@ def test_an_account_holder_logs_in_with_billings_password_and_sees_only_their_ow
         client.call(srv.path, "web-login", name="nobody", password="x", account=True)
 
 
+def test_every_subscriber_command_is_scoped_by_an_argument_the_daemon_fixes():
+    """A command a subscriber may send takes the unit or account the
+    dispatcher pins to theirs (billing-plan: their plan), else it would
+    answer about everyone."""
+    from acctd.control import commands
+    from acctd.control.delegation import ACCOUNT, SUBSCRIBER
+    for name, scope in [(n, "unit") for n in SUBSCRIBER] + [(n, "account") for n in ACCOUNT]:
+        takes = {a.name for a in commands.get(name).args}
+        assert name == "billing-plan" or {"unit", scope} & takes, name
+
+
 def test_an_account_holder_sees_and_downloads_their_own_invoices(holders):
     d, srv, app = holders
     acme = d.call("billing-account", account="acme")["account"]["oid"]
