@@ -502,6 +502,24 @@ def test_the_hotspot_and_the_captive_portal_are_one_login_page(console):
         httpd.server_close()
 
 
+def test_acctctl_login_portal_says_what_the_page_says(console):
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    d, srv, _ = console
+
+    def portal(password: str, *extra: str):
+        r = CliRunner().invoke(main, ["--socket", srv.path, "login", "portal", "alice", "--ip",
+                                      "10.9.0.7", "--password-file", "-", *extra],
+                               input=password + "\n")
+        return r.exit_code, r.output
+    assert portal("nope") == (1, "wrong user name or password\n")
+    assert portal("alice-pass") == (0, "OK: login success from ip:10.9.0.7, "
+                                       "mac:00:00:00:00:00:00\n")
+    assert portal("alice-pass", "--logout") == (0, "OK: logout success from ip:10.9.0.7, "
+                                                   "mac:00:00:00:00:00:00\n")
+
+
 # -- /metrics: no login, an allowed address instead ---------------------------------------
 
 def test_metrics_refuse_an_address_not_allowed(console):
