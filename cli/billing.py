@@ -79,6 +79,16 @@ def ledger(ctx, name, since, until, as_json):
                     as_json, render))
 
 
+@billing.command("beblock")
+@click.argument("name")
+@click.option("--undo", is_flag=True, help="Lift the holder's own block (never the operator's).")
+@json_option
+@click.pass_context
+def beblock(ctx, name, undo, as_json):
+    """Block an account as its holder would (NeTAMS beblock), or undo it."""
+    run(lambda: out(ask(ctx, "billing-beblock", account=name, undo=undo), as_json, _text))
+
+
 @billing.command("rerate")
 @click.option("--from", "start", required=True, help="A date in the first month to rate again.")
 @click.option("--to", "end", default=None, help="Up to this date (default: the last drain).")

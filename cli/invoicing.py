@@ -96,6 +96,15 @@ def invoice(ctx, account, month, as_json):
     run(lambda: out(ask(ctx, "billing-invoice", account=account, month=month), as_json, _text))
 
 
+@billing.command("invoices")
+@click.argument("account")
+@json_option
+@click.pass_context
+def invoices(ctx, account, as_json):
+    """An account's issued invoices: number, month, due date, amount, paid."""
+    run(lambda: out(ask(ctx, "billing-invoices", account=account), as_json, _text))
+
+
 @_monthly
 def statement(ctx, account, month, as_json):
     """An account's statement of a month: every ledger row between the balances."""

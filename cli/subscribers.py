@@ -163,6 +163,24 @@ login_group.command("in", help="Log UNIT in (NeTAMS login): prints the reply, ex
 login_group.command("out", help="Log UNIT out (NeTAMS logout).")(_login_cmd("logout"))
 
 
+@login_group.command("portal")
+@click.argument("unit")
+@click.option("--ip", required=True, help="The client's address (the login page's visitor).")
+@click.option("--logout", is_flag=True, help="Log out instead.")
+@click.option("--password-file", type=click.File(), help="Read the password from a file "
+              "(- for stdin); otherwise it is asked for.")
+@click.pass_context
+def login_portal(ctx, unit, ip, logout, password_file):
+    """Log UNIT in from ADDR as a login page does (the console's /hotspot,
+    [captive]): prints what the page says, exit 1 on failure."""
+    pw = password_file.readline().rstrip("\n") if password_file else \
+        click.prompt("password", hide_input=True)
+    r = run(lambda: ask(ctx, "portal-login", unit=unit, password=pw, ip=ip, logout=logout))
+    echo(r["message"])
+    if not r["ok"]:
+        raise SystemExit(1)
+
+
 @login_group.command("show")
 @click.argument("unit", required=False)
 @json_option

@@ -57,13 +57,15 @@ def web():
 @web.command("login")
 @click.argument("name")
 @click.option("--unit", is_flag=True, help="NAME is a unit, with its login-service password")
+@click.option("--account", is_flag=True, help="NAME is a billing account, with its password")
 @json_option
 @click.pass_context
-def web_login(ctx, name, unit, as_json):
+def web_login(ctx, name, unit, account, as_json):
     """Check NAME's password (asked for) and print a token for requests on
     their behalf."""
     password = click.prompt("password", hide_input=True, err=True)
-    run(lambda: out(ask(ctx, "web-login", name=name, password=password, unit=unit), as_json,
+    run(lambda: out(ask(ctx, "web-login", name=name, password=password, unit=unit,
+                        account=account), as_json,
                     lambda r: echo(f"{r['name']} ({r['level']}): {r['token']}")))
 
 

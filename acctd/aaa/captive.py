@@ -17,13 +17,14 @@ and the kernel program only needs to stop dropping one port.
 
 The page is a small HTTP/1.0 server on its own thread: GET shows the form,
 POST /login checks it. Requests are bounded (8 KiB, 5 s), one at a time;
-the login service's argon2 check paces password guessing.
+the login service's argon2 check and its limit per name pace password
+guessing. The page and what it says are the console's /hotspot's
+(acctd/web/portal.py, the login service's portal): one login page.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import ipaddress
 import ctypes
 import logging
@@ -36,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from acctd.aaa.coa import listen_address
 from acctd.config.schema import Table, free_text, setting
 from acctd.services.contract import Core, Service
+from acctd.web import portal
 
 log = logging.getLogger("acctd.captive")
 
@@ -43,19 +45,7 @@ TABLE = "acctd_captive"
 MAX_BODY = 8192
 TIMEOUT = 5.0
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Log in</title></head>
-<body><h1 id="title">{title}</h1><p id="message">{message}</p>
-<form method="post" action="/login">
-<label>User <input id="user" name="user" autocomplete="username"></label>
-<label>Password <input id="password" name="password" type="password"></label>
-<button id="login" type="submit">Log in</button>
-</form></body></html>
-"""
-DONE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Logged in</title></head>
-<body><h1 id="title">Logged in</h1><p id="message">{message}</p></body></html>
-"""
+ACTION = "/login"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,22 +85,22 @@ class _Page(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._send(200, PAGE.format(title="Log in to use the network", message=""))
+        self._send(200, portal.render(ACTION, self.client_address[0]))
 
     def do_POST(self) -> None:
+        addr = self.client_address[0]
         try:
             n = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             n = -1
         if not 0 <= n <= MAX_BODY:
-            return self._send(413, PAGE.format(title="Log in", message="request too large"))
+            return self._send(413, portal.render(ACTION, addr, {"ok": False,
+                                                                "message": "request too large"}))
         form = urllib.parse.parse_qs(self.rfile.read(n).decode("utf-8", "replace"))
-        user = (form.get("user") or [""])[0].strip()
-        password = (form.get("password") or [""])[0]
-        ok, text = self.server.login(user, password, self.client_address[0])
-        if ok:
-            return self._send(200, DONE.format(message=html.escape(text)))
-        self._send(403, PAGE.format(title="Log in", message=html.escape(text)))
+        out = (form.get("action") or [""])[0] == "logout"
+        reply = self.server.portal((form.get("user") or [""])[0],
+                                   (form.get("password") or [""])[0], addr, out)
+        self._send(reply["status"], portal.render(ACTION, addr, reply, out))
 
 
 class CaptiveService(Service):
@@ -144,7 +134,7 @@ class CaptiveService(Service):
         host, port = self.settings.listen
         with in_netns(self.core.netns):   # the socket stays in the gateway's namespace
             self.httpd = HTTPServer((host, port), _Page)
-        self.httpd.login = self._login
+        self.httpd.portal = self._portal
         self.httpd.timeout = TIMEOUT
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="acctd-captive",
                                         daemon=True)
@@ -191,19 +181,13 @@ class CaptiveService(Service):
             self._nft("\n".join(lines) + "\n")
             self.redirected = want
 
-    def _login(self, user: str, password: str, addr: str) -> tuple[bool, str]:
+    def _portal(self, user: str, password: str, addr: str, logout: bool) -> dict:
         from acctd.errors import AcctError
         from acctd.services.login import LoginService
-        if not user or not password:
-            return False, "enter your user name and password"
         try:
-            res = self.core.service(LoginService).login(user, password, addr)
+            return self.core.service(LoginService).portal(user, password, addr, logout)
         except AcctError as e:
-            return False, str(e)
-        if not res["ok"]:
-            return False, "wrong user name or password" if res["code"] in (
-                "unknown-unit", "no-login", "wrong-password") else res["reply"]
-        return True, f"you may use the network now ({addr})"
+            return {"ok": False, "status": 400, "message": str(e)}
 
 
 class in_netns:

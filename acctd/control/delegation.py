@@ -1,7 +1,8 @@
 """Requests made on someone's behalf (the web console, acctd/web): a local
 peer that is itself a [[user]] hands the daemon a person's name and
 password once (`web-login`); the daemon checks them itself (a [[user]]'s
-argon2id hash, or a unit's login-service password) and answers a token.
+argon2id hash, a unit's login-service password, or a billing account's
+password) and answers a token.
 Requests carrying {"as": token} from the same uid then run at that person's
 level, never the peer's: the web process cannot raise anyone's rights, and
 a token taken elsewhere is useless to another uid.
@@ -9,7 +10,10 @@ a token taken elsewhere is useless to another uid.
 A unit's subscriber gets a Caller scoped to the unit: only SUBSCRIBER
 commands, always about that unit (acctd/control/dispatch.py enforces it);
 of those, login and logout (which ask for the password again) at operator
-level.
+level. A billing account's holder (NeTAMS account-pages) likewise gets a
+Caller scoped to the account: only ACCOUNT commands, about that account,
+its plan and its units; of those, billing-beblock (which undoes only their
+own block, never the operator's) at operator level.
 Failed logins are limited per name, whoever asks."""
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ SUBSCRIBER = frozenset({"list", "stat", "series", "quota-show", "login-show", "l
                         "logout"})
 # what a subscriber may do above their level: these check the unit's password
 # themselves (NeTAMS login.cgi, the hotspot page), so the token adds no right
-SELF_SERVICE = frozenset({"login", "logout"})
+SELF_SERVICE = frozenset({"login", "logout", "billing-beblock"})
+# what an account's holder may ask, about their own account and its units only
+ACCOUNT = frozenset({"billing-account", "billing-ledger", "billing-plan", "billing-invoice",
+                     "billing-invoices", "billing-statement", "billing-beblock", "list", "stat",
+                     "series", "quota-show"})
 
 
 class AttemptLimit:
@@ -62,7 +70,7 @@ class AttemptLimit:
 
 
 class Delegations:
-    """The live tokens: token -> (peer uid, name, level, unit, last use)."""
+    """The live tokens: token -> (peer uid, name, level, unit, account, last use)."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
@@ -70,24 +78,26 @@ class Delegations:
         self._tokens: dict[str, list] = {}
         self._lock = threading.Lock()
 
-    def issue(self, peer_uid: int, name: str, level: Level, unit: str | None) -> str:
+    def issue(self, peer_uid: int, name: str, level: Level, unit: str | None,
+              account: str | None = None) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._expire()
             while len(self._tokens) >= MAX_TOKENS:
                 self._tokens.pop(next(iter(self._tokens)))
-            self._tokens[token] = [peer_uid, name, level, unit, self.clock()]
+            self._tokens[token] = [peer_uid, name, level, unit, account, self.clock()]
         return token
 
-    def resolve(self, token: object, peer_uid: int) -> tuple[str, Level, str | None]:
-        """(name, level, unit) of a live token issued to this uid."""
+    def resolve(self, token: object, peer_uid: int
+                ) -> tuple[str, Level, str | None, str | None]:
+        """(name, level, unit, account) of a live token issued to this uid."""
         with self._lock:
             entry = self._tokens.get(token) if isinstance(token, str) else None
-            if entry is None or entry[0] != peer_uid or self.clock() - entry[4] > IDLE:
+            if entry is None or entry[0] != peer_uid or self.clock() - entry[-1] > IDLE:
                 raise PermissionDenied("not logged in (the session ended or expired): log in "
                                        "again")
-            entry[4] = self.clock()
-            return entry[1], entry[2], entry[3]
+            entry[-1] = self.clock()
+            return entry[1], entry[2], entry[3], entry[4]
 
     def drop(self, token: str, peer_uid: int) -> bool:
         """End a token this uid was given."""
@@ -100,5 +110,5 @@ class Delegations:
 
     def _expire(self) -> None:
         now = self.clock()
-        for t in [t for t, e in self._tokens.items() if now - e[4] > IDLE]:
+        for t in [t for t, e in self._tokens.items() if now - e[-1] > IDLE]:
             del self._tokens[t]

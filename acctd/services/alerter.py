@@ -124,6 +124,7 @@ class QuotaNotice:
     # the quota's notify recipients as addresses; None: the owner. The admins
     # are copied either way (a notify of {none} sends no notice at all).
     to: tuple[str, ...] | None = None
+    url: str | None = None    # the unit's traffic page ([html] url), linked in the body
 
     def __post_init__(self):
         for v, allowed, what in ((self.kind, KINDS, "kind"), (self.period, PERIODS, "period"),
@@ -161,6 +162,7 @@ _QUOTA = {
                    "A new {period_noun} has begun; unit {unit} (oid {oid}) has access again."),
         "figures": "Usage: {usage} bytes ({usage_h})\nQuota: {quota} bytes ({quota_h})\n"
                    "Ratio: {pct}%\nPeriod: {period_noun}, {direction}",
+        "url": "Your traffic: {url}",
     },
     "ru": {
         "soft": ("[acctd] {unit}: израсходовано {pct}% {period_gen} квоты ({direction} трафик)",
@@ -174,6 +176,7 @@ _QUOTA = {
                    "(oid {oid}) восстановлен."),
         "figures": "Использовано: {usage} байт ({usage_h})\nКвота: {quota} байт ({quota_h})\n"
                    "Доля: {pct}%\nПериод: {period_noun}, {direction}",
+        "url": "Ваш трафик: {url}",
     },
 }
 
@@ -190,7 +193,9 @@ def render_quota(n: QuotaNotice, language: str = "en") -> tuple[str, str]:
          # floored, so 79.99 % never reads as the 80 % threshold
          "pct": f"{int(n.ratio * 1000) / 10:.1f}"}
     subject, text = t[n.kind]
-    return subject.format(**f), text.format(**f) + "\n\n" + t["figures"].format(**f) + "\n"
+    link = "\n" + t["url"].format(url=n.url) + "\n" if n.url else ""
+    return (subject.format(**f),
+            text.format(**f) + "\n\n" + t["figures"].format(**f) + "\n" + link)
 
 
 _REPORT = {

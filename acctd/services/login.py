@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from acctd.config.schema import Invalid, Table, TomlValue, carried, setting
+from acctd.control.delegation import AttemptLimit
 from acctd.errors import BadRequest, NotFound, PermissionDenied
 from acctd.kernel import abi
 from acctd.services.contract import Core, Drain, Service
@@ -646,6 +647,10 @@ class LoginTable:
 
 # --- the service ----------------------------------------------------------------------
 
+def _portal(ok: bool, status: int, message: str) -> dict:
+    return {"ok": ok, "status": status, "message": message}
+
+
 class LoginService(Service):
     """NeTAMS `service login` in the daemon: the records live in DuckDB (they
     outlive reloads and restarts), a record blocks its unit (reason login)
@@ -661,6 +666,7 @@ class LoginService(Service):
         self.saved_use: dict[str, dt.datetime] = {}   # unit oid -> last use as stored
         self.stops: list[dict] = []                   # session stops a drain's expiries left
         self._via: tuple[str, str | None] = ("login", None)   # F-TICKS's AN and RP, see admit
+        self.attempts = AttemptLimit()                # the login pages' failures per name
 
     @staticmethod
     def settings_of(config):
@@ -808,6 +814,29 @@ class LoginService(Service):
             self._follow(res.oid, res.bind, res.unbind or out, res.mac, "user-request")
         return {"ok": res.ok, "code": res.code, "reply": res.reply, "addr": res.addr,
                 "mac": res.mac}
+
+    def portal(self, unit: str, password: str, ip: str, logout: bool = False) -> dict:
+        """A login page's request (NeTAMS login.cgi): the console's /hotspot
+        and [captive]'s page both come here, so both say the same. Log the
+        unit in (or out) from the client's address `ip`; the reply in a
+        person's words and the HTTP status to answer with. Failures are
+        limited per unit name (the argon2 check alone paces one client, not
+        many)."""
+        unit = unit.strip()
+        if not unit or not password:
+            return _portal(False, 400, "enter your user name and password")
+        key = f"portal:{unit}"
+        try:
+            self.attempts.check(key)
+        except PermissionDenied as e:
+            return _portal(False, 429, str(e).removeprefix("permission denied: "))
+        res = self._log(unit, password, ip, None, out=logout)
+        if res["ok"]:
+            return _portal(True, 200, res["reply"])
+        if res["code"] in ("unknown-unit", "no-login", "wrong-password"):
+            self.attempts.failed(key)
+            return _portal(False, 403, "wrong user name or password")
+        return _portal(False, 409, res["reply"])
 
     def admit(self, unit: str, password: str, addr: str | None, mac: str | None,
               rules: Callable[[LoginRecord], LoginResult | None], method: str,

@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
 
 from acctd.control import client, commands
-from acctd.errors import AcctError, BadRequest, NotFound, NotRunning, PermissionDenied
-from acctd.web import metrics, pages
+from acctd.errors import (AcctError, BadRequest, Conflict, NotFound, NotRunning,
+                          PermissionDenied)
+from acctd.web import metrics, pages, portal
 from acctd.web.auth import COOKIE, PRE_COOKIE, Sessions, same
 from acctd.web.tables import TEXT, Table, as_json
 
@@ -78,6 +79,10 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
             return url_for("unit", name=v)
         if v and key == "name" and t.name == "accounts":
             return url_for("account", name=v)
+        if v and key == "unit" and t.name == "account_units":
+            return url_for("unit", name=v)
+        if v and key == "number" and t.name == "invoices":
+            return url_for("invoice", name=row["account"], month=row["month"])
         return None
 
     def cookie(resp: Response, name: str, value: str, **kw) -> None:
@@ -113,8 +118,8 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
     @app.errorhandler(AcctError)
     def daemon_said(e: AcctError):
         status = (403 if isinstance(e, PermissionDenied) else 404 if isinstance(e, NotFound)
-                  else 400 if isinstance(e, BadRequest) else 503 if isinstance(e, NotRunning)
-                  else 502)
+                  else 400 if isinstance(e, BadRequest) else 409 if isinstance(e, Conflict)
+                  else 503 if isinstance(e, NotRunning) else 502)
         return render_template("error.html", status=status, message=str(e)), status
 
     @app.errorhandler(403)
@@ -123,24 +128,32 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     # -- logging in and out ------------------------------------------------------------
 
-    def checked_login(name: str, password: str, unit: bool) -> dict:
-        """The daemon's web-login for a form posted from this client: the
-        form's CSRF and the client's failed attempts checked first."""
+    def checked_form() -> str:
+        """A login form posted from this client: its CSRF and the client's
+        failed attempts checked; the client's address."""
         if not sessions.login_csrf_ok(request.cookies.get(PRE_COOKIE), request.form.get("csrf")):
             abort(403, "the form is stale (CSRF): reload the page and try again")
         addr = request.remote_addr or "?"
         sessions.by_ip.check(addr)
+        return addr
+
+    def checked_login(name: str, password: str, kind: str) -> dict:
+        """The daemon's web-login for a form posted from this client."""
+        addr = checked_form()
         try:
-            return daemon("web-login", None, name=name, password=password, unit=unit)
+            return daemon("web-login", None, name=name, password=password, unit=kind == "unit",
+                          account=kind == "account")
         except PermissionDenied:
             sessions.by_ip.failed(addr)
             raise
 
     def form_page(template: str, status: int = 200, **context) -> Response:
         """A page with a login form, its CSRF bound to a pre-login cookie."""
+        return pre_login(lambda csrf: render_template(template, csrf=csrf, **context), status)
+
+    def pre_login(render, status: int) -> Response:
         pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-        resp = Response(render_template(template, csrf=sessions.login_csrf(pre), **context),
-                        status)
+        resp = Response(render(sessions.login_csrf(pre)), status)
         cookie(resp, PRE_COOKIE, pre)
         return resp
 
@@ -150,11 +163,13 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
             return form_page("login.html")
         try:
             reply = checked_login(request.form.get("name", ""), request.form.get("password", ""),
-                                  request.form.get("kind") == "unit")
+                                  request.form.get("kind", "user"))
         except PermissionDenied as e:
             return form_page("login.html", 403, error=str(e))
-        sid = sessions.start(reply["token"], reply["name"], reply["level"], reply["unit"])
+        sid = sessions.start(reply["token"], reply["name"], reply["level"], reply["unit"],
+                             reply.get("account"))
         home = (url_for("unit", name=reply["unit"]) if reply["unit"]
+                else url_for("account") if reply.get("account")
                 else _local(request.args.get("next")) or url_for("overview"))
         resp = redirect(home)
         cookie(resp, COOKIE, sid)
@@ -163,23 +178,27 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     @app.route("/hotspot", methods=["GET", "POST"])
     def hotspot():
-        """A campus or hotspot login page (NeTAMS login.cgi): the unit logs
-        in (or out) from the client's address with its login password."""
-        if request.method == "GET":
-            return form_page("hotspot.html", addr=request.remote_addr)
-        name, password = request.form.get("name", ""), request.form.get("password", "")
+        """A campus or hotspot login page (NeTAMS login.cgi, acctd/web/portal.py,
+        the same page as [captive]'s): the unit logs in (or out) from the
+        client's address with its login password."""
+        addr = request.remote_addr
         out = request.form.get("action") == "logout"
+
+        def shown(reply: dict | None, status: int = 200) -> Response:
+            return pre_login(lambda csrf: portal.render(
+                url_for("hotspot"), addr, reply, out, csrf,
+                url_for("static", filename="console.css")), status)
+        if request.method == "GET":
+            return shown(None)
         try:
-            token = checked_login(name, password, True)["token"]
+            checked_form()
         except PermissionDenied as e:
-            return form_page("hotspot.html", 403, addr=request.remote_addr, error=str(e))
-        try:
-            res = daemon("logout" if out else "login", token, unit=name, password=password,
-                         ip=request.remote_addr)
-        finally:
-            daemon("web-logout", None, token=token)
-        return form_page("hotspot.html", 200 if res["ok"] else 409, addr=request.remote_addr,
-                         reply=res["reply"], ok=res["ok"])
+            return shown({"ok": False, "message": str(e)}, 403)
+        reply = daemon("portal-login", None, unit=request.form.get("user", ""),
+                       password=request.form.get("password", ""), ip=addr or "", logout=out)
+        if reply["status"] in (403, 429):
+            sessions.by_ip.failed(addr or "?")
+        return shown(reply, reply["status"])
 
     @app.post("/logout")
     def logout():
@@ -234,6 +253,8 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
     def overview():
         if g.session.unit is not None:
             return redirect(url_for("unit", name=g.session.unit))
+        if g.session.account is not None:
+            return redirect(url_for("account"))
         period = _choice(request.args.get("period"), pages.PERIODS, "month")
         back = _int(request.args.get("back"), 0, 0, 1000)
         limit = _int(request.args.get("limit"), 10, 1, MAX_LIMIT)
@@ -262,7 +283,7 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
         previous = ask("series", unit=name, view=view, back=back + 1)
         quota = ask("quota-show", unit=name)
         totals = ask("list", unit=name)
-        staff = g.session.unit is None
+        staff = not g.session.subscriber
         sessions_ = ask("session-list", user=name, limit=20) if staff else None
         flows = None
         if staff and any(m == name for m in _monitored(ask("monitor-show"))):
@@ -289,20 +310,42 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     @app.get("/account")
     def account():
+        """Billing's accounts, or one; a holder's own (the daemon refuses them another)."""
+        holder = g.session.account
         # billing is configured when its tariff has a plan (an empty [billing] has none)
-        if "billing-plan" not in commands.REGISTRY or not (
-                _optional(lambda: ask("billing-plan")) or {}).get("plans"):
+        if holder is None and ("billing-plan" not in commands.REGISTRY or not (
+                _optional(lambda: ask("billing-plan")) or {}).get("plans")):
             return page("account.html", "account", {"tables": []}, billing=False, name=None)
-        name = request.args.get("name") or None
+        name = request.args.get("name") or holder
         reply = ask("billing-account", account=name, full=bool(name))
-        ledger = plans = None
+        ledger = plans = bills = None
         if name:
             ledger = ask("billing-ledger", account=name)
             plan = reply.get("account", {}).get("plan")
             if plan is not None:
                 plans = _optional(lambda: ask("billing-plan", plan=plan))
-        return page("account.html", "account", pages.account(reply, ledger, plans), billing=True,
-                    name=name)
+            bills = _optional(lambda: ask("billing-invoices", account=name))
+        return page("account.html", "account", pages.account(reply, ledger, plans, bills),
+                    billing=True, name=name, holder=holder)
+
+    @app.get("/account/<name>/invoice/<month>")
+    def invoice(name: str, month: str):
+        """One invoice as its text, to keep (the invoicing service's words)."""
+        doc = ask("billing-invoice", account=name, month=month)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"invoice-{doc['number']}")
+        return Response(doc["text"], mimetype="text/plain", headers={
+            "Content-Disposition": f'attachment; filename="{safe}.txt"'})
+
+    @app.post("/account/beblock")
+    def beblock():
+        """The holder blocks their own account (NeTAMS beblock), or lifts that block."""
+        action = _choice(request.form.get("action"), ("beblock", "unblock"), None)
+        name = g.session.account or request.form.get("name")
+        if action is None or not name:
+            abort(400)
+        ask("billing-beblock", account=name, undo=action == "unblock")
+        return redirect(url_for("account") if g.session.account else
+                        url_for("account", name=name))
 
     return app
 

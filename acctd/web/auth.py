@@ -31,8 +31,13 @@ class Session:
     name: str
     level: str           # viewer, operator, admin (the daemon decides; this is for display)
     unit: str | None     # a subscriber's unit
+    account: str | None  # a billing account's holder: that account
     csrf: str
     last: float
+
+    @property
+    def subscriber(self) -> bool:
+        return self.unit is not None or self.account is not None
 
 
 class Sessions:
@@ -43,13 +48,14 @@ class Sessions:
         self._live: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def start(self, token: str, name: str, level: str, unit: str | None) -> str:
+    def start(self, token: str, name: str, level: str, unit: str | None,
+              account: str | None = None) -> str:
         sid = secrets.token_urlsafe(32)
         with self._lock:
             while len(self._live) >= MAX_SESSIONS:
                 self._live.pop(next(iter(self._live)))
-            self._live[sid] = Session(token, name, level, unit, secrets.token_urlsafe(24),
-                                      self.clock())
+            self._live[sid] = Session(token, name, level, unit, account,
+                                      secrets.token_urlsafe(24), self.clock())
         return sid
 
     def get(self, sid: str | None) -> Session | None:

@@ -189,10 +189,11 @@ def _login_row(r: dict) -> dict:
             "addr": r.get("addr"), "mac": r.get("mac")}
 
 
-def account(reply: dict, ledger: dict | None, plans: dict | None) -> dict:
-    """Billing's accounts, or one account with its ledger and plan, as the
-    billing-account, billing-ledger and billing-plan commands answer them
-    (billing lands on its own branch: the columns are what they carry)."""
+def account(reply: dict, ledger: dict | None, plans: dict | None,
+            invoices: dict | None = None) -> dict:
+    """Billing's accounts, or one account with its units, ledger, plan and
+    issued invoices, as the billing-account, billing-ledger, billing-plan
+    and billing-invoices commands answer them."""
     tables = []
     if "accounts" in reply:
         tables.append(_dict_table("accounts", "Accounts", reply["accounts"]))
@@ -200,13 +201,24 @@ def account(reply: dict, ledger: dict | None, plans: dict | None) -> dict:
         a = reply["account"]
         tables.append(Table("account", f"Account {a.get('name', '')}",
                             [("what", "what", TEXT), ("value", "value", TEXT)],
-                            [{"what": k, "value": v} for k, v in a.items()]))
+                            [{"what": k, "value": v} for k, v in a.items()
+                             if k != "unit_names"]))
+        tables.append(Table("account_units", "Units (their traffic)", [("unit", "unit", TEXT)],
+                            [{"unit": n} for n in a.get("unit_names", [])],
+                            empty="no units"))
+    if invoices is not None:
+        tables.append(Table("invoices", "Invoices", [
+            ("number", "invoice", TEXT), ("month", "month", TEXT), ("due", "due", TIME),
+            ("amount_due", "amount due", TEXT), ("paid", "paid", TEXT)],
+            [{**r, "account": invoices["account"]} for r in invoices["invoices"]],
+            empty="no invoices issued"))
     if ledger is not None:
         tables.append(_dict_table("ledger", f"Ledger (balance {ledger.get('balance', '-')})",
                                   ledger.get("rows", [])))
     if plans is not None:
         tables.append(_dict_table("plan", "Plan", plans.get("plans", [])))
-    return {"tables": tables, "text": reply.get("text")}
+    return {"tables": tables, "text": reply.get("text"),
+            "status": reply.get("account", {}).get("status")}
 
 
 def _dict_table(name: str, title: str, rows: list) -> Table:

@@ -36,6 +36,18 @@ class HtmlSettings(Settings):
     display_health: bool = setting(True, key="display-health", check=boolean())
 
 
+def page_url(settings: HtmlSettings | None, unit: dict | None = None) -> str | None:
+    """Where these pages show a unit, for the notices that link them
+    ([html] url, NeTAMS `html url`): its own page when client-pages is all,
+    else the index; None without a url."""
+    if settings is None or not settings.url:
+        return None
+    base = settings.url.rstrip("/") + "/"
+    if unit is not None and settings.client_pages == "all" and unit.get("type") != "group":
+        return f"{base}units/{_file(unit)}/index.html"
+    return base
+
+
 def write(ask, settings: HtmlSettings, path: str | None = None, staff=(),
           now: dt.datetime | None = None) -> dict:
     """Write the pages under path (else settings.path); ask(cmd, **args)

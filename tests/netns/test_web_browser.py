@@ -26,8 +26,6 @@ import urllib.request
 import pytest
 from argon2 import PasswordHasher
 
-from acctd.control import commands
-
 from .gateway import STORED
 from .topology import LINKS, Topology, remove_stale
 from tests.unit.daemon_stub import free_port
@@ -63,6 +61,15 @@ acct-policy = ["ip", "icmp"]
 type = "host"
 name = "bob"
 ip = "{bob}"
+[billing]
+currency = "EUR"
+[billing.subplan.1]
+policy = "ip"
+fee = "0.00"
+included = "unlimited"
+[billing.plan.1]
+name = "home"
+subplans = [1]
 """
 
 
@@ -113,6 +120,8 @@ def gateway(tmp_path_factory):
             ctl(sock, "login", "set", "alice", "password", "alice-pass")
             ctl(sock, "login", "set", "bob", "password", "bob-pass1")
             ctl(sock, "unit", "bob", "sys-allow")  # bob's traffic passes (the rates on screen)
+            ctl(sock, "billing", "account", "create", "home", "plan", "1", "unit", "name", "bob",
+                "add", "balance", "add", "10", "password", "home-pass")
             yield sock, topo
         finally:
             d.terminate()
@@ -196,7 +205,8 @@ def shot(b, artifacts: str, name: str, width: int = 1280, height: int = 800) -> 
     return path
 
 
-def log_in(b, url: str, name: str, password: str, unit: bool = False) -> None:
+def log_in(b, url: str, name: str, password: str, unit: bool = False,
+           account: bool = False) -> None:
     from selenium.webdriver.common.by import By
     b.delete_all_cookies()
     b.get(url + "/login")
@@ -204,6 +214,8 @@ def log_in(b, url: str, name: str, password: str, unit: bool = False) -> None:
     b.find_element(By.ID, "password").send_keys(password)
     if unit:
         b.find_element(By.ID, "kind-unit").click()
+    if account:
+        b.find_element(By.ID, "kind-account").click()
     b.find_element(By.ID, "login").click()
 
 
@@ -288,8 +300,7 @@ def test_an_operator_reads_the_overview_and_a_unit_and_downloads_its_csv(
     assert [r[0] for r in cell_texts(b, "logins")] == [r["oid"] for r in logins["rows"]]
     b.find_element(By.LINK_TEXT, "Accounts").click()
     wait_for(lambda: b.find_elements(By.TAG_NAME, "h1"), "the accounts page")
-    if "billing-account" not in commands.REGISTRY:  # billing lands on its own branch
-        assert b.find_element(By.ID, "no-billing").text == "billing is not configured"
+    assert '<a href="/account?name=home">home</a>' in b.page_source
 
 
 def test_a_subscriber_sees_their_unit_and_is_refused_at_another(gateway, console, browser,
@@ -308,6 +319,33 @@ def test_a_subscriber_sees_their_unit_and_is_refused_at_another(gateway, console
     shot(b, artifacts, "refused")
 
 
+def test_an_account_holder_blocks_their_own_account_and_the_kernel_drops_its_units(
+        gateway, console, browser, artifacts):
+    """NeTAMS beblock from the account page: bob's account `home`, logged
+    in with billing's password; Block drops bob's traffic in the kernel
+    (sys-deny-money), Unblock lets it pass again."""
+    from selenium.webdriver.common.by import By
+    b = browser
+    sock, topo = gateway
+    log_in(b, console, "home", "home-pass", account=True)
+    wait_for(lambda: b.current_url == console + "/account", "the holder's account page")
+    assert b.find_element(By.CSS_SELECTOR, "#t-account_units a[href='/unit/bob']").text == "bob"
+    shot(b, artifacts, "account")
+    shot(b, artifacts, "account", 390)
+    b.find_element(By.ID, "beblock-button").click()
+    wait_for(lambda: b.find_elements(By.ID, "unblock-button"), "the account blocked")
+    assert "BLOCKED (beblock)" in b.find_element(By.CSS_SELECTOR, "pre.statement").text
+    assert ctl(sock, "blocked", "--json")[SUB2.v4()] == ["sys-deny-money"]
+    assert topo.ping("sub2", SRV.v4(), count=3, interval=0.05).received == 0
+    b.find_element(By.ID, "unblock-button").click()
+    wait_for(lambda: b.find_elements(By.ID, "beblock-button"), "the account unblocked")
+    assert SUB2.v4() not in ctl(sock, "blocked", "--json")
+    assert topo.ping("sub2", SRV.v4(), count=3, interval=0.05).received == 3
+    b.get(console + "/unit/alice")
+    assert b.find_element(By.ID, "error").text == \
+        "permission denied: home may see only their own account's units (bob)"
+
+
 def test_the_hotspot_page_opens_a_blocked_unit_from_its_address(gateway):
     """Behind a TLS proxy (its X-Forwarded-* headers, as nginx sends them):
     alice, blocked by her login record, logs in at /hotspot from her own
@@ -322,7 +360,7 @@ def test_the_hotspot_page_opens_a_blocked_unit_from_its_address(gateway):
             pre = next(c for c in r.headers.get_all("Set-Cookie") if c.startswith("acctd_login"))
         assert f"From {SUB1.v4()}" in page and "Secure" in pre
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        form = urllib.parse.urlencode({"name": "alice", "password": "alice-pass",
+        form = urllib.parse.urlencode({"user": "alice", "password": "alice-pass",
                                        "action": "login", "csrf": csrf}).encode()
         req = urllib.request.Request(url + "/hotspot", data=form, headers={
             **proxy, "Cookie": pre.split(";", 1)[0]})

@@ -356,6 +356,22 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     assert "P-1" in msgs[0].body
 
 
+@pytest.mark.parametrize("html, link", [
+    ('url = "https://stats.isp.example/"',
+     "Traffic of shop: https://stats.isp.example/units/shop/index.html\n"),
+    ('url = "https://stats.isp.example"\nclient-pages = "groups"',   # no unit pages
+     "Traffic: https://stats.isp.example/\n")])
+def test_a_notice_links_the_accounts_traffic_pages_of_html_url(world, tmp_path, html, link):
+    d, srv, clock = world(ALERTER.format("en") + "[html]\n" + html + "\n")
+    from acctd.services.alerter import AlerterService
+    pay = tmp_path / "pay.csv"
+    pay.write_text("2026-11-05,shop,10,P-1\n")
+    assert cli(srv, "billing", "payments", "import", str(pay)).exit_code == 0
+    msg, = d.service(AlerterService).mailer.outbox.messages()
+    assert msg.body == ("A payment of 10.00 EUR (reference P-1) was received for account shop.\n"
+                        "Balance: 10.00 EUR.\n\n" + link)
+
+
 def test_the_benchmarks_month_invoices_to_the_cent():
     """acctd/bench/billing_invoices.py's ledger, 30 accounts: account 30 has
     30 fees of 1.00, two overdrafts of 0.30, a credit of 2.50, a payment of 20."""

@@ -282,3 +282,22 @@ def test_fair_use_limits_the_units_rate_past_the_threshold_until_the_month_ends(
     bill.clock.now = dt.datetime(2026, 12, 1, 0, 5, tzinfo=BERLIN)   # a new month
     bill.drain()
     assert bill.svc.rate_limits() == {} and bill.daemon.enforced == enforced + 2
+
+
+def test_the_holders_beblock_never_lifts_the_operators_block(bill):
+    """acctctl billing beblock NAME [--undo]: the holder's own block (what
+    the subscriber's page sends); undone only when it is theirs."""
+    bill("billing", "account", "create", "bob", "plan", "2", "balance", "set", "100",
+         "unit", "name", "bob", "add")
+    bob = bill.daemon.snapshot.unit("bob").oid
+    code, text = bill("billing", "beblock", "bob")
+    assert code == 0 and "BLOCKED (beblock)" in text
+    assert bill.svc.blocks() == {bob: abi.SysPolicy.MONEY}
+    code, text = bill("billing", "beblock", "bob", "--undo")
+    assert code == 0 and "ACTIVE" in text and bill.svc.blocks() == {}
+    assert bill("billing", "beblock", "bob", "--undo") == \
+        (1, "acctctl: account bob is not blocked by its holder\n")
+    bill("billing", "account", "set", "bob", "block")
+    assert bill("billing", "beblock", "bob", "--undo") == \
+        (1, "acctctl: account bob is blocked by the operator: only they can unblock it\n")
+    assert "BLOCKED (block)" in bill("billing", "account", "bob")[1]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from acctd.config import loads
 from acctd.services.alerter import AlerterService
 from acctd.services.quota import QuotaService, QuotaSpec, check
@@ -76,3 +78,31 @@ def test_notify_none_sends_nothing_not_even_to_the_admins(tmp_path):
     assert mailed(tmp_path, words, 9 * MB, admins='["noc@isp.example"]') == [
         ("alice@isp.example", "noc@isp.example")]
 
+
+
+def test_the_notice_links_the_units_traffic_page_of_html_url(tmp_path):
+    """[html] url (NeTAMS `html url`): the quota notice, as a real SMTP
+    server receives it, links the unit's page of the static reports."""
+    pytest.importorskip("aiosmtpd")
+    from .test_alerter import Server
+    smtp = Server()
+    smtp.start()
+    try:
+        text = config(tmp_path).replace("smtp-port = ", f"smtp-port = {smtp.port}\n#") + \
+            '[html]\nurl = "https://stats.isp.example/traffic"\n'
+        with daemon_stub(loads(text), tmp_path=tmp_path) as d:
+            d.call("quota-set", argv=["alice", "day", "10M", "in"])
+            svc = d.service(QuotaService)
+            oid = d.snapshot.unit("alice").oid
+            specs = {o: QuotaSpec.from_dict(v) for o, v in d.storage.quotas().items()}
+            for e in check(specs, svc.settings, {oid: {"day": (11 * MB, 0)}}, None, NOW,
+                           ZoneInfo("UTC")).events:
+                svc._mail(e)
+            assert d.service(AlerterService).mailer.deliver_due().sent
+        (rcpts, msg, _), = smtp.sink.got
+        assert rcpts == ("alice@isp.example",)
+        assert msg.get_content().replace("\r\n", "\n").endswith(
+            "Period: day, incoming\n\n"
+            "Your traffic: https://stats.isp.example/traffic/units/alice/index.html\n")
+    finally:
+        smtp.stop()

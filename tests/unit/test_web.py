@@ -7,6 +7,7 @@ tests/netns/test_web_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -71,17 +72,26 @@ def console():
         d.services["login"].table.hasher = HASH  # cheap argon2 in tests
         d.call("login-set", unit="alice", words=["password", "alice-pass"])
         d.call("login-set", unit="bob", words=["password", "bob-pass1"])
-        srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), d.dispatcher)
-        srv.serve_in_thread()
-        os.chmod(srv.path, 0o666)  # the other-uid test reaches it; the check is SO_PEERCRED
-        app = create_app(Daemon(srv.path))
-        app.testing = True
         try:
-            yield d, srv, app
+            with served(d, tmp) as (srv, app):
+                os.chmod(srv.path, 0o666)  # the other-uid test reaches it (SO_PEERCRED decides)
+                yield d, srv, app
         finally:
-            srv.shutdown()
-            srv.server_close()
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def served(d, tmp):
+    """The daemon's control socket under tmp, and the console in front of it."""
+    srv = ctl.ControlServer(os.path.join(tmp, "ctl.sock"), d.dispatcher)
+    srv.serve_in_thread()
+    app = create_app(Daemon(srv.path))
+    app.testing = True
+    try:
+        yield srv, app
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def log_in(app, name: str, password: str, kind: str = "user", addr: str = "192.0.2.1"):
@@ -186,7 +196,7 @@ def test_tokens_expire_when_idle():
     t = [0.0]
     tokens = Delegations(clock=lambda: t[0])
     tok = tokens.issue(1000, "ops", Level.OPERATOR, None)
-    assert tokens.resolve(tok, 1000) == ("ops", Level.OPERATOR, None)
+    assert tokens.resolve(tok, 1000) == ("ops", Level.OPERATOR, None, None)
     with pytest.raises(PermissionDenied):
         tokens.resolve(tok, 1001)
     assert tokens.drop(tok, 1001) is False  # only the uid it was given to ends it
@@ -404,7 +414,7 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     page = c.get("/hotspot", environ_base={"REMOTE_ADDR": "10.9.0.5"}).get_data(as_text=True)
     assert "From 10.9.0.5" in page
     csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-    form = {"name": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
+    form = {"user": "alice", "password": "alice-pass", "action": "login", "csrf": csrf}
     r = c.post("/hotspot", data=form, environ_base={"REMOTE_ADDR": "10.9.0.5"})
     assert r.status_code == 200
     assert "OK: login success from ip:10.9.0.5" in r.get_data(as_text=True)
@@ -414,7 +424,7 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     assert "sys-deny-login" not in d.call("units", name="alice")[0]["sys_policy"]
     r = c.post("/hotspot", data=form | {"password": "wrong-one"},
                environ_base={"REMOTE_ADDR": "10.9.0.5"})
-    assert r.status_code == 403 and "wrong unit name or password" in r.get_data(as_text=True)
+    assert r.status_code == 403 and "wrong user name or password" in r.get_data(as_text=True)
     assert c.post("/hotspot", data=form | {"csrf": "x"}).status_code == 403
     r = c.post("/hotspot", data=form | {"action": "logout"}, environ_base={"REMOTE_ADDR": "10.9.0.5"})
     assert "OK: logout success" in r.get_data(as_text=True)
@@ -422,6 +432,92 @@ def test_the_hotspot_page_logs_a_unit_in_from_the_clients_address(console):
     tok = client.call(srv.path, "web-login", name="alice", password="alice-pass", unit=True)
     with pytest.raises(PermissionDenied, match="alice may see only their own unit"):
         client.call(srv.path, "login", as_token=tok["token"], unit="bob", password="bob-pass1")
+
+
+def test_the_hotspot_and_the_captive_portal_are_one_login_page(console):
+    """The console's /hotspot and [captive]'s own server (its HTTP handler
+    on loopback, without the nftables part) serve the same page and both
+    ask the login service's portal: the same words, and one limit of
+    failures per name whichever page they come from."""
+    import re
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from http.server import HTTPServer
+
+    from acctd.aaa import captive
+    d, srv, app = console
+    httpd = HTTPServer(("127.0.0.1", 0), captive._Page)
+    httpd.portal = d.services["captive"]._portal
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+
+    def at_captive(form=None):
+        data = urllib.parse.urlencode(form).encode() if form else None
+        try:
+            with urllib.request.urlopen(url + ("/login" if form else "/"), data, 5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+    c = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+
+    def at_hotspot(form=None):
+        if form is None:
+            r = c.get("/hotspot", environ_base=local)
+        else:
+            csrf = c.get("/hotspot", environ_base=local).get_data(as_text=True).split(
+                'name="csrf" value="', 1)[1].split('"', 1)[0]
+            r = c.post("/hotspot", data=form | {"csrf": csrf}, environ_base=local)
+        return r.status_code, r.get_data(as_text=True)
+
+    def same(page: str) -> str:   # what only the console adds: its CSRF, style, form's path
+        page = re.sub(r' *<input type="hidden" name="csrf" value="[^"]*">\n', "", page)
+        page = re.sub(r'<link rel="stylesheet" href="[^"]*">\n', "", page)
+        return page.replace('action="/hotspot"', 'action="/login"')
+    try:
+        status, page = at_captive()
+        assert status == 200 and same(at_hotspot()[1]) == page
+        assert '<h1 id="title">Log in to use the network</h1>' in page
+        assert '<p id="from">From 127.0.0.1</p>' in page
+        wrong = {"user": "bob", "password": "nope", "action": "login"}
+        for ask in (at_captive, at_hotspot, at_captive, at_hotspot, at_captive):
+            status, page = ask(wrong)
+            assert status == 403 and '<p id="message" class="error">wrong user name or ' \
+                'password</p>' in page
+        for ask in (at_hotspot, at_captive):   # five failures for bob, wherever they came from
+            status, page = ask(wrong | {"password": "bob-pass1"})
+            assert status == 429 and "too many failed logins for &#39;portal:bob&#39;" in page
+        status, page = at_captive({"user": "alice", "password": "alice-pass", "action": "login"})
+        assert status == 200 and '<h1 id="title">Logged in</h1>' in page
+        assert "OK: login success from ip:127.0.0.1" in page
+        alice = {x["oid"]: x for x in d.call("login-show")["rows"]}[d.snapshot.unit("alice").oid]
+        assert (alice["state"], alice["addr"]) == ("opened", "127.0.0.1")
+        status, page = at_hotspot({"user": "alice", "password": "alice-pass",
+                                   "action": "logout"})
+        assert status == 200 and '<h1 id="title">Logged out</h1>' in page
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_acctctl_login_portal_says_what_the_page_says(console):
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    d, srv, _ = console
+
+    def portal(password: str, *extra: str):
+        r = CliRunner().invoke(main, ["--socket", srv.path, "login", "portal", "alice", "--ip",
+                                      "10.9.0.7", "--password-file", "-", *extra],
+                               input=password + "\n")
+        return r.exit_code, r.output
+    assert portal("nope") == (1, "wrong user name or password\n")
+    assert portal("alice-pass") == (0, "OK: login success from ip:10.9.0.7, "
+                                       "mac:00:00:00:00:00:00\n")
+    assert portal("alice-pass", "--logout") == (0, "OK: logout success from ip:10.9.0.7, "
+                                                   "mac:00:00:00:00:00:00\n")
 
 
 # -- /metrics: no login, an allowed address instead ---------------------------------------
@@ -458,3 +554,131 @@ def test_an_html_mistake_names_its_line_and_key():
     line = (ALICE + "[html]\npath").count("\n") + 2
     assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages': expected one of all, "
                             "groups, none, got 'most'")
+
+
+# -- a billing account's holder (NeTAMS account-pages) -------------------------------------
+
+@pytest.fixture
+def holders(tmp_path):
+    """The real billing and invoicing services behind the console: account
+    acme holds alice and was created in November (postpaid, so November's
+    invoice is issued when December comes), account beta holds bob."""
+    from acctd.services.billing.invoicing import InvoicingService
+    clock = [NOW - dt.timedelta(days=20)]
+    with daemon_stub(loads(CONFIG + BILLING, "t.toml"), tmp_path=tmp_path,
+                     clock=lambda: clock[0]) as d:
+        d.services["login"].table.hasher = HASH
+        d.call("billing-account-create", name="acme", words=[
+            "plan", "2", "unit", "name", "alice", "add", "balance", "add", "20.00",
+            "password", "acme-pass"])
+        d.call("billing-account-create", name="beta", words=[
+            "plan", "2", "unit", "name", "bob", "add", "password", "beta-pass"])
+        d.call("billing-terms", account="acme", words=["postpaid"])
+        clock[0] = NOW
+        d.service(InvoicingService).tick()
+        with served(d, str(tmp_path)) as (srv, app):
+            yield d, srv, app
+
+
+def test_an_account_holder_logs_in_with_billings_password_and_sees_only_their_own(holders):
+    d, srv, app = holders
+    c, r = log_in(app, "acme", "acme-pass", kind="account")
+    assert r.status_code == 302 and r.headers["Location"] == "/account"
+    assert c.get("/").headers["Location"] == "/account"
+    page = c.get("/account").get_data(as_text=True)
+    assert "Accounts: acme" in page and "bal: 20.00" in page
+    assert '<a href="/unit/alice">alice</a>' in page and "/unit/bob" not in page
+    mine = json.loads(c.get("/account?format=json").get_data())
+    assert {"what": "balance", "value": "20.00"} in mine["account"]
+    assert [x["amount"] for x in mine["ledger"]] == ["20.00"]
+    assert [p["number"] for p in mine["plan"]] == [2]
+    assert c.get("/unit/alice").status_code == 200
+    # every other account, unit and table is refused, by the daemon
+    for path in ("/account?name=beta", "/account?name=beta&format=csv&table=ledger",
+                 "/unit/bob", "/unit/bob?format=csv&table=series", "/units", "/sessions",
+                 "/account/beta/invoice/2026-11"):
+        r = c.get(path)
+        assert r.status_code == 403, path
+    assert "acme may see only their own account" in c.get("/account?name=beta").get_data(
+        as_text=True)
+    assert "acme may see only their own account&#39;s units (alice)" in \
+        c.get("/unit/bob").get_data(as_text=True)
+    tok = client.call(srv.path, "web-login", name="acme", password="acme-pass", account=True)
+    assert (tok["name"], tok["level"], tok["unit"], tok["account"]) == \
+        ("acme", "viewer", None, "acme")
+    with pytest.raises(PermissionDenied, match="acme may see only their own plan"):
+        client.call(srv.path, "billing-plan", as_token=tok["token"], plan=2, what="list")
+    with pytest.raises(PermissionDenied, match="'billing-account-set' needs level operator"):
+        client.call(srv.path, "billing-account-set", as_token=tok["token"], account="acme",
+                    words=["balance", "add", "100"])
+    with pytest.raises(PermissionDenied, match="wrong account name or password"):
+        client.call(srv.path, "web-login", name="acme", password="beta-pass", account=True)
+    with pytest.raises(PermissionDenied, match="wrong account name or password"):
+        client.call(srv.path, "web-login", name="nobody", password="x", account=True)
+
+
+def test_every_subscriber_command_is_scoped_by_an_argument_the_daemon_fixes():
+    """A command a subscriber may send takes the unit or account the
+    dispatcher pins to theirs (billing-plan: their plan), else it would
+    answer about everyone."""
+    from acctd.control import commands
+    from acctd.control.delegation import ACCOUNT, SUBSCRIBER
+    for name, scope in [(n, "unit") for n in SUBSCRIBER] + [(n, "account") for n in ACCOUNT]:
+        takes = {a.name for a in commands.get(name).args}
+        assert name == "billing-plan" or {"unit", scope} & takes, name
+
+
+def test_an_account_holder_sees_and_downloads_their_own_invoices(holders):
+    d, srv, app = holders
+    acme = d.call("billing-account", account="acme")["account"]["oid"]
+    c, _ = log_in(app, "acme", "acme-pass", kind="account")
+    bills = json.loads(c.get("/account?format=json").get_data())["invoices"]
+    assert [(x["number"], x["month"], x["amount_due"]) for x in bills] == \
+        [(f"202611-{acme}", "2026-11", "0.00")]
+    page = c.get("/account").get_data(as_text=True)
+    link = f'<a href="/account/acme/invoice/2026-11">202611-{acme}</a>'
+    assert link in page
+    r = c.get("/account/acme/invoice/2026-11")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    assert r.headers["Content-Disposition"] == f'attachment; filename="invoice-202611-{acme}.txt"'
+    assert r.get_data(as_text=True).startswith(f"Invoice 202611-{acme}  account acme ({acme})  "
+                                               "month 2026-11\n")
+
+
+def test_the_holder_blocks_their_own_account_and_undoes_only_that(holders):
+    """NeTAMS beblock from the account page (CSRF-protected): billing blocks
+    the account's units (sys-deny-money, the kernel's bit); the holder's
+    unblock lifts only their own block, never the operator's."""
+    from acctd.kernel import abi
+    from acctd.services.billing.service import BillingService
+    d, srv, app = holders
+    alice = d.snapshot.unit("alice").oid
+    c, _ = log_in(app, "acme", "acme-pass", kind="account")
+    page = c.get("/account").get_data(as_text=True)
+    assert 'id="beblock-button"' in page
+    assert c.post("/account/beblock", data={"action": "beblock"}).status_code == 403  # no CSRF
+    assert d.call("billing-account", account="acme")["account"]["status"] == "active"
+    r = c.post("/account/beblock", data={"action": "beblock", "csrf": csrf_of(c, "/account")})
+    assert r.status_code == 302
+    assert d.call("billing-account", account="acme")["account"]["blocked_for"] == "beblock"
+    assert d.service(BillingService).blocks() == {alice: abi.SysPolicy.MONEY}
+    assert d.call("units", name="alice", sys_policy=True)[0]["sys_policy"] == ["sys-deny-money"]
+    assert 'id="unblock-button"' in c.get("/account").get_data(as_text=True)
+    r = c.post("/account/beblock", data={"action": "unblock", "csrf": csrf_of(c, "/account")})
+    assert r.status_code == 302 and d.service(BillingService).blocks() == {}
+    # the operator's block: the holder can neither lift it nor turn it into their own
+    d.call("billing-account-set", account="acme", words=["block"])
+    page = c.get("/account").get_data(as_text=True)
+    assert 'id="admin-block"' in page and "unblock-button" not in page
+    csrf = csrf_of(c, "/account")
+    for action in ("unblock", "beblock"):
+        r = c.post("/account/beblock", data={"action": action, "csrf": csrf})
+        assert r.status_code == 409
+        assert "account acme is blocked by the operator: only they can unblock it" in \
+            r.get_data(as_text=True)
+    assert d.call("billing-account", account="acme")["account"]["status"] == "block"
+    assert d.service(BillingService).blocks() == {alice: abi.SysPolicy.MONEY}
+    # and another account is not theirs to block
+    tok = client.call(srv.path, "web-login", name="acme", password="acme-pass", account=True)
+    with pytest.raises(PermissionDenied, match="acme may see only their own account"):
+        client.call(srv.path, "billing-beblock", as_token=tok["token"], account="beta")

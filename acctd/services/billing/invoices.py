@@ -200,6 +200,19 @@ def stored(con, oid: int, month: dt.date) -> dict | None:
     return json.loads(r[0][0]) if r else None
 
 
+def issued(con, oid: int) -> list[dict]:
+    """The account's issued invoices, newest first: number, month, due,
+    amount due and whether the payments since its month cover it."""
+    rows = con.execute(
+        "SELECT i.number, i.month, i.issued, i.due, i.amount_due, i.amount_due <= coalesce(("
+        "SELECT sum(amount) FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = "
+        "'payment' AND l.ts >= i.period_end), 0) FROM invoice i WHERE i.account_oid = ? "
+        "ORDER BY i.month DESC", [oid]).fetchall()
+    return [{"number": n, "month": f"{m:%Y-%m}", "issued": aware(i).isoformat(),
+             "due": aware(d).isoformat(), "amount_due": str(a), "paid": bool(p)}
+            for n, m, i, d, a, p in rows]
+
+
 def paid_since(con, oid: int, since: dt.datetime) -> Decimal:
     """Payments dated on or after `since`: what pays an invoice of the month before."""
     return _sum(con, "account_oid = ? AND kind = 'payment' AND ts >= ?", [oid, naive(since)])

@@ -238,9 +238,24 @@ class InvoicingService(Service):
         if not to:
             return
         bal = self.cur.format(ledger.balance(self.con, oid), code=True)
-        subject, body = notices.render(kind, mailer.settings.language, account=a.name,
-                                       balance=bal, **fields)
+        subject, body = notices.render(kind, mailer.settings.language, self._links(a),
+                                       account=a.name, balance=bal, **fields)
         mailer.enqueue(to, subject, body)
+
+    def _links(self, a: Account) -> list[tuple[str | None, str]]:
+        """The account's units' traffic pages ([html] url), else the reports' index."""
+        from acctd.web.static_site import page_url
+        settings, snap = self.core.config.html, self.core.snapshot
+        pages = []
+        for oid in a.units:
+            i = snap.units.by_oid.get(oid)
+            if i is not None:
+                u = snap.units.units[i]
+                url = page_url(settings, {"name": u.name, "oid": u.oid, "type": u.type})
+                if url is not None and url != page_url(settings):
+                    pages.append((u.name, url))
+        index = page_url(settings)
+        return pages or ([(None, index)] if index else [])
 
     # -- commands ---------------------------------------------------------------
 
@@ -335,6 +350,17 @@ class InvoicingService(Service):
             if draft:
                 text = "DRAFT (not issued)\n" + text
             return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}
+
+    def invoices(self, account: str) -> dict:
+        """The account's issued invoices (`billing-invoice` shows each)."""
+        with self.core.lock:
+            a, cur = self._account(account), self.cur
+            rows = [{**r, "amount_due": str(cur.quantize(Decimal(r["amount_due"])))}
+                    for r in invoices.issued(self.con, a.oid)]
+            text = "".join(f"{r['number']}  {r['month']}  due {r['due'][:10]}  "
+                           f"{r['amount_due']:>12} {cur.code}  "
+                           f"{'paid' if r['paid'] else 'UNPAID'}\n" for r in rows)
+            return {"account": a.name, "invoices": rows, "text": text}
 
     def statement(self, account: str, month: str | None = None) -> dict:
         with self.core.lock:

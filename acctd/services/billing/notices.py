@@ -1,7 +1,8 @@
 """Billing notices in English and Russian, queued through the alerter:
 the balance fell under the low-balance threshold, the account was blocked
 for money (its balance under the credit limit, or an unpaid invoice), a
-payment was received."""
+payment was received; each with a link to its units' traffic pages when
+[html] url is set."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ _TEXT = {
     },
 }
 
+# a link to a unit's traffic page, or (no unit) to the reports
+_LINK = {"en": ("Traffic of {unit}: {url}", "Traffic: {url}"),
+         "ru": ("Трафик {unit}: {url}", "Трафик: {url}")}
+
 # why an account is blocked, in the notice's language
 _WHY = {
     "en": {"money": "the balance is under the credit limit",
@@ -45,8 +50,11 @@ def why(language: str, reason: str, **fields) -> str:
     return _WHY[language][reason].format(**fields)
 
 
-def render(kind: str, language: str = "en", **fields) -> tuple[str, str]:
+def render(kind: str, language: str = "en", links=(), **fields) -> tuple[str, str]:
     """(subject, body) of a notice; fields: account, balance and what the
-    kind names (threshold, limit; why; amount, reference)."""
+    kind names (threshold, limit; why; amount, reference); links: (unit or
+    None, url) pairs, one line each after the text."""
     subject, body = _TEXT[language][kind]
-    return subject.format(**fields), body.format(**fields) + "\n"
+    lines = "".join(_LINK[language][unit is None].format(unit=unit, url=url) + "\n"
+                    for unit, url in links)
+    return subject.format(**fields), body.format(**fields) + "\n" + ("\n" + lines if lines else "")

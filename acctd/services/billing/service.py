@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from acctd.errors import BadRequest, NotFound
+from acctd.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from acctd.kernel import abi
 from acctd.services.billing import accounts, invoices, ledger, rating
 from acctd.services.billing.accounts import Account, AccountError
@@ -390,6 +390,53 @@ class BillingService(Service):
         except KeyError as e:
             raise NotFound(str(e).strip("'\"")) from None
 
+    def self_block(self, account: str, undo: bool = False) -> dict:
+        """The holder's own block (NeTAMS `beblock`, from the subscriber's
+        page): it never overrides the operator's `block`, and undoing it
+        lifts only a beblock. (The operator's `account set NAME unblock`
+        lifts either, as NeTAMS's `unblock` does.)"""
+        with self.core.lock:
+            a = self._account(account)
+            if a.status == ADMIN:
+                raise Conflict(f"account {a.name} is blocked by the operator: only they can "
+                               "unblock it")
+            if undo and a.status != SELF:
+                raise Conflict(f"account {a.name} is not blocked by its holder")
+            if a.status == ("active" if undo else SELF):
+                return self.account_show(a.name)
+            return self.account_set(a.name, ["unblock" if undo else "beblock"])
+
+    # -- an account's holder (acctd/control/delegation.py) -----------------------------
+
+    def verify(self, account: str, password: str) -> str:
+        """A holder's login to the web console: the account's name if the
+        password is its `password` (argon2id, as `account set NAME
+        password` stored it)."""
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        from acctd.services.login import LoginService
+        with self.core.lock:
+            try:
+                a = accounts.find(self.con, account)
+            except AccountError:
+                a = None
+            try:
+                if a is None or not a.password:
+                    raise VerificationError
+                self.core.service(LoginService).table.hasher.verify(a.password, password)
+            except (VerificationError, InvalidHashError):
+                raise PermissionDenied("wrong account name or password") from None
+            return a.name
+
+    def holding(self, account: str) -> dict:
+        """What the holder of `account` may see: its oid, plan and units
+        (oid -> name)."""
+        with self.core.lock:
+            a = self._account(account)
+            snap = self.core.snapshot
+            return {"oid": a.oid_text, "plan": a.plan,
+                    "units": {u: snap.name_of(u) for u in a.units if u in snap.units.by_oid}}
+
     def account_show(self, account: str | None = None, full: bool = False) -> dict:
         """`show account NAME [full] | list`."""
         with self.core.lock:
@@ -420,6 +467,7 @@ class BillingService(Service):
         d["blocked_for"] = self.reasons.get(a.oid)
         d["fair_use_rate"] = self.throttled.get(a.oid)
         d["units"] = list(a.units)
+        d["unit_names"] = [self.core.snapshot.name_of(u) for u in a.units]
         for k in ("created", "changed", "blocked", "nextplan_from"):
             d[k] = d[k].isoformat() if d[k] else None
         return d
