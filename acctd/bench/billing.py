@@ -54,6 +54,7 @@ class _Core:
         self.config, self.storage, self.clock = cfg, storage, clock
         self.snapshot = Snapshot.build(cfg)
         self.lock = threading.RLock()
+        self.services: dict = {}       # no central: balances are this gateway's
 
     def enforce(self) -> dict:
         return {}
