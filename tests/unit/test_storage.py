@@ -342,17 +342,17 @@ def spawn(path, last_step, kill_at=0, **kw):
 def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
     """Kill at statement n of the commits: before, inside and just after a COMMIT."""
     path = tmp_path / "k.duckdb"
-    # A commit here is 9 statements: 1 BEGIN, 2 raw, 3 rollup, 4 retention,
-    # 5 delete checkpoint, 6 checkpoint flows, 7 checkpoint addrs, 8 meta,
-    # 9 COMMIT. Each child commits once, then dies at statement r of its second
-    # commit, having run the ones before it: r = 1 is "right after a COMMIT
-    # returned", r = 9 "everything but the COMMIT".
+    # A commit here is 10 statements: 1 BEGIN, 2 raw, 3 rollup update, 4 rollup
+    # insert, 5 retention, 6 delete checkpoint, 7 checkpoint flows, 8 checkpoint
+    # addrs, 9 meta, 10 COMMIT. Each child commits once, then dies at statement
+    # r of its second commit, having run the ones before it: r = 1 is "right
+    # after a COMMIT returned", r = 10 "everything but the COMMIT".
     steps = [0]
-    for r in (1, 3, 4, 6, 7, 9):
-        p = spawn(path, 20, 9 + r)
+    for r in (1, 3, 4, 5, 7, 8, 10):
+        p = spawn(path, 20, 10 + r)
         assert p.wait(timeout=30) == -signal.SIGKILL
         steps.append(check_consistent(path))
-    assert steps == list(range(7))  # exactly the first commit of each child survived
+    assert steps == list(range(8))  # exactly the first commit of each child survived
     assert spawn(path, 20).wait(timeout=30) == 0
     assert check_consistent(path) == 20
     with open_db(path) as db:
