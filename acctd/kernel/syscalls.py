@@ -175,6 +175,8 @@ class ProgInfo:
     tag: bytes
     name: str
     verified_insns: int  # instructions the verifier walked (0 before Linux 5.16)
+    run_time_ns: int = 0  # time spent in the program while kernel.bpf_stats_enabled=1
+    run_cnt: int = 0      # runs counted meanwhile
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -182,8 +184,9 @@ def prog_info(fd: int) -> ProgInfo:
     t, pid = struct.unpack_from("=II", raw, 0)
     tag = raw[8:16]
     name = raw[64:80].split(b"\0", 1)[0].decode()
+    run_time, run_cnt = struct.unpack_from("=QQ", raw, 192)
     verified, = struct.unpack_from("=I", raw, 216)
-    return ProgInfo(t, pid, tag, name, verified)
+    return ProgInfo(t, pid, tag, name, verified, run_time, run_cnt)
 
 
 def prog_fd_by_id(prog_id: int) -> int:
