@@ -326,6 +326,29 @@ def test_reports(tmp_path):
         assert db.unit_totals("02FFFF", now) == []
 
 
+def test_rollup_rows_are_added_to_or_created_in_one_commit(tmp_path):
+    """The upsert: a commit with cells that exist and cells that are new adds
+    to the first and creates the second; one whose cells all exist only adds."""
+    def commit(db, units, packets, minute):
+        n = len(units)
+        r = rollup({"unit_oid": np.array(units, np.uint32), "policy_oid": np.zeros(n, np.uint32),
+                    "dir": np.zeros(n, np.uint8), "packets": np.array(packets, np.uint64),
+                    "bytes": 10 * np.array(packets, np.uint64)},
+                   T0 + dt.timedelta(minutes=minute), BERLIN)
+        db.commit(r, {})
+
+    def hours(db):
+        return db.con.execute("SELECT unit_oid, packets, bytes FROM rollup WHERE kind = 'hour' "
+                              "ORDER BY unit_oid").fetchall()
+    with open_db(tmp_path / "u.duckdb") as db:
+        commit(db, [1, 2], [5, 7], 1)
+        commit(db, [2, 3], [11, 13], 2)
+        assert hours(db) == [(1, 5, 50), (2, 18, 180), (3, 13, 130)]
+        commit(db, [3, 1], [1, 2], 3)
+        assert hours(db) == [(1, 7, 70), (2, 18, 180), (3, 14, 140)]
+        assert db.con.execute("SELECT count(*) FROM rollup").fetchone()[0] == 3 * 4
+
+
 def test_wrong_schema_version_is_refused(tmp_path):
     path = tmp_path / "i.duckdb"
     with open_db(path) as db:
