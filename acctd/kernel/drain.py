@@ -11,6 +11,7 @@ Everything here is vectorised: no Python work per entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -18,36 +19,43 @@ from acctd.kernel.syscalls import Map
 
 
 
-def reduce_percpu(vals: np.ndarray) -> np.ndarray:
-    """Combine per-CPU copies (shape (n, ncpus)) into one value per entry.
+def reduce_percpu(vals: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Combine per-CPU copies (shape (n, ncpus)) into one value per entry,
+    into `out` (shape (n,)) if given.
 
     Works on a uint64 word view, one vectorised pass per CPU: counters add,
     first_ns takes the earliest non-zero, last_ns the largest, flag words
     and the per-CPU cached class OR (it is user space's to know, not to read
     back from here)."""
     if vals.ndim == 1:
-        return vals
+        if out is None:
+            return vals
+        out[:] = vals
+        return out
     n, ncpus = vals.shape
     dt = vals.dtype
     nw = dt.itemsize // 8
     w = vals.view(np.uint64).reshape(n, ncpus, nw)
-    out = w[:, 0, :].copy()
-    ops = _word_ops(dt)
+    if out is None:
+        out = np.empty(n, dt)
+    o = out.view(np.uint64).reshape(n, nw)
+    o[:] = w[:, 0, :]
     for cpu in range(1, ncpus):
         c = w[:, cpu, :]
-        for op, lo, hi in ops:
+        for op, lo, hi in _word_ops(dt):
             if op == "sum":
-                out[:, lo:hi] += c[:, lo:hi]
+                o[:, lo:hi] += c[:, lo:hi]
             elif op == "max":
-                np.maximum(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+                np.maximum(o[:, lo:hi], c[:, lo:hi], out=o[:, lo:hi])
             elif op == "or":
-                np.bitwise_or(out[:, lo:hi], c[:, lo:hi], out=out[:, lo:hi])
+                np.bitwise_or(o[:, lo:hi], c[:, lo:hi], out=o[:, lo:hi])
             elif op == "min_nonzero":
-                a, b = out[:, lo], c[:, lo]
-                out[:, lo] = np.where((a == 0) | ((b != 0) & (b < a)), b, a)
-    return out.view(dt).reshape(n)
+                a, b = o[:, lo], c[:, lo]
+                o[:, lo] = np.where((a == 0) | ((b != 0) & (b < a)), b, a)
+    return out
 
 
+@cache
 def _word_ops(dt: np.dtype) -> list[tuple[str, int, int]]:
     """(operation, first word, end word) runs over a value's u64 words."""
     ops: list[tuple[str, int, int]] = []
@@ -71,8 +79,7 @@ def _word_ops(dt: np.dtype) -> list[tuple[str, int, int]]:
 
 def read(m: Map) -> tuple[np.ndarray, np.ndarray]:
     """All entries of a map with per-CPU values reduced: (keys, values)."""
-    keys, vals = m.read_all()
-    return keys, reduce_percpu(vals)
+    return m.read_all(reduce_percpu if m.percpu else None)
 
 
 # Fields that are monotonic counters (delta-able) per value type.

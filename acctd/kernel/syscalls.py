@@ -13,6 +13,7 @@ import errno
 import os
 import platform
 import struct
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -56,6 +57,7 @@ def bpf_syscall_nr(machine: str | None = None, bits: int | None = None) -> int:
 
 _nr_bpf = cache(bpf_syscall_nr)  # chosen at the first call, not at import
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
@@ -113,6 +115,16 @@ def possible_cpus() -> int:
     return last + 1
 
 
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               name: str = "") -> int:
+    """A new map's fd (the datapath's maps come from bcc; this is for maps
+    made by hand, e.g. to test the readers at sizes the datapath has)."""
+    a = _attr()
+    struct.pack_into("=5I", a, 0, map_type, key_size, value_size, max_entries, 0)
+    a[28:28 + len(name[:15])] = name[:15].encode()  # map_name, after numa_node
+    return _bpf(BPF_MAP_CREATE, a)
+
+
 def obj_get(path: str) -> int:
     a = _attr()
     p = ctypes.create_string_buffer(path.encode())
@@ -163,6 +175,8 @@ class ProgInfo:
     tag: bytes
     name: str
     verified_insns: int  # instructions the verifier walked (0 before Linux 5.16)
+    run_time_ns: int = 0  # time spent in the program while kernel.bpf_stats_enabled=1
+    run_cnt: int = 0      # runs counted meanwhile
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -170,8 +184,9 @@ def prog_info(fd: int) -> ProgInfo:
     t, pid = struct.unpack_from("=II", raw, 0)
     tag = raw[8:16]
     name = raw[64:80].split(b"\0", 1)[0].decode()
+    run_time, run_cnt = struct.unpack_from("=QQ", raw, 192)
     verified, = struct.unpack_from("=I", raw, 216)
-    return ProgInfo(t, pid, tag, name, verified)
+    return ProgInfo(t, pid, tag, name, verified, run_time, run_cnt)
 
 
 def prog_fd_by_id(prog_id: int) -> int:
@@ -182,6 +197,42 @@ def prog_fd_by_id(prog_id: int) -> int:
 
 # Map types whose values are per-CPU (kernel enum bpf_map_type).
 PERCPU_MAP_TYPES = {5, 6, 10}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+HASH_MAP_TYPES = {1, 5, 9, 10}  # HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
+END = 1 << 32  # past every bucket: the batch read reached the end of the map
+
+
+class _Overflow(Exception):
+    """More entries than max_entries plus slack (churn during a split read)."""
+
+
+class _NoBatch(Exception):
+    """The map type has no batch lookup."""
+
+
+def _drop_seam_duplicates(keys, vals, n: int, ranges, calls) -> int:
+    """Entries read twice, where a thread's last batch ran past its range
+    into the next threads' buckets, are removed (the later thread's copy
+    stays; a key's bucket is fixed, so only those batches can overlap) by
+    moving entries from the tail into their places. Returns the new count."""
+    kv = keys.view(np.dtype((np.void, keys.itemsize)))
+    holes = []
+    for i, (_, hi) in enumerate(ranges[:-1]):
+        for _, end, pos, got in calls[i]:
+            if end <= hi:
+                continue
+            later = [kv[p:p + g] for j in range(i + 1, len(ranges))
+                     for first, _, p, g in calls[j] if first < end]
+            if later:
+                holes.append(pos + np.flatnonzero(np.isin(kv[pos:pos + got],
+                                                          np.concatenate(later))))
+    holes = np.unique(np.concatenate(holes)) if holes else np.zeros(0, np.int64)
+    if not len(holes):
+        return n
+    m = n - len(holes)
+    low = holes[holes < m]
+    tail = np.setdiff1d(np.arange(m, n), holes)
+    keys[low], vals[low] = keys[tail], vals[tail]
+    return m
 
 
 class Map:
@@ -195,6 +246,7 @@ class Map:
         self.value_dtype = np.dtype(value_dtype)
         self.percpu = self.info.type in PERCPU_MAP_TYPES
         self.ncpus = possible_cpus() if self.percpu else 1
+        self._last_count = 0  # entries the last read_all found (sizes the next one)
         if self.key_dtype.itemsize != self.info.key_size or \
                 self.value_dtype.itemsize != self.info.value_size:
             raise BpfError(
@@ -289,47 +341,127 @@ class Map:
         _bpf(BPF_MAP_UPDATE_BATCH, a)
 
     BATCH = 16384
+    # Reading threads: the walk is bound by memory latency, one per core.
+    threads = min(len(os.sched_getaffinity(0)), 4)
+    # Hash maps large enough to be worth splitting their buckets among threads.
+    PARALLEL_MIN_ENTRIES = 4 * BATCH
 
-    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """All entries with BPF_MAP_LOOKUP_BATCH: (keys[n], values[n, ncpus]).
+    def read_all(self, reduce=None) -> tuple[np.ndarray, np.ndarray]:
+        """All entries with BPF_MAP_LOOKUP_BATCH: (keys[n], values[n, ncpus]),
+        or values[n] when `reduce(raw, out)` folds each batch's per-CPU
+        copies into `out` (drain.reduce_percpu).
 
-        One syscall per max_entries-sized chunk, written straight into
-        preallocated numpy arrays: no per-entry Python work."""
+        Each batch lands in a small per-thread scratch buffer that stays in
+        cache and is copied (or reduced) into the result at once: no 80 MB
+        per-CPU array is touched, and no per-entry Python work is done. A
+        large hash map is read by several threads at once, each over its own
+        range of buckets (the batch token of a hash map is a bucket index);
+        the kernel walks buckets, so this is where the time goes."""
         cap = self.info.max_entries
-        keys = np.empty(cap, dtype=self.key_dtype)
-        vals = self._value_buf(cap)
+        ranges = self._bucket_ranges()
+        size = cap + len(ranges) * self.BATCH  # a batch may run past its range
+        keys = np.empty(size, dtype=self.key_dtype)
+        vals = np.empty(size if reduce is not None or not self.percpu else (size, self.ncpus),
+                        dtype=self.value_dtype)
+        cursor = [0]
+        lock = threading.Lock()
+
+        def place(sk, sv, got):
+            with lock:
+                pos = cursor[0]
+                if pos + got > size:
+                    if len(ranges) > 1:
+                        raise _Overflow
+                    got = size - pos  # as many as max_entries allows, as ever
+                cursor[0] = pos + got
+            keys[pos:pos + got] = sk[:got]
+            if reduce is not None:
+                reduce(sv[:got], vals[pos:pos + got])
+            else:
+                vals[pos:pos + got] = sv[:got]
+            return pos
+
+        try:
+            if len(ranges) == 1:
+                calls = [self._read_range(0, None, place)]
+            else:
+                calls = [None] * len(ranges)
+                errors = []
+
+                def run(i, lo, hi):
+                    try:
+                        calls[i] = self._read_range(lo, hi, place)
+                    except BaseException as e:  # re-raised in the caller's thread
+                        errors.append(e)
+                threads = [threading.Thread(target=run, args=(i, lo, hi), daemon=True)
+                           for i, (lo, hi) in enumerate(ranges)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                if errors:
+                    raise errors[0]
+        except _Overflow:  # churn added more than the slack: read once more, alone
+            self._last_count = 0
+            return self.read_all(reduce)
+        except _NoBatch:
+            k, v = self._read_by_key()
+            if reduce is not None and self.percpu:
+                r = np.empty(len(k), self.value_dtype)
+                reduce(v, r)
+                v = r
+            return k, v
+        n = cursor[0]
+        if len(ranges) > 1:
+            n = _drop_seam_duplicates(keys, vals, n, ranges, calls)
+        self._last_count = n
+        return keys[:n], vals[:n]
+
+    def _bucket_ranges(self) -> list[tuple[int, int | None]]:
+        """[(first bucket, stop bucket)] per reading thread. The kernel's hash
+        map has max_entries rounded up to a power of two buckets; splitting
+        only pays once the last read found the map well filled."""
+        threads = self.threads
+        if (threads < 2 or self.info.type not in HASH_MAP_TYPES
+                or self._last_count < self.PARALLEL_MIN_ENTRIES):
+            return [(0, None)]
+        buckets = 1 << max(0, self.info.max_entries - 1).bit_length()
+        step = buckets // threads
+        return [(i * step, (i + 1) * step if i < threads - 1 else None) for i in range(threads)]
+
+    def _read_range(self, lo: int, hi: int | None, place) -> list[tuple[int, int, int, int]]:
+        """Batches from bucket `lo` until the token reaches `hi` (None: the
+        end); returns [(first bucket, next bucket, position, count)]."""
+        sk = np.empty(self.BATCH, dtype=self.key_dtype)
+        sv = self._value_buf(self.BATCH)
         token_in = ctypes.create_string_buffer(max(8, self.key_dtype.itemsize))
         token_out = ctypes.create_string_buffer(max(8, self.key_dtype.itemsize))
-        n = 0
-        first = True
-        while n < cap:
+        struct.pack_into("=I", token_in, 0, lo)
+        calls = []
+        start = lo
+        while True:
             a = _attr()
-            # The kernel bounces each batch through a buffer of its size:
-            # moderate chunks keep that buffer in cache and cheap to allocate.
-            chunk = min(cap - n, self.BATCH)
-            struct.pack_into(
-                "=QQQQII", a, 0,
-                0 if first else ctypes.addressof(token_in), ctypes.addressof(token_out),
-                keys.ctypes.data + n * keys.itemsize,
-                vals.ctypes.data + n * vals.itemsize * (self.ncpus if self.percpu else 1),
-                chunk, self.fd)
+            struct.pack_into("=QQQQII", a, 0, 0 if start == 0 else ctypes.addressof(token_in),
+                             ctypes.addressof(token_out), sk.ctypes.data, sv.ctypes.data,
+                             self.BATCH, self.fd)
             done = False
             try:
                 _bpf(BPF_MAP_LOOKUP_BATCH, a)
             except BpfError as e:
-                if first and e.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
-                    return self._read_by_key()  # LPM tries have no batch lookup
+                if start == 0 and not calls and e.errno in (errno.EINVAL, errno.EOPNOTSUPP,
+                                                            ENOTSUPP):
+                    raise _NoBatch from None  # LPM tries have no batch lookup
                 if e.errno != errno.ENOENT:
                     raise e.with_context(f"reading map {self.name}") from None
                 done = True
             got = struct.unpack_from("=I", a, 32)[0]
-            n += got
-            if done or got == 0:
-                break
+            end = END if done else struct.unpack_from("=I", token_out, 0)[0]
+            if got:
+                calls.append((start, end, place(sk, sv, got), got))
+            if done or got == 0 or (hi is not None and end >= hi):
+                return calls
             ctypes.memmove(token_in, token_out, len(token_out))
-            first = False
-        return keys[:n], vals[:n]
-
+            start = end
 
     def _read_by_key(self) -> tuple[np.ndarray, np.ndarray]:
         """All entries one key at a time (maps without batch operations; small)."""

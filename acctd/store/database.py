@@ -48,6 +48,7 @@ CHUNK = 1 << 16  # checkpoint entries per row: large blobs, few rows
 WAL_LIMIT = 4 << 20       # bytes of WAL a commit folds into the file
 CHECKPOINT_EVERY = 300.0  # seconds of commits that may live in the WAL alone
 _KINDS = "['hour', 'day', 'week', 'month']"
+_ROLLUP_KEY = ("kind", "period_start", "unit_oid", "policy_oid", "dir")
 
 # Who held which address when (acctd.model.sessions); open sessions have no stop.
 _SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
@@ -269,7 +270,7 @@ class Storage:
             with self.reported():  # a damaged block: one line, not DuckDB's
                 self._sql("BEGIN")
                 try:
-                    self._write(ts_us, checkpoint)
+                    self._write(ts_us, len(rollup.per_period["packets"]), checkpoint)
                     if in_transaction is not None:
                         in_transaction(self)
                     self._sql("COMMIT")
@@ -314,13 +315,20 @@ class Storage:
                       "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
                       "WHERE id = ?", [pi, po, bi, bo, sid])
 
-    def _write(self, ts_us: int, checkpoint) -> None:
+    def _write(self, ts_us: int, rows: int, checkpoint) -> None:
         self._sql("INSERT INTO raw SELECT make_timestamp($ts), unit_oid, policy_oid, dir, "
                   "packets, bytes FROM acct_raw_batch", {"ts": ts_us})
-        self._sql(f"INSERT INTO rollup SELECT {_KINDS}[kind + 1]::period, make_timestamp(start), "
-                  "unit_oid, policy_oid, dir, packets, bytes FROM acct_rollup_batch "
-                  "ON CONFLICT DO UPDATE SET packets = packets + excluded.packets, "
-                  "bytes = bytes + excluded.bytes")
+        # An upsert in two joins: ON CONFLICT probes the key index once per
+        # row, which is half the drain at a million flows; the batch's keys
+        # are unique (rollup() sums them), so update-then-insert is the same.
+        batch = (f"(SELECT {_KINDS}[kind + 1]::period AS kind, make_timestamp(start) AS "
+                 "period_start, unit_oid, policy_oid, dir, packets, bytes FROM acct_rollup_batch) b")
+        same = " AND ".join(f"r.{c} = b.{c}" for c in _ROLLUP_KEY)
+        updated = self._sql(f"UPDATE rollup r SET packets = r.packets + b.packets, bytes = "
+                            f"r.bytes + b.bytes FROM {batch} WHERE {same}").fetchone()[0]
+        # in a period's later drains every row exists: the join is skipped
+        self._sql(f"INSERT INTO rollup SELECT b.* FROM {batch} ANTI JOIN rollup r ON {same} "
+                  "WHERE $more", {"more": updated < rows})
         if self.raw_retention is not None:
             self._sql("DELETE FROM raw WHERE ts < make_timestamp($cut)",
                       {"cut": ts_us - self.raw_retention * 1_000_000})

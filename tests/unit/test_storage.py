@@ -326,6 +326,29 @@ def test_reports(tmp_path):
         assert db.unit_totals("02FFFF", now) == []
 
 
+def test_rollup_rows_are_added_to_or_created_in_one_commit(tmp_path):
+    """The upsert: a commit with cells that exist and cells that are new adds
+    to the first and creates the second; one whose cells all exist only adds."""
+    def commit(db, units, packets, minute):
+        n = len(units)
+        r = rollup({"unit_oid": np.array(units, np.uint32), "policy_oid": np.zeros(n, np.uint32),
+                    "dir": np.zeros(n, np.uint8), "packets": np.array(packets, np.uint64),
+                    "bytes": 10 * np.array(packets, np.uint64)},
+                   T0 + dt.timedelta(minutes=minute), BERLIN)
+        db.commit(r, {})
+
+    def hours(db):
+        return db.con.execute("SELECT unit_oid, packets, bytes FROM rollup WHERE kind = 'hour' "
+                              "ORDER BY unit_oid").fetchall()
+    with open_db(tmp_path / "u.duckdb") as db:
+        commit(db, [1, 2], [5, 7], 1)
+        commit(db, [2, 3], [11, 13], 2)
+        assert hours(db) == [(1, 5, 50), (2, 18, 180), (3, 13, 130)]
+        commit(db, [3, 1], [1, 2], 3)
+        assert hours(db) == [(1, 7, 70), (2, 18, 180), (3, 14, 140)]
+        assert db.con.execute("SELECT count(*) FROM rollup").fetchone()[0] == 3 * 4
+
+
 def test_wrong_schema_version_is_refused(tmp_path):
     path = tmp_path / "i.duckdb"
     with open_db(path) as db:
@@ -342,17 +365,17 @@ def spawn(path, last_step, kill_at=0, **kw):
 def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
     """Kill at statement n of the commits: before, inside and just after a COMMIT."""
     path = tmp_path / "k.duckdb"
-    # A commit here is 9 statements: 1 BEGIN, 2 raw, 3 rollup, 4 retention,
-    # 5 delete checkpoint, 6 checkpoint flows, 7 checkpoint addrs, 8 meta,
-    # 9 COMMIT. Each child commits once, then dies at statement r of its second
-    # commit, having run the ones before it: r = 1 is "right after a COMMIT
-    # returned", r = 9 "everything but the COMMIT".
+    # A commit here is 10 statements: 1 BEGIN, 2 raw, 3 rollup update, 4 rollup
+    # insert, 5 retention, 6 delete checkpoint, 7 checkpoint flows, 8 checkpoint
+    # addrs, 9 meta, 10 COMMIT. Each child commits once, then dies at statement
+    # r of its second commit, having run the ones before it: r = 1 is "right
+    # after a COMMIT returned", r = 10 "everything but the COMMIT".
     steps = [0]
-    for r in (1, 3, 4, 6, 7, 9):
-        p = spawn(path, 20, 9 + r)
+    for r in (1, 3, 4, 5, 7, 8, 10):
+        p = spawn(path, 20, 10 + r)
         assert p.wait(timeout=30) == -signal.SIGKILL
         steps.append(check_consistent(path))
-    assert steps == list(range(7))  # exactly the first commit of each child survived
+    assert steps == list(range(8))  # exactly the first commit of each child survived
     assert spawn(path, 20).wait(timeout=30) == 0
     assert check_consistent(path) == 20
     with open_db(path) as db:
