@@ -318,10 +318,16 @@ class BillingService(Service):
 
     def account_create(self, name: str, words: list[str] = ()) -> dict:
         """`acctctl billing account create NAME [plan N] [credit-limit ZZ] ...`"""
+        oid, c = None, self._central()
+        if c is not None:   # the oid from the server (asked without the lock held)
+            with self.core.lock:
+                local = self.con.execute("SELECT coalesce(max(oid), 0) FROM account"
+                                         ).fetchall()[0][0]
+            oid = c.new_account_oid(name, int(local))
         with self.core.lock:
             now = self.core.clock()
             try:
-                a = accounts.create(self.con, name, now,
+                a = accounts.create(self.con, name, now, oid=oid,
                                     credit_limit=self.settings.default_credit_limit)
             except AccountError as e:
                 raise _bad(e) from None

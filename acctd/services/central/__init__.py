@@ -34,6 +34,7 @@ import time
 
 from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
+from acctd.errors import Conflict
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.services.central import accounts, balances, schema, ship, units
@@ -41,6 +42,10 @@ from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
 log = logging.getLogger("acctd.central")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
 
 BATCH = 64          # drains per PostgreSQL transaction while catching up,
 BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
@@ -234,17 +239,38 @@ class CentralService(Service):
             except Exception as e:   # psycopg.Error, or the link cut mid-statement
                 self._lost(e)
 
-    def _connect(self) -> bool:
+    def _link(self):
+        """A new connection to the server."""
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
+        # a link that goes silent (no RST) must end the connection in
+        # seconds, not the kernel's minutes; what the DSN says wins
+        return psycopg.connect(autocommit=True,
+                               **{**LINK_TIMEOUTS, **conninfo_to_dict(self.settings.dsn)})
+
+    def new_account_oid(self, name: str, local_max: int) -> int:
+        """An oid for a new billing account, from the server (accounts.allocate),
+        on a connection of its own (the shipper's may be mid-statement);
+        Conflict while the server is away. The caller holds no lock."""
+        import psycopg
+        why = self.error if self.state != "connected" else None
+        if why is None:
+            try:
+                with self._link() as conn:
+                    return accounts.allocate(conn, self.gateway_id, name, local_max)
+            except psycopg.Error as e:
+                why = _first_line(e)
+        raise Conflict(f"account {name!r} not made: the central PostgreSQL is unreachable "
+                       f"({why}) and account oids come from it, so that two gateways never "
+                       "make the same one; make it when status shows central connected")
+
+    def _connect(self) -> bool:
+        import psycopg
         s = self.settings
         try:
-            # a link that goes silent (no RST) must end the connection in
-            # seconds, not the kernel's minutes; what the DSN says wins
-            params = {**LINK_TIMEOUTS, **conninfo_to_dict(s.dsn)}
-            conn = psycopg.connect(autocommit=True, **params)
+            conn = self._link()
         except psycopg.Error as e:
-            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            self._down(_first_line(e))
             return False
         try:
             done = schema.migrate(conn)
@@ -284,7 +310,7 @@ class CentralService(Service):
         except psycopg.Error as e:
             conn.close()
             self.conn = None
-            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            self._down(_first_line(e))
             return False
         self._up()
         self._retained = None
@@ -335,7 +361,7 @@ class CentralService(Service):
 
     def _lost(self, e: Exception) -> None:
         self._close_conn()
-        self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+        self._down(_first_line(e))
 
     def _close_conn(self) -> None:
         if self.conn is not None:
@@ -557,8 +583,10 @@ class CentralService(Service):
                 self._throttle.warning("account", "central: accounts %s not taken: another "
                                        "account here has the name", ", ".join(refused))
             billing.accounts_changed()
+            # only the ones taken: one made here meanwhile is still to publish
+            taken = {s["oid"] for s in specs}
             self._accounts_shared = {**(self._accounts_shared or {}), **{
-                oid: a.changed for oid, a in billing.accounts.items()}}
+                oid: a.changed for oid, a in billing.accounts.items() if oid in taken}}
 
     def _publish_runtime_units(self) -> None:
         from acctd.services.runtime_units import to_dict

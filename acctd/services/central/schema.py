@@ -31,7 +31,13 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 gateway (accounts.py); NOTIFY acctd_account
   runtime_unit  name, spec (JSON, runtime_units.to_dict), gateway_id: the
                 units made at run time on any gateway (units.py); NOTIFY
-                acctd_unit
+                acctd_unit; deleted: when a gateway deleted it (the
+                others delete theirs; made again, the row is new)
+  account_oid   oid, gateway_id, name, at: every account oid handed out
+                (accounts.allocate), so two gateways never make one oid
+  login         unit_oid, record (JSON, login.LoginRecord.to_dict), changed,
+                gateway_id: the last change of each login record on any
+                gateway (logins.py); NOTIFY acctd_login
 Timestamps are timestamptz; oids integers as in DuckDB (policy_oid bigint:
 the dropped-traffic oids are above 2^31).
 """
@@ -87,7 +93,15 @@ CREATE TABLE runtime_unit (name text PRIMARY KEY, spec jsonb NOT NULL,
                            gateway_id smallint NOT NULL REFERENCES gateway);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+_V3 = """
+CREATE TABLE account_oid (oid integer PRIMARY KEY, gateway_id smallint NOT NULL REFERENCES gateway,
+                          name text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE login (unit_oid integer PRIMARY KEY, record jsonb NOT NULL,
+                    changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway);
+ALTER TABLE runtime_unit ADD COLUMN deleted timestamptz;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 VERSION = MIGRATIONS[-1][0]
 
 
