@@ -37,7 +37,7 @@ from acctd.config.schema import Table, integer, setting, string
 from acctd.errors import Conflict
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import accounts, balances, schema, ship, units
+from acctd.services.central import accounts, balances, logins, schema, ship, units
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -93,6 +93,7 @@ class CentralService(Service):
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
         self._accounts_shared: dict | None = None   # account oid -> its `changed` published
         self._units_shared: list | None = None      # the run-time units published
+        self._logins_shared: dict | None = None     # unit oid -> its login `changed` published
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -231,6 +232,7 @@ class CentralService(Service):
                 self._ship_backlog()
                 self._publish_blocks()
                 self._publish_accounts()
+                self._publish_logins()
                 self._publish_runtime_units()
                 if self._share_quotas():
                     self._publish_totals()
@@ -292,6 +294,7 @@ class CentralService(Service):
             conn.execute("LISTEN acctd_ledger")
             conn.execute("LISTEN acctd_account")
             conn.execute("LISTEN acctd_unit")
+            conn.execute("LISTEN acctd_login")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -300,8 +303,9 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
-            self._accounts_shared = self._units_shared = None
-            self._resync_units()     # first: the accounts may name these units
+            self._accounts_shared = self._units_shared = self._logins_shared = None
+            self._resync_units()     # first: the accounts and logins may name these units
+            self._resync_logins()
             self._resync_accounts()
         except schema.CentralError as e:
             conn.close()
@@ -432,6 +436,8 @@ class CentralService(Service):
         # then never shows ahead of the account change that made it
         if "acctd_unit" in got:
             self._resync_units()
+        if "acctd_login" in got:
+            self._resync_logins()
         if "acctd_account" in got:
             self._resync_accounts()
         if "acctd_ledger" in got:
@@ -587,6 +593,37 @@ class CentralService(Service):
             taken = {s["oid"] for s in specs}
             self._accounts_shared = {**(self._accounts_shared or {}), **{
                 oid: a.changed for oid, a in billing.accounts.items() if oid in taken}}
+
+    def _publish_logins(self) -> None:
+        """The login records changed here (or taken) since the last publish."""
+        login = self.core.services.get("login")
+        if login is None:
+            return
+        shared = self._logins_shared or {}
+        with self.core.lock:
+            changed = {o: w for o, w in self.core.storage.login_stamps().items()
+                       if shared.get(o) != w}
+            recs = {o: (login.table.get(o).to_dict(), w) for o, w in changed.items()
+                    if login.table.get(o) is not None}
+        if recs:
+            logins.publish(self.conn, self.gateway_id, recs)
+        self._logins_shared = {**shared, **changed}
+
+    def _resync_logins(self) -> None:
+        """The login records changed later elsewhere, taken by the login service."""
+        login = self.core.services.get("login")
+        if login is None:
+            return
+        with self.core.lock:
+            have = self.core.storage.login_stamps()
+        got = logins.newer(self.conn, have)
+        if not got:
+            return
+        with self.core.lock:   # what changed here meanwhile stays, if later
+            have = self.core.storage.login_stamps()
+            taken = login.take({o: v for o, v in got.items() if o not in have or
+                                have[o] < v[1]})
+        self._logins_shared = {**(self._logins_shared or {}), **{o: got[o][1] for o in taken}}
 
     def _publish_runtime_units(self) -> None:
         from acctd.services.runtime_units import to_dict
