@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ def _first_line(e: Exception) -> str:
 
 BATCH = 64          # drains per PostgreSQL transaction while catching up,
 BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
+SHARED_UNITS = "central_units_shared"   # meta: the run-time units published (name -> oid)
 HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
 LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
                  "keepalives_interval": "1", "keepalives_count": "2",
@@ -92,8 +94,9 @@ class CentralService(Service):
         self.watch: list[int] = []             # unit oids with a quota on any gateway
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
         self._accounts_shared: dict | None = None   # account oid -> its `changed` published
-        self._units_shared: list | None = None      # the run-time units published
+        self._units_shared: dict | None = None      # name -> oid of the run-time units published
         self._logins_shared: dict | None = None     # unit oid -> its login `changed` published
+        self._units_again = True                    # at connect: all run-time units again
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -303,7 +306,8 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
-            self._accounts_shared = self._units_shared = self._logins_shared = None
+            self._accounts_shared = self._logins_shared = None
+            self._units_again = True
             self._resync_units()     # first: the accounts and logins may name these units
             self._resync_logins()
             self._resync_accounts()
@@ -625,34 +629,72 @@ class CentralService(Service):
                                 have[o] < v[1]})
         self._logins_shared = {**(self._logins_shared or {}), **{o: got[o][1] for o in taken}}
 
+    def _shared_units(self) -> dict[str, str]:
+        """name -> oid of the run-time units published from here (kept in
+        DuckDB: a unit deleted while the link was down is known at connect).
+        Under the lock."""
+        if self._units_shared is None:
+            raw = self.core.storage.meta(SHARED_UNITS)
+            self._units_shared = json.loads(raw) if raw else {}
+        return self._units_shared
+
+    def _keep_shared_units(self, shared: dict[str, str]) -> None:
+        if shared != self._shared_units():
+            self.core.storage.set_meta(SHARED_UNITS, json.dumps(shared, sort_keys=True))
+        self._units_shared = shared
+
     def _publish_runtime_units(self) -> None:
+        """The run-time units made and deleted here since the last publish
+        (at connect all of them again)."""
         from acctd.services.runtime_units import to_dict
         with self.core.lock:
-            mine = [to_dict(u) for u in self.core.services["units"].runtime]
-        if mine != self._units_shared:
-            if mine:
-                units.publish(self.conn, self.gateway_id, mine)
-            self._units_shared = mine
+            mine = {u.name: to_dict(u) for u in self.core.services["units"].runtime}
+            shared = dict(self._shared_units())
+        new = [s for n, s in mine.items() if shared.get(n) != s["oid"]]
+        gone = [{"name": n, "oid": o} for n, o in shared.items() if n not in mine]
+        if new or gone or (self._units_again and mine):
+            units.publish(self.conn, self.gateway_id, new,
+                          list(mine.values()) if self._units_again else [], gone)
+        self._units_again = False
+        with self.core.lock:
+            self._keep_shared_units({n: s["oid"] for n, s in mine.items()})
 
     def _resync_units(self) -> None:
-        """The run-time units made elsewhere that this gateway lacks, made
-        here (all at once; one by one if one of them does not fit)."""
+        """The run-time units deleted elsewhere, deleted here; those made
+        elsewhere that this gateway lacks, made here (all at once; one by one
+        if one of them does not fit)."""
         from acctd.errors import AcctError
         from acctd.services.runtime_units import from_dict
         with self.core.lock:
-            specs = units.missing(self.conn, self.core.snapshot.base.index)
-            if not specs:
-                return
             made = self.core.services["units"]
-            try:
-                made.add_units([from_dict(s) for s in specs])
-            except AcctError:
-                for s in specs:
-                    try:
-                        made.add_units([from_dict(s)])
-                    except AcctError as e:
-                        self._throttle.warning(f"unit {s['name']}", "central: unit %s made "
-                                               "elsewhere not made here: %s", s["name"], e)
+            gone = units.deleted(self.conn)
+            shared = dict(self._shared_units())
+            for u in [u for u in made.runtime if gone.get(u.name) == u.oid]:
+                made.delete(u.name)
+                shared.pop(u.name, None)
+                log.info("central: unit %s (%s) deleted on another gateway, deleted here",
+                         u.name, u.oid)
+            # one this gateway had and deleted since (its deletion not yet
+            # published: the link was down) is not made again
+            specs = [s for s in units.missing(self.conn, self.core.snapshot.base.index)
+                     if shared.get(s["name"]) != s["oid"]]
+            if specs:
+                try:
+                    made.add_units([from_dict(s) for s in specs])
+                except AcctError:
+                    for s in specs:
+                        try:
+                            made.add_units([from_dict(s)])
+                        except AcctError as e:
+                            self._throttle.warning(f"unit {s['name']}", "central: unit %s "
+                                                   "made elsewhere not made here: %s",
+                                                   s["name"], e)
+                # made from the server: not this gateway's to publish as new
+                # (were one deleted meanwhile, that would make it again)
+                have = {u.name: u.oid for u in made.runtime}
+                shared.update({s["name"]: s["oid"] for s in specs
+                               if have.get(s["name"]) == s["oid"]})
+            self._keep_shared_units(shared)
 
     def _publish_units(self) -> None:
         with self.core.lock:
