@@ -51,6 +51,7 @@ def _first_line(e: Exception) -> str:
 BATCH = 64          # drains per PostgreSQL transaction while catching up,
 BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
 SHARED_UNITS = "central_units_shared"   # meta: the run-time units published (name -> oid)
+CONNECTING = 5.0    # seconds an account create waits for the first connect
 HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
 LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
                  "keepalives_interval": "1", "keepalives_count": "2",
@@ -258,13 +259,17 @@ class CentralService(Service):
         on a connection of its own (the shipper's may be mid-statement);
         Conflict while the server is away. The caller holds no lock."""
         import psycopg
-        why = self.error if self.state != "connected" else None
-        if why is None:
+        deadline = time.monotonic() + CONNECTING
+        while self.state == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.05)   # just started: the first connect is on its way
+        if self.state == "connected":
             try:
                 with self._link() as conn:
                     return accounts.allocate(conn, self.gateway_id, name, local_max)
             except psycopg.Error as e:
                 why = _first_line(e)
+        else:
+            why = self.error or self.state
         raise Conflict(f"account {name!r} not made: the central PostgreSQL is unreachable "
                        f"({why}) and account oids come from it, so that two gateways never "
                        "make the same one; make it when status shows central connected")
