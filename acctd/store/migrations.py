@@ -26,7 +26,7 @@ oid a UINTEGER, as the datapath's rows carry it):
   rating      per month, the rating state of every (account, subplan): bytes and money
               rated so far (acctd.services.billing.rating.SLOT rows, one blob)
   account_terms  per account: postpaid or prepaid, exempt from blocking, transit
-              (charged its 95th percentile)
+              (charged its 95th percentile); changed (central: the last wins)
   invoice     a postpaid account's month: number, due date, amount due, lines
   monitor     per-flow rows of the monitored units with the remote peer
               (acctd/store/monitor.py)
@@ -183,9 +183,11 @@ def _v7(con) -> None:
 
 def _v9(con) -> None:
     """When each login record last changed by a set, login, logout or close
-    (not a timeout here, nor a start's def-state): with [central] the last
-    change on any gateway is the record (acctd/services/central/logins.py)."""
+    (not a timeout here, nor a start's def-state), and each account's terms:
+    with [central] the last change on any gateway is the one
+    (acctd/services/central/logins.py, invoicing.py)."""
     con.execute("ALTER TABLE login ADD COLUMN changed TIMESTAMP")
+    con.execute("ALTER TABLE account_terms ADD COLUMN changed TIMESTAMP")
 
 
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),

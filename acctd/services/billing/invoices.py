@@ -59,9 +59,20 @@ def all_terms(con) -> dict[int, Terms]:
         "SELECT account_oid, postpaid, exempt, transit FROM account_terms").fetchall()}
 
 
-def set_terms(con, oid: int, terms: Terms) -> None:
-    con.execute("INSERT OR REPLACE INTO account_terms VALUES (?, ?, ?, ?)",
-                [oid, terms.postpaid, terms.exempt, terms.transit])
+def set_terms(con, oid: int, terms: Terms, changed: dt.datetime | None = None) -> None:
+    """changed: when (None: the time it had), the last change winning with [central]."""
+    con.execute("INSERT INTO account_terms VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_oid) "
+                "DO UPDATE SET postpaid = excluded.postpaid, exempt = excluded.exempt, "
+                "transit = excluded.transit, changed = coalesce(excluded.changed, "
+                "account_terms.changed)", [oid, terms.postpaid, terms.exempt, terms.transit,
+                                           naive(changed) if changed else None])
+
+
+def terms_changes(con) -> dict[int, tuple[Terms, dt.datetime]]:
+    """The terms set with a time: oid -> (terms, when, UTC)."""
+    return {int(a): (Terms(bool(p), bool(e), bool(t)), aware(ch)) for a, p, e, t, ch in
+            con.execute("SELECT account_oid, postpaid, exempt, transit, changed FROM "
+                        "account_terms WHERE changed IS NOT NULL").fetchall()}
 
 
 # --- statements --------------------------------------------------------------------
@@ -101,10 +112,10 @@ def number(oid: int, month: dt.date) -> str:
 
 
 def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days: int,
-            oids: list[int] | None = None) -> dict[int, dict]:
+            oids: list[int] | None = None, ledger_rows: str = "ledger") -> dict[int, dict]:
     """The month's invoices (not stored) of these accounts (all with a ledger
     row, if None): a handful of grouped queries, whatever the number of
-    accounts."""
+    accounts. ledger_rows: the table (or a subquery AS ledger) read."""
     start, end = bounds(month, zone)
     due = due_date(end, zone, due_days)
     only = " AND account_oid IN (SELECT unnest(?::UINTEGER[]))" if oids is not None else ""
@@ -120,12 +131,12 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
                              "due": due.isoformat(), "lines": [], "opening": Decimal(0),
                              "charges": Decimal(0), "payments": Decimal(0)}
         return d
-    for oid, amount in con.execute(f"SELECT account_oid, sum(amount) FROM ledger WHERE {FOR} < ?"
+    for oid, amount in con.execute(f"SELECT account_oid, sum(amount) FROM {ledger_rows} WHERE {FOR} < ?"
                                    + only + " GROUP BY account_oid", [s, *extra]).fetchall():
         doc(int(oid))["opening"] = Decimal(amount)
     for oid, kind, plan, sub, amount, bi, bo in con.execute(
             "SELECT account_oid, kind, plan, subplan, sum(amount), sum(bytes_in), "
-            f"sum(bytes_out) FROM ledger WHERE {FOR} >= ? AND {FOR} < ? AND kind IN ('fee', "
+            f"sum(bytes_out) FROM {ledger_rows} WHERE {FOR} >= ? AND {FOR} < ? AND kind IN ('fee', "
             "'overdraft')" + only + " GROUP BY ALL ORDER BY account_oid, kind, plan, subplan",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
@@ -133,7 +144,7 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
                                    f"{sub if sub is not None else '-'}",
                            "amount": -Decimal(amount), "bytes_in": int(bi), "bytes_out": int(bo)})
     for oid, kind, amount, cause, bi, bo in con.execute(
-            f"SELECT account_oid, kind, amount, cause, bytes_in, bytes_out FROM ledger WHERE {FOR} >= ? AND {FOR} < ? "
+            f"SELECT account_oid, kind, amount, cause, bytes_in, bytes_out FROM {ledger_rows} WHERE {FOR} >= ? AND {FOR} < ? "
             "AND kind NOT IN ('fee', 'overdraft')" + only + " ORDER BY seq",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
@@ -177,6 +188,17 @@ def issue(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days: 
          [naive(dt.datetime.fromisoformat(d["due"])) for d in rows],
          [d["amount_due"] for d in rows], [json.dumps(d) for d in rows]])
     return [d["number"] for d in rows]
+
+
+def keep(con, rows: list[tuple]) -> None:
+    """Invoices issued elsewhere (central), as the server has them: (account
+    oid, month, number, issued, period_end, due, amount due, doc)."""
+    for oid, month, num, issued, end, due, amount, doc in rows:
+        con.execute("DELETE FROM invoice WHERE (account_oid = ? AND month = ?) OR number = ?",
+                    [oid, month, num])
+        con.execute("INSERT INTO invoice VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [oid, month, num, naive(issued), naive(end), naive(due), str(amount),
+                     json.dumps(doc)])
 
 
 def due_date(end: dt.datetime, zone, due_days: int) -> dt.datetime:

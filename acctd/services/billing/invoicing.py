@@ -120,13 +120,15 @@ class InvoicingService(Service):
     def _review(self, now: dt.datetime, notify: bool = True) -> bool:
         """Issue the last month's invoices of postpaid accounts, then find
         those overdue; True when the blocks changed."""
-        month = (now.astimezone(self.zone).date().replace(day=1) - dt.timedelta(days=1)
-                 ).replace(day=1)
-        end = invoices.bounds(month, self.zone)[1]
-        post = sorted(o for o, t in self.terms.items() if t.postpaid and o in self.accounts
-                      and self.accounts[o].created < end)   # none of before it existed
+        month, post = self._postpaid_last_month(now)
         self._charge_percentiles(month, now)
-        if post:
+        central = self._central()
+        if post and central is not None:
+            # issued once across the gateways: the central service claims
+            # them on the server and every gateway keeps the server's
+            if self._lacking(month, post):
+                central.invoices_wanted()
+        elif post:
             issued = invoices.issue(self.con, month, self.zone, self.cur, now,
                                     self.settings.due_days, post)
             if issued:
@@ -144,6 +146,58 @@ class InvoicingService(Service):
                     self._language, "invoice", number=number, due=f"{due:%Y-%m-%d}"))
         self.unpaid = unpaid
         return self.blocks() != before
+
+    # -- with [central] (acctd/services/central/invoicing.py) ---------------------------
+
+    def _central(self):
+        c = self.core.services.get("central")
+        return c if c is not None and c.settings is not None else None
+
+    def _lacking(self, month: dt.date, oids: list[int]) -> list[int]:
+        have = {int(a) for (a,) in self.con.execute(
+            "SELECT account_oid FROM invoice WHERE month = ?", [month]).fetchall()}
+        return [o for o in oids if o not in have]
+
+    def _postpaid_last_month(self, now: dt.datetime) -> tuple[dt.date, list[int]]:
+        """Last month, and the postpaid accounts it invoices (none made after it)."""
+        month = (now.astimezone(self.zone).date().replace(day=1) - dt.timedelta(days=1)
+                 ).replace(day=1)
+        end = invoices.bounds(month, self.zone)[1]
+        return month, sorted(o for o, t in self.terms.items() if t.postpaid
+                             and o in self.accounts and self.accounts[o].created < end)
+
+    def to_issue(self, now: dt.datetime) -> tuple[dt.date, list[int]]:
+        """Last month and the postpaid accounts without its invoice here."""
+        month, post = self._postpaid_last_month(now)
+        return month, self._lacking(month, post)
+
+    def compose_with(self, month: dt.date, oids: list[int], now: dt.datetime,
+                     elsewhere: list[tuple]) -> list[dict]:
+        """These accounts' invoices of the month over this gateway's ledger
+        and the other gateways' rows (`elsewhere`, the ledger's columns)."""
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE ledger_elsewhere AS "
+                    "SELECT * FROM ledger LIMIT 0")
+        if elsewhere:
+            con.executemany("INSERT INTO ledger_elsewhere VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?)", elsewhere)
+        try:
+            docs = invoices.compose(con, month, self.zone, self.cur, now, self.settings.due_days,
+                                    oids, "(SELECT * FROM ledger UNION ALL SELECT * FROM "
+                                    "ledger_elsewhere) AS ledger")
+        finally:
+            con.execute("DROP TABLE ledger_elsewhere")
+        end = invoices.bounds(month, self.zone)[1]
+        due = invoices.due_date(end, self.zone, self.settings.due_days)
+        return [docs.get(o) or invoices.empty(o, month, now, due, self.cur) for o in oids]
+
+    def shared_changed(self) -> None:
+        """Terms or invoices taken from elsewhere (central); the caller holds the lock."""
+        self._load()
+        from acctd.services.billing.service import BillingService
+        moved = self.core.service(BillingService).terms_changed()
+        if self._review(self.core.clock()) or moved:
+            self.core.enforce()
 
     def _charge_percentiles(self, month: dt.date, now: dt.datetime) -> None:
         """A `percentile` row for each transit account's month, once: its
@@ -297,7 +351,7 @@ class InvoicingService(Service):
                 else:
                     raise BadRequest(f"terms: expected postpaid, prepaid, exempt, not-exempt, "
                                      f"transit or not-transit, got {w!r}")
-            invoices.set_terms(self.con, a.oid, t)
+            invoices.set_terms(self.con, a.oid, t, self.core.clock())
             self._load()
             from acctd.services.billing.service import BillingService
             moved = self.core.service(BillingService).terms_changed()

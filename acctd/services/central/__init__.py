@@ -38,7 +38,8 @@ from acctd.config.schema import Table, integer, setting, string
 from acctd.errors import Conflict
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import accounts, balances, logins, schema, ship, units
+from acctd.services.central import (accounts, balances, invoicing, logins, schema, ship,
+                                    units)
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
@@ -98,6 +99,8 @@ class CentralService(Service):
         self._units_shared: dict | None = None      # name -> oid of the run-time units published
         self._logins_shared: dict | None = None     # unit oid -> its login `changed` published
         self._units_again = True                    # at connect: all run-time units again
+        self._terms_shared: dict | None = None      # account oid -> its terms' `changed` published
+        self._invoices_due = False                  # invoicing found last month's lacking
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -237,6 +240,9 @@ class CentralService(Service):
                 self._publish_blocks()
                 self._publish_accounts()
                 self._publish_logins()
+                self._publish_terms()
+                if self._invoices_due:
+                    self._issue_invoices()
                 self._publish_runtime_units()
                 if self._share_quotas():
                     self._publish_totals()
@@ -303,6 +309,8 @@ class CentralService(Service):
             conn.execute("LISTEN acctd_account")
             conn.execute("LISTEN acctd_unit")
             conn.execute("LISTEN acctd_login")
+            conn.execute("LISTEN acctd_terms")
+            conn.execute("LISTEN acctd_invoice")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -311,16 +319,18 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
-            self._accounts_shared = self._logins_shared = None
+            self._accounts_shared = self._logins_shared = self._terms_shared = None
             self._units_again = True
             self._resync_units()     # first: the accounts and logins may name these units
             self._resync_logins()
             self._resync_accounts()
+            self._resync_terms()     # after the accounts they are of
+            self._keep_invoices()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
             return False
-        except psycopg.Error as e:
+        except Exception as e:   # psycopg.Error, or the link cut mid-statement
             conn.close()
             self.conn = None
             self._down(_first_line(e))
@@ -449,6 +459,10 @@ class CentralService(Service):
             self._resync_logins()
         if "acctd_account" in got:
             self._resync_accounts()
+        if "acctd_terms" in got:
+            self._resync_terms()
+        if "acctd_invoice" in got:
+            self._keep_invoices()
         if "acctd_ledger" in got:
             self._refresh_ledger()
         if "acctd_shipped" in got:
@@ -633,6 +647,83 @@ class CentralService(Service):
             taken = login.take({o: v for o, v in got.items() if o not in have or
                                 have[o] < v[1]})
         self._logins_shared = {**(self._logins_shared or {}), **{o: got[o][1] for o in taken}}
+
+    def _publish_terms(self) -> None:
+        """The postpaid terms set here since the last publish."""
+        from acctd.services.billing import invoices
+        if "invoicing" not in self.core.services:
+            return
+        shared = self._terms_shared or {}
+        with self.core.lock:
+            changed = {o: v for o, v in invoices.terms_changes(self.core.storage.con).items()
+                       if shared.get(o) != v[1]}
+        if changed:
+            invoicing.publish_terms(self.conn, self.gateway_id, changed)
+        self._terms_shared = {**shared, **{o: v[1] for o, v in changed.items()}}
+
+    def _resync_terms(self) -> None:
+        """The terms changed later elsewhere, into DuckDB; invoicing and
+        billing decide again."""
+        from acctd.services.billing import invoices
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            have = {o: v[1] for o, v in invoices.terms_changes(self.core.storage.con).items()}
+        got = invoicing.newer_terms(self.conn, have)
+        if not got:
+            return
+        with self.core.lock:
+            con = self.core.storage.con
+            have = {o: v[1] for o, v in invoices.terms_changes(con).items()}
+            taken = {o: v for o, v in got.items() if o not in have or have[o] < v[1]}
+            for oid, (terms, when) in taken.items():
+                invoices.set_terms(con, oid, terms, when)
+            if taken:
+                inv.shared_changed()
+        self._terms_shared = {**(self._terms_shared or {}),
+                              **{o: v[1] for o, v in taken.items()}}
+
+    def invoices_wanted(self) -> None:
+        """Invoicing found last month's invoices lacking here: the shipper
+        issues them through the server (invoicing.py), when it can."""
+        self._invoices_due = True
+        self._wake.set()
+
+    def _issue_invoices(self) -> None:
+        from acctd.services.billing.invoices import bounds
+        self._invoices_due = False
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            now = self.core.clock()
+            month, oids = inv.to_issue(now)
+            end = bounds(month, inv.zone)[1]
+        if not oids:
+            return
+        rows = invoicing.ledger_elsewhere(self.conn, self.gateway_id, oids, end)
+        with self.core.lock:
+            docs = inv.compose_with(month, oids, now, rows)
+        n = invoicing.claim(self.conn, self.gateway_id, month, end, docs)
+        log.info("central: %d invoices for %s issued here, %d by other gateways", n,
+                 f"{month:%Y-%m}", len(docs) - n)
+        self._keep_invoices()
+
+    def _keep_invoices(self) -> None:
+        """The server's invoices this gateway lacks, into DuckDB."""
+        from acctd.services.billing import invoices
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            have = {(int(a), m) for a, m in self.core.storage.con.execute(
+                "SELECT account_oid, month FROM invoice").fetchall()}
+        got = invoicing.issued(self.conn, have)
+        if got:
+            with self.core.lock:
+                invoices.keep(self.core.storage.con, got)
+                inv.shared_changed()
 
     def _shared_units(self) -> dict[str, str]:
         """name -> oid of the run-time units published from here (kept in
