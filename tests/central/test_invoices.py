@@ -33,18 +33,24 @@ def invoice(d) -> dict:
     return d.service(InvoicingService).invoice("acc", "2026-11")
 
 
+def postpaid_on_two(a, b) -> None:
+    """acc (alice) made on a, postpaid on b (a has the terms), charged 5.72
+    on a and 4.77 on b in November, all shipped."""
+    wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
+    a.service(BillingService).account_create("acc", ACCOUNT)
+    wait(lambda: 1 in b.service(BillingService).accounts)
+    b.service(InvoicingService).set_terms("acc", ["postpaid"])
+    wait(lambda: a.service(InvoicingService).terms.get(1) == Terms(postpaid=True), timeout=2)
+    commit_drain(a, NOVEMBER, [("alice", "ip", 0, 1, 6_000_000)])
+    commit_drain(b, NOVEMBER, [("alice", "ip", 0, 1, 5_000_000)])
+    wait(lambda: status(a)["backlog_drains"] == status(b)["backlog_drains"] == 0)
+
+
 def test_an_account_charged_on_two_gateways_is_invoiced_once_for_both(central_dsn, tmp_path):
     clock = Clock(NOVEMBER)
     with gateway(central_dsn, "gw-a", tmp_path, clock=clock, extra=BILLING) as a, \
             gateway(central_dsn, "gw-b", tmp_path, clock=clock, extra=BILLING) as b:
-        wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
-        a.service(BillingService).account_create("acc", ACCOUNT)
-        wait(lambda: 1 in b.service(BillingService).accounts)
-        b.service(InvoicingService).set_terms("acc", ["postpaid"])
-        wait(lambda: a.service(InvoicingService).terms.get(1) == Terms(postpaid=True), timeout=2)
-        commit_drain(a, NOVEMBER, [("alice", "ip", 0, 1, 6_000_000)])   # 5.72
-        commit_drain(b, NOVEMBER, [("alice", "ip", 0, 1, 5_000_000)])   # 4.77
-        wait(lambda: status(a)["backlog_drains"] == status(b)["backlog_drains"] == 0)
+        postpaid_on_two(a, b)
         assert invoice(a)["draft"] is True
         # December: both gateways look for November's invoices at once
         clock.t = dt.datetime(2026, 12, 1, 1, tzinfo=UTC)

@@ -360,35 +360,13 @@ class InvoicingService(Service):
             return {"account": a.name, **dataclasses.asdict(t)}
 
     def _month(self, month: str | None) -> dt.date:
-        try:
-            if month is None:
-                return self.core.clock().astimezone(self.zone).date().replace(day=1)
-            return invoices.month_of(month)
-        except InvoiceError as e:
-            raise BadRequest(str(e)) from None
+        return month_asked(month, self.core.clock(), self.zone)
 
     def invoice(self, account: str, month: str | None = None) -> dict:
         """The month's invoice: as issued, else a draft of it as of now."""
         with self.core.lock:
-            a, m, cur = self._account(account), self._month(month), self.cur
-            doc = invoices.stored(self.con, a.oid, m)
-            draft = doc is None
-            if draft:
-                now = self.core.clock()
-                doc = invoices.compose(self.con, m, self.zone, cur, now, self.settings.due_days,
-                                       [a.oid]).get(a.oid)
-                if doc is None:
-                    end = invoices.bounds(m, self.zone)[1]
-                    doc = invoices.empty(a.oid, m, now, invoices.due_date(
-                        end, self.zone, self.settings.due_days), cur)
-                paid = None
-            else:
-                got = invoices.paid_since(self.con, a.oid, invoices.bounds(m, self.zone)[1])
-                paid = got >= Decimal(doc["amount_due"])
-            text = invoices.format_invoice(doc, a.name, cur, self.zone, paid)
-            if draft:
-                text = "DRAFT (not issued)\n" + text
-            return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}
+            return answer_invoice(self.con, self._account(account), month, self.zone, self.cur,
+                                  self.core.clock(), self.settings.due_days)
 
     def statement(self, account: str, month: str | None = None) -> dict:
         with self.core.lock:
@@ -409,3 +387,35 @@ class InvoicingService(Service):
                     f"({p.samples} samples of 5 minutes)\n")
             return {**d, "account": a.name, "month": f"{m:%Y-%m}", "text": text}
 
+
+
+def month_asked(month: str | None, now: dt.datetime, zone) -> dt.date:
+    """A command's MONTH (2026-11), or now's."""
+    try:
+        if month is None:
+            return now.astimezone(zone).date().replace(day=1)
+        return invoices.month_of(month)
+    except InvoiceError as e:
+        raise BadRequest(str(e)) from None
+
+
+def answer_invoice(con, a: Account, month: str | None, zone, cur: Currency, now: dt.datetime,
+                   due_days: int) -> dict:
+    """`billing invoice ACCOUNT [MONTH]` over a database's ledger and invoices:
+    as issued, else a draft of it as of now."""
+    m = month_asked(month, now, zone)
+    doc = invoices.stored(con, a.oid, m)
+    draft = doc is None
+    if draft:
+        doc = invoices.compose(con, m, zone, cur, now, due_days, [a.oid]).get(a.oid)
+        if doc is None:
+            end = invoices.bounds(m, zone)[1]
+            doc = invoices.empty(a.oid, m, now, invoices.due_date(end, zone, due_days), cur)
+        paid = None
+    else:
+        got = invoices.paid_since(con, a.oid, invoices.bounds(m, zone)[1])
+        paid = got >= Decimal(doc["amount_due"])
+    text = invoices.format_invoice(doc, a.name, cur, zone, paid)
+    if draft:
+        text = "DRAFT (not issued)\n" + text
+    return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}

@@ -280,6 +280,23 @@ class CentralService(Service):
                        f"({why}) and account oids come from it, so that two gateways never "
                        "make the same one; make it when status shows central connected")
 
+    def ledger_elsewhere_rows(self, oid: int, start, end) -> list[tuple]:
+        """The other gateways' ledger rows of an account, as the server has
+        them (queries.ledger_rows), on a connection of its own; Conflict
+        while the server is away. The caller holds no lock."""
+        import psycopg
+
+        from acctd.services.central import queries
+        if self.state == "connected":
+            try:
+                with self._link() as conn:
+                    return queries.ledger_rows(conn, oid, start, end, self.gateway_id)
+            except psycopg.Error as e:
+                why = _first_line(e)
+        else:
+            why = self.error or self.state
+        raise Conflict(f"only this gateway's rows: the central PostgreSQL is unreachable ({why})")
+
     def _connect(self) -> bool:
         import psycopg
         s = self.settings
