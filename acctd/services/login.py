@@ -734,6 +734,9 @@ class LoginService(Service):
         rec = self.table.get(oid)
         self.core.storage.set_login_record(oid, rec.to_dict() if rec else None,
                                            self.core.clock() if shared else None)
+        central = self.core.services.get("central")
+        if shared and central is not None:
+            central.changed_here()
 
     def take(self, records: dict[str, tuple[dict, dt.datetime]]) -> list[str]:
         """Login records changed later on another gateway (central): oid ->

@@ -352,6 +352,8 @@ class InvoicingService(Service):
                     raise BadRequest(f"terms: expected postpaid, prepaid, exempt, not-exempt, "
                                      f"transit or not-transit, got {w!r}")
             invoices.set_terms(self.con, a.oid, t, self.core.clock())
+            if self._central() is not None:
+                self._central().changed_here()
             self._load()
             from acctd.services.billing.service import BillingService
             moved = self.core.service(BillingService).terms_changed()

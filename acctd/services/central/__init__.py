@@ -101,6 +101,7 @@ class CentralService(Service):
         self._units_again = True                    # at connect: all run-time units again
         self._terms_shared: dict | None = None      # account oid -> its terms' `changed` published
         self._invoices_due = False                  # invoicing found last month's lacking
+        self._changed_here = True                   # a login record or terms changed here
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -239,8 +240,10 @@ class CentralService(Service):
                 self._ship_backlog()
                 self._publish_blocks()
                 self._publish_accounts()
-                self._publish_logins()
-                self._publish_terms()
+                if self._changed_here:
+                    self._changed_here = False   # before reading: a change meanwhile flags again
+                    self._publish_logins()
+                    self._publish_terms()
                 if self._invoices_due:
                     self._issue_invoices()
                 self._publish_runtime_units()
@@ -337,6 +340,7 @@ class CentralService(Service):
             self._publish_totals()
             self._refresh_ledger()
             self._accounts_shared = self._logins_shared = self._terms_shared = None
+            self._changed_here = True
             self._units_again = True
             self._resync_units()     # first: the accounts and logins may name these units
             self._resync_logins()
@@ -700,6 +704,13 @@ class CentralService(Service):
                 inv.shared_changed()
         self._terms_shared = {**(self._terms_shared or {}),
                               **{o: v[1] for o, v in taken.items()}}
+
+    def changed_here(self) -> None:
+        """A login record or an account's terms changed on this gateway (the
+        login and invoicing services say so): the shipper publishes them
+        now, and reads them only then."""
+        self._changed_here = True
+        self._wake.set()
 
     def invoices_wanted(self) -> None:
         """Invoicing found last month's invoices lacking here: the shipper
