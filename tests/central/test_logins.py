@@ -6,6 +6,7 @@ import pytest
 
 from acctd.kernel.abi import SysPolicy
 from acctd.services.login import LoginService
+from acctd.services.runtime_units import UnitsService
 from tests.central.gateways import gateway, status, wait
 from tests.central.test_ledger import bits
 
@@ -47,3 +48,13 @@ def test_a_password_set_on_one_gateway_logs_the_unit_in_on_another(cluster, cent
         wait(lambda: status(c)["state"] == "connected")
         wait(lambda: record(c) is not None and record(c).curr_state == "closed")
         assert c.service(LoginService).login("alice", "s3cret")["ok"] is True
+
+
+def test_the_login_of_a_unit_made_at_run_time_reaches_the_others(central_dsn, tmp_path):
+    with gateway(central_dsn, "gw-a", tmp_path) as a, gateway(central_dsn, "gw-b", tmp_path) as b:
+        wait(lambda: status(a)["state"] == status(b)["state"] == "connected")
+        a.service(UnitsService).add("host", "carol", "10.9.0.7")
+        a.service(LoginService).set("carol", ["password", "pw-carol"])   # at once
+        wait(lambda: "carol" in b.snapshot.base.index and record(b, "carol") is not None,
+             timeout=2)
+        assert b.service(LoginService).login("carol", "pw-carol")["ok"] is True

@@ -102,6 +102,7 @@ class CentralService(Service):
         self._terms_shared: dict | None = None      # account oid -> its terms' `changed` published
         self._invoices_due = False                  # invoicing found last month's lacking
         self._changed_here = True                   # a login record or terms changed here
+        self._login_version = 0                     # the server's login rows read up to this
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -239,6 +240,7 @@ class CentralService(Service):
             try:
                 self._ship_backlog()
                 self._publish_blocks()
+                self._publish_runtime_units()   # before the accounts and logins naming them
                 self._publish_accounts()
                 if self._changed_here:
                     self._changed_here = False   # before reading: a change meanwhile flags again
@@ -246,7 +248,6 @@ class CentralService(Service):
                     self._publish_terms()
                 if self._invoices_due:
                     self._issue_invoices()
-                self._publish_runtime_units()
                 if self._share_quotas():
                     self._publish_totals()
                 self._retention()
@@ -340,6 +341,7 @@ class CentralService(Service):
             self._publish_totals()
             self._refresh_ledger()
             self._accounts_shared = self._logins_shared = self._terms_shared = None
+            self._login_version = 0     # a promoted standby may have fewer: all again
             self._changed_here = True
             self._units_again = True
             self._resync_units()     # first: the accounts and logins may name these units
@@ -474,8 +476,9 @@ class CentralService(Service):
             self._heard = time.monotonic()
         # units before the accounts that name them, the blocks last: a block
         # then never shows ahead of the account change that made it
-        if "acctd_unit" in got:
-            self._resync_units()
+        if "acctd_unit" in got and self._resync_units():
+            self._login_version = 0     # the records of units new here, skipped before
+            got.add("acctd_login")
         if "acctd_login" in got:
             self._resync_logins()
         if "acctd_account" in got:
@@ -660,7 +663,7 @@ class CentralService(Service):
             return
         with self.core.lock:
             have = self.core.storage.login_stamps()
-        got = logins.newer(self.conn, have)
+        got, self._login_version = logins.newer(self.conn, have, self._login_version)
         if not got:
             return
         with self.core.lock:   # what changed here meanwhile stays, if later
@@ -771,6 +774,8 @@ class CentralService(Service):
         """The run-time units made and deleted here since the last publish
         (at connect all of them again)."""
         from acctd.services.runtime_units import to_dict
+        if "units" not in self.core.services:
+            return
         with self.core.lock:
             mine = {u.name: to_dict(u) for u in self.core.services["units"].runtime}
             shared = dict(self._shared_units())
@@ -783,14 +788,16 @@ class CentralService(Service):
         with self.core.lock:
             self._keep_shared_units({n: s["oid"] for n, s in mine.items()})
 
-    def _resync_units(self) -> None:
+    def _resync_units(self) -> bool:
         """The run-time units deleted elsewhere, deleted here; those made
         elsewhere that this gateway lacks, made here (all at once; one by one
-        if one of them does not fit)."""
+        if one of them does not fit). Whether any was made."""
         from acctd.errors import AcctError
         from acctd.services.runtime_units import from_dict
+        made = self.core.services.get("units")
+        if made is None:
+            return False
         with self.core.lock:
-            made = self.core.services["units"]
             gone = units.deleted(self.conn)
             shared = dict(self._shared_units())
             for u in [u for u in made.runtime if gone.get(u.name) == u.oid]:
@@ -819,6 +826,7 @@ class CentralService(Service):
                 shared.update({s["name"]: s["oid"] for s in specs
                                if have.get(s["name"]) == s["oid"]})
             self._keep_shared_units(shared)
+            return bool(specs)
 
     def _publish_units(self) -> None:
         with self.core.lock:

@@ -37,7 +37,8 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 (accounts.allocate), so two gateways never make one oid
   login         unit_oid, record (JSON, login.LoginRecord.to_dict), changed,
                 gateway_id: the last change of each login record on any
-                gateway (logins.py); NOTIFY acctd_login
+                gateway (logins.py); version: from login_version at each
+                write, so a gateway reads only what is new; NOTIFY acctd_login
   account_terms account_oid, postpaid, exempt, transit, changed, gateway_id:
                 the last change of each account's terms (invoicing.py);
                 NOTIFY acctd_terms
@@ -102,8 +103,10 @@ CREATE TABLE runtime_unit (name text PRIMARY KEY, spec jsonb NOT NULL,
 _V3 = """
 CREATE TABLE account_oid (oid integer PRIMARY KEY, gateway_id smallint NOT NULL REFERENCES gateway,
                           name text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE SEQUENCE login_version;
 CREATE TABLE login (unit_oid integer PRIMARY KEY, record jsonb NOT NULL,
-                    changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway);
+                    changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway,
+                    version bigint NOT NULL);
 ALTER TABLE runtime_unit ADD COLUMN deleted timestamptz;
 CREATE TABLE account_terms (
     account_oid integer PRIMARY KEY, postpaid boolean NOT NULL, exempt boolean NOT NULL,
