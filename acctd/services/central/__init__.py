@@ -773,14 +773,18 @@ class CentralService(Service):
     def _publish_runtime_units(self) -> None:
         """The run-time units made and deleted here since the last publish
         (at connect all of them again)."""
-        from acctd.services.runtime_units import to_dict
+        from acctd.services.runtime_units import deleted, to_dict
         if "units" not in self.core.services:
             return
         with self.core.lock:
             mine = {u.name: to_dict(u) for u in self.core.services["units"].runtime}
             shared = dict(self._shared_units())
+            by_command = {(d["name"], d["oid"]) for d in deleted(self.core.storage)}
         new = [s for n, s in mine.items() if shared.get(n) != s["oid"]]
-        gone = [{"name": n, "oid": o} for n, o in shared.items() if n not in mine]
+        # deleted by `unit delete`: everywhere; one a reload dropped (it no
+        # longer fits this gateway's config) stays on the others
+        gone = [{"name": n, "oid": o} for n, o in shared.items()
+                if n not in mine and (n, o) in by_command]
         if new or gone or (self._units_again and mine):
             units.publish(self.conn, self.gateway_id, new,
                           list(mine.values()) if self._units_again else [], gone)
