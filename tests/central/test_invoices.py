@@ -1,7 +1,8 @@
 """Postpaid terms and invoices across gateways: terms set on one gateway
 are everywhere, and an account charged on two gateways gets one invoice
 for the month, of both gateways' charges, issued once however many
-gateways try at once, and kept by every gateway."""
+gateways try at once, and kept by every gateway; a payment on any gateway
+pays it everywhere."""
 
 import datetime as dt
 import threading
@@ -10,11 +11,12 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from acctd.kernel.abi import SysPolicy
 from acctd.services.billing.invoices import Terms
 from acctd.services.billing.invoicing import InvoicingService
 from acctd.services.billing.service import BillingService
 from tests.central.gateways import UTC, commit_drain, gateway, status, wait
-from tests.central.test_ledger import ACCOUNT, BILLING
+from tests.central.test_ledger import ACCOUNT, BILLING, bits
 
 pytestmark = pytest.mark.peers
 
@@ -71,3 +73,15 @@ def test_an_account_charged_on_two_gateways_is_invoiced_once_for_both(central_ds
             assert c.execute("SELECT account_oid, month, number, amount_due FROM invoice"
                              ).fetchall() == [(1, dt.date(2026, 11, 1), "202611-000001",
                                                Decimal("10.49"))]
+        # unpaid a week past its due date: blocked; paid on gw-b, lifted on both
+        clock.t = dt.datetime(2026, 12, 23, 1, tzinfo=UTC)
+        for d in (a, b):
+            d.service(InvoicingService)._next = 0.0
+            d.service(InvoicingService).tick()
+        wait(lambda: bits(a, "alice") == bits(b, "alice") == SysPolicy.MONEY, timeout=2)
+        b.service(InvoicingService).import_payments([{
+            "line": 1, "date": "2026-12-23", "account": "acc", "amount": "10.49",
+            "reference": "bank-1"}])
+        commit_drain(b, clock.t, [])    # its rows ship with the next drain
+        wait(lambda: bits(a, "alice") == bits(b, "alice") == 0, timeout=5)
+        assert "  PAID\n" in invoice(a)["text"] and invoice(a)["paid"] is True

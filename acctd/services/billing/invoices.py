@@ -222,20 +222,30 @@ def stored(con, oid: int, month: dt.date) -> dict | None:
     return json.loads(r[0][0]) if r else None
 
 
-def paid_since(con, oid: int, since: dt.datetime) -> Decimal:
-    """Payments dated on or after `since`: what pays an invoice of the month before."""
-    return _sum(con, "account_oid = ? AND kind = 'payment' AND ts >= ?", [oid, naive(since)])
+def paid_since(con, oid: int, since: dt.datetime, elsewhere=()) -> Decimal:
+    """Payments dated on or after `since`: what pays an invoice of the month
+    before; elsewhere: the other gateways' payments, (account, ts, amount)."""
+    return _sum(con, "account_oid = ? AND kind = 'payment' AND ts >= ?", [oid, naive(since)]) \
+        + sum((v for a, t, v in elsewhere if a == oid and t >= since), Decimal(0))
 
 
-def unpaid(con, now: dt.datetime, grace_days: int) -> dict[int, tuple[str, dt.datetime]]:
+def unpaid(con, now: dt.datetime, grace_days: int, elsewhere=()
+           ) -> dict[int, tuple[str, dt.datetime]]:
     """Accounts with an invoice unpaid `grace_days` after its due date:
-    oid -> (its number, its due date); the oldest such invoice."""
+    oid -> (its number, its due date); the oldest such invoice. elsewhere:
+    the other gateways' payments, (account, ts, amount), count too."""
     rows = con.execute(
-        "SELECT i.account_oid, i.number, i.due FROM invoice i WHERE i.amount_due > 0 "
-        "AND i.due + to_days(?) <= ? AND i.amount_due > coalesce((SELECT sum(amount) "
-        "FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = 'payment' "
-        "AND l.ts >= i.period_end), 0) ORDER BY i.due DESC", [grace_days, naive(now)]).fetchall()
-    return {int(a): (n, aware(d)) for a, n, d in rows}
+        "SELECT i.account_oid, i.number, i.due, i.period_end, i.amount_due - coalesce(("
+        "SELECT sum(amount) FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = "
+        "'payment' AND l.ts >= i.period_end), 0) FROM invoice i WHERE i.amount_due > 0 "
+        "AND i.due + to_days(?) <= ? ORDER BY i.due DESC", [grace_days, naive(now)]).fetchall()
+    out = {}
+    for a, n, d, end, owed in rows:
+        owed = Decimal(owed) - sum((v for o, t, v in elsewhere if o == a and t >= aware(end)),
+                                   Decimal(0))
+        if owed > 0:
+            out[int(a)] = (n, aware(d))
+    return out
 
 
 # --- text ---------------------------------------------------------------------------

@@ -134,7 +134,8 @@ class InvoicingService(Service):
             if issued:
                 log.info("billing: %d invoices issued for %s", len(issued), f"{month:%Y-%m}")
         before = self.blocks()
-        found = invoices.unpaid(self.con, now, self.settings.block_after_days)
+        found = invoices.unpaid(self.con, now, self.settings.block_after_days,
+                                self._payments_elsewhere())
         unpaid = {o: v for o, v in found.items() if o in self.accounts
                   and self.terms.get(o, Terms()).postpaid and not self.terms[o].exempt}
         for oid in set(unpaid) - set(self.unpaid):
@@ -152,6 +153,11 @@ class InvoicingService(Service):
     def _central(self):
         c = self.core.services.get("central")
         return c if c is not None and c.settings is not None else None
+
+    def _payments_elsewhere(self) -> list:
+        """The other gateways' payments as last read, (account, ts, amount)."""
+        c = self._central()
+        return c.payments_elsewhere if c is not None else []
 
     def _lacking(self, month: dt.date, oids: list[int]) -> list[int]:
         have = {int(a) for (a,) in self.con.execute(
@@ -368,7 +374,8 @@ class InvoicingService(Service):
         """The month's invoice: as issued, else a draft of it as of now."""
         with self.core.lock:
             return answer_invoice(self.con, self._account(account), month, self.zone, self.cur,
-                                  self.core.clock(), self.settings.due_days)
+                                  self.core.clock(), self.settings.due_days,
+                                  self._payments_elsewhere())
 
     def statement(self, account: str, month: str | None = None) -> dict:
         with self.core.lock:
@@ -402,9 +409,10 @@ def month_asked(month: str | None, now: dt.datetime, zone) -> dt.date:
 
 
 def answer_invoice(con, a: Account, month: str | None, zone, cur: Currency, now: dt.datetime,
-                   due_days: int) -> dict:
+                   due_days: int, elsewhere=()) -> dict:
     """`billing invoice ACCOUNT [MONTH]` over a database's ledger and invoices:
-    as issued, else a draft of it as of now."""
+    as issued, else a draft of it as of now; elsewhere: other gateways'
+    payments (invoices.paid_since)."""
     m = month_asked(month, now, zone)
     doc = invoices.stored(con, a.oid, m)
     draft = doc is None
@@ -415,7 +423,7 @@ def answer_invoice(con, a: Account, month: str | None, zone, cur: Currency, now:
             doc = invoices.empty(a.oid, m, now, invoices.due_date(end, zone, due_days), cur)
         paid = None
     else:
-        got = invoices.paid_since(con, a.oid, invoices.bounds(m, zone)[1])
+        got = invoices.paid_since(con, a.oid, invoices.bounds(m, zone)[1], elsewhere)
         paid = got >= Decimal(doc["amount_due"])
     text = invoices.format_invoice(doc, a.name, cur, zone, paid)
     if draft:

@@ -95,6 +95,7 @@ class CentralService(Service):
         self.elsewhere_starts: dict[str, dt.datetime] = {}
         self.watch: list[int] = []             # unit oids with a quota on any gateway
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
+        self.payments_elsewhere: list = []     # the others' payments: (account, ts, amount)
         self._accounts_shared: dict | None = None   # account oid -> its `changed` published
         self._units_shared: dict | None = None      # name -> oid of the run-time units published
         self._logins_shared: dict | None = None     # unit oid -> its login `changed` published
@@ -601,13 +602,18 @@ class CentralService(Service):
     def _refresh_ledger(self) -> None:
         """The other gateways' ledger sums; billing decides again if they moved."""
         got = balances.elsewhere(self.conn, self.gateway_id)
-        if got == self.ledger_elsewhere:
+        paid = balances.payments_elsewhere(self.conn, self.gateway_id)
+        if got == self.ledger_elsewhere and paid == self.payments_elsewhere:
             return
         with self.core.lock:
-            self.ledger_elsewhere = got
+            self.ledger_elsewhere, moved = got, paid != self.payments_elsewhere
+            self.payments_elsewhere = paid
             billing = self.core.services.get("billing")
             if billing is not None:
                 billing.balances_changed()
+            invoicing_ = self.core.services.get("invoicing")
+            if moved and invoicing_ is not None:   # an invoice paid elsewhere
+                invoicing_.shared_changed()
 
     def _publish_accounts(self) -> None:
         """The billing accounts made or changed here since the last publish."""
