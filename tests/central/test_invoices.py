@@ -53,7 +53,11 @@ def test_an_account_charged_on_two_gateways_is_invoiced_once_for_both(central_ds
     with gateway(central_dsn, "gw-a", tmp_path, clock=clock, extra=BILLING) as a, \
             gateway(central_dsn, "gw-b", tmp_path, clock=clock, extra=BILLING) as b:
         postpaid_on_two(a, b)
-        assert invoice(a)["draft"] is True
+        # a draft, and the statement, are of both gateways' rows too
+        assert (invoice(a)["draft"], invoice(a)["amount_due"]) == (True, "10.49")
+        st = a.service(InvoicingService).statement("acc", "2026-11")
+        assert sorted(r["amount"] for r in st["rows"]) == ["-4.77", "-5.72"]
+        assert st["closing"] == "-10.49"
         # December: both gateways look for November's invoices at once
         clock.t = dt.datetime(2026, 12, 1, 1, tzinfo=UTC)
         ticks = []

@@ -84,11 +84,13 @@ def terms_changes(con) -> dict[int, tuple[Terms, dt.datetime]]:
 FOR = "coalesce(period_start, ts)"
 
 
-def statement(con, oid: int, month: dt.date, zone, cur: Currency) -> dict:
+def statement(con, oid: int, month: dt.date, zone, cur: Currency,
+              ledger_rows: str = "ledger") -> dict:
+    """ledger_rows: the table (or a subquery AS ledger) read, as compose's."""
     start, end = bounds(month, zone)
-    opening = _sum(con, f"account_oid = ? AND {FOR} < ?", [oid, naive(start)])
+    opening = _sum(con, f"account_oid = ? AND {FOR} < ?", [oid, naive(start)], ledger_rows)
     rows = con.execute(
-        "SELECT ts, kind, amount, subplan, bytes_in, bytes_out, cause, reference FROM ledger "
+        f"SELECT ts, kind, amount, subplan, bytes_in, bytes_out, cause, reference FROM {ledger_rows} "
         f"WHERE account_oid = ? AND {FOR} >= ? AND {FOR} < ? ORDER BY ts, seq",
         [oid, naive(start), naive(end)]).fetchall()
     closing = opening + sum((Decimal(r[2]) for r in rows), Decimal(0))
@@ -100,8 +102,9 @@ def statement(con, oid: int, month: dt.date, zone, cur: Currency) -> dict:
             "closing": str(cur.quantize(closing))}
 
 
-def _sum(con, where: str, params: list) -> Decimal:
-    v = con.execute(f"SELECT sum(amount) FROM ledger WHERE {where}", params).fetchall()[0][0]
+def _sum(con, where: str, params: list, ledger_rows: str = "ledger") -> Decimal:
+    v = con.execute(f"SELECT sum(amount) FROM {ledger_rows} WHERE {where}", params
+                    ).fetchall()[0][0]
     return Decimal(0) if v is None else Decimal(v)
 
 

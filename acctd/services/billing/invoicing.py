@@ -10,6 +10,7 @@ BillingService's (service.py); this one reads the ledger they write.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -17,7 +18,7 @@ import time
 from decimal import Decimal
 
 from acctd.config.schema import Invalid, Table, integer, setting
-from acctd.errors import BadRequest, NotFound
+from acctd.errors import AcctError, BadRequest, NotFound
 from acctd.kernel import abi
 from acctd.services.billing import accounts, invoices, ledger, notices, payments, percentile
 from acctd.services.billing.accounts import Account, AccountError
@@ -177,10 +178,10 @@ class InvoicingService(Service):
         month, post = self._postpaid_last_month(now)
         return month, self._lacking(month, post)
 
-    def compose_with(self, month: dt.date, oids: list[int], now: dt.datetime,
-                     elsewhere: list[tuple]) -> list[dict]:
-        """These accounts' invoices of the month over this gateway's ledger
-        and the other gateways' rows (`elsewhere`, the ledger's columns)."""
+    @contextlib.contextmanager
+    def _with_elsewhere(self, elsewhere: list[tuple]):
+        """This gateway's ledger and the other gateways' rows (`elsewhere`,
+        the ledger's columns) as one table expression, for the queries here."""
         con = self.con
         con.execute("CREATE OR REPLACE TEMP TABLE ledger_elsewhere AS "
                     "SELECT * FROM ledger LIMIT 0")
@@ -188,11 +189,29 @@ class InvoicingService(Service):
             con.executemany("INSERT INTO ledger_elsewhere VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
                             "?, ?, ?, ?)", elsewhere)
         try:
-            docs = invoices.compose(con, month, self.zone, self.cur, now, self.settings.due_days,
-                                    oids, "(SELECT * FROM ledger UNION ALL SELECT * FROM "
-                                    "ledger_elsewhere) AS ledger")
+            yield "(SELECT * FROM ledger UNION ALL SELECT * FROM ledger_elsewhere) AS ledger"
         finally:
             con.execute("DROP TABLE ledger_elsewhere")
+
+    def _rows_elsewhere(self, oid: int, month: dt.date) -> list[tuple]:
+        """The other gateways' rows of an account up to the month's end (none
+        while the server is away: then this gateway's alone). No lock held."""
+        c = self._central()
+        if c is None:
+            return []
+        try:
+            return c.rows_for_months(oid, invoices.bounds(month, self.zone)[1])
+        except AcctError as e:
+            log.info("billing: %s", e)
+            return []
+
+    def compose_with(self, month: dt.date, oids: list[int], now: dt.datetime,
+                     elsewhere: list[tuple]) -> list[dict]:
+        """These accounts' invoices of the month over this gateway's ledger
+        and the other gateways' rows (`elsewhere`, the ledger's columns)."""
+        with self._with_elsewhere(elsewhere) as rows:
+            docs = invoices.compose(self.con, month, self.zone, self.cur, now,
+                                    self.settings.due_days, oids, rows)
         end = invoices.bounds(month, self.zone)[1]
         due = invoices.due_date(end, self.zone, self.settings.due_days)
         return [docs.get(o) or invoices.empty(o, month, now, due, self.cur) for o in oids]
@@ -371,16 +390,23 @@ class InvoicingService(Service):
         return month_asked(month, self.core.clock(), self.zone)
 
     def invoice(self, account: str, month: str | None = None) -> dict:
-        """The month's invoice: as issued, else a draft of it as of now."""
+        """The month's invoice: as issued, else a draft of it as of now (with
+        [central] over every gateway's rows)."""
         with self.core.lock:
-            return answer_invoice(self.con, self._account(account), month, self.zone, self.cur,
-                                  self.core.clock(), self.settings.due_days,
-                                  self._payments_elsewhere())
+            a, m = self._account(account), self._month(month)
+        elsewhere = self._rows_elsewhere(a.oid, m)
+        with self.core.lock, self._with_elsewhere(elsewhere) as rows:
+            return answer_invoice(self.con, a, month, self.zone, self.cur, self.core.clock(),
+                                  self.settings.due_days, self._payments_elsewhere(), rows)
 
     def statement(self, account: str, month: str | None = None) -> dict:
+        """The month's statement (with [central] of every gateway's rows)."""
         with self.core.lock:
-            a, m, cur = self._account(account), self._month(month), self.cur
-            s = invoices.statement(self.con, a.oid, m, self.zone, cur)
+            a, m = self._account(account), self._month(month)
+        elsewhere = self._rows_elsewhere(a.oid, m)
+        with self.core.lock, self._with_elsewhere(elsewhere) as rows:
+            cur = self.cur
+            s = invoices.statement(self.con, a.oid, m, self.zone, cur, rows)
             return {**s, "account": a.name,
                     "text": invoices.format_statement(s, a.name, cur)}
 
@@ -409,15 +435,15 @@ def month_asked(month: str | None, now: dt.datetime, zone) -> dt.date:
 
 
 def answer_invoice(con, a: Account, month: str | None, zone, cur: Currency, now: dt.datetime,
-                   due_days: int, elsewhere=()) -> dict:
+                   due_days: int, elsewhere=(), ledger_rows: str = "ledger") -> dict:
     """`billing invoice ACCOUNT [MONTH]` over a database's ledger and invoices:
-    as issued, else a draft of it as of now; elsewhere: other gateways'
-    payments (invoices.paid_since)."""
+    as issued, else a draft of it as of now over ledger_rows; elsewhere:
+    other gateways' payments (invoices.paid_since)."""
     m = month_asked(month, now, zone)
     doc = invoices.stored(con, a.oid, m)
     draft = doc is None
     if draft:
-        doc = invoices.compose(con, m, zone, cur, now, due_days, [a.oid]).get(a.oid)
+        doc = invoices.compose(con, m, zone, cur, now, due_days, [a.oid], ledger_rows).get(a.oid)
         if doc is None:
             end = invoices.bounds(m, zone)[1]
             doc = invoices.empty(a.oid, m, now, invoices.due_date(end, zone, due_days), cur)

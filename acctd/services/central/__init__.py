@@ -289,18 +289,30 @@ class CentralService(Service):
         """The other gateways' ledger rows of an account, as the server has
         them (queries.ledger_rows), on a connection of its own; Conflict
         while the server is away. The caller holds no lock."""
-        import psycopg
-
         from acctd.services.central import queries
+        return self._ask(lambda conn: queries.ledger_rows(conn, oid, start, end,
+                                                          self.gateway_id),
+                         "only this gateway's rows")
+
+    def rows_for_months(self, oid: int, end) -> list[tuple]:
+        """The other gateways' ledger rows of an account for the months before
+        `end` (invoicing.ledger_elsewhere), on a connection of its own;
+        Conflict while the server is away. The caller holds no lock."""
+        return self._ask(lambda conn: invoicing.ledger_elsewhere(
+            conn, self.gateway_id, [oid], end), "only this gateway's rows")
+
+    def _ask(self, query, instead: str):
+        """query(conn) on a connection of its own, or Conflict (`instead`, why)."""
+        import psycopg
         if self.state == "connected":
             try:
                 with self._link() as conn:
-                    return queries.ledger_rows(conn, oid, start, end, self.gateway_id)
+                    return query(conn)
             except psycopg.Error as e:
                 why = _first_line(e)
         else:
             why = self.error or self.state
-        raise Conflict(f"only this gateway's rows: the central PostgreSQL is unreachable ({why})")
+        raise Conflict(f"{instead}: the central PostgreSQL is unreachable ({why})")
 
     def _connect(self) -> bool:
         import psycopg
