@@ -69,11 +69,15 @@ def account(ctx, words, as_json):
 @json_option
 @click.pass_context
 def ledger(ctx, name, since, until, as_json):
-    """An account's ledger rows: every fee, overdraft, payment and adjustment."""
+    """An account's ledger rows: every fee, overdraft, payment and adjustment
+    (with [central], or --central, every gateway's, each named by its gateway)."""
     def render(r):
         for x in r["rows"]:
             what = f"subplan {x['subplan']}" if x["subplan"] is not None else (x["cause"] or "")
-            echo(f"{x['seq']:>6} {x['ts'][:19]} {x['kind']:<10} {x['amount']:>14} {what}")
+            at = f" [{x['gateway']}]" if x.get("gateway") else ""   # with [central]
+            echo(f"{x['seq']:>6} {x['ts'][:19]} {x['kind']:<10} {x['amount']:>14} {what}{at}")
+        if r.get("unavailable"):
+            echo(r["unavailable"])
         echo(f"balance {r['balance']}")
     run(lambda: out(ask(ctx, "billing-ledger", account=name, since=since, until=until),
                     as_json, render))

@@ -109,7 +109,8 @@ def _offline(ctx, name: str, args: dict):
     raise click.UsageError(f"{name} has no answer from the database alone")
 
 
-CENTRAL = ("list", "stat", "quota-show", "top", "sys-policy")
+CENTRAL = ("list", "stat", "quota-show", "top", "sys-policy", "billing-account",
+           "billing-ledger", "billing-invoice")
 
 
 def central_answer(ctx, name: str, args: dict):
@@ -120,11 +121,12 @@ def central_answer(ctx, name: str, args: dict):
 
     import psycopg
 
+    from acctd.errors import AcctError
     from acctd.services.central import queries
     o = ctx.obj
     if name not in CENTRAL:
         raise click.UsageError(f"--central answers {', '.join(CENTRAL)} only, not {name}")
-    zone, quota = ZoneInfo("UTC"), None
+    zone, quota, cfg = ZoneInfo("UTC"), None, None
     if o["config"]:
         from acctd.config import load
         cfg = load(o["config"])
@@ -144,15 +146,39 @@ def central_answer(ctx, name: str, args: dict):
                     raise click.ClickException(str(e)) from None
             if name == "top":
                 return queries.report_top(conn, now, zone, args.get("n", 20))
+            if name.startswith("billing-"):
+                return _central_billing(conn, name, args, cfg, zone, now)
             if quota is None:
                 from acctd.services.quota import QuotaSettings
                 quota = QuotaSettings()
             return queries.report_quota(conn, args.get("unit"), now, zone, quota)
+    except AcctError as e:    # a bad date or month
+        raise click.ClickException(str(e)) from None
     except LookupError as e:
         raise click.ClickException(e.args[0]) from None
     except psycopg.Error as e:
         first = (str(e).strip().splitlines() or [repr(e)])[0]
         raise click.ClickException(f"central {o['central']}: {first}") from None
+
+
+def _central_billing(conn, name: str, args: dict, cfg, zone, now):
+    """`billing account|ledger|invoice` from the server; the tariff (plans,
+    currency, time zone) and [invoicing] from --config, else the defaults."""
+    from acctd.services.billing.invoicing import InvoicingSettings
+    from acctd.services.billing.tariff import BillingSettings
+    from acctd.services.central import queries
+    billing = cfg.billing if cfg is not None and isinstance(cfg.billing, BillingSettings) \
+        else BillingSettings()
+    zone = billing.zone(zone)
+    if name == "billing-account":
+        return queries.report_accounts(conn, args.get("account"), args.get("full", False),
+                                       billing, queries.Names(conn), zone)
+    if name == "billing-ledger":
+        return queries.report_ledger(conn, args["account"], args.get("since"),
+                                     args.get("until"), billing, zone)
+    invoicing = getattr(cfg, "invoicing", None) or InvoicingSettings()
+    return queries.report_invoice(conn, args["account"], args.get("month"), billing, invoicing,
+                                  now, zone)
 
 
 def out(data, as_json: bool, render) -> None:

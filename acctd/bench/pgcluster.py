@@ -82,14 +82,18 @@ class Cluster:
         Stopped first: a backend it forked after the listing would outlive it
         and keep the next postmaster from starting (shared memory in use)."""
         os.kill(self.server.pid, signal.SIGSTOP)
-        children = subprocess.run(["pgrep", "-P", str(self.server.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        for pid in [self.server.pid, *map(int, children)]:
+        _until(lambda: _state(self.server.pid) in ("T", None))   # a signal lands later
+        children = [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(self.server.pid)], capture_output=True, text=True).stdout.split()]
+        for pid in [*children, self.server.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.server.wait()
+        # gone or a zombie: a backend still dying holds the shared memory
+        # the next postmaster refuses to start beside
+        _until(lambda: all(_state(p) in ("Z", None) for p in children))
         self.logf.close()
 
     def stop(self) -> None:
@@ -106,3 +110,17 @@ class Cluster:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, T, Z ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _until(done, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)

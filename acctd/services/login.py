@@ -460,6 +460,10 @@ class LoginTable:
         self._records[oid] = rec
         return rec
 
+    def put(self, rec: LoginRecord) -> None:
+        """A record as it is (one changed later on another gateway)."""
+        self._records[rec.oid] = rec
+
     def mark(self, oid: str, config: str) -> None:
         """Remember which config lines the record has (see config_mark)."""
         self._records[oid] = dataclasses.replace(self._records[oid], config=config)
@@ -658,6 +662,9 @@ class LoginService(Service):
     set-user-ip a login binds the user unit's address (a session)."""
 
     name = "login"
+    # with [central] the records are shared (central/logins.py) and each
+    # gateway decides their blocks: a timeout here must not block elsewhere
+    shares_blocks = True
 
     def __init__(self, core: Core, settings: LoginSettings):
         super().__init__(core, settings)
@@ -679,7 +686,7 @@ class LoginService(Service):
         self._forget_gone()
         self._config_sets()
         for oid in self.table.start_states(self.core.clock()):
-            self._save(oid)
+            self._save(oid, shared=False)
 
     def reload(self, settings: LoginSettings) -> None:
         self.settings = self.table.settings = settings
@@ -727,9 +734,38 @@ class LoginService(Service):
         method, rp = self._via
         self.core.login_attempted(who, ok, reason, addr, mac, method, rp=rp)
 
-    def _save(self, oid: str) -> None:
+    def _save(self, oid: str, shared: bool = True) -> None:
+        """Into DuckDB; shared: an act the other gateways take (central), stamped
+        now; not so a timeout or a def-state here, decided by each gateway."""
         rec = self.table.get(oid)
-        self.core.storage.set_login_record(oid, rec.to_dict() if rec else None)
+        self.core.storage.set_login_record(oid, rec.to_dict() if rec else None,
+                                           self.core.clock() if shared else None)
+        central = self.core.services.get("central")
+        if shared and central is not None:
+            central.changed_here()
+
+    def take(self, records: dict[str, tuple[dict, dt.datetime]]) -> list[str]:
+        """Login records changed later on another gateway (central): oid ->
+        (record, when); they replace this gateway's, and the blocks follow.
+        Returns the oids taken (not those of units unknown here). The
+        caller holds the lock."""
+        taken = []
+        for oid, (d, changed) in sorted(records.items()):
+            if oid not in self.core.snapshot.units.by_oid:
+                continue
+            try:
+                rec = LoginRecord.from_dict(d)
+            except (TypeError, ValueError) as e:
+                log.error("login record of %s from another gateway not taken: %s", oid, e)
+                continue
+            self.table.put(rec)
+            self.core.storage.set_login_record(oid, rec.to_dict(), changed)
+            if rec.last_used:   # as saved: not saved (and sent back) again
+                self.saved_use[oid] = rec.last_used
+            taken.append(oid)
+        if taken:
+            self.core.enforce()
+        return taken
 
     def blocks(self) -> dict[str, int]:
         return dict.fromkeys(self.table.blocked(), abi.SysPolicy.LOGIN)
@@ -755,7 +791,7 @@ class LoginService(Service):
                     self.last_seen[oid] = now - dt.timedelta(seconds=ago)
         expired = self.table.expire(now, self.last_seen)
         for e in expired:
-            self._save(e.oid)
+            self._save(e.oid, shared=False)   # each gateway times out by its own traffic
             log.info("login of %s closed: %s timeout", e.oid, e.cause)
         # last use is kept in the record, so a restart measures inactivity
         # from the last packet, not from the login; saved when it moved a

@@ -112,6 +112,9 @@ class UnitsService(Service):
             core.enforce()
             return list(fitted.runtime[n:])
 
+    def _note_deleted(self, u: Unit) -> None:
+        _note(self.core.storage, [*deleted(self.core.storage), {"name": u.name, "oid": u.oid}])
+
     def after_drain(self, drain: Drain) -> None:
         """auto-units: addresses counted for the first time inside a net with
         `auto-units N` become units by rule N. Their bytes so far stayed
@@ -171,9 +174,25 @@ class UnitsService(Service):
             core.drain_locked()
             core.service(SessionsService).stop(gone.oid, "admin-reset")
             self._keep([u for u in self.runtime if u is not gone])
+            self._note_deleted(gone)
             core.rebuild()
             core.enforce()
             return {"deleted": name, "oid": gone.oid}
+
+
+DELETED = "runtime_units_deleted"   # meta: the last units deleted by command (name, oid)
+KEEP_DELETED = 1000
+
+
+def deleted(storage) -> list[dict]:
+    """The units deleted by `unit delete` (not those a reload dropped), the
+    latest last: what [central] deletes on the other gateways too."""
+    raw = storage.meta(DELETED)
+    return json.loads(raw) if raw else []
+
+
+def _note(storage, gone: list[dict]) -> None:
+    storage.set_meta(DELETED, json.dumps(gone[-KEEP_DELETED:]))
 
 
 def _reverse_dns(addrs, rule, budget: float = 2.0, workers: int = 32):

@@ -427,13 +427,24 @@ class Storage:
         rows = self.con.execute("SELECT unit_oid, record FROM login").fetchall()
         return {_hex(oid): json.loads(rec) for oid, rec in rows}
 
-    def set_login_record(self, oid: str, record: dict | None) -> None:
-        """Store (or with None remove) one unit's login record."""
+    def set_login_record(self, oid: str, record: dict | None,
+                         changed: dt.datetime | None = None) -> None:
+        """Store (or with None remove) one unit's login record; changed: when
+        an act to share changed it (None: it keeps the time it had)."""
         if record is None:
             self.con.execute("DELETE FROM login WHERE unit_oid = ?", [_oid(oid)])
         else:
-            self.con.execute("INSERT OR REPLACE INTO login VALUES (?, ?)",
-                             [_oid(oid), json.dumps(record, sort_keys=True)])
+            self.con.execute(
+                "INSERT INTO login VALUES (?, ?, ?) ON CONFLICT (unit_oid) DO UPDATE SET "
+                "record = excluded.record, changed = coalesce(excluded.changed, login.changed)",
+                [_oid(oid), json.dumps(record, sort_keys=True),
+                 None if changed is None else
+                 changed.astimezone(dt.timezone.utc).replace(tzinfo=None)])
+
+    def login_stamps(self) -> dict[str, dt.datetime]:
+        """oid -> when (UTC) its login record last changed by an act to share."""
+        return {_hex(oid): ch.replace(tzinfo=dt.timezone.utc) for oid, ch in self.con.execute(
+            "SELECT unit_oid, changed FROM login WHERE changed IS NOT NULL").fetchall()}
 
     # --- MACs recorded by `mac fixate` ----------------------------------------------
 

@@ -18,14 +18,15 @@ oid a UINTEGER, as the datapath's rows carry it):
   sys_policy  unit_oid, bits: system policies set at run time
   quota       unit_oid, spec; quota_state id, state (JSON)
   sessions    who held which address when, with exact counts
-  login       unit_oid, record (JSON): the login service's records
+  login       unit_oid, record (JSON): the login service's records; changed:
+              when an act to share last changed it (central: the last wins)
   unit_mac    unit_oid, mac: MACs recorded by `mac fixate`
   account     the billing accounts (NeTAMS `account`), account_unit their units
   ledger      every fee, overdraft, payment and adjustment: the balance is its sum
   rating      per month, the rating state of every (account, subplan): bytes and money
               rated so far (acctd.services.billing.rating.SLOT rows, one blob)
   account_terms  per account: postpaid or prepaid, exempt from blocking, transit
-              (charged its 95th percentile)
+              (charged its 95th percentile); changed (central: the last wins)
   invoice     a postpaid account's month: number, due date, amount due, lines
   monitor     per-flow rows of the monitored units with the remote peer
               (acctd/store/monitor.py)
@@ -180,9 +181,19 @@ def _v7(con) -> None:
     """)
 
 
+def _v9(con) -> None:
+    """When each login record last changed by a set, login, logout or close
+    (not a timeout here, nor a start's def-state), and each account's terms:
+    with [central] the last change on any gateway is the one
+    (acctd/services/central/logins.py, invoicing.py)."""
+    con.execute("ALTER TABLE login ADD COLUMN changed TIMESTAMP")
+    con.execute("ALTER TABLE account_terms ADD COLUMN changed TIMESTAMP")
+
+
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                  (6, _v6),
-                                                 (7, _v7))
+                                                 (7, _v7),
+                                                 (9, _v9))
 VERSION = MIGRATIONS[-1][0]
 
 

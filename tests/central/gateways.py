@@ -25,8 +25,12 @@ UTC = dt.timezone.utc
 
 
 def cfg(dsn: str, gateway: str, extra: str = "", **central) -> config.Config:
+    return config.loads(config_text(dsn, gateway, extra, **central))
+
+
+def config_text(dsn: str, gateway: str, extra: str = "", **central) -> str:
     keys = "".join(f'{k.replace("_", "-")} = {v}\n' for k, v in central.items())
-    return config.loads(ALICE + f"""
+    return (ALICE + f"""
 [[unit]]
 type = "user"
 name = "bob"

@@ -60,7 +60,7 @@ def test_a_newer_central_schema_is_refused_and_drains_wait(central_dsn, tmp_path
     with gateway(central_dsn, "gw-a", tmp_path) as d:
         commit_drain(d, now, [("alice", 0, 0, 1, 100)])
         st = wait(lambda: (s := status(d))["state"] == "refused" and s)
-        assert st["error"] == ("central schema version 99 is newer than this acctd (2): "
+        assert st["error"] == ("central schema version 99 is newer than this acctd (3): "
                                "upgrade acctd on this gateway; it will not write to that server")
         assert st["backlog_drains"] == 1 and st["shipped_drains"] == 0
     assert pg_rows(central_dsn) == []

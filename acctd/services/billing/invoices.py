@@ -59,9 +59,20 @@ def all_terms(con) -> dict[int, Terms]:
         "SELECT account_oid, postpaid, exempt, transit FROM account_terms").fetchall()}
 
 
-def set_terms(con, oid: int, terms: Terms) -> None:
-    con.execute("INSERT OR REPLACE INTO account_terms VALUES (?, ?, ?, ?)",
-                [oid, terms.postpaid, terms.exempt, terms.transit])
+def set_terms(con, oid: int, terms: Terms, changed: dt.datetime | None = None) -> None:
+    """changed: when (None: the time it had), the last change winning with [central]."""
+    con.execute("INSERT INTO account_terms VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_oid) "
+                "DO UPDATE SET postpaid = excluded.postpaid, exempt = excluded.exempt, "
+                "transit = excluded.transit, changed = coalesce(excluded.changed, "
+                "account_terms.changed)", [oid, terms.postpaid, terms.exempt, terms.transit,
+                                           naive(changed) if changed else None])
+
+
+def terms_changes(con) -> dict[int, tuple[Terms, dt.datetime]]:
+    """The terms set with a time: oid -> (terms, when, UTC)."""
+    return {int(a): (Terms(bool(p), bool(e), bool(t)), aware(ch)) for a, p, e, t, ch in
+            con.execute("SELECT account_oid, postpaid, exempt, transit, changed FROM "
+                        "account_terms WHERE changed IS NOT NULL").fetchall()}
 
 
 # --- statements --------------------------------------------------------------------
@@ -73,11 +84,13 @@ def set_terms(con, oid: int, terms: Terms) -> None:
 FOR = "coalesce(period_start, ts)"
 
 
-def statement(con, oid: int, month: dt.date, zone, cur: Currency) -> dict:
+def statement(con, oid: int, month: dt.date, zone, cur: Currency,
+              ledger_rows: str = "ledger") -> dict:
+    """ledger_rows: the table (or a subquery AS ledger) read, as compose's."""
     start, end = bounds(month, zone)
-    opening = _sum(con, f"account_oid = ? AND {FOR} < ?", [oid, naive(start)])
+    opening = _sum(con, f"account_oid = ? AND {FOR} < ?", [oid, naive(start)], ledger_rows)
     rows = con.execute(
-        "SELECT ts, kind, amount, subplan, bytes_in, bytes_out, cause, reference FROM ledger "
+        f"SELECT ts, kind, amount, subplan, bytes_in, bytes_out, cause, reference FROM {ledger_rows} "
         f"WHERE account_oid = ? AND {FOR} >= ? AND {FOR} < ? ORDER BY ts, seq",
         [oid, naive(start), naive(end)]).fetchall()
     closing = opening + sum((Decimal(r[2]) for r in rows), Decimal(0))
@@ -89,8 +102,9 @@ def statement(con, oid: int, month: dt.date, zone, cur: Currency) -> dict:
             "closing": str(cur.quantize(closing))}
 
 
-def _sum(con, where: str, params: list) -> Decimal:
-    v = con.execute(f"SELECT sum(amount) FROM ledger WHERE {where}", params).fetchall()[0][0]
+def _sum(con, where: str, params: list, ledger_rows: str = "ledger") -> Decimal:
+    v = con.execute(f"SELECT sum(amount) FROM {ledger_rows} WHERE {where}", params
+                    ).fetchall()[0][0]
     return Decimal(0) if v is None else Decimal(v)
 
 
@@ -101,10 +115,10 @@ def number(oid: int, month: dt.date) -> str:
 
 
 def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days: int,
-            oids: list[int] | None = None) -> dict[int, dict]:
+            oids: list[int] | None = None, ledger_rows: str = "ledger") -> dict[int, dict]:
     """The month's invoices (not stored) of these accounts (all with a ledger
     row, if None): a handful of grouped queries, whatever the number of
-    accounts."""
+    accounts. ledger_rows: the table (or a subquery AS ledger) read."""
     start, end = bounds(month, zone)
     due = due_date(end, zone, due_days)
     only = " AND account_oid IN (SELECT unnest(?::UINTEGER[]))" if oids is not None else ""
@@ -120,12 +134,12 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
                              "due": due.isoformat(), "lines": [], "opening": Decimal(0),
                              "charges": Decimal(0), "payments": Decimal(0)}
         return d
-    for oid, amount in con.execute(f"SELECT account_oid, sum(amount) FROM ledger WHERE {FOR} < ?"
+    for oid, amount in con.execute(f"SELECT account_oid, sum(amount) FROM {ledger_rows} WHERE {FOR} < ?"
                                    + only + " GROUP BY account_oid", [s, *extra]).fetchall():
         doc(int(oid))["opening"] = Decimal(amount)
     for oid, kind, plan, sub, amount, bi, bo in con.execute(
             "SELECT account_oid, kind, plan, subplan, sum(amount), sum(bytes_in), "
-            f"sum(bytes_out) FROM ledger WHERE {FOR} >= ? AND {FOR} < ? AND kind IN ('fee', "
+            f"sum(bytes_out) FROM {ledger_rows} WHERE {FOR} >= ? AND {FOR} < ? AND kind IN ('fee', "
             "'overdraft')" + only + " GROUP BY ALL ORDER BY account_oid, kind, plan, subplan",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
@@ -133,7 +147,7 @@ def compose(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days
                                    f"{sub if sub is not None else '-'}",
                            "amount": -Decimal(amount), "bytes_in": int(bi), "bytes_out": int(bo)})
     for oid, kind, amount, cause, bi, bo in con.execute(
-            f"SELECT account_oid, kind, amount, cause, bytes_in, bytes_out FROM ledger WHERE {FOR} >= ? AND {FOR} < ? "
+            f"SELECT account_oid, kind, amount, cause, bytes_in, bytes_out FROM {ledger_rows} WHERE {FOR} >= ? AND {FOR} < ? "
             "AND kind NOT IN ('fee', 'overdraft')" + only + " ORDER BY seq",
             [s, e, *extra]).fetchall():
         d = doc(int(oid))
@@ -179,6 +193,17 @@ def issue(con, month: dt.date, zone, cur: Currency, now: dt.datetime, due_days: 
     return [d["number"] for d in rows]
 
 
+def keep(con, rows: list[tuple]) -> None:
+    """Invoices issued elsewhere (central), as the server has them: (account
+    oid, month, number, issued, period_end, due, amount due, doc)."""
+    for oid, month, num, issued, end, due, amount, doc in rows:
+        con.execute("DELETE FROM invoice WHERE (account_oid = ? AND month = ?) OR number = ?",
+                    [oid, month, num])
+        con.execute("INSERT INTO invoice VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [oid, month, num, naive(issued), naive(end), naive(due), str(amount),
+                     json.dumps(doc)])
+
+
 def due_date(end: dt.datetime, zone, due_days: int) -> dt.datetime:
     """Midnight (in the zone) `due_days` days after the month's end."""
     day = end.astimezone(zone).date() + dt.timedelta(days=due_days)
@@ -200,33 +225,43 @@ def stored(con, oid: int, month: dt.date) -> dict | None:
     return json.loads(r[0][0]) if r else None
 
 
-def issued(con, oid: int) -> list[dict]:
+def issued(con, oid: int, elsewhere=()) -> list[dict]:
     """The account's issued invoices, newest first: number, month, due,
-    amount due and whether the payments since its month cover it."""
+    amount due and whether the payments since its month cover it (elsewhere:
+    the other gateways' payments, (account, ts, amount), count too)."""
     rows = con.execute(
-        "SELECT i.number, i.month, i.issued, i.due, i.amount_due, i.amount_due <= coalesce(("
-        "SELECT sum(amount) FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = "
-        "'payment' AND l.ts >= i.period_end), 0) FROM invoice i WHERE i.account_oid = ? "
-        "ORDER BY i.month DESC", [oid]).fetchall()
+        "SELECT i.number, i.month, i.issued, i.due, i.amount_due, i.period_end "
+        "FROM invoice i WHERE i.account_oid = ? ORDER BY i.month DESC", [oid]).fetchall()
     return [{"number": n, "month": f"{m:%Y-%m}", "issued": aware(i).isoformat(),
-             "due": aware(d).isoformat(), "amount_due": str(a), "paid": bool(p)}
-            for n, m, i, d, a, p in rows]
+             "due": aware(d).isoformat(), "amount_due": str(a),
+             "paid": Decimal(a) <= paid_since(con, oid, aware(end), elsewhere)}
+            for n, m, i, d, a, end in rows]
 
 
-def paid_since(con, oid: int, since: dt.datetime) -> Decimal:
-    """Payments dated on or after `since`: what pays an invoice of the month before."""
-    return _sum(con, "account_oid = ? AND kind = 'payment' AND ts >= ?", [oid, naive(since)])
+def paid_since(con, oid: int, since: dt.datetime, elsewhere=()) -> Decimal:
+    """Payments dated on or after `since`: what pays an invoice of the month
+    before; elsewhere: the other gateways' payments, (account, ts, amount)."""
+    return _sum(con, "account_oid = ? AND kind = 'payment' AND ts >= ?", [oid, naive(since)]) \
+        + sum((v for a, t, v in elsewhere if a == oid and t >= since), Decimal(0))
 
 
-def unpaid(con, now: dt.datetime, grace_days: int) -> dict[int, tuple[str, dt.datetime]]:
+def unpaid(con, now: dt.datetime, grace_days: int, elsewhere=()
+           ) -> dict[int, tuple[str, dt.datetime]]:
     """Accounts with an invoice unpaid `grace_days` after its due date:
-    oid -> (its number, its due date); the oldest such invoice."""
+    oid -> (its number, its due date); the oldest such invoice. elsewhere:
+    the other gateways' payments, (account, ts, amount), count too."""
     rows = con.execute(
-        "SELECT i.account_oid, i.number, i.due FROM invoice i WHERE i.amount_due > 0 "
-        "AND i.due + to_days(?) <= ? AND i.amount_due > coalesce((SELECT sum(amount) "
-        "FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = 'payment' "
-        "AND l.ts >= i.period_end), 0) ORDER BY i.due DESC", [grace_days, naive(now)]).fetchall()
-    return {int(a): (n, aware(d)) for a, n, d in rows}
+        "SELECT i.account_oid, i.number, i.due, i.period_end, i.amount_due - coalesce(("
+        "SELECT sum(amount) FROM ledger l WHERE l.account_oid = i.account_oid AND l.kind = "
+        "'payment' AND l.ts >= i.period_end), 0) FROM invoice i WHERE i.amount_due > 0 "
+        "AND i.due + to_days(?) <= ? ORDER BY i.due DESC", [grace_days, naive(now)]).fetchall()
+    out = {}
+    for a, n, d, end, owed in rows:
+        owed = Decimal(owed) - sum((v for o, t, v in elsewhere if o == a and t >= aware(end)),
+                                   Decimal(0))
+        if owed > 0:
+            out[int(a)] = (n, aware(d))
+    return out
 
 
 # --- text ---------------------------------------------------------------------------

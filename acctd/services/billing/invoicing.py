@@ -10,6 +10,7 @@ BillingService's (service.py); this one reads the ledger they write.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -17,7 +18,7 @@ import time
 from decimal import Decimal
 
 from acctd.config.schema import Invalid, Table, integer, setting
-from acctd.errors import BadRequest, NotFound
+from acctd.errors import AcctError, BadRequest, NotFound
 from acctd.kernel import abi
 from acctd.services.billing import accounts, invoices, ledger, notices, payments, percentile
 from acctd.services.billing.accounts import Account, AccountError
@@ -120,19 +121,22 @@ class InvoicingService(Service):
     def _review(self, now: dt.datetime, notify: bool = True) -> bool:
         """Issue the last month's invoices of postpaid accounts, then find
         those overdue; True when the blocks changed."""
-        month = (now.astimezone(self.zone).date().replace(day=1) - dt.timedelta(days=1)
-                 ).replace(day=1)
-        end = invoices.bounds(month, self.zone)[1]
-        post = sorted(o for o, t in self.terms.items() if t.postpaid and o in self.accounts
-                      and self.accounts[o].created < end)   # none of before it existed
+        month, post = self._postpaid_last_month(now)
         self._charge_percentiles(month, now)
-        if post:
+        central = self._central()
+        if post and central is not None:
+            # issued once across the gateways: the central service claims
+            # them on the server and every gateway keeps the server's
+            if self._lacking(month, post):
+                central.invoices_wanted()
+        elif post:
             issued = invoices.issue(self.con, month, self.zone, self.cur, now,
                                     self.settings.due_days, post)
             if issued:
                 log.info("billing: %d invoices issued for %s", len(issued), f"{month:%Y-%m}")
         before = self.blocks()
-        found = invoices.unpaid(self.con, now, self.settings.block_after_days)
+        found = invoices.unpaid(self.con, now, self.settings.block_after_days,
+                                self._payments_elsewhere())
         unpaid = {o: v for o, v in found.items() if o in self.accounts
                   and self.terms.get(o, Terms()).postpaid and not self.terms[o].exempt}
         for oid in set(unpaid) - set(self.unpaid):
@@ -144,6 +148,81 @@ class InvoicingService(Service):
                     self._language, "invoice", number=number, due=f"{due:%Y-%m-%d}"))
         self.unpaid = unpaid
         return self.blocks() != before
+
+    # -- with [central] (acctd/services/central/invoicing.py) ---------------------------
+
+    def _central(self):
+        c = self.core.services.get("central")
+        return c if c is not None and c.settings is not None else None
+
+    def _payments_elsewhere(self) -> list:
+        """The other gateways' payments as last read, (account, ts, amount)."""
+        c = self._central()
+        return c.payments_elsewhere if c is not None else []
+
+    def _lacking(self, month: dt.date, oids: list[int]) -> list[int]:
+        have = {int(a) for (a,) in self.con.execute(
+            "SELECT account_oid FROM invoice WHERE month = ?", [month]).fetchall()}
+        return [o for o in oids if o not in have]
+
+    def _postpaid_last_month(self, now: dt.datetime) -> tuple[dt.date, list[int]]:
+        """Last month, and the postpaid accounts it invoices (none made after it)."""
+        month = (now.astimezone(self.zone).date().replace(day=1) - dt.timedelta(days=1)
+                 ).replace(day=1)
+        end = invoices.bounds(month, self.zone)[1]
+        return month, sorted(o for o, t in self.terms.items() if t.postpaid
+                             and o in self.accounts and self.accounts[o].created < end)
+
+    def to_issue(self, now: dt.datetime) -> tuple[dt.date, list[int]]:
+        """Last month and the postpaid accounts without its invoice here."""
+        month, post = self._postpaid_last_month(now)
+        return month, self._lacking(month, post)
+
+    @contextlib.contextmanager
+    def _with_elsewhere(self, elsewhere: list[tuple]):
+        """This gateway's ledger and the other gateways' rows (`elsewhere`,
+        the ledger's columns) as one table expression, for the queries here."""
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE ledger_elsewhere AS "
+                    "SELECT * FROM ledger LIMIT 0")
+        if elsewhere:
+            con.executemany("INSERT INTO ledger_elsewhere VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?)", elsewhere)
+        try:
+            yield "(SELECT * FROM ledger UNION ALL SELECT * FROM ledger_elsewhere) AS ledger"
+        finally:
+            con.execute("DROP TABLE ledger_elsewhere")
+
+    def _rows_elsewhere(self, oid: int, month: dt.date) -> list[tuple]:
+        """The other gateways' rows of an account up to the month's end (none
+        while the server is away: then this gateway's alone). No lock held."""
+        c = self._central()
+        if c is None:
+            return []
+        try:
+            return c.rows_for_months(oid, invoices.bounds(month, self.zone)[1])
+        except AcctError as e:
+            log.info("billing: %s", e)
+            return []
+
+    def compose_with(self, month: dt.date, oids: list[int], now: dt.datetime,
+                     elsewhere: list[tuple]) -> list[dict]:
+        """These accounts' invoices of the month over this gateway's ledger
+        and the other gateways' rows (`elsewhere`, the ledger's columns)."""
+        with self._with_elsewhere(elsewhere) as rows:
+            docs = invoices.compose(self.con, month, self.zone, self.cur, now,
+                                    self.settings.due_days, oids, rows)
+        end = invoices.bounds(month, self.zone)[1]
+        due = invoices.due_date(end, self.zone, self.settings.due_days)
+        return [docs.get(o) or invoices.empty(o, month, now, due, self.cur) for o in oids]
+
+    def shared_changed(self) -> None:
+        """Terms or invoices taken from elsewhere (central); the caller holds the lock."""
+        self._load()
+        from acctd.services.billing.service import BillingService
+        moved = self.core.service(BillingService).terms_changed()
+        if self._review(self.core.clock()) or moved:
+            self.core.enforce()
 
     def _charge_percentiles(self, month: dt.date, now: dt.datetime) -> None:
         """A `percentile` row for each transit account's month, once: its
@@ -312,7 +391,9 @@ class InvoicingService(Service):
                 else:
                     raise BadRequest(f"terms: expected postpaid, prepaid, exempt, not-exempt, "
                                      f"transit or not-transit, got {w!r}")
-            invoices.set_terms(self.con, a.oid, t)
+            invoices.set_terms(self.con, a.oid, t, self.core.clock())
+            if self._central() is not None:
+                self._central().changed_here()
             self._load()
             from acctd.services.billing.service import BillingService
             moved = self.core.service(BillingService).terms_changed()
@@ -321,51 +402,37 @@ class InvoicingService(Service):
             return {"account": a.name, **dataclasses.asdict(t)}
 
     def _month(self, month: str | None) -> dt.date:
-        try:
-            if month is None:
-                return self.core.clock().astimezone(self.zone).date().replace(day=1)
-            return invoices.month_of(month)
-        except InvoiceError as e:
-            raise BadRequest(str(e)) from None
+        return month_asked(month, self.core.clock(), self.zone)
 
     def invoice(self, account: str, month: str | None = None) -> dict:
-        """The month's invoice: as issued, else a draft of it as of now."""
+        """The month's invoice: as issued, else a draft of it as of now (with
+        [central] over every gateway's rows)."""
         with self.core.lock:
-            a, m, cur = self._account(account), self._month(month), self.cur
-            doc = invoices.stored(self.con, a.oid, m)
-            draft = doc is None
-            if draft:
-                now = self.core.clock()
-                doc = invoices.compose(self.con, m, self.zone, cur, now, self.settings.due_days,
-                                       [a.oid]).get(a.oid)
-                if doc is None:
-                    end = invoices.bounds(m, self.zone)[1]
-                    doc = invoices.empty(a.oid, m, now, invoices.due_date(
-                        end, self.zone, self.settings.due_days), cur)
-                paid = None
-            else:
-                got = invoices.paid_since(self.con, a.oid, invoices.bounds(m, self.zone)[1])
-                paid = got >= Decimal(doc["amount_due"])
-            text = invoices.format_invoice(doc, a.name, cur, self.zone, paid)
-            if draft:
-                text = "DRAFT (not issued)\n" + text
-            return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}
+            a, m = self._account(account), self._month(month)
+        elsewhere = self._rows_elsewhere(a.oid, m)
+        with self.core.lock, self._with_elsewhere(elsewhere) as rows:
+            return answer_invoice(self.con, a, month, self.zone, self.cur, self.core.clock(),
+                                  self.settings.due_days, self._payments_elsewhere(), rows)
 
     def invoices(self, account: str) -> dict:
         """The account's issued invoices (`billing-invoice` shows each)."""
         with self.core.lock:
             a, cur = self._account(account), self.cur
             rows = [{**r, "amount_due": str(cur.quantize(Decimal(r["amount_due"])))}
-                    for r in invoices.issued(self.con, a.oid)]
+                    for r in invoices.issued(self.con, a.oid, self._payments_elsewhere())]
             text = "".join(f"{r['number']}  {r['month']}  due {r['due'][:10]}  "
                            f"{r['amount_due']:>12} {cur.code}  "
                            f"{'paid' if r['paid'] else 'UNPAID'}\n" for r in rows)
             return {"account": a.name, "invoices": rows, "text": text}
 
     def statement(self, account: str, month: str | None = None) -> dict:
+        """The month's statement (with [central] of every gateway's rows)."""
         with self.core.lock:
-            a, m, cur = self._account(account), self._month(month), self.cur
-            s = invoices.statement(self.con, a.oid, m, self.zone, cur)
+            a, m = self._account(account), self._month(month)
+        elsewhere = self._rows_elsewhere(a.oid, m)
+        with self.core.lock, self._with_elsewhere(elsewhere) as rows:
+            cur = self.cur
+            s = invoices.statement(self.con, a.oid, m, self.zone, cur, rows)
             return {**s, "account": a.name,
                     "text": invoices.format_statement(s, a.name, cur)}
 
@@ -381,3 +448,36 @@ class InvoicingService(Service):
                     f"({p.samples} samples of 5 minutes)\n")
             return {**d, "account": a.name, "month": f"{m:%Y-%m}", "text": text}
 
+
+
+def month_asked(month: str | None, now: dt.datetime, zone) -> dt.date:
+    """A command's MONTH (2026-11), or now's."""
+    try:
+        if month is None:
+            return now.astimezone(zone).date().replace(day=1)
+        return invoices.month_of(month)
+    except InvoiceError as e:
+        raise BadRequest(str(e)) from None
+
+
+def answer_invoice(con, a: Account, month: str | None, zone, cur: Currency, now: dt.datetime,
+                   due_days: int, elsewhere=(), ledger_rows: str = "ledger") -> dict:
+    """`billing invoice ACCOUNT [MONTH]` over a database's ledger and invoices:
+    as issued, else a draft of it as of now over ledger_rows; elsewhere:
+    other gateways' payments (invoices.paid_since)."""
+    m = month_asked(month, now, zone)
+    doc = invoices.stored(con, a.oid, m)
+    draft = doc is None
+    if draft:
+        doc = invoices.compose(con, m, zone, cur, now, due_days, [a.oid], ledger_rows).get(a.oid)
+        if doc is None:
+            end = invoices.bounds(m, zone)[1]
+            doc = invoices.empty(a.oid, m, now, invoices.due_date(end, zone, due_days), cur)
+        paid = None
+    else:
+        got = invoices.paid_since(con, a.oid, invoices.bounds(m, zone)[1], elsewhere)
+        paid = got >= Decimal(doc["amount_due"])
+    text = invoices.format_invoice(doc, a.name, cur, zone, paid)
+    if draft:
+        text = "DRAFT (not issued)\n" + text
+    return {**doc, "account": a.name, "draft": draft, "paid": paid, "text": text}

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from acctd.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from acctd.errors import AcctError, BadRequest, Conflict, NotFound, PermissionDenied
 from acctd.kernel import abi
 from acctd.services.billing import accounts, invoices, ledger, rating
 from acctd.services.billing.accounts import Account, AccountError
@@ -318,10 +318,16 @@ class BillingService(Service):
 
     def account_create(self, name: str, words: list[str] = ()) -> dict:
         """`acctctl billing account create NAME [plan N] [credit-limit ZZ] ...`"""
+        oid, c = None, self._central()
+        if c is not None:   # the oid from the server (asked without the lock held)
+            with self.core.lock:
+                local = self.con.execute("SELECT coalesce(max(oid), 0) FROM account"
+                                         ).fetchall()[0][0]
+            oid = c.new_account_oid(name, int(local))
         with self.core.lock:
             now = self.core.clock()
             try:
-                a = accounts.create(self.con, name, now,
+                a = accounts.create(self.con, name, now, oid=oid,
                                     credit_limit=self.settings.default_credit_limit)
             except AccountError as e:
                 raise _bad(e) from None
@@ -443,9 +449,8 @@ class BillingService(Service):
             cur = self.settings.money
             if account is None:
                 rows = sorted(self.accounts.values(), key=lambda a: a.name)
-                lines = [f"{a.name} ({a.oid_text}) {self._state(a)} bal: "
-                         f"{cur.format(self.balance(a.oid))}" for a in rows]
-                return {"text": "\n".join(lines) + ("\n" if lines else ""),
+                return {"text": account_list_text([(a, self.balance(a.oid),
+                                                    self.reasons.get(a.oid)) for a in rows], cur),
                         "accounts": [self._account_dict(a) for a in rows]}
             a = self._account(account)
             return {"text": format_account(a, ledger.balance(self.con, a.oid) + self.elsewhere(a.oid), cur,
@@ -453,23 +458,10 @@ class BillingService(Service):
                                            self.reasons.get(a.oid), self.zone),
                     "account": self._account_dict(a)}
 
-    def _state(self, a: Account) -> str:
-        why = self.reasons.get(a.oid)
-        return "ACTIVE" if why is None else f"BLOCKED ({why})"
-
     def _account_dict(self, a: Account) -> dict:
-        d = dataclasses.asdict(a)
-        d.pop("password")
-        d["has_password"] = bool(a.password)
-        d["oid"] = a.oid_text
-        d["credit_limit"] = str(self.settings.money.quantize(a.credit_limit))
-        d["balance"] = str(self.settings.money.quantize(ledger.balance(self.con, a.oid) + self.elsewhere(a.oid)))
-        d["blocked_for"] = self.reasons.get(a.oid)
-        d["fair_use_rate"] = self.throttled.get(a.oid)
-        d["units"] = list(a.units)
+        d = account_dict(a, ledger.balance(self.con, a.oid) + self.elsewhere(a.oid),
+                         self.settings.money, self.reasons.get(a.oid), self.throttled.get(a.oid))
         d["unit_names"] = [self.core.snapshot.name_of(u) for u in a.units]
-        for k in ("created", "changed", "blocked", "nextplan_from"):
-            d[k] = d[k].isoformat() if d[k] else None
         return d
 
     def plan_show(self, plan: int | None = None, what: str | None = None) -> dict:
@@ -491,13 +483,31 @@ class BillingService(Service):
 
     def ledger_rows(self, account: str, since: str | None = None,
                     until: str | None = None) -> dict:
+        """The account's ledger rows; with [central] every gateway's, each
+        named by its gateway (the others' as the server has them; while it
+        is unreachable, this gateway's alone, and the reply says so)."""
+        t0, t1 = _when(since, self.zone), _when(until, self.zone)
+        c = self._central()
         with self.core.lock:
             a = self._account(account)
-            rows = ledger.rows(self.con, a.oid, _when(since, self.zone), _when(until, self.zone))
-            cur = self.settings.money   # the ledger keeps 9 places; people read the currency's
-            return {"account": a.name,
-                    "rows": [{**r.to_dict(), "amount": cur.format(r.amount)} for r in rows],
-                    "balance": cur.format(ledger.balance(self.con, a.oid))}
+        others, away = [], None
+        if c is not None:      # asked without the lock held
+            try:
+                others = c.ledger_elsewhere_rows(a.oid, t0, t1)
+            except AcctError as e:
+                away = str(e)
+        with self.core.lock:
+            mine = ledger.rows(self.con, a.oid, t0, t1)
+            here = c.settings.gateway if c is not None else None
+            rows = [(here, r) for r in mine]
+            if others:   # every gateway's, by time
+                rows = sorted(rows + others, key=lambda r: (r[1].ts, r[0], r[1].seq))
+            out = ledger_answer(a.name, rows,
+                                ledger.balance(self.con, a.oid) + self.elsewhere(a.oid),
+                                self.settings.money)
+            if away:
+                out["unavailable"] = away
+            return out
 
 
     def rerate(self, start: str, end: str | None = None, dry_run: bool = False) -> dict:
@@ -575,6 +585,41 @@ class BillingService(Service):
                 v = hour.get((a, n), (0, 0))
                 hour[(a, n)] = (v[0] + int(b), v[1]) if d == abi.Dir.IN else (v[0], v[1] + int(b))
         return out
+
+
+def account_dict(a: Account, balance: Decimal, cur, why: str | None,
+                 fair_use_rate=None) -> dict:
+    """An account as `billing account` replies it (no password, only whether one is set)."""
+    d = dataclasses.asdict(a)
+    d.pop("password")
+    d["has_password"] = bool(a.password)
+    d["oid"] = a.oid_text
+    d["credit_limit"] = str(cur.quantize(a.credit_limit))
+    d["balance"] = str(cur.quantize(balance))
+    d["blocked_for"] = why
+    d["fair_use_rate"] = fair_use_rate
+    d["units"] = list(a.units)
+    for k in ("created", "changed", "blocked", "nextplan_from"):
+        d[k] = d[k].isoformat() if d[k] else None
+    return d
+
+
+def account_list_text(rows: list[tuple[Account, Decimal, str | None]], cur) -> str:
+    """`billing account list`: (account, balance, why blocked) by name."""
+    lines = [f"{a.name} ({a.oid_text}) {'ACTIVE' if why is None else f'BLOCKED ({why})'} "
+             f"bal: {cur.format(bal)}" for a, bal, why in rows]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def ledger_answer(name: str, rows: list[tuple[str | None, Entry]], balance: Decimal,
+                  cur) -> dict:
+    """`billing ledger NAME`: rows as (gateway, entry), in the order given
+    (the gateway named with [central]), and the account's balance."""
+    # the ledger keeps 9 places; people read the currency's
+    return {"account": name,
+            "rows": [{**r.to_dict(), "amount": cur.format(r.amount),
+                      **({"gateway": g} if g is not None else {})} for g, r in rows],
+            "balance": cur.format(balance)}
 
 
 def format_rerate(lines, t0, t1, zone, dry_run: bool) -> str:

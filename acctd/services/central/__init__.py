@@ -28,22 +28,31 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import threading
 import time
 
 from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
+from acctd.errors import Conflict
 from acctd.kernel import abi
 from acctd.model import sys_policy
-from acctd.services.central import accounts, balances, schema, ship, units
+from acctd.services.central import (accounts, balances, invoicing, logins, schema, ship,
+                                    units)
 from acctd.services.contract import Core, Drain, Service
 from acctd.store.rollup import ALL_TRAFFIC, PERIODS, to_us
 
 log = logging.getLogger("acctd.central")
 
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+
 BATCH = 64          # drains per PostgreSQL transaction while catching up,
 BATCH_ROWS = 500_000    # and rows at most (unless one drain alone has more)
+SHARED_UNITS = "central_units_shared"   # meta: the run-time units published (name -> oid)
+CONNECTING = 5.0    # seconds an account create waits for the first connect
 HEARTBEAT = 1.0     # seconds idle before a SELECT 1 checks the link
 LINK_TIMEOUTS = {"connect_timeout": "3", "keepalives": "1", "keepalives_idle": "2",
                  "keepalives_interval": "1", "keepalives_count": "2",
@@ -86,8 +95,15 @@ class CentralService(Service):
         self.elsewhere_starts: dict[str, dt.datetime] = {}
         self.watch: list[int] = []             # unit oids with a quota on any gateway
         self.ledger_elsewhere: dict = {}       # account oid -> the others' ledger sum
+        self.payments_elsewhere: list = []     # the others' payments: (account, ts, amount)
         self._accounts_shared: dict | None = None   # account oid -> its `changed` published
-        self._units_shared: list | None = None      # the run-time units published
+        self._units_shared: dict | None = None      # name -> oid of the run-time units published
+        self._logins_shared: dict | None = None     # unit oid -> its login `changed` published
+        self._units_again = True                    # at connect: all run-time units again
+        self._terms_shared: dict | None = None      # account oid -> its terms' `changed` published
+        self._invoices_due = False                  # invoicing found last month's lacking
+        self._changed_here = True                   # a login record or terms changed here
+        self._login_version = 0                     # the server's login rows read up to this
         self._quotas_shared: dict | None = None
         self.outage_spend: dict[str, int] = {}  # unit oid -> bytes since the link went down
         self.outage_held: set[str] = set()
@@ -225,8 +241,14 @@ class CentralService(Service):
             try:
                 self._ship_backlog()
                 self._publish_blocks()
+                self._publish_runtime_units()   # before the accounts and logins naming them
                 self._publish_accounts()
-                self._publish_runtime_units()
+                if self._changed_here:
+                    self._changed_here = False   # before reading: a change meanwhile flags again
+                    self._publish_logins()
+                    self._publish_terms()
+                if self._invoices_due:
+                    self._issue_invoices()
                 if self._share_quotas():
                     self._publish_totals()
                 self._retention()
@@ -234,17 +256,71 @@ class CentralService(Service):
             except Exception as e:   # psycopg.Error, or the link cut mid-statement
                 self._lost(e)
 
-    def _connect(self) -> bool:
+    def _link(self):
+        """A new connection to the server."""
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
+        # a link that goes silent (no RST) must end the connection in
+        # seconds, not the kernel's minutes; what the DSN says wins
+        return psycopg.connect(autocommit=True,
+                               **{**LINK_TIMEOUTS, **conninfo_to_dict(self.settings.dsn)})
+
+    def new_account_oid(self, name: str, local_max: int) -> int:
+        """An oid for a new billing account, from the server (accounts.allocate),
+        on a connection of its own (the shipper's may be mid-statement);
+        Conflict while the server is away. The caller holds no lock."""
+        import psycopg
+        deadline = time.monotonic() + CONNECTING
+        while self.state == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.05)   # just started: the first connect is on its way
+        if self.state == "connected":
+            try:
+                with self._link() as conn:
+                    return accounts.allocate(conn, self.gateway_id, name, local_max)
+            except psycopg.Error as e:
+                why = _first_line(e)
+        else:
+            why = self.error or self.state
+        raise Conflict(f"account {name!r} not made: the central PostgreSQL is unreachable "
+                       f"({why}) and account oids come from it, so that two gateways never "
+                       "make the same one; make it when status shows central connected")
+
+    def ledger_elsewhere_rows(self, oid: int, start, end) -> list[tuple]:
+        """The other gateways' ledger rows of an account, as the server has
+        them (queries.ledger_rows), on a connection of its own; Conflict
+        while the server is away. The caller holds no lock."""
+        from acctd.services.central import queries
+        return self._ask(lambda conn: queries.ledger_rows(conn, oid, start, end,
+                                                          self.gateway_id),
+                         "only this gateway's rows")
+
+    def rows_for_months(self, oid: int, end) -> list[tuple]:
+        """The other gateways' ledger rows of an account for the months before
+        `end` (invoicing.ledger_elsewhere), on a connection of its own;
+        Conflict while the server is away. The caller holds no lock."""
+        return self._ask(lambda conn: invoicing.ledger_elsewhere(
+            conn, self.gateway_id, [oid], end), "only this gateway's rows")
+
+    def _ask(self, query, instead: str):
+        """query(conn) on a connection of its own, or Conflict (`instead`, why)."""
+        import psycopg
+        if self.state == "connected":
+            try:
+                with self._link() as conn:
+                    return query(conn)
+            except psycopg.Error as e:
+                why = _first_line(e)
+        else:
+            why = self.error or self.state
+        raise Conflict(f"{instead}: the central PostgreSQL is unreachable ({why})")
+
+    def _connect(self) -> bool:
+        import psycopg
         s = self.settings
         try:
-            # a link that goes silent (no RST) must end the connection in
-            # seconds, not the kernel's minutes; what the DSN says wins
-            params = {**LINK_TIMEOUTS, **conninfo_to_dict(s.dsn)}
-            conn = psycopg.connect(autocommit=True, **params)
+            conn = self._link()
         except psycopg.Error as e:
-            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            self._down(_first_line(e))
             return False
         try:
             done = schema.migrate(conn)
@@ -266,6 +342,9 @@ class CentralService(Service):
             conn.execute("LISTEN acctd_ledger")
             conn.execute("LISTEN acctd_account")
             conn.execute("LISTEN acctd_unit")
+            conn.execute("LISTEN acctd_login")
+            conn.execute("LISTEN acctd_terms")
+            conn.execute("LISTEN acctd_invoice")
             self.conn = conn
             self._publish_units()
             self.published = None          # publish ours again, read everyone's
@@ -274,17 +353,23 @@ class CentralService(Service):
             self._refresh_elsewhere()
             self._publish_totals()
             self._refresh_ledger()
-            self._accounts_shared = self._units_shared = None
-            self._resync_units()     # first: the accounts may name these units
+            self._accounts_shared = self._logins_shared = self._terms_shared = None
+            self._login_version = 0     # a promoted standby may have fewer: all again
+            self._changed_here = True
+            self._units_again = True
+            self._resync_units()     # first: the accounts and logins may name these units
+            self._resync_logins()
             self._resync_accounts()
+            self._resync_terms()     # after the accounts they are of
+            self._keep_invoices()
         except schema.CentralError as e:
             conn.close()
             self._refuse(str(e))
             return False
-        except psycopg.Error as e:
+        except Exception as e:   # psycopg.Error, or the link cut mid-statement
             conn.close()
             self.conn = None
-            self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            self._down(_first_line(e))
             return False
         self._up()
         self._retained = None
@@ -335,7 +420,7 @@ class CentralService(Service):
 
     def _lost(self, e: Exception) -> None:
         self._close_conn()
-        self._down(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+        self._down(_first_line(e))
 
     def _close_conn(self) -> None:
         if self.conn is not None:
@@ -404,10 +489,17 @@ class CentralService(Service):
             self._heard = time.monotonic()
         # units before the accounts that name them, the blocks last: a block
         # then never shows ahead of the account change that made it
-        if "acctd_unit" in got:
-            self._resync_units()
+        if "acctd_unit" in got and self._resync_units():
+            self._login_version = 0     # the records of units new here, skipped before
+            got.add("acctd_login")
+        if "acctd_login" in got:
+            self._resync_logins()
         if "acctd_account" in got:
             self._resync_accounts()
+        if "acctd_terms" in got:
+            self._resync_terms()
+        if "acctd_invoice" in got:
+            self._keep_invoices()
         if "acctd_ledger" in got:
             self._refresh_ledger()
         if "acctd_shipped" in got:
@@ -522,13 +614,18 @@ class CentralService(Service):
     def _refresh_ledger(self) -> None:
         """The other gateways' ledger sums; billing decides again if they moved."""
         got = balances.elsewhere(self.conn, self.gateway_id)
-        if got == self.ledger_elsewhere:
+        paid = balances.payments_elsewhere(self.conn, self.gateway_id)
+        if got == self.ledger_elsewhere and paid == self.payments_elsewhere:
             return
         with self.core.lock:
-            self.ledger_elsewhere = got
+            self.ledger_elsewhere, moved = got, paid != self.payments_elsewhere
+            self.payments_elsewhere = paid
             billing = self.core.services.get("billing")
             if billing is not None:
                 billing.balances_changed()
+            invoicing_ = self.core.services.get("invoicing")
+            if moved and invoicing_ is not None:   # an invoice paid elsewhere
+                invoicing_.shared_changed()
 
     def _publish_accounts(self) -> None:
         """The billing accounts made or changed here since the last publish."""
@@ -557,37 +654,201 @@ class CentralService(Service):
                 self._throttle.warning("account", "central: accounts %s not taken: another "
                                        "account here has the name", ", ".join(refused))
             billing.accounts_changed()
+            # only the ones taken: one made here meanwhile is still to publish
+            taken = {s["oid"] for s in specs}
             self._accounts_shared = {**(self._accounts_shared or {}), **{
-                oid: a.changed for oid, a in billing.accounts.items()}}
+                oid: a.changed for oid, a in billing.accounts.items() if oid in taken}}
+
+    def _publish_logins(self) -> None:
+        """The login records changed here (or taken) since the last publish."""
+        login = self.core.services.get("login")
+        if login is None:
+            return
+        shared = self._logins_shared or {}
+        with self.core.lock:
+            changed = {o: w for o, w in self.core.storage.login_stamps().items()
+                       if shared.get(o) != w}
+            recs = {o: (login.table.get(o).to_dict(), w) for o, w in changed.items()
+                    if login.table.get(o) is not None}
+        if recs:
+            logins.publish(self.conn, self.gateway_id, recs)
+        self._logins_shared = {**shared, **changed}
+
+    def _resync_logins(self) -> None:
+        """The login records changed later elsewhere, taken by the login service."""
+        login = self.core.services.get("login")
+        if login is None:
+            return
+        with self.core.lock:
+            have = self.core.storage.login_stamps()
+        got, self._login_version = logins.newer(self.conn, have, self._login_version)
+        if not got:
+            return
+        with self.core.lock:   # what changed here meanwhile stays, if later
+            have = self.core.storage.login_stamps()
+            taken = login.take({o: v for o, v in got.items() if o not in have or
+                                have[o] < v[1]})
+        self._logins_shared = {**(self._logins_shared or {}), **{o: got[o][1] for o in taken}}
+
+    def _publish_terms(self) -> None:
+        """The postpaid terms set here since the last publish."""
+        from acctd.services.billing import invoices
+        if "invoicing" not in self.core.services:
+            return
+        shared = self._terms_shared or {}
+        with self.core.lock:
+            changed = {o: v for o, v in invoices.terms_changes(self.core.storage.con).items()
+                       if shared.get(o) != v[1]}
+        if changed:
+            invoicing.publish_terms(self.conn, self.gateway_id, changed)
+        self._terms_shared = {**shared, **{o: v[1] for o, v in changed.items()}}
+
+    def _resync_terms(self) -> None:
+        """The terms changed later elsewhere, into DuckDB; invoicing and
+        billing decide again."""
+        from acctd.services.billing import invoices
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            have = {o: v[1] for o, v in invoices.terms_changes(self.core.storage.con).items()}
+        got = invoicing.newer_terms(self.conn, have)
+        if not got:
+            return
+        with self.core.lock:
+            con = self.core.storage.con
+            have = {o: v[1] for o, v in invoices.terms_changes(con).items()}
+            taken = {o: v for o, v in got.items() if o not in have or have[o] < v[1]}
+            for oid, (terms, when) in taken.items():
+                invoices.set_terms(con, oid, terms, when)
+            if taken:
+                inv.shared_changed()
+        self._terms_shared = {**(self._terms_shared or {}),
+                              **{o: v[1] for o, v in taken.items()}}
+
+    def changed_here(self) -> None:
+        """A login record or an account's terms changed on this gateway (the
+        login and invoicing services say so): the shipper publishes them
+        now, and reads them only then."""
+        self._changed_here = True
+        self._wake.set()
+
+    def invoices_wanted(self) -> None:
+        """Invoicing found last month's invoices lacking here: the shipper
+        issues them through the server (invoicing.py), when it can."""
+        self._invoices_due = True
+        self._wake.set()
+
+    def _issue_invoices(self) -> None:
+        from acctd.services.billing.invoices import bounds
+        self._invoices_due = False
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            now = self.core.clock()
+            month, oids = inv.to_issue(now)
+            end = bounds(month, inv.zone)[1]
+        if not oids:
+            return
+        rows = invoicing.ledger_elsewhere(self.conn, self.gateway_id, oids, end)
+        with self.core.lock:
+            docs = inv.compose_with(month, oids, now, rows)
+        n = invoicing.claim(self.conn, self.gateway_id, month, end, docs)
+        log.info("central: %d invoices for %s issued here, %d by other gateways", n,
+                 f"{month:%Y-%m}", len(docs) - n)
+        self._keep_invoices()
+
+    def _keep_invoices(self) -> None:
+        """The server's invoices this gateway lacks, into DuckDB."""
+        from acctd.services.billing import invoices
+        inv = self.core.services.get("invoicing")
+        if inv is None:
+            return
+        with self.core.lock:
+            have = {(int(a), m) for a, m in self.core.storage.con.execute(
+                "SELECT account_oid, month FROM invoice").fetchall()}
+        got = invoicing.issued(self.conn, have)
+        if got:
+            with self.core.lock:
+                invoices.keep(self.core.storage.con, got)
+                inv.shared_changed()
+
+    def _shared_units(self) -> dict[str, str]:
+        """name -> oid of the run-time units published from here (kept in
+        DuckDB: a unit deleted while the link was down is known at connect).
+        Under the lock."""
+        if self._units_shared is None:
+            raw = self.core.storage.meta(SHARED_UNITS)
+            self._units_shared = json.loads(raw) if raw else {}
+        return self._units_shared
+
+    def _keep_shared_units(self, shared: dict[str, str]) -> None:
+        if shared != self._shared_units():
+            self.core.storage.set_meta(SHARED_UNITS, json.dumps(shared, sort_keys=True))
+        self._units_shared = shared
 
     def _publish_runtime_units(self) -> None:
-        from acctd.services.runtime_units import to_dict
+        """The run-time units made and deleted here since the last publish
+        (at connect all of them again)."""
+        from acctd.services.runtime_units import deleted, to_dict
+        if "units" not in self.core.services:
+            return
         with self.core.lock:
-            mine = [to_dict(u) for u in self.core.services["units"].runtime]
-        if mine != self._units_shared:
-            if mine:
-                units.publish(self.conn, self.gateway_id, mine)
-            self._units_shared = mine
+            mine = {u.name: to_dict(u) for u in self.core.services["units"].runtime}
+            shared = dict(self._shared_units())
+            by_command = {(d["name"], d["oid"]) for d in deleted(self.core.storage)}
+        new = [s for n, s in mine.items() if shared.get(n) != s["oid"]]
+        # deleted by `unit delete`: everywhere; one a reload dropped (it no
+        # longer fits this gateway's config) stays on the others
+        gone = [{"name": n, "oid": o} for n, o in shared.items()
+                if n not in mine and (n, o) in by_command]
+        if new or gone or (self._units_again and mine):
+            units.publish(self.conn, self.gateway_id, new,
+                          list(mine.values()) if self._units_again else [], gone)
+        self._units_again = False
+        with self.core.lock:
+            self._keep_shared_units({n: s["oid"] for n, s in mine.items()})
 
-    def _resync_units(self) -> None:
-        """The run-time units made elsewhere that this gateway lacks, made
-        here (all at once; one by one if one of them does not fit)."""
+    def _resync_units(self) -> bool:
+        """The run-time units deleted elsewhere, deleted here; those made
+        elsewhere that this gateway lacks, made here (all at once; one by one
+        if one of them does not fit). Whether any was made."""
         from acctd.errors import AcctError
         from acctd.services.runtime_units import from_dict
+        made = self.core.services.get("units")
+        if made is None:
+            return False
         with self.core.lock:
-            specs = units.missing(self.conn, self.core.snapshot.base.index)
-            if not specs:
-                return
-            made = self.core.services["units"]
-            try:
-                made.add_units([from_dict(s) for s in specs])
-            except AcctError:
-                for s in specs:
-                    try:
-                        made.add_units([from_dict(s)])
-                    except AcctError as e:
-                        self._throttle.warning(f"unit {s['name']}", "central: unit %s made "
-                                               "elsewhere not made here: %s", s["name"], e)
+            gone = units.deleted(self.conn)
+            shared = dict(self._shared_units())
+            for u in [u for u in made.runtime if gone.get(u.name) == u.oid]:
+                made.delete(u.name)
+                shared.pop(u.name, None)
+                log.info("central: unit %s (%s) deleted on another gateway, deleted here",
+                         u.name, u.oid)
+            # one this gateway had and deleted since (its deletion not yet
+            # published: the link was down) is not made again
+            specs = [s for s in units.missing(self.conn, self.core.snapshot.base.index)
+                     if shared.get(s["name"]) != s["oid"]]
+            if specs:
+                try:
+                    made.add_units([from_dict(s) for s in specs])
+                except AcctError:
+                    for s in specs:
+                        try:
+                            made.add_units([from_dict(s)])
+                        except AcctError as e:
+                            self._throttle.warning(f"unit {s['name']}", "central: unit %s "
+                                                   "made elsewhere not made here: %s",
+                                                   s["name"], e)
+                # made from the server: not this gateway's to publish as new
+                # (were one deleted meanwhile, that would make it again)
+                have = {u.name: u.oid for u in made.runtime}
+                shared.update({s["name"]: s["oid"] for s in specs
+                               if have.get(s["name"]) == s["oid"]})
+            self._keep_shared_units(shared)
+            return bool(specs)
 
     def _publish_units(self) -> None:
         with self.core.lock:

@@ -6,6 +6,14 @@ last changed); a newer `changed` wins, so the last change anywhere is the
 account. NOTIFY acctd_account; every gateway reads the table again on it
 and at connect, and takes the rows newer than its own into DuckDB (the
 billing service then decides on them: plan, credit limit, block).
+
+A new account's oid comes from the server (allocate): above every oid
+handed out, stored or known to the asking gateway, recorded in
+`account_oid`, so two gateways never make one oid. While the server is
+unreachable no account is made (the central service refuses): a
+gateway-scoped range would need one more setting per gateway kept apart
+by hand, and making an account is an operator's rare act that can wait,
+while counting and enforcing do not.
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ import datetime as dt
 
 from acctd.services.billing.accounts import Account
 from acctd.services.billing.ledger import naive
+from acctd.services.central.schema import LOCK
+
+OID_LOCK = LOCK + 1   # pg_advisory_xact_lock key of account oids
 
 _FIELDS = ("oid", "name", "description", "email", "password", "plan", "nextplan",
            "nextplan_from", "status", "credit_limit", "created", "changed", "blocked")
@@ -27,6 +38,19 @@ def _jsonable(a: Account) -> dict:
     d["credit_limit"] = str(a.credit_limit)
     d["units"] = list(a.units)
     return d
+
+
+def allocate(conn, gateway_id: int, name: str, local_max: int) -> int:
+    """The next account oid: one transaction, under a lock, so two gateways
+    asking at once get two oids; local_max: the largest this gateway has."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (OID_LOCK,))
+        oid = conn.execute(
+            "SELECT greatest((SELECT coalesce(max(oid), 0) FROM account_oid), "
+            "(SELECT coalesce(max(oid), 0) FROM account), %s) + 1", (local_max,)).fetchone()[0]
+        conn.execute("INSERT INTO account_oid (oid, gateway_id, name) VALUES (%s, %s, %s)",
+                     (oid, gateway_id, name))
+    return int(oid)
 
 
 def publish(conn, gateway_id: int, changed: list[Account]) -> None:

@@ -11,7 +11,8 @@ by (gateway, seq), with the drains around them in seq order, exactly once.
 
 What a gateway decides on is its own ledger plus the other gateways'
 shipped rows (elsewhere()), read at connect and on every NOTIFY
-acctd_ledger. During an outage the others' sums stay the last known.
+acctd_ledger, and their payments (payments_elsewhere(): what pays an
+invoice). During an outage the others' sums stay the last known.
 """
 
 from __future__ import annotations
@@ -72,3 +73,11 @@ def elsewhere(conn, gateway_id: int) -> dict[int, Decimal]:
     return {int(a): Decimal(v) for a, v in conn.execute(
         "SELECT account_oid, sum(amount)::text FROM ledger WHERE gateway_id <> %s "
         "GROUP BY 1", (gateway_id,)).fetchall()}
+
+
+def payments_elsewhere(conn, gateway_id: int) -> list[tuple]:
+    """The other gateways' payments, (account oid, ts, amount): what pays
+    an invoice wherever it was paid (invoicing's unpaid and paid)."""
+    return [(int(a), ts, Decimal(v)) for a, ts, v in conn.execute(
+        "SELECT account_oid, ts, amount::text FROM ledger WHERE gateway_id <> %s AND "
+        "kind = 'payment' ORDER BY ts", (gateway_id,)).fetchall()]

@@ -1,8 +1,11 @@
-"""`acctctl --central DSN list|stat|top|quota show`: the answers of the
-daemon's commands, read from PostgreSQL across every gateway, with no
-gateway running (the web console can use the same functions). Replies
-have the daemon's shapes, so acctctl renders them the same way. Periods
-are local periods of `zone` (the config's, given with --config; else UTC).
+"""`acctctl --central DSN list|stat|top|quota show|billing ...`: the
+answers of the daemon's commands, read from PostgreSQL across every
+gateway, with no gateway running (the web console can use the same
+functions). Replies have the daemon's shapes, so acctctl renders them the
+same way. Periods are local periods of `zone` (the config's, given with
+--config; else UTC). The billing answers run the gateway's own code over
+a scratch in-memory DuckDB that holds the server's rows of the accounts
+asked about.
 """
 
 from __future__ import annotations
@@ -155,3 +158,136 @@ def set_operator_block(conn, unit: str, word: str) -> dict:
         held = conn.execute("SELECT coalesce(bit_or(bits), 0) FROM block WHERE unit_oid = %s",
                             (oid,)).fetchone()[0]
     return {"unit": units[oid], "sys_policy": sys_policy.words(int(held)), "changed": {}}
+
+
+# --- billing ----------------------------------------------------------------------
+
+def ledger_rows(conn, oid: int, start: dt.datetime | None = None,
+                end: dt.datetime | None = None, not_gateway: int | None = None) -> list[tuple]:
+    """The server's ledger rows of an account written in [start, end), by
+    time: (gateway name, billing.ledger.Entry); not_gateway: but its own."""
+    from decimal import Decimal
+
+    from acctd.services.billing.ledger import Entry
+    rows = conn.execute(
+        "SELECT g.name, l.seq, l.ts, l.account_oid, l.kind, l.plan, l.subplan, l.period_start, "
+        "l.period_end, l.amount::text, l.bytes_in, l.bytes_out, l.cause, l.reference FROM "
+        "ledger l JOIN gateway g ON g.id = l.gateway_id WHERE l.account_oid = %s AND "
+        "(%s::timestamptz IS NULL OR l.ts >= %s) AND (%s::timestamptz IS NULL OR l.ts < %s) "
+        "AND (%s::smallint IS NULL OR l.gateway_id <> %s) ORDER BY l.ts, g.name, l.seq",
+        (oid, start, start, end, end, not_gateway, not_gateway)).fetchall()
+    return [(g, Entry(account_oid=int(a), kind=k, amount=Decimal(amount),
+                      ts=ts.astimezone(dt.timezone.utc), plan=p, subplan=sp,
+                      period_start=ps and ps.astimezone(dt.timezone.utc),
+                      period_end=pe and pe.astimezone(dt.timezone.utc), bytes_in=int(bi),
+                      bytes_out=int(bo), cause=cause, reference=ref, seq=int(seq)))
+            for g, seq, ts, a, k, p, sp, ps, pe, amount, bi, bo, cause, ref in rows]
+
+
+def _scratch(conn, oid: int | None = None):
+    """An in-memory DuckDB with the gateway's schema, the server's accounts
+    and terms, and (oid) that account's ledger rows and invoices."""
+    import duckdb
+
+    from acctd.kernel import abi
+    from acctd.services.billing import invoices
+    from acctd.services.billing.invoices import Terms
+    from acctd.services.central import accounts
+    from acctd.store import migrations
+    con = duckdb.connect()
+    migrations.upgrade(con, abi.ABI_VERSION)
+    accounts.take(con, [spec for (spec,) in conn.execute(
+        "SELECT spec FROM account ORDER BY oid").fetchall()])
+    for a, p, e, t in conn.execute("SELECT account_oid, postpaid, exempt, transit FROM "
+                                   "account_terms").fetchall():
+        invoices.set_terms(con, int(a), Terms(p, e, t))
+    if oid is not None:
+        from acctd.services.billing import ledger
+        ledger.append(con, [e for _, e in ledger_rows(conn, oid)])   # one sequence, by time
+        invoices.keep(con, conn.execute(
+            "SELECT account_oid, month, number, issued, period_end, due, amount_due, doc FROM "
+            "invoice WHERE account_oid = %s", (oid,)).fetchall())
+    return con
+
+
+def _find(conn, account: str):
+    from acctd.services.billing import accounts
+    con = _scratch(conn)
+    try:
+        return accounts.find(con, account)
+    except accounts.AccountError as e:
+        raise LookupError(f"{e} in the central database") from None
+    finally:
+        con.close()
+
+
+def _balances(conn) -> dict[int, object]:
+    from decimal import Decimal
+    return {int(a): Decimal(v) for a, v in conn.execute(
+        "SELECT account_oid, sum(amount)::text FROM ledger GROUP BY 1").fetchall()}
+
+
+def report_accounts(conn, account: str | None, full: bool, settings, snapshot, zone) -> dict:
+    """`billing account list | NAME [full]` over every gateway's ledger. The
+    state is the account's own (block, beblock) or money; an outage's or
+    an unpaid invoice's block is a gateway's and not shown here."""
+    from decimal import Decimal
+
+    from acctd.services.billing import accounts, invoices
+    from acctd.services.billing.service import (account_dict, account_list_text,
+                                                block_reason, format_account)
+    cur = settings.money
+    bal = _balances(conn)
+    con = _scratch(conn)
+    try:
+        post = {o for o, t in invoices.all_terms(con).items() if t.postpaid}
+        every = sorted(accounts.all_accounts(con), key=lambda a: a.name)
+        if account is not None:
+            try:
+                every = [accounts.find(con, account)]
+            except accounts.AccountError as e:
+                raise LookupError(f"{e} in the central database") from None
+    finally:
+        con.close()
+    rows = [(a, bal.get(a.oid, Decimal(0)), block_reason(a, bal.get(a.oid, Decimal(0)),
+                                                         a.oid in post)) for a in every]
+    if account is None:
+        return {"text": account_list_text(rows, cur),
+                "accounts": [account_dict(a, b, cur, why) for a, b, why in rows]}
+    a, b, why = rows[0]
+    return {"text": format_account(a, b, cur, settings, snapshot, full, why, zone),
+            "account": account_dict(a, b, cur, why)}
+
+
+def report_ledger(conn, account: str, since: str | None, until: str | None, settings,
+                  zone) -> dict:
+    """`billing ledger NAME`: every gateway's rows, each named by its gateway."""
+    from decimal import Decimal
+
+    from acctd.services.billing.service import _when, ledger_answer
+    a = _find(conn, account)
+    rows = ledger_rows(conn, a.oid, _when(since, zone), _when(until, zone))
+    return ledger_answer(a.name, rows, _balances(conn).get(a.oid, Decimal(0)), settings.money)
+
+
+def report_invoice(conn, account: str, month: str | None, settings, invoicing, now: dt.datetime,
+                   zone) -> dict:
+    """`billing invoice ACCOUNT [MONTH]`: as issued (by any gateway), else a
+    draft over every gateway's rows as of now."""
+    from acctd.services.billing.invoicing import answer_invoice
+    a = _find(conn, account)
+    con = _scratch(conn, a.oid)
+    try:
+        return answer_invoice(con, a, month, zone, settings.money, now, invoicing.due_days)
+    finally:
+        con.close()
+
+
+class Names:
+    """The unit names the server knows, where the gateway's snapshot gives them."""
+
+    def __init__(self, conn):
+        self._names = {f"{u:06X}": n for u, n in _names(conn)[0].items()}
+
+    def name_of(self, oid: str) -> str:
+        return self._names.get(oid, oid)

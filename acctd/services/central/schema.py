@@ -31,7 +31,20 @@ newer than this acctd. Add a step; never edit one that has shipped.
                 gateway (accounts.py); NOTIFY acctd_account
   runtime_unit  name, spec (JSON, runtime_units.to_dict), gateway_id: the
                 units made at run time on any gateway (units.py); NOTIFY
-                acctd_unit
+                acctd_unit; deleted: when a gateway deleted it (the
+                others delete theirs; made again, the row is new)
+  account_oid   oid, gateway_id, name, at: every account oid handed out
+                (accounts.allocate), so two gateways never make one oid
+  login         unit_oid, record (JSON, login.LoginRecord.to_dict), changed,
+                gateway_id: the last change of each login record on any
+                gateway (logins.py); version: from login_version at each
+                write, so a gateway reads only what is new; NOTIFY acctd_login
+  account_terms account_oid, postpaid, exempt, transit, changed, gateway_id:
+                the last change of each account's terms (invoicing.py);
+                NOTIFY acctd_terms
+  invoice       account_oid, month (the key: issued once across gateways),
+                number, issued, period_end, due, amount_due, doc (JSON),
+                gateway_id: who issued it (invoicing.py); NOTIFY acctd_invoice
 Timestamps are timestamptz; oids integers as in DuckDB (policy_oid bigint:
 the dropped-traffic oids are above 2^31).
 """
@@ -87,7 +100,26 @@ CREATE TABLE runtime_unit (name text PRIMARY KEY, spec jsonb NOT NULL,
                            gateway_id smallint NOT NULL REFERENCES gateway);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+_V3 = """
+CREATE TABLE account_oid (oid integer PRIMARY KEY, gateway_id smallint NOT NULL REFERENCES gateway,
+                          name text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE SEQUENCE login_version;
+CREATE TABLE login (unit_oid integer PRIMARY KEY, record jsonb NOT NULL,
+                    changed timestamptz NOT NULL, gateway_id smallint NOT NULL REFERENCES gateway,
+                    version bigint NOT NULL);
+ALTER TABLE runtime_unit ADD COLUMN deleted timestamptz;
+CREATE TABLE account_terms (
+    account_oid integer PRIMARY KEY, postpaid boolean NOT NULL, exempt boolean NOT NULL,
+    transit boolean NOT NULL, changed timestamptz NOT NULL,
+    gateway_id smallint NOT NULL REFERENCES gateway);
+CREATE TABLE invoice (
+    account_oid integer NOT NULL, month date NOT NULL, number text NOT NULL UNIQUE,
+    issued timestamptz NOT NULL, period_end timestamptz NOT NULL, due timestamptz NOT NULL,
+    amount_due numeric NOT NULL, doc jsonb NOT NULL,
+    gateway_id smallint NOT NULL REFERENCES gateway, PRIMARY KEY (account_oid, month));
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 VERSION = MIGRATIONS[-1][0]
 
 
