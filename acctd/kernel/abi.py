@@ -143,6 +143,27 @@ PORT_UDP_BASE = 65536
 PORT_PROTO_BASE = 131072
 PORT_SLOTS = 131072 + 256
 
+
+def port_slots(flow_keys: np.ndarray) -> np.ndarray:
+    """The acct_ports slot of each flow key, as acct_port_slot() computes it:
+    TCP or UDP with the lower of the two ports (the service port), other
+    protocols one slot each."""
+    port = np.minimum(flow_keys["sport"], flow_keys["dport"]).astype(np.int64)
+    proto = flow_keys["proto"].astype(np.int64)
+    return np.where(proto == 6, PORT_TCP_BASE + port,
+                    np.where(proto == 17, PORT_UDP_BASE + port, PORT_PROTO_BASE + proto))
+
+
+def vlan_slots(flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, slot) of each acct_vlans count of the flow keys, as the datapath
+    counts them: every flow in its outer VID's slot (0 untagged), a QinQ flow
+    also in VLAN_SLOTS + its inner VID."""
+    inner = np.flatnonzero(flow_keys["vlan_inner"])
+    rows = np.concatenate([np.arange(len(flow_keys)), inner])
+    slots = np.concatenate([flow_keys["vlan_outer"].astype(np.int64),
+                            VLAN_SLOTS + flow_keys["vlan_inner"][inner].astype(np.int64)])
+    return rows, slots
+
 _u64x2 = ("<u8", (DIR_MAX,))
 
 _drops = ("<u8", (DROP_MAX, DIR_MAX))  # C: one dimension, [cause * 2 + dir]
