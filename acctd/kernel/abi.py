@@ -144,25 +144,30 @@ PORT_PROTO_BASE = 131072
 PORT_SLOTS = 131072 + 256
 
 
+# acct_port_slot() as a table by protocol: the slot's base, and whether the port adds to it
+_PORT_BASE = np.array([PORT_PROTO_BASE + p for p in range(256)], np.uint32)
+_PORT_BASE[6], _PORT_BASE[17] = PORT_TCP_BASE, PORT_UDP_BASE
+_HAS_PORT = np.zeros(256, np.uint32)
+_HAS_PORT[[6, 17]] = 1
+
+
 def port_slots(flow_keys: np.ndarray) -> np.ndarray:
     """The acct_ports slot of each flow key, as acct_port_slot() computes it:
     TCP or UDP with the lower of the two ports (the service port), other
     protocols one slot each."""
-    port = np.minimum(flow_keys["sport"], flow_keys["dport"]).astype(np.int64)
-    proto = flow_keys["proto"].astype(np.int64)
-    return np.where(proto == 6, PORT_TCP_BASE + port,
-                    np.where(proto == 17, PORT_UDP_BASE + port, PORT_PROTO_BASE + proto))
+    proto = flow_keys["proto"]
+    port = np.minimum(flow_keys["sport"], flow_keys["dport"])
+    return _PORT_BASE[proto] + _HAS_PORT[proto] * port
 
 
-def vlan_slots(flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, slot) of each acct_vlans count of the flow keys, as the datapath
-    counts them: every flow in its outer VID's slot (0 untagged), a QinQ flow
-    also in VLAN_SLOTS + its inner VID."""
+def vlan_slots(flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The acct_vlans slots of the flow keys, as the datapath counts them:
+    every flow in its outer VID's slot (0 untagged), a QinQ flow also in
+    VLAN_SLOTS + its inner VID. (outer slot per key, QinQ rows, their inner slots)."""
     inner = np.flatnonzero(flow_keys["vlan_inner"])
-    rows = np.concatenate([np.arange(len(flow_keys)), inner])
-    slots = np.concatenate([flow_keys["vlan_outer"].astype(np.int64),
-                            VLAN_SLOTS + flow_keys["vlan_inner"][inner].astype(np.int64)])
-    return rows, slots
+    return (flow_keys["vlan_outer"].astype(np.uint32), inner,
+            VLAN_SLOTS + flow_keys["vlan_inner"][inner].astype(np.uint32))
+
 
 _u64x2 = ("<u8", (DIR_MAX,))
 

@@ -352,23 +352,40 @@ class Storage:
         self._sql("INSERT OR REPLACE INTO meta VALUES ('last_drain', ?)", [str(ts_us)])
 
     def _write_tops(self, batch: Mapping[str, np.ndarray]) -> None:
-        """The period tops' upserts; when a drain opens a new day, month or
-        year, the periods before it are trimmed to their TOP_KEEP biggest
-        keys of each kind, the rest summed into the REST row (exact for any
-        top N up to TOP_KEEP, and for the period's total)."""
-        self._sql(f"INSERT INTO rollup_by SELECT {_BY}[keyed_by + 1]::top_by, "
-                  f"{_TOP_KINDS}[kind + 1]::top_period, make_timestamp(start), key_hi, key_lo, "
-                  "packets_in, packets_out, bytes_in, bytes_out FROM acct_by_batch "
-                  f"ON CONFLICT DO UPDATE SET {_ADD}")
-        opened = json.loads(self.meta("tops_open") or "{}")
+        """The period tops: a drain upserts its day's rows only; the first
+        drain of a new day folds the day before into its month and year,
+        then trims each period that is over to its TOP_KEEP biggest keys of
+        each kind, the rest summed into the REST row (exact for any top N up
+        to TOP_KEEP, and for the period's total). So a drain writes one row
+        per key, not three; the open month and year are their rows plus
+        the open day's (report_top_by). meta tops_open: the open periods."""
         now = {k: int(batch["start"][batch["kind"] == i][0])
                for i, k in enumerate(TOP_PERIODS) if (batch["kind"] == i).any()}
+        if not now:
+            return
+        opened = json.loads(self.meta("tops_open") or "{}")
+        day = opened.get("day")
+        # a clock stepped back into a folded day: this drain goes to every kind itself
+        kinds = "true" if day is not None and now["day"] < day else "kind = 0"
+        self._sql(f"INSERT INTO rollup_by SELECT {_BY}[keyed_by + 1]::top_by, "
+                  f"{_TOP_KINDS}[kind + 1]::top_period, make_timestamp(start), key_hi, key_lo, "
+                  f"packets_in, packets_out, bytes_in, bytes_out FROM acct_by_batch "
+                  f"WHERE {kinds} ON CONFLICT DO UPDATE SET {_ADD}")
+        if day is not None and now["day"] <= day:
+            return
+        if day is not None:
+            closed = from_us(day)
+            for kind in ("month", "year"):
+                self._sql(f"INSERT INTO rollup_by SELECT keyed_by, '{kind}', "
+                          "make_timestamp($to), key_hi, key_lo, packets_in, packets_out, "
+                          "bytes_in, bytes_out FROM rollup_by WHERE kind = 'day' "
+                          f"AND period_start = make_timestamp($day) ON CONFLICT DO UPDATE SET {_ADD}",
+                          {"to": to_us(period_start(kind, closed, self.zone)), "day": day})
         for kind, start in now.items():
-            if start > opened.get(kind, -1 << 62):
+            if start > opened.get(kind, start - 1):
                 self._trim_tops(kind, start)
-        if any(start > opened.get(k, -1 << 62) for k, start in now.items()):
-            self._sql("INSERT OR REPLACE INTO meta VALUES ('tops_open', ?)",
-                      [json.dumps(opened | now, sort_keys=True)])
+        self._sql("INSERT OR REPLACE INTO meta VALUES ('tops_open', ?)",
+                  [json.dumps(now, sort_keys=True)])
 
     def _trim_tops(self, kind: str, open_us: int) -> None:
         ranked = ("SELECT keyed_by, kind, period_start, key_hi, key_lo, packets_in, packets_out, "

@@ -239,13 +239,20 @@ def report_top_by(storage, model, by: str, period: str, back: int, limit: int,
     counters = ("packets_in", "packets_out", "bytes_in", "bytes_out")
     rest = "(key_hi = $rest AND key_lo = $rest)"
     # one pass: the top rows (the rest row sorts last), each carrying the sums over all
+    # a month or a year is its own rows plus the open day's, not yet folded into it
+    open_day = json.loads(storage.meta("tops_open") or "{}").get("day")
+    day = "false" if period == "day" or open_day is None else \
+        "(kind = 'day' AND period_start = make_timestamp($day) AND period_start < make_timestamp($hi))"
     rows = storage.con.execute(
         f"SELECT key_hi, key_lo, {', '.join(counters)}, {rest}, "
-        f"{', '.join(f'sum({c}) OVER ()' for c in counters)} FROM rollup_by "
-        "WHERE keyed_by = $by AND kind = $k AND period_start = make_timestamp($lo) "
-        f"ORDER BY {rest}, bytes_in::HUGEINT + bytes_out DESC, key_hi, key_lo LIMIT $n",
-        {"by": by, "k": period, "lo": to_us(lo), "rest": rollup.REST, "n": limit + 1}
-    ).fetchall()
+        f"{', '.join(f'sum({c}) OVER ()' for c in counters)} FROM ("
+        f"SELECT key_hi, key_lo, {', '.join(f'sum({c}) AS {c}' for c in counters)} "
+        "FROM rollup_by WHERE keyed_by = $by AND ((kind = $k AND period_start = "
+        f"make_timestamp($lo)) OR ({day} AND period_start >= make_timestamp($lo))) "
+        f"GROUP BY key_hi, key_lo) ORDER BY {rest}, bytes_in::HUGEINT + bytes_out DESC, "
+        "key_hi, key_lo LIMIT $n",
+        {"by": by, "k": period, "lo": to_us(lo), "rest": rollup.REST, "n": limit + 1,
+         **({"day": open_day, "hi": to_us(hi)} if "$day" in day else {})}).fetchall()
     total = dict(zip(counters, (int(x) for x in rows[0][7:]))) if rows else \
         dict.fromkeys(counters, 0)
     out = [{"key": _key_label(by, h, k), "packets_in": int(pi), "packets_out": int(po),

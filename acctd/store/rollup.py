@@ -199,22 +199,12 @@ def _halves(addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h[:, 0].astype(np.uint64), h[:, 1].astype(np.uint64)
 
 
-def _sums(cell: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
-    """Per cell, the sum of weights (uint64). bincount sums in float64, exact
-    while a drain's total stays below 2**53 (9 PB); beyond, np.add.at."""
-    w = np.asarray(weights, np.uint64)
-    if int(w.sum(dtype=np.float64)) < 1 << 53:
-        return np.bincount(cell, w.astype(np.float64), size).astype(np.uint64)
-    out = np.zeros(size, np.uint64)
-    np.add.at(out, cell, w)
-    return out
-
-
 def by_key(flow_keys: np.ndarray, flow_vals: np.ndarray, addr_keys: np.ndarray,
            addr_vals: np.ndarray) -> dict[str, np.ndarray]:
     """One drain's counts per local address, service port and VLAN, as BY_COLUMNS
-    (keyed_by: index into BY; an address's 16 bytes as key_hi/key_lo, a port's or
-    VLAN's acct_ports/acct_vlans slot as key_lo), one row per key that moved.
+    (keyed_by: index into BY; an address's 16 bytes as key_hi/key_lo, a port's
+    or VLAN's acct_ports/acct_vlans slot as key_lo), one row per port or VLAN
+    that moved.
 
     Addresses come from the exact per-address deltas; ports and VLANs from
     the flow deltas, slotted as the kernel slots them (abi.port_slots,
@@ -224,27 +214,47 @@ def by_key(flow_keys: np.ndarray, flow_vals: np.ndarray, addr_keys: np.ndarray,
     from acctd.kernel import abi
     parts = []  # (by, key_hi, key_lo, [packets_in, packets_out, bytes_in, bytes_out])
     if len(addr_keys):
-        hi, lo = _halves(addr_keys["addr"])
-        uniq, inv = np.unique(np.stack([hi, lo], axis=1), axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
-        cols = [_sums(inv, addr_vals[f][:, d], len(uniq))
-                for f in ("packets", "bytes") for d in (abi.Dir.IN, abi.Dir.OUT)]
-        moved = np.flatnonzero(cols[0] | cols[1])  # not one whose drops alone moved
-        parts.append((0, uniq[moved, 0], uniq[moved, 1], [c[moved] for c in cols]))
+        moved = np.flatnonzero(addr_vals["packets"].any(axis=1))  # not drops alone
+        hi, lo = _halves(addr_keys["addr"][moved])
+        v = addr_vals[moved]
+        cols = [v[f][:, d] for f in ("packets", "bytes") for d in (abi.Dir.IN, abi.Dir.OUT)]
+        order = np.lexsort((lo, hi))
+        hi, lo, cols = hi[order], lo[order], [c[order] for c in cols]
+        first = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+        if len(first) < len(hi):  # a data source named an address the kernel named too
+            hi, lo, cols = hi[first], lo[first], [np.add.reduceat(c, first) for c in cols]
+        parts.append((0, hi, lo, cols))
     if len(flow_keys):
-        d = flow_keys["dir"].astype(np.int64) & 1
-        rows, vslot = abi.vlan_slots(flow_keys)
-        for by, slot, src, size in ((1, abi.port_slots(flow_keys), slice(None), abi.PORT_SLOTS),
-                                    (2, vslot, rows, 2 * abi.VLAN_SLOTS)):
-            cell = slot * 2 + d[src]
-            cols = [_sums(cell, flow_vals[f][src], 2 * size).reshape(size, 2)[:, k]
-                    for f in ("packets", "bytes") for k in (abi.Dir.IN, abi.Dir.OUT)]
-            moved = np.flatnonzero(cols[0] | cols[1])
-            parts.append((by, np.zeros(len(moved), np.uint64), moved.astype(np.uint64),
-                          [c[moved] for c in cols]))
+        d = flow_keys["dir"] & 1
+        pk, by = flow_vals["packets"], flow_vals["bytes"]
+        # bincount sums in float64: exact while the drain's bytes stay below 2**53 (9 PB)
+        exact = float(by.sum(dtype=np.float64)) < 2 ** 53
+
+        def sums(cell, size, rows=None):
+            return [_sums(cell, w if rows is None else w[rows], 2 * size, exact).reshape(size, 2)
+                    for w in (pk, by)]
+        ports = sums(abi.port_slots(flow_keys) * 2 + d, abi.PORT_SLOTS)
+        outer, qinq, inner = abi.vlan_slots(flow_keys)
+        vlans = sums(outer * 2 + d, 2 * abi.VLAN_SLOTS)
+        if len(qinq):
+            vlans = [a + b for a, b in zip(vlans, sums(inner * 2 + d[qinq], 2 * abi.VLAN_SLOTS,
+                                                       qinq))]
+        for k, (p, b) in ((1, ports), (2, vlans)):
+            slot = np.flatnonzero(p.any(axis=1))
+            parts.append((k, np.zeros(len(slot), np.uint64), slot.astype(np.uint64),
+                          [p[slot, 0], p[slot, 1], b[slot, 0], b[slot, 1]]))
     out = {"keyed_by": np.concatenate([np.full(len(p[1]), p[0], np.uint8) for p in parts]
-                                or [np.zeros(0, np.uint8)])}
+                                      or [np.zeros(0, np.uint8)])}
     for i, n in enumerate(BY_COLUMNS[1:]):
         out[n] = np.concatenate([(p[1], p[2], *p[3])[i] for p in parts]
                                 or [np.zeros(0, np.uint64)]).astype(np.uint64, copy=False)
+    return out
+
+
+def _sums(cell: np.ndarray, weights: np.ndarray, size: int, exact: bool) -> np.ndarray:
+    """Per cell, the sum of weights (uint64): bincount where exact, else np.add.at."""
+    if exact:
+        return np.bincount(cell, weights.astype(np.float64), size).astype(np.uint64)
+    out = np.zeros(size, np.uint64)
+    np.add.at(out, cell, weights.astype(np.uint64))
     return out

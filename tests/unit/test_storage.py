@@ -158,11 +158,11 @@ def check_consistent_open(db):
     got = db.con.execute("SELECT sum(packets) FROM raw WHERE policy_oid = 0").fetchall()
     assert got == [(want,)]
     assert db.con.execute("SELECT count(DISTINCT ts) FROM raw").fetchall() == [(step,)]
-    # the period tops, if written: every year's rows add up to the counters
+    # the period tops, if written: the days' rows (rest rows included) add up to the counters
     for by, (p, b) in (("port", (want, want * 100)), ("vlan", (want, want * 100)),
                        ("addr", (int(av["packets"].sum()), 0))):
         got = db.con.execute("SELECT sum(packets_in + packets_out), sum(bytes_in + bytes_out) "
-                             "FROM rollup_by WHERE keyed_by = ? AND kind = 'year'",
+                             "FROM rollup_by WHERE keyed_by = ? AND kind = 'day'",
                              [by]).fetchall()[0]
         assert got in ((None, None), (p, b)), by
     return step

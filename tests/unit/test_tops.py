@@ -107,7 +107,7 @@ def model():
     return types.SimpleNamespace(units=us)
 
 
-def drive(db: Storage, steps: int) -> None:
+def drive(db: Storage, steps: int, t0: dt.datetime = T0) -> None:
     """The drain's path: deltas of the counters, by_key, rollup, commit."""
     flows, addrs = Deltas(), Deltas()
     keys = flow_keys()
@@ -117,7 +117,7 @@ def drive(db: Storage, steps: int) -> None:
         empty = {k: np.zeros(0, t) for k, t in (("unit_oid", np.uint32), ("policy_oid", np.uint32),
                                                 ("dir", np.uint8), ("packets", np.uint64),
                                                 ("bytes", np.uint64))}
-        db.commit(rollup(empty, T0 + step * STEP, BERLIN,
+        db.commit(rollup(empty, t0 + step * STEP, BERLIN,
                          by_key(f.keys, f.values, a.keys, a.values)),
                   {"acct_flows": flows.previous, "acct_addrs": addrs.previous})
 
@@ -174,10 +174,10 @@ def test_the_flows_slot_as_the_kernels_port_and_vlan_counters():
     k = flow_keys()
     assert [port_label(int(s)) for s in abi.port_slots(k)] == \
         ["tcp/443", "tcp/443", "tcp/22", "udp/53", "udp/53", "icmp", "tcp/443"]
-    rows, slots = abi.vlan_slots(k)
-    assert [(int(r), vlan_label(int(s))) for r, s in zip(rows, slots)] == [
-        (0, "untagged"), (1, "untagged"), (2, "10"), (3, "20"), (4, "20"), (5, "10"),
-        (6, "untagged"), (3, "inner-7"), (4, "inner-7")]
+    outer, qinq, inner = abi.vlan_slots(k)
+    assert [vlan_label(int(s)) for s in outer] == \
+        ["untagged", "untagged", "10", "20", "20", "10", "untagged"]
+    assert qinq.tolist() == [3, 4] and [vlan_label(int(s)) for s in inner] == ["inner-7"] * 2
 
 
 def test_a_past_period_keeps_its_biggest_keys_and_its_total(tmp_path, monkeypatch):
@@ -202,6 +202,28 @@ def test_a_past_period_keeps_its_biggest_keys_and_its_total(tmp_path, monkeypatc
         assert len(queries.report_top_by(st, m, "port", "day", 0, 100, now)["rows"]) == 4
         assert as_truth(queries.report_top_by(st, m, "port", "month", 0, 100, now)) == \
             dict(truth(range(1, STEPS + 1))["port"])
+
+
+def test_a_new_year_folds_and_trims_the_day_month_and_year_before(tmp_path, monkeypatch):
+    """Across New Year's midnight: 31 December, December and 2026 keep two
+    keys and a rest row each, their top and totals exact; 2027 has the rest."""
+    monkeypatch.setattr(database, "TOP_KEEP", 2)
+    t0 = dt.datetime(2026, 12, 31, 22, 30, tzinfo=UTC)  # 23:30 local
+    with Storage(tmp_path / "y.duckdb", BERLIN) as st:
+        drive(st, STEPS, t0)
+        now, m = t0 + STEPS * STEP, model()
+        old, new = truth(DEC1)["addr"], truth(DEC2)["addr"]
+        rank = sorted(old, key=lambda k: -(old[k][2] + old[k][3]))
+        for period in ("day", "month", "year"):
+            past = queries.report_top_by(st, m, "addr", period, 1, 5, now)
+            assert as_truth(past) == {k: old[k] for k in rank[:2]}, period
+            assert past["total"]["bytes_out"] == sum(v[3] for v in old.values()), period
+            assert as_truth(queries.report_top_by(st, m, "addr", period, 0, 5, now)) == new
+        kept = st.con.execute("SELECT kind::VARCHAR, count(*) FROM rollup_by WHERE "
+                              "keyed_by = 'addr' AND period_start < make_timestamp($s) "
+                              "GROUP BY 1 ORDER BY 1", {"s": queries.to_us(now) - 3600 * 10**6}
+                              ).fetchall()
+        assert kept == [("day", 3), ("month", 3), ("year", 3)]
 
 
 def test_bad_arguments_are_one_line_errors(db):
