@@ -262,15 +262,22 @@ def test_the_overview_shows_the_periods_figures_and_its_csv_carries_them(db):
     assert "Top 10 ports, day from 2026-12-01" in html
     r = c.get("/?period=day&back=1&format=csv&table=top_ports")
     assert r.status_code == 200 and r.mimetype == "text/csv"
-    got = {x["key"]: [int(x[k]) for k in ("bytes_in", "bytes_out", "bytes")]
+    got = {x["key"]: [int(x[k]) for k in ("bytes_in", "bytes_out", "bps")]
            for x in csv.DictReader(io.StringIO(r.get_data(as_text=True)))}
     want = truth(DEC1)["port"]
-    assert got == {k: [v[2], v[3], v[2] + v[3]] for k, v in want.items()}
+    assert got == {k: [v[2], v[3], 0] for k, v in want.items()}
     tables = json.loads(c.get("/?period=month&format=json").get_data())
     month = truth(range(1, STEPS + 1))
     assert {x["key"]: (x["unit"], x["bytes_in"], x["bytes_out"]) for x in tables["top_addrs"]} \
         == {k: (u, v[2], v[3]) for (k, u), v in
             zip(((ALICE, "alice"), (BOB, "bob"), (NOBODY, None)),
                 (month["addr"][a] for a in (ALICE, BOB, NOBODY)))}
-    assert {x["key"]: x["bytes"] for x in tables["top_vlans"]} == \
-        {k: v[2] + v[3] for k, v in month["vlan"].items()}
+    assert {x["key"]: (x["bytes_in"], x["bytes_out"]) for x in tables["top_vlans"]} == \
+        {k: (v[2], v[3]) for k, v in month["vlan"].items()}
+    # the rate now beside each row: the `rates` growth of its key
+    rates["ports"] = {"tcp/443": {"packets_in": 1, "packets_out": 1, "bytes_in": 500,
+                                  "bytes_out": 250}}
+    rates["ts"] = 3.0
+    tables = json.loads(c.get("/?period=month&format=json").get_data())
+    assert {x["key"]: x["bps"] for x in tables["top_ports"]} == \
+        {"tcp/443": (500 + 250) * 8 // 2, "tcp/22": 0, "udp/53": 0, "icmp": 0}
