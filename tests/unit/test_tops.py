@@ -281,3 +281,67 @@ def test_the_overview_shows_the_periods_figures_and_its_csv_carries_them(db):
     tables = json.loads(c.get("/?period=month&format=json").get_data())
     assert {x["key"]: x["bps"] for x in tables["top_ports"]} == \
         {"tcp/443": (500 + 250) * 8 // 2, "tcp/22": 0, "udp/53": 0, "icmp": 0}
+
+
+CLI_CONFIG = """
+[processor]
+time-zone = "Europe/Berlin"
+
+[[policy]]
+name = "ip"
+target = "proto ip"
+
+[[unit]]
+type = "host"
+name = "alice"
+ip = "10.0.0.1"
+
+[[unit]]
+type = "host"
+name = "bob"
+ip = "2001:db8::2"
+"""
+
+TOP_PORTS_TEXT = """\
+ top ports, 2026-12-01T00:00:00+01:00 .. 
+        2026-12-02T00:00:00+01:00        
+┏━━━━━━━━━┳━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┓
+┃ port    ┃    in ┃      out ┃    total ┃
+┡━━━━━━━━━╇━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━┩
+│ icmp    │   0 B │ 2.87 KiB │ 2.87 KiB │
+│ tcp/443 │ 873 B │ 1.69 KiB │ 2.54 KiB │
+└─────────┴───────┴──────────┴──────────┘
+all ports: in 3.12 KiB, out 5.73 KiB
+"""  # the ground truth of 1 December's two drains (truth(DEC1)), in acctctl's units
+
+
+def test_acctctl_top_by_prints_the_period_and_its_json_is_the_reply(db, tmp_path):
+    from click.testing import CliRunner
+
+    from acctctl.main import main
+    from acctd.config import loads
+    from acctd.control import server as ctl
+
+    from .daemon_stub import daemon_stub
+    cfg = loads(CLI_CONFIG, str(tmp_path / "acctd.toml"))
+    now = T0 + STEPS * STEP
+    with daemon_stub(cfg, db, clock=lambda: now) as d:
+        s = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
+        s.serve_in_thread()
+        try:
+            def acctctl(*args):
+                res = CliRunner().invoke(main, ["--socket", s.path, *args], env={"COLUMNS": "80"})
+                assert res.exit_code == 0, res.output
+                return res.output
+            assert acctctl("top-by", "port", "--period", "day", "--back", "1", "--limit", "2") \
+                == TOP_PORTS_TEXT
+            got = json.loads(acctctl("top-by", "addr", "--period", "month", "--json"))
+            assert got == d.call("top-by", by="addr", period="month")
+            assert [(r["key"], r["unit"]) for r in got["rows"]] == \
+                [(ALICE, "alice"), (BOB, "bob"), (NOBODY, None)]
+            res = CliRunner().invoke(main, ["--socket", s.path, "top-by", "peer"])
+            assert res.exit_code == 2 and "'peer' is not one of 'addr', 'port', 'vlan'" in \
+                res.output
+        finally:
+            s.shutdown()
+            s.server_close()
