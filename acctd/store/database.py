@@ -383,17 +383,19 @@ class Storage:
                           {"to": to_us(period_start(kind, closed, self.zone)), "day": day})
         for kind, start in now.items():
             if start > opened.get(kind, start - 1):
-                self._trim_tops(kind, start)
+                self._trim_tops(kind, opened.get(kind, 0), start)
         self._sql("INSERT OR REPLACE INTO meta VALUES ('tops_open', ?)",
                   [json.dumps(now, sort_keys=True)])
 
-    def _trim_tops(self, kind: str, open_us: int) -> None:
+    def _trim_tops(self, kind: str, since_us: int, open_us: int) -> None:
+        """Trim the `kind` periods from since_us (the one that was open) to open_us."""
         ranked = ("SELECT keyed_by, kind, period_start, key_hi, key_lo, packets_in, packets_out, "
                   "bytes_in, bytes_out, row_number() OVER (PARTITION BY keyed_by, period_start "
                   "ORDER BY bytes_in::HUGEINT + bytes_out DESC, key_hi, key_lo) AS r "
-                  "FROM rollup_by WHERE kind = $k AND period_start < make_timestamp($open) "
+                  "FROM rollup_by WHERE kind = $k AND period_start >= make_timestamp($since) "
+                  "AND period_start < make_timestamp($open) "
                   "AND NOT (key_hi = $rest AND key_lo = $rest)")
-        bind = {"k": kind, "open": open_us, "rest": REST, "keep": TOP_KEEP}
+        bind = {"k": kind, "since": since_us, "open": open_us, "rest": REST, "keep": TOP_KEEP}
         self._sql(f"INSERT INTO rollup_by SELECT keyed_by, kind, period_start, $rest, $rest, "
                   f"sum(packets_in), sum(packets_out), sum(bytes_in), sum(bytes_out) "
                   f"FROM ({ranked}) WHERE r > $keep GROUP BY keyed_by, kind, period_start "
