@@ -131,17 +131,19 @@ def rollup_rows(db):
                           "dir, packets, bytes FROM rollup ORDER BY ALL").fetchall()
 
 
-def check_consistent(path):
-    """The file holds exactly the drains up to its checkpoint: returns that step."""
+def check_consistent(path, tops=False):
+    """The file holds exactly the drains up to its checkpoint: returns that step.
+    tops: the period tops were written, and hold exactly those drains too."""
     with open_db(path) as db:
-        return check_consistent_open(db)
+        return check_consistent_open(db, tops)
 
 
-def check_consistent_open(db):
+def check_consistent_open(db, tops=False):
     ck = db.load_checkpoint()
     if not ck:
         assert db.con.execute("SELECT count(*) FROM rollup").fetchall() == [(0,)]
         assert db.con.execute("SELECT count(*) FROM raw").fetchall() == [(0,)]
+        assert db.con.execute("SELECT count(*) FROM rollup_by").fetchall() == [(0,)]
         return 0
     step = (db.last_drain - T0) // STEP
     keys, vals = ck["acct_flows"]
@@ -158,13 +160,13 @@ def check_consistent_open(db):
     got = db.con.execute("SELECT sum(packets) FROM raw WHERE policy_oid = 0").fetchall()
     assert got == [(want,)]
     assert db.con.execute("SELECT count(DISTINCT ts) FROM raw").fetchall() == [(step,)]
-    # the period tops, if written: the days' rows (rest rows included) add up to the counters
+    # the period tops: the days' rows (rest rows included) add up to the counters
     for by, (p, b) in (("port", (want, want * 100)), ("vlan", (want, want * 100)),
                        ("addr", (int(av["packets"].sum()), 0))):
         got = db.con.execute("SELECT sum(packets_in + packets_out), sum(bytes_in + bytes_out) "
                              "FROM rollup_by WHERE keyed_by = ? AND kind = 'day'",
                              [by]).fetchall()[0]
-        assert got in ((None, None), (p, b)), by
+        assert got == ((p, b) if tops else (None, None)), by
     return step
 
 
@@ -375,6 +377,18 @@ def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
         assert rollup_rows(db) == reference(tmp_path, 20)
 
 
+def test_sigkill_at_each_statement_of_the_first_commits_with_the_period_tops(tmp_path):
+    """With the period tops (their upsert, the first day's trims, tops_open):
+    a kill at any one of the first 30 statements, each on a database of its
+    own, leaves the drains up to the checkpoint and their tops, exactly."""
+    kids = [(tmp_path / f"s{n}.duckdb", n) for n in range(1, 31)]
+    procs = [spawn(path, 3, n, tops=True) for path, n in kids]
+    codes = [p.wait(timeout=60) for p in procs]
+    assert codes.count(-signal.SIGKILL) == len(kids)  # three commits take more statements
+    steps = [check_consistent(path, tops=True) for path, _ in kids]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] >= 1
+
+
 @pytest.mark.parametrize("tops", [False, True], ids=["rollups", "with-period-tops"])
 def test_sigkill_at_random_moments(tmp_path, tops):
     """An outside SIGKILL at seeded random delays while the daemon commits in a loop
@@ -393,11 +407,11 @@ def test_sigkill_at_random_moments(tmp_path, tops):
         p.send_signal(signal.SIGKILL)
         assert p.wait(timeout=30) == -signal.SIGKILL
         p.stdout.close()
-        steps.append(check_consistent(path))
+        steps.append(check_consistent(path, tops))
     assert steps == sorted(steps) and steps[-1] > steps[1] > 0
     step = steps[-1]
     assert spawn(path, step + 3, tops=tops).wait(timeout=30) == 0
-    assert check_consistent(path) == step + 3
+    assert check_consistent(path, tops) == step + 3
     with open_db(path) as db:
         assert rollup_rows(db) + tops_rows(db) == reference(tmp_path, step + 3, tops)
         assert bool(tops_rows(db)) == tops
