@@ -61,12 +61,14 @@ def top_units(ctx, period, back, limit, as_json):
 def top_by(ctx, by, period, back, limit, as_json):
     """The local addresses, service ports or VLANs with the most bytes in a
     day, month or year (the console's top tables; `acctctl top` shows rates now)."""
+    what = {"addr": "addresses", "port": "ports", "vlan": "VLANs"}[by]
+
     def render(r):
         head = ["address", "unit"] if by == "addr" else ["port" if by == "port" else "VLAN"]
-        table(f"top {by}s, {r['start']} .. {r['end']}", [*head, "in", "out", "total"],
+        table(f"top {what}, {r['start']} .. {r['end']}", [*head, "in", "out", "total"],
               [[x["key"], *([x["unit"] or "-"] if by == "addr" else []), nbytes(x["bytes_in"]),
                 nbytes(x["bytes_out"]), nbytes(x["bytes"])] for x in r["rows"]])
-        echo(f"all {by}s: in {nbytes(r['total']['bytes_in'])}, "
+        echo(f"all {what}: in {nbytes(r['total']['bytes_in'])}, "
              f"out {nbytes(r['total']['bytes_out'])}")
     run(lambda: out(ask(ctx, "top-by", by=by, period=period, back=back, limit=limit), as_json,
                     render))
