@@ -103,6 +103,8 @@ def _offline(ctx, name: str, args: dict):
             return queries.report_series(st, cfg, now=now, **args)
         if name == "top-units":
             return queries.report_top_units(st, cfg, now=now, **args)
+        if name == "top-by":
+            return queries.report_top_by(st, cfg, now=now, **args)
         if name == "monitor-query":
             from acctd.services.monitor import answer_query
             return answer_query(st, cfg.units, **args)

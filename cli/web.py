@@ -49,6 +49,31 @@ def top_units(ctx, period, back, limit, as_json):
                                       nbytes(u["bytes"])] for u in r["units"]])))
 
 
+@click.command("top-by")
+@click.argument("by", type=click.Choice(["addr", "port", "vlan"]))
+@click.option("--period", type=click.Choice(["day", "month", "year"]), default="month",
+              show_default=True)
+@click.option("--back", type=click.IntRange(0), default=0, show_default=True,
+              help="periods before the current one (1: yesterday, last month, last year)")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@json_option
+@click.pass_context
+def top_by(ctx, by, period, back, limit, as_json):
+    """The local addresses, service ports or VLANs with the most bytes in a
+    day, month or year (the console's top tables; `acctctl top` shows rates now)."""
+    what = {"addr": "addresses", "port": "ports", "vlan": "VLANs"}[by]
+
+    def render(r):
+        head = ["address", "unit"] if by == "addr" else ["port" if by == "port" else "VLAN"]
+        table(f"top {what}, {r['start']} .. {r['end']}", [*head, "in", "out", "total"],
+              [[x["key"], *([x["unit"] or "-"] if by == "addr" else []), nbytes(x["bytes_in"]),
+                nbytes(x["bytes_out"]), nbytes(x["bytes"])] for x in r["rows"]])
+        echo(f"all {what}: in {nbytes(r['total']['bytes_in'])}, "
+             f"out {nbytes(r['total']['bytes_out'])}")
+    run(lambda: out(ask(ctx, "top-by", by=by, period=period, back=back, limit=limit), as_json,
+                    render))
+
+
 @click.group()
 def web():
     """The web console's logins, checked by the daemon (acctd-web uses these)."""
@@ -90,4 +115,4 @@ def html(ctx, path, htaccess, as_json):
                     lambda r: echo(f"{r['files']} files written under {r['path']}")))
 
 
-COMMANDS = [series, top_units, web, html]
+COMMANDS = [series, top_units, top_by, web, html]

@@ -45,6 +45,17 @@ def _fill(st: Storage, oids: np.ndarray, policies: np.ndarray) -> None:
     st.con.execute(fill, {"kind": "hour", "lo": lo, "step": 3_600_000_000, "n": days * 24,
                           "units": [int(oids[0])],
                           "policies": [0, *(int(p) for p in policies)]})
+    # the period tops: this month's and today's rows of 10,000 addresses
+    # and of 200 ports (the month query folds in the open day)
+    today = to_us(period_start("day", NOW, UTC))
+    tops = ("INSERT INTO rollup_by SELECT $by, k.kind, make_timestamp(k.start), 0, $base + i.range, "
+            "i.range, i.range, 1 + (i.range * 7919) % 1000000000, 1 + (i.range * 104729) % 100000 "
+            "FROM range($n) i, (SELECT unnest(['month', 'day']) AS kind, "
+            "unnest([$lo, $today]) AS start) k")
+    st.con.execute(tops, {"by": "addr", "base": 0xFFFF0A000002, "n": len(oids), "lo": lo,
+                          "today": today})
+    st.con.execute(tops, {"by": "port", "base": 0, "n": 200, "lo": lo, "today": today})
+    st.set_meta("tops_open", f'{{"day": {today}}}')
 
 
 def _rates(names: list[str], step: int) -> dict:
@@ -81,6 +92,7 @@ def _daemon(st: Storage, m, names: list[str]):
         "rates": rates,
         "units": lambda **a: [],
         "top-units": lambda **a: queries.report_top_units(st, m, now=NOW, **a),
+        "top-by": lambda **a: queries.report_top_by(st, m, now=NOW, **a),
         "series": lambda **a: queries.report_series(st, m, now=NOW, **a),
         "quota-show": lambda **a: {"units": []},
         "list": lambda unit: {"unit": unit, "policies": []},

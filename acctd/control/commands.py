@@ -216,6 +216,9 @@ COMMANDS = (
     Command("top-units", V, "core.top_units", ("top-units",),
             (_s("period", default="month"), Arg("back", int, default=0, at_least=0),
              Arg("limit", int, default=10, at_least=1)), offline=True),
+    Command("top-by", V, "core.top_by", ("top-by",),
+            (_s("by", True), _s("period", default="month"), Arg("back", int, default=0, at_least=0),
+             Arg("limit", int, default=10, at_least=1)), offline=True),
 )
 
 REGISTRY: Mapping[str, Command] = {c.name: c for c in COMMANDS}

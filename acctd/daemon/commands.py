@@ -254,6 +254,12 @@ class CoreCommands:
         with d.lock:
             return queries.report_top_units(d.storage, d.snapshot, period, back, limit, d.clock())
 
+    def top_by(self, by: str, period: str = "month", back: int = 0, limit: int = 10) -> dict:
+        d = self.d
+        with d.lock:
+            return queries.report_top_by(d.storage, d.snapshot, by, period, back, limit,
+                                         d.clock())
+
     # -- blocks ------------------------------------------------------------------------
 
     def set_sys_policy(self, unit: str, policy: str) -> dict:

@@ -478,7 +478,7 @@ class Daemon:
             if extra:  # rawdata: rows of their own
                 rows = {k: np.concatenate([rows[k], *(r[k] for r in extra)]) for k in rows}
             d = Drain(now, snap, rows, fk, fv, ak, av)
-            rolled = rollup.rollup(rows, now, zone)
+            rolled = rollup.rollup(rows, now, zone, rollup.by_key(fk, fv, ak, av))
             timer.lap("account")
 
             def in_transaction(tx: Storage) -> None:

@@ -143,6 +143,32 @@ PORT_UDP_BASE = 65536
 PORT_PROTO_BASE = 131072
 PORT_SLOTS = 131072 + 256
 
+
+# acct_port_slot() as a table by protocol: the slot's base, and whether the port adds to it
+_PORT_BASE = np.array([PORT_PROTO_BASE + p for p in range(256)], np.uint32)
+_PORT_BASE[6], _PORT_BASE[17] = PORT_TCP_BASE, PORT_UDP_BASE
+_HAS_PORT = np.zeros(256, np.uint32)
+_HAS_PORT[[6, 17]] = 1
+
+
+def port_slots(flow_keys: np.ndarray) -> np.ndarray:
+    """The acct_ports slot of each flow key, as acct_port_slot() computes it:
+    TCP or UDP with the lower of the two ports (the service port), other
+    protocols one slot each."""
+    proto = flow_keys["proto"]
+    port = np.minimum(flow_keys["sport"], flow_keys["dport"])
+    return _PORT_BASE[proto] + _HAS_PORT[proto] * port
+
+
+def vlan_slots(flow_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The acct_vlans slots of the flow keys, as the datapath counts them:
+    every flow in its outer VID's slot (0 untagged), a QinQ flow also in
+    VLAN_SLOTS + its inner VID. (outer slot per key, QinQ rows, their inner slots)."""
+    inner = np.flatnonzero(flow_keys["vlan_inner"])
+    return (flow_keys["vlan_outer"].astype(np.uint32), inner,
+            VLAN_SLOTS + flow_keys["vlan_inner"][inner].astype(np.uint32))
+
+
 _u64x2 = ("<u8", (DIR_MAX,))
 
 _drops = ("<u8", (DROP_MAX, DIR_MAX))  # C: one dimension, [cause * 2 + dir]

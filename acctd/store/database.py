@@ -40,7 +40,8 @@ from acctd.errors import AcctError
 from acctd.kernel import abi
 from acctd.kernel.drain import counter_fields
 from acctd.store import migrations
-from acctd.store.rollup import PERIODS, Rollup, from_us, label, period_end, period_start, to_us
+from acctd.store.rollup import (BY, PERIODS, REST, TOP_KEEP, TOP_PERIODS, Rollup, from_us,
+                                 label, period_end, period_start, to_us)
 
 log = logging.getLogger("acctd.storage")
 
@@ -49,6 +50,9 @@ WAL_LIMIT = 4 << 20       # bytes of WAL a commit folds into the file
 CHECKPOINT_EVERY = 300.0  # seconds of commits that may live in the WAL alone
 _KINDS = "['hour', 'day', 'week', 'month']"
 _ROLLUP_KEY = ("kind", "period_start", "unit_oid", "policy_oid", "dir")
+_BY, _TOP_KINDS = str(list(BY)), str(list(TOP_PERIODS))
+_ADD = ", ".join(f"{c} = {c} + excluded.{c}"
+                 for c in ("packets_in", "packets_out", "bytes_in", "bytes_out"))
 
 # Who held which address when (acctd.model.sessions); open sessions have no stop.
 _SESSION_COLS = ("id", "unit_oid", "addr", "source", "start", "mac", "nas", "port", "stop",
@@ -266,11 +270,15 @@ class Storage:
         ts_us = to_us(rollup.ts)
         self.con.register("acct_raw_batch", rollup.raw)
         self.con.register("acct_rollup_batch", rollup.per_period)
+        if rollup.by_period is not None:
+            self.con.register("acct_by_batch", rollup.by_period)
         try:
             with self.reported():  # a damaged block: one line, not DuckDB's
                 self._sql("BEGIN")
                 try:
                     self._write(ts_us, len(rollup.per_period["packets"]), checkpoint)
+                    if rollup.by_period is not None:
+                        self._write_tops(rollup.by_period)
                     if in_transaction is not None:
                         in_transaction(self)
                     self._sql("COMMIT")
@@ -283,6 +291,8 @@ class Storage:
         finally:
             self.con.unregister("acct_raw_batch")
             self.con.unregister("acct_rollup_batch")
+            if rollup.by_period is not None:
+                self.con.unregister("acct_by_batch")
         self.fold_wal()
 
     def fold_wal(self) -> bool:
@@ -348,6 +358,60 @@ class Storage:
                 self._sql("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?, ?)",
                           [name, i, len(k), kt, vt, k.tobytes(), v.tobytes()])
         self._sql("INSERT OR REPLACE INTO meta VALUES ('last_drain', ?)", [str(ts_us)])
+
+    def _write_tops(self, batch: Mapping[str, np.ndarray]) -> None:
+        """The period tops: a drain upserts its day's rows only; the first
+        drain of a new day folds the day before into its month and year,
+        then trims each period that is over to its TOP_KEEP biggest keys of
+        each kind, the rest summed into the REST row (exact for any top N up
+        to TOP_KEEP, and for the period's total). So a drain writes one row
+        per key, not three; the open month and year are their rows plus
+        the open day's (report_top_by). meta tops_open: the open periods."""
+        now = {k: int(batch["start"][batch["kind"] == i][0])
+               for i, k in enumerate(TOP_PERIODS) if (batch["kind"] == i).any()}
+        if not now:
+            return
+        opened = json.loads(self.meta("tops_open") or "{}")
+        day = opened.get("day")
+        # a clock stepped back into a folded day: this drain goes to every kind itself
+        kinds = "true" if day is not None and now["day"] < day else "kind = 0"
+        self._sql(f"INSERT INTO rollup_by SELECT {_BY}[keyed_by + 1]::top_by, "
+                  f"{_TOP_KINDS}[kind + 1]::top_period, make_timestamp(start), key_hi, key_lo, "
+                  f"packets_in, packets_out, bytes_in, bytes_out FROM acct_by_batch "
+                  f"WHERE {kinds} ON CONFLICT DO UPDATE SET {_ADD}")
+        if day is not None and now["day"] <= day:
+            return
+        if day is not None:
+            closed = from_us(day)
+            for kind in ("month", "year"):
+                self._sql(f"INSERT INTO rollup_by SELECT keyed_by, '{kind}', "
+                          "make_timestamp($to), key_hi, key_lo, packets_in, packets_out, "
+                          "bytes_in, bytes_out FROM rollup_by WHERE kind = 'day' "
+                          f"AND period_start = make_timestamp($day) ON CONFLICT DO UPDATE SET {_ADD}",
+                          {"to": to_us(period_start(kind, closed, self.zone)), "day": day})
+        for kind, start in now.items():
+            if start > opened.get(kind, start - 1):
+                self._trim_tops(kind, opened.get(kind, 0), start)
+        self._sql("INSERT OR REPLACE INTO meta VALUES ('tops_open', ?)",
+                  [json.dumps(now, sort_keys=True)])
+
+    def _trim_tops(self, kind: str, since_us: int, open_us: int) -> None:
+        """Trim the `kind` periods from since_us (the one that was open) to open_us."""
+        ranked = ("SELECT keyed_by, kind, period_start, key_hi, key_lo, packets_in, packets_out, "
+                  "bytes_in, bytes_out, row_number() OVER (PARTITION BY keyed_by, period_start "
+                  "ORDER BY bytes_in::HUGEINT + bytes_out DESC, key_hi, key_lo) AS r "
+                  "FROM rollup_by WHERE kind = $k AND period_start >= make_timestamp($since) "
+                  "AND period_start < make_timestamp($open) "
+                  "AND NOT (key_hi = $rest AND key_lo = $rest)")
+        bind = {"k": kind, "since": since_us, "open": open_us, "rest": REST, "keep": TOP_KEEP}
+        self._sql(f"INSERT INTO rollup_by SELECT keyed_by, kind, period_start, $rest, $rest, "
+                  f"sum(packets_in), sum(packets_out), sum(bytes_in), sum(bytes_out) "
+                  f"FROM ({ranked}) WHERE r > $keep GROUP BY keyed_by, kind, period_start "
+                  f"ON CONFLICT DO UPDATE SET {_ADD}", bind)
+        self._sql(f"DELETE FROM rollup_by USING ({ranked}) x WHERE x.r > $keep "
+                  "AND rollup_by.keyed_by = x.keyed_by AND rollup_by.kind = x.kind "
+                  "AND rollup_by.period_start = x.period_start AND rollup_by.key_hi = x.key_hi "
+                  "AND rollup_by.key_lo = x.key_lo", bind)
 
     def load_checkpoint(self, types: Mapping[str, tuple[np.dtype, np.dtype]] = CHECKPOINT_TYPES
                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:

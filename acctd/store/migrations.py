@@ -33,6 +33,9 @@ oid a UINTEGER, as the datapath's rows carry it):
   central_outbox  seq, ts, n, rows: each drain's rows for PostgreSQL, written
               in the drain's transaction, deleted once shipped
               (acctd/services/central/)
+  rollup_by   keyed_by (addr, port, vlan), kind (day, month, year), period_start,
+              key_hi, key_lo, packets and bytes in and out: the period tops,
+              upserted in the drain's transaction (acctd.store.rollup.BY)
 """
 
 from __future__ import annotations
@@ -181,6 +184,22 @@ def _v7(con) -> None:
     """)
 
 
+def _v8(con) -> None:
+    """The period tops (acctd.store.rollup.BY): per local address, service
+    port and VLAN, each day's, month's and year's counts in and out; a
+    period that is over keeps its biggest keys and one rest row."""
+    con.execute("""
+        CREATE TYPE top_by AS ENUM ('addr', 'port', 'vlan');
+        CREATE TYPE top_period AS ENUM ('day', 'month', 'year');
+        CREATE TABLE rollup_by (
+            keyed_by top_by NOT NULL, kind top_period NOT NULL, period_start TIMESTAMP NOT NULL,
+            key_hi UBIGINT NOT NULL, key_lo UBIGINT NOT NULL,
+            packets_in UBIGINT NOT NULL, packets_out UBIGINT NOT NULL,
+            bytes_in UBIGINT NOT NULL, bytes_out UBIGINT NOT NULL,
+            PRIMARY KEY (keyed_by, kind, period_start, key_hi, key_lo));
+    """)
+
+
 def _v9(con) -> None:
     """When each login record last changed by a set, login, logout or close
     (not a timeout here, nor a start's def-state), and each account's terms:
@@ -193,6 +212,7 @@ def _v9(con) -> None:
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                  (6, _v6),
                                                  (7, _v7),
+                                                 (8, _v8),
                                                  (9, _v9))
 VERSION = MIGRATIONS[-1][0]
 

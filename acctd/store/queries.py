@@ -210,3 +210,56 @@ def report_top_units(storage, model, period: str, back: int, limit: int, now: dt
             "units": [{"unit": names[oid], "bytes_in": int(i), "bytes_out": int(o),
                        "bytes": int(i) + int(o)} for oid, i, o in top],
             "total": {"in": int(total_in), "out": int(total_out), "units": int(n)}}
+
+
+def _key_label(by: str, hi: int, lo: int) -> str:
+    from acctd.kernel import reader
+    from acctd.model.addresses import format_addr
+    if by == "addr":
+        return format_addr(int(hi).to_bytes(8, "big") + int(lo).to_bytes(8, "big"))
+    return reader.port_label(int(lo)) if by == "port" else reader.vlan_label(int(lo))
+
+
+def report_top_by(storage, model, by: str, period: str, back: int, limit: int,
+                  now: dt.datetime) -> dict:
+    """The local addresses, service ports or VLANs with the most bytes in a
+    day, month or year, in and out together (ties by key), from the period
+    tops (acctd.store.rollup.BY); an address carries the unit it belongs to
+    now. The total is every key's, those trimmed from a past period included."""
+    label = rollup.label
+    if by not in rollup.BY:
+        raise BadRequest(f"by: expected one of {', '.join(rollup.BY)}, got {by!r}")
+    if period not in rollup.TOP_PERIODS:
+        raise BadRequest(f"period: expected one of {', '.join(rollup.TOP_PERIODS)}, "
+                         f"got {period!r}")
+    if limit > rollup.TOP_KEEP:
+        raise BadRequest(f"limit: at most {rollup.TOP_KEEP} (what a past period keeps), "
+                         f"got {limit}")
+    lo, hi = _span(period, back, now, storage.zone)
+    counters = ("packets_in", "packets_out", "bytes_in", "bytes_out")
+    rest = "(key_hi = $rest AND key_lo = $rest)"
+    # one pass: the top rows (the rest row sorts last), each carrying the sums over all
+    # a month or a year is its own rows plus the open day's, not yet folded into it
+    open_day = json.loads(storage.meta("tops_open") or "{}").get("day")
+    day = "false" if period == "day" or open_day is None else \
+        "(kind = 'day' AND period_start = make_timestamp($day) AND period_start < make_timestamp($hi))"
+    rows = storage.con.execute(
+        f"SELECT key_hi, key_lo, {', '.join(counters)}, {rest}, "
+        f"{', '.join(f'sum({c}) OVER ()' for c in counters)} FROM ("
+        f"SELECT key_hi, key_lo, {', '.join(f'sum({c}) AS {c}' for c in counters)} "
+        "FROM rollup_by WHERE keyed_by = $by AND ((kind = $k AND period_start = "
+        f"make_timestamp($lo)) OR ({day} AND period_start >= make_timestamp($lo))) "
+        f"GROUP BY key_hi, key_lo) ORDER BY {rest}, bytes_in::HUGEINT + bytes_out DESC, "
+        "key_hi, key_lo LIMIT $n",
+        {"by": by, "k": period, "lo": to_us(lo), "rest": rollup.REST, "n": limit + 1,
+         **({"day": open_day, "hi": to_us(hi)} if "$day" in day else {})}).fetchall()
+    total = dict(zip(counters, (int(x) for x in rows[0][7:]))) if rows else \
+        dict.fromkeys(counters, 0)
+    out = [{"key": _key_label(by, h, k), "packets_in": int(pi), "packets_out": int(po),
+            "bytes_in": int(bi), "bytes_out": int(bo), "bytes": int(bi) + int(bo)}
+           for h, k, pi, po, bi, bo, is_rest, *_ in rows if not is_rest][:limit]
+    if by == "addr":
+        for r, unit in zip(out, model.units.names_of([r["key"] for r in out])):
+            r["unit"] = unit
+    return {"by": by, "period": period, "start": label(lo, storage.zone),
+            "end": label(hi, storage.zone), "rows": out, "total": total}

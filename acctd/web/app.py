@@ -261,8 +261,10 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
         prev, cur = sampler.pair(lambda: ask("rates"))
         totals = {p: ask("top-units", period=p, limit=1) for p in pages.PERIODS}
         top = ask("top-units", period=period, back=back, limit=limit)
+        tops = {by: ask("top-by", by=by, period=period, back=back, limit=limit)
+                for by in ("addr", "port", "vlan")}
         built = pages.overview(ask("status"), pages.top_rates(prev, cur, limit), totals, top,
-                               ask("units", sys_policy=True), limit)
+                               ask("units", sys_policy=True), limit, tops)
         return page("overview.html", "overview", built, period=period, back=back, limit=limit)
 
     @app.get("/units")

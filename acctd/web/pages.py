@@ -30,7 +30,8 @@ def _growth(prev: dict | None, cur: dict) -> dict[str, np.ndarray]:
 
 def top_rates(prev: dict | None, cur: dict, limit: int) -> dict[str, list[dict]]:
     """Current rates (bit/s, two `rates` snapshots apart) of the gateway
-    (every address's traffic) and of the top addresses, ports and VLANs."""
+    (every address's traffic) and of the top addresses, ports and VLANs;
+    "<view>_now": every key's (in, out), for the period tables' rate columns."""
     elapsed = float(cur.get("ts", 0)) - float(prev.get("ts", 0)) if prev else 0.0
     scale = 8.0 / elapsed if elapsed > 0 else 0.0
     owner = {r["addr"]: r.get("unit") for r in cur.get("addrs", [])}
@@ -41,6 +42,8 @@ def top_rates(prev: dict | None, cur: dict, limit: int) -> dict[str, list[dict]]
                   else prev.get(view, {})) if prev else None
         g = _growth(before, section)
         bits = g["d"][:, 2:] * scale
+        out[f"{view}_now"] = {k: (round(float(i)), round(float(o)))
+                              for k, (i, o) in zip(g["keys"], bits.tolist())}
         order = np.argsort(-(bits[:, 0] + bits[:, 1]), kind="stable")[:limit]
         out[view] = [{"key": g["keys"][i], "unit": owner.get(g["keys"][i]),
                       "bps_in": round(float(bits[i, 0])), "bps_out": round(float(bits[i, 1]))}
@@ -51,11 +54,29 @@ def top_rates(prev: dict | None, cur: dict, limit: int) -> dict[str, list[dict]]
     return out
 
 
+def period_tops(tops: dict[str, dict], rates: dict, limit: int) -> list[Table]:
+    """The top addresses, ports and VLANs of the chosen period (top-by
+    replies by addr, port, vlan), each row with its rate now (in and out)."""
+    heads = {"addr": ("top_addrs", "addresses", "address"), "port": ("top_ports", "ports", "port"),
+             "vlan": ("top_vlans", "VLANs", "VLAN")}
+    out = []
+    for by, (name, what, head) in heads.items():
+        r = tops[by]
+        now = rates.get({"addr": "addrs", "port": "ports", "vlan": "vlans"}[by] + "_now", {})
+        rows = [x | {"bps": sum(now.get(x["key"], (0, 0)))} for x in r["rows"]]
+        # no total column: a card is a third of 1280 px (top-by --json has it)
+        out.append(Table(name, f"Top {limit} {what}, {r['period']} from {r['start'][:10]}",
+                         [("key", head, TEXT), *([("unit", "unit", TEXT)] if by == "addr" else []),
+                          ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
+                          ("bps", "now", RATE)], rows, empty="no traffic in this period"))
+    return out
+
+
 def overview(status: dict, rates: dict, totals: dict[str, dict], top: dict,
-             blocked: list[dict], limit: int) -> dict:
-    """The overview: rates, today's/month's/year's totals, the top units of
-    the chosen period, the top addresses, ports and VLANs now, the blocked
-    units and why, and health."""
+             blocked: list[dict], limit: int, tops: dict[str, dict] | None = None) -> dict:
+    """The overview: rates, today's/month's/year's totals, the top units and
+    (with `tops`, the top-by replies) the top addresses, ports and VLANs of
+    the chosen period, the blocked units and why, and health."""
     dp = status.get("datapath", {})
     fill = dp.get("fill", {})
     health = [{"what": f"{name} fill", "value": f"{f['entries']} of {f['max']} ({f['percent']}%)"}
@@ -80,12 +101,7 @@ def overview(status: dict, rates: dict, totals: dict[str, dict], top: dict,
         Table("top_units", f"Top {limit} units, {top['period']} from {top['start'][:10]}",
               [("unit", "unit", TEXT), ("bytes_in", "in", BYTES), ("bytes_out", "out", BYTES),
                ("bytes", "total", BYTES)], top["units"]),
-        Table("top_addrs", f"Top {limit} addresses now",
-              [("key", "address", TEXT), ("unit", "unit", TEXT), *rate_cols], rates["addrs"]),
-        Table("top_ports", f"Top {limit} ports now", [("key", "port", TEXT), *rate_cols],
-              rates["ports"]),
-        Table("top_vlans", f"Top {limit} VLANs now", [("key", "VLAN", TEXT), *rate_cols],
-              rates["vlans"]),
+        *(period_tops(tops, rates, limit) if tops is not None else ()),
         Table("blocked", "Blocked units", [("name", "unit", TEXT), ("type", "type", TEXT),
                                            ("sys_policy", "why", TEXT)],
               [u for u in blocked if u.get("sys_policy")], empty="no unit is blocked"),

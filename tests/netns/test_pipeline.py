@@ -77,6 +77,12 @@ class Acctd:
         got = self.ctl("list", name, "--json")
         return {(p["policy"], p["dir"]): p for p in got["policies"]}
 
+    def tops(self, by: str) -> dict[str, tuple[int, int, int, int]]:
+        """This month's top-by rows: {key: (packets in, bytes in, packets out, bytes out)}."""
+        got = self.ctl("top-by", by, "--period", "month", "--limit", "1000", "--json")
+        return {r["key"]: (r["packets_in"], r["bytes_in"], r["packets_out"], r["bytes_out"])
+                for r in got["rows"]}
+
     def detach(self) -> None:
         subprocess.run([f"{BIN}/acctctl", "--pin-root", self.pin_root, "--netns", self.topo.ns["gw"],
                         "detach"], capture_output=True, timeout=60)
@@ -170,6 +176,16 @@ def test_list_equals_ground_truth_for_every_unit_and_policy(wire, tmp_path):
         assert health["fill"]["acct_addrs"]["entries"] >= 2
         assert health["unattributed_bytes"] == 0 and health["dropped_bytes"] == 0
         assert health["flow_evictions"] == 0
+        # the period tops: this month's exact counts per address, service port and VLAN
+        io = lambda p: (p["in"][0], p["in"][1], p["out"][0], p["out"][1])  # noqa: E731
+        addrs, ports, vlans = (d.tops(by) for by in ("addr", "port", "vlan"))
+        assert addrs[SUB1.v4()] == io(alice_all) and addrs[SUB2.v4()] == io(bob_all)
+        assert (ports["tcp/80"], ports["tcp/8080"], ports["udp/53"]) == \
+            (io(alice_web), io(alice_alt), io(bob_dns))
+        assert ports["icmp"] == tuple(a + b for a, b in zip(io(alice_icmp), io(bob_icmp)))
+        every = tuple(sum(r[i] for r in addrs.values()) for i in range(4))
+        assert tuple(sum(r[i] for r in ports.values()) for i in range(4)) == every
+        assert vlans == {"untagged": every}
         # the top view off a terminal: one snapshot, alice's month equals her (all) total
         out = d.ctl("top", "--json")
         row = {r["key"]: r for r in out}["alice"]
@@ -225,6 +241,8 @@ def test_sigkill_under_traffic_loses_and_doubles_nothing(wire, tmp_path):
             == (sent.packets, sent.ip_bytes)
         assert (alice[("(all)", "in")]["month"]["packets"], alice[("(all)", "in")]["month"]["bytes"]) \
             == (sent.packets, sent.ip_bytes)
+        # the period tops commit with the counts: the pings' port, exactly once
+        assert d.tops("port")["icmp"] == (sent.packets, sent.ip_bytes) * 2
     finally:
         d.stop()
         d.detach()

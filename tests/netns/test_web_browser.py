@@ -257,7 +257,14 @@ def test_an_operator_reads_the_overview_and_a_unit_and_downloads_its_csv(
     assert health["failed drains in a row"] == "0"
     shot(b, artifacts, "overview")
     shot(b, artifacts, "overview", 390)
-    assert cell_texts(b, "top_addrs")[0][:2] == [SUB2.v4(), "bob"]  # moving, so on top
+    # the top addresses of the month, as `acctctl top-by`, each with its rate now
+    addrs = ctl(sock, "top-by", "addr", "--period", "month", "--json")["rows"]
+    got = cell_texts(b, "top_addrs")
+    assert [r[:4] for r in got] == [[x["key"], x["unit"] or "-",
+                                     *(format_bytes(x[k]) for k in ("bytes_in", "bytes_out"))]
+                                    for x in addrs]
+    assert [r[:2] for r in got[:2]] == [[SUB1.v4(), "alice"], [SUB2.v4(), "bob"]]
+    assert next(r for r in got if r[0] == SUB2.v4())[4] != "0 bit/s"  # bob is pinging
     pinging.kill()
 
     # the period is in the URL: a link anyone can be sent

@@ -35,6 +35,7 @@ NOW = local(2026, 11, 21, 16, 46, 41, 5)
     ("day", local(2026, 11, 21)),
     ("week", local(2026, 11, 16)),  # Monday
     ("month", local(2026, 11, 1)),
+    ("year", local(2026, 1, 1)),  # the period tops' (BY) longest period
 ])
 def test_period_starts_in_local_time(kind, want):
     assert period_start(kind, NOW, BERLIN) == want
@@ -47,6 +48,7 @@ def test_period_starts_in_local_time(kind, want):
     ("week", local(2026, 11, 16), local(2026, 11, 23)),
     ("month", local(2026, 11, 1), local(2026, 12, 1)),
     ("month", local(2026, 12, 1), local(2027, 1, 1)),
+    ("year", local(2026, 1, 1), local(2027, 1, 1)),
 ])
 def test_boundaries_belong_to_the_period_they_start(kind, start, nxt):
     assert period_end(kind, start, BERLIN) == nxt
@@ -100,7 +102,7 @@ def test_naive_clock_is_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
         period_start("day", dt.datetime(2026, 1, 1), BERLIN)
     with pytest.raises(ValueError, match="period kind"):
-        period_start("year", NOW, BERLIN)
+        period_start("quarter", NOW, BERLIN)
 
 
 def test_microsecond_round_trip():

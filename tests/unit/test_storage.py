@@ -2,7 +2,7 @@
 that commits with the rollups, so a SIGKILL anywhere neither loses nor doubles a byte.
 
 Run as a module, this file is the crashing daemon of the SIGKILL tests:
-    python -m tests.unit.test_storage DB LAST_STEP [KILL_AT_STATEMENT]
+    python -m tests.unit.test_storage DB LAST_STEP [KILL_AT_STATEMENT [TOPS]]
 """
 
 import datetime as dt
@@ -24,7 +24,7 @@ from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local
 from acctd.model.units import Unit, UnitSet, oid_ints
 from acctd.store import migrations
 from acctd.store.database import Storage, StorageError
-from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, cells, rollup, to_us
+from acctd.store.rollup import ALL_TRAFFIC, UNATTRIBUTED, by_key, cells, rollup, to_us
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.timezone.utc
@@ -87,8 +87,9 @@ def open_db(path):
     return Storage(path, BERLIN, raw_retention=365 * 86400)
 
 
-def run_daemon(db, last_step):
-    """The daemon loop: resume from the checkpoint, drain, account, commit."""
+def run_daemon(db, last_step, tops=False):
+    """The daemon loop: resume from the checkpoint, drain, account, commit
+    (with `tops`, the period tops' rows too)."""
     us, plan = model()
     uo, po = oid_ints(us), oid_ints(plan.policies)
     flows, addrs = Deltas(), Deltas()
@@ -102,11 +103,12 @@ def run_daemon(db, last_step):
     for step in range(step + 1, last_step + 1):
         d = flows.update(keys, kernel_vals(step))
         ak, av = kernel_addrs(step)
-        addrs.update(ak, av)
+        a = addrs.update(ak, av)
         ts = T0 + step * STEP
         c = account(d.keys, d.values["packets"], d.values["bytes"],
                     us.match(local_addrs(d.keys)), plan, ts.astimezone(BERLIN))
-        db.commit(rollup(cells(c, uo, po), ts, BERLIN),
+        by = by_key(d.keys, d.values, a.keys, a.values) if tops else None
+        db.commit(rollup(cells(c, uo, po), ts, BERLIN, by),
                   {"acct_flows": flows.previous, "acct_addrs": addrs.previous})
 
 
@@ -129,17 +131,19 @@ def rollup_rows(db):
                           "dir, packets, bytes FROM rollup ORDER BY ALL").fetchall()
 
 
-def check_consistent(path):
-    """The file holds exactly the drains up to its checkpoint: returns that step."""
+def check_consistent(path, tops=False):
+    """The file holds exactly the drains up to its checkpoint: returns that step.
+    tops: the period tops were written, and hold exactly those drains too."""
     with open_db(path) as db:
-        return check_consistent_open(db)
+        return check_consistent_open(db, tops)
 
 
-def check_consistent_open(db):
+def check_consistent_open(db, tops=False):
     ck = db.load_checkpoint()
     if not ck:
         assert db.con.execute("SELECT count(*) FROM rollup").fetchall() == [(0,)]
         assert db.con.execute("SELECT count(*) FROM raw").fetchall() == [(0,)]
+        assert db.con.execute("SELECT count(*) FROM rollup_by").fetchall() == [(0,)]
         return 0
     step = (db.last_drain - T0) // STEP
     keys, vals = ck["acct_flows"]
@@ -156,14 +160,27 @@ def check_consistent_open(db):
     got = db.con.execute("SELECT sum(packets) FROM raw WHERE policy_oid = 0").fetchall()
     assert got == [(want,)]
     assert db.con.execute("SELECT count(DISTINCT ts) FROM raw").fetchall() == [(step,)]
+    # the period tops: the days' rows (rest rows included) add up to the counters
+    for by, (p, b) in (("port", (want, want * 100)), ("vlan", (want, want * 100)),
+                       ("addr", (int(av["packets"].sum()), 0))):
+        got = db.con.execute("SELECT sum(packets_in + packets_out), sum(bytes_in + bytes_out) "
+                             "FROM rollup_by WHERE keyed_by = ? AND kind = 'day'",
+                             [by]).fetchall()[0]
+        assert got == ((p, b) if tops else (None, None)), by
     return step
 
 
-def reference(tmp_path, last_step):
+def reference(tmp_path, last_step, tops=False):
     path = tmp_path / "reference.duckdb"
     with open_db(path) as db:
-        run_daemon(db, last_step)
-        return rollup_rows(db)
+        run_daemon(db, last_step, tops)
+        return rollup_rows(db) + tops_rows(db)
+
+
+def tops_rows(db):
+    return db.con.execute("SELECT keyed_by::VARCHAR, kind::VARCHAR, epoch_us(period_start), "
+                          "key_hi, key_lo, packets_in, packets_out, bytes_in, bytes_out "
+                          "FROM rollup_by ORDER BY ALL").fetchall()
 
 
 # --- tests ------------------------------------------------------------------------
@@ -357,9 +374,10 @@ def test_wrong_schema_version_is_refused(tmp_path):
         open_db(path)
 
 
-def spawn(path, last_step, kill_at=0, **kw):
+def spawn(path, last_step, kill_at=0, tops=False, **kw):
     return subprocess.Popen([sys.executable, "-m", "tests.unit.test_storage", str(path),
-                             str(last_step), str(kill_at)], cwd=ROOT, **kw)
+                             str(last_step), str(kill_at), *(["tops"] if tops else [])],
+                            cwd=ROOT, **kw)
 
 
 def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
@@ -382,13 +400,27 @@ def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
         assert rollup_rows(db) == reference(tmp_path, 20)
 
 
-def test_sigkill_at_random_moments(tmp_path):
-    """An outside SIGKILL at seeded random delays while the daemon commits in a loop."""
+def test_sigkill_at_each_statement_of_the_first_commits_with_the_period_tops(tmp_path):
+    """With the period tops (their upsert, the first day's trims, tops_open):
+    a kill at any one of the first 30 statements, each on a database of its
+    own, leaves the drains up to the checkpoint and their tops, exactly."""
+    kids = [(tmp_path / f"s{n}.duckdb", n) for n in range(1, 31)]
+    procs = [spawn(path, 3, n, tops=True) for path, n in kids]
+    codes = [p.wait(timeout=60) for p in procs]
+    assert codes.count(-signal.SIGKILL) == len(kids)  # three commits take more statements
+    steps = [check_consistent(path, tops=True) for path, _ in kids]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] >= 1
+
+
+@pytest.mark.parametrize("tops", [False, True], ids=["rollups", "with-period-tops"])
+def test_sigkill_at_random_moments(tmp_path, tops):
+    """An outside SIGKILL at seeded random delays while the daemon commits in a loop
+    (and with the period tops, acctd.store.rollup.BY, which commit with it)."""
     path = tmp_path / "r.duckdb"
     rnd = random.Random(3)
     steps = [0]
     for _ in range(4):
-        p = spawn(path, 10_000, stdout=subprocess.PIPE)
+        p = spawn(path, 10_000, tops=tops, stdout=subprocess.PIPE)
         assert p.stdout.readline() == b"ready\n"  # imported, database open
         if len(steps) == 1:  # one writer: while the daemon runs, nobody else opens the file
             with pytest.raises(StorageError, match="cannot open .*lock"):
@@ -398,13 +430,14 @@ def test_sigkill_at_random_moments(tmp_path):
         p.send_signal(signal.SIGKILL)
         assert p.wait(timeout=30) == -signal.SIGKILL
         p.stdout.close()
-        steps.append(check_consistent(path))
+        steps.append(check_consistent(path, tops))
     assert steps == sorted(steps) and steps[-1] > steps[1] > 0
     step = steps[-1]
-    assert spawn(path, step + 3).wait(timeout=30) == 0
-    assert check_consistent(path) == step + 3
+    assert spawn(path, step + 3, tops=tops).wait(timeout=30) == 0
+    assert check_consistent(path, tops) == step + 3
     with open_db(path) as db:
-        assert rollup_rows(db) == reference(tmp_path, step + 3)
+        assert rollup_rows(db) + tops_rows(db) == reference(tmp_path, step + 3, tops)
+        assert bool(tops_rows(db)) == tops
 
 
 if __name__ == "__main__":
@@ -414,5 +447,5 @@ if __name__ == "__main__":
     else:
         store = open_db(db_path)
     print("ready", flush=True)
-    run_daemon(store, last)
+    run_daemon(store, last, sys.argv[4:] == ["tops"])
     store.close()
