@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+from tests.peer import missing_peer
 
 SUB, SUB6, WORLD = "10.77.1.2", "2001:db8:77:1::2", "10.77.2.2"
 ROUTER_S, SPEAKER = "10.77.3.1", "10.77.3.2"
@@ -41,13 +42,6 @@ ip = "10.77.1.3"
 acct-policy = ["ip"]
 sys-policy = ["sys-deny"]
 """
-
-
-def missing_peer(reason: str):
-    """Skip, or fail where the peers are required (CI on the VM)."""
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"{reason} (ACCTD_PEERS_REQUIRED=1)")
-    pytest.skip(reason)
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:

@@ -69,7 +69,7 @@ def test_blocked_host_logs_in_at_the_page_and_its_traffic_passes(topo, tmp_path)
     pytest.importorskip("selenium")
     for tool in ("/usr/bin/chromium", "/usr/bin/chromedriver", "nft"):
         if not shutil.which(tool):
-            from ..radius.conftest import missing_peer
+            from tests.peer import missing_peer
             missing_peer(f"{tool} not installed (apt-get install chromium chromium-driver "
                          f"nftables)")
     from acctd import config

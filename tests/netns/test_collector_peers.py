@@ -18,6 +18,7 @@ import pytest
 from .gateway import STORED, all_traffic
 from .topology import LINKS
 from acctd.services.collector.service import CollectorService
+from tests.peer import missing_peer
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -44,12 +45,6 @@ type = "host"
 name = "bob"
 ip = "{bob}"
 """
-
-
-def unavailable(reason: str):
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"peer required but unavailable: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -115,7 +110,7 @@ def test_softflowd_totals_equal_what_was_sent(topo, gateway, tmp_path, version):
     every packet sent: a capture block still in the ring at SIGTERM was lost
     (now and then the whole capture), and so were packets a full ring dropped."""
     if not shutil.which("softflowd") or not shutil.which("tcpdump"):
-        unavailable("needs softflowd and tcpdump (Debian softflowd, tcpdump)")
+        missing_peer("needs softflowd and tcpdump (Debian softflowd, tcpdump)")
     d, dest = gateway
     pcap = tmp_path / "srv.pcap"
     # a small snap length: the ring's frames are sized by it, and at the
@@ -164,7 +159,7 @@ def _wait_for(cond, what: str, timeout: float = 10.0) -> None:
 
 def _pmacctd(topo, tmp_path, plugin: str, dest: str):
     if not shutil.which("pmacctd"):
-        unavailable("needs pmacctd (Debian pmacct)")
+        missing_peer("needs pmacctd (Debian pmacct)")
     conf = tmp_path / f"pmacctd-{plugin}.conf"
     port = dest.rsplit(":", 1)[1]
     lines = ["daemonize: false", "pcap_interface: eth0", f"pcap_filter: udp and not port {port}",

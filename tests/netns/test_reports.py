@@ -24,6 +24,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from . import test_web_browser as browser_tier
 from tests.unit.daemon_stub import free_port
+from tests.peer import missing_peer
 
 gateway = browser_tier.gateway  # the module's testbed and daemon, a fixture
 ctl, start_console = browser_tier.ctl, browser_tier.start_console
@@ -32,12 +33,6 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 WAIT = 20.0  # seconds for Prometheus to start and scrape, at most
-
-
-def _needs(what: str) -> None:
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"ACCTD_PEERS_REQUIRED=1 but {what}")
-    pytest.skip(what)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +104,7 @@ def test_metrics_equal_the_daemons_status(gateway, metrics_console):
 
 def test_promtool_accepts_the_names(metrics_console):
     if not os.access(PROMTOOL, os.X_OK):
-        _needs("Debian's prometheus (promtool) is not installed")
+        missing_peer("Debian's prometheus (promtool) is not installed")
     # promtool (2.42) reads the classic text format: the same families
     kind, text = scrape(metrics_console, accept="*/*")
     assert kind.startswith("text/plain; version=0.0.4")
@@ -121,7 +116,7 @@ def test_promtool_accepts_the_names(metrics_console):
 
 def test_a_real_prometheus_scrapes_the_month_bytes(gateway, metrics_console):
     if not os.access(PROMETHEUS, os.X_OK):
-        _needs("Debian's prometheus is not installed")
+        missing_peer("Debian's prometheus is not installed")
     sock, _ = gateway
     target = urllib.parse.urlsplit(metrics_console).netloc
     tmp = tempfile.mkdtemp(prefix="acctd-prom-")

@@ -29,6 +29,7 @@ from argon2 import PasswordHasher
 from .gateway import STORED
 from .topology import LINKS, Topology, remove_stale
 from tests.unit.daemon_stub import free_port
+from tests.peer import missing_peer
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]
 
@@ -71,12 +72,6 @@ included = "unlimited"
 name = "home"
 subplans = [1]
 """
-
-
-def _needs(what: str) -> None:
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"ACCTD_PEERS_REQUIRED=1 but {what}")
-    pytest.skip(what)
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +170,9 @@ def browser(artifacts):
     try:
         from selenium import webdriver
     except ImportError:
-        _needs("selenium is not installed (pip install -e '.[test]')")
+        missing_peer("selenium is not installed (pip install -e '.[test]')")
     if not (os.access(CHROMIUM, os.X_OK) and os.access(DRIVER, os.X_OK)):
-        _needs("Debian's chromium and chromium-driver are not installed")
+        missing_peer("Debian's chromium and chromium-driver are not installed")
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM

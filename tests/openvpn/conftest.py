@@ -7,7 +7,6 @@ ACCTD_PEERS_REQUIRED=1, when they fail instead (CI installs Debian's
 openvpn and runs as root, so a skip there would hide a regression)."""
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from . import rig
+from tests.peer import missing_peer
 
 def pytest_configure(config):
     if not any(line.split(":")[0].strip() == "peers" for line in config.getini("markers")):
@@ -28,9 +28,7 @@ def pytest_configure(config):
 def openvpn_peers():
     why = rig.have_openvpn()
     if why:
-        if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-            pytest.fail(f"ACCTD_PEERS_REQUIRED=1 but {why}")
-        pytest.skip(why)
+        missing_peer(why)
 
 
 @pytest.fixture(scope="session")

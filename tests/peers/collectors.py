@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from tests.radius.conftest import free_udp_port
-from tests.radius.conftest import missing_peer as unavailable
+from tests.peer import missing_peer
 
 
 def _wait_udp_bound(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -52,7 +52,7 @@ class Nfcapd(Collector):
 
     def __init__(self, tmp_path, port: int | None = None):
         if not (shutil.which("nfcapd") and shutil.which("nfdump")):
-            unavailable("nfcapd/nfdump not installed (Debian package nfdump)")
+            missing_peer("nfcapd/nfdump not installed (Debian package nfdump)")
         self.dir = tmp_path / "nfcapd"
         self.dir.mkdir()
         self.port = port or free_udp_port()
@@ -104,7 +104,7 @@ class Nfacctd(Collector):
 
     def __init__(self, tmp_path):
         if not shutil.which("nfacctd"):
-            unavailable("nfacctd not installed (Debian package pmacct)")
+            missing_peer("nfacctd not installed (Debian package pmacct)")
         self.dir = tmp_path / "nfacctd"
         self.dir.mkdir()
         self.port = free_udp_port()

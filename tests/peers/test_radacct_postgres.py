@@ -18,17 +18,9 @@ import pytest
 
 from acctd.aaa import radius_import as ri
 from acctd.store.database import Storage
+from tests.peer import missing_peer
 
 pytestmark = pytest.mark.peers
-
-
-
-def unavailable(reason: str):
-    """Skip where the peer cannot run; fail in CI (ACCTD_PEERS_REQUIRED=1)."""
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"peer required but unavailable: {reason}")
-    pytest.skip(reason)
-
 
 try:
     import psycopg2
@@ -46,9 +38,9 @@ def t(*a):
 @pytest.fixture(scope="module")
 def pg():
     if psycopg2 is None:
-        unavailable("needs psycopg2 (Debian python3-psycopg2)")
+        missing_peer("needs psycopg2 (Debian python3-psycopg2)")
     if not BINDIRS or not SCHEMA.exists():
-        unavailable("needs Debian's postgresql and freeradius packages")
+        missing_peer("needs Debian's postgresql and freeradius packages")
     bindir = BINDIRS[-1]
     prefix: list[str] = []
     d = tempfile.mkdtemp(prefix="acctd-pg-")
@@ -64,7 +56,7 @@ def pg():
                         "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
     except subprocess.CalledProcessError as e:
         shutil.rmtree(d, ignore_errors=True)
-        unavailable(f"initdb failed: {e.stderr.decode(errors='replace')}")
+        missing_peer(f"initdb failed: {e.stderr.decode(errors='replace')}")
     log = open(os.path.join(d, "log"), "wb")
     server = subprocess.Popen([*prefix, f"{bindir}/postgres", "-D", data, "-k", d,
                                "-c", "listen_addresses=", "-F"], stdout=log, stderr=log)
@@ -76,7 +68,7 @@ def pg():
                 break
             except psycopg2.OperationalError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    unavailable(f"PostgreSQL did not start: {Path(d, 'log').read_text()}")
+                    missing_peer(f"PostgreSQL did not start: {Path(d, 'log').read_text()}")
                 time.sleep(0.05)
         yield d
     finally:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from acctd.aaa import radius
+from tests.peer import missing_peer
 
 DEBIAN_SQL = Path("/etc/freeradius/3.0/mods-config/sql/main/sqlite")
 SECRET = "acctd test secret / 7e1f"
@@ -43,13 +44,6 @@ _LOG_FORMAT = "|".join((
     "%{User-Name}", "%{Framed-IP-Address}", "%{Framed-IPv6-Address}", "%{Framed-IPv6-Prefix}",
     "%{NAS-IP-Address}", "%{NAS-Identifier}",
     "%{Message-Authenticator}"))
-
-
-def missing_peer(reason: str):
-    """Skip, or fail where the peers are required (CI on the VM)."""
-    if os.environ.get("ACCTD_PEERS_REQUIRED") == "1":
-        pytest.fail(f"{reason} (ACCTD_PEERS_REQUIRED=1)")
-    pytest.skip(reason)
 
 
 def free_udp_port() -> int:

@@ -28,7 +28,8 @@ from acctd.config import loads
 from acctd.services.login import LoginService
 from ..unit.daemon_stub import daemon_stub
 from ..unit.test_radius_auth import CONFIG as UNIT_CONFIG
-from .conftest import _peer, free_udp_port, missing_peer, radiusd_paths
+from tests.peer import missing_peer
+from .conftest import _peer, free_udp_port, radiusd_paths
 
 pytestmark = pytest.mark.peers
 
