@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 
 from acctd.errors import BadRequest
-from acctd.store import rollup
+from acctd.store import percentile, rollup
 from acctd.store.rollup import to_us
 
 
@@ -134,19 +133,11 @@ def _span(kind: str, back: int, now: dt.datetime, zone) -> tuple[dt.datetime, dt
     return lo, period_end(kind, lo, zone)
 
 
-def percentile_95(hour_bytes, hours: int) -> int:
-    """The 95th percentile (nearest rank) of hourly rates in bit/s over `hours`
-    hours, those without a row counting as idle."""
-    rates = sorted(list(hour_bytes) + [0] * max(0, hours - len(hour_bytes)))
-    if not rates:
-        return 0
-    return int(rates[math.ceil(0.95 * len(rates)) - 1] * 8 // 3600)
-
-
 def report_series(storage, model, unit: str, view: str, back: int, now: dt.datetime) -> dict:
     """A unit's traffic over time: per bucket (hour of a day, day of a month,
     month of a year), policy and direction; totals and the 95th percentile
-    of the hourly rates (bit/s) over the span so far."""
+    (bit/s) over the span so far: of 5-minute samples, as billing bills it,
+    while the raw rows cover the span, else of hourly rates (p95_sample_s)."""
     from_us, label = rollup.from_us, rollup.label
     if view not in VIEWS:
         raise BadRequest(f"view: expected one of {', '.join(VIEWS)}, got {view!r}")
@@ -165,7 +156,7 @@ def report_series(storage, model, unit: str, view: str, back: int, now: dt.datet
         if pol == 0:
             hourly[d].append(int(b))
             total["in" if d == 0 else "out"] += int(b)
-    elapsed = max(0, int((min(now, hi) - lo).total_seconds() // 3600) + (now < hi))
+    p95_bps, sample_s = _p95_bps(storage, int(u.oid, 16), lo, min(now, hi), hourly, now)
     buckets, t = [], lo
     while t < hi:  # every bucket of the span, DST included, so a chart has its whole axis
         buckets.append(label(t, storage.zone))
@@ -176,8 +167,25 @@ def report_series(storage, model, unit: str, view: str, back: int, now: dt.datet
                       "dir": "in" if d == 0 else "out", "packets": int(p), "bytes": int(b)}
                      for us, pol, d, p, b in rows],
             "total": total,
-            "p95_bps": {"in": percentile_95(hourly[0], elapsed),
-                        "out": percentile_95(hourly[1], elapsed)}}
+            "p95_bps": p95_bps, "p95_sample_s": sample_s}
+
+
+def _p95_bps(storage, oid: int, lo: dt.datetime, hi: dt.datetime,
+             hourly: dict[int, list[int]], now: dt.datetime) -> tuple[dict, int]:
+    """The unit's 95th percentile in [lo, hi), in and out, in bit/s, and the
+    sample it is of: 5 minutes where raw rows are kept for all of it."""
+    if hi <= lo:
+        return {"in": 0, "out": 0}, percentile.SAMPLE_S
+    retention = storage.raw_retention
+    if retention is None or lo >= now - dt.timedelta(seconds=retention):
+        _, b_in, b_out = percentile.of_units(storage.con, [oid], lo, hi)
+        per = percentile.SAMPLE_S
+    else:   # the raw rows of the span's start are gone: the hourly rollups
+        hours = -(-int((hi - lo).total_seconds()) // 3600)
+        b_in, b_out = (percentile.p95(hourly[d] + [0] * max(0, hours - len(hourly[d])))
+                       for d in (0, 1))
+        per = 3600
+    return {"in": b_in * 8 // per, "out": b_out * 8 // per}, per
 
 
 def report_top_units(storage, model, period: str, back: int, limit: int, now: dt.datetime) -> dict:

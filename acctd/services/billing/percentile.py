@@ -1,10 +1,7 @@
-"""95th percentile billing for transit customers: the month cut in
-5-minute samples, each the bytes the account's units moved in it (from the
-stored raw rows, their unit totals: policy 0; a row is stamped with its
-drain's end, so one at 10:05:00 is of the sample 10:00-10:05); the top 5 % of the samples
-are dropped and the highest left is billed, in and out apart, the larger
-of the two counting. Samples the daemon has no rows for count as zero.
-"""
+"""95th percentile billing for transit customers: the month's 95th
+percentile sample of the account's units (acctd.store.percentile, the one
+definition the console shows too), in and out apart, the larger of the two
+counting, priced by the bit/s."""
 
 from __future__ import annotations
 
@@ -12,22 +9,10 @@ import dataclasses
 import datetime as dt
 from decimal import Decimal
 
-import numpy as np
+from acctd.store import percentile as samples
+from acctd.store.percentile import SAMPLE_S, p95
 
-from acctd.kernel.abi import Dir
-from acctd.services.billing.ledger import naive
-
-SAMPLE_S = 300
-
-
-def p95(samples) -> int:
-    """The value left on top when the highest 5 % (rounded down) of the
-    samples are dropped: of 20 samples the second highest, of 8640 (30
-    days) the 433rd."""
-    a = np.sort(np.asarray(samples, dtype=np.uint64))[::-1]
-    if not len(a):
-        return 0
-    return int(a[len(a) * 5 // 100])
+__all__ = ["SAMPLE_S", "Percentile", "of_units", "p95", "shown"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,16 +43,4 @@ def shown(bps: Decimal) -> str:
 def of_units(con, units: list[int], start: dt.datetime, end: dt.datetime,
              policy_oid: int = 0) -> Percentile:
     """The 95th percentile of these units' traffic in [start, end)."""
-    n = int((end - start).total_seconds()) // SAMPLE_S
-    per = {Dir.IN: np.zeros(n, np.uint64), Dir.OUT: np.zeros(n, np.uint64)}
-    if units and n:
-        rows = con.execute(
-            "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMP) - 1) // ? AS slot, dir, sum(bytes) "
-            "FROM raw WHERE ts > ? AND ts <= ? AND policy_oid = ? "
-            "AND unit_oid IN (SELECT unnest(?::UINTEGER[])) GROUP BY ALL",
-            [naive(start), SAMPLE_S * 1_000_000, naive(start), naive(end), policy_oid,
-             units]).fetchall()
-        for slot, d, b in rows:
-            if 0 <= slot < n and d in per:
-                per[d][slot] += np.uint64(b)
-    return Percentile(n, p95(per[Dir.IN]), p95(per[Dir.OUT]))
+    return Percentile(*samples.of_units(con, units, start, end, policy_oid))
