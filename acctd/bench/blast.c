@@ -11,7 +11,13 @@
  * link. The destination MAC is nobody's, so the receiver's stack drops the
  * frame early (after the hooks). Prints "SENT DROPPED": frames the socket
  * took, and how many of them the interface dropped (its tx_dropped: a veth
- * whose peer's queue was full), so SENT - DROPPED reached the peer. */
+ * whose peer's queue was full), so SENT - DROPPED reached the peer.
+ *
+ *   blast chase BYTES
+ *
+ * Prints the ns of one dependent load at random over BYTES of memory: what
+ * a cache (and TLB) miss costs on this machine at this moment, the floor
+ * under every hash lookup of a large table. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
@@ -58,8 +64,35 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int chase(size_t bytes)
+{
+	size_t n = bytes / 64, *a = malloc(n * 64), *perm = malloc(n * sizeof(size_t));
+	if (!a || !perm || n < 2)
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		perm[i] = i;
+	srandom(1);
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = (((size_t)random() << 31) | random()) % (i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	/* one cycle through every line, in random order */
+	for (size_t i = 0; i < n; i++)
+		a[perm[i] * 8] = perm[(i + 1) % n] * 8;
+	size_t p = 0;
+	long loads = 4000000;
+	double t = now();
+	for (long i = 0; i < loads; i++)
+		p = a[p];
+	printf("%.1f %zu\n", (now() - t) * 1e9 / loads, p & 1);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "chase"))
+		return chase(strtoull(argv[2], NULL, 0));
 	if (argc != 5) {
 		fprintf(stderr, "usage: blast IFNAME NFLOWS NADDRS SECONDS\n");
 		return 2;
