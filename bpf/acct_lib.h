@@ -358,11 +358,12 @@ static __always_inline __u32 acct_port_slot(const struct acct_flow_key *k)
 /* Adds one packet to the flow table. The LRU may evict: acct_addrs, not
  * this table, is the exact record, so a failed insert is only counted. */
 static __always_inline void acct_flow_add(struct acct_flow_key *fk,
-					  struct acct_flow_val *fv,
 					  __u64 packets, __u64 bytes,
 					  __u64 now, __u32 tcp_flags,
 					  struct acct_iface_val *st)
 {
+	struct acct_flow_val *fv = acct_flows.lookup(fk);
+
 	if (!fv) {
 		struct acct_flow_val nv = {};
 		nv.packets = packets;
@@ -609,7 +610,6 @@ struct acct_local {
 	__u32 dir;			/* enum acct_dir, as seen from the address */
 	__u32 gen;			/* acct_meta.gen: the classes' generation */
 	struct acct_addr_val *av;	/* its per-CPU counters, NULL without an entry */
-	struct acct_flow_val *fv;	/* the flow's per-CPU counters, NULL if new */
 	struct acct_class cls;		/* its class */
 	struct acct_meta *meta;		/* acct_meta[0], NULL if the lookup failed */
 	__u64 now;			/* coarse clock: first/last seen */
@@ -698,12 +698,7 @@ static __always_inline void acct_classify(const struct acct_ctx *c, const struct
 	__u32 zero = 0;
 	l->meta = acct_meta.lookup(&zero);
 	l->gen = l->meta ? l->meta->gen : 0;
-	p->key.ifindex = c->ifindex;
-	p->key.dir = l->dir;
 	l->av = acct_addrs.lookup(ak);
-	/* Both lookups before either entry is touched: their cache misses
-	 * overlap instead of queueing behind each other. */
-	l->fv = acct_flows.lookup(&p->key);
 	if (l->av) {
 		if (l->av->gen != l->gen) {	/* user space changed the classes */
 			acct_class_of(ak, &l->av->cls);
@@ -716,6 +711,9 @@ static __always_inline void acct_classify(const struct acct_ctx *c, const struct
 	/* Coarse clock (jiffy resolution) is plenty for first/last seen and
 	 * costs a fraction of bpf_ktime_get_ns(). */
 	l->now = bpf_ktime_get_coarse_ns();
+
+	p->key.ifindex = c->ifindex;
+	p->key.dir = l->dir;
 }
 
 /* Whether fw-policies and rate limits apply at this hook (see acct_enforce):
@@ -789,7 +787,7 @@ static __always_inline void acct_account(const struct acct_hook *h, struct acct_
 	st->packets[dir & 1] += packets;
 	st->bytes[dir & 1] += bytes;
 
-	acct_flow_add(&p->key, l->fv, packets, bytes, now, p->tcp_flags, st);
+	acct_flow_add(&p->key, packets, bytes, now, p->tcp_flags, st);
 
 	__u32 vslot = p->key.vlan_outer;
 	acct_count(acct_vlans.lookup(&vslot), dir, packets, bytes);
