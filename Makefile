@@ -23,7 +23,7 @@ test-fast: setup
 bench: setup
 	@mkdir -p .bench
 	@# pipefail: a failing benchmark fails the target, tee or not
-	bash -o pipefail -c '{ $(PY) -m acctd.bench.datapath && $(PY) -m acctd.bench.control && $(PY) -m acctd.bench.monitor && $(PY) -m acctd.bench.export && $(PY) -m acctd.bench.asn && $(PY) -m acctd.bench.collector && $(PY) -m acctd.bench.aclserver && $(PY) -m acctd.bench.billing && $(PY) -m acctd.bench.billing_invoices && $(PY) -m acctd.bench.auth && $(PY) -m acctd.bench.web && $(PY) -m acctd.bench.central; } | tee .bench/results.jsonl'
+	bash -o pipefail -c '{ $(PY) -m acctd.bench.datapath && $(PY) -m acctd.bench.live && $(PY) -m acctd.bench.control && $(PY) -m acctd.bench.monitor && $(PY) -m acctd.bench.export && $(PY) -m acctd.bench.asn && $(PY) -m acctd.bench.collector && $(PY) -m acctd.bench.aclserver && $(PY) -m acctd.bench.billing && $(PY) -m acctd.bench.billing_invoices && $(PY) -m acctd.bench.auth && $(PY) -m acctd.bench.web && $(PY) -m acctd.bench.central; } | tee .bench/results.jsonl'
 
 # Not part of `bench` or CI: acctd, pmacctd and softflowd on the same blast (root, ~20 s).
 bench-peers: setup
