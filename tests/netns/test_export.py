@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
-from .gateway import STORED, all_traffic
+from .gateway import STORED, Process, all_traffic
 from .topology import LINKS
 from tests.peers.collectors import Nfacctd, Nfcapd
 
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.peers]
 
 SUB1, SUB2, SRV = LINKS["sub1"], LINKS["sub2"], LINKS["srv"]
 
-CONFIG = STORED + """
+UNITS = STORED + """
 [[policy]]
 name = "ip"
 target = "proto ip"
@@ -31,6 +32,9 @@ ips = ["{alice}", "{alice6}"]
 type = "host"
 name = "bob"
 ip = "{bob}"
+"""
+
+CONFIG = UNITS + """
 [[export]]
 format = "ipfix"
 destination = "127.0.0.1:{ipfix}"
@@ -85,3 +89,54 @@ def test_collectors_total_what_acctd_accounted(topo, tmp_path):
     v6 = totals([f for f in got_ipfix if ":" in f["sa"]])
     assert v6[0] == 8                                   # the ping6: 4 requests, 4 replies
     assert totals(got_v5) == (everything[0] - v6[0], everything[1] - v6[1])   # v5: IPv4 only
+
+
+KILL_CONFIG = UNITS + """
+[[export]]
+format = "ipfix"
+destination = "127.0.0.1:{port}"
+units = ["alice"]
+active-timeout = 600
+inactive-timeout = 1
+"""
+
+
+def test_kill_9_neither_loses_nor_doubles_what_was_committed(topo, tmp_path):
+    """acctd as a process, IPFIX of alice to nfcapd: flow A is drained,
+    goes idle and is exported; flow B is drained (cached, not yet due) and
+    acctd is killed with SIGKILL; after a restart flow C is drained and
+    acctd stops (its last records). nfcapd totals exactly what acctd
+    accounted: B's committed deltas come back with the cache, A is not
+    sent again."""
+    import signal
+    with Nfcapd(tmp_path) as col:
+        acctd = Process(topo, tmp_path, KILL_CONFIG.format(
+            db=tmp_path / "acctd.duckdb", alice=SUB1.v4(), alice6=SUB1.v6(), bob=SUB2.v4(),
+            port=col.port), "xk")
+
+        def flow(sport: int, count: int, length: int) -> None:
+            topo.send_udp("sub1", SUB1.v4(), "srv", SRV.v4(), count=count, length=length,
+                          sport=sport, dport=5001)
+        try:
+            acctd.start()
+            flow(40001, 5, 300)
+            acctd.ctl("flush")
+            time.sleep(1.5)
+            acctd.ctl("flush")                # A idle: its record goes out
+            flow(40002, 7, 900)
+            acctd.ctl("flush")                # B committed, cached
+            assert acctd.kill() == -signal.SIGKILL
+            acctd.start()
+            flow(40003, 3, 100)
+            acctd.ctl("flush")
+            got = acctd.ctl("list", "alice", "--json")["policies"]
+            acct = tuple(sum(p["month"][f] for p in got if p["policy"] == "(all)")
+                         for f in ("packets", "bytes"))
+            assert acctd.kill(signal.SIGTERM) == 0     # the cached flows' last records
+        finally:
+            acctd.close()
+        flows = col.flows()
+    assert acct[0] == 15
+    assert totals(flows) == acct
+    assert sorted((int(f["sp"]), f["packets"]) for f in flows) == \
+        [(40001, 5), (40002, 7), (40003, 3)]

@@ -237,7 +237,7 @@ def test_status_is_one_line_per_stream():
     from cli.operations import _fields
     from acctd.services.export.service import Exporter, ExportSettings
     e = Exporter(ExportSettings(format="v9", destination=("127.0.0.1:9", "[::1]:9"),
-                                units=("alice", "bob")))
+                                units=("alice", "bob")), "test")
     st = e.status()
     assert list(st) == ["127.0.0.1:9", "[::1]:9"]
     assert _fields(st["[::1]:9"]) == (

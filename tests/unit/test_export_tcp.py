@@ -91,13 +91,14 @@ def decode(stream: bytes) -> tuple[list[int], int, int]:
 def test_ipfix_over_tcp_reconnects_and_loses_nothing():
     col = Collector()
     e = Exporter(ExportSettings(format="ipfix", destination=(f"127.0.0.1:{col.port}",),
-                                transport="tcp", active_timeout=0, inactive_timeout=0))
+                                transport="tcp", active_timeout=0, inactive_timeout=0), "test")
     e.open()
     try:
         col.accept()
         now = Now.sample()
         k, v = many(400, now.mono_ns, v6_every=3)
         e.add(k[:200], v[:200], now)
+        e.committed(now)
         deadline = time.monotonic() + 10
         while decode(bytes(col.streams[0]))[2] < int(v["bytes"][:200].sum()):
             assert time.monotonic() < deadline
@@ -105,6 +106,7 @@ def test_ipfix_over_tcp_reconnects_and_loses_nothing():
         col.hang_up()
         time.sleep(0.1)
         e.add(k[200:], v[200:], now)       # queued until the exporter is back
+        e.committed(now)
         col.accept()
     finally:
         e.close()
@@ -123,11 +125,12 @@ def test_every_udp_destination_gets_the_whole_stream():
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     e = Exporter(ExportSettings(format="ipfix", destination=tuple(
         f"127.0.0.1:{s.getsockname()[1]}" for s in socks), active_timeout=0,
-        inactive_timeout=0))
+        inactive_timeout=0), "test")
     e.open()
     now = Now.sample()
     k, v = many(300, now.mono_ns, v6_every=4)
     e.add(k, v, now)
+    e.committed(now)
     e.close()
     for s in socks:
         stream = bytearray()

@@ -9,6 +9,10 @@ is forgotten. A record carries the bytes and packets since the flow's
 previous record, so the records of a flow add up to exactly what acctd
 counted for it. Everything is vectorised: no Python work per flow.
 
+The cache remembers which entries changed since `changes()` was last
+asked (and which left), so the exporter stores only those in the drain's
+transaction (acctd/store/export.py).
+
 Times are the kernel's CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_coarse_ns);
 the encoders turn them into epoch time and sysUptime.
 """
@@ -37,9 +41,30 @@ class FlowCache:
         self.active_ns, self.inactive_ns = active_ns, inactive_ns
         self.entries = np.zeros(0, RECORD)
         self._hash = np.zeros(0, np.uint64)
+        self._dirty = np.zeros(0, bool)          # changed since changes()
+        self._gone: list[np.ndarray] = []        # keys that left since changes()
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def restore(self, entries: np.ndarray, now_ns: int) -> None:
+        """The entries stored by an earlier process. After a reboot the
+        monotonic clock starts again: times ahead of now become now, so
+        the timeouts still run."""
+        entries = entries.copy()
+        for f in ("start_ns", "end_ns"):
+            entries[f] = np.minimum(entries[f], now_ns)
+        self.entries, self._hash = entries, key_hash(np.ascontiguousarray(entries["key"]))
+        self._dirty, self._gone = np.zeros(len(entries), bool), []
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the entries changed since the last call, as they are now; the
+        keys of those that left), and start counting again."""
+        changed = self.entries[self._dirty]
+        gone = np.concatenate(self._gone) if self._gone else np.zeros(0, abi.FLOW_KEY)
+        self._dirty[:] = False
+        self._gone = []
+        return changed, gone
 
     def add(self, keys: np.ndarray, values: np.ndarray, now_ns: int) -> None:
         """One drain's deltas (abi.FLOW_KEY, abi.FLOW_VAL), drained at
@@ -69,6 +94,7 @@ class FlowCache:
             e["bytes"][i] += v["bytes"]
             e["tcp_flags"][i] |= v["tcp_flags"]
             e["end_ns"][i] = np.maximum(e["end_ns"][i], last[hit])
+            self._dirty[i] = True
         new = np.flatnonzero(~hit) if hit.any() else slice(None)
         fresh = np.zeros(len(keys) - int(hit.sum()), RECORD)
         fresh["key"] = keys[new]
@@ -78,8 +104,10 @@ class FlowCache:
         if len(self.entries):
             self.entries = np.concatenate([self.entries, fresh])
             self._hash = np.concatenate([self._hash, h[new]])
+            self._dirty = np.concatenate([self._dirty, np.ones(len(fresh), bool)])
         else:
             self.entries, self._hash = fresh, h[new]
+            self._dirty = np.ones(len(fresh), bool)
 
     def expire(self, now_ns: int) -> np.ndarray:
         """The records due at monotonic time now_ns (RECORD rows): flows idle
@@ -91,19 +119,27 @@ class FlowCache:
         active = pending & ((now_ns - e["start_ns"].astype(np.int64)) >= self.active_ns)
         due = pending & (idle | active)
         if idle.all():          # everything leaves: no copies needed
-            self.entries, self._hash = e[:0], self._hash[:0]
+            self._leave(np.ones(len(e), bool))
             return e if due.all() else e[due]
         out = e[due]
         e["packets"][due] = 0
         e["bytes"][due] = 0
         e["tcp_flags"][due] = 0
-        keep = ~idle
-        if not keep.all():
-            self.entries, self._hash = e[keep], self._hash[keep]
+        self._dirty |= due
+        if idle.any():
+            self._leave(idle)
         return out
 
     def flush(self) -> np.ndarray:
         """Every pending record now (at shutdown); the cache is emptied."""
         e = self.entries
-        self.entries, self._hash = e[:0], self._hash[:0]
+        self._leave(np.ones(len(e), bool))
         return e[e["packets"] != 0]
+
+    def _leave(self, out: np.ndarray) -> None:
+        """The entries where `out` is set leave the cache."""
+        e = self.entries
+        if out.any():
+            self._gone.append(np.ascontiguousarray(e["key"][out]))
+        keep = ~out
+        self.entries, self._hash, self._dirty = e[keep], self._hash[keep], self._dirty[keep]
