@@ -278,3 +278,34 @@ def test_reload_keeps_an_unchanged_exporter_and_flushes_a_changed_one():
         struct.pack(">II", 3, 300)
     svc.close()
     sock.close()
+
+
+def test_the_stored_cache_follows_the_memory_one_drain_by_drain(tmp_path):
+    """Drains that add flows, make some due (kept, zeroed) and some idle
+    (gone): after each, the rows written (only the changed ones) read back
+    as the cache in memory, exactly; after a reboot (the monotonic clock
+    behind the stored times) the times come back clamped to now."""
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    cache = FlowCache(active_ns=20 * S, inactive_ns=15 * S)
+    rng = np.random.default_rng(1)
+    with Storage(tmp_path / "e.duckdb") as st:
+        for t in range(0, 60, 5):
+            k, v = many(40 + t, at(t).mono_ns)        # a growing set of flows, 5 s apart
+            v["first_ns"], v["last_ns"] = at(t).mono_ns, at(t).mono_ns
+            keep = rng.random(len(k)) < 0.6       # flows pause, some long enough to go idle
+            cache.add(k[keep], v[keep], at(t).mono_ns)
+            cache.expire(at(t).mono_ns)
+            st.con.execute("BEGIN")
+            stored.write(st.con, "x", *cache.changes())
+            st.con.execute("COMMIT")
+            back = stored.load(st.con, "x", RECORD)
+            mine = cache.entries
+            assert sorted(map(bytes, back)) == sorted(map(bytes, mine)), t
+        assert stored.exporters(st.con) == {"x": len(cache)}
+        again = FlowCache(active_ns=20 * S, inactive_ns=15 * S)
+        again.restore(stored.load(st.con, "x", RECORD), at(10).mono_ns)   # "rebooted"
+        assert (again.entries["end_ns"] <= at(10).mono_ns).all() and len(again) == len(cache)
+        assert int(again.flush()["bytes"].sum()) == int(cache.flush()["bytes"].sum())
+        stored.drop(st.con, "x")
+        assert stored.exporters(st.con) == {}
