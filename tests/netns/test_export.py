@@ -140,3 +140,117 @@ def test_kill_9_neither_loses_nor_doubles_what_was_committed(topo, tmp_path):
     assert totals(flows) == acct
     assert sorted((int(f["sp"]), f["packets"]) for f in flows) == \
         [(40001, 5), (40002, 7), (40003, 3)]
+
+
+def whole_messages(stream: bytes) -> bytes:
+    """The IPFIX messages a stream holds whole (a reset may cut the last)."""
+    i = 0
+    while i + 4 <= len(stream):
+        length = int.from_bytes(stream[i + 2:i + 4], "big")
+        if i + length > len(stream):
+            break
+        i += length
+    return stream[:i]
+
+
+def data_sequences(stream: bytes) -> list[tuple[int, int]]:
+    """(sequence number, data records) of each message with a flow set."""
+    from acctd.services.export.ipfix import IpfixEncoder
+    size = {t.id: t.dtype.itemsize for t in IpfixEncoder(1).flow_templates.values()}
+    out, i = [], 0
+    while i < len(stream):
+        length, seq = int.from_bytes(stream[i + 2:i + 4], "big"), \
+            int.from_bytes(stream[i + 8:i + 12], "big")
+        sid, slen = int.from_bytes(stream[i + 16:i + 18], "big"), \
+            int.from_bytes(stream[i + 18:i + 20], "big")
+        if sid >= 256:
+            out.append((seq, (slen - 4) // size[sid]))
+        i += length
+    return out
+
+
+def test_ipfix_over_tcp_resends_exactly_what_a_reset_cut(topo):
+    """A batch of 20,000 records to a TCP collector in the server's
+    namespace; midway its input is dropped (what is in flight stays
+    unacknowledged), it reads what it has and resets. The exporter sends
+    again, on the next connection, exactly the messages not acknowledged:
+    the two streams add up to the batch, no record twice, and the second
+    stream's sequence numbers go on from the first's."""
+    import socket
+    import struct
+
+    from acctd.services.export.messages import Now
+    from acctd.services.export.service import Exporter, ExportSettings
+    from tests.flowgen import many
+    from tests.unit.test_export_tcp import Collector, decode
+
+    class Slow(Collector):
+        """Reads 16 KB every 10 ms through a small buffer: the batch takes
+        about a second, so the cut falls inside it."""
+        def __init__(self):
+            super().__init__()
+            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+
+        @staticmethod
+        def _read(conn, into):
+            while True:
+                try:
+                    b = conn.recv(16384)
+                except OSError:
+                    return
+                if not b:
+                    return
+                into += b
+                time.sleep(0.01)
+
+    with topo.inside("srv"):
+        col = Slow()
+        e = Exporter(ExportSettings(format="ipfix", destination=(f"127.0.0.1:{col.port}",),
+                                    transport="tcp", active_timeout=0, inactive_timeout=0),
+                     "test")
+        e.open()                        # its thread (and socket) in the namespace too
+    nft = ["nft", "add", "rule", "inet", "cut", "input", "tcp", "dport", str(col.port), "drop"]
+
+    def settled(stream: bytearray) -> None:
+        size, still = -1, 0
+        while still < 6:                # 0.3 s without a byte
+            still = still + 1 if len(stream) == size else 0
+            size = len(stream)
+            time.sleep(0.05)
+    try:
+        col.accept()
+        now = Now.sample()
+        k, v = many(20_000, now.mono_ns, v6_every=3)
+        e.add(k, v, now)
+        e.committed(now)
+        deadline = time.monotonic() + 10
+        while len(col.streams[0]) < 300_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        topo.ns_exec("srv", ["nft", "add", "table", "inet", "cut"])
+        topo.ns_exec("srv", ["nft", "add", "chain", "inet", "cut", "input",
+                             "{ type filter hook input priority 0 ; }"])
+        topo.ns_exec("srv", nft)
+        settled(col.streams[0])
+        col.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        col.conn.shutdown(socket.SHUT_RD)   # its reader returns (nothing on the wire)
+        time.sleep(0.1)
+        col.conn.close()                # a reset
+        topo.ns_exec("srv", ["nft", "delete", "table", "inet", "cut"])
+        col.accept()
+        deadline = time.monotonic() + 20
+        while decode(whole_messages(bytes(col.streams[1])))[2] < int(v["bytes"].sum()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        settled(col.streams[1])
+    finally:
+        e.close()
+        topo.ns_exec("srv", ["nft", "delete", "table", "inet", "cut"], check=False)
+    one, two = (whole_messages(bytes(s)) for s in col.streams)
+    assert len(one) < 1_000_000 and e.senders[0].status()["messages_resent"] > 0
+    a, b = decode(one), decode(two)
+    assert (a[1] + b[1], a[2] + b[2]) == (int(v["packets"].sum()), int(v["bytes"].sum()))
+    seq_one, seq_two = data_sequences(one), data_sequences(two)
+    # the options record of each connection's templates counts one
+    assert seq_two[0][0] == sum(n for _, n in seq_one) + 2
+    assert all(s + n == t for (s, n), (t, _) in zip(seq_two, seq_two[1:]))
