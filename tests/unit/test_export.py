@@ -309,3 +309,45 @@ def test_the_stored_cache_follows_the_memory_one_drain_by_drain(tmp_path):
         assert int(again.flush()["bytes"].sum()) == int(cache.flush()["bytes"].sum())
         stored.drop(st.con, "x")
         assert stored.exporters(st.con) == {}
+
+
+def test_a_failed_drain_leaves_the_cache_as_stored(tmp_path):
+    """A drain whose transaction rolls back gives its deltas again in the
+    next one (the daemon reseeds): the cache is read back from the store,
+    so the collector gets them once; a clean close sends the cached flows
+    and empties the store."""
+    import threading
+    import time
+    import types
+
+    from acctd.services.contract import Drain
+    from acctd.services.export.service import ExportService, ExportSettings
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    dest = (f"127.0.0.1:{sock.getsockname()[1]}",)
+    with Storage(tmp_path / "e.duckdb") as st:
+        core = types.SimpleNamespace(storage=st, lock=threading.RLock())
+        svc = ExportService(core, (ExportSettings(format="v5", destination=dest,
+                                                  active_timeout=600, inactive_timeout=600),))
+        svc.serve()
+        k, v = one_flow(packets=3, bytes=300)
+        v["first_ns"] = v["last_ns"] = time.monotonic_ns()     # the service's clock is real
+        d = Drain(None, types.SimpleNamespace(units=None), {}, k, v, None, None)
+        st.con.execute("BEGIN")
+        svc.in_drain(d, st)
+        st.con.execute("ROLLBACK")
+        svc.drain_failed()
+        st.con.execute("BEGIN")
+        svc.in_drain(d, st)               # the same deltas, again
+        st.con.execute("COMMIT")
+        svc.after_drain(d)
+        assert stored.exporters(st.con) == {svc.exporters[0].ident: 1}
+        svc.close()
+        msg = sock.recv(2000)
+        assert struct.unpack(">HH", msg[:4]) == (5, 1) and msg[24 + 16:24 + 24] == \
+            struct.pack(">II", 3, 300)
+        assert stored.exporters(st.con) == {}
+    sock.close()
