@@ -137,6 +137,7 @@ class Exporter:
     def close(self, con=None) -> None:
         """The flows still cached go out as their last records (and leave
         the stored cache: con)."""
+        self.committed(Now.sample())
         self.send(self.cache.flush(), Now.sample())
         self.cache.changes()
         if con is not None:
@@ -267,6 +268,8 @@ class ExportService(Service):
 
     def drain_failed(self) -> None:
         self._stale = bool(self.exporters)
+        for e in self.exporters:        # made due by a drain not committed
+            e.due = RECORD_NONE
 
     def after_drain(self, drain: Drain) -> None:
         now = Now.sample()
