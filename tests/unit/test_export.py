@@ -21,6 +21,7 @@ from acctd.services.export.netflow_v9 import V9Encoder
 from acctd.services.export.records import RECORD, FlowCache
 from acctd.services.export.service import selected
 from tests.flowgen import flows, many
+from tests.unit.test_export_tcp import read_templates
 
 S = 10**9
 T0 = 1_000 * S                 # a monotonic "now"
@@ -172,6 +173,29 @@ def test_v9_sequence_counts_messages_and_sets_are_padded():
     assert sets_of(later[0], 20)[0][0] != 0          # no template within the refresh time
     again = [bytes(m) for m in enc.encode(rec, at(61))]
     assert sets_of(again[0], 20)[0][0] == 0          # the timer's template
+
+
+@pytest.mark.parametrize("cls, head, template_set", [(IpfixEncoder, 16, 2), (V9Encoder, 20, 0)])
+def test_both_vlans_of_an_802_1ad_flow_are_exported(cls, head, template_set):
+    """vlanId (58) and dot1qVlanId (243) carry the outer tag, dot1qCustomerVlanId
+    (245) the inner one, read through the template as a collector would."""
+    k, v = flows([dict(src="10.0.0.2", dst="198.51.100.1", vlan=100, inner_vlan=2001),
+                  dict(src="2001:db8::2", dst="2001:db8:1::1", vlan=7, inner_vlan=3)])
+    cache = FlowCache(0, 0)
+    cache.add(k, v, at(0).mono_ns)
+    msgs = [bytes(m) for m in cls(1, 100, 300).encode(cache.expire(at(0).mono_ns), at(0))]
+    templates, got = {}, []
+    for m in msgs:
+        for sid, body in sets_of(m, head):
+            if sid == template_set:
+                read_templates(body, templates)
+            elif sid in templates:
+                off, fields = 0, {}
+                for ie, n in templates[sid]:
+                    fields[ie] = int.from_bytes(body[off:off + n], "big")
+                    off += n
+                got.append((fields[58], fields[243], fields[245]))
+    assert sorted(got) == [(7, 7, 3), (100, 100, 2001)]
 
 
 def test_options_record_says_no_sampling():

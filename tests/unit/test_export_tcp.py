@@ -48,6 +48,16 @@ class Collector:
         self.conn.close()
 
 
+def read_templates(body: bytes, into: dict) -> None:
+    """A template set's records: id -> [(element id, length)]."""
+    k = 0
+    while k + 4 <= len(body):
+        tid, count = struct.unpack(">HH", body[k:k + 4])
+        into[tid] = [struct.unpack(">HH", body[k + 4 + 4 * f:k + 8 + 4 * f])
+                     for f in range(count)]
+        k += 4 + 4 * count
+
+
 def decode(stream: bytes) -> tuple[list[int], int, int]:
     """(set ids of the first message, packets, octets) of an IPFIX stream,
     through the templates it carries."""
@@ -64,12 +74,7 @@ def decode(stream: bytes) -> tuple[list[int], int, int]:
             body = stream[j + 4:j + slen]
             sets.append(sid)
             if sid == 2:
-                k = 0
-                while k < len(body):
-                    tid, count = struct.unpack(">HH", body[k:k + 4])
-                    templates[tid] = [struct.unpack(">HH", body[k + 4 + 4 * f:k + 8 + 4 * f])
-                                      for f in range(count)]
-                    k += 4 + 4 * count
+                read_templates(body, templates)
             elif sid >= 256 and sid in templates:
                 fields = templates[sid]
                 size = sum(n for _, n in fields)
