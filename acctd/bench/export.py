@@ -65,9 +65,9 @@ def records_per_s(encoder, keys, values, rounds: int = 5) -> float:
 def persist_ms(keys, values, moved: int = 10_000, rounds: int = 3) -> dict[str, float]:
     """Wall milliseconds (DuckDB works on threads of its own) of the
     drain's store of a cache of len(keys) flows: the first drain (every
-    entry new), a drain that moves `moved` of them (what each drain
-    costs), and for comparison a rewrite of the whole cache. The best of
-    `rounds`."""
+    entry new), a drain that moves `moved` of them, one that brings `moved`
+    new flows (what each drain costs), and for comparison a rewrite of the
+    whole cache. The best of `rounds`."""
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, Storage(f"{tmp}/bench.duckdb") as st:
         con = st.con
@@ -89,13 +89,15 @@ def persist_ms(keys, values, moved: int = 10_000, rounds: int = 3) -> dict[str, 
             part = slice(r * moved, (r + 1) * moved)
             cache.add(keys[part], values[part], now)
             timed("moved", lambda: stored.write(con, "bench", *cache.changes()))
+            cache.add(*drain(moved, now, seed=100 + r), now)
+            timed("new", lambda: stored.write(con, "bench", *cache.changes()))
             everything = cache.entries
 
             def rewrite():
                 stored.drop(con, "bench")
                 stored.write(con, "bench", everything, np.zeros(0, abi.FLOW_KEY))
             timed("rewrite", rewrite)
-        assert len(stored.load(con, "bench", RECORD)) == len(keys)
+        assert len(stored.load(con, "bench", RECORD)) == len(cache)
     return out
 
 
@@ -115,6 +117,7 @@ def main() -> int:
     ms = persist_ms(keys, values)
     emit("export.persist_ms.cache_200k_first_drain", ms["first"], "ms")
     emit("export.persist_ms.cache_200k_drain_moving_10k", ms["moved"], "ms")
+    emit("export.persist_ms.cache_200k_drain_of_10k_new", ms["new"], "ms")
     emit("export.persist_ms.cache_200k_full_rewrite", ms["rewrite"], "ms")
     if rates["ipfix"] < FLOOR:
         print(f"export.records_per_s.ipfix {rates['ipfix']:.0f} < {FLOOR}", file=sys.stderr)

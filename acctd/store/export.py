@@ -2,8 +2,9 @@
 v11): one row per open cache entry of each [[export]] table, written in
 the drain's transaction, so a kill -9 neither loses the deltas a drain
 committed before they were exported nor exports them twice. Each drain
-writes only the entries it changed (delete them, insert their new state):
-the cost follows the drain, not the cache."""
+writes only the entries it changed (delete their stored rows, insert
+their new state; a new entry has no row to delete): the cost follows the
+drain, not the cache."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def _key_columns(keys: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(words[:, i]) for i, k in enumerate(KEYS)}
 
 
-def write(con, exporter: str, changed: np.ndarray, gone: np.ndarray) -> None:
-    """Inside the drain's transaction: the entries this drain changed
-    (RECORD rows, their state now) and the keys that left the cache."""
-    keys = np.concatenate([changed["key"], gone]) if len(gone) else changed["key"]
-    if not len(keys):
-        return
+def write(con, exporter: str, changed: np.ndarray, stale: np.ndarray) -> None:
+    """Inside the drain's transaction: the entries this drain changed or
+    added (RECORD rows, their state now) and the keys whose stored rows
+    are stale (changed, or gone from the cache)."""
+    if len(stale):
+        _delete(con, exporter, stale)
+    if len(changed):
+        _insert(con, exporter, changed)
+
+
+def _delete(con, exporter: str, keys: np.ndarray) -> None:
     con.register("acct_export_gone", _key_columns(keys))
     try:
         on = " AND ".join(f"c.{k} = g.{k}" for k in KEYS)
@@ -35,8 +41,9 @@ def write(con, exporter: str, changed: np.ndarray, gone: np.ndarray) -> None:
                     f"WHERE c.exporter = $x AND {on}", {"x": exporter})
     finally:
         con.unregister("acct_export_gone")
-    if not len(changed):
-        return
+
+
+def _insert(con, exporter: str, changed: np.ndarray) -> None:
     rows = {**_key_columns(changed["key"]),
             **{v: np.ascontiguousarray(changed[v]) for v in VALUES}}
     con.register("acct_export_batch", rows)

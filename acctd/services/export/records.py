@@ -33,6 +33,9 @@ RECORD = np.dtype([
 ])
 
 
+CLEAN, CHANGED, NEW = 0, 1, 2     # an entry against its stored row
+
+
 class FlowCache:
     """Flows seen within the inactive timeout, with what they have moved
     since their last record. `active_ns` and `inactive_ns` are the timeouts."""
@@ -41,8 +44,10 @@ class FlowCache:
         self.active_ns, self.inactive_ns = active_ns, inactive_ns
         self.entries = np.zeros(0, RECORD)
         self._hash = np.zeros(0, np.uint64)
-        self._dirty = np.zeros(0, bool)          # changed since changes()
-        self._gone: list[np.ndarray] = []        # keys that left since changes()
+        # since changes(): each entry CLEAN, CHANGED (stored before) or NEW
+        # (never stored: nothing to delete); the stored keys that left
+        self._state = np.zeros(0, np.uint8)
+        self._gone: list[np.ndarray] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -55,16 +60,17 @@ class FlowCache:
         for f in ("start_ns", "end_ns"):
             entries[f] = np.minimum(entries[f], now_ns)
         self.entries, self._hash = entries, key_hash(np.ascontiguousarray(entries["key"]))
-        self._dirty, self._gone = np.zeros(len(entries), bool), []
+        self._state, self._gone = np.zeros(len(entries), np.uint8), []
 
     def changes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(the entries changed since the last call, as they are now; the
-        keys of those that left), and start counting again."""
-        changed = self.entries[self._dirty]
-        gone = np.concatenate(self._gone) if self._gone else np.zeros(0, abi.FLOW_KEY)
-        self._dirty[:] = False
+        """(the entries changed or new since the last call, as they are now;
+        the keys whose stored rows are stale: changed or gone), and start
+        counting again."""
+        changed = self.entries[self._state != CLEAN]
+        stale = [self.entries["key"][self._state == CHANGED], *self._gone]
+        self._state[:] = CLEAN
         self._gone = []
-        return changed, gone
+        return changed, np.concatenate(stale)
 
     def add(self, keys: np.ndarray, values: np.ndarray, now_ns: int) -> None:
         """One drain's deltas (abi.FLOW_KEY, abi.FLOW_VAL), drained at
@@ -94,7 +100,7 @@ class FlowCache:
             e["bytes"][i] += v["bytes"]
             e["tcp_flags"][i] |= v["tcp_flags"]
             e["end_ns"][i] = np.maximum(e["end_ns"][i], last[hit])
-            self._dirty[i] = True
+            self._state[i] = np.maximum(self._state[i], CHANGED)
         new = np.flatnonzero(~hit) if hit.any() else slice(None)
         fresh = np.zeros(len(keys) - int(hit.sum()), RECORD)
         fresh["key"] = keys[new]
@@ -104,10 +110,10 @@ class FlowCache:
         if len(self.entries):
             self.entries = np.concatenate([self.entries, fresh])
             self._hash = np.concatenate([self._hash, h[new]])
-            self._dirty = np.concatenate([self._dirty, np.ones(len(fresh), bool)])
+            self._state = np.concatenate([self._state, np.full(len(fresh), NEW, np.uint8)])
         else:
             self.entries, self._hash = fresh, h[new]
-            self._dirty = np.ones(len(fresh), bool)
+            self._state = np.full(len(fresh), NEW, np.uint8)
 
     def expire(self, now_ns: int) -> np.ndarray:
         """The records due at monotonic time now_ns (RECORD rows): flows idle
@@ -125,7 +131,7 @@ class FlowCache:
         e["packets"][due] = 0
         e["bytes"][due] = 0
         e["tcp_flags"][due] = 0
-        self._dirty |= due
+        self._state[due] = np.maximum(self._state[due], CHANGED)
         if idle.any():
             self._leave(idle)
         return out
@@ -140,6 +146,6 @@ class FlowCache:
         """The entries where `out` is set leave the cache."""
         e = self.entries
         if out.any():
-            self._gone.append(np.ascontiguousarray(e["key"][out]))
+            self._gone.append(np.ascontiguousarray(e["key"][out & (self._state != NEW)]))
         keep = ~out
-        self.entries, self._hash, self._dirty = e[keep], self._hash[keep], self._dirty[keep]
+        self.entries, self._hash, self._state = e[keep], self._hash[keep], self._state[keep]
