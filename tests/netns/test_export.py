@@ -254,3 +254,60 @@ def test_ipfix_over_tcp_resends_exactly_what_a_reset_cut(topo):
     # the options record of each connection's templates counts one
     assert seq_two[0][0] == sum(n for _, n in seq_one) + 2
     assert all(s + n == t for (s, n), (t, _) in zip(seq_two, seq_two[1:]))
+
+
+def test_an_802_1ad_flows_inner_vlan_reaches_the_collector(topo, tmp_path):
+    """QinQ frames (outer 200, inner 300) from alice through the gateway's
+    hook: the IPFIX record of their flow carries vlanId and dot1qVlanId
+    200, dot1qCustomerVlanId 300, and their packets."""
+    import socket
+
+    from acctd import config
+    from acctd.daemon.core import Daemon
+    from acctd.kernel.build import Sizes
+    from tests.unit.test_export_tcp import read_templates
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    cfg_path = tmp_path / "acctd.toml"
+    cfg_path.write_text((UNITS + '[[export]]\nformat = "ipfix"\ndestination = '
+                         '"127.0.0.1:{port}"\n').format(
+        db=tmp_path / "acctd.duckdb", alice=SUB1.v4(), alice6=SUB1.v6(), bob=SUB2.v4(),
+        port=rx.getsockname()[1]))
+    d = Daemon(config.load(str(cfg_path)),
+               Sizes(pin_root=f"/sys/fs/bpf/acctd-xv-{os.getpid()}-{random.randrange(1 << 30)}",
+                     flows=4096, addrs=256), netns=topo.ns["gw"])
+    try:
+        d.start()
+        topo.send_vlan_frames("sub1", "eth0", SUB1.mac(gw=True), SUB1.v4(), SRV.v4(),
+                              [200, 300], count=15, payload_len=300, outer_tpid=0x88A8)
+        topo.quiesce()
+        d.drain()
+    finally:
+        d.close()               # the cached flow's last record
+        d.dp.detach()
+    templates, got = {}, []
+    with rx:
+        while True:
+            try:
+                m = rx.recv(65536)
+            except TimeoutError:
+                break
+            i = 16
+            while i < len(m):
+                sid, slen = int.from_bytes(m[i:i + 2], "big"), int.from_bytes(m[i + 2:i + 4], "big")
+                body = m[i + 4:i + slen]
+                if sid == 2:
+                    read_templates(body, templates)
+                elif sid in (256, 257):
+                    size = sum(n for _, n in templates[sid])
+                    for r in range(0, len(body) - len(body) % size, size):
+                        off, f = r, {}
+                        for ie, n in templates[sid]:
+                            f[ie] = int.from_bytes(body[off:off + n], "big")
+                            off += n
+                        got.append(f)
+                i += slen
+            if got:
+                rx.settimeout(0.5)
+    assert [(f[2], f[58], f[243], f[245]) for f in got if f[245]] == [(15, 200, 200, 300)]
