@@ -13,7 +13,7 @@ from acctd.model.addresses import parse_addr
 
 def flows(specs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """One key and delta per spec: src, dst (address text), and optional
-    proto, sport, dport, dir ("in"/"out"), ifindex, tos, vlan, packets,
+    proto, sport, dport, dir ("in"/"out"), ifindex, tos, vlan, inner_vlan, packets,
     bytes, first_ns, last_ns, flags."""
     k = np.zeros(len(specs), abi.FLOW_KEY)
     v = np.zeros(len(specs), abi.FLOW_VAL)
@@ -24,6 +24,7 @@ def flows(specs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         k[i]["proto"] = s.get("proto", 6)
         k[i]["tos"] = s.get("tos", 0)
         k[i]["vlan_outer"] = s.get("vlan", 0)
+        k[i]["vlan_inner"] = s.get("inner_vlan", 0)
         k[i]["sport"], k[i]["dport"] = s.get("sport", 40000 + i), s.get("dport", 80)
         k[i]["saddr"] = np.frombuffer(parse_addr(s["src"]), np.uint8)
         k[i]["daddr"] = np.frombuffer(parse_addr(s["dst"]), np.uint8)

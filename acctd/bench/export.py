@@ -1,6 +1,7 @@
 """`make bench`, export: flow records encoded per second for each format
 (the flow cache's expiry and the encoder, no sockets) and the peak memory
-of encoding one large drain, as JSON lines {"name", "value", "unit"}.
+of encoding one large drain, and what storing the cache adds to a drain's
+transaction (acctd/store/export.py), as JSON lines {"name", "value", "unit"}.
 Needs no kernel: the drained flows are synthesised with a fixed seed.
 
 Fails (exit 1) below the issue's floor of 1,000,000 IPFIX records/s."""
@@ -8,6 +9,7 @@ Fails (exit 1) below the issue's floor of 1,000,000 IPFIX records/s."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -19,7 +21,9 @@ from acctd.services.export.ipfix import IpfixEncoder
 from acctd.services.export.messages import Now
 from acctd.services.export.netflow_v5 import V5Encoder
 from acctd.services.export.netflow_v9 import V9Encoder
-from acctd.services.export.records import FlowCache
+from acctd.services.export.records import RECORD, FlowCache
+from acctd.store import export as stored
+from acctd.store.database import Storage
 
 FLOWS = 200_000
 FLOOR = 1_000_000       # IPFIX records/s (issue 14)
@@ -58,6 +62,45 @@ def records_per_s(encoder, keys, values, rounds: int = 5) -> float:
     return best
 
 
+def persist_ms(keys, values, moved: int = 10_000, rounds: int = 3) -> dict[str, float]:
+    """Wall milliseconds (DuckDB works on threads of its own) of the
+    drain's store of a cache of len(keys) flows: the first drain (every
+    entry new), a drain that moves `moved` of them, one that brings `moved`
+    new flows (what each drain costs), and for comparison a rewrite of the
+    whole cache. The best of `rounds`."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, Storage(f"{tmp}/bench.duckdb") as st:
+        con = st.con
+
+        def timed(name: str, work) -> None:
+            con.execute("BEGIN")
+            t = time.perf_counter()
+            work()
+            con.execute("COMMIT")
+            ms = (time.perf_counter() - t) * 1000
+            out[name] = min(out.get(name, ms), ms)
+
+        now = Now.sample().mono_ns
+        for r in range(rounds):
+            stored.drop(con, "bench")
+            cache = FlowCache(600 * 10**9, 600 * 10**9)
+            cache.add(keys, values, now)
+            timed("first", lambda: stored.write(con, "bench", *cache.changes()))
+            part = slice(r * moved, (r + 1) * moved)
+            cache.add(keys[part], values[part], now)
+            timed("moved", lambda: stored.write(con, "bench", *cache.changes()))
+            cache.add(*drain(moved, now, seed=100 + r), now)
+            timed("new", lambda: stored.write(con, "bench", *cache.changes()))
+            everything = cache.entries
+
+            def rewrite():
+                stored.drop(con, "bench")
+                stored.write(con, "bench", everything, np.zeros(0, abi.FLOW_KEY))
+            timed("rewrite", rewrite)
+        assert len(stored.load(con, "bench", RECORD)) == len(cache)
+    return out
+
+
 def main() -> int:
     keys, values = drain(FLOWS, time.monotonic_ns())
     rates = {}
@@ -71,6 +114,11 @@ def main() -> int:
     IpfixEncoder(1, 100, 300).encode(cache.expire(now.mono_ns), now)
     emit("export.peak_mb.ipfix_200k_flows", tracemalloc.get_traced_memory()[1] / 2**20, "MiB")
     tracemalloc.stop()
+    ms = persist_ms(keys, values)
+    emit("export.persist_ms.cache_200k_first_drain", ms["first"], "ms")
+    emit("export.persist_ms.cache_200k_drain_moving_10k", ms["moved"], "ms")
+    emit("export.persist_ms.cache_200k_drain_of_10k_new", ms["new"], "ms")
+    emit("export.persist_ms.cache_200k_full_rewrite", ms["rewrite"], "ms")
     if rates["ipfix"] < FLOOR:
         print(f"export.records_per_s.ipfix {rates['ipfix']:.0f} < {FLOOR}", file=sys.stderr)
         return 1

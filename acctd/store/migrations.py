@@ -209,11 +209,24 @@ def _v9(con) -> None:
     con.execute("ALTER TABLE account_terms ADD COLUMN changed TIMESTAMP")
 
 
+def _v10(con) -> None:
+    """The export service's open flow-cache entries (acctd/store/export.py):
+    the flow key as six words, what the entry moved since its last record."""
+    con.execute("""
+        CREATE TABLE export_cache (
+            exporter VARCHAR NOT NULL, k0 UBIGINT NOT NULL, k1 UBIGINT NOT NULL,
+            k2 UBIGINT NOT NULL, k3 UBIGINT NOT NULL, k4 UBIGINT NOT NULL, k5 UBIGINT NOT NULL,
+            packets UBIGINT NOT NULL, bytes UBIGINT NOT NULL, start_ns UBIGINT NOT NULL,
+            end_ns UBIGINT NOT NULL, tcp_flags UINTEGER NOT NULL);
+    """)  # no index: a drain's DELETE joins its keys against one scan
+
+
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                  (6, _v6),
                                                  (7, _v7),
                                                  (8, _v8),
-                                                 (9, _v9))
+                                                 (9, _v9),
+                                                 (10, _v10))
 VERSION = MIGRATIONS[-1][0]
 
 

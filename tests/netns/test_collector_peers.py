@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .gateway import STORED, all_traffic
+from .gateway import STORED, Process, all_traffic
 from .topology import LINKS
 from acctd.services.collector.service import CollectorService
 from tests.peer import missing_peer
@@ -214,34 +214,13 @@ def test_kill_9_loses_only_what_was_not_committed_and_doubles_nothing(topo, tmp_
     (committed), more, kill -9 before the next drain, a restart, more and
     a flush. The committed packets count once, the ones the dead process
     held are lost (UDP is not sent again), the later ones count."""
-    import json
-    import signal
     import socket
-    import subprocess
-    import sys
 
     from acctd.bench import flowgen
-    bindir = os.path.dirname(sys.executable)
     port = random.randrange(20000, 60000)
-    cfg = tmp_path / "acctd.toml"
-    cfg.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", gw=SRV.v4(gw=True), port=port,
-                                 srv=SRV.v4(), alice=SUB1.v4(), bob=SUB2.v4()))
-    sock = str(tmp_path / "acctd.sock")
-    pin = f"/sys/fs/bpf/acctd-ck-{os.getpid()}-{random.randrange(1 << 30)}"
-    base = ["--pin-root", pin, "--netns", topo.ns["gw"]]
-
-    def start():
-        p = subprocess.Popen([f"{bindir}/acctd", "--config", str(cfg), "--socket", sock,
-                              "--flows", "4096", "--addrs", "256", *base],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert p.stdout.readline(), p.stderr.read()
-        return p
-
-    def ctl(*args):
-        r = subprocess.run([f"{bindir}/acctctl", "--socket", sock, *base, *args],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
+    acctd = Process(topo, tmp_path, CONFIG.format(
+        db=tmp_path / "acctd.duckdb", gw=SRV.v4(gw=True), port=port, srv=SRV.v4(),
+        alice=SUB1.v4(), bob=SUB2.v4()), "ck")
 
     def export(seq: int, nbytes: int):
         with topo.inside("srv"):
@@ -252,29 +231,25 @@ def test_kill_9_loses_only_what_was_not_committed_and_doubles_nothing(topo, tmp_
                      (SRV.v4(gw=True), port))
 
     def received() -> int:
-        st = json.loads(ctl("status", "--json"))["services"]["collector"]["sources"][0]
+        st = acctd.ctl("status", "--json")["services"]["collector"]["sources"][0]
         return sum(e["records"] for e in st["exporters"].values())
 
     def alice_out() -> int:
-        got = json.loads(ctl("list", "alice", "--json"))["policies"]
+        got = acctd.ctl("list", "alice", "--json")["policies"]
         return sum(p["month"]["bytes"] for p in got if p["policy"] == "(all)" and p["dir"] == "out")
 
-    proc = start()
     try:
+        acctd.start()
         export(0, 1000)
         _wait_for(lambda: received() == 1, "the first export")
-        ctl("flush")
+        acctd.ctl("flush")
         export(1, 20000)
         _wait_for(lambda: received() == 2, "the second export")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        proc = start()
+        acctd.kill()
+        acctd.start()
         export(2, 300000)
         _wait_for(lambda: received() == 1, "the export after the restart")
-        ctl("flush")
+        acctd.ctl("flush")
         assert alice_out() == 1000 + 300000
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(20)
-        subprocess.run([f"{bindir}/acctctl", *base, "detach"], capture_output=True, timeout=60)
+        acctd.close()

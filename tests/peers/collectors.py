@@ -57,7 +57,10 @@ class Nfcapd(Collector):
         self.dir.mkdir()
         self.port = port or free_udp_port()
         self.proc = subprocess.Popen(
-            ["nfcapd", "-w", str(self.dir), "-p", str(self.port), "-b", "127.0.0.1", "-t", "3600"],
+            # -B: a socket buffer that holds a whole large batch (the default,
+            # about 200 KB, overflows at ~150 datagrams sent at once)
+            ["nfcapd", "-w", str(self.dir), "-p", str(self.port), "-b", "127.0.0.1", "-t", "3600",
+             "-B", "4194304"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_udp_bound(self.port, self.proc)
 

@@ -21,6 +21,7 @@ from acctd.services.export.netflow_v9 import V9Encoder
 from acctd.services.export.records import RECORD, FlowCache
 from acctd.services.export.service import selected
 from tests.flowgen import flows, many
+from tests.unit.test_export_tcp import read_templates
 
 S = 10**9
 T0 = 1_000 * S                 # a monotonic "now"
@@ -174,6 +175,29 @@ def test_v9_sequence_counts_messages_and_sets_are_padded():
     assert sets_of(again[0], 20)[0][0] == 0          # the timer's template
 
 
+@pytest.mark.parametrize("cls, head, template_set", [(IpfixEncoder, 16, 2), (V9Encoder, 20, 0)])
+def test_both_vlans_of_an_802_1ad_flow_are_exported(cls, head, template_set):
+    """vlanId (58) and dot1qVlanId (243) carry the outer tag, dot1qCustomerVlanId
+    (245) the inner one, read through the template as a collector would."""
+    k, v = flows([dict(src="10.0.0.2", dst="198.51.100.1", vlan=100, inner_vlan=2001),
+                  dict(src="2001:db8::2", dst="2001:db8:1::1", vlan=7, inner_vlan=3)])
+    cache = FlowCache(0, 0)
+    cache.add(k, v, at(0).mono_ns)
+    msgs = [bytes(m) for m in cls(1, 100, 300).encode(cache.expire(at(0).mono_ns), at(0))]
+    templates, got = {}, []
+    for m in msgs:
+        for sid, body in sets_of(m, head):
+            if sid == template_set:
+                read_templates(body, templates)
+            elif sid in templates:
+                off, fields = 0, {}
+                for ie, n in templates[sid]:
+                    fields[ie] = int.from_bytes(body[off:off + n], "big")
+                    off += n
+                got.append((fields[58], fields[243], fields[245]))
+    assert sorted(got) == [(7, 7, 3), (100, 100, 2001)]
+
+
 def test_options_record_says_no_sampling():
     enc = IpfixEncoder(domain=5)
     (m,) = enc.templates(at(0))
@@ -237,7 +261,7 @@ def test_status_is_one_line_per_stream():
     from cli.operations import _fields
     from acctd.services.export.service import Exporter, ExportSettings
     e = Exporter(ExportSettings(format="v9", destination=("127.0.0.1:9", "[::1]:9"),
-                                units=("alice", "bob")))
+                                units=("alice", "bob")), "test")
     st = e.status()
     assert list(st) == ["127.0.0.1:9", "[::1]:9"]
     assert _fields(st["[::1]:9"]) == (
@@ -277,4 +301,77 @@ def test_reload_keeps_an_unchanged_exporter_and_flushes_a_changed_one():
     assert struct.unpack(">HH", msg[:4]) == (5, 1) and msg[24 + 16:24 + 24] == \
         struct.pack(">II", 3, 300)
     svc.close()
+    sock.close()
+
+
+def test_the_stored_cache_follows_the_memory_one_drain_by_drain(tmp_path):
+    """Drains that add flows, make some due (kept, zeroed) and some idle
+    (gone): after each, the rows written (only the changed ones) read back
+    as the cache in memory, exactly; after a reboot (the monotonic clock
+    behind the stored times) the times come back clamped to now."""
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    cache = FlowCache(active_ns=20 * S, inactive_ns=15 * S)
+    rng = np.random.default_rng(1)
+    with Storage(tmp_path / "e.duckdb") as st:
+        for t in range(0, 60, 5):
+            k, v = many(40 + t, at(t).mono_ns)        # a growing set of flows, 5 s apart
+            v["first_ns"], v["last_ns"] = at(t).mono_ns, at(t).mono_ns
+            keep = rng.random(len(k)) < 0.6       # flows pause, some long enough to go idle
+            cache.add(k[keep], v[keep], at(t).mono_ns)
+            cache.expire(at(t).mono_ns)
+            st.con.execute("BEGIN")
+            stored.write(st.con, "x", *cache.changes())
+            st.con.execute("COMMIT")
+            back = stored.load(st.con, "x", RECORD)
+            mine = cache.entries
+            assert sorted(map(bytes, back)) == sorted(map(bytes, mine)), t
+        assert stored.exporters(st.con) == {"x": len(cache)}
+        again = FlowCache(active_ns=20 * S, inactive_ns=15 * S)
+        again.restore(stored.load(st.con, "x", RECORD), at(10).mono_ns)   # "rebooted"
+        assert (again.entries["end_ns"] <= at(10).mono_ns).all() and len(again) == len(cache)
+        assert int(again.flush()["bytes"].sum()) == int(cache.flush()["bytes"].sum())
+        stored.drop(st.con, "x")
+        assert stored.exporters(st.con) == {}
+
+
+def test_a_failed_drain_leaves_the_cache_as_stored(tmp_path):
+    """A drain whose transaction rolls back gives its deltas again in the
+    next one (the daemon reseeds): the cache is read back from the store,
+    so the collector gets them once; a clean close sends the cached flows
+    and empties the store."""
+    import threading
+    import time
+    import types
+
+    from acctd.services.contract import Drain
+    from acctd.services.export.service import ExportService, ExportSettings
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    dest = (f"127.0.0.1:{sock.getsockname()[1]}",)
+    with Storage(tmp_path / "e.duckdb") as st:
+        core = types.SimpleNamespace(storage=st, lock=threading.RLock())
+        svc = ExportService(core, (ExportSettings(format="v5", destination=dest,
+                                                  active_timeout=600, inactive_timeout=600),))
+        svc.serve()
+        k, v = one_flow(packets=3, bytes=300)
+        v["first_ns"] = v["last_ns"] = time.monotonic_ns()     # the service's clock is real
+        d = Drain(None, types.SimpleNamespace(units=None), {}, k, v, None, None)
+        st.con.execute("BEGIN")
+        svc.in_drain(d, st)
+        st.con.execute("ROLLBACK")
+        svc.drain_failed()
+        st.con.execute("BEGIN")
+        svc.in_drain(d, st)               # the same deltas, again
+        st.con.execute("COMMIT")
+        svc.after_drain(d)
+        assert stored.exporters(st.con) == {svc.exporters[0].ident: 1}
+        svc.close()
+        msg = sock.recv(2000)
+        assert struct.unpack(">HH", msg[:4]) == (5, 1) and msg[24 + 16:24 + 24] == \
+            struct.pack(">II", 3, 300)
+        assert stored.exporters(st.con) == {}
     sock.close()

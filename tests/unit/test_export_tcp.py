@@ -48,6 +48,16 @@ class Collector:
         self.conn.close()
 
 
+def read_templates(body: bytes, into: dict) -> None:
+    """A template set's records: id -> [(element id, length)]."""
+    k = 0
+    while k + 4 <= len(body):
+        tid, count = struct.unpack(">HH", body[k:k + 4])
+        into[tid] = [struct.unpack(">HH", body[k + 4 + 4 * f:k + 8 + 4 * f])
+                     for f in range(count)]
+        k += 4 + 4 * count
+
+
 def decode(stream: bytes) -> tuple[list[int], int, int]:
     """(set ids of the first message, packets, octets) of an IPFIX stream,
     through the templates it carries."""
@@ -64,12 +74,7 @@ def decode(stream: bytes) -> tuple[list[int], int, int]:
             body = stream[j + 4:j + slen]
             sets.append(sid)
             if sid == 2:
-                k = 0
-                while k < len(body):
-                    tid, count = struct.unpack(">HH", body[k:k + 4])
-                    templates[tid] = [struct.unpack(">HH", body[k + 4 + 4 * f:k + 8 + 4 * f])
-                                      for f in range(count)]
-                    k += 4 + 4 * count
+                read_templates(body, templates)
             elif sid >= 256 and sid in templates:
                 fields = templates[sid]
                 size = sum(n for _, n in fields)
@@ -91,13 +96,14 @@ def decode(stream: bytes) -> tuple[list[int], int, int]:
 def test_ipfix_over_tcp_reconnects_and_loses_nothing():
     col = Collector()
     e = Exporter(ExportSettings(format="ipfix", destination=(f"127.0.0.1:{col.port}",),
-                                transport="tcp", active_timeout=0, inactive_timeout=0))
+                                transport="tcp", active_timeout=0, inactive_timeout=0), "test")
     e.open()
     try:
         col.accept()
         now = Now.sample()
         k, v = many(400, now.mono_ns, v6_every=3)
         e.add(k[:200], v[:200], now)
+        e.committed(now)
         deadline = time.monotonic() + 10
         while decode(bytes(col.streams[0]))[2] < int(v["bytes"][:200].sum()):
             assert time.monotonic() < deadline
@@ -105,6 +111,7 @@ def test_ipfix_over_tcp_reconnects_and_loses_nothing():
         col.hang_up()
         time.sleep(0.1)
         e.add(k[200:], v[200:], now)       # queued until the exporter is back
+        e.committed(now)
         col.accept()
     finally:
         e.close()
@@ -123,11 +130,12 @@ def test_every_udp_destination_gets_the_whole_stream():
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     e = Exporter(ExportSettings(format="ipfix", destination=tuple(
         f"127.0.0.1:{s.getsockname()[1]}" for s in socks), active_timeout=0,
-        inactive_timeout=0))
+        inactive_timeout=0), "test")
     e.open()
     now = Now.sample()
     k, v = many(300, now.mono_ns, v6_every=4)
     e.add(k, v, now)
+    e.committed(now)
     e.close()
     for s in socks:
         stream = bytearray()

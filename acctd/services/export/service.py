@@ -1,6 +1,16 @@
 """The export service: each [[export]] table is one exporter, with its own
 flow cache (timeouts), its filter of units, and one stream (encoder and
-sender) per destination. Records are made after each drain is committed."""
+sender) per destination.
+
+Each drain's deltas enter the caches inside the drain's transaction, and
+the caches' changed entries are stored with it (acctd/store/export.py);
+the records due leave the stored cache in that same transaction and are
+sent after the commit. So a kill -9 loses nothing a drain committed and
+doubles nothing: the flows cached come back at the start and are exported
+as if the daemon had not stopped. The one exception is a kill between a
+commit and the end of that drain's sends: what the drain made due and had
+not sent yet is lost (at most one drain's records, never sent twice).
+A drain that fails leaves the caches as stored; they are read again."""
 
 from __future__ import annotations
 
@@ -19,8 +29,9 @@ from acctd.services.export.ipfix import IpfixEncoder
 from acctd.services.export.messages import Now
 from acctd.services.export.netflow_v5 import V5Encoder
 from acctd.services.export.netflow_v9 import V9Encoder
-from acctd.services.export.records import FlowCache
+from acctd.services.export.records import RECORD, FlowCache
 from acctd.services.export.transport import TcpSender, UdpSender, split_destination
+from acctd.store import export as stored
 
 log = logging.getLogger("acctd.export")
 
@@ -80,8 +91,8 @@ def monitored_oids(core: Core) -> frozenset[int]:
 class Exporter:
     """One [[export]] table at work."""
 
-    def __init__(self, settings: ExportSettings):
-        self.settings = settings
+    def __init__(self, settings: ExportSettings, ident: str):
+        self.settings, self.ident = settings, ident   # ident: its stored cache's name
         s = settings
         self.cache = FlowCache(s.active_timeout * 10**9, s.inactive_timeout * 10**9)
         self.senders: list[UdpSender | TcpSender] = []
@@ -92,14 +103,29 @@ class Exporter:
                 enc = ENCODERS[s.format](s.domain_id, s.template_packets, s.template_refresh)
                 self.senders.append(UdpSender(dest, enc))
         self.records = self.flows_filtered = 0
+        self.due = RECORD_NONE       # made due by the drain being committed
 
     def open(self) -> None:
         for s in self.senders:
             s.open()
 
-    def add(self, keys: np.ndarray, values: np.ndarray, now: Now) -> None:
+    def load(self, con) -> None:
+        """The cache as the last committed drain left it."""
+        self.cache.restore(stored.load(con, self.ident, RECORD), Now.sample().mono_ns)
+        self.due = RECORD_NONE
+
+    def add(self, keys: np.ndarray, values: np.ndarray, now: Now, con=None) -> None:
+        """One drain's deltas, inside its transaction (con: stored with it);
+        the records due wait in self.due for the commit."""
         self.cache.add(keys, values, now.mono_ns)
-        self.send(self.cache.expire(now.mono_ns), now)
+        self.due = self.cache.expire(now.mono_ns)
+        changed, gone = self.cache.changes()
+        if con is not None:
+            stored.write(con, self.ident, changed, gone)
+
+    def committed(self, now: Now) -> None:
+        due, self.due = self.due, RECORD_NONE
+        self.send(due, now)
 
     def send(self, records: np.ndarray, now: Now) -> None:
         if not len(records):
@@ -108,9 +134,14 @@ class Exporter:
         for s in self.senders:
             s.send(records, now)
 
-    def close(self) -> None:
-        """The flows still cached go out as their last records."""
+    def close(self, con=None) -> None:
+        """The flows still cached go out as their last records (and leave
+        the stored cache: con)."""
+        self.committed(Now.sample())
         self.send(self.cache.flush(), Now.sample())
+        self.cache.changes()
+        if con is not None:
+            stored.drop(con, self.ident)
         for s in self.senders:
             s.close()
 
@@ -124,6 +155,23 @@ class Exporter:
             dest = st.pop("destination")
             out[dest] = {"units": units, "flows_cached": len(self.cache), **st}
         return out
+
+
+RECORD_NONE = np.zeros(0, RECORD)
+
+
+def identities(settings: tuple[ExportSettings, ...]) -> list[str]:
+    """A name for each [[export]] table's stored cache, the same across
+    restarts while its format, destinations and units stay (a table whose
+    timeouts change keeps its flows)."""
+    out: list[str] = []
+    for s in settings:
+        units = s.units if isinstance(s.units, str) else ",".join(s.units)
+        base = f"{s.format}/{s.transport} {' '.join(s.destination)} domain {s.domain_id} " \
+               f"units {units}"
+        n = sum(1 for o in out if o == base or o.startswith(base + " #"))
+        out.append(base if not n else f"{base} #{n + 1}")
+    return out
 
 
 def selected(keys: np.ndarray, units, wanted: str | tuple[str, ...],
@@ -156,13 +204,29 @@ class ExportService(Service):
     def __init__(self, core: Core, settings: tuple[ExportSettings, ...]):
         super().__init__(core, settings)
         self.exporters: list[Exporter] = []
+        self._stale = False          # a drain failed: the caches are read again
 
     @staticmethod
     def settings_of(config):
         return config.export
 
+    def _con(self):
+        storage = getattr(self.core, "storage", None)   # none: the caches are memory only
+        return storage.con if storage is not None else None
+
     def serve(self) -> None:
-        self.exporters = [Exporter(s) for s in self.settings or ()]
+        settings = self.settings or ()
+        self.exporters = [Exporter(s, i) for s, i in zip(settings, identities(settings))]
+        con = self._con()
+        if con is not None:
+            with self.core.lock:
+                for ident, n in stored.exporters(con).items():
+                    if ident not in {e.ident for e in self.exporters}:
+                        log.warning("export: %d cached flows of %s dropped: no such [[export]] "
+                                    "now", n, ident)
+                        stored.drop(con, ident)
+                for e in self.exporters:
+                    e.load(con)
         for e in self.exporters:
             e.open()
 
@@ -170,32 +234,52 @@ class ExportService(Service):
         """Unchanged tables keep their exporter (its cache, its sequence
         numbers); a changed or removed one sends its last records first."""
         settings = settings or ()
-        old = {e.settings: e for e in self.exporters}
+        idents = identities(settings)
+        old = {(e.settings, e.ident): e for e in self.exporters}
+        same = {k: old.pop(k) for k in list(old) if k in set(zip(settings, idents))}
+        con = self._con()
+        for e in old.values():      # first: a table's name may pass to a new one
+            e.close(con)
         kept = []
-        for s in settings:
-            e = old.pop(s, None)
+        for s, ident in zip(settings, idents):
+            e = same.get((s, ident))
             if e is None:
-                e = Exporter(s)
+                e = Exporter(s, ident)
+                if con is not None:
+                    e.load(con)
                 e.open()
             kept.append(e)
-        for e in old.values():
-            e.close()
         self.settings, self.exporters = settings, kept
 
-    def after_drain(self, drain: Drain) -> None:
+    def in_drain(self, drain: Drain, tx) -> None:
         if not self.exporters:
             return
+        if self._stale:
+            for e in self.exporters:
+                e.load(tx.con)
+            self._stale = False
         now = Now.sample()
         units = drain.snapshot.units
         oids = monitored_oids(self.core) if any(
             e.settings.units == "monitored" for e in self.exporters) else None
         for e in self.exporters:
             take = selected(drain.flow_keys, units, e.settings.units, oids)
-            e.add(drain.flow_keys[take], drain.flow_values[take], now)
+            e.add(drain.flow_keys[take], drain.flow_values[take], now, tx.con)
+
+    def drain_failed(self) -> None:
+        self._stale = bool(self.exporters)
+        for e in self.exporters:        # made due by a drain not committed
+            e.due = RECORD_NONE
+
+    def after_drain(self, drain: Drain) -> None:
+        now = Now.sample()
+        for e in self.exporters:
+            e.committed(now)
 
     def close(self) -> None:
+        con = self._con()
         for e in self.exporters:
-            e.close()
+            e.close(con)
         self.exporters = []
 
     def status(self) -> dict | None:

@@ -42,7 +42,9 @@ class Template:
 
 def flow_fields(times: tuple[tuple[int, str, str], ...], v6: bool) -> tuple:
     """A flow template's fields; ICMP type and code go in both the
-    destination port and icmpTypeCode (collectors read one or the other)."""
+    destination port and icmpTypeCode (collectors read one or the other),
+    the outer VLAN in both vlanId and dot1qVlanId, and the inner one of an
+    802.1ad flow in dot1qCustomerVlanId (0: none)."""
     addr = (("saddr", 27, "16u1"), ("daddr", 28, "16u1")) if v6 else \
         (("saddr", 8, "4u1"), ("daddr", 12, "4u1"))
     return ((1, "octets", ">u8"), (2, "packets", ">u8"), *times,
@@ -50,6 +52,7 @@ def flow_fields(times: tuple[tuple[int, str, str], ...], v6: bool) -> tuple:
             (10, "in_if", ">u4"), (14, "out_if", ">u4"), (7, "sport", ">u2"),
             (11, "dport", ">u2"), (4, "proto", "u1"), (5, "tos", "u1"),
             (6, "tcp_flags", "u1"), (61, "direction", "u1"), (58, "vlan", ">u2"),
+            (243, "dot1q_vlan", ">u2"), (245, "customer_vlan", ">u2"),
             (139 if v6 else 32, "icmp", ">u2"))
 
 
@@ -160,6 +163,7 @@ class TemplateEncoder(Encoder):
         rows["in_if"], rows["out_if"], rows["direction"] = interfaces(key)
         rows["sport"], rows["dport"], rows["icmp"] = ports(key)
         rows["proto"], rows["tos"], rows["vlan"] = key["proto"], key["tos"], key["vlan_outer"]
+        rows["dot1q_vlan"], rows["customer_vlan"] = key["vlan_outer"], key["vlan_inner"]
         rows["tcp_flags"] = rec["tcp_flags"] & 0xFF
         body = counts * dt.itemsize
         if self.pad_sets:

@@ -3,14 +3,25 @@ the collector's to notice through the sequence numbers), or IPFIX over TCP
 (RFC 7011 section 10.4: templates once at the start of each connection, no
 refresh; a dropped connection is reconnected with backoff by a thread of
 its own, the records queued meanwhile, up to a bound, then dropped and
-counted)."""
+counted).
+
+TCP tells the application nothing of what the peer received, but the
+kernel knows what the peer's TCP acknowledged: SIOCOUTQ is what was
+written and not yet acknowledged, even after a reset. So the messages
+written on a connection are held until their last byte is acknowledged,
+and after a broken connection the rest (the one cut halfway included) is
+sent again on the next, whole: none twice, none lost, but what a collector
+acknowledged and did not read before it died (its receive buffer)."""
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
 import select
 import socket
+import struct
+import termios
 import threading
 from collections.abc import Callable
 
@@ -25,6 +36,7 @@ throttled = Throttle(log)
 
 QUEUE_RECORDS = 1_000_000        # records held for a TCP collector that is away
 BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+WATCH_S = 0.2                    # how often a quiet connection with messages in flight is checked
 
 
 def split_destination(text: str) -> tuple[str, int]:
@@ -85,6 +97,11 @@ class UdpSender:
                 "errors": self.errors, **self.encoder.status()}
 
 
+def unacknowledged(sock: socket.socket) -> int:
+    """Bytes written to sock that its peer has not acknowledged (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
 class TcpSender:
     """One IPFIX collector over TCP, served by its own thread."""
 
@@ -92,10 +109,16 @@ class TcpSender:
                  clock: Callable[[], Now] = Now.sample, queue_records: int = QUEUE_RECORDS):
         self.destination, self.encoder, self.clock = destination, encoder, clock
         self.queue_records = queue_records
-        self.sent = self.errors = self.dropped = self.connects = 0
+        self.sent = self.errors = self.dropped = self.connects = self.resent = 0
         self.connected = False
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._queued = 0
+        # the messages of the batch taken from the queue not yet written,
+        # and those written on this connection and not yet acknowledged
+        # (the connection's byte count at their end): the thread's own
+        self._unsent: collections.deque[memoryview] = collections.deque()
+        self._unacked: collections.deque[tuple[int, memoryview]] = collections.deque()
+        self._written = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -134,13 +157,14 @@ class TcpSender:
         return {"destination": self.destination, "transport": "tcp", "connected": self.connected,
                 "connects": self.connects, "messages_sent": self.sent, "errors": self.errors,
                 "records_dropped": self.dropped, "records_queued": self._queued,
+                "messages_resent": self.resent,
                 **self.encoder.status()}
 
     def _run(self) -> None:
         attempt = 0
         while True:
             with self._cond:
-                if self._stop and (not self._queue or attempt):
+                if self._stop and ((not self._queue and not self._unsent) or attempt):
                     return
             try:
                 family, addr = resolve(*split_destination(self.destination), socket.SOCK_STREAM)
@@ -149,8 +173,14 @@ class TcpSender:
                     sock.connect(addr)
                     self.connected, attempt = True, 0
                     self.connects += 1
-                    self._write(sock, self.encoder.templates(self.clock()))
-                    self._serve(sock)
+                    self._written = 0
+                    try:
+                        for m in self._templates():
+                            self._put(sock, m)
+                        self._serve(sock)
+                    except OSError:
+                        self._take_back(sock)
+                        raise
                     return
             except OSError as e:
                 self.errors += 1
@@ -161,20 +191,60 @@ class TcpSender:
                 self._cond.wait_for(lambda: self._stop, BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
             attempt += 1
 
+    def _templates(self) -> list[bytes]:
+        """The templates a connection opens with. Messages left from the
+        last one go first after them: the templates take the first one's
+        sequence number (IPFIX: bytes 8-12) and the left ones move on by
+        the templates' options records (one each), so the stream counts
+        on as the encoder does."""
+        out = self.encoder.templates(self.clock())
+        if not self._unsent:
+            return out
+        seq = struct.unpack_from(">I", self._unsent[0], 8)[0]
+        opened = []
+        for m in out:
+            opened.append(m[:8] + struct.pack(">I", seq) + m[12:])
+            seq = (seq + 1) & 0xFFFF_FFFF
+        moved = collections.deque()
+        for m in self._unsent:
+            b = bytearray(m)
+            struct.pack_into(">I", b, 8, (struct.unpack_from(">I", b, 8)[0] + len(out))
+                             & 0xFFFF_FFFF)
+            moved.append(memoryview(b))
+        self._unsent = moved
+        return opened
+
     def _serve(self, sock: socket.socket) -> None:
         """Send queued records until stopped and drained; an error raises
-        (the batch being sent is kept for the next connection)."""
+        (what was not acknowledged is sent again on the next connection)."""
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._stop)
-                if not self._queue:
-                    return
-                records = self._queue[0]
-            self._check_open(sock)
-            self._write(sock, self.encoder.encode(records, self.clock()))
-            with self._cond:
-                self._queue.popleft()
-                self._queued -= len(records)
+            if not self._unsent:
+                with self._cond:    # messages not acknowledged: watch for a reset meanwhile
+                    self._cond.wait_for(lambda: self._queue or self._stop,
+                                        WATCH_S if self._unacked else None)
+                    records = self._queue[0] if self._queue else None
+                if records is None:
+                    if self._stop:
+                        return
+                    self._acknowledged(sock)
+                    self._check_open(sock)
+                    continue
+                self._check_open(sock)
+                self._unsent.extend(self.encoder.encode(records, self.clock()))
+                with self._cond:
+                    self._queue.popleft()
+                    self._queued -= len(records)
+            m = self._unsent[0]
+            self._put(sock, m)
+            self._unsent.popleft()
+            self._unacked.append((self._written, m))
+            self._acknowledged(sock)
+
+    def _acknowledged(self, sock: socket.socket) -> None:
+        """The messages the peer acknowledged to their end are let go."""
+        acked = self._written - unacknowledged(sock)
+        while self._unacked and self._unacked[0][0] <= acked:
+            self._unacked.popleft()
 
     @staticmethod
     def _check_open(sock: socket.socket) -> None:
@@ -184,7 +254,23 @@ class TcpSender:
         if select.select([sock], [], [], 0)[0]:
             raise ConnectionResetError("the collector closed the connection")
 
-    def _write(self, sock: socket.socket, messages) -> None:
-        for m in messages:
-            sock.sendall(m)
-            self.sent += 1
+    def _put(self, sock: socket.socket, m) -> None:
+        """One message written, its bytes counted as the kernel takes them."""
+        view = memoryview(m)
+        while view:
+            n = sock.send(view)
+            self._written += n
+            view = view[n:]
+        self.sent += 1
+
+    def _take_back(self, sock: socket.socket) -> None:
+        """After an error: the messages whose end the peer did not
+        acknowledge go back in front of the unsent ones."""
+        try:
+            acked = self._written - unacknowledged(sock)
+        except OSError:
+            acked = 0       # not known: everything held goes again
+        back = [m for end, m in self._unacked if end > acked]
+        self._unacked.clear()
+        self.resent += len(back)
+        self._unsent.extendleft(reversed(back))
