@@ -335,7 +335,7 @@ class Storage:
                  "period_start, unit_oid, policy_oid, dir, packets, bytes FROM acct_rollup_batch) b")
         same = " AND ".join(f"r.{c} = b.{c}" for c in _ROLLUP_KEY)
         updated = self._sql(f"UPDATE rollup r SET packets = r.packets + b.packets, bytes = "
-                            f"r.bytes + b.bytes FROM {batch} WHERE {same}").fetchone()[0]
+                            f"r.bytes + b.bytes FROM {batch} WHERE {same}").fetchall()[0][0]
         # in a period's later drains every row exists: the join is skipped
         self._sql(f"INSERT INTO rollup SELECT b.* FROM {batch} ANTI JOIN rollup r ON {same} "
                   "WHERE $more", {"more": updated < rows})

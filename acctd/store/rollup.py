@@ -180,6 +180,24 @@ def _per_period(columns: dict[str, np.ndarray], kinds, ts: dt.datetime, zone: Zo
     return out
 
 
+def _summed(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row per (unit, policy, dir): the store adds each period's rows to
+    the existing ones in an update and inserts the rest, which needs unique
+    keys. A drain's cells are unique already; rows given by hand (rawdata,
+    tests) may not be."""
+    u, p, d = columns["unit_oid"], columns["policy_oid"], columns["dir"]
+    if len(u) < 2:
+        return columns
+    order = np.lexsort((d, p, u))
+    u, p, d = u[order], p[order], d[order]
+    first = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (p[1:] != p[:-1]) | (d[1:] != d[:-1])])
+    if len(first) == len(u):
+        return columns
+    return {"unit_oid": u[first], "policy_oid": p[first], "dir": d[first],
+            **{k: np.add.reduceat(v[order], first) for k, v in columns.items()
+               if k not in ("unit_oid", "policy_oid", "dir")}}
+
+
 def rollup(columns: dict[str, np.ndarray], ts: dt.datetime, zone: ZoneInfo,
            by: dict[str, np.ndarray] | None = None) -> Rollup:
     """One drain's oid-keyed columns (see `cells`) -> raw rows and per-period rows;
@@ -189,7 +207,7 @@ def rollup(columns: dict[str, np.ndarray], ts: dt.datetime, zone: ZoneInfo,
     go to the hour, day, week and month containing it (see the module doc).
     """
     ts = _utc(ts)
-    return Rollup(ts, dict(columns), _per_period(columns, PERIODS, ts, zone),
+    return Rollup(ts, dict(columns), _per_period(_summed(columns), PERIODS, ts, zone),
                   None if by is None else _per_period(by, TOP_PERIODS, ts, zone))
 
 

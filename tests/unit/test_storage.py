@@ -363,7 +363,11 @@ def test_rollup_rows_are_added_to_or_created_in_one_commit(tmp_path):
         assert hours(db) == [(1, 5, 50), (2, 18, 180), (3, 13, 130)]
         commit(db, [3, 1], [1, 2], 3)
         assert hours(db) == [(1, 7, 70), (2, 18, 180), (3, 14, 140)]
-        assert db.con.execute("SELECT count(*) FROM rollup").fetchone()[0] == 3 * 4
+        assert db.con.execute("SELECT count(*) FROM rollup").fetchall() == [(3 * 4,)]
+        # one cell given twice (rows by hand: rawdata, tests): added up, new or not
+        commit(db, [4, 2, 4, 2], [1, 2, 3, 4], 4)
+        assert hours(db) == [(1, 7, 70), (2, 24, 240), (3, 14, 140), (4, 4, 40)]
+        assert db.con.execute("SELECT count(*) FROM raw WHERE unit_oid = 4").fetchall() == [(2,)]
 
 
 def test_wrong_schema_version_is_refused(tmp_path):
