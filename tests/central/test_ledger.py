@@ -83,8 +83,9 @@ from tests.central.gateways import UTC, commit_drain, gateway, many
 from tests.central.test_ledger import ACCOUNT, BILLING
 with gateway(sys.argv[1], "gw-a", pathlib.Path(sys.argv[2]), extra=BILLING) as d:
     d.service(BillingService).account_create("acc", ACCOUNT)
+    now = dt.datetime.now(UTC)    # after the account was made: it is charged from then
     for i in range(4):
-        t = dt.datetime(2026, 12, 2, 10, tzinfo=UTC) + dt.timedelta(seconds=30 * i)
+        t = now + dt.timedelta(seconds=30 * i)
         commit_drain(d, t, [("alice", "ip", 0, 1, 1_000_000 * (i + 1))])
         commit_drain(d, t, many(d, 150_000))
     print("committed", flush=True)
