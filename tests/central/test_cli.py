@@ -72,6 +72,20 @@ def test_stat_top_and_quota_show(shipped):
         "DAY sum: 2.93 KiB, quota 4.00 KiB, ratio 73.24% -> [+]\n")
 
 
+def test_stat_hours_are_the_zones_hours_at_a_half_hour_offset(shipped):
+    import psycopg
+    from zoneinfo import ZoneInfo
+    from acctd.services.central import queries
+    dsn, now = shipped
+    kolkata = ZoneInfo("Asia/Kolkata")                          # UTC+05:30
+    with psycopg.connect(dsn) as conn:
+        rows = queries.report_stat(conn, "alice", "month", now, kolkata)["rows"]
+    local = now.astimezone(kolkata)                              # hh:30:30 there
+    hour = local.replace(minute=0, second=0).isoformat()         # the local hour it is in
+    assert {(x["hour"], x["bytes"]) for x in rows if x["policy"] == "(all)"} == \
+        {(hour, 1000), (hour, 2000)}
+
+
 def test_bad_dsn_and_unknown_unit_are_one_line(shipped):
     dsn, _ = shipped
     r = acctctl(dsn, "list", "nosuch")

@@ -74,10 +74,11 @@ def report_stat(conn, unit: str, period: str, now: dt.datetime, zone) -> dict:
     oid = _unit(units, unit)
     lo = period_start(period, now, zone)
     hi = period_end(period, lo, zone)
+    # the zone's hours, not UTC's: they differ at offsets of half an hour
     rows = conn.execute(
-        "SELECT date_trunc('hour', ts), policy_oid, dir, sum(packets), sum(bytes) FROM raw "
+        "SELECT date_trunc('hour', ts, %s), policy_oid, dir, sum(packets), sum(bytes) FROM raw "
         "WHERE unit_oid = %s AND ts >= %s AND ts < %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        (oid, lo, hi)).fetchall()
+        (zone.key, oid, lo, hi)).fetchall()
     return {"unit": units[oid], "oid": f"{oid:06X}", "period": period,
             "rows": [{"hour": label(h, zone), "policy": _policy(policies, int(p)),
                       "dir": "in" if d == 0 else "out", "packets": int(pk), "bytes": int(b)}
