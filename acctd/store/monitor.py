@@ -16,6 +16,7 @@ import numpy as np
 
 from acctd.kernel import abi
 from acctd.model.addresses import format_addrs, parse_addr, parse_prefix
+from acctd.store.rollup import naive_utc
 
 PRUNE_STEP = 50_000   # rows retention deletes per drain at most: a long outage catches up in steps
 
@@ -129,10 +130,10 @@ def query(con, unit_oids: list[int], *, peer: str | None = None, port: int | Non
         params["port"] = port
     if since is not None:
         where.append("ts >= $since")
-        params["since"] = _naive_utc(since)
+        params["since"] = naive_utc(since)
     if until is not None:
         where.append("ts < $until")
-        params["until"] = _naive_utc(until)
+        params["until"] = naive_utc(until)
     limit = "" if top is None else f"LIMIT {int(top)}"
     d_in, d_out = int(abi.Dir.IN), int(abi.Dir.OUT)
     rows = con.execute(f"""
@@ -156,10 +157,6 @@ def query(con, unit_oids: list[int], *, peer: str | None = None, port: int | Non
              "first": r[9].replace(tzinfo=dt.timezone.utc).isoformat(),
              "last": r[10].replace(tzinfo=dt.timezone.utc).isoformat()}
             for p, r in zip(peers, rows)]
-
-
-def _naive_utc(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
 
 def count(con) -> int:

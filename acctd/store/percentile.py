@@ -13,6 +13,7 @@ import datetime as dt
 import numpy as np
 
 from acctd.kernel.abi import Dir
+from acctd.store.rollup import naive_utc
 
 SAMPLE_S = 300
 
@@ -27,11 +28,6 @@ def p95(samples) -> int:
     return int(a[len(a) * 5 // 100])
 
 
-def _naive(t: dt.datetime) -> dt.datetime:
-    """UTC without its zone: how the raw table's TIMESTAMP holds it."""
-    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
-
-
 def of_units(con, units: list[int], start: dt.datetime, end: dt.datetime,
              policy_oid: int = 0) -> tuple[int, int, int]:
     """(samples, in, out): the number of whole and begun 5-minute samples in
@@ -43,7 +39,7 @@ def of_units(con, units: list[int], start: dt.datetime, end: dt.datetime,
             "SELECT (epoch_us(ts) - epoch_us(?::TIMESTAMP) - 1) // ? AS slot, dir, sum(bytes) "
             "FROM raw WHERE ts > ? AND ts <= ? AND policy_oid = ? "
             "AND unit_oid IN (SELECT unnest(?::UINTEGER[])) GROUP BY ALL",
-            [_naive(start), SAMPLE_S * 1_000_000, _naive(start), _naive(end), policy_oid,
+            [naive_utc(start), SAMPLE_S * 1_000_000, naive_utc(start), naive_utc(end), policy_oid,
              units]).fetchall()
         for slot, d, b in rows:
             if 0 <= slot < n and d in per:

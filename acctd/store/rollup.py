@@ -49,6 +49,14 @@ def _utc(ts: dt.datetime) -> dt.datetime:
     return ts.astimezone(UTC)
 
 
+def naive_utc(ts: dt.datetime | None) -> dt.datetime | None:
+    """UTC without a zone, as the schema's TIMESTAMP columns hold it (a naive
+    value is taken to be UTC already)."""
+    if ts is None:
+        return None
+    return (ts.astimezone(UTC) if ts.tzinfo else ts).replace(tzinfo=None)
+
+
 def _local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     """The first instant of a local date, in UTC.
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 import numpy as np
 
 from acctd.store.migrations import MONEY
+from acctd.store.rollup import naive_utc as naive
 
 # fee: a subscription fee (its spread's share); overdraft: traffic over the
 # included volume; payment: money in; adjustment: an operator's correction
@@ -24,13 +25,6 @@ from acctd.store.migrations import MONEY
 KINDS = ("fee", "overdraft", "payment", "adjustment",
          "percentile")   # a transit account's month at its 95th percentile (invoicing.py)
 UTC = dt.timezone.utc
-
-
-def naive(ts: dt.datetime | None) -> dt.datetime | None:
-    """UTC without a zone, as the schema's TIMESTAMPs hold it."""
-    if ts is None:
-        return None
-    return (ts.astimezone(UTC) if ts.tzinfo else ts).replace(tzinfo=None)
 
 
 def aware(ts: dt.datetime | None) -> dt.datetime | None:
