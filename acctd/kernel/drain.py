@@ -107,20 +107,80 @@ def key_hash(keys: np.ndarray) -> np.ndarray:
     return h
 
 
+def _rows(keys: np.ndarray) -> np.ndarray:
+    """Each key as a row of the widest words its size allows, for comparing
+    whole keys (six words of a flow key, not 48 bytes: eight times fewer)."""
+    size = keys.dtype.itemsize
+    word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8)
+                if size % np.dtype(w).itemsize == 0)
+    return np.ascontiguousarray(keys).view(word).reshape(len(keys), size // np.dtype(word).itemsize)
+
+
+class KeyIndex:
+    """Where each key of a set is, by its 64-bit hash: joins two drains by
+    key. Lookups sort their keys' hashes first, so the binary searches walk
+    the table in order: four times faster than at random at 1M keys."""
+
+    def __init__(self, keys: np.ndarray, h: np.ndarray | None = None):
+        self.keys = keys
+        h = key_hash(keys) if h is None else h
+        order = np.argsort(h)
+        hs = h[order]
+        if len(hs) > 1 and (hs[1:] == hs[:-1]).any():
+            # a key held twice (or two sharing a hash): the first one is found
+            order = np.argsort(h, kind="stable")
+            hs = h[order]
+        self._sorted, self._order = hs, order
+
+    def find(self, keys: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """Each key's index in the set (h: key_hash(keys)), -1 where absent."""
+        out = np.full(len(keys), -1, np.int64)
+        n = len(self._sorted)
+        if not n or not len(keys):
+            return out
+        q = np.argsort(h)
+        pos = np.minimum(np.searchsorted(self._sorted, h[q]), n - 1)
+        hit = self._sorted[pos] == h[q]
+        at, cand = q[hit], self._order[pos[hit]]
+        # the whole key, not the hash: a collision is not found, never wrongly found
+        # (rows gathered as words: gathering a structured dtype is ten times slower)
+        same = (_rows(keys)[at] == _rows(self.keys)[cand]).all(axis=1)
+        out[at[same]] = cand[same]
+        return out
+
+    def appended(self, keys: np.ndarray, h_new: np.ndarray) -> KeyIndex:
+        """The index of `keys`, which are this set's keys and then new ones
+        (their hashes h_new), without sorting the old ones again."""
+        idx = KeyIndex.__new__(KeyIndex)
+        idx.keys = keys
+        at = np.arange(len(self.keys), len(keys))
+        o = np.argsort(h_new, kind="stable")
+        pos = np.searchsorted(self._sorted, h_new[o], side="right")
+        idx._sorted = np.insert(self._sorted, pos, h_new[o])
+        idx._order = np.insert(self._order, pos, at[o])
+        return idx
+
+
 @dataclass
 class Delta:
     keys: np.ndarray     # entries whose counters moved
     values: np.ndarray   # their deltas (non-counter fields: current value)
+    # How the whole read lines up with the read before it, so the checkpoint
+    # need not join them by key a second time: entry i of the read is entry
+    # prev[i] of `base`, that earlier read's keys (-1: new). None: no earlier read.
+    base: np.ndarray | None = None
+    prev: np.ndarray | None = None
 
 
 class Deltas:
-    """Turns successive reads of one keyed map into per-entry deltas."""
+    """Turns successive reads of one keyed map into per-entry deltas. It keeps
+    the arrays it is given (a read's own, or a checkpoint's): the caller must
+    not change them afterwards."""
 
     def __init__(self):
         self._keys: np.ndarray | None = None
         self._vals: np.ndarray | None = None
-        self._hash_sorted: np.ndarray | None = None
-        self._order: np.ndarray | None = None
+        self._index: KeyIndex | None = None
 
     @property
     def previous(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -128,25 +188,23 @@ class Deltas:
 
     def seed(self, keys: np.ndarray, vals: np.ndarray) -> None:
         """Start from a known state (e.g. a checkpoint from the database)."""
-        self._keys, self._vals = keys.copy(), vals.copy()
-        h = key_hash(keys)
-        self._order = np.argsort(h, kind="stable")
-        self._hash_sorted = h[self._order]
+        self._set(keys, vals)
+
+    def _set(self, keys: np.ndarray, vals: np.ndarray, h: np.ndarray | None = None) -> None:
+        self._keys, self._vals = keys, vals
+        self._index = KeyIndex(keys, h)
 
     def update(self, keys: np.ndarray, vals: np.ndarray) -> Delta:
+        """The deltas of a new read against the previous one, which it then becomes."""
         fields = counter_fields(vals.dtype)
         delta = vals.copy()
-        if self._keys is not None and len(self._keys) and len(keys):
-            h = key_hash(keys)
-            pos = np.searchsorted(self._hash_sorted, h)
-            pos_c = np.minimum(pos, len(self._hash_sorted) - 1)
-            hit = self._hash_sorted[pos_c] == h
-            prev_idx = self._order[pos_c]
-            # confirm the full key (a 64-bit hash may collide)
-            kb = keys.view(np.uint8).reshape(len(keys), -1)
-            pb = self._keys.view(np.uint8).reshape(len(self._keys), -1)
-            hit[hit] = (kb[hit] == pb[prev_idx[hit]]).all(axis=1)
-            prev = self._vals[prev_idx]
+        h = key_hash(keys)
+        base = self._keys
+        prev_idx = np.full(len(keys), -1, np.int64)
+        if base is not None and len(base) and len(keys):
+            prev_idx = self._index.find(keys, h)
+            hit = prev_idx >= 0
+            prev = self._vals[np.where(hit, prev_idx, 0)]
             for f in fields:
                 cur, old = vals[f], prev[f]
                 # any counter going backwards -> the entry was re-created
@@ -156,15 +214,17 @@ class Deltas:
         moved = np.zeros(len(keys), dtype=bool)
         for f in fields if len(keys) else ():  # reshape(0, -1) is ambiguous
             moved |= (delta[f].reshape(len(keys), -1) != 0).any(axis=1)
-        self.seed(keys, vals)
-        return Delta(keys[moved], delta[moved])
+        self._set(keys, vals, h)
+        if moved.all():  # a busy table: no copy of it
+            return Delta(keys, delta, base, prev_idx)
+        return Delta(keys[moved], delta[moved], base, prev_idx)
 
     def forget(self, keys: np.ndarray) -> None:
         """Drop entries user space deleted (reaped flows) from the baseline."""
         if self._keys is None or not len(keys):
             return
         gone = np.isin(key_hash(self._keys), key_hash(keys))
-        self.seed(self._keys[~gone], self._vals[~gone])
+        self._set(self._keys[~gone], self._vals[~gone])
 
 
 def array_delta(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
