@@ -484,7 +484,8 @@ class Daemon:
             def in_transaction(tx: Storage) -> None:
                 for s in services:
                     s.in_drain(d, tx)
-            self.storage.commit(rolled, read, in_transaction)
+            self.storage.commit(rolled, read, in_transaction,
+                                {n: (delta[n].base, delta[n].prev) for n in delta})
             timer.lap("commit")
         except BaseException as e:
             self.last_error, self.failed_drains = (now, str(e) or repr(e)), self.failed_drains + 1

@@ -38,14 +38,13 @@ import numpy as np
 
 from acctd.errors import AcctError
 from acctd.kernel import abi
-from acctd.kernel.drain import counter_fields
 from acctd.store import migrations
+from acctd.store.checkpoint import Checkpoint, CheckpointError
 from acctd.store.rollup import (BY, PERIODS, REST, TOP_KEEP, TOP_PERIODS, Rollup, from_us,
                                  label, period_end, period_start, to_us)
 
 log = logging.getLogger("acctd.storage")
 
-CHUNK = 1 << 16  # checkpoint entries per row: large blobs, few rows
 WAL_LIMIT = 4 << 20       # bytes of WAL a commit folds into the file
 CHECKPOINT_EVERY = 300.0  # seconds of commits that may live in the WAL alone
 _KINDS = "['hour', 'day', 'week', 'month']"
@@ -115,31 +114,6 @@ def _private_file(path: str, create: bool = False) -> None:
         os.chmod(path, 0o600)
 
 
-def _type_text(t: np.dtype) -> str:
-    # descr is stable across runs and names every field, offset padding included
-    return str(np.dtype(t).descr)
-
-
-def _counter_type(t: np.dtype) -> np.dtype:
-    """The counter fields of a value type, packed: all a delta baseline needs."""
-    t = np.dtype(t)
-    return np.dtype([(f, t.fields[f][0]) for f in counter_fields(t)])
-
-
-def _pack(vals: np.ndarray) -> np.ndarray:
-    out = np.empty(len(vals), _counter_type(vals.dtype))
-    for f in out.dtype.names:
-        out[f] = vals[f]
-    return out
-
-
-def _unpack(packed: np.ndarray, t: np.dtype) -> np.ndarray:
-    out = np.zeros(len(packed), t)
-    for f in packed.dtype.names:
-        out[f] = packed[f]
-    return out
-
-
 def _oid(oid: str | int) -> int:
     """A unit oid as SQL keeps it."""
     return int(oid, 16) if isinstance(oid, str) else int(oid)
@@ -168,6 +142,7 @@ class Storage:
         self.wal = None if read_only or self.path.startswith(":memory:") else f"{self.path}.wal"
         self.wal_limit, self.checkpoint_every = wal_limit, checkpoint_every
         self._folded, self._fold_failed = time.monotonic(), False
+        self._checkpoint = Checkpoint()
         try:
             if self.wal:
                 _private_dir(os.path.dirname(os.path.abspath(self.path)))
@@ -232,10 +207,12 @@ class Storage:
         checkpoint no longer describes them, so it goes, in one transaction
         with the version it now stands for."""
         self.con.execute("BEGIN")
-        self.con.execute("DELETE FROM checkpoint")
+        self.con.execute("DELETE FROM checkpoint_keys")
+        self.con.execute("DELETE FROM checkpoint_vals")
         self.con.execute("UPDATE meta SET value = ? WHERE key = 'abi_version'",
                          [str(abi.ABI_VERSION)])
         self.con.execute("COMMIT")
+        self._checkpoint = Checkpoint()
 
     def set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
@@ -253,7 +230,8 @@ class Storage:
 
     def commit(self, rollup: Rollup,
                checkpoint: Mapping[str, tuple[np.ndarray, np.ndarray]],
-               in_transaction: Callable[[Storage], None] | None = None) -> None:
+               in_transaction: Callable[[Storage], None] | None = None,
+               matched: Mapping[str, tuple[np.ndarray | None, np.ndarray]] | None = None) -> None:
         """Store one drain atomically: raw rows, rollup upserts, retention, checkpoint.
 
         checkpoint: map name -> (keys, values), the full counter state after
@@ -262,6 +240,8 @@ class Storage:
         wall clock stepped back only moves rows between periods.
         in_transaction(self) writes what must commit with the counts (the
         services' in_drain: session counts), inside the same transaction.
+        matched: map name -> (Delta.base, Delta.prev) of the drain's deltas,
+        so the checkpoint finds each key's slot without a join of its own.
 
         On any error nothing is written and the exception propagates; the
         daemon's in-memory baseline is then ahead of the file, so it must
@@ -276,12 +256,14 @@ class Storage:
             with self.reported():  # a damaged block: one line, not DuckDB's
                 self._sql("BEGIN")
                 try:
-                    self._write(ts_us, len(rollup.per_period["packets"]), checkpoint)
+                    adopt = self._write(ts_us, len(rollup.per_period["packets"]), checkpoint,
+                                        matched)
                     if rollup.by_period is not None:
                         self._write_tops(rollup.by_period)
                     if in_transaction is not None:
                         in_transaction(self)
                     self._sql("COMMIT")
+                    self._checkpoint.images = adopt
                 except BaseException:
                     try:
                         self.con.execute("ROLLBACK")
@@ -325,7 +307,7 @@ class Storage:
                       "packets_out + ?, bytes_in = bytes_in + ?, bytes_out = bytes_out + ? "
                       "WHERE id = ?", [pi, po, bi, bo, sid])
 
-    def _write(self, ts_us: int, rows: int, checkpoint) -> None:
+    def _write(self, ts_us: int, rows: int, checkpoint, matched) -> dict:
         self._sql("INSERT INTO raw SELECT make_timestamp($ts), unit_oid, policy_oid, dir, "
                   "packets, bytes FROM acct_raw_batch", {"ts": ts_us})
         # An upsert in two joins: ON CONFLICT probes the key index once per
@@ -342,22 +324,9 @@ class Storage:
         if self.raw_retention is not None:
             self._sql("DELETE FROM raw WHERE ts < make_timestamp($cut)",
                       {"cut": ts_us - self.raw_retention * 1_000_000})
-        self._sql("DELETE FROM checkpoint")
-        for name, (keys, vals) in checkpoint.items():
-            if len(keys) != len(vals):
-                raise ValueError(f"checkpoint {name}: {len(keys)} keys, {len(vals)} values")
-            # only the counters: timestamps and flags are not part of a delta
-            # baseline, and leaving them out makes the flow checkpoint a fifth smaller
-            packed = _pack(vals)
-            kt, vt = _type_text(keys.dtype), _type_text(packed.dtype)
-            # one row per chunk of entries; always at least one, so an empty map
-            # is remembered as empty rather than missing
-            for i, lo in enumerate(range(0, max(len(keys), 1), CHUNK)):
-                k = np.ascontiguousarray(keys[lo:lo + CHUNK])
-                v = packed[lo:lo + CHUNK]
-                self._sql("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          [name, i, len(k), kt, vt, k.tobytes(), v.tobytes()])
+        adopt = self._checkpoint.write(self.con, self._sql, checkpoint, matched)
         self._sql("INSERT OR REPLACE INTO meta VALUES ('last_drain', ?)", [str(ts_us)])
+        return adopt
 
     def _write_tops(self, batch: Mapping[str, np.ndarray]) -> None:
         """The period tops: a drain upserts its day's rows only; the first
@@ -423,25 +392,10 @@ class Storage:
         checkpoint from another ABI would give wrong deltas, so it is refused
         rather than guessed at. An empty dict: nothing committed yet.
         """
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        rows = self.con.execute("SELECT map, n, key_type, val_type, keys, vals FROM checkpoint "
-                                "ORDER BY map, chunk").fetchall()
-        parts: dict[str, list] = {}
-        for name, n, kt, vt, kb, vb in rows:
-            if name not in types:
-                continue
-            ktype, vtype = np.dtype(types[name][0]), _counter_type(types[name][1])
-            if kt != _type_text(ktype) or vt != _type_text(vtype):
-                raise StorageError(f"{self.path}: checkpoint of {name} has another layout "
-                                   f"(ABI changed?); expected {_type_text(ktype)}")
-            k, v = np.frombuffer(kb, ktype), np.frombuffer(vb, vtype)
-            if len(k) != n or len(v) != n:
-                raise StorageError(f"{self.path}: checkpoint of {name} is truncated")
-            parts.setdefault(name, []).append((k, v))
-        for name, ps in parts.items():
-            out[name] = (np.concatenate([p[0] for p in ps]),
-                         _unpack(np.concatenate([p[1] for p in ps]), types[name][1]))
-        return out
+        try:
+            return self._checkpoint.load(self.con, types)
+        except CheckpointError as e:
+            raise StorageError(f"{self.path}: {e}") from None
 
     # --- sessions ---------------------------------------------------------------------
 

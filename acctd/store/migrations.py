@@ -13,8 +13,10 @@ oid a UINTEGER, as the datapath's rows carry it):
   rollup      kind, period_start, unit_oid, policy_oid, dir, packets, bytes:
               every drain's rows once per hour, day, week and month; primary
               key on all but the counters                      (NeTAMS SUMMARY)
-  checkpoint  map, chunk, n, key_type, val_type, keys, vals: the kernel
-              counters the committed rows correspond to
+  checkpoint_keys  map, slot, w0..w5: every checkpoint slot's key;
+  checkpoint_vals  map, chunk, n, key_type, val_type, vals, alive: their
+              counters, the kernel's the committed rows correspond to
+              (acctd/store/checkpoint.py)
   sys_policy  unit_oid, bits: system policies set at run time
   quota       unit_oid, spec; quota_state id, state (JSON)
   sessions    who held which address when, with exact counts
@@ -221,12 +223,55 @@ def _v10(con) -> None:
     """)  # no index: a drain's DELETE joins its keys against one scan
 
 
+def _v11(con) -> None:
+    """The checkpoint by slot (acctd/store/checkpoint.py), so a drain writes
+    the new keys and the changed counters only: each map's entries, in the
+    order the old table held them, become slots 0, 1, ..., all live."""
+    import numpy as np
+
+    from acctd.store import checkpoint as ck
+    con.execute(f"""
+        CREATE TABLE checkpoint_keys (
+            map VARCHAR NOT NULL, slot UBIGINT NOT NULL,
+            {", ".join(f"w{i} UBIGINT NOT NULL" for i in range(ck.KEY_WORDS))});
+        CREATE TABLE checkpoint_vals (
+            map VARCHAR NOT NULL, chunk INTEGER NOT NULL, n INTEGER NOT NULL,
+            key_type VARCHAR NOT NULL, val_type VARCHAR NOT NULL, vals BLOB NOT NULL,
+            alive BLOB, PRIMARY KEY (map, chunk));
+    """)
+    old: dict[str, list] = {}
+    for name, n, kt, vt, kb, vb in con.execute(
+            "SELECT map, n, key_type, val_type, keys, vals FROM checkpoint ORDER BY map, chunk"
+            ).fetchall():
+        old.setdefault(name, []).append((n, kt, vt, kb, vb))
+    for name, rows in old.items():
+        kt, vt = rows[0][1], rows[0][2]
+        keys, vals = b"".join(r[3] for r in rows), b"".join(r[4] for r in rows)
+        n = sum(r[0] for r in rows)
+        ksize, vsize = (len(keys) // n, len(vals) // n) if n else (0, 0)
+        w = ck.key_words(np.frombuffer(keys, np.dtype((np.void, ksize)))) if n else None
+        if n:
+            con.register("acct_v11_keys", {
+                "slot": np.arange(n, dtype=np.uint64),
+                **{f"w{i}": np.ascontiguousarray(w[:, i]) for i in range(ck.KEY_WORDS)}})
+            con.execute(f"INSERT INTO checkpoint_keys SELECT ?, slot, "
+                        f"{', '.join(f'w{i}' for i in range(ck.KEY_WORDS))} FROM acct_v11_keys",
+                        [name])
+            con.unregister("acct_v11_keys")
+        for chunk in range(max(-(-n // ck.CHUNK), 1)):
+            lo, hi = chunk * ck.CHUNK, min((chunk + 1) * ck.CHUNK, n)
+            con.execute("INSERT INTO checkpoint_vals VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                        [name, chunk, hi - lo, kt, vt, vals[lo * vsize:hi * vsize]])
+    con.execute("DROP TABLE checkpoint")
+
+
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                  (6, _v6),
                                                  (7, _v7),
                                                  (8, _v8),
                                                  (9, _v9),
-                                                 (10, _v10))
+                                                 (10, _v10),
+                                                 (11, _v11))
 VERSION = MIGRATIONS[-1][0]
 
 

@@ -60,7 +60,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
                        match=f"schema version 1, this acctd reads {migrations.VERSION}: start acctd"):
         Storage(path, read_only=True)
     with Storage(path) as st:
-        assert st.meta("schema_version") == str(migrations.VERSION) == "10"
+        assert st.meta("schema_version") == str(migrations.VERSION) == "11"
         assert st.meta("last_drain") == "7"
         assert st.con.execute("SELECT count(*) FROM rollup").fetchall() == [(2,)]
         tables = {r[0] for r in st.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -82,7 +82,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
 def test_a_new_database_runs_every_step_and_a_newer_one_is_refused(tmp_path):
     path = tmp_path / "new.duckdb"
     con = duckdb.connect(str(path))
-    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert migrations.upgrade(con, abi.ABI_VERSION) == []     # nothing twice
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()
@@ -104,3 +104,43 @@ def test_a_failing_step_leaves_the_version_it_had(tmp_path, monkeypatch):
     assert migrations.version_of(con) == 2   # step 2 is in, step 3 is not
     assert con.execute("SELECT count(*) FROM summary").fetchall() == [(2,)]
     con.close()
+
+
+def test_the_checkpoint_of_schema_1_is_read_by_slot_and_written_on(tmp_path):
+    """Step 11 keeps the whole-table checkpoint's chunks as slot rows: the
+    counters load as they were, and the next commit writes on from them."""
+    import numpy as np
+
+    from acctd.store.checkpoint import counter_type, pack, type_text
+    from acctd.store.rollup import rollup
+    path = tmp_path / "old.duckdb"
+    old_database(path)
+    keys = np.zeros(5, abi.FLOW_KEY)
+    keys["sport"] = np.arange(5) + 1000
+    vals = np.zeros(5, abi.FLOW_VAL)
+    vals["packets"], vals["bytes"] = np.arange(5) + 1, (np.arange(5) + 1) * 100
+    con = duckdb.connect(str(path))
+    for chunk, sl in ((0, slice(0, 3)), (1, slice(3, 5))):
+        con.execute("INSERT INTO checkpoint VALUES ('acct_flows', ?, ?, ?, ?, ?, ?)",
+                    [chunk, len(keys[sl]), type_text(abi.FLOW_KEY),
+                     type_text(counter_type(abi.FLOW_VAL)), keys[sl].tobytes(),
+                     pack(vals[sl]).tobytes()])
+    con.close()
+    with Storage(path) as st:
+        k, v = st.load_checkpoint()["acct_flows"]
+        assert (k == keys).all() and (v["packets"] == vals["packets"]).all()
+        assert (v["bytes"] == vals["bytes"]).all()
+        # flow 1 gone, flow 5 new, the rest moved
+        k2 = np.concatenate([keys[[0, 2, 3, 4]], keys[:1]])
+        k2["sport"][-1] = 2000
+        v2 = np.zeros(5, abi.FLOW_VAL)
+        v2["packets"] = [10, 30, 40, 50, 7]
+        none = {c: np.zeros(0, t) for c, t in (("unit_oid", np.uint32), ("policy_oid", np.uint32),
+                                              ("dir", np.uint8), ("packets", np.uint64),
+                                              ("bytes", np.uint64))}
+        st.commit(rollup(none, dt.datetime(2026, 11, 1, 13, tzinfo=dt.timezone.utc), dt.timezone.utc),
+                  {"acct_flows": (k2, v2)})
+    with Storage(path) as st:
+        k, v = st.load_checkpoint()["acct_flows"]
+    got = sorted(zip(k["sport"].tolist(), v["packets"].tolist()))
+    assert got == [(1000, 10), (1002, 30), (1003, 40), (1004, 50), (2000, 7)]

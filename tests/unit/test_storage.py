@@ -109,7 +109,8 @@ def run_daemon(db, last_step, tops=False):
                     us.match(local_addrs(d.keys)), plan, ts.astimezone(BERLIN))
         by = by_key(d.keys, d.values, a.keys, a.values) if tops else None
         db.commit(rollup(cells(c, uo, po), ts, BERLIN, by),
-                  {"acct_flows": flows.previous, "acct_addrs": addrs.previous})
+                  {"acct_flows": flows.previous, "acct_addrs": addrs.previous},
+                  matched={"acct_flows": (d.base, d.prev), "acct_addrs": (a.base, a.prev)})
 
 
 class KillAt(Storage):
@@ -220,7 +221,7 @@ def test_uncommitted_transaction_leaves_previous_commit(tmp_path):
         before = rollup_rows(db)
         db.con.execute("BEGIN")
         db.con.execute("UPDATE rollup SET packets = packets + 1")
-        db.con.execute("DELETE FROM checkpoint")
+        db.con.execute("DELETE FROM checkpoint_vals")
     # closed without COMMIT
     with open_db(path) as db:
         assert rollup_rows(db) == before
@@ -267,10 +268,10 @@ def test_checkpoint_keeps_counters_only(tmp_path):
 
 
 def test_checkpoint_spans_chunks_and_keeps_empty_maps(tmp_path, monkeypatch):
-    monkeypatch.setattr("acctd.store.database.CHUNK", 5)
+    monkeypatch.setattr("acctd.store.checkpoint.CHUNK", 5)
     with open_db(tmp_path / "f.duckdb") as db:
         run_daemon(db, 2)  # 48 flows: 10 chunks
-        assert db.con.execute("SELECT count(*) FROM checkpoint WHERE map = 'acct_flows'"
+        assert db.con.execute("SELECT count(*) FROM checkpoint_vals WHERE map = 'acct_flows'"
                               ).fetchall() == [(10,)]
         assert check_consistent_open(db) == 2
         db.commit(rollup(cells_none(), T0 + 3 * STEP, BERLIN),
@@ -384,24 +385,47 @@ def spawn(path, last_step, kill_at=0, tops=False, **kw):
                             cwd=ROOT, **kw)
 
 
+class Counted(Storage):
+    """Storage that counts the SQL statements of its commits."""
+
+    n = 0
+
+    def _sql(self, sql, params=None):
+        self.n += 1
+        return super()._sql(sql, params)
+
+
+def statements_of_a_resumed_commit(path) -> int:
+    with open_db(path) as db:
+        run_daemon(db, 1)
+    with Counted(path, BERLIN, raw_retention=365 * 86400) as db:
+        run_daemon(db, 2)
+        return db.n
+
+
 def test_sigkill_inside_commit_at_every_kind_of_statement(tmp_path):
     """Kill at statement n of the commits: before, inside and just after a COMMIT."""
+    # A commit that resumed from a checkpoint is BEGIN, raw, rollup update,
+    # rollup insert, retention, a delete and an insert of the flows' changed
+    # counter row, the same for the addresses', the two deletes of maps no
+    # longer named, meta, COMMIT (no key is new: nothing appended).
+    n = statements_of_a_resumed_commit(tmp_path / "count.duckdb")
+    assert n == 13
     path = tmp_path / "k.duckdb"
-    # A commit here is 10 statements: 1 BEGIN, 2 raw, 3 rollup update, 4 rollup
-    # insert, 5 retention, 6 delete checkpoint, 7 checkpoint flows, 8 checkpoint
-    # addrs, 9 meta, 10 COMMIT. Each child commits once, then dies at statement
-    # r of its second commit, having run the ones before it: r = 1 is "right
-    # after a COMMIT returned", r = 10 "everything but the COMMIT".
-    steps = [0]
-    for r in (1, 3, 4, 5, 7, 8, 10):
-        p = spawn(path, 20, 10 + r)
+    assert spawn(path, 1).wait(timeout=30) == 0  # a database with a checkpoint
+    # Each child resumes, commits once, then dies at statement r of its second
+    # commit, having run the ones before it: r = 1 is "right after a COMMIT
+    # returned", r = n "everything but the COMMIT".
+    steps = [1]
+    for r in range(1, n + 1):
+        p = spawn(path, 40, n + r)
         assert p.wait(timeout=30) == -signal.SIGKILL
         steps.append(check_consistent(path))
-    assert steps == list(range(8))  # exactly the first commit of each child survived
-    assert spawn(path, 20).wait(timeout=30) == 0
-    assert check_consistent(path) == 20
+    assert steps == list(range(1, n + 2))  # exactly the first commit of each child survived
+    assert spawn(path, 40).wait(timeout=30) == 0
+    assert check_consistent(path) == 40
     with open_db(path) as db:
-        assert rollup_rows(db) == reference(tmp_path, 20)
+        assert rollup_rows(db) == reference(tmp_path, 40)
 
 
 def test_sigkill_at_each_statement_of_the_first_commits_with_the_period_tops(tmp_path):
