@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from acctd.kernel import abi
+from acctd.kernel.drain import Deltas
 from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
 from acctd.model.units import Unit, UnitSet
 from acctd.model.units import oid_ints
@@ -82,7 +83,8 @@ def flows(n: int, n_units: int, seed: int = 0):
 
 def bench_pipeline(n_flows: int = 1_000_000, n_units: int = 10_000, n_policies: int = 10,
                    drains: int = 3, path: str | None = None, tops: bool = True,
-                   clock=time.perf_counter) -> float:
+                   clock=time.perf_counter, churn: float = 0.0,
+                   deltas_s: list[float] | None = None) -> float:
     """Flows per second from drained arrays to a committed drain (median of `drains`).
 
     Every drain carries all n_flows (each with a delta) and checkpoints the
@@ -92,6 +94,12 @@ def bench_pipeline(n_flows: int = 1_000_000, n_units: int = 10_000, n_policies: 
     address, the flows' ports and VLANs) are summed and upserted too.
     clock: wall time, or time.process_time for CPU time (DuckDB's threads
     included), steadier on a shared machine.
+    churn: the share of flows replaced by new ones before each drain, at
+    random places in the read (the checkpoint appends their keys, marks the
+    old ones dead and, every few drains, writes the table afresh).
+    Before each drain's clock starts, the counters' deltas are taken as the
+    daemon does (drain.Deltas, its time appended to `deltas_s`): their join
+    of the two reads is what the checkpoint finds its slots by.
     """
     us, plan = model(n_units, n_policies)
     keys, pk, by = flows(n_flows, n_units)
@@ -106,16 +114,39 @@ def bench_pipeline(n_flows: int = 1_000_000, n_units: int = 10_000, n_policies: 
     with tempfile.TemporaryDirectory() as tmp:
         db = Storage(path or os.path.join(tmp, "bench.duckdb"), ZONE)
         times = []
+        rng = np.random.default_rng(1)
+        deltas = Deltas()
         for k in range(drains + 1):
             now = T0 + dt.timedelta(seconds=30 * k)
+            if k and churn:
+                # flows end and others start; the kernel's read has the new ones
+                # among the old (by hash bucket), so every later entry moves on
+                m = int(n_flows * churn)
+                gone = rng.choice(n_flows, m, replace=False)
+                fresh = keys[gone].copy()
+                fresh["ifindex"] = 100 + k  # a key no earlier drain had
+                at = np.sort(rng.choice(n_flows - m, m))
+                keep = np.delete(np.arange(n_flows), gone)
+                order = np.insert(keep, at, gone)  # a new flow takes an old one's traffic
+                keys = np.insert(keys[keep], at, fresh)
+                pk, by = pk[order], by[order]
+                flow_vals = np.insert(flow_vals[keep], at, np.zeros(m, abi.FLOW_VAL))
+                moved = np.zeros(n_flows, abi.FLOW_VAL)
+                moved["packets"], moved["bytes"] = pk, by
+            flow_vals = flow_vals.copy()  # each drain reads arrays of its own
             flow_vals["packets"] += pk
             flow_vals["bytes"] += by
+            t = time.perf_counter()
+            d = deltas.update(keys, flow_vals)
+            if k and deltas_s is not None:
+                deltas_s.append(time.perf_counter() - t)
             t = clock()
             leaf = us.match(local_addrs(keys))
             counts = account(keys, pk, by, leaf, plan, now.astimezone(ZONE))
             tops_rows = by_key(keys, moved, addr_keys, addr_vals) if tops else None
             r = rollup(cells(counts, uo, po), now, ZONE, tops_rows)
-            db.commit(r, {"acct_flows": (keys, flow_vals), "acct_addrs": (addr_keys, addr_vals)})
+            db.commit(r, {"acct_flows": (keys, flow_vals), "acct_addrs": (addr_keys, addr_vals)},
+                      matched={"acct_flows": (d.base, d.prev)})
             if k:
                 times.append(clock() - t)
         db.close()
@@ -171,7 +202,15 @@ def bench_perf_record(n: int = 2000) -> float:
 
 
 def main() -> None:
-    emit("control.pipeline_flows_per_s.flows_1m", bench_pipeline(), "flows/s")
+    steady, churned = [], []
+    emit("control.pipeline_flows_per_s.flows_1m", bench_pipeline(deltas_s=steady), "flows/s")
+    # a tenth of the flows new at every drain, over enough drains that the
+    # checkpoint is written afresh once (at half its slots dead)
+    emit("control.pipeline_flows_per_s.flows_1m_churn_10pct",
+         bench_pipeline(drains=12, churn=0.1, deltas_s=churned), "flows/s")
+    # the drain's own join of two reads (before the pipeline; its clock is apart)
+    emit("control.deltas_s.flows_1m", statistics.median(steady), "s")
+    emit("control.deltas_s.flows_1m_churn_10pct", statistics.median(churned), "s")
     # what the period tops cost a drain (CPU with them / without): 1M flows of 10k
     # addresses, and 64k addresses every one of which moved
     emit("control.pipeline_tops_cpu_ratio.flows_1m", tops_cost(1_000_000, 10_000), "ratio")
