@@ -204,7 +204,8 @@ class Deltas:
         if base is not None and len(base) and len(keys):
             prev_idx = self._index.find(keys, h)
             hit = prev_idx >= 0
-            prev = self._vals[np.where(hit, prev_idx, 0)]
+            # gathered as words: a structured dtype's gather is three times slower
+            prev = _rows(self._vals)[np.where(hit, prev_idx, 0)].view(vals.dtype).reshape(len(keys))
             for f in fields:
                 cur, old = vals[f], prev[f]
                 # any counter going backwards -> the entry was re-created
