@@ -627,16 +627,11 @@ class Daemon:
         if not len(idle):
             return None
         m = self.dp.maps["acct_flows"]
-        keys, vals = [], []
-        for k in idle:
-            v = m.lookup_and_delete(k)
-            if v is not None:
-                keys.append(k)
-                vals.append(drain.reduce_percpu(v[None])[0])
-        if not keys:
+        found, vals = m.take(idle)
+        if not found.any():
             return None
-        self.flows_reaped += len(keys)
-        return np.array(keys, abi.FLOW_KEY), np.array(vals, abi.FLOW_VAL)
+        self.flows_reaped += int(found.sum())
+        return idle[found], drain.reduce_percpu(vals[found])
 
     def _flow_counts(self) -> tuple[int, int]:
         """(flows ever inserted, flows live now) in the kernel's flow table."""

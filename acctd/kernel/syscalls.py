@@ -318,6 +318,26 @@ class Map:
             raise
         return v[0]
 
+    def take(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """lookup_and_delete of many keys: (found mask, their values, per
+        CPU as read). The kernel has no keyed batch of it, so it is one call
+        per key, but from one attr and one buffer: no numpy per key."""
+        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
+        vals = self._value_buf(len(keys))
+        found = np.zeros(len(keys), bool)
+        a = _attr()
+        kstep, vstep = keys.itemsize, vals.itemsize * (self.ncpus if self.percpu else 1)
+        k0, v0 = _addr(keys), _addr(vals)
+        for i in range(len(keys)):
+            struct.pack_into("=IIQQQ", a, 0, self.fd, 0, k0 + i * kstep, v0 + i * vstep, 0)
+            try:
+                _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, a)
+                found[i] = True
+            except BpfError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+        return found, vals
+
     def delete_batch(self, keys: np.ndarray) -> int:
         keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
         if len(keys) == 0:

@@ -126,3 +126,23 @@ def test_drain_allocates_only_its_result(flows):
     scratch = flows.threads * flows.BATCH * (abi.FLOW_KEY.itemsize
                                              + flows.ncpus * abi.FLOW_VAL.itemsize)
     assert peak <= rows * (abi.FLOW_KEY.itemsize + abi.FLOW_VAL.itemsize) + scratch + 2 ** 20
+
+
+def test_take_returns_each_found_entry_once_and_deletes_it(flows):
+    """The reaper's lookup-and-delete of many keys: the entries there come
+    back with every CPU's copy and are gone; keys not there are said to be
+    missing, and a second take finds nothing."""
+    keys, vals = fill(flows, 5000)
+    missing = keys[:300].copy()
+    missing["ifindex"] = 99
+    ask = np.concatenate([keys[::7], missing])
+    found, got = flows.take(ask)
+    assert found.tolist() == [True] * len(keys[::7]) + [False] * 300
+    want = expected(vals[::7])
+    red = drain.reduce_percpu(got[found])
+    for f in want:
+        assert (red[f] == want[f]).all(), f
+    left, _ = flows.read_all()
+    assert len(left) == 5000 - len(keys[::7])
+    again, _ = flows.take(keys[::7])
+    assert not again.any()
