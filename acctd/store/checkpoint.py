@@ -269,7 +269,10 @@ class Checkpoint:
             words = np.stack([np.asarray(r[f"w{i}"], np.uint64) for i in range(KEY_WORDS)], 1)
             keys = from_words(words, np.dtype(types[name][0]))
             lk, lv = keys[alive], unpack(vals[alive], types[name][1])
-            # the live entries in slot order are the read the next drain's deltas start from
-            self.images[name] = Image(keys, vals.copy(), alive, lk, np.flatnonzero(alive))
+            if all(len(p[0]) == CHUNK for p in ps[:-1]):
+                # the live entries in slot order are the read the next drain's deltas start from
+                self.images[name] = Image(keys, vals.copy(), alive, lk, np.flatnonzero(alive))
+            else:  # rows of another CHUNK: the next commit writes the map afresh
+                self.images.pop(name, None)
             out[name] = lk, lv
         return out
