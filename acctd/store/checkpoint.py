@@ -180,7 +180,7 @@ class Checkpoint:
                     out[name] = nxt
                     continue
             out[name] = self._write_afresh(con, sql, name, keys, packed)
-        # maps no longer named (cheap: a handful of rows, one scan of a slot column)
+        # maps no longer named (one scan of each table's map column)
         sql("DELETE FROM checkpoint_keys WHERE NOT list_contains($m, map)", {"m": list(out)})
         sql("DELETE FROM checkpoint_vals WHERE NOT list_contains($m, map)", {"m": list(out)})
         return out
