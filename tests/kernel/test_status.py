@@ -38,13 +38,14 @@ def small_fs(tmp_path):
 
 
 def fill(path) -> None:
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as e:
-            assert e.errno == 28   # ENOSPC
+    """Every byte of the file system: a write that needs a new page fails."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                assert e.errno == 28   # ENOSPC
 
 
 def status_lines(sock: str) -> list[str]:
@@ -57,6 +58,10 @@ def test_status_shows_commits_failing_on_a_full_disk(datapath, small_fs, tmp_pat
     cfg = loads(CONFIG.format(db=small_fs / "acctd.duckdb"), str(tmp_path / "acctd.toml"))
     d = Daemon(cfg, datapath.sizes)   # the session's pins: nothing to compile
     d.start()
+    # each commit folds its WAL: the failing one must start a WAL of its own
+    # (a drain with nothing new writes a few hundred bytes, which the last
+    # page of a WAL already there could hold)
+    d.storage.checkpoint_every = 0
     srv = ctl.ControlServer(str(tmp_path / "ctl.sock"), d.dispatcher)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01},
                      daemon=True).start()
