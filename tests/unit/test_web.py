@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -616,6 +617,27 @@ def test_an_account_holder_logs_in_with_billings_password_and_sees_only_their_ow
         client.call(srv.path, "web-login", name="acme", password="beta-pass", account=True)
     with pytest.raises(PermissionDenied, match="wrong account name or password"):
         client.call(srv.path, "web-login", name="nobody", password="x", account=True)
+
+
+def test_an_unknown_account_name_costs_a_password_check_too(holders):
+    """No probing for account names by the time an answer takes: an unknown
+    name (or an account without a password) pays the argon2 work a wrong
+    password does (here a hasher of about 50 ms, against ~1 ms without)."""
+    from acctd.services.billing.service import BillingService
+    d, srv, app = holders
+    d.services["login"].table.hasher = PasswordHasher(time_cost=2, memory_cost=32768,
+                                                      parallelism=1)
+    d.call("billing-account-set", account="acme", words=["password", "acme-pass2"])
+    billing = d.service(BillingService)
+
+    def took(name):
+        t = time.perf_counter()
+        with pytest.raises(PermissionDenied, match="wrong account name or password"):
+            billing.verify(name, "not-it")
+        return time.perf_counter() - t
+    known = min(took("acme") for _ in range(3))
+    for name in ("nobody", "beta-typo"):
+        assert min(took(name) for _ in range(3)) > known / 3, name
 
 
 def test_every_subscriber_command_is_scoped_by_an_argument_the_daemon_fixes():

@@ -426,10 +426,12 @@ class BillingService(Service):
                 a = accounts.find(self.con, account)
             except AccountError:
                 a = None
+            hasher = self.core.service(LoginService).table.hasher
             try:
                 if a is None or not a.password:
+                    hasher.hash(password)  # the cost of a check: no probing names by timing
                     raise VerificationError
-                self.core.service(LoginService).table.hasher.verify(a.password, password)
+                hasher.verify(a.password, password)
             except (VerificationError, InvalidHashError):
                 raise PermissionDenied("wrong account name or password") from None
             return a.name
