@@ -37,7 +37,8 @@ struct acct_ctx {
 };
 
 /* A parsed packet: the flow key without ifindex/dir, and the lengths the
- * byte count needs. */
+ * byte count needs. Aligned to 8: its words are moved whole (acct_word64
+ * below), and the verifier refuses unaligned stack accesses. */
 struct acct_pkt {
 	struct acct_flow_key key;
 	__u32 l3_off;		/* from data to the IP header */
@@ -46,15 +47,30 @@ struct acct_pkt {
 	__u32 ip_len;		/* IP-layer length from the header, 0 for BIG TCP */
 	__u32 tcp_flags;
 	__u32 health;		/* ACCT_H_* bit flags noticed while parsing */
-};
+} __attribute__((aligned(8)));
 
 /* Where each packet's struct acct_pkt starts: zeroes, read from a map and
  * not written as constants, so the verifier sees every field as unknown on
  * every path. The parser's paths then look alike where they meet and it
  * merges them; with a zeroed stack struct it tells apart which fields each
  * path wrote and walks enforcement once per pattern, past its budget of 1M
- * instructions on 6.1. Internal to a build: never written, never pinned. */
-BPF_ARRAY(acct_pkt_zero, struct acct_pkt, 1);
+ * instructions on 6.1. One zero word, stored into each word of the struct
+ * (acct_pkt_clear). Internal to a build: never written, never pinned. */
+BPF_ARRAY(acct_pkt_zero, __u64, 1);
+
+/* Whole words of struct acct_pkt's fields (and of other byte arrays),
+ * accessed as what they are: may_alias lets them overlap any field. */
+typedef __u32 __attribute__((__may_alias__)) acct_word32;
+typedef __u64 __attribute__((__may_alias__)) acct_word64;
+
+static __always_inline void acct_pkt_clear(struct acct_pkt *p, __u64 zero)
+{
+	acct_word64 *w = (acct_word64 *)p;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*p) / 8; i++)
+		w[i] = zero;
+}
 
 enum acct_parse_rc {
 	ACCT_PARSE_OK = 0,
@@ -65,12 +81,45 @@ enum acct_parse_rc {
 
 #define ACCT_PKT_H(bit) (1u << (bit))
 
-/* IPv4 addresses are stored IPv4-mapped: ::ffff:a.b.c.d */
-static __always_inline void acct_addr_from_v4(__u8 *dst, const void *src)
+/* The flow key is hashed and compared in 4- and 8-byte words. A word
+ * written by several narrower stores, still in flight, cannot be forwarded
+ * to such a load, which then waits for them to reach the cache: its small
+ * fields are written a word at a time, composed in memory order. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ACCT_WORD16(first, second) ((__u32)(first) | ((__u32)(second) << 16))
+#define ACCT_WORD8(b0, b1, b2, b3) ((__u32)(b0) | ((__u32)(b1) << 8) | \
+				    ((__u32)(b2) << 16) | ((__u32)(b3) << 24))
+#else
+#define ACCT_WORD16(first, second) (((__u32)(first) << 16) | (__u32)(second))
+#define ACCT_WORD8(b0, b1, b2, b3) (((__u32)(b0) << 24) | ((__u32)(b1) << 16) | \
+				    ((__u32)(b2) << 8) | (__u32)(b3))
+#endif
+
+/* dir, ip_ver, proto and tos: dir is 0 until acct_classify sets it. */
+static __always_inline void acct_key_l3(struct acct_pkt *p, __u8 ip_ver, __u8 proto, __u8 tos)
 {
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, src, 4);
+	*(acct_word32 *)&p->key.dir = ACCT_WORD8(0, ip_ver, proto, tos);
+}
+
+/* IPv4 addresses are stored IPv4-mapped: ::ffff:a.b.c.d. Bytes 8-15 in
+ * one store (acct_addr_copy reads them so); 0-7 are struct acct_pkt's
+ * zeroes. */
+static __always_inline void acct_addr_from_v4(__u8 *dst, __be32 addr)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	*(acct_word64 *)(dst + 8) = ((__u64)addr << 32) | 0xffff0000;
+#else
+	*(acct_word64 *)(dst + 8) = 0x0000ffff00000000ULL | addr;
+#endif
+}
+
+/* 16 address bytes between two 8-byte aligned places (struct acct_pkt's
+ * addresses, a local struct acct_addr_key), in two moves: a memcpy of u8
+ * arrays is 16 byte loads and as many shifts and ORs. */
+static __always_inline void acct_addr_copy(__u8 *dst, const __u8 *src)
+{
+	((acct_word64 *)dst)[0] = ((const acct_word64 *)src)[0];
+	((acct_word64 *)dst)[1] = ((const acct_word64 *)src)[1];
 }
 
 /* The skb's linear area as it is now: read afresh (volatile, so the
@@ -156,8 +205,8 @@ static __always_inline void acct_parse_l4(struct acct_ctx *c, __u32 off, __u32 a
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		h = avail >= 2 ? acct_hdr(c, off, 2) : NULL;
 		if (h) {
-			p->key.sport = h[0];	/* type */
-			p->key.dport = h[1];	/* code */
+			/* type, code */
+			*(acct_word32 *)&p->key.sport = ACCT_WORD16(h[0], h[1]);
 		} else {
 			p->health |= ACCT_PKT_H(ACCT_H_TRUNCATED);
 		}
@@ -170,8 +219,7 @@ static __always_inline void acct_parse_l4(struct acct_ctx *c, __u32 off, __u32 a
 	if (!h)
 		return;
 ports:
-	p->key.sport = ((__u16)h[0] << 8) | h[1];
-	p->key.dport = ((__u16)h[2] << 8) | h[3];
+	*(acct_word32 *)&p->key.sport = ACCT_WORD16(bpf_ntohs(*(__be16 *)h), bpf_ntohs(*(__be16 *)(h + 2)));
 }
 
 static __always_inline int acct_parse_ipv4(struct acct_ctx *c, struct acct_pkt *p)
@@ -189,11 +237,9 @@ static __always_inline int acct_parse_ipv4(struct acct_ctx *c, struct acct_pkt *
 	if (tot ? tot < ihl || !acct_frame_holds(c, l3, tot) : c->gso_segs <= 1)
 		return ACCT_PARSE_MALFORMED;
 
-	p->key.ip_ver = 4;
-	p->key.proto = iph->protocol;
-	p->key.tos = iph->tos & 0xfc;	/* ECN marks would split flows */
-	acct_addr_from_v4(p->key.saddr, &iph->saddr);
-	acct_addr_from_v4(p->key.daddr, &iph->daddr);
+	acct_key_l3(p, 4, iph->protocol, iph->tos & 0xfc);	/* ECN marks would split flows */
+	acct_addr_from_v4(p->key.saddr, iph->saddr);
+	acct_addr_from_v4(p->key.daddr, iph->daddr);
 	p->l3_hdr_len = ihl;
 	p->ip_len = tot;
 
@@ -233,8 +279,7 @@ static __always_inline int acct_parse_ipv6(struct acct_ctx *c, struct acct_pkt *
 	if (plen && !acct_frame_holds(c, l3, plen + 40))
 		return ACCT_PARSE_MALFORMED;
 
-	p->key.ip_ver = 6;
-	p->key.tos = ((ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4)) & 0xfc;
+	__u8 tos = ((ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4)) & 0xfc;
 	__builtin_memcpy(p->key.saddr, &ip6h->saddr, 16);
 	__builtin_memcpy(p->key.daddr, &ip6h->daddr, 16);
 	__u8 nexthdr = ip6h->nexthdr;
@@ -274,7 +319,7 @@ static __always_inline int acct_parse_ipv6(struct acct_ctx *c, struct acct_pkt *
 		len = c->wire_len - l3;
 	if (off > len)
 		return ACCT_PARSE_MALFORMED;	/* headers past the packet's end */
-	p->key.proto = nexthdr;
+	acct_key_l3(p, 6, nexthdr, tos);
 	p->l3_hdr_len = off;
 	p->ip_len = plen || jumbo ? len : 0;
 	if (ACCT_IPV6_EXT(nexthdr)) {
@@ -298,7 +343,7 @@ static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
 
 	if (!eth)
 		return ACCT_PARSE_TRUNCATED;
-	__u16 proto = ((__u16)eth[12] << 8) | eth[13];
+	__u16 proto = bpf_ntohs(*(__be16 *)(eth + 12));
 	__u32 off = ACCT_ETH_HLEN;
 
 	/* A tag the driver stripped into metadata was the outermost one. */
@@ -314,17 +359,16 @@ static __always_inline int acct_parse(struct acct_ctx *c, struct acct_pkt *p)
 		__u8 *tag = acct_hdr(c, off, 4);
 		if (!tag)
 			return ACCT_PARSE_TRUNCATED;
-		__u16 vid = ACCT_VLAN_VID(((__u16)tag[0] << 8) | tag[1]);
+		__u16 vid = ACCT_VLAN_VID(bpf_ntohs(*(__be16 *)tag));
 		if (ntags == 0)
 			outer = vid;
 		else if (ntags == 1)
 			inner = vid;
 		ntags++;
-		proto = ((__u16)tag[2] << 8) | tag[3];
+		proto = bpf_ntohs(*(__be16 *)(tag + 2));
 		off += 4;
 	}
-	p->key.vlan_outer = outer;
-	p->key.vlan_inner = inner;
+	*(acct_word32 *)&p->key.vlan_outer = ACCT_WORD16(outer, inner);
 	p->l3_off = off;
 
 	if (proto == ACCT_ETH_P_IP)
@@ -693,7 +737,7 @@ static __always_inline void acct_classify(const struct acct_ctx *c, const struct
 		l->dir = c->egress ? ACCT_DIR_IN : ACCT_DIR_OUT;
 	else
 		l->dir = c->egress ? ACCT_DIR_OUT : ACCT_DIR_IN;
-	__builtin_memcpy(ak->addr, l->dir == ACCT_DIR_OUT ? p->key.saddr : p->key.daddr, 16);
+	acct_addr_copy(ak->addr, l->dir == ACCT_DIR_OUT ? p->key.saddr : p->key.daddr);
 
 	__u32 zero = 0;
 	l->meta = acct_meta.lookup(&zero);
@@ -712,8 +756,13 @@ static __always_inline void acct_classify(const struct acct_ctx *c, const struct
 	 * costs a fraction of bpf_ktime_get_ns(). */
 	l->now = bpf_ktime_get_coarse_ns();
 
-	p->key.ifindex = c->ifindex;
-	p->key.dir = l->dir;
+	/* ifindex and the word acct_key_l3 wrote, now with dir, in one store */
+	__u64 l3 = *(acct_word32 *)&p->key.dir | ACCT_WORD8(l->dir, 0, 0, 0);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	*(acct_word64 *)&p->key.ifindex = c->ifindex | (l3 << 32);
+#else
+	*(acct_word64 *)&p->key.ifindex = ((__u64)c->ifindex << 32) | l3;
+#endif
 }
 
 /* Whether fw-policies and rate limits apply at this hook (see acct_enforce):
@@ -808,17 +857,18 @@ static __always_inline int acct_packet(struct acct_ctx *c)
 		return ACCT_VERDICT_PASS;
 
 	__u32 zero = 0;
-	struct acct_pkt *blank = acct_pkt_zero.lookup(&zero);
+	__u64 *blank = acct_pkt_zero.lookup(&zero);
 	if (!blank)
 		return ACCT_VERDICT_PASS;	/* an array's only element: never */
-	struct acct_pkt p = *blank;
+	struct acct_pkt p;
+	acct_pkt_clear(&p, *blank);
 	if (!acct_parse_packet(c, h.st, &p))
 		return ACCT_VERDICT_PASS;
 
 	struct acct_size n;
 	acct_measure(c, &p, &n);
 
-	struct acct_addr_key ak = {};
+	struct acct_addr_key ak __attribute__((aligned(8))) = {};	/* acct_addr_copy */
 	struct acct_local l;
 	acct_classify(c, &h, &p, &ak, &l);
 
