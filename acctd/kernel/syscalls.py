@@ -304,24 +304,11 @@ class Map:
             raise
         return True
 
-    def lookup_and_delete(self, key) -> np.ndarray | None:
-        """Atomically take an entry's final value (for reaping idle flows)."""
-        k = np.asarray(key, dtype=self.key_dtype).reshape(1)
-        v = self._value_buf(1)
-        a = _attr()
-        struct.pack_into("=IIQQQ", a, 0, self.fd, 0, _addr(k), _addr(v), 0)
-        try:
-            _bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, a)
-        except BpfError as e:
-            if e.errno == errno.ENOENT:
-                return None
-            raise
-        return v[0]
-
     def take(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """lookup_and_delete of many keys: (found mask, their values, per
-        CPU as read). The kernel has no keyed batch of it, so it is one call
-        per key, but from one attr and one buffer: no numpy per key."""
+        """Atomically take entries' final values out (reaping idle flows):
+        (found mask, their values, per CPU as read). The kernel has no keyed
+        batch of BPF_MAP_LOOKUP_AND_DELETE_ELEM, so it is one call per key,
+        but from one attr and one buffer: no numpy per key."""
         keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
         vals = self._value_buf(len(keys))
         found = np.zeros(len(keys), bool)
