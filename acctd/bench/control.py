@@ -22,7 +22,7 @@ import numpy as np
 
 from acctd.kernel import abi
 from acctd.kernel.drain import Deltas
-from acctd.model.policies import AcctPlan, PolicySet, PolicySpec, account, local_addrs
+from acctd.model.policies import AcctPlan, FlowView, PolicySet, PolicySpec, account
 from acctd.model.units import Unit, UnitSet
 from acctd.model.units import oid_ints
 from acctd.store.database import Storage
@@ -142,8 +142,9 @@ def bench_pipeline(n_flows: int = 1_000_000, n_units: int = 10_000, n_policies: 
             if k and deltas_s is not None:
                 deltas_s.append(time.perf_counter() - t)
             t = clock()
-            leaf = us.match(local_addrs(keys))
-            counts = account(keys, pk, by, leaf, plan, now.astimezone(ZONE))
+            view = FlowView(keys)  # as store.interval.columns does
+            leaf = us.match_flows(view)
+            counts = account(view, pk, by, leaf, plan, now.astimezone(ZONE))
             tops_rows = by_key(keys, moved, addr_keys, addr_vals) if tops else None
             r = rollup(cells(counts, uo, po), now, ZONE, tops_rows)
             db.commit(r, {"acct_flows": (keys, flow_vals), "acct_addrs": (addr_keys, addr_vals)},

@@ -773,7 +773,8 @@ def account(flows, packets: np.ndarray, bytes_: np.ndarray, leaf: np.ndarray, pl
             now: dt.datetime, units: UnitSet | None = None) -> Counts:
     """Packets and bytes per (unit, acct entry, dir) for one drain.
 
-    flows: abi.FLOW_KEY array (or mapping of its columns); packets/bytes_:
+    flows: abi.FLOW_KEY array (or mapping of its columns, or a FlowView of
+    them, whose derived columns are then shared); packets/bytes_:
     per-flow deltas; leaf: the most specific unit of each flow's local address
     (UnitSet.match), -1 for none; now: the drain's local time for `time`/`day`
     targets, e.g. datetime.now(cfg.processor.zone);
@@ -784,7 +785,7 @@ def account(flows, packets: np.ndarray, bytes_: np.ndarray, leaf: np.ndarray, pl
     resolved per distinct signature, not per flow.
     """
     units = units or plan.units
-    view = FlowView(flows)
+    view = flows if isinstance(flows, FlowView) else FlowView(flows)
     n_units, n_entries = len(units), plan.n_entries
     packets = np.asarray(packets, dtype=np.uint64)
     bytes_ = np.asarray(bytes_, dtype=np.uint64)

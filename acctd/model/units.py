@@ -269,6 +269,11 @@ class UnitSet:
     def match(self, addrs: np.ndarray) -> np.ndarray:
         return self.matcher.match(addrs)
 
+    def match_flows(self, view) -> np.ndarray:
+        """The unit of each flow's local address, from a policies.FlowView
+        (its address halves, which the policies' address terms use too)."""
+        return self.matcher.match_split(view["l_hi"], view["l_lo"])
+
     def bind(self, name: str, addr: str | bytes | None) -> UnitSet:
         """A copy with user `name` bound to `addr` (None unbinds); indexes unchanged."""
         i = self.find(name)

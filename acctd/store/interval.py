@@ -56,9 +56,9 @@ def columns(model: Snapshot, now: dt.datetime, flow_keys: np.ndarray, flow_vals:
 
     now: the drain's local time (for `time`/`day` policies); unattr_*: per dir,
     what the kernel could not attribute to an address (address table full)."""
-    leaf = model.units.match(policies.local_addrs(flow_keys)) if len(flow_keys) else \
-        np.zeros(0, np.int32)
-    counts = policies.account(flow_keys, flow_vals["packets"], flow_vals["bytes"], leaf,
+    view = policies.FlowView(flow_keys)  # the address halves: units and policies both
+    leaf = model.units.match_flows(view) if len(flow_keys) else np.zeros(0, np.int32)
+    counts = policies.account(view, flow_vals["packets"], flow_vals["bytes"], leaf,
                             model.plan, now, model.units)
     parts = [rollup.cells(counts, model.unit_oids, model.policy_oids, totals=False)]
 
