@@ -107,9 +107,10 @@ def key_hash(keys: np.ndarray) -> np.ndarray:
     return h
 
 
-def _rows(keys: np.ndarray) -> np.ndarray:
-    """Each key as a row of the widest words its size allows, for comparing
-    whole keys (six words of a flow key, not 48 bytes: eight times fewer)."""
+def as_words(keys: np.ndarray) -> np.ndarray:
+    """Each element (a key, a value) as a row of the widest words its size
+    allows, for comparing and gathering whole elements (six words of a flow
+    key, not 48 bytes: eight times fewer)."""
     size = keys.dtype.itemsize
     word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8)
                 if size % np.dtype(w).itemsize == 0)
@@ -144,7 +145,7 @@ class KeyIndex:
         at, cand = q[hit], self._order[pos[hit]]
         # the whole key, not the hash: a collision is not found, never wrongly found
         # (rows gathered as words: gathering a structured dtype is three times slower)
-        same = (_rows(keys)[at] == _rows(self.keys)[cand]).all(axis=1)
+        same = (as_words(keys)[at] == as_words(self.keys)[cand]).all(axis=1)
         out[at[same]] = cand[same]
         return out
 
@@ -205,7 +206,8 @@ class Deltas:
             prev_idx = self._index.find(keys, h)
             hit = prev_idx >= 0
             # gathered as words: a structured dtype's gather is three times slower
-            prev = _rows(self._vals)[np.where(hit, prev_idx, 0)].view(vals.dtype).reshape(len(keys))
+            prev = as_words(self._vals)[np.where(hit, prev_idx, 0)].view(vals.dtype)
+            prev = prev.reshape(len(keys))
             for f in fields:
                 cur, old = vals[f], prev[f]
                 # any counter going backwards -> the entry was re-created

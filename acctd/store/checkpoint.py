@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from acctd.errors import AcctError
-from acctd.kernel.drain import KeyIndex, counter_fields, key_hash
+from acctd.kernel.drain import KeyIndex, as_words, counter_fields, key_hash
 
 CHUNK = 1 << 16   # slots per counter row: large blobs, few rows
 KEY_WORDS = 6     # a key is at most six 64-bit words (a flow key is 48 bytes)
@@ -81,10 +81,6 @@ def from_words(words: np.ndarray, t: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(raw[:, :t.itemsize]).view(t).reshape(len(words))
 
 
-def _rows(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).view(np.uint8).reshape(len(a), a.dtype.itemsize)
-
-
 class Image:
     """One map's checkpoint as the file holds it: every slot's key, counters
     and whether it is live; and which slot each entry of the read it was
@@ -101,11 +97,6 @@ class Image:
         n = len(keys)
         return cls(keys, vals, np.ones(n, bool), keys, np.arange(n))
 
-    def live(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.alive.all():
-            return self.keys, self.vals
-        return self.keys[self.alive], self.vals[self.alive]
-
     def slots_of(self, keys: np.ndarray, match: tuple[np.ndarray | None, np.ndarray] | None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         """Each key's slot, -1 for a key the image never held; and the keys'
@@ -118,7 +109,8 @@ class Image:
                 return np.full(len(keys), -1, np.int64), None
             return np.where(prev >= 0, self.read_slots[np.maximum(prev, 0)], -1), None
         n = len(self.keys)
-        if len(keys) == n and self.alive.all() and np.array_equal(_rows(keys), _rows(self.keys)):
+        if (len(keys) == n and self.alive.all()
+                and np.array_equal(as_words(keys), as_words(self.keys))):
             return np.arange(n), None  # the same keys in the same order: a quiet table
         h = key_hash(keys)
         if self._index is None:
@@ -221,7 +213,7 @@ class Checkpoint:
 
     def _write_changes(self, con, sql: Callable, name: str, old: Image, new: Image) -> None:
         self._append_keys(con, sql, name, new.keys[len(old.keys):], len(old.keys))
-        ov, nv = _rows(old.vals), _rows(new.vals)
+        ov, nv = as_words(old.vals), as_words(new.vals)
 
         def changed(c: int) -> bool:
             s = slice(c * CHUNK, (c + 1) * CHUNK)

@@ -166,7 +166,8 @@ def test_a_key_read_twice_loads_twice_in_the_order_read(tmp_path, which):
         deltas = Deltas()
         drain(db, deltas, 3)
         keys, vals = kernel(4)
-        i = np.flatnonzero(np.isin(keys["sport"], kernel(3)[0]["sport"]) == (which == "an old flow"))[0]
+        old = np.isin(keys["sport"], kernel(3)[0]["sport"])
+        i = np.flatnonzero(old == (which == "an old flow"))[0]
         keys = np.concatenate([keys, keys[i:i + 1]])
         vals = np.concatenate([vals, vals[i:i + 1]])
         vals["packets"][-1] += 1000
