@@ -24,6 +24,7 @@ import pytest
 from .topology import LINKS, Topology, Traffic, wire_ip_totals
 from acctd.services.alerter import AlerterService
 from acctd.services.quota import QuotaService
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
@@ -367,9 +368,7 @@ def test_hour_quota_blocks_in_the_kernel_and_the_next_hour_lets_through(wire, tm
             self.got.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
             return "250 OK"
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        smtp_port = probe.getsockname()[1]
+    smtp_port = free_port()
     sink = Sink()
     smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     smtp.start()

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from . import test_web_browser as browser_tier
-from tests.unit.daemon_stub import free_port
+from tests.ports import free_port
 from tests.peer import missing_peer
 
 gateway = browser_tier.gateway  # the module's testbed and daemon, a fixture

@@ -28,7 +28,7 @@ from argon2 import PasswordHasher
 
 from .gateway import STORED
 from .topology import LINKS, Topology, remove_stale
-from tests.unit.daemon_stub import free_port
+from tests.ports import free_port
 from tests.peer import missing_peer
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.slow]

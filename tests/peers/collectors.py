@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 
-from tests.radius.conftest import free_udp_port
+from tests.ports import free_port
 from tests.peer import missing_peer
 
 
@@ -55,7 +55,7 @@ class Nfcapd(Collector):
             missing_peer("nfcapd/nfdump not installed (Debian package nfdump)")
         self.dir = tmp_path / "nfcapd"
         self.dir.mkdir()
-        self.port = port or free_udp_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             # -B: a socket buffer that holds a whole large batch (the default,
             # about 200 KB, overflows at ~150 datagrams sent at once)
@@ -110,7 +110,7 @@ class Nfacctd(Collector):
             missing_peer("nfacctd not installed (Debian package pmacct)")
         self.dir = tmp_path / "nfacctd"
         self.dir.mkdir()
-        self.port = free_udp_port()
+        self.port = free_port()
         self.out = self.dir / "flows.csv"
         conf = self.dir / "nfacctd.conf"
         conf.write_text(f"daemonize: false\nnfacctd_ip: 127.0.0.1\nnfacctd_port: {self.port}\n"

@@ -26,6 +26,7 @@ import pytest
 
 from acctd.aaa import radius
 from tests.peer import missing_peer
+from tests.ports import free_port
 
 DEBIAN_SQL = Path("/etc/freeradius/3.0/mods-config/sql/main/sqlite")
 SECRET = "acctd test secret / 7e1f"
@@ -44,12 +45,6 @@ _LOG_FORMAT = "|".join((
     "%{User-Name}", "%{Framed-IP-Address}", "%{Framed-IPv6-Address}", "%{Framed-IPv6-Prefix}",
     "%{NAS-IP-Address}", "%{NAS-Identifier}",
     "%{Message-Authenticator}"))
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def radiusd_paths(d: Path) -> str:
@@ -293,7 +288,7 @@ def freeradius(tmp_path):
         if not os.access(DEBIAN_SQL / f, os.R_OK):
             missing_peer(f"cannot read {DEBIAN_SQL / f}: needs root or the freerad group "
                          f"(and apt-get install {PACKAGES})")
-    server = FreeRadius(tmp_path / "raddb", free_udp_port())
+    server = FreeRadius(tmp_path / "raddb", free_port())
     server.start()
     try:
         yield server

@@ -65,7 +65,7 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
     from acctd.kernel.build import Sizes
     from acctd.model.addresses import parse_addr
 
-    from .conftest import free_udp_port
+    from tests.ports import free_port
     from .test_coa_radclient import request, send
     if os.geteuid() != 0:
         pytest.skip("needs root: namespaces and BPF")
@@ -75,7 +75,7 @@ def test_disconnect_ends_and_blocks_and_coa_sets_the_rate(freeradius, radclient,
     coa_secret = tmp_path / "coa.secret"
     coa_secret.write_text("coa secret\n")
     coa_secret.chmod(0o600)
-    port = free_udp_port()
+    port = free_port()
     cfg_path = tmp_path / "acctd.toml"
     cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", server=freeradius.address,
                                       secret=secret) + COA.format(port=port, secret=coa_secret))

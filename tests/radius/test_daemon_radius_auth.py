@@ -36,7 +36,7 @@ def test_accepted_session_is_counted_and_its_interims_carry_acctds_numbers(freer
     from acctd.daemon.core import Daemon
     from acctd.kernel.build import Sizes
 
-    from .conftest import free_udp_port
+    from tests.ports import free_port
     from .test_radius_auth_radclient import parse, _peer
     import subprocess
     if os.geteuid() != 0:
@@ -44,7 +44,7 @@ def test_accepted_session_is_counted_and_its_interims_carry_acctds_numbers(freer
     secret = tmp_path / "radius.secret"
     secret.write_text(freeradius.secret + "\n")
     secret.chmod(0o600)
-    port = free_udp_port()
+    port = free_port()
     cfg_path = tmp_path / "acctd.toml"
     cfg_path.write_text(CONFIG.format(db=tmp_path / "acctd.duckdb", server=freeradius.address,
                                       secret=secret, port=port, addr=SUB1.v4()))

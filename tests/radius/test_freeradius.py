@@ -23,7 +23,7 @@ import pytest
 from acctd.aaa import radius, radius_accounting as ra
 from acctd.model.sessions import Session
 
-from .conftest import free_udp_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.peers
 
@@ -233,7 +233,7 @@ def test_retransmissions_get_a_new_identifier_and_a_longer_delay(tmp_path, freer
 
 def test_failover_to_the_next_server(tmp_path, freeradius):
     fr = freeradius
-    dead = free_udp_port()   # nothing listens there
+    dead = free_port()   # nothing listens there
     c = client(tmp_path, fr, servers=[f"127.0.0.1:{dead}", fr.address], timeout=0.2, retries=1)
     s = Session(6, "0A0001", "10.0.0.6", "login", now_utc())
     t = time.monotonic()

@@ -29,7 +29,9 @@ from acctd.services.login import LoginService
 from ..unit.daemon_stub import daemon_stub
 from ..unit.test_radius_auth import CONFIG as UNIT_CONFIG
 from tests.peer import missing_peer
-from .conftest import _peer, free_udp_port, radiusd_paths
+from tests.ports import free_port
+
+from .conftest import _peer, radiusd_paths
 
 pytestmark = pytest.mark.peers
 
@@ -45,7 +47,7 @@ def acctd(tmp_path_factory):
     secret = tmp / "auth.secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
-    port = free_udp_port()
+    port = free_port()
     cfg = loads(CONFIG.format(port=port, secret=secret, fticks=tmp / "fticks.log"), "t.toml")
     with daemon_stub(cfg, tmp_path=tmp) as d:
         d.drain_locked = lambda: {}   # no kernel: a binding change has nothing to drain
@@ -284,7 +286,7 @@ def test_freeradius_in_front_proxies_to_acctd(acctd, tmp_path):
     d = tmp_path / "raddb"
     (d / "log").mkdir(parents=True)
     (d / "run").mkdir()
-    port = free_udp_port()
+    port = free_port()
     (d / "radiusd.conf").write_text(radiusd_paths(d) + PROXY_CONF.format(
         d=d, front="front secret", home=acctd.port, secret=SECRET, port=port))
     out = open(d / "log" / "stdout.log", "wb")

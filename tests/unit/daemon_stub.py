@@ -4,7 +4,6 @@ datapath is never attached, enforce() only counts its calls, and a main
 loop answers every flush (a drain of nothing) and reload."""
 
 import contextlib
-import socket
 import threading
 
 from acctd.daemon.core import Daemon
@@ -21,12 +20,6 @@ type = "user"
 name = "alice"
 acct-policy = ["ip"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

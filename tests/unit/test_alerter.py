@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from aiosmtpd.smtp import AuthResult  # noqa: E402
 
 from acctd.services.alerter import (BACKOFF_BASE, BACKOFF_CAP, Mailer, MailSettings, QuotaNotice,
                                     backoff, recipients)
+from tests.ports import free_port
 
 ADMINS = ("noc@isp.example", "boss@isp.example")
 OWNER = "client12@example.net"
@@ -37,12 +37,6 @@ class Sink:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.got.append((tuple(envelope.rcpt_tos), msg, session))
         return "250 OK queued"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -158,11 +158,8 @@ class _Core:
 
 
 def _config_on_a_free_port():
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return loader.loads(BASE.replace("2055", str(port)))
+    from tests.ports import free_port
+    return loader.loads(BASE.replace("2055", str(free_port())))
 
 
 def test_flows_held_between_drains_are_capped(tmp_path, monkeypatch):

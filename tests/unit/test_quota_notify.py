@@ -13,7 +13,9 @@ from acctd.config import loads
 from acctd.services.alerter import AlerterService
 from acctd.services.quota import QuotaService, QuotaSpec, check
 
-from .daemon_stub import ALICE, daemon_stub, free_port
+from tests.ports import free_port
+
+from .daemon_stub import ALICE, daemon_stub
 
 NOW = dt.datetime(2026, 11, 21, 12, 5, tzinfo=dt.timezone.utc)
 MB = 1024 * 1024

@@ -7,7 +7,6 @@ import datetime as dt
 import email
 import email.policy
 import os
-import socket
 import time
 import types
 import zoneinfo
@@ -29,6 +28,8 @@ from acctd.services.scheduler import (Scheduler, SchedulerService, parse_schedul
                                       request_from_argv, split_action)
 from acctd.store import queries, rollup
 from acctd.store.database import Storage
+
+from tests.ports import free_port
 
 from .daemon_stub import daemon_stub
 
@@ -301,9 +302,7 @@ class Sink:
 
 @pytest.fixture
 def smtp():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sink = Sink()
     ctl = Controller(sink, hostname="127.0.0.1", port=port)
     ctl.start()

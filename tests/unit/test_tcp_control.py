@@ -15,7 +15,9 @@ from acctd.control import client
 from acctd.control import server as ctl
 from acctd.errors import AcctError
 
-from .daemon_stub import daemon_stub, free_port
+from tests.ports import free_port
+
+from .daemon_stub import daemon_stub
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl for a test certificate")
 
