@@ -111,6 +111,7 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
     # inactive-timeout = 15       # the last one after it has been idle this long
     # template-refresh = 300      # templates resent every T seconds (UDP) ...
     # template-packets = 100      # ... and every N messages
+    # udp-rate = 10000            # datagrams/s to each collector (0: a drain's all at once)
     # domain-id = 1               # the observation domain (v5: engine type and id)
     # units = "all"               # or "monitored", or ["unit", "group", ...]
 

@@ -50,17 +50,19 @@ class Nfcapd(Collector):
     """nfcapd on 127.0.0.1; flows() stops it (it writes its file at exit)
     and reads the file back with nfdump."""
 
-    def __init__(self, tmp_path, port: int | None = None):
+    def __init__(self, tmp_path, port: int | None = None, socket_buffer: int | None = 4194304):
         if not (shutil.which("nfcapd") and shutil.which("nfdump")):
             missing_peer("nfcapd/nfdump not installed (Debian package nfdump)")
         self.dir = tmp_path / "nfcapd"
         self.dir.mkdir()
         self.port = port or free_port()
+        # -B: a socket buffer that holds a whole batch sent unpaced (the
+        # default, about 200 KB, overflows at ~150 datagrams sent at once);
+        # None: the default, as an operator's nfcapd runs
+        buffer = ["-B", str(socket_buffer)] if socket_buffer else []
         self.proc = subprocess.Popen(
-            # -B: a socket buffer that holds a whole large batch (the default,
-            # about 200 KB, overflows at ~150 datagrams sent at once)
             ["nfcapd", "-w", str(self.dir), "-p", str(self.port), "-b", "127.0.0.1", "-t", "3600",
-             "-B", "4194304"],
+             *buffer],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_udp_bound(self.port, self.proc)
 

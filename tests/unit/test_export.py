@@ -239,8 +239,8 @@ def test_export_table_read():
     cfg = loads(BASE + '\n[[export]]\nformat = "ipfix"\ndestination = ["127.0.0.1:4739", '
                 '"[::1]:4739"]\nactive-timeout = "2m"\nunits = ["alice"]\n')
     (e,) = cfg.export
-    assert (e.format, e.destination, e.active_timeout, e.inactive_timeout, e.units) == \
-        ("ipfix", ("127.0.0.1:4739", "[::1]:4739"), 120, 15, ("alice",))
+    assert (e.format, e.destination, e.active_timeout, e.inactive_timeout, e.units,
+            e.udp_rate) == ("ipfix", ("127.0.0.1:4739", "[::1]:4739"), 120, 15, ("alice",), 10_000)
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -249,6 +249,8 @@ def test_export_table_read():
     ('format = "v9"\ndestination = "h:1"\ntransport = "tcp"', 13, "key 'transport': TCP carries IPFIX only"),
     ('format = "v9"\ndestination = "h:1"\nunits = ["carol"]', 13, "key 'units': no unit named 'carol'"),
     ('format = "v9"', 10, "key 'destination': required key is missing"),
+    ('format = "v9"\ndestination = "h:1"\nudp-rate = -5', 13,
+     "key 'udp-rate': expected an integer (an integer between 0 and 10000000), got -5"),
 ])
 def test_export_table_errors_name_the_line_and_key(text, line, message):
     with pytest.raises(ConfigError) as e:
@@ -266,6 +268,7 @@ def test_status_is_one_line_per_stream():
     assert list(st) == ["127.0.0.1:9", "[::1]:9"]
     assert _fields(st["[::1]:9"]) == (
         "units alice bob, flows_cached 0, transport udp, messages_sent 0, errors 0, "
+        "messages_queued 0, messages_dropped 0, "
         "format v9, domain 1, sequence 0, messages 0, records 0, skipped 0")
 
 

@@ -9,7 +9,9 @@ sent after the commit. So a kill -9 loses nothing a drain committed and
 doubles nothing: the flows cached come back at the start and are exported
 as if the daemon had not stopped. The one exception is a kill between a
 commit and the end of that drain's sends: what the drain made due and had
-not sent yet is lost (at most one drain's records, never sent twice).
+not sent yet is lost (at most one drain's records, never sent twice; over
+UDP the sends are paced, so the window is as long as the pacer needs for
+them: a third of a second for 100,000 records at the default udp-rate).
 A drain that fails leaves the caches as stored; they are read again."""
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from acctd.services.export.messages import Now
 from acctd.services.export.netflow_v5 import V5Encoder
 from acctd.services.export.netflow_v9 import V9Encoder
 from acctd.services.export.records import RECORD, FlowCache
-from acctd.services.export.transport import TcpSender, UdpSender, split_destination
+from acctd.services.export.transport import UDP_RATE, TcpSender, UdpSender, split_destination
 from acctd.store import export as stored
 
 log = logging.getLogger("acctd.export")
@@ -66,6 +68,7 @@ class ExportSettings(Table):
     template_refresh: int = setting(300, check=duration(86400))
     template_packets: int = setting(100, check=integer(0, 1_000_000))
     domain_id: int = setting(1, check=integer(0, 0xFFFF_FFFF))
+    udp_rate: int = setting(UDP_RATE, check=integer(0, 10_000_000))
     units: str | tuple[str, ...] = setting("all", check=check_units)
 
     def finish(self, ctx):
@@ -101,7 +104,7 @@ class Exporter:
                 self.senders.append(TcpSender(dest, ENCODERS[s.format](s.domain_id)))
             else:
                 enc = ENCODERS[s.format](s.domain_id, s.template_packets, s.template_refresh)
-                self.senders.append(UdpSender(dest, enc))
+                self.senders.append(UdpSender(dest, enc, s.udp_rate))
         self.records = self.flows_filtered = 0
         self.due = RECORD_NONE       # made due by the drain being committed
 
