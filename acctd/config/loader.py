@@ -175,7 +175,8 @@ nothing. The schema (all keys kebab-case, as in NeTAMS):
                                   # keep-shipped = 900 (s), outage-allowance = 104857600 (B)
     [html]                        # static HTML reports (NeTAMS service html, acctctl html)
     path = "/var/www/traffic"     # url, htaccess = false, htpasswd (its AuthUserFile),
-    display-top = 10              # client-pages = all | groups | none, display-health = true
+    display-top = 10              # client-pages = all | groups | none | ["group", ...],
+                                  # account-pages = none | all, display-health = true
 
 Targets (all keywords given must match; see acctd/model/policies.py):
 
@@ -713,7 +714,7 @@ class _Loader:
             invoicing=self.optional(InvoicingSettings, "invoicing"),
             radius_auth=self.radius_auth(),
             captive=self.optional(CaptiveSettings, "captive"),
-            html=self.optional(HtmlSettings, "html"))
+            html=self.html(units))
 
     def monitor(self, units: UnitSet) -> MonitorSettings | None:
         """[monitor], its units named by the config's units."""
@@ -725,6 +726,16 @@ class _Loader:
                 self.fail(f"no unit {key!r} (a name or an oid)", "monitor", None,
                           f"units[{i}]")
         return m
+
+    def html(self, units: UnitSet) -> HtmlSettings | None:
+        """[html]; the groups client-pages lists must be groups."""
+        h = self.optional(HtmlSettings, "html")
+        if h is not None and isinstance(h.client_pages, tuple):
+            for i, name in enumerate(h.client_pages):
+                at = units.index.get(name)
+                if at is None or units.units[at].type != "group":
+                    self.fail(f"no group named {name!r}", "html", None, f"client-pages[{i}]")
+        return h
 
     def export(self, units: UnitSet) -> tuple[ExportSettings, ...]:
         """[[export]] tables; the units they name must exist."""

@@ -269,6 +269,7 @@ class _Importer:
             self.warn(self.origin[("alerter", "language")], f"language {self.language}",
                       "not carried: acctd mails nothing without [alerter] (service alerter)")
         self.check_peer_refs()
+        self.check_html_groups()
         # a command carried at first may lose a reference later: then it is warned
         self.carried -= {w.line for w in self.warnings}
 
@@ -411,21 +412,20 @@ class _Importer:
         elif head == "client-pages" and len(t) == 2 and t[1].lower() in ("all", "groups", "none"):
             self.html[head] = t[1].lower()
             self.keep(ln, "html", head)
+        elif head == "client-pages" and len(t) >= 3 and t[1].lower() == "group":
+            self.html[head] = t[2:]     # the groups named and their own members
+            self.html_groups_line = ln
+            self.keep(ln, "html", head)
         elif head == "client-pages":
-            self.warn(ln, text, "not carried: acctd writes every unit's and group's page "
-                      "(all), only the groups' (groups) or none; not those of listed groups")
+            self.warn(ln, text, "not carried: expected all, groups, none or group G1 G2 ...")
         elif head == "display-top" and len(t) == 2 and t[1].isdigit() and int(t[1]) >= 1:
             self.html[head] = min(int(t[1]), 1000)
             self.keep(ln, "html", head)
-        elif head == "account-pages" and t[1:] == ["none"]:
-            pass  # acctd writes none
+        elif head == "account-pages" and len(t) == 2 and t[1].lower() in ("all", "none"):
+            self.html[head] = t[1].lower()
+            self.keep(ln, "html", head)
         elif head == "account-pages":
-            self.warn(ln, text, "not carried: acctd writes no account pages; accounts are "
-                      "on the web console (acctd-web, /account)")
-        elif head == "language" and t[1:] == ["en"]:
-            pass  # the pages are in English
-        elif head == "language":
-            self.warn(ln, text, "not carried: the pages are in English")
+            self.warn(ln, text, "not carried: expected account-pages all or none")
         elif head == "language" and t[1:] == ["en"]:
             pass  # the pages are in English
         elif head == "language":
@@ -586,6 +586,19 @@ class _Importer:
                                                  f"[processor] as-table = \"{AS_TABLE}\": put a "
                                                  "CAIDA pfx2as file there before starting it")
         return True
+
+    def check_html_groups(self) -> None:
+        """client-pages group G1 G2: the names that are no carried group are
+        dropped, with a warning (none left: the index only, as NeTAMS)."""
+        listed = self.html.get("client-pages")
+        if not isinstance(listed, list):
+            return
+        groups = {u["name"] for u in self.units if u.get("type") == "group"}
+        ln = self.html_groups_line
+        for name in listed:
+            if name not in groups:
+                self.warn(ln, f"client-pages group {name}", "no group of that name was carried")
+        self.html["client-pages"] = [n for n in listed if n in groups] or "none"
 
     def check_peer_refs(self) -> None:
         """sys-deny-OID / sys-allow-OID naming no carried unit are dropped, with a warning."""

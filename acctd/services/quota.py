@@ -741,7 +741,8 @@ class QuotaService(Service):
             return  # {none}: nobody, the alerter's admins included
         to = tuple(recipients(e.notify, u.email or "", users))
         from acctd.web.static_site import page_url
-        url = page_url(self.core.config.html, {"name": u.name, "oid": u.oid, "type": u.type})
+        url = page_url(self.core.config.html, {"name": u.name, "oid": u.oid, "type": u.type,
+                                               "parents": u.parents})
         mailer.notify_quota(QuotaNotice(e.kind, u.name, u.oid, e.period, e.dir, e.used, e.quota,
                                         u.email or None, to, url))
 

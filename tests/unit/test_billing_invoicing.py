@@ -360,7 +360,9 @@ def test_notices_payment_low_balance_and_blocked_go_through_the_alerter(
     ('url = "https://stats.isp.example/"',
      "Traffic of shop: https://stats.isp.example/units/shop/index.html\n"),
     ('url = "https://stats.isp.example"\nclient-pages = "groups"',   # no unit pages
-     "Traffic: https://stats.isp.example/\n")])
+     "Traffic: https://stats.isp.example/\n"),
+    ('url = "https://stats.isp.example/"\naccount-pages = "all"',      # its own page
+     "Your account: https://stats.isp.example/accounts/shop/index.html\n")])
 def test_a_notice_links_the_accounts_traffic_pages_of_html_url(world, tmp_path, html, link):
     d, srv, clock = world(ALERTER.format("en") + "[html]\n" + html + "\n")
     from acctd.services.alerter import AlerterService

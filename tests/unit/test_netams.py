@@ -643,18 +643,17 @@ def test_service_html_is_carried_to_the_html_table_and_a_schedule():
                          "url http://stat.isp.example/traffic/\nhtaccess yes\n"
                          "client\u2013pages groups\naccount-pages none\ndisplay-top 15\n"
                          "display-health no\nservlet-url http://stat.isp.example:8010\n"
-                         "client-pages group G1 G2\naccount-pages all\n", "x.cfg")
-    assert [(w.line, w.reason) for w in res.warnings] == [
-        (10, "not carried: there is no servlet; the web console (acctd-web) shows each "
-             "unit's tables"),
-        (11, "not carried: acctd writes every unit's and group's page (all), only the groups' "
-             "(groups) or none; not those of listed groups"),
-        (12, "not carried: acctd writes no account pages; accounts are on the web console "
-             "(acctd-web, /account)")]
-    assert set(range(1, 10)) <= res.carried
+                         "client-pages group G1 G2\naccount-pages all\n"
+                         "service processor\nunit group name G1\n", "x.cfg")
+    assert [(w.line, w.text()) for w in res.warnings] == [
+        (10, "servlet-url http://stat.isp.example:8010: not carried: there is no servlet; the "
+             "web console (acctd-web) shows each unit's tables"),
+        (11, "client-pages group G2: no group of that name was carried")]
+    assert set(range(1, 10)) | {12} <= res.carried
     cfg = config.loads(res.toml, "x.toml")
     h = cfg.html
-    assert (h.path, h.url, h.htaccess, h.client_pages, h.display_top, h.display_health) == (
-        "/var/www/stat/", "http://stat.isp.example/traffic/", True, "groups", 15, False)
+    assert (h.path, h.url, h.htaccess, h.client_pages, h.account_pages, h.display_top,
+            h.display_health) == ("/var/www/stat/", "http://stat.isp.example/traffic/", True,
+                                  ("G1",), "all", 15, False)
     [sched] = cfg.scheduler.schedule
     assert (sched.timing.text, sched.action) == ("hourly-", "html")

@@ -554,8 +554,12 @@ def test_an_html_mistake_names_its_line_and_key():
     with pytest.raises(ConfigError) as e:
         loads(ALICE + '[html]\npath = "/srv/www"\nclient-pages = "most"\n', "t.toml")
     line = (ALICE + "[html]\npath").count("\n") + 2
-    assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages': expected one of all, "
-                            "groups, none, got 'most'")
+    assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages': expected \"all\", "
+                            "\"groups\", \"none\" or a list of group names, got 'most'")
+    with pytest.raises(ConfigError) as e:
+        loads(ALICE + '[html]\npath = "/srv/www"\nclient-pages = ["alice"]\n', "t.toml")
+    assert str(e.value) == (f"t.toml:{line}: [html] key 'client-pages[0]': no group named "
+                            "'alice'")
 
 
 # -- a billing account's holder (NeTAMS account-pages) -------------------------------------

@@ -316,8 +316,10 @@ class InvoicingService(Service):
         to = recipients(a.email or None, mailer.settings.admins)
         if not to:
             return
+        from acctd.web.static_site import account_url
         bal = self.cur.format(ledger.balance(self.con, oid), code=True)
-        subject, body = notices.render(kind, mailer.settings.language, self._links(a),
+        page = account_url(self.core.config.html, {"name": a.name, "oid": a.oid_text})
+        subject, body = notices.render(kind, mailer.settings.language, self._links(a), page,
                                        account=a.name, balance=bal, **fields)
         mailer.enqueue(to, subject, body)
 
@@ -330,7 +332,8 @@ class InvoicingService(Service):
             i = snap.units.by_oid.get(oid)
             if i is not None:
                 u = snap.units.units[i]
-                url = page_url(settings, {"name": u.name, "oid": u.oid, "type": u.type})
+                url = page_url(settings, {"name": u.name, "oid": u.oid, "type": u.type,
+                                          "parents": u.parents})
                 if url is not None and url != page_url(settings):
                     pages.append((u.name, url))
         index = page_url(settings)

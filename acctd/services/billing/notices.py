@@ -36,6 +36,7 @@ _TEXT = {
 # a link to a unit's traffic page, or (no unit) to the reports
 _LINK = {"en": ("Traffic of {unit}: {url}", "Traffic: {url}"),
          "ru": ("Трафик {unit}: {url}", "Трафик: {url}")}
+_ACCOUNT_PAGE = {"en": "Your account: {url}", "ru": "Ваш лицевой счёт: {url}"}
 
 # why an account is blocked, in the notice's language
 _WHY = {
@@ -50,11 +51,16 @@ def why(language: str, reason: str, **fields) -> str:
     return _WHY[language][reason].format(**fields)
 
 
-def render(kind: str, language: str = "en", links=(), **fields) -> tuple[str, str]:
+def render(kind: str, language: str = "en", links=(), page: str | None = None,
+           **fields) -> tuple[str, str]:
     """(subject, body) of a notice; fields: account, balance and what the
     kind names (threshold, limit; why; amount, reference); links: (unit or
-    None, url) pairs, one line each after the text."""
+    None, url) pairs, one line each after the text; page: the account's own
+    page instead of them ([html] account-pages)."""
     subject, body = _TEXT[language][kind]
-    lines = "".join(_LINK[language][unit is None].format(unit=unit, url=url) + "\n"
-                    for unit, url in links)
+    if page is not None:
+        lines = _ACCOUNT_PAGE[language].format(url=page) + "\n"
+    else:
+        lines = "".join(_LINK[language][unit is None].format(unit=unit, url=url) + "\n"
+                        for unit, url in links)
     return subject.format(**fields), body.format(**fields) + "\n" + ("\n" + lines if lines else "")
