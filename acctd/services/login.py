@@ -671,7 +671,7 @@ class LoginService(Service):
         self.table: LoginTable | None = None
         self.last_seen: dict[str, dt.datetime] = {}   # unit oid -> its last counted packet
         self.saved_use: dict[str, dt.datetime] = {}   # unit oid -> last use as stored
-        self.stops: list[dict] = []                   # session stops a drain's expiries left
+        self.pending: list[dict] = []                 # session changes for settle()
         self._via: tuple[str, str | None] = ("login", None)   # F-TICKS's AN and RP, see admit
         self.attempts = AttemptLimit()                # the login pages' failures per name
 
@@ -746,9 +746,10 @@ class LoginService(Service):
 
     def take(self, records: dict[str, tuple[dict, dt.datetime]]) -> list[str]:
         """Login records changed later on another gateway (central): oid ->
-        (record, when); they replace this gateway's, and the blocks follow.
-        Returns the oids taken (not those of units unknown here). The
-        caller holds the lock."""
+        (record, when); they replace this gateway's, and the blocks follow;
+        with set-user-ip the sessions follow at the next settle(). Returns
+        the oids taken (not those of units unknown here). The caller holds
+        the lock."""
         taken = []
         for oid, (d, changed) in sorted(records.items()):
             if oid not in self.core.snapshot.units.by_oid:
@@ -758,6 +759,7 @@ class LoginService(Service):
             except (TypeError, ValueError) as e:
                 log.error("login record of %s from another gateway not taken: %s", oid, e)
                 continue
+            self.pending += self._followed(self.table.get(oid), rec)
             self.table.put(rec)
             self.core.storage.set_login_record(oid, rec.to_dict(), changed)
             if rec.last_used:   # as saved: not saved (and sent back) again
@@ -766,6 +768,22 @@ class LoginService(Service):
         if taken:
             self.core.enforce()
         return taken
+
+    def _followed(self, old: LoginRecord | None, new: LoginRecord) -> list[dict]:
+        """With set-user-ip, the session changes a record taken from another
+        gateway asks for: a login there binds the user unit's address here
+        too (the subscriber's traffic may pass either gateway), a logout
+        there ends the session here."""
+        snap = self.core.snapshot
+        u = snap.units.units[snap.units.by_oid[new.oid]]
+        if not self.settings.set_user_ip or u.type != "user":
+            return []
+        was = old is not None and old.curr_state == OPENED
+        if new.curr_state == OPENED and new.addr and not (was and old.addr == new.addr):
+            return [{"user": u.name, "addr": new.addr, "mac": new.mac_seen}]
+        if new.curr_state != OPENED and was and new.oid in self.core.service(SessionsService).open:
+            return [{"user": u.name, "addr": None, "cause": SESSION_CAUSE["logout"]}]
+        return []
 
     def blocks(self) -> dict[str, int]:
         return dict.fromkeys(self.table.blocked(), abi.SysPolicy.LOGIN)
@@ -808,14 +826,16 @@ class LoginService(Service):
             if self.settings.set_user_ip:  # timed-out users give their addresses back
                 snap = drain.snapshot
                 open_ = self.core.service(SessionsService).open
-                self.stops += [{"user": snap.name_of(e.oid), "addr": None,
+                self.pending += [{"user": snap.name_of(e.oid), "addr": None,
                                 "cause": SESSION_CAUSE[e.cause]}
                                for e in expired if e.oid in open_]
 
     def settle(self) -> None:
-        stops, self.stops = self.stops, []
-        if stops:
-            self.core.service(SessionsService).changes(stops, "login")
+        """The session changes a drain's expiries, or records taken from
+        other gateways, left (outside the lock: they drain first)."""
+        pending, self.pending = self.pending, []
+        if pending:
+            self.core.service(SessionsService).changes(pending, "login")
 
     # -- commands ---------------------------------------------------------------------
 

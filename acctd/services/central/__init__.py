@@ -35,7 +35,7 @@ import time
 
 from acctd.common.throttle import Throttle
 from acctd.config.schema import Table, integer, setting, string
-from acctd.errors import Conflict
+from acctd.errors import AcctError, Conflict
 from acctd.kernel import abi
 from acctd.model import sys_policy
 from acctd.services.central import (accounts, balances, invoicing, logins, schema, ship,
@@ -689,6 +689,10 @@ class CentralService(Service):
             taken = login.take({o: v for o, v in got.items() if o not in have or
                                 have[o] < v[1]})
         self._logins_shared = {**(self._logins_shared or {}), **{o: got[o][1] for o in taken}}
+        try:
+            login.settle()      # set-user-ip: the sessions the records taken open or end
+        except AcctError as e:
+            log.warning("central: a login taken from another gateway: %s", e)
 
     def _publish_terms(self) -> None:
         """The postpaid terms set here since the last publish."""
