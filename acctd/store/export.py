@@ -4,7 +4,12 @@ the drain's transaction, so a kill -9 neither loses the deltas a drain
 committed before they were exported nor exports them twice. Each drain
 writes only the entries it changed (delete their stored rows, insert
 their new state; a new entry has no row to delete): the cost follows the
-drain, not the cache."""
+drain, not the cache.
+
+An IPFIX-over-TCP export also spools the records each drain makes due
+(table export_spool, v12), in that drain's transaction, until its
+collector has acknowledged them: a collector away across a restart or a
+kill -9 gets them when it is back."""
 
 from __future__ import annotations
 
@@ -76,3 +81,32 @@ def exporters(con) -> dict[str, int]:
 
 def drop(con, exporter: str) -> None:
     con.execute("DELETE FROM export_cache WHERE exporter = $x", {"x": exporter})
+
+
+def spool(con, exporter: str, seq: int, records: np.ndarray) -> None:
+    """A batch of due records (RECORD rows), until acknowledged."""
+    con.execute("INSERT INTO export_spool VALUES ($x, $s, $n, $r)",
+                {"x": exporter, "s": seq, "n": len(records), "r": records.tobytes()})
+
+
+def unspool(con, exporter: str, through: int) -> None:
+    """The batches up to `through`, acknowledged."""
+    con.execute("DELETE FROM export_spool WHERE exporter = $x AND seq <= $s",
+                {"x": exporter, "s": through})
+
+
+def spooled(con, exporter: str, record: np.dtype) -> list[tuple[int, np.ndarray]]:
+    """The exporter's batches not acknowledged, in order: (seq, records)."""
+    return [(int(seq), np.frombuffer(blob, record).copy()) for seq, blob in con.execute(
+        "SELECT seq, records FROM export_spool WHERE exporter = $x ORDER BY seq",
+        {"x": exporter}).fetchall()]
+
+
+def spools(con) -> dict[str, int]:
+    """exporter -> how many records it has spooled."""
+    return {x: int(n) for x, n in con.execute(
+        "SELECT exporter, sum(n) FROM export_spool GROUP BY exporter").fetchall()}
+
+
+def drop_spool(con, exporter: str) -> None:
+    con.execute("DELETE FROM export_spool WHERE exporter = $x", {"x": exporter})

@@ -265,13 +265,24 @@ def _v11(con) -> None:
     con.execute("DROP TABLE checkpoint")
 
 
+def _v12(con) -> None:
+    """The records an IPFIX-over-TCP export made due and its collector has
+    not acknowledged yet (acctd/store/export.py), one row per batch."""
+    con.execute("""
+        CREATE TABLE export_spool (
+            exporter VARCHAR NOT NULL, seq UBIGINT NOT NULL, n INTEGER NOT NULL,
+            records BLOB NOT NULL, PRIMARY KEY (exporter, seq));
+    """)
+
+
 MIGRATIONS: tuple[tuple[int, Callable], ...] = ((1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5),
                                                  (6, _v6),
                                                  (7, _v7),
                                                  (8, _v8),
                                                  (9, _v9),
                                                  (10, _v10),
-                                                 (11, _v11))
+                                                 (11, _v11),
+                                                 (12, _v12))
 VERSION = MIGRATIONS[-1][0]
 
 

@@ -101,45 +101,80 @@ inactive-timeout = 1
 """
 
 
+def across_a_kill(topo, acctd, killed=lambda: None, started=lambda: None) -> tuple[int, int]:
+    """acctd as a process exporting alice's flows: flow A is drained and
+    goes idle (its record due), flow B is drained (cached, not yet due),
+    acctd is killed with SIGKILL (then killed()), started again (then
+    started()), flow C is drained and acctd stops (its last records).
+    Returns alice's (packets, bytes) as acctd accounted them."""
+    import signal
+
+    def flow(sport: int, count: int, length: int) -> None:
+        topo.send_udp("sub1", SUB1.v4(), "srv", SRV.v4(), count=count, length=length,
+                      sport=sport, dport=5001)
+    try:
+        acctd.start()
+        flow(40001, 5, 300)
+        acctd.ctl("flush")
+        time.sleep(1.5)
+        acctd.ctl("flush")                # A idle: its record due
+        flow(40002, 7, 900)
+        acctd.ctl("flush")                # B committed, cached
+        assert acctd.kill() == -signal.SIGKILL
+        killed()
+        acctd.start()
+        started()
+        flow(40003, 3, 100)
+        acctd.ctl("flush")
+        got = acctd.ctl("list", "alice", "--json")["policies"]
+        acct = tuple(sum(p["month"][f] for p in got if p["policy"] == "(all)")
+                     for f in ("packets", "bytes"))
+        assert acctd.kill(signal.SIGTERM) == 0     # the cached flows' last records
+    finally:
+        acctd.close()
+    assert acct[0] == 15
+    return acct
+
+
 def test_kill_9_neither_loses_nor_doubles_what_was_committed(topo, tmp_path):
-    """acctd as a process, IPFIX of alice to nfcapd: flow A is drained,
-    goes idle and is exported; flow B is drained (cached, not yet due) and
-    acctd is killed with SIGKILL; after a restart flow C is drained and
-    acctd stops (its last records). nfcapd totals exactly what acctd
+    """IPFIX to nfcapd across a kill: nfcapd totals exactly what acctd
     accounted: B's committed deltas come back with the cache, A is not
     sent again."""
-    import signal
     with Nfcapd(tmp_path) as col:
-        acctd = Process(topo, tmp_path, KILL_CONFIG.format(
+        acct = across_a_kill(topo, Process(topo, tmp_path, KILL_CONFIG.format(
             db=tmp_path / "acctd.duckdb", alice=SUB1.v4(), alice6=SUB1.v6(), bob=SUB2.v4(),
-            port=col.port), "xk")
-
-        def flow(sport: int, count: int, length: int) -> None:
-            topo.send_udp("sub1", SUB1.v4(), "srv", SRV.v4(), count=count, length=length,
-                          sport=sport, dport=5001)
-        try:
-            acctd.start()
-            flow(40001, 5, 300)
-            acctd.ctl("flush")
-            time.sleep(1.5)
-            acctd.ctl("flush")                # A idle: its record goes out
-            flow(40002, 7, 900)
-            acctd.ctl("flush")                # B committed, cached
-            assert acctd.kill() == -signal.SIGKILL
-            acctd.start()
-            flow(40003, 3, 100)
-            acctd.ctl("flush")
-            got = acctd.ctl("list", "alice", "--json")["policies"]
-            acct = tuple(sum(p["month"][f] for p in got if p["policy"] == "(all)")
-                         for f in ("packets", "bytes"))
-            assert acctd.kill(signal.SIGTERM) == 0     # the cached flows' last records
-        finally:
-            acctd.close()
+            port=col.port), "xk"))
         flows = col.flows()
-    assert acct[0] == 15
     assert totals(flows) == acct
     assert sorted((int(f["sp"]), f["packets"]) for f in flows) == \
         [(40001, 5), (40002, 7), (40003, 3)]
+
+
+def test_kill_9_keeps_what_a_tcp_collector_away_did_not_acknowledge(topo, tmp_path):
+    """IPFIX over TCP to a collector that is not there when A's record is
+    due (it is spooled) nor when acctd is killed; it comes up before acctd
+    starts again (the spooled record goes first). The collector totals
+    exactly what acctd accounted, on one connection."""
+    from tests.ports import free_port
+    from tests.unit.test_export_tcp import Collector, decode
+    port = free_port()
+    acctd = Process(topo, tmp_path, KILL_CONFIG.format(
+        db=tmp_path / "acctd.duckdb", alice=SUB1.v4(), alice6=SUB1.v6(), bob=SUB2.v4(),
+        port=port) + 'transport = "tcp"\n', "xt")
+    col = []
+
+    def killed() -> None:
+        col.append(Collector(port))
+
+    try:
+        acct = across_a_kill(topo, acctd, killed, lambda: col[0].accept())
+        time.sleep(0.3)
+    finally:
+        for c in col:
+            c.srv.close()
+    assert len(col[0].streams) == 1
+    _, packets, octets = decode(bytes(col[0].streams[0]))
+    assert (packets, octets) == acct
 
 
 def whole_messages(stream: bytes) -> bytes:

@@ -19,8 +19,8 @@ from tests.flowgen import many
 class Collector:
     """Accepts connections one after another; keeps each one's bytes."""
 
-    def __init__(self):
-        self.srv = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, port: int = 0):
+        self.srv = socket.create_server(("127.0.0.1", port))
         self.port = self.srv.getsockname()[1]
         self.streams: list[bytearray] = []
         self.conn: socket.socket | None = None
@@ -145,3 +145,95 @@ def test_every_udp_destination_gets_the_whole_stream():
         first, packets, octets = decode(bytes(stream))
         assert first[0] == 2 and (packets, octets) == (int(v["packets"].sum()),
                                                        int(v["bytes"].sum()))
+
+
+def spooling_service(st, port: int, **kw):
+    """The export service over a real DuckDB, IPFIX over TCP to port."""
+    import types
+
+    from acctd.services.export.service import ExportService
+    core = types.SimpleNamespace(storage=st, lock=threading.RLock())
+    svc = ExportService(core, (ExportSettings(
+        format="ipfix", destination=(f"127.0.0.1:{port}",), transport="tcp",
+        active_timeout=0, inactive_timeout=0, **kw),))
+    svc.serve()
+    return svc
+
+
+def drain(svc, st, k, v, fail: bool = False) -> None:
+    """One drain of these flows through the service, committed (or rolled back)."""
+    import types
+
+    from acctd.services.contract import Drain
+    d = Drain(None, types.SimpleNamespace(units=None), {}, k, v, None, None)
+    st.con.execute("BEGIN")
+    svc.in_drain(d, st)
+    if fail:
+        st.con.execute("ROLLBACK")
+        svc.drain_failed()
+        return
+    st.con.execute("COMMIT")
+    svc.after_drain(d)
+
+
+def test_records_a_tcp_collector_did_not_acknowledge_wait_in_the_spool(tmp_path):
+    """Two drains while the collector is away (and one that rolls back), a
+    clean stop: the records stay spooled. The next start sends them first,
+    once, to the collector now there; acknowledged, they leave the spool at
+    the service's tick."""
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    from tests.ports import free_port
+    port = free_port()
+    now = Now.sample()
+    k, v = many(400, now.mono_ns, v6_every=3)
+    with Storage(tmp_path / "e.duckdb") as st:
+        svc = spooling_service(st, port)
+        (ident,) = [e.ident for e in svc.exporters]
+        drain(svc, st, k[:150], v[:150])
+        drain(svc, st, k[150:300], v[150:300], fail=True)      # its rows go again
+        drain(svc, st, k[150:300], v[150:300])
+        svc.tick()
+        assert stored.spools(st.con) == {ident: 300}
+        (st_,) = svc.status()["export"].values()
+        assert (st_["connected"], st_["records_spooled"]) == (False, 300)
+        svc.close()
+        assert stored.spools(st.con) == {ident: 300}
+    col = Collector(port)
+    with Storage(tmp_path / "e.duckdb") as st:
+        svc = spooling_service(st, port)
+        col.accept()
+        drain(svc, st, k[300:], v[300:])
+        deadline = time.monotonic() + 10
+        while decode(bytes(col.streams[0]))[2] < int(v["bytes"].sum()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while stored.spools(st.con):
+            assert time.monotonic() < deadline
+            svc.tick()
+            time.sleep(0.02)
+        svc.close()
+        assert stored.spools(st.con) == {}
+    time.sleep(0.1)
+    assert len(col.streams) == 1
+    first, packets, octets = decode(bytes(col.streams[0]))
+    assert first[0] == 2 and (packets, octets) == (int(v["packets"].sum()), int(v["bytes"].sum()))
+    col.srv.close()
+
+
+def test_the_spool_holds_what_the_queue_would_and_counts_the_rest(tmp_path):
+    from acctd.store import export as stored
+    from acctd.store.database import Storage
+    from tests.ports import free_port
+    now = Now.sample()
+    k, v = many(100, now.mono_ns)
+    with Storage(tmp_path / "e.duckdb") as st:
+        svc = spooling_service(st, free_port())
+        svc.exporters[0].senders[0].queue_records = 60
+        drain(svc, st, k[:50], v[:50])
+        drain(svc, st, k[50:], v[50:])
+        (s,) = svc.status()["export"].values()
+        assert (s["records_spooled"], s["records_spool_dropped"]) == (60, 40)
+        assert sum(stored.spools(st.con).values()) == 60
+        svc.close()

@@ -60,7 +60,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
                        match=f"schema version 1, this acctd reads {migrations.VERSION}: start acctd"):
         Storage(path, read_only=True)
     with Storage(path) as st:
-        assert st.meta("schema_version") == str(migrations.VERSION) == "11"
+        assert st.meta("schema_version") == str(migrations.VERSION) == "12"
         assert st.meta("last_drain") == "7"
         assert st.con.execute("SELECT count(*) FROM rollup").fetchall() == [(2,)]
         tables = {r[0] for r in st.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -82,7 +82,7 @@ def test_schema_1_is_upgraded_and_keeps_every_row(tmp_path):
 def test_a_new_database_runs_every_step_and_a_newer_one_is_refused(tmp_path):
     path = tmp_path / "new.duckdb"
     con = duckdb.connect(str(path))
-    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert migrations.upgrade(con, abi.ABI_VERSION) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     assert migrations.upgrade(con, abi.ABI_VERSION) == []     # nothing twice
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.close()

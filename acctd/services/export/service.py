@@ -7,11 +7,15 @@ the caches' changed entries are stored with it (acctd/store/export.py);
 the records due leave the stored cache in that same transaction and are
 sent after the commit. So a kill -9 loses nothing a drain committed and
 doubles nothing: the flows cached come back at the start and are exported
-as if the daemon had not stopped. The one exception is a kill between a
-commit and the end of that drain's sends: what the drain made due and had
-not sent yet is lost (at most one drain's records, never sent twice; over
-UDP the sends are paced, so the window is as long as the pacer needs for
-them: a third of a second for 100,000 records at the default udp-rate).
+as if the daemon had not stopped. Over UDP a kill between a commit and
+the end of that drain's sends loses what the drain made due and had not
+sent yet (at most one drain's records, never sent twice; the sends are
+paced, so the window is as long as the pacer needs for them: a third of a
+second for 100,000 records at the default udp-rate). Over TCP the records
+due are spooled in the drain's transaction too and leave the spool once
+the collector acknowledged them (at the next tick, about a second): a
+collector away across a restart or a kill -9 gets them when it is back,
+and a kill -9 sends again only what was acknowledged in that last second.
 A drain that fails leaves the caches as stored; they are read again."""
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from acctd.services.export.messages import Now
 from acctd.services.export.netflow_v5 import V5Encoder
 from acctd.services.export.netflow_v9 import V9Encoder
 from acctd.services.export.records import RECORD, FlowCache
-from acctd.services.export.transport import UDP_RATE, TcpSender, UdpSender, split_destination
+from acctd.services.export.transport import (UDP_RATE, TcpSender, UdpSender, split_destination,
+                                             throttled)
 from acctd.store import export as stored
 
 log = logging.getLogger("acctd.export")
@@ -105,48 +110,122 @@ class Exporter:
             else:
                 enc = ENCODERS[s.format](s.domain_id, s.template_packets, s.template_refresh)
                 self.senders.append(UdpSender(dest, enc, s.udp_rate))
-        self.records = self.flows_filtered = 0
+        self.records = self.flows_filtered = self.spool_dropped = 0
         self.due = RECORD_NONE       # made due by the drain being committed
+        # TCP: the due records are spooled (acctd/store/export.py) until acknowledged
+        self.spooling = s.transport == "tcp"
+        self.due_tag: int | None = None     # the spool row of self.due
+        self.next_tag = 0
+        self.unspooled = -1                 # the spool rows deleted up to this tag
+        self.spooled = 0                    # records in the spool
+        self._resume: list[tuple[int, np.ndarray]] = []
 
     def open(self) -> None:
         for s in self.senders:
             s.open()
+        resume, self._resume = self._resume, []
+        for tag, records in resume:     # first: they were due before anything new
+            self.send(records, Now.sample(), tag)
 
     def load(self, con) -> None:
         """The cache as the last committed drain left it."""
         self.cache.restore(stored.load(con, self.ident, RECORD), Now.sample().mono_ns)
         self.due = RECORD_NONE
 
+    def resume(self, con) -> None:
+        """At start: the spooled batches no collector acknowledged go out
+        first, at open() (a table that is UDP now sends them once)."""
+        self._resume = stored.spooled(con, self.ident, RECORD)
+        if not self._resume:
+            return
+        n = sum(len(r) for _, r in self._resume)
+        log.info("export %s: %d records spooled for %s sent again", self.ident, n,
+                 ", ".join(self.settings.destination))
+        if self.spooling:
+            self.next_tag, self.spooled = self._resume[-1][0] + 1, n
+        else:
+            stored.drop_spool(con, self.ident)
+
     def add(self, keys: np.ndarray, values: np.ndarray, now: Now, con=None) -> None:
         """One drain's deltas, inside its transaction (con: stored with it);
-        the records due wait in self.due for the commit."""
+        the records due wait in self.due for the commit (and in the spool)."""
         self.cache.add(keys, values, now.mono_ns)
         self.due = self.cache.expire(now.mono_ns)
         changed, gone = self.cache.changes()
         if con is not None:
             stored.write(con, self.ident, changed, gone)
+            self.unspool(con)
+            self.due_tag = self._spool(con, self.due)
+
+    def _spool(self, con, records: np.ndarray) -> int | None:
+        """The records in the spool (TCP), up to the sender's queue bound
+        (beyond it they are dropped and counted, as the queue would); the
+        row's tag."""
+        if not self.spooling or con is None or not len(records):
+            return None
+        room = self.senders[0].queue_records - self.spooled
+        if room < len(records):
+            self.spool_dropped += len(records) - max(room, 0)
+            throttled.warning("spool", "export %s: more than %d records wait for %s, the "
+                              "newest dropped", self.ident, self.senders[0].queue_records,
+                              self.settings.destination[0])
+            records = records[:max(room, 0)]
+            if not len(records):
+                return None
+        tag, self.next_tag = self.next_tag, self.next_tag + 1
+        stored.spool(con, self.ident, tag, records)
+        self.spooled += len(records)
+        return tag
+
+    def unspool(self, con) -> None:
+        """The spool rows the collector acknowledged, deleted."""
+        if not self.spooling:
+            return
+        acked = self.senders[0].acked
+        if acked > self.unspooled:
+            stored.unspool(con, self.ident, acked)
+            self.unspooled = acked
+            self.spooled = stored.spools(con).get(self.ident, 0)
+
+    def failed(self) -> None:
+        """The drain being committed rolled back (its spool row too)."""
+        if self.due_tag is not None:
+            self.spooled -= len(self.due)
+        self.due, self.due_tag = RECORD_NONE, None
 
     def committed(self, now: Now) -> None:
         due, self.due = self.due, RECORD_NONE
-        self.send(due, now)
+        tag, self.due_tag = self.due_tag, None
+        self.send(due, now, tag)
 
-    def send(self, records: np.ndarray, now: Now) -> None:
+    def send(self, records: np.ndarray, now: Now, tag: int | None = None) -> None:
         if not len(records):
             return
         self.records += len(records)
         for s in self.senders:
-            s.send(records, now)
+            if isinstance(s, TcpSender):
+                s.send(records, now, tag)
+            else:
+                s.send(records, now)
 
     def close(self, con=None) -> None:
         """The flows still cached go out as their last records (and leave
-        the stored cache: con)."""
+        the stored cache: con); over TCP what the collector has not
+        acknowledged when the sender stops stays spooled for the next start."""
         self.committed(Now.sample())
-        self.send(self.cache.flush(), Now.sample())
+        last = self.cache.flush()
+        self.send(last, Now.sample(), self._spool(con, last))
         self.cache.changes()
         if con is not None:
             stored.drop(con, self.ident)
         for s in self.senders:
             s.close()
+        if con is not None:
+            self.unspool(con)
+            if self.spooled:
+                log.warning("export %s: %d records not acknowledged by %s stay spooled for "
+                            "the next start", self.ident, self.spooled,
+                            self.settings.destination[0])
 
     def status(self) -> dict:
         """destination -> its stream's state (an `acctctl status` line each)."""
@@ -157,6 +236,9 @@ class Exporter:
             st = s.status()
             dest = st.pop("destination")
             out[dest] = {"units": units, "flows_cached": len(self.cache), **st}
+            if self.spooling:
+                out[dest] |= {"records_spooled": self.spooled,
+                              "records_spool_dropped": self.spool_dropped}
         return out
 
 
@@ -223,13 +305,20 @@ class ExportService(Service):
         con = self._con()
         if con is not None:
             with self.core.lock:
+                idents = {e.ident for e in self.exporters}
                 for ident, n in stored.exporters(con).items():
-                    if ident not in {e.ident for e in self.exporters}:
+                    if ident not in idents:
                         log.warning("export: %d cached flows of %s dropped: no such [[export]] "
                                     "now", n, ident)
                         stored.drop(con, ident)
+                for ident, n in stored.spools(con).items():
+                    if ident not in idents:
+                        log.warning("export: %d spooled records of %s dropped: no such "
+                                    "[[export]] now", n, ident)
+                        stored.drop_spool(con, ident)
                 for e in self.exporters:
                     e.load(con)
+                    e.resume(con)
         for e in self.exporters:
             e.open()
 
@@ -250,6 +339,7 @@ class ExportService(Service):
                 e = Exporter(s, ident)
                 if con is not None:
                     e.load(con)
+                    e.resume(con)
                 e.open()
             kept.append(e)
         self.settings, self.exporters = settings, kept
@@ -272,7 +362,16 @@ class ExportService(Service):
     def drain_failed(self) -> None:
         self._stale = bool(self.exporters)
         for e in self.exporters:        # made due by a drain not committed
-            e.due = RECORD_NONE
+            e.failed()
+
+    def tick(self) -> None:
+        """The spool rows acknowledged since, deleted (about once a second)."""
+        con = self._con()
+        if con is None or not any(e.spooling for e in self.exporters):
+            return
+        with self.core.lock:
+            for e in self.exporters:
+                e.unspool(con)
 
     def after_drain(self, drain: Drain) -> None:
         now = Now.sample()

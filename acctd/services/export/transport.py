@@ -11,7 +11,9 @@ written and not yet acknowledged, even after a reset. So the messages
 written on a connection are held until their last byte is acknowledged,
 and after a broken connection the rest (the one cut halfway included) is
 sent again on the next, whole: none twice, none lost, but what a collector
-acknowledged and did not read before it died (its receive buffer)."""
+acknowledged and did not read before it died (its receive buffer). A batch
+may carry a tag (the exporter's spool row, acctd/store/export.py): `acked`
+is the highest tag whose batch the collector acknowledged whole."""
 
 from __future__ import annotations
 
@@ -180,16 +182,20 @@ class TcpSender:
         self.queue_records = queue_records
         self.sent = self.errors = self.dropped = self.connects = self.resent = 0
         self.connected = False
-        self._queue: collections.deque[np.ndarray] = collections.deque()
+        self.acked = -1     # the highest batch tag acknowledged whole
+        self._queue: collections.deque[tuple[np.ndarray, int | None]] = collections.deque()
         self._queued = 0
         # the messages of the batch taken from the queue not yet written,
         # and those written on this connection and not yet acknowledged
-        # (the connection's byte count at their end): the thread's own
-        self._unsent: collections.deque[memoryview] = collections.deque()
-        self._unacked: collections.deque[tuple[int, memoryview]] = collections.deque()
+        # (the connection's byte count at their end), each with the tag of
+        # the batch it ends (None: not a batch's last): the thread's own
+        self._unsent: collections.deque[tuple[memoryview, int | None]] = collections.deque()
+        self._unacked: collections.deque[tuple[int, memoryview, int | None]] = \
+            collections.deque()
         self._written = 0
         self._cond = threading.Condition()
         self._stop = False
+        self._stop_by = 0.0
         self._thread: threading.Thread | None = None
 
     def open(self) -> None:
@@ -198,7 +204,7 @@ class TcpSender:
                                         daemon=True)
         self._thread.start()
 
-    def send(self, records: np.ndarray, now: Now) -> None:
+    def send(self, records: np.ndarray, now: Now, tag: int | None = None) -> None:
         if not len(records):
             return
         with self._cond:
@@ -209,14 +215,16 @@ class TcpSender:
                                   self.destination)
                 records = records[:max(room, 0)]
             if len(records):
-                self._queue.append(records)
+                self._queue.append((records, tag))
                 self._queued += len(records)
                 self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued if connected (within timeout), then stop."""
+        """Send what is queued if connected and wait for its acknowledgement
+        (within timeout), then stop."""
         with self._cond:
             self._stop = True
+            self._stop_by = time.monotonic() + timeout
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -269,17 +277,17 @@ class TcpSender:
         out = self.encoder.templates(self.clock())
         if not self._unsent:
             return out
-        seq = struct.unpack_from(">I", self._unsent[0], 8)[0]
+        seq = struct.unpack_from(">I", self._unsent[0][0], 8)[0]
         opened = []
         for m in out:
             opened.append(m[:8] + struct.pack(">I", seq) + m[12:])
             seq = (seq + 1) & 0xFFFF_FFFF
         moved = collections.deque()
-        for m in self._unsent:
+        for m, tag in self._unsent:
             b = bytearray(m)
             struct.pack_into(">I", b, 8, (struct.unpack_from(">I", b, 8)[0] + len(out))
                              & 0xFFFF_FFFF)
-            moved.append(memoryview(b))
+            moved.append((memoryview(b), tag))
         self._unsent = moved
         return opened
 
@@ -291,29 +299,46 @@ class TcpSender:
                 with self._cond:    # messages not acknowledged: watch for a reset meanwhile
                     self._cond.wait_for(lambda: self._queue or self._stop,
                                         WATCH_S if self._unacked else None)
-                    records = self._queue[0] if self._queue else None
-                if records is None:
+                    head = self._queue[0] if self._queue else None
+                if head is None:
                     if self._stop:
+                        self._last_acks(sock)
                         return
                     self._acknowledged(sock)
                     self._check_open(sock)
                     continue
+                records, tag = head
                 self._check_open(sock)
-                self._unsent.extend(self.encoder.encode(records, self.clock()))
+                messages = self.encoder.encode(records, self.clock())
+                if messages:
+                    self._unsent.extend((m, None) for m in messages[:-1])
+                    self._unsent.append((messages[-1], tag))
+                elif tag is not None and not self._unacked:   # nothing to send
+                    self.acked = tag
                 with self._cond:
                     self._queue.popleft()
                     self._queued -= len(records)
-            m = self._unsent[0]
+            m, tag = self._unsent[0]
             self._put(sock, m)
             self._unsent.popleft()
-            self._unacked.append((self._written, m))
+            self._unacked.append((self._written, m, tag))
             self._acknowledged(sock)
+
+    def _last_acks(self, sock: socket.socket) -> None:
+        """At close: until the collector acknowledged everything written (or
+        the close's time is up), so the spool keeps only what it did not."""
+        while self._unacked and time.monotonic() < self._stop_by:
+            self._acknowledged(sock)
+            if self._unacked:
+                time.sleep(0.005)
 
     def _acknowledged(self, sock: socket.socket) -> None:
         """The messages the peer acknowledged to their end are let go."""
         acked = self._written - unacknowledged(sock)
         while self._unacked and self._unacked[0][0] <= acked:
-            self._unacked.popleft()
+            tag = self._unacked.popleft()[2]
+            if tag is not None:
+                self.acked = tag
 
     @staticmethod
     def _check_open(sock: socket.socket) -> None:
@@ -339,7 +364,7 @@ class TcpSender:
             acked = self._written - unacknowledged(sock)
         except OSError:
             acked = 0       # not known: everything held goes again
-        back = [m for end, m in self._unacked if end > acked]
+        back = [(m, tag) for end, m, tag in self._unacked if end > acked]
         self._unacked.clear()
         self.resent += len(back)
         self._unsent.extendleft(reversed(back))
