@@ -180,7 +180,8 @@ def test_records_a_tcp_collector_did_not_acknowledge_wait_in_the_spool(tmp_path)
     """Two drains while the collector is away (and one that rolls back), a
     clean stop: the records stay spooled. The next start sends them first,
     once, to the collector now there; acknowledged, they leave the spool at
-    the service's tick."""
+    the service's tick, also when the drain that deleted them first rolled
+    back."""
     from acctd.store import export as stored
     from acctd.store.database import Storage
     from tests.ports import free_port
@@ -203,16 +204,27 @@ def test_records_a_tcp_collector_did_not_acknowledge_wait_in_the_spool(tmp_path)
     with Storage(tmp_path / "e.duckdb") as st:
         svc = spooling_service(st, port)
         col.accept()
+        deadline = time.monotonic() + 10
+        while decode(bytes(col.streams[0]))[2] < int(v["bytes"][:300].sum()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.1)                                         # acknowledged
+        drain(svc, st, k[:0], v[:0], fail=True)                # its deletes roll back
+        assert stored.spools(st.con) == {ident: 300}
+
+        def spool_empties() -> None:
+            deadline = time.monotonic() + 5
+            while stored.spools(st.con):
+                assert time.monotonic() < deadline
+                svc.tick()
+                time.sleep(0.02)
+        spool_empties()
         drain(svc, st, k[300:], v[300:])
         deadline = time.monotonic() + 10
         while decode(bytes(col.streams[0]))[2] < int(v["bytes"].sum()):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        deadline = time.monotonic() + 5
-        while stored.spools(st.con):
-            assert time.monotonic() < deadline
-            svc.tick()
-            time.sleep(0.02)
+        spool_empties()
         svc.close()
         assert stored.spools(st.con) == {}
     time.sleep(0.1)

@@ -118,6 +118,7 @@ class Exporter:
         self.next_tag = 0
         self.unspooled = -1                 # the spool rows deleted up to this tag
         self.spooled = 0                    # records in the spool
+        self._before: tuple[int, int] | None = None
         self._resume: list[tuple[int, np.ndarray]] = []
 
     def open(self) -> None:
@@ -154,6 +155,7 @@ class Exporter:
         changed, gone = self.cache.changes()
         if con is not None:
             stored.write(con, self.ident, changed, gone)
+            self._before = (self.unspooled, self.spooled)    # if the drain rolls back
             self.unspool(con)
             self.due_tag = self._spool(con, self.due)
 
@@ -188,14 +190,15 @@ class Exporter:
             self.spooled = stored.spools(con).get(self.ident, 0)
 
     def failed(self) -> None:
-        """The drain being committed rolled back (its spool row too)."""
-        if self.due_tag is not None:
-            self.spooled -= len(self.due)
-        self.due, self.due_tag = RECORD_NONE, None
+        """The drain being committed rolled back: its spool row, and the
+        deletes of acknowledged rows it made (they are made again)."""
+        if self._before is not None:
+            self.unspooled, self.spooled = self._before
+        self.due, self.due_tag, self._before = RECORD_NONE, None, None
 
     def committed(self, now: Now) -> None:
         due, self.due = self.due, RECORD_NONE
-        tag, self.due_tag = self.due_tag, None
+        tag, self.due_tag, self._before = self.due_tag, None, None
         self.send(due, now, tag)
 
     def send(self, records: np.ndarray, now: Now, tag: int | None = None) -> None:
