@@ -635,9 +635,10 @@ class Daemon:
 
     def _flow_counts(self) -> tuple[int, int]:
         """(flows ever inserted, flows live now) in the kernel's flow table."""
-        ifs = drain.read(self.dp.maps["acct_ifaces"])[1]
-        return (int(ifs["health"][:, abi.Health.FLOW_NEW].sum()),
-                len(self.dp.maps["acct_flows"].read_all()[0]))
+        def inserted() -> int:
+            return int(drain.read(self.dp.maps["acct_ifaces"])[1]["health"][
+                :, abi.Health.FLOW_NEW].sum())
+        return settled_counts(inserted, lambda: len(self.dp.maps["acct_flows"].read_all()[0]))
 
     def flow_evictions(self) -> int:
         """Flows the LRU evicted since this daemon started: inserted minus
@@ -746,6 +747,23 @@ class Mailbox:
     def wake(self) -> None:
         with self._cv:
             self._cv.notify_all()
+
+
+def settled_counts(inserted, live, tries: int = 5) -> tuple[int, int]:
+    """(inserted(), live()) of a table the datapath inserts into meanwhile.
+    Read one after the other, a flow inserted between the reads is live
+    without having been inserted, or the other way round: a false eviction
+    or a hidden one (one failed CI). So the inserts are read on both sides
+    of the walk, and the walk is made again until they agree; a table that
+    never stops growing is off by one walk's inserts at most."""
+    after = inserted()
+    for _ in range(tries):
+        before = after
+        n = live()
+        after = inserted()
+        if after == before:
+            break
+    return before, n
 
 
 def interface_error(cfg, e: NoSuchInterface) -> ConfigError:
