@@ -166,6 +166,7 @@ class _Importer:
         self.server: dict[str, Any] = {}
         self.alerter: dict[str, Any] = {}
         self.html: dict[str, Any] = {}     # [html] (service html)
+        self.html_groups_line = 0          # where client-pages group G1 G2 was
         self.language: str | None = None
         self.admin_emails: list[str] = []  # of permit-all users, whom NeTAMS mails
         self.schedules: list[str] = []

@@ -827,8 +827,8 @@ class LoginService(Service):
                 snap = drain.snapshot
                 open_ = self.core.service(SessionsService).open
                 self.pending += [{"user": snap.name_of(e.oid), "addr": None,
-                                "cause": SESSION_CAUSE[e.cause]}
-                               for e in expired if e.oid in open_]
+                                  "cause": SESSION_CAUSE[e.cause]}
+                                 for e in expired if e.oid in open_]
 
     def settle(self) -> None:
         """The session changes a drain's expiries, or records taken from
