@@ -304,8 +304,8 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
     @app.get("/sessions")
     def sessions_page():
-        logins = _optional(lambda: ask("login-show"))
-        vpn = _optional(lambda: ask("openvpn-clients"))
+        logins = pages.optional(lambda: ask("login-show"))
+        vpn = pages.optional(lambda: ask("openvpn-clients"))
         built = pages.sessions(ask("session-list", open=True, limit=500), logins, vpn,
                                ask("status"))
         return page("sessions.html", "sessions", built)
@@ -314,9 +314,8 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
     def account():
         """Billing's accounts, or one; a holder's own (the daemon refuses them another)."""
         holder = g.session.account
-        # billing is configured when its tariff has a plan (an empty [billing] has none)
-        if holder is None and ("billing-plan" not in commands.REGISTRY or not (
-                _optional(lambda: ask("billing-plan")) or {}).get("plans")):
+        if holder is None and ("billing-plan" not in commands.REGISTRY
+                               or not pages.billing_configured(ask)):
             return page("account.html", "account", {"tables": []}, billing=False, name=None)
         name = request.args.get("name") or holder
         reply = ask("billing-account", account=name, full=bool(name))
@@ -325,8 +324,8 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
             ledger = ask("billing-ledger", account=name)
             plan = reply.get("account", {}).get("plan")
             if plan is not None:
-                plans = _optional(lambda: ask("billing-plan", plan=plan))
-            bills = _optional(lambda: ask("billing-invoices", account=name))
+                plans = pages.optional(lambda: ask("billing-plan", plan=plan))
+            bills = pages.optional(lambda: ask("billing-invoices", account=name))
         return page("account.html", "account", pages.account(reply, ledger, plans, bills),
                     billing=True, name=name, holder=holder)
 
@@ -354,14 +353,6 @@ def create_app(daemon, secure: bool = False, metrics_allow: tuple = (),
 
 def _monitored(reply: dict) -> list[str]:
     return [u["name"] for u in reply.get("units", [])]
-
-
-def _optional(fn):
-    """A reply, or None where the service is not configured or the level is short."""
-    try:
-        return fn()
-    except (NotFound, PermissionDenied, BadRequest):
-        return None
 
 
 def _choice(v, allowed, default):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from acctd.errors import BadRequest, NotFound, PermissionDenied
 from acctd.web.tables import BYTES, RATE, TEXT, TIME, Table
 
 PERIODS = ("day", "month", "year")
@@ -13,6 +14,20 @@ VIEWS = ("hour", "day", "month")
 
 
 COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out")
+
+
+def optional(fn):
+    """A reply, or None where the service is not configured or the level is short."""
+    try:
+        return fn()
+    except (NotFound, PermissionDenied, BadRequest):
+        return None
+
+
+def billing_configured(ask) -> bool:
+    """Whether billing's tariff has a plan (an empty [billing] has none);
+    ask(cmd, **args) answers control commands."""
+    return bool((optional(lambda: ask("billing-plan")) or {}).get("plans"))
 
 
 def _growth(prev: dict | None, cur: dict) -> dict[str, np.ndarray]:

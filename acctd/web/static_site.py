@@ -19,7 +19,7 @@ import re
 from acctd.config.schema import Invalid
 from acctd.config.schema import Table as Settings
 from acctd.config.schema import boolean, choice, file_path, integer, setting, string
-from acctd.errors import AcctError, BadRequest
+from acctd.errors import BadRequest
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 PERIODS = ("day", "month", "year")
@@ -176,9 +176,9 @@ def write(ask, settings: HtmlSettings, path: str | None = None, staff=(),
 
 
 def _accounts(ask) -> list[dict] | None:
-    """Billing's accounts, or None when billing is not configured (its
-    tariff has no plan: an empty [billing] has none, as the console asks)."""
-    if not (_optional(ask, "billing-plan") or {}).get("plans"):
+    """Billing's accounts, or None when billing is not configured."""
+    from acctd.web.pages import billing_configured
+    if not billing_configured(ask):
         return None
     return ask("billing-account")["accounts"]
 
@@ -189,8 +189,8 @@ def _account_page(ask, root: str, rel: str, name: str, page) -> list[str]:
     from acctd.web import pages
     reply = ask("billing-account", account=name, full=True)
     plan = reply.get("account", {}).get("plan")
-    plans = _optional(ask, "billing-plan", plan=plan) if plan is not None else None
-    bills = _optional(ask, "billing-invoices", account=name)
+    plans = pages.optional(lambda: ask("billing-plan", plan=plan)) if plan is not None else None
+    bills = pages.optional(lambda: ask("billing-invoices", account=name))
     built = pages.account(reply, ask("billing-ledger", account=name), plans, bills)
     page(rel, f"account {name}", built["tables"], "../../")
     out = []
@@ -204,14 +204,6 @@ def _account_page(ask, root: str, rel: str, name: str, page) -> list[str]:
 
 def _invoice_file(month: str) -> str:
     return f"invoice-{month}.txt" if _SAFE.match(month) else "invoice.txt"
-
-
-def _optional(ask, cmd: str, **args):
-    """A command's answer, or None when its service is not configured."""
-    try:
-        return ask(cmd, **args)
-    except AcctError:
-        return None
 
 
 def _members_table(group: str, rows: list[dict]):
