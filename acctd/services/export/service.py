@@ -206,10 +206,7 @@ class Exporter:
             return
         self.records += len(records)
         for s in self.senders:
-            if isinstance(s, TcpSender):
-                s.send(records, now, tag)
-            else:
-                s.send(records, now)
+            s.send(records, now, tag)
 
     def close(self, con=None) -> None:
         """The flows still cached go out as their last records (and leave

@@ -96,7 +96,8 @@ class UdpSender:
                                             name=f"export {self.destination}")
             self._thread.start()
 
-    def send(self, records: np.ndarray, now: Now) -> None:
+    def send(self, records: np.ndarray, now: Now, tag: int | None = None) -> None:
+        """tag: a TCP batch's spool row; UDP confirms nothing, so none is kept."""
         messages = self.encoder.encode(records, now)
         if self.sock is None:
             self.open()
